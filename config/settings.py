@@ -1,0 +1,46 @@
+"""Every setting, its environment variable and its default; the README's configuration table mirrors this file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment variables are the names below in upper case, prefixed ``INSPECT_`` (``DATABASE_URL`` is not)."""
+
+    model_config = SettingsConfigDict(env_prefix="INSPECT_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "INSPECT_DATABASE_URL"),
+        description="PostgreSQL with pgvector; unset: start (or join) the embedded server in data_dir",
+    )
+    data_dir: Path = Field(default=Path(".data/pgdata"), description="data folder of the embedded PostgreSQL")
+    weights: str | None = Field(
+        default=None, description="backbone weights file (torchvision state_dict); unset: torchvision's download"
+    )
+    weights_dir: Path | None = Field(
+        default=None, description="where the server looks for a category's weights file by name if its path is gone"
+    )
+    backbone: str = Field(default="wide_resnet50_2", description="default backbone of the ingest job")
+    metric: Literal["cosine", "l2"] = Field(default="cosine", description="default nearest-neighbour metric")
+    reports_dir: Path = Field(default=Path("reports"), description="where the ingest job writes reports and plots")
+    device: str | None = Field(default=None, description="torch device; unset: cuda when available, else cpu")
+    hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")
+    hnsw_ef_construction: int = Field(default=64, description="HNSW build candidate list (pgvector ef_construction)")
+    hnsw_ef_search: int = Field(default=40, description="HNSW query candidate list (hnsw.ef_search)")
+    maintenance_work_mem: str = Field(default="1GB", description="memory for building an HNSW index in memory")
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, description="largest accepted upload, in bytes")
+    max_image_pixels: int = Field(default=40_000_000, description="largest accepted image, in pixels")
+    pool_size: int = Field(default=4, description="database connections per API process")
+    torch_threads: int | None = Field(default=None, description="torch intra-op threads; unset: torch's default")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,206 @@
+"""``python -m ingest``: fit categories into the database, evaluate them, and show the database URI.
+
+Subcommands:
+  fit              fit each category, evaluate it on its test split (if any), and store it in PostgreSQL
+  evaluate         fit and evaluate in memory only: no database involved
+  evaluate-served  score the test split through the served pgvector path and the exact path, side by side
+  db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from config import get_settings
+from patchcore import PatchCoreError
+from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
+from patchcore.datasets import Category, folder_category, mvtec_categories, mvtec_category
+from patchcore.evaluation import Evaluation, evaluate
+from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
+from patchcore.scoring import METRICS
+
+
+def _dataset_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", type=Path, help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth")
+    where.add_argument("--folder", type=Path, help="a plain folder of good images (training only, no evaluation)")
+    parser.add_argument(
+        "--category",
+        action="append",
+        default=None,
+        help="category to process (repeatable); with --data the default is every category found, "
+        "with --folder it names the category (default: the folder's name)",
+    )
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    settings = get_settings()
+    parser.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        default=settings.backbone,
+        help="torchvision backbone (default %(default)s; INSPECT_BACKBONE)",
+    )
+    parser.add_argument("--layers", default="layer2,layer3", help="layers whose patches are used (default %(default)s)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--weights",
+        default=settings.weights,
+        help="torchvision state_dict file with at least the used layers (INSPECT_WEIGHTS); "
+        "default: download torchvision's ImageNet weights",
+    )
+    weights.add_argument("--random-weights", action="store_true", help="random weights: shape and speed tests only")
+    parser.add_argument("--resize", type=int, default=256, help="shorter side after resizing (default %(default)s)")
+    parser.add_argument("--crop", type=int, default=224, help="centre crop size (default %(default)s)")
+    parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default=settings.metric,
+        help="nearest-neighbour distance (default %(default)s; INSPECT_METRIC)",
+    )
+    parser.add_argument("--coreset-ratio", type=float, default=0.1, help="memory bank fraction (default %(default)s)")
+    parser.add_argument("--neighbors", type=int, default=9, help="b of eq. 7; 1 disables re-weighting (default 9)")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        help="fraction of train/good kept out of the memory bank to calibrate the threshold (0.1)",
+    )
+    parser.add_argument(
+        "--sigmas",
+        type=float,
+        default=3.0,
+        help="threshold = max(mean + SIGMAS * std, max) of held-out scores (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of hold-out split, projection, first centre")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (default %(default)s)")
+    parser.add_argument("--device", default=settings.device, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=settings.reports_dir,
+        help="reports folder; each category writes OUT/<category>/ (default %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fit_cmd = commands.add_parser("fit", help="fit, evaluate and store categories in PostgreSQL")
+    _dataset_options(fit_cmd)
+    _model_options(fit_cmd)
+    fit_cmd.add_argument(
+        "--served", action="store_true", help="after storing, also evaluate through the served pgvector path"
+    )
+
+    eval_cmd = commands.add_parser("evaluate", help="fit and evaluate in memory, without the database")
+    _dataset_options(eval_cmd)
+    _model_options(eval_cmd)
+
+    served = commands.add_parser("evaluate-served", help="served (pgvector HNSW) against exact, on the stored model")
+    served.add_argument("--data", type=Path, required=True, help="MVTec AD root holding the test split")
+    served.add_argument("--category", action="append", default=None, help="category (repeatable; default: all stored)")
+    served.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default INSPECT_HNSW_EF_SEARCH)")
+    served.add_argument("--out", type=Path, default=get_settings().reports_dir, help="reports folder")
+
+    commands.add_parser("db-uri", help="print the PostgreSQL URI in use (starts the embedded server if needed)")
+    return parser
+
+
+def _categories(args: argparse.Namespace) -> list[Category]:
+    if args.folder is not None:
+        names = args.category or [args.folder.name]
+        if len(names) != 1:
+            raise ValueError("--folder takes exactly one --category")
+        return [folder_category(args.folder, names[0])]
+    names = args.category or mvtec_categories(args.data)
+    if not names:
+        raise FileNotFoundError(f"no category (a folder with train/good) under {args.data}")
+    return [mvtec_category(args.data, name) for name in names]
+
+
+def _config(args: argparse.Namespace) -> PatchCoreConfig:
+    return PatchCoreConfig(
+        backbone=args.backbone,
+        layers=tuple(args.layers.split(",")),
+        resize=args.resize,
+        crop=args.crop,
+        metric=args.metric,
+        coreset_ratio=args.coreset_ratio,
+        num_neighbors=args.neighbors,
+        holdout_fraction=args.holdout,
+        threshold_sigmas=args.sigmas,
+        seed=args.seed,
+    )
+
+
+def _fit_and_evaluate(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Evaluation | None]:
+    config = _config(args)
+    weights = RANDOM_WEIGHTS if args.random_weights else args.weights
+    print(
+        f"== {category.name}: {len(category.train)} good training images, {len(category.test)} test images, "
+        f"{config.backbone} ({config.embedding_dim} dims), metric {config.metric}",
+        flush=True,
+    )
+    embedder = Embedder(config, weights, args.device)
+    model = fit(config, category.train, weights, args.batch_size, embedder=embedder)
+    evaluation = None
+    if category.test:
+        evaluation = evaluate(category.test, exact_scorer(model, embedder), config.preprocess, model.threshold)
+    return model, evaluation
+
+
+def _run_fit(args: argparse.Namespace, store: bool) -> int:
+    from ingest import report
+
+    rows = {}
+    for category in _categories(args):
+        model, evaluation = _fit_and_evaluate(args, category)
+        result = report.build(category.name, model, evaluation)
+        if store:
+            from ingest.persist import store_model
+
+            result.update(store_model(category.name, model, result))
+        path = report.write(result, evaluation, model, args.out / category.name)
+        rows[category.name] = result
+        print(f"report: {path}", flush=True)
+        if store and args.served and evaluation is not None:
+            from ingest.served import evaluate_served
+
+            evaluate_served(category.name, category, args.out / category.name, None)
+    print(report.table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        if args.command == "evaluate":
+            return _run_fit(args, store=False)
+        if args.command == "fit":
+            return _run_fit(args, store=True)
+        if args.command == "evaluate-served":
+            from ingest.served import run_served
+
+            return run_served(args)
+        if args.command == "db-uri":
+            from store.database import database_url
+
+            print(database_url(settings))
+            return 0
+    except (PatchCoreError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"error": f"unknown command {args.command}"}), file=sys.stderr)
+    return 2

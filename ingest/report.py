@@ -1,0 +1,94 @@
+"""The evaluation report: a table on the terminal, a JSON file and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from patchcore import plots
+from patchcore.evaluation import Evaluation, per_image
+from patchcore.metrics import auroc
+from patchcore.model import FittedModel
+
+
+def model_figures(model: FittedModel) -> dict:
+    """The fit figures every report carries."""
+    return {
+        "threshold": model.threshold,
+        "memory_bank_size": int(model.memory_bank.shape[0]),
+        "embedding_dim": int(model.memory_bank.shape[1]),
+        "fit_seconds": model.timings["fit_seconds"],
+        "coreset_seconds": model.timings["coreset_seconds"],
+        "feature_seconds": model.timings["feature_seconds"],
+        "train_images": sum(1 for r in model.images if r.split == "train"),
+        "holdout_images": sum(1 for r in model.images if r.split == "holdout"),
+    }
+
+
+def per_defect_auroc(evaluation: Evaluation) -> dict[str, float]:
+    """Image AUROC of each defect type against the good test images."""
+    labels = evaluation.labels
+    result = {}
+    for defect in sorted({s.defect for s in evaluation.samples if s.is_anomalous}):
+        keep = [s.defect in (defect, "good") for s in evaluation.samples]
+        result[defect] = auroc(evaluation.scores[keep], labels[keep])
+    return result
+
+
+def build(category: str, model: FittedModel, evaluation: Evaluation | None, extra: dict | None = None) -> dict:
+    report: dict = {"category": category, **model_figures(model), "config": model.config.as_dict()}
+    report["weights"] = model.weights
+    if evaluation is not None:
+        report.update(evaluation.figures)
+        report["eval_seconds"] = evaluation.seconds
+        report["test_images"] = len(evaluation.samples)
+        report["per_defect_image_auroc"] = per_defect_auroc(evaluation)
+        report["images"] = per_image(evaluation)
+    report["calibration_scores"] = [r.score for r in model.images if r.split == "holdout"]
+    report.update(extra or {})
+    return report
+
+
+TABLE_KEYS = (
+    "image_auroc",
+    "pixel_auroc",
+    "pro",
+    "f1",
+    "precision",
+    "recall",
+    "threshold",
+    "memory_bank_size",
+    "embedding_dim",
+    "feature_seconds",
+    "coreset_seconds",
+    "fit_seconds",
+    "eval_seconds",
+)
+
+
+def table(rows: dict[str, dict], keys: tuple[str, ...] = TABLE_KEYS) -> str:
+    """A fixed-width table, one column per report (category or scoring path)."""
+    names = list(rows)
+    width = max(12, *(len(n) for n in names))
+    lines = ["metric".ljust(18) + "".join(n.rjust(width + 2) for n in names)]
+    for key in keys:
+        if not any(key in r for r in rows.values()):
+            continue
+        cells = []
+        for name in names:
+            value = rows[name].get(key)
+            cells.append("-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
+        lines.append(key.ljust(18) + "".join(c.rjust(width + 2) for c in cells))
+    return "\n".join(lines)
+
+
+def write(report: dict, evaluation: Evaluation | None, model: FittedModel, folder: Path) -> Path:
+    """``folder/report.json`` and, with an evaluation, the plots beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if evaluation is not None:
+        report["plots"] = [
+            str(p) for p in plots.write_all(evaluation, model.config.preprocess, folder, report["category"])
+        ]
+    path = folder / "report.json"
+    path.write_text(json.dumps(report, indent=2))
+    return path

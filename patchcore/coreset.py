@@ -1,0 +1,136 @@
+"""Greedy k-center coreset selection (PatchCore section 3.2), memory-bounded and fast.
+
+The greedy rule is the paper's: project the features to about 128 dimensions with a seeded Gaussian matrix, start
+from a seeded random patch, and repeatedly add the patch farthest from everything chosen so far. What makes it fast
+is exact pruning by the triangle inequality: every patch remembers its nearest chosen centre, and a new centre ``c``
+can only come closer to a patch of centre ``j``'s cluster if ``|c - j| < 2 * radius_j``; clusters farther away are
+not looked at. The selection is the same as the naive full scan's, but late iterations touch a small fraction of
+the patches. Memory is the projection (N x 128 floats) plus a few N-vectors: never an N x N matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+PROJECTION_DIM = 128
+_FULL_SCAN_FRACTION = 0.4
+_PROJECTION_CHUNK = 65536
+
+
+def random_projection(features: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
+    """Johnson-Lindenstrauss projection to ``dim`` dimensions (identity when already that small)."""
+    n, d = features.shape
+    if d <= dim:
+        return features.float().contiguous()
+    generator = torch.Generator().manual_seed(seed)
+    matrix = torch.randn(d, dim, generator=generator) / math.sqrt(dim)
+    out = torch.empty(n, dim)
+    for start in range(0, n, _PROJECTION_CHUNK):
+        out[start : start + _PROJECTION_CHUNK] = features[start : start + _PROJECTION_CHUNK].float() @ matrix
+    return out
+
+
+def coreset_size(n: int, ratio: float) -> int:
+    if not 0 < ratio <= 1:
+        raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+    return min(n, max(1, math.ceil(n * ratio)))
+
+
+def greedy_coreset(
+    features: torch.Tensor,
+    ratio: float = 0.1,
+    seed: int = 0,
+    projection_dim: int = PROJECTION_DIM,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Indices (in selection order) of ``ceil(ratio * N)`` patches chosen by greedy k-center.
+
+    ``progress`` is called with the number of centres added since the last call.
+    """
+    n = features.shape[0]
+    k = coreset_size(n, ratio)
+    points = random_projection(features, projection_dim, seed)
+    squared = (points * points).sum(1)
+    first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
+
+    selected = torch.empty(k, dtype=torch.long)
+    centres = torch.empty(k, points.shape[1])
+    centre_sq = torch.empty(k)
+    nearest = torch.full((n,), math.inf)
+    owner = torch.zeros(n, dtype=torch.long)
+    radii = torch.zeros(k)
+    farthest = torch.zeros(k, dtype=torch.long)
+    everything = torch.arange(n)
+    candidate = first
+    for t in range(k):
+        selected[t] = candidate
+        centres[t] = points[candidate]
+        centre_sq[t] = squared[candidate]
+        index = None
+        if t > 0:
+            # Clusters whose centre is within twice their radius of the new centre are the only ones it can change.
+            between_sq = centre_sq[:t] - 2 * (centres[:t] @ centres[t]) + centre_sq[t]
+            in_reach = (between_sq < 4 * radii[:t] * radii[:t]).index_select(0, owner).nonzero().squeeze(1)
+            if in_reach.numel() <= _FULL_SCAN_FRACTION * n:
+                index = in_reach
+        _assign(points, squared, centres[t], centre_sq[t], index, t, nearest, owner)
+        nearest[candidate] = 0
+        _refresh_radii(everything if index is None else index, nearest, owner, radii, farthest)
+        best = int(torch.argmax(radii[: t + 1]))
+        candidate = int(farthest[best])
+        if progress is not None:
+            progress(1)
+    return selected
+
+
+def _assign(
+    points: torch.Tensor,
+    squared: torch.Tensor,
+    centre: torch.Tensor,
+    centre_sq: torch.Tensor,
+    index: torch.Tensor | None,
+    t: int,
+    nearest: torch.Tensor,
+    owner: torch.Tensor,
+) -> None:
+    """Give the patches of ``index`` (``None``: all) closer to centre ``t`` than to their own centre to centre ``t``."""
+    if index is None:
+        distance = squared - 2 * (points @ centre) + centre_sq
+        current = nearest
+        index = torch.arange(points.shape[0])
+    else:
+        distance = squared.index_select(0, index) - 2 * (points.index_select(0, index) @ centre) + centre_sq
+        current = nearest.index_select(0, index)
+    distance = distance.clamp_min_(0).sqrt_()
+    closer = distance < current
+    moved = index[closer]
+    nearest.index_copy_(0, moved, distance[closer])
+    owner.index_fill_(0, moved, t)
+
+
+def _refresh_radii(
+    index: torch.Tensor, nearest: torch.Tensor, owner: torch.Tensor, radii: torch.Tensor, farthest: torch.Tensor
+) -> None:
+    """Recompute radius and farthest patch of every cluster that ``index`` covers (it covers them whole)."""
+    distance = nearest.index_select(0, index)
+    clusters = owner.index_select(0, index)
+    radii.index_fill_(0, clusters, 0)
+    radii.scatter_reduce_(0, clusters, distance, reduce="amax")
+    at_radius = distance == radii.index_select(0, clusters)
+    farthest.index_fill_(0, clusters, -1)
+    farthest.scatter_reduce_(0, clusters[at_radius], index[at_radius], reduce="amax")
+
+
+def coverage_radius(features: torch.Tensor, coreset: torch.Tensor, chunk: int = 4096) -> float:
+    """k-center radius: the largest distance from any feature to its nearest coreset member (in full space)."""
+    bank = features[coreset].float()
+    bank_sq = (bank * bank).sum(1)
+    worst = 0.0
+    for start in range(0, features.shape[0], chunk):
+        block = features[start : start + chunk].float()
+        d2 = (block * block).sum(1, keepdim=True) - 2 * block @ bank.T + bank_sq
+        worst = max(worst, float(d2.min(1).values.clamp_min(0).max().sqrt()))
+    return worst

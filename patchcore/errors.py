@@ -1,0 +1,17 @@
+"""Errors a user can act on: each message names the file, tensor or option at fault."""
+
+
+class PatchCoreError(Exception):
+    """Base class, so callers (CLI, HTTP) can map every engine error to a clear message."""
+
+
+class WeightsError(PatchCoreError):
+    """The backbone weights are missing, incomplete or cannot be downloaded."""
+
+
+class ImageError(PatchCoreError):
+    """The input is not a readable image (empty, truncated, unknown format, too large)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than allowed; raised from the header, before decoding."""

@@ -1,0 +1,80 @@
+"""Detection and segmentation metrics of the MVTec AD protocol, exact (no threshold sampling)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct score, from the highest; tied scores move together (no optimistic order)."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels, dtype=bool).ravel()
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        raise ValueError("ROC needs both normal and anomalous samples")
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    tp = np.cumsum(labels)[last_of_tie]
+    fp = np.cumsum(~labels)[last_of_tie]
+    return np.r_[0.0, fp / negatives], np.r_[0.0, tp / positives]
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    fpr, tpr = roc_curve(scores, labels)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, mean per-region overlap) at every distinct pixel score.
+
+    Each connected defect region weighs the same however large it is; the false positive rate counts every normal
+    pixel of every test image.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    masks = np.asarray(masks, dtype=bool)
+    regions = np.zeros(masks.shape, dtype=np.int64)
+    count = 0
+    for i, mask in enumerate(masks):
+        labelled, found = ndimage.label(mask, structure=np.ones((3, 3)))
+        regions[i] = np.where(labelled > 0, labelled + count, 0)
+        count += found
+    if count == 0:
+        raise ValueError("PRO needs at least one defect region")
+    flat_regions = regions.ravel()
+    sizes = np.bincount(flat_regions, minlength=count + 1).astype(np.float64)
+    weight = np.where(flat_regions > 0, 1.0 / (sizes[flat_regions] * count), 0.0)
+    normal = flat_regions == 0
+    scores = maps.ravel()
+    order = np.argsort(-scores, kind="mergesort")
+    scores = scores[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    fpr = np.cumsum(normal[order])[last_of_tie] / normal.sum()
+    pro = np.cumsum(weight[order])[last_of_tie]
+    return np.r_[0.0, fpr], np.r_[0.0, pro]
+
+
+def pro_auc(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """Area under the PRO curve up to ``fpr_limit``, divided by ``fpr_limit`` (1.0 is perfect)."""
+    fpr, pro = pro_curve(maps, masks)
+    cut = np.searchsorted(fpr, fpr_limit, side="right")
+    x, y = fpr[:cut], pro[:cut]
+    if cut < fpr.size:
+        x = np.r_[x, fpr_limit]
+        y = np.r_[y, np.interp(fpr_limit, fpr[cut - 1 : cut + 1], pro[cut - 1 : cut + 1])]
+    return float(np.trapezoid(y, x) / fpr_limit)
+
+
+def f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 of "score above threshold means defective"."""
+    predicted = np.asarray(scores) > threshold
+    labels = np.asarray(labels, dtype=bool)
+    tp = float((predicted & labels).sum())
+    fp = float((predicted & ~labels).sum())
+    fn = float((~predicted & labels).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    accuracy = float((predicted == labels).mean())
+    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}

@@ -1,0 +1,254 @@
+"""Fitting PatchCore and scoring with it in memory (the exact path).
+
+A :class:`FittedModel` is everything a category learned: its settings, the coreset memory bank with each patch's
+source image and grid position, the good images with an image-level embedding each, and the threshold calibrated
+on held-out good images. The store persists exactly this object; nothing here knows about databases or HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from patchcore import scoring
+from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, weights_sha256
+from patchcore.coreset import coreset_size, greedy_coreset
+from patchcore.evaluation import Scored
+from patchcore.features import PatchFeatureExtractor
+from patchcore.images import Preprocess, open_image
+from patchcore.scoring import Metric
+
+
+@dataclass(frozen=True)
+class PatchCoreConfig:
+    """The settings of one category's model; stored with it so a server embeds queries exactly the same way."""
+
+    backbone: str = "wide_resnet50_2"
+    layers: tuple[str, ...] = ("layer2", "layer3")
+    resize: int = 256
+    crop: int = 224
+    metric: Metric = "cosine"
+    coreset_ratio: float = 0.1
+    num_neighbors: int = 9
+    holdout_fraction: float = 0.1
+    threshold_sigmas: float = 3.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in scoring.METRICS:
+            raise ValueError(f"metric must be one of {scoring.METRICS}, got {self.metric!r}")
+        if self.num_neighbors < 1:
+            raise ValueError("num_neighbors (b) must be at least 1")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError("holdout fraction must be in [0, 1)")
+        Preprocess(self.resize, self.crop)
+        coreset_size(1, self.coreset_ratio)
+
+    @property
+    def embedding_dim(self) -> int:
+        return embedding_dim(self.backbone, self.layers)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess(self.resize, self.crop)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "layers": list(self.layers), "embedding_dim": self.embedding_dim}
+
+
+@dataclass
+class ImageRecord:
+    """A good training image: ``split`` is ``train`` (in the memory bank) or ``holdout`` (calibration)."""
+
+    file_name: str
+    split: str
+    sha256: str
+    width: int
+    height: int
+    score: float | None = None
+
+
+@dataclass
+class Embedded:
+    """Patch features of one image, (H, W, D), with the facts about the file the store keeps."""
+
+    features: torch.Tensor
+    record: ImageRecord
+
+
+@dataclass
+class Prediction:
+    """What the model says of one image."""
+
+    score: float
+    patch_scores: torch.Tensor
+    nearest_index: torch.Tensor
+    worst_patch: tuple[int, int]
+
+    def anomaly_map(self, size: int) -> torch.Tensor:
+        return scoring.anomaly_map(self.patch_scores, size)
+
+
+@dataclass
+class FittedModel:
+    """A fitted category: the object the store persists and the exact scorer evaluates."""
+
+    config: PatchCoreConfig
+    weights: str | None
+    weights_sha256: str | None
+    memory_bank: torch.Tensor
+    bank_image: torch.Tensor
+    bank_position: torch.Tensor
+    images: list[ImageRecord]
+    image_embeddings: torch.Tensor
+    threshold: float
+    grid: tuple[int, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def score(self, features: torch.Tensor) -> Prediction:
+        """Exact nearest-neighbour scoring of one image's (H, W, D) features."""
+        height, width, dim = features.shape
+        flat = features.reshape(-1, dim)
+        distances, index = scoring.nearest(flat, self.memory_bank, self.config.metric)
+        patch_scores = distances[:, 0]
+        score = scoring.image_score(
+            patch_scores, index[:, 0], flat, self.memory_bank, self.config.metric, self.config.num_neighbors
+        )
+        worst = int(torch.argmax(patch_scores))
+        return Prediction(score, patch_scores.reshape(height, width), index[:, 0], divmod(worst, width))
+
+
+class Embedder:
+    """Reads an image, applies the category's transform and returns its patch features."""
+
+    def __init__(self, config: PatchCoreConfig, weights: str | None, device: str | None = None) -> None:
+        self.config = config
+        self.preprocess = config.preprocess
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.extractor = PatchFeatureExtractor(load_backbone(config.backbone, config.layers, weights).to(device))
+
+    def features(self, tensors: torch.Tensor) -> torch.Tensor:
+        return self.extractor(tensors)
+
+    def embed_files(self, paths: list[Path], batch_size: int, description: str) -> Iterator[Embedded]:
+        """Features of each file in order, with a progress bar (count and rate)."""
+        records: list[ImageRecord] = []
+
+        def tensors() -> Iterator[torch.Tensor]:
+            for path in paths:
+                data = path.read_bytes()
+                image = open_image(data, name=str(path))
+                records.append(
+                    ImageRecord(path.name, "train", hashlib.sha256(data).hexdigest(), image.width, image.height)
+                )
+                yield self.preprocess.tensor(image)
+
+        done = 0
+        with tqdm(total=len(paths), desc=description, unit="img", dynamic_ncols=True) as bar:
+            for batch in self.extractor.batches(tensors(), batch_size):
+                for features in batch:
+                    yield Embedded(features, records[done])
+                    done += 1
+                bar.update(len(batch))
+
+
+def split_holdout(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """(memory-bank images, held-out images): a seeded random ``fraction`` is held out for calibration."""
+    count = math.floor(len(paths) * fraction + 0.5) if fraction > 0 else 0
+    if fraction > 0 and len(paths) >= 2:
+        count = max(count, 1)
+    if len(paths) - count < 1:
+        raise ValueError(f"{len(paths)} training images are too few to hold {count} out for calibration")
+    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[:count])
+    return [p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held]
+
+
+def fit(
+    config: PatchCoreConfig,
+    train: list[Path],
+    weights: str | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    embedder: Embedder | None = None,
+) -> FittedModel:
+    """Fit one category from good images: features, coreset, image embeddings, calibrated threshold."""
+    if not train:
+        raise ValueError("no training images")
+    started = time.perf_counter()
+    embedder = embedder or Embedder(config, weights, device)
+    bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed)
+
+    dim = config.embedding_dim
+    features: torch.Tensor | None = None
+    images: list[ImageRecord] = []
+    image_embeddings = torch.empty(len(train), dim)
+    for i, item in enumerate(embedder.embed_files(bank_paths, batch_size, "features")):
+        height, width, _ = item.features.shape
+        if features is None:
+            features = torch.empty(len(bank_paths) * height * width, dim)
+        features[i * height * width : (i + 1) * height * width] = item.features.reshape(-1, dim)
+        image_embeddings[i] = item.features.reshape(-1, dim).mean(0)
+        images.append(item.record)
+    assert features is not None
+    grid = (height, width)
+    patches_per_image = height * width
+    feature_seconds = time.perf_counter() - started
+
+    coreset_started = time.perf_counter()
+    total = coreset_size(features.shape[0], config.coreset_ratio)
+    with tqdm(total=total, desc="coreset", unit="patch", dynamic_ncols=True) as bar:
+        selected = greedy_coreset(features, config.coreset_ratio, config.seed, progress=bar.update)
+    coreset_seconds = time.perf_counter() - coreset_started
+    memory_bank = features[selected].clone()
+    del features
+    bank_image = selected // patches_per_image
+    cell = selected % patches_per_image
+    bank_position = torch.stack([cell // width, cell % width], dim=1)
+
+    weights_hash = None if weights in (None, RANDOM_WEIGHTS) else weights_sha256(weights)
+    model = FittedModel(
+        config,
+        weights,
+        weights_hash,
+        memory_bank,
+        bank_image,
+        bank_position,
+        images,
+        image_embeddings,
+        math.inf,
+        grid,
+    )
+    calibration: list[float] = []
+    offset = len(bank_paths)
+    for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "calibration")):
+        item.record.split = "holdout"
+        item.record.score = model.score(item.features).score
+        calibration.append(item.record.score)
+        image_embeddings[offset + i] = item.features.reshape(-1, dim).mean(0)
+        images.append(item.record)
+    model.threshold = scoring.calibrate_threshold(calibration, config.threshold_sigmas)
+    model.timings = {
+        "feature_seconds": feature_seconds,
+        "coreset_seconds": coreset_seconds,
+        "fit_seconds": time.perf_counter() - started,
+    }
+    return model
+
+
+def exact_scorer(model: FittedModel, embedder: Embedder) -> Callable[[Path], Scored]:
+    """Score image files by exact nearest-neighbour search over the in-memory memory bank."""
+
+    def score(path: Path) -> Scored:
+        tensor = embedder.preprocess.tensor(open_image(path))
+        prediction = model.score(embedder.features(tensor[None])[0])
+        return Scored(prediction.score, prediction.anomaly_map(model.config.crop).numpy())
+
+    return score

@@ -1,0 +1,111 @@
+"""Every scoring formula of the product, in one place.
+
+- patch score: distance from a test patch to its nearest memory-bank patch, cosine (``1 - cos``, what pgvector's
+  ``<=>`` computes) or Euclidean (``<->``, PatchCore's own);
+- image score: the largest patch score ``s*``, re-weighted as in the paper's eq. 7:
+  ``s = (1 - exp d(m_test*, m*) / sum_{m in N_b(m*)} exp d(m_test*, m)) * s*``, where ``m*`` is the nearest
+  memory-bank patch of the worst test patch and ``N_b(m*)`` its ``b`` nearest memory-bank neighbours (``m*``
+  itself among them); ``b = 1`` leaves ``s*`` unchanged;
+- anomaly map: patch scores upsampled bilinearly to the input size, then a Gaussian blur with sigma 4;
+- similarity: the score turned into "higher is more normal", so an image is anomalous when its score is above the
+  threshold, that is when its similarity is below the similarity of the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Metric = Literal["cosine", "l2"]
+METRICS: tuple[Metric, ...] = ("cosine", "l2")
+BLUR_SIGMA = 4.0
+_CHUNK = 8192
+
+
+def pairwise_distance(queries: torch.Tensor, bank: torch.Tensor, metric: Metric) -> torch.Tensor:
+    """(Q, M) distances between rows, in the metric pgvector uses for the same operator."""
+    if metric == "cosine":
+        q = F.normalize(queries.float(), dim=1)
+        b = F.normalize(bank.float(), dim=1)
+        return (1.0 - q @ b.T).clamp_min_(0)
+    if metric == "l2":
+        q, b = queries.float(), bank.float()
+        d2 = (q * q).sum(1, keepdim=True) - 2 * q @ b.T + (b * b).sum(1)
+        return d2.clamp_min_(0).sqrt_()
+    raise ValueError(f"unknown metric {metric!r}; choose cosine or l2")
+
+
+def nearest(queries: torch.Tensor, bank: torch.Tensor, metric: Metric, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest bank rows of each query: (distances, indices), each (Q, k), nearest first."""
+    k = min(k, bank.shape[0])
+    distances, indices = [], []
+    for start in range(0, queries.shape[0], _CHUNK):
+        d = pairwise_distance(queries[start : start + _CHUNK], bank, metric)
+        values, idx = torch.topk(d, k, dim=1, largest=False)
+        distances.append(values)
+        indices.append(idx)
+    return torch.cat(distances), torch.cat(indices)
+
+
+def reweighted_score(worst_distance: float, support_distances: torch.Tensor) -> float:
+    """Eq. 7: ``support_distances[0]`` is d(m_test*, m*), the rest d(m_test*, m) for the other neighbours of m*."""
+    if support_distances.numel() <= 1:
+        return float(worst_distance)
+    weight = 1.0 - torch.softmax(support_distances.double(), dim=0)[0]
+    return float(weight * worst_distance)
+
+
+def image_score(
+    patch_scores: torch.Tensor,
+    nearest_index: torch.Tensor,
+    patches: torch.Tensor,
+    bank: torch.Tensor,
+    metric: Metric,
+    b: int,
+) -> float:
+    """Image score of one image from its patch scores (P,), nearest bank index (P,) and features (P, D)."""
+    worst = int(torch.argmax(patch_scores))
+    if b <= 1:
+        return float(patch_scores[worst])
+    m_star = bank[nearest_index[worst]]
+    _, support = nearest(m_star[None], bank, metric, k=b)
+    support_distances = pairwise_distance(patches[worst][None], bank[support[0]], metric)[0]
+    return reweighted_score(float(patch_scores[worst]), support_distances)
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = int(4 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def anomaly_map(patch_grid: torch.Tensor, size: int, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """(H, W) patch scores to a (size, size) map: bilinear upsampling, then a separable Gaussian blur."""
+    upsampled = F.interpolate(patch_grid[None, None].float(), size=(size, size), mode="bilinear", align_corners=False)
+    kernel = _gaussian_kernel(sigma)
+    pad = kernel.numel() // 2
+    blurred = F.conv2d(F.pad(upsampled, (pad, pad, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    blurred = F.conv2d(F.pad(blurred, (0, 0, pad, pad), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return blurred[0, 0]
+
+
+def similarity(score: float, metric: Metric) -> float:
+    """Score as "higher is more normal": the cosine similarity ``1 - d`` for cosine, ``exp(-d)`` for Euclidean."""
+    return 1.0 - score if metric == "cosine" else math.exp(-score)
+
+
+def calibrate_threshold(good_scores: list[float], sigmas: float) -> float:
+    """Threshold from held-out good images only: ``max(mean + sigmas * std, max)`` of their image scores.
+
+    Every held-out good image is thus accepted, and the margin of ``sigmas`` standard deviations covers good
+    images the small held-out set did not show.
+    """
+    if not good_scores:
+        raise ValueError("no held-out good images to calibrate the threshold on; raise --holdout")
+    scores = torch.tensor(good_scores, dtype=torch.float64)
+    spread = float(scores.std()) if scores.numel() > 1 else 0.0
+    return max(float(scores.mean()) + sigmas * spread, float(scores.max()))
