@@ -1,0 +1,1 @@
+"""The FastAPI inspection service: ``uvicorn app.main:app``."""

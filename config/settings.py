@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         default=None, description="where the server looks for a category's weights file by name if its path is gone"
     )
     backbone: str = Field(default="wide_resnet50_2", description="default backbone of the ingest job")
-    metric: Literal["cosine", "l2"] = Field(default="cosine", description="default nearest-neighbour metric")
+    metric: Literal["cosine", "l2"] = Field(default="l2", description="default nearest-neighbour metric")
     reports_dir: Path = Field(default=Path("reports"), description="where the ingest job writes reports and plots")
     device: str | None = Field(default=None, description="torch device; unset: cuda when available, else cpu")
     hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")

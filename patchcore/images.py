@@ -92,7 +92,7 @@ class Preprocess:
         width, height = image.size
         scale = self.resize / min(width, height)
         size = (max(self.crop, round(width * scale)), max(self.crop, round(height * scale)))
-        image = image.resize(size, resample, reducing_gap=None if resample == Image.NEAREST else 3.0)
+        image = image.resize(size, resample, reducing_gap=None)
         left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
         return image.crop((left, top, left + self.crop, top + self.crop))
 

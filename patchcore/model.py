@@ -34,7 +34,7 @@ class PatchCoreConfig:
     layers: tuple[str, ...] = ("layer2", "layer3")
     resize: int = 256
     crop: int = 224
-    metric: Metric = "cosine"
+    metric: Metric = "l2"
     coreset_ratio: float = 0.1
     num_neighbors: int = 9
     holdout_fraction: float = 0.1
@@ -114,15 +114,18 @@ class FittedModel:
 
     def score(self, features: torch.Tensor) -> Prediction:
         """Exact nearest-neighbour scoring of one image's (H, W, D) features."""
-        height, width, dim = features.shape
-        flat = features.reshape(-1, dim)
-        distances, index = scoring.nearest(flat, self.memory_bank, self.config.metric)
-        patch_scores = distances[:, 0]
-        score = scoring.image_score(
-            patch_scores, index[:, 0], flat, self.memory_bank, self.config.metric, self.config.num_neighbors
-        )
-        worst = int(torch.argmax(patch_scores))
-        return Prediction(score, patch_scores.reshape(height, width), index[:, 0], divmod(worst, width))
+        return exact_prediction(features, self.memory_bank, self.config)
+
+
+def exact_prediction(features: torch.Tensor, memory_bank: torch.Tensor, config: PatchCoreConfig) -> Prediction:
+    """Score (H, W, D) patch features against a memory bank by exact search, with the formulas of scoring."""
+    height, width, dim = features.shape
+    flat = features.reshape(-1, dim)
+    distances, index = scoring.nearest(flat, memory_bank, config.metric)
+    patch_scores = distances[:, 0]
+    score = scoring.image_score(patch_scores, index[:, 0], flat, memory_bank, config.metric, config.num_neighbors)
+    worst = int(torch.argmax(patch_scores))
+    return Prediction(score, patch_scores.reshape(height, width), index[:, 0], divmod(worst, width))
 
 
 class Embedder:

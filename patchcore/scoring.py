@@ -50,12 +50,23 @@ def nearest(queries: torch.Tensor, bank: torch.Tensor, metric: Metric, k: int = 
     return torch.cat(distances), torch.cat(indices)
 
 
-def reweighted_score(worst_distance: float, support_distances: torch.Tensor) -> float:
-    """Eq. 7: ``support_distances[0]`` is d(m_test*, m*), the rest d(m_test*, m) for the other neighbours of m*."""
-    if support_distances.numel() <= 1:
+def reweighted_score(worst_distance: float, other_support_distances: torch.Tensor) -> float:
+    """Eq. 7 for the worst test patch: ``worst_distance`` is d(m_test*, m*), ``other_support_distances`` holds
+    d(m_test*, m) for the other ``b - 1`` members of N_b(m*)."""
+    if other_support_distances.numel() == 0:
         return float(worst_distance)
-    weight = 1.0 - torch.softmax(support_distances.double(), dim=0)[0]
+    distances = torch.cat([torch.tensor([worst_distance], dtype=torch.float64), other_support_distances.double()])
+    weight = 1.0 - torch.softmax(distances, dim=0)[0]
     return float(weight * worst_distance)
+
+
+def support_of(bank_index: int, bank: torch.Tensor, metric: Metric, b: int) -> torch.Tensor:
+    """Indices of N_b(m*) without m* itself: the ``b - 1`` nearest other memory-bank patches of ``bank[bank_index]``."""
+    if b <= 1:
+        return torch.empty(0, dtype=torch.long)
+    _, neighbours = nearest(bank[bank_index][None], bank, metric, k=min(b, bank.shape[0]))
+    others = neighbours[0][neighbours[0] != bank_index]
+    return others[: b - 1]
 
 
 def image_score(
@@ -68,12 +79,9 @@ def image_score(
 ) -> float:
     """Image score of one image from its patch scores (P,), nearest bank index (P,) and features (P, D)."""
     worst = int(torch.argmax(patch_scores))
-    if b <= 1:
-        return float(patch_scores[worst])
-    m_star = bank[nearest_index[worst]]
-    _, support = nearest(m_star[None], bank, metric, k=b)
-    support_distances = pairwise_distance(patches[worst][None], bank[support[0]], metric)[0]
-    return reweighted_score(float(patch_scores[worst]), support_distances)
+    support = support_of(int(nearest_index[worst]), bank, metric, b)
+    others = pairwise_distance(patches[worst][None], bank[support], metric)[0] if support.numel() else support.float()
+    return reweighted_score(float(patch_scores[worst]), others)
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:

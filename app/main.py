@@ -1,0 +1,246 @@
+"""The HTTP layer: routes, request limits and error mapping. Scoring lives in :mod:`serving.inspector`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import torch
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.heatmap import heatmap_png
+from app.schemas import (
+    AnomalousPatch,
+    CategoryDetail,
+    CategorySummary,
+    Error,
+    Health,
+    QueryResponse,
+    Ready,
+)
+from app.services import DatabaseUnavailable, Services, UnknownCategory
+from config import get_settings
+from patchcore import ImageError, WeightsError
+from patchcore.errors import ImageTooLargeError
+from patchcore.images import open_image
+from serving.inspector import ModelReplaced
+from store import repository
+
+log = logging.getLogger("app")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings = get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    services = Services(settings)
+    await run_in_threadpool(services.open)
+    app.state.services = services
+    yield
+    services.close()
+
+
+app = FastAPI(
+    title="PatchCore inspection service",
+    description="Anomaly detection for industrial parts: PatchCore with its memory bank in PostgreSQL/pgvector.",
+    version="0.1.0",
+    lifespan=lifespan,
+)
+
+ERRORS = {
+    400: {"model": Error, "description": "bad form field"},
+    404: {"model": Error, "description": "unknown category"},
+    413: {"model": Error, "description": "file or image too large"},
+    415: {"model": Error, "description": "not a readable image"},
+    422: {"model": Error, "description": "invalid request"},
+    503: {"model": Error, "description": "database unavailable"},
+}
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": code, "detail": detail})
+
+
+@app.exception_handler(DatabaseUnavailable)
+async def _database_down(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+    return _error(503, "database_unavailable", f"the database does not answer ({exc}); retry shortly")
+
+
+@app.exception_handler(UnknownCategory)
+async def _unknown_category(_: Request, exc: UnknownCategory) -> JSONResponse:
+    return _error(404, "unknown_category", f"no fitted model for category {exc}; see GET /categories")
+
+
+@app.exception_handler(ImageTooLargeError)
+async def _too_many_pixels(_: Request, exc: ImageTooLargeError) -> JSONResponse:
+    return _error(413, "image_too_large", str(exc))
+
+
+@app.exception_handler(ImageError)
+async def _bad_image(_: Request, exc: ImageError) -> JSONResponse:
+    return _error(415, "unsupported_image", str(exc))
+
+
+@app.exception_handler(WeightsError)
+async def _weights(_: Request, exc: WeightsError) -> JSONResponse:
+    return _error(503, "weights_unavailable", str(exc))
+
+
+@app.exception_handler(HTTPException)
+async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    if isinstance(exc.detail, dict):
+        return JSONResponse(status_code=exc.status_code, content=exc.detail)
+    return _error(exc.status_code, "http_error", str(exc.detail))
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in exc.errors()
+    )
+    return _error(422, "invalid_request", problems)
+
+
+@app.middleware("http")
+async def _limit_body(request: Request, call_next):
+    """Refuse an oversized upload from its Content-Length, before reading it."""
+    if request.url.path == "/query":
+        length = request.headers.get("content-length")
+        limit = get_settings().max_upload_bytes
+        if length and length.isdigit() and int(length) > limit + 64 * 1024:
+            return _error(413, "file_too_large", f"the request has {length} bytes; the limit is {limit} bytes")
+    return await call_next(request)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(
+            413, {"error": "file_too_large", "detail": f"the file is larger than the limit of {limit} bytes"}
+        )
+    return data
+
+
+@app.post("/query", response_model=QueryResponse, responses=ERRORS, summary="Inspect one image")
+async def query(
+    request: Request,
+    file: Annotated[UploadFile, File(description="PNG, JPEG, BMP or TIFF; grayscale, RGB, RGBA or 16-bit")],
+    category: Annotated[str, Form(description="the product category, as ingested")],
+    top_k: Annotated[int, Form(ge=1, le=100, description="how many similar good images to return")] = 10,
+    heatmap: Annotated[bool, Form(description="include the anomaly map as a base64 PNG")] = False,
+) -> QueryResponse:
+    started = time.perf_counter()
+    services = _services(request)
+    data = await _read_limited(file, services.settings.max_upload_bytes)
+    return await run_in_threadpool(_inspect, services, data, file.filename, category, top_k, heatmap, started)
+
+
+def _inspect(
+    services: Services, data: bytes, name: str | None, category: str, top_k: int, heatmap: bool, started: float
+) -> QueryResponse:
+    inspector = services.inspector(category)
+    image = open_image(data, name=name or "upload", max_pixels=services.settings.max_image_pixels)
+    decoded = time.perf_counter()
+    try:
+        inspection = services.run(inspector.inspect, image, top_k)
+    except ModelReplaced:
+        inspector = services.inspector(category, reload=True)
+        inspection = services.run(inspector.inspect, image, top_k)
+    model = inspector.model
+    crop = model.config.crop
+    cell = crop / model.grid[1], crop / model.grid[0]
+    worst = inspection.worst
+    timings = {"decode": (decoded - started) * 1000, **inspection.timings_ms}
+    encoded = None
+    if heatmap:
+        before = time.perf_counter()
+        encoded = heatmap_png(inspection.anomaly_map(crop), inspection.threshold)
+        timings["heatmap"] = (time.perf_counter() - before) * 1000
+    timings["total"] = (time.perf_counter() - started) * 1000
+    return QueryResponse(
+        category=category,
+        model_id=model.id,
+        is_anomalous=inspection.is_anomalous,
+        anomaly_score=inspection.score,
+        similarity=inspection.similarity,
+        threshold=inspection.threshold,
+        threshold_similarity=inspection.threshold_similarity,
+        metric=model.config.metric,
+        similar_normals=inspection.similar,
+        most_anomalous_patch=AnomalousPatch(
+            row=worst["row"],
+            col=worst["col"],
+            x=int((worst["col"] + 0.5) * cell[0]),
+            y=int((worst["row"] + 0.5) * cell[1]),
+            distance=worst["distance"],
+            nearest_normal=worst["nearest_normal"],
+        ),
+        anomaly_map=encoded,
+        anomaly_map_size=crop if heatmap else None,
+        timings_ms=timings,
+    )
+
+
+def _summary(model: repository.StoredModel) -> dict:
+    return {
+        "name": model.category,
+        "model_id": model.id,
+        "backbone": model.config.backbone,
+        "embedding_dim": model.dim,
+        "metric": model.config.metric,
+        "threshold": model.threshold,
+        "memory_bank_size": model.memory_bank_size,
+        "fitted_at": model.fitted_at,
+    }
+
+
+@app.get("/categories", response_model=list[CategorySummary], responses=ERRORS, summary="Fitted categories")
+def categories(request: Request) -> list[dict]:
+    return [_summary(m) for m in _services(request).run(repository.active_models)]
+
+
+@app.get("/categories/{name}", response_model=CategoryDetail, responses=ERRORS, summary="One category in full")
+def category_detail(request: Request, name: str) -> dict:
+    def read(connection):
+        model = repository.active_model(connection, name)
+        if model is None:
+            raise UnknownCategory(name)
+        return model, repository.image_counts(connection, model.id), repository.patch_count(connection, model.id)
+
+    model, images, patches = _services(request).run(read)
+    return {
+        **_summary(model),
+        "settings": model.config.as_dict(),
+        "images": images,
+        "patches": patches,
+        "evaluation": model.evaluation,
+        "timings": model.timings,
+    }
+
+
+@app.get("/health", response_model=Health, summary="The process answers")
+def health() -> dict:
+    return {"status": "ok"}
+
+
+@app.get("/ready", response_model=Ready, responses={503: {"model": Ready}}, summary="Database up, a category loaded")
+def ready(request: Request) -> JSONResponse:
+    services = _services(request)
+    try:
+        names = [m.category for m in services.run(repository.active_models)]
+        database = True
+    except DatabaseUnavailable:
+        names, database = services.loaded(), False
+    ok = database and bool(names)
+    body = {"status": "ready" if ok else "not_ready", "database": database, "categories": names}
+    return JSONResponse(status_code=200 if ok else 503, content=body)

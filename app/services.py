@@ -1,0 +1,99 @@
+"""What the HTTP layer needs at hand: a connection pool and the loaded models, one per category.
+
+Models are loaded on first use (or at start-up) and kept; a category that gets re-ingested is noticed by the search
+itself (it answers "model replaced"), reloaded and asked again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from config import Settings
+from serving.inspector import Inspector
+from store import repository
+from store.database import configure, database_url
+from store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached now; the pool reconnects by itself when it is back."""
+
+
+class UnknownCategory(Exception):
+    """No fitted model under that name."""
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = database_url(settings)
+        self.pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=settings.pool_size,
+            configure=configure,
+            check=ConnectionPool.check_connection,
+            open=False,
+            timeout=5.0,
+            reconnect_timeout=0,
+            kwargs={"application_name": "patchcore-api", "connect_timeout": 3},
+        )
+        self._inspectors: dict[str, Inspector] = {}
+        self._lock = threading.Lock()
+        self._migrated = False
+
+    def open(self) -> None:
+        self.pool.open(wait=False)
+        try:
+            self.ensure_schema()
+            for model in self.run(repository.active_models):
+                self.inspector(model.category)
+        except DatabaseUnavailable as exc:
+            log.warning("database not reachable at start (%s); will retry on each request", exc)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def ensure_schema(self) -> None:
+        if not self._migrated:
+            try:
+                upgrade(self.url)
+            except Exception as exc:
+                raise DatabaseUnavailable(f"cannot migrate the database schema: {exc}") from exc
+            self._migrated = True
+
+    def run(self, work, *args):
+        """``work(connection, *args)`` on a pooled connection; connection trouble becomes DatabaseUnavailable."""
+        self.ensure_schema()
+        try:
+            with self.pool.connection() as connection:
+                return work(connection, *args)
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailable(message) from exc
+
+    def inspector(self, category: str, reload: bool = False) -> Inspector:
+        with self._lock:
+            if not reload and category in self._inspectors:
+                return self._inspectors[category]
+        model = self.run(repository.active_model, category)
+        if model is None:
+            raise UnknownCategory(category)
+        with self._lock:
+            current = self._inspectors.get(category)
+            if current is not None and current.model.id == model.id:
+                return current
+            inspector = Inspector(model, self.settings)
+            self._inspectors[category] = inspector
+            log.info("loaded category %s (model %s, %s)", category, model.id, model.config.backbone)
+            return inspector
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return sorted(self._inspectors)

@@ -1,0 +1,32 @@
+"""Writing a fitted category into PostgreSQL, and checking what landed."""
+
+from __future__ import annotations
+
+from config import get_settings
+from patchcore.model import FittedModel
+from store import repository
+from store.database import connect, database_url
+from store.migrate import upgrade
+
+
+def store_model(category: str, model: FittedModel, report: dict) -> dict:
+    """Save ``model`` as ``category``'s active model in one transaction, retire the old one, verify the counts."""
+    settings = get_settings()
+    url = database_url(settings)
+    upgrade(url)
+    evaluation = {k: v for k, v in report.items() if k not in ("images", "calibration_scores", "config")}
+    with connect(url) as connection:
+        connection.execute("SET application_name = 'patchcore-ingest'")
+        connection.commit()
+        load = repository.save_model(connection, category, model, evaluation, settings)
+    with connect(url, autocommit=True) as connection:
+        retired = repository.retire_old_models(connection, category)
+        stored = repository.patch_count(connection, int(load["model_id"]))
+    if stored != model.memory_bank.shape[0]:
+        raise RuntimeError(f"{category}: {stored} patch rows stored, {model.memory_bank.shape[0]} expected")
+    print(
+        f"stored {category}: model {load['model_id']}, {stored} patches at {load['copy_rows_per_second']:.0f} rows/s, "
+        f"HNSW index built in {load['index_seconds']:.1f} s, {retired} older model(s) retired",
+        flush=True,
+    )
+    return {"model_id": load["model_id"], "store": load}

@@ -1,0 +1,91 @@
+"""Served evaluation: the test split scored through pgvector HNSW (the ``POST /query`` path) beside exact search
+over the very same stored memory bank, so the only difference measured is the approximate search."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from config import get_settings
+from ingest.report import table
+from patchcore.datasets import Category, mvtec_category
+from patchcore.evaluation import Scored, evaluate
+from patchcore.images import open_image
+from patchcore.model import exact_prediction
+from serving.inspector import Inspector
+from store import repository
+from store.database import connect, database_url
+from store.migrate import upgrade
+
+COMPARED = ("image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "threshold", "eval_seconds")
+
+
+def evaluate_served(name: str, category: Category, out: Path, ef_search: int | None) -> dict:
+    settings = get_settings()
+    url = database_url(settings)
+    upgrade(url)
+    with connect(url) as connection:
+        model = repository.active_model(connection, name)
+        if model is None:
+            raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")
+        bank = repository.load_memory_bank(connection, model)
+        inspector = Inspector(model, settings)
+        features: dict[Path, torch.Tensor] = {}
+
+        def embedded(path: Path) -> torch.Tensor:
+            if path not in features:
+                features[path] = inspector.embed(open_image(path))
+            return features[path]
+
+        def exact(path: Path) -> Scored:
+            prediction = exact_prediction(embedded(path), bank, model.config)
+            return Scored(prediction.score, prediction.anomaly_map(model.config.crop).numpy())
+
+        def served(path: Path) -> Scored:
+            features_ = embedded(path)
+            inspection = inspector.inspect_features(connection, features_, top_k=1, ef_search=ef_search)
+            return Scored(inspection.score, inspection.anomaly_map(model.config.crop))
+
+        preprocess = model.config.preprocess
+        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, "exact")
+        served_eval = evaluate(category.test, served, preprocess, model.threshold, "served")
+    exact_eval.figures["eval_seconds"] = exact_eval.seconds
+    served_eval.figures["eval_seconds"] = served_eval.seconds
+    agreement = float(np.mean(exact_eval.verdicts == served_eval.verdicts))
+    result = {
+        "category": name,
+        "model_id": model.id,
+        "ef_search": ef_search or settings.hnsw_ef_search,
+        "exact": exact_eval.figures,
+        "served": served_eval.figures,
+        "image_auroc_difference": served_eval.figures["image_auroc"] - exact_eval.figures["image_auroc"],
+        "pixel_auroc_difference": served_eval.figures["pixel_auroc"] - exact_eval.figures["pixel_auroc"],
+        "verdict_agreement": agreement,
+        "max_score_difference": float(np.max(np.abs(exact_eval.scores - served_eval.scores))),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "served_report.json").write_text(json.dumps(result, indent=2))
+    print(table({"exact": exact_eval.figures, "served (pgvector)": served_eval.figures}, COMPARED))
+    print(
+        f"{name}: served - exact image AUROC {result['image_auroc_difference']:+.4f}, pixel AUROC "
+        f"{result['pixel_auroc_difference']:+.4f}, same verdict on {agreement:.1%} of {len(category.test)} images; "
+        f"report: {out / 'served_report.json'}"
+    )
+    return result
+
+
+def run_served(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    url = database_url(settings)
+    upgrade(url)
+    names = args.category
+    if not names:
+        with connect(url) as connection:
+            names = [m.category for m in repository.active_models(connection)]
+    for name in names:
+        evaluate_served(name, mvtec_category(args.data, name), args.out / name, args.ef_search)
+    return 0

@@ -1,0 +1,138 @@
+"""One served inspection: decode -> embed with the category's own backbone -> one pgvector search -> eq. 7.
+
+The formulas are :mod:`patchcore.scoring`'s and the SQL is :mod:`store.repository`'s; this module only joins them,
+so the HTTP service and the served evaluation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import torch
+from PIL import Image
+
+from config import Settings
+from patchcore import WeightsError, scoring
+from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
+from patchcore.model import Embedder
+from store.repository import SearchResult, StoredModel, search, search_statement
+
+
+class ModelReplaced(Exception):
+    """The category got a new model between loading it and searching it: reload and ask again."""
+
+
+@dataclass
+class Inspection:
+    """The verdict on one image, with what explains it."""
+
+    score: float
+    similarity: float
+    threshold: float
+    threshold_similarity: float
+    is_anomalous: bool
+    patch_scores: torch.Tensor
+    worst: dict
+    similar: list[dict]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def anomaly_map(self, size: int) -> np.ndarray:
+        return scoring.anomaly_map(self.patch_scores, size).numpy()
+
+
+def resolve_weights(model: StoredModel, settings: Settings) -> str | None:
+    """The weights file a server should load for ``model``: the recorded path, else the same file name under
+    ``INSPECT_WEIGHTS_DIR``, else ``INSPECT_WEIGHTS``, each accepted only if its sha256 matches the recorded one."""
+    if model.weights in (None, RANDOM_WEIGHTS):
+        return model.weights
+    candidates = [Path(model.weights)]
+    if settings.weights_dir is not None:
+        candidates.append(settings.weights_dir / Path(model.weights).name)
+    if settings.weights:
+        candidates.append(Path(settings.weights))
+    for candidate in candidates:
+        if candidate.is_file() and (model.weights_sha256 is None or weights_sha256(candidate) == model.weights_sha256):
+            return str(candidate)
+    raise WeightsError(
+        f"category {model.category} was fitted with weights {model.weights} (sha256 {model.weights_sha256}); "
+        "no such file here: mount it at that path, or set INSPECT_WEIGHTS_DIR or INSPECT_WEIGHTS to a copy"
+    )
+
+
+class Inspector:
+    """A stored model made ready to serve: its backbone loaded once, its search statement composed once."""
+
+    def __init__(self, model: StoredModel, settings: Settings, device: str | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self.embedder = Embedder(model.config, resolve_weights(model, settings), device or settings.device)
+        self.statement = search_statement(model)
+        self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
+
+    def embed(self, image: Image.Image) -> torch.Tensor:
+        """(H, W, D) patch features of a decoded image."""
+        return self.embedder.features(self.embedder.preprocess.tensor(image)[None])[0]
+
+    def search(
+        self, connection: psycopg.Connection, features: torch.Tensor, top_k: int, ef_search: int | None = None
+    ) -> SearchResult:
+        flat = features.reshape(-1, features.shape[-1]).numpy()
+        result = search(
+            connection, self.statement, flat, flat.mean(0), top_k, ef_search or self.settings.hnsw_ef_search
+        )
+        if result is None:
+            raise ModelReplaced(self.model.category)
+        return result
+
+    def inspect(
+        self, connection: psycopg.Connection, image: Image.Image, top_k: int = 10, ef_search: int | None = None
+    ) -> Inspection:
+        started = time.perf_counter()
+        features = self.embed(image)
+        embed_ms = (time.perf_counter() - started) * 1000
+        inspection = self.inspect_features(connection, features, top_k, ef_search)
+        inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
+        return inspection
+
+    def inspect_features(
+        self, connection: psycopg.Connection, features: torch.Tensor, top_k: int = 10, ef_search: int | None = None
+    ) -> Inspection:
+        """Score already embedded (H, W, D) features through the database."""
+        embedded = time.perf_counter()
+        result = self.search(connection, features, top_k, ef_search)
+        searched = time.perf_counter()
+        metric = self.model.config.metric
+        height, width = self.model.grid
+        patch_scores = torch.from_numpy(result.distances).float().reshape(height, width)
+        score = scoring.reweighted_score(result.worst["distance"], torch.from_numpy(result.other_support))
+        ordinal = result.worst["ord"] - 1
+        worst = {
+            "row": ordinal // width,
+            "col": ordinal % width,
+            "distance": result.worst["distance"],
+            "nearest_normal": {
+                "image_id": result.worst["image_id"],
+                "file_name": result.worst["file_name"],
+                "row": result.worst["grid_row"],
+                "col": result.worst["grid_col"],
+                "patch_id": result.worst["patch_id"],
+            },
+        }
+        return Inspection(
+            score=score,
+            similarity=scoring.similarity(score, metric),
+            threshold=self.model.threshold,
+            threshold_similarity=self.threshold_similarity,
+            is_anomalous=score > self.model.threshold,
+            patch_scores=patch_scores,
+            worst=worst,
+            similar=result.similar,
+            timings_ms={
+                "search": (searched - embedded) * 1000,
+                "score": (time.perf_counter() - searched) * 1000,
+            },
+        )

@@ -1,0 +1,336 @@
+"""All SQL of the product: saving a fitted model, reading categories, and the served nearest-neighbour search.
+
+Each fitted model owns its rows in ``images`` and ``patches`` and partial HNSW indexes on
+``(embedding::vector(D))`` restricted to ``model_id = <id>``, so every query of a category is served by an index
+of that category whatever the dimensions of the others. Model id and dimension are written into the SQL as
+literals: the dimension is a type modifier, and a literal ``model_id`` lets the planner prove the partial index
+applies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import torch
+from psycopg import sql
+
+from config import Settings
+from patchcore.model import FittedModel, PatchCoreConfig
+
+OPERATORS = {"cosine": "<=>", "l2": "<->"}
+OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops"}
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A category's active model as the database holds it."""
+
+    id: int
+    category_id: int
+    category: str
+    config: PatchCoreConfig
+    weights: str | None
+    weights_sha256: str | None
+    threshold: float
+    grid: tuple[int, int]
+    memory_bank_size: int
+    evaluation: dict
+    timings: dict
+    fitted_at: str
+
+    @property
+    def dim(self) -> int:
+        return self.config.embedding_dim
+
+
+def index_name(model_id: int, metric: str) -> str:
+    return f"patches_model_{model_id}_{metric}_hnsw"
+
+
+def index_metrics(metric: str) -> list[str]:
+    """Cosine is always indexed (``<=>`` is what operators query by hand); the model's own metric too."""
+    return ["cosine"] if metric == "cosine" else ["cosine", metric]
+
+
+def _copy_rows(cursor: psycopg.Cursor, statement: str, types: list[str], rows: Any) -> int:
+    count = 0
+    with cursor.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count
+
+
+def save_model(
+    connection: psycopg.Connection, category: str, model: FittedModel, evaluation: dict, settings: Settings
+) -> dict[str, float]:
+    """Write ``model`` as the category's new active model, in ONE transaction.
+
+    Readers see the previous model until the commit and the new one after it; an error or a kill before the
+    commit leaves the previous model untouched. Returns load timings.
+    """
+    config = model.config
+    dim = config.embedding_dim
+    timings: dict[str, float] = {}
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute("INSERT INTO categories (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (category,))
+        cursor.execute("SELECT id FROM categories WHERE name = %s FOR UPDATE", (category,))
+        category_id = cursor.fetchone()[0]
+        cursor.execute(
+            """
+            INSERT INTO models (category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors,
+                holdout_fraction, threshold_sigmas, seed, embedding_dim, grid_height, grid_width, weights,
+                weights_sha256, threshold, memory_bank_size, evaluation, timings)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            RETURNING id
+            """,
+            (
+                category_id,
+                config.backbone,
+                list(config.layers),
+                config.resize,
+                config.crop,
+                config.metric,
+                config.coreset_ratio,
+                config.num_neighbors,
+                config.holdout_fraction,
+                config.threshold_sigmas,
+                config.seed,
+                dim,
+                model.grid[0],
+                model.grid[1],
+                model.weights,
+                model.weights_sha256,
+                model.threshold,
+                int(model.memory_bank.shape[0]),
+                json.dumps(evaluation),
+                json.dumps(model.timings),
+            ),
+        )
+        model_id = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('images', 'id')) FROM generate_series(1, %s)", (len(model.images),)
+        )
+        image_ids = [row[0] for row in cursor.fetchall()]
+        embeddings = model.image_embeddings.numpy().astype(np.float32)
+        started = time.perf_counter()
+        _copy_rows(
+            cursor,
+            "COPY images (id, model_id, split, label, file_name, sha256, width, height, calibration_score, embedding)"
+            " FROM STDIN (FORMAT BINARY)",
+            ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector"],
+            (
+                (
+                    image_ids[i],
+                    model_id,
+                    r.split,
+                    "good",
+                    r.file_name,
+                    r.sha256,
+                    r.width,
+                    r.height,
+                    r.score,
+                    embeddings[i],
+                )
+                for i, r in enumerate(model.images)
+            ),
+        )
+        bank = model.memory_bank.numpy().astype(np.float32)
+        sources = model.bank_image.tolist()
+        positions = model.bank_position.tolist()
+        rows = _copy_rows(
+            cursor,
+            "COPY patches (model_id, image_id, grid_row, grid_col, embedding) FROM STDIN (FORMAT BINARY)",
+            ["int8", "int8", "int2", "int2", "vector"],
+            ((model_id, image_ids[sources[i]], positions[i][0], positions[i][1], bank[i]) for i in range(len(bank))),
+        )
+        timings["copy_seconds"] = time.perf_counter() - started
+        timings["copy_rows_per_second"] = rows / max(timings["copy_seconds"], 1e-9)
+        started = time.perf_counter()
+        cursor.execute(
+            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(settings.maintenance_work_mem))
+        )
+        for metric in index_metrics(config.metric):
+            cursor.execute(
+                sql.SQL(
+                    "CREATE INDEX {name} ON patches USING hnsw ((embedding::vector({dim})) {opclass}) "
+                    "WITH (m = {m}, ef_construction = {ef}) WHERE model_id = {model_id}"
+                ).format(
+                    name=sql.Identifier(index_name(model_id, metric)),
+                    dim=sql.Literal(dim),
+                    opclass=sql.SQL(OPCLASSES[metric]),
+                    m=sql.Literal(settings.hnsw_m),
+                    ef=sql.Literal(settings.hnsw_ef_construction),
+                    model_id=sql.Literal(model_id),
+                )
+            )
+        timings["index_seconds"] = time.perf_counter() - started
+        cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, category_id))
+    timings["model_id"] = model_id
+    return timings
+
+
+def retire_old_models(connection: psycopg.Connection, category: str) -> int:
+    """Delete the category's inactive models, then drop their indexes without blocking readers.
+
+    Runs after the new model is committed; a query that still holds the old model id finds no rows and retries
+    with the new one (see :func:`search`). ``connection`` must be in autocommit mode.
+    """
+    rows = connection.execute(
+        "SELECT m.id, m.metric FROM models m JOIN categories c ON c.id = m.category_id "
+        "WHERE c.name = %s AND m.id IS DISTINCT FROM c.active_model_id",
+        (category,),
+    ).fetchall()
+    for model_id, _ in rows:
+        connection.execute("DELETE FROM models WHERE id = %s", (model_id,))
+    for model_id, metric in rows:
+        for name in {index_name(model_id, m) for m in index_metrics(metric)}:
+            connection.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+    return len(rows)
+
+
+_MODEL_COLUMNS = """
+    m.id, c.id, c.name, m.backbone, m.layers, m.resize, m.crop, m.metric, m.coreset_ratio, m.num_neighbors,
+    m.holdout_fraction, m.threshold_sigmas, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
+    m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text
+"""
+
+
+def _stored(row: tuple) -> StoredModel:
+    model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, sigmas, seed = row[:13]
+    config = PatchCoreConfig(
+        backbone=backbone, layers=tuple(layers), resize=resize, crop=crop, metric=metric, coreset_ratio=ratio,
+        num_neighbors=b, holdout_fraction=holdout, threshold_sigmas=sigmas, seed=seed,
+    )  # fmt: skip
+    weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at = row[13:]
+    return StoredModel(
+        id=model_id, category_id=category_id, category=name, config=config, weights=weights,
+        weights_sha256=weights_sha256, threshold=threshold, grid=(height, width), memory_bank_size=size,
+        evaluation=evaluation, timings=timings, fitted_at=fitted_at,
+    )  # fmt: skip
+
+
+def active_model(connection: psycopg.Connection, category: str) -> StoredModel | None:
+    row = connection.execute(
+        f"SELECT {_MODEL_COLUMNS} FROM categories c JOIN models m ON m.id = c.active_model_id WHERE c.name = %s",
+        (category,),
+    ).fetchone()
+    return _stored(row) if row else None
+
+
+def active_models(connection: psycopg.Connection) -> list[StoredModel]:
+    rows = connection.execute(
+        f"SELECT {_MODEL_COLUMNS} FROM categories c JOIN models m ON m.id = c.active_model_id ORDER BY c.name"
+    ).fetchall()
+    return [_stored(row) for row in rows]
+
+
+def image_counts(connection: psycopg.Connection, model_id: int) -> dict[str, int]:
+    rows = connection.execute(
+        "SELECT split, count(*) FROM images WHERE model_id = %s GROUP BY split", (model_id,)
+    ).fetchall()
+    return {split: count for split, count in rows}
+
+
+def patch_count(connection: psycopg.Connection, model_id: int) -> int:
+    return connection.execute("SELECT count(*) FROM patches WHERE model_id = %s", (model_id,)).fetchone()[0]
+
+
+def load_memory_bank(connection: psycopg.Connection, model: StoredModel) -> torch.Tensor:
+    """The model's memory bank as stored, for exact search over exactly the rows the served path searches."""
+    rows = connection.execute(
+        sql.SQL("SELECT embedding::vector({}) FROM patches WHERE model_id = {} ORDER BY id").format(
+            sql.Literal(model.dim), sql.Literal(model.id)
+        )
+    ).fetchall()
+    return torch.from_numpy(np.stack([np.asarray(r[0], dtype=np.float32) for r in rows]))
+
+
+@dataclass
+class SearchResult:
+    """What one served search returns: every patch's nearest distance, eq. 7's support, similar images."""
+
+    distances: np.ndarray
+    worst: dict
+    other_support: np.ndarray
+    similar: list[dict]
+
+
+_SEARCH = """
+WITH q AS MATERIALIZED (
+    SELECT ord, vec::vector({dim}) AS vec FROM unnest(%(queries)s::vector[]) WITH ORDINALITY AS t(vec, ord)
+),
+nn AS MATERIALIZED (
+    SELECT q.ord, n.id, n.image_id, n.grid_row, n.grid_col, n.dist
+    FROM q CROSS JOIN LATERAL (
+        SELECT p.id, p.image_id, p.grid_row, p.grid_col, p.embedding::vector({dim}) {op} q.vec AS dist
+        FROM patches p WHERE p.model_id = {model_id}
+        ORDER BY p.embedding::vector({dim}) {op} q.vec LIMIT 1
+    ) n
+),
+worst AS MATERIALIZED (SELECT * FROM nn ORDER BY dist DESC, ord LIMIT 1),
+support AS (
+    SELECT s.dist
+    FROM worst JOIN patches m ON m.id = worst.id JOIN q ON q.ord = worst.ord
+    CROSS JOIN LATERAL (
+        SELECT p.embedding::vector({dim}) {op} q.vec AS dist
+        FROM patches p WHERE p.model_id = {model_id} AND p.id <> m.id
+        ORDER BY p.embedding::vector({dim}) {op} m.embedding::vector({dim}) LIMIT {others}
+    ) s
+),
+similar AS (
+    SELECT i.id, i.file_name, i.split, 1 - (i.embedding::vector({dim}) <=> %(image)s::vector({dim})) AS similarity
+    FROM images i WHERE i.model_id = {model_id}
+    ORDER BY i.embedding::vector({dim}) <=> %(image)s::vector({dim}) LIMIT %(top_k)s
+)
+SELECT
+    (SELECT active_model_id = {model_id} FROM categories WHERE id = {category_id}),
+    (SELECT array_agg(dist ORDER BY ord) FROM nn),
+    (SELECT json_build_object('ord', w.ord, 'patch_id', w.id, 'image_id', w.image_id, 'file_name', i.file_name,
+                              'grid_row', w.grid_row, 'grid_col', w.grid_col, 'distance', w.dist)
+     FROM worst w JOIN images i ON i.id = w.image_id),
+    (SELECT coalesce(array_agg(dist), '{{}}') FROM support),
+    (SELECT coalesce(json_agg(json_build_object('image_id', id, 'file_name', file_name, 'split', split,
+                                                'similarity', similarity) ORDER BY similarity DESC), '[]')
+     FROM similar)
+"""
+
+
+def search_statement(model: StoredModel) -> sql.Composed:
+    """The served search of a model, composed once per model and reused for every request."""
+    return sql.SQL(_SEARCH).format(
+        dim=sql.Literal(model.dim),
+        model_id=sql.Literal(model.id),
+        category_id=sql.Literal(model.category_id),
+        op=sql.SQL(OPERATORS[model.config.metric]),
+        others=sql.Literal(max(model.config.num_neighbors - 1, 0)),
+    )
+
+
+def search(
+    connection: psycopg.Connection,
+    statement: sql.Composed,
+    patches: np.ndarray,
+    image_embedding: np.ndarray,
+    top_k: int,
+    ef_search: int,
+) -> SearchResult | None:
+    """Nearest memory-bank patch of every query patch, eq. 7's support and the ``top_k`` most similar good images,
+    in ONE round trip. ``None`` means the model was replaced meanwhile: reload the category and ask again."""
+    with connection.transaction():
+        connection.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+        connection.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        row = connection.execute(
+            statement,
+            {"queries": list(patches.astype(np.float32)), "image": image_embedding.astype(np.float32), "top_k": top_k},
+            prepare=True,
+        ).fetchone()
+    if row is None or not row[0] or row[1] is None:
+        return None
+    return SearchResult(np.asarray(row[1], dtype=np.float64), row[2], np.asarray(row[3], dtype=np.float64), row[4])

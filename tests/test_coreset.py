@@ -1,0 +1,66 @@
+import math
+
+import torch
+
+from patchcore.coreset import coverage_radius, greedy_coreset, random_projection
+
+
+def _naive_greedy(points: torch.Tensor, k: int, first: int) -> list[int]:
+    """Textbook greedy k-center (full scan every step), to check the pruned one picks the same centres."""
+    nearest = torch.full((points.shape[0],), math.inf, dtype=torch.float64)
+    chosen = [first]
+    for _ in range(k - 1):
+        nearest = torch.minimum(nearest, (points.double() - points[chosen[-1]].double()).norm(dim=1))
+        chosen.append(int(torch.argmax(nearest)))
+    return chosen
+
+
+def _clustered(n: int, dim: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(20, dim, generator=generator) * 5
+    labels = torch.randint(20, (n,), generator=generator)
+    return centres[labels] + torch.randn(n, dim, generator=generator)
+
+
+def test_size_and_determinism():
+    features = _clustered(3000, 64, 0)
+    first = greedy_coreset(features, ratio=0.1, seed=3)
+    again = greedy_coreset(features, ratio=0.1, seed=3)
+    other = greedy_coreset(features, ratio=0.1, seed=4)
+    assert first.numel() == 300
+    assert first.unique().numel() == 300
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_pruned_selection_equals_the_textbook_greedy():
+    features = _clustered(2000, 32, 1)  # 32 dims: no projection, so both run on the same points
+    selected = greedy_coreset(features, ratio=0.05, seed=0)
+    assert selected.tolist() == _naive_greedy(features, selected.numel(), int(selected[0]))
+
+
+def test_far_outliers_are_always_selected():
+    features = _clustered(5000, 384, 2)
+    outliers = torch.full((3, 384), 40.0) * torch.tensor([[1.0], [-1.0], [0.5]])
+    features = torch.cat([features, outliers])
+    selected = set(greedy_coreset(features, ratio=0.01, seed=0).tolist())
+    assert {5000, 5001, 5002} <= selected
+
+
+def test_radius_is_no_worse_than_random_sampling_on_real_features(small_train):
+    from patchcore.model import Embedder, PatchCoreConfig
+    from tests.conftest import WEIGHTS
+
+    embedder = Embedder(PatchCoreConfig(backbone="resnet18"), str(WEIGHTS))
+    features = torch.cat([e.features.reshape(-1, 384) for e in embedder.embed_files(small_train[:4], 4, "test")])
+    selected = greedy_coreset(features, ratio=0.1, seed=0)
+    greedy_radius = coverage_radius(features, selected)
+    for seed in range(3):
+        random = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
+        assert greedy_radius < coverage_radius(features, random[: selected.numel()])
+
+
+def test_projection_is_seeded_and_reduces_dimension():
+    features = torch.randn(100, 1536)
+    assert random_projection(features, 128, 0).shape == (100, 128)
+    assert torch.equal(random_projection(features, 128, 0), random_projection(features, 128, 0))

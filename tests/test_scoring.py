@@ -1,0 +1,56 @@
+import math
+
+import pytest
+import torch
+
+from patchcore import scoring
+
+
+def test_eq7_matches_a_hand_computed_case():
+    # worst patch at distance 2 from m*, and at 3 and 4 from the two other neighbours of m*
+    expected = (1 - math.exp(2) / (math.exp(2) + math.exp(3) + math.exp(4))) * 2
+    assert scoring.reweighted_score(2.0, torch.tensor([3.0, 4.0])) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(1.8200, abs=1e-4)
+
+
+def test_eq7_with_b_1_is_the_max_patch_score():
+    assert scoring.reweighted_score(2.5, torch.tensor([])) == 2.5
+
+
+def test_image_score_uses_the_neighbours_of_the_nearest_bank_patch():
+    bank = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [10.0, 10.0]])
+    patches = torch.tensor([[0.0, 1.0], [0.9, 0.0]])
+    distances, index = scoring.nearest(patches, bank, "l2")
+    assert index[:, 0].tolist() == [0, 1]
+    # worst patch (0, 1): nearest m* = (0, 0) at 1; N_3(m*) = {m*, (1, 0), (0, 3)} at sqrt(2) and 2 from it
+    expected = (1 - math.exp(1) / (math.exp(1) + math.exp(math.sqrt(2)) + math.exp(2))) * 1
+    score = scoring.image_score(distances[:, 0], index[:, 0], patches, bank, "l2", b=3)
+    assert score == pytest.approx(expected, rel=1e-6)
+    assert scoring.image_score(distances[:, 0], index[:, 0], patches, bank, "l2", b=1) == pytest.approx(1.0)
+
+
+def test_cosine_distance_is_what_pgvector_computes():
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[1.0, 1.0], [-1.0, 0.0]])
+    assert scoring.pairwise_distance(a, b, "cosine").tolist()[0] == pytest.approx([1 - 1 / math.sqrt(2), 2.0])
+
+
+def test_anomaly_map_keeps_a_flat_map_flat_and_has_the_input_size():
+    flat = scoring.anomaly_map(torch.full((28, 28), 0.5), 224)
+    assert flat.shape == (224, 224)
+    assert torch.allclose(flat, torch.full_like(flat, 0.5), atol=1e-5)
+    spot = torch.zeros(28, 28)
+    spot[14, 14] = 1.0
+    blurred = scoring.anomaly_map(spot, 224)
+    row, col = divmod(int(torch.argmax(blurred)), 224)
+    assert abs(row - 116) <= 4 and abs(col - 116) <= 4
+    assert blurred.max() < 1.0
+
+
+def test_threshold_accepts_every_held_out_good_image():
+    scores = [1.0, 1.1, 0.9, 1.05, 3.0]
+    threshold = scoring.calibrate_threshold(scores, sigmas=0.0)
+    assert threshold == 3.0
+    assert scoring.calibrate_threshold([1.0, 1.2, 0.8], sigmas=3.0) == pytest.approx(1.0 + 3 * 0.2)
+    with pytest.raises(ValueError, match="held-out"):
+        scoring.calibrate_threshold([], 3.0)
