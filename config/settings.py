@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     reports_dir: Path = Field(default=Path("reports"), description="where the ingest job writes reports and plots")
     device: str | None = Field(default=None, description="torch device; unset: cuda when available, else cpu")
     hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")
-    hnsw_ef_construction: int = Field(default=64, description="HNSW build candidate list (pgvector ef_construction)")
+    hnsw_ef_construction: int = Field(default=200, description="HNSW build candidate list (pgvector ef_construction)")
     hnsw_ef_search: int = Field(default=40, description="HNSW query candidate list (hnsw.ef_search)")
     maintenance_work_mem: str = Field(default="1GB", description="memory for building an HNSW index in memory")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, description="largest accepted upload, in bytes")

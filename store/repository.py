@@ -249,7 +249,7 @@ def load_memory_bank(connection: psycopg.Connection, model: StoredModel) -> torc
             sql.Literal(model.dim), sql.Literal(model.id)
         )
     ).fetchall()
-    return torch.from_numpy(np.stack([np.asarray(r[0], dtype=np.float32) for r in rows]))
+    return torch.from_numpy(np.stack([r[0].to_numpy().astype(np.float32) for r in rows]))
 
 
 @dataclass
@@ -264,7 +264,7 @@ class SearchResult:
 
 _SEARCH = """
 WITH q AS MATERIALIZED (
-    SELECT ord, vec::vector({dim}) AS vec FROM unnest(%(queries)s::vector[]) WITH ORDINALITY AS t(vec, ord)
+    SELECT ord, vec::vector({dim}) AS vec FROM unnest(%(queries)b::vector[]) WITH ORDINALITY AS t(vec, ord)
 ),
 nn AS MATERIALIZED (
     SELECT q.ord, n.id, n.image_id, n.grid_row, n.grid_col, n.dist
@@ -284,10 +284,10 @@ support AS (
         ORDER BY p.embedding::vector({dim}) {op} m.embedding::vector({dim}) LIMIT {others}
     ) s
 ),
-similar AS (
-    SELECT i.id, i.file_name, i.split, 1 - (i.embedding::vector({dim}) <=> %(image)s::vector({dim})) AS similarity
+lookalikes AS (
+    SELECT i.id, i.file_name, i.split, 1 - (i.embedding::vector({dim}) <=> %(image)b::vector({dim})) AS similarity
     FROM images i WHERE i.model_id = {model_id}
-    ORDER BY i.embedding::vector({dim}) <=> %(image)s::vector({dim}) LIMIT %(top_k)s
+    ORDER BY i.embedding::vector({dim}) <=> %(image)b::vector({dim}) LIMIT %(top_k)s
 )
 SELECT
     (SELECT active_model_id = {model_id} FROM categories WHERE id = {category_id}),
@@ -298,7 +298,7 @@ SELECT
     (SELECT coalesce(array_agg(dist), '{{}}') FROM support),
     (SELECT coalesce(json_agg(json_build_object('image_id', id, 'file_name', file_name, 'split', split,
                                                 'similarity', similarity) ORDER BY similarity DESC), '[]')
-     FROM similar)
+     FROM lookalikes)
 """
 
 

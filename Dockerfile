@@ -1,0 +1,26 @@
+# The API and the ingestion job share this image: `uvicorn app.main:app` by default, `python -m ingest ...` as a one-off.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    TORCH_HOME=/models/torch
+
+WORKDIR /srv
+COPY pyproject.toml README.md ./
+COPY patchcore ./patchcore
+COPY ingest ./ingest
+COPY store ./store
+COPY serving ./serving
+COPY app ./app
+COPY config ./config
+COPY migrations ./migrations
+RUN pip install --upgrade pip && pip install .
+
+RUN useradd --create-home --uid 10001 inspect && mkdir -p /models/torch /reports && chown -R inspect /models /reports
+USER inspect
+
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=5 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]

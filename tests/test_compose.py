@@ -1,0 +1,49 @@
+"""docker cannot run here, so the compose file and Dockerfile are checked by reading them."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_db_is_pgvector_with_a_named_volume_and_a_health_check():
+    db = _compose()["services"]["db"]
+    assert db["image"].startswith("pgvector/pgvector:")
+    volume = db["volumes"][0].split(":")[0]
+    assert volume in _compose()["volumes"]
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+
+
+def test_api_builds_waits_for_a_healthy_db_and_can_scale():
+    api = _compose()["services"]["api"]
+    assert api["build"] == "."
+    assert api["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "container_name" not in api
+    assert all("-" in str(p).rsplit(":", 1)[0] for p in api["ports"]), "a fixed host port cannot be --scale'd"
+    assert "DATABASE_URL" in api["environment"]
+
+
+def test_ingest_is_a_one_off_job_with_the_dataset_mounted():
+    ingest = _compose()["services"]["ingest"]
+    assert ingest["profiles"] == ["jobs"]
+    assert ingest["entrypoint"][-2:] == ["-m", "ingest"]
+    assert any(":/data:" in v for v in ingest["volumes"])
+
+
+def test_credentials_come_from_the_environment_only():
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "${POSTGRES_PASSWORD" in text
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "DATASET_DIR"} <= set(example)
+    for name in ("patchcore", "ingest", "store", "serving", "app", "config", "migrations"):
+        assert f"COPY {name} ./{name}" in (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["uvicorn", "app.main:app"' in (ROOT / "Dockerfile").read_text()

@@ -1,0 +1,52 @@
+import pytest
+import torch
+import torchvision
+
+from patchcore import WeightsError
+from patchcore.backbone import RANDOM_WEIGHTS, load_backbone
+from patchcore.features import PatchFeatureExtractor
+from tests.conftest import WEIGHTS
+
+
+def test_resnet18_real_weights_give_384_dims_on_a_28x28_grid():
+    extractor = PatchFeatureExtractor(load_backbone("resnet18", ("layer2", "layer3"), WEIGHTS))
+    features = extractor(torch.randn(2, 3, 224, 224))
+    assert features.shape == (2, 28, 28, 384)
+    assert "layer4" not in dict(extractor.network.body.named_children())
+
+
+def test_wide_resnet50_random_weights_give_1536_dims():
+    extractor = PatchFeatureExtractor(load_backbone("wide_resnet50_2", ("layer2", "layer3"), RANDOM_WEIGHTS))
+    assert extractor(torch.randn(1, 3, 224, 224)).shape == (1, 28, 28, 1536)
+
+
+def test_the_real_weights_are_loaded_not_random():
+    network = load_backbone("resnet18", ("layer2", "layer3"), WEIGHTS)
+    state = torch.load(WEIGHTS, weights_only=True)
+    assert torch.equal(network.body["layer3"][1].conv2.weight, state["layer3.1.conv2.weight"])
+
+
+def test_a_weights_file_missing_a_used_tensor_names_it(tmp_path):
+    state = torch.load(WEIGHTS, weights_only=True)
+    del state["layer3.0.downsample.0.weight"]
+    broken = tmp_path / "broken.pth"
+    torch.save(state, broken)
+    with pytest.raises(WeightsError, match=r"layer3\.0\.downsample\.0\.weight"):
+        load_backbone("resnet18", ("layer2", "layer3"), broken)
+
+
+def test_a_weights_file_that_is_not_a_state_dict_says_so(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not torch")
+    with pytest.raises(WeightsError, match="not a torch state_dict"):
+        load_backbone("resnet18", ("layer2", "layer3"), junk)
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_backbone("resnet18", ("layer2", "layer3"), tmp_path / "absent.pth")
+
+
+def test_a_failed_download_says_how_to_pass_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    monkeypatch.setattr(type(weights), "url", property(lambda self: "http://127.0.0.1:9/resnet18.pth"))
+    with pytest.raises(WeightsError, match="--weights"):
+        load_backbone("resnet18", ("layer2", "layer3"), None)
