@@ -150,6 +150,8 @@ def save_model(
             ["int8", "int8", "int2", "int2", "vector"],
             ((model_id, image_ids[sources[i]], positions[i][0], positions[i][1], bank[i]) for i in range(len(bank))),
         )
+        cursor.execute("ANALYZE images")
+        cursor.execute("ANALYZE patches")
         timings["copy_seconds"] = time.perf_counter() - started
         timings["copy_rows_per_second"] = rows / max(timings["copy_seconds"], 1e-9)
         started = time.perf_counter()
