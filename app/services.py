@@ -42,7 +42,7 @@ class Services:
             open=False,
             timeout=5.0,
             reconnect_timeout=0,
-            kwargs={"application_name": "patchcore-api", "connect_timeout": 3},
+            kwargs={"application_name": "patchcore-api", "connect_timeout": 3, "autocommit": True},
         )
         self._inspectors: dict[str, Inspector] = {}
         self._lock = threading.Lock()

@@ -28,7 +28,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
-    with connect(url) as connection:
+    with connect(url, autocommit=True) as connection:
         model = repository.active_model(connection, name)
         if model is None:
             raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")

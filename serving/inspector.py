@@ -70,7 +70,7 @@ class Inspector:
         self.model = model
         self.settings = settings
         self.embedder = Embedder(model.config, resolve_weights(model, settings), device or settings.device)
-        self.statement = search_statement(model)
+        self.statement = search_statement(model, settings.exact_rerank)
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
 
     def embed(self, image: Image.Image) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,7 +277,17 @@ nn AS MATERIALIZED (
         ORDER BY p.embedding::vector({dim}) {op} q.vec LIMIT 1
     ) n
 ),
-worst AS MATERIALIZED (SELECT * FROM nn ORDER BY dist DESC, ord LIMIT 1),
+candidates AS MATERIALIZED (SELECT ord FROM nn ORDER BY dist DESC, ord LIMIT {rerank}),
+exact AS MATERIALIZED (
+    SELECT c.ord, e.id, e.image_id, e.grid_row, e.grid_col, e.dist
+    FROM candidates c JOIN q ON q.ord = c.ord
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.image_id, p.grid_row, p.grid_col, p.embedding::vector({dim}) {op} q.vec AS dist
+        FROM patches p WHERE p.model_id = {model_id}
+        ORDER BY (p.embedding::vector({dim}) {op} q.vec) + 0 LIMIT 1
+    ) e
+),
+worst AS MATERIALIZED (SELECT * FROM exact ORDER BY dist DESC, ord LIMIT 1),
 support AS (
     SELECT s.dist
     FROM worst JOIN patches m ON m.id = worst.id JOIN q ON q.ord = worst.ord
@@ -293,7 +304,7 @@ lookalikes AS (
 )
 SELECT
     (SELECT active_model_id = {model_id} FROM categories WHERE id = {category_id}),
-    (SELECT array_agg(dist ORDER BY ord) FROM nn),
+    (SELECT array_agg(coalesce(e.dist, nn.dist) ORDER BY nn.ord) FROM nn LEFT JOIN exact e ON e.ord = nn.ord),
     (SELECT json_build_object('ord', w.ord, 'patch_id', w.id, 'image_id', w.image_id, 'file_name', i.file_name,
                               'grid_row', w.grid_row, 'grid_col', w.grid_col, 'distance', w.dist)
      FROM worst w JOIN images i ON i.id = w.image_id),
@@ -304,15 +315,35 @@ SELECT
 """
 
 
-def search_statement(model: StoredModel) -> sql.Composed:
-    """The served search of a model, composed once per model and reused for every request."""
+def search_statement(model: StoredModel, rerank: int = 8) -> sql.Composed:
+    """The served search of a model, composed once per model and reused for every request.
+
+    HNSW finds every patch's nearest memory-bank patch approximately; the ``rerank`` patches that look worst are
+    then searched exactly (a scan the index cannot serve, ``ORDER BY (distance) + 0``), because the image score is
+    the largest patch score and one missed neighbour there would raise it. An approximate distance is never below
+    the exact one, so when the ``rerank``-th approximate distance is below the largest exact one, the maximum is
+    exactly the exact search's."""
     return sql.SQL(_SEARCH).format(
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
         category_id=sql.Literal(model.category_id),
         op=sql.SQL(OPERATORS[model.config.metric]),
         others=sql.Literal(max(model.config.num_neighbors - 1, 0)),
+        rerank=sql.Literal(max(rerank, 1)),
     )
+
+
+_SESSION_EF_SEARCH: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
+
+
+def _use_ef_search(connection: psycopg.Connection, ef_search: int) -> None:
+    """Set ``hnsw.ef_search`` for the session once, not per query, so a search stays one round trip."""
+    if _SESSION_EF_SEARCH.get(connection) != ef_search:
+        connection.execute(
+            "SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'strict_order', false)",
+            (str(ef_search),),
+        )
+        _SESSION_EF_SEARCH[connection] = ef_search
 
 
 def search(
@@ -324,15 +355,14 @@ def search(
     ef_search: int,
 ) -> SearchResult | None:
     """Nearest memory-bank patch of every query patch, eq. 7's support and the ``top_k`` most similar good images,
-    in ONE round trip. ``None`` means the model was replaced meanwhile: reload the category and ask again."""
-    with connection.transaction():
-        connection.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
-        connection.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-        row = connection.execute(
-            statement,
-            {"queries": list(patches.astype(np.float32)), "image": image_embedding.astype(np.float32), "top_k": top_k},
-            prepare=True,
-        ).fetchone()
+    in ONE round trip (on an autocommit connection). ``None`` means the model was replaced meanwhile: reload the
+    category and ask again."""
+    _use_ef_search(connection, ef_search)
+    row = connection.execute(
+        statement,
+        {"queries": list(patches.astype(np.float32)), "image": image_embedding.astype(np.float32), "top_k": top_k},
+        prepare=True,
+    ).fetchone()
     if row is None or not row[0] or row[1] is None:
         return None
     return SearchResult(np.asarray(row[1], dtype=np.float64), row[2], np.asarray(row[3], dtype=np.float64), row[4])

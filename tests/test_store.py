@@ -9,10 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg
-import pytest
 import torch
 
 from config import Settings
@@ -82,9 +80,7 @@ def test_two_categories_of_different_dimension_side_by_side(database_url, small_
             stored = repository.active_model(connection, name)
             assert stored.dim == model.memory_bank.shape[1]
             queries = model.memory_bank[:5].numpy()
-            result = repository.search(
-                connection, repository.search_statement(stored), queries, queries.mean(0), 3, 40
-            )
+            result = repository.search(connection, repository.search_statement(stored), queries, queries.mean(0), 3, 40)
             assert result.distances.shape == (5,)
             assert result.distances.max() < 1e-3  # each query is a memory-bank patch of that category
     assert wide.memory_bank.shape[1] == 1536
@@ -155,7 +151,9 @@ def test_a_killed_ingest_leaves_the_old_model_intact(database_url, small_model, 
         blocker.close()
     deadline = time.monotonic() + 30
     with connect(database_url, autocommit=True) as connection:
-        while connection.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%'").fetchone()[0]:
+        while connection.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%'").fetchone()[
+            0
+        ]:
             assert time.monotonic() < deadline, "the killed job's transaction was never rolled back"
             time.sleep(0.1)
         assert _whole(connection, "bottle") == (old_id, size, size)

@@ -1,0 +1,63 @@
+"""The ingest job as a user runs it: `python -m ingest ...` in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT, WEIGHTS
+
+
+def _ingest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
+    out = tmp_path / "reports"
+    done = _ingest(
+        "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "bottle" / "report.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "pro", "f1", "threshold", "memory_bank_size", "embedding_dim",
+                "fit_seconds", "coreset_seconds"):  # fmt: skip
+        assert key in report, key
+    assert report["embedding_dim"] == 384
+    assert report["memory_bank_size"] == 706  # ceil(0.1 * 9 images * 784 patches)
+    assert report["image_auroc"] > 0.5 and 0.5 < report["pixel_auroc"] <= 1
+    for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):
+        assert (out / "bottle" / name).stat().st_size > 10_000
+    assert "image_auroc" in done.stdout and "memory_bank_size" in done.stdout
+
+
+def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_url):
+    args = ("fit", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+            "--out", str(tmp_path))  # fmt: skip
+    for _ in range(2):
+        done = _ingest(*args, env={"DATABASE_URL": database_url})
+        assert done.returncode == 0, done.stderr
+        assert "stored bottle" in done.stdout
+    import psycopg
+
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706
+        assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
+    uri = _ingest("db-uri", env={"DATABASE_URL": database_url})
+    assert uri.stdout.strip() == database_url
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"nope")
+    done = _ingest("evaluate", "--folder", str(tmp_path), "--backbone", "resnet18", "--weights", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error:")
+    missing = _ingest("evaluate", "--data", str(tmp_path), "--category", "nothing", "--backbone", "resnet18")
+    assert missing.returncode == 2 and "train/good" in missing.stderr
+    help_text = _ingest("fit", "--help").stdout
+    for option in ("--weights", "--coreset-ratio", "--metric", "--holdout", "--neighbors", "--category"):
+        assert option in help_text
