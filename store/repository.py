@@ -315,7 +315,7 @@ SELECT
 """
 
 
-def search_statement(model: StoredModel, rerank: int = 8) -> sql.Composed:
+def search_statement(model: StoredModel, rerank: int = 4) -> sql.Composed:
     """The served search of a model, composed once per model and reused for every request.
 
     HNSW finds every patch's nearest memory-bank patch approximately; the ``rerank`` patches that look worst are
