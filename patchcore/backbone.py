@@ -126,7 +126,7 @@ def _download_weights(backbone: str) -> dict[str, torch.Tensor]:
     except Exception as exc:
         raise WeightsError(
             f"could not download the ImageNet weights of {backbone} ({exc}); download them elsewhere and pass "
-            f"--weights FILE (environment variable WEIGHTS), a torchvision state_dict such as "
+            f"--weights FILE (or INSPECT_WEIGHTS), a torchvision state_dict such as "
             f"resnet18-imagenet1k-to-layer3.pth, or use --random-weights for shape tests only"
         ) from exc
 
