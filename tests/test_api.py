@@ -86,7 +86,8 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api):
     broken = _post(api, BROKEN, heatmap="true")
     assert broken.status_code == 200, broken.text
     body = broken.json()
-    assert body["is_anomalous"] is True
+    facts = {k: body[k] for k in ("model_id", "anomaly_score", "threshold", "most_anomalous_patch", "timings_ms")}
+    assert body["is_anomalous"] is True, facts
     assert body["anomaly_score"] > body["threshold"] and body["similarity"] < body["threshold_similarity"]
     assert len(body["similar_normals"]) == 10
     assert all(n["file_name"].endswith(".png") for n in body["similar_normals"])
@@ -173,7 +174,8 @@ def test_a_burst_of_50_concurrent_queries_all_succeed(api):
         responses = list(pool.map(lambda p: _post(api, p), images))
     assert [r.status_code for r in responses] == [200] * 50
     verdicts = [r.json()["is_anomalous"] for r in responses]
-    assert verdicts == [p.parent.name != "good" for p in images]
+    scores = [round(r.json()["anomaly_score"], 3) for r in responses]
+    assert verdicts == [p.parent.name != "good" for p in images], (scores, responses[0].json()["threshold"])
 
 
 def test_the_service_answers_503_while_the_database_is_down_and_recovers(api, database):
