@@ -287,7 +287,13 @@ exact AS MATERIALIZED (
         ORDER BY (p.embedding::vector({dim}) {op} q.vec) + 0 LIMIT 1
     ) e
 ),
-worst AS MATERIALIZED (SELECT * FROM exact ORDER BY dist DESC, ord LIMIT 1),
+merged AS MATERIALIZED (
+    SELECT nn.ord, coalesce(e.id, nn.id) AS id, coalesce(e.image_id, nn.image_id) AS image_id,
+           coalesce(e.grid_row, nn.grid_row) AS grid_row, coalesce(e.grid_col, nn.grid_col) AS grid_col,
+           coalesce(e.dist, nn.dist) AS dist
+    FROM nn LEFT JOIN exact e ON e.ord = nn.ord
+),
+worst AS MATERIALIZED (SELECT * FROM merged ORDER BY dist DESC, ord LIMIT 1),
 support AS (
     SELECT s.dist
     FROM worst JOIN patches m ON m.id = worst.id JOIN q ON q.ord = worst.ord
@@ -304,7 +310,7 @@ lookalikes AS (
 )
 SELECT
     (SELECT active_model_id = {model_id} FROM categories WHERE id = {category_id}),
-    (SELECT array_agg(coalesce(e.dist, nn.dist) ORDER BY nn.ord) FROM nn LEFT JOIN exact e ON e.ord = nn.ord),
+    (SELECT array_agg(dist ORDER BY ord) FROM merged),
     (SELECT json_build_object('ord', w.ord, 'patch_id', w.id, 'image_id', w.image_id, 'file_name', i.file_name,
                               'grid_row', w.grid_row, 'grid_col', w.grid_col, 'distance', w.dist)
      FROM worst w JOIN images i ON i.id = w.image_id),
@@ -320,9 +326,11 @@ def search_statement(model: StoredModel, rerank: int = 4) -> sql.Composed:
 
     HNSW finds every patch's nearest memory-bank patch approximately; the ``rerank`` patches that look worst are
     then searched exactly (a scan the index cannot serve, ``ORDER BY (distance) + 0``), because the image score is
-    the largest patch score and one missed neighbour there would raise it. An approximate distance is never below
-    the exact one, so when the ``rerank``-th approximate distance is below the largest exact one, the maximum is
-    exactly the exact search's."""
+    the largest patch score and one missed neighbour there would raise it. The worst patch is taken over all
+    patches, exact distances where re-ranked and approximate ones elsewhere: an approximate distance is never below
+    the exact one, so the served maximum is never below the exact maximum (taking the maximum of the re-ranked
+    patches alone could drop the true worst patch and miss a defect), and equals it whenever the worst re-ranked
+    exact distance is at least the largest approximate distance left out."""
     return sql.SQL(_SEARCH).format(
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
