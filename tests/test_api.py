@@ -195,3 +195,23 @@ def test_the_service_answers_503_while_the_database_is_down_and_recovers(api, da
         time.sleep(0.5)
     assert response.json()["is_anomalous"] is False
     assert np.isfinite(response.json()["anomaly_score"])
+
+
+def test_served_scores_are_never_below_exact_scores(database):
+    """HNSW can only overestimate a distance, and the worst patch is taken over all patches, so a search error can
+    raise a score but never hide a defect."""
+    from config import Settings
+    from patchcore.images import open_image
+    from patchcore.model import exact_prediction
+    from serving.inspector import Inspector
+
+    _, url = database
+    with connect(url, autocommit=True) as connection:
+        model = repository.active_model(connection, "bottle")
+        bank = repository.load_memory_bank(connection, model)
+        inspector = Inspector(model, Settings(database_url=url))
+        for path in sorted((BOTTLE / "test").glob("*/*.png"))[::7]:
+            features = inspector.embed(open_image(path))
+            exact = exact_prediction(features, bank, model.config).score
+            served = inspector.inspect_features(connection, features, top_k=1, ef_search=10).score
+            assert served >= exact - 1e-4, (path.name, served, exact)
