@@ -27,7 +27,6 @@ COMPARED = ("image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "t
 def evaluate_served(name: str, category: Category, out: Path, ef_search: int | None) -> dict:
     settings = get_settings()
     url = database_url(settings)
-    upgrade(url)
     with connect(url, autocommit=True) as connection:
         model = repository.active_model(connection, name)
         if model is None:

@@ -89,8 +89,6 @@ class Prediction:
 
     score: float
     patch_scores: torch.Tensor
-    nearest_index: torch.Tensor
-    worst_patch: tuple[int, int]
 
     def anomaly_map(self, size: int) -> torch.Tensor:
         return scoring.anomaly_map(self.patch_scores, size)
@@ -124,8 +122,7 @@ def exact_prediction(features: torch.Tensor, memory_bank: torch.Tensor, config: 
     distances, index = scoring.nearest(flat, memory_bank, config.metric)
     patch_scores = distances[:, 0]
     score = scoring.image_score(patch_scores, index[:, 0], flat, memory_bank, config.metric, config.num_neighbors)
-    worst = int(torch.argmax(patch_scores))
-    return Prediction(score, patch_scores.reshape(height, width), index[:, 0], divmod(worst, width))
+    return Prediction(score, patch_scores.reshape(height, width))
 
 
 class Embedder:

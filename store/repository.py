@@ -368,7 +368,11 @@ def search(
     _use_ef_search(connection, ef_search)
     row = connection.execute(
         statement,
-        {"queries": list(patches.astype(np.float32)), "image": image_embedding.astype(np.float32), "top_k": top_k},
+        {
+            "queries": list(patches.astype(np.float32, copy=False)),
+            "image": image_embedding.astype(np.float32, copy=False),
+            "top_k": top_k,
+        },
         prepare=True,
     ).fetchone()
     if row is None or not row[0] or row[1] is None:
