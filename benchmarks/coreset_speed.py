@@ -7,6 +7,7 @@ Rows: all 209 bottle training images through ResNet-18 (163,856 x 384), and 300,
 each at ratio 0.1, each in a fresh process: coreset_extra_mib is its peak resident memory minus its resident memory
 with the features loaded, the memory the selection itself needs. radius is the k-center radius in the full feature
 space (largest distance from a patch to its nearest selected patch), beside a random sample of the same size.
+On a GPU (``--device cuda``, the default when there is one) the row also gives the GPU memory peak.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pathlib import Path
 import torch
 
 
-def _bottle_features(data: Path, weights: str) -> torch.Tensor:
+def _bottle_features(data: Path, weights: str, device: str) -> torch.Tensor:
     from patchcore.datasets import mvtec_category
     from patchcore.model import Embedder, PatchCoreConfig
 
-    embedder = Embedder(PatchCoreConfig(backbone="resnet18"), weights)
+    embedder = Embedder(PatchCoreConfig(backbone="resnet18"), weights, device)
     train = mvtec_category(data, "bottle").train
     return torch.cat([e.features.reshape(-1, 384) for e in embedder.embed_files(train, 16, "features")])
 
@@ -37,7 +38,7 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _row(kind: str, features_file: str, ratio: float, queue: multiprocessing.Queue) -> None:
+def _row(kind: str, features_file: str, ratio: float, device: str, queue: multiprocessing.Queue) -> None:
     """One measurement in a fresh process: its peak RSS minus its RSS with the features loaded is the coreset's."""
     from patchcore.coreset import coverage_radius, greedy_coreset
 
@@ -48,11 +49,14 @@ def _row(kind: str, features_file: str, ratio: float, queue: multiprocessing.Que
         features.normal_(generator=torch.Generator().manual_seed(0))
     baseline = _rss_mb()
     started = time.perf_counter()
-    selected = greedy_coreset(features, ratio, seed=0)
+    selected = greedy_coreset(features, ratio, seed=0, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     row = {
         "features": f"{kind} {features.shape[0]:,} x {features.shape[1]}",
+        "device": device,
         "selected": int(selected.numel()),
         "seconds": round(seconds, 1),
         "features_mib": round(features.numel() * 4 / 2**20),
@@ -60,6 +64,8 @@ def _row(kind: str, features_file: str, ratio: float, queue: multiprocessing.Que
         "peak_rss_mib": round(peak),
         "coreset_extra_mib": round(peak - baseline),
     }
+    if device.startswith("cuda"):
+        row["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if kind == "bottle":
         random = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))[: selected.numel()]
         row["radius"] = round(coverage_radius(features, selected), 4)
@@ -73,14 +79,15 @@ def main() -> None:
     parser.add_argument("--weights", required=True, help="ResNet-18 weights file")
     parser.add_argument("--ratio", type=float, default=0.1)
     parser.add_argument("--skip-random", action="store_true", help="only the bottle row")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = parser.parse_args()
     features_file = Path(tempfile.mkdtemp()) / "bottle_features.pt"
-    torch.save(_bottle_features(Path(args.data), args.weights), features_file)
+    torch.save(_bottle_features(Path(args.data), args.weights, args.device), features_file)
     rows = []
     for kind in ["bottle"] + ([] if args.skip_random else ["random"]):
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
-        child = context.Process(target=_row, args=(kind, str(features_file), args.ratio, queue))
+        child = context.Process(target=_row, args=(kind, str(features_file), args.ratio, args.device, queue))
         child.start()
         rows.append(queue.get())
         child.join()

@@ -147,10 +147,13 @@ def load_backbone(backbone: str, layers: tuple[str, ...], weights: str | Path | 
     """Build the truncated backbone in eval mode with frozen weights.
 
     ``weights``: ``None`` downloads torchvision's ImageNet weights (cached by torchvision), a path loads a
-    state_dict file, and ``"random"`` keeps the random initialisation (for shape and speed tests only).
+    state_dict file, and ``"random"`` keeps the (seeded) random initialisation (for shape and speed tests only).
     """
     spec = _spec(backbone)
-    resnet = getattr(torchvision.models, spec.builder)(weights=None)
+    with torch.random.fork_rng(devices=[]):
+        # Seeded, so "random" weights are the same network in the fitting job and in every server.
+        torch.manual_seed(0)
+        resnet = getattr(torchvision.models, spec.builder)(weights=None)
     network = TruncatedResNet(resnet, layers)
     if weights != RANDOM_WEIGHTS:
         state = _download_weights(backbone) if weights is None else _read_weights_file(Path(weights))

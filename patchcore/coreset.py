@@ -6,6 +6,11 @@ is exact pruning by the triangle inequality: every patch remembers its nearest c
 can only come closer to a patch of centre ``j``'s cluster if ``|c - j| < 2 * radius_j``; clusters farther away are
 not looked at. The selection is the same as the naive full scan's, but late iterations touch a small fraction of
 the patches. Memory is the projection (N x 128 floats) plus a few N-vectors: never an N x N matrix.
+
+On a GPU the pruning does not pay: its bookkeeping needs the host at every step, while a full scan of N x 128
+floats takes the GPU microseconds. There the same greedy rule runs as the plain full scan, without a single host
+round trip. The projection matrix always comes from the CPU generator, so only floating-point rounding (and the
+order among exactly tied distances) can make a GPU's selection differ from the CPU's.
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ _FULL_SCAN_FRACTION = 0.4
 _PROJECTION_CHUNK = 65536
 
 
-def random_projection(features: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
-    """Johnson-Lindenstrauss projection to ``dim`` dimensions (identity when already that small)."""
+def random_projection(
+    features: torch.Tensor, dim: int, seed: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Johnson-Lindenstrauss projection to ``dim`` dimensions (identity when already that small), on ``device``."""
     n, d = features.shape
+    device = torch.device(device) if device is not None else features.device
     if d <= dim:
-        return features.float().contiguous()
+        return features.to(device=device, dtype=torch.float32).contiguous()
     generator = torch.Generator().manual_seed(seed)
-    matrix = torch.randn(d, dim, generator=generator) / math.sqrt(dim)
-    out = torch.empty(n, dim)
+    matrix = (torch.randn(d, dim, generator=generator) / math.sqrt(dim)).to(device)
+    out = torch.empty(n, dim, device=device)
     for start in range(0, n, _PROJECTION_CHUNK):
-        out[start : start + _PROJECTION_CHUNK] = features[start : start + _PROJECTION_CHUNK].float() @ matrix
+        chunk = features[start : start + _PROJECTION_CHUNK].to(device=device, dtype=torch.float32)
+        out[start : start + _PROJECTION_CHUNK] = chunk @ matrix
     return out
 
 
@@ -45,17 +54,48 @@ def greedy_coreset(
     seed: int = 0,
     projection_dim: int = PROJECTION_DIM,
     progress: Callable[[int], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Indices (in selection order) of ``ceil(ratio * N)`` patches chosen by greedy k-center.
+    """Indices (CPU, in selection order) of ``ceil(ratio * N)`` patches chosen by greedy k-center.
 
-    ``progress`` is called with the number of centres added since the last call.
+    ``progress`` is called with the number of centres added since the last call; ``device`` defaults to the
+    features' own.
     """
     n = features.shape[0]
     k = coreset_size(n, ratio)
-    points = random_projection(features, projection_dim, seed)
+    points = random_projection(features, projection_dim, seed, device)
     squared = (points * points).sum(1)
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
+    if points.device.type == "cpu":
+        return _pruned_greedy(points, squared, k, first, progress)
+    return _full_scan_greedy(points, squared, k, first, progress)
 
+
+def _full_scan_greedy(
+    points: torch.Tensor, squared: torch.Tensor, k: int, first: int, progress: Callable[[int], None] | None
+) -> torch.Tensor:
+    """The textbook greedy scan, written so that no step waits for the device (the GPU path)."""
+    device = points.device
+    selected = torch.empty(k, dtype=torch.long, device=device)
+    nearest = torch.full((points.shape[0],), math.inf, device=device)
+    candidate = torch.tensor([first], device=device)
+    for t in range(k):
+        selected[t : t + 1] = candidate
+        centre = points.index_select(0, candidate)[0]
+        distance = (squared - 2 * (points @ centre) + squared.index_select(0, candidate)).clamp_min_(0).sqrt_()
+        torch.minimum(nearest, distance, out=nearest)
+        nearest.index_fill_(0, candidate, 0)
+        candidate = torch.argmax(nearest).view(1)
+        if progress is not None:
+            progress(1)
+    return selected.cpu()
+
+
+def _pruned_greedy(
+    points: torch.Tensor, squared: torch.Tensor, k: int, first: int, progress: Callable[[int], None] | None
+) -> torch.Tensor:
+    """Greedy k-center with triangle-inequality pruning (the CPU path): late steps touch few patches."""
+    n = points.shape[0]
     selected = torch.empty(k, dtype=torch.long)
     centres = torch.empty(k, points.shape[1])
     centre_sq = torch.empty(k)

@@ -205,7 +205,9 @@ def fit(
     coreset_started = time.perf_counter()
     total = coreset_size(features.shape[0], config.coreset_ratio)
     with tqdm(total=total, desc="coreset", unit="patch", dynamic_ncols=True) as bar:
-        selected = greedy_coreset(features, config.coreset_ratio, config.seed, progress=bar.update)
+        selected = greedy_coreset(
+            features, config.coreset_ratio, config.seed, progress=bar.update, device=embedder.extractor.device
+        )
     coreset_seconds = time.perf_counter() - coreset_started
     memory_bank = features[selected].clone()
     del features

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from patchcore.coreset import coverage_radius, greedy_coreset, random_projection
+from patchcore.coreset import _full_scan_greedy, coverage_radius, greedy_coreset, random_projection
 
 
 def _naive_greedy(points: torch.Tensor, k: int, first: int) -> list[int]:
@@ -37,6 +37,14 @@ def test_pruned_selection_equals_the_textbook_greedy():
     features = _clustered(2000, 32, 1)  # 32 dims: no projection, so both run on the same points
     selected = greedy_coreset(features, ratio=0.05, seed=0)
     assert selected.tolist() == _naive_greedy(features, selected.numel(), int(selected[0]))
+
+
+def test_gpu_full_scan_selects_the_same_centres_as_the_pruned_scan():
+    features = _clustered(2000, 32, 3)  # the GPU path's loop, run on the CPU, against the CPU path
+    pruned = greedy_coreset(features, ratio=0.05, seed=0)
+    squared = (features * features).sum(1)
+    full = _full_scan_greedy(features, squared, pruned.numel(), int(pruned[0]), None)
+    assert full.tolist() == pruned.tolist()
 
 
 def test_far_outliers_are_always_selected():

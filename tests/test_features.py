@@ -20,6 +20,13 @@ def test_wide_resnet50_random_weights_give_1536_dims():
     assert extractor(torch.randn(1, 3, 224, 224)).shape == (1, 28, 28, 1536)
 
 
+def test_random_weights_are_the_same_network_in_every_load():
+    torch.manual_seed(123)  # whatever the caller's generator state, a model fitted on random weights stays servable
+    first = load_backbone("resnet18", ("layer2", "layer3"), RANDOM_WEIGHTS)
+    second = load_backbone("resnet18", ("layer2", "layer3"), RANDOM_WEIGHTS)
+    assert torch.equal(first.body["layer2"][0].conv1.weight, second.body["layer2"][0].conv1.weight)
+
+
 def test_the_real_weights_are_loaded_not_random():
     network = load_backbone("resnet18", ("layer2", "layer3"), WEIGHTS)
     state = torch.load(WEIGHTS, weights_only=True)
