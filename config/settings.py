@@ -21,6 +21,9 @@ class Settings(BaseSettings):
         description="PostgreSQL with pgvector; unset: start (or join) the embedded server in data_dir",
     )
     data_dir: Path = Field(default=Path(".data/pgdata"), description="data folder of the embedded PostgreSQL")
+    embedded_shared_buffers: str = Field(
+        default="1GB", description="shared_buffers of the embedded PostgreSQL, set when its data folder is created"
+    )
     weights: str | None = Field(
         default=None, description="backbone weights file (torchvision state_dict); unset: torchvision's download"
     )

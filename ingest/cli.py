@@ -163,6 +163,10 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
     from ingest import report
 
     rows = {}
+    if store:
+        from store.repository import check_dimension
+
+        check_dimension(_config(args).embedding_dim)
     for category in _categories(args):
         model, evaluation = _fit_and_evaluate(args, category)
         result = report.build(category.name, model, evaluation)

@@ -1,10 +1,10 @@
 """All SQL of the product: saving a fitted model, reading categories, and the served nearest-neighbour search.
 
-Each fitted model owns its rows in ``images`` and ``patches`` and partial HNSW indexes on
-``(embedding::vector(D))`` restricted to ``model_id = <id>``, so every query of a category is served by an index
-of that category whatever the dimensions of the others. Model id and dimension are written into the SQL as
-literals: the dimension is a type modifier, and a literal ``model_id`` lets the planner prove the partial index
-applies.
+Each fitted model owns its rows in ``images`` and its own partition of ``patches``, ``patches_model_<id>``, with
+HNSW indexes on ``(embedding::vector(D))``, so every query of a category is served by that category's index and
+scans only its rows, whatever the dimensions and sizes of the others. Model id and dimension are written into the
+SQL as literals: the dimension is a type modifier, and a literal ``model_id`` lets the planner prune the other
+partitions when it plans the statement.
 """
 
 from __future__ import annotations
@@ -49,8 +49,25 @@ class StoredModel:
         return self.config.embedding_dim
 
 
+MAX_DIM = 2000
+
+
+def check_dimension(dim: int) -> None:
+    """Refuse what pgvector's HNSW index (and an inline heap row, migration 0002) cannot hold, before any work."""
+    if not 1 <= dim <= MAX_DIM:
+        raise ValueError(
+            f"{dim}-dimensional patches cannot be stored: pgvector's HNSW index takes at most {MAX_DIM} dimensions; "
+            "use fewer or shallower --layers (layer2,layer3 gives 384 to 1536)"
+        )
+
+
+def partition_name(model_id: int) -> str:
+    """The table holding one model's memory bank, a partition of ``patches`` (migration 0003)."""
+    return f"patches_model_{model_id}"
+
+
 def index_name(model_id: int, metric: str) -> str:
-    return f"patches_model_{model_id}_{metric}_hnsw"
+    return f"{partition_name(model_id)}_{metric}_hnsw"
 
 
 def index_metrics(metric: str) -> list[str]:
@@ -78,6 +95,7 @@ def save_model(
     """
     config = model.config
     dim = config.embedding_dim
+    check_dimension(dim)
     timings: dict[str, float] = {}
     with connection.transaction(), connection.cursor() as cursor:
         cursor.execute("INSERT INTO categories (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (category,))
@@ -142,17 +160,28 @@ def save_model(
                 for i, r in enumerate(model.images)
             ),
         )
+        # The memory bank is loaded and indexed as a table of its own, and attached to ``patches`` only at the end:
+        # attaching locks ``patches`` against other DDL but never against readers.
+        partition = sql.Identifier(partition_name(model_id))
+        cursor.execute(
+            sql.SQL(
+                "CREATE TABLE {} (LIKE patches INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING INDEXES, "
+                "CHECK (model_id = {}))"
+            ).format(partition, sql.Literal(model_id))
+        )
         bank = model.memory_bank.numpy().astype(np.float32)
         sources = model.bank_image.tolist()
         positions = model.bank_position.tolist()
         rows = _copy_rows(
             cursor,
-            "COPY patches (model_id, image_id, grid_row, grid_col, embedding) FROM STDIN (FORMAT BINARY)",
+            sql.SQL("COPY {} (model_id, image_id, grid_row, grid_col, embedding) FROM STDIN (FORMAT BINARY)")
+            .format(partition)
+            .as_string(cursor),
             ["int8", "int8", "int2", "int2", "vector"],
             ((model_id, image_ids[sources[i]], positions[i][0], positions[i][1], bank[i]) for i in range(len(bank))),
         )
         cursor.execute("ANALYZE images")
-        cursor.execute("ANALYZE patches")
+        cursor.execute(sql.SQL("ANALYZE {}").format(partition))
         timings["copy_seconds"] = time.perf_counter() - started
         timings["copy_rows_per_second"] = rows / max(timings["copy_seconds"], 1e-9)
         started = time.perf_counter()
@@ -162,40 +191,54 @@ def save_model(
         for metric in index_metrics(config.metric):
             cursor.execute(
                 sql.SQL(
-                    "CREATE INDEX {name} ON patches USING hnsw ((embedding::vector({dim})) {opclass}) "
-                    "WITH (m = {m}, ef_construction = {ef}) WHERE model_id = {model_id}"
+                    "CREATE INDEX {name} ON {partition} USING hnsw ((embedding::vector({dim})) {opclass}) "
+                    "WITH (m = {m}, ef_construction = {ef})"
                 ).format(
                     name=sql.Identifier(index_name(model_id, metric)),
+                    partition=partition,
                     dim=sql.Literal(dim),
                     opclass=sql.SQL(OPCLASSES[metric]),
                     m=sql.Literal(settings.hnsw_m),
                     ef=sql.Literal(settings.hnsw_ef_construction),
-                    model_id=sql.Literal(model_id),
                 )
             )
         timings["index_seconds"] = time.perf_counter() - started
+        cursor.execute(
+            sql.SQL("ALTER TABLE patches ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                partition, sql.Literal(model_id)
+            )
+        )
         cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, category_id))
     timings["model_id"] = model_id
     return timings
 
 
 def retire_old_models(connection: psycopg.Connection, category: str) -> int:
-    """Delete the category's inactive models, then drop their indexes without blocking readers.
+    """Drop the category's inactive models: detach each memory bank without blocking readers, drop it, delete the
+    model row (its images go with it).
 
     Runs after the new model is committed; a query that still holds the old model id finds no rows and retries
-    with the new one (see :func:`search`). ``connection`` must be in autocommit mode.
+    with the new one (see :func:`search`). ``connection`` must be in autocommit mode. A retirement cut short is
+    finished by the next one: every step accepts the state the previous run left.
     """
-    rows = connection.execute(
-        "SELECT m.id, m.metric FROM models m JOIN categories c ON c.id = m.category_id "
+    model_ids = connection.execute(
+        "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
         "WHERE c.name = %s AND m.id IS DISTINCT FROM c.active_model_id",
         (category,),
     ).fetchall()
-    for model_id, _ in rows:
+    for (model_id,) in model_ids:
+        partition = sql.Identifier(partition_name(model_id))
+        attached = connection.execute(
+            "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhparent = 'patches'::regclass "
+            "AND i.inhrelid = to_regclass(%s)",
+            (partition_name(model_id),),
+        ).fetchone()
+        if attached is not None:
+            mode = sql.SQL("FINALIZE" if attached[0] else "CONCURRENTLY")
+            connection.execute(sql.SQL("ALTER TABLE patches DETACH PARTITION {} {}").format(partition, mode))
+        connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition))
         connection.execute("DELETE FROM models WHERE id = %s", (model_id,))
-    for model_id, metric in rows:
-        for name in {index_name(model_id, m) for m in index_metrics(metric)}:
-            connection.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
-    return len(rows)
+    return len(model_ids)
 
 
 _MODEL_COLUMNS = """
@@ -296,7 +339,7 @@ merged AS MATERIALIZED (
 worst AS MATERIALIZED (SELECT * FROM merged ORDER BY dist DESC, ord LIMIT 1),
 support AS (
     SELECT s.dist
-    FROM worst JOIN patches m ON m.id = worst.id JOIN q ON q.ord = worst.ord
+    FROM worst JOIN patches m ON m.model_id = {model_id} AND m.id = worst.id JOIN q ON q.ord = worst.ord
     CROSS JOIN LATERAL (
         SELECT p.embedding::vector({dim}) {op} q.vec AS dist
         FROM patches p WHERE p.model_id = {model_id} AND p.id <> m.id
@@ -344,12 +387,19 @@ def search_statement(model: StoredModel, rerank: int = 4) -> sql.Composed:
 _SESSION_EF_SEARCH: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
 
 
+SEARCH_WORK_MEM = "32MB"
+
+
 def _use_ef_search(connection: psycopg.Connection, ef_search: int) -> None:
-    """Set ``hnsw.ef_search`` for the session once, not per query, so a search stays one round trip."""
+    """Set ``hnsw.ef_search`` for the session once, not per query, so a search stays one round trip.
+
+    ``work_mem`` goes with it: the 784 query vectors of a 1536-dim category are 4.7 MB, more than PostgreSQL's
+    default 4 MB, and would otherwise be written to a temporary file on every search."""
     if _SESSION_EF_SEARCH.get(connection) != ef_search:
         connection.execute(
-            "SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'strict_order', false)",
-            (str(ef_search),),
+            "SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'strict_order', false),"
+            " set_config('work_mem', %s, false)",
+            (str(ef_search), SEARCH_WORK_MEM),
         )
         _SESSION_EF_SEARCH[connection] = ef_search
 

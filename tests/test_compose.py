@@ -1,4 +1,5 @@
-"""docker cannot run here, so the compose file and Dockerfile are checked by reading them."""
+"""Docker cannot run here, so the compose file and Dockerfile are checked by reading them; so is the README's
+settings table."""
 
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def test_db_is_pgvector_with_a_named_volume_and_a_health_check():
     volume = db["volumes"][0].split(":")[0]
     assert volume in _compose()["volumes"]
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert db["command"][0] == "postgres" and any(c.startswith("shared_buffers=") for c in db["command"])
+    assert "shm_size" in db, "parallel HNSW builds need more /dev/shm than Docker's 64 MB"
 
 
 def test_api_builds_waits_for_a_healthy_db_and_can_scale():
@@ -47,3 +50,12 @@ def test_credentials_come_from_the_environment_only():
     for name in ("patchcore", "ingest", "store", "serving", "app", "config", "migrations"):
         assert f"COPY {name} ./{name}" in (ROOT / "Dockerfile").read_text()
     assert 'CMD ["uvicorn", "app.main:app"' in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_readme_documents_every_setting():
+    from config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    for name, field in Settings.model_fields.items():
+        variable = "DATABASE_URL" if name == "database_url" else f"INSPECT_{name.upper()}"
+        assert f"| `{variable}` |" in readme, f"{variable} ({field.description}) is missing from the README's table"

@@ -11,12 +11,13 @@ import threading
 import time
 
 import psycopg
+import pytest
 import torch
 
 from config import Settings
 from patchcore.model import PatchCoreConfig, fit
 from store import repository
-from store.database import connect
+from store.database import connect, database_url, stop_embedded
 from store.migrate import upgrade
 from tests.conftest import ROOT, WEIGHTS
 
@@ -45,11 +46,20 @@ def _whole(connection: psycopg.Connection, category: str) -> tuple[int, int, int
     return model.id, model.memory_bank_size, repository.patch_count(connection, model.id)
 
 
+def test_a_new_embedded_server_gets_its_shared_buffers(tmp_path):
+    settings = Settings(database_url=None, data_dir=tmp_path / "pgdata", embedded_shared_buffers="192MB")
+    try:
+        with psycopg.connect(database_url(settings)) as connection:
+            assert connection.execute("SHOW shared_buffers").fetchone()[0] == "192MB"
+    finally:
+        assert stop_embedded(settings)
+
+
 def test_migrations_run_from_empty_and_again(database_url):
     upgrade(database_url)
     upgrade(database_url)
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
@@ -67,8 +77,14 @@ def test_load_counts_index_and_idempotent_reingest(database_url, small_model):
         assert _whole(connection, "bottle") == (second, size, size)
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == size
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
-        indexes = [r[0] for r in connection.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'patches'")]
-        assert not [name for name in indexes if f"_{first}_" in name]
+        indexes = {r[0] for r in connection.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE '%hnsw'")}
+        assert indexes == {f"patches_model_{second}_cosine_hnsw", f"patches_model_{second}_l2_hnsw"}
+        partitions = connection.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'patches'::regclass"
+        ).fetchall()
+        assert partitions == [(f"patches_model_{second}",)]
+        assert connection.execute("SELECT to_regclass(%s)", (f"patches_model_{first}",)).fetchone()[0] is None
 
 
 def test_two_categories_of_different_dimension_side_by_side(database_url, small_model, small_train):
@@ -83,27 +99,44 @@ def test_two_categories_of_different_dimension_side_by_side(database_url, small_
             result = repository.search(connection, repository.search_statement(stored), queries, queries.mean(0), 3, 40)
             assert result.distances.shape == (5,)
             assert result.distances.max() < 1e-3  # each query is a memory-bank patch of that category
+        # 6 KB vectors stay inline in their heap rows: nothing went to the TOAST table (migration 0002)
+        toasted = connection.execute(
+            "SELECT count(*) FROM patches p JOIN models m ON m.id = p.model_id "
+            "WHERE m.embedding_dim = 1536 AND pg_column_size(p.embedding) <> 4 * 1536 + 8"
+        ).fetchone()[0]
+        assert toasted == 0
+        with pytest.raises(psycopg.errors.CheckViolation):
+            connection.execute("UPDATE models SET embedding_dim = 2001")
     assert wide.memory_bank.shape[1] == 1536
 
 
+def test_more_dimensions_than_hnsw_takes_are_refused_before_any_work():
+    with pytest.raises(ValueError, match="at most 2000 dimensions"):
+        repository.check_dimension(3072)
+
+
+_ATTACH = "ALTER TABLE patches ATTACH%%"
+
+
 def _blocker(url: str) -> psycopg.Connection:
-    """Hold a lock that lets an ingest COPY its rows but makes it wait at CREATE INDEX, mid-transaction."""
+    """Hold a lock that lets an ingest COPY and index its memory bank but makes it wait when it attaches it to
+    ``patches``, mid-transaction (readers are not blocked by this lock)."""
     blocker = psycopg.connect(url)
-    blocker.execute("LOCK TABLE patches IN ROW EXCLUSIVE MODE")
+    blocker.execute("LOCK TABLE patches IN SHARE MODE")
     return blocker
 
 
-def _wait_for_blocked_index_build(url: str, timeout: float = 120) -> None:
+def _wait_for_blocked_attach(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as watcher:
         while time.monotonic() < deadline:
             row = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%' AND wait_event_type = 'Lock'"
+                f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{_ATTACH}' AND wait_event_type = 'Lock'"
             ).fetchone()
             if row[0]:
                 return
             time.sleep(0.05)
-    raise AssertionError("the ingest never reached CREATE INDEX")
+    raise AssertionError("the ingest never reached ATTACH PARTITION")
 
 
 def test_reader_sees_a_whole_model_during_reingest(database_url, small_model):
@@ -114,7 +147,7 @@ def test_reader_sees_a_whole_model_during_reingest(database_url, small_model):
     writer = threading.Thread(target=_save, args=(database_url, "bottle", new))
     writer.start()
     try:
-        _wait_for_blocked_index_build(database_url)
+        _wait_for_blocked_attach(database_url)
         with connect(database_url, autocommit=True) as reader:
             assert _whole(reader, "bottle") == (old_id, old_size, old_size)  # new rows are in, but not visible
             assert reader.execute("SELECT threshold FROM active_models").fetchone()[0] == small_model.threshold
@@ -143,7 +176,7 @@ def test_a_killed_ingest_leaves_the_old_model_intact(database_url, small_model, 
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for_blocked_index_build(database_url)
+        _wait_for_blocked_attach(database_url)
         job.send_signal(signal.SIGKILL)
         job.wait(30)
     finally:
@@ -151,13 +184,16 @@ def test_a_killed_ingest_leaves_the_old_model_intact(database_url, small_model, 
         blocker.close()
     deadline = time.monotonic() + 30
     with connect(database_url, autocommit=True) as connection:
-        while connection.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%'").fetchone()[
-            0
-        ]:
+        while connection.execute(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{_ATTACH}'").fetchone()[0]:
             assert time.monotonic() < deadline, "the killed job's transaction was never rolled back"
             time.sleep(0.1)
         assert _whole(connection, "bottle") == (old_id, size, size)
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == size
+        orphans = connection.execute(
+            "SELECT count(*) FROM pg_class c WHERE c.relkind = 'r' AND c.relname ~ '^patches_model_[0-9]+$' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+        ).fetchone()[0]
+        assert orphans == 0, "the killed job's half-loaded memory bank table is left behind"
         stored = repository.active_model(connection, "bottle")
         queries = small_model.memory_bank[:4].numpy()
         result = repository.search(connection, repository.search_statement(stored), queries, queries.mean(0), 2, 40)
