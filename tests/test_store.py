@@ -13,12 +13,13 @@ import time
 import psycopg
 import pytest
 import torch
+from alembic import command
 
 from config import Settings
 from patchcore.model import PatchCoreConfig, fit
 from store import repository
 from store.database import connect, database_url, stop_embedded
-from store.migrate import upgrade
+from store.migrate import alembic_config, upgrade
 from tests.conftest import ROOT, WEIGHTS
 
 
@@ -63,6 +64,57 @@ def test_migrations_run_from_empty_and_again(database_url):
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
+
+
+def _vector(values) -> str:
+    return "[" + ",".join(f"{v:.4f}" for v in values) + "]"
+
+
+def test_migration_0003_moves_stored_models_into_partitions_and_back(database_url):
+    config = alembic_config(database_url)
+    command.upgrade(config, "0002")
+    vectors = torch.randn(50, 8, generator=torch.Generator().manual_seed(0)).tolist()
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("INSERT INTO categories (name) VALUES ('bottle')")
+        model_id = connection.execute(
+            "INSERT INTO models (category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors, "
+            "holdout_fraction, threshold_sigmas, seed, embedding_dim, grid_height, grid_width, threshold, "
+            "memory_bank_size) SELECT id, 'resnet18', '{layer2}', 256, 224, 'l2', 0.1, 9, 0.1, 3, 0, 8, 5, 10, 1.5, 50 "
+            "FROM categories RETURNING id"
+        ).fetchone()[0]
+        image_id = connection.execute(
+            "INSERT INTO images (model_id, split, label, file_name, sha256, width, height, embedding) "
+            "VALUES (%s, 'train', 'good', 'a.png', 'x', 9, 9, %s) RETURNING id",
+            (model_id, _vector(vectors[0])),
+        ).fetchone()[0]
+        for i, vector in enumerate(vectors):
+            connection.execute(
+                "INSERT INTO patches (model_id, image_id, grid_row, grid_col, embedding) VALUES (%s, %s, %s, %s, %s)",
+                (model_id, image_id, i // 10, i % 10, _vector(vector)),
+            )
+        connection.execute(
+            f"CREATE INDEX patches_model_{model_id}_l2_hnsw ON patches USING hnsw ((embedding::vector(8)) "
+            f"vector_l2_ops) WITH (m = 8, ef_construction = 32) WHERE model_id = {model_id}"
+        )
+    command.upgrade(config, "head")
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        assert connection.execute("SELECT relkind FROM pg_class WHERE relname = 'patches'").fetchone()[0] == "p"
+        assert connection.execute(f"SELECT count(*) FROM patches_model_{model_id}").fetchone()[0] == 50
+        definition = connection.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"patches_model_{model_id}_l2_hnsw",)
+        ).fetchone()[0]
+        assert f"ON public.patches_model_{model_id} USING hnsw" in definition and "m='8'" in definition
+    command.downgrade(config, "0002")
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        assert connection.execute("SELECT relkind FROM pg_class WHERE relname = 'patches'").fetchone()[0] == "r"
+        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 50
+        definition = connection.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"patches_model_{model_id}_l2_hnsw",)
+        ).fetchone()[0]
+        assert "ON public.patches USING hnsw" in definition and f"WHERE (model_id = {model_id})" in definition
+    command.upgrade(config, "head")
+    with connect(database_url) as connection:
+        assert repository.patch_count(connection, model_id) == 50
 
 
 def test_load_counts_index_and_idempotent_reingest(database_url, small_model):
