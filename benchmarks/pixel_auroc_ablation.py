@@ -66,7 +66,8 @@ def main() -> None:
     category = mvtec_category(args.data, args.category)
     embedder = Embedder(config, args.weights)
     bank_paths, _ = split_holdout(category.train, config.holdout_fraction, config.seed)
-    in_bank = torch.tensor([path in set(bank_paths) for path in category.train])
+    held_in = set(bank_paths)
+    in_bank = torch.tensor([path in held_in for path in category.train])
     train = torch.stack([e.features for e in embedder.embed_files(category.train, 16, "train features")])
     test = torch.stack([embedder.features(preprocess.tensor(open_image(s.path))[None])[0] for s in category.test])
     dim = train.shape[-1]

@@ -40,7 +40,7 @@ def _embedded(settings: Settings):
 
 def _tune(conf: Path, settings: Settings) -> None:
     """Settings of a new embedded cluster. PostgreSQL's 128 MB of shared buffers do not hold one 1536-dim category
-    (115 MB of rows and as much HNSW index): a bottle search measured 440 ms with them and 280 ms with 1 GB."""
+    (115 MB of rows and as much HNSW index): its search measured 440 ms with them and 280 ms with 1 GB."""
     with conf.open("a") as handle:
         handle.write("\n# set by the inspection service (INSPECT_EMBEDDED_SHARED_BUFFERS)\n")
         handle.write(f"shared_buffers = '{settings.embedded_shared_buffers}'\n")

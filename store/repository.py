@@ -322,14 +322,8 @@ nn AS MATERIALIZED (
 ),
 ranked AS MATERIALIZED (SELECT ord, dist, row_number() OVER (ORDER BY dist DESC, ord) AS rk FROM nn),
 exact (rk, ord, id, image_id, grid_row, grid_col, dist, best) AS (
-    SELECT r.rk, r.ord, e.id, e.image_id, e.grid_row, e.grid_col, e.dist, e.dist
-    FROM ranked r JOIN q ON q.ord = r.ord
-    CROSS JOIN LATERAL (
-        SELECT p.id, p.image_id, p.grid_row, p.grid_col, p.embedding::vector({dim}) {op} q.vec AS dist
-        FROM patches p WHERE p.model_id = {model_id}
-        ORDER BY (p.embedding::vector({dim}) {op} q.vec) + 0 LIMIT 1
-    ) e
-    WHERE r.rk = 1
+    SELECT 0::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::smallint, NULL::smallint, NULL::float8,
+           '-Infinity'::float8
   UNION ALL
     SELECT r.rk, r.ord, e.id, e.image_id, e.grid_row, e.grid_col, e.dist, greatest(w.best, e.dist)
     FROM exact w JOIN ranked r ON r.rk = w.rk + 1 JOIN q ON q.ord = r.ord
@@ -374,17 +368,18 @@ SELECT
 """
 
 
-def search_statement(model: StoredModel, rerank: int = 64) -> sql.Composed:
+def search_statement(model: StoredModel, rerank: int) -> sql.Composed:
     """The served search of a model, composed once per model and reused for every request.
 
     HNSW finds every patch's nearest memory-bank patch approximately. The image score is the largest patch
     distance, and an HNSW miss only ever makes a distance larger, so a few missed patches of a good image can make
     it look defective (one HNSW index of bottle missed by more than 0.3 on up to 28 patches of one image at
-    ef_search 20; another build of the same rows on 4). So the patches are searched again exactly (a scan the index
-    cannot serve, ``ORDER BY (distance) + 0``), worst-looking first, one at a time, until the next HNSW distance is
-    no larger than the largest exact one found: no patch left can then be worse, and the served maximum equals the
-    exact maximum (bottle: a median of 5 scans on that build). ``rerank`` caps them; past the cap the served maximum is
-    still never below the exact one, as every distance used is exact or an upper bound of it."""
+    ef_search 20, and builds of the same rows differ several-fold in misses). So the patches are searched again
+    exactly (a scan the index cannot serve, ``ORDER BY (distance) + 0``), worst-looking first, one at a time,
+    until the next HNSW distance is no larger than the largest exact one found (the walk starts from a placeholder
+    row at minus infinity, so its first step always runs): no patch left can then be worse, and the served maximum
+    equals the exact maximum (bottle: a median of 5 scans on that build). ``rerank`` caps them; past the cap the
+    served maximum is still never below the exact one, as every distance used is exact or an upper bound of it."""
     return sql.SQL(_SEARCH).format(
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
@@ -395,13 +390,11 @@ def search_statement(model: StoredModel, rerank: int = 64) -> sql.Composed:
     )
 
 
+SEARCH_WORK_MEM = "32MB"
 _SESSION_EF_SEARCH: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
 
 
-SEARCH_WORK_MEM = "32MB"
-
-
-def _use_ef_search(connection: psycopg.Connection, ef_search: int) -> None:
+def _configure_session(connection: psycopg.Connection, ef_search: int) -> None:
     """Set ``hnsw.ef_search`` for the session once, not per query, so a search stays one round trip.
 
     ``work_mem`` goes with it: the 784 query vectors of a 1536-dim category are 4.7 MB, more than PostgreSQL's
@@ -426,7 +419,7 @@ def search(
     """Nearest memory-bank patch of every query patch, eq. 7's support and the ``top_k`` most similar good images,
     in ONE round trip (on an autocommit connection). ``None`` means the model was replaced meanwhile: reload the
     category and ask again."""
-    _use_ef_search(connection, ef_search)
+    _configure_session(connection, ef_search)
     row = connection.execute(
         statement,
         {
