@@ -6,8 +6,12 @@ python=$(command -v python3.11 || command -v python3)
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  # The registry's torch brings its CUDA libraries: about 6 GB installed. A cached copy of every wheel would add
+  # about 4 GB more, which is how an install on a nearly full disk failed; say what is free before starting.
+  free_mb=$(df -Pm . | awk 'NR == 2 {print $4}')
+  echo "install: ${free_mb} MB free on $(df -P . | awk 'NR == 2 {print $6}'); about 10,000 MB are needed at the peak"
+  .venv/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
   # torch comes from the package registry (never the local torch==2.13.0 file, which breaks torchvision)
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet --no-cache-dir -e ".[dev]"
   rm -f .venv/.installed-* && touch "$stamp"
 fi
