@@ -187,6 +187,7 @@ def _inspect(
         ),
         anomaly_map=encoded,
         anomaly_map_size=crop if heatmap else None,
+        exact_searched_patches=inspection.reranked,
         timings_ms=timings,
     )
 

@@ -49,6 +49,10 @@ class QueryResponse(BaseModel):
         default=None, description="base64 PNG heatmap over the centre crop; 2 x threshold is full scale"
     )
     anomaly_map_size: int | None = None
+    exact_searched_patches: int = Field(
+        description="patches searched exactly after HNSW, worst-looking first, until none could be worse; at "
+        "INSPECT_EXACT_RERANK the score may be an overestimate"
+    )
     timings_ms: dict[str, float]
 
 

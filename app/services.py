@@ -82,17 +82,24 @@ class Services:
         with self._lock:
             if not reload and category in self._inspectors:
                 return self._inspectors[category]
-        model = self.run(repository.active_model, category)
-        if model is None:
-            raise UnknownCategory(category)
-        with self._lock:
-            current = self._inspectors.get(category)
-            if current is not None and current.model.id == model.id:
-                return current
-            inspector = Inspector(model, self.settings)
-            self._inspectors[category] = inspector
-            log.info("loaded category %s (model %s, %s)", category, model.id, model.config.backbone)
-            return inspector
+        for _ in range(3):
+            model = self.run(repository.active_model, category)
+            if model is None:
+                raise UnknownCategory(category)
+            with self._lock:
+                current = self._inspectors.get(category)
+                if current is not None and current.model.id == model.id:
+                    return current
+            try:
+                bank = self.run(repository.load_memory_bank, model)
+            except LookupError:
+                continue  # retired by a re-ingest between the two reads: read the new active model
+            with self._lock:
+                inspector = Inspector(model, bank, self.settings)
+                self._inspectors[category] = inspector
+                log.info("loaded category %s (model %s, %s)", category, model.id, model.config.backbone)
+                return inspector
+        raise DatabaseUnavailable(f"category {category} is being re-ingested; ask again")
 
     def loaded(self) -> list[str]:
         with self._lock:

@@ -36,7 +36,10 @@ def run(url: str, images: list[Path], category: str, clients: int, heatmap: bool
             results = list(pool.map(one, payloads))
         wall = time.perf_counter() - started
     latencies = np.array([r[0] for r in results])
-    stages = {k: statistics.median(r[1].get(k, 0.0) for r in results) for k in ("decode", "embed", "search", "score")}
+    stages = {
+        k: statistics.median(r[1].get(k, 0.0) for r in results)
+        for k in ("decode", "embed", "search", "rerank", "score")
+    }
     return {
         "clients": clients,
         "requests": len(results),

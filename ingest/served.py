@@ -32,7 +32,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         if model is None:
             raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")
         bank = repository.load_memory_bank(connection, model)
-        inspector = Inspector(model, settings)
+        inspector = Inspector(model, bank, settings)
         features: dict[Path, torch.Tensor] = {}
 
         def embedded(path: Path) -> torch.Tensor:
@@ -41,7 +41,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
             return features[path]
 
         def exact(path: Path) -> Scored:
-            prediction = exact_prediction(embedded(path), bank, model.config)
+            prediction = exact_prediction(embedded(path), bank.embeddings, model.config)
             return Scored(prediction.score, prediction.anomaly_map(model.config.crop).numpy())
 
         def served(path: Path) -> Scored:

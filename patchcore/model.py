@@ -119,9 +119,10 @@ def exact_prediction(features: torch.Tensor, memory_bank: torch.Tensor, config: 
     """Score (H, W, D) patch features against a memory bank by exact search, with the formulas of scoring."""
     height, width, dim = features.shape
     flat = features.reshape(-1, dim)
-    distances, index = scoring.nearest(flat, memory_bank, config.metric)
+    search = scoring.ExactSearch(memory_bank, config.metric)
+    distances, index = search.nearest(flat)
     patch_scores = distances[:, 0]
-    score = scoring.image_score(patch_scores, index[:, 0], flat, memory_bank, config.metric, config.num_neighbors)
+    score = scoring.image_score(patch_scores, index[:, 0], flat, search, config.num_neighbors)
     return Prediction(score, patch_scores.reshape(height, width))
 
 

@@ -25,29 +25,46 @@ BLUR_SIGMA = 4.0
 _CHUNK = 8192
 
 
+class ExactSearch:
+    """A memory bank made ready for repeated exact nearest-neighbour search, in the metric pgvector uses for the
+    same operator. What depends on the bank alone (its norms) is computed once here, not once per batch of queries:
+    for 8 queries against bottle's 14,740 x 384 bank, recomputing it was most of the time."""
+
+    def __init__(self, bank: torch.Tensor, metric: Metric) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose cosine or l2")
+        self.bank = bank.float()
+        self.metric = metric
+        self._matrix = F.normalize(self.bank, dim=1) if metric == "cosine" else self.bank
+        self._squared_norms = (self.bank * self.bank).sum(1) if metric == "l2" else None
+
+    def distances(self, queries: torch.Tensor) -> torch.Tensor:
+        """(Q, M) distances from each query row to each bank row."""
+        if self.metric == "cosine":
+            return (1.0 - F.normalize(queries.float(), dim=1) @ self._matrix.T).clamp_min_(0)
+        q = queries.float()
+        d2 = (q * q).sum(1, keepdim=True) - 2 * q @ self._matrix.T + self._squared_norms
+        return d2.clamp_min_(0).sqrt_()
+
+    def nearest(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact k nearest bank rows of each query: (distances, indices), each (Q, k), nearest first."""
+        k = min(k, self.bank.shape[0])
+        distances, indices = [], []
+        for start in range(0, queries.shape[0], _CHUNK):
+            values, idx = torch.topk(self.distances(queries[start : start + _CHUNK]), k, dim=1, largest=False)
+            distances.append(values)
+            indices.append(idx)
+        return torch.cat(distances), torch.cat(indices)
+
+
 def pairwise_distance(queries: torch.Tensor, bank: torch.Tensor, metric: Metric) -> torch.Tensor:
     """(Q, M) distances between rows, in the metric pgvector uses for the same operator."""
-    if metric == "cosine":
-        q = F.normalize(queries.float(), dim=1)
-        b = F.normalize(bank.float(), dim=1)
-        return (1.0 - q @ b.T).clamp_min_(0)
-    if metric == "l2":
-        q, b = queries.float(), bank.float()
-        d2 = (q * q).sum(1, keepdim=True) - 2 * q @ b.T + (b * b).sum(1)
-        return d2.clamp_min_(0).sqrt_()
-    raise ValueError(f"unknown metric {metric!r}; choose cosine or l2")
+    return ExactSearch(bank, metric).distances(queries)
 
 
 def nearest(queries: torch.Tensor, bank: torch.Tensor, metric: Metric, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest bank rows of each query: (distances, indices), each (Q, k), nearest first."""
-    k = min(k, bank.shape[0])
-    distances, indices = [], []
-    for start in range(0, queries.shape[0], _CHUNK):
-        d = pairwise_distance(queries[start : start + _CHUNK], bank, metric)
-        values, idx = torch.topk(d, k, dim=1, largest=False)
-        distances.append(values)
-        indices.append(idx)
-    return torch.cat(distances), torch.cat(indices)
+    return ExactSearch(bank, metric).nearest(queries, k)
 
 
 def reweighted_score(worst_distance: float, other_support_distances: torch.Tensor) -> float:
@@ -60,27 +77,24 @@ def reweighted_score(worst_distance: float, other_support_distances: torch.Tenso
     return float(weight * worst_distance)
 
 
-def support_of(bank_index: int, bank: torch.Tensor, metric: Metric, b: int) -> torch.Tensor:
+def support_of(bank_index: int, search: ExactSearch, b: int) -> torch.Tensor:
     """Indices of N_b(m*) without m* itself: the ``b - 1`` nearest other memory-bank patches of ``bank[bank_index]``."""
     if b <= 1:
         return torch.empty(0, dtype=torch.long)
-    _, neighbours = nearest(bank[bank_index][None], bank, metric, k=min(b, bank.shape[0]))
+    _, neighbours = search.nearest(search.bank[bank_index][None], k=b)
     others = neighbours[0][neighbours[0] != bank_index]
     return others[: b - 1]
 
 
 def image_score(
-    patch_scores: torch.Tensor,
-    nearest_index: torch.Tensor,
-    patches: torch.Tensor,
-    bank: torch.Tensor,
-    metric: Metric,
-    b: int,
+    patch_scores: torch.Tensor, nearest_index: torch.Tensor, patches: torch.Tensor, search: ExactSearch, b: int
 ) -> float:
     """Image score of one image from its patch scores (P,), nearest bank index (P,) and features (P, D)."""
     worst = int(torch.argmax(patch_scores))
-    support = support_of(int(nearest_index[worst]), bank, metric, b)
-    others = pairwise_distance(patches[worst][None], bank[support], metric)[0] if support.numel() else support.float()
+    support = support_of(int(nearest_index[worst]), search, b)
+    if support.numel() == 0:
+        return reweighted_score(float(patch_scores[worst]), support.float())
+    others = pairwise_distance(patches[worst][None], search.bank[support], search.metric)[0]
     return reweighted_score(float(patch_scores[worst]), others)
 
 

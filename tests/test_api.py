@@ -82,7 +82,7 @@ def _post(client: httpx.Client, path: Path | None = None, data: bytes | None = N
     return client.post("/query", files={"file": ("image.png", content, "image/png")}, data=fields)
 
 
-def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api):
+def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database):
     broken = _post(api, BROKEN, heatmap="true")
     assert broken.status_code == 200, broken.text
     body = broken.json()
@@ -95,7 +95,16 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api):
     assert heat.size == (224, 224)
     patch = body["most_anomalous_patch"]
     assert 0 <= patch["row"] < 28 and 0 <= patch["col"] < 28 and patch["nearest_normal"]["file_name"]
-    assert {"decode", "embed", "search", "total"} <= set(body["timings_ms"])
+    assert {"decode", "embed", "search", "rerank", "total"} <= set(body["timings_ms"])
+    assert 1 <= body["exact_searched_patches"] <= Settings().exact_rerank
+    nearest = patch["nearest_normal"]
+    with psycopg.connect(database[1]) as connection:
+        stored = connection.execute(
+            "SELECT p.image_id, i.file_name, p.grid_row, p.grid_col FROM patches p JOIN images i ON i.id = p.image_id "
+            "WHERE p.id = %s",
+            (nearest["patch_id"],),
+        ).fetchone()
+    assert stored == (nearest["image_id"], nearest["file_name"], nearest["row"], nearest["col"])
 
     good = _post(api, GOOD, top_k=3)
     assert good.status_code == 200, good.text
@@ -210,11 +219,11 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
     with connect(url, autocommit=True) as connection:
         model = repository.active_model(connection, "bottle")
         bank = repository.load_memory_bank(connection, model)
-        certain = Inspector(model, Settings(database_url=url))
-        single = Inspector(model, Settings(database_url=url, exact_rerank=1))
+        certain = Inspector(model, bank, Settings(database_url=url))
+        single = Inspector(model, bank, Settings(database_url=url, exact_rerank=1))
         for path in sorted((BOTTLE / "test").glob("*/*.png")):
             features = certain.embed(open_image(path))
-            worst = float(exact_prediction(features, bank, model.config).patch_scores.max())
+            worst = float(exact_prediction(features, bank.embeddings, model.config).patch_scores.max())
             served = certain.inspect_features(connection, features, top_k=1, ef_search=10).worst["distance"]
             assert served == pytest.approx(worst, abs=1e-4), path.name
             capped = single.inspect_features(connection, features, top_k=1, ef_search=10).worst["distance"]

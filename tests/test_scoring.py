@@ -20,13 +20,13 @@ def test_eq7_with_b_1_is_the_max_patch_score():
 def test_image_score_uses_the_neighbours_of_the_nearest_bank_patch():
     bank = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [10.0, 10.0]])
     patches = torch.tensor([[0.0, 1.0], [0.9, 0.0]])
-    distances, index = scoring.nearest(patches, bank, "l2")
+    search = scoring.ExactSearch(bank, "l2")
+    distances, index = search.nearest(patches)
     assert index[:, 0].tolist() == [0, 1]
     # worst patch (0, 1): nearest m* = (0, 0) at 1; N_3(m*) = {m*, (1, 0), (0, 3)} at sqrt(2) and 2 from it
     expected = (1 - math.exp(1) / (math.exp(1) + math.exp(math.sqrt(2)) + math.exp(2))) * 1
-    score = scoring.image_score(distances[:, 0], index[:, 0], patches, bank, "l2", b=3)
-    assert score == pytest.approx(expected, rel=1e-6)
-    assert scoring.image_score(distances[:, 0], index[:, 0], patches, bank, "l2", b=1) == pytest.approx(1.0)
+    assert scoring.image_score(distances[:, 0], index[:, 0], patches, search, b=3) == pytest.approx(expected, rel=1e-6)
+    assert scoring.image_score(distances[:, 0], index[:, 0], patches, search, b=1) == pytest.approx(1.0)
 
 
 def test_cosine_distance_is_what_pgvector_computes():

@@ -148,7 +148,7 @@ def test_two_categories_of_different_dimension_side_by_side(database_url, small_
             stored = repository.active_model(connection, name)
             assert stored.dim == model.memory_bank.shape[1]
             queries = model.memory_bank[:5].numpy()
-            statement = repository.search_statement(stored, Settings().exact_rerank)
+            statement = repository.search_statement(stored)
             result = repository.search(connection, statement, queries, queries.mean(0), 3, 40)
             assert result.distances.shape == (5,)
             assert result.distances.max() < 1e-3  # each query is a memory-bank patch of that category
@@ -249,6 +249,6 @@ def test_a_killed_ingest_leaves_the_old_model_intact(database_url, small_model, 
         assert orphans == 0, "the killed job's half-loaded memory bank table is left behind"
         stored = repository.active_model(connection, "bottle")
         queries = small_model.memory_bank[:4].numpy()
-        statement = repository.search_statement(stored, Settings().exact_rerank)
+        statement = repository.search_statement(stored)
         result = repository.search(connection, statement, queries, queries.mean(0), 2, 40)
         assert torch.from_numpy(result.distances).max() < 1e-3

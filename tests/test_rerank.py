@@ -1,0 +1,51 @@
+import torch
+
+from patchcore.rerank import CHUNK, rerank_worst
+from patchcore.scoring import ExactSearch
+
+
+def _case(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    bank = torch.randn(500, 16, generator=generator)
+    patches = torch.randn(200, 16, generator=generator)
+    search = ExactSearch(bank, "l2")
+    exact, index = search.nearest(patches)
+    return search, patches, exact[:, 0], index[:, 0]
+
+
+def _missed(exact: torch.Tensor, index: torch.Tensor, search: ExactSearch, patches: torch.Tensor, which: list[int]):
+    """Upper bounds as an approximate search gives them: for ``which``, a real but wrong bank row, farther away."""
+    upper, rows = exact.clone(), index.clone()
+    for i in which:
+        far = int(torch.argmax(search.distances(patches[i][None])[0]))
+        upper[i], rows[i] = search.distances(patches[i][None])[0, far], far
+    return upper, rows
+
+
+def test_misses_that_look_worst_are_searched_until_none_can_be_worse():
+    search, patches, exact, index = _case()
+    good = torch.argsort(exact)[:40].tolist()  # the best-matching patches, made to look like the worst by a miss
+    upper, rows = _missed(exact, index, search, patches, good)
+    assert upper.max() > exact.max() + 1  # without the re-rank the image would look far worse than it is
+    reranked = rerank_worst(upper, rows, patches, search, cap=200)
+    assert float(reranked.distances.max()) == float(exact.max())
+    worst = int(torch.argmax(reranked.distances))
+    assert int(reranked.nearest_index[worst]) == int(index[worst])
+    # it stops once the next upper bound cannot beat the largest exact distance: the 40 misses and the true worst
+    assert 41 <= reranked.searched <= 41 + CHUNK
+    assert torch.all(reranked.distances <= upper + 1e-6)
+
+
+def test_exact_upper_bounds_need_a_single_chunk():
+    search, patches, exact, index = _case(1)
+    reranked = rerank_worst(exact, index, patches, search, cap=200)
+    assert reranked.searched == CHUNK
+    assert torch.equal(reranked.distances, exact)
+
+
+def test_past_the_cap_the_maximum_is_never_below_the_exact_one():
+    search, patches, exact, index = _case(2)
+    upper, rows = _missed(exact, index, search, patches, torch.argsort(exact)[:40].tolist())
+    reranked = rerank_worst(upper, rows, patches, search, cap=3)
+    assert reranked.searched == 3
+    assert float(reranked.distances.max()) > float(exact.max())
