@@ -152,10 +152,10 @@ def _inspect(
     image = open_image(data, name=name or "upload", max_pixels=services.settings.max_image_pixels)
     decoded = time.perf_counter()
     try:
-        inspection = services.run(inspector.inspect, image, top_k)
+        inspection = services.run_search(inspector.inspect, image, top_k)
     except ModelReplaced:
         inspector = services.inspector(category, reload=True)
-        inspection = services.run(inspector.inspect, image, top_k)
+        inspection = services.run_search(inspector.inspect, image, top_k)
     model = inspector.model
     crop = model.config.crop
     cell = crop / model.grid[1], crop / model.grid[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -35,7 +37,7 @@ class Services:
         self.url = database_url(settings)
         self.pool = ConnectionPool(
             self.url,
-            min_size=1,
+            min_size=min(settings.search_connections, settings.pool_size),
             max_size=settings.pool_size,
             configure=configure,
             check=ConnectionPool.check_connection,
@@ -70,10 +72,31 @@ class Services:
 
     def run(self, work, *args):
         """``work(connection, *args)`` on a pooled connection; connection trouble becomes DatabaseUnavailable."""
+        with self._database(), self.pool.connection() as connection:
+            return work(connection, *args)
+
+    def run_search(self, work, *args):
+        """``work(connections, *args)`` with up to ``INSPECT_SEARCH_CONNECTIONS`` pooled connections: the first is
+        waited for, the others only taken when free at once, so concurrent queries never wait on each other
+        while holding a connection (with every connection busy, a query searches on one)."""
+        with self._database(), self.pool.connection() as first:
+            extra: list[psycopg.Connection] = []
+            try:
+                for _ in range(self.settings.search_connections - 1):
+                    try:
+                        extra.append(self.pool.getconn(timeout=0.001))
+                    except PoolTimeout:
+                        break
+                return work([first, *extra], *args)
+            finally:
+                for connection in extra:
+                    self.pool.putconn(connection)
+
+    @contextmanager
+    def _database(self) -> Iterator[None]:
         self.ensure_schema()
         try:
-            with self.pool.connection() as connection:
-                return work(connection, *args)
+            yield
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DatabaseUnavailable(message) from exc

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, description="largest accepted upload, in bytes")
     max_image_pixels: int = Field(default=40_000_000, description="largest accepted image, in pixels")
     pool_size: int = Field(default=4, description="database connections per API process")
+    search_connections: int = Field(
+        default=2,
+        ge=1,
+        description="connections one query's HNSW search is split over, each part on its own database core, when "
+        "free (best at the database server's core count)",
+    )
     torch_threads: int | None = Field(default=None, description="torch intra-op threads; unset: torch's default")
 
 

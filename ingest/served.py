@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,12 @@ COMPARED = ("image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "t
 def evaluate_served(name: str, category: Category, out: Path, ef_search: int | None) -> dict:
     settings = get_settings()
     url = database_url(settings)
-    with connect(url, autocommit=True) as connection:
+    with ExitStack() as stack:
+        # as many connections as the API splits one query's search over, so the served timings are the API's
+        connections = [
+            stack.enter_context(connect(url, autocommit=True)) for _ in range(max(settings.search_connections, 1))
+        ]
+        connection = connections[0]
         model = repository.active_model(connection, name)
         if model is None:
             raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")
@@ -46,7 +52,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
 
         def served(path: Path) -> Scored:
             features_ = embedded(path)
-            inspection = inspector.inspect_features(connection, features_, top_k=1, ef_search=ef_search)
+            inspection = inspector.inspect_features(connections, features_, top_k=1, ef_search=ef_search)
             return Scored(inspection.score, inspection.anomaly_map(model.config.crop))
 
         preprocess = model.config.preprocess

@@ -9,6 +9,8 @@ apart.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
 from patchcore.model import Embedder
 from patchcore.rerank import rerank_worst
 from store.repository import SearchResult, StoredBank, StoredModel, search, search_statement
+
+_PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
 
 
 class ModelReplaced(Exception):
@@ -86,32 +90,60 @@ class Inspector:
         return self.embedder.features(self.embedder.preprocess.tensor(image)[None])[0]
 
     def search(
-        self, connection: psycopg.Connection, features: torch.Tensor, top_k: int, ef_search: int | None = None
+        self,
+        connections: Sequence[psycopg.Connection],
+        features: torch.Tensor,
+        top_k: int,
+        ef_search: int | None = None,
     ) -> SearchResult:
+        """HNSW search of every patch, the patches split over ``connections`` and searched at once, one part per
+        database backend: a single backend uses one core, and the 784 searches of an image are independent
+        (bottle, 2 cores: 111-113 ms on one connection, 71-78 ms on two). The first part brings the look-alikes."""
         flat = features.reshape(-1, features.shape[-1]).numpy()
-        result = search(
-            connection, self.statement, flat, flat.mean(0), top_k, ef_search or self.settings.hnsw_ef_search
-        )
-        if result is None:
+        parts = np.array_split(flat, len(connections))
+        image = flat.mean(0)
+        ef = ef_search or self.settings.hnsw_ef_search
+        others = [
+            _PARTS.submit(search, connection, self.statement, part, image, 0, ef)
+            for connection, part in zip(connections[1:], parts[1:], strict=True)
+        ]
+        try:
+            results = [search(connections[0], self.statement, parts[0], image, top_k, ef)]
+        finally:
+            wait(others)  # each connection goes back to the pool only once its search is over
+        results += [other.result() for other in others]
+        if any(result is None for result in results):
             raise ModelReplaced(self.model.category)
-        return result
+        return SearchResult(
+            np.concatenate([r.distances for r in results]),
+            np.concatenate([r.patch_ids for r in results]),
+            results[0].similar,
+        )
 
     def inspect(
-        self, connection: psycopg.Connection, image: Image.Image, top_k: int = 10, ef_search: int | None = None
+        self,
+        connections: Sequence[psycopg.Connection],
+        image: Image.Image,
+        top_k: int = 10,
+        ef_search: int | None = None,
     ) -> Inspection:
         started = time.perf_counter()
         features = self.embed(image)
         embed_ms = (time.perf_counter() - started) * 1000
-        inspection = self.inspect_features(connection, features, top_k, ef_search)
+        inspection = self.inspect_features(connections, features, top_k, ef_search)
         inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
         return inspection
 
     def inspect_features(
-        self, connection: psycopg.Connection, features: torch.Tensor, top_k: int = 10, ef_search: int | None = None
+        self,
+        connections: Sequence[psycopg.Connection],
+        features: torch.Tensor,
+        top_k: int = 10,
+        ef_search: int | None = None,
     ) -> Inspection:
         """Score already embedded (H, W, D) features through the database."""
         embedded = time.perf_counter()
-        result = self.search(connection, features, top_k, ef_search)
+        result = self.search(connections, features, top_k, ef_search)
         searched = time.perf_counter()
         config = self.model.config
         height, width = self.model.grid

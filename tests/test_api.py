@@ -224,9 +224,29 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
         for path in sorted((BOTTLE / "test").glob("*/*.png")):
             features = certain.embed(open_image(path))
             worst = float(exact_prediction(features, bank.embeddings, model.config).patch_scores.max())
-            served = certain.inspect_features(connection, features, top_k=1, ef_search=10).worst["distance"]
+            served = certain.inspect_features([connection], features, top_k=1, ef_search=10).worst["distance"]
             assert served == pytest.approx(worst, abs=1e-4), path.name
-            capped = single.inspect_features(connection, features, top_k=1, ef_search=10).worst["distance"]
+            capped = single.inspect_features([connection], features, top_k=1, ef_search=10).worst["distance"]
             assert capped >= worst - 1e-4, path.name
             overestimated += capped > worst + 1e-3
     assert overestimated, "no HNSW miss on any worst patch at ef_search 10: this test would not see a broken re-rank"
+
+
+def test_a_search_split_over_connections_answers_as_one(database):
+    """The API splits a query's patches over several connections (INSPECT_SEARCH_CONNECTIONS); the parts must come
+    back in patch order, with the look-alikes of the whole image."""
+    from patchcore.images import open_image
+    from serving.inspector import Inspector
+
+    _, url = database
+    with connect(url, autocommit=True) as a, connect(url, autocommit=True) as b, connect(url, autocommit=True) as c:
+        model = repository.active_model(a, "bottle")
+        inspector = Inspector(model, repository.load_memory_bank(a, model), Settings(database_url=url))
+        features = inspector.embed(open_image(BROKEN))
+        one = inspector.search([a], features, top_k=5)
+        assert one.distances.shape == one.patch_ids.shape == (28 * 28,) and len(one.similar) == 5
+        for connections in ([a, b], [a, b, c]):
+            split = inspector.search(connections, features, top_k=5)
+            assert np.array_equal(split.patch_ids, one.patch_ids)
+            assert np.array_equal(split.distances, one.distances)
+            assert split.similar == one.similar
