@@ -27,7 +27,7 @@ def _bottle_features(data: Path, weights: str, device: str) -> torch.Tensor:
     from patchcore.datasets import mvtec_category
     from patchcore.model import Embedder, PatchCoreConfig
 
-    embedder = Embedder(PatchCoreConfig(backbone="resnet18"), weights, device)
+    embedder = Embedder.load(PatchCoreConfig(backbone="resnet18"), weights, device)
     train = mvtec_category(data, "bottle").train
     return torch.cat([e.features.reshape(-1, 384) for e in embedder.embed_files(train, 16, "features")])
 

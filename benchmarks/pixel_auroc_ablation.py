@@ -64,7 +64,7 @@ def main() -> None:
     config = PatchCoreConfig(backbone="resnet18", metric="l2")
     preprocess = config.preprocess
     category = mvtec_category(args.data, args.category)
-    embedder = Embedder(config, args.weights)
+    embedder = Embedder.load(config, args.weights)
     bank_paths, _ = split_holdout(category.train, config.holdout_fraction, config.seed)
     held_in = set(bank_paths)
     in_bank = torch.tensor([path in held_in for path in category.train])

@@ -151,7 +151,7 @@ def _fit_and_evaluate(args: argparse.Namespace, category: Category) -> tuple[Fit
         f"{config.backbone} ({config.embedding_dim} dims), metric {config.metric}",
         flush=True,
     )
-    embedder = Embedder(config, weights, args.device)
+    embedder = Embedder.load(config, weights, args.device)
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder)
     evaluation = None
     if category.test:

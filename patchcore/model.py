@@ -126,14 +126,25 @@ def exact_prediction(features: torch.Tensor, memory_bank: torch.Tensor, config: 
     return Prediction(score, patch_scores.reshape(height, width))
 
 
+def load_extractor(config: PatchCoreConfig, weights: str | None, device: str | None = None) -> PatchFeatureExtractor:
+    """``config``'s backbone truncated at its layers, with ``weights``, on ``device`` (unset: cuda when available)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return PatchFeatureExtractor(load_backbone(config.backbone, config.layers, weights).to(device))
+
+
 class Embedder:
     """Reads an image, applies the category's transform and returns its patch features."""
 
-    def __init__(self, config: PatchCoreConfig, weights: str | None, device: str | None = None) -> None:
+    def __init__(self, config: PatchCoreConfig, extractor: PatchFeatureExtractor) -> None:
+        """``extractor`` must be ``config``'s backbone and layers; a server shares one between the categories
+        that use the same network (see :func:`load_extractor`)."""
         self.config = config
         self.preprocess = config.preprocess
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.extractor = PatchFeatureExtractor(load_backbone(config.backbone, config.layers, weights).to(device))
+        self.extractor = extractor
+
+    @classmethod
+    def load(cls, config: PatchCoreConfig, weights: str | None, device: str | None = None) -> Embedder:
+        return cls(config, load_extractor(config, weights, device))
 
     def features(self, tensors: torch.Tensor) -> torch.Tensor:
         return self.extractor(tensors)
@@ -184,7 +195,7 @@ def fit(
     if not train:
         raise ValueError("no training images")
     started = time.perf_counter()
-    embedder = embedder or Embedder(config, weights, device)
+    embedder = embedder or Embedder.load(config, weights, device)
     bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed)
 
     dim = config.embedding_dim

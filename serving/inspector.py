@@ -8,6 +8,7 @@ apart.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -22,11 +23,14 @@ from PIL import Image
 from config import Settings
 from patchcore import WeightsError, scoring
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
-from patchcore.model import Embedder
+from patchcore.features import PatchFeatureExtractor
+from patchcore.model import Embedder, load_extractor
 from patchcore.rerank import rerank_worst
 from store.repository import SearchResult, StoredBank, StoredModel, search, search_statement
 
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
+_EXTRACTORS: dict[tuple, PatchFeatureExtractor] = {}
+_EXTRACTORS_LOCK = threading.Lock()
 
 
 class ModelReplaced(Exception):
@@ -71,6 +75,18 @@ def resolve_weights(model: StoredModel, settings: Settings) -> str | None:
     )
 
 
+def shared_extractor(model: StoredModel, settings: Settings, device: str | None) -> PatchFeatureExtractor:
+    """The network of ``model``, loaded once per process for every category that uses the same backbone, layers,
+    weights and device: Wide-ResNet-50 to layer3 holds 95 MB of parameters (148 MB of RSS measured), so the 15
+    MVTec AD categories would otherwise hold 15 copies. Inference never changes a network, so sharing is safe."""
+    config = model.config
+    key = (config.backbone, config.layers, model.weights_sha256 or model.weights, device)
+    with _EXTRACTORS_LOCK:
+        if key not in _EXTRACTORS:
+            _EXTRACTORS[key] = load_extractor(config, resolve_weights(model, settings), device)
+        return _EXTRACTORS[key]
+
+
 class Inspector:
     """A stored model made ready to serve: its backbone loaded once, its search statement composed once, and a
     copy of its memory bank for the exact re-rank (a stored model never changes, so the copy never goes stale;
@@ -81,7 +97,7 @@ class Inspector:
         self.bank = bank
         self.exact = scoring.ExactSearch(bank.embeddings, model.config.metric)
         self.settings = settings
-        self.embedder = Embedder(model.config, resolve_weights(model, settings), device or settings.device)
+        self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.statement = search_statement(model)
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
 

@@ -250,3 +250,20 @@ def test_a_search_split_over_connections_answers_as_one(database):
             assert np.array_equal(split.patch_ids, one.patch_ids)
             assert np.array_equal(split.distances, one.distances)
             assert split.similar == one.similar
+
+
+def test_categories_with_the_same_network_share_one_copy(database):
+    import dataclasses
+
+    from serving.inspector import shared_extractor
+
+    _, url = database
+    with connect(url) as connection:
+        model = repository.active_model(connection, "bottle")
+    settings = Settings(database_url=url)
+    twin = dataclasses.replace(model, id=model.id + 1000, category="bottle_twin")
+    shallower = dataclasses.replace(model, config=dataclasses.replace(model.config, layers=("layer2",)))
+    network = shared_extractor(model, settings, "cpu")
+    assert shared_extractor(twin, settings, "cpu") is network
+    assert shared_extractor(shallower, settings, "cpu") is not network
+    assert shared_extractor(shallower, settings, "cpu").layers == ("layer2",)

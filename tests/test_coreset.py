@@ -59,7 +59,7 @@ def test_radius_is_no_worse_than_random_sampling_on_real_features(small_train):
     from patchcore.model import Embedder, PatchCoreConfig
     from tests.conftest import WEIGHTS
 
-    embedder = Embedder(PatchCoreConfig(backbone="resnet18"), str(WEIGHTS))
+    embedder = Embedder.load(PatchCoreConfig(backbone="resnet18"), str(WEIGHTS))
     features = torch.cat([e.features.reshape(-1, 384) for e in embedder.embed_files(small_train[:4], 4, "test")])
     selected = greedy_coreset(features, ratio=0.1, seed=0)
     greedy_radius = coverage_radius(features, selected)
