@@ -29,7 +29,8 @@ class PatchFeatureExtractor(nn.Module):
     def __init__(self, network: TruncatedResNet) -> None:
         super().__init__()
         # channels-last convolutions: ResNet-18 to layer3 on 2 CPU cores, one 224 px image 38.2 -> 28.1 ms
-        # (median of 40), a batch of 16 496 -> 381 ms; features equal to 1e-6
+        # (median of 40), a batch of 16 496 -> 381 ms; features equal to 1e-6. On an H100 (fp32, no TF32) a batch
+        # of 64 takes 6.1 ms instead of 5.3, against 82-91 ms for the whole feature step with its host copies.
         self.network = network.to(memory_format=torch.channels_last)
         self.layers = network.layers
 

@@ -127,8 +127,14 @@ def exact_prediction(features: torch.Tensor, memory_bank: torch.Tensor, config: 
 
 
 def load_extractor(config: PatchCoreConfig, weights: str | None, device: str | None = None) -> PatchFeatureExtractor:
-    """``config``'s backbone truncated at its layers, with ``weights``, on ``device`` (unset: cuda when available)."""
+    """``config``'s backbone truncated at its layers, with ``weights``, on ``device`` (unset: cuda when available).
+
+    On a GPU, cuDNN's TF32 convolutions are switched off: with them an H100's features of bottle images differed
+    from the CPU's by up to 6e-3 (mean 1.4e-4), without by 4e-6, at the same speed (64 images: 82-91 ms either
+    way), so a model fitted on a GPU and served on a CPU, or the reverse, sees the same features."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
     return PatchFeatureExtractor(load_backbone(config.backbone, config.layers, weights).to(device))
 
 
