@@ -48,6 +48,16 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
     uri = _ingest("db-uri", env={"DATABASE_URL": database_url})
     assert uri.stdout.strip() == database_url
+    served = _ingest(
+        "evaluate-served", "--data", str(mini_mvtec), "--category", "bottle", "--ef-search", "10",
+        "--out", str(tmp_path / "served"), env={"DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr
+    report = json.loads((tmp_path / "served" / "bottle" / "served_report.json").read_text())
+    assert report["ef_search"] == 10
+    assert report["verdict_agreement"] == 1.0 and report["max_score_difference"] < 1e-4
+    assert 1 <= report["exact_searched_patches"]["median"] <= report["exact_searched_patches"]["max"] <= 64
+    assert "patches searched exactly per image" in served.stdout
 
 
 def test_errors_are_one_clear_line(tmp_path):
