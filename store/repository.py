@@ -386,10 +386,12 @@ def _configure_session(connection: psycopg.Connection, ef_search: int) -> None:
     """Set ``hnsw.ef_search`` for the session once, not per query, so a search stays one round trip.
 
     ``work_mem`` goes with it: the 784 query vectors of a 1536-dim category are 4.7 MB, more than PostgreSQL's
-    default 4 MB, and would otherwise be written to a temporary file on every search."""
+    default 4 MB, and would otherwise be written to a temporary file on every search. Iterative index scans stay
+    off: each search reads one partition whole and asks for one row, so no filter can starve it (bottle, one
+    connection, the 83 test images alternating: median 113.9 ms with ``strict_order``, 109.2 ms off)."""
     if _SESSION_EF_SEARCH.get(connection) != ef_search:
         connection.execute(
-            "SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'strict_order', false),"
+            "SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'off', false),"
             " set_config('work_mem', %s, false)",
             (str(ef_search), SEARCH_WORK_MEM),
         )
