@@ -1,14 +1,15 @@
+import pytest
 import torch
 
 from patchcore.rerank import CHUNK, rerank_worst
 from patchcore.scoring import ExactSearch
 
 
-def _case(seed: int = 0):
+def _case(seed: int = 0, metric: str = "l2"):
     generator = torch.Generator().manual_seed(seed)
     bank = torch.randn(500, 16, generator=generator)
     patches = torch.randn(200, 16, generator=generator)
-    search = ExactSearch(bank, "l2")
+    search = ExactSearch(bank, metric)
     exact, index = search.nearest(patches)
     return search, patches, exact[:, 0], index[:, 0]
 
@@ -22,11 +23,12 @@ def _missed(exact: torch.Tensor, index: torch.Tensor, search: ExactSearch, patch
     return upper, rows
 
 
-def test_misses_that_look_worst_are_searched_until_none_can_be_worse():
-    search, patches, exact, index = _case()
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_misses_that_look_worst_are_searched_until_none_can_be_worse(metric):
+    search, patches, exact, index = _case(metric=metric)
     good = torch.argsort(exact)[:40].tolist()  # the best-matching patches, made to look like the worst by a miss
     upper, rows = _missed(exact, index, search, patches, good)
-    assert upper.max() > exact.max() + 1  # without the re-rank the image would look far worse than it is
+    assert upper.max() > exact.max() + 0.1  # without the re-rank the image would look far worse than it is
     reranked = rerank_worst(upper, rows, patches, search, cap=200)
     assert float(reranked.distances.max()) == float(exact.max())
     worst = int(torch.argmax(reranked.distances))
