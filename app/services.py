@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,7 +47,7 @@ class Services:
             reconnect_timeout=0,
             kwargs={"application_name": "patchcore-api", "connect_timeout": 3, "autocommit": True},
         )
-        self._inspectors: dict[str, Inspector] = {}
+        self._inspectors: OrderedDict[str, Inspector] = OrderedDict()  # least recently asked first
         self._lock = threading.Lock()
         self._migrated = False
 
@@ -54,7 +55,8 @@ class Services:
         self.pool.open(wait=False)
         try:
             self.ensure_schema()
-            for model in self.run(repository.active_models):
+            models = self.run(repository.active_models)
+            for model in models[: self.settings.max_loaded_categories]:
                 self.inspector(model.category)
         except DatabaseUnavailable as exc:
             log.warning("database not reachable at start (%s); will retry on each request", exc)
@@ -102,8 +104,11 @@ class Services:
             raise DatabaseUnavailable(message) from exc
 
     def inspector(self, category: str, reload: bool = False) -> Inspector:
+        """The category's loaded model, loading it (and unloading the least recently asked category past
+        ``INSPECT_MAX_LOADED_CATEGORIES``) when it is not loaded or was replaced."""
         with self._lock:
             if not reload and category in self._inspectors:
+                self._inspectors.move_to_end(category)
                 return self._inspectors[category]
         for _ in range(3):
             model = self.run(repository.active_model, category)
@@ -120,7 +125,12 @@ class Services:
             with self._lock:
                 inspector = Inspector(model, bank, self.settings)
                 self._inspectors[category] = inspector
+                self._inspectors.move_to_end(category)
                 log.info("loaded category %s (model %s, %s)", category, model.id, model.config.backbone)
+                limit = self.settings.max_loaded_categories
+                while limit is not None and len(self._inspectors) > limit:
+                    unloaded, _ = self._inspectors.popitem(last=False)
+                    log.info("unloaded category %s (INSPECT_MAX_LOADED_CATEGORIES=%s)", unloaded, limit)
                 return inspector
         raise DatabaseUnavailable(f"category {category} is being re-ingested; ask again")
 

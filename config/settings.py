@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, description="largest accepted upload, in bytes")
     max_image_pixels: int = Field(default=40_000_000, description="largest accepted image, in pixels")
     pool_size: int = Field(default=4, description="database connections per API process")
+    max_loaded_categories: int | None = Field(
+        default=None,
+        ge=1,
+        description="most categories an API process keeps loaded (each holds a copy of its memory bank; networks "
+        "are shared); past it the least recently asked is unloaded and loaded again when asked; unset: all",
+    )
     search_connections: int = Field(
         default=2,
         ge=1,

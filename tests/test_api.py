@@ -290,3 +290,22 @@ def test_a_reingested_category_is_served_from_its_new_model_without_a_restart(ap
     with psycopg.connect(url) as connection:
         patch_id = body["most_anomalous_patch"]["nearest_normal"]["patch_id"]
         assert connection.execute("SELECT model_id FROM patches WHERE id = %s", (patch_id,)).fetchone() == (new_id,)
+
+
+def test_past_the_loaded_categories_limit_the_least_recently_asked_is_unloaded(database, fitted):
+    from app.services import Services
+
+    _, url = database
+    with connect(url) as connection:
+        repository.save_model(connection, "bottle_copy", fitted, {}, Settings())
+    services = Services(Settings(database_url=url, max_loaded_categories=1))
+    services.open()
+    try:
+        assert services.loaded() == ["bottle"]  # at start-up, the first categories by name up to the limit
+        copy = services.inspector("bottle_copy")
+        assert services.loaded() == ["bottle_copy"]
+        again = services.inspector("bottle")
+        assert services.loaded() == ["bottle"] and again.model.category == "bottle"
+        assert again.embedder.extractor is copy.embedder.extractor  # unloading a category keeps the shared network
+    finally:
+        services.close()
