@@ -88,7 +88,8 @@ def shared_extractor(model: StoredModel, settings: Settings, device: str | None)
 
 
 class Inspector:
-    """A stored model made ready to serve: its backbone loaded once, its search statement composed once, and a
+    """A stored model made ready to serve: its network (shared, see :func:`shared_extractor`), its search
+    statement composed once, and a
     copy of its memory bank for the exact re-rank (a stored model never changes, so the copy never goes stale;
     it costs 4 x patches x dimensions bytes: 23 MB for bottle with ResNet-18, 90 MB with 1536 dimensions)."""
 
