@@ -3,11 +3,11 @@
     python benchmarks/coreset_speed.py --data ../shared/datasets/mvtec_ad --weights \
         ../shared/weights/resnet18-imagenet1k-to-layer3.pth
 
-Rows: all 209 bottle training images through ResNet-18 (163,856 x 384), and 300,000 x 1536 Gaussian features,
-each at ratio 0.1, each in a fresh process: coreset_extra_mib is its peak resident memory minus its resident memory
-with the features loaded, the memory the selection itself needs. radius is the k-center radius in the full feature
-space (largest distance from a patch to its nearest selected patch), beside a random sample of the same size.
-On a GPU (``--device cuda``, the default when there is one) the row also gives the GPU memory peak.
+Rows: all 209 bottle training images through ResNet-18 (163,856 x 384), and 300,000 x 1536 Gaussian features
+(``--random-rows``), each at ratio 0.1, each in a fresh process: coreset_extra_mib is its peak resident memory minus
+its resident memory with the features loaded, the memory the selection itself needs. radius is the k-center radius
+in the full feature space (largest distance from a patch to its nearest selected patch), beside a random sample of
+the same size. On a GPU (``--device cuda``, the default when there is one) the row also gives the GPU memory peak.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _row(kind: str, features_file: str, ratio: float, device: str, queue: multiprocessing.Queue) -> None:
+def _row(kind: str, features_file: str, ratio: float, device: str, rows: int, queue: multiprocessing.Queue) -> None:
     """One measurement in a fresh process: its peak RSS minus its RSS with the features loaded is the coreset's."""
     from patchcore.coreset import coverage_radius, greedy_coreset
 
     if kind == "bottle":
         features = torch.load(features_file, weights_only=True)
     else:
-        features = torch.empty(300_000, 1536)
+        features = torch.empty(rows, 1536)
         features.normal_(generator=torch.Generator().manual_seed(0))
     baseline = _rss_mb()
     started = time.perf_counter()
@@ -75,19 +75,27 @@ def _row(kind: str, features_file: str, ratio: float, device: str, queue: multip
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="MVTec AD root holding bottle")
-    parser.add_argument("--weights", required=True, help="ResNet-18 weights file")
+    parser.add_argument("--data", help="MVTec AD root holding bottle (for the bottle row)")
+    parser.add_argument("--weights", help="ResNet-18 weights file (for the bottle row)")
     parser.add_argument("--ratio", type=float, default=0.1)
     parser.add_argument("--skip-random", action="store_true", help="only the bottle row")
+    parser.add_argument("--skip-bottle", action="store_true", help="only the random row")
+    parser.add_argument("--random-rows", type=int, default=300_000, help="rows of the random 1536-dim features")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = parser.parse_args()
+    if not args.skip_bottle and not (args.data and args.weights):
+        parser.error("the bottle row needs --data and --weights (or pass --skip-bottle)")
     features_file = Path(tempfile.mkdtemp()) / "bottle_features.pt"
-    torch.save(_bottle_features(Path(args.data), args.weights, args.device), features_file)
+    if not args.skip_bottle:
+        torch.save(_bottle_features(Path(args.data), args.weights, args.device), features_file)
     rows = []
-    for kind in ["bottle"] + ([] if args.skip_random else ["random"]):
+    kinds = ([] if args.skip_bottle else ["bottle"]) + ([] if args.skip_random else ["random"])
+    for kind in kinds:
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
-        child = context.Process(target=_row, args=(kind, str(features_file), args.ratio, args.device, queue))
+        child = context.Process(
+            target=_row, args=(kind, str(features_file), args.ratio, args.device, args.random_rows, queue)
+        )
         child.start()
         rows.append(queue.get())
         child.join()
@@ -98,7 +106,7 @@ def main() -> None:
             " | ".join(f"{row.get(c, '-')!s:>24}" if c == "features" else f"{row.get(c, '-')!s:>14}" for c in columns)
         )
     print(json.dumps(rows))
-    features_file.unlink()
+    features_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
