@@ -30,9 +30,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     url = database_url(settings)
     with ExitStack() as stack:
         # as many connections as the API splits one query's search over, so the served timings are the API's
-        connections = [
-            stack.enter_context(connect(url, autocommit=True)) for _ in range(max(settings.search_connections, 1))
-        ]
+        connections = [stack.enter_context(connect(url, autocommit=True)) for _ in range(settings.search_connections)]
         connection = connections[0]
         model = repository.active_model(connection, name)
         if model is None:

@@ -227,11 +227,12 @@ def retire_old_models(connection: psycopg.Connection, category: str) -> int:
         (category,),
     ).fetchall()
     for (model_id,) in model_ids:
-        partition = sql.Identifier(partition_name(model_id))
+        name = partition_name(model_id)
+        partition = sql.Identifier(name)
         attached = connection.execute(
             "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhparent = 'patches'::regclass "
             "AND i.inhrelid = to_regclass(%s)",
-            (partition_name(model_id),),
+            (name,),
         ).fetchone()
         if attached is not None:
             mode = sql.SQL("FINALIZE" if attached[0] else "CONCURRENTLY")
@@ -310,7 +311,7 @@ class StoredBank:
 
 
 def load_memory_bank(connection: psycopg.Connection, model: StoredModel) -> StoredBank:
-    """The model's memory bank, read in binary (text parsing took 2.5 s for bottle's 14,740 x 384, binary 0.2 s)."""
+    """The model's memory bank, read in binary (text parsing took 2.5 s for bottle's 14,740 x 384, binary 0.2-0.6 s)."""
     with connection.cursor(binary=True) as cursor:
         rows = cursor.execute(
             sql.SQL(
