@@ -22,14 +22,17 @@ from app.schemas import (
     Health,
     QueryResponse,
     Ready,
+    ThresholdChange,
+    ThresholdRequest,
 )
 from app.services import DatabaseUnavailable, Services, UnknownCategory
 from config import get_settings
 from patchcore import ImageError, WeightsError
 from patchcore.errors import ImageTooLargeError
 from patchcore.images import open_image
+from revisions.threshold import set_threshold
 from serving.inspector import ModelReplaced
-from store import repository
+from store import repository, versions
 
 log = logging.getLogger("app")
 
@@ -56,6 +59,7 @@ app = FastAPI(
 ERRORS = {
     400: {"model": Error, "description": "bad form field"},
     404: {"model": Error, "description": "unknown category"},
+    409: {"model": Error, "description": "the category changed meanwhile"},
     413: {"model": Error, "description": "file or image too large"},
     415: {"model": Error, "description": "not a readable image"},
     422: {"model": Error, "description": "invalid request"},
@@ -75,6 +79,11 @@ async def _database_down(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
 @app.exception_handler(UnknownCategory)
 async def _unknown_category(_: Request, exc: UnknownCategory) -> JSONResponse:
     return _error(404, "unknown_category", f"no fitted model for category {exc}; see GET /categories")
+
+
+@app.exception_handler(versions.VersionConflict)
+async def _conflict(_: Request, exc: versions.VersionConflict) -> JSONResponse:
+    return _error(409, "version_conflict", f"{exc}; read the category again and retry")
 
 
 @app.exception_handler(ImageTooLargeError)
@@ -196,6 +205,7 @@ def _summary(model: repository.StoredModel) -> dict:
     return {
         "name": model.category,
         "model_id": model.id,
+        "memory_bank_model_id": model.bank_id,
         "backbone": model.config.backbone,
         "embedding_dim": model.dim,
         "metric": model.config.metric,
@@ -216,16 +226,54 @@ def category_detail(request: Request, name: str) -> dict:
         model = repository.active_model(connection, name)
         if model is None:
             raise UnknownCategory(name)
-        return model, repository.image_counts(connection, model.id), repository.patch_count(connection, model.id)
+        return (
+            model,
+            repository.image_counts(connection, model.bank_id),
+            repository.patch_count(connection, model.bank_id),
+            versions.changes(connection, model.category_id),
+        )
 
-    model, images, patches = _services(request).run(read)
+    model, images, patches, changes = _services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
+        "threshold_policy": model.threshold_policy,
         "images": images,
         "patches": patches,
         "evaluation": model.evaluation,
         "timings": model.timings,
+        "changes": changes,
+    }
+
+
+@app.put(
+    "/categories/{name}/threshold",
+    response_model=ThresholdChange,
+    responses=ERRORS,
+    summary="Set the threshold by value or false-alarm rate: a new version, no refit",
+)
+def put_threshold(request: Request, name: str, body: ThresholdRequest) -> dict:
+    actor = f"api {request.client.host if request.client else 'unknown'}"
+
+    def change(connection):
+        model = repository.active_model(connection, name)
+        if model is None:
+            raise UnknownCategory(name)
+        try:
+            version = set_threshold(connection, model, actor, value=body.value, false_alarm_rate=body.false_alarm_rate)
+        except ValueError as exc:
+            raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
+        repository.retire_old_models(connection, name)
+        return model, repository.active_model(connection, name), version
+
+    previous, new, version = _services(request).run(change)
+    return {
+        "category": name,
+        "model_id": version,
+        "previous_model_id": previous.id,
+        "threshold": new.threshold,
+        "previous_threshold": previous.threshold,
+        "threshold_policy": new.threshold_policy,
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class Error(BaseModel):
@@ -58,7 +58,8 @@ class QueryResponse(BaseModel):
 
 class CategorySummary(BaseModel):
     name: str
-    model_id: int
+    model_id: int = Field(description="the active version: a new fit or a new threshold makes a new one")
+    memory_bank_model_id: int = Field(description="the version whose memory bank this one uses (itself after a fit)")
     backbone: str
     embedding_dim: int
     metric: str
@@ -69,10 +70,39 @@ class CategorySummary(BaseModel):
 
 class CategoryDetail(CategorySummary):
     settings: dict
+    threshold_policy: dict = Field(
+        description="how the threshold was set (false_alarm_rate, labelled_f1, manual or the former sigma_rule) and "
+        "what the good scores say of it: estimated and observed false-alarm rates, how many good scores"
+    )
     images: dict[str, int]
     patches: int
     evaluation: dict
     timings: dict
+    changes: list[dict] = Field(description="who made which version and how, newest first")
+
+
+class ThresholdRequest(BaseModel):
+    """Exactly one of the two."""
+
+    value: float | None = Field(default=None, gt=0, description="the threshold itself")
+    false_alarm_rate: float | None = Field(
+        default=None, gt=0, lt=0.5, description="the threshold at this expected false-alarm rate on good parts"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ThresholdRequest:
+        if (self.value is None) == (self.false_alarm_rate is None):
+            raise ValueError("give exactly one of value or false_alarm_rate")
+        return self
+
+
+class ThresholdChange(BaseModel):
+    category: str
+    model_id: int = Field(description="the new version")
+    previous_model_id: int
+    threshold: float
+    previous_threshold: float
+    threshold_policy: dict
 
 
 class Health(BaseModel):

@@ -118,8 +118,10 @@ class Services:
                 current = self._inspectors.get(category)
                 if current is not None and current.model.id == model.id:
                     return current
+            # a version made without a refit (a new threshold) keeps the bank: the copy is kept too
+            same_bank = current is not None and current.model.bank_id == model.bank_id
             try:
-                bank = self.run(repository.load_memory_bank, model)
+                bank = current.bank if same_bank else self.run(repository.load_memory_bank, model)
             except LookupError:
                 continue  # retired by a re-ingest between the two reads: read the new active model
             with self._lock:

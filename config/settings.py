@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     )
     backbone: str = Field(default="wide_resnet50_2", description="default backbone of the ingest job")
     metric: Literal["cosine", "l2"] = Field(default="l2", description="default nearest-neighbour metric")
+    false_alarm_rate: float = Field(
+        default=0.02,
+        gt=0,
+        lt=0.5,
+        description="default target false-alarm rate on good parts of the ingest job's threshold",
+    )
     reports_dir: Path = Field(default=Path("reports"), description="where the ingest job writes reports and plots")
     device: str | None = Field(default=None, description="torch device; unset: cuda when available, else cpu")
     hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")

@@ -4,6 +4,7 @@ Subcommands:
   fit              fit each category, evaluate it on its test split (if any), and store it in PostgreSQL
   evaluate         fit and evaluate in memory only: no database involved
   evaluate-served  score the test split through the served pgvector path and the exact path, side by side
+  threshold        set a category's threshold (a value, a false-alarm rate, or labelled images): a new version
   db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
   db-stop          stop the embedded PostgreSQL
 """
@@ -23,6 +24,8 @@ from patchcore.datasets import Category, folder_category, mvtec_categories, mvte
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
 from patchcore.scoring import METRICS
+from patchcore.threshold import labelled_threshold
+from store.versions import VersionConflict
 
 
 def _dataset_options(parser: argparse.ArgumentParser) -> None:
@@ -69,13 +72,20 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "--holdout",
         type=float,
         default=0.1,
-        help="fraction of train/good kept out of the memory bank to calibrate the threshold (0.1)",
+        help="fraction of train/good kept out of the memory bank and scored as unseen (0.1)",
     )
     parser.add_argument(
-        "--sigmas",
+        "--false-alarm-rate",
         type=float,
-        default=3.0,
-        help="threshold = max(mean + SIGMAS * std, max) of held-out scores (default %(default)s)",
+        default=settings.false_alarm_rate,
+        help="threshold at this expected false-alarm rate on good parts, from the good training images scored as "
+        "unseen (default %(default)s; INSPECT_FALSE_ALARM_RATE)",
+    )
+    parser.add_argument(
+        "--calibrate-on-test",
+        action="store_true",
+        help="set the threshold at the best F1 on the labelled test split instead; its evaluation is then on the "
+        "images that set the threshold (optimistic: the report says so and adds a cross-validated F1)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of hold-out split, projection, first centre")
     parser.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (default %(default)s)")
@@ -111,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default INSPECT_HNSW_EF_SEARCH)")
     served.add_argument("--out", type=Path, default=get_settings().reports_dir, help="reports folder")
 
+    threshold = commands.add_parser(
+        "threshold", help="set a category's threshold without a refit: a new version, made atomically"
+    )
+    threshold.add_argument("--category", required=True, help="the fitted category")
+    how = threshold.add_mutually_exclusive_group(required=True)
+    how.add_argument("--value", type=float, help="this threshold")
+    how.add_argument("--false-alarm-rate", type=float, help="the threshold at this expected false-alarm rate")
+    how.add_argument(
+        "--labelled",
+        type=Path,
+        help="MVTec AD root whose ROOT/<category>/test split (good and defect folders) sets the best-F1 threshold",
+    )
+    threshold.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
+
     commands.add_parser("db-uri", help="print the PostgreSQL URI in use (starts the embedded server if needed)")
     commands.add_parser("db-stop", help="stop the embedded PostgreSQL (its data stays in INSPECT_DATA_DIR)")
     return parser
@@ -138,7 +162,7 @@ def _config(args: argparse.Namespace) -> PatchCoreConfig:
         coreset_ratio=args.coreset_ratio,
         num_neighbors=args.neighbors,
         holdout_fraction=args.holdout,
-        threshold_sigmas=args.sigmas,
+        false_alarm_rate=args.false_alarm_rate,
         seed=args.seed,
     )
 
@@ -155,7 +179,17 @@ def _fit_and_evaluate(args: argparse.Namespace, category: Category) -> tuple[Fit
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder)
     evaluation = None
     if category.test:
-        evaluation = evaluate(category.test, exact_scorer(model, embedder), config.preprocess, model.threshold)
+        evaluation = evaluate(
+            category.test, exact_scorer(model, embedder), config.preprocess, model.threshold, config.false_alarm_rate
+        )
+        if args.calibrate_on_test:
+            model.threshold, model.threshold_policy = labelled_threshold(
+                evaluation.scores, evaluation.labels, model.good_scores
+            )
+            evaluation.set_threshold(model.threshold, config.false_alarm_rate)
+            evaluation.figures["threshold_set_on_these_images"] = True
+    elif args.calibrate_on_test:
+        raise ValueError(f"{category.name} has no labelled test split to calibrate on")
     return model, evaluation
 
 
@@ -199,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.served import run_served
 
             return run_served(args)
+        if args.command == "threshold":
+            from ingest.threshold import run_threshold
+
+            return run_threshold(args)
         if args.command == "db-uri":
             from store.database import database_url
 
             print(database_url(settings))
             return 0
-    except (PatchCoreError, FileNotFoundError, ValueError) as exc:
+    except (PatchCoreError, FileNotFoundError, ValueError, VersionConflict) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "db-stop":

@@ -14,7 +14,7 @@ def store_model(category: str, model: FittedModel, report: dict) -> dict:
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
-    evaluation = {k: v for k, v in report.items() if k not in ("images", "calibration_scores", "config")}
+    evaluation = {k: v for k, v in report.items() if k not in ("good_scores", "config", "threshold_policy")}
     with connect(url) as connection:
         connection.execute("SET application_name = 'patchcore-ingest'")
         connection.commit()

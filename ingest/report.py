@@ -22,6 +22,8 @@ def model_figures(model: FittedModel) -> dict:
         "feature_seconds": model.timings["feature_seconds"],
         "train_images": sum(1 for r in model.images if r.split == "train"),
         "holdout_images": sum(1 for r in model.images if r.split == "holdout"),
+        "out_of_fold_seconds": model.timings.get("out_of_fold_seconds"),
+        "threshold_policy": model.threshold_policy,
     }
 
 
@@ -44,7 +46,7 @@ def build(category: str, model: FittedModel, evaluation: Evaluation | None, extr
         report["test_images"] = len(evaluation.samples)
         report["per_defect_image_auroc"] = per_defect_auroc(evaluation)
         report["images"] = per_image(evaluation)
-    report["calibration_scores"] = [r.score for r in model.images if r.split == "holdout"]
+    report["good_scores"] = {s: [r.score for r in model.images if r.split == s] for s in ("train", "holdout")}
     report.update(extra or {})
     return report
 
@@ -53,14 +55,18 @@ TABLE_KEYS = (
     "image_auroc",
     "pixel_auroc",
     "pro",
+    "threshold",
     "f1",
     "precision",
     "recall",
-    "threshold",
+    "false_alarm_rate",
+    "best_f1",
+    "best_f1_within_target",
     "memory_bank_size",
     "embedding_dim",
     "feature_seconds",
     "coreset_seconds",
+    "out_of_fold_seconds",
     "fit_seconds",
     "eval_seconds",
 )

@@ -25,6 +25,10 @@ from store.migrate import upgrade
 COMPARED = ("image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "threshold", "eval_seconds")
 
 
+def _signed(value: float | None) -> str:
+    return "absent (no masks)" if value is None else f"{value:+.4f}"
+
+
 def evaluate_served(name: str, category: Category, out: Path, ef_search: int | None) -> dict:
     settings = get_settings()
     url = database_url(settings)
@@ -57,8 +61,9 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
             return Scored(inspection.score, inspection.anomaly_map(model.config.crop))
 
         preprocess = model.config.preprocess
-        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, "exact")
-        served_eval = evaluate(category.test, served, preprocess, model.threshold, "served")
+        target = model.config.false_alarm_rate
+        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, target, "exact")
+        served_eval = evaluate(category.test, served, preprocess, model.threshold, target, "served")
     exact_eval.figures["eval_seconds"] = exact_eval.seconds
     served_eval.figures["eval_seconds"] = served_eval.seconds
     agreement = float(np.mean(exact_eval.verdicts == served_eval.verdicts))
@@ -69,7 +74,9 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         "exact": exact_eval.figures,
         "served": served_eval.figures,
         "image_auroc_difference": served_eval.figures["image_auroc"] - exact_eval.figures["image_auroc"],
-        "pixel_auroc_difference": served_eval.figures["pixel_auroc"] - exact_eval.figures["pixel_auroc"],
+        "pixel_auroc_difference": (
+            served_eval.figures["pixel_auroc"] - exact_eval.figures["pixel_auroc"] if served_eval.has_masks else None
+        ),
         "verdict_agreement": agreement,
         "max_score_difference": float(np.max(np.abs(exact_eval.scores - served_eval.scores))),
         # how far the HNSW graph is from exact: patches the re-rank searched exactly per image (one chunk is 8)
@@ -81,7 +88,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     print(table({"exact": exact_eval.figures, "served (pgvector)": served_eval.figures}, COMPARED))
     print(
         f"{name}: served - exact image AUROC {result['image_auroc_difference']:+.4f}, pixel AUROC "
-        f"{result['pixel_auroc_difference']:+.4f}, same verdict on {agreement:.1%} of {len(category.test)} images; "
+        f"{_signed(result['pixel_auroc_difference'])}, same verdict on {agreement:.1%} of {len(category.test)} images; "
         f"patches searched exactly per image: median {np.median(searched):.0f}, max {np.max(searched)} (cap "
         f"{settings.exact_rerank}); report: {out / 'served_report.json'}"
     )

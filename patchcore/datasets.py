@@ -19,7 +19,8 @@ def image_files(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled test image: its defect type (``good`` for normal) and ground-truth mask, if defective."""
+    """One labelled test image: its defect type (``good`` for normal) and its ground-truth mask, when the dataset
+    has one (a split labelled per image only has none: its pixel metrics are absent, not an error)."""
 
     path: Path
     defect: str
@@ -57,12 +58,9 @@ def mvtec_category(root: Path, name: str) -> Category:
     if test_root.is_dir():
         for defect_dir in sorted(p for p in test_root.iterdir() if p.is_dir()):
             for path in image_files(defect_dir):
-                mask = None
-                if defect_dir.name != GOOD:
-                    mask = base / "ground_truth" / defect_dir.name / f"{path.stem}_mask.png"
-                    if not mask.is_file():
-                        raise FileNotFoundError(f"{path} is labelled {defect_dir.name} but has no mask {mask}")
-                test.append(Sample(path, defect_dir.name, mask))
+                mask = base / "ground_truth" / defect_dir.name / f"{path.stem}_mask.png"
+                has_mask = defect_dir.name != GOOD and mask.is_file()
+                test.append(Sample(path, defect_dir.name, mask if has_mask else None))
     return Category(name, image_files(base / "train" / GOOD), test)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from patchcore import metrics
+from patchcore import threshold as thresholds
 from patchcore.datasets import Sample
 from patchcore.images import Preprocess
 
@@ -43,15 +44,28 @@ class Evaluation:
     def verdicts(self) -> np.ndarray:
         return self.scores > self.threshold
 
+    def set_threshold(self, threshold: float, false_alarm_target: float) -> None:
+        """Judge the same scores at another threshold: the verdict's figures are computed again."""
+        self.threshold = threshold
+        self.figures.update(thresholds.operating_point(self.scores, self.labels, threshold, false_alarm_target))
+
+    @property
+    def has_masks(self) -> bool:
+        """Every defective image has a ground-truth mask: pixel metrics can be computed."""
+        return all(s.mask is not None for s in self.samples if s.is_anomalous) and bool(self.labels.any())
+
 
 def evaluate(
     samples: list[Sample],
     score: Callable[[Path], Scored],
     preprocess: Preprocess,
     threshold: float,
+    false_alarm_target: float,
     description: str = "evaluate",
 ) -> Evaluation:
-    """Score every test image, then compute image AUROC, pixel AUROC, PRO (FPR <= 0.3) and F1 at ``threshold``."""
+    """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) where every defect has a
+    mask (``None`` where not), and the verdict's figures at ``threshold`` beside the best any threshold reaches
+    (:func:`patchcore.threshold.operating_point`)."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
@@ -65,12 +79,15 @@ def evaluate(
         samples, np.array(scores), np.stack(maps), np.stack(masks), threshold, time.perf_counter() - started
     )
     labels = evaluation.labels
+    pixel = evaluation.has_masks
     evaluation.figures = {
         "image_auroc": metrics.auroc(evaluation.scores, labels),
-        "pixel_auroc": metrics.auroc(evaluation.maps, evaluation.masks),
-        "pro": metrics.pro_auc(evaluation.maps, evaluation.masks),
-        **metrics.f1_at(evaluation.scores, labels, threshold),
+        "pixel_auroc": metrics.auroc(evaluation.maps, evaluation.masks) if pixel else None,
+        "pro": metrics.pro_auc(evaluation.maps, evaluation.masks) if pixel else None,
     }
+    evaluation.set_threshold(threshold, false_alarm_target)
+    if not pixel:
+        evaluation.figures["pixel_metrics"] = "absent: not every defective test image has a ground-truth mask"
     return evaluation
 
 

@@ -64,17 +64,3 @@ def pro_auc(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> floa
         x = np.r_[x, fpr_limit]
         y = np.r_[y, np.interp(fpr_limit, fpr[cut - 1 : cut + 1], pro[cut - 1 : cut + 1])]
     return float(np.trapezoid(y, x) / fpr_limit)
-
-
-def f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """Precision, recall and F1 of "score above threshold means defective"."""
-    predicted = np.asarray(scores) > threshold
-    labels = np.asarray(labels, dtype=bool)
-    tp = float((predicted & labels).sum())
-    fp = float((predicted & ~labels).sum())
-    fn = float((~predicted & labels).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    accuracy = float((predicted == labels).mean())
-    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}

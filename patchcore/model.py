@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from patchcore import scoring
+from patchcore import scoring, threshold
 from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, weights_sha256
 from patchcore.coreset import coreset_size, greedy_coreset
 from patchcore.evaluation import Scored
@@ -38,7 +38,7 @@ class PatchCoreConfig:
     coreset_ratio: float = 0.1
     num_neighbors: int = 9
     holdout_fraction: float = 0.1
-    threshold_sigmas: float = 3.0
+    false_alarm_rate: float = threshold.DEFAULT_FALSE_ALARM_RATE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -48,6 +48,7 @@ class PatchCoreConfig:
             raise ValueError("num_neighbors (b) must be at least 1")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError("holdout fraction must be in [0, 1)")
+        threshold.check_rate(self.false_alarm_rate)
         Preprocess(self.resize, self.crop)
         coreset_size(1, self.coreset_ratio)
 
@@ -65,7 +66,10 @@ class PatchCoreConfig:
 
 @dataclass
 class ImageRecord:
-    """A good training image: ``split`` is ``train`` (in the memory bank) or ``holdout`` (calibration)."""
+    """A good training image: ``split`` is ``train`` (in the memory bank) or ``holdout`` (kept out of it).
+
+    ``score`` is its image score as an unseen image: against the memory bank without its own patches (``train``,
+    out of fold) or against the whole bank (``holdout``); these good scores set the threshold."""
 
     file_name: str
     split: str
@@ -109,6 +113,11 @@ class FittedModel:
     threshold: float
     grid: tuple[int, int]
     timings: dict[str, float] = field(default_factory=dict)
+    threshold_policy: dict = field(default_factory=dict)
+
+    @property
+    def good_scores(self) -> list[float]:
+        return [r.score for r in self.images if r.score is not None]
 
     def score(self, features: torch.Tensor) -> Prediction:
         """Exact nearest-neighbour scoring of one image's (H, W, D) features."""
@@ -197,7 +206,8 @@ def fit(
     device: str | None = None,
     embedder: Embedder | None = None,
 ) -> FittedModel:
-    """Fit one category from good images: features, coreset, image embeddings, calibrated threshold."""
+    """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen,
+    and the threshold at the configured false-alarm rate (:mod:`patchcore.threshold`)."""
     if not train:
         raise ValueError("no training images")
     started = time.perf_counter()
@@ -228,10 +238,24 @@ def fit(
         )
     coreset_seconds = time.perf_counter() - coreset_started
     memory_bank = features[selected].clone()
-    del features
     bank_image = selected // patches_per_image
     cell = selected % patches_per_image
     bank_position = torch.stack([cell // width, cell % width], dim=1)
+
+    out_of_fold_started = time.perf_counter()
+    if len(bank_paths) > 1:
+        with tqdm(total=len(bank_paths), desc="out-of-fold scores", unit="img", dynamic_ncols=True) as bar:
+            out_of_fold = scoring.leave_one_image_out(
+                features.view(len(bank_paths), patches_per_image, dim),
+                scoring.ExactSearch(memory_bank, config.metric),
+                bank_image,
+                config.num_neighbors,
+                progress=bar.update,
+            )
+        for record, score in zip(images, out_of_fold, strict=True):
+            record.score = score
+    del features
+    out_of_fold_seconds = time.perf_counter() - out_of_fold_started
 
     weights_hash = None if weights in (None, RANDOM_WEIGHTS) else weights_sha256(weights)
     model = FittedModel(
@@ -246,18 +270,19 @@ def fit(
         math.inf,
         grid,
     )
-    calibration: list[float] = []
     offset = len(bank_paths)
-    for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "calibration")):
+    for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out")):
         item.record.split = "holdout"
         item.record.score = model.score(item.features).score
-        calibration.append(item.record.score)
         image_embeddings[offset + i] = item.features.reshape(-1, dim).mean(0)
         images.append(item.record)
-    model.threshold = scoring.calibrate_threshold(calibration, config.threshold_sigmas)
+    model.threshold, model.threshold_policy = threshold.false_alarm_threshold(
+        model.good_scores, config.false_alarm_rate
+    )
     model.timings = {
         "feature_seconds": feature_seconds,
         "coreset_seconds": coreset_seconds,
+        "out_of_fold_seconds": out_of_fold_seconds,
         "fit_seconds": time.perf_counter() - started,
     }
     return model

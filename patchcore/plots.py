@@ -23,12 +23,12 @@ def _thin(x: np.ndarray, y: np.ndarray, points: int = 4000) -> tuple[np.ndarray,
 
 
 def roc_figure(evaluation: Evaluation, path: Path, title: str) -> None:
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    curves = [
-        ("image", metrics.roc_curve(evaluation.scores, evaluation.labels), evaluation.figures["image_auroc"]),
-        ("pixel", metrics.roc_curve(evaluation.maps, evaluation.masks), evaluation.figures["pixel_auroc"]),
-    ]
-    for axis, (name, (fpr, tpr), area) in zip(axes, curves, strict=True):
+    curves = [("image", metrics.roc_curve(evaluation.scores, evaluation.labels), evaluation.figures["image_auroc"])]
+    if evaluation.has_masks:
+        pixel = metrics.roc_curve(evaluation.maps, evaluation.masks)
+        curves.append(("pixel", pixel, evaluation.figures["pixel_auroc"]))
+    figure, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.5), squeeze=False)
+    for axis, (name, (fpr, tpr), area) in zip(axes[0], curves, strict=True):
         axis.plot(*_thin(fpr, tpr), lw=2, label=f"AUROC {area:.4f}")
         axis.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
         axis.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: {name} ROC")

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -46,6 +47,22 @@ class ExactSearch:
         d2 = (q * q).sum(1, keepdim=True) - 2 * q @ self._matrix.T + self._squared_norms
         return d2.clamp_min_(0).sqrt_()
 
+    def nearest_excluding(self, queries: torch.Tensor, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact nearest bank row of each query (Q, D) among the rows not ``excluded`` for it ((Q, M), True = skip):
+        (distances, indices), each (Q,). The square root (or the cosine's ``1 -``) is taken of the minimum only, not
+        of the whole (Q, M) matrix: that and the matrix product are all the cost of scoring a training image as
+        unseen."""
+        q = queries.float()
+        if self.metric == "cosine":
+            keys = -(F.normalize(q, dim=1) @ self._matrix.T)
+        else:
+            keys = torch.addmm(self._squared_norms, q, self._matrix.T, alpha=-2.0)
+        keys.masked_fill_(excluded, math.inf)
+        values, index = keys.min(1)
+        if self.metric == "cosine":
+            return (1.0 + values).clamp_min_(0), index
+        return (values + (q * q).sum(1)).clamp_min_(0).sqrt_(), index
+
     def nearest(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact k nearest bank rows of each query: (distances, indices), each (Q, k), nearest first."""
         k = min(k, self.bank.shape[0])
@@ -77,25 +94,65 @@ def reweighted_score(worst_distance: float, other_support_distances: torch.Tenso
     return float(weight * worst_distance)
 
 
-def support_of(bank_index: int, search: ExactSearch, b: int) -> torch.Tensor:
-    """Indices of N_b(m*) without m* itself: the ``b - 1`` nearest other memory-bank patches of ``bank[bank_index]``."""
+def support_of(bank_index: int, search: ExactSearch, b: int, excluded: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of N_b(m*) without m* itself: the ``b - 1`` nearest other memory-bank patches of ``bank[bank_index]``.
+
+    ``excluded`` (M,) marks bank rows that do not count (an image's own patches when it is scored as unseen)."""
     if b <= 1:
         return torch.empty(0, dtype=torch.long)
-    _, neighbours = search.nearest(search.bank[bank_index][None], k=b)
-    others = neighbours[0][neighbours[0] != bank_index]
-    return others[: b - 1]
+    if excluded is None:
+        _, neighbours = search.nearest(search.bank[bank_index][None], k=b)
+        others = neighbours[0][neighbours[0] != bank_index]
+        return others[: b - 1]
+    distances = search.distances(search.bank[bank_index][None])[0]
+    distances[excluded] = math.inf
+    distances[bank_index] = math.inf
+    count = min(b - 1, int(torch.isfinite(distances).sum()))
+    return torch.topk(distances, count, largest=False).indices
 
 
 def image_score(
-    patch_scores: torch.Tensor, nearest_index: torch.Tensor, patches: torch.Tensor, search: ExactSearch, b: int
+    patch_scores: torch.Tensor,
+    nearest_index: torch.Tensor,
+    patches: torch.Tensor,
+    search: ExactSearch,
+    b: int,
+    excluded: torch.Tensor | None = None,
 ) -> float:
     """Image score of one image from its patch scores (P,), nearest bank index (P,) and features (P, D)."""
     worst = int(torch.argmax(patch_scores))
-    support = support_of(int(nearest_index[worst]), search, b)
+    support = support_of(int(nearest_index[worst]), search, b, excluded)
     if support.numel() == 0:
         return reweighted_score(float(patch_scores[worst]), support.float())
     others = pairwise_distance(patches[worst][None], search.bank[support], search.metric)[0]
     return reweighted_score(float(patch_scores[worst]), others)
+
+
+def leave_one_image_out(
+    features: torch.Tensor,
+    search: ExactSearch,
+    bank_image: torch.Tensor,
+    b: int,
+    progress: Callable[[int], object] | None = None,
+    batch: int = 4,
+) -> list[float]:
+    """Image score of each memory-bank image (``features`` (N, P, D)) as if it had not been seen: its patches are
+    searched against the memory bank without the rows that came from it (``bank_image`` (M,) holds each row's
+    source image), and eq. 7's neighbours exclude them too. Every good training image so gives a good score of its
+    own, where a hold-out gives only a tenth of them; the cost is one exact search of every training patch."""
+    count, per_image, _ = features.shape
+    scores: list[float] = []
+    for start in range(0, count, batch):
+        stop = min(start + batch, count)
+        queries = features[start:stop].reshape(-1, features.shape[-1])
+        own = bank_image[None, :] == torch.arange(start, stop)[:, None]
+        values, index = search.nearest_excluding(queries, own.repeat_interleave(per_image, dim=0))
+        values, index = values.view(stop - start, per_image), index.view(stop - start, per_image)
+        for j in range(stop - start):
+            scores.append(image_score(values[j], index[j], features[start + j], search, b, own[j]))
+        if progress is not None:
+            progress(stop - start)
+    return scores
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -118,16 +175,3 @@ def anomaly_map(patch_grid: torch.Tensor, size: int, sigma: float = BLUR_SIGMA) 
 def similarity(score: float, metric: Metric) -> float:
     """Score as "higher is more normal": the cosine similarity ``1 - d`` for cosine, ``exp(-d)`` for Euclidean."""
     return 1.0 - score if metric == "cosine" else math.exp(-score)
-
-
-def calibrate_threshold(good_scores: list[float], sigmas: float) -> float:
-    """Threshold from held-out good images only: ``max(mean + sigmas * std, max)`` of their image scores.
-
-    Every held-out good image is thus accepted, and the margin of ``sigmas`` standard deviations covers good
-    images the small held-out set did not show.
-    """
-    if not good_scores:
-        raise ValueError("no held-out good images to calibrate the threshold on; raise --holdout")
-    scores = torch.tensor(good_scores, dtype=torch.float64)
-    spread = float(scores.std()) if scores.numel() > 1 else 0.0
-    return max(float(scores.mean()) + sigmas * spread, float(scores.max()))

@@ -43,6 +43,8 @@ class StoredModel:
     evaluation: dict
     timings: dict
     fitted_at: str
+    bank_id: int
+    threshold_policy: dict
 
     @property
     def dim(self) -> int:
@@ -86,7 +88,12 @@ def _copy_rows(cursor: psycopg.Cursor, statement: str, types: list[str], rows: A
 
 
 def save_model(
-    connection: psycopg.Connection, category: str, model: FittedModel, evaluation: dict, settings: Settings
+    connection: psycopg.Connection,
+    category: str,
+    model: FittedModel,
+    evaluation: dict,
+    settings: Settings,
+    actor: str = "ingest",
 ) -> dict[str, float]:
     """Write ``model`` as the category's new active model, in ONE transaction.
 
@@ -104,9 +111,9 @@ def save_model(
         cursor.execute(
             """
             INSERT INTO models (category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors,
-                holdout_fraction, threshold_sigmas, seed, embedding_dim, grid_height, grid_width, weights,
-                weights_sha256, threshold, memory_bank_size, evaluation, timings)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                holdout_fraction, false_alarm_rate, seed, embedding_dim, grid_height, grid_width, weights,
+                weights_sha256, threshold, memory_bank_size, evaluation, timings, threshold_policy)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             RETURNING id
             """,
             (
@@ -119,7 +126,7 @@ def save_model(
                 config.coreset_ratio,
                 config.num_neighbors,
                 config.holdout_fraction,
-                config.threshold_sigmas,
+                config.false_alarm_rate,
                 config.seed,
                 dim,
                 model.grid[0],
@@ -130,6 +137,7 @@ def save_model(
                 int(model.memory_bank.shape[0]),
                 json.dumps(evaluation),
                 json.dumps(model.timings),
+                json.dumps(model.threshold_policy),
             ),
         )
         model_id = cursor.fetchone()[0]
@@ -209,13 +217,27 @@ def save_model(
             )
         )
         cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, category_id))
+        log_change(
+            cursor, category_id, model_id, actor, "fit",
+            {"memory_bank_size": int(model.memory_bank.shape[0]), "threshold": model.threshold,
+             "threshold_policy": model.threshold_policy.get("kind")},
+        )  # fmt: skip
     timings["model_id"] = model_id
     return timings
 
 
+def log_change(cursor: psycopg.Cursor, category_id: int, model_id: int, actor: str, action: str, detail: dict) -> None:
+    """One row of ``category_changes``: who made which version of a category, and how (it outlives the version)."""
+    cursor.execute(
+        "INSERT INTO category_changes (category_id, model_id, actor, action, detail) VALUES (%s, %s, %s, %s, %s)",
+        (category_id, model_id, actor, action, json.dumps(detail)),
+    )
+
+
 def retire_old_models(connection: psycopg.Connection, category: str) -> int:
-    """Drop the category's inactive models: detach each memory bank without blocking readers, drop it, delete the
-    model row (its images go with it).
+    """Drop the category's inactive versions, except the one whose memory bank the active version uses: detach each
+    memory bank without blocking readers, drop it, delete the model row (its images go with it). Newest first, so a
+    version made without a refit goes before the version that owns its bank.
 
     Runs after the new model is committed; a query that still holds the old model id finds no rows and retries
     with the new one (see :func:`search`). ``connection`` must be in autocommit mode. A retirement cut short is
@@ -223,7 +245,9 @@ def retire_old_models(connection: psycopg.Connection, category: str) -> int:
     """
     model_ids = connection.execute(
         "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
-        "WHERE c.name = %s AND m.id IS DISTINCT FROM c.active_model_id",
+        "LEFT JOIN models a ON a.id = c.active_model_id "
+        "WHERE c.name = %s AND m.id IS DISTINCT FROM c.active_model_id "
+        "AND m.id IS DISTINCT FROM coalesce(a.bank_model_id, a.id) ORDER BY m.id DESC",
         (category,),
     ).fetchall()
     for (model_id,) in model_ids:
@@ -244,22 +268,23 @@ def retire_old_models(connection: psycopg.Connection, category: str) -> int:
 
 _MODEL_COLUMNS = """
     m.id, c.id, c.name, m.backbone, m.layers, m.resize, m.crop, m.metric, m.coreset_ratio, m.num_neighbors,
-    m.holdout_fraction, m.threshold_sigmas, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
-    m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text
+    m.holdout_fraction, m.false_alarm_rate, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
+    m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text, coalesce(m.bank_model_id, m.id),
+    m.threshold_policy
 """
 
 
 def _stored(row: tuple) -> StoredModel:
-    model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, sigmas, seed = row[:13]
+    model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, rate, seed = row[:13]
     config = PatchCoreConfig(
         backbone=backbone, layers=tuple(layers), resize=resize, crop=crop, metric=metric, coreset_ratio=ratio,
-        num_neighbors=b, holdout_fraction=holdout, threshold_sigmas=sigmas, seed=seed,
+        num_neighbors=b, holdout_fraction=holdout, false_alarm_rate=rate, seed=seed,
     )  # fmt: skip
-    weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at = row[13:]
+    weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at, bank_id, policy = row[13:]
     return StoredModel(
         id=model_id, category_id=category_id, category=name, config=config, weights=weights,
         weights_sha256=weights_sha256, threshold=threshold, grid=(height, width), memory_bank_size=size,
-        evaluation=evaluation, timings=timings, fitted_at=fitted_at,
+        evaluation=evaluation, timings=timings, fitted_at=fitted_at, bank_id=bank_id, threshold_policy=policy,
     )  # fmt: skip
 
 
@@ -278,15 +303,16 @@ def active_models(connection: psycopg.Connection) -> list[StoredModel]:
     return [_stored(row) for row in rows]
 
 
-def image_counts(connection: psycopg.Connection, model_id: int) -> dict[str, int]:
+def image_counts(connection: psycopg.Connection, bank_id: int) -> dict[str, int]:
+    """Good images per split of the model that owns a memory bank (``StoredModel.bank_id``)."""
     rows = connection.execute(
-        "SELECT split, count(*) FROM images WHERE model_id = %s GROUP BY split", (model_id,)
+        "SELECT split, count(*) FROM images WHERE model_id = %s GROUP BY split", (bank_id,)
     ).fetchall()
     return {split: count for split, count in rows}
 
 
-def patch_count(connection: psycopg.Connection, model_id: int) -> int:
-    return connection.execute("SELECT count(*) FROM patches WHERE model_id = %s", (model_id,)).fetchone()[0]
+def patch_count(connection: psycopg.Connection, bank_id: int) -> int:
+    return connection.execute("SELECT count(*) FROM patches WHERE model_id = %s", (bank_id,)).fetchone()[0]
 
 
 @dataclass
@@ -317,9 +343,9 @@ def load_memory_bank(connection: psycopg.Connection, model: StoredModel) -> Stor
             sql.SQL(
                 "SELECT id, image_id, grid_row, grid_col, embedding::vector({}) FROM patches WHERE model_id = {} "
                 "ORDER BY id"
-            ).format(sql.Literal(model.dim), sql.Literal(model.id))
+            ).format(sql.Literal(model.dim), sql.Literal(model.bank_id))
         ).fetchall()
-        names = cursor.execute("SELECT id, file_name FROM images WHERE model_id = %s", (model.id,)).fetchall()
+        names = cursor.execute("SELECT id, file_name FROM images WHERE model_id = %s", (model.bank_id,)).fetchall()
     if not rows:
         raise LookupError(f"model {model.id} of {model.category} has no stored memory bank")
     return StoredBank(
@@ -348,13 +374,13 @@ nn AS MATERIALIZED (
     SELECT q.ord, n.id, n.dist
     FROM q CROSS JOIN LATERAL (
         SELECT p.id, p.embedding::vector({dim}) {op} q.vec AS dist
-        FROM patches p WHERE p.model_id = {model_id}
+        FROM patches p WHERE p.model_id = {bank_id}
         ORDER BY p.embedding::vector({dim}) {op} q.vec LIMIT 1
     ) n
 ),
 lookalikes AS (
     SELECT i.id, i.file_name, i.split, 1 - (i.embedding::vector({dim}) <=> %(image)b::vector({dim})) AS similarity
-    FROM images i WHERE i.model_id = {model_id}
+    FROM images i WHERE i.model_id = {bank_id}
     ORDER BY i.embedding::vector({dim}) <=> %(image)b::vector({dim}) LIMIT %(top_k)s
 )
 SELECT
@@ -374,6 +400,7 @@ def search_statement(model: StoredModel) -> sql.Composed:
     return sql.SQL(_SEARCH).format(
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
+        bank_id=sql.Literal(model.bank_id),
         category_id=sql.Literal(model.category_id),
         op=sql.SQL(OPERATORS[model.config.metric]),
     )

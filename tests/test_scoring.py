@@ -47,10 +47,18 @@ def test_anomaly_map_keeps_a_flat_map_flat_and_has_the_input_size():
     assert blurred.max() < 1.0
 
 
-def test_threshold_accepts_every_held_out_good_image():
-    scores = [1.0, 1.1, 0.9, 1.05, 3.0]
-    threshold = scoring.calibrate_threshold(scores, sigmas=0.0)
-    assert threshold == 3.0
-    assert scoring.calibrate_threshold([1.0, 1.2, 0.8], sigmas=3.0) == pytest.approx(1.0 + 3 * 0.2)
-    with pytest.raises(ValueError, match="held-out"):
-        scoring.calibrate_threshold([], 3.0)
+def test_leave_one_image_out_equals_a_bank_without_that_image():
+    """Each image's out-of-fold score is its exact score against the bank with its own rows removed, eq. 7 too."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 50, 16, generator=generator)
+    chosen = torch.randperm(300, generator=generator)[:40]  # a bank of the images' own patches, as a coreset is
+    bank, bank_image = features.reshape(300, 16)[chosen], chosen // 50
+    for metric in scoring.METRICS:
+        search = scoring.ExactSearch(bank, metric)
+        got = scoring.leave_one_image_out(features, search, bank_image, 3, batch=4)
+        for image in range(6):
+            without = scoring.ExactSearch(bank[bank_image != image], metric)
+            distances, index = without.nearest(features[image])
+            expected = scoring.image_score(distances[:, 0], index[:, 0], features[image], without, 3)
+            assert got[image] == pytest.approx(expected, abs=1e-5)
+            assert without.nearest(features[image])[0].min() > 1e-3  # none of its own patches was found

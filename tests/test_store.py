@@ -17,7 +17,8 @@ from alembic import command
 
 from config import Settings
 from patchcore.model import PatchCoreConfig, fit
-from store import repository
+from revisions.threshold import set_threshold
+from store import repository, versions
 from store.database import connect, database_url, stop_embedded
 from store.migrate import alembic_config, upgrade
 from tests.conftest import ROOT, WEIGHTS
@@ -44,7 +45,7 @@ def _halved(model):
 def _whole(connection: psycopg.Connection, category: str) -> tuple[int, int, int]:
     """(model id, memory_bank_size, patch rows of that model) as one reader sees them."""
     model = repository.active_model(connection, category)
-    return model.id, model.memory_bank_size, repository.patch_count(connection, model.id)
+    return model.id, model.memory_bank_size, repository.patch_count(connection, model.bank_id)
 
 
 def test_a_new_embedded_server_gets_its_shared_buffers(tmp_path):
@@ -60,7 +61,7 @@ def test_migrations_run_from_empty_and_again(database_url):
     upgrade(database_url)
     upgrade(database_url)
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
@@ -70,7 +71,7 @@ def _vector(values) -> str:
     return "[" + ",".join(f"{v:.4f}" for v in values) + "]"
 
 
-def test_migration_0003_moves_stored_models_into_partitions_and_back(database_url):
+def test_migrations_0003_and_0004_move_stored_models_into_partitions_and_back(database_url):
     config = alembic_config(database_url)
     command.upgrade(config, "0002")
     vectors = torch.randn(50, 8, generator=torch.Generator().manual_seed(0)).tolist()
@@ -104,8 +105,11 @@ def test_migration_0003_moves_stored_models_into_partitions_and_back(database_ur
             "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"patches_model_{model_id}_l2_hnsw",)
         ).fetchone()[0]
         assert f"ON public.patches_model_{model_id} USING hnsw" in definition and "m='8'" in definition
+        policy, rate = connection.execute("SELECT threshold_policy, false_alarm_rate FROM models").fetchone()
+        assert policy["kind"] == "sigma_rule" and policy["sigmas"] == 3 and rate == 0.02  # migration 0004
     command.downgrade(config, "0002")
     with psycopg.connect(database_url, autocommit=True) as connection:
+        assert connection.execute("SELECT threshold_sigmas FROM models").fetchone()[0] == 3
         assert connection.execute("SELECT relkind FROM pg_class WHERE relname = 'patches'").fetchone()[0] == "r"
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 50
         definition = connection.execute(
@@ -252,3 +256,52 @@ def test_a_killed_ingest_leaves_the_old_model_intact(database_url, small_model, 
         statement = repository.search_statement(stored)
         result = repository.search(connection, statement, queries, queries.mean(0), 2, 40)
         assert torch.from_numpy(result.distances).max() < 1e-3
+
+
+def test_a_new_threshold_is_a_new_version_made_atomically(database_url, small_model):
+    """Readers see the old version whole until the new one commits; the new version shares the memory bank (no rows
+    copied, no index built), is logged, survives retirement with its bank, and a stale request changes nothing."""
+    old_id = _save(database_url, "bottle", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        old = repository.active_model(connection, "bottle")
+    assert old.threshold_policy["kind"] == "false_alarm_rate" and old.bank_id == old_id
+    blocker = psycopg.connect(database_url)
+    blocker.execute("SELECT 1 FROM categories WHERE name = 'bottle' FOR UPDATE")
+    made: list[int] = []
+
+    def change() -> None:
+        with connect(database_url, autocommit=True) as connection:
+            made.append(set_threshold(connection, old, "test", false_alarm_rate=0.25))
+
+    writer = threading.Thread(target=change)
+    writer.start()
+    try:
+        time.sleep(1.0)
+        assert writer.is_alive(), "the new version did not wait for the category's lock"
+        with connect(database_url, autocommit=True) as reader:
+            assert _whole(reader, "bottle") == (old_id, old.memory_bank_size, old.memory_bank_size)
+            assert repository.active_model(reader, "bottle").threshold == old.threshold
+    finally:
+        blocker.rollback()
+        blocker.close()
+        writer.join(60)
+    with connect(database_url, autocommit=True) as connection:
+        new = repository.active_model(connection, "bottle")
+        assert new.id == made[0] != old_id and new.bank_id == old_id
+        assert new.threshold < old.threshold and new.threshold_policy["target_false_alarm_rate"] == 0.25
+        assert new.config.false_alarm_rate == 0.25
+        assert _whole(connection, "bottle") == (new.id, old.memory_bank_size, old.memory_bank_size)
+        assert repository.retire_old_models(connection, "bottle") == 0  # the old version owns the bank: kept
+        log = versions.changes(connection, new.category_id)
+        assert [c["action"] for c in log] == ["threshold", "fit"] and log[0]["actor"] == "test"
+        assert log[0]["detail"]["previous_model_id"] == old_id
+        with pytest.raises(versions.VersionConflict):
+            set_threshold(connection, old, "test", value=1.0)
+        assert repository.active_model(connection, "bottle").id == new.id
+        assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 2
+        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == old.memory_bank_size
+    newest = _save(database_url, "bottle", _halved(small_model))  # a refit retires both versions and the bank
+    with connect(database_url, autocommit=True) as connection:
+        assert connection.execute("SELECT array_agg(id) FROM models").fetchone()[0] == [newest]
+        partitions = connection.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'patches'::regclass")
+        assert partitions.fetchone()[0] == 1

@@ -1,0 +1,207 @@
+"""Where the verdict's threshold comes from, in one place.
+
+A threshold is an operating point, and every one is stored with the description of how it was set (``policy``):
+
+- ``false_alarm_rate`` (the default, good images only): the score above which a good part is expected to fall with
+  probability ``target``. The good scores are every training image scored as unseen (out of fold, see
+  :func:`patchcore.scoring.leave_one_image_out`) and the held-out images. The threshold is the upper prediction bound
+  of a log-normal fitted to them: with ``n`` scores of mean ``m`` and standard deviation ``s`` in log space,
+  ``exp(m + s * t_{n-1}(1 - target) * sqrt(1 + 1/n))``. Student's t with ``n - 1`` degrees of freedom carries the
+  uncertainty of ``m`` and ``s`` estimated from few images, so the expected false-alarm rate of a new good part is
+  the target whatever ``n`` is (exactly, for log-normal scores); with 10 images the bound simply lies further out.
+  A plain empirical quantile cannot do this: below ``1 / target`` images it is the largest score, whatever the target.
+- ``labelled_f1``: with labelled defect images (an MVTec AD ``test/`` split given as calibration data), the midpoint
+  of the score gap where F1 on them is largest. Figures measured on the same images are optimistic, so the policy
+  also records F1 cross-validated over folds of those images.
+- ``manual``: a value a person set.
+
+Whatever set it, :func:`describe` states what the good scores say of it: the false-alarm rate the fitted log-normal
+predicts, and the fraction of good scores above it with a 90% Clopper-Pearson interval (honest for small ``n``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+DEFAULT_FALSE_ALARM_RATE = 0.02
+INTERVAL = 0.90
+MIN_GOOD_SCORES = 3
+
+
+def _log_scores(good_scores: Sequence[float]) -> np.ndarray:
+    scores = np.asarray(good_scores, dtype=np.float64)
+    if scores.size < MIN_GOOD_SCORES:
+        raise ValueError(
+            f"{scores.size} good scores cannot estimate a false-alarm rate; at least {MIN_GOOD_SCORES} are needed "
+            "(more training images, or set the threshold by value)"
+        )
+    if not np.all(np.isfinite(scores)) or scores.min() <= 0:
+        raise ValueError("good scores must be finite and positive")
+    return np.log(scores)
+
+
+def check_rate(rate: float) -> None:
+    if not 0 < rate < 0.5:
+        raise ValueError(f"a false-alarm rate must be between 0 and 0.5 (exclusive), got {rate}")
+
+
+def _spread(logs: np.ndarray) -> tuple[float, float, float]:
+    """(mean, standard deviation, predictive scale factor) of the log scores."""
+    n = logs.size
+    return float(logs.mean()), float(max(logs.std(ddof=1), 1e-12)), math.sqrt(1.0 + 1.0 / n)
+
+
+def predicted_false_alarm_rate(good_scores: Sequence[float], threshold: float) -> float:
+    """Probability that a new good part scores above ``threshold``, by the fitted log-normal with the uncertainty
+    of its parameters (Student's t predictive distribution)."""
+    logs = _log_scores(good_scores)
+    if threshold <= 0:
+        return 1.0
+    mean, std, factor = _spread(logs)
+    return float(stats.t.sf((math.log(threshold) - mean) / (std * factor), df=logs.size - 1))
+
+
+def clopper_pearson(count: int, total: int, level: float = INTERVAL) -> tuple[float, float]:
+    """Exact two-sided ``level`` interval of a rate observed as ``count`` of ``total``."""
+    tail = (1 - level) / 2
+    low = 0.0 if count == 0 else float(stats.beta.ppf(tail, count, total - count + 1))
+    high = 1.0 if count == total else float(stats.beta.ppf(1 - tail, count + 1, total - count))
+    return low, high
+
+
+def describe(threshold: float, good_scores: Sequence[float]) -> dict:
+    """What the good scores say of ``threshold``: predicted and observed false-alarm rates, how many scores."""
+    scores = np.asarray(good_scores, dtype=np.float64)
+    above = int((scores > threshold).sum())
+    low, high = clopper_pearson(above, scores.size)
+    return {
+        "good_scores": int(scores.size),
+        "estimated_false_alarm_rate": predicted_false_alarm_rate(scores, threshold),
+        "good_scores_above": above,
+        "observed_false_alarm_rate": above / scores.size,
+        "observed_false_alarm_interval": [low, high],
+        "interval_level": INTERVAL,
+    }
+
+
+def false_alarm_threshold(good_scores: Sequence[float], target: float = DEFAULT_FALSE_ALARM_RATE) -> tuple[float, dict]:
+    """(threshold, policy): the log-normal upper prediction bound at ``target``."""
+    check_rate(target)
+    logs = _log_scores(good_scores)
+    mean, std, factor = _spread(logs)
+    threshold = math.exp(mean + std * factor * float(stats.t.ppf(1 - target, df=logs.size - 1)))
+    policy = {
+        "kind": "false_alarm_rate",
+        "target_false_alarm_rate": target,
+        "method": "log-normal upper prediction bound (Student's t) of the out-of-fold and held-out good scores",
+        **describe(threshold, good_scores),
+    }
+    return threshold, policy
+
+
+def manual_threshold(value: float, good_scores: Sequence[float]) -> tuple[float, dict]:
+    """(value, policy) for a threshold a person set, with what the good scores say of it."""
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"a threshold must be a positive finite number, got {value}")
+    return value, {"kind": "manual", **describe(value, good_scores)}
+
+
+def _counts(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[int, int, int]:
+    predicted = scores > threshold
+    return int((predicted & labels).sum()), int((predicted & ~labels).sum()), int((~predicted & labels).sum())
+
+
+def f1_score(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    tp, fp, fn = _counts(scores, labels, threshold)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def candidate_thresholds(scores: np.ndarray) -> np.ndarray:
+    """Every distinct verdict a threshold can give on ``scores``: below all, each gap's midpoint, above all."""
+    values = np.unique(scores)
+    middles = (values[1:] + values[:-1]) / 2
+    return np.r_[values[0] - 1e-9, middles, values[-1] + 1e-9]
+
+
+def best_f1(
+    scores: Sequence[float], labels: Sequence[bool], max_false_alarm_rate: float | None = None
+) -> tuple[float, float]:
+    """(threshold, F1): the gap midpoint with the largest F1, optionally among the thresholds that keep the false
+    alarms on the good images at or below ``max_false_alarm_rate``; ties go to the lowest threshold's gap."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if not labels.any() or labels.all():
+        raise ValueError("F1 needs both good and defective images")
+    best = (math.inf, -1.0)
+    for threshold in candidate_thresholds(scores):
+        allowed = math.inf if max_false_alarm_rate is None else max_false_alarm_rate * (~labels).sum() + 1e-9
+        if _counts(scores, labels, threshold)[1] > allowed:
+            continue
+        f1 = f1_score(scores, labels, threshold)
+        if f1 > best[1]:
+            best = (float(threshold), f1)
+    return best
+
+
+def cross_validated_f1(scores: Sequence[float], labels: Sequence[bool], folds: int = 5, seed: int = 0) -> float:
+    """F1 of thresholds chosen by :func:`best_f1` on the other folds, counted on each held-out fold (stratified):
+    what the labelled-defect threshold is worth on images it did not see."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(scores.size, dtype=np.int64)
+    for value in (False, True):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        fold_of[members] = np.arange(members.size) % folds
+    tp = fp = fn = 0
+    for fold in range(folds):
+        held = fold_of == fold
+        if not held.any() or labels[~held].all() or not labels[~held].any():
+            continue
+        threshold, _ = best_f1(scores[~held], labels[~held])
+        a, b, c = _counts(scores[held], labels[held], threshold)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def labelled_threshold(
+    scores: Sequence[float], labels: Sequence[bool], good_scores: Sequence[float]
+) -> tuple[float, dict]:
+    """(threshold, policy) maximising F1 on labelled images; ``good_scores`` (out of fold) describe it."""
+    threshold, f1 = best_f1(scores, labels)
+    labels = np.asarray(labels, dtype=bool)
+    return threshold, {
+        "kind": "labelled_f1",
+        "labelled_images": int(labels.size),
+        "labelled_defects": int(labels.sum()),
+        "f1_on_labelled_images": f1,
+        "f1_cross_validated": cross_validated_f1(scores, labels),
+        "note": "F1 on the labelled images is optimistic (they set the threshold); the cross-validated F1 is not",
+        **describe(threshold, good_scores),
+    }
+
+
+def operating_point(scores: Sequence[float], labels: Sequence[bool], threshold: float, target: float) -> dict:
+    """Evaluation figures at ``threshold``, beside the best any threshold reaches on the same scores, and the best
+    that keeps false alarms on the good images within ``target``: the gap is always visible."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    tp, fp, fn = _counts(scores, labels, threshold)
+    good = int((~labels).sum())
+    figures = {
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "false_alarms": fp,
+        "false_alarm_rate": fp / good if good else 0.0,
+        "missed_defects": fn,
+        "false_alarm_target": target,
+    }
+    if labels.any() and not labels.all():
+        figures["best_f1_threshold"], figures["best_f1"] = best_f1(scores, labels)
+        figures["best_f1_within_target"] = best_f1(scores, labels, target)[1]
+    return figures

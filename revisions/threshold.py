@@ -1,0 +1,70 @@
+"""A new threshold for a fitted category: by value, by a target false-alarm rate, or by labelled images.
+
+The ingest job's ``threshold`` command and ``PUT /categories/{name}/threshold`` both come here, so a threshold set
+either way is described, evaluated and stored the same way: as a new version that shares the memory bank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import psycopg
+
+from patchcore import threshold as thresholds
+from store import versions
+from store.repository import StoredModel
+
+
+def _evaluation_at(model: StoredModel, threshold: float, target: float, labelled_are_test: bool) -> dict:
+    """The stored evaluation judged again at ``threshold`` from its per-image test scores (no image is read)."""
+    evaluation = {k: v for k, v in model.evaluation.items() if k != "threshold_set_on_these_images"}
+    rows = evaluation.get("images") or []
+    if not rows:
+        return evaluation
+    scores = np.array([r["score"] for r in rows])
+    labels = np.array([r["defect"] != "good" for r in rows])
+    evaluation.update(thresholds.operating_point(scores, labels, threshold, target))
+    evaluation["images"] = [{**r, "anomalous": bool(r["score"] > threshold)} for r in rows]
+    evaluation["threshold"] = threshold
+    if labelled_are_test:
+        evaluation["threshold_set_on_these_images"] = True
+    return evaluation
+
+
+def set_threshold(
+    connection: psycopg.Connection,
+    model: StoredModel,
+    actor: str,
+    value: float | None = None,
+    false_alarm_rate: float | None = None,
+    labelled: tuple[Sequence[float], Sequence[bool]] | None = None,
+    labelled_are_test: bool = False,
+) -> int:
+    """Make the new version of ``model``'s category with the threshold asked for (exactly one way); returns its id.
+
+    ``labelled`` holds image scores by this very model and whether each image is defective; ``labelled_are_test``
+    says they are the stored evaluation's own test images (its figures are then marked optimistic). Raises
+    ``ValueError`` for a request that cannot be met and ``store.versions.VersionConflict`` when the category got a
+    newer version meanwhile."""
+    if sum(x is not None for x in (value, false_alarm_rate, labelled)) != 1:
+        raise ValueError("give exactly one of a threshold value, a false-alarm rate or labelled images")
+    good = versions.good_scores(connection, model)
+    target = false_alarm_rate if false_alarm_rate is not None else model.config.false_alarm_rate
+    if value is not None:
+        threshold, policy = thresholds.manual_threshold(value, good)
+    elif false_alarm_rate is not None:
+        threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate)
+    else:
+        threshold, policy = thresholds.labelled_threshold(*labelled, good)
+    return versions.new_version(
+        connection,
+        model,
+        threshold,
+        policy,
+        _evaluation_at(model, threshold, target, labelled is not None and labelled_are_test),
+        target,
+        actor,
+        "threshold",
+        {"threshold": threshold, "previous_threshold": model.threshold, "policy": policy["kind"]},
+    )

@@ -1,0 +1,82 @@
+"""The threshold policy on score distributions whose quantiles are known, and the F1 yardsticks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from patchcore import threshold
+
+
+def _lognormal(n: int, seed: int, sigma: float = 0.15) -> np.ndarray:
+    return np.exp(np.random.default_rng(seed).normal(0.1, sigma, n))
+
+
+def test_many_good_scores_give_the_true_quantile():
+    value, policy = threshold.false_alarm_threshold(_lognormal(20_000, 0), 0.02)
+    assert value == pytest.approx(math.exp(0.1 + 0.15 * stats.norm.ppf(0.98)), rel=0.01)
+    assert policy["kind"] == "false_alarm_rate" and policy["good_scores"] == 20_000
+    assert policy["estimated_false_alarm_rate"] == pytest.approx(0.02, abs=1e-6)
+    assert policy["observed_false_alarm_rate"] == pytest.approx(0.02, abs=0.004)
+
+
+def test_few_good_scores_keep_the_false_alarm_rate_on_average():
+    """Over many samples of 10 good scores, a new good part exceeds the threshold 2% of the time, as asked; the
+    empirical quantile of 10 scores (their maximum) would let about 9% through."""
+    true = stats.norm(0.1, 0.15)
+    rates = [true.sf(math.log(threshold.false_alarm_threshold(_lognormal(10, seed), 0.02)[0])) for seed in range(4000)]
+    assert np.mean(rates) == pytest.approx(0.02, abs=0.002)
+    maxima = [true.sf(math.log(_lognormal(10, seed).max())) for seed in range(4000)]
+    assert np.mean(maxima) > 0.08
+
+
+def test_ten_good_scores_state_their_uncertainty():
+    scores = _lognormal(10, 1)
+    value, policy = threshold.false_alarm_threshold(scores, 0.02)
+    assert value > scores.max()
+    assert policy["good_scores_above"] == 0
+    low, high = policy["observed_false_alarm_interval"]
+    assert low == 0.0 and high == pytest.approx(1 - 0.05 ** (1 / 10))  # 0 of 10 is compatible with up to 26%
+
+
+def test_too_few_or_bad_scores_and_rates_are_refused():
+    with pytest.raises(ValueError, match="at least 3"):
+        threshold.false_alarm_threshold([1.0, 1.1], 0.02)
+    with pytest.raises(ValueError, match=r"between 0 and 0\.5"):
+        threshold.false_alarm_threshold([1.0, 1.1, 1.2], 0.7)
+    with pytest.raises(ValueError, match="positive"):
+        threshold.manual_threshold(-1.0, [1.0, 1.1, 1.2])
+
+
+def test_manual_threshold_is_described_by_the_good_scores():
+    scores = np.arange(1, 101) / 100 + 1.0
+    value, policy = threshold.manual_threshold(1.955, scores)
+    assert value == 1.955 and policy["kind"] == "manual"
+    assert policy["good_scores_above"] == 5 and policy["observed_false_alarm_rate"] == 0.05
+    low, high = policy["observed_false_alarm_interval"]
+    assert low < 0.05 < high
+
+
+def test_best_f1_and_the_best_within_a_false_alarm_target():
+    scores = np.array([0.1, 0.2, 0.3, 0.9, 0.4, 0.5, 0.8, 1.0])
+    labels = np.array([False, False, False, False, True, True, True, True])
+    value, f1 = threshold.best_f1(scores, labels)
+    assert 0.3 < value < 0.4 and f1 == pytest.approx(8 / 9)  # all 4 defects, 1 false alarm
+    value, f1 = threshold.best_f1(scores, labels, max_false_alarm_rate=0.0)
+    assert 0.9 < value < 1.0 and f1 == pytest.approx(2 / 5)  # only 1.0 is caught without a false alarm
+    figures = threshold.operating_point(scores, labels, 0.35, 0.25)
+    assert figures["false_alarms"] == 1 and figures["recall"] == 1.0 and figures["f1"] == pytest.approx(8 / 9)
+    assert figures["best_f1_within_target"] == pytest.approx(8 / 9)
+
+
+def test_labelled_threshold_separates_and_says_its_figure_is_optimistic():
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.normal(1.0, 0.05, 30), rng.normal(2.0, 0.05, 30)]
+    labels = np.r_[np.zeros(30, bool), np.ones(30, bool)]
+    value, policy = threshold.labelled_threshold(scores, labels, scores[:30])
+    assert scores[:30].max() < value < scores[30:].min()
+    assert policy["f1_on_labelled_images"] == 1.0 and policy["f1_cross_validated"] == 1.0
+    assert "optimistic" in policy["note"]
