@@ -142,6 +142,7 @@ def test_categories_docs_and_health(api):
     detail = api.get("/categories/bottle").json()
     assert detail["patches"] == detail["memory_bank_size"] > 10000
     assert detail["images"] == {"train": 188, "holdout": 21}
+    assert detail["threshold_policy"]["kind"] == "false_alarm_rate" and detail["changes"][0]["action"] == "fit"
     assert detail["settings"]["backbone"] == "resnet18"
     assert api.get("/docs").status_code == 200
     assert "/query" in api.get("/openapi.json").json()["paths"]
@@ -309,3 +310,49 @@ def test_past_the_loaded_categories_limit_the_least_recently_asked_is_unloaded(d
         assert again.embedder.extractor is copy.embedder.extractor  # unloading a category keeps the shared network
     finally:
         services.close()
+
+
+def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database):
+    """PUT /categories/bottle/threshold makes a new version without a refit: the next query is judged by it (same
+    memory bank, same score), GET shows its policy and the change log, and bad requests get clear errors."""
+    _, url = database
+    before = api.get("/categories/bottle").json()
+    assert before["threshold_policy"]["kind"] == "false_alarm_rate"
+    assert before["threshold_policy"]["good_scores"] == 209  # 188 out of fold + 21 held out
+    first = _post(api, GOOD).json()
+    assert first["model_id"] == before["model_id"] and first["threshold"] == before["threshold"]
+
+    put = api.put("/categories/bottle/threshold", json={"value": first["anomaly_score"] * 0.9})
+    assert put.status_code == 200, put.text
+    change = put.json()
+    assert change["previous_model_id"] == before["model_id"] != change["model_id"]
+    assert change["threshold_policy"]["kind"] == "manual"
+    judged = _post(api, GOOD).json()
+    assert judged["model_id"] == change["model_id"] and judged["is_anomalous"] is True  # now above the threshold
+    assert judged["anomaly_score"] == pytest.approx(first["anomaly_score"], abs=1e-5)
+
+    back = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.02}).json()
+    assert back["threshold"] == pytest.approx(before["threshold"], rel=1e-9)
+    assert _post(api, GOOD).json()["is_anomalous"] is False
+    detail = api.get("/categories/bottle").json()
+    assert detail["model_id"] == back["model_id"] and detail["memory_bank_model_id"] == before["memory_bank_model_id"]
+    assert detail["patches"] == before["patches"] and detail["images"] == before["images"]
+    assert [c["action"] for c in detail["changes"][:3]] == ["threshold", "threshold", "fit"]
+    assert detail["changes"][0]["actor"].startswith("api")
+    with psycopg.connect(url) as connection:  # versions share the bank: one partition, no copied rows
+        banks = connection.execute(
+            "SELECT count(DISTINCT coalesce(m.bank_model_id, m.id)), count(*) FROM models m "
+            "JOIN categories c ON c.id = m.category_id WHERE c.name = 'bottle'"
+        ).fetchone()
+        assert banks == (1, 2)  # one bank; its owner (the fit) and the active version; the first PUT's is retired
+
+    for body, status, words in (
+        ({}, 422, "exactly one"),
+        ({"value": 1.0, "false_alarm_rate": 0.1}, 422, "exactly one"),
+        ({"value": -1}, 422, "value"),
+        ({"false_alarm_rate": 0.9}, 422, "false_alarm_rate"),
+    ):
+        bad = api.put("/categories/bottle/threshold", json=body)
+        assert bad.status_code == status and words in bad.json()["detail"], bad.text
+    missing = api.put("/categories/no_such_thing/threshold", json={"value": 1.0})
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_category"

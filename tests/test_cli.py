@@ -2,8 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+import psycopg
 
 from tests.conftest import ROOT, WEIGHTS
 
@@ -41,8 +44,6 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         done = _ingest(*args, env={"DATABASE_URL": database_url})
         assert done.returncode == 0, done.stderr
         assert "stored bottle" in done.stdout
-    import psycopg
-
     with psycopg.connect(database_url) as connection:
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
@@ -59,6 +60,35 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
     assert 1 <= report["exact_searched_patches"]["median"] <= report["exact_searched_patches"]["max"] <= 64
     assert "patches searched exactly per image" in served.stdout
 
+    env = {"DATABASE_URL": database_url}
+    by_rate = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", env=env)
+    assert by_rate.returncode == 0, by_rate.stderr
+    labelled = _ingest("threshold", "--category", "bottle", "--labelled", str(mini_mvtec), env=env)
+    assert labelled.returncode == 0, labelled.stderr
+    assert "labelled_f1" in labelled.stdout and "version" in labelled.stdout
+    with psycopg.connect(database_url) as connection:
+        policy, evaluation = connection.execute("SELECT threshold_policy, evaluation FROM active_models").fetchone()
+        assert policy["kind"] == "labelled_f1" and policy["labelled_images"] == 6
+        assert evaluation["threshold_set_on_these_images"] is True
+        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706  # the bank was not copied
+        actions = [r[0] for r in connection.execute("SELECT action FROM category_changes ORDER BY id")]
+        assert actions == ["fit", "fit", "threshold", "threshold"]
+    wrong = _ingest("threshold", "--category", "nothing", "--value", "1.5", env=env)
+    assert wrong.returncode == 2 and "not in the database" in wrong.stderr
+
+
+def test_a_test_split_labelled_per_image_only_evaluates(mini_mvtec, tmp_path):
+    shutil.rmtree(mini_mvtec / "bottle" / "ground_truth")
+    done = _ingest(
+        "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(tmp_path), "--calibrate-on-test",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "bottle" / "report.json").read_text())
+    assert report["pixel_auroc"] is None and report["pro"] is None and report["pixel_metrics"].startswith("absent")
+    assert 0 <= report["image_auroc"] <= 1 and report["f1"] == report["best_f1"]
+    assert report["threshold_policy"]["kind"] == "labelled_f1" and report["threshold_set_on_these_images"] is True
+
 
 def test_errors_are_one_clear_line(tmp_path):
     bad = tmp_path / "bad.pth"
@@ -69,5 +99,6 @@ def test_errors_are_one_clear_line(tmp_path):
     missing = _ingest("evaluate", "--data", str(tmp_path), "--category", "nothing", "--backbone", "resnet18")
     assert missing.returncode == 2 and "train/good" in missing.stderr
     help_text = _ingest("fit", "--help").stdout
-    for option in ("--weights", "--coreset-ratio", "--metric", "--holdout", "--neighbors", "--category"):
+    for option in ("--weights", "--coreset-ratio", "--metric", "--holdout", "--neighbors", "--category",
+                   "--false-alarm-rate", "--calibrate-on-test"):  # fmt: skip
         assert option in help_text
