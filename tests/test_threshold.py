@@ -80,3 +80,23 @@ def test_labelled_threshold_separates_and_says_its_figure_is_optimistic():
     assert scores[:30].max() < value < scores[30:].min()
     assert policy["f1_on_labelled_images"] == 1.0 and policy["f1_cross_validated"] == 1.0
     assert "optimistic" in policy["note"]
+
+
+def test_a_category_of_ten_real_images_gets_a_sane_threshold_with_its_uncertainty(small_train):
+    from patchcore.images import open_image
+    from patchcore.model import Embedder, PatchCoreConfig, fit
+    from tests.conftest import BOTTLE, WEIGHTS
+
+    config = PatchCoreConfig(backbone="resnet18")
+    embedder = Embedder.load(config, str(WEIGHTS))
+    model = fit(config, small_train[:10], str(WEIGHTS), embedder=embedder)
+    policy = model.threshold_policy
+    assert policy["good_scores"] == 10 and policy["target_false_alarm_rate"] == 0.02  # 9 out of fold + 1 held out
+    assert math.isfinite(model.threshold) and model.threshold > np.median(model.good_scores)
+    assert policy["observed_false_alarm_interval"][1] > 0.2  # ten scores cannot show a rate below a few percent
+
+    def score(path):
+        return model.score(embedder.features(config.preprocess.tensor(open_image(path))[None])[0]).score
+
+    assert score(BOTTLE / "test" / "broken_large" / "000.png") > model.threshold
+    assert score(BOTTLE / "test" / "good" / "000.png") < model.threshold
