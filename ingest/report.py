@@ -76,7 +76,8 @@ def table(rows: dict[str, dict], keys: tuple[str, ...] = TABLE_KEYS) -> str:
     """A fixed-width table, one column per report (category or scoring path)."""
     names = list(rows)
     width = max(12, *(len(n) for n in names))
-    lines = ["metric".ljust(18) + "".join(n.rjust(width + 2) for n in names)]
+    label = max(len(k) for k in keys) + 2
+    lines = ["metric".ljust(label) + "".join(n.rjust(width + 2) for n in names)]
     for key in keys:
         if not any(key in r for r in rows.values()):
             continue
@@ -84,7 +85,7 @@ def table(rows: dict[str, dict], keys: tuple[str, ...] = TABLE_KEYS) -> str:
         for name in names:
             value = rows[name].get(key)
             cells.append("-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
-        lines.append(key.ljust(18) + "".join(c.rjust(width + 2) for c in cells))
+        lines.append(key.ljust(label) + "".join(c.rjust(width + 2) for c in cells))
     return "\n".join(lines)
 
 
