@@ -9,11 +9,14 @@ from typing import Annotated
 
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.heatmap import heatmap_png
+from app.limits import BodyLimit
 from app.schemas import (
     AnomalousPatch,
     CategoryDetail,
@@ -28,7 +31,7 @@ from app.schemas import (
 from app.services import DatabaseUnavailable, Services, UnknownCategory
 from config import get_settings
 from patchcore import ImageError, WeightsError
-from patchcore.errors import ImageTooLargeError
+from patchcore.errors import ImageShapeError, ImageTooLargeError
 from patchcore.images import open_image
 from revisions.threshold import set_threshold
 from serving.inspector import ModelReplaced
@@ -67,6 +70,10 @@ ERRORS = {
 }
 
 
+# what the database accepts as a category name (migration 0001); anything else is refused before it reaches SQL
+CATEGORY = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "max_length": 100}
+
+
 def _error(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": code, "detail": detail})
 
@@ -91,6 +98,11 @@ async def _too_many_pixels(_: Request, exc: ImageTooLargeError) -> JSONResponse:
     return _error(413, "image_too_large", str(exc))
 
 
+@app.exception_handler(ImageShapeError)
+async def _bad_shape(_: Request, exc: ImageShapeError) -> JSONResponse:
+    return _error(422, "unsupported_image_shape", str(exc))
+
+
 @app.exception_handler(ImageError)
 async def _bad_image(_: Request, exc: ImageError) -> JSONResponse:
     return _error(415, "unsupported_image", str(exc))
@@ -101,10 +113,15 @@ async def _weights(_: Request, exc: WeightsError) -> JSONResponse:
     return _error(503, "weights_unavailable", str(exc))
 
 
-@app.exception_handler(HTTPException)
-async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+@app.exception_handler(StarletteHTTPException)
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if isinstance(exc.detail, dict):
         return JSONResponse(status_code=exc.status_code, content=exc.detail)
+    if exc.status_code == 400:  # the form parser's own words for a body it cannot read
+        kind = request.headers.get("content-type", "none")
+        return _error(
+            400, "invalid_body", f"the body is not a readable multipart/form-data upload ({exc.detail}; type {kind})"
+        )
     return _error(exc.status_code, "http_error", str(exc.detail))
 
 
@@ -116,15 +133,7 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     return _error(422, "invalid_request", problems)
 
 
-@app.middleware("http")
-async def _limit_body(request: Request, call_next):
-    """Refuse an oversized upload from its Content-Length, before reading it."""
-    if request.url.path == "/query":
-        length = request.headers.get("content-length")
-        limit = get_settings().max_upload_bytes
-        if length and length.isdigit() and int(length) > limit + 64 * 1024:
-            return _error(413, "file_too_large", f"the request has {length} bytes; the limit is {limit} bytes")
-    return await call_next(request)
+app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 
 
 def _services(request: Request) -> Services:
@@ -144,7 +153,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 async def query(
     request: Request,
     file: Annotated[UploadFile, File(description="PNG, JPEG, BMP or TIFF; grayscale, RGB, RGBA or 16-bit")],
-    category: Annotated[str, Form(description="the product category, as ingested")],
+    category: Annotated[str, Form(description="the product category, as ingested", **CATEGORY)],
     top_k: Annotated[int, Form(ge=1, le=100, description="how many similar good images to return")] = 10,
     heatmap: Annotated[bool, Form(description="include the anomaly map as a base64 PNG")] = False,
 ) -> QueryResponse:
@@ -158,7 +167,11 @@ def _inspect(
     services: Services, data: bytes, name: str | None, category: str, top_k: int, heatmap: bool, started: float
 ) -> QueryResponse:
     inspector = services.inspector(category)
-    image = open_image(data, name=name or "upload", max_pixels=services.settings.max_image_pixels)
+    preprocess = inspector.embedder.preprocess
+    image = open_image(
+        data, name=name or "upload", max_pixels=services.settings.max_image_pixels, accept=preprocess.view
+    )
+    view = preprocess.view(image.width, image.height)
     decoded = time.perf_counter()
     try:
         inspection = services.run_search(inspector.inspect, image, top_k)
@@ -166,14 +179,15 @@ def _inspect(
         inspector = services.inspector(category, reload=True)
         inspection = services.run_search(inspector.inspect, image, top_k)
     model = inspector.model
-    crop = model.config.crop
-    cell = crop / model.grid[1], crop / model.grid[0]
+    stride = inspector.embedder.extractor.stride
     worst = inspection.worst
+    view_x, view_y = (worst["col"] + 0.5) * stride, (worst["row"] + 0.5) * stride
+    x, y = view.to_original(view_x, view_y)
     timings = {"decode": (decoded - started) * 1000, **inspection.timings_ms}
     encoded = None
     if heatmap:
         before = time.perf_counter()
-        encoded = heatmap_png(inspection.anomaly_map(crop), inspection.threshold)
+        encoded = heatmap_png(inspection.anomaly_map(), inspection.threshold)
         timings["heatmap"] = (time.perf_counter() - before) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     return QueryResponse(
@@ -189,13 +203,17 @@ def _inspect(
         most_anomalous_patch=AnomalousPatch(
             row=worst["row"],
             col=worst["col"],
-            x=int((worst["col"] + 0.5) * cell[0]),
-            y=int((worst["row"] + 0.5) * cell[1]),
+            x=int(x),
+            y=int(y),
+            view_x=int(view_x),
+            view_y=int(view_y),
             distance=worst["distance"],
             nearest_normal=worst["nearest_normal"],
         ),
         anomaly_map=encoded,
-        anomaly_map_size=crop if heatmap else None,
+        field_of_view=model.config.field_of_view,
+        view_width=view.width,
+        view_height=view.height,
         exact_searched_patches=inspection.reranked,
         timings_ms=timings,
     )
@@ -221,7 +239,7 @@ def categories(request: Request) -> list[dict]:
 
 
 @app.get("/categories/{name}", response_model=CategoryDetail, responses=ERRORS, summary="One category in full")
-def category_detail(request: Request, name: str) -> dict:
+def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
     def read(connection):
         model = repository.active_model(connection, name)
         if model is None:
@@ -252,7 +270,7 @@ def category_detail(request: Request, name: str) -> dict:
     responses=ERRORS,
     summary="Set the threshold by value or false-alarm rate: a new version, no refit",
 )
-def put_threshold(request: Request, name: str, body: ThresholdRequest) -> dict:
+def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: ThresholdRequest) -> dict:
     actor = f"api {request.client.host if request.client else 'unknown'}"
 
     def change(connection):

@@ -28,8 +28,10 @@ class NearestNormalPatch(BaseModel):
 class AnomalousPatch(BaseModel):
     row: int = Field(description="row of the patch grid (0 at the top)")
     col: int = Field(description="column of the patch grid")
-    x: int = Field(description="centre of the patch in the cropped model input, pixels")
-    y: int
+    x: int = Field(description="centre of the patch in the uploaded image, pixels from the left")
+    y: int = Field(description="centre of the patch in the uploaded image, pixels from the top")
+    view_x: int = Field(description="centre of the patch in the model's view (the anomaly map's pixels)")
+    view_y: int
     distance: float = Field(description="distance to its nearest memory-bank patch")
     nearest_normal: NearestNormalPatch
 
@@ -46,9 +48,13 @@ class QueryResponse(BaseModel):
     similar_normals: list[SimilarNormal]
     most_anomalous_patch: AnomalousPatch
     anomaly_map: str | None = Field(
-        default=None, description="base64 PNG heatmap over the centre crop; 2 x threshold is full scale"
+        default=None,
+        description="base64 PNG heatmap over the model's view (the whole image, or its centre crop, as the "
+        "category's field of view says), view_width x view_height; 2 x threshold is full scale",
     )
-    anomaly_map_size: int | None = None
+    field_of_view: str = Field(description="whole (the image, aspect ratio kept) or crop (its centre square)")
+    view_width: int = Field(description="width of the model's view in pixels (the anomaly map's width)")
+    view_height: int
     exact_searched_patches: int = Field(
         description="patches searched exactly after HNSW, worst-looking first, until none could be worse; at "
         "INSPECT_EXACT_RERANK the score may be an overestimate"

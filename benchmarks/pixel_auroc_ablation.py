@@ -50,7 +50,7 @@ def _area_mask(preprocess: Preprocess, sample: Sample) -> np.ndarray:
     if sample.mask is None:
         return np.zeros((preprocess.crop, preprocess.crop), dtype=bool)
     mask = Image.open(sample.mask).convert("L")
-    return np.asarray(preprocess._geometry(mask, Image.BOX)) > 127
+    return np.asarray(preprocess._apply(mask, Image.BOX)) > 127
 
 
 def main() -> None:
@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/ablation"), help="folder for the PNG")
     args = parser.parse_args()
 
-    config = PatchCoreConfig(backbone="resnet18", metric="l2")
+    config = PatchCoreConfig(backbone="resnet18", metric="l2", field_of_view="crop")
+    size = (config.crop, config.crop)
     preprocess = config.preprocess
     category = mvtec_category(args.data, args.category)
     embedder = Embedder.load(config, args.weights)
@@ -71,7 +72,7 @@ def main() -> None:
     train = torch.stack([e.features for e in embedder.embed_files(category.train, 16, "train features")])
     test = torch.stack([embedder.features(preprocess.tensor(open_image(s.path))[None])[0] for s in category.test])
     dim = train.shape[-1]
-    masks = np.stack([preprocess.mask(s.mask) for s in category.test])
+    masks = np.stack([preprocess.mask(s.mask, Image.open(s.path).size) for s in category.test])
 
     banks = {
         "default: hold-out 10%, coreset 10%": (in_bank, True),
@@ -86,14 +87,14 @@ def main() -> None:
         patches = train[images].reshape(-1, dim)
         bank = patches[greedy_coreset(patches, config.coreset_ratio, config.seed)] if subsample else patches
         scores = _patch_scores(test, bank)
-        maps = np.stack([scoring.anomaly_map(p, config.crop).numpy() for p in scores])
+        maps = np.stack([scoring.anomaly_map(p, size).numpy() for p in scores])
         rows.append((f"{name} ({bank.shape[0]:,} patches)", metrics.auroc(maps, masks), time.perf_counter() - started))
         print(f"{rows[-1][0]}: {rows[-1][1]:.5f}", flush=True)
         default_scores = default_scores or scores
     for sigma in (2.0, 3.0, 6.0):
-        maps = np.stack([scoring.anomaly_map(p, config.crop, sigma).numpy() for p in default_scores])
+        maps = np.stack([scoring.anomaly_map(p, size, sigma).numpy() for p in default_scores])
         rows.append((f"default bank, blur sigma {sigma:g}", metrics.auroc(maps, masks), 0.0))
-    maps = np.stack([scoring.anomaly_map(p, config.crop).numpy() for p in default_scores])
+    maps = np.stack([scoring.anomaly_map(p, size).numpy() for p in default_scores])
     area = np.stack([_area_mask(preprocess, s) for s in category.test])
     rows.append(("default bank, masks by area majority", metrics.auroc(maps, area), 0.0))
 

@@ -22,6 +22,7 @@ from patchcore import PatchCoreError
 from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
 from patchcore.datasets import Category, folder_category, mvtec_categories, mvtec_category
 from patchcore.evaluation import Evaluation, evaluate
+from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
 from patchcore.scoring import METRICS
 from patchcore.threshold import labelled_threshold
@@ -58,8 +59,29 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "default: download torchvision's ImageNet weights",
     )
     weights.add_argument("--random-weights", action="store_true", help="random weights: shape and speed tests only")
-    parser.add_argument("--resize", type=int, default=256, help="shorter side after resizing (default %(default)s)")
-    parser.add_argument("--crop", type=int, default=224, help="centre crop size (default %(default)s)")
+    parser.add_argument(
+        "--field-of-view",
+        choices=FIELDS_OF_VIEW,
+        default="whole",
+        help="whole: the whole image, aspect ratio kept, at --pixels; crop: the centre --crop square of the image "
+        "resized to --resize on its shorter side (default %(default)s)",
+    )
+    parser.add_argument(
+        "--pixels",
+        type=int,
+        default=224 * 224,
+        help="whole field of view: pixels of the model's view (default 224x224)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        help="whole field of view: compute features in tiles of this many pixels (multiple of 16) when the view is "
+        "larger, so large images at a large --pixels fit in memory (default 0: one pass)",
+    )
+    parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of tiles in pixels (default 32)")
+    parser.add_argument("--resize", type=int, default=256, help="crop: shorter side after resizing (default 256)")
+    parser.add_argument("--crop", type=int, default=224, help="crop: centre crop size (default %(default)s)")
     parser.add_argument(
         "--metric",
         choices=METRICS,
@@ -156,8 +178,12 @@ def _config(args: argparse.Namespace) -> PatchCoreConfig:
     return PatchCoreConfig(
         backbone=args.backbone,
         layers=tuple(args.layers.split(",")),
+        field_of_view=args.field_of_view,
         resize=args.resize,
         crop=args.crop,
+        pixels=args.pixels,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
         metric=args.metric,
         coreset_ratio=args.coreset_ratio,
         num_neighbors=args.neighbors,

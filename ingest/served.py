@@ -50,7 +50,8 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
 
         def exact(path: Path) -> Scored:
             prediction = exact_prediction(embedded(path), bank.embeddings, model.config)
-            return Scored(prediction.score, prediction.anomaly_map(model.config.crop).numpy())
+            size = tuple(s * inspector.embedder.extractor.stride for s in embedded(path).shape[:2])
+            return Scored(prediction.score, prediction.anomaly_map(size).numpy())
 
         searched: list[int] = []
 
@@ -58,7 +59,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
             features_ = embedded(path)
             inspection = inspector.inspect_features(connections, features_, top_k=1, ef_search=ef_search)
             searched.append(inspection.reranked)
-            return Scored(inspection.score, inspection.anomaly_map(model.config.crop))
+            return Scored(inspection.score, inspection.anomaly_map())
 
         preprocess = model.config.preprocess
         target = model.config.false_alarm_rate

@@ -15,3 +15,7 @@ class ImageError(PatchCoreError):
 
 class ImageTooLargeError(ImageError):
     """The image has more pixels than allowed; raised from the header, before decoding."""
+
+
+class ImageShapeError(ImageError):
+    """The image's shape is outside what a field of view takes (an extreme aspect ratio); raised before resizing."""

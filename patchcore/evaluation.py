@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from patchcore import metrics
@@ -18,7 +19,7 @@ from patchcore.images import Preprocess
 
 @dataclass
 class Scored:
-    """One scored image: its image score and its (crop, crop) anomaly map."""
+    """One scored image: its image score and its anomaly map over the view (height, width)."""
 
     score: float
     anomaly_map: np.ndarray
@@ -26,7 +27,9 @@ class Scored:
 
 @dataclass
 class Evaluation:
-    """Scores, maps and ground truth of a test split, and the metrics computed from them."""
+    """Scores, maps and ground truth of a test split, and the metrics computed from them. ``maps`` and ``masks`` are
+    in the view's geometry; ``whole_maps`` and ``whole_masks`` over the whole image (the same arrays for the whole
+    field of view; a crop's map is zero outside the crop), so fields of view compare like for like."""
 
     samples: list[Sample]
     scores: np.ndarray
@@ -34,6 +37,8 @@ class Evaluation:
     masks: np.ndarray
     threshold: float
     seconds: float
+    whole_maps: np.ndarray
+    whole_masks: np.ndarray
     figures: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -63,28 +68,44 @@ def evaluate(
     false_alarm_target: float,
     description: str = "evaluate",
 ) -> Evaluation:
-    """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) where every defect has a
-    mask (``None`` where not), and the verdict's figures at ``threshold`` beside the best any threshold reaches
-    (:func:`patchcore.threshold.operating_point`)."""
+    """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) in the view and over the
+    whole image where every defect has a mask (``None`` where not), and the verdict's figures at ``threshold``
+    beside the best any threshold reaches (:func:`patchcore.threshold.operating_point`)."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
-    scores, maps, masks = [], [], []
+    scores, maps, masks, whole_maps, whole_masks = [], [], [], [], []
     for sample in tqdm(samples, desc=description, unit="img", dynamic_ncols=True):
         result = score(sample.path)
+        with Image.open(sample.path) as image:
+            size = image.size
         scores.append(result.score)
         maps.append(result.anomaly_map.astype(np.float32))
-        masks.append(preprocess.mask(sample.mask))
+        masks.append(preprocess.mask(sample.mask, size))
+        whole_maps.append(preprocess.whole_image_map(maps[-1], size))
+        whole_masks.append(preprocess.whole.mask(sample.mask, size))
+    if len({m.shape for m in maps}) > 1:
+        raise ValueError(f"the test images give views of different sizes ({sorted({m.shape for m in maps})}): "
+                         "one size per category is evaluated")  # fmt: skip
     evaluation = Evaluation(
-        samples, np.array(scores), np.stack(maps), np.stack(masks), threshold, time.perf_counter() - started
-    )
+        samples, np.array(scores), np.stack(maps), np.stack(masks), threshold, time.perf_counter() - started,
+        np.stack(whole_maps), np.stack(whole_masks),
+    )  # fmt: skip
     labels = evaluation.labels
     pixel = evaluation.has_masks
-    evaluation.figures = {
-        "image_auroc": metrics.auroc(evaluation.scores, labels),
-        "pixel_auroc": metrics.auroc(evaluation.maps, evaluation.masks) if pixel else None,
-        "pro": metrics.pro_auc(evaluation.maps, evaluation.masks) if pixel else None,
-    }
+    evaluation.figures = {"image_auroc": metrics.auroc(evaluation.scores, labels)}
+    if pixel:
+        evaluation.figures["pixel_auroc"] = metrics.auroc(evaluation.maps, evaluation.masks)
+        evaluation.figures["pro"] = metrics.pro_auc(evaluation.maps, evaluation.masks)
+        whole = preprocess.field_of_view == "whole"
+        evaluation.figures["pixel_auroc_whole_image"] = (
+            evaluation.figures["pixel_auroc"] if whole else metrics.auroc(evaluation.whole_maps, evaluation.whole_masks)
+        )
+        evaluation.figures["pro_whole_image"] = (
+            evaluation.figures["pro"] if whole else metrics.pro_auc(evaluation.whole_maps, evaluation.whole_masks)
+        )
+    else:
+        evaluation.figures.update(pixel_auroc=None, pro=None, pixel_auroc_whole_image=None, pro_whole_image=None)
     evaluation.set_threshold(threshold, false_alarm_target)
     if not pixel:
         evaluation.figures["pixel_metrics"] = "absent: not every defective test image has a ground-truth mask"

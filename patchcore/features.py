@@ -6,13 +6,15 @@ layers are resized bilinearly onto the grid of the shallowest, and the channels 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from patchcore.backbone import TruncatedResNet
+
+STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 
 
 def aggregate(layer_outputs: dict[str, torch.Tensor], layers: tuple[str, ...]) -> torch.Tensor:
@@ -24,7 +26,8 @@ def aggregate(layer_outputs: dict[str, torch.Tensor], layers: tuple[str, ...]) -
 
 
 class PatchFeatureExtractor(nn.Module):
-    """Backbone plus aggregation: images (B, 3, S, S) to patch features (B, H, W, D)."""
+    """Backbone plus aggregation: images (B, 3, H, W) to patch features (B, H / s, W / s, D), ``s`` the stride of
+    the first used layer (8 for layer2)."""
 
     def __init__(self, network: TruncatedResNet) -> None:
         super().__init__()
@@ -35,6 +38,10 @@ class PatchFeatureExtractor(nn.Module):
         self.layers = network.layers
 
     @property
+    def stride(self) -> int:
+        return STRIDES[self.layers[0]]
+
+    @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
@@ -43,13 +50,41 @@ class PatchFeatureExtractor(nn.Module):
         features = aggregate(self.network(images.to(self.device, memory_format=torch.channels_last)), self.layers)
         return features.permute(0, 2, 3, 1).contiguous().float().cpu()
 
-    def batches(self, tensors: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
-        """Features of a stream of (3, S, S) tensors, ``batch_size`` at a time, in order."""
-        batch: list[torch.Tensor] = []
-        for tensor in tensors:
-            batch.append(tensor)
-            if len(batch) == batch_size:
-                yield self(torch.stack(batch))
-                batch = []
-        if batch:
-            yield self(torch.stack(batch))
+    def tiled(self, image: torch.Tensor, tile: int, overlap: int, batch_size: int = 8) -> torch.Tensor:
+        """(H / s, W / s, D) features of one (3, H, W) image computed tile by tile, so the backbone's memory is that
+        of one ``tile`` x ``tile`` batch whatever the image's size. Tiles overlap by ``overlap`` pixels; each patch
+        takes its features from the tile in which it lies furthest from the border (the cut is in the middle of the
+        overlap), so every patch has ``overlap / 2`` pixels of real context on each side, not a tile's padding."""
+        _, height, width = image.shape
+        rows, cols = _starts(height, tile, overlap), _starts(width, tile, overlap)
+        boxes = [(top, left) for top in rows for left in cols]
+        size = (min(tile, height), min(tile, width))
+        parts = [
+            self(torch.stack([image[:, t : t + size[0], c : c + size[1]] for t, c in boxes[i : i + batch_size]]))
+            for i in range(0, len(boxes), batch_size)
+        ]
+        features = torch.cat(parts)
+        stride = self.stride
+        out = torch.empty(height // stride, width // stride, features.shape[-1])
+        row_cuts, col_cuts = _cuts(rows, size[0], height), _cuts(cols, size[1], width)
+        for (top, left), part in zip(boxes, features, strict=True):
+            (r0, r1), (c0, c1) = row_cuts[top], col_cuts[left]
+            out[r0 // stride : r1 // stride, c0 // stride : c1 // stride] = part[
+                (r0 - top) // stride : (r1 - top) // stride, (c0 - left) // stride : (c1 - left) // stride
+            ]
+        return out
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Where tiles of ``tile`` start along a side of ``length``, ``overlap`` apart; the last ends at the side."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return [*starts, length - tile]
+
+
+def _cuts(starts: list[int], tile: int, length: int) -> dict[int, tuple[int, int]]:
+    """The span each tile provides: from the middle of its overlap with the tile before to the middle of its
+    overlap with the tile after."""
+    bounds = [0] + [(nxt + start + tile) // 2 for start, nxt in itertools.pairwise(starts)] + [length]
+    return {start: (bounds[i], bounds[i + 1]) for i, start in enumerate(starts)}

@@ -1,4 +1,5 @@
-"""Reading images of any common mode into RGB, and the resize / centre-crop / normalise transform.
+"""Reading images of any common mode into RGB, and the field of view: what part of an image the model sees, at
+what size, and where each of its pixels lies in the original.
 
 Factories use 8-bit RGB, 16-bit grayscale TIFFs, palette PNGs and RGBA screenshots alike; every one of them is
 turned into 8-bit RGB here so the backbone always sees the distribution it was trained on.
@@ -8,18 +9,25 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from patchcore.errors import ImageError, ImageTooLargeError
+from patchcore.errors import ImageError, ImageShapeError, ImageTooLargeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+ORIENTATION = 0x0112  # the EXIF tag
+FIELDS_OF_VIEW = ("whole", "crop")
+ALIGN = 16  # view sides are multiples of the deepest used stride (layer3: 16), so every layer's grid is exact
+MIN_SIDE = 32
+MAX_ASPECT = 16.0
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -27,7 +35,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
         if image.mode == "F":
             top = max(float(array.max(initial=0)), 1.0)
@@ -38,10 +46,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int | None = None) -> Image.Image:
-    """Decode ``source`` (a path or the bytes of an upload) into an RGB image.
+def open_image(
+    source: str | Path | bytes,
+    name: str | None = None,
+    max_pixels: int | None = None,
+    accept: Callable[[int, int], object] | None = None,
+) -> Image.Image:
+    """Decode ``source`` (a path or the bytes of an upload) into an RGB image, turned upright by its EXIF
+    orientation (as a phone or camera meant it).
 
-    ``max_pixels`` is checked from the header, before the pixels are decoded, so a decompression bomb costs nothing.
+    Only PNG, JPEG, BMP and TIFF decoders are used (Pillow knows dozens, each one more surface for a crafted file).
+    ``max_pixels`` is checked from the header, before the pixels are decoded, so a decompression bomb costs nothing
+    (Pillow's own bomb check, which may answer first, is reported the same way); so is ``accept(width, height)``,
+    which raises for a shape the caller cannot use (see :meth:`Preprocess.view`). Animated and multi-page images
+    are refused: which frame shows the part is not ours to guess.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
     if isinstance(source, bytes):
@@ -55,62 +73,141 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+            image = Image.open(stream, formats=FORMATS)
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"{label}: {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}"
                 )
+            if getattr(image, "is_animated", False):
+                raise ImageError(f"{label}: an animated or multi-page image; send a single still frame")
+            if accept is not None:
+                accept(width, height)
             image.load()
-    except ImageTooLargeError:
+            if image.getexif().get(ORIENTATION, 1) != 1:
+                image = ImageOps.exif_transpose(image)
+    except (ImageTooLargeError, ImageShapeError):
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"{label}: more pixels than the decoder accepts ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{label}: not a recognised image (PNG, JPEG, BMP or TIFF expected)") from exc
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: cannot decode the image ({exc})") from exc
     return _to_rgb(image)
 
 
 @dataclass(frozen=True)
-class Preprocess:
-    """Resize the shorter side to ``resize`` then centre-crop ``crop``: the geometry masks and maps share."""
+class View:
+    """Where the model's view of one image lies: the image is resized to ``resized`` (width, height), then the view
+    is the ``width`` x ``height`` window at (``left``, ``top``) of it (the whole of it in the ``whole`` field of
+    view). View pixel (x, y) is original pixel ((x + left) / scale_x, (y + top) / scale_y)."""
 
+    width: int
+    height: int
+    resized: tuple[int, int]
+    left: int
+    top: int
+    scale_x: float
+    scale_y: float
+
+    def to_original(self, x: float, y: float) -> tuple[float, float]:
+        return (x + self.left) / self.scale_x, (y + self.top) / self.scale_y
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The field of view of a category.
+
+    ``whole`` (the default for new fits): the whole image, aspect ratio kept, resized so that it holds about
+    ``pixels`` pixels, each side a multiple of 16: a 452x184 strip becomes 352x144 at 224x224's budget, a 22x9 patch
+    grid; nothing is cut away. ``crop``: the shorter side resized to ``resize``, then the centre ``crop`` x ``crop``
+    square (the paper's and anomalib's geometry; a strip keeps only its middle). Either way an image more elongated
+    than ``MAX_ASPECT`` (16:1) is refused before any pixel is resized: its resize would cost out of all proportion
+    (a 10000x2 PNG of a few hundred bytes needed a 1,280,000 x 256 resize in the crop geometry)."""
+
+    field_of_view: str = "whole"
     resize: int = 256
     crop: int = 224
+    pixels: int = 224 * 224
 
     def __post_init__(self) -> None:
+        if self.field_of_view not in FIELDS_OF_VIEW:
+            raise ValueError(f"field of view must be one of {FIELDS_OF_VIEW}, got {self.field_of_view!r}")
         if self.crop > self.resize:
             raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        if self.pixels < MIN_SIDE * MIN_SIDE:
+            raise ValueError(f"a field of view of {self.pixels} pixels is too small; at least {MIN_SIDE**2}")
 
-    def _geometry(self, image: Image.Image, resample: Image.Resampling) -> Image.Image:
-        width, height = image.size
-        scale = self.resize / min(width, height)
-        size = (max(self.crop, round(width * scale)), max(self.crop, round(height * scale)))
-        image = image.resize(size, resample, reducing_gap=None)
-        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
-        return image.crop((left, top, left + self.crop, top + self.crop))
+    def view(self, width: int, height: int) -> View:
+        """The view of a ``width`` x ``height`` image; refuses extreme aspect ratios (``ImageShapeError``)."""
+        if width < 1 or height < 1:
+            raise ImageShapeError(f"a {width}x{height} image has no pixels to inspect")
+        aspect = max(width, height) / min(width, height)
+        if aspect > MAX_ASPECT:
+            raise ImageShapeError(
+                f"a {width}x{height} image has an aspect ratio of {aspect:.0f}:1; at most {MAX_ASPECT:.0f}:1 is "
+                "inspected (cut long parts into pieces of at most that ratio)"
+            )
+        if self.field_of_view == "crop":
+            scale = self.resize / min(width, height)
+            size = (max(self.crop, round(width * scale)), max(self.crop, round(height * scale)))
+            left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
+            return View(self.crop, self.crop, size, left, top, size[0] / width, size[1] / height)
+        scale = (self.pixels / (width * height)) ** 0.5
+        size = tuple(max(MIN_SIDE, round(side * scale / ALIGN) * ALIGN) for side in (width, height))
+        return View(size[0], size[1], size, 0, 0, size[0] / width, size[1] / height)
+
+    def _apply(self, image: Image.Image, resample: Image.Resampling) -> Image.Image:
+        view = self.view(*image.size)
+        image = image.resize(view.resized, resample, reducing_gap=None)
+        if view.resized == (view.width, view.height):
+            return image
+        return image.crop((view.left, view.top, view.left + view.width, view.top + view.height))
 
     def cropped(self, image: Image.Image) -> Image.Image:
-        """The RGB crop the model sees, for drawing heatmaps over."""
-        return self._geometry(image, Image.BILINEAR)
+        """The RGB view the model sees, for drawing heatmaps over."""
+        return self._apply(image, Image.BILINEAR)
 
     def tensor(self, image: Image.Image) -> torch.Tensor:
-        """The normalised (3, crop, crop) float tensor fed to the backbone."""
+        """The normalised (3, height, width) float tensor of the view, fed to the backbone."""
         array = np.asarray(self.cropped(image), dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array).permute(2, 0, 1)
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         return (tensor - mean) / std
 
-    def mask(self, path: Path | None) -> np.ndarray:
-        """A ground-truth mask in the same geometry as the anomaly map; no mask means all normal."""
+    def mask(self, path: Path | None, size: tuple[int, int]) -> np.ndarray:
+        """A ground-truth mask of an image of ``size`` (width, height) in the view's geometry; none: all normal."""
         if path is None:
-            return np.zeros((self.crop, self.crop), dtype=bool)
+            view = self.view(*size)
+            return np.zeros((view.height, view.width), dtype=bool)
         mask = Image.open(path).convert("L")
-        return np.asarray(self._geometry(mask, Image.NEAREST)) > 127
+        return np.asarray(self._apply(mask, Image.NEAREST)) > 127
+
+    @property
+    def whole(self) -> Preprocess:
+        """The whole field of view at the same pixel budget: the common geometry in which every field of view's
+        anomaly map is compared over the whole image."""
+        return replace(self, field_of_view="whole")
+
+    def whole_image_map(self, view_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``view_map`` of an image of ``size`` (width, height) placed in :attr:`whole`'s geometry: identical for
+        the whole field of view; a crop's map is resized into the crop's place, zero (normal) around it."""
+        if self.field_of_view == "whole":
+            return view_map
+        view, target = self.view(*size), self.whole.view(*size)
+        x0, y0 = view.to_original(0, 0)
+        x1, y1 = view.to_original(view.width, view.height)
+        left, top = round(x0 * target.scale_x), round(y0 * target.scale_y)
+        right = max(left + 1, round(x1 * target.scale_x))
+        bottom = max(top + 1, round(y1 * target.scale_y))
+        placed = torch.nn.functional.interpolate(
+            torch.from_numpy(np.ascontiguousarray(view_map, dtype=np.float32))[None, None],
+            size=(bottom - top, right - left),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0].numpy()
+        whole = np.zeros((target.height, target.width), dtype=np.float32)
+        whole[top:bottom, left:right] = placed[: target.height - top, : target.width - left]
+        return whole

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, wei
 from patchcore.coreset import coreset_size, greedy_coreset
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
-from patchcore.images import Preprocess, open_image
+from patchcore.images import ALIGN, Preprocess, open_image
 from patchcore.scoring import Metric
 
 
@@ -32,8 +32,12 @@ class PatchCoreConfig:
 
     backbone: str = "wide_resnet50_2"
     layers: tuple[str, ...] = ("layer2", "layer3")
+    field_of_view: str = "whole"
     resize: int = 256
     crop: int = 224
+    pixels: int = 224 * 224
+    tile: int = 0
+    tile_overlap: int = 32
     metric: Metric = "l2"
     coreset_ratio: float = 0.1
     num_neighbors: int = 9
@@ -49,7 +53,11 @@ class PatchCoreConfig:
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError("holdout fraction must be in [0, 1)")
         threshold.check_rate(self.false_alarm_rate)
-        Preprocess(self.resize, self.crop)
+        Preprocess(self.field_of_view, self.resize, self.crop, self.pixels)
+        if self.tile and (self.tile < 64 or self.tile % ALIGN or self.tile_overlap % ALIGN):
+            raise ValueError(f"tile ({self.tile}) must be at least 64 and, like its overlap, a multiple of {ALIGN}")
+        if self.tile and not 0 <= self.tile_overlap < self.tile:
+            raise ValueError(f"tile overlap {self.tile_overlap} must be at least 0 and less than the tile")
         coreset_size(1, self.coreset_ratio)
 
     @property
@@ -58,7 +66,7 @@ class PatchCoreConfig:
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.resize, self.crop)
+        return Preprocess(self.field_of_view, self.resize, self.crop, self.pixels)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "layers": list(self.layers), "embedding_dim": self.embedding_dim}
@@ -94,7 +102,8 @@ class Prediction:
     score: float
     patch_scores: torch.Tensor
 
-    def anomaly_map(self, size: int) -> torch.Tensor:
+    def anomaly_map(self, size: tuple[int, int]) -> torch.Tensor:
+        """The (height, width) map over the view."""
         return scoring.anomaly_map(self.patch_scores, size)
 
 
@@ -162,7 +171,31 @@ class Embedder:
         return cls(config, load_extractor(config, weights, device))
 
     def features(self, tensors: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, D) features of (B, 3, h, w) views: in one pass, or tile by tile when the category tiles and
+        the view is larger than a tile."""
+        tile = self.config.tile
+        if tile and max(tensors.shape[-2:]) > tile:
+            return torch.stack([self.extractor.tiled(t, tile, self.config.tile_overlap) for t in tensors])
         return self.extractor(tensors)
+
+    def batches(self, tensors: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
+        """Features of a stream of (3, H, W) tensors of one size, ``batch_size`` at a time, in order."""
+        batch: list[torch.Tensor] = []
+        first: torch.Size | None = None
+        for tensor in tensors:
+            first = first or tensor.shape
+            if tensor.shape != first:
+                raise ValueError(
+                    f"images of one category must share a view size: {tuple(first[1:])} and "
+                    f"{tuple(tensor.shape[1:])}; give the training images one size (the whole field of view keeps "
+                    "each image's aspect ratio)"
+                )
+            batch.append(tensor)
+            if len(batch) == batch_size:
+                yield self.features(torch.stack(batch))
+                batch = []
+        if batch:
+            yield self.features(torch.stack(batch))
 
     def embed_files(self, paths: list[Path], batch_size: int, description: str) -> Iterator[Embedded]:
         """Features of each file in order, with a progress bar (count and rate)."""
@@ -179,7 +212,7 @@ class Embedder:
 
         done = 0
         with tqdm(total=len(paths), desc=description, unit="img", dynamic_ncols=True) as bar:
-            for batch in self.extractor.batches(tensors(), batch_size):
+            for batch in self.batches(tensors(), batch_size):
                 for features in batch:
                     yield Embedded(features, records[done])
                     done += 1
@@ -294,6 +327,6 @@ def exact_scorer(model: FittedModel, embedder: Embedder) -> Callable[[Path], Sco
     def score(path: Path) -> Scored:
         tensor = embedder.preprocess.tensor(open_image(path))
         prediction = model.score(embedder.features(tensor[None])[0])
-        return Scored(prediction.score, prediction.anomaly_map(model.config.crop).numpy())
+        return Scored(prediction.score, prediction.anomaly_map(tuple(tensor.shape[1:])).numpy())
 
     return score

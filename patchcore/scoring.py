@@ -162,9 +162,9 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
-def anomaly_map(patch_grid: torch.Tensor, size: int, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """(H, W) patch scores to a (size, size) map: bilinear upsampling, then a separable Gaussian blur."""
-    upsampled = F.interpolate(patch_grid[None, None].float(), size=(size, size), mode="bilinear", align_corners=False)
+def anomaly_map(patch_grid: torch.Tensor, size: tuple[int, int], sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """(H, W) patch scores to a ``size`` (height, width) map: bilinear upsampling, then a separable Gaussian blur."""
+    upsampled = F.interpolate(patch_grid[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)
     kernel = _gaussian_kernel(sigma)
     pad = kernel.numel() // 2
     blurred = F.conv2d(F.pad(upsampled, (pad, pad, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))

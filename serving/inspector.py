@@ -49,11 +49,13 @@ class Inspection:
     patch_scores: torch.Tensor
     worst: dict
     similar: list[dict]
+    view_size: tuple[int, int] = (0, 0)
     timings_ms: dict[str, float] = field(default_factory=dict)
     reranked: int = 0
 
-    def anomaly_map(self, size: int) -> np.ndarray:
-        return scoring.anomaly_map(self.patch_scores, size).numpy()
+    def anomaly_map(self) -> np.ndarray:
+        """The (height, width) map over the view the model saw."""
+        return scoring.anomaly_map(self.patch_scores, self.view_size).numpy()
 
 
 def resolve_weights(model: StoredModel, settings: Settings) -> str | None:
@@ -163,7 +165,8 @@ class Inspector:
         result = self.search(connections, features, top_k, ef_search)
         searched = time.perf_counter()
         config = self.model.config
-        height, width = self.model.grid
+        height, width = features.shape[:2]
+        stride = self.embedder.extractor.stride
         patches = features.reshape(-1, features.shape[-1]).float()
         reranked = rerank_worst(
             torch.from_numpy(result.distances),
@@ -197,6 +200,7 @@ class Inspector:
             threshold_similarity=self.threshold_similarity,
             is_anomalous=score > self.model.threshold,
             patch_scores=patch_scores.reshape(height, width),
+            view_size=(height * stride, width * stride),
             worst=worst,
             similar=result.similar,
             timings_ms={

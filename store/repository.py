@@ -112,8 +112,9 @@ def save_model(
             """
             INSERT INTO models (category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors,
                 holdout_fraction, false_alarm_rate, seed, embedding_dim, grid_height, grid_width, weights,
-                weights_sha256, threshold, memory_bank_size, evaluation, timings, threshold_policy)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                weights_sha256, threshold, memory_bank_size, evaluation, timings, threshold_policy, field_of_view,
+                pixels, tile, tile_overlap)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             RETURNING id
             """,
             (
@@ -138,6 +139,10 @@ def save_model(
                 json.dumps(evaluation),
                 json.dumps(model.timings),
                 json.dumps(model.threshold_policy),
+                config.field_of_view,
+                config.pixels,
+                config.tile,
+                config.tile_overlap,
             ),
         )
         model_id = cursor.fetchone()[0]
@@ -270,17 +275,19 @@ _MODEL_COLUMNS = """
     m.id, c.id, c.name, m.backbone, m.layers, m.resize, m.crop, m.metric, m.coreset_ratio, m.num_neighbors,
     m.holdout_fraction, m.false_alarm_rate, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
     m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text, coalesce(m.bank_model_id, m.id),
-    m.threshold_policy
+    m.threshold_policy, m.field_of_view, m.pixels, m.tile, m.tile_overlap
 """
 
 
 def _stored(row: tuple) -> StoredModel:
     model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, rate, seed = row[:13]
+    weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at = row[13:22]
+    bank_id, policy, field_of_view, pixels, tile, tile_overlap = row[22:]
     config = PatchCoreConfig(
-        backbone=backbone, layers=tuple(layers), resize=resize, crop=crop, metric=metric, coreset_ratio=ratio,
+        backbone=backbone, layers=tuple(layers), field_of_view=field_of_view, resize=resize, crop=crop,
+        pixels=pixels, tile=tile, tile_overlap=tile_overlap, metric=metric, coreset_ratio=ratio,
         num_neighbors=b, holdout_fraction=holdout, false_alarm_rate=rate, seed=seed,
     )  # fmt: skip
-    weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at, bank_id, policy = row[13:]
     return StoredModel(
         id=model_id, category_id=category_id, category=name, config=config, weights=weights,
         weights_sha256=weights_sha256, threshold=threshold, grid=(height, width), memory_bank_size=size,

@@ -16,7 +16,7 @@ from store.repository import StoredModel, log_change
 _COPIED = (
     "category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors, holdout_fraction, "
     "seed, embedding_dim, grid_height, grid_width, weights, weights_sha256, memory_bank_size, "
-    "timings, fitted_at"
+    "timings, fitted_at, field_of_view, pixels, tile, tile_overlap"
 )
 
 

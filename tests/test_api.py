@@ -356,3 +356,87 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
         assert bad.status_code == status and words in bad.json()["detail"], bad.text
     missing = api.put("/categories/no_such_thing/threshold", json={"value": 1.0})
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_category"
+
+
+def test_hostile_uploads_get_clear_errors_and_the_service_keeps_answering(api):
+    """Every file of the crafted corpus (tests/hostile_corpus.py) gets its documented answer in well under a second,
+    never a 500, and a good image is judged right afterwards."""
+    from tests.hostile_corpus import corpus
+
+    for case in corpus():
+        started = time.perf_counter()
+        response = _post(api, data=case.data, **case.form)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == case.status, (case.name, response.text)
+        if case.error:
+            body = response.json()
+            assert body["error"] == case.error and case.words in body["detail"], (case.name, body)
+            assert elapsed < 2.0, (case.name, elapsed)
+    sideways = _post(api, data=next(c.data for c in corpus() if c.name == "EXIF-rotated JPEG")).json()
+    assert (sideways["view_width"], sideways["view_height"]) == (224, 224) and not sideways["is_anomalous"]
+    after = _post(api, GOOD)
+    assert after.status_code == 200 and after.json()["is_anomalous"] is False
+
+
+def test_bodies_that_are_not_uploads_get_clear_errors(api):
+    as_json = api.post("/query", json={"category": "bottle"})
+    assert as_json.status_code == 422 and "file" in as_json.json()["detail"]
+    broken = api.post(
+        "/query", content=b"--xyz\r\nnot a part", headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
+    assert broken.status_code == 400 and broken.json()["error"] == "invalid_body", broken.text
+    assert "multipart/form-data" in broken.json()["detail"]
+    missing = api.get("/no/such/page")
+    assert missing.status_code == 404 and missing.json()["error"] == "http_error"
+
+
+def test_an_oversized_upload_reaches_every_common_client_as_its_413(api):
+    """The body is read (up to 64 MB) and thrown away before the answer, so clients that send it whole still hear
+    413 JSON rather than a reset connection. The API under test has a 2,000,000-byte limit."""
+    import http.client
+    import json
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    url = str(api.base_url)
+    payload = os.urandom(3_000_000)
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="category"\r\n\r\nbottle\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    answers = {}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        response = client.post("/query", content=body, headers=headers)
+        answers["httpx"] = (response.status_code, response.json())
+        chunked = client.post("/query", content=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+                              headers=headers)  # fmt: skip
+        answers["httpx chunked"] = (chunked.status_code, chunked.json())
+    try:
+        urllib.request.urlopen(urllib.request.Request(url + "/query", data=body, headers=headers), timeout=60)
+    except urllib.error.HTTPError as error:
+        answers["urllib"] = (error.code, json.loads(error.read()))
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", "/query", body=body, headers=headers)
+    reply = connection.getresponse()
+    answers["http.client"] = (reply.status, json.loads(reply.read()))
+    if shutil.which("curl"):
+        out = subprocess.run(
+            ["curl", "-s", "-w", "\n%{http_code}", "-F", "category=bottle", "-F", "file=@-;filename=big.png",
+             url + "/query"],
+            input=payload, capture_output=True, timeout=60,
+        )  # fmt: skip
+        text, _, code = out.stdout.decode().rpartition("\n")
+        answers["curl"] = (int(code), json.loads(text))
+    assert len(answers) >= 4
+    for client, (status, answer) in answers.items():
+        assert status == 413 and answer["error"] == "file_too_large" and "2000000" in answer["detail"], (client, answer)
+    assert _post(api, GOOD).status_code == 200

@@ -57,3 +57,29 @@ def test_a_failed_download_says_how_to_pass_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(type(weights), "url", property(lambda self: "http://127.0.0.1:9/resnet18.pth"))
     with pytest.raises(WeightsError, match="--weights"):
         load_backbone("resnet18", ("layer2", "layer3"), None)
+
+
+def test_tiles_cover_every_patch_once_and_match_one_pass():
+    from patchcore.features import _cuts, _starts
+    from patchcore.images import Preprocess, open_image
+    from tests.conftest import BOTTLE
+
+    for length, tile, overlap in ((448, 224, 32), (640, 224, 64), (224, 224, 32), (160, 224, 32), (464, 128, 48)):
+        starts = _starts(length, tile, overlap)
+        spans = _cuts(starts, min(tile, length), length)
+        covered = [p for s in starts for p in range(*spans[s])]
+        assert covered == list(range(length)), (length, tile, overlap)
+        assert all(s <= spans[s][0] and spans[s][1] <= s + min(tile, length) for s in starts)  # inside its tile
+
+    extractor = PatchFeatureExtractor(load_backbone("resnet18", ("layer2", "layer3"), WEIGHTS))
+    view = Preprocess("whole", pixels=448 * 448).tensor(open_image(BOTTLE / "test" / "good" / "000.png"))
+    assert view.shape == (3, 448, 448)
+    whole = extractor(view[None])[0]
+    assert torch.equal(extractor.tiled(view, 448, 32), whole)  # one tile: the one pass itself
+    tiled = extractor.tiled(view, 224, 64)
+    assert tiled.shape == whole.shape == (56, 56, 384)
+    similarity = torch.nn.functional.cosine_similarity(tiled, whole, dim=-1)
+    assert similarity.mean() > 0.95 and similarity.min() > 0.6, (similarity.mean(), similarity.min())
+    error = (tiled - whole).norm(dim=-1).mean()
+    shifted = (tiled[:, 1:] - whole[:, :-1]).norm(dim=-1).mean()
+    assert error < shifted / 3, (error, shifted)  # each patch sits at its own place, not a neighbour's

@@ -51,9 +51,40 @@ def test_pixel_limit_is_checked_before_decoding():
 
 
 def test_preprocess_geometry_is_shared_by_images_and_masks():
-    preprocess = Preprocess(256, 224)
+    preprocess = Preprocess("crop", 256, 224)
     tensor = preprocess.tensor(open_image(GOOD))
     assert tensor.shape == (3, 224, 224)
     assert abs(float(tensor.mean())) < 3
-    mask = preprocess.mask(BOTTLE / "ground_truth" / "broken_large" / "000_mask.png")
+    mask = preprocess.mask(BOTTLE / "ground_truth" / "broken_large" / "000_mask.png", (900, 900))
     assert mask.shape == (224, 224) and mask.dtype == bool and 0 < mask.mean() < 0.5
+
+
+def test_exif_orientation_is_applied_and_odd_modes_decode():
+    from tests.hostile_corpus import float_tiff_with_nan, rotated_jpeg
+
+    upright = open_image(rotated_jpeg())
+    assert upright.size == (256, 256)
+    reference = np.asarray(Image.open(GOOD).convert("RGB").resize((256, 256)), dtype=np.float32)
+    assert np.abs(np.asarray(upright, dtype=np.float32) - reference).mean() < 8  # not sideways (JPEG noise only)
+    floats = np.asarray(open_image(float_tiff_with_nan()))
+    assert floats.dtype == np.uint8 and floats[:4, :4].max() == 0 and floats.mean() > 20
+
+
+def test_the_field_of_view_keeps_the_whole_part_and_refuses_extreme_shapes():
+    from patchcore.errors import ImageShapeError
+
+    whole = Preprocess("whole")
+    view = whole.view(452, 184)
+    assert (view.width, view.height) == (352, 144) and view.width % 16 == view.height % 16 == 0
+    assert view.to_original(352, 144) == pytest.approx((452, 184))
+    crop = Preprocess("crop").view(452, 184)
+    assert crop.width == crop.height == 224 and crop.to_original(0, 0)[0] == pytest.approx(145.2, abs=0.5)
+    for shape in ((10000, 2), (40_000_000, 1), (1, 17)):
+        with pytest.raises(ImageShapeError, match="aspect ratio"):
+            whole.view(*shape)
+        with pytest.raises(ImageShapeError, match="aspect ratio"):
+            Preprocess("crop").view(*shape)
+    placed = Preprocess("crop").whole_image_map(np.ones((224, 224), np.float32), (452, 184))
+    assert placed.shape == (144, 352)
+    columns = np.flatnonzero(placed.max(0) > 0)
+    assert 110 <= columns[0] <= 120 and 230 <= columns[-1] <= 240  # the middle 36% of the strip, nothing else

@@ -36,12 +36,12 @@ def test_cosine_distance_is_what_pgvector_computes():
 
 
 def test_anomaly_map_keeps_a_flat_map_flat_and_has_the_input_size():
-    flat = scoring.anomaly_map(torch.full((28, 28), 0.5), 224)
+    flat = scoring.anomaly_map(torch.full((28, 28), 0.5), (224, 224))
     assert flat.shape == (224, 224)
     assert torch.allclose(flat, torch.full_like(flat, 0.5), atol=1e-5)
     spot = torch.zeros(28, 28)
     spot[14, 14] = 1.0
-    blurred = scoring.anomaly_map(spot, 224)
+    blurred = scoring.anomaly_map(spot, (224, 224))
     row, col = divmod(int(torch.argmax(blurred)), 224)
     assert abs(row - 116) <= 4 and abs(col - 116) <= 4
     assert blurred.max() < 1.0

@@ -1,0 +1,43 @@
+"""The field of view of each model: the whole image (aspect ratio kept, at a pixel budget, optionally computed tile by
+tile) or the centre crop. Models stored before it were fitted on the centre crop, and keep it.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-23
+"""
+
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def _view() -> None:
+    op.execute("DROP VIEW IF EXISTS active_models")
+    op.execute(
+        "CREATE VIEW active_models AS SELECT c.name AS category, m.* "
+        "FROM categories c JOIN models m ON m.id = c.active_model_id"
+    )
+
+
+def upgrade() -> None:
+    op.execute(
+        "ALTER TABLE models ADD COLUMN field_of_view text NOT NULL DEFAULT 'crop' "
+        "CHECK (field_of_view IN ('whole', 'crop'))"
+    )
+    op.execute("ALTER TABLE models ADD COLUMN pixels integer NOT NULL DEFAULT 50176 CHECK (pixels >= 1024)")
+    op.execute("ALTER TABLE models ADD COLUMN tile integer NOT NULL DEFAULT 0 CHECK (tile >= 0)")
+    op.execute("ALTER TABLE models ADD COLUMN tile_overlap integer NOT NULL DEFAULT 32 CHECK (tile_overlap >= 0)")
+    for column in ("field_of_view", "pixels", "tile", "tile_overlap"):
+        op.execute(f"ALTER TABLE models ALTER COLUMN {column} DROP DEFAULT")
+    _view()
+
+
+def downgrade() -> None:
+    op.execute("DROP VIEW IF EXISTS active_models")
+    op.execute("DELETE FROM models WHERE field_of_view <> 'crop'")
+    for column in ("field_of_view", "pixels", "tile", "tile_overlap"):
+        op.execute(f"ALTER TABLE models DROP COLUMN {column}")
+    _view()
