@@ -25,6 +25,7 @@ import numpy as np
 from patchcore import threshold as thresholds
 from patchcore.datasets import mvtec_category
 from patchcore.evaluation import evaluate
+from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
 
 TARGETS = (0.01, 0.02, 0.05)
@@ -36,9 +37,9 @@ def former_rule(held_out: list[float], sigmas: float = 3.0) -> float:
     return max(float(scores.mean() + sigmas * scores.std(ddof=1)), float(scores.max()))
 
 
-def rows_for(root: Path, name: str, weights: str, out: Path) -> list[dict]:
+def rows_for(root: Path, name: str, weights: str, out: Path, field_of_view: str) -> list[dict]:
     category = mvtec_category(root, name)
-    config = PatchCoreConfig(backbone="resnet18")
+    config = PatchCoreConfig(backbone="resnet18", field_of_view=field_of_view)
     embedder = Embedder.load(config, weights)
     model = fit(config, category.train, weights, embedder=embedder)
     evaluation = evaluate(category.test, exact_scorer(model, embedder), config.preprocess, model.threshold, 0.02)
@@ -78,7 +79,7 @@ def rows_for(root: Path, name: str, weights: str, out: Path) -> list[dict]:
     axis.legend(fontsize=7)
     figure.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out / f"threshold_{name}.png", dpi=110)
+    figure.savefig(out / f"threshold_{name}{'' if field_of_view == 'crop' else '_' + field_of_view}.png", dpi=110)
     plt.close(figure)
     return rows
 
@@ -88,11 +89,12 @@ def main() -> None:
     parser.add_argument("--weights", required=True, help="ResNet-18 weights file")
     parser.add_argument("--set", action="append", required=True, help="ROOT:CATEGORY, MVTec AD layout (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the PNG plots go")
+    parser.add_argument("--field-of-view", choices=FIELDS_OF_VIEW, default="crop", help="(default %(default)s)")
     args = parser.parse_args()
     rows = []
     for item in args.set:
         root, _, name = item.rpartition(":")
-        rows += rows_for(Path(root), name, args.weights, args.out)
+        rows += rows_for(Path(root), name, args.weights, args.out, args.field_of_view)
     print(
         "\n| set | rule | threshold | F1 | recall | false alarms on good test images | best F1 (any threshold) | "
         "best F1 with false alarms within the target |"

@@ -24,7 +24,9 @@ from patchcore.model import PatchCoreConfig, fit
 from store import repository
 from store.database import connect
 from store.migrate import upgrade
-from tests.conftest import BOTTLE, MVTEC, ROOT, WEIGHTS
+from tests.conftest import BOTTLE, MVTEC, ROOT, SHARED, WEIGHTS
+
+NON_SQUARE = SHARED / "datasets" / "non_square"
 
 BROKEN = BOTTLE / "test" / "broken_large" / "000.png"
 GOOD = BOTTLE / "test" / "good" / "000.png"
@@ -440,3 +442,25 @@ def test_an_oversized_upload_reaches_every_common_client_as_its_413(api):
     for client, (status, answer) in answers.items():
         assert status == 413 and answer["error"] == "file_too_large" and "2000000" in answer["detail"], (client, answer)
     assert _post(api, GOOD).status_code == 200
+
+
+def test_a_non_square_category_answers_in_its_own_geometry(api, database):
+    """A 452x184 strip is seen whole (352x144, a 22x9 grid): the heatmap has the strip's aspect ratio and the most
+    anomalous patch is placed in the uploaded image's own pixels."""
+    strips = NON_SQUARE / "bsdata_ballscrew"
+    model = fit(PatchCoreConfig(backbone="resnet18"), sorted((strips / "train" / "good").glob("*.png"))[:12],
+                str(WEIGHTS))  # fmt: skip
+    assert model.grid == (18, 44) and model.config.field_of_view == "whole"
+    with connect(database[1]) as connection:
+        repository.save_model(connection, "strips", model, {}, Settings())
+    image = sorted((strips / "test" / "defect").glob("*.png"))[0]
+    response = _post(api, image, category="strips", heatmap="true")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["field_of_view"], body["view_width"], body["view_height"]) == ("whole", 352, 144)
+    heat = Image.open(io.BytesIO(base64.b64decode(body["anomaly_map"])))
+    assert heat.size == (352, 144)
+    patch = body["most_anomalous_patch"]
+    assert 0 <= patch["row"] < 18 and 0 <= patch["col"] < 44
+    assert (patch["view_x"], patch["view_y"]) == (patch["col"] * 8 + 4, patch["row"] * 8 + 4)
+    assert patch["x"] == int(patch["view_x"] * 452 / 352) and patch["y"] == int(patch["view_y"] * 184 / 144)
