@@ -13,6 +13,7 @@ COPY ingest ./ingest
 COPY store ./store
 COPY serving ./serving
 COPY app ./app
+COPY revisions ./revisions
 COPY config ./config
 COPY migrations ./migrations
 RUN pip install --upgrade pip && pip install .

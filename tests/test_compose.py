@@ -47,8 +47,11 @@ def test_credentials_come_from_the_environment_only():
         if "=" in line and line[0] != "#"
     )
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "DATASET_DIR"} <= set(example)
-    for name in ("patchcore", "ingest", "store", "serving", "app", "config", "migrations"):
-        assert f"COPY {name} ./{name}" in (ROOT / "Dockerfile").read_text()
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for name in {p.split(".")[0] for p in packages}:  # every package pip installs must be in the image
+        assert f"COPY {name} ./{name}" in (ROOT / "Dockerfile").read_text(), name
     assert 'CMD ["uvicorn", "app.main:app"' in (ROOT / "Dockerfile").read_text()
 
 
