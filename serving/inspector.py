@@ -47,9 +47,9 @@ class Inspection:
     threshold_similarity: float
     is_anomalous: bool
     patch_scores: torch.Tensor
+    view_size: tuple[int, int]
     worst: dict
     similar: list[dict]
-    view_size: tuple[int, int] = (0, 0)
     timings_ms: dict[str, float] = field(default_factory=dict)
     reranked: int = 0
 
