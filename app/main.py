@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 import torch
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,10 +35,11 @@ from app.services import DatabaseUnavailable, Services, UnknownCategory
 from config import get_settings
 from patchcore import ImageError, WeightsError
 from patchcore.errors import ImageShapeError, ImageTooLargeError
+from patchcore.features import STRIDES
 from patchcore.images import open_image
 from revisions.threshold import set_threshold
 from serving.inspector import ModelReplaced
-from store import repository, versions
+from store import pictures, repository, versions
 
 log = logging.getLogger("app")
 
@@ -293,6 +297,66 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
         "previous_threshold": previous.threshold,
         "threshold_policy": new.threshold_policy,
     }
+
+
+IMMUTABLE = "public, max-age=31536000, immutable"  # a stored image never changes: a new fit stores new ids
+
+
+def _stored_view(request: Request, image_id: int) -> pictures.StoredView:
+    view = _services(request).run(pictures.image_view, image_id)
+    if view is None:
+        raise HTTPException(
+            404, {"error": "unknown_image", "detail": f"no stored image {image_id}; image ids come from /query answers"}
+        )
+    return view
+
+
+def _image_response(request: Request, data: bytes, media_type: str) -> Response:
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": IMMUTABLE, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=media_type, headers=headers)
+
+
+@app.get(
+    "/images/{image_id}",
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "the image as the model saw it"}},
+    response_class=Response,
+    summary="A stored good image, as the model saw it (its view), from the database",
+)
+def image(request: Request, image_id: int) -> Response:
+    view = _stored_view(request, image_id)
+    return _image_response(request, view.data, view.media_type)
+
+
+@app.get(
+    "/images/{image_id}/patch",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the patch's neighbourhood"}},
+    response_class=Response,
+    summary="The square of a stored image around one patch of its grid (row, col as /query names them)",
+)
+def image_patch(
+    request: Request,
+    image_id: int,
+    row: Annotated[int, Query(ge=0, description="patch grid row")],
+    col: Annotated[int, Query(ge=0, description="patch grid column")],
+    size: Annotated[int, Query(ge=8, le=512, description="side of the square in view pixels")] = 64,
+) -> Response:
+    view = _stored_view(request, image_id)
+    stride = STRIDES[view.first_layer]
+    rows, cols = view.height // stride, view.width // stride
+    if row >= rows or col >= cols:
+        raise HTTPException(
+            422, {"error": "invalid_request", "detail": f"row {row}, col {col} is outside the {rows}x{cols} patch grid"}
+        )
+    centre_x, centre_y = (col + 0.5) * stride, (row + 0.5) * stride
+    left = int(min(max(centre_x - size / 2, 0), max(view.width - size, 0)))
+    top = int(min(max(centre_y - size / 2, 0), max(view.height - size, 0)))
+    crop = Image.open(io.BytesIO(view.data)).crop((left, top, left + size, top + size))
+    buffer = io.BytesIO()
+    crop.save(buffer, format="PNG")
+    return _image_response(request, buffer.getvalue(), "image/png")
 
 
 @app.get("/health", response_model=Health, summary="The process answers")

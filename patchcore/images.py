@@ -97,6 +97,13 @@ def open_image(
     return _to_rgb(image)
 
 
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    """A small JPEG of an RGB image, for people to look at (a 224x224 view is 8-15 KB)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True)
 class View:
     """Where the model's view of one image lies: the image is resized to ``resized`` (width, height), then the view
@@ -171,7 +178,12 @@ class Preprocess:
 
     def tensor(self, image: Image.Image) -> torch.Tensor:
         """The normalised (3, height, width) float tensor of the view, fed to the backbone."""
-        array = np.asarray(self.cropped(image), dtype=np.float32) / 255.0
+        return self.normalised(self.cropped(image))
+
+    @staticmethod
+    def normalised(view: Image.Image) -> torch.Tensor:
+        """The backbone's tensor of a view already made by :meth:`cropped`."""
+        array = np.asarray(view, dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array).permute(2, 0, 1)
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)

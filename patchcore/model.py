@@ -22,7 +22,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, wei
 from patchcore.coreset import coreset_size, greedy_coreset
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
-from patchcore.images import ALIGN, Preprocess, open_image
+from patchcore.images import ALIGN, Preprocess, jpeg, open_image
 from patchcore.scoring import Metric
 
 
@@ -85,6 +85,7 @@ class ImageRecord:
     width: int
     height: int
     score: float | None = None
+    view_jpeg: bytes | None = None  # the view the model saw, so people can see it without the dataset
 
 
 @dataclass
@@ -205,10 +206,10 @@ class Embedder:
             for path in paths:
                 data = path.read_bytes()
                 image = open_image(data, name=str(path))
-                records.append(
-                    ImageRecord(path.name, "train", hashlib.sha256(data).hexdigest(), image.width, image.height)
-                )
-                yield self.preprocess.tensor(image)
+                view = self.preprocess.cropped(image)
+                digest = hashlib.sha256(data).hexdigest()
+                records.append(ImageRecord(path.name, "train", digest, image.width, image.height, None, jpeg(view)))
+                yield self.preprocess.normalised(view)
 
         done = 0
         with tqdm(total=len(paths), desc=description, unit="img", dynamic_ncols=True) as bar:

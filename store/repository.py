@@ -9,6 +9,7 @@ partitions when it plans the statement.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import weakref
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import torch
+from PIL import Image
 from psycopg import sql
 
 from config import Settings
@@ -171,6 +173,16 @@ def save_model(
                     embeddings[i],
                 )
                 for i, r in enumerate(model.images)
+            ),
+        )
+        _copy_rows(
+            cursor,
+            "COPY image_views (image_id, media_type, width, height, data) FROM STDIN (FORMAT BINARY)",
+            ["int8", "text", "int4", "int4", "bytea"],
+            (
+                (image_ids[i], "image/jpeg", *Image.open(io.BytesIO(r.view_jpeg)).size, r.view_jpeg)
+                for i, r in enumerate(model.images)
+                if r.view_jpeg is not None
             ),
         )
         # The memory bank is loaded and indexed as a table of its own, and attached to ``patches`` only at the end:

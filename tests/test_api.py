@@ -464,3 +464,35 @@ def test_a_non_square_category_answers_in_its_own_geometry(api, database):
     assert 0 <= patch["row"] < 18 and 0 <= patch["col"] < 44
     assert (patch["view_x"], patch["view_y"]) == (patch["col"] * 8 + 4, patch["row"] * 8 + 4)
     assert patch["x"] == int(patch["view_x"] * 452 / 352) and patch["y"] == int(patch["view_y"] * 184 / 144)
+
+
+def test_good_images_are_served_from_the_database_with_cache_headers(api, database):
+    """The training images a verdict points at are shown from PostgreSQL (no dataset folder needed): the whole view
+    and the patch the most anomalous patch was compared with."""
+    body = _post(api, BROKEN).json()
+    nearest = body["most_anomalous_patch"]["nearest_normal"]
+    whole = api.get(f"/images/{nearest['image_id']}")
+    assert whole.status_code == 200 and whole.headers["content-type"] == "image/jpeg"
+    assert "immutable" in whole.headers["cache-control"] and whole.headers["etag"]
+    picture = Image.open(io.BytesIO(whole.content))
+    assert picture.size == (224, 224) and 2_000 < len(whole.content) < 40_000
+    stored = np.asarray(picture.convert("L"), dtype=np.float32)
+    source = MVTEC / "bottle" / "train" / "good" / nearest["file_name"]
+    expected = np.asarray(Image.open(source).convert("L").resize((224, 224), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(stored - expected).mean() < 4  # the same picture, JPEG noise aside
+    again = api.get(f"/images/{nearest['image_id']}", headers={"If-None-Match": whole.headers["etag"]})
+    assert again.status_code == 304
+    patch = api.get(f"/images/{nearest['image_id']}/patch", params={"row": nearest["row"], "col": nearest["col"]})
+    assert patch.status_code == 200 and patch.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(patch.content)).size == (64, 64)
+    outside = api.get(f"/images/{nearest['image_id']}/patch", params={"row": 28, "col": 0})
+    assert outside.status_code == 422 and "28x28" in outside.json()["detail"]
+    missing = api.get("/images/999999999")
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_image"
+    with psycopg.connect(database[1]) as connection:
+        views, images = connection.execute(
+            "SELECT (SELECT count(*) FROM image_views v JOIN images i ON i.id = v.image_id WHERE i.model_id = %s), "
+            "(SELECT count(*) FROM images WHERE model_id = %s)",
+            (api.get("/categories/bottle").json()["memory_bank_model_id"],) * 2,
+        ).fetchone()
+    assert views == images == 209  # every good image, hold-out included
