@@ -7,13 +7,14 @@ import io
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -218,6 +219,8 @@ def _inspect(
         field_of_view=model.config.field_of_view,
         view_width=view.width,
         view_height=view.height,
+        view_box=[*view.to_original(0, 0), *view.to_original(view.width, view.height)],
+        patch_size=stride,
         exact_searched_patches=inspection.reranked,
         timings_ms=timings,
     )
@@ -357,6 +360,16 @@ def image_patch(
     buffer = io.BytesIO()
     crop.save(buffer, format="PNG")
     return _image_response(request, buffer.getvalue(), "image/png")
+
+
+PAGE = Path(__file__).parent / "static" / "inspect.html"
+
+
+@app.get("/", response_class=HTMLResponse, summary="The inspect page: a person's view of POST /query")
+def inspect_page() -> HTMLResponse:
+    """Plain HTML and JavaScript, no asset from elsewhere (an offline factory network is enough); it calls the
+    same endpoints as any client."""
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
 @app.get("/health", response_model=Health, summary="The process answers")

@@ -55,6 +55,10 @@ class QueryResponse(BaseModel):
     field_of_view: str = Field(description="whole (the image, aspect ratio kept) or crop (its centre square)")
     view_width: int = Field(description="width of the model's view in pixels (the anomaly map's width)")
     view_height: int
+    view_box: list[float] = Field(
+        description="where the view lies in the uploaded image: left, top, right, bottom in its pixels"
+    )
+    patch_size: int = Field(description="side of one patch grid cell in view pixels")
     exact_searched_patches: int = Field(
         description="patches searched exactly after HNSW, worst-looking first, until none could be worse; at "
         "INSPECT_EXACT_RERANK the score may be an overestimate"

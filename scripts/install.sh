@@ -15,3 +15,12 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --no-cache-dir -e ".[dev]"
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+# The page test drives Debian's Chromium through Playwright; no browser build is ever downloaded.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "install: Debian's chromium, for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "install: chromium is missing and this is not root: apt-get install -y chromium (the browser test needs it)" >&2
+  fi
+fi

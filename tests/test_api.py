@@ -496,3 +496,45 @@ def test_good_images_are_served_from_the_database_with_cache_headers(api, databa
             (api.get("/categories/bottle").json()["memory_bank_model_id"],) * 2,
         ).fetchone()
     assert views == images == 209  # every good image, hold-out included
+
+
+def test_the_inspect_page_in_a_real_browser(api, tmp_path):
+    """Debian's Chromium, driven by Playwright: the page lists the category, shows a broken bottle's verdict with
+    its heatmap, the nearest good patch and 10 good thumbnails that really loaded, a good bottle as normal, and the
+    API's own message for a text file. Writes the screenshot the README shows when INSPECT_SCREENSHOT names a file."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (scripts/install.sh installs it as root)"
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium, args=flags)
+        page = browser.new_page(viewport={"width": 1180, "height": 900})
+        page.goto(str(api.base_url) + "/")
+        page.wait_for_function("document.querySelectorAll('#category option').length > 0")
+        page.select_option("#category", "bottle")
+        page.set_input_files("#files", str(BROKEN))
+        page.wait_for_selector(".result .verdict")
+        assert page.inner_text(".result .verdict") == "DEFECT"
+        page.wait_for_function(
+            "[...document.querySelectorAll('.result img')].every((i) => i.complete && i.naturalWidth > 0)"
+        )
+        loaded = page.eval_on_selector_all(".result img.thumb", "(all) => all.map((i) => i.naturalWidth)")
+        assert len(loaded) == 10 and all(width > 0 for width in loaded)
+        assert page.eval_on_selector(".result img.heat", "(i) => i.naturalWidth") == 224
+        assert page.eval_on_selector(".result img.normal-patch", "(i) => i.naturalWidth") == 64
+        if os.environ.get("INSPECT_SCREENSHOT"):
+            page.screenshot(path=os.environ["INSPECT_SCREENSHOT"], full_page=True)
+        page.set_input_files("#files", str(GOOD))
+        page.wait_for_function("document.querySelectorAll('.result').length == 2")
+        assert page.inner_text(".result .verdict") == "NORMAL"  # the newest answer comes first
+        page.set_input_files("#files", str(text))
+        page.wait_for_selector(".api-error")
+        message = page.inner_text(".api-error")
+        assert message.startswith("415 unsupported_image") and "not a recognised image" in message
+        browser.close()
