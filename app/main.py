@@ -256,9 +256,10 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
             repository.image_counts(connection, model.bank_id),
             repository.patch_count(connection, model.bank_id),
             versions.changes(connection, model.category_id),
+            pictures.plot_names(connection, model.bank_id),
         )
 
-    model, images, patches, changes = _services(request).run(read)
+    model, images, patches, changes, plots = _services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
@@ -268,7 +269,29 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
         "evaluation": model.evaluation,
         "timings": model.timings,
         "changes": changes,
+        "plots": plots,
     }
+
+
+@app.get(
+    "/categories/{name}/plots/{plot}",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the plot"}},
+    response_class=Response,
+    summary="An evaluation plot of the category's fit (roc, scores, heatmaps, example), from the database",
+)
+def category_plot(
+    request: Request, name: Annotated[str, PathParam(**CATEGORY)], plot: Annotated[str, PathParam(**CATEGORY)]
+) -> Response:
+    def read(connection):
+        model = repository.active_model(connection, name)
+        if model is None:
+            raise UnknownCategory(name)
+        return pictures.plot(connection, model.bank_id, plot)
+
+    found = _services(request).run(read)
+    if found is None:
+        raise HTTPException(404, {"error": "unknown_plot", "detail": f"{name} has no plot {plot}; see its plots"})
+    return _image_response(request, found[1], found[0], "no-cache")
 
 
 @app.put(
@@ -314,9 +337,9 @@ def _stored_view(request: Request, image_id: int) -> pictures.StoredView:
     return view
 
 
-def _image_response(request: Request, data: bytes, media_type: str) -> Response:
+def _image_response(request: Request, data: bytes, media_type: str, cache: str = IMMUTABLE) -> Response:
     etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-    headers = {"Cache-Control": IMMUTABLE, "ETag": etag}
+    headers = {"Cache-Control": cache, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return Response(data, media_type=media_type, headers=headers)
@@ -362,14 +385,19 @@ def image_patch(
     return _image_response(request, buffer.getvalue(), "image/png")
 
 
-PAGE = Path(__file__).parent / "static" / "inspect.html"
+PAGES = Path(__file__).parent / "static"
 
 
 @app.get("/", response_class=HTMLResponse, summary="The inspect page: a person's view of POST /query")
 def inspect_page() -> HTMLResponse:
     """Plain HTML and JavaScript, no asset from elsewhere (an offline factory network is enough); it calls the
     same endpoints as any client."""
-    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+    return HTMLResponse((PAGES / "inspect.html").read_text(encoding="utf-8"))
+
+
+@app.get("/category", response_class=HTMLResponse, summary="The category page (?name=...): what a category knows")
+def category_page() -> HTMLResponse:
+    return HTMLResponse((PAGES / "category.html").read_text(encoding="utf-8"))
 
 
 @app.get("/health", response_model=Health, summary="The process answers")

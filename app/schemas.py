@@ -89,6 +89,7 @@ class CategoryDetail(CategorySummary):
     evaluation: dict
     timings: dict
     changes: list[dict] = Field(description="who made which version and how, newest first")
+    plots: list[str] = Field(description="evaluation plots drawn by the fit: GET /categories/{name}/plots/{plot}")
 
 
 class ThresholdRequest(BaseModel):

@@ -235,11 +235,13 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
     for category in _categories(args):
         model, evaluation = _fit_and_evaluate(args, category)
         result = report.build(category.name, model, evaluation)
+        folder = args.out / category.name
+        figures = report.write_plots(result, evaluation, model, folder)
         if store:
             from ingest.persist import store_model
 
-            result.update(store_model(category.name, model, result))
-        path = report.write(result, evaluation, model, args.out / category.name)
+            result.update(store_model(category.name, model, result, figures))
+        path = report.write(result, folder)
         rows[category.name] = result
         print(f"report: {path}", flush=True)
         if store and args.served and evaluation is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from config import get_settings
 from patchcore.model import FittedModel
 from store import repository
@@ -9,8 +11,9 @@ from store.database import connect, database_url
 from store.migrate import upgrade
 
 
-def store_model(category: str, model: FittedModel, report: dict) -> dict:
-    """Save ``model`` as ``category``'s active model in one transaction, retire the old one, verify the counts."""
+def store_model(category: str, model: FittedModel, report: dict, plots: list[Path]) -> dict:
+    """Save ``model`` as ``category``'s active model in one transaction, with its evaluation plots, retire the old
+    one, verify the counts."""
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
@@ -18,7 +21,8 @@ def store_model(category: str, model: FittedModel, report: dict) -> dict:
     with connect(url) as connection:
         connection.execute("SET application_name = 'patchcore-ingest'")
         connection.commit()
-        load = repository.save_model(connection, category, model, evaluation, settings)
+        figures = {path.stem: path.read_bytes() for path in plots}
+        load = repository.save_model(connection, category, model, evaluation, settings, plots=figures)
     with connect(url, autocommit=True) as connection:
         retired = repository.retire_old_models(connection, category)
         stored = repository.patch_count(connection, int(load["model_id"]))

@@ -89,13 +89,19 @@ def table(rows: dict[str, dict], keys: tuple[str, ...] = TABLE_KEYS) -> str:
     return "\n".join(lines)
 
 
-def write(report: dict, evaluation: Evaluation | None, model: FittedModel, folder: Path) -> Path:
-    """``folder/report.json`` and, with an evaluation, the plots beside it."""
+def write_plots(report: dict, evaluation: Evaluation | None, model: FittedModel, folder: Path) -> list[Path]:
+    """The evaluation's PNG plots in ``folder`` (none without an evaluation), listed in the report."""
     folder.mkdir(parents=True, exist_ok=True)
-    if evaluation is not None:
-        report["plots"] = [
-            str(p) for p in plots.write_all(evaluation, model.config.preprocess, folder, report["category"])
-        ]
+    if evaluation is None:
+        return []
+    paths = plots.write_all(evaluation, model.config.preprocess, folder, report["category"])
+    report["plots"] = [str(p) for p in paths]
+    return paths
+
+
+def write(report: dict, folder: Path) -> Path:
+    """``folder/report.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "report.json"
     path.write_text(json.dumps(report, indent=2))
     return path

@@ -1,4 +1,4 @@
-"""The stored views of good images: what people look at, read by id."""
+"""What people look at, from the database: the stored views of good images, and each model's evaluation plots."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ def image_view(connection: psycopg.Connection, image_id: int) -> StoredView | No
         (image_id,),
     ).fetchone()
     return StoredView(*row[:5], bytes(row[5]), row[6]) if row else None
+
+
+def plot_names(connection: psycopg.Connection, model_id: int) -> list[str]:
+    rows = connection.execute("SELECT name FROM model_plots WHERE model_id = %s ORDER BY name", (model_id,))
+    return [row[0] for row in rows.fetchall()]
+
+
+def plot(connection: psycopg.Connection, model_id: int, name: str) -> tuple[str, bytes] | None:
+    """(media type, bytes) of one plot of the model that owns a memory bank (plots are made by a fit)."""
+    row = connection.execute(
+        "SELECT media_type, data FROM model_plots WHERE model_id = %s AND name = %s", (model_id, name)
+    ).fetchone()
+    return (row[0], bytes(row[1])) if row else None

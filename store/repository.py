@@ -96,6 +96,7 @@ def save_model(
     evaluation: dict,
     settings: Settings,
     actor: str = "ingest",
+    plots: dict[str, bytes] | None = None,
 ) -> dict[str, float]:
     """Write ``model`` as the category's new active model, in ONE transaction.
 
@@ -185,6 +186,11 @@ def save_model(
                 if r.view_jpeg is not None
             ),
         )
+        for name, data in (plots or {}).items():
+            cursor.execute(
+                "INSERT INTO model_plots (model_id, name, media_type, data) VALUES (%s, %s, 'image/png', %s)",
+                (model_id, name, data),
+            )
         # The memory bank is loaded and indexed as a table of its own, and attached to ``patches`` only at the end:
         # attaching locks ``patches`` against other DDL but never against readers.
         partition = sql.Identifier(partition_name(model_id))

@@ -47,7 +47,8 @@ def database(tmp_path_factory, fitted):
     url = server.get_uri()
     upgrade(url)
     with connect(url) as connection:
-        repository.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings())
+        plots = {"scores": _png(320, 200)}  # a stand-in for the fit's plots: what is stored is what is shown
+        repository.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings(), plots=plots)
     yield server, url
     server.stop()
 
@@ -281,7 +282,9 @@ def test_a_reingested_category_is_served_from_its_new_model_without_a_restart(ap
     _, url = database
     before = _post(api, BROKEN).json()
     with connect(url) as connection:
-        new_id = repository.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings())["model_id"]
+        new_id = repository.save_model(
+            connection, "bottle", fitted, {"image_auroc": 1.0}, Settings(), plots={"scores": _png(320, 200)}
+        )["model_id"]
     with connect(url, autocommit=True) as connection:
         assert repository.retire_old_models(connection, "bottle") == 1
     after = _post(api, BROKEN)
@@ -537,4 +540,14 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.wait_for_selector(".api-error")
         message = page.inner_text(".api-error")
         assert message.startswith("415 unsupported_image") and "not a recognised image" in message
+
+        page.click("#details")
+        page.wait_for_selector("img.plot")
+        page.wait_for_function("[...document.querySelectorAll('img.plot')].every((i) => i.naturalWidth > 0)")
+        assert page.eval_on_selector("img.plot", "(i) => i.naturalWidth") == 320
+        text = page.inner_text("#content")
+        assert "false_alarm_rate" in text and "14740 patches" in text and "image auroc" in text
+        page.goto(str(api.base_url) + "/category?name=no_such_thing")
+        page.wait_for_selector(".error")
+        assert page.inner_text(".error").startswith("404 unknown_category")
         browser.close()

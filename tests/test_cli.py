@@ -47,6 +47,8 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
     with psycopg.connect(database_url) as connection:
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
+        plots = dict(connection.execute("SELECT name, length(data) FROM model_plots").fetchall())
+        assert set(plots) == {"roc", "scores", "heatmaps", "example"} and min(plots.values()) > 10_000
     uri = _ingest("db-uri", env={"DATABASE_URL": database_url})
     assert uri.stdout.strip() == database_url
     served = _ingest(
