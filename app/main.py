@@ -15,6 +15,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFi
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -226,6 +227,14 @@ def _inspect(
     )
 
 
+def _active(connection, name: str) -> repository.StoredModel:
+    """The category's active version, or the 404 that names it."""
+    model = repository.active_model(connection, name)
+    if model is None:
+        raise UnknownCategory(name)
+    return model
+
+
 def _summary(model: repository.StoredModel) -> dict:
     return {
         "name": model.category,
@@ -248,9 +257,7 @@ def categories(request: Request) -> list[dict]:
 @app.get("/categories/{name}", response_model=CategoryDetail, responses=ERRORS, summary="One category in full")
 def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
     def read(connection):
-        model = repository.active_model(connection, name)
-        if model is None:
-            raise UnknownCategory(name)
+        model = _active(connection, name)
         return (
             model,
             repository.image_counts(connection, model.bank_id),
@@ -283,9 +290,7 @@ def category_plot(
     request: Request, name: Annotated[str, PathParam(**CATEGORY)], plot: Annotated[str, PathParam(**CATEGORY)]
 ) -> Response:
     def read(connection):
-        model = repository.active_model(connection, name)
-        if model is None:
-            raise UnknownCategory(name)
+        model = _active(connection, name)
         return pictures.plot(connection, model.bank_id, plot)
 
     found = _services(request).run(read)
@@ -304,9 +309,7 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
     actor = f"api {request.client.host if request.client else 'unknown'}"
 
     def change(connection):
-        model = repository.active_model(connection, name)
-        if model is None:
-            raise UnknownCategory(name)
+        model = _active(connection, name)
         try:
             version = set_threshold(connection, model, actor, value=body.value, false_alarm_rate=body.false_alarm_rate)
         except ValueError as exc:
@@ -393,6 +396,9 @@ def inspect_page() -> HTMLResponse:
     """Plain HTML and JavaScript, no asset from elsewhere (an offline factory network is enough); it calls the
     same endpoints as any client."""
     return HTMLResponse((PAGES / "inspect.html").read_text(encoding="utf-8"))
+
+
+app.mount("/static", StaticFiles(directory=PAGES), name="static")
 
 
 @app.get("/category", response_class=HTMLResponse, summary="The category page (?name=...): what a category knows")
