@@ -17,7 +17,7 @@ def store_model(category: str, model: FittedModel, report: dict, plots: list[Pat
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
-    evaluation = {k: v for k, v in report.items() if k not in ("good_scores", "config", "threshold_policy")}
+    evaluation = {k: v for k, v in report.items() if k not in ("good_scores", "config", "threshold_policy", "plots")}
     with connect(url) as connection:
         connection.execute("SET application_name = 'patchcore-ingest'")
         connection.commit()

@@ -98,7 +98,7 @@ def open_image(
 
 
 def jpeg(image: Image.Image, quality: int = 90) -> bytes:
-    """A small JPEG of an RGB image, for people to look at (a 224x224 view is 8-15 KB)."""
+    """A small JPEG of an RGB image, for people to look at (bottle's 224x224 views: 8.9-9.8 KB)."""
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

@@ -86,6 +86,7 @@ class ImageRecord:
     height: int
     score: float | None = None
     view_jpeg: bytes | None = None  # the view the model saw, so people can see it without the dataset
+    view_size: tuple[int, int] | None = None  # its width and height
 
 
 @dataclass
@@ -208,7 +209,9 @@ class Embedder:
                 image = open_image(data, name=str(path))
                 view = self.preprocess.cropped(image)
                 digest = hashlib.sha256(data).hexdigest()
-                records.append(ImageRecord(path.name, "train", digest, image.width, image.height, None, jpeg(view)))
+                records.append(
+                    ImageRecord(path.name, "train", digest, image.width, image.height, None, jpeg(view), view.size)
+                )
                 yield self.preprocess.normalised(view)
 
         done = 0

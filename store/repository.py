@@ -9,7 +9,6 @@ partitions when it plans the statement.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import weakref
@@ -19,7 +18,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import torch
-from PIL import Image
 from psycopg import sql
 
 from config import Settings
@@ -181,7 +179,7 @@ def save_model(
             "COPY image_views (image_id, media_type, width, height, data) FROM STDIN (FORMAT BINARY)",
             ["int8", "text", "int4", "int4", "bytea"],
             (
-                (image_ids[i], "image/jpeg", *Image.open(io.BytesIO(r.view_jpeg)).size, r.view_jpeg)
+                (image_ids[i], "image/jpeg", *r.view_size, r.view_jpeg)
                 for i, r in enumerate(model.images)
                 if r.view_jpeg is not None
             ),

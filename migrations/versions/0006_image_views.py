@@ -1,6 +1,7 @@
 """The view of every stored good image, as the model saw it, so any API replica can show it without the dataset.
 
-One small JPEG per image (8-15 KB at 224x224), written in the same transaction as its model and gone with it.
+One small JPEG per image (bottle's 224x224 views: 8.9-9.8 KB), written in the same transaction as its model
+and gone with it.
 
 Revision ID: 0006
 Revises: 0005
