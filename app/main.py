@@ -26,8 +26,11 @@ from app.schemas import (
     AnomalousPatch,
     CategoryDetail,
     CategorySummary,
+    DefectsAdded,
     Error,
+    FeedbackResult,
     Health,
+    NormalsAdded,
     QueryResponse,
     Ready,
     ThresholdChange,
@@ -39,9 +42,12 @@ from patchcore import ImageError, WeightsError
 from patchcore.errors import ImageShapeError, ImageTooLargeError
 from patchcore.features import STRIDES
 from patchcore.images import open_image
+from revisions.defects import DefectUpload, add_defects, check_defect_type
+from revisions.normals import NeedsRefit, add_normals
 from revisions.threshold import set_threshold
+from revisions.uploads import Upload
 from serving.inspector import ModelReplaced
-from store import pictures, repository, versions
+from store import banks, changes, defects, images, models, pictures, versions
 
 log = logging.getLogger("app")
 
@@ -97,6 +103,11 @@ async def _unknown_category(_: Request, exc: UnknownCategory) -> JSONResponse:
 @app.exception_handler(versions.VersionConflict)
 async def _conflict(_: Request, exc: versions.VersionConflict) -> JSONResponse:
     return _error(409, "version_conflict", f"{exc}; read the category again and retry")
+
+
+@app.exception_handler(NeedsRefit)
+async def _needs_refit(_: Request, exc: NeedsRefit) -> JSONResponse:
+    return _error(409, "needs_refit", str(exc))
 
 
 @app.exception_handler(ImageTooLargeError)
@@ -223,23 +234,26 @@ def _inspect(
         view_box=[*view.to_original(0, 0), *view.to_original(view.width, view.height)],
         patch_size=stride,
         exact_searched_patches=inspection.reranked,
+        defect_type=inspection.defect.defect_type if inspection.defect else None,
+        defect_confidence=inspection.defect.confidence if inspection.defect else None,
+        nearest_defects=inspection.defect.nearest if inspection.defect else [],
         timings_ms=timings,
     )
 
 
-def _active(connection, name: str) -> repository.StoredModel:
+def _active(connection, name: str) -> models.StoredModel:
     """The category's active version, or the 404 that names it."""
-    model = repository.active_model(connection, name)
+    model = models.active_model(connection, name)
     if model is None:
         raise UnknownCategory(name)
     return model
 
 
-def _summary(model: repository.StoredModel) -> dict:
+def _summary(model: models.StoredModel) -> dict:
     return {
         "name": model.category,
         "model_id": model.id,
-        "memory_bank_model_id": model.bank_id,
+        "memory_bank_segments": list(model.bank_segments),
         "backbone": model.config.backbone,
         "embedding_dim": model.dim,
         "metric": model.config.metric,
@@ -251,7 +265,7 @@ def _summary(model: repository.StoredModel) -> dict:
 
 @app.get("/categories", response_model=list[CategorySummary], responses=ERRORS, summary="Fitted categories")
 def categories(request: Request) -> list[dict]:
-    return [_summary(m) for m in _services(request).run(repository.active_models)]
+    return [_summary(m) for m in _services(request).run(models.active_models)]
 
 
 @app.get("/categories/{name}", response_model=CategoryDetail, responses=ERRORS, summary="One category in full")
@@ -260,22 +274,25 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
         model = _active(connection, name)
         return (
             model,
-            repository.image_counts(connection, model.bank_id),
-            repository.patch_count(connection, model.bank_id),
-            versions.changes(connection, model.category_id),
-            pictures.plot_names(connection, model.bank_id),
+            images.image_counts(connection, model.bank_segments),
+            banks.patch_count(connection, model.bank_segments),
+            changes.changes(connection, model.category_id),
+            pictures.plot_names(connection, model.fit_id),
+            defects.library(connection, model.defect_segments),
         )
 
-    model, images, patches, changes, plots = _services(request).run(read)
+    model, counts, patches, log, plots, library = _services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
         "threshold_policy": model.threshold_policy,
-        "images": images,
+        "images": counts,
         "patches": patches,
+        "coverage_radius": model.coverage_radius,
+        "defect_library": library,
         "evaluation": model.evaluation,
         "timings": model.timings,
-        "changes": changes,
+        "changes": log,
         "plots": plots,
     }
 
@@ -291,12 +308,17 @@ def category_plot(
 ) -> Response:
     def read(connection):
         model = _active(connection, name)
-        return pictures.plot(connection, model.bank_id, plot)
+        return pictures.plot(connection, model.fit_id, plot)
 
     found = _services(request).run(read)
     if found is None:
         raise HTTPException(404, {"error": "unknown_plot", "detail": f"{name} has no plot {plot}; see its plots"})
     return _image_response(request, found[1], found[0], "no-cache")
+
+
+def _actor(request: Request) -> str:
+    """Who made a change, for the category's log."""
+    return f"api {request.client.host if request.client else 'unknown'}"
 
 
 @app.put(
@@ -306,7 +328,7 @@ def category_plot(
     summary="Set the threshold by value or false-alarm rate: a new version, no refit",
 )
 def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: ThresholdRequest) -> dict:
-    actor = f"api {request.client.host if request.client else 'unknown'}"
+    actor = _actor(request)
 
     def change(connection):
         model = _active(connection, name)
@@ -314,8 +336,8 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
             version = set_threshold(connection, model, actor, value=body.value, false_alarm_rate=body.false_alarm_rate)
         except ValueError as exc:
             raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
-        repository.retire_old_models(connection, name)
-        return model, repository.active_model(connection, name), version
+        models.retire_old_models(connection, name)
+        return model, models.active_model(connection, name), version
 
     previous, new, version = _services(request).run(change)
     return {
@@ -326,6 +348,137 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
         "previous_threshold": previous.threshold,
         "threshold_policy": new.threshold_policy,
     }
+
+
+def _teach(services: Services, name: str, work):
+    """``work(connection, inspector)`` on the category's active version as this server has it loaded; a request
+    the teaching code refuses (an empty mask, a bad defect type) is a 422 naming it."""
+    inspector = services.inspector(name, reload=True)
+
+    def run(connection):
+        try:
+            result = work(connection, inspector)
+        except ValueError as exc:
+            raise HTTPException(422, {"error": "invalid_request", "detail": str(exc)}) from exc
+        models.retire_old_models(connection, name)
+        return result
+
+    return services.run(run)
+
+
+def _add_normals(services: Services, name: str, uploads: list[Upload], recalibrate: bool, actor: str) -> dict:
+    def work(connection, inspector):
+        added = add_normals(
+            connection, inspector.model, inspector.bank, inspector.embedder, uploads, services.settings, actor,
+            recalibrate,
+        )  # fmt: skip
+        return added.as_dict()
+
+    return _teach(services, name, work)
+
+
+def _add_defects(services: Services, name: str, items: list[DefectUpload], actor: str) -> dict:
+    def work(connection, inspector):
+        return add_defects(
+            connection, inspector.model, inspector.bank, inspector.embedder, items, services.settings, actor
+        )
+
+    return _teach(services, name, work)
+
+
+@app.post(
+    "/categories/{name}/normals",
+    response_model=NormalsAdded,
+    responses=ERRORS,
+    summary="Add good images without a refit: a new version whose memory bank grows by what is new",
+)
+async def post_normals(
+    request: Request,
+    name: Annotated[str, PathParam(**CATEGORY)],
+    files: Annotated[list[UploadFile], File(description="one or more good images of the category")],
+    recalibrate: Annotated[
+        bool, Form(description="set the threshold again by the category's false-alarm rate, new images included")
+    ] = False,
+) -> dict:
+    services = _services(request)
+    limit = services.settings.max_upload_bytes
+    uploads = [
+        Upload(f.filename or f"upload {i + 1}", await _read_limited(f, limit), f"{_actor(request)}: {f.filename}")
+        for i, f in enumerate(files)
+    ]
+    return await run_in_threadpool(_add_normals, services, name, uploads, recalibrate, _actor(request))
+
+
+async def _defect_upload(request: Request, file: UploadFile, defect_type: str, mask: UploadFile | None) -> DefectUpload:
+    limit = _services(request).settings.max_upload_bytes
+    name = file.filename or "upload"
+    data = await _read_limited(file, limit)
+    mask_data = await _read_limited(mask, limit) if mask is not None and mask.filename else None
+    return DefectUpload(Upload(name, data, f"{_actor(request)}: {name}"), defect_type, mask_data)
+
+
+@app.post(
+    "/categories/{name}/defects",
+    response_model=DefectsAdded,
+    responses=ERRORS,
+    summary="Add a labelled defect example to the category's library: a new version",
+)
+async def post_defect(
+    request: Request,
+    name: Annotated[str, PathParam(**CATEGORY)],
+    file: Annotated[UploadFile, File(description="the defective part's image")],
+    defect_type: Annotated[str, Form(description="its type, e.g. crack or contamination")],
+    mask: Annotated[
+        UploadFile | None,
+        File(description="optional PNG of the image's size, the defect white; without it, the most anomalous patches"),
+    ] = None,
+) -> dict:
+    try:
+        check_defect_type(defect_type)
+    except ValueError as exc:
+        raise HTTPException(422, {"error": "invalid_request", "detail": str(exc)}) from exc
+    item = await _defect_upload(request, file, defect_type, mask)
+    return await run_in_threadpool(_add_defects, _services(request), name, [item], _actor(request))
+
+
+@app.post(
+    "/categories/{name}/feedback",
+    response_model=FeedbackResult,
+    responses=ERRORS,
+    summary="Say what an image really is: good adds it as a normal, a defect type adds it to the library",
+)
+async def post_feedback(
+    request: Request,
+    name: Annotated[str, PathParam(**CATEGORY)],
+    file: Annotated[UploadFile, File(description="the image that was judged")],
+    label: Annotated[str, Form(description="good, or the defect type it shows")],
+    mask: Annotated[UploadFile | None, File(description="optional defect mask (defect labels only)")] = None,
+) -> dict:
+    services = _services(request)
+    if label == "good":
+        upload = (await _defect_upload(request, file, label, None)).upload
+        result = await run_in_threadpool(_add_normals, services, name, [upload], False, _actor(request))
+        return {"label": label, "taught": "normal", "result": result}
+    try:
+        check_defect_type(label)
+    except ValueError as exc:
+        raise HTTPException(422, {"error": "invalid_request", "detail": f"label: {exc}"}) from exc
+    item = await _defect_upload(request, file, label, mask)
+    result = await run_in_threadpool(_add_defects, services, name, [item], _actor(request))
+    return {"label": label, "taught": "defect", "result": result}
+
+
+@app.get(
+    "/defects/{defect_id}",
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "the example as the model saw it"}},
+    response_class=Response,
+    summary="A known defect example of a library, as the model saw it, from the database",
+)
+def defect_image(request: Request, defect_id: int) -> Response:
+    found = _services(request).run(defects.example_view, defect_id)
+    if found is None:
+        raise HTTPException(404, {"error": "unknown_defect", "detail": f"no stored defect example {defect_id}"})
+    return _image_response(request, found[0], "image/jpeg")
 
 
 IMMUTABLE = "public, max-age=31536000, immutable"  # a stored image never changes: a new fit stores new ids
@@ -415,7 +568,7 @@ def health() -> dict:
 def ready(request: Request) -> JSONResponse:
     services = _services(request)
     try:
-        names = [m.category for m in services.run(repository.active_models)]
+        names = [m.category for m in services.run(models.active_models)]
         database = True
     except DatabaseUnavailable:
         names, database = services.loaded(), False

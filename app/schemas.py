@@ -36,6 +36,14 @@ class AnomalousPatch(BaseModel):
     nearest_normal: NearestNormalPatch
 
 
+class NearestDefect(BaseModel):
+    defect_id: int = Field(description="the stored example: GET /defects/{id} shows it")
+    defect_type: str
+    file_name: str
+    distance: float = Field(description="from one of the image's most anomalous patches to the example's nearest")
+    similarity: float
+
+
 class QueryResponse(BaseModel):
     category: str
     model_id: int
@@ -63,13 +71,27 @@ class QueryResponse(BaseModel):
         description="patches searched exactly after HNSW, worst-looking first, until none could be worse; at "
         "INSPECT_EXACT_RERANK the score may be an overestimate"
     )
+    defect_type: str | None = Field(
+        default=None,
+        description="the most likely known defect type of an anomalous image; null when it is normal, the library "
+        "is empty, or no known defect is nearer to its most anomalous patches than the good ones are",
+    )
+    defect_confidence: float | None = Field(
+        default=None, description="share of the image's most anomalous patches (up to 8) that voted for that type"
+    )
+    nearest_defects: list[NearestDefect] = Field(
+        default_factory=list, description="the closest known defect examples (anomalous images only)"
+    )
     timings_ms: dict[str, float]
 
 
 class CategorySummary(BaseModel):
     name: str
     model_id: int = Field(description="the active version: a new fit or a new threshold makes a new one")
-    memory_bank_model_id: int = Field(description="the version whose memory bank this one uses (itself after a fit)")
+    memory_bank_segments: list[int] = Field(
+        description="the versions whose patches make this version's memory bank: the fit, then each batch of added "
+        "normals (SELECT ... FROM patches WHERE model_id IN (...))"
+    )
     backbone: str
     embedding_dim: int
     metric: str
@@ -84,8 +106,12 @@ class CategoryDetail(CategorySummary):
         description="how the threshold was set (false_alarm_rate, labelled_f1, manual or the former sigma_rule) and "
         "what the good scores say of it: estimated and observed false-alarm rates, how many good scores"
     )
-    images: dict[str, int]
+    images: dict[str, int] = Field(description="good images per split: train, holdout, added (normals added later)")
     patches: int
+    coverage_radius: float | None = Field(
+        description="the fit's coreset radius: an added normal's patch this close to the bank is already covered"
+    )
+    defect_library: list[dict] = Field(description="known defect examples, newest first: GET /defects/{id}")
     evaluation: dict
     timings: dict
     changes: list[dict] = Field(description="who made which version and how, newest first")
@@ -114,6 +140,38 @@ class ThresholdChange(BaseModel):
     threshold: float
     previous_threshold: float
     threshold_policy: dict
+
+
+class NormalsAdded(BaseModel):
+    category: str
+    model_id: int = Field(description="the new version (the same one when every image was already known)")
+    previous_model_id: int
+    images_added: list[str]
+    duplicates: list[str] = Field(description="files already in the memory bank (same sha256): nothing added")
+    candidate_patches: int = Field(description="patches of the added images")
+    patches_added: int = Field(description="of those, the ones the bank did not cover (farther than its radius)")
+    memory_bank_size: int
+    threshold: float
+    previous_threshold: float
+    recalibrated: bool
+    scores: dict[str, float] = Field(description="each added image's score against the new bank without itself")
+    seconds: dict[str, float]
+
+
+class DefectsAdded(BaseModel):
+    category: str
+    model_id: int
+    previous_model_id: int
+    added: list[dict] = Field(description="file name, defect type, cells kept and where they came from")
+    skipped: list[str] = Field(description="examples already in the library (same file)")
+    defect_patches: int
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class FeedbackResult(BaseModel):
+    label: str
+    taught: str = Field(description="normal (the image joined the memory bank's images) or defect (the library)")
+    result: dict
 
 
 class Health(BaseModel):

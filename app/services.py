@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from config import Settings
 from serving.inspector import Inspector
-from store import repository
+from store import banks, models
 from store.database import configure, database_url
 from store.migrate import upgrade
 
@@ -55,8 +55,8 @@ class Services:
         self.pool.open(wait=False)
         try:
             self.ensure_schema()
-            models = self.run(repository.active_models)
-            for model in models[: self.settings.max_loaded_categories]:
+            active = self.run(models.active_models)
+            for model in active[: self.settings.max_loaded_categories]:
                 self.inspector(model.category)
         except DatabaseUnavailable as exc:
             log.warning("database not reachable at start (%s); will retry on each request", exc)
@@ -111,17 +111,19 @@ class Services:
                 self._inspectors.move_to_end(category)
                 return self._inspectors[category]
         for _ in range(3):
-            model = self.run(repository.active_model, category)
+            model = self.run(models.active_model, category)
             if model is None:
                 raise UnknownCategory(category)
             with self._lock:
                 current = self._inspectors.get(category)
                 if current is not None and current.model.id == model.id:
                     return current
-            # a version made without a refit (a new threshold) keeps the bank: the copy is kept too
-            same_bank = current is not None and current.model.bank_id == model.bank_id
+            # a version made without a refit keeps the bank's segments: the copy is kept, or extended with the
+            # segments of added normals
             try:
-                bank = current.bank if same_bank else self.run(repository.load_memory_bank, model)
+                bank = self.run(
+                    banks.load_memory_bank, model.bank_segments, model.dim, current.bank if current else None
+                )
             except LookupError:
                 continue  # retired by a re-ingest between the two reads: read the new active model
             with self._lock:

@@ -5,6 +5,8 @@ Subcommands:
   evaluate         fit and evaluate in memory only: no database involved
   evaluate-served  score the test split through the served pgvector path and the exact path, side by side
   threshold        set a category's threshold (a value, a false-alarm rate, or labelled images): a new version
+  add-normals      add good images to a fitted category without a refit: a new version
+  add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
   db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
   db-stop          stop the embedded PostgreSQL
 """
@@ -26,6 +28,7 @@ from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
 from patchcore.scoring import METRICS
 from patchcore.threshold import labelled_threshold
+from revisions.normals import NeedsRefit
 from store.versions import VersionConflict
 
 
@@ -157,6 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     threshold.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
+    normals = commands.add_parser("add-normals", help="add good images without a refit: a new version")
+    normals.add_argument("--category", required=True, help="the fitted category")
+    normals.add_argument("files", nargs="*", type=Path, help="good image files")
+    normals.add_argument("--folder", type=Path, help="a folder of good images")
+    normals.add_argument("--recalibrate", action="store_true", help="set the threshold again at its false-alarm rate")
+    normals.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
+
+    defects = commands.add_parser("add-defects", help="add labelled defect examples to the category's library")
+    defects.add_argument("--category", required=True, help="the fitted category")
+    source = defects.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data", type=Path, help="MVTec AD root: every defect of ROOT/<category>/test, with ground_truth masks"
+    )
+    source.add_argument("--image", type=Path, help="one defect image")
+    defects.add_argument("--defect-type", help="its type (with --data: only this type)")
+    defects.add_argument("--mask", type=Path, help="its mask (PNG, image's size, defect white); default: the model's")
+    defects.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
+
     commands.add_parser("db-uri", help="print the PostgreSQL URI in use (starts the embedded server if needed)")
     commands.add_parser("db-stop", help="stop the embedded PostgreSQL (its data stays in INSPECT_DATA_DIR)")
     return parser
@@ -229,7 +250,7 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
 
     rows = {}
     if store:
-        from store.repository import check_dimension
+        from store.models import check_dimension
 
         check_dimension(_config(args).embedding_dim)
     for category in _categories(args):
@@ -270,12 +291,20 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.threshold import run_threshold
 
             return run_threshold(args)
+        if args.command == "add-normals":
+            from ingest.teach import run_add_normals
+
+            return run_add_normals(args)
+        if args.command == "add-defects":
+            from ingest.teach import run_add_defects
+
+            return run_add_defects(args)
         if args.command == "db-uri":
             from store.database import database_url
 
             print(database_url(settings))
             return 0
-    except (PatchCoreError, FileNotFoundError, ValueError, VersionConflict) as exc:
+    except (PatchCoreError, FileNotFoundError, ValueError, VersionConflict, NeedsRefit) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "db-stop":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from config import get_settings
 from patchcore.model import FittedModel
-from store import repository
+from store import banks, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -22,10 +22,10 @@ def store_model(category: str, model: FittedModel, report: dict, plots: list[Pat
         connection.execute("SET application_name = 'patchcore-ingest'")
         connection.commit()
         figures = {path.stem: path.read_bytes() for path in plots}
-        load = repository.save_model(connection, category, model, evaluation, settings, plots=figures)
+        load = models.save_model(connection, category, model, evaluation, settings, plots=figures)
     with connect(url, autocommit=True) as connection:
-        retired = repository.retire_old_models(connection, category)
-        stored = repository.patch_count(connection, int(load["model_id"]))
+        retired = models.retire_old_models(connection, category)
+        stored = banks.patch_count(connection, [int(load["model_id"])])
     if stored != model.memory_bank.shape[0]:
         raise RuntimeError(f"{category}: {stored} patch rows stored, {model.memory_bank.shape[0]} expected")
     print(

@@ -18,7 +18,7 @@ from patchcore.evaluation import Scored, evaluate
 from patchcore.images import open_image
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector
-from store import repository
+from store import banks, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -36,10 +36,10 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         # as many connections as the API splits one query's search over, so the served timings are the API's
         connections = [stack.enter_context(connect(url, autocommit=True)) for _ in range(settings.search_connections)]
         connection = connections[0]
-        model = repository.active_model(connection, name)
+        model = models.active_model(connection, name)
         if model is None:
             raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")
-        bank = repository.load_memory_bank(connection, model)
+        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
         inspector = Inspector(model, bank, settings)
         features: dict[Path, torch.Tensor] = {}
 
@@ -103,7 +103,7 @@ def run_served(args: argparse.Namespace) -> int:
     names = args.category
     if not names:
         with connect(url) as connection:
-            names = [m.category for m in repository.active_models(connection)]
+            names = [m.category for m in models.active_models(connection)]
     for name in names:
         evaluate_served(name, mvtec_category(args.data, name), args.out / name, args.ef_search)
     return 0

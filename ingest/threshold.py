@@ -12,18 +12,18 @@ from patchcore.images import open_image
 from patchcore.model import exact_prediction
 from revisions.threshold import set_threshold
 from serving.inspector import Inspector
-from store import repository
+from store import banks, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
 
-def _labelled_scores(connection, model: repository.StoredModel, root) -> tuple[list[float], list[bool]]:
+def _labelled_scores(connection, model: models.StoredModel, root) -> tuple[list[float], list[bool]]:
     """Image scores of the category's labelled test split by the stored model (exact search over its bank, which
     the served path equals: its re-rank makes s* and eq. 7 exact)."""
     samples = mvtec_category(root, model.category).test
     if not samples:
         raise ValueError(f"{root / model.category / 'test'} holds no labelled images")
-    inspector = Inspector(model, repository.load_memory_bank(connection, model), get_settings())
+    inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
     scores = [
         exact_prediction(inspector.embed(open_image(s.path)), inspector.bank.embeddings, model.config).score
         for s in tqdm(samples, desc="labelled images", unit="img", dynamic_ncols=True)
@@ -35,7 +35,7 @@ def run_threshold(args: argparse.Namespace) -> int:
     url = database_url(get_settings())
     upgrade(url)
     with connect(url, autocommit=True) as connection:
-        model = repository.active_model(connection, args.category)
+        model = models.active_model(connection, args.category)
         if model is None:
             raise ValueError(f"category {args.category} is not in the database; run `python -m ingest fit` first")
         labelled = _labelled_scores(connection, model, args.labelled) if args.labelled else None
@@ -48,8 +48,8 @@ def run_threshold(args: argparse.Namespace) -> int:
             labelled=labelled,
             labelled_are_test=labelled is not None,
         )
-        repository.retire_old_models(connection, args.category)
-        new = repository.active_model(connection, args.category)
+        models.retire_old_models(connection, args.category)
+        new = models.active_model(connection, args.category)
     policy = new.threshold_policy
     print(
         f"{args.category}: version {version} (was {model.id}), threshold {model.threshold:.4f} -> {new.threshold:.4f} "

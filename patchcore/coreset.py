@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import torch
 
+from patchcore.scoring import ExactSearch
+
 PROJECTION_DIM = 128
 _FULL_SCAN_FRACTION = 0.4
 _PROJECTION_CHUNK = 65536
@@ -174,3 +176,25 @@ def coverage_radius(features: torch.Tensor, coreset: torch.Tensor, chunk: int = 
         d2 = (block * block).sum(1, keepdim=True) - 2 * block @ bank.T + bank_sq
         worst = max(worst, float(d2.min(1).values.clamp_min(0).max().sqrt()))
     return worst
+
+
+def extend_coreset(candidates: torch.Tensor, bank: ExactSearch, radius: float) -> torch.Tensor:
+    """Indices of the ``candidates`` (N, D) to add to a memory bank so that every candidate lies within ``radius``
+    of it, chosen by the same greedy k-center rule as the fit, in the full space and the bank's own metric.
+
+    A candidate already within ``radius`` of the bank (the fit's coreset radius: the largest distance from a
+    training patch to its nearest bank patch) is covered and adds nothing; of the rest, the farthest is added first
+    and covers its neighbours. The bank so stays a coreset of the same radius and grows only with what is new: a
+    second copy of an added image adds nothing."""
+    if candidates.shape[0] == 0 or bank.bank.shape[0] == 0:
+        return torch.arange(candidates.shape[0])
+    nearest = bank.nearest(candidates)[0][:, 0].clone()
+    chosen: list[int] = []
+    while True:
+        farthest = int(torch.argmax(nearest))
+        if float(nearest[farthest]) <= radius:
+            return torch.tensor(chosen, dtype=torch.long)
+        chosen.append(farthest)
+        added = ExactSearch(candidates[farthest][None], bank.metric).distances(candidates)[:, 0]
+        torch.minimum(nearest, added, out=nearest)
+        nearest[farthest] = 0

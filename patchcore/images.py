@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -189,13 +190,16 @@ class Preprocess:
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         return (tensor - mean) / std
 
-    def mask(self, path: Path | None, size: tuple[int, int]) -> np.ndarray:
-        """A ground-truth mask of an image of ``size`` (width, height) in the view's geometry; none: all normal."""
-        if path is None:
+    def mask(self, source: Path | BinaryIO | None, size: tuple[int, int]) -> np.ndarray:
+        """A ground-truth mask (a file or stream) of an image of ``size`` (width, height) in the view's geometry;
+        none: all normal. A mask of another size than its image is refused (``ImageShapeError``)."""
+        if source is None:
             view = self.view(*size)
             return np.zeros((view.height, view.width), dtype=bool)
-        mask = Image.open(path).convert("L")
-        return np.asarray(self._apply(mask, Image.NEAREST)) > 127
+        mask = Image.open(source, formats=FORMATS)
+        if mask.size != tuple(size):
+            raise ImageShapeError(f"the mask is {mask.size[0]}x{mask.size[1]}, its image {size[0]}x{size[1]}")
+        return np.asarray(self._apply(mask.convert("L"), Image.NEAREST)) > 127
 
     @property
     def whole(self) -> Preprocess:

@@ -125,6 +125,7 @@ class FittedModel:
     grid: tuple[int, int]
     timings: dict[str, float] = field(default_factory=dict)
     threshold_policy: dict = field(default_factory=dict)
+    coverage_radius: float | None = None  # largest distance from a training patch to its nearest bank patch
 
     @property
     def good_scores(self) -> list[float]:
@@ -280,16 +281,19 @@ def fit(
     bank_position = torch.stack([cell // width, cell % width], dim=1)
 
     out_of_fold_started = time.perf_counter()
+    search = scoring.ExactSearch(memory_bank, config.metric)
+    radius = float(search.nearest(features)[0].max()) if len(bank_paths) == 1 else 0.0
     if len(bank_paths) > 1:
         with tqdm(total=len(bank_paths), desc="out-of-fold scores", unit="img", dynamic_ncols=True) as bar:
             out_of_fold = scoring.leave_one_image_out(
                 features.view(len(bank_paths), patches_per_image, dim),
-                scoring.ExactSearch(memory_bank, config.metric),
+                search,
                 bank_image,
                 config.num_neighbors,
                 progress=bar.update,
             )
-        for record, score in zip(images, out_of_fold, strict=True):
+        radius = out_of_fold.coverage_radius
+        for record, score in zip(images, out_of_fold.scores, strict=True):
             record.score = score
     del features
     out_of_fold_seconds = time.perf_counter() - out_of_fold_started
@@ -306,6 +310,7 @@ def fit(
         image_embeddings,
         math.inf,
         grid,
+        coverage_radius=radius,
     )
     offset = len(bank_paths)
     for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out")):

@@ -12,11 +12,11 @@ import numpy as np
 import psycopg
 
 from patchcore import threshold as thresholds
-from store import versions
-from store.repository import StoredModel
+from store import images, versions
+from store.models import StoredModel
 
 
-def _evaluation_at(model: StoredModel, threshold: float, target: float, labelled_are_test: bool) -> dict:
+def evaluation_at(model: StoredModel, threshold: float, target: float, labelled_are_test: bool) -> dict:
     """The stored evaluation judged again at ``threshold`` from its per-image test scores (no image is read)."""
     evaluation = {k: v for k, v in model.evaluation.items() if k != "threshold_set_on_these_images"}
     rows = evaluation.get("images") or []
@@ -49,7 +49,7 @@ def set_threshold(
     newer version meanwhile."""
     if sum(x is not None for x in (value, false_alarm_rate, labelled)) != 1:
         raise ValueError("give exactly one of a threshold value, a false-alarm rate or labelled images")
-    good = versions.good_scores(connection, model)
+    good = images.good_scores(connection, model.bank_segments)
     target = false_alarm_rate if false_alarm_rate is not None else model.config.false_alarm_rate
     if value is not None:
         threshold, policy = thresholds.manual_threshold(value, good)
@@ -57,14 +57,7 @@ def set_threshold(
         threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate)
     else:
         threshold, policy = thresholds.labelled_threshold(*labelled, good)
-    return versions.new_version(
-        connection,
-        model,
-        threshold,
-        policy,
-        _evaluation_at(model, threshold, target, labelled is not None and labelled_are_test),
-        target,
-        actor,
-        "threshold",
-        {"threshold": threshold, "previous_threshold": model.threshold, "policy": policy["kind"]},
-    )
+    evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test)
+    change = versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
+    detail = {"threshold": threshold, "previous_threshold": model.threshold, "policy": policy["kind"]}
+    return versions.new_version(connection, model, change, actor, "threshold", detail)

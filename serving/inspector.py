@@ -22,11 +22,14 @@ from PIL import Image
 
 from config import Settings
 from patchcore import WeightsError, scoring
+from patchcore import defects as library
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
 from patchcore.rerank import rerank_worst
-from store.repository import SearchResult, StoredBank, StoredModel, search, search_statement
+from store.banks import StoredBank
+from store.models import StoredModel
+from store.search import SearchResult, defect_statement, search, search_defects, search_statement
 
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
 _EXTRACTORS: dict[tuple, PatchFeatureExtractor] = {}
@@ -52,6 +55,7 @@ class Inspection:
     similar: list[dict]
     timings_ms: dict[str, float] = field(default_factory=dict)
     reranked: int = 0
+    defect: library.DefectVerdict | None = None  # asked only of an anomalous image, when the library has examples
 
     def anomaly_map(self) -> np.ndarray:
         """The (height, width) map over the view the model saw."""
@@ -102,6 +106,7 @@ class Inspector:
         self.settings = settings
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.statement = search_statement(model)
+        self.defect_statement = defect_statement(model, library.NEIGHBOURS)
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
 
     def embed(self, image: Image.Image) -> torch.Tensor:
@@ -193,6 +198,17 @@ class Inspector:
                 "patch_id": int(self.bank.ids[row]),
             },
         }
+        scored_at = time.perf_counter()
+        defect = None
+        if score > self.model.threshold and self.defect_statement is not None:
+            grid = patch_scores.reshape(height, width)
+            cells = library.anomalous_cells(grid, self.model.threshold, library.QUERY_CELLS)
+            asked = features[[r for r, _ in cells], [c for _, c in cells]].float().numpy()
+            neighbours = search_defects(
+                connections[0], self.defect_statement, asked, ef_search or self.settings.hnsw_ef_search
+            )
+            defect = library.classify([float(grid[r, c]) for r, c in cells], neighbours, config.metric)
+        defects_at = time.perf_counter()
         return Inspection(
             score=score,
             similarity=scoring.similarity(score, config.metric),
@@ -206,7 +222,9 @@ class Inspector:
             timings_ms={
                 "search": (searched - embedded) * 1000,
                 "rerank": (reranked_at - searched) * 1000,
-                "score": (time.perf_counter() - reranked_at) * 1000,
+                "score": (scored_at - reranked_at) * 1000,
+                **({"defects": (defects_at - scored_at) * 1000} if defect is not None else {}),
             },
             reranked=reranked.searched,
+            defect=defect,
         )

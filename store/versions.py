@@ -1,22 +1,25 @@
-"""Versions of a category made without a refit, and the log of every change to a category.
+"""New versions of a category made without a refit: one transaction that copies the active version's row with what
+changes, and adds at most one segment of rows (added normals, defect examples) that only the new version reads.
 
-A version made here copies the active model's row with what changes (a threshold, its policy, the evaluation at the
-new threshold) and points at the memory bank of the model it came from, so nothing is copied or re-indexed: it is one
-small transaction, and a server that notices the new version keeps its copy of the bank.
+Nothing the versions share is copied or re-indexed: the new version lists the segments of the one it came from
+(:mod:`store.banks`), so a new threshold is one small row, and added normals cost only their own rows and index.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 
-from store.repository import StoredModel, log_change
+from store.changes import log_change
+from store.models import StoredModel
 
 _COPIED = (
     "category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors, holdout_fraction, "
-    "seed, embedding_dim, grid_height, grid_width, weights, weights_sha256, memory_bank_size, "
-    "timings, fitted_at, field_of_view, pixels, tile, tile_overlap"
+    "seed, embedding_dim, grid_height, grid_width, weights, weights_sha256, timings, fitted_at, field_of_view, "
+    "pixels, tile, tile_overlap, coverage_radius"
 )
 
 
@@ -24,51 +27,50 @@ class VersionConflict(Exception):
     """The category's active version changed while a new one was being made from it: read it again and retry."""
 
 
-def good_scores(connection: psycopg.Connection, model: StoredModel) -> list[float]:
-    """The good scores behind a threshold: each good image of the bank scored as unseen (out of fold) or held out."""
-    rows = connection.execute(
-        "SELECT calibration_score FROM images WHERE model_id = %s AND calibration_score IS NOT NULL ORDER BY id",
-        (model.bank_id,),
-    ).fetchall()
-    return [row[0] for row in rows]
+@dataclass
+class Change:
+    """What a new version changes. ``write(cursor, model_id)`` adds its rows inside the version's transaction and
+    returns what to log; ``adds`` names the segment list that gets the new version's id (``bank`` or ``defects``)."""
+
+    threshold: float
+    policy: dict
+    evaluation: dict
+    false_alarm_rate: float
+    memory_bank_size: int
+    adds: str | None = None
+    write: Callable[[psycopg.Cursor, int], dict] | None = None
 
 
 def new_version(
-    connection: psycopg.Connection,
-    based_on: StoredModel,
-    threshold: float,
-    policy: dict,
-    evaluation: dict,
-    false_alarm_rate: float,
-    actor: str,
-    action: str,
-    detail: dict,
+    connection: psycopg.Connection, based_on: StoredModel, change: Change, actor: str, action: str, detail: dict
 ) -> int:
-    """Make a new active version of ``based_on``'s category in ONE transaction, sharing its memory bank, and log
-    it. Raises :class:`VersionConflict` when ``based_on`` is no longer the active version (nothing is written)."""
+    """Make the new active version of ``based_on``'s category in ONE transaction and log it. Readers see the old
+    version or the new one, never a mix; an error or a kill before the commit leaves the old one serving. Raises
+    :class:`VersionConflict` when ``based_on`` is no longer the active version (nothing is written)."""
+    if change.adds not in (None, "bank", "defects"):
+        raise ValueError(f"a version adds to the bank or the defects, not {change.adds!r}")
     with connection.transaction(), connection.cursor() as cursor:
         row = cursor.execute(
             "SELECT active_model_id FROM categories WHERE id = %s FOR UPDATE", (based_on.category_id,)
         ).fetchone()
         if row is None or row[0] != based_on.id:
             raise VersionConflict(f"category {based_on.category} has a newer version than {based_on.id}")
-        model_id = cursor.execute(
-            f"INSERT INTO models ({_COPIED}, threshold, threshold_policy, evaluation, false_alarm_rate, bank_model_id) "
-            f"SELECT {_COPIED}, %s, %s, %s, %s, %s FROM models WHERE id = %s RETURNING id",
-            (threshold, json.dumps(policy), json.dumps(evaluation), false_alarm_rate, based_on.bank_id, based_on.id),
-        ).fetchone()[0]
+        model_id = cursor.execute("SELECT nextval(pg_get_serial_sequence('models', 'id'))").fetchone()[0]
+        bank = list(based_on.bank_segments) + ([model_id] if change.adds == "bank" else [])
+        defects = list(based_on.defect_segments) + ([model_id] if change.adds == "defects" else [])
+        cursor.execute(
+            f"INSERT INTO models (id, {_COPIED}, threshold, threshold_policy, evaluation, false_alarm_rate, "
+            "memory_bank_size, bank_segments, defect_segments) "
+            f"SELECT %s, {_COPIED}, %s, %s, %s, %s, %s, %s, %s FROM models WHERE id = %s",
+            (
+                model_id, change.threshold, json.dumps(change.policy), json.dumps(change.evaluation),
+                change.false_alarm_rate, change.memory_bank_size, bank, defects, based_on.id,
+            ),
+        )  # fmt: skip
+        written = change.write(cursor, model_id) if change.write else {}
         cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, based_on.category_id))
-        log_change(cursor, based_on.category_id, model_id, actor, action, {"previous_model_id": based_on.id, **detail})
+        log_change(
+            cursor, based_on.category_id, model_id, actor, action,
+            {"previous_model_id": based_on.id, **detail, **written},
+        )  # fmt: skip
     return model_id
-
-
-def changes(connection: psycopg.Connection, category_id: int, limit: int = 50) -> list[dict]:
-    """The category's changes, newest first."""
-    rows = connection.execute(
-        "SELECT id, model_id, changed_at::text, actor, action, detail FROM category_changes "
-        "WHERE category_id = %s ORDER BY changed_at DESC, id DESC LIMIT %s",
-        (category_id, limit),
-    ).fetchall()
-    return [
-        {"id": r[0], "model_id": r[1], "changed_at": r[2], "actor": r[3], "action": r[4], "detail": r[5]} for r in rows
-    ]

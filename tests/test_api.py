@@ -21,7 +21,7 @@ from PIL import Image
 from config import Settings
 from patchcore.datasets import mvtec_category
 from patchcore.model import PatchCoreConfig, fit
-from store import repository
+from store import banks, models
 from store.database import connect
 from store.migrate import upgrade
 from tests.conftest import BOTTLE, MVTEC, ROOT, SHARED, WEIGHTS
@@ -48,7 +48,7 @@ def database(tmp_path_factory, fitted):
     upgrade(url)
     with connect(url) as connection:
         plots = {"scores": _png(320, 200)}  # a stand-in for the fit's plots: what is stored is what is shown
-        repository.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings(), plots=plots)
+        models.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings(), plots=plots)
     yield server, url
     server.stop()
 
@@ -134,7 +134,7 @@ def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
                     f"ORDER BY embedding::vector(384) {operator} '{vector}'::vector(384) LIMIT 10"
                 )
             )
-            assert f"Index Scan using {repository.index_name(model_id, metric)}" in plan, plan
+            assert f"Index Scan using {banks.index_name(model_id, metric)}" in plan, plan
 
 
 def test_categories_docs_and_health(api):
@@ -225,8 +225,8 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
     _, url = database
     overestimated = 0
     with connect(url, autocommit=True) as connection:
-        model = repository.active_model(connection, "bottle")
-        bank = repository.load_memory_bank(connection, model)
+        model = models.active_model(connection, "bottle")
+        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
         certain = Inspector(model, bank, Settings(database_url=url))
         single = Inspector(model, bank, Settings(database_url=url, exact_rerank=1))
         for path in sorted((BOTTLE / "test").glob("*/*.png")):
@@ -248,8 +248,9 @@ def test_a_search_split_over_connections_answers_as_one(database):
 
     _, url = database
     with connect(url, autocommit=True) as a, connect(url, autocommit=True) as b, connect(url, autocommit=True) as c:
-        model = repository.active_model(a, "bottle")
-        inspector = Inspector(model, repository.load_memory_bank(a, model), Settings(database_url=url))
+        model = models.active_model(a, "bottle")
+        bank = banks.load_memory_bank(a, model.bank_segments, model.dim)
+        inspector = Inspector(model, bank, Settings(database_url=url))
         features = inspector.embed(open_image(BROKEN))
         one = inspector.search([a], features, top_k=5)
         assert one.distances.shape == one.patch_ids.shape == (28 * 28,) and len(one.similar) == 5
@@ -267,7 +268,7 @@ def test_categories_with_the_same_network_share_one_copy(database):
 
     _, url = database
     with connect(url) as connection:
-        model = repository.active_model(connection, "bottle")
+        model = models.active_model(connection, "bottle")
     settings = Settings(database_url=url)
     twin = dataclasses.replace(model, id=model.id + 1000, category="bottle_twin")
     shallower = dataclasses.replace(model, config=dataclasses.replace(model.config, layers=("layer2",)))
@@ -282,11 +283,11 @@ def test_a_reingested_category_is_served_from_its_new_model_without_a_restart(ap
     _, url = database
     before = _post(api, BROKEN).json()
     with connect(url) as connection:
-        new_id = repository.save_model(
+        new_id = models.save_model(
             connection, "bottle", fitted, {"image_auroc": 1.0}, Settings(), plots={"scores": _png(320, 200)}
         )["model_id"]
     with connect(url, autocommit=True) as connection:
-        assert repository.retire_old_models(connection, "bottle") == 1
+        assert models.retire_old_models(connection, "bottle") == 1
     after = _post(api, BROKEN)
     assert after.status_code == 200, after.text
     body = after.json()
@@ -303,7 +304,7 @@ def test_past_the_loaded_categories_limit_the_least_recently_asked_is_unloaded(d
 
     _, url = database
     with connect(url) as connection:
-        repository.save_model(connection, "bottle_copy", fitted, {}, Settings())
+        models.save_model(connection, "bottle_copy", fitted, {}, Settings())
     services = Services(Settings(database_url=url, max_loaded_categories=1))
     services.open()
     try:
@@ -340,16 +341,16 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
     assert back["threshold"] == pytest.approx(before["threshold"], rel=1e-9)
     assert _post(api, GOOD).json()["is_anomalous"] is False
     detail = api.get("/categories/bottle").json()
-    assert detail["model_id"] == back["model_id"] and detail["memory_bank_model_id"] == before["memory_bank_model_id"]
+    assert detail["model_id"] == back["model_id"] and detail["memory_bank_segments"] == before["memory_bank_segments"]
     assert detail["patches"] == before["patches"] and detail["images"] == before["images"]
     assert [c["action"] for c in detail["changes"][:3]] == ["threshold", "threshold", "fit"]
     assert detail["changes"][0]["actor"].startswith("api")
     with psycopg.connect(url) as connection:  # versions share the bank: one partition, no copied rows
-        banks = connection.execute(
-            "SELECT count(DISTINCT coalesce(m.bank_model_id, m.id)), count(*) FROM models m "
+        kept = connection.execute(
+            "SELECT count(DISTINCT m.bank_segments), count(*) FROM models m "
             "JOIN categories c ON c.id = m.category_id WHERE c.name = 'bottle'"
         ).fetchone()
-        assert banks == (1, 2)  # one bank; its owner (the fit) and the active version; the first PUT's is retired
+        assert kept == (1, 2)  # one bank; its owner (the fit) and the active version; the first PUT's is retired
 
     for body, status, words in (
         ({}, 422, "exactly one"),
@@ -455,7 +456,7 @@ def test_a_non_square_category_answers_in_its_own_geometry(api, database):
                 str(WEIGHTS))  # fmt: skip
     assert model.grid == (18, 44) and model.config.field_of_view == "whole"
     with connect(database[1]) as connection:
-        repository.save_model(connection, "strips", model, {}, Settings())
+        models.save_model(connection, "strips", model, {}, Settings())
     image = sorted((strips / "test" / "defect").glob("*.png"))[0]
     response = _post(api, image, category="strips", heatmap="true")
     assert response.status_code == 200, response.text
@@ -496,7 +497,7 @@ def test_good_images_are_served_from_the_database_with_cache_headers(api, databa
         views, images = connection.execute(
             "SELECT (SELECT count(*) FROM image_views v JOIN images i ON i.id = v.image_id WHERE i.model_id = %s), "
             "(SELECT count(*) FROM images WHERE model_id = %s)",
-            (api.get("/categories/bottle").json()["memory_bank_model_id"],) * 2,
+            (api.get("/categories/bottle").json()["memory_bank_segments"][0],) * 2,
         ).fetchone()
     assert views == images == 209  # every good image, hold-out included
 

@@ -60,5 +60,7 @@ def test_leave_one_image_out_equals_a_bank_without_that_image():
             without = scoring.ExactSearch(bank[bank_image != image], metric)
             distances, index = without.nearest(features[image])
             expected = scoring.image_score(distances[:, 0], index[:, 0], features[image], without, 3)
-            assert got[image] == pytest.approx(expected, abs=1e-5)
+            assert got.scores[image] == pytest.approx(expected, abs=1e-5)
             assert without.nearest(features[image])[0].min() > 1e-3  # none of its own patches was found
+        radius = search.nearest(features.reshape(300, 16))[0].max()
+        assert got.coverage_radius == pytest.approx(float(radius), abs=1e-5)  # the coreset radius, in the metric

@@ -18,7 +18,7 @@ from alembic import command
 from config import Settings
 from patchcore.model import PatchCoreConfig, fit
 from revisions.threshold import set_threshold
-from store import repository, versions
+from store import banks, changes, images, models, search, versions
 from store.database import connect, database_url, stop_embedded
 from store.migrate import alembic_config, upgrade
 from tests.conftest import ROOT, WEIGHTS
@@ -27,9 +27,9 @@ from tests.conftest import ROOT, WEIGHTS
 def _save(url: str, category: str, model) -> int:
     upgrade(url)
     with connect(url) as connection:
-        model_id = repository.save_model(connection, category, model, {}, Settings())["model_id"]
+        model_id = models.save_model(connection, category, model, {}, Settings())["model_id"]
     with connect(url, autocommit=True) as connection:
-        repository.retire_old_models(connection, category)
+        models.retire_old_models(connection, category)
     return model_id
 
 
@@ -44,8 +44,8 @@ def _halved(model):
 
 def _whole(connection: psycopg.Connection, category: str) -> tuple[int, int, int]:
     """(model id, memory_bank_size, patch rows of that model) as one reader sees them."""
-    model = repository.active_model(connection, category)
-    return model.id, model.memory_bank_size, repository.patch_count(connection, model.bank_id)
+    model = models.active_model(connection, category)
+    return model.id, model.memory_bank_size, banks.patch_count(connection, model.bank_segments)
 
 
 def test_a_new_embedded_server_gets_its_shared_buffers(tmp_path):
@@ -61,7 +61,7 @@ def test_migrations_run_from_empty_and_again(database_url):
     upgrade(database_url)
     upgrade(database_url)
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0008",)]
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
@@ -118,7 +118,7 @@ def test_migrations_0003_and_0004_move_stored_models_into_partitions_and_back(da
         assert "ON public.patches USING hnsw" in definition and f"WHERE (model_id = {model_id})" in definition
     command.upgrade(config, "head")
     with connect(database_url) as connection:
-        assert repository.patch_count(connection, model_id) == 50
+        assert banks.patch_count(connection, [model_id]) == 50
 
 
 def test_load_counts_index_and_idempotent_reingest(database_url, small_model):
@@ -126,7 +126,7 @@ def test_load_counts_index_and_idempotent_reingest(database_url, small_model):
     size = small_model.memory_bank.shape[0]
     with connect(database_url) as connection:
         assert _whole(connection, "bottle") == (first, size, size)
-        assert repository.image_counts(connection, first) == {"train": 9, "holdout": 3}
+        assert images.image_counts(connection, [first]) == {"train": 9, "holdout": 3}
     second = _save(database_url, "bottle", small_model)
     with connect(database_url) as connection:
         assert second != first
@@ -149,11 +149,11 @@ def test_two_categories_of_different_dimension_side_by_side(database_url, small_
     _save(database_url, "bottle_wide", wide)
     with connect(database_url) as connection:
         for name, model in (("bottle", small_model), ("bottle_wide", wide)):
-            stored = repository.active_model(connection, name)
+            stored = models.active_model(connection, name)
             assert stored.dim == model.memory_bank.shape[1]
             queries = model.memory_bank[:5].numpy()
-            statement = repository.search_statement(stored)
-            result = repository.search(connection, statement, queries, queries.mean(0), 3, 40)
+            statement = search.search_statement(stored)
+            result = search.search(connection, statement, queries, queries.mean(0), 3, 40)
             assert result.distances.shape == (5,)
             assert result.distances.max() < 1e-3  # each query is a memory-bank patch of that category
         # 6 KB vectors stay inline in their heap rows: nothing went to the TOAST table (migration 0002)
@@ -169,7 +169,7 @@ def test_two_categories_of_different_dimension_side_by_side(database_url, small_
 
 def test_more_dimensions_than_hnsw_takes_are_refused_before_any_work():
     with pytest.raises(ValueError, match="at most 2000 dimensions"):
-        repository.check_dimension(3072)
+        models.check_dimension(3072)
 
 
 _ATTACH = "ALTER TABLE patches ATTACH%%"
@@ -251,10 +251,10 @@ def test_a_killed_ingest_leaves_the_old_model_intact(database_url, small_model, 
             "AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
         ).fetchone()[0]
         assert orphans == 0, "the killed job's half-loaded memory bank table is left behind"
-        stored = repository.active_model(connection, "bottle")
+        stored = models.active_model(connection, "bottle")
         queries = small_model.memory_bank[:4].numpy()
-        statement = repository.search_statement(stored)
-        result = repository.search(connection, statement, queries, queries.mean(0), 2, 40)
+        statement = search.search_statement(stored)
+        result = search.search(connection, statement, queries, queries.mean(0), 2, 40)
         assert torch.from_numpy(result.distances).max() < 1e-3
 
 
@@ -263,8 +263,8 @@ def test_a_new_threshold_is_a_new_version_made_atomically(database_url, small_mo
     copied, no index built), is logged, survives retirement with its bank, and a stale request changes nothing."""
     old_id = _save(database_url, "bottle", small_model)
     with connect(database_url, autocommit=True) as connection:
-        old = repository.active_model(connection, "bottle")
-    assert old.threshold_policy["kind"] == "false_alarm_rate" and old.bank_id == old_id
+        old = models.active_model(connection, "bottle")
+    assert old.threshold_policy["kind"] == "false_alarm_rate" and old.bank_segments == (old_id,)
     blocker = psycopg.connect(database_url)
     blocker.execute("SELECT 1 FROM categories WHERE name = 'bottle' FOR UPDATE")
     made: list[int] = []
@@ -280,24 +280,24 @@ def test_a_new_threshold_is_a_new_version_made_atomically(database_url, small_mo
         assert writer.is_alive(), "the new version did not wait for the category's lock"
         with connect(database_url, autocommit=True) as reader:
             assert _whole(reader, "bottle") == (old_id, old.memory_bank_size, old.memory_bank_size)
-            assert repository.active_model(reader, "bottle").threshold == old.threshold
+            assert models.active_model(reader, "bottle").threshold == old.threshold
     finally:
         blocker.rollback()
         blocker.close()
         writer.join(60)
     with connect(database_url, autocommit=True) as connection:
-        new = repository.active_model(connection, "bottle")
-        assert new.id == made[0] != old_id and new.bank_id == old_id
+        new = models.active_model(connection, "bottle")
+        assert new.id == made[0] != old_id and new.bank_segments == (old_id,)
         assert new.threshold < old.threshold and new.threshold_policy["target_false_alarm_rate"] == 0.25
         assert new.config.false_alarm_rate == 0.25
         assert _whole(connection, "bottle") == (new.id, old.memory_bank_size, old.memory_bank_size)
-        assert repository.retire_old_models(connection, "bottle") == 0  # the old version owns the bank: kept
-        log = versions.changes(connection, new.category_id)
+        assert models.retire_old_models(connection, "bottle") == 0  # the old version owns the bank: kept
+        log = changes.changes(connection, new.category_id)
         assert [c["action"] for c in log] == ["threshold", "fit"] and log[0]["actor"] == "test"
         assert log[0]["detail"]["previous_model_id"] == old_id
         with pytest.raises(versions.VersionConflict):
             set_threshold(connection, old, "test", value=1.0)
-        assert repository.active_model(connection, "bottle").id == new.id
+        assert models.active_model(connection, "bottle").id == new.id
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 2
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == old.memory_bank_size
     newest = _save(database_url, "bottle", _halved(small_model))  # a refit retires both versions and the bank

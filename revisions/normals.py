@@ -1,0 +1,173 @@
+"""Good images added to a fitted category without a refit: a new version whose memory bank grows by what is new.
+
+What is reused and what is built: the new version reads every segment of the one before (no row copied, no index
+rebuilt) plus one new segment holding only the added patches, with its own small HNSW index. The added patches are
+those the bank does not already cover (:func:`patchcore.coreset.extend_coreset`, at the fit's coreset radius). The
+added images are scored as unseen (against the grown bank without their own patches): their scores join the good
+scores, and the threshold stays as it was unless ``recalibrate`` runs the false-alarm-rate policy again on all of
+them. The scores of the fit's own images are kept as measured against the smaller bank: each is an upper bound of
+its score now, so a recalibrated threshold errs towards fewer false alarms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import psycopg
+import torch
+
+from config import Settings
+from patchcore import scoring
+from patchcore import threshold as thresholds
+from patchcore.coreset import extend_coreset
+from patchcore.model import Embedder
+from revisions.threshold import evaluation_at
+from revisions.uploads import Upload, embed, sha256
+from store import images, versions
+from store.banks import StoredBank, write_segment
+from store.models import StoredModel
+
+
+class NeedsRefit(Exception):
+    """The version lacks what teaching needs (a coverage radius recorded by the fit): refit the category once."""
+
+
+@dataclass
+class AddedNormals:
+    """What adding normals did: the new version (or the same one when every image was already known)."""
+
+    category: str
+    model_id: int
+    previous_model_id: int
+    images_added: list[str]
+    duplicates: list[str]
+    candidate_patches: int
+    patches_added: int
+    memory_bank_size: int
+    threshold: float
+    previous_threshold: float
+    recalibrated: bool
+    scores: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def add_normals(
+    connection: psycopg.Connection,
+    model: StoredModel,
+    bank: StoredBank,
+    embedder: Embedder,
+    uploads: Sequence[Upload],
+    settings: Settings,
+    actor: str,
+    recalibrate: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> AddedNormals:
+    """Add ``uploads`` as good images of ``model``'s category: ONE transaction makes the new version (see the
+    module's docstring). ``bank`` must be ``model``'s memory bank. Raises ``VersionConflict`` when the category got
+    a newer version meanwhile, image errors for an unreadable or misshapen upload (nothing is written)."""
+    if model.coverage_radius is None:
+        raise NeedsRefit(
+            f"{model.category} (version {model.id}) was fitted before the coreset radius was recorded; refit it once "
+            "(python -m ingest fit) to add normals"
+        )
+    if not uploads:
+        raise ValueError("no image to add")
+    started = time.perf_counter()
+    known = images.known_images(connection, model.bank_segments, [sha256(u.data) for u in uploads])
+    fresh: list[Upload] = []
+    duplicates: list[str] = []
+    seen: set[str] = set(known)
+    for upload in uploads:
+        digest = sha256(upload.data)
+        if digest in seen:
+            duplicates.append(upload.name)
+        else:
+            seen.add(digest)
+            fresh.append(upload)
+    embedded = []
+    for upload in fresh:
+        embedded.append(embed(embedder, upload, model.grid, settings.max_image_pixels))
+        if progress is not None:
+            progress(1)
+    embedded_at = time.perf_counter()
+    if not embedded:
+        return AddedNormals(
+            model.category, model.id, model.id, [], duplicates, 0, 0, model.memory_bank_size, model.threshold,
+            model.threshold, False, {}, {"embed": embedded_at - started},
+        )  # fmt: skip
+
+    config = model.config
+    features = torch.stack([e.features for e in embedded]).float()
+    count, height, width, dim = features.shape
+    per_image = height * width
+    candidates = features.reshape(-1, dim)
+    chosen = extend_coreset(candidates, scoring.ExactSearch(bank.embeddings, config.metric), model.coverage_radius)
+    grown = torch.cat([bank.embeddings, candidates[chosen]])
+    source_image = torch.cat([torch.full((bank.embeddings.shape[0],), -1), chosen // per_image])
+    out_of_fold = scoring.leave_one_image_out(
+        features.view(count, per_image, dim),
+        scoring.ExactSearch(grown, config.metric),
+        source_image,
+        config.num_neighbors,
+    )
+    for item, score in zip(embedded, out_of_fold.scores, strict=True):
+        item.record.score = score
+    selected_at = time.perf_counter()
+
+    good = images.good_scores(connection, model.bank_segments) + out_of_fold.scores
+    target = config.false_alarm_rate
+    if recalibrate:
+        threshold, policy = thresholds.false_alarm_threshold(good, target)
+        evaluation = evaluation_at(model, threshold, target, False)
+    else:
+        threshold = model.threshold
+        policy = {**model.threshold_policy, **thresholds.describe(threshold, good)}
+        evaluation = dict(model.evaluation)
+    evaluation.setdefault("measured_with_memory_bank_segments", list(model.bank_segments))
+    records = [e.record for e in embedded]
+    image_embeddings = features.view(count, per_image, dim).mean(1).numpy()
+    rows = chosen.tolist()
+    bank_rows = candidates[chosen].numpy().astype(np.float32)
+
+    def write(cursor: psycopg.Cursor, model_id: int) -> dict:
+        sources = [e.upload.source for e in embedded]
+        image_ids = images.write_images(cursor, model_id, records, image_embeddings, sources)
+        segment = write_segment(
+            cursor, "patches", model_id, ("model_id", "image_id", "grid_row", "grid_col", "embedding"),
+            ("int8", "int8", "int2", "int2", "vector"),
+            (
+                (model_id, image_ids[row // per_image], (row % per_image) // width, row % width, bank_rows[i])
+                for i, row in enumerate(rows)
+            ),
+            dim, config.metric, settings,
+        )  # fmt: skip
+        return {"index_seconds": segment["index_seconds"]}
+
+    change = versions.Change(
+        threshold, policy, evaluation, target, model.memory_bank_size + len(rows), adds="bank", write=write
+    )
+    detail = {
+        "images": [e.upload.name for e in embedded],
+        "sources": sorted({e.upload.source for e in embedded}),
+        "duplicates": duplicates,
+        "patches_added": len(rows),
+        "candidate_patches": int(candidates.shape[0]),
+        "recalibrated": recalibrate,
+        "threshold": threshold,
+        "previous_threshold": model.threshold,
+    }
+    model_id = versions.new_version(connection, model, change, actor, "add_normals", detail)
+    stored_at = time.perf_counter()
+    return AddedNormals(
+        model.category, model_id, model.id, detail["images"], duplicates, int(candidates.shape[0]), len(rows),
+        model.memory_bank_size + len(rows), threshold, model.threshold, recalibrate,
+        {e.upload.name: e.record.score for e in embedded},
+        {"embed": embedded_at - started, "select_and_score": selected_at - embedded_at,
+         "store": stored_at - selected_at, "total": stored_at - started},
+    )  # fmt: skip

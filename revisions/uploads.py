@@ -1,0 +1,58 @@
+"""Images that teach a category (added normals, defect examples), decoded and embedded as the category's queries are.
+
+They go through the same checks as ``/query`` (formats, pixel budget, shape) and must give the category's own patch
+grid: a memory bank holds patches of one scale, and a view of another size would be patches of another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from patchcore.errors import ImageShapeError
+from patchcore.images import jpeg, open_image
+from patchcore.model import Embedder, ImageRecord
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file that teaches: its name, bytes, and where it came from (a path, or who uploaded it)."""
+
+    name: str
+    data: bytes
+    source: str
+
+
+@dataclass
+class Embedded:
+    """An upload decoded and embedded: (H, W, D) features and its image record (split ``added``)."""
+
+    upload: Upload
+    image: Image.Image
+    features: torch.Tensor
+    record: ImageRecord
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def embed(embedder: Embedder, upload: Upload, grid: tuple[int, int], max_pixels: int | None) -> Embedded:
+    """Decode and embed one upload; refuses one whose patch grid is not ``grid`` (``ImageShapeError``)."""
+    preprocess = embedder.preprocess
+    image = open_image(upload.data, name=upload.name, max_pixels=max_pixels, accept=preprocess.view)
+    view = preprocess.cropped(image)
+    with torch.inference_mode():
+        features = embedder.features(preprocess.normalised(view)[None])[0]
+    if tuple(features.shape[:2]) != tuple(grid):
+        raise ImageShapeError(
+            f"{upload.name}: a {image.width}x{image.height} image gives a {features.shape[0]}x{features.shape[1]} "
+            f"patch grid, the category's is {grid[0]}x{grid[1]}: teach it images of the shape it inspects"
+        )
+    record = ImageRecord(
+        upload.name, "added", sha256(upload.data), image.width, image.height, None, jpeg(view), view.size
+    )
+    return Embedded(upload, image, features, record)

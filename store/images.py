@@ -1,0 +1,80 @@
+"""The good images of a memory bank: their rows (file, provenance, image embedding, good score) and their views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from patchcore.model import ImageRecord
+from store.banks import copy_rows, ids
+
+
+def write_images(
+    cursor: psycopg.Cursor,
+    model_id: int,
+    records: Sequence[ImageRecord],
+    embeddings: np.ndarray,
+    sources: Sequence[str | None] | None = None,
+) -> list[int]:
+    """Store ``records`` (and their views) as ``model_id``'s good images inside the caller's transaction; returns
+    their ids in order. ``sources`` say where images added after the fit came from (a path, who uploaded it)."""
+    sources = list(sources) if sources is not None else [None] * len(records)
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence('images', 'id')) FROM generate_series(1, %s)", (len(records),)
+    )
+    image_ids = [row[0] for row in cursor.fetchall()]
+    copy_rows(
+        cursor,
+        "COPY images (id, model_id, split, label, file_name, sha256, width, height, calibration_score, embedding,"
+        " source) FROM STDIN (FORMAT BINARY)",
+        ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector", "text"],
+        (
+            (image_ids[i], model_id, r.split, "good", r.file_name, r.sha256, r.width, r.height, r.score, vector, source)
+            for i, (r, vector, source) in enumerate(zip(records, embeddings.astype(np.float32), sources, strict=True))
+        ),
+    )
+    copy_rows(
+        cursor,
+        "COPY image_views (image_id, media_type, width, height, data) FROM STDIN (FORMAT BINARY)",
+        ["int8", "text", "int4", "int4", "bytea"],
+        (
+            (image_ids[i], "image/jpeg", *r.view_size, r.view_jpeg)
+            for i, r in enumerate(records)
+            if r.view_jpeg is not None
+        ),
+    )
+    cursor.execute("ANALYZE images")
+    return image_ids
+
+
+def image_counts(connection: psycopg.Connection, segments: Sequence[int]) -> dict[str, int]:
+    """Good images per split (``train``, ``holdout``, ``added``) of a memory bank's segments."""
+    rows = connection.execute(
+        sql.SQL("SELECT split, count(*) FROM images WHERE model_id IN ({}) GROUP BY split").format(ids(segments))
+    ).fetchall()
+    return {split: count for split, count in rows}
+
+
+def known_images(connection: psycopg.Connection, segments: Sequence[int], hashes: Sequence[str]) -> dict[str, int]:
+    """Which of ``hashes`` (sha256 of the files) the memory bank already holds: hash -> image id."""
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT sha256, min(id) FROM images WHERE model_id IN ({}) AND sha256 = ANY(%s) GROUP BY sha256"
+        ).format(ids(segments)),
+        (list(hashes),),
+    ).fetchall()
+    return dict(rows)
+
+
+def good_scores(connection: psycopg.Connection, segments: Sequence[int]) -> list[float]:
+    """The good scores behind a threshold: each good image of the bank scored as unseen (out of fold), held out,
+    or added later (scored against the bank without its own patches)."""
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT calibration_score FROM images WHERE model_id IN ({}) AND calibration_score IS NOT NULL ORDER BY id"
+        ).format(ids(segments))
+    ).fetchall()
+    return [row[0] for row in rows]

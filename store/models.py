@@ -1,0 +1,200 @@
+"""Models (a category's versions): storing a fit, reading the active version, retiring the versions no one uses.
+
+Each fitted model owns its rows in ``images`` and its segment of ``patches`` (:mod:`store.banks`); a version made
+later (a threshold, added normals, defect examples: :mod:`store.versions`) lists the segments it reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+
+from config import Settings
+from patchcore.model import FittedModel, PatchCoreConfig
+from store.banks import drop_segments, write_segment
+from store.changes import log_change
+from store.images import write_images
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A category's version as the database holds it."""
+
+    id: int
+    category_id: int
+    category: str
+    config: PatchCoreConfig
+    weights: str | None
+    weights_sha256: str | None
+    threshold: float
+    grid: tuple[int, int]
+    memory_bank_size: int
+    evaluation: dict
+    timings: dict
+    fitted_at: str
+    threshold_policy: dict
+    bank_segments: tuple[int, ...]
+    defect_segments: tuple[int, ...]
+    coverage_radius: float | None
+
+    @property
+    def dim(self) -> int:
+        return self.config.embedding_dim
+
+    @property
+    def fit_id(self) -> int:
+        """The fitted model this version descends from: it owns the first segment, the fit's plots and figures."""
+        return self.bank_segments[0]
+
+
+MAX_DIM = 2000
+
+# what decides a patch's embedding: a defect library stays valid across a refit only if all of them are equal
+_EMBEDDING = "backbone, layers, weights_sha256, field_of_view, resize, crop, pixels, tile, tile_overlap"
+
+
+def check_dimension(dim: int) -> None:
+    """Refuse what pgvector's HNSW index (and an inline heap row, migration 0002) cannot hold, before any work."""
+    if not 1 <= dim <= MAX_DIM:
+        raise ValueError(
+            f"{dim}-dimensional patches cannot be stored: pgvector's HNSW index takes at most {MAX_DIM} dimensions; "
+            "use fewer or shallower --layers (layer2,layer3 gives 384 to 1536)"
+        )
+
+
+def save_model(
+    connection: psycopg.Connection,
+    category: str,
+    model: FittedModel,
+    evaluation: dict,
+    settings: Settings,
+    actor: str = "ingest",
+    plots: dict[str, bytes] | None = None,
+) -> dict[str, float]:
+    """Write ``model`` as the category's new active model, in ONE transaction.
+
+    Readers see the previous model until the commit and the new one after it; an error or a kill before the
+    commit leaves the previous model untouched. The defect library of the previous version is kept when the new
+    model embeds patches exactly as it did (same network, weights and field of view). Returns load timings."""
+    config = model.config
+    dim = config.embedding_dim
+    check_dimension(dim)
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute("INSERT INTO categories (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (category,))
+        cursor.execute("SELECT id, active_model_id FROM categories WHERE name = %s FOR UPDATE", (category,))
+        category_id, previous_id = cursor.fetchone()
+        model_id = cursor.execute("SELECT nextval(pg_get_serial_sequence('models', 'id'))").fetchone()[0]
+        cursor.execute(
+            """
+            INSERT INTO models (id, category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors,
+                holdout_fraction, false_alarm_rate, seed, embedding_dim, grid_height, grid_width, weights,
+                weights_sha256, threshold, memory_bank_size, evaluation, timings, threshold_policy, field_of_view,
+                pixels, tile, tile_overlap, coverage_radius, bank_segments)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                %s, %s, %s, ARRAY[%s::bigint])
+            """,
+            (
+                model_id, category_id, config.backbone, list(config.layers), config.resize, config.crop,
+                config.metric, config.coreset_ratio, config.num_neighbors, config.holdout_fraction,
+                config.false_alarm_rate, config.seed, dim, model.grid[0], model.grid[1], model.weights,
+                model.weights_sha256, model.threshold, int(model.memory_bank.shape[0]), json.dumps(evaluation),
+                json.dumps(model.timings), json.dumps(model.threshold_policy), config.field_of_view, config.pixels,
+                config.tile, config.tile_overlap, model.coverage_radius, model_id,
+            ),
+        )  # fmt: skip
+        kept = cursor.execute(
+            f"UPDATE models m SET defect_segments = p.defect_segments FROM models p WHERE m.id = %s AND p.id = %s "
+            f"AND ({', '.join('m.' + c for c in _EMBEDDING.split(', '))}) "
+            f"IS NOT DISTINCT FROM ({', '.join('p.' + c for c in _EMBEDDING.split(', '))}) "
+            "RETURNING cardinality(m.defect_segments)",
+            (model_id, previous_id),
+        ).fetchone()
+        image_ids = write_images(cursor, model_id, model.images, model.image_embeddings.numpy())
+        for name, data in (plots or {}).items():
+            cursor.execute(
+                "INSERT INTO model_plots (model_id, name, media_type, data) VALUES (%s, %s, 'image/png', %s)",
+                (model_id, name, data),
+            )
+        bank = model.memory_bank.numpy().astype(np.float32)
+        sources = model.bank_image.tolist()
+        positions = model.bank_position.tolist()
+        timings = write_segment(
+            cursor, "patches", model_id, ("model_id", "image_id", "grid_row", "grid_col", "embedding"),
+            ("int8", "int8", "int2", "int2", "vector"),
+            ((model_id, image_ids[sources[i]], positions[i][0], positions[i][1], bank[i]) for i in range(len(bank))),
+            dim, config.metric, settings,
+        )  # fmt: skip
+        cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, category_id))
+        log_change(
+            cursor, category_id, model_id, actor, "fit",
+            {"memory_bank_size": int(model.memory_bank.shape[0]), "threshold": model.threshold,
+             "threshold_policy": model.threshold_policy.get("kind"), "previous_model_id": previous_id,
+             "defect_library_kept": bool(kept and kept[0])},
+        )  # fmt: skip
+    timings.pop("rows")
+    timings["model_id"] = model_id
+    return timings
+
+
+def retire_old_models(connection: psycopg.Connection, category: str) -> int:
+    """Drop the category's versions that are neither active nor own a segment the active version reads: detach
+    their segments without blocking readers, drop them, delete the model rows (their images and defect examples go
+    with them). Newest first, so a version made without a refit goes before the versions whose segments it read.
+
+    Runs after the new version is committed; a query that still holds an old model id finds no rows and retries
+    with the new one (see :func:`store.search.search`). ``connection`` must be in autocommit mode. A retirement cut
+    short is finished by the next one."""
+    model_ids = connection.execute(
+        "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
+        "LEFT JOIN models a ON a.id = c.active_model_id "
+        "WHERE c.name = %s AND m.id IS DISTINCT FROM c.active_model_id "
+        "AND NOT (m.id = ANY(coalesce(a.bank_segments || a.defect_segments, '{}'))) ORDER BY m.id DESC",
+        (category,),
+    ).fetchall()
+    for (model_id,) in model_ids:
+        drop_segments(connection, model_id)
+        connection.execute("DELETE FROM models WHERE id = %s", (model_id,))
+    return len(model_ids)
+
+
+_MODEL_COLUMNS = """
+    m.id, c.id, c.name, m.backbone, m.layers, m.resize, m.crop, m.metric, m.coreset_ratio, m.num_neighbors,
+    m.holdout_fraction, m.false_alarm_rate, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
+    m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text, m.threshold_policy,
+    m.field_of_view, m.pixels, m.tile, m.tile_overlap, m.bank_segments, m.defect_segments, m.coverage_radius
+"""
+
+
+def _stored(row: tuple) -> StoredModel:
+    model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, rate, seed = row[:13]
+    weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at, policy = row[13:23]
+    field_of_view, pixels, tile, tile_overlap, bank_segments, defect_segments, radius = row[23:]
+    config = PatchCoreConfig(
+        backbone=backbone, layers=tuple(layers), field_of_view=field_of_view, resize=resize, crop=crop,
+        pixels=pixels, tile=tile, tile_overlap=tile_overlap, metric=metric, coreset_ratio=ratio,
+        num_neighbors=b, holdout_fraction=holdout, false_alarm_rate=rate, seed=seed,
+    )  # fmt: skip
+    return StoredModel(
+        id=model_id, category_id=category_id, category=name, config=config, weights=weights,
+        weights_sha256=weights_sha256, threshold=threshold, grid=(height, width), memory_bank_size=size,
+        evaluation=evaluation, timings=timings, fitted_at=fitted_at, threshold_policy=policy,
+        bank_segments=tuple(bank_segments), defect_segments=tuple(defect_segments), coverage_radius=radius,
+    )  # fmt: skip
+
+
+def active_model(connection: psycopg.Connection, category: str) -> StoredModel | None:
+    row = connection.execute(
+        f"SELECT {_MODEL_COLUMNS} FROM categories c JOIN models m ON m.id = c.active_model_id WHERE c.name = %s",
+        (category,),
+    ).fetchone()
+    return _stored(row) if row else None
+
+
+def active_models(connection: psycopg.Connection) -> list[StoredModel]:
+    rows = connection.execute(
+        f"SELECT {_MODEL_COLUMNS} FROM categories c JOIN models m ON m.id = c.active_model_id ORDER BY c.name"
+    ).fetchall()
+    return [_stored(row) for row in rows]

@@ -1,0 +1,217 @@
+"""Teaching a fitted category in a real PostgreSQL: added normals and the defect library, made as versions."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from config import Settings
+from patchcore import defects as library
+from patchcore.errors import ImageShapeError
+from patchcore.images import open_image
+from patchcore.model import Embedder, exact_prediction
+from revisions.defects import DefectUpload, add_defects
+from revisions.normals import add_normals
+from revisions.uploads import Upload
+from serving.inspector import Inspector
+from store import banks, changes, images, models
+from store.database import connect
+from tests.conftest import BOTTLE, ROOT, WEIGHTS
+from tests.test_store import _ATTACH, _blocker, _save, _wait_for_blocked_attach
+
+EXTRA = sorted((BOTTLE / "train" / "good").glob("*.png"))[12:15]  # good images the small model never saw
+
+
+def _upload(path) -> Upload:
+    return Upload(path.name, path.read_bytes(), str(path))
+
+
+def _state(connection, category: str = "bottle") -> tuple[int, int, int]:
+    model = models.active_model(connection, category)
+    return model.id, model.memory_bank_size, banks.patch_count(connection, model.bank_segments)
+
+
+def _loaded(connection, category: str = "bottle") -> tuple[models.StoredModel, banks.StoredBank]:
+    model = models.active_model(connection, category)
+    return model, banks.load_memory_bank(connection, model.bank_segments, model.dim)
+
+
+@pytest.fixture(scope="module")
+def embedder(small_model):
+    return Embedder.load(small_model.config, str(WEIGHTS), "cpu")
+
+
+def test_added_normals_grow_the_bank_by_what_is_new_once(database_url, small_model, embedder):
+    old_id = _save(database_url, "bottle", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        old, bank = _loaded(connection)
+        assert old.coverage_radius == pytest.approx(small_model.coverage_radius) and old.coverage_radius > 0
+        added = add_normals(connection, old, bank, embedder, [_upload(p) for p in EXTRA], Settings(), "test")
+        models.retire_old_models(connection, "bottle")
+        new, grown = _loaded(connection)
+        assert new.id == added.model_id != old_id and new.bank_segments == (old_id, new.id)
+        assert 0 < added.patches_added < added.candidate_patches == 3 * 28 * 28
+        size = old.memory_bank_size + added.patches_added
+        assert _state(connection) == (new.id, size, size)
+        assert new.threshold == old.threshold and new.threshold_policy["good_scores"] == 12 + 3
+        assert images.image_counts(connection, new.bank_segments) == {"train": 9, "holdout": 3, "added": 3}
+        sources = connection.execute("SELECT source FROM images WHERE split = 'added' ORDER BY id").fetchall()
+        assert [s[0] for s in sources] == [str(p) for p in EXTRA]
+        # every patch of an added image is now within the coreset radius of the bank (the rule that chose them)
+        for path in EXTRA:
+            distances = exact_prediction(embedder.features(embedder.preprocess.tensor(open_image(path))[None])[0],
+                                         grown.embeddings, new.config).patch_scores  # fmt: skip
+            assert float(distances.max()) <= new.coverage_radius + 1e-4
+        log = changes.changes(connection, new.category_id)
+        assert log[0]["action"] == "add_normals" and log[0]["detail"]["patches_added"] == added.patches_added
+
+        again = add_normals(connection, new, grown, embedder, [_upload(p) for p in EXTRA], Settings(), "test")
+        assert again.model_id == new.id and again.duplicates == [p.name for p in EXTRA] and again.patches_added == 0
+        buffer = io.BytesIO()
+        Image.open(EXTRA[0]).save(buffer, format="PNG", compress_level=1)  # the same pixels, another file
+        copy = add_normals(connection, new, grown, embedder, [Upload("copy.png", buffer.getvalue(), "t")],
+                           Settings(), "test")  # fmt: skip
+        assert copy.model_id != new.id and copy.patches_added == 0 and copy.duplicates == []
+        assert _state(connection)[1:] == (new.memory_bank_size,) * 2
+
+
+def test_a_reader_during_an_add_sees_one_whole_version(database_url, small_model, embedder):
+    old_id = _save(database_url, "bottle", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        old, bank = _loaded(connection)
+    blocker = _blocker(database_url)
+    done: list = []
+
+    def add() -> None:
+        with connect(database_url, autocommit=True) as connection:
+            done.append(add_normals(connection, old, bank, embedder, [_upload(EXTRA[0])], Settings(), "test"))
+
+    writer = threading.Thread(target=add)
+    writer.start()
+    try:
+        _wait_for_blocked_attach(database_url)
+        with connect(database_url, autocommit=True) as reader:
+            assert _state(reader) == (old_id, old.memory_bank_size, old.memory_bank_size)
+            assert images.image_counts(reader, old.bank_segments).get("added") is None
+    finally:
+        blocker.rollback()
+        blocker.close()
+        writer.join(60)
+    with connect(database_url, autocommit=True) as reader:
+        size = old.memory_bank_size + done[0].patches_added
+        assert _state(reader) == (done[0].model_id, size, size)
+
+
+def test_a_killed_add_leaves_the_old_version(database_url, small_model):
+    old_id = _save(database_url, "bottle", small_model)
+    size = small_model.memory_bank.shape[0]
+    blocker = _blocker(database_url)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "add-normals", "--category", "bottle", *map(str, EXTRA)],
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url, "INSPECT_WEIGHTS": str(WEIGHTS)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for_blocked_attach(database_url)
+        job.send_signal(signal.SIGKILL)
+        job.wait(30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    deadline = time.monotonic() + 30
+    with connect(database_url, autocommit=True) as connection:
+        while connection.execute(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{_ATTACH}'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the killed job's transaction was never rolled back"
+            time.sleep(0.1)
+        assert _state(connection) == (old_id, size, size)
+        assert connection.execute("SELECT count(*) FROM images WHERE split = 'added'").fetchone()[0] == 0
+        assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
+        orphans = connection.execute(
+            "SELECT count(*) FROM pg_class c WHERE c.relkind = 'r' AND c.relname ~ '^patches_model_[0-9]+$' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+        ).fetchone()[0]
+        assert orphans == 0
+
+
+def _defect(kind: str, name: str = "000", mask: bool = True) -> DefectUpload:
+    path = BOTTLE / "test" / kind / f"{name}.png"
+    data = (BOTTLE / "ground_truth" / kind / f"{name}_mask.png").read_bytes() if mask else None
+    return DefectUpload(_upload(path), kind, data)
+
+
+def test_the_library_names_the_type_of_a_defect_it_holds_a_copy_of(database_url, small_model, embedder):
+    _save(database_url, "bottle", small_model)
+    kinds = ("broken_large", "broken_small", "contamination")
+    with connect(database_url, autocommit=True) as connection:
+        model, bank = _loaded(connection)
+        result = add_defects(connection, model, bank, embedder, [_defect(k) for k in kinds], Settings(), "test")
+        models.retire_old_models(connection, "bottle")
+        model, bank = _loaded(connection)
+        assert model.defect_segments == (result["model_id"],) and result["defect_patches"] > 3
+        assert [e["defect_type"] for e in result["added"]] == list(kinds)
+        stored = connection.execute("SELECT count(*) FROM defect_patches").fetchone()[0]
+        assert stored == result["defect_patches"]
+        inspector = Inspector(model, bank, Settings())
+        for kind in kinds:
+            inspection = inspector.inspect([connection], open_image(BOTTLE / "test" / kind / "000.png"))
+            assert inspection.is_anomalous and inspection.defect is not None
+            assert inspection.defect.defect_type == kind, inspection.defect
+            assert inspection.defect.nearest[0]["defect_type"] == kind and inspection.defect.confidence > 0
+        good = inspector.inspect([connection], open_image(BOTTLE / "test" / "good" / "000.png"))
+        assert not good.is_anomalous and good.defect is None
+        again = add_defects(connection, model, bank, embedder, [_defect(kinds[0])], Settings(), "test")
+        assert again["model_id"] == model.id and again["skipped"] == ["000.png"]
+        # without a mask the example keeps its most anomalous cells by the model
+        unmasked = add_defects(connection, model, bank, embedder, [_defect("broken_large", "001", mask=False)],
+                               Settings(), "test")  # fmt: skip
+        assert unmasked["added"][0]["cells_from"] == "model" and 1 <= unmasked["defect_patches"] <= 32
+        library_rows = connection.execute("SELECT count(*) FROM defect_examples").fetchone()[0]
+        assert library_rows == 4
+
+
+def test_bad_defect_inputs_are_refused_before_anything_is_written(database_url, small_model, embedder):
+    _save(database_url, "bottle", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        model, bank = _loaded(connection)
+        wrong = _defect("broken_large")
+        small = io.BytesIO()
+        Image.new("L", (100, 100), 255).save(small, format="PNG")
+        with pytest.raises(ImageShapeError, match="the mask is 100x100, its image 900x900"):
+            add_defects(connection, model, bank, embedder, [DefectUpload(wrong.upload, "broken_large",
+                        small.getvalue())], Settings(), "test")  # fmt: skip
+        empty = io.BytesIO()
+        Image.new("L", (900, 900), 0).save(empty, format="PNG")
+        with pytest.raises(ValueError, match="marks no defect pixel"):
+            add_defects(connection, model, bank, embedder, [DefectUpload(wrong.upload, "broken_large",
+                        empty.getvalue())], Settings(), "test")  # fmt: skip
+        for label in ("", "good label", "x" * 101):
+            with pytest.raises(ValueError, match="is not a name"):
+                add_defects(connection, model, bank, embedder, [DefectUpload(wrong.upload, label)], Settings(), "t")
+        assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
+        assert connection.execute("SELECT count(*) FROM defect_examples").fetchone()[0] == 0
+
+
+def test_cells_from_a_mask_and_the_vote():
+    mask = np.zeros((224, 224), dtype=bool)
+    mask[0:8, 0:8] = True  # one whole cell
+    mask[100:101, 100:101] = True  # one pixel: under a quarter of its cell
+    assert library.cells_from_mask(mask, (28, 28)) == [(0, 0)]
+    thin = np.zeros((224, 224), dtype=bool)
+    thin[50, 60] = True
+    assert library.cells_from_mask(thin, (28, 28)) == [(6, 7)]
+    near = [library.Neighbour(0, 1, "crack", "a.png", 0.5), library.Neighbour(1, 2, "dent", "b.png", 0.4),
+            library.Neighbour(2, 1, "crack", "a.png", 0.6), library.Neighbour(3, 2, "dent", "b.png", 9.0)]  # fmt: skip
+    verdict = library.classify([1.0, 1.0, 1.0, 1.0], near, "l2")
+    assert verdict.defect_type == "crack" and verdict.confidence == 0.5  # cell 3's defect is farther than good
+    assert [n["defect_id"] for n in verdict.nearest] == [2, 1]
+    assert library.classify([0.1, 0.1, 0.1, 0.1], near, "l2").defect_type is None  # nothing nearer than good
+    assert library.classify([1.0], [], "l2").defect_type is None  # an empty library
