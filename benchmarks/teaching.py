@@ -46,6 +46,34 @@ def _store(connection, category: str, fitted) -> float:
     return time.perf_counter() - started
 
 
+def _full_size(args, config, train, uploads, paths) -> None:
+    """Adding the images to a category fitted on its whole training split, against refitting it with them."""
+    name = f"{args.category}_teach_full"
+    started = time.perf_counter()
+    fitted = fit(config, train, args.weights)
+    fit_seconds = time.perf_counter() - started
+    with connect(database_url(get_settings()), autocommit=True) as connection:
+        store_seconds = _store(connection, name, fitted)
+        model = models.active_model(connection, name)
+        loaded = time.perf_counter()
+        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
+        inspector = Inspector(model, bank, get_settings())
+        load_seconds = time.perf_counter() - loaded
+        added = add_normals(connection, model, bank, inspector.embedder, uploads, get_settings(), "benchmark")
+        started = time.perf_counter()
+        refitted = fit(config, train + paths, args.weights)
+        refit_seconds = time.perf_counter() - started
+        restore_seconds = _store(connection, f"{name}_refit", refitted)
+    print(f"\n| {len(train)} training images, bank {model.memory_bank_size} | seconds |")
+    print("|---|---|")
+    print(f"| fit + store | {fit_seconds:.1f} + {store_seconds:.1f} |")
+    print(f"| add {len(uploads)} normals ({added.patches_added} patches new): embed / select and score / store "
+          f"(one transaction) | {added.seconds['embed']:.2f} / {added.seconds['select_and_score']:.2f} / "
+          f"{added.seconds['store']:.2f} = {added.seconds['total']:.2f} |")  # fmt: skip
+    print(f"| (reading the bank and loading the network first, as a server has them) | {load_seconds:.2f} |")
+    print(f"| refit with them + store | {refit_seconds:.1f} + {restore_seconds:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True)
@@ -53,14 +81,18 @@ def main() -> None:
     parser.add_argument("--category", default="bottle")
     parser.add_argument("--train-images", type=int, default=20)
     parser.add_argument("--holdout", type=float, default=0.1)
+    parser.add_argument("--false-alarm-rate", type=float, default=0.02, help="the fit's target (default 2%%)")
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument(
+        "--full-size", action="store_true", help="also time adding the same images to a fit on every training image"
+    )
     args = parser.parse_args()
 
     data = mvtec_category(args.data, args.category)
     train = sorted(data.train)[: args.train_images]
     samples = data.test
     labels = np.array([s.is_anomalous for s in samples])
-    config = PatchCoreConfig(backbone="resnet18", holdout_fraction=args.holdout)
+    config = PatchCoreConfig(backbone="resnet18", holdout_fraction=args.holdout, false_alarm_rate=args.false_alarm_rate)
     name = f"{args.category}_teach"
     url = database_url(get_settings())
     upgrade(url)
@@ -114,6 +146,8 @@ def main() -> None:
         f"{added.seconds['select_and_score']:.2f}, store {added.seconds['store']:.2f}); "
         f"full refit with them: {refit_seconds:.1f} s + {restore_seconds:.1f} s to store"
     )
+    if args.full_size:
+        _full_size(args, config, data.train, uploads, [samples[i].path for i in flagged])
     if args.plot:
         import matplotlib
 

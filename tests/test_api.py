@@ -502,6 +502,69 @@ def test_good_images_are_served_from_the_database_with_cache_headers(api, databa
     assert views == images == 209  # every good image, hold-out included
 
 
+def _file(path: Path, field: str = "file") -> tuple[str, tuple[str, bytes, str]]:
+    return field, (path.name, path.read_bytes(), "image/png")
+
+
+def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, fitted):
+    """Normals, defect examples and feedback over HTTP, each a new version served at once; bad inputs get 4xx."""
+    with connect(database[1]) as connection:
+        models.save_model(connection, "teach", fitted, {}, Settings())
+    good = [BOTTLE / "test" / "good" / f"{n:03d}.png" for n in (1, 2, 3)]
+    mask = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
+    unknown = api.post("/categories/nope/normals", files=[_file(good[0], "files")])
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_category"
+    small_mask = ("mask", ("m.png", _png(100, 100), "image/png"))
+    wrong = api.post(
+        "/categories/teach/defects", files=[_file(BROKEN), small_mask], data={"defect_type": "broken_large"}
+    )
+    assert wrong.status_code == 422 and "the mask is 100x100, its image 900x900" in wrong.json()["detail"], wrong.text
+    for label in ("", "two words"):
+        bad = api.post("/categories/teach/feedback", files=[_file(BROKEN)], data={"label": label})
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_request", bad.text
+    text = api.post("/categories/teach/normals", files=[("files", ("notes.txt", b"hello", "text/plain"))])
+    assert text.status_code == 415 and text.json()["error"] == "unsupported_image"
+    before = api.get("/categories/teach").json()
+    assert before["coverage_radius"] > 0 and before["defect_library"] == []
+
+    added = api.post("/categories/teach/normals", files=[_file(good[0], "files"), _file(good[1], "files")])
+    assert added.status_code == 200, added.text
+    body = added.json()
+    assert body["model_id"] != before["model_id"] and body["images_added"] == ["001.png", "002.png"]
+    assert body["threshold"] == before["threshold"] and body["patches_added"] <= body["candidate_patches"] == 2 * 784
+    detail = api.get("/categories/teach").json()
+    assert detail["images"]["added"] == 2 and detail["memory_bank_segments"] == [before["model_id"], body["model_id"]]
+    assert detail["memory_bank_size"] == detail["patches"] == before["patches"] + body["patches_added"]
+    answer = _post(api, good[0], category="teach").json()
+    assert answer["model_id"] == body["model_id"] and answer["is_anomalous"] is False
+    assert answer["anomaly_score"] <= before["coverage_radius"] + 1e-4  # every patch of it is covered now
+
+    taught = api.post("/categories/teach/defects", files=[_file(BROKEN), _file(mask, "mask")],
+                      data={"defect_type": "broken_large"})  # fmt: skip
+    assert taught.status_code == 200, taught.text
+    assert taught.json()["added"][0]["cells_from"] == "mask" and taught.json()["defect_patches"] > 0
+    library = api.get("/categories/teach").json()["defect_library"]
+    assert [(e["defect_type"], e["file_name"]) for e in library] == [("broken_large", "000.png")]
+    answer = _post(api, BROKEN, category="teach").json()
+    assert answer["defect_type"] == "broken_large" and 0 < answer["defect_confidence"] <= 1
+    assert answer["nearest_defects"][0]["defect_id"] == library[0]["id"]
+    assert "defects" in answer["timings_ms"]
+    picture = api.get(f"/defects/{library[0]['id']}")
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+    assert api.get("/defects/999999").status_code == 404
+
+    feedback = api.post("/categories/teach/feedback", files=[_file(good[2])], data={"label": "good"})
+    assert feedback.status_code == 200 and feedback.json()["taught"] == "normal", feedback.text
+    contamination = BOTTLE / "test" / "contamination" / "000.png"
+    feedback = api.post("/categories/teach/feedback", files=[_file(contamination)], data={"label": "contamination"})
+    assert feedback.status_code == 200 and feedback.json()["result"]["added"][0]["cells_from"] == "model"
+    detail = api.get("/categories/teach").json()
+    actions = ["add_defects", "add_normals", "add_defects", "add_normals", "fit"]
+    assert [c["action"] for c in detail["changes"]] == actions
+    assert all(c["actor"].startswith("api") for c in detail["changes"][:4])
+    assert sorted(e["defect_type"] for e in detail["defect_library"]) == ["broken_large", "contamination"]
+
+
 def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     """Debian's Chromium, driven by Playwright: the page lists the category, shows a broken bottle's verdict with
     its heatmap, the nearest good patch and 10 good thumbnails that really loaded, a good bottle as normal, and the
