@@ -100,8 +100,8 @@ def main() -> None:
                         color="white" if matrix[a, b] > matrix.max() / 2 else "black")  # fmt: skip
         ax.set_xlabel("answered")
         ax.set_ylabel("true type")
-        ax.set_title(f"{args.category}, leave-one-image-out: accuracy {accuracy:.3f} "
-                     f"(always {common}: {count / len(types):.3f})")  # fmt: skip
+        ax.set_title(f"{args.category}, leave one image out\naccuracy {accuracy:.3f} "
+                     f"(always {common}: {count / len(types):.3f})", fontsize=11)  # fmt: skip
         fig.tight_layout()
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=110)

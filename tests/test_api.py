@@ -567,8 +567,9 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
 
 def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     """Debian's Chromium, driven by Playwright: the page lists the category, shows a broken bottle's verdict with
-    its heatmap, the nearest good patch and 10 good thumbnails that really loaded, a good bottle as normal, and the
-    API's own message for a text file. Writes the screenshot the README shows when INSPECT_SCREENSHOT names a file."""
+    its heatmap, the nearest good patch, 10 good thumbnails and the nearest known defect that really loaded, a good
+    bottle as normal, teaching from the page (a refused label's message, then "it is good"), and the API's own message
+    for a text file. Writes the screenshot the README shows when INSPECT_SCREENSHOT names a file."""
     import shutil
 
     from playwright.sync_api import sync_playwright
@@ -577,6 +578,10 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     assert chromium, "Debian's chromium is needed (scripts/install.sh installs it as root)"
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
+    mask = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
+    known = api.post("/categories/bottle/defects", files=[_file(BROKEN), _file(mask, "mask")],
+                     data={"defect_type": "broken_large"})  # fmt: skip
+    assert known.status_code == 200, known.text
     flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
     with sync_playwright() as driver:
@@ -595,11 +600,18 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert len(loaded) == 10 and all(width > 0 for width in loaded)
         assert page.eval_on_selector(".result img.heat", "(i) => i.naturalWidth") == 224
         assert page.eval_on_selector(".result img.normal-patch", "(i) => i.naturalWidth") == 64
+        assert page.inner_text(".result .defect-type").startswith("looks like broken_large")
+        assert page.eval_on_selector(".result img.defect-thumb", "(i) => i.naturalWidth") == 224
         if os.environ.get("INSPECT_SCREENSHOT"):
             page.screenshot(path=os.environ["INSPECT_SCREENSHOT"], full_page=True)
         page.set_input_files("#files", str(GOOD))
         page.wait_for_function("document.querySelectorAll('.result').length == 2")
         assert page.inner_text(".result .verdict") == "NORMAL"  # the newest answer comes first
+        page.click(".result .teach-defect")  # no type given: the API's refusal is shown
+        page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('422')")
+        page.click(".result .teach-good")
+        page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('taught')")
+        assert "taught as good: version" in page.inner_text(".result .teach-result")
         page.set_input_files("#files", str(text))
         page.wait_for_selector(".api-error")
         message = page.inner_text(".api-error")
@@ -610,7 +622,9 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.wait_for_function("[...document.querySelectorAll('img.plot')].every((i) => i.naturalWidth > 0)")
         assert page.eval_on_selector("img.plot", "(i) => i.naturalWidth") == 320
         text = page.inner_text("#content")
-        assert "false_alarm_rate" in text and "14740 patches" in text and "image auroc" in text
+        assert "false_alarm_rate" in text and "image auroc" in text and "add_normals" in text
+        assert "broken_large: 000.png" in text
+        assert page.eval_on_selector("img.defect", "(i) => i.naturalWidth") == 224
         page.goto(str(api.base_url) + "/category?name=no_such_thing")
         page.wait_for_selector(".error")
         assert page.inner_text(".error").startswith("404 unknown_category")
