@@ -7,9 +7,12 @@ import io
 import logging
 import time
 from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
+import psycopg
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -17,9 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import observability
+from app.auth import Guard, Keys, RateLimit
 from app.heatmap import heatmap_png
 from app.limits import BodyLimit
 from app.schemas import (
@@ -30,6 +36,8 @@ from app.schemas import (
     Error,
     FeedbackResult,
     Health,
+    InspectionPage,
+    InspectionRecord,
     NormalsAdded,
     QueryResponse,
     Ready,
@@ -38,6 +46,7 @@ from app.schemas import (
 )
 from app.services import DatabaseUnavailable, Services, UnknownCategory
 from config import get_settings
+from config.keys import parse_keys
 from patchcore import ImageError, WeightsError
 from patchcore.errors import ImageShapeError, ImageTooLargeError
 from patchcore.features import STRIDES
@@ -46,8 +55,9 @@ from revisions.defects import DefectUpload, add_defects, check_defect_type
 from revisions.normals import NeedsRefit, add_normals
 from revisions.threshold import set_threshold
 from revisions.uploads import Upload
+from serving import logbook
 from serving.inspector import ModelReplaced
-from store import banks, changes, defects, images, models, pictures, versions
+from store import banks, changes, defects, images, inspections, models, pictures, versions
 
 log = logging.getLogger("app")
 
@@ -55,13 +65,36 @@ log = logging.getLogger("app")
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
+    observability.configure_logs()
+    if not _keys().keys:
+        log.warning(OPEN_WARNING)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     services = Services(settings)
+    _POOL["stats"] = services.pool.get_stats
     await run_in_threadpool(services.open)
     app.state.services = services
     yield
     services.close()
+
+
+OPEN_WARNING = (
+    "NO API KEY IS CONFIGURED: anyone who reaches this service can inspect, read the log and change categories; "
+    "set INSPECT_API_KEYS (python -m ingest new-key)"
+)
+_POOL: dict = {"stats": dict}
+observability.REGISTRY.register(observability.PoolCollector(lambda: _POOL["stats"]()))
+
+
+@lru_cache
+def _keys() -> Keys:
+    return Keys(parse_keys(get_settings().api_keys))
+
+
+@lru_cache
+def _rate_limit() -> RateLimit | None:
+    per_minute = get_settings().rate_limit_per_minute
+    return RateLimit(per_minute) if per_minute else None
 
 
 app = FastAPI(
@@ -151,6 +184,10 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
+app.add_middleware(
+    Guard, keys=_keys, rate_limit=_rate_limit, refused=lambda reason: observability.REFUSED.labels(reason).inc()
+)
+app.add_middleware(observability.Observe)  # outermost: every answer, refusals included, gets its id and log line
 
 
 def _services(request: Request) -> Services:
@@ -169,6 +206,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 @app.post("/query", response_model=QueryResponse, responses=ERRORS, summary="Inspect one image")
 async def query(
     request: Request,
+    response: Response,
     file: Annotated[UploadFile, File(description="PNG, JPEG, BMP or TIFF; grayscale, RGB, RGBA or 16-bit")],
     category: Annotated[str, Form(description="the product category, as ingested", **CATEGORY)],
     top_k: Annotated[int, Form(ge=1, le=100, description="how many similar good images to return")] = 10,
@@ -177,11 +215,28 @@ async def query(
     started = time.perf_counter()
     services = _services(request)
     data = await _read_limited(file, services.settings.max_upload_bytes)
-    return await run_in_threadpool(_inspect, services, data, file.filename, category, top_k, heatmap, started)
+    state = request.scope.get("state", {})
+    answer = await run_in_threadpool(
+        _inspect, services, data, file.filename, category, top_k, heatmap, started,
+        state.get("request_id", ""), state.get("api_key"),
+    )  # fmt: skip
+    if answer.inspection_id is None:
+        response.headers["X-Inspection-Logged"] = "false"
+    else:
+        response.headers["X-Inspection-Id"] = str(answer.inspection_id)
+    return answer
 
 
 def _inspect(
-    services: Services, data: bytes, name: str | None, category: str, top_k: int, heatmap: bool, started: float
+    services: Services,
+    data: bytes,
+    name: str | None,
+    category: str,
+    top_k: int,
+    heatmap: bool,
+    started: float,
+    request_id: str,
+    api_key: str | None,
 ) -> QueryResponse:
     inspector = services.inspector(category)
     preprocess = inspector.embedder.preprocess
@@ -207,7 +262,20 @@ def _inspect(
         encoded = heatmap_png(inspection.anomaly_map(), inspection.threshold)
         timings["heatmap"] = (time.perf_counter() - before) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
+    defect_type = inspection.defect.defect_type if inspection.defect else None
+    inspection_id = _record(services, logbook.entry(
+        request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
+        defect_type, data, image, api_key, timings, services.settings.log_images,
+    ))  # fmt: skip
+    timings["log"] = (time.perf_counter() - started) * 1000 - timings["total"]
+    for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):
+        if stage in timings:
+            observability.STAGES.labels(stage).observe(timings[stage] / 1000)
+    observability.VERDICTS.labels(category, "anomalous" if inspection.is_anomalous else "normal").inc()
+    if defect_type:
+        observability.DEFECT_TYPES.labels(category, defect_type).inc()
     return QueryResponse(
+        inspection_id=inspection_id,
         category=category,
         model_id=model.id,
         is_anomalous=inspection.is_anomalous,
@@ -234,11 +302,22 @@ def _inspect(
         view_box=[*view.to_original(0, 0), *view.to_original(view.width, view.height)],
         patch_size=stride,
         exact_searched_patches=inspection.reranked,
-        defect_type=inspection.defect.defect_type if inspection.defect else None,
+        defect_type=defect_type,
         defect_confidence=inspection.defect.confidence if inspection.defect else None,
         nearest_defects=inspection.defect.nearest if inspection.defect else [],
         timings_ms=timings,
     )
+
+
+def _record(services: Services, row: inspections.Inspection) -> int | None:
+    """Write the inspection record, or say it was not (``None``, counted): an answer is never held up by more
+    than ``INSPECT_LOG_TIMEOUT_MS`` for its record, and never claims a record it has not got."""
+    try:
+        return services.run(inspections.record, row, services.settings.log_timeout_ms)
+    except (DatabaseUnavailable, psycopg.Error) as exc:
+        observability.UNRECORDED.inc()
+        log.warning("inspection %s of %s answered but not recorded: %s", row.request_id, row.category, exc)
+        return None
 
 
 def _active(connection, name: str) -> models.StoredModel:
@@ -450,22 +529,43 @@ async def post_defect(
 async def post_feedback(
     request: Request,
     name: Annotated[str, PathParam(**CATEGORY)],
-    file: Annotated[UploadFile, File(description="the image that was judged")],
     label: Annotated[str, Form(description="good, or the defect type it shows")],
+    file: Annotated[UploadFile | None, File(description="the image that was judged")] = None,
+    inspection_id: Annotated[
+        int | None, Form(description="instead of the file: the inspection whose image the log kept in full")
+    ] = None,
     mask: Annotated[UploadFile | None, File(description="optional defect mask (defect labels only)")] = None,
 ) -> dict:
     services = _services(request)
+    if label != "good":
+        try:
+            check_defect_type(label)
+        except ValueError as exc:
+            raise HTTPException(422, {"error": "invalid_request", "detail": f"label: {exc}"}) from exc
+    if (file is None or not file.filename) == (inspection_id is None):
+        raise HTTPException(422, {"error": "invalid_request", "detail": "send the image as file, or an inspection_id"})
+    if inspection_id is not None:
+        upload = await run_in_threadpool(_logged_upload, services, inspection_id, _actor(request))
+        mask_data = await _read_limited(mask, services.settings.max_upload_bytes) if mask and mask.filename else None
+        item = DefectUpload(upload, label, mask_data)
+    else:
+        item = await _defect_upload(request, file, label, mask)
     if label == "good":
-        upload = (await _defect_upload(request, file, label, None)).upload
-        result = await run_in_threadpool(_add_normals, services, name, [upload], False, _actor(request))
+        result = await run_in_threadpool(_add_normals, services, name, [item.upload], False, _actor(request))
         return {"label": label, "taught": "normal", "result": result}
-    try:
-        check_defect_type(label)
-    except ValueError as exc:
-        raise HTTPException(422, {"error": "invalid_request", "detail": f"label: {exc}"}) from exc
-    item = await _defect_upload(request, file, label, mask)
     result = await run_in_threadpool(_add_defects, services, name, [item], _actor(request))
     return {"label": label, "taught": "defect", "result": result}
+
+
+def _logged_upload(services: Services, inspection_id: int, actor: str) -> Upload:
+    """The image an inspection kept in full, as an upload to teach with."""
+    found = services.run(inspections.image, inspection_id)
+    if found is None or found[2] != "full":
+        raise HTTPException(
+            409, {"error": "image_not_kept", "detail": f"inspection {inspection_id} has no full image to teach with "
+                  "(INSPECT_LOG_IMAGES=full keeps them, until INSPECT_LOG_RETENTION_DAYS); send the file instead"},
+        )  # fmt: skip
+    return Upload(f"inspection-{inspection_id}", found[0], f"{actor}: inspection {inspection_id}")
 
 
 @app.get(
@@ -559,9 +659,69 @@ def category_page() -> HTMLResponse:
     return HTMLResponse((PAGES / "category.html").read_text(encoding="utf-8"))
 
 
-@app.get("/health", response_model=Health, summary="The process answers")
+@app.get("/health", response_model=Health, summary="The process answers; says whether API keys are required")
 def health() -> dict:
-    return {"status": "ok"}
+    if _keys().keys:
+        return {"status": "ok", "auth": "keys"}
+    return {"status": "ok", "auth": "open", "warning": OPEN_WARNING}
+
+
+@app.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)")
+def metrics(request: Request) -> Response:
+    observability.MODELS_LOADED.set(len(_services(request).loaded()))
+    return Response(generate_latest(observability.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _with_image_url(record: dict) -> dict:
+    return {**record, "image_url": f"/inspections/{record['id']}/image" if record["image_kept"] else None}
+
+
+@app.get("/inspections", response_model=InspectionPage, responses=ERRORS, summary="The inspection log, newest first")
+def list_inspections(
+    request: Request,
+    category: Annotated[str | None, Query(**CATEGORY)] = None,
+    verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect or normal")] = None,
+    since: Annotated[datetime | None, Query(description="from this time on (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="before this time (ISO 8601)")] = None,
+    model_id: Annotated[int | None, Query(description="judged by this version")] = None,
+    before: Annotated[int | None, Query(description="older than this inspection id: next_before of a page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict:
+    anomalous = None if verdict is None else verdict == "defect"
+    rows = _services(request).run(inspections.listed, category, anomalous, since, until, model_id, before, limit)
+    return {
+        "inspections": [_with_image_url(r) for r in rows],
+        "next_before": rows[-1]["id"] if len(rows) == limit else None,
+    }
+
+
+def _inspection(request: Request, inspection_id: int) -> dict:
+    record = _services(request).run(inspections.one, inspection_id)
+    if record is None:
+        raise HTTPException(404, {"error": "unknown_inspection", "detail": f"no inspection {inspection_id}"})
+    return record
+
+
+@app.get("/inspections/{inspection_id}", response_model=InspectionRecord, responses=ERRORS, summary="One inspection")
+def get_inspection(request: Request, inspection_id: int) -> dict:
+    return _with_image_url(_inspection(request, inspection_id))
+
+
+@app.get(
+    "/inspections/{inspection_id}/image",
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the kept image"}},
+    response_class=Response,
+    summary="The image an inspection kept (a thumbnail or the file, per INSPECT_LOG_IMAGES), until its retention ends",
+)
+def inspection_image(request: Request, inspection_id: int) -> Response:
+    found = _services(request).run(inspections.image, inspection_id)
+    if found is None:
+        _inspection(request, inspection_id)
+        raise HTTPException(
+            404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image (INSPECT_LOG_IMAGES "
+                  "was none, or its retention period is over)"},
+        )  # fmt: skip
+    return _image_response(request, found[0], found[1])
 
 
 @app.get("/ready", response_model=Ready, responses={503: {"model": Ready}}, summary="Database up, a category loaded")

@@ -45,6 +45,10 @@ class NearestDefect(BaseModel):
 
 
 class QueryResponse(BaseModel):
+    inspection_id: int | None = Field(
+        description="this answer's record in the inspection log (GET /inspections/{id}); null when it could not be "
+        "written (the X-Inspection-Logged: false header says so too, and a metric counts it)"
+    )
     category: str
     model_id: int
     is_anomalous: bool = Field(description="anomaly_score above threshold (similarity below threshold_similarity)")
@@ -176,6 +180,36 @@ class FeedbackResult(BaseModel):
 
 class Health(BaseModel):
     status: str
+    auth: str = Field(description="keys (API keys required) or open (no key configured: anyone may do anything)")
+    warning: str | None = None
+
+
+class InspectionRecord(BaseModel):
+    id: int
+    at: str
+    request_id: str
+    category: str
+    model_id: int = Field(description="the version that judged it")
+    is_anomalous: bool
+    score: float
+    threshold: float
+    defect_type: str | None
+    sha256: str
+    bytes: int
+    format: str
+    width: int
+    height: int
+    api_key: str | None = Field(description="the name of the key that asked (null when the service is open)")
+    latency_ms: float
+    stages_ms: dict[str, float]
+    image_kind: str = Field(description="what was kept of the image: none, thumbnail or full")
+    image_kept: bool = Field(description="false once deleted after the retention period (the record stays)")
+    image_url: str | None = None
+
+
+class InspectionPage(BaseModel):
+    inspections: list[InspectionRecord]
+    next_before: int | None = Field(description="pass as before= for the next (older) page; null at the end")
 
 
 class Ready(BaseModel):

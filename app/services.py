@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from config import Settings
 from serving.inspector import Inspector
-from store import banks, models
+from store import banks, inspections, models
 from store.database import configure, database_url
 from store.migrate import upgrade
 
@@ -50,6 +50,8 @@ class Services:
         self._inspectors: OrderedDict[str, Inspector] = OrderedDict()  # least recently asked first
         self._lock = threading.Lock()
         self._migrated = False
+        self._closing = threading.Event()
+        self._retention = threading.Thread(target=self._expire_images, name="log-retention", daemon=True)
 
     def open(self) -> None:
         self.pool.open(wait=False)
@@ -60,9 +62,26 @@ class Services:
                 self.inspector(model.category)
         except DatabaseUnavailable as exc:
             log.warning("database not reachable at start (%s); will retry on each request", exc)
+        self._retention.start()
 
     def close(self) -> None:
+        self._closing.set()
         self.pool.close()
+
+    def _expire_images(self) -> None:
+        """Delete the inspection log's images past ``INSPECT_LOG_RETENTION_DAYS`` (the records stay), at start and
+        every ``INSPECT_LOG_RETENTION_CHECK_SECONDS``; any server may do it, the statement is idempotent."""
+        while True:
+            try:
+                expired = self.run(inspections.expire_images, self.settings.log_retention_days)
+                if expired:
+                    log.info("deleted the images of %s inspections older than %s days", expired,
+                             self.settings.log_retention_days)  # fmt: skip
+            except DatabaseUnavailable as exc:
+                log.warning("inspection images not expired now (%s); next try in %s s", exc,
+                            self.settings.log_retention_check_seconds)  # fmt: skip
+            if self._closing.wait(self.settings.log_retention_check_seconds):
+                return
 
     def ensure_schema(self) -> None:
         if not self._migrated:

@@ -38,7 +38,7 @@ def run(url: str, images: list[Path], category: str, clients: int, heatmap: bool
     latencies = np.array([r[0] for r in results])
     stages = {
         k: statistics.median(r[1].get(k, 0.0) for r in results)
-        for k in ("decode", "embed", "search", "rerank", "score")
+        for k in ("decode", "embed", "search", "rerank", "score", "log")
     }
     return {
         "clients": clients,

@@ -65,6 +65,26 @@ class Settings(BaseSettings):
         "free (best at the database server's core count)",
     )
     torch_threads: int | None = Field(default=None, description="torch intra-op threads; unset: torch's default")
+    api_keys: str | None = Field(
+        default=None,
+        description="API keys as name:role:sha256 entries, comma-separated (role inspect or admin; only each key's "
+        "SHA-256 is given: python -m ingest new-key); unset: the service is open to anyone who reaches it",
+    )
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="most requests a minute per key (per client address when open), per process"
+    )
+    log_images: Literal["none", "thumbnail", "full"] = Field(
+        default="thumbnail", description="what the inspection log keeps of each image: nothing, a 256 px JPEG, the file"
+    )
+    log_retention_days: float = Field(
+        default=30, gt=0, description="days after which the inspection log's images are deleted (records stay)"
+    )
+    log_retention_check_seconds: float = Field(
+        default=3600, gt=0, description="how often a server deletes the inspection images past their retention"
+    )
+    log_timeout_ms: int = Field(
+        default=250, ge=10, description="longest wait to write an inspection record before answering without it"
+    )
 
 
 @lru_cache

@@ -7,6 +7,7 @@ Subcommands:
   threshold        set a category's threshold (a value, a false-alarm rate, or labelled images): a new version
   add-normals      add good images to a fitted category without a refit: a new version
   add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
+  new-key          make an API key: prints the key (once) and the INSPECT_API_KEYS entry that admits it
   db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
   db-stop          stop the embedded PostgreSQL
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from config import get_settings
+from config.keys import ROLES, hash_key, new_key, parse_keys
 from patchcore import PatchCoreError
 from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
 from patchcore.datasets import Category, folder_category, mvtec_categories, mvtec_category
@@ -178,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     defects.add_argument("--mask", type=Path, help="its mask (PNG, image's size, defect white); default: the model's")
     defects.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
+    key = commands.add_parser("new-key", help="make an API key and the INSPECT_API_KEYS entry that admits it")
+    key.add_argument("--name", required=True, help="who or what uses it (a line, a camera, a person)")
+    key.add_argument("--role", choices=ROLES, default="inspect", help="inspect (query, read) or admin (also change)")
+
     commands.add_parser("db-uri", help="print the PostgreSQL URI in use (starts the embedded server if needed)")
     commands.add_parser("db-stop", help="stop the embedded PostgreSQL (its data stays in INSPECT_DATA_DIR)")
     return parser
@@ -299,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.teach import run_add_defects
 
             return run_add_defects(args)
+        if args.command == "new-key":
+            secret = new_key()
+            entry = f"{args.name}:{args.role}:{hash_key(secret)}"
+            parse_keys(entry)
+            print(f"key (give it to {args.name}; it is not stored anywhere): {secret}")
+            print(f"INSPECT_API_KEYS entry (append with a comma to the others): {entry}")
+            return 0
         if args.command == "db-uri":
             from store.database import database_url
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,7 +139,8 @@ def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
 
 
 def test_categories_docs_and_health(api):
-    assert api.get("/health").json() == {"status": "ok"}
+    health = api.get("/health").json()
+    assert health["status"] == "ok" and health["auth"] == "open" and "NO API KEY" in health["warning"]
     assert api.get("/ready").json()["categories"] == ["bottle"]
     summary = api.get("/categories").json()
     assert [c["name"] for c in summary] == ["bottle"] and summary[0]["embedding_dim"] == 384
@@ -196,22 +198,47 @@ def test_a_burst_of_50_concurrent_queries_all_succeed(api):
 
 
 def test_the_service_answers_503_while_the_database_is_down_and_recovers(api, database):
-    server, _ = database
-    server.stop()
+    """Queries keep coming while the database stops and starts: each is answered 200 or 503, and no answered query
+    is lost from the inspection log (or its answer says it was not recorded)."""
+    server, url = database
+    answers: list[tuple[int, int | None, str | None]] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            r = _post(api, GOOD)
+            answers.append((r.status_code, r.json().get("inspection_id"), r.headers.get("x-inspection-logged")))
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
     try:
-        down = _post(api, GOOD)
-        assert down.status_code == 503, down.text
-        assert down.json()["error"] == "database_unavailable"
-        assert api.get("/ready").status_code == 503
-        assert api.get("/health").status_code == 200
+        time.sleep(1.0)
+        server.stop()
+        try:
+            down = _post(api, GOOD)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"] == "database_unavailable"
+            assert api.get("/ready").status_code == 503
+            assert api.get("/health").status_code == 200
+        finally:
+            server.ensure_postgres_running()
+        deadline = time.monotonic() + 30
+        while (response := _post(api, GOOD)).status_code != 200:
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.5)
+        time.sleep(1.0)
     finally:
-        server.ensure_postgres_running()
-    deadline = time.monotonic() + 30
-    while (response := _post(api, GOOD)).status_code != 200:
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.5)
+        stop.set()
+        asker.join(60)
     assert response.json()["is_anomalous"] is False
     assert np.isfinite(response.json()["anomaly_score"])
+    assert {status for status, _, _ in answers} <= {200, 503} and 503 in {status for status, _, _ in answers}
+    answered = [(i, logged) for status, i, logged in answers if status == 200]
+    recorded = [i for i, _ in answered if i is not None]
+    assert all(logged == "false" for i, logged in answered if i is None)
+    with psycopg.connect(url) as connection:
+        found = connection.execute("SELECT count(*) FROM inspections WHERE id = ANY(%s)", (recorded,)).fetchone()[0]
+    assert len(recorded) >= 2 and found == len(recorded)
 
 
 def test_served_worst_patch_distance_equals_the_exact_one(database):

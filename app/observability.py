@@ -1,0 +1,116 @@
+"""What operators watch: Prometheus metrics and one JSON log line per request, each with a request id.
+
+The request id is the client's ``X-Request-ID`` when it sends a sane one, else a new one; every response carries it
+back, the inspection log keeps it, and the log line names it, so one id follows a request through all three.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter(
+    "inspect_requests", "HTTP requests answered, by route template, method and status", ["route", "method", "status"],
+    registry=REGISTRY,
+)  # fmt: skip
+LATENCY = Histogram(
+    "inspect_request_seconds", "HTTP request latency by route template", ["route"], registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0),
+)  # fmt: skip
+STAGES = Histogram(
+    "inspect_query_stage_seconds", "time of each stage of /query: decode, embed, search, rerank, score, defects, log",
+    ["stage"], registry=REGISTRY, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)  # fmt: skip
+VERDICTS = Counter("inspect_verdicts", "verdicts by category", ["category", "verdict"], registry=REGISTRY)
+DEFECT_TYPES = Counter(
+    "inspect_defect_types", "known defect types named by /query, by category", ["category", "defect_type"],
+    registry=REGISTRY,
+)  # fmt: skip
+UNRECORDED = Counter(
+    "inspect_inspections_unrecorded", "answered queries whose inspection record could not be written",
+    registry=REGISTRY,
+)  # fmt: skip
+REFUSED = Counter("inspect_auth_refused", "requests refused by the key check or the rate limit", ["reason"],
+                  registry=REGISTRY)  # fmt: skip
+MODELS_LOADED = Gauge("inspect_models_loaded", "categories loaded in this process", registry=REGISTRY)
+
+
+class PoolCollector:
+    """The database pool's state at scrape time (psycopg_pool's own statistics)."""
+
+    def __init__(self, stats: Callable[[], dict]) -> None:
+        self.stats = stats
+
+    def collect(self):
+        stats = self.stats()
+        family = GaugeMetricFamily(
+            "inspect_db_pool_connections", "database pool connections by state", labels=["state"]
+        )
+        for state, key in (("size", "pool_size"), ("available", "pool_available"), ("waiting", "requests_waiting")):
+            family.add_metric([state], float(stats.get(key, 0)))
+        yield family
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+access = logging.getLogger("app.access")
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = getattr(record, "fields", None) or {"message": record.getMessage()}
+        return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname, **line})
+
+
+def configure_logs() -> None:
+    """JSON lines on stderr for the access log, once per process."""
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLines())
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+
+
+class Observe:
+    """ASGI middleware: request id in and out, one JSON log line, request counters and latency by route template."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500}
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or ("unmatched" if status["code"] == 404 else "other")
+            REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
+            LATENCY.labels(route).observe(seconds)
+            client = scope.get("client")
+            access.info("request", extra={"fields": {
+                "request_id": request_id, "method": scope["method"], "path": scope["path"], "route": route,
+                "status": status["code"], "ms": round(seconds * 1000, 1), "key": scope["state"].get("api_key"),
+                "client": client[0] if client else None,
+            }})  # fmt: skip

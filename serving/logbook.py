@@ -1,0 +1,59 @@
+"""What the inspection log keeps of one answered query: the facts of the file, the verdict, the timings, and the
+image as the settings say (nothing, a thumbnail, or the file itself)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+from PIL import Image
+
+from store.inspections import Inspection
+
+THUMBNAIL = 256
+_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+_MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff"}
+
+
+def file_format(data: bytes) -> str:
+    """The format of an accepted upload, from its first bytes (the decoder has already checked it is one)."""
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), "unknown")
+
+
+def kept_image(data: bytes, image: Image.Image, kind: str) -> tuple[bytes | None, str | None]:
+    """(bytes, media type) of what the log keeps: ``full`` the file itself, ``thumbnail`` a JPEG at most 256 px on
+    its longer side (about 5-15 KB), ``none`` nothing."""
+    if kind == "full":
+        return data, _MEDIA.get(file_format(data), "application/octet-stream")
+    if kind == "thumbnail":
+        small = image.copy()
+        small.thumbnail((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
+        buffer = io.BytesIO()
+        small.save(buffer, format="JPEG", quality=85)
+        return buffer.getvalue(), "image/jpeg"
+    return None, None
+
+
+def entry(
+    request_id: str,
+    category: str,
+    model_id: int,
+    is_anomalous: bool,
+    score: float,
+    threshold: float,
+    defect_type: str | None,
+    data: bytes,
+    image: Image.Image,
+    api_key: str | None,
+    timings_ms: dict[str, float],
+    kind: str,
+) -> Inspection:
+    """The record of one answered query."""
+    kept, media = kept_image(data, image, kind)
+    stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
+    return Inspection(
+        request_id=request_id, category=category, model_id=model_id, is_anomalous=is_anomalous, score=score,
+        threshold=threshold, defect_type=defect_type, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
+        format=file_format(data), width=image.width, height=image.height, api_key=api_key,
+        latency_ms=timings_ms.get("total", 0.0), stages_ms=stages, image_kind=kind, image=kept, image_media_type=media,
+    )  # fmt: skip

@@ -1,0 +1,119 @@
+"""The inspection log: one row per answered ``/query`` (what was judged, by which version, how, how fast, by whom),
+with the image kept as a thumbnail, in full, or not at all, and images past the retention period deleted (the
+records stay)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+
+@dataclass
+class Inspection:
+    """One answered query, as the log keeps it."""
+
+    request_id: str
+    category: str
+    model_id: int
+    is_anomalous: bool
+    score: float
+    threshold: float
+    defect_type: str | None
+    sha256: str
+    bytes: int
+    format: str
+    width: int
+    height: int
+    api_key: str | None
+    latency_ms: float
+    stages_ms: dict[str, float]
+    image_kind: str
+    image: bytes | None
+    image_media_type: str | None
+
+
+_COLUMNS = (
+    "request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, format, width, "
+    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type"
+)
+
+
+def record(connection: psycopg.Connection, row: Inspection, timeout_ms: int) -> int:
+    """Write one inspection; gives up after ``timeout_ms`` (a locked or slow table must not hold up answers)."""
+    with connection.transaction():
+        connection.execute(
+            "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+            (str(timeout_ms), str(timeout_ms)),
+        )
+        values = (
+            row.request_id, row.category, row.model_id, row.is_anomalous, row.score, row.threshold, row.defect_type,
+            row.sha256, row.bytes, row.format, row.width, row.height, row.api_key, row.latency_ms,
+            json.dumps(row.stages_ms), row.image_kind, row.image, row.image_media_type,
+        )  # fmt: skip
+        placeholders = ", ".join(["%s"] * len(values))
+        return connection.execute(
+            f"INSERT INTO inspections ({_COLUMNS}) VALUES ({placeholders}) RETURNING id", values
+        ).fetchone()[0]
+
+
+_LISTED = (
+    "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
+    "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL"
+)
+_KEYS = (
+    "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
+    "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
+)  # fmt: skip
+
+
+def listed(
+    connection: psycopg.Connection,
+    category: str | None = None,
+    is_anomalous: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model_id: int | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict]:
+    """Inspections newest first, filtered; page on with ``before_id`` = the last id of the previous page."""
+    where, params = [], []
+    for column, op, value in (
+        ("category", "=", category), ("is_anomalous", "=", is_anomalous), ("at", ">=", since), ("at", "<", until),
+        ("model_id", "=", model_id), ("id", "<", before_id),
+    ):  # fmt: skip
+        if value is not None:
+            where.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
+            params.append(value)
+    statement = sql.SQL("SELECT {} FROM inspections {} ORDER BY id DESC LIMIT %s").format(
+        sql.SQL(_LISTED), sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
+    )
+    rows = connection.execute(statement, [*params, limit]).fetchall()
+    return [dict(zip(_KEYS, r, strict=True)) for r in rows]
+
+
+def one(connection: psycopg.Connection, inspection_id: int) -> dict | None:
+    row = connection.execute(f"SELECT {_LISTED} FROM inspections WHERE id = %s", (inspection_id,)).fetchone()
+    return dict(zip(_KEYS, row, strict=True)) if row else None
+
+
+def image(connection: psycopg.Connection, inspection_id: int) -> tuple[bytes, str, str] | None:
+    """(bytes, media type, kind) of an inspection's kept image."""
+    row = connection.execute(
+        "SELECT image, image_media_type, image_kind FROM inspections WHERE id = %s AND image IS NOT NULL",
+        (inspection_id,),
+    ).fetchone()
+    return (bytes(row[0]), row[1], row[2]) if row else None
+
+
+def expire_images(connection: psycopg.Connection, days: float) -> int:
+    """Delete the images (not the records) of inspections older than ``days``; returns how many."""
+    return connection.execute(
+        "UPDATE inspections SET image = NULL, image_media_type = NULL WHERE image IS NOT NULL "
+        "AND at < now() - make_interval(secs => %s)",
+        (days * 86400,),
+    ).rowcount

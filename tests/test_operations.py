@@ -1,0 +1,246 @@
+"""Running on a factory network, over real HTTP and a real PostgreSQL: the inspection log, metrics, API keys, rate
+limits, and a page that asks for a key."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.auth import Keys
+from config import Settings
+from config.keys import hash_key, parse_keys
+from store import models
+from store.database import connect
+from store.migrate import upgrade
+from tests.conftest import BOTTLE, ROOT
+
+KEYS = {"viewer": ("inspect", "viewer-secret-1"), "boss": ("admin", "boss-secret-2"), "burst": ("inspect", "b-3")}
+BROKEN = BOTTLE / "test" / "broken_large" / "000.png"
+GOOD = BOTTLE / "test" / "good" / "000.png"
+
+
+def _auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[name][1]}"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, small_model, server_url):
+    """An API with three keys, a rate limit, full images kept and a 1-second retention check, on a fresh database."""
+    name = "ops_" + str(os.getpid())
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    base, _, query = server_url.partition("?")
+    url = base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+    upgrade(url)
+    with connect(url) as connection:
+        models.save_model(connection, "bottle", small_model, {}, Settings())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    keys = ",".join(f"{n}:{role}:{hash_key(secret)}" for n, (role, secret) in KEYS.items())
+    env = {
+        **os.environ, "DATABASE_URL": url, "INSPECT_API_KEYS": keys, "INSPECT_RATE_LIMIT_PER_MINUTE": "600",
+        "INSPECT_LOG_IMAGES": "full", "INSPECT_LOG_RETENTION_DAYS": "1", "INSPECT_LOG_RETENTION_CHECK_SECONDS": "1",
+        "INSPECT_POOL_SIZE": "6",
+    }  # fmt: skip
+    log = tmp_path_factory.mktemp("ops") / "server.log"
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if client.get("/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.3)
+    yield client, url, log
+    client.close()
+    server.terminate()
+    server.wait(20)
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _query(client: httpx.Client, path=BROKEN, key: str = "viewer", **headers) -> httpx.Response:
+    return client.post("/query", files={"file": (path.name, path.read_bytes(), "image/png")},
+                       data={"category": "bottle"}, headers={**_auth(key), **headers})  # fmt: skip
+
+
+def test_every_auth_case_gets_its_status_and_message(served):
+    client, _, _ = served
+    assert client.get("/health").json()["auth"] == "keys"
+    missing = client.get("/categories")
+    assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+    assert "Authorization: Bearer" in missing.json()["detail"] and missing.headers["www-authenticate"] == "Bearer"
+    wrong = client.get("/categories", headers={"X-API-Key": "not-a-key"})
+    assert wrong.status_code == 401 and "not one this service knows" in wrong.json()["detail"]
+    assert client.get("/categories", headers={"X-API-Key": KEYS["viewer"][1]}).status_code == 200
+    forbidden = client.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.05}, headers=_auth("viewer"))
+    assert forbidden.status_code == 403 and forbidden.json()["error"] == "forbidden"
+    assert "viewer has the role inspect" in forbidden.json()["detail"]
+    allowed = client.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.05}, headers=_auth("boss"))
+    assert allowed.status_code == 200, allowed.text
+    assert client.get("/health").status_code == 200 and client.get("/").status_code == 200  # open: no data
+    statuses = []
+    for _ in range(700):  # 600 a minute: the bucket holds 600, refills 10 a second
+        response = client.get("/categories", headers=_auth("burst"))
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            break
+    assert statuses[-1] == 429 and statuses.count(200) >= 590, statuses[-3:]
+    assert int(response.headers["retry-after"]) >= 1 and response.json()["error"] == "rate_limited"
+    assert client.get("/categories", headers=_auth("viewer")).status_code == 200  # other keys are not limited
+
+
+def test_keys_are_compared_in_constant_time_against_every_key(monkeypatch):
+    import hmac
+
+    keys = Keys(parse_keys(",".join(f"k{i}:inspect:{hash_key(f'secret-{i}')}" for i in range(5))))
+    calls = []
+    original = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append(1) or original(a, b))
+    assert keys.identify("secret-0").name == "k0"
+    assert len(calls) == 5  # the first key matched, and every other one was compared too
+    calls.clear()
+    assert keys.identify("nope") is None and len(calls) == 5
+    with pytest.raises(ValueError, match="not name:role:sha256"):
+        parse_keys("a:root:" + "0" * 64)
+    with pytest.raises(ValueError, match="not name:role:sha256"):
+        parse_keys("a:inspect:plaintext-key")
+
+
+def test_each_query_leaves_one_record_and_50_concurrent_leave_50(served):
+    client, url, _ = served
+    answer = _query(client, BROKEN, "viewer", **{"X-Request-ID": "line-3-cam-2-0001"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert answer.headers["x-request-id"] == "line-3-cam-2-0001" and answer.headers["x-inspection-id"]
+    record = client.get(f"/inspections/{body['inspection_id']}", headers=_auth("viewer")).json()
+    assert record["model_id"] == body["model_id"] and record["is_anomalous"] is True
+    assert record["request_id"] == "line-3-cam-2-0001" and record["api_key"] == "viewer"
+    assert record["format"] == "PNG" and (record["width"], record["height"]) == (900, 900)
+    assert {"decode", "embed", "search"} <= set(record["stages_ms"]) and record["latency_ms"] > 0
+    kept = client.get(f"/inspections/{body['inspection_id']}/image", headers=_auth("viewer"))
+    assert kept.status_code == 200 and kept.content == BROKEN.read_bytes()  # INSPECT_LOG_IMAGES=full
+    with psycopg.connect(url) as connection:
+        before = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]
+    images = sorted((BOTTLE / "test").glob("*/*.png"))[:50]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda p: _query(client, p, "viewer"), images))
+    assert all(a.status_code == 200 for a in answers)
+    ids = [a.json()["inspection_id"] for a in answers]
+    with psycopg.connect(url) as connection:
+        after = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]
+        stored = connection.execute("SELECT id, is_anomalous FROM inspections WHERE id = ANY(%s)", (ids,)).fetchall()
+    assert after - before == 50 and len(set(ids)) == 50
+    assert dict(stored) == {a.json()["inspection_id"]: a.json()["is_anomalous"] for a in answers}
+    normal = client.get("/inspections", params={"category": "bottle", "verdict": "normal", "limit": 5},
+                        headers=_auth("viewer")).json()  # fmt: skip
+    assert 0 < len(normal["inspections"]) <= 5 and all(not r["is_anomalous"] for r in normal["inspections"])
+    page = client.get("/inspections", params={"limit": 20}, headers=_auth("viewer")).json()
+    more = client.get("/inspections", params={"limit": 20, "before": page["next_before"]}, headers=_auth("viewer"))
+    first, second = [r["id"] for r in page["inspections"]], [r["id"] for r in more.json()["inspections"]]
+    assert first == sorted(first, reverse=True) and max(second) < min(first) and len(second) == 20
+    by_model = client.get("/inspections", params={"model_id": body["model_id"]}, headers=_auth("viewer")).json()
+    assert all(r["model_id"] == body["model_id"] for r in by_model["inspections"])
+    bad = client.get("/inspections", params={"verdict": "maybe"}, headers=_auth("viewer"))
+    assert bad.status_code == 422
+
+
+def test_an_answer_that_cannot_be_recorded_says_so_and_is_counted(served):
+    client, url, _ = served
+    before = _metric(client, "inspect_inspections_unrecorded_total")
+    with psycopg.connect(url) as blocker:
+        blocker.execute("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        answer = _query(client, GOOD)
+        waited = time.monotonic() - started
+        blocker.rollback()
+    assert answer.status_code == 200 and answer.json()["inspection_id"] is None
+    assert answer.headers["x-inspection-logged"] == "false" and waited < 5
+    assert _metric(client, "inspect_inspections_unrecorded_total") == before + 1
+
+
+def test_retention_deletes_old_images_and_keeps_their_records(served):
+    client, url, _ = served
+    inspection = _query(client, GOOD).json()["inspection_id"]
+    with psycopg.connect(url) as connection:
+        connection.execute("UPDATE inspections SET at = now() - interval '2 days' WHERE id = %s", (inspection,))
+    deadline = time.monotonic() + 15
+    while client.get(f"/inspections/{inspection}/image", headers=_auth("viewer")).status_code == 200:
+        assert time.monotonic() < deadline, "the service never deleted the old image"
+        time.sleep(0.5)
+    record = client.get(f"/inspections/{inspection}", headers=_auth("viewer")).json()
+    assert record["image_kept"] is False and record["sha256"]  # the record stays
+    fresh = _query(client, GOOD).json()["inspection_id"]
+    assert client.get(f"/inspections/{fresh}/image", headers=_auth("viewer")).status_code == 200
+
+
+def _metric(client: httpx.Client, name: str, **labels) -> float:
+    text = client.get("/metrics", headers=_auth("viewer")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_parse_and_move_as_queries_are_made(served):
+    client, _, log = served
+    assert client.get("/metrics").status_code == 401  # a key is needed here too
+    route = {"route": "/query", "method": "POST", "status": "200"}
+    before = _metric(client, "inspect_requests_total", **route)
+    anomalous = _metric(client, "inspect_verdicts_total", category="bottle", verdict="anomalous")
+    embed = _metric(client, "inspect_query_stage_seconds_count", stage="embed")
+    _query(client, BROKEN)
+    _query(client, BROKEN)
+    assert _metric(client, "inspect_requests_total", **route) == before + 2
+    assert _metric(client, "inspect_verdicts_total", category="bottle", verdict="anomalous") == anomalous + 2
+    assert _metric(client, "inspect_query_stage_seconds_count", stage="embed") == embed + 2
+    assert _metric(client, "inspect_db_pool_connections", state="size") >= 1
+    assert _metric(client, "inspect_models_loaded") == 1
+    assert _metric(client, "inspect_auth_refused_total", reason="missing") >= 1
+    lines = [line for line in log.read_text().splitlines() if '"route": "/query"' in line]
+    assert lines and '"request_id": ' in lines[-1] and '"key": "viewer"' in lines[-1] and '"status": 200' in lines[-1]
+
+
+def test_the_page_asks_for_a_key_and_works_with_it(served):
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    client, _, _ = served
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=shutil.which("chromium"), args=flags)
+        page = browser.new_page()
+        page.goto(str(client.base_url) + "/")
+        page.wait_for_selector("#keyBar")
+        assert "needs an API key" in page.inner_text("#keyBar")
+        page.fill("#apiKey", KEYS["viewer"][1])
+        page.click("#useKey")
+        page.wait_for_function("document.querySelectorAll('#category option').length > 0")
+        page.set_input_files("#files", str(BROKEN))
+        page.wait_for_selector(".result .verdict")
+        assert page.inner_text(".result .verdict") == "DEFECT"
+        page.wait_for_function(
+            "[...document.querySelectorAll('.result img.thumb')].every((i) => i.complete && i.naturalWidth > 0)"
+        )
+        browser.close()
