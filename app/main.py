@@ -12,7 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-import psycopg
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -312,12 +311,11 @@ def _inspect(
 def _record(services: Services, row: inspections.Inspection) -> int | None:
     """Write the inspection record, or say it was not (``None``, counted): an answer is never held up by more
     than ``INSPECT_LOG_TIMEOUT_MS`` for its record, and never claims a record it has not got."""
-    try:
-        return services.run(inspections.record, row, services.settings.log_timeout_ms)
-    except (DatabaseUnavailable, psycopg.Error) as exc:
+    inspection_id = services.log_writer.write(row)
+    if inspection_id is None:
         observability.UNRECORDED.inc()
-        log.warning("inspection %s of %s answered but not recorded: %s", row.request_id, row.category, exc)
-        return None
+        log.warning("inspection %s of %s answered but not recorded", row.request_id, row.category)
+    return inspection_id
 
 
 def _active(connection, name: str) -> models.StoredModel:

@@ -7,9 +7,12 @@ itself (it answers "model replaced"), reloaded and asked again.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 
 import psycopg
@@ -32,6 +35,68 @@ class UnknownCategory(Exception):
     """No fitted model under that name."""
 
 
+class InspectionWriter:
+    """Writes inspection records on a connection of its own, in batches: a query hands its record over and waits
+    for its id, up to ``INSPECT_LOG_TIMEOUT_MS``. Concurrent queries share one transaction (one WAL flush), and the
+    writer never waits for a pool connection that searches hold. A record still queued when its query gives up is
+    dropped, so an answer that says "not recorded" is not recorded."""
+
+    BATCH = 64
+    CONNECT_SECONDS = 3
+
+    def __init__(self, url: str, timeout_ms: int) -> None:
+        self.url = url
+        self.timeout_ms = timeout_ms
+        self.queue: queue.Queue[tuple[inspections.Inspection, Future]] = queue.Queue()
+        self.connection: psycopg.Connection | None = None
+        self.thread = threading.Thread(target=self._run, name="inspection-writer", daemon=True)
+        self.thread.start()
+
+    def write(self, row: inspections.Inspection) -> int | None:
+        """The record's id, or ``None`` when it could not be written in time (and never will be)."""
+        future: Future = Future()
+        self.queue.put((row, future))
+        try:
+            return future.result(timeout=self.timeout_ms / 1000)
+        except FutureTimeout:
+            if future.cancel():  # still queued: it will never be written
+                return None
+        except Exception as exc:
+            log.warning("inspection %s not recorded: %s", row.request_id, exc)
+            return None
+        try:  # being written: the statement's own timeout bounds this wait, the connect timeout a reconnection
+            return future.result(timeout=self.timeout_ms / 1000 + self.CONNECT_SECONDS)
+        except Exception as exc:
+            log.warning("inspection %s not recorded: %s", row.request_id, repr(exc))
+            return None
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < self.BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            batch = [(row, future) for row, future in batch if future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            try:
+                if self.connection is None or self.connection.closed:
+                    self.connection = psycopg.connect(
+                        self.url, connect_timeout=self.CONNECT_SECONDS, application_name="patchcore-api-log"
+                    )
+                    configure(self.connection)
+                ids = inspections.record(self.connection, [row for row, _ in batch], self.timeout_ms)
+                for (_, future), inspection_id in zip(batch, ids, strict=True):
+                    future.set_result(inspection_id)
+            except Exception as exc:  # every waiting query hears it; the next batch reconnects if need be
+                if self.connection is not None and self.connection.broken:
+                    self.connection = None
+                for _, future in batch:
+                    future.set_exception(exc)
+
+
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -50,6 +115,7 @@ class Services:
         self._inspectors: OrderedDict[str, Inspector] = OrderedDict()  # least recently asked first
         self._lock = threading.Lock()
         self._migrated = False
+        self.log_writer = InspectionWriter(self.url, settings.log_timeout_ms)
         self._closing = threading.Event()
         self._retention = threading.Thread(target=self._expire_images, name="log-retention", daemon=True)
 

@@ -22,12 +22,11 @@ def file_format(data: bytes) -> str:
 
 def kept_image(data: bytes, image: Image.Image, kind: str) -> tuple[bytes | None, str | None]:
     """(bytes, media type) of what the log keeps: ``full`` the file itself, ``thumbnail`` a JPEG at most 256 px on
-    its longer side (about 5-15 KB), ``none`` nothing."""
+    its longer side (bottle's 900 px images: 225 px, about 8 KB), ``none`` nothing."""
     if kind == "full":
         return data, _MEDIA.get(file_format(data), "application/octet-stream")
     if kind == "thumbnail":
-        small = image.copy()
-        small.thumbnail((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
+        small = image.reduce(max(1, -(-max(image.size) // THUMBNAIL)))  # box filter by a whole factor: 1 ms for 900 px
         buffer = io.BytesIO()
         small.save(buffer, format="JPEG", quality=85)
         return buffer.getvalue(), "image/jpeg"

@@ -244,3 +244,21 @@ def test_the_page_asks_for_a_key_and_works_with_it(served):
             "[...document.querySelectorAll('.result img.thumb')].every((i) => i.complete && i.naturalWidth > 0)"
         )
         browser.close()
+
+
+def test_feedback_by_inspection_id_teaches_with_the_kept_file(served):
+    client, url, _ = served
+    answer = _query(client, GOOD).json()
+    form = {"inspection_id": str(answer["inspection_id"]), "label": "good"}
+    assert client.post("/categories/bottle/feedback", data=form, headers=_auth("viewer")).status_code == 403
+    taught = client.post("/categories/bottle/feedback", data=form, headers=_auth("boss"))
+    assert taught.status_code == 200 and taught.json()["taught"] == "normal", taught.text
+    assert taught.json()["result"]["images_added"] == [f"inspection-{answer['inspection_id']}"]
+    with psycopg.connect(url) as connection:
+        source = connection.execute("SELECT source FROM images WHERE split = 'added'").fetchone()[0]
+    assert source.endswith(f"inspection {answer['inspection_id']}") and "api" in source
+    gone = client.post("/categories/bottle/feedback", data={"inspection_id": "999999", "label": "good"},
+                       headers=_auth("boss"))  # fmt: skip
+    assert gone.status_code == 409 and gone.json()["error"] == "image_not_kept"
+    neither = client.post("/categories/bottle/feedback", data={"label": "good"}, headers=_auth("boss"))
+    assert neither.status_code == 422 and "inspection_id" in neither.json()["detail"]
