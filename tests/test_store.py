@@ -196,6 +196,28 @@ def _wait_for_blocked_attach(url: str, timeout: float = 120) -> None:
     raise AssertionError("the ingest never reached ATTACH PARTITION")
 
 
+def kill_at_attach(url: str, job_args: list[str], env: dict[str, str] | None = None) -> None:
+    """Run ``python -m ingest <job_args>``, SIGKILL it while its transaction waits to attach its partition, and wait
+    until PostgreSQL has rolled that transaction back."""
+    blocker = _blocker(url)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "ingest", *job_args], cwd=ROOT, env={**os.environ, "DATABASE_URL": url, **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for_blocked_attach(url)
+        job.send_signal(signal.SIGKILL)
+        job.wait(30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    deadline = time.monotonic() + 30
+    with connect(url, autocommit=True) as connection:
+        while connection.execute(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{_ATTACH}'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the killed job's transaction was never rolled back"
+            time.sleep(0.1)
+
+
 def test_reader_sees_a_whole_model_during_reingest(database_url, small_model):
     old_id = _save(database_url, "bottle", small_model)
     old_size = small_model.memory_bank.shape[0]
@@ -225,25 +247,12 @@ def test_a_killed_ingest_leaves_the_old_model_intact(database_url, small_model, 
     folder.mkdir()
     for path in small_train[:6]:
         (folder / path.name).symlink_to(path)
-    blocker = _blocker(database_url)
-    job = subprocess.Popen(
-        [sys.executable, "-m", "ingest", "fit", "--folder", str(folder), "--category", "bottle",
-         "--backbone", "resnet18", "--weights", str(WEIGHTS), "--out", str(tmp_path / "reports")],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    kill_at_attach(
+        database_url,
+        ["fit", "--folder", str(folder), "--category", "bottle", "--backbone", "resnet18", "--weights", str(WEIGHTS),
+         "--out", str(tmp_path / "reports")],
     )  # fmt: skip
-    try:
-        _wait_for_blocked_attach(database_url)
-        job.send_signal(signal.SIGKILL)
-        job.wait(30)
-    finally:
-        blocker.rollback()
-        blocker.close()
-    deadline = time.monotonic() + 30
     with connect(database_url, autocommit=True) as connection:
-        while connection.execute(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{_ATTACH}'").fetchone()[0]:
-            assert time.monotonic() < deadline, "the killed job's transaction was never rolled back"
-            time.sleep(0.1)
         assert _whole(connection, "bottle") == (old_id, size, size)
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == size
         orphans = connection.execute(
