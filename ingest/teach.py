@@ -43,18 +43,28 @@ def _inspector(connection, category: str) -> Inspector:
     return Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
 
 
-def run_add_normals(args: argparse.Namespace) -> int:
-    paths = _files(args)
+def _teach(category: str, work):
+    """``work(connection, inspector)`` on the category's active version (from the database), then the versions it
+    replaced are retired."""
     url = database_url(get_settings())
     upgrade(url)
     with connect(url, autocommit=True) as connection:
-        inspector = _inspector(connection, args.category)
+        result = work(connection, _inspector(connection, category))
+        models.retire_old_models(connection, category)
+    return result
+
+
+def run_add_normals(args: argparse.Namespace) -> int:
+    paths = _files(args)
+
+    def work(connection, inspector):
         with tqdm(total=len(paths), desc="normals", unit="img", dynamic_ncols=True) as bar:
-            added = add_normals(
+            return add_normals(
                 connection, inspector.model, inspector.bank, inspector.embedder, [_upload(p) for p in paths],
                 get_settings(), args.actor, args.recalibrate, progress=bar.update,
             )  # fmt: skip
-        models.retire_old_models(connection, args.category)
+
+    added = _teach(args.category, work)
     if added.model_id == added.previous_model_id:
         print(f"{args.category}: nothing new ({len(added.duplicates)} image(s) already in the memory bank)")
         return 0
@@ -88,16 +98,15 @@ def _defect_items(args: argparse.Namespace) -> list[DefectUpload]:
 
 def run_add_defects(args: argparse.Namespace) -> int:
     items = _defect_items(args)
-    url = database_url(get_settings())
-    upgrade(url)
-    with connect(url, autocommit=True) as connection:
-        inspector = _inspector(connection, args.category)
+
+    def work(connection, inspector):
         with tqdm(total=len(items), desc="defects", unit="img", dynamic_ncols=True) as bar:
-            result = add_defects(
+            return add_defects(
                 connection, inspector.model, inspector.bank, inspector.embedder, items, get_settings(), args.actor,
                 progress=bar.update,
             )  # fmt: skip
-        models.retire_old_models(connection, args.category)
+
+    result = _teach(args.category, work)
     types: dict[str, int] = {}
     for item in result["added"]:
         types[item["defect_type"]] = types.get(item["defect_type"], 0) + 1

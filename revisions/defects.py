@@ -20,7 +20,6 @@ from config import Settings
 from patchcore import defects as library
 from patchcore.errors import ImageError, ImageShapeError
 from patchcore.model import Embedder, exact_prediction
-from revisions.normals import NeedsRefit
 from revisions.uploads import Upload, embed, sha256
 from store import defects, versions
 from store.banks import StoredBank
@@ -72,8 +71,6 @@ def add_defects(
         raise ValueError("no defect example to add")
     for item in items:
         check_defect_type(item.defect_type)
-    if model.coverage_radius is None and any(item.mask is None for item in items):
-        raise NeedsRefit(f"{model.category} (version {model.id}) predates teaching; refit it once")
     started = time.perf_counter()
     known = defects.known_defects(connection, model.defect_segments, [sha256(i.upload.data) for i in items])
     examples: list[defects.DefectExample] = []
