@@ -55,7 +55,7 @@ from revisions.normals import NeedsRefit, add_normals
 from revisions.threshold import set_threshold
 from revisions.uploads import Upload
 from serving import logbook
-from serving.inspector import ModelReplaced
+from serving.inspector import Inspection, Inspector, ModelReplaced
 from store import banks, changes, defects, images, inspections, models, pictures, versions
 
 log = logging.getLogger("app")
@@ -71,6 +71,7 @@ async def lifespan(app: FastAPI):
         torch.set_num_threads(settings.torch_threads)
     services = Services(settings)
     _POOL["stats"] = services.pool.get_stats
+    _POOL["standbys"] = services.standbys.describe
     await run_in_threadpool(services.open)
     app.state.services = services
     yield
@@ -81,8 +82,9 @@ OPEN_WARNING = (
     "NO API KEY IS CONFIGURED: anyone who reaches this service can inspect, read the log and change categories; "
     "set INSPECT_API_KEYS (python -m ingest new-key)"
 )
-_POOL: dict = {"stats": dict}
+_POOL: dict = {"stats": dict, "standbys": lambda: ([], 0)}
 observability.REGISTRY.register(observability.PoolCollector(lambda: _POOL["stats"]()))
+observability.REGISTRY.register(observability.StandbyCollector(lambda: _POOL["standbys"]()))
 
 
 @lru_cache
@@ -226,6 +228,28 @@ async def query(
     return answer
 
 
+def _served(
+    services: Services, inspector: Inspector, category: str, image: Image.Image, top_k: int
+) -> tuple[Inspector, Inspection]:
+    """The image inspected by the category's version; one replaced meanwhile is loaded and asked once more."""
+    try:
+        return inspector, _searched(services, inspector, image, top_k)
+    except ModelReplaced:
+        inspector = services.inspector(category, reload=True)
+        return inspector, _searched(services, inspector, image, top_k)
+
+
+def _searched(services: Services, inspector: Inspector, image: Image.Image, top_k: int) -> Inspection:
+    """Embedded first, then searched on database connections held for the search only (the embedding is the
+    longest stage, and a search a standby could not answer goes to the primary without embedding again)."""
+    started = time.perf_counter()
+    features = inspector.embed(image)
+    embed_ms = (time.perf_counter() - started) * 1000
+    inspection = services.run_search(inspector.inspect_features, features, top_k)
+    inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
+    return inspection
+
+
 def _inspect(
     services: Services,
     data: bytes,
@@ -244,11 +268,7 @@ def _inspect(
     )
     view = preprocess.view(image.width, image.height)
     decoded = time.perf_counter()
-    try:
-        inspection = services.run_search(inspector.inspect, image, top_k)
-    except ModelReplaced:
-        inspector = services.inspector(category, reload=True)
-        inspection = services.run_search(inspector.inspect, image, top_k)
+    inspector, inspection = _served(services, inspector, category, image, top_k)
     model = inspector.model
     stride = inspector.embedder.extractor.stride
     worst = inspection.worst
@@ -731,5 +751,6 @@ def ready(request: Request) -> JSONResponse:
     except DatabaseUnavailable:
         names, database = services.loaded(), False
     ok = database and bool(names)
-    body = {"status": "ready" if ok else "not_ready", "database": database, "categories": names}
+    body = {"status": "ready" if ok else "not_ready", "database": database, "categories": names,
+            "standbys": services.standbys.describe()[0]}  # fmt: skip
     return JSONResponse(status_code=200 if ok else 503, content=body)

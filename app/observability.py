@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -57,6 +57,40 @@ class PoolCollector:
         for state, key in (("size", "pool_size"), ("available", "pool_available"), ("waiting", "requests_waiting")):
             family.add_metric([state], float(stats.get(key, 0)))
         yield family
+
+
+class StandbyCollector:
+    """The standbys' state at scrape time (:meth:`serving.replicas.Standbys.describe`)."""
+
+    def __init__(self, describe: Callable[[], tuple[list[dict], int]]) -> None:
+        self.describe = describe
+
+    def collect(self):
+        standbys, primary = self.describe()
+        if not standbys:
+            return
+        rotation = GaugeMetricFamily("inspect_standby_in_rotation", "1 when searches go to it", labels=["standby"])
+        lag = GaugeMetricFamily("inspect_standby_lag_seconds", "replay lag behind the primary", labels=["standby"])
+        answered = CounterMetricFamily(
+            "inspect_standby_answered", "searches and memory-bank reads it answered", labels=["standby"]
+        )
+        skipped = CounterMetricFamily(
+            "inspect_standby_skipped",
+            "searches it did not answer: behind (lacked the version), failed, busy (no free connection)",
+            labels=["standby", "reason"],
+        )
+        for standby in standbys:
+            rotation.add_metric([standby["name"]], float(standby["in_rotation"]))
+            if standby["lag_seconds"] is not None:
+                lag.add_metric([standby["name"]], standby["lag_seconds"])
+            answered.add_metric([standby["name"]], float(standby["answered"]))
+            for reason, count in standby["skipped"].items():
+                skipped.add_metric([standby["name"], reason], float(count))
+        instead = CounterMetricFamily(
+            "inspect_primary_answered_instead", "searches and bank reads the primary answered as no standby could"
+        )
+        instead.add_metric([], float(primary))
+        yield from (rotation, lag, answered, skipped, instead)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

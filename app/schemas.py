@@ -212,7 +212,18 @@ class InspectionPage(BaseModel):
     next_before: int | None = Field(description="pass as before= for the next (older) page; null at the end")
 
 
+class StandbyState(BaseModel):
+    name: str = Field(description="standby-N, N its place in DATABASE_REPLICA_URLS")
+    address: str = Field(description="host (or socket folder), port and database; no credentials")
+    in_rotation: bool = Field(description="whether searches go to it now")
+    why_out: str | None = Field(description="why it is out of rotation (unreachable, lagging, ...)")
+    lag_seconds: float | None = Field(description="how long ago the primary wrote the oldest WAL it has not replayed")
+    answered: int = Field(description="searches and memory-bank reads it answered (this process)")
+    skipped: dict[str, int] = Field(description="searches it did not answer, by reason: behind, failed, busy")
+
+
 class Ready(BaseModel):
     status: str
     database: bool
     categories: list[str]
+    standbys: list[StandbyState] = Field(default_factory=list, description="empty without DATABASE_REPLICA_URLS")

@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from config import Settings
 from serving.inspector import Inspector
+from serving.replicas import Standbys
 from store import banks, inspections, models
 from store.database import configure, database_url
 from store.migrate import upgrade
@@ -116,11 +117,13 @@ class Services:
         self._lock = threading.Lock()
         self._migrated = False
         self.log_writer = InspectionWriter(self.url, settings.log_timeout_ms)
+        self.standbys = Standbys(settings, self.url)
         self._closing = threading.Event()
         self._retention = threading.Thread(target=self._expire_images, name="log-retention", daemon=True)
 
     def open(self) -> None:
         self.pool.open(wait=False)
+        self.standbys.open()
         try:
             self.ensure_schema()
             active = self.run(models.active_models)
@@ -132,6 +135,7 @@ class Services:
 
     def close(self) -> None:
         self._closing.set()
+        self.standbys.close()
         self.pool.close()
 
     def _expire_images(self) -> None:
@@ -165,7 +169,12 @@ class Services:
     def run_search(self, work, *args):
         """``work(connections, *args)`` with up to ``INSPECT_SEARCH_CONNECTIONS`` pooled connections: the first is
         waited for, the others only taken when free at once, so concurrent queries never wait on each other
-        while holding a connection (with every connection busy, a query searches on one)."""
+        while holding a connection (with every connection busy, a query searches on one). With standbys, they
+        answer it, and the primary only when none could (:mod:`serving.replicas`)."""
+        if self.standbys:
+            answered, result = self.standbys.attempt(self.settings.search_connections, work, *args)
+            if answered:
+                return result
         with self._database(), self.pool.connection() as first:
             extra: list[psycopg.Connection] = []
             try:
@@ -206,9 +215,7 @@ class Services:
             # a version made without a refit keeps the bank's segments: the copy is kept, or extended with the
             # segments of added normals
             try:
-                bank = self.run(
-                    banks.load_memory_bank, model.bank_segments, model.dim, current.bank if current else None
-                )
+                bank = self._load_bank(model, current.bank if current else None)
             except LookupError:
                 continue  # retired by a re-ingest between the two reads: read the new active model
             with self._lock:
@@ -222,6 +229,18 @@ class Services:
                     log.info("unloaded category %s (INSPECT_MAX_LOADED_CATEGORIES=%s)", unloaded, limit)
                 return inspector
         raise DatabaseUnavailable(f"category {category} is being re-ingested; ask again")
+
+    def _load_bank(self, model: models.StoredModel, reuse: banks.StoredBank | None) -> banks.StoredBank:
+        """The version's memory bank, read on a standby when one holds all of it (its row count is the version's),
+        else on the primary."""
+        if self.standbys:
+            answered, bank = self.standbys.attempt(
+                1, lambda connections: banks.load_memory_bank(connections[0], model.bank_segments, model.dim, reuse),
+                whole=lambda bank: bank.ids.size == model.memory_bank_size,
+            )  # fmt: skip
+            if answered:
+                return bank
+        return self.run(banks.load_memory_bank, model.bank_segments, model.dim, reuse)
 
     def loaded(self) -> list[str]:
         with self._lock:

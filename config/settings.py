@@ -20,6 +20,21 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "INSPECT_DATABASE_URL"),
         description="PostgreSQL with pgvector; unset: start (or join) the embedded server in data_dir",
     )
+    database_replica_urls: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_REPLICA_URLS", "INSPECT_DATABASE_REPLICA_URLS"),
+        description="streaming standbys of DATABASE_URL, comma-separated: the API's HNSW searches and memory-bank "
+        "reads go to them (writes and the active version stay on the primary); unset: all on the primary",
+    )
+    replica_max_lag_seconds: float = Field(
+        default=5.0, gt=0, description="a standby further behind the primary than this is taken out of rotation"
+    )
+    replica_check_seconds: float = Field(
+        default=1.0, gt=0, description="how often an API process measures each standby's lag and reachability"
+    )
+    replica_choice: Literal["least_busy", "round_robin"] = Field(
+        default="least_busy", description="how a search picks its standby: fewest searches running, or in turn"
+    )
     data_dir: Path = Field(default=Path(".data/pgdata"), description="data folder of the embedded PostgreSQL")
     embedded_shared_buffers: str = Field(
         default="1GB", description="shared_buffers of the embedded PostgreSQL, set when its data folder is created"
@@ -85,6 +100,10 @@ class Settings(BaseSettings):
     log_timeout_ms: int = Field(
         default=250, ge=10, description="longest wait to write an inspection record before answering without it"
     )
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [url.strip() for url in (self.database_replica_urls or "").split(",") if url.strip()]
 
 
 @lru_cache

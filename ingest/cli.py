@@ -9,7 +9,8 @@ Subcommands:
   add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
   new-key          make an API key: prints the key (once) and the INSPECT_API_KEYS entry that admits it
   db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
-  db-stop          stop the embedded PostgreSQL
+  db-replicas      start N local streaming standbys of the embedded PostgreSQL; print DATABASE_REPLICA_URLS
+  db-stop          stop the embedded PostgreSQL (and its local standbys)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer
 from patchcore.scoring import METRICS
 from patchcore.threshold import labelled_threshold
 from revisions.normals import NeedsRefit
+from store.standbys import StandbyError
 from store.versions import VersionConflict
 
 
@@ -185,7 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", choices=ROLES, default="inspect", help="inspect (query, read) or admin (also change)")
 
     commands.add_parser("db-uri", help="print the PostgreSQL URI in use (starts the embedded server if needed)")
-    commands.add_parser("db-stop", help="stop the embedded PostgreSQL (its data stays in INSPECT_DATA_DIR)")
+    replicas = commands.add_parser(
+        "db-replicas",
+        help="start N local streaming standbys of the embedded PostgreSQL (pg_basebackup -R when missing, in folders "
+        "beside INSPECT_DATA_DIR) and print the DATABASE_REPLICA_URLS that spreads the API's searches over them",
+    )
+    replicas.add_argument("count", type=int, help="how many standbys (1, 2, ...)")
+    commands.add_parser(
+        "db-stop", help="stop the embedded PostgreSQL and its local standbys (their data stays beside INSPECT_DATA_DIR)"
+    )
     return parser
 
 
@@ -317,7 +327,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(database_url(settings))
             return 0
-    except (PatchCoreError, FileNotFoundError, ValueError, VersionConflict, NeedsRefit) as exc:
+        if args.command == "db-replicas":
+            from store.database import embedded_standbys
+
+            if args.count < 1:
+                raise ValueError(f"count must be 1 or more, got {args.count} (db-stop stops them all)")
+            print("DATABASE_REPLICA_URLS=" + ",".join(embedded_standbys(settings, args.count)))
+            return 0
+    except (PatchCoreError, FileNotFoundError, ValueError, StandbyError, VersionConflict, NeedsRefit) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "db-stop":

@@ -15,6 +15,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from config import Settings
+from store import standbys
 
 _SERVERS: dict[Path, Any] = {}
 
@@ -54,11 +55,23 @@ def database_url(settings: Settings) -> str:
 
 
 def stop_embedded(settings: Settings) -> bool:
-    """Stop the embedded server if this data folder has one running; False if there was nothing to stop."""
+    """Stop the embedded server (its local standbys first) if this data folder has one running; False if there
+    was nothing to stop."""
     if settings.database_url or not (settings.data_dir / "PG_VERSION").exists():
         return False
+    standbys.stop_standbys(settings.data_dir)
     _embedded(settings).stop()
     return True
+
+
+def embedded_standbys(settings: Settings, count: int) -> list[str]:
+    """Start ``count`` local streaming standbys of the embedded server (made when missing); their URIs."""
+    if settings.database_url:
+        raise ValueError(
+            "DATABASE_URL is set: local standbys are made of the embedded server only; make standbys of your own "
+            "server with pg_basebackup -R (the README's docker compose db-replica service does)"
+        )
+    return standbys.start_standbys(database_url(settings), settings.data_dir, count)
 
 
 def sqlalchemy_url(url: str) -> str:
