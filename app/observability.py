@@ -62,11 +62,11 @@ class PoolCollector:
 class StandbyCollector:
     """The standbys' state at scrape time (:meth:`serving.replicas.Standbys.describe`)."""
 
-    def __init__(self, describe: Callable[[], tuple[list[dict], int]]) -> None:
-        self.describe = describe
+    def __init__(self, state: Callable[[], tuple[list[dict], int]]) -> None:
+        self.state = state  # not "describe": prometheus-client calls a collector's describe() at registration
 
     def collect(self):
-        standbys, primary = self.describe()
+        standbys, primary = self.state()
         if not standbys:
             return
         rotation = GaugeMetricFamily("inspect_standby_in_rotation", "1 when searches go to it", labels=["standby"])

@@ -90,3 +90,33 @@ def mini_mvtec(tmp_path: Path) -> Path:
                 mask = BOTTLE / "ground_truth" / kind / f"{path.stem}_mask.png"
                 (masks / mask.name).symlink_to(mask)
     return tmp_path / "mvtec"
+
+
+def start_api(env: dict[str, str], log: Path):
+    """A real uvicorn serving the app with ``env`` on a free port, its output in ``log``; returns the process and
+    a client once ``/ready`` answers 200 (fails with the log if it never does)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if client.get("/ready").status_code == 200:
+                return server, client
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.3)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +23,7 @@ from patchcore.model import PatchCoreConfig, fit
 from store import banks, models
 from store.database import connect
 from store.migrate import upgrade
-from tests.conftest import BOTTLE, MVTEC, ROOT, SHARED, WEIGHTS
+from tests.conftest import BOTTLE, MVTEC, SHARED, WEIGHTS, start_api
 
 NON_SQUARE = SHARED / "datasets" / "non_square"
 
@@ -55,29 +53,11 @@ def database(tmp_path_factory, fitted):
 
 
 @pytest.fixture(scope="module")
-def api(database):
+def api(database, tmp_path_factory):
     _, url = database
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ, "DATABASE_URL": url, "INSPECT_MAX_UPLOAD_BYTES": "2000000",
-        "INSPECT_MAX_IMAGE_PIXELS": "1000000", "INSPECT_POOL_SIZE": "4",
-    }  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if client.get("/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "the API did not become ready"
-        time.sleep(0.3)
+    env = {"DATABASE_URL": url, "INSPECT_MAX_UPLOAD_BYTES": "2000000", "INSPECT_MAX_IMAGE_PIXELS": "1000000",
+           "INSPECT_POOL_SIZE": "4"}  # fmt: skip
+    server, client = start_api(env, tmp_path_factory.mktemp("api") / "server.log")
     yield client
     client.close()
     server.terminate()

@@ -62,3 +62,21 @@ def test_the_readme_documents_every_setting():
     for name, field in Settings.model_fields.items():
         variable = "DATABASE_URL" if name == "database_url" else f"INSPECT_{name.upper()}"
         assert f"| `{variable}` |" in readme, f"{variable} ({field.description}) is missing from the README's table"
+
+
+def test_db_replica_makes_itself_a_streaming_standby_of_db_and_can_scale():
+    services = _compose()["services"]
+    replica, db = services["db-replica"], services["db"]
+    assert replica["image"] == db["image"], "a standby must run the primary's PostgreSQL and pgvector"
+    assert replica["depends_on"]["db"]["condition"] == "service_healthy"
+    named = [v for v in replica["volumes"] if v.split(":")[0] in _compose()["volumes"]]
+    assert "container_name" not in replica and not named, "a named volume cannot be shared by scaled standbys"
+    script = next(v for v in replica["volumes"] if v.endswith(":ro")).split(":")[0]
+    text = (ROOT / script).read_text()
+    assert "pg_basebackup -h db" in text and " -R" in text and "-X stream" in text
+    assert replica["entrypoint"][-1] == "/" + Path(script).name
+    allow = next(v for v in db["volumes"] if "docker-entrypoint-initdb.d" in v).split(":")[0]
+    assert "host replication all all" in (ROOT / allow).read_text()
+    assert any(c.startswith("wal_keep_size=") for c in db["command"])
+    assert "DATABASE_REPLICA_URLS" in services["api"]["environment"]
+    assert "DATABASE_REPLICA_URLS=" in (ROOT / ".env.example").read_text()

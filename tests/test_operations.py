@@ -4,9 +4,6 @@ limits, and a page that asks for a key."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +18,7 @@ from config.keys import hash_key, parse_keys
 from store import models
 from store.database import connect
 from store.migrate import upgrade
-from tests.conftest import BOTTLE, ROOT
+from tests.conftest import BOTTLE, start_api
 
 KEYS = {"viewer": ("inspect", "viewer-secret-1"), "boss": ("admin", "boss-secret-2"), "burst": ("inspect", "b-3")}
 BROKEN = BOTTLE / "test" / "broken_large" / "000.png"
@@ -44,31 +41,14 @@ def served(tmp_path_factory, small_model, server_url):
     upgrade(url)
     with connect(url) as connection:
         models.save_model(connection, "bottle", small_model, {}, Settings())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     keys = ",".join(f"{n}:{role}:{hash_key(secret)}" for n, (role, secret) in KEYS.items())
     env = {
-        **os.environ, "DATABASE_URL": url, "INSPECT_API_KEYS": keys, "INSPECT_RATE_LIMIT_PER_MINUTE": "600",
+        "DATABASE_URL": url, "INSPECT_API_KEYS": keys, "INSPECT_RATE_LIMIT_PER_MINUTE": "600",
         "INSPECT_LOG_IMAGES": "full", "INSPECT_LOG_RETENTION_DAYS": "1", "INSPECT_LOG_RETENTION_CHECK_SECONDS": "1",
         "INSPECT_POOL_SIZE": "6",
     }  # fmt: skip
     log = tmp_path_factory.mktemp("ops") / "server.log"
-    with open(log, "wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if client.get("/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.3)
+    server, client = start_api(env, log)
     yield client, url, log
     client.close()
     server.terminate()
