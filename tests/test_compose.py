@@ -60,7 +60,7 @@ def test_the_readme_documents_every_setting():
 
     readme = (ROOT / "README.md").read_text()
     for name, field in Settings.model_fields.items():
-        variable = "DATABASE_URL" if name == "database_url" else f"INSPECT_{name.upper()}"
+        variable = name.upper() if name in ("database_url", "database_replica_urls") else f"INSPECT_{name.upper()}"
         assert f"| `{variable}` |" in readme, f"{variable} ({field.description}) is missing from the README's table"
 
 
