@@ -2,7 +2,7 @@
 the worst-looking patches -> eq. 7.
 
 The formulas are :mod:`patchcore.scoring`'s, the re-rank :mod:`patchcore.rerank`'s and the SQL
-:mod:`store.repository`'s; this module only joins them, so the HTTP service and the served evaluation cannot drift
+:mod:`store.search`'s; this module only joins them, so the HTTP service and the served evaluation cannot drift
 apart.
 """
 
