@@ -742,7 +742,12 @@ def inspection_image(request: Request, inspection_id: int) -> Response:
     return _image_response(request, found[0], found[1])
 
 
-@app.get("/ready", response_model=Ready, responses={503: {"model": Ready}}, summary="Database up, a category loaded")
+@app.get(
+    "/ready",
+    response_model=Ready,
+    responses={503: {"model": Ready}},
+    summary="A category loaded, and the database (or a standby in rotation) answering",
+)
 def ready(request: Request) -> JSONResponse:
     services = _services(request)
     try:
@@ -750,7 +755,9 @@ def ready(request: Request) -> JSONResponse:
         database = True
     except DatabaseUnavailable:
         names, database = services.loaded(), False
-    ok = database and bool(names)
+    standbys = services.standbys.describe()[0]
+    # with the primary down, standbys in rotation still answer the loaded categories (answers say "not recorded")
+    ok = bool(names) and (database or any(s["in_rotation"] for s in standbys))
     body = {"status": "ready" if ok else "not_ready", "database": database, "categories": names,
-            "standbys": services.standbys.describe()[0]}  # fmt: skip
+            "standbys": standbys}  # fmt: skip
     return JSONResponse(status_code=200 if ok else 503, content=body)

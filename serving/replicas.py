@@ -82,6 +82,7 @@ class Standbys:
         self._turn = itertools.count()
         self._samples: deque[tuple[float, int]] = deque()  # (monotonic time, primary WAL position)
         self._primary: psycopg.Connection | None = None
+        self._primary_down = False
         self._closing = threading.Event()
         self._checker = threading.Thread(target=self._watch, name="standby-check", daemon=True)
 
@@ -232,11 +233,15 @@ class Standbys:
                     self.primary_url, autocommit=True, connect_timeout=CONNECT_SECONDS,
                     application_name="patchcore-api-standby-check",
                 )  # fmt: skip
-            return primary_position(self._primary)
+            position = primary_position(self._primary)
         except psycopg.Error as exc:
-            log.warning("cannot read the primary's WAL position: %s", _first_line(exc))
-            self._primary = None
+            if not self._primary_down:  # once per outage
+                log.warning("cannot read the primary's WAL position (standbys keep the last lag measured): %s",
+                            _first_line(exc))  # fmt: skip
+            self._primary, self._primary_down = None, True
             return None
+        self._primary_down = False
+        return position
 
     def _probe(self, standby: Standby, now: float) -> tuple[str | None, float | None]:
         """Why ``standby`` should be out of rotation (``None``: it is fine) and its lag in seconds."""

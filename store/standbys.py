@@ -105,13 +105,18 @@ def start_standbys(primary_url: str, primary_dir: Path, count: int) -> list[str]
         if not (folder / "PG_VERSION").exists():
             _make(primary_url, folder)
         if not running(folder):
-            for name in (".s.PGSQL.5432", ".s.PGSQL.5432.lock", "postmaster.pid"):  # left by a crash
-                (folder / name).unlink(missing_ok=True)
-            result = _pg("pg_ctl", "-w", "-t", "60", "-o", f'-h "" -k {folder}', "-l",
-                         str(folder / "log"), "-D", str(folder), "start")  # fmt: skip
-            _check(result, f"starting the standby in {folder} (its log: {folder / 'log'})")
+            start(folder)
         urls.append(standby_url(primary_url, folder))
     return urls
+
+
+def start(folder: Path) -> None:
+    """Start the PostgreSQL of a data folder of the embedded build, on a socket in that folder only (no TCP)."""
+    for name in (".s.PGSQL.5432", ".s.PGSQL.5432.lock", "postmaster.pid"):  # left by a crash
+        (folder / name).unlink(missing_ok=True)
+    result = _pg("pg_ctl", "-w", "-t", "60", "-o", f'-h "" -k {folder}', "-l", str(folder / "log"), "-D", str(folder),
+                 "start")  # fmt: skip
+    _check(result, f"starting PostgreSQL in {folder} (its log: {folder / 'log'})")
 
 
 def _make(primary_url: str, folder: Path) -> None:
@@ -136,11 +141,11 @@ def stop_standbys(primary_dir: Path, mode: str = "fast") -> int:
     stopped = 0
     for folder in standby_dirs(primary_dir):
         if running(folder):
-            stop_standby(folder, mode)
+            stop(folder, mode)
             stopped += 1
     return stopped
 
 
-def stop_standby(folder: Path, mode: str = "fast") -> None:
-    """Stop one standby (``immediate``: as if its machine died)."""
+def stop(folder: Path, mode: str = "fast") -> None:
+    """Stop the PostgreSQL of a data folder (``immediate``: as if its machine died)."""
     _check(_pg("pg_ctl", "-D", str(folder), "-m", mode, "-w", "stop"), f"stopping {folder}")

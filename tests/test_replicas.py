@@ -187,7 +187,7 @@ def test_a_standby_killed_in_a_burst_costs_no_error_and_comes_back(cluster, api)
 
     def kill_soon() -> None:
         time.sleep(1.0)
-        standbys.stop_standby(killed, "immediate")
+        standbys.stop(killed, "immediate")
 
     killer = threading.Thread(target=kill_soon)
     killer.start()
@@ -227,3 +227,22 @@ def test_db_replicas_starts_local_standbys_and_db_stop_stops_them(tmp_path: Path
         stopped = cli("db-stop")
     assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped", stopped.stderr
     assert not standbys.running(standbys.standby_dir(tmp_path / "pg", 1))
+
+
+def test_with_the_primary_down_the_standbys_keep_answering(cluster, api):
+    """Last in this module: it stops the primary. The loaded category is still served from the standbys (the answers
+    say they were not recorded), and the log is written again once the primary is back."""
+    folder, _, _ = cluster
+    before = _ask(api, "broken").json()
+    standbys.stop(folder, "fast")
+    try:
+        down = [_ask(api, ("broken", "good")[i % 2]) for i in range(4)]
+        assert [a.status_code for a in down] == [200] * 4, down[0].text
+        assert all(a.headers["x-inspection-logged"] == "false" and a.json()["inspection_id"] is None for a in down)
+        assert down[0].json()["anomaly_score"] == pytest.approx(before["anomaly_score"], abs=1e-5)
+        ready = api.get("/ready")
+        assert ready.status_code == 200 and ready.json()["database"] is False, ready.text
+    finally:
+        standbys.start(folder)
+    back = _wait(lambda: (a := _ask(api, "good")).headers.get("x-inspection-id") and a, "the log written again")
+    assert back.json()["inspection_id"] is not None
