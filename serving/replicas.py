@@ -177,19 +177,21 @@ class Standbys:
                     self._failed(taken, exc)
                 else:
                     if whole(result):
-                        with self._lock:
-                            for standby, _ in taken:
-                                standby.answered += 1
+                        self._count(taken, "answered")
                         return True, result
                     self._count(taken, "behind")
         with self._lock:
             self.primary_answered += 1
         return False, None
 
-    def _count(self, taken: list[tuple[Standby, psycopg.Connection]], reason: str) -> None:
+    def _count(self, taken: list[tuple[Standby, psycopg.Connection]], outcome: str) -> None:
+        """Count one search once on each standby that took part in it (a search may hold two of its connections)."""
         with self._lock:
             for standby in {s.name: s for s, _ in taken}.values():
-                standby.skipped[reason] += 1
+                if outcome == "answered":
+                    standby.answered += 1
+                else:
+                    standby.skipped[outcome] += 1
 
     def _failed(self, taken: list[tuple[Standby, psycopg.Connection]], error: Exception) -> None:
         """A search failed on these standbys: the ones whose connection broke are out of rotation until a check
