@@ -157,6 +157,7 @@ class StoredBank:
     image_ids: np.ndarray
     grid: np.ndarray
     file_names: dict[int, str]
+    owners: np.ndarray  # the segment (model id) of each row
 
     def rows(self, patch_ids: np.ndarray) -> np.ndarray:
         """Bank rows of stored patch ids."""
@@ -174,6 +175,7 @@ class StoredBank:
             image_ids=np.concatenate([self.image_ids, more.image_ids]),
             grid=np.concatenate([self.grid, more.grid]),
             file_names={**self.file_names, **more.file_names},
+            owners=np.concatenate([self.owners, more.owners]),
         )
 
 
@@ -200,7 +202,7 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
     with connection.cursor(binary=True) as cursor:
         rows = cursor.execute(
             sql.SQL(
-                "SELECT id, image_id, grid_row, grid_col, embedding::vector({}) FROM patches "
+                "SELECT id, image_id, grid_row, grid_col, embedding::vector({}), model_id FROM patches "
                 "WHERE model_id IN ({}) ORDER BY id"
             ).format(sql.Literal(dim), ids(segments))
         ).fetchall()
@@ -216,4 +218,5 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
         image_ids=np.array([r[1] for r in rows], dtype=np.int64),
         grid=np.array([(r[2], r[3]) for r in rows], dtype=np.int64).reshape(-1, 2),
         file_names=dict(names),
+        owners=np.array([r[5] for r in rows], dtype=np.int64),
     )

@@ -8,6 +8,7 @@ of the segments' HNSW index scans, each ordered by distance, so ``LIMIT 1`` stay
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ nn AS MATERIALIZED (
     SELECT q.ord, n.id, n.dist
     FROM q CROSS JOIN LATERAL (
         SELECT p.id, p.embedding::vector({dim}) {op} q.vec AS dist
-        FROM patches p WHERE p.model_id IN ({segments})
+        FROM patches p WHERE p.model_id IN ({searched})
         ORDER BY p.embedding::vector({dim}) {op} q.vec LIMIT 1
     ) n
 ),
@@ -55,13 +56,15 @@ SELECT
 """
 
 
-def search_statement(model: StoredModel) -> sql.Composed:
+def search_statement(model: StoredModel, searched: Sequence[int] | None = None) -> sql.Composed:
     """The served search of a model, composed once per model and reused for every request: every patch's nearest
     memory-bank patch by HNSW (approximate: each distance is an upper bound of the exact one, which
-    :mod:`patchcore.rerank` makes exact where it matters) and the most similar good images."""
+    :mod:`patchcore.rerank` makes exact where it matters) among the patches of the ``searched`` segments (default:
+    all of the version's), and the most similar good images of all its segments."""
     return sql.SQL(_SEARCH).format(
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
+        searched=ids(model.bank_segments if searched is None else searched),
         segments=ids(model.bank_segments),
         category_id=sql.Literal(model.category_id),
         op=sql.SQL(OPERATORS[model.config.metric]),

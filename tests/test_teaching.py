@@ -79,6 +79,35 @@ def test_added_normals_grow_the_bank_by_what_is_new_once(database_url, small_mod
         assert _state(connection)[1:] == (new.memory_bank_size,) * 2
 
 
+def test_added_segments_are_searched_exactly_in_the_api_and_answer_as_hnsw_does(
+    database_url, small_model, embedder, monkeypatch
+):
+    """Each segment more in the SQL search costs every query one more index scan per patch; the few rows added
+    normals append are searched exactly in the API process instead, with the same answers."""
+    import serving.inspector as served
+
+    _save(database_url, "bottle", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        old, bank = _loaded(connection)
+        added = add_normals(connection, old, bank, embedder, [_upload(p) for p in EXTRA], Settings(), "test")
+        models.retire_old_models(connection, "bottle")
+        model, grown = _loaded(connection)
+        exact = Inspector(model, grown, Settings())
+        assert exact.added_rows is not None and exact.added_rows.size == added.patches_added
+        assert set(grown.owners[exact.added_rows]) == {model.id}
+        assert f"IN ({old.id})" in exact.statement.as_string(connection)
+        monkeypatch.setattr(served, "EXACT_ADDED_ROWS", 0)
+        hnsw = Inspector(model, grown, Settings())
+        assert hnsw.added is None and f"IN ({old.id}, {model.id})" in hnsw.statement.as_string(connection)
+        for path in (BOTTLE / "test" / "broken_large" / "000.png", BOTTLE / "test" / "good" / "000.png", EXTRA[0]):
+            features = exact.embed(open_image(path))
+            one, other = exact.inspect_features([connection], features), hnsw.inspect_features([connection], features)
+            assert one.score == pytest.approx(other.score, abs=1e-5) and one.worst == other.worst, path.name
+        # an added image's own patches are found in the added segment, by the exact pass
+        found = exact.search([connection], exact.embed(open_image(EXTRA[0])), top_k=1)
+        assert model.id in set(grown.owners[grown.rows(found.patch_ids)])
+
+
 def test_a_reader_during_an_add_sees_one_whole_version(database_url, small_model, embedder):
     old_id = _save(database_url, "bottle", small_model)
     with connect(database_url, autocommit=True) as connection:
