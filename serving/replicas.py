@@ -61,6 +61,7 @@ class Standby:
     answered: int = 0  # searches (and memory-bank reads) it answered
     skipped: dict[str, int] = field(default_factory=lambda: {"behind": 0, "failed": 0, "busy": 0})
     probe: psycopg.Connection | None = None
+    served: bool = False  # has been in rotation since this process started
 
     def describe(self) -> dict:
         return {"name": self.name, "address": address(self.url), "in_rotation": self.in_rotation,
@@ -134,6 +135,7 @@ class Standbys:
         """Up to ``count`` connections for one search's parts, each from the least busy standby in rotation: the
         first waited for (up to a bound), the others only when free at once. Empty: no standby can take it."""
         taken: list[tuple[Standby, psycopg.Connection]] = []
+        pools: list[ConnectionPool] = []  # each connection goes back to the pool it came from, even one replaced
         try:
             for part in range(count):
                 with self._lock:
@@ -141,8 +143,9 @@ class Standbys:
                     if standby is None:
                         break
                     standby.in_flight += 1
+                pool = standby.pool
                 try:
-                    connection = standby.pool.getconn(timeout=WAIT_SECONDS if part == 0 else 0.001)
+                    connection = pool.getconn(timeout=WAIT_SECONDS if part == 0 else 0.001)
                 except PoolTimeout:
                     with self._lock:
                         standby.in_flight -= 1
@@ -150,10 +153,11 @@ class Standbys:
                             standby.skipped["busy"] += 1
                     break
                 taken.append((standby, connection))
+                pools.append(pool)
             yield taken
         finally:
-            for standby, connection in taken:
-                standby.pool.putconn(connection)
+            for (standby, connection), pool in zip(taken, pools, strict=True):
+                pool.putconn(connection)
                 with self._lock:
                     standby.in_flight -= 1
 
@@ -223,8 +227,12 @@ class Standbys:
                 standby.lag_seconds = lag
                 if why is None:
                     if not standby.in_rotation:
-                        log.info("%s (%s) in rotation (lag %.2f s)", standby.name, address(standby.url), lag or 0)
-                    standby.in_rotation, standby.why_out = True, None
+                        log.warning("%s (%s) in rotation (lag %.2f s)", standby.name, address(standby.url), lag or 0)
+                        if standby.served:  # back from an outage: fresh connections, not a pool that gave up on them
+                            standby.pool.close(timeout=0)
+                            standby.pool = self._pool(standby.url)
+                            standby.pool.open(wait=False)
+                    standby.in_rotation, standby.why_out, standby.served = True, None, True
                 else:
                     self._take_out(standby, why)
 
