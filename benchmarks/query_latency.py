@@ -55,6 +55,15 @@ def run(url: str, images: list[Path], category: str, clients: int, heatmap: bool
     }
 
 
+def print_table(rows: list[dict], width: int) -> None:
+    """Rows of measurements as a text table, floats to one decimal."""
+    columns = list(rows[0])
+    print(" | ".join(f"{c:>{width}}" for c in columns))
+    for row in rows:
+        cells = (f"{row[c]:>{width}.1f}" if isinstance(row[c], float) else f"{row[c]:>{width}}" for c in columns)
+        print(" | ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -65,10 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     images = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     rows = [run(args.url, images, args.category, n, args.heatmap) for n in args.concurrency]
-    columns = list(rows[0])
-    print(" | ".join(f"{c:>10}" for c in columns))
-    for row in rows:
-        print(" | ".join(f"{row[c]:>10.1f}" if isinstance(row[c], float) else f"{row[c]:>10}" for c in columns))
+    print_table(rows, 10)
     print("p50/p95/p99 in ms end to end over HTTP; *_p50 are the server's own median stage timings (ms);")
     print("other_p50 = HTTP, upload, JSON and queueing: p50 minus the stages (the known-defect search, defects_p50")
     print("over the defects_n answers that ran it, included).")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from query_latency import print_table
 from query_latency import run as load
 
 from config import Settings
@@ -205,10 +206,7 @@ def main() -> None:
     urls = start_standbys(primary_url, settings.data_dir, max(args.standbys))
     configs = [(n, c) for n in args.standbys for c in (args.choices if n > 1 else args.choices[:1])]
     rows = [row for _ in range(args.rounds) for n, c in configs for row in measure(settings, urls, n, c, args)]
-    columns = list(rows[0])
-    print(" | ".join(f"{c:>12}" for c in columns))
-    for row in rows:
-        print(" | ".join(f"{row[c]:>12.1f}" if isinstance(row[c], float) else f"{row[c]:>12}" for c in columns))
+    print_table(rows, 12)
     print("rps: queries/s; p50/p95 ms end to end; *_p50 the server's median stages (ms); cpu_*: CPU ms per query of")
     print("the API process, the primary (all its backends) and the standbys together.")
     print("answered: searches and bank reads each standby answered, in order.")

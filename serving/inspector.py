@@ -108,8 +108,9 @@ class Inspector:
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         # the fit's segment is searched by HNSW in PostgreSQL; the rows that added normals appended in later segments
         # are searched exactly here when they are few: each segment more in the SQL search costs every query about
-        # 5 ms (one more index scan per patch: 1 segment 70-93 ms, 21 segments 191 ms, bottle, search to score),
-        # an exact pass over 1,024 rows 7 ms
+        # 5 ms (one more index scan per patch; benchmarks/segments_cost.py, bottle, search to score: 77-87 ms at 1
+        # segment, 165-174 ms at 21 all by HNSW, 82-86 ms with their 208 added rows searched here), an exact pass
+        # over 1,024 rows 7 ms
         added = np.flatnonzero(bank.owners != model.bank_segments[0])
         self.added_rows = added if 0 < added.size <= EXACT_ADDED_ROWS else None
         self.added = None

@@ -239,10 +239,7 @@ class Standbys:
     def _primary_position(self) -> int | None:
         try:
             if self._primary is None or self._primary.closed:
-                self._primary = psycopg.connect(
-                    self.primary_url, autocommit=True, connect_timeout=CONNECT_SECONDS,
-                    application_name="patchcore-api-standby-check",
-                )  # fmt: skip
+                self._primary = _check_connection(self.primary_url)
             position = primary_position(self._primary)
         except psycopg.Error as exc:
             if not self._primary_down:  # once per outage
@@ -257,10 +254,7 @@ class Standbys:
         """Why ``standby`` should be out of rotation (``None``: it is fine) and its lag in seconds."""
         try:
             if standby.probe is None or standby.probe.closed:
-                standby.probe = psycopg.connect(
-                    standby.url, autocommit=True, connect_timeout=CONNECT_SECONDS,
-                    application_name="patchcore-api-standby-check",
-                )  # fmt: skip
+                standby.probe = _check_connection(standby.url)
             state = standby_state(standby.probe)
         except psycopg.Error as exc:
             if standby.probe is not None:
@@ -293,6 +287,13 @@ class Standbys:
                 self.check()
             except Exception:  # the checker must outlive any surprise; the next round tries again
                 log.exception("standby check failed")
+
+
+def _check_connection(url: str) -> psycopg.Connection:
+    """The check thread's own connection to a server, apart from the pools the searches use."""
+    return psycopg.connect(
+        url, autocommit=True, connect_timeout=CONNECT_SECONDS, application_name="patchcore-api-standby-check"
+    )
 
 
 def _first_line(error: Exception) -> str:

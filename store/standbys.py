@@ -22,7 +22,8 @@ import psycopg
 # WAL the primary keeps for a standby that is stopped a while: without it a standby that comes back after a
 # checkpoint has recycled its WAL cannot catch up (slots would keep it without bound; this bounds the disk used)
 WAL_KEEP_SIZE = "1GB"
-COPIED_STATE = (".s.PGSQL.5432", ".s.PGSQL.5432.lock", ".handle_pids.json", "postmaster.pid", "postmaster.opts", "log")
+RUNNING_STATE = (".s.PGSQL.5432", ".s.PGSQL.5432.lock", "postmaster.pid")  # a running server's; a crash leaves them
+COPIED_STATE = (*RUNNING_STATE, ".handle_pids.json", "postmaster.opts", "log")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def start_standbys(primary_url: str, primary_dir: Path, count: int) -> list[str]
 
 def start(folder: Path) -> None:
     """Start the PostgreSQL of a data folder of the embedded build, on a socket in that folder only (no TCP)."""
-    for name in (".s.PGSQL.5432", ".s.PGSQL.5432.lock", "postmaster.pid"):  # left by a crash
+    for name in RUNNING_STATE:
         (folder / name).unlink(missing_ok=True)
     result = _pg("pg_ctl", "-w", "-t", "60", "-o", f'-h "" -k {folder}', "-l", str(folder / "log"), "-D", str(folder),
                  "start")  # fmt: skip

@@ -45,32 +45,29 @@ def cluster(tmp_path_factory, small_model):
 
 
 def _serve(cluster, folder: Path, max_lag: str):
+    """An API over the primary and both standbys that takes a standby more than ``max_lag`` seconds behind out."""
     _, url, urls = cluster
     env = {
         "DATABASE_URL": url, "DATABASE_REPLICA_URLS": ",".join(urls), "INSPECT_REPLICA_MAX_LAG_SECONDS": max_lag,
         "INSPECT_REPLICA_CHECK_SECONDS": "0.2", "INSPECT_POOL_SIZE": "4", "INSPECT_LOG_IMAGES": "none",
     }  # fmt: skip
-    return start_api(env, folder / "server.log")
+    server, client = start_api(env, folder / "server.log")
+    yield client
+    client.close()
+    server.terminate()
+    server.wait(20)
 
 
 @pytest.fixture(scope="module")
 def api(cluster, tmp_path_factory):
     """An API that takes a standby more than 1 s behind out of rotation."""
-    server, client = _serve(cluster, tmp_path_factory.mktemp("replicas-api"), "1")
-    yield client
-    client.close()
-    server.terminate()
-    server.wait(20)
+    yield from _serve(cluster, tmp_path_factory.mktemp("replicas-api"), "1")
 
 
 @pytest.fixture
 def patient_api(cluster, tmp_path_factory):
     """An API that keeps a lagging standby in rotation for an hour: only the version check keeps it consistent."""
-    server, client = _serve(cluster, tmp_path_factory.mktemp("replicas-patient"), "3600")
-    yield client
-    client.close()
-    server.terminate()
-    server.wait(20)
+    yield from _serve(cluster, tmp_path_factory.mktemp("replicas-patient"), "3600")
 
 
 def _ask(client: httpx.Client, name: str) -> httpx.Response:
