@@ -43,7 +43,7 @@ from app.schemas import (
     ThresholdChange,
     ThresholdRequest,
 )
-from app.services import DatabaseUnavailable, Services, UnknownCategory
+from app.services import DatabaseUnavailable, RecordRefused, Services, UnknownCategory
 from config import get_settings
 from config.keys import parse_keys
 from patchcore import ImageError, WeightsError
@@ -127,6 +127,13 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
 @app.exception_handler(DatabaseUnavailable)
 async def _database_down(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
     return _error(503, "database_unavailable", f"the database does not answer ({exc}); retry shortly")
+
+
+@app.exception_handler(RecordRefused)
+async def _record_refused(_: Request, exc: RecordRefused) -> JSONResponse:
+    observability.REFUSED_UNRECORDED.inc()
+    return _error(503, "not_recorded", f"the inspection log could not take the record ({exc}), so no verdict is "
+                  "given (INSPECT_LOG_POLICY=refuse); retry shortly")  # fmt: skip
 
 
 @app.exception_handler(UnknownCategory)
@@ -329,8 +336,8 @@ def _inspect(
 
 
 def _record(services: Services, row: inspections.Inspection) -> int | None:
-    """Write the inspection record, or say it was not (``None``, counted): an answer is never held up by more
-    than ``INSPECT_LOG_TIMEOUT_MS`` for its record, and never claims a record it has not got."""
+    """Write the inspection record; without one in time, ``INSPECT_LOG_POLICY`` refuses the answer (503), waits, or
+    (``answer``) says it was not recorded (``None``, counted). An answer never claims a record it has not got."""
     inspection_id = services.log_writer.write(row)
     if inspection_id is None:
         observability.UNRECORDED.inc()

@@ -38,6 +38,10 @@ UNRECORDED = Counter(
     "inspect_inspections_unrecorded", "answered queries whose inspection record could not be written",
     registry=REGISTRY,
 )  # fmt: skip
+REFUSED_UNRECORDED = Counter(
+    "inspect_inspections_refused", "queries answered 503 because their record could not be written in time",
+    registry=REGISTRY,
+)  # fmt: skip
 REFUSED = Counter("inspect_auth_refused", "requests refused by the key check or the rate limit", ["reason"],
                   registry=REGISTRY)  # fmt: skip
 MODELS_LOADED = Gauge("inspect_models_loaded", "categories loaded in this process", registry=REGISTRY)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -36,40 +37,57 @@ class UnknownCategory(Exception):
     """No fitted model under that name."""
 
 
+class RecordRefused(Exception):
+    """The inspection record could not be written in time and ``INSPECT_LOG_POLICY=refuse``: no answer goes out."""
+
+
 class InspectionWriter:
     """Writes inspection records on a connection of its own, in batches: a query hands its record over and waits
-    for its id, up to ``INSPECT_LOG_TIMEOUT_MS``. Concurrent queries share one transaction (one WAL flush), and the
-    writer never waits for a pool connection that searches hold. A record still queued when its query gives up is
-    dropped, so an answer that says "not recorded" is not recorded."""
+    for its id. Concurrent queries share one transaction (one WAL flush), and the writer never waits for a pool
+    connection that searches hold.
+
+    When the database cannot take a record in time (``INSPECT_LOG_TIMEOUT_MS``), ``policy`` decides: ``refuse``
+    (the default) raises :class:`RecordRefused` and the query is answered 503, ``wait`` keeps waiting while the
+    writer retries until the database takes it, ``answer`` answers without a record (counted). A record still queued
+    when its query stops waiting is dropped, so a refused or unrecorded answer is never recorded later."""
 
     BATCH = 64
     CONNECT_SECONDS = 3
+    RETRY_SECONDS = 0.5
 
-    def __init__(self, url: str, timeout_ms: int) -> None:
+    def __init__(self, url: str, timeout_ms: int, policy: str = "refuse") -> None:
         self.url = url
         self.timeout_ms = timeout_ms
+        self.policy = policy
         self.queue: queue.Queue[tuple[inspections.Inspection, Future]] = queue.Queue()
         self.connection: psycopg.Connection | None = None
         self.thread = threading.Thread(target=self._run, name="inspection-writer", daemon=True)
         self.thread.start()
 
     def write(self, row: inspections.Inspection) -> int | None:
-        """The record's id, or ``None`` when it could not be written in time (and never will be)."""
+        """The record's id; ``None`` only with the ``answer`` policy, when it could not be written in time (and
+        never will be)."""
         future: Future = Future()
         self.queue.put((row, future))
+        if self.policy == "wait":
+            return future.result()
         try:
             return future.result(timeout=self.timeout_ms / 1000)
         except FutureTimeout:
             if future.cancel():  # still queued: it will never be written
-                return None
+                return self._late(row, f"not written within {self.timeout_ms} ms")
         except Exception as exc:
-            log.warning("inspection %s not recorded: %s", row.request_id, exc)
-            return None
+            return self._late(row, str(exc))
         try:  # being written: the statement's own timeout bounds this wait, the connect timeout a reconnection
             return future.result(timeout=self.timeout_ms / 1000 + self.CONNECT_SECONDS)
         except Exception as exc:
-            log.warning("inspection %s not recorded: %s", row.request_id, repr(exc))
-            return None
+            return self._late(row, repr(exc))
+
+    def _late(self, row: inspections.Inspection, why: str) -> None:
+        if self.policy == "refuse":
+            raise RecordRefused(why)
+        log.warning("inspection %s not recorded: %s", row.request_id, why)
+        return None
 
     def _run(self) -> None:
         while True:
@@ -80,22 +98,30 @@ class InspectionWriter:
                 except queue.Empty:
                     break
             batch = [(row, future) for row, future in batch if future.set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            try:
-                if self.connection is None or self.connection.closed:
-                    self.connection = psycopg.connect(
-                        self.url, connect_timeout=self.CONNECT_SECONDS, application_name="patchcore-api-log"
-                    )
-                    configure(self.connection)
-                ids = inspections.record(self.connection, [row for row, _ in batch], self.timeout_ms)
-                for (_, future), inspection_id in zip(batch, ids, strict=True):
-                    future.set_result(inspection_id)
-            except Exception as exc:  # every waiting query hears it; the next batch reconnects if need be
-                if self.connection is not None and self.connection.broken:
-                    self.connection = None
-                for _, future in batch:
-                    future.set_exception(exc)
+            while batch and not self._write(batch):
+                time.sleep(self.RETRY_SECONDS)  # only the wait policy comes back here: the same batch again
+
+    def _write(self, batch: list[tuple[inspections.Inspection, Future]]) -> bool:
+        """Write one batch; False when it failed and the ``wait`` policy wants it tried again."""
+        try:
+            if self.connection is None or self.connection.closed:
+                self.connection = psycopg.connect(
+                    self.url, connect_timeout=self.CONNECT_SECONDS, application_name="patchcore-api-log"
+                )
+                configure(self.connection)
+            ids = inspections.record(self.connection, [row for row, _ in batch], self.timeout_ms)
+        except Exception as exc:  # every waiting query hears it; the next batch reconnects if need be
+            if self.connection is not None and self.connection.broken:
+                self.connection = None
+            if self.policy == "wait":
+                log.warning("%s inspection records wait for the database: %s", len(batch), exc)
+                return False
+            for _, future in batch:
+                future.set_exception(exc)
+            return True
+        for (_, future), inspection_id in zip(batch, ids, strict=True):
+            future.set_result(inspection_id)
+        return True
 
 
 class Services:
@@ -116,7 +142,7 @@ class Services:
         self._inspectors: OrderedDict[str, Inspector] = OrderedDict()  # least recently asked first
         self._lock = threading.Lock()
         self._migrated = False
-        self.log_writer = InspectionWriter(self.url, settings.log_timeout_ms)
+        self.log_writer = InspectionWriter(self.url, settings.log_timeout_ms, settings.log_policy)
         self.standbys = Standbys(settings, self.url)
         self._closing = threading.Event()
         self._retention = threading.Thread(target=self._expire_images, name="log-retention", daemon=True)

@@ -98,7 +98,12 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="how often a server deletes the inspection images past their retention"
     )
     log_timeout_ms: int = Field(
-        default=250, ge=10, description="longest wait to write an inspection record before answering without it"
+        default=5000, ge=10, description="longest wait for an inspection record before INSPECT_LOG_POLICY decides"
+    )
+    log_policy: Literal["refuse", "wait", "answer"] = Field(
+        default="refuse",
+        description="when a record cannot be written in time: refuse the answer (503), wait until the database "
+        "takes it, or answer without a record (counted in /metrics)",
     )
 
     @property

@@ -243,8 +243,9 @@ def _fit_and_evaluate(args: argparse.Namespace, category: Category) -> tuple[Fit
     evaluation = None
     if category.test:
         evaluation = evaluate(
-            category.test, exact_scorer(model, embedder), config.preprocess, model.threshold, config.false_alarm_rate
-        )
+            category.test, exact_scorer(model, embedder), config.preprocess, model.threshold,
+            config.false_alarm_rate, good_scores=model.good_scores,
+        )  # fmt: skip
         if args.calibrate_on_test:
             model.threshold, model.threshold_policy = labelled_threshold(
                 evaluation.scores, evaluation.labels, model.good_scores

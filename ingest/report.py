@@ -60,6 +60,7 @@ TABLE_KEYS = (
     "precision",
     "recall",
     "false_alarm_rate",
+    "predicted_false_alarm_rate",
     "best_f1",
     "best_f1_within_target",
     "memory_bank_size",

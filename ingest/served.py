@@ -18,7 +18,7 @@ from patchcore.evaluation import Scored, evaluate
 from patchcore.images import open_image
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector
-from store import banks, models
+from store import banks, images, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -63,8 +63,9 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
 
         preprocess = model.config.preprocess
         target = model.config.false_alarm_rate
-        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, target, "exact")
-        served_eval = evaluate(category.test, served, preprocess, model.threshold, target, "served")
+        good = images.good_scores(connection, model.bank_segments)
+        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, target, "exact", good)
+        served_eval = evaluate(category.test, served, preprocess, model.threshold, target, "served", good)
     exact_eval.figures["eval_seconds"] = exact_eval.seconds
     served_eval.figures["eval_seconds"] = served_eval.seconds
     agreement = float(np.mean(exact_eval.verdicts == served_eval.verdicts))

@@ -63,9 +63,16 @@ def greedy_coreset(
     ``progress`` is called with the number of centres added since the last call; ``device`` defaults to the
     features' own.
     """
-    n = features.shape[0]
-    k = coreset_size(n, ratio)
     points = random_projection(features, projection_dim, seed, device)
+    return greedy_selection(points, coreset_size(features.shape[0], ratio), seed, progress)
+
+
+def greedy_selection(
+    points: torch.Tensor, k: int, seed: int = 0, progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """Indices (CPU, in selection order) of ``k`` of the already projected ``points`` chosen by greedy k-center,
+    from a seeded first point, on the points' device (pruned on the CPU, full scans elsewhere)."""
+    n = points.shape[0]
     squared = (points * points).sum(1)
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
     if points.device.type == "cpu":

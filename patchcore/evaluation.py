@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class Evaluation:
     whole_maps: np.ndarray
     whole_masks: np.ndarray
     figures: dict[str, float] = field(default_factory=dict)
+    good_scores: Sequence[float] | None = None  # the model's good scores, whose prediction the figures check
 
     @property
     def labels(self) -> np.ndarray:
@@ -52,7 +53,9 @@ class Evaluation:
     def set_threshold(self, threshold: float, false_alarm_target: float) -> None:
         """Judge the same scores at another threshold: the verdict's figures are computed again."""
         self.threshold = threshold
-        self.figures.update(thresholds.operating_point(self.scores, self.labels, threshold, false_alarm_target))
+        self.figures.update(
+            thresholds.operating_point(self.scores, self.labels, threshold, false_alarm_target, self.good_scores)
+        )
 
     @property
     def has_masks(self) -> bool:
@@ -67,10 +70,12 @@ def evaluate(
     threshold: float,
     false_alarm_target: float,
     description: str = "evaluate",
+    good_scores: Sequence[float] | None = None,
 ) -> Evaluation:
     """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) in the view and over the
     whole image where every defect has a mask (``None`` where not), and the verdict's figures at ``threshold``
-    beside the best any threshold reaches (:func:`patchcore.threshold.operating_point`)."""
+    beside the best any threshold reaches and the false-alarm rate ``good_scores`` predict
+    (:func:`patchcore.threshold.operating_point`)."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
@@ -89,7 +94,7 @@ def evaluate(
                          "one size per category is evaluated")  # fmt: skip
     evaluation = Evaluation(
         samples, np.array(scores), np.stack(maps), np.stack(masks), threshold, time.perf_counter() - started,
-        np.stack(whole_maps), np.stack(whole_masks),
+        np.stack(whole_maps), np.stack(whole_masks), good_scores=good_scores,
     )  # fmt: skip
     labels = evaluation.labels
     pixel = evaluation.has_masks

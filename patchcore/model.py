@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from patchcore import scoring, threshold
+from patchcore import cross_fit, scoring, threshold
 from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, weights_sha256
-from patchcore.coreset import coreset_size, greedy_coreset
+from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
 from patchcore.images import ALIGN, Preprocess, jpeg, open_image
@@ -76,8 +76,8 @@ class PatchCoreConfig:
 class ImageRecord:
     """A good training image: ``split`` is ``train`` (in the memory bank) or ``holdout`` (kept out of it).
 
-    ``score`` is its image score as an unseen image: against the memory bank without its own patches (``train``,
-    out of fold) or against the whole bank (``holdout``); these good scores set the threshold."""
+    ``score`` is its image score as an unseen image: against a coreset selected without its fold (``train``, see
+    :mod:`patchcore.cross_fit`) or against the whole bank (``holdout``); these good scores set the threshold."""
 
     file_name: str
     split: str
@@ -244,8 +244,9 @@ def fit(
     device: str | None = None,
     embedder: Embedder | None = None,
 ) -> FittedModel:
-    """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen,
-    and the threshold at the configured false-alarm rate (:mod:`patchcore.threshold`)."""
+    """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen
+    (cross-fitted, :mod:`patchcore.cross_fit`), and the threshold at the configured false-alarm rate
+    (:mod:`patchcore.threshold`)."""
     if not train:
         raise ValueError("no training images")
     started = time.perf_counter()
@@ -269,11 +270,10 @@ def fit(
     feature_seconds = time.perf_counter() - started
 
     coreset_started = time.perf_counter()
+    projection = random_projection(features, PROJECTION_DIM, config.seed, embedder.extractor.device)
     total = coreset_size(features.shape[0], config.coreset_ratio)
     with tqdm(total=total, desc="coreset", unit="patch", dynamic_ncols=True) as bar:
-        selected = greedy_coreset(
-            features, config.coreset_ratio, config.seed, progress=bar.update, device=embedder.extractor.device
-        )
+        selected = greedy_selection(projection, total, config.seed, progress=bar.update)
     coreset_seconds = time.perf_counter() - coreset_started
     memory_bank = features[selected].clone()
     bank_image = selected // patches_per_image
@@ -281,21 +281,21 @@ def fit(
     bank_position = torch.stack([cell // width, cell % width], dim=1)
 
     out_of_fold_started = time.perf_counter()
-    search = scoring.ExactSearch(memory_bank, config.metric)
-    radius = float(search.nearest(features)[0].max()) if len(bank_paths) == 1 else 0.0
+    radius = cross_fit.coverage_radius(features, scoring.ExactSearch(memory_bank, config.metric))
     if len(bank_paths) > 1:
-        with tqdm(total=len(bank_paths), desc="out-of-fold scores", unit="img", dynamic_ncols=True) as bar:
-            out_of_fold = scoring.leave_one_image_out(
+        with tqdm(total=len(bank_paths), desc="cross-fitted good scores", unit="img", dynamic_ncols=True) as bar:
+            out_of_fold = cross_fit.cross_fitted_scores(
                 features.view(len(bank_paths), patches_per_image, dim),
-                search,
-                bank_image,
+                projection,
+                config.coreset_ratio,
+                config.metric,
                 config.num_neighbors,
+                config.seed,
                 progress=bar.update,
             )
-        radius = out_of_fold.coverage_radius
-        for record, score in zip(images, out_of_fold.scores, strict=True):
+        for record, score in zip(images, out_of_fold, strict=True):
             record.score = score
-    del features
+    del features, projection
     out_of_fold_seconds = time.perf_counter() - out_of_fold_started
 
     weights_hash = None if weights in (None, RANDOM_WEIGHTS) else weights_sha256(weights)

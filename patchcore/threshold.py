@@ -3,8 +3,8 @@
 A threshold is an operating point, and every one is stored with the description of how it was set (``policy``):
 
 - ``false_alarm_rate`` (the default, good images only): the score above which a good part is expected to fall with
-  probability ``target``. The good scores are every training image scored as unseen (out of fold, see
-  :func:`patchcore.scoring.leave_one_image_out`) and the held-out images. The threshold is the upper prediction bound
+  probability ``target``. The good scores are every training image scored as unseen (cross-fitted, see
+  :mod:`patchcore.cross_fit`) and the held-out images. The threshold is the upper prediction bound
   of a log-normal fitted to them: with ``n`` scores of mean ``m`` and standard deviation ``s`` in log space,
   ``exp(m + s * t_{n-1}(1 - target) * sqrt(1 + 1/n))``. Student's t with ``n - 1`` degrees of freedom carries the
   uncertainty of ``m`` and ``s`` estimated from few images, so the expected false-alarm rate of a new good part is
@@ -97,7 +97,7 @@ def false_alarm_threshold(good_scores: Sequence[float], target: float = DEFAULT_
     policy = {
         "kind": "false_alarm_rate",
         "target_false_alarm_rate": target,
-        "method": "log-normal upper prediction bound (Student's t) of the out-of-fold and held-out good scores",
+        "method": "log-normal upper prediction bound (Student's t) of the cross-fitted and held-out good scores",
         **describe(threshold, good_scores),
     }
     return threshold, policy
@@ -171,7 +171,7 @@ def cross_validated_f1(scores: Sequence[float], labels: Sequence[bool], folds: i
 def labelled_threshold(
     scores: Sequence[float], labels: Sequence[bool], good_scores: Sequence[float]
 ) -> tuple[float, dict]:
-    """(threshold, policy) maximising F1 on labelled images; ``good_scores`` (out of fold) describe it."""
+    """(threshold, policy) maximising F1 on labelled images; ``good_scores`` (cross-fitted) describe it."""
     threshold, f1 = best_f1(scores, labels)
     labels = np.asarray(labels, dtype=bool)
     return threshold, {
@@ -185,9 +185,17 @@ def labelled_threshold(
     }
 
 
-def operating_point(scores: Sequence[float], labels: Sequence[bool], threshold: float, target: float) -> dict:
+def operating_point(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    threshold: float,
+    target: float,
+    good_scores: Sequence[float] | None = None,
+) -> dict:
     """Evaluation figures at ``threshold``, beside the best any threshold reaches on the same scores, and the best
-    that keeps false alarms on the good images within ``target``: the gap is always visible."""
+    that keeps false alarms on the good images within ``target``: the gap is always visible. The calibration too:
+    the false-alarm rate observed on the good test images with its interval, beside the rate the ``good_scores``
+    (the training images scored as unseen) predict for the threshold."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     tp, fp, fn = _counts(scores, labels, threshold)
@@ -200,6 +208,10 @@ def operating_point(scores: Sequence[float], labels: Sequence[bool], threshold: 
         "false_alarm_rate": fp / good if good else 0.0,
         "missed_defects": fn,
         "false_alarm_target": target,
+        "false_alarm_interval": list(clopper_pearson(fp, good)) if good else None,
+        "predicted_false_alarm_rate": (
+            predicted_false_alarm_rate(good_scores, threshold) if good_scores is not None else None
+        ),
     }
     if labels.any() and not labels.all():
         figures["best_f1_threshold"], figures["best_f1"] = best_f1(scores, labels)

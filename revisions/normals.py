@@ -3,10 +3,13 @@
 What is reused and what is built: the new version reads every segment of the one before (no row copied, no index
 rebuilt) plus one new segment holding only the added patches, with its own small HNSW index. The added patches are
 those the bank does not already cover (:func:`patchcore.coreset.extend_coreset`, at the fit's coreset radius). The
-added images are scored as unseen (against the grown bank without their own patches): their scores join the good
-scores, and the threshold stays as it was unless ``recalibrate`` runs the false-alarm-rate policy again on all of
-them. The scores of the fit's own images are kept as measured against the smaller bank: each is an upper bound of
-its score now, so a recalibrated threshold errs towards fewer false alarms.
+added images are scored as unseen, exactly as a query against the bank before them: that bank's coreset was chosen
+without them, as the bank a new good part meets was (the grown bank without their own rows would not be: the rows
+chosen from an image are its most unusual patches, so removing them scores it too high, see
+:mod:`patchcore.cross_fit`). Their scores join the good scores, and the threshold stays as it was unless
+``recalibrate`` runs the false-alarm-rate policy again on all of them. The scores of the fit's own images are kept
+as measured against the smaller bank: each is an upper bound of its score now, so a recalibrated threshold errs
+towards fewer false alarms.
 """
 
 from __future__ import annotations
@@ -107,24 +110,19 @@ def add_normals(
     count, height, width, dim = features.shape
     per_image = height * width
     candidates = features.reshape(-1, dim)
-    chosen = extend_coreset(candidates, scoring.ExactSearch(bank.embeddings, config.metric), model.coverage_radius)
-    grown = torch.cat([bank.embeddings, candidates[chosen]])
-    source_image = torch.cat([torch.full((bank.embeddings.shape[0],), -1), chosen // per_image])
-    out_of_fold = scoring.leave_one_image_out(
-        features.view(count, per_image, dim),
-        scoring.ExactSearch(grown, config.metric),
-        source_image,
-        config.num_neighbors,
-    )
-    for item, score in zip(embedded, out_of_fold.scores, strict=True):
-        item.record.score = score
+    before = scoring.ExactSearch(bank.embeddings, config.metric)
+    chosen = extend_coreset(candidates, before, model.coverage_radius)
+    for item, image_features in zip(embedded, features.view(count, per_image, dim), strict=True):
+        distances, index = before.nearest(image_features)
+        item.record.score = scoring.image_score(distances[:, 0], index[:, 0], image_features, before,
+                                                config.num_neighbors)  # fmt: skip
     selected_at = time.perf_counter()
 
-    good = images.good_scores(connection, model.bank_segments) + out_of_fold.scores
+    good = images.good_scores(connection, model.bank_segments) + [e.record.score for e in embedded]
     target = config.false_alarm_rate
     if recalibrate:
         threshold, policy = thresholds.false_alarm_threshold(good, target)
-        evaluation = evaluation_at(model, threshold, target, False)
+        evaluation = evaluation_at(model, threshold, target, False, good)
     else:
         threshold = model.threshold
         policy = {**model.threshold_policy, **thresholds.describe(threshold, good)}

@@ -16,15 +16,18 @@ from store import images, versions
 from store.models import StoredModel
 
 
-def evaluation_at(model: StoredModel, threshold: float, target: float, labelled_are_test: bool) -> dict:
-    """The stored evaluation judged again at ``threshold`` from its per-image test scores (no image is read)."""
+def evaluation_at(
+    model: StoredModel, threshold: float, target: float, labelled_are_test: bool, good: Sequence[float]
+) -> dict:
+    """The stored evaluation judged again at ``threshold`` from its per-image test scores (no image is read), with
+    the false-alarm rate the ``good`` scores predict."""
     evaluation = {k: v for k, v in model.evaluation.items() if k != "threshold_set_on_these_images"}
     rows = evaluation.get("images") or []
     if not rows:
         return evaluation
     scores = np.array([r["score"] for r in rows])
     labels = np.array([r["defect"] != "good" for r in rows])
-    evaluation.update(thresholds.operating_point(scores, labels, threshold, target))
+    evaluation.update(thresholds.operating_point(scores, labels, threshold, target, good))
     evaluation["images"] = [{**r, "anomalous": bool(r["score"] > threshold)} for r in rows]
     evaluation["threshold"] = threshold
     if labelled_are_test:
@@ -57,7 +60,7 @@ def set_threshold(
         threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate)
     else:
         threshold, policy = thresholds.labelled_threshold(*labelled, good)
-    evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test)
+    evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good)
     change = versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
     detail = {"threshold": threshold, "previous_threshold": model.threshold, "policy": policy["kind"]}
     return versions.new_version(connection, model, change, actor, "threshold", detail)

@@ -47,20 +47,26 @@ def test_anomaly_map_keeps_a_flat_map_flat_and_has_the_input_size():
     assert blurred.max() < 1.0
 
 
-def test_leave_one_image_out_equals_a_bank_without_that_image():
-    """Each image's out-of-fold score is its exact score against the bank with its own rows removed, eq. 7 too."""
+def test_cross_fitted_scores_are_exact_scores_against_a_coreset_made_without_the_fold():
+    """Each image's good score is its exact score (eq. 7 too) against a coreset of the final bank's size selected from
+    the other folds' patches only, by the same greedy rule on the same projection; folds are balanced and cover all."""
+    from patchcore.coreset import coreset_size, greedy_selection, random_projection
+    from patchcore.cross_fit import cross_fitted_scores, fold_of
+
     generator = torch.Generator().manual_seed(0)
-    features = torch.randn(6, 50, 16, generator=generator)
-    chosen = torch.randperm(300, generator=generator)[:40]  # a bank of the images' own patches, as a coreset is
-    bank, bank_image = features.reshape(300, 16)[chosen], chosen // 50
+    features = torch.randn(7, 50, 16, generator=generator)
+    flat = features.reshape(350, 16)
+    projection = random_projection(flat, 8, 0)
+    fold = fold_of(7, 3, seed=1)
+    assert sorted(torch.bincount(fold).tolist()) == [2, 2, 3]
     for metric in scoring.METRICS:
-        search = scoring.ExactSearch(bank, metric)
-        got = scoring.leave_one_image_out(features, search, bank_image, 3, batch=4)
-        for image in range(6):
-            without = scoring.ExactSearch(bank[bank_image != image], metric)
-            distances, index = without.nearest(features[image])
-            expected = scoring.image_score(distances[:, 0], index[:, 0], features[image], without, 3)
-            assert got.scores[image] == pytest.approx(expected, abs=1e-5)
-            assert without.nearest(features[image])[0].min() > 1e-3  # none of its own patches was found
-        radius = search.nearest(features.reshape(300, 16))[0].max()
-        assert got.coverage_radius == pytest.approx(float(radius), abs=1e-5)  # the coreset radius, in the metric
+        got = cross_fitted_scores(features, projection, 0.2, metric, 3, seed=1, folds=3)
+        for image in range(7):
+            rest = torch.nonzero(fold != fold[image]).flatten()
+            rows = (rest[:, None] * 50 + torch.arange(50)).reshape(-1)
+            chosen = rows[greedy_selection(projection[rows], coreset_size(350, 0.2), 1)]  # the served bank's size
+            assert not torch.isin(chosen // 50, torch.nonzero(fold == fold[image]).flatten()).any()
+            search = scoring.ExactSearch(flat[chosen], metric)
+            distances, index = search.nearest(features[image])
+            expected = scoring.image_score(distances[:, 0], index[:, 0], features[image], search, 3)
+            assert got[image] == pytest.approx(expected, abs=1e-5)
