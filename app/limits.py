@@ -2,8 +2,8 @@
 
 Answering 413 without reading an oversized body makes the server close the socket while the client is still
 sending, and curl, requests, httpx and urllib then report a broken pipe or a reset instead of the answer. So a body
-over the limit is read and thrown away, up to ``DRAIN_BYTES`` more, before the answer goes out with ``Connection:
-close``; only a client that sends more than that after being refused is cut off. Bodies without a Content-Length
+over the limit is read and thrown away, however large (nothing of it is kept: it costs the bandwidth only), before
+the answer goes out with ``Connection: close``. Bodies without a Content-Length
 (chunked) are counted as they arrive: past the limit the application sees the body end there, and whatever it
 answers is replaced by the 413.
 """
@@ -14,8 +14,6 @@ import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-DRAIN_BYTES = 64 * 1024 * 1024
 
 
 class BodyLimit:
@@ -35,7 +33,7 @@ class BodyLimit:
         limit = stated + self.slack
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await _drain(receive, DRAIN_BYTES)
+            await _drain(receive)
             await _too_large(send, f"the request has {int(declared)} bytes; the limit is {stated} bytes")
             return
         received = 0
@@ -52,7 +50,7 @@ class BodyLimit:
                 if received > limit:
                     over = True
                     if message.get("more_body"):
-                        await _drain(receive, DRAIN_BYTES)
+                        await _drain(receive)
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
@@ -68,14 +66,11 @@ class BodyLimit:
         await self.app(scope, counted, guarded)
 
 
-async def _drain(receive: Receive, budget: int) -> None:
-    """Read and drop up to ``budget`` bytes of the rest of the body."""
-    while budget > 0:
+async def _drain(receive: Receive) -> None:
+    """Read and drop the rest of the body (until its end or the client's disconnect)."""
+    while True:
         message = await receive()
-        if message["type"] != "http.request":
-            return
-        budget -= len(message.get("body", b""))
-        if not message.get("more_body"):
+        if message["type"] != "http.request" or not message.get("more_body"):
             return
 
 

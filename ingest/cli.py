@@ -230,7 +230,7 @@ def _config(args: argparse.Namespace) -> PatchCoreConfig:
     )
 
 
-def _fit_and_evaluate(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Evaluation | None]:
+def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Embedder]:
     config = _config(args)
     weights = RANDOM_WEIGHTS if args.random_weights else args.weights
     print(
@@ -239,54 +239,84 @@ def _fit_and_evaluate(args: argparse.Namespace, category: Category) -> tuple[Fit
         flush=True,
     )
     embedder = Embedder.load(config, weights, args.device)
-    model = fit(config, category.train, weights, args.batch_size, embedder=embedder)
-    evaluation = None
-    if category.test:
-        evaluation = evaluate(
-            category.test, exact_scorer(model, embedder), config.preprocess, model.threshold,
-            config.false_alarm_rate, good_scores=model.good_scores,
-        )  # fmt: skip
-        if args.calibrate_on_test:
-            model.threshold, model.threshold_policy = labelled_threshold(
-                evaluation.scores, evaluation.labels, model.good_scores
-            )
-            evaluation.set_threshold(model.threshold, config.false_alarm_rate)
-            evaluation.figures["threshold_set_on_these_images"] = True
-            print(
-                f"{category.name}: threshold {model.threshold:.4f} set at the best F1 on the test split, so its F1 "
-                f"there is optimistic; cross-validated F1 {model.threshold_policy['f1_cross_validated']:.4f}",
-                flush=True,
-            )
-    elif args.calibrate_on_test:
-        raise ValueError(f"{category.name} has no labelled test split to calibrate on")
-    return model, evaluation
+    return fit(config, category.train, weights, args.batch_size, embedder=embedder), embedder
+
+
+def _evaluate(
+    args: argparse.Namespace, category: Category, model: FittedModel, embedder: Embedder
+) -> Evaluation | None:
+    config = model.config
+    if not category.test:
+        return None
+    evaluation = evaluate(
+        category.test, exact_scorer(model, embedder), config.preprocess, model.threshold,
+        config.false_alarm_rate, good_scores=model.good_scores,
+    )  # fmt: skip
+    if args.calibrate_on_test:
+        model.threshold, model.threshold_policy = labelled_threshold(
+            evaluation.scores, evaluation.labels, model.good_scores
+        )
+        evaluation.set_threshold(model.threshold, config.false_alarm_rate)
+        evaluation.figures["threshold_set_on_these_images"] = True
+        print(
+            f"{category.name}: threshold {model.threshold:.4f} set at the best F1 on the test split, so its F1 "
+            f"there is optimistic; cross-validated F1 {model.threshold_policy['f1_cross_validated']:.4f}",
+            flush=True,
+        )
+    return evaluation
 
 
 def _run_fit(args: argparse.Namespace, store: bool) -> int:
-    from ingest import report
+    """Fit, evaluate, report (and store) each category. Everything that can be checked is checked first; a failure
+    after a fit (evaluation, plots, report) still stores the fitted model, says what failed and exits 1."""
+    from ingest import preflight, report
 
-    rows = {}
+    categories = _categories(args)
+    config = _config(args)
     if store:
         from store.models import check_dimension
 
-        check_dimension(_config(args).embedding_dim)
-    for category in _categories(args):
-        model, evaluation = _fit_and_evaluate(args, category)
-        result = report.build(category.name, model, evaluation)
+        check_dimension(config.embedding_dim)
+    if args.calibrate_on_test:
+        for category in categories:
+            if not category.test:
+                raise ValueError(f"{category.name} has no labelled test split to calibrate on")
+    preflight.check(categories, config.preprocess, args.out, store)
+    rows = {}
+    failures = []
+    for category in categories:
+        model, embedder = _fit(args, category)
         folder = args.out / category.name
-        figures = report.write_plots(result, evaluation, model, folder)
+        try:
+            evaluation = _evaluate(args, category, model, embedder)
+            result = report.build(category.name, model, evaluation)
+            figures = report.write_plots(result, evaluation, model, folder)
+        except Exception as exc:  # the fit is not lost for it: stored without its evaluation
+            failures.append(f"{category.name}: the evaluation failed after the fit: {type(exc).__name__}: {exc}")
+            if args.calibrate_on_test and model.threshold_policy.get("kind") != "labelled_f1":
+                failures[-1] += " (the threshold is the one from good images, not from the labelled test split)"
+            print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
+            result = report.build(category.name, model, None, {"evaluation_error": failures[-1]})
+            figures = []
         if store:
             from ingest.persist import store_model
 
             result.update(store_model(category.name, model, result, figures))
-        path = report.write(result, folder)
+        try:
+            print(f"report: {report.write(result, folder)}", flush=True)
+        except OSError as exc:
+            failures.append(f"{category.name}: the report could not be written: {exc}")
+            print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
         rows[category.name] = result
-        print(f"report: {path}", flush=True)
-        if store and args.served and evaluation is not None:
+        if store and args.served and category.test and "evaluation_error" not in result:
             from ingest.served import evaluate_served
 
-            evaluate_served(category.name, category, args.out / category.name, None)
+            evaluate_served(category.name, category, folder, None)
     print(report.table(rows))
+    if failures:
+        stored = " (the fitted models are stored and serve)" if store else ""
+        print(f"error: {len(failures)} failure(s) after fitting{stored}:\n" + "\n".join(failures), file=sys.stderr)
+        return 1
     return 0
 
 

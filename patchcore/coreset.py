@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -64,14 +65,22 @@ def greedy_coreset(
     features' own.
     """
     points = random_projection(features, projection_dim, seed, device)
-    return greedy_selection(points, coreset_size(features.shape[0], ratio), seed, progress)
+    return greedy_selection(points, coreset_size(features.shape[0], ratio), seed, progress).indices
+
+
+class Selection(NamedTuple):
+    """A greedy k-center selection: ``indices`` (CPU, in selection order) of the chosen points, and for every point
+    the position in ``indices`` of its nearest chosen point in the projected space (``owner``, CPU)."""
+
+    indices: torch.Tensor
+    owner: torch.Tensor
 
 
 def greedy_selection(
     points: torch.Tensor, k: int, seed: int = 0, progress: Callable[[int], None] | None = None
-) -> torch.Tensor:
-    """Indices (CPU, in selection order) of ``k`` of the already projected ``points`` chosen by greedy k-center,
-    from a seeded first point, on the points' device (pruned on the CPU, full scans elsewhere)."""
+) -> Selection:
+    """``k`` of the already projected ``points`` chosen by greedy k-center, from a seeded first point, on the points'
+    device (pruned on the CPU, full scans elsewhere)."""
     n = points.shape[0]
     squared = (points * points).sum(1)
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
@@ -82,27 +91,29 @@ def greedy_selection(
 
 def _full_scan_greedy(
     points: torch.Tensor, squared: torch.Tensor, k: int, first: int, progress: Callable[[int], None] | None
-) -> torch.Tensor:
+) -> Selection:
     """The textbook greedy scan, written so that no step waits for the device (the GPU path)."""
     device = points.device
     selected = torch.empty(k, dtype=torch.long, device=device)
     nearest = torch.full((points.shape[0],), math.inf, device=device)
+    owner = torch.zeros(points.shape[0], dtype=torch.long, device=device)
     candidate = torch.tensor([first], device=device)
     for t in range(k):
         selected[t : t + 1] = candidate
         centre = points.index_select(0, candidate)[0]
         distance = (squared - 2 * (points @ centre) + squared.index_select(0, candidate)).clamp_min_(0).sqrt_()
+        owner.masked_fill_(distance < nearest, t)
         torch.minimum(nearest, distance, out=nearest)
         nearest.index_fill_(0, candidate, 0)
         candidate = torch.argmax(nearest).view(1)
         if progress is not None:
             progress(1)
-    return selected.cpu()
+    return Selection(selected.cpu(), owner.cpu())
 
 
 def _pruned_greedy(
     points: torch.Tensor, squared: torch.Tensor, k: int, first: int, progress: Callable[[int], None] | None
-) -> torch.Tensor:
+) -> Selection:
     """Greedy k-center with triangle-inequality pruning (the CPU path): late steps touch few patches."""
     n = points.shape[0]
     selected = torch.empty(k, dtype=torch.long)
@@ -132,7 +143,7 @@ def _pruned_greedy(
         candidate = int(farthest[best])
         if progress is not None:
             progress(1)
-    return selected
+    return Selection(selected, owner)
 
 
 def _assign(

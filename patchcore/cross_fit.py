@@ -30,7 +30,7 @@ from patchcore.coreset import coreset_size, greedy_selection
 from patchcore.scoring import ExactSearch, Metric
 
 FOLDS = 3
-_BATCH = 8
+_PATCHES = 64
 
 
 def fold_of(count: int, folds: int, seed: int) -> torch.Tensor:
@@ -43,6 +43,7 @@ def fold_of(count: int, folds: int, seed: int) -> torch.Tensor:
 
 def cross_fitted_scores(
     features: torch.Tensor,
+    offsets: torch.Tensor,
     projection: torch.Tensor,
     ratio: float,
     metric: Metric,
@@ -51,40 +52,77 @@ def cross_fitted_scores(
     folds: int | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> list[float]:
-    """Image score of each of the N images of ``features`` (N, P, D), each against a coreset of the served bank's
-    size (``ratio`` of all N * P patches) selected from the other folds' patches (``projection`` (N * P, d): the
-    same projected patches the fit's coreset used).
-    ``progress`` is called with the number of images scored. Needs N >= 2."""
-    count, per_image, dim = features.shape
+    """Image score of each of the N images whose patches are the rows ``offsets[i]:offsets[i + 1]`` of ``features``
+    (M, D) (images may differ in size), each against a coreset of the served bank's size (``ratio`` of all M
+    patches) selected from the other folds' patches (``projection`` (M, d): the same projected patches the fit's
+    coreset used). ``progress`` is called with the number of images scored. Needs N >= 2."""
+    count = offsets.numel() - 1
     if count < 2:
         raise ValueError("cross-fitted scores need at least two images")
     folds = min(folds or FOLDS, count)
-    centres = coreset_size(count * per_image, ratio)
+    centres = coreset_size(features.shape[0], ratio)
     fold = fold_of(count, folds, seed)
-    flat = features.reshape(-1, dim)
+    image_of_row = torch.repeat_interleave(torch.arange(count), offsets.diff())
     scores = torch.empty(count, dtype=torch.float64)
     for k in range(folds):
-        rest = torch.nonzero(fold != k).flatten()
-        rows = (rest[:, None] * per_image + torch.arange(per_image)).reshape(-1)
+        rows = torch.nonzero(fold[image_of_row] != k).flatten()
         points = projection.index_select(0, rows.to(projection.device))
-        chosen = greedy_selection(points, min(centres, rows.numel()), seed)
-        search = ExactSearch(flat.index_select(0, rows[chosen]), metric)
-        members = torch.nonzero(fold == k).flatten()
-        for start in range(0, members.numel(), _BATCH):
-            batch = members[start : start + _BATCH]
-            distances, index = search.nearest_one(features[batch].reshape(-1, dim))
-            distances, index = distances.view(-1, per_image), index.view(-1, per_image)
-            for j, image in enumerate(batch.tolist()):
-                scores[image] = scoring.image_score(distances[j], index[j], features[image], search, b)
+        chosen = greedy_selection(points, min(centres, rows.numel()), seed).indices
+        search = ExactSearch(features.index_select(0, rows[chosen]), metric)
+        centre_points = points.index_select(0, chosen.to(points.device))
+        for image in torch.nonzero(fold == k).flatten().tolist():
+            patches = features[offsets[image] : offsets[image + 1]]
+            mine = projection[offsets[image] : offsets[image + 1]]
+            scores[image] = _worst_patch_score(patches, _projected_nearest(mine, centre_points), search, b)
             if progress is not None:
-                progress(batch.numel())
+                progress(1)
     return scores.tolist()
 
 
-def coverage_radius(patches: torch.Tensor, search: ExactSearch, chunk: int = 8192) -> float:
+def _projected_nearest(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(P,) CPU index of each projected point's nearest projected centre: a cheap guess of its nearest bank row."""
+    keys = torch.addmm((centres * centres).sum(1), points, centres.T, alpha=-2.0)
+    return keys.argmin(1).cpu()
+
+
+def _worst_patch_score(patches: torch.Tensor, near: torch.Tensor, search: ExactSearch, b: int) -> float:
+    """The image score of ``patches`` (P, D), exactly as :func:`patchcore.scoring.image_score` gives it from a
+    search of every patch, found by searching only the patches that can be the worst: the distance to the bank row
+    ``near`` names bounds each patch's nearest distance from above, so patches are searched in decreasing order of
+    that bound until it falls to the largest exact distance found."""
+    upper = search.pairwise(patches, search.bank.index_select(0, near))
+    order = torch.argsort(upper, descending=True)
+    worst = (-1.0, 0, 0)  # (distance, patch, bank row)
+    for start in range(0, order.numel(), _PATCHES):
+        block = order[start : start + _PATCHES]
+        if float(upper[block[0]]) <= worst[0]:
+            break
+        distances, index = search.nearest_one(patches.index_select(0, block))
+        at = int(torch.argmax(distances))
+        if float(distances[at]) > worst[0]:
+            worst = (float(distances[at]), int(block[at]), int(index[at]))
+    distance, patch, row = worst
+    return scoring.image_score(torch.tensor([distance]), torch.tensor([row]), patches[patch][None], search, b)
+
+
+def coverage_radius(patches: torch.Tensor, search: ExactSearch, near: torch.Tensor, chunk: int = 8192) -> float:
     """The coreset's radius in the bank's metric: the largest distance from a training patch (rows of ``patches``)
-    to its nearest memory-bank patch. Added normals extend the bank to the same radius."""
-    radius = 0.0
+    to its nearest memory-bank patch. Added normals extend the bank to the same radius.
+
+    Exact, at a fraction of a search of every patch: ``near`` names for each patch a bank row near it (its nearest
+    centre in the coreset's projected space), whose distance bounds its nearest distance from above. Patches are
+    searched exactly in decreasing order of that bound until the bound falls to the largest exact distance found:
+    no patch left can lie farther."""
+    upper = torch.empty(patches.shape[0])
     for start in range(0, patches.shape[0], chunk):
-        radius = max(radius, float(search.nearest_one(patches[start : start + chunk])[0].max()))
+        block = patches[start : start + chunk].float()
+        rows = search.bank.index_select(0, near[start : start + chunk])
+        upper[start : start + chunk] = search.pairwise(block, rows)
+    order = torch.argsort(upper, descending=True)
+    radius = 0.0
+    for start in range(0, order.numel(), chunk):
+        block = order[start : start + chunk]
+        if float(upper[block[0]]) <= radius:
+            break
+        radius = max(radius, float(search.nearest_one(patches.index_select(0, block))[0].max()))
     return radius

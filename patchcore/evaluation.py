@@ -27,18 +27,19 @@ class Scored:
 
 @dataclass
 class Evaluation:
-    """Scores, maps and ground truth of a test split, and the metrics computed from them. ``maps`` and ``masks`` are
-    in the view's geometry; ``whole_maps`` and ``whole_masks`` over the whole image (the same arrays for the whole
-    field of view; a crop's map is zero outside the crop), so fields of view compare like for like."""
+    """Scores, maps and ground truth of a test split, and the metrics computed from them. ``maps`` and ``masks`` hold
+    one array per image in its view's geometry (images of one category may differ in size); ``whole_maps`` and
+    ``whole_masks`` over the whole image (the same arrays for the whole field of view; a crop's map is zero outside
+    the crop), so fields of view compare like for like."""
 
     samples: list[Sample]
     scores: np.ndarray
-    maps: np.ndarray
-    masks: np.ndarray
+    maps: list[np.ndarray]
+    masks: list[np.ndarray]
     threshold: float
     seconds: float
-    whole_maps: np.ndarray
-    whole_masks: np.ndarray
+    whole_maps: list[np.ndarray]
+    whole_masks: list[np.ndarray]
     figures: dict[str, float] = field(default_factory=dict)
     good_scores: Sequence[float] | None = None  # the model's good scores, whose prediction the figures check
 
@@ -73,9 +74,9 @@ def evaluate(
     good_scores: Sequence[float] | None = None,
 ) -> Evaluation:
     """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) in the view and over the
-    whole image where every defect has a mask (``None`` where not), and the verdict's figures at ``threshold``
-    beside the best any threshold reaches and the false-alarm rate ``good_scores`` predict
-    (:func:`patchcore.threshold.operating_point`)."""
+    whole image, each image at its own size and the pixels pooled, where every defect has a mask (``None`` where
+    not), and the verdict's figures at ``threshold`` beside the best any threshold reaches and the false-alarm rate
+    ``good_scores`` predict (:func:`patchcore.threshold.operating_point`)."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
@@ -89,12 +90,9 @@ def evaluate(
         masks.append(preprocess.mask(sample.mask, size))
         whole_maps.append(preprocess.whole_image_map(maps[-1], size))
         whole_masks.append(preprocess.whole.mask(sample.mask, size))
-    if len({m.shape for m in maps}) > 1:
-        raise ValueError(f"the test images give views of different sizes ({sorted({m.shape for m in maps})}): "
-                         "one size per category is evaluated")  # fmt: skip
     evaluation = Evaluation(
-        samples, np.array(scores), np.stack(maps), np.stack(masks), threshold, time.perf_counter() - started,
-        np.stack(whole_maps), np.stack(whole_masks), good_scores=good_scores,
+        samples, np.array(scores), maps, masks, threshold, time.perf_counter() - started, whole_maps, whole_masks,
+        good_scores=good_scores,
     )  # fmt: skip
     labels = evaluation.labels
     pixel = evaluation.has_masks

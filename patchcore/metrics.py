@@ -1,15 +1,28 @@
-"""Detection and segmentation metrics of the MVTec AD protocol, exact (no threshold sampling)."""
+"""Detection and segmentation metrics of the MVTec AD protocol, exact (no threshold sampling).
+
+Pixel metrics take one map and one mask per image, each at its image's own size (a category's images may differ in
+size): the pixels of all images are pooled, as the protocol pools them for images of one size.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 
+def pooled(arrays: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Every value of an array, or of a sequence of arrays of any shapes, in one flat array."""
+    if isinstance(arrays, np.ndarray):
+        return arrays.ravel()
+    return np.concatenate([np.ravel(a) for a in arrays]) if len(arrays) else np.empty(0)
+
+
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) at every distinct score, from the highest; tied scores move together (no optimistic order)."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels, dtype=bool).ravel()
+    scores = pooled(scores).astype(np.float64)
+    labels = pooled(labels).astype(bool)
     positives, negatives = labels.sum(), (~labels).sum()
     if positives == 0 or negatives == 0:
         raise ValueError("ROC needs both normal and anomalous samples")
@@ -26,27 +39,27 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(
+    maps: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, mean per-region overlap) at every distinct pixel score.
 
     Each connected defect region weighs the same however large it is; the false positive rate counts every normal
     pixel of every test image.
     """
-    maps = np.asarray(maps, dtype=np.float64)
-    masks = np.asarray(masks, dtype=bool)
-    regions = np.zeros(masks.shape, dtype=np.int64)
+    regions = []
     count = 0
-    for i, mask in enumerate(masks):
-        labelled, found = ndimage.label(mask, structure=np.ones((3, 3)))
-        regions[i] = np.where(labelled > 0, labelled + count, 0)
+    for mask in masks:
+        labelled, found = ndimage.label(np.asarray(mask, dtype=bool), structure=np.ones((3, 3)))
+        regions.append(np.where(labelled > 0, labelled + count, 0).ravel())
         count += found
     if count == 0:
         raise ValueError("PRO needs at least one defect region")
-    flat_regions = regions.ravel()
+    flat_regions = np.concatenate(regions)
     sizes = np.bincount(flat_regions, minlength=count + 1).astype(np.float64)
     weight = np.where(flat_regions > 0, 1.0 / (sizes[flat_regions] * count), 0.0)
     normal = flat_regions == 0
-    scores = maps.ravel()
+    scores = pooled(maps).astype(np.float64)
     order = np.argsort(-scores, kind="mergesort")
     scores = scores[order]
     last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
@@ -55,7 +68,9 @@ def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.r_[0.0, fpr], np.r_[0.0, pro]
 
 
-def pro_auc(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+def pro_auc(
+    maps: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | Sequence[np.ndarray], fpr_limit: float = 0.3
+) -> float:
     """Area under the PRO curve up to ``fpr_limit``, divided by ``fpr_limit`` (1.0 is perfect)."""
     fpr, pro = pro_curve(maps, masks)
     cut = np.searchsorted(fpr, fpr_limit, side="right")

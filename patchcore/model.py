@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,7 +123,7 @@ class FittedModel:
     images: list[ImageRecord]
     image_embeddings: torch.Tensor
     threshold: float
-    grid: tuple[int, int]
+    grid: tuple[int, int]  # the training images' patch grid (the most common one where their shapes differ)
     timings: dict[str, float] = field(default_factory=dict)
     threshold_policy: dict = field(default_factory=dict)
     coverage_radius: float | None = None  # largest distance from a training patch to its nearest bank patch
@@ -182,21 +183,15 @@ class Embedder:
         return self.extractor(tensors)
 
     def batches(self, tensors: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
-        """Features of a stream of (3, H, W) tensors of one size, ``batch_size`` at a time, in order."""
+        """Features of a stream of (3, H, W) tensors, ``batch_size`` at a time, in order. Images of one category may
+        differ in size (the whole field of view keeps each one's aspect ratio): a batch holds consecutive views of
+        one size, and a view of another size starts the next batch."""
         batch: list[torch.Tensor] = []
-        first: torch.Size | None = None
         for tensor in tensors:
-            first = first or tensor.shape
-            if tensor.shape != first:
-                raise ValueError(
-                    f"images of one category must share a view size: {tuple(first[1:])} and "
-                    f"{tuple(tensor.shape[1:])}; give the training images one size (the whole field of view keeps "
-                    "each image's aspect ratio)"
-                )
-            batch.append(tensor)
-            if len(batch) == batch_size:
+            if batch and (tensor.shape != batch[0].shape or len(batch) == batch_size):
                 yield self.features(torch.stack(batch))
                 batch = []
+            batch.append(tensor)
         if batch:
             yield self.features(torch.stack(batch))
 
@@ -254,38 +249,46 @@ def fit(
     bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed)
 
     dim = config.embedding_dim
-    features: torch.Tensor | None = None
+    chunks: list[torch.Tensor] = []
+    grids: list[tuple[int, int]] = []
     images: list[ImageRecord] = []
     image_embeddings = torch.empty(len(train), dim)
     for i, item in enumerate(embedder.embed_files(bank_paths, batch_size, "features")):
         height, width, _ = item.features.shape
-        if features is None:
-            features = torch.empty(len(bank_paths) * height * width, dim)
-        features[i * height * width : (i + 1) * height * width] = item.features.reshape(-1, dim)
-        image_embeddings[i] = item.features.reshape(-1, dim).mean(0)
+        chunks.append(item.features.reshape(-1, dim))
+        grids.append((height, width))
+        image_embeddings[i] = chunks[-1].mean(0)
         images.append(item.record)
-    assert features is not None
-    grid = (height, width)
-    patches_per_image = height * width
+    features = torch.cat(chunks)
+    del chunks
+    sizes = torch.tensor([h * w for h, w in grids])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    image_of_row = torch.repeat_interleave(torch.arange(len(grids)), sizes)
+    cell = torch.arange(features.shape[0]) - offsets[image_of_row]
+    widths = torch.tensor([w for _, w in grids])[image_of_row]
+    position_of_row = torch.stack([cell // widths, cell % widths], dim=1)
+    grid = Counter(grids).most_common(1)[0][0]
     feature_seconds = time.perf_counter() - started
 
     coreset_started = time.perf_counter()
     projection = random_projection(features, PROJECTION_DIM, config.seed, embedder.extractor.device)
     total = coreset_size(features.shape[0], config.coreset_ratio)
     with tqdm(total=total, desc="coreset", unit="patch", dynamic_ncols=True) as bar:
-        selected = greedy_selection(projection, total, config.seed, progress=bar.update)
+        selected, owner = greedy_selection(projection, total, config.seed, progress=bar.update)
     coreset_seconds = time.perf_counter() - coreset_started
     memory_bank = features[selected].clone()
-    bank_image = selected // patches_per_image
-    cell = selected % patches_per_image
-    bank_position = torch.stack([cell // width, cell % width], dim=1)
+    bank_image = image_of_row[selected]
+    bank_position = position_of_row[selected]
+    del image_of_row, cell, widths, position_of_row
 
     out_of_fold_started = time.perf_counter()
-    radius = cross_fit.coverage_radius(features, scoring.ExactSearch(memory_bank, config.metric))
+    radius = cross_fit.coverage_radius(features, scoring.ExactSearch(memory_bank, config.metric), owner)
+    del owner
     if len(bank_paths) > 1:
         with tqdm(total=len(bank_paths), desc="cross-fitted good scores", unit="img", dynamic_ncols=True) as bar:
             out_of_fold = cross_fit.cross_fitted_scores(
-                features.view(len(bank_paths), patches_per_image, dim),
+                features,
+                offsets,
                 projection,
                 config.coreset_ratio,
                 config.metric,

@@ -69,7 +69,7 @@ def heatmap_grid(evaluation: Evaluation, preprocess: Preprocess, path: Path, tit
     columns = min(4, len(chosen))
     rows = -(-len(chosen) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
-    vmax = float(np.percentile(evaluation.maps, 99.9))
+    vmax = float(np.percentile(metrics.pooled(evaluation.maps), 99.9))
     for axis in axes.ravel():
         axis.axis("off")
     for axis, i in zip(axes.ravel(), chosen, strict=False):

@@ -46,6 +46,13 @@ class ExactSearch:
         d2 = (q * q).sum(1, keepdim=True) - 2 * q @ self._matrix.T + self._squared_norms
         return d2.clamp_min_(0).sqrt_()
 
+    def pairwise(self, queries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(Q,) distance from each query row to the bank row beside it (``rows`` (Q, D), taken from the bank)."""
+        queries = queries.float()
+        if self.metric == "cosine":
+            return (1.0 - F.cosine_similarity(queries, rows.float(), dim=1)).clamp_min_(0)
+        return (queries - rows.float()).norm(dim=1)
+
     def nearest_one(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The nearest bank row of each query: (distances, indices), each (Q,). The square root (or the cosine's
         ``1 -``) is taken of the minima only, not of the whole (Q, M) matrix: with the matrix product that halves

@@ -81,10 +81,11 @@ def add_defects(
             skipped.append(item.upload.name)
             continue
         known.add(key)
-        embedded = embed(embedder, item.upload, model.grid, settings.max_image_pixels)
+        embedded = embed(embedder, item.upload, settings.max_image_pixels)
         size = (embedded.image.width, embedded.image.height)
         if item.mask is not None:
-            cells = library.cells_from_mask(_mask(embedder, item.mask, size, item.upload.name), model.grid)
+            grid = tuple(embedded.features.shape[:2])
+            cells = library.cells_from_mask(_mask(embedder, item.mask, size, item.upload.name), grid)
             cells_from = "mask"
         else:
             prediction = exact_prediction(embedded.features, bank.embeddings, model.config)

@@ -95,7 +95,7 @@ def add_normals(
             fresh.append(upload)
     embedded = []
     for upload in fresh:
-        embedded.append(embed(embedder, upload, model.grid, settings.max_image_pixels))
+        embedded.append(embed(embedder, upload, settings.max_image_pixels))
         if progress is not None:
             progress(1)
     embedded_at = time.perf_counter()
@@ -106,16 +106,17 @@ def add_normals(
         )  # fmt: skip
 
     config = model.config
-    features = torch.stack([e.features for e in embedded]).float()
-    count, height, width, dim = features.shape
-    per_image = height * width
-    candidates = features.reshape(-1, dim)
+    grids = [tuple(e.features.shape[:2]) for e in embedded]  # one per image: their shapes may differ
+    patches = [e.features.reshape(-1, e.features.shape[-1]).float() for e in embedded]
+    candidates = torch.cat(patches)
+    dim = candidates.shape[1]
+    source_of_row = torch.repeat_interleave(torch.arange(len(patches)), torch.tensor([p.shape[0] for p in patches]))
+    first_row = torch.tensor([0] + [p.shape[0] for p in patches]).cumsum(0)
     before = scoring.ExactSearch(bank.embeddings, config.metric)
     chosen = extend_coreset(candidates, before, model.coverage_radius)
-    for item, image_features in zip(embedded, features.view(count, per_image, dim), strict=True):
-        distances, index = before.nearest(image_features)
-        item.record.score = scoring.image_score(distances[:, 0], index[:, 0], image_features, before,
-                                                config.num_neighbors)  # fmt: skip
+    for item, image_patches in zip(embedded, patches, strict=True):
+        distances, index = before.nearest_one(image_patches)
+        item.record.score = scoring.image_score(distances, index, image_patches, before, config.num_neighbors)
     selected_at = time.perf_counter()
 
     good = images.good_scores(connection, model.bank_segments) + [e.record.score for e in embedded]
@@ -129,8 +130,13 @@ def add_normals(
         evaluation = dict(model.evaluation)
     evaluation.setdefault("measured_with_memory_bank_segments", list(model.bank_segments))
     records = [e.record for e in embedded]
-    image_embeddings = features.view(count, per_image, dim).mean(1).numpy()
+    image_embeddings = torch.stack([p.mean(0) for p in patches]).numpy()
     rows = chosen.tolist()
+    places = []
+    for row in rows:
+        image = int(source_of_row[row])
+        cell = row - int(first_row[image])
+        places.append((image, cell // grids[image][1], cell % grids[image][1]))
     bank_rows = candidates[chosen].numpy().astype(np.float32)
 
     def write(cursor: psycopg.Cursor, model_id: int) -> dict:
@@ -140,8 +146,8 @@ def add_normals(
             cursor, "patches", model_id, ("model_id", "image_id", "grid_row", "grid_col", "embedding"),
             ("int8", "int8", "int2", "int2", "vector"),
             (
-                (model_id, image_ids[row // per_image], (row % per_image) // width, row % width, bank_rows[i])
-                for i, row in enumerate(rows)
+                (model_id, image_ids[image], grid_row, grid_col, bank_rows[i])
+                for i, (image, grid_row, grid_col) in enumerate(places)
             ),
             dim, config.metric, settings,
         )  # fmt: skip

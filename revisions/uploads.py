@@ -1,7 +1,8 @@
 """Images that teach a category (added normals, defect examples), decoded and embedded as the category's queries are.
 
-They go through the same checks as ``/query`` (formats, pixel budget, shape) and must give the category's own patch
-grid: a memory bank holds patches of one scale, and a view of another size would be patches of another.
+They go through the same checks as ``/query`` (formats, pixel budget, shape). Like queries, they may have any size
+and aspect ratio: the field of view brings each to the category's pixel budget (or crop), so their patches are of
+the scale of the memory bank's whatever the image's shape.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from patchcore.errors import ImageShapeError
 from patchcore.images import jpeg, open_image
 from patchcore.model import Embedder, ImageRecord
 
@@ -40,18 +40,13 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def embed(embedder: Embedder, upload: Upload, grid: tuple[int, int], max_pixels: int | None) -> Embedded:
-    """Decode and embed one upload; refuses one whose patch grid is not ``grid`` (``ImageShapeError``)."""
+def embed(embedder: Embedder, upload: Upload, max_pixels: int | None) -> Embedded:
+    """Decode and embed one upload as the category's queries are."""
     preprocess = embedder.preprocess
     image = open_image(upload.data, name=upload.name, max_pixels=max_pixels, accept=preprocess.view)
     view = preprocess.cropped(image)
     with torch.inference_mode():
         features = embedder.features(preprocess.normalised(view)[None])[0]
-    if tuple(features.shape[:2]) != tuple(grid):
-        raise ImageShapeError(
-            f"{upload.name}: a {image.width}x{image.height} image gives a {features.shape[0]}x{features.shape[1]} "
-            f"patch grid, the category's is {grid[0]}x{grid[1]}: teach it images of the shape it inspects"
-        )
     record = ImageRecord(
         upload.name, "added", sha256(upload.data), image.width, image.height, None, jpeg(view), view.size
     )

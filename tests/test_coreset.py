@@ -43,7 +43,7 @@ def test_gpu_full_scan_selects_the_same_centres_as_the_pruned_scan():
     features = _clustered(2000, 32, 3)  # the GPU path's loop, run on the CPU, against the CPU path
     pruned = greedy_coreset(features, ratio=0.05, seed=0)
     squared = (features * features).sum(1)
-    full = _full_scan_greedy(features, squared, pruned.numel(), int(pruned[0]), None)
+    full = _full_scan_greedy(features, squared, pruned.numel(), int(pruned[0]), None).indices
     assert full.tolist() == pruned.tolist()
 
 

@@ -31,7 +31,8 @@ def _auth(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, small_model, server_url):
-    """An API with three keys, a rate limit, full images kept and a 1-second retention check, on a fresh database."""
+    """An API with three keys, a rate limit, full images kept and a 1-second retention check, on a fresh database;
+    it waits for every inspection record (``INSPECT_LOG_POLICY=wait``), so every answer it gives is recorded."""
     name = "ops_" + str(os.getpid())
     with psycopg.connect(server_url, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -41,20 +42,23 @@ def served(tmp_path_factory, small_model, server_url):
     upgrade(url)
     with connect(url) as connection:
         models.save_model(connection, "bottle", small_model, {}, Settings())
-    keys = ",".join(f"{n}:{role}:{hash_key(secret)}" for n, (role, secret) in KEYS.items())
-    env = {
-        "DATABASE_URL": url, "INSPECT_API_KEYS": keys, "INSPECT_RATE_LIMIT_PER_MINUTE": "600",
-        "INSPECT_LOG_IMAGES": "full", "INSPECT_LOG_RETENTION_DAYS": "1", "INSPECT_LOG_RETENTION_CHECK_SECONDS": "1",
-        "INSPECT_POOL_SIZE": "6",
-    }  # fmt: skip
     log = tmp_path_factory.mktemp("ops") / "server.log"
-    server, client = start_api(env, log)
+    server, client = start_api(_environment(url, INSPECT_LOG_POLICY="wait"), log)
     yield client, url, log
     client.close()
     server.terminate()
     server.wait(20)
     with psycopg.connect(server_url, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _environment(url: str, **extra: str) -> dict[str, str]:
+    keys = ",".join(f"{n}:{role}:{hash_key(secret)}" for n, (role, secret) in KEYS.items())
+    return {
+        "DATABASE_URL": url, "INSPECT_API_KEYS": keys, "INSPECT_RATE_LIMIT_PER_MINUTE": "600",
+        "INSPECT_LOG_IMAGES": "full", "INSPECT_LOG_RETENTION_DAYS": "1", "INSPECT_LOG_RETENTION_CHECK_SECONDS": "1",
+        "INSPECT_POOL_SIZE": "6", **extra,
+    }  # fmt: skip
 
 
 def _query(client: httpx.Client, path=BROKEN, key: str = "viewer", **headers) -> httpx.Response:
@@ -143,18 +147,46 @@ def test_each_query_leaves_one_record_and_50_concurrent_leave_50(served):
     assert bad.status_code == 422
 
 
-def test_an_answer_that_cannot_be_recorded_says_so_and_is_counted(served):
-    client, url, _ = served
-    before = _metric(client, "inspect_inspections_unrecorded_total")
-    with psycopg.connect(url) as blocker:
-        blocker.execute("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE")
-        started = time.monotonic()
-        answer = _query(client, GOOD)
-        waited = time.monotonic() - started
-        blocker.rollback()
-    assert answer.status_code == 200 and answer.json()["inspection_id"] is None
-    assert answer.headers["x-inspection-logged"] == "false" and waited < 5
-    assert _metric(client, "inspect_inspections_unrecorded_total") == before + 1
+def test_a_record_the_database_cannot_take_in_time_is_waited_for_refused_or_answered_as_the_policy_says(
+    served, tmp_path_factory
+):
+    """With the log table locked: the default policy (refuse) answers 503 and records nothing, ``answer`` answers
+    without a record and says so, ``wait`` answers only once the lock is gone, with its record. Every count here
+    holds by construction: the lock is held until the waiting query's turn, whatever the machine's speed."""
+    waiting_client, url, _ = served
+    folder = tmp_path_factory.mktemp("log-policy")
+    started = [start_api(_environment(url, INSPECT_LOG_TIMEOUT_MS="300"), folder / "refuse.log"),
+               start_api(_environment(url, INSPECT_LOG_POLICY="answer", INSPECT_LOG_TIMEOUT_MS="300"),
+                         folder / "answer.log")]  # fmt: skip
+    (_, refusing), (_, answering) = started
+    try:
+        with psycopg.connect(url) as connection:
+            before = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]
+        with psycopg.connect(url) as blocker, ThreadPoolExecutor(max_workers=1) as pool:
+            blocker.execute("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE")
+            refused = _query(refusing, GOOD)
+            answered = _query(answering, GOOD)
+            waiting = pool.submit(_query, waiting_client, GOOD)
+            time.sleep(1.0)
+            assert not waiting.done()  # its record cannot be written while the lock is held
+            blocker.rollback()
+            waited = waiting.result()
+        assert refused.status_code == 503 and refused.json()["error"] == "not_recorded", refused.text
+        assert _metric(refusing, "inspect_inspections_refused_total") == 1
+        assert answered.status_code == 200 and answered.json()["inspection_id"] is None
+        assert answered.headers["x-inspection-logged"] == "false"
+        assert _metric(answering, "inspect_inspections_unrecorded_total") == 1
+        assert waited.status_code == 200 and waited.headers["x-inspection-id"] == str(waited.json()["inspection_id"])
+        with psycopg.connect(url) as connection:
+            after = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]
+            kept = connection.execute("SELECT count(*) FROM inspections WHERE id = %s",
+                                      (waited.json()["inspection_id"],)).fetchone()[0]  # fmt: skip
+        assert after - before == 1 and kept == 1  # the refused and the unrecorded answers left no record
+    finally:
+        for server, client in started:
+            client.close()
+            server.terminate()
+            server.wait(20)
 
 
 def test_retention_deletes_old_images_and_keeps_their_records(served):

@@ -42,6 +42,9 @@ def cluster(tmp_path_factory, small_model):
     yield folder, url, urls
     standbys.stop_standbys(folder, "immediate")
     server.stop()
+    if standbys.running(folder):  # started again by pg_ctl after the primary-down test: not the handle's process
+        standbys.stop(folder, "immediate")
+    assert not standbys.running(folder)
 
 
 def _serve(cluster, folder: Path, max_lag: str):
@@ -50,6 +53,7 @@ def _serve(cluster, folder: Path, max_lag: str):
     env = {
         "DATABASE_URL": url, "DATABASE_REPLICA_URLS": ",".join(urls), "INSPECT_REPLICA_MAX_LAG_SECONDS": max_lag,
         "INSPECT_REPLICA_CHECK_SECONDS": "0.2", "INSPECT_POOL_SIZE": "4", "INSPECT_LOG_IMAGES": "none",
+        "INSPECT_LOG_POLICY": "answer",  # with the primary down, the standbys answer unrecorded: by explicit choice
     }  # fmt: skip
     server, client = start_api(env, folder / "server.log")
     yield client

@@ -49,24 +49,41 @@ def test_anomaly_map_keeps_a_flat_map_flat_and_has_the_input_size():
 
 def test_cross_fitted_scores_are_exact_scores_against_a_coreset_made_without_the_fold():
     """Each image's good score is its exact score (eq. 7 too) against a coreset of the final bank's size selected from
-    the other folds' patches only, by the same greedy rule on the same projection; folds are balanced and cover all."""
+    the other folds' patches only, by the same greedy rule on the same projection; folds are balanced and cover all;
+    images of different sizes (patch counts) each keep their own rows."""
     from patchcore.coreset import coreset_size, greedy_selection, random_projection
     from patchcore.cross_fit import cross_fitted_scores, fold_of
 
     generator = torch.Generator().manual_seed(0)
-    features = torch.randn(7, 50, 16, generator=generator)
-    flat = features.reshape(350, 16)
+    sizes = torch.tensor([50, 30, 50, 40, 64, 20, 56])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    flat = torch.randn(int(sizes.sum()), 16, generator=generator)
     projection = random_projection(flat, 8, 0)
     fold = fold_of(7, 3, seed=1)
     assert sorted(torch.bincount(fold).tolist()) == [2, 2, 3]
     for metric in scoring.METRICS:
-        got = cross_fitted_scores(features, projection, 0.2, metric, 3, seed=1, folds=3)
+        got = cross_fitted_scores(flat, offsets, projection, 0.2, metric, 3, seed=1, folds=3)
         for image in range(7):
-            rest = torch.nonzero(fold != fold[image]).flatten()
-            rows = (rest[:, None] * 50 + torch.arange(50)).reshape(-1)
-            chosen = rows[greedy_selection(projection[rows], coreset_size(350, 0.2), 1)]  # the served bank's size
-            assert not torch.isin(chosen // 50, torch.nonzero(fold == fold[image]).flatten()).any()
+            rest = torch.nonzero(fold != fold[image]).flatten().tolist()
+            rows = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in rest])
+            chosen = rows[greedy_selection(projection[rows], coreset_size(flat.shape[0], 0.2), 1).indices]
+            assert torch.isin(chosen, rows).all()  # nothing of the image's own fold
             search = scoring.ExactSearch(flat[chosen], metric)
-            distances, index = search.nearest(features[image])
-            expected = scoring.image_score(distances[:, 0], index[:, 0], features[image], search, 3)
+            patches = flat[offsets[image] : offsets[image + 1]]
+            distances, index = search.nearest(patches)
+            expected = scoring.image_score(distances[:, 0], index[:, 0], patches, search, 3)
             assert got[image] == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_coverage_radius_found_from_upper_bounds_is_the_exact_largest_nearest_distance():
+    """Searched in decreasing order of the bound given by each patch's projected-nearest centre, stopped early: the
+    same radius as a search of every patch, in both metrics."""
+    from patchcore.coreset import greedy_selection, random_projection
+    from patchcore.cross_fit import coverage_radius
+
+    patches = torch.randn(3000, 32, generator=torch.Generator().manual_seed(2))
+    selection = greedy_selection(random_projection(patches, 8, 0), 150, 0)
+    for metric in scoring.METRICS:
+        search = scoring.ExactSearch(patches[selection.indices], metric)
+        expected = float(search.nearest(patches)[0].max())
+        assert coverage_radius(patches, search, selection.owner, chunk=64) == pytest.approx(expected, abs=1e-5)

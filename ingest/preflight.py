@@ -1,0 +1,94 @@
+"""What the job checks before anything long runs: a fit of a large set takes many minutes, and a problem that a
+look at the files could have shown must not surface at its end.
+
+Checked: every training and test file opens as an image of an accepted format (its header: a file damaged further
+in is found when it is read, and then named); every image's shape is one the field of view takes; every mask has its
+image's size; each category's report folder can be written; for ``fit``, the database answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from PIL import Image
+
+from patchcore.datasets import Category
+from patchcore.errors import ImageShapeError
+from patchcore.images import FORMATS, Preprocess
+
+SHOWN = 20
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with Image.open(path, formats=FORMATS) as image:
+        return image.size
+
+
+def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
+    """One line per file that the job would fail on."""
+    problems = []
+    for path, mask in [(p, None) for p in category.train] + [(s.path, s.mask) for s in category.test]:
+        try:
+            size = _size(path)
+            preprocess.view(*size)
+        except ImageShapeError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        except Exception as exc:
+            problems.append(f"{path}: not a readable {'/'.join(FORMATS)} image ({exc})")
+            continue
+        if mask is None:
+            continue
+        try:
+            mask_size = _size(mask)
+        except Exception as exc:
+            problems.append(f"{mask}: not a readable mask ({exc})")
+            continue
+        if mask_size != size:
+            problems.append(f"{mask}: the mask is {mask_size[0]}x{mask_size[1]}, its image {size[0]}x{size[1]}")
+    return problems
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot take the report, or ``None``."""
+    probe = folder / f".write-test-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"{folder}: the report folder cannot be written ({exc})"
+    return None
+
+
+def database_problem() -> str | None:
+    """Why the database cannot take a fitted model, or ``None``."""
+    from config import get_settings
+    from store.database import connect, database_url
+
+    try:
+        with connect(database_url(get_settings())) as connection:
+            connection.execute("SELECT 1")
+    except Exception as exc:
+        return f"the database does not answer ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc})"
+    return None
+
+
+def check(categories: list[Category], preprocess: Preprocess, out: Path, store: bool) -> None:
+    """Raise ``ValueError`` listing every problem found (the first ``SHOWN``) before any work starts."""
+    problems: list[str] = []
+    for category in categories:
+        problems += file_problems(category, preprocess)
+        problem = folder_problem(out / category.name)
+        if problem:
+            problems.append(problem)
+    if store:
+        problem = database_problem()
+        if problem:
+            problems.append(problem)
+    if problems:
+        more = f"\n... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise ValueError(
+            f"{len(problems)} problem(s) found before fitting, nothing was done:\n" + "\n".join(problems[:SHOWN]) + more
+        )

@@ -1,0 +1,125 @@
+"""A category whose images differ in size and aspect ratio runs on every path, as real sets need (crops from a
+detector, parts of several lengths, a camera replaced), and a failure after the fit does not lose the fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from PIL import Image
+
+from benchmarks.mixed_sizes import make_copy
+from tests.conftest import BOTTLE, ROOT, WEIGHTS, start_api
+
+SIXTH = (640, 360)
+
+
+def _ingest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """Bottle in five sizes from 1:3 to 3:1 (60 training images and the whole test split, masks resized alike),
+    made here from ../shared, kept only for this module."""
+    return make_copy(BOTTLE, tmp_path_factory.mktemp("mixed") / "data", train=60)
+
+
+@pytest.mark.parametrize("field_of_view", ["whole", "crop"])
+def test_a_category_of_mixed_sizes_fits_evaluates_and_answers_a_sixth_size(
+    mixed, field_of_view, tmp_path, database_url
+):
+    out = tmp_path / "reports"
+    done = _ingest(
+        "fit", "--data", str(mixed), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--field-of-view", field_of_view, "--out", str(out), env={"DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "bottle" / "report.json").read_text())
+    assert report["image_auroc"] >= 0.99, report["image_auroc"]
+    assert 0.5 < report["pixel_auroc"] <= 1 and 0 < report["pro"] <= 1
+    assert report["pixel_auroc_whole_image"] is not None
+    for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):
+        assert (out / "bottle" / name).stat().st_size > 10_000
+    views = {tuple(v) for v in _stored_view_sizes(database_url)}
+    assert len(views) == (5 if field_of_view == "whole" else 1), views  # each seen whole with its aspect ratio
+    server, client = start_api({"DATABASE_URL": database_url}, tmp_path / "api.log")
+    try:
+        with Image.open(BOTTLE / "test" / "broken_large" / "000.png") as image:
+            path = tmp_path / "sixth.png"
+            image.resize(SIXTH, Image.BILINEAR).save(path)
+        answer = client.post("/query", files={"file": ("sixth.png", path.read_bytes(), "image/png")},
+                             data={"category": "bottle", "heatmap": "true"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["is_anomalous"] is True and body["anomaly_map"]
+        if field_of_view == "whole":  # the sixth size is seen whole too: 16:9 kept
+            assert body["view_width"] > body["view_height"]
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
+
+
+def _stored_view_sizes(url: str) -> list[tuple[int, int]]:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT DISTINCT v.width, v.height FROM image_views v JOIN images i ON i.id = v.image_id "
+            "JOIN categories c ON c.active_model_id = i.model_id"
+        ).fetchall()
+    return rows
+
+
+def test_a_failure_after_the_fit_leaves_the_fitted_model_stored_and_serving(mini_mvtec, tmp_path, database_url):
+    """A test image damaged after its header passes the checks made before the fit and breaks the evaluation: the
+    job says so and exits non-zero, and the fitted model is stored and answers /query."""
+    damaged = mini_mvtec / "bottle" / "test" / "good" / "000.png"
+    data = damaged.read_bytes()
+    damaged.unlink()
+    damaged.write_bytes(data[: len(data) // 3])
+    done = _ingest(
+        "fit", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(tmp_path / "reports"), env={"DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "the evaluation failed after the fit" in done.stderr and "000.png" in done.stderr
+    assert "stored bottle" in done.stdout
+    report = json.loads((tmp_path / "reports" / "bottle" / "report.json").read_text())
+    assert "evaluation_error" in report and "image_auroc" not in report
+    server, client = start_api({"DATABASE_URL": database_url}, tmp_path / "api.log")
+    try:
+        broken = (BOTTLE / "test" / "broken_large" / "000.png").read_bytes()
+        answer = client.post("/query", files={"file": ("b.png", broken, "image/png")}, data={"category": "bottle"})
+        assert answer.status_code == 200 and answer.json()["is_anomalous"] is True, answer.text
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
+
+
+def test_problems_a_look_at_the_files_can_show_stop_the_job_before_the_fit(mini_mvtec, tmp_path):
+    """Unreadable files, a mask of the wrong size and an unwritable report folder are all named at once, in
+    seconds, before any feature is computed."""
+    category = mini_mvtec / "bottle"
+    (category / "train" / "good" / "notes.png").write_text("not an image")
+    mask = next((category / "ground_truth" / "broken_large").glob("*.png"))
+    mask.unlink()
+    Image.new("L", (100, 100)).save(mask)
+    (tmp_path / "reports").write_text("a file where the report folder should be")
+    done = _ingest(
+        "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(tmp_path / "reports"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "3 problem(s) found before fitting" in done.stderr, done.stderr
+    assert "notes.png" in done.stderr and "the mask is 100x100, its image 900x900" in done.stderr
+    assert "report folder cannot be written" in done.stderr
+    assert "features" not in done.stderr  # no progress bar: nothing long ran
