@@ -64,11 +64,13 @@ def folder_problem(folder: Path) -> str | None:
 
 def database_problem() -> str | None:
     """Why the database cannot take a fitted model, or ``None``."""
+    import psycopg
+
     from config import get_settings
-    from store.database import connect, database_url
+    from store.database import database_url
 
     try:
-        with connect(database_url(get_settings())) as connection:
+        with psycopg.connect(database_url(get_settings()), connect_timeout=10) as connection:
             connection.execute("SELECT 1")
     except Exception as exc:
         return f"the database does not answer ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc})"

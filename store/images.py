@@ -70,7 +70,7 @@ def known_images(connection: psycopg.Connection, segments: Sequence[int], hashes
 
 
 def good_scores(connection: psycopg.Connection, segments: Sequence[int]) -> list[float]:
-    """The good scores behind a threshold: each good image of the bank scored as unseen (out of fold), held out,
+    """The good scores behind a threshold: each good image of the bank scored as unseen (cross-fitted), held out,
     or added later (scored against the bank without its own patches)."""
     rows = connection.execute(
         sql.SQL(
