@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import observability
+from app import memory, observability
 from app.auth import Guard, Keys, RateLimit
 from app.heatmap import heatmap_png
 from app.limits import BodyLimit
@@ -65,6 +65,7 @@ log = logging.getLogger("app")
 async def lifespan(app: FastAPI):
     settings = get_settings()
     observability.configure_logs()
+    memory.cap_malloc_arenas()
     if not _keys().keys:
         log.warning(OPEN_WARNING)
     if settings.torch_threads:
