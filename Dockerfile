@@ -1,5 +1,8 @@
 # The API and the ingestion job share this image: `uvicorn app.main:app` by default, `python -m ingest ...` as a one-off.
+# torch comes from TORCH_INDEX: CPU-only wheels by default (a CPU service needs none of the CUDA build's gigabytes);
+# the compose service api-gpu builds it with a CUDA index instead.
 FROM python:3.11-slim
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_ARENA_MAX=2 \
@@ -17,7 +20,7 @@ COPY app ./app
 COPY revisions ./revisions
 COPY config ./config
 COPY migrations ./migrations
-RUN pip install --upgrade pip && pip install .
+RUN pip install --upgrade pip && pip install --index-url "$TORCH_INDEX" torch torchvision && pip install .
 
 RUN useradd --create-home --uid 10001 inspect && mkdir -p /models/torch /reports && chown -R inspect /models /reports
 USER inspect

@@ -31,6 +31,17 @@ def test_api_builds_waits_for_a_healthy_db_and_can_scale():
     assert "DATABASE_URL" in api["environment"]
 
 
+def test_the_cpu_image_takes_cpu_wheels_and_a_gpu_variant_reserves_an_nvidia_device():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
+    assert 'pip install --index-url "$TORCH_INDEX" torch torchvision && pip install .' in dockerfile
+    gpu = _compose()["services"]["api-gpu"]
+    assert gpu["profiles"] == ["gpu"] and "/whl/cu" in gpu["build"]["args"]["TORCH_INDEX"]
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert gpu["environment"]["INSPECT_DEVICE"] == "cuda" and "DATABASE_URL" in gpu["environment"]
+
+
 def test_ingest_is_a_one_off_job_with_the_dataset_mounted():
     ingest = _compose()["services"]["ingest"]
     assert ingest["profiles"] == ["jobs"]
