@@ -35,9 +35,11 @@ TARGETS = (0.01, 0.02, 0.05)
 YARDSTICK = 0.05
 
 
-def rows_for(root: Path, name: str, weights: str, out: Path, field_of_view: str, ratio: float) -> list[dict]:
+def rows_for(
+    root: Path, name: str, weights: str, out: Path, field_of_view: str, ratio: float, pixels: int
+) -> list[dict]:
     category = mvtec_category(root, name)
-    config = PatchCoreConfig(backbone="resnet18", field_of_view=field_of_view, coreset_ratio=ratio)
+    config = PatchCoreConfig(backbone="resnet18", field_of_view=field_of_view, coreset_ratio=ratio, pixels=pixels)
     embedder = Embedder.load(config, weights)
     model = fit(config, category.train, weights, embedder=embedder)
     good = model.good_scores
@@ -52,7 +54,9 @@ def rows_for(root: Path, name: str, weights: str, out: Path, field_of_view: str,
         f"{len(held_out)} held out (median {np.median(held_out):.4f}), good test images median "
         f"{np.median(scores[~labels]):.4f}; fit {model.timings['fit_seconds']:.1f} s (features "
         f"{model.timings['feature_seconds']:.1f}, coreset {model.timings['coreset_seconds']:.1f}, good scores "
-        f"{model.timings['out_of_fold_seconds']:.1f}); image AUROC {evaluation.figures['image_auroc']:.4f}",
+        f"{model.timings['out_of_fold_seconds']:.1f}); image AUROC {evaluation.figures['image_auroc']:.4f}; "
+        f"pixel AUROC {evaluation.figures['pixel_auroc'] or float('nan'):.4f}; {len(category.test)} test images "
+        f"scored in {evaluation.seconds:.1f} s (exact search)",
         flush=True,
     )
     yardstick = thresholds.best_f1(scores, labels, YARDSTICK)[1]
@@ -121,12 +125,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the histograms go")
     parser.add_argument("--plot", type=Path, help="PNG of predicted against observed false-alarm rates")
     parser.add_argument("--field-of-view", choices=FIELDS_OF_VIEW, default="whole", help="(default %(default)s)")
+    parser.add_argument("--pixels", type=int, default=224 * 224, help="whole view's pixel budget (default 224x224)")
     args = parser.parse_args()
     rows = []
     for item in args.set:
         root, _, name = item.rpartition(":")
         for ratio in args.coreset_ratio or [0.1]:
-            rows += rows_for(Path(root), name, args.weights, args.out, args.field_of_view, ratio)
+            rows += rows_for(Path(root), name, args.weights, args.out, args.field_of_view, ratio, args.pixels)
     print(
         "\n| set | coreset | target | threshold | F1 | recall | false alarms on good test images (90% interval) | "
         f"predicted | best F1 with <= {YARDSTICK:.0%} false alarms | gap | image AUROC |"
