@@ -225,3 +225,31 @@ def test_cells_from_a_mask_and_the_vote():
     assert [n["defect_id"] for n in verdict.nearest] == [2, 1]
     assert library.classify([0.1, 0.1, 0.1, 0.1], near, "l2").defect_type is None  # nothing nearer than good
     assert library.classify([1.0], [], "l2").defect_type is None  # an empty library
+
+
+def test_normals_of_other_shapes_are_added_each_in_its_own_grid(database_url, small_model, embedder):
+    """A category fitted on square images takes good images of other aspect ratios: each is seen whole at the
+    pixel budget, scored as unseen, and its added patches keep cells of its own grid."""
+    _save(database_url, "bottle", small_model)
+    uploads, grids = [], {}
+    for path, size in zip(EXTRA[:2], ((900, 300), (450, 900)), strict=True):
+        buffer = io.BytesIO()
+        image = Image.open(path).resize(size)
+        image.save(buffer, format="PNG")
+        name = f"{size[0]}x{size[1]}.png"
+        uploads.append(Upload(name, buffer.getvalue(), "t"))
+        grids[name] = tuple(embedder.features(embedder.preprocess.tensor(image)[None])[0].shape[:2])
+    assert grids["900x300.png"][1] > 28 > grids["900x300.png"][0]  # wider than the square grid, and lower
+    with connect(database_url, autocommit=True) as connection:
+        old, bank = _loaded(connection)
+        added = add_normals(connection, old, bank, embedder, uploads, Settings(), "test")
+        assert added.patches_added > 0 and all(score > 0 for score in added.scores.values())
+        cells = connection.execute(
+            "SELECT i.file_name, max(p.grid_row), max(p.grid_col) FROM patches p JOIN images i ON i.id = p.image_id "
+            "WHERE p.model_id = %s GROUP BY i.file_name",
+            (added.model_id,),
+        ).fetchall()
+    assert cells, "no patch was added"
+    for name, row, col in cells:
+        assert row < grids[name][0] and col < grids[name][1], (name, row, col, grids[name])
+    assert any(col >= 28 for name, _, col in cells if name == "900x300.png")  # a cell only the wide grid has
