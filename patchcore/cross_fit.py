@@ -15,8 +15,9 @@ the served bank's size, chosen without it. What is left is that it was chosen fr
 
 Measured at a 1% coreset on screws and bsdata (``benchmarks/threshold_policy.py``, README): K = 3 with matched
 sizes put the cross-fitted median within 0.4% of the good test images' median; K = 5 at the same ratio (smaller
-banks) scored 3-4% high, K = 2 up to 1% low with a wider spread. K = 3 costs three selections from two thirds of
-the patches and one exact search of every training patch (bottle, 2 CPU cores: about 50 s).
+banks) scored 3-4% high, K = 2 up to 1% low with a wider spread. K = 3 costs three coreset selections from two thirds of
+the patches, most of its time (bottle, 2 CPU cores: about 49 s in all); the scoring searches only the patches that
+can be an image's worst (:func:`_farthest`).
 """
 
 from __future__ import annotations
@@ -85,44 +86,39 @@ def _projected_nearest(points: torch.Tensor, centres: torch.Tensor) -> torch.Ten
     return keys.argmin(1).cpu()
 
 
-def _worst_patch_score(patches: torch.Tensor, near: torch.Tensor, search: ExactSearch, b: int) -> float:
-    """The image score of ``patches`` (P, D), exactly as :func:`patchcore.scoring.image_score` gives it from a
-    search of every patch, found by searching only the patches that can be the worst: the distance to the bank row
-    ``near`` names bounds each patch's nearest distance from above, so patches are searched in decreasing order of
-    that bound until it falls to the largest exact distance found."""
-    upper = search.pairwise(patches, search.bank.index_select(0, near))
+def _farthest(patches: torch.Tensor, upper: torch.Tensor, search: ExactSearch, chunk: int) -> tuple[float, int, int]:
+    """(distance, patch, bank row) of the patch of ``patches`` farthest from its nearest bank row, found exactly
+    while searching only the patches that can be it: ``upper`` bounds each patch's nearest distance from above (the
+    distance to some bank row), so patches are searched in decreasing order of it, ``chunk`` at a time, until it
+    falls to the largest exact distance found: no patch left can lie farther."""
     order = torch.argsort(upper, descending=True)
-    worst = (-1.0, 0, 0)  # (distance, patch, bank row)
-    for start in range(0, order.numel(), _PATCHES):
-        block = order[start : start + _PATCHES]
-        if float(upper[block[0]]) <= worst[0]:
+    farthest = (-1.0, 0, 0)
+    for start in range(0, order.numel(), chunk):
+        block = order[start : start + chunk]
+        if float(upper[block[0]]) <= farthest[0]:
             break
         distances, index = search.nearest_one(patches.index_select(0, block))
         at = int(torch.argmax(distances))
-        if float(distances[at]) > worst[0]:
-            worst = (float(distances[at]), int(block[at]), int(index[at]))
-    distance, patch, row = worst
+        if float(distances[at]) > farthest[0]:
+            farthest = (float(distances[at]), int(block[at]), int(index[at]))
+    return farthest
+
+
+def _worst_patch_score(patches: torch.Tensor, near: torch.Tensor, search: ExactSearch, b: int) -> float:
+    """The image score of ``patches`` (P, D), exactly as :func:`patchcore.scoring.image_score` gives it from a
+    search of every patch: the worst patch is found from the upper bounds that the bank rows ``near`` give."""
+    upper = search.pairwise(patches, search.bank.index_select(0, near))
+    distance, patch, row = _farthest(patches, upper, search, _PATCHES)
     return scoring.image_score(torch.tensor([distance]), torch.tensor([row]), patches[patch][None], search, b)
 
 
 def coverage_radius(patches: torch.Tensor, search: ExactSearch, near: torch.Tensor, chunk: int = 8192) -> float:
     """The coreset's radius in the bank's metric: the largest distance from a training patch (rows of ``patches``)
-    to its nearest memory-bank patch. Added normals extend the bank to the same radius.
-
-    Exact, at a fraction of a search of every patch: ``near`` names for each patch a bank row near it (its nearest
-    centre in the coreset's projected space), whose distance bounds its nearest distance from above. Patches are
-    searched exactly in decreasing order of that bound until the bound falls to the largest exact distance found:
-    no patch left can lie farther."""
+    to its nearest memory-bank patch. Added normals extend the bank to the same radius. Exact, at a fraction of a
+    search of every patch: ``near`` names for each patch a bank row near it (its nearest centre in the coreset's
+    projected space), whose distance bounds its nearest distance from above (:func:`_farthest`)."""
     upper = torch.empty(patches.shape[0])
     for start in range(0, patches.shape[0], chunk):
-        block = patches[start : start + chunk].float()
         rows = search.bank.index_select(0, near[start : start + chunk])
-        upper[start : start + chunk] = search.pairwise(block, rows)
-    order = torch.argsort(upper, descending=True)
-    radius = 0.0
-    for start in range(0, order.numel(), chunk):
-        block = order[start : start + chunk]
-        if float(upper[block[0]]) <= radius:
-            break
-        radius = max(radius, float(search.nearest_one(patches.index_select(0, block))[0].max()))
-    return radius
+        upper[start : start + chunk] = search.pairwise(patches[start : start + chunk], rows)
+    return max(0.0, _farthest(patches, upper, search, chunk)[0])
