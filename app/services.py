@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from uuid import UUID, uuid4
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -41,6 +43,16 @@ class RecordRefused(Exception):
     """The inspection record could not be written in time and ``INSPECT_LOG_POLICY=refuse``: no answer goes out."""
 
 
+@dataclass
+class _Pending:
+    """A record on its way: its key is drawn before the first attempt, so every attempt writes the same row."""
+
+    row: inspections.Inspection
+    key: UUID = field(default_factory=uuid4)
+    future: Future = field(default_factory=Future)
+    abandoned: bool = False
+
+
 class InspectionWriter:
     """Writes inspection records on a connection of its own, in batches: a query hands its record over and waits
     for its id. Concurrent queries share one transaction (one WAL flush), and the writer never waits for a pool
@@ -48,10 +60,14 @@ class InspectionWriter:
 
     When the database cannot take a record in time (``INSPECT_LOG_TIMEOUT_MS``), ``policy`` decides: ``refuse``
     (the default) raises :class:`RecordRefused` and the query is answered 503, ``wait`` keeps waiting while the
-    writer retries until the database takes it, ``answer`` answers without a record (counted). A record still queued
-    when its query stops waiting is dropped, so a refused or unrecorded answer is not recorded later, except one whose
-    batch was being committed when the database went away (the commit landed, its acknowledgement did not): the soak
-    benchmark saw 2 such records for 58 refused answers."""
+    writer retries until the database takes it, ``answer`` answers without a record id (counted).
+
+    Exactly one record per answer, by construction rather than by timing: each record carries a key drawn before
+    its first attempt. A record still queued when its query stops waiting is never written. One already sent may
+    have landed although the writer heard a failure (the commit reached the disk, its acknowledgement did not) or
+    may land after its query stopped waiting; so ``wait`` writes the same keys again (the database keeps the first
+    row and gives its id), and ``refuse`` takes the keys of refused answers back (deleted with the writer's next
+    transaction, retried until the database is back). With ``answer`` such a record stays: its verdict did go out."""
 
     BATCH = 64
     CONNECT_SECONDS = 3
@@ -61,16 +77,18 @@ class InspectionWriter:
         self.url = url
         self.timeout_ms = timeout_ms
         self.policy = policy
-        self.queue: queue.Queue[tuple[inspections.Inspection, Future]] = queue.Queue()
+        self.queue: queue.Queue[_Pending] = queue.Queue()
+        self.lock = threading.Lock()
+        self.taken_back: set[UUID] = set()
         self.connection: psycopg.Connection | None = None
         self.thread = threading.Thread(target=self._run, name="inspection-writer", daemon=True)
         self.thread.start()
 
     def write(self, row: inspections.Inspection) -> int | None:
-        """The record's id; ``None`` only with the ``answer`` policy, when it could not be written in time (and
-        never will be)."""
-        future: Future = Future()
-        self.queue.put((row, future))
+        """The record's id; ``None`` only with the ``answer`` policy, when it could not be written in time."""
+        pending = _Pending(row)
+        future = pending.future
+        self.queue.put(pending)
         if self.policy == "wait":
             return future.result()
         try:
@@ -82,8 +100,20 @@ class InspectionWriter:
             return self._late(row, str(exc))
         try:  # being written: the statement's own timeout bounds this wait, the connect timeout a reconnection
             return future.result(timeout=self.timeout_ms / 1000 + self.CONNECT_SECONDS)
+        except FutureTimeout:
+            with self.lock:  # the writer settles a record under this lock: landed and wanted, or taken back
+                pending.abandoned = not future.done()
+            if not pending.abandoned:
+                return self._outcome(pending)
+            return self._late(row, f"still being written after {self.timeout_ms} ms")
         except Exception as exc:
             return self._late(row, repr(exc))
+
+    def _outcome(self, pending: _Pending) -> int | None:
+        try:
+            return pending.future.result()
+        except Exception as exc:
+            return self._late(pending.row, repr(exc))
 
     def _late(self, row: inspections.Inspection, why: str) -> None:
         if self.policy == "refuse":
@@ -93,36 +123,47 @@ class InspectionWriter:
 
     def _run(self) -> None:
         while True:
-            batch = [self.queue.get()]
+            try:  # records to take back are retried even when no query comes
+                batch = [self.queue.get(timeout=self.RETRY_SECONDS if self.taken_back else None)]
+            except queue.Empty:
+                batch = []
             while len(batch) < self.BATCH:
                 try:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            batch = [(row, future) for row, future in batch if future.set_running_or_notify_cancel()]
-            while batch and not self._write(batch):
+            batch = [pending for pending in batch if pending.future.set_running_or_notify_cancel()]
+            while not self._write(batch):
                 time.sleep(self.RETRY_SECONDS)  # only the wait policy comes back here: the same batch again
 
-    def _write(self, batch: list[tuple[inspections.Inspection, Future]]) -> bool:
-        """Write one batch; False when it failed and the ``wait`` policy wants it tried again."""
+    def _write(self, batch: list[_Pending]) -> bool:
+        """Write one batch (and take back what is due); False when it failed and ``wait`` wants it again."""
+        taken_back = set(self.taken_back)
         try:
             if self.connection is None or self.connection.closed:
                 self.connection = psycopg.connect(
                     self.url, connect_timeout=self.CONNECT_SECONDS, application_name="patchcore-api-log"
                 )
                 configure(self.connection)
-            ids = inspections.record(self.connection, [row for row, _ in batch], self.timeout_ms)
+            ids = inspections.record(self.connection, [(p.key, p.row) for p in batch], self.timeout_ms, taken_back)
         except Exception as exc:  # every waiting query hears it; the next batch reconnects if need be
             if self.connection is not None and self.connection.broken:
                 self.connection = None
-            if self.policy == "wait":
+            if self.policy == "wait" and batch:
                 log.warning("%s inspection records wait for the database: %s", len(batch), exc)
                 return False
-            for _, future in batch:
-                future.set_exception(exc)
+            if self.policy == "refuse":  # refused below, perhaps written: taken back once the database answers
+                self.taken_back.update(p.key for p in batch)
+            for pending in batch:
+                pending.future.set_exception(exc)
             return True
-        for (_, future), inspection_id in zip(batch, ids, strict=True):
-            future.set_result(inspection_id)
+        self.taken_back -= taken_back
+        with self.lock:
+            for pending in batch:
+                if pending.abandoned and self.policy == "refuse":
+                    self.taken_back.add(pending.key)
+                else:
+                    pending.future.set_result(ids[pending.key])
         return True
 
 

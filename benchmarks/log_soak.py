@@ -4,7 +4,8 @@ Starts a PostgreSQL of its own (the embedded build, in ``--folder``), stores a b
 training images, serves it with one uvicorn process at the default settings (``INSPECT_LOG_POLICY=refuse``), and
 sends ``--queries`` queries from ``--clients`` threads. After ``--outage-after`` seconds the database is stopped
 (``pg_ctl -m fast``) for ``--outage`` seconds, then started again. Then every answer is checked against the table:
-each 200 carries an id, each id is a row, and the table holds exactly as many rows as there were 200 answers.
+each 200 carries an id, each id is a row, and the table holds exactly the records of the 200 answers (by request
+id): none of a refused answer.
 Prints per-minute requests, outcomes, records, p50/p95 and the API's resident memory, and plots them (``--plot``).
 
     python benchmarks/log_soak.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
@@ -97,7 +98,7 @@ def main() -> None:
     log = folder.parent / "api.log"
     api, base = start_api(url, log)
     payloads = [(p.name, p.read_bytes()) for p in sorted((args.data / "bottle" / "test").rglob("*.png"))]
-    results: list[tuple[float, int, float, int | None]] = []  # (started at, status, ms, inspection id)
+    results: list[tuple[float, int, float, int | None, str]] = []  # (started at, status, ms, inspection id, request)
     memory: list[tuple[float, float]] = []
     done = threading.Event()
     began = time.monotonic()
@@ -123,15 +124,17 @@ def main() -> None:
 
         def one(i: int) -> None:
             started = time.monotonic()
+            request_id = f"soak-{i}"
             try:
                 response = client.post(
-                    "/query", files={"file": payloads[i % len(payloads)]}, data={"category": "bottle"}
-                )
+                    "/query", files={"file": payloads[i % len(payloads)]}, data={"category": "bottle"},
+                    headers={"X-Request-ID": request_id},
+                )  # fmt: skip
                 status = response.status_code
                 identity = response.json().get("inspection_id") if status == 200 else None
             except httpx.HTTPError:
                 status, identity = 0, None
-            results.append((started - began, status, (time.monotonic() - started) * 1000, identity))
+            results.append((started - began, status, (time.monotonic() - started) * 1000, identity, request_id))
 
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
             list(pool.map(one, range(args.queries)))
@@ -143,8 +146,9 @@ def main() -> None:
     api.wait(20)
 
     with psycopg.connect(url) as connection:
-        rows = connection.execute("SELECT id FROM inspections").fetchall()
+        rows = connection.execute("SELECT id, request_id FROM inspections").fetchall()
     stored = Counter(r[0] for r in rows)
+    recorded_requests = Counter(r[1] for r in rows)
     answered = [r for r in results if r[1] == 200]
     ids = [r[3] for r in answered]
     without_id = sum(i is None for i in ids)
@@ -154,6 +158,9 @@ def main() -> None:
           f"database down from {outage[0]:.0f} s to {outage[1]:.0f} s")  # fmt: skip
     print(f"200 answers {len(answered)}, records {len(rows)}, answers without an id {without_id}, ids without "
           f"exactly one record {missing}, duplicate ids {len(ids) - len(set(ids))}")  # fmt: skip
+    not_answered = [r for r in results if r[1] != 200]
+    print(f"answers not 200 {len(not_answered)}, of which recorded {sum(recorded_requests[r[4]] for r in not_answered)}"
+          f"; requests with more than one record {sum(n > 1 for n in recorded_requests.values())}")  # fmt: skip
     print("\n| minute | requests | 200 | 503 | other | p50 ms | p95 ms | API RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     minutes = int(results[-1][0] // 60) + 1

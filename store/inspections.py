@@ -5,8 +5,10 @@ records stay)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -42,30 +44,44 @@ _COLUMNS = (
 )
 
 
-def record(connection: psycopg.Connection, rows: list[Inspection], timeout_ms: int) -> list[int]:
-    """Write a batch of inspections in ONE transaction and one round trip (pipelined), ids in order; gives up after
-    ``timeout_ms`` (a locked or slow table must not hold up answers). ``connection`` is not in autocommit mode."""
+def record(
+    connection: psycopg.Connection,
+    rows: list[tuple[UUID, Inspection]],
+    timeout_ms: int,
+    taken_back: Collection[UUID] = (),
+) -> dict[UUID, int]:
+    """Write a batch of keyed inspections in ONE transaction and one round trip (pipelined); the ids by key. Gives up
+    after ``timeout_ms`` (a locked or slow table must not hold up answers). ``connection`` is not in autocommit mode.
+
+    Idempotent by key: a batch written again after a write whose outcome was unknown gets the ids of the rows that
+    landed, never a second row. ``taken_back``: keys of records whose answer was refused after their write was sent;
+    deleted in the same transaction, so they go exactly when the new rows come."""
     values = [
         (
-            r.request_id, r.category, r.model_id, r.is_anomalous, r.score, r.threshold, r.defect_type, r.sha256,
+            key, r.request_id, r.category, r.model_id, r.is_anomalous, r.score, r.threshold, r.defect_type, r.sha256,
             r.bytes, r.format, r.width, r.height, r.api_key, r.latency_ms, json.dumps(r.stages_ms), r.image_kind,
             r.image, r.image_media_type,
         )
-        for r in rows
+        for key, r in rows
     ]  # fmt: skip
-    rows_sql = ", ".join("(" + ", ".join(["%s"] * len(_COLUMNS.split(", "))) + ")" for _ in values)
+    width = len(_COLUMNS.split(", ")) + 1
+    rows_sql = ", ".join("(" + ", ".join(["%s"] * width) + ")" for _ in values)
+    keys = [key for key, _ in rows]
     with connection.pipeline(), connection.transaction():
         connection.execute(
             "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
             (str(timeout_ms), str(timeout_ms)),
         )
-        cursor = connection.execute(
-            f"INSERT INTO inspections ({_COLUMNS}) VALUES {rows_sql} RETURNING id",
-            [v for row in values for v in row],
-        )
-    # the serial ids are drawn row by row in the VALUES order: sorted, they are the rows' own, whatever the order
-    # in which RETURNING lists them
-    return sorted(row[0] for row in cursor.fetchall())
+        if taken_back:
+            connection.execute("DELETE FROM inspections WHERE record_key = ANY(%s)", (list(taken_back),))
+        if values:  # a batch may be only records taken back
+            connection.execute(
+                f"INSERT INTO inspections (record_key, {_COLUMNS}) VALUES {rows_sql} "
+                "ON CONFLICT (record_key) DO NOTHING",
+                [v for row in values for v in row],
+            )
+        cursor = connection.execute("SELECT record_key, id FROM inspections WHERE record_key = ANY(%s)", (keys,))
+    return dict(cursor.fetchall()) if keys else {}
 
 
 _LISTED = (

@@ -1,0 +1,88 @@
+"""Exactly one record per answer, on a real PostgreSQL, in the cases a timing-based writer gets wrong: a write that
+landed although the writer heard a failure, and one that landed after its query had stopped waiting.
+
+The writer's own thread is idle here (it waits on its queue, which these tests never feed), so each test drives the
+writer's batches itself, one by one, and every count holds by construction."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from app.services import InspectionWriter, _Pending
+from store import inspections
+from store.database import configure
+from store.migrate import upgrade
+
+
+@pytest.fixture
+def log_url(database_url: str) -> str:
+    upgrade(database_url)
+    return database_url
+
+
+def _row(request_id: str) -> inspections.Inspection:
+    return inspections.Inspection(
+        request_id=request_id, category="bottle", model_id=1, is_anomalous=False, score=1.0, threshold=2.0,
+        defect_type=None, sha256="0" * 64, bytes=10, format="PNG", width=8, height=8, api_key=None, latency_ms=1.0,
+        stages_ms={}, image_kind="none", image=None, image_media_type=None,
+    )  # fmt: skip
+
+
+def _sent(request_id: str) -> _Pending:
+    """A record the writer has taken from its queue (no longer cancellable by its query)."""
+    pending = _Pending(_row(request_id))
+    assert pending.future.set_running_or_notify_cancel()
+    return pending
+
+
+def _count(url: str, request_id: str) -> int:
+    with psycopg.connect(url) as connection:
+        return connection.execute("SELECT count(*) FROM inspections WHERE request_id = %s", (request_id,)).fetchone()[0]
+
+
+def test_writing_a_batch_again_keeps_the_rows_that_landed_and_their_ids(log_url):
+    """``wait``: the first attempt's commit landed and its acknowledgement was lost; the retry adds no second row."""
+    first, second = _sent("landed"), _sent("new")
+    with psycopg.connect(log_url) as connection:
+        configure(connection)
+        landed = inspections.record(connection, [(first.key, first.row)], 1000)
+    writer = InspectionWriter(log_url, 1000, "wait")
+    assert writer._write([first, second])
+    assert first.future.result(0) == landed[first.key] and second.future.result(0) != landed[first.key]
+    assert _count(log_url, "landed") == 1 and _count(log_url, "new") == 1
+
+
+def test_a_refused_answer_whose_write_failed_leaves_no_record_once_the_database_answers(log_url):
+    """``refuse``: the writer heard a failure (here a locked table); whatever reached the disk is deleted with the
+    next transaction, and the records written with it stay."""
+    writer = InspectionWriter(log_url, 300, "refuse")
+    refused = _sent("refused")
+    with psycopg.connect(log_url) as blocker:
+        blocker.execute("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE")
+        assert writer._write([refused])
+    with pytest.raises(psycopg.OperationalError):
+        refused.future.result(0)
+    assert writer.taken_back == {refused.key}
+    with psycopg.connect(log_url) as connection:  # as if that commit had reached the disk after all
+        configure(connection)
+        inspections.record(connection, [(refused.key, refused.row)], 1000)
+    assert _count(log_url, "refused") == 1
+    answered = _sent("answered")
+    assert writer._write([answered])
+    assert _count(log_url, "refused") == 0 and _count(log_url, "answered") == 1
+    assert answered.future.result(0) > 0 and writer.taken_back == set()
+
+
+def test_a_record_that_lands_after_its_query_gave_up_is_taken_back_or_kept_as_the_policy_says(log_url):
+    """The query stopped waiting while its batch was being written and the write then succeeded: ``refuse`` answered
+    503, so the record goes (with the next transaction, or on its own when no query comes); ``answer`` gave the
+    verdict without an id, so the record stays: it is true."""
+    refusing, answering = InspectionWriter(log_url, 300, "refuse"), InspectionWriter(log_url, 300, "answer")
+    late, also_late = _sent("late refused"), _sent("late answered")
+    late.abandoned = also_late.abandoned = True
+    assert refusing._write([late]) and answering._write([also_late])
+    assert _count(log_url, "late refused") == 1 and refusing.taken_back == {late.key}
+    assert refusing._write([])
+    assert _count(log_url, "late refused") == 0 and refusing.taken_back == set()
+    assert _count(log_url, "late answered") == 1 and answering.taken_back == set()
