@@ -7,6 +7,8 @@ default, 5%) set from good training images only. Beside each: F1, recall, the fa
 with a 90% Clopper-Pearson interval, the false-alarm rate the good scores predict, and the best F1 any threshold
 reaches while keeping false alarms within 5% (the yardstick of issue 19). Plots predicted against observed
 false-alarm rates for every set (``--plot``), and each set's score histograms (``docs/threshold_<set>_<ratio>.png``).
+With several ``--pixels`` budgets (the whole view's pixel count) it also prints what each costs and gains: image and
+pixel AUROC, fit time, scoring time per test image, F1 at the default threshold.
 
     python benchmarks/threshold_policy.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
         --set ../shared/datasets/mvtec_ad:bottle --set ../shared/datasets/non_square:bsdata_ballscrew \
@@ -32,6 +34,7 @@ from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
 
 TARGETS = (0.01, 0.02, 0.05)
+DEFAULT_PIXELS = PatchCoreConfig().pixels
 YARDSTICK = 0.05
 
 
@@ -67,7 +70,9 @@ def rows_for(
         rows.append({
             "set": name, "ratio": ratio, "target": target, "threshold": value, "yardstick": yardstick,
             "image_auroc": evaluation.figures["image_auroc"], "fit_seconds": model.timings["fit_seconds"],
-            "good_test": int((~labels).sum()), **figures,
+            "good_test": int((~labels).sum()), "pixels": pixels, "pixel_auroc": evaluation.figures["pixel_auroc"],
+            "ms_per_image": evaluation.seconds / len(category.test) * 1000, "bank": model.memory_bank.shape[0],
+            **figures,
         })  # fmt: skip
         lines.append((f"false-alarm rate {target:.0%}", value))
     figure, axis = plt.subplots(figsize=(9, 4.8))
@@ -80,27 +85,36 @@ def rows_for(
         axis.hist(values, bins=bins, density=True, alpha=0.45, color=color, label=label)
     for (rule, value), style in zip(lines, (":", "--", "-."), strict=True):
         axis.axvline(value, color="black", ls=style, label=f"{rule}: {value:.3f}")
-    title = f"{name}, coreset {ratio:.0%}: scores and thresholds"
+    side = round(pixels**0.5)
+    budget = "" if pixels == DEFAULT_PIXELS else f", {side}x{side} pixels"
+    title = f"{name}, coreset {ratio:.0%}{budget}: scores and thresholds"
     axis.set(xlabel="image anomaly score", ylabel="density", title=title)
     axis.legend(fontsize=7)
     figure.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out / f"threshold_{name}_{ratio:g}.png", dpi=110)
+    suffix = "" if pixels == DEFAULT_PIXELS else f"_{side}px"
+    figure.savefig(out / f"threshold_{name}_{ratio:g}{suffix}.png", dpi=110)
     plt.close(figure)
     return rows
+
+
+def _side(pixels: int) -> str:
+    side = round(pixels**0.5)
+    return f"{side}x{side}" if side * side == pixels else str(pixels)
 
 
 def plot_calibration(rows: list[dict], path: Path) -> None:
     """Observed false-alarm rate on the good test images (with its 90% interval) against the predicted one."""
     figure, axis = plt.subplots(figsize=(6.4, 5.6))
-    keys = sorted({(r["set"], r["ratio"]) for r in rows})
+    keys = sorted({(r["set"], r["ratio"], r["pixels"]) for r in rows})
     for i, key in enumerate(keys):
-        mine = [r for r in rows if (r["set"], r["ratio"]) == key]
+        mine = [r for r in rows if (r["set"], r["ratio"], r["pixels"]) == key]
         x = np.array([r["predicted_false_alarm_rate"] for r in mine]) * (1 + 0.03 * (i - len(keys) / 2))
         y = np.array([r["false_alarm_rate"] for r in mine])
         low = y - np.array([r["false_alarm_interval"][0] for r in mine])
         high = np.array([r["false_alarm_interval"][1] for r in mine]) - y
-        axis.errorbar(x, y, yerr=[low, high], fmt="o-", capsize=3, label=f"{key[0]}, coreset {key[1]:.0%}")
+        label = f"{key[0]}, coreset {key[1]:.0%}, {_side(key[2])}"
+        axis.errorbar(x, y, yerr=[low, high], fmt="o-", capsize=3, label=label)
     limit = max(0.2, max(r["false_alarm_interval"][1] for r in rows) * 1.05)
     axis.plot([0, limit], [0, limit], color="grey", ls="--", label="observed = predicted")
     axis.set(
@@ -125,27 +139,43 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the histograms go")
     parser.add_argument("--plot", type=Path, help="PNG of predicted against observed false-alarm rates")
     parser.add_argument("--field-of-view", choices=FIELDS_OF_VIEW, default="whole", help="(default %(default)s)")
-    parser.add_argument("--pixels", type=int, default=224 * 224, help="whole view's pixel budget (default 224x224)")
+    parser.add_argument("--pixels", type=int, action="append", help="whole view's pixel budget (repeatable; default "
+                        "224x224's)")  # fmt: skip
     args = parser.parse_args()
     rows = []
     for item in args.set:
         root, _, name = item.rpartition(":")
         for ratio in args.coreset_ratio or [0.1]:
-            rows += rows_for(Path(root), name, args.weights, args.out, args.field_of_view, ratio, args.pixels)
+            for pixels in args.pixels or [DEFAULT_PIXELS]:
+                rows += rows_for(Path(root), name, args.weights, args.out, args.field_of_view, ratio, pixels)
     print(
-        "\n| set | coreset | target | threshold | F1 | recall | false alarms on good test images (90% interval) | "
+        "\n| set | coreset | pixels | target | threshold | F1 | recall | "
+        "false alarms on good test images (90% interval) | "
         f"predicted | best F1 with <= {YARDSTICK:.0%} false alarms | gap | image AUROC |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         low, high = r["false_alarm_interval"]
         bold = "**" if r["target"] == thresholds.DEFAULT_FALSE_ALARM_RATE else ""
         print(
-            f"| {r['set']} | {r['ratio']:.0%} | {bold}{r['target']:.0%}{bold} | {r['threshold']:.4f} | {r['f1']:.3f} | "
+            f"| {r['set']} | {r['ratio']:.0%} | {_side(r['pixels'])} | {bold}{r['target']:.0%}{bold} | "
+            f"{r['threshold']:.4f} | {r['f1']:.3f} | "
             f"{r['recall']:.3f} | {r['false_alarms']} of {r['good_test']} ({r['false_alarm_rate']:.0%}; "
             f"{low:.0%}-{high:.0%}) | {r['predicted_false_alarm_rate']:.1%} | {r['yardstick']:.3f} | "
             f"{r['f1'] - r['yardstick']:+.3f} | {r['image_auroc']:.4f} |"
         )
+    if len(args.pixels or []) > 1:
+        print("\n| set | coreset | pixels | memory bank | image AUROC | pixel AUROC | fit s | ms per test image "
+              "| F1 at 2% | best F1 with <= 5% false alarms |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            if r["target"] == thresholds.DEFAULT_FALSE_ALARM_RATE:
+                pixel = "-" if r["pixel_auroc"] is None else f"{r['pixel_auroc']:.4f}"
+                print(
+                    f"| {r['set']} | {r['ratio']:.0%} | {_side(r['pixels'])} | {r['bank']} | "
+                    f"{r['image_auroc']:.4f} | {pixel} | {r['fit_seconds']:.1f} | {r['ms_per_image']:.0f} | "
+                    f"{r['f1']:.3f} | {r['yardstick']:.3f} |"
+                )
     if args.plot:
         plot_calibration(rows, args.plot)
         print(f"plot: {args.plot}")
