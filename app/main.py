@@ -298,6 +298,7 @@ def _inspect(
     for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):
         if stage in timings:
             observability.STAGES.labels(stage).observe(timings[stage] / 1000)
+    observability.SEARCHES.labels(inspector.backend, str(inspector.device)).inc()
     observability.VERDICTS.labels(category, "anomalous" if inspection.is_anomalous else "normal").inc()
     if defect_type:
         observability.DEFECT_TYPES.labels(category, defect_type).inc()
@@ -328,6 +329,8 @@ def _inspect(
         view_height=view.height,
         view_box=[*view.to_original(0, 0), *view.to_original(view.width, view.height)],
         patch_size=stride,
+        search_backend=inspector.backend,
+        search_device=str(inspector.device),
         exact_searched_patches=inspection.reranked,
         defect_type=defect_type,
         defect_confidence=inspection.defect.confidence if inspection.defect else None,

@@ -44,6 +44,10 @@ REFUSED_UNRECORDED = Counter(
 )  # fmt: skip
 REFUSED = Counter("inspect_auth_refused", "requests refused by the key check or the rate limit", ["reason"],
                   registry=REGISTRY)  # fmt: skip
+SEARCHES = Counter(
+    "inspect_searches", "patch searches of /query, by backend (database: HNSW in PostgreSQL; exact: in the API "
+    "process) and torch device", ["backend", "device"], registry=REGISTRY,
+)  # fmt: skip
 MODELS_LOADED = Gauge("inspect_models_loaded", "categories loaded in this process", registry=REGISTRY)
 
 

@@ -71,9 +71,14 @@ class QueryResponse(BaseModel):
         description="where the view lies in the uploaded image: left, top, right, bottom in its pixels"
     )
     patch_size: int = Field(description="side of one patch grid cell in view pixels")
+    search_backend: str = Field(
+        description="where the patches were searched: 'database' (pgvector HNSW, then the worst patches exactly) or "
+        "'exact' (every patch exactly in the API process); INSPECT_SEARCH_BACKEND"
+    )
+    search_device: str = Field(description="torch device of the API's part of the search (cpu, cuda:0, ...)")
     exact_searched_patches: int = Field(
         description="patches searched exactly after HNSW, worst-looking first, until none could be worse; at "
-        "INSPECT_EXACT_RERANK the score may be an overestimate"
+        "INSPECT_EXACT_RERANK the score may be an overestimate; with the exact backend, 0 (every patch was)"
     )
     defect_type: str | None = Field(
         default=None,

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from uuid import UUID, uuid4
 
 import psycopg
@@ -25,7 +26,7 @@ from config import Settings
 from serving.inspector import Inspector
 from serving.replicas import Standbys
 from store import banks, inspections, models
-from store.database import configure, database_url
+from store.database import configure, database_url, pool_size, search_split
 from store.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,8 @@ class Services:
         self.url = database_url(settings)
         self.pool = ConnectionPool(
             self.url,
-            min_size=min(settings.search_connections, settings.pool_size),
-            max_size=settings.pool_size,
+            min_size=1,
+            max_size=settings.pool_size or 4,
             configure=configure,
             check=ConnectionPool.check_connection,
             open=False,
@@ -185,6 +186,7 @@ class Services:
         self._inspectors: OrderedDict[str, Inspector] = OrderedDict()  # least recently asked first
         self._lock = threading.Lock()
         self._migrated = False
+        self._split: int | None = None
         self.log_writer = InspectionWriter(self.url, settings.log_timeout_ms, settings.log_policy)
         self.standbys = Standbys(settings, self.url)
         self._closing = threading.Event()
@@ -195,6 +197,7 @@ class Services:
         self.standbys.open()
         try:
             self.ensure_schema()
+            self.split()
             active = self.run(models.active_models)
             for model in active[: self.settings.max_loaded_categories]:
                 self.inspector(model.category)
@@ -235,19 +238,32 @@ class Services:
         with self._database(), self.pool.connection() as connection:
             return work(connection, *args)
 
+    def split(self) -> int:
+        """How many connections one query's search is split over (:func:`store.database.search_split`), learnt from
+        the database once; the pools grow to hold it."""
+        if self._split is None:
+            split = self.run(partial(search_split, self.settings))
+            size = pool_size(self.settings, split)
+            self.pool.resize(min(split, size), size)
+            self.standbys.resize(size)
+            self._split = split
+            log.info("searches split over %s connections, pools of %s", split, size)
+        return self._split
+
     def run_search(self, work, *args):
         """``work(connections, *args)`` with up to ``INSPECT_SEARCH_CONNECTIONS`` pooled connections: the first is
         waited for, the others only taken when free at once, so concurrent queries never wait on each other
         while holding a connection (with every connection busy, a query searches on one). With standbys, they
         answer it, and the primary only when none could (:mod:`serving.replicas`)."""
+        split = self.split()
         if self.standbys:
-            answered, result = self.standbys.attempt(self.settings.search_connections, work, *args)
+            answered, result = self.standbys.attempt(split, work, *args)
             if answered:
                 return result
         with self._database(), self.pool.connection() as first:
             extra: list[psycopg.Connection] = []
             try:
-                for _ in range(self.settings.search_connections - 1):
+                for _ in range(split - 1):
                     try:
                         extra.append(self.pool.getconn(timeout=0.001))
                     except PoolTimeout:

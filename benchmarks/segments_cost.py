@@ -24,7 +24,7 @@ from patchcore.model import Embedder
 from revisions.normals import add_normals
 from revisions.uploads import Upload
 from store import banks, models
-from store.database import connect, database_url
+from store.database import connect, database_url, search_split
 
 
 def _timed(inspector: served.Inspector, connections, features: list) -> tuple[float, list[float]]:
@@ -46,7 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     url = database_url(settings)
-    connections = [connect(url, autocommit=True) for _ in range(settings.search_connections)]
+    first = connect(url, autocommit=True)
+    connections = [first, *(connect(url, autocommit=True) for _ in range(search_split(settings, first) - 1))]
     queries = sorted(p for p in args.queries.rglob("*.png") if args.normals not in p.parents)[::8][:10]
     normals = iter(sorted(args.normals.glob("*.png")))
     print(f"{'segments':>8} | {'added rows':>10} | {'all by HNSW ms':>14} | {'added exactly ms':>16} | same scores")

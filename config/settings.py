@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     device: str | None = Field(default=None, description="torch device; unset: cuda when available, else cpu")
     hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")
     hnsw_ef_construction: int = Field(default=200, description="HNSW build candidate list (pgvector ef_construction)")
+    search_backend: Literal["auto", "database", "exact"] = Field(
+        default="auto",
+        description="where each patch's nearest memory-bank patch is searched: database (pgvector HNSW, then the "
+        "worst patches exactly), exact (every patch exactly in the API process, on its torch device); auto: exact "
+        "on an accelerator, database on a CPU, where each is measured fastest",
+    )
     hnsw_ef_search: int = Field(default=20, description="HNSW query candidate list (hnsw.ef_search)")
     exact_rerank: int = Field(
         default=64,
@@ -66,18 +72,23 @@ class Settings(BaseSettings):
     maintenance_work_mem: str = Field(default="1GB", description="memory for building an HNSW index in memory")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, description="largest accepted upload, in bytes")
     max_image_pixels: int = Field(default=40_000_000, description="largest accepted image, in pixels")
-    pool_size: int = Field(default=4, description="database connections per API process")
+    pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="database connections per API process; unset: the search split plus two, at least 4",
+    )
     max_loaded_categories: int | None = Field(
         default=None,
         ge=1,
         description="most categories an API process keeps loaded (each holds a copy of its memory bank; networks "
         "are shared); past it the least recently asked is unloaded and loaded again when asked; unset: all",
     )
-    search_connections: int = Field(
-        default=2,
+    search_connections: int | None = Field(
+        default=None,
         ge=1,
         description="connections one query's HNSW search is split over, each part on its own database core, when "
-        "free (best at the database server's core count)",
+        "free; unset: the database server's cores (read by the server from /proc/cpuinfo and its cgroup quota; "
+        "when the role may not read server files: this machine's cores for the embedded server, else 2)",
     )
     torch_threads: int | None = Field(default=None, description="torch intra-op threads; unset: torch's default")
     api_keys: str | None = Field(

@@ -19,7 +19,7 @@ from patchcore.images import open_image
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector
 from store import banks, images, models
-from store.database import connect, database_url
+from store.database import connect, database_url, search_split
 from store.migrate import upgrade
 
 COMPARED = ("image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "threshold", "eval_seconds")
@@ -34,8 +34,9 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     url = database_url(settings)
     with ExitStack() as stack:
         # as many connections as the API splits one query's search over, so the served timings are the API's
-        connections = [stack.enter_context(connect(url, autocommit=True)) for _ in range(settings.search_connections)]
-        connection = connections[0]
+        connection = stack.enter_context(connect(url, autocommit=True))
+        split = search_split(settings, connection)
+        connections = [connection, *(stack.enter_context(connect(url, autocommit=True)) for _ in range(split - 1))]
         model = models.active_model(connection, name)
         if model is None:
             raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")

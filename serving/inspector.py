@@ -1,5 +1,10 @@
-"""One served inspection: embed with the category's own backbone -> one pgvector HNSW search -> exact re-rank of
-the worst-looking patches -> eq. 7.
+"""One served inspection: embed with the category's own backbone -> every patch's nearest memory-bank patch -> eq. 7.
+
+Two backends find the nearest patches, each where it is measured fastest (``INSPECT_SEARCH_BACKEND``, ``auto``):
+``database``, one pgvector HNSW search then an exact re-rank of the worst-looking patches (on a CPU: bottle, 2 cores,
+HNSW about 45 ms where the exact search of 784 patches takes 111), and ``exact``, every patch searched exactly in this
+process against its copy of the memory bank, on the model's torch device (on an H200: 0.41 ms), while the database
+answers the look-alike good images in parallel. Both give the exact model's image score.
 
 The formulas are :mod:`patchcore.scoring`'s, the re-rank :mod:`patchcore.rerank`'s and the SQL
 :mod:`store.search`'s; this module only joins them, so the HTTP service and the served evaluation cannot drift
@@ -26,10 +31,18 @@ from patchcore import defects as library
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
-from patchcore.rerank import rerank_worst
+from patchcore.rerank import Reranked, rerank_worst
 from store.banks import StoredBank
 from store.models import StoredModel
-from store.search import SearchResult, defect_statement, search, search_defects, search_statement
+from store.search import (
+    SearchResult,
+    defect_statement,
+    lookalikes,
+    lookalikes_statement,
+    search,
+    search_defects,
+    search_statement,
+)
 
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
 EXACT_ADDED_ROWS = 1024  # most rows of added segments searched exactly in the API process (past it: all by HNSW)
@@ -82,6 +95,18 @@ def resolve_weights(model: StoredModel, settings: Settings) -> str | None:
     )
 
 
+def image_embedding(features: torch.Tensor) -> np.ndarray:
+    """What the look-alike good images are found by: the mean of an image's (H, W, D) patch features."""
+    return features.reshape(-1, features.shape[-1]).numpy().mean(0)
+
+
+def search_backend(setting: str, device: torch.device) -> str:
+    """``auto``: the exact search in this process on an accelerator, HNSW in the database on a CPU."""
+    if setting != "auto":
+        return setting
+    return "database" if device.type == "cpu" else "exact"
+
+
 def shared_extractor(model: StoredModel, settings: Settings, device: str | None) -> PatchFeatureExtractor:
     """The network of ``model``, loaded once per process for every category that uses the same backbone, layers,
     weights and device: Wide-ResNet-50 to layer3 holds 95 MB of parameters (148 MB of RSS measured), so the 15
@@ -96,16 +121,21 @@ def shared_extractor(model: StoredModel, settings: Settings, device: str | None)
 
 class Inspector:
     """A stored model made ready to serve: its network (shared, see :func:`shared_extractor`), its search
-    statement composed once, and a
-    copy of its memory bank for the exact re-rank (a stored model never changes, so the copy never goes stale;
-    it costs 4 x patches x dimensions bytes: 23 MB for bottle with ResNet-18, 90 MB with 1536 dimensions)."""
+    statements composed once, and a copy of its memory bank (all segments) for the exact search: of the worst
+    patches after HNSW, or of every patch (on the network's device) with the ``exact`` backend. A stored version never
+    changes, so the copy never goes stale; it costs 4 x patches x dimensions bytes: 23 MB for bottle with ResNet-18,
+    90 MB with 1536 dimensions."""
 
     def __init__(self, model: StoredModel, bank: StoredBank, settings: Settings, device: str | None = None) -> None:
         self.model = model
         self.bank = bank
-        self.exact = scoring.ExactSearch(bank.embeddings, model.config.metric)
         self.settings = settings
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
+        self.device = self.embedder.extractor.device
+        self.backend = search_backend(settings.search_backend, self.device)
+        here = self.device if self.backend == "exact" else torch.device("cpu")
+        self.exact = scoring.ExactSearch(bank.embeddings.to(here), model.config.metric)
+        self.lookalikes_statement = lookalikes_statement(model)
         # the fit's segment is searched by HNSW in PostgreSQL; the rows that added normals appended in later segments
         # are searched exactly here when they are few: each segment more in the SQL search costs every query about
         # 5 ms (one more index scan per patch; benchmarks/segments_cost.py, bottle, search to score: 77-87 ms at 1
@@ -136,7 +166,7 @@ class Inspector:
         (bottle, 2 cores: 111-113 ms on one connection, 71-78 ms on two). The first part brings the look-alikes."""
         flat = features.reshape(-1, features.shape[-1]).numpy()
         parts = np.array_split(flat, len(connections))
-        image = flat.mean(0)
+        image = image_embedding(features)
         ef = ef_search or self.settings.hnsw_ef_search
         others = [
             _PARTS.submit(search, connection, self.statement, part, image, 0, ef)
@@ -159,6 +189,27 @@ class Inspector:
             patch_ids[closer] = self.bank.ids[self.added_rows[index[closer]]]
         return SearchResult(distances, patch_ids, results[0].similar)
 
+    def _search_here(
+        self,
+        connection: psycopg.Connection,
+        features: torch.Tensor,
+        patches: torch.Tensor,
+        top_k: int,
+        ef_search: int | None,
+    ) -> tuple[list[dict], Reranked]:
+        """Every patch's exact nearest memory-bank row (``patches``, on the bank's device), searched in this
+        process, while the database answers the look-alike good images of ``features`` and whether this version is
+        still the active one."""
+        ef = ef_search or self.settings.hnsw_ef_search
+        asked = _PARTS.submit(lookalikes, connection, self.lookalikes_statement, image_embedding(features), top_k, ef)
+        try:
+            distances, rows = self.exact.nearest_one(patches)
+        finally:
+            similar = asked.result()  # the connection goes back to the pool only once its query is over
+        if similar is None:
+            raise ModelReplaced(self.model.category)
+        return similar, Reranked(distances, rows, 0)
+
     def inspect(
         self,
         connections: Sequence[psycopg.Connection],
@@ -180,26 +231,33 @@ class Inspector:
         top_k: int = 10,
         ef_search: int | None = None,
     ) -> Inspection:
-        """Score already embedded (H, W, D) features through the database."""
+        """Score already embedded (H, W, D) features by the inspector's backend."""
         embedded = time.perf_counter()
-        result = self.search(connections, features, top_k, ef_search)
-        searched = time.perf_counter()
         config = self.model.config
         height, width = features.shape[:2]
         stride = self.embedder.extractor.stride
         patches = features.reshape(-1, features.shape[-1]).float()
-        reranked = rerank_worst(
-            torch.from_numpy(result.distances),
-            torch.from_numpy(self.bank.rows(result.patch_ids)),
-            patches,
-            self.exact,
-            self.settings.exact_rerank,
-        )
-        reranked_at = time.perf_counter()
+        if self.backend == "exact":
+            patches = patches.to(self.exact.bank.device)
+            similar, reranked = self._search_here(connections[0], features, patches, top_k, ef_search)
+            searched = reranked_at = time.perf_counter()
+        else:
+            result = self.search(connections, features, top_k, ef_search)
+            similar = result.similar
+            searched = time.perf_counter()
+            reranked = rerank_worst(
+                torch.from_numpy(result.distances),
+                torch.from_numpy(self.bank.rows(result.patch_ids)),
+                patches,
+                self.exact,
+                self.settings.exact_rerank,
+            )
+            reranked_at = time.perf_counter()
         patch_scores = reranked.distances
         score = scoring.image_score(patch_scores, reranked.nearest_index, patches, self.exact, config.num_neighbors)
+        patch_scores, nearest_index = patch_scores.cpu(), reranked.nearest_index.cpu()
         ordinal = int(torch.argmax(patch_scores))
-        row = int(reranked.nearest_index[ordinal])
+        row = int(nearest_index[ordinal])
         image_id = int(self.bank.image_ids[row])
         worst = {
             "row": ordinal // width,
@@ -233,10 +291,10 @@ class Inspector:
             patch_scores=patch_scores.reshape(height, width),
             view_size=(height * stride, width * stride),
             worst=worst,
-            similar=result.similar,
+            similar=similar,
             timings_ms={
                 "search": (searched - embedded) * 1000,
-                "rerank": (reranked_at - searched) * 1000,
+                **({"rerank": (reranked_at - searched) * 1000} if self.backend == "database" else {}),
                 "score": (scored_at - reranked_at) * 1000,
                 **({"defects": (defects_at - scored_at) * 1000} if defect is not None else {}),
             },

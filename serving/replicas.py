@@ -75,6 +75,7 @@ class Standbys:
     def __init__(self, settings: Settings, primary_url: str) -> None:
         self.settings = settings
         self.primary_url = primary_url
+        self.pool_max = settings.pool_size or 4
         self.standbys = [
             Standby(f"standby-{index}", url, self._pool(url)) for index, url in enumerate(settings.replica_urls, 1)
         ]
@@ -89,7 +90,7 @@ class Standbys:
 
     def _pool(self, url: str) -> ConnectionPool:
         return ConnectionPool(
-            url, min_size=1, max_size=self.settings.pool_size, configure=configure,
+            url, min_size=1, max_size=self.pool_max, configure=configure,
             check=ConnectionPool.check_connection, open=False, timeout=WAIT_SECONDS, reconnect_timeout=0,
             kwargs={"application_name": "patchcore-api-standby", "connect_timeout": CONNECT_SECONDS,
                     "autocommit": True},
@@ -97,6 +98,12 @@ class Standbys:
 
     def __bool__(self) -> bool:
         return bool(self.standbys)
+
+    def resize(self, max_size: int) -> None:
+        """Let each standby's pool grow to ``max_size`` (the search split became known)."""
+        self.pool_max = max_size
+        for standby in self.standbys:
+            standby.pool.resize(1, max_size)
 
     def open(self) -> None:
         """Open the pools and check every standby once before the first search, then every

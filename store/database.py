@@ -6,6 +6,7 @@ exits, so the ingest job, any number of API processes and ``psql`` all join the 
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -85,6 +86,41 @@ def sqlalchemy_url(url: str) -> str:
 def configure(connection: psycopg.Connection) -> None:
     """Register pgvector's types (they exist once the migrations ran) on a fresh connection."""
     register_vector(connection)
+
+
+def server_cores(connection: psycopg.Connection) -> int | None:
+    """The database server's CPU cores as it sees them: its ``/proc/cpuinfo``, capped by its cgroup's CPU quota (a
+    container's ``cpus``). ``None`` when this role may not read server files (neither a superuser nor a member of
+    ``pg_read_server_files``)."""
+    try:
+        with connection.transaction():
+            cpuinfo, quota = connection.execute(
+                "SELECT pg_read_file('/proc/cpuinfo', true), pg_read_file('/sys/fs/cgroup/cpu.max', true)"
+            ).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    cores = sum(line.startswith("processor") for line in (cpuinfo or "").splitlines()) or None
+    limit, _, period = (quota or "max").partition(" ")
+    if limit != "max" and cores is not None:
+        cores = min(cores, max(1, math.ceil(int(limit) / int(period))))
+    return cores
+
+
+def search_split(settings: Settings, connection: psycopg.Connection) -> int:
+    """Connections one query's HNSW search is split over: ``INSPECT_SEARCH_CONNECTIONS``, else the database
+    server's cores (one backend searches on one core), else this machine's for the embedded server, else 2."""
+    if settings.search_connections:
+        return settings.search_connections
+    cores = server_cores(connection)
+    if cores is None and not settings.database_url:
+        cores = os.cpu_count()
+    return cores or 2
+
+
+def pool_size(settings: Settings, split: int) -> int:
+    """Connections per API process: ``INSPECT_POOL_SIZE``, else the search split plus two (the log writer has its
+    own), at least 4."""
+    return settings.pool_size or max(4, split + 2)
 
 
 def connect(url: str, autocommit: bool = False) -> psycopg.Connection:

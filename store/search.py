@@ -29,7 +29,19 @@ class SearchResult:
     similar: list[dict]
 
 
-_SEARCH = """
+_LOOKALIKES = """
+(
+    SELECT i.id, i.file_name, i.split, 1 - (i.embedding::vector({dim}) <=> %(image)b::vector({dim})) AS similarity
+    FROM images i WHERE i.model_id IN ({segments})
+    ORDER BY i.embedding::vector({dim}) <=> %(image)b::vector({dim}) LIMIT %(top_k)s
+)"""
+_CURRENT = "(SELECT active_model_id = {model_id} FROM categories WHERE id = {category_id})"
+_SIMILAR = """(SELECT coalesce(json_agg(json_build_object('image_id', id, 'file_name', file_name, 'split', split,
+                                                'similarity', similarity) ORDER BY similarity DESC), '[]')
+     FROM lookalikes)"""
+
+_SEARCH = (
+    """
 WITH q AS MATERIALIZED (
     SELECT ord, vec::vector({dim}) AS vec FROM unnest(%(queries)b::vector[]) WITH ORDINALITY AS t(vec, ord)
 ),
@@ -41,19 +53,19 @@ nn AS MATERIALIZED (
         ORDER BY p.embedding::vector({dim}) {op} q.vec LIMIT 1
     ) n
 ),
-lookalikes AS (
-    SELECT i.id, i.file_name, i.split, 1 - (i.embedding::vector({dim}) <=> %(image)b::vector({dim})) AS similarity
-    FROM images i WHERE i.model_id IN ({segments})
-    ORDER BY i.embedding::vector({dim}) <=> %(image)b::vector({dim}) LIMIT %(top_k)s
+lookalikes AS """
+    + _LOOKALIKES
+    + """
+SELECT """
+    + _CURRENT
+    + """,
+    (SELECT array_agg(dist ORDER BY ord) FROM nn), (SELECT array_agg(id ORDER BY ord) FROM nn),
+    """
+    + _SIMILAR
+    + "\n"
 )
-SELECT
-    (SELECT active_model_id = {model_id} FROM categories WHERE id = {category_id}),
-    (SELECT array_agg(dist ORDER BY ord) FROM nn),
-    (SELECT array_agg(id ORDER BY ord) FROM nn),
-    (SELECT coalesce(json_agg(json_build_object('image_id', id, 'file_name', file_name, 'split', split,
-                                                'similarity', similarity) ORDER BY similarity DESC), '[]')
-     FROM lookalikes)
-"""
+
+_LOOKALIKES_ONLY = "WITH lookalikes AS " + _LOOKALIKES + "SELECT " + _CURRENT + ", " + _SIMILAR + "\n"
 
 
 def search_statement(model: StoredModel, searched: Sequence[int] | None = None) -> sql.Composed:
@@ -69,6 +81,29 @@ def search_statement(model: StoredModel, searched: Sequence[int] | None = None) 
         category_id=sql.Literal(model.category_id),
         op=sql.SQL(OPERATORS[model.config.metric]),
     )
+
+
+def lookalikes_statement(model: StoredModel) -> sql.Composed:
+    """What the database still answers when the patches are searched in the API process: whether ``model`` is still
+    its category's active version, and the most similar good images of all its segments (one HNSW scan of a few
+    hundred image rows)."""
+    return sql.SQL(_LOOKALIKES_ONLY).format(
+        dim=sql.Literal(model.dim),
+        model_id=sql.Literal(model.id),
+        segments=ids(model.bank_segments),
+        category_id=sql.Literal(model.category_id),
+    )
+
+
+def lookalikes(
+    connection: psycopg.Connection, statement: sql.Composed, image_embedding: np.ndarray, top_k: int, ef_search: int
+) -> list[dict] | None:
+    """The ``top_k`` most similar good images in one round trip; ``None`` means the model was replaced meanwhile."""
+    _configure_session(connection, ef_search)
+    row = connection.execute(
+        statement, {"image": image_embedding.astype(np.float32, copy=False), "top_k": top_k}, prepare=True
+    ).fetchone()
+    return row[1] if row is not None and row[0] else None
 
 
 SEARCH_WORK_MEM = "32MB"

@@ -85,6 +85,7 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database):
     assert 0 <= patch["row"] < 28 and 0 <= patch["col"] < 28 and patch["nearest_normal"]["file_name"]
     assert {"decode", "embed", "search", "rerank", "total"} <= set(body["timings_ms"])
     assert 1 <= body["exact_searched_patches"] <= Settings().exact_rerank
+    assert (body["search_backend"], body["search_device"]) == ("database", "cpu")  # auto, on a CPU
     nearest = patch["nearest_normal"]
     with psycopg.connect(database[1]) as connection:
         stored = connection.execute(
@@ -245,6 +246,49 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
             assert capped >= worst - 1e-4, path.name
             overestimated += capped > worst + 1e-3
     assert overestimated, "no HNSW miss on any worst patch at ef_search 10: this test would not see a broken re-rank"
+
+
+def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, database, tmp_path):
+    """The two search backends (INSPECT_SEARCH_BACKEND) must give the exact model's image score: HNSW plus the
+    re-rank in the database, every patch exactly in the API process. Compared on all 83 bottle test images (same
+    features), then over HTTP, where answers and /metrics name the backend that ran."""
+    from patchcore.images import open_image
+    from serving.inspector import Inspector
+
+    _, url = database
+    with connect(url, autocommit=True) as connection:
+        model = models.active_model(connection, "bottle")
+        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
+        hnsw = Inspector(model, bank, Settings(database_url=url))
+        exact = Inspector(model, bank, Settings(database_url=url, search_backend="exact"))
+        assert (hnsw.backend, exact.backend) == ("database", "exact")
+        verdicts = []
+        for path in sorted((BOTTLE / "test").glob("*/*.png")):
+            features = hnsw.embed(open_image(path))
+            a = hnsw.inspect_features([connection], features, top_k=3)
+            b = exact.inspect_features([connection], features, top_k=3)
+            assert b.score == pytest.approx(a.score, abs=1e-4), path.name
+            assert b.worst["distance"] == pytest.approx(a.worst["distance"], abs=1e-4), path.name
+            assert b.similar == a.similar and b.reranked == 0 and "rerank" not in b.timings_ms
+            verdicts.append((a.is_anomalous, b.is_anomalous))
+    assert len(verdicts) == 83 and all(a == b for a, b in verdicts)
+    assert 0 < sum(a for a, _ in verdicts) < 83  # both verdicts occur: the comparison could fail
+
+    env = {"DATABASE_URL": url, "INSPECT_SEARCH_BACKEND": "exact", "INSPECT_POOL_SIZE": "2"}
+    server, client = start_api(env, tmp_path / "exact.log")
+    try:
+        for path in (BROKEN, GOOD):
+            here, there = _post(client, path).json(), _post(api, path).json()
+            assert (here["search_backend"], here["search_device"]) == ("exact", "cpu")
+            assert here["anomaly_score"] == pytest.approx(there["anomaly_score"], abs=1e-4)
+            assert here["is_anomalous"] == there["is_anomalous"] and here["exact_searched_patches"] == 0
+            assert "rerank" not in here["timings_ms"]
+        metrics = client.get("/metrics").text
+        assert 'inspect_searches_total{backend="exact",device="cpu"} 2.0' in metrics
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
 
 
 def test_a_search_split_over_connections_answers_as_one(database):

@@ -314,3 +314,29 @@ def test_a_new_threshold_is_a_new_version_made_atomically(database_url, small_mo
         assert connection.execute("SELECT array_agg(id) FROM models").fetchone()[0] == [newest]
         partitions = connection.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'patches'::regclass")
         assert partitions.fetchone()[0] == 1
+
+
+def test_the_search_split_follows_the_database_servers_cores(database_url):
+    """The server reads its own /proc/cpuinfo and cgroup quota (here it runs on this machine, so it must see what
+    this machine's files say); a role that may not read server files gets no answer, and the split then falls back
+    to this machine's cores for the embedded server and to 2 for any other."""
+    from pathlib import Path
+
+    from store.database import search_split, server_cores
+
+    local = sum(line.startswith("processor") for line in Path("/proc/cpuinfo").read_text().splitlines())
+    quota = Path("/sys/fs/cgroup/cpu.max")
+    if quota.exists() and not quota.read_text().startswith("max"):
+        limit, period = quota.read_text().split()
+        local = min(local, max(1, -(-int(limit) // int(period))))
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        assert server_cores(connection) == local
+        assert search_split(Settings(database_url=database_url), connection) == local
+        assert search_split(Settings(database_url=database_url, search_connections=3), connection) == 3
+        connection.execute("CREATE ROLE plain_reader NOLOGIN")
+        connection.execute("SET ROLE plain_reader")
+        assert server_cores(connection) is None
+        assert search_split(Settings(database_url=database_url), connection) == 2
+        assert search_split(Settings(database_url=None), connection) == os.cpu_count()
+        connection.execute("RESET ROLE")
+        connection.execute("DROP ROLE plain_reader")
