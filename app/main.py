@@ -25,7 +25,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import memory, observability
 from app.auth import Guard, Keys, RateLimit
-from app.heatmap import heatmap_png
 from app.limits import BodyLimit
 from app.schemas import (
     AnomalousPatch,
@@ -55,6 +54,7 @@ from revisions.normals import NeedsRefit, add_normals
 from revisions.threshold import set_threshold
 from revisions.uploads import Upload
 from serving import logbook
+from serving.heatmap import heatmap_png
 from serving.inspector import Inspection, Inspector, ModelReplaced
 from store import banks, changes, defects, images, inspections, models, pictures, versions
 

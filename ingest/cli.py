@@ -7,6 +7,7 @@ Subcommands:
   threshold        set a category's threshold (a value, a false-alarm rate, or labelled images): a new version
   add-normals      add good images to a fitted category without a refit: a new version
   add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
+  inspect          judge images or folders with a fitted category, without the API: a CSV and heatmap PNGs
   new-key          make an API key: prints the key (once) and the INSPECT_API_KEYS entry that admits it
   db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
   db-replicas      start N local streaming standbys of the embedded PostgreSQL; print DATABASE_REPLICA_URLS
@@ -182,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     defects.add_argument("--mask", type=Path, help="its mask (PNG, image's size, defect white); default: the model's")
     defects.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
+    inspect = commands.add_parser(
+        "inspect", help="judge images or folders with a fitted category, without the API: a CSV and heatmap PNGs"
+    )
+    inspect.add_argument("--category", required=True, help="the fitted category")
+    inspect.add_argument("paths", nargs="+", type=Path, help="image files, or folders searched recursively")
+    inspect.add_argument(
+        "--out", type=Path, default=None, help="where inspections.csv and heatmaps/ go (default REPORTS/inspect/NAME)"
+    )
+
     key = commands.add_parser("new-key", help="make an API key and the INSPECT_API_KEYS entry that admits it")
     key.add_argument("--name", required=True, help="who or what uses it (a line, a camera, a person)")
     key.add_argument("--role", choices=ROLES, default="inspect", help="inspect (query, read) or admin (also change)")
@@ -346,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.teach import run_add_defects
 
             return run_add_defects(args)
+        if args.command == "inspect":
+            from ingest.inspect import run_inspect
+
+            return run_inspect(args)
         if args.command == "new-key":
             secret = new_key()
             entry = f"{args.name}:{args.role}:{hash_key(secret)}"

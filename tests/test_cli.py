@@ -63,6 +63,7 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
     assert "patches searched exactly per image" in served.stdout
 
     env = {"DATABASE_URL": database_url}
+    _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env)
     by_rate = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", env=env)
     assert by_rate.returncode == 0, by_rate.stderr
     labelled = _ingest("threshold", "--category", "bottle", "--labelled", str(mini_mvtec), env=env)
@@ -104,3 +105,34 @@ def test_errors_are_one_clear_line(tmp_path):
     for option in ("--weights", "--coreset-ratio", "--metric", "--holdout", "--neighbors", "--category",
                    "--false-alarm-rate", "--calibrate-on-test"):  # fmt: skip
         assert option in help_text
+
+
+def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
+    """`ingest inspect` over the test folders and one file that is not an image: a CSV row for each (the bad one
+    naming why, exit 1), heatmaps over the model's view, the broken bottles scored above every good one."""
+    import csv
+
+    from PIL import Image
+
+    junk = tmp_path / "more" / "not_an_image.png"
+    junk.parent.mkdir()
+    junk.write_bytes(b"this is not a PNG")
+    out = tmp_path / "inspected"
+    done = _ingest("inspect", "--category", "bottle", str(mini_mvtec / "bottle" / "test"), str(junk),
+                   "--out", str(out), env=env)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "7 images" in done.stdout and "1 not judged" in done.stdout
+    rows = list(csv.DictReader((out / "inspections.csv").open()))
+    assert len(rows) == 7
+    bad = [r for r in rows if r["error"]]
+    assert [r["file"] for r in bad] == [str(junk)] and "not_an_image.png" in bad[0]["error"]
+    judged = [r for r in rows if not r["error"]]
+    for row in judged:
+        assert row["is_anomalous"] == str(float(row["anomaly_score"]) > float(row["threshold"]))
+        assert 0 <= int(row["worst_x"]) < 900 and 0 <= int(row["worst_y"]) < 900
+        assert Image.open(out / row["heatmap"]).size == (224, 224)
+    broken = [float(r["anomaly_score"]) for r in judged if "broken_large" in r["file"]]
+    good = [float(r["anomaly_score"]) for r in judged if "/good/" in r["file"]]
+    assert len(broken) == len(good) == 3 and min(broken) > max(good)
+    wrong = _ingest("inspect", "--category", "nothing", str(junk), env=env)
+    assert wrong.returncode == 2 and "not in the database" in wrong.stderr

@@ -1,0 +1,108 @@
+"""``python -m ingest inspect``: judge a folder of images with a fitted category, without the API.
+
+Each image goes the served way (:class:`serving.inspector.Inspector`: the category's active version from
+PostgreSQL, its backbone and field of view, the search backend ``INSPECT_SEARCH_BACKEND`` chooses), so a verdict here
+is the one ``POST /query`` would give. Out come one CSV row per image (verdict, score, threshold, known defect type,
+worst spot in the image's own pixels) and, per image, its heatmap drawn over the view the model saw. An image that
+cannot be judged gets a row naming why, and the command exits 1: nothing is silently dropped. Nothing is written to
+the inspection log: the log records what the API answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from contextlib import ExitStack
+from pathlib import Path
+
+from tqdm import tqdm
+
+from config import get_settings
+from patchcore import PatchCoreError
+from patchcore.images import IMAGE_SUFFIXES, open_image
+from serving.heatmap import overlay
+from serving.inspector import Inspector
+from store import banks, models
+from store.database import connect, database_url, search_split
+from store.migrate import upgrade
+
+COLUMNS = (
+    "file", "width", "height", "is_anomalous", "anomaly_score", "threshold", "defect_type", "defect_confidence",
+    "worst_x", "worst_y", "model_id", "heatmap", "error",
+)  # fmt: skip
+
+
+def images_of(paths: list[Path]) -> list[Path]:
+    """The image files named, and those under the folders named (recursively, sorted); a path that is neither is
+    an error, before anything is judged."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    if not found:
+        raise ValueError(f"no image ({', '.join(sorted(IMAGE_SUFFIXES))}) under {', '.join(map(str, paths))}")
+    return found
+
+
+def _heatmap_name(path: Path, index: int) -> str:
+    """One name per image, also for files of the same name in different folders."""
+    return f"{index:05d}_{path.stem}.png"
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    paths = images_of(args.paths)
+    settings = get_settings()
+    url = database_url(settings)
+    upgrade(url)
+    out: Path = args.out or settings.reports_dir / "inspect" / args.category
+    (out / "heatmaps").mkdir(parents=True, exist_ok=True)
+    failed = anomalous = 0
+    with ExitStack() as stack:
+        connection = stack.enter_context(connect(url, autocommit=True))
+        model = models.active_model(connection, args.category)
+        if model is None:
+            raise ValueError(f"category {args.category} is not in the database; run `python -m ingest fit` first")
+        connections = [connection]
+        connections += [
+            stack.enter_context(connect(url, autocommit=True)) for _ in range(search_split(settings, connection) - 1)
+        ]
+        inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), settings)
+        stride = inspector.embedder.extractor.stride
+        handle = stack.enter_context(open(out / "inspections.csv", "w", newline=""))
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        for index, path in enumerate(tqdm(paths, desc=f"inspect {args.category}", unit="img")):
+            row = {"file": str(path), "model_id": model.id, "threshold": f"{model.threshold:.6f}"}
+            try:
+                image = open_image(
+                    path, max_pixels=settings.max_image_pixels, accept=inspector.embedder.preprocess.view
+                )
+                inspection = inspector.inspect(connections, image, top_k=1)
+            except (PatchCoreError, OSError) as exc:
+                failed += 1
+                writer.writerow({**row, "error": str(exc)})
+                continue
+            view = inspector.embedder.preprocess.view(image.width, image.height)
+            worst = inspection.worst
+            x, y = view.to_original((worst["col"] + 0.5) * stride, (worst["row"] + 0.5) * stride)
+            heatmap = _heatmap_name(path, index)
+            drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), model.threshold)
+            drawn.save(out / "heatmaps" / heatmap)
+            anomalous += inspection.is_anomalous
+            writer.writerow({
+                **row, "width": image.width, "height": image.height, "is_anomalous": inspection.is_anomalous,
+                "anomaly_score": f"{inspection.score:.6f}",
+                "defect_type": inspection.defect.defect_type if inspection.defect else "",
+                "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
+                "worst_x": int(x), "worst_y": int(y), "heatmap": f"heatmaps/{heatmap}",
+            })  # fmt: skip
+    print(
+        f"{args.category} (version {model.id}): {len(paths)} images, {anomalous} anomalous, "
+        f"{len(paths) - anomalous - failed} normal, {failed} not judged; {out / 'inspections.csv'}",
+        flush=True,
+    )
+    return 1 if failed else 0
