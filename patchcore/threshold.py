@@ -207,6 +207,8 @@ def operating_point(
         "false_alarms": fp,
         "false_alarm_rate": fp / good if good else 0.0,
         "missed_defects": fn,
+        "defective_images": tp + fn,
+        "good_images": good,
         "false_alarm_target": target,
         "false_alarm_interval": list(clopper_pearson(fp, good)) if good else None,
         "predicted_false_alarm_rate": (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import subprocess
 import threading
 import time
@@ -29,6 +30,9 @@ NON_SQUARE = SHARED / "datasets" / "non_square"
 
 BROKEN = BOTTLE / "test" / "broken_large" / "000.png"
 GOOD = BOTTLE / "test" / "good" / "000.png"
+# a stand-in for the fit's evaluation (what is stored is what the category page shows)
+EVALUATION = {"image_auroc": 1.0, "pixel_auroc": 0.98179814, "recall": 1.0, "defective_images": 63,
+              "missed_defects": 0, "false_alarms": 0, "good_images": 20, "false_alarm_rate": 0.0}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,7 @@ def database(tmp_path_factory, fitted):
     upgrade(url)
     with connect(url) as connection:
         plots = {"scores": _png(320, 200)}  # a stand-in for the fit's plots: what is stored is what is shown
-        models.save_model(connection, "bottle", fitted, {"image_auroc": 1.0}, Settings(), plots=plots)
+        models.save_model(connection, "bottle", fitted, EVALUATION, Settings(), plots=plots)
     yield server, url
     server.stop()
 
@@ -335,7 +339,7 @@ def test_a_reingested_category_is_served_from_its_new_model_without_a_restart(ap
     before = _post(api, BROKEN).json()
     with connect(url) as connection:
         new_id = models.save_model(
-            connection, "bottle", fitted, {"image_auroc": 1.0}, Settings(), plots={"scores": _png(320, 200)}
+            connection, "bottle", fitted, EVALUATION, Settings(), plots={"scores": _png(320, 200)}
         )["model_id"]
     with connect(url, autocommit=True) as connection:
         assert models.retire_old_models(connection, "bottle") == 1
@@ -679,7 +683,13 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.wait_for_function("[...document.querySelectorAll('img.plot')].every((i) => i.naturalWidth > 0)")
         assert page.eval_on_selector("img.plot", "(i) => i.naturalWidth") == 320
         text = page.inner_text("#content")
-        assert "false_alarm_rate" in text and "image auroc" in text and "add_normals" in text
+        promise = page.inner_text(".promise")
+        assert promise.startswith("bottle catches 63 of 63 defective test parts, flags about"), promise
+        assert "(0 of 20 good test parts here)" in promise and "learnt from" in promise
+        assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
+        assert "good images taught" in text and "How it was set" in text
+        values = page.eval_on_selector_all("td.value", "(all) => all.map((c) => c.textContent)")
+        assert values and not [v for v in values if re.search(r"\d\.\d{4,}", v)]  # figures formatted alike
         assert "broken_large: 000.png" in text
         assert page.eval_on_selector("img.defect", "(i) => i.naturalWidth") == 224
         page.goto(str(api.base_url) + "/category?name=no_such_thing")
