@@ -31,6 +31,7 @@ from app.schemas import (
     CategoryDetail,
     CategorySummary,
     DefectsAdded,
+    DriftReport,
     Error,
     FeedbackResult,
     Health,
@@ -53,7 +54,7 @@ from revisions.defects import DefectUpload, add_defects, check_defect_type
 from revisions.normals import NeedsRefit, add_normals
 from revisions.threshold import set_threshold
 from revisions.uploads import Upload
-from serving import logbook
+from serving import drift, logbook
 from serving.heatmap import heatmap_png
 from serving.inspector import Inspection, Inspector, ModelReplaced
 from store import banks, changes, defects, images, inspections, models, pictures, versions
@@ -73,6 +74,7 @@ async def lifespan(app: FastAPI):
     services = Services(settings)
     _POOL["stats"] = services.pool.get_stats
     _POOL["standbys"] = services.standbys.describe
+    _POOL["services"] = services
     await run_in_threadpool(services.open)
     app.state.services = services
     yield
@@ -86,6 +88,7 @@ OPEN_WARNING = (
 _POOL: dict = {"stats": dict, "standbys": lambda: ([], 0)}
 observability.REGISTRY.register(observability.PoolCollector(lambda: _POOL["stats"]()))
 observability.REGISTRY.register(observability.StandbyCollector(lambda: _POOL["standbys"]()))
+observability.REGISTRY.register(observability.DriftCollector(lambda: _loaded_drift()))
 
 
 @lru_cache
@@ -422,6 +425,44 @@ def category_plot(
     if found is None:
         raise HTTPException(404, {"error": "unknown_plot", "detail": f"{name} has no plot {plot}; see its plots"})
     return _image_response(request, found[1], found[0], "no-cache")
+
+
+@app.get(
+    "/categories/{name}/drift",
+    response_model=DriftReport,
+    responses=ERRORS,
+    summary="Is the line drifting: the share of parts the active version flagged recently, against its calibration",
+)
+def category_drift(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
+    return _drift(_services(request), name)
+
+
+def _drift(services: Services, name: str) -> dict:
+    hours = services.settings.drift_hours
+
+    def read(connection):
+        model = _active(connection, name)
+        return (
+            model,
+            inspections.hourly(connection, model.id, hours),
+            inspections.recent_scores(connection, model.id, hours),
+            images.good_scores(connection, model.bank_segments),
+        )
+
+    model, hourly, scores, good = services.run(read)
+    report = drift.drift(hourly, model.threshold_policy.get("estimated_false_alarm_rate"), hours, scores)
+    return {"category": name, "model_id": model.id, "threshold": model.threshold, "good_scores": good, **report}
+
+
+def _loaded_drift() -> list[dict]:
+    """Drift of every loaded category, for the metrics scrape; none while the database is away."""
+    services = _POOL.get("services")
+    if services is None:
+        return []
+    try:
+        return [_drift(services, name) for name in services.loaded()]
+    except (DatabaseUnavailable, UnknownCategory):
+        return []
 
 
 def _actor(request: Request) -> str:

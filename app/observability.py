@@ -156,3 +156,37 @@ class Observe:
                 "status": status["code"], "ms": round(seconds * 1000, 1), "key": scope["state"].get("api_key"),
                 "client": client[0] if client else None,
             }})  # fmt: skip
+
+
+class DriftCollector:
+    """Each loaded category's drift at scrape time (``serving/drift.py``): the share its active version flagged in
+    the recent window, the false-alarm rate its threshold predicts, and the warning."""
+
+    def __init__(self, reports: Callable[[], list[dict]]) -> None:
+        self.reports = reports
+
+    def collect(self):
+        share = GaugeMetricFamily(
+            "inspect_flagged_share", "share of parts the active version flagged in the drift window",
+            labels=["category"],
+        )  # fmt: skip
+        predicted = GaugeMetricFamily(
+            "inspect_predicted_false_alarm_rate", "share of good parts its threshold is expected to flag",
+            labels=["category"],
+        )  # fmt: skip
+        answered = GaugeMetricFamily(
+            "inspect_drift_window_inspections", "answers of the active version in the drift window", labels=["category"]
+        )
+        warning = GaugeMetricFamily(
+            "inspect_drift_warning", "1 when the predicted rate is outside the flagged share's 90% interval",
+            labels=["category"],
+        )  # fmt: skip
+        for report in self.reports():
+            name = report["category"]
+            answered.add_metric([name], float(report["inspections"]))
+            warning.add_metric([name], float(report["warning"]))
+            if report["flagged_share"] is not None:
+                share.add_metric([name], report["flagged_share"])
+            if report["predicted_false_alarm_rate"] is not None:
+                predicted.add_metric([name], report["predicted_false_alarm_rate"])
+        yield from (share, predicted, answered, warning)

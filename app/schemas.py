@@ -127,6 +127,36 @@ class CategoryDetail(CategorySummary):
     plots: list[str] = Field(description="evaluation plots drawn by the fit: GET /categories/{name}/plots/{plot}")
 
 
+class DriftHour(BaseModel):
+    hour: str = Field(description="the hour's start, UTC")
+    inspections: int
+    flagged: int
+    flagged_share: float
+
+
+class DriftReport(BaseModel):
+    """The active version's recent answers against its calibration (see ``serving/drift.py``)."""
+
+    category: str
+    model_id: int
+    threshold: float
+    window_hours: float = Field(description="the recent window, INSPECT_DRIFT_HOURS")
+    predicted_false_alarm_rate: float | None = Field(
+        description="the share of good parts the threshold is expected to flag, from the version's good scores"
+    )
+    inspections: int = Field(description="answers of this version in the window")
+    flagged: int
+    flagged_share: float | None
+    interval: list[float] | None = Field(description="90% Clopper-Pearson interval of the flagged share")
+    warning: bool = Field(
+        description="the predicted false-alarm rate is outside the interval: more (or fewer) parts flagged than good "
+        "parts would be; read it beside the line's own defect rate"
+    )
+    hours: list[DriftHour]
+    scores: list[float] = Field(description="recent answers' scores, newest first (at most 5,000)")
+    good_scores: list[float] = Field(description="the good scores the threshold was set from")
+
+
 class ThresholdRequest(BaseModel):
     """Exactly one of the two."""
 

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     log_timeout_ms: int = Field(
         default=5000, ge=10, description="longest wait for an inspection record before INSPECT_LOG_POLICY decides"
     )
+    drift_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="the recent window of a category's drift check: the share of parts its active version flagged "
+        "in these hours, against the false-alarm rate its threshold predicts",
+    )
     log_policy: Literal["refuse", "wait", "answer"] = Field(
         default="refuse",
         description="when a record cannot be written in time: refuse the answer (503), wait until the database "

@@ -141,3 +141,24 @@ def expire_images(connection: psycopg.Connection, days: float) -> int:
         "AND at < now() - make_interval(secs => %s)",
         (days * 86400,),
     ).rowcount
+
+
+def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple[str, int, int]]:
+    """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour: (hour, answered,
+    flagged), oldest first."""
+    return connection.execute(
+        "SELECT to_char(date_trunc('hour', at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"'), count(*), "
+        "count(*) FILTER (WHERE is_anomalous) FROM inspections "
+        "WHERE model_id = %s AND at >= now() - make_interval(secs => %s) GROUP BY 1 ORDER BY 1",
+        (model_id, hours * 3600),
+    ).fetchall()
+
+
+def recent_scores(connection: psycopg.Connection, model_id: int, hours: float, limit: int = 5000) -> list[float]:
+    """Scores of the newest ``limit`` inspections version ``model_id`` answered in the last ``hours`` hours."""
+    rows = connection.execute(
+        "SELECT score FROM inspections WHERE model_id = %s AND at >= now() - make_interval(secs => %s) "
+        "ORDER BY id DESC LIMIT %s",
+        (model_id, hours * 3600, limit),
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -419,6 +419,30 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_category"
 
 
+def test_drift_counts_the_active_versions_recent_answers_against_its_calibration(api, database):
+    """A new version starts with an empty window (no warning); four broken bottles, all flagged, put the share's
+    90% interval far above the 2% its threshold predicts: the warning, in the report and in /metrics."""
+    fresh = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.02})
+    assert fresh.status_code == 200, fresh.text
+    empty = api.get("/categories/bottle/drift").json()
+    assert empty["model_id"] == fresh.json()["model_id"] and empty["inspections"] == 0
+    assert empty["warning"] is False and empty["flagged_share"] is None and empty["hours"] == []
+    assert empty["predicted_false_alarm_rate"] == pytest.approx(0.02, abs=0.005) and len(empty["good_scores"]) == 209
+    broken = sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[:4]
+    answers = [_post(api, path).json() for path in broken]
+    assert all(a["is_anomalous"] for a in answers)
+    report = api.get("/categories/bottle/drift").json()
+    assert (report["inspections"], report["flagged"], report["flagged_share"]) == (4, 4, 1.0)
+    assert report["interval"][0] > report["predicted_false_alarm_rate"] and report["warning"] is True
+    assert sum(h["inspections"] for h in report["hours"]) == 4 and report["window_hours"] == 24
+    assert sorted(report["scores"]) == pytest.approx(sorted(a["anomaly_score"] for a in answers))
+    metrics = api.get("/metrics").text
+    assert 'inspect_drift_warning{category="bottle"} 1.0' in metrics
+    assert 'inspect_flagged_share{category="bottle"} 1.0' in metrics
+    assert 'inspect_drift_window_inspections{category="bottle"} 4.0' in metrics
+    assert api.get("/categories/nothing/drift").status_code == 404
+
+
 def test_hostile_uploads_get_clear_errors_and_the_service_keeps_answering(api):
     """Every file of the crafted corpus (tests/hostile_corpus.py) gets its documented answer in well under a second,
     never a 500, and a good image is judged right afterwards."""
