@@ -667,6 +667,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     known = api.post("/categories/bottle/defects", files=[_file(BROKEN), _file(mask, "mask")],
                      data={"defect_type": "broken_large"})  # fmt: skip
     assert known.status_code == 200, known.text
+    flagged = [_post(api, path).json() for path in sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[1:5]]
+    assert all(a["is_anomalous"] and a["model_id"] == known.json()["model_id"] for a in flagged)  # a drifted window
     flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
     with sync_playwright() as driver:
@@ -675,6 +677,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.goto(str(api.base_url) + "/")
         page.wait_for_function("document.querySelectorAll('#category option').length > 0")
         page.select_option("#category", "bottle")
+        page.wait_for_selector(".drift-warning")
+        assert page.inner_text(".drift-warning").startswith("bottle: 4 of 4 parts flagged in the last 24 hours")
         page.set_input_files("#files", str(BROKEN))
         page.wait_for_selector(".result .verdict")
         assert page.inner_text(".result .verdict") == "DEFECT"
@@ -712,6 +716,10 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert "(0 of 20 good test parts here)" in promise and "learnt from" in promise
         assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
         assert "good images taught" in text and "How it was set" in text
+        assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
+        points = page.eval_on_selector("svg.drift-scores polyline", "(p) => p.getAttribute('points').split(' ').length")
+        assert points == 30  # the good scores' histogram
+        assert page.query_selector("svg.drift-rates") is not None and page.query_selector(".drift-warning") is None
         values = page.eval_on_selector_all("td.value", "(all) => all.map((c) => c.textContent)")
         assert values and not [v for v in values if re.search(r"\d\.\d{4,}", v)]  # figures formatted alike
         assert "broken_large: 000.png" in text

@@ -49,3 +49,58 @@ function askForKey(why) {
   document.body.prepend(el("div", {id: "keyBar", class: "error"}, `${why} `, input, " ", use,
     el("span", {class: "small", text: " (kept in this tab only; ask your administrator for one)"})));
 }
+
+// Drift (GET /categories/{name}/drift): the sentence a warning shows, or null when the line looks as calibrated.
+function driftWarning(d) {
+  if (!d.warning) return null;
+  const pct = (v) => `${(100 * v).toFixed(1)}%`;
+  const more = d.flagged_share > d.predicted_false_alarm_rate;
+  return `${d.category}: ${d.flagged} of ${d.inspections} parts flagged in the last ${d.window_hours} hours (${pct(d.flagged_share)}; ` +
+    `90% interval ${pct(d.interval[0])} to ${pct(d.interval[1])}), where its threshold predicts ${pct(d.predicted_false_alarm_rate)} ` +
+    `of good parts. ${more ? "More defects on the line, or the line has changed (lighting, camera, supplier): review the flagged parts."
+                          : "Fewer flagged than good parts alone would give: check that the camera still sees the parts."}`;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
+// The drift window as two small plots: the share flagged per hour beside the predicted rate and the window's 90%
+// interval; and the recent scores' distribution beside the good scores the threshold came from.
+function driftPlots(d) {
+  const W = 520, H = 170, L = 44, B = 22, T = 8;
+  const top = Math.min(1, Math.max(0.05, 3 * (d.predicted_false_alarm_rate || 0),
+                                   ...d.hours.map((h) => h.flagged_share), ...(d.interval ? [d.interval[1]] : [])));
+  const y = (v) => T + (H - T - B) * (1 - Math.min(v, top) / top);
+  const rates = svg("svg", {class: "drift-rates", width: W, height: H, viewBox: `0 0 ${W} ${H}`});
+  if (d.interval) rates.append(svg("rect", {x: L, width: W - L, y: y(d.interval[1]), height: y(d.interval[0]) - y(d.interval[1]), fill: "#cfe3f7"}));
+  const step = (W - L) / Math.max(d.hours.length, 1);
+  d.hours.forEach((h, i) => rates.append(svg("rect", {class: "hour", x: L + i * step + 1, width: Math.max(step - 2, 1),
+    y: y(h.flagged_share), height: H - B - y(h.flagged_share), fill: "#4a78a8"}, svg("title", {}, `${h.hour}: ${h.flagged} of ${h.inspections}`))));
+  if (d.predicted_false_alarm_rate != null) {
+    rates.append(svg("line", {x1: L, x2: W, y1: y(d.predicted_false_alarm_rate), y2: y(d.predicted_false_alarm_rate), stroke: "#c0392b", "stroke-dasharray": "5 3"}));
+  }
+  for (const v of [0, top]) rates.append(svg("text", {x: 2, y: y(v) + 4, "font-size": 11}, `${(100 * v).toFixed(0)}%`));
+  rates.append(svg("text", {x: L, y: H - 6, "font-size": 11}, "share flagged per hour (bars), window's 90% interval (band), predicted for good parts (dashed)"));
+
+  const scores = svg("svg", {class: "drift-scores", width: W, height: H, viewBox: `0 0 ${W} ${H}`});
+  const all = [...d.scores, ...d.good_scores, d.threshold];
+  const lo = Math.min(...all), hi = Math.max(...all) * 1.001, bins = 30;
+  const histogram = (values) => {
+    const counts = new Array(bins).fill(0);
+    for (const v of values) counts[Math.min(bins - 1, Math.floor((v - lo) / (hi - lo) * bins))] += 1;
+    return counts.map((c) => values.length ? c / values.length : 0);
+  };
+  const x = (v) => L + (W - L) * (v - lo) / (hi - lo);
+  const good = histogram(d.good_scores), recent = histogram(d.scores), peak = Math.max(...good, ...recent, 1e-9);
+  const hy = (f) => T + (H - T - B) * (1 - f / peak);
+  const line = (fractions) => fractions.map((f, i) => `${x(lo + (i + 0.5) * (hi - lo) / bins)},${hy(f)}`).join(" ");
+  scores.append(svg("polyline", {points: line(good), fill: "none", stroke: "#2e8b57", "stroke-width": 2}),
+                svg("polyline", {class: "recent", points: line(recent), fill: "none", stroke: "#4a78a8", "stroke-width": 2}),
+                svg("line", {x1: x(d.threshold), x2: x(d.threshold), y1: T, y2: H - B, stroke: "#c0392b", "stroke-dasharray": "5 3"}),
+                svg("text", {x: L, y: H - 6, "font-size": 11}, `scores: good images (green), the window's ${d.scores.length} answers (blue), threshold (dashed)`));
+  return [rates, scores];
+}
