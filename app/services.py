@@ -250,12 +250,12 @@ class Services:
             log.info("searches split over %s connections, pools of %s", split, size)
         return self._split
 
-    def run_search(self, work, *args):
-        """``work(connections, *args)`` with up to ``INSPECT_SEARCH_CONNECTIONS`` pooled connections: the first is
-        waited for, the others only taken when free at once, so concurrent queries never wait on each other
-        while holding a connection (with every connection busy, a query searches on one). With standbys, they
-        answer it, and the primary only when none could (:mod:`serving.replicas`)."""
-        split = self.split()
+    def run_search(self, work, *args, parts: int | None = None):
+        """``work(connections, *args)`` with up to ``parts`` (default: the search split) pooled connections: the
+        first is waited for, the others only taken when free at once, so concurrent queries never wait on each
+        other while holding a connection (with every connection busy, a query searches on one). With standbys,
+        they answer it, and the primary only when none could (:mod:`serving.replicas`)."""
+        split = parts or self.split()
         if self.standbys:
             answered, result = self.standbys.attempt(split, work, *args)
             if answered:
