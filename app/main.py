@@ -256,8 +256,7 @@ def _searched(services: Services, inspector: Inspector, image: Image.Image, top_
     started = time.perf_counter()
     features = inspector.embed(image)
     embed_ms = (time.perf_counter() - started) * 1000
-    parts = 1 if inspector.backend == "exact" else None  # the exact search asks the database one small question
-    inspection = services.run_search(inspector.inspect_features, features, top_k, parts=parts)
+    inspection = services.run_search(inspector.inspect_features, features, top_k, parts=inspector.search_parts)
     inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
     return inspection
 
@@ -438,32 +437,43 @@ def category_drift(request: Request, name: Annotated[str, PathParam(**CATEGORY)]
     return _drift(_services(request), name)
 
 
-def _drift(services: Services, name: str) -> dict:
+def _drift(services: Services, name: str, distributions: bool = True) -> dict:
+    """The drift report of ``name``; ``distributions``: with the recent and good scores (the page's plot), which the
+    metrics scrape does not read."""
     hours = services.settings.drift_hours
 
     def read(connection):
         model = _active(connection, name)
+        hourly = inspections.hourly(connection, model.id, hours)
+        if not distributions:
+            return model, hourly, {}
         return (
             model,
-            inspections.hourly(connection, model.id, hours),
-            inspections.recent_scores(connection, model.id, hours),
-            images.good_scores(connection, model.bank_segments),
+            hourly,
+            {
+                "scores": inspections.recent_scores(connection, model.id, hours),
+                "good_scores": images.good_scores(connection, model.bank_segments),
+            },
         )
 
-    model, hourly, scores, good = services.run(read)
-    report = drift.drift(hourly, model.threshold_policy.get("estimated_false_alarm_rate"), hours, scores)
-    return {"category": name, "model_id": model.id, "threshold": model.threshold, "good_scores": good, **report}
+    model, hourly, scores = services.run(read)
+    report = drift.drift(hourly, model.threshold_policy.get("estimated_false_alarm_rate"), hours)
+    return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, **scores}
 
 
 def _loaded_drift() -> list[dict]:
-    """Drift of every loaded category, for the metrics scrape; none while the database is away."""
+    """Drift counts of every loaded category, for the metrics scrape: a category no longer fitted is left out, and
+    while the database is away the scrape goes on without drift."""
     services = _POOL.get("services")
-    if services is None:
-        return []
-    try:
-        return [_drift(services, name) for name in services.loaded()]
-    except (DatabaseUnavailable, UnknownCategory):
-        return []
+    reports = []
+    for name in services.loaded() if services is not None else []:
+        try:
+            reports.append(_drift(services, name, distributions=False))
+        except UnknownCategory:
+            continue
+        except DatabaseUnavailable:
+            return reports
+    return reports
 
 
 def _actor(request: Request) -> str:

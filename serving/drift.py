@@ -15,7 +15,7 @@ from __future__ import annotations
 from patchcore.threshold import clopper_pearson
 
 
-def drift(hours: list[tuple[str, int, int]], predicted: float | None, window_hours: float, scores: list[float]) -> dict:
+def drift(hours: list[tuple[str, int, int]], predicted: float | None, window_hours: float) -> dict:
     """The window's hours (``(hour, answered, flagged)``), its whole share with the interval, and the warning."""
     answered = sum(n for _, n, _ in hours)
     flagged = sum(f for _, _, f in hours)
@@ -30,5 +30,4 @@ def drift(hours: list[tuple[str, int, int]], predicted: float | None, window_hou
         "interval": interval,
         "warning": outside,
         "hours": [{"hour": hour, "inspections": n, "flagged": f, "flagged_share": f / n} for hour, n, f in hours],
-        "scores": scores,
     }

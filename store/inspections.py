@@ -80,8 +80,10 @@ def record(
                 "ON CONFLICT (record_key) DO NOTHING",
                 [v for row in values for v in row],
             )
-        cursor = connection.execute("SELECT record_key, id FROM inspections WHERE record_key = ANY(%s)", (keys,))
-    return dict(cursor.fetchall()) if keys else {}
+        found = None
+        if keys:  # fetched after the commit, so the batch stays one round trip
+            found = connection.execute("SELECT record_key, id FROM inspections WHERE record_key = ANY(%s)", (keys,))
+    return dict(found.fetchall()) if found else {}
 
 
 _LISTED = (
