@@ -8,6 +8,8 @@ Subcommands:
   add-normals      add good images to a fitted category without a refit: a new version
   add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
   inspect          judge images or folders with a fitted category, without the API: a CSV and heatmap PNGs
+  enqueue          queue a fit job from a folder of good images, for a worker (--wait follows it)
+  worker           take fit jobs from the database and run them (any number, on any machine that reaches it)
   new-key          make an API key: prints the key (once) and the INSPECT_API_KEYS entry that admits it
   db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
   db-replicas      start N local streaming standbys of the embedded PostgreSQL; print DATABASE_REPLICA_URLS
@@ -192,6 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="where inspections.csv and heatmaps/ go (default REPORTS/inspect/NAME)"
     )
 
+    enqueue = commands.add_parser("enqueue", help="queue a fit job from a folder of good images, for a worker")
+    enqueue.add_argument("--category", required=True, help="the category to fit (new, or a new version)")
+    enqueue.add_argument("--folder", type=Path, required=True, help="a folder of good images")
+    settings = get_settings()
+    enqueue.add_argument("--backbone", choices=sorted(BACKBONES), default=settings.backbone, help="(%(default)s)")
+    enqueue.add_argument("--field-of-view", choices=FIELDS_OF_VIEW, default="whole", help="(%(default)s)")
+    enqueue.add_argument("--pixels", type=int, default=224 * 224, help="whole view's pixels (%(default)s)")
+    enqueue.add_argument("--coreset-ratio", type=float, default=0.1, help="memory bank fraction (%(default)s)")
+    enqueue.add_argument(
+        "--false-alarm-rate", type=float, default=settings.false_alarm_rate, help="threshold's target (%(default)s)"
+    )
+    enqueue.add_argument("--wait", action="store_true", help="follow the job to its end; exit 1 unless it succeeds")
+    enqueue.add_argument("--actor", default="cli", help="who asks, for the job and the category's log")
+
+    worker = commands.add_parser("worker", help="take fit jobs from the database and run them")
+    worker.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    worker.add_argument("--poll", type=float, default=1.0, help="seconds between looks at an empty queue (1.0)")
+    worker.add_argument("--name", default=None, help="how jobs name this worker (default: host-pid)")
+
     key = commands.add_parser("new-key", help="make an API key and the INSPECT_API_KEYS entry that admits it")
     key.add_argument("--name", required=True, help="who or what uses it (a line, a camera, a person)")
     key.add_argument("--role", choices=ROLES, default="inspect", help="inspect (query, read) or admin (also change)")
@@ -360,6 +381,14 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.inspect import run_inspect
 
             return run_inspect(args)
+        if args.command == "enqueue":
+            from ingest.worker import run_enqueue
+
+            return run_enqueue(args)
+        if args.command == "worker":
+            from ingest.worker import run_worker
+
+            return run_worker(args)
         if args.command == "new-key":
             secret = new_key()
             entry = f"{args.name}:{args.role}:{hash_key(secret)}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import psycopg
 
 from config import get_settings
 from patchcore.model import FittedModel
@@ -11,9 +14,17 @@ from store.database import connect, database_url
 from store.migrate import upgrade
 
 
-def store_model(category: str, model: FittedModel, report: dict, plots: list[Path]) -> dict:
+def store_model(
+    category: str,
+    model: FittedModel,
+    report: dict,
+    plots: list[Path],
+    actor: str = "ingest",
+    within: Callable[[psycopg.Connection, int], None] | None = None,
+) -> dict:
     """Save ``model`` as ``category``'s active model in one transaction, with its evaluation plots, retire the old
-    one, verify the counts."""
+    one, verify the counts. ``within(connection, model_id)`` runs inside that transaction (a fit job records its
+    success there); an exception from it rolls the version back."""
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
@@ -22,7 +33,10 @@ def store_model(category: str, model: FittedModel, report: dict, plots: list[Pat
         connection.execute("SET application_name = 'patchcore-ingest'")
         connection.commit()
         figures = {path.stem: path.read_bytes() for path in plots}
-        load = models.save_model(connection, category, model, evaluation, settings, plots=figures)
+        with connection.transaction():
+            load = models.save_model(connection, category, model, evaluation, settings, actor, plots=figures)
+            if within is not None:
+                within(connection, int(load["model_id"]))
     with connect(url, autocommit=True) as connection:
         retired = models.retire_old_models(connection, category)
         stored = banks.patch_count(connection, [int(load["model_id"])])

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from patchcore import cross_fit, scoring, threshold
+from patchcore import cross_fit, progress, scoring, threshold
 from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, weights_sha256
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
@@ -195,7 +194,9 @@ class Embedder:
         if batch:
             yield self.features(torch.stack(batch))
 
-    def embed_files(self, paths: list[Path], batch_size: int, description: str) -> Iterator[Embedded]:
+    def embed_files(
+        self, paths: list[Path], batch_size: int, description: str, report: progress.Report | None = None
+    ) -> Iterator[Embedded]:
         """Features of each file in order, with a progress bar (count and rate)."""
         records: list[ImageRecord] = []
 
@@ -211,12 +212,12 @@ class Embedder:
                 yield self.preprocess.normalised(view)
 
         done = 0
-        with tqdm(total=len(paths), desc=description, unit="img", dynamic_ncols=True) as bar:
+        with progress.stage(description, len(paths), "img", report) as update:
             for batch in self.batches(tensors(), batch_size):
                 for features in batch:
                     yield Embedded(features, records[done])
                     done += 1
-                bar.update(len(batch))
+                update(len(batch))
 
 
 def split_holdout(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -238,10 +239,12 @@ def fit(
     batch_size: int = 16,
     device: str | None = None,
     embedder: Embedder | None = None,
+    report: progress.Report | None = None,
 ) -> FittedModel:
     """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen
     (cross-fitted, :mod:`patchcore.cross_fit`), and the threshold at the configured false-alarm rate
-    (:mod:`patchcore.threshold`)."""
+    (:mod:`patchcore.threshold`). ``report`` hears each stage's progress (:mod:`patchcore.progress`); an exception
+    it raises stops the fit."""
     if not train:
         raise ValueError("no training images")
     started = time.perf_counter()
@@ -253,7 +256,7 @@ def fit(
     grids: list[tuple[int, int]] = []
     images: list[ImageRecord] = []
     image_embeddings = torch.empty(len(train), dim)
-    for i, item in enumerate(embedder.embed_files(bank_paths, batch_size, "features")):
+    for i, item in enumerate(embedder.embed_files(bank_paths, batch_size, "features", report)):
         height, width, _ = item.features.shape
         chunks.append(item.features.reshape(-1, dim))
         grids.append((height, width))
@@ -273,8 +276,8 @@ def fit(
     coreset_started = time.perf_counter()
     projection = random_projection(features, PROJECTION_DIM, config.seed, embedder.extractor.device)
     total = coreset_size(features.shape[0], config.coreset_ratio)
-    with tqdm(total=total, desc="coreset", unit="patch", dynamic_ncols=True) as bar:
-        selected, owner = greedy_selection(projection, total, config.seed, progress=bar.update)
+    with progress.stage("coreset", total, "patch", report) as update:
+        selected, owner = greedy_selection(projection, total, config.seed, progress=update)
     coreset_seconds = time.perf_counter() - coreset_started
     memory_bank = features[selected].clone()
     bank_image = image_of_row[selected]
@@ -285,7 +288,7 @@ def fit(
     radius = cross_fit.coverage_radius(features, scoring.ExactSearch(memory_bank, config.metric), owner)
     del owner
     if len(bank_paths) > 1:
-        with tqdm(total=len(bank_paths), desc="cross-fitted good scores", unit="img", dynamic_ncols=True) as bar:
+        with progress.stage("cross-fitted good scores", len(bank_paths), "img", report) as update:
             out_of_fold = cross_fit.cross_fitted_scores(
                 features,
                 offsets,
@@ -294,7 +297,7 @@ def fit(
                 config.metric,
                 config.num_neighbors,
                 config.seed,
-                progress=bar.update,
+                progress=update,
             )
         for record, score in zip(images, out_of_fold, strict=True):
             record.score = score
@@ -316,7 +319,7 @@ def fit(
         coverage_radius=radius,
     )
     offset = len(bank_paths)
-    for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out")):
+    for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
         item.record.split = "holdout"
         item.record.score = model.score(item.features).score
         image_embeddings[offset + i] = item.features.reshape(-1, dim).mean(0)

@@ -1,0 +1,199 @@
+"""``python -m ingest worker``: take fit jobs from PostgreSQL and run them, on any machine that reaches the database
+(one with a GPU, say), as many at once as there are workers; ``python -m ingest enqueue`` queues one from a folder.
+
+A job fits exactly as ``python -m ingest fit --folder`` does, from the images uploaded with it, and reports each
+stage's progress on the job's row (about twice a second), where the pages read it. The new version and the job's
+success commit in one transaction; a cancel, a failure or a killed worker before that commit leaves the category's
+previous version serving (:mod:`store.jobs` says how a killed worker is noticed)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import psycopg
+
+from config import Settings, get_settings
+from patchcore.datasets import image_files
+from patchcore.model import Embedder, PatchCoreConfig, fit
+from store import jobs
+from store.database import connect, database_url
+from store.migrate import upgrade
+
+STAGES = ("reading images", "features", "coreset", "cross-fitted good scores", "held out", "storing")
+
+
+class Cancelled(Exception):
+    """Someone asked the running job to stop."""
+
+
+def job_options(args: argparse.Namespace) -> dict:
+    """What a job records of the fit's options (the rest are the defaults of ``python -m ingest fit``)."""
+    return {
+        "backbone": args.backbone,
+        "field_of_view": args.field_of_view,
+        "pixels": args.pixels,
+        "coreset_ratio": args.coreset_ratio,
+        "false_alarm_rate": args.false_alarm_rate,
+    }
+
+
+def job_config(options: dict, settings: Settings) -> PatchCoreConfig:
+    return PatchCoreConfig(
+        backbone=options.get("backbone", settings.backbone),
+        field_of_view=options.get("field_of_view", "whole"),
+        pixels=int(options.get("pixels", 224 * 224)),
+        coreset_ratio=float(options.get("coreset_ratio", 0.1)),
+        false_alarm_rate=float(options.get("false_alarm_rate", settings.false_alarm_rate)),
+        metric=settings.metric,
+    )
+
+
+class Reporter:
+    """The fit's progress callback for one job: writes the stage's counts and rate to the job's row at most every
+    ``every`` seconds (and at each stage's start and end), and stops the fit when a cancel was asked."""
+
+    def __init__(self, connection: psycopg.Connection, job_id: int, every: float = 0.5) -> None:
+        self.connection = connection
+        self.job_id = job_id
+        self.every = every
+        self.stage = ""
+        self.started = self.written = 0.0
+
+    def __call__(self, stage: str, done: int, total: int, unit: str) -> None:
+        now = time.monotonic()
+        new_stage = stage != self.stage
+        if new_stage:
+            self.stage, self.started = stage, now
+        if not new_stage and done < total and now - self.written < self.every:
+            return
+        self.written = now
+        rate = done / (now - self.started) if done and now > self.started else None
+        number = STAGES.index(stage) + 1 if stage in STAGES else None
+        if jobs.report(self.connection, self.job_id, stage, number, len(STAGES), done, total, unit, rate):
+            raise Cancelled(stage)
+
+
+def _write_images(url: str, job: dict, folder: Path, report: Reporter) -> list[Path]:
+    """The job's images as files of ``folder`` (read on a connection of their own, so the progress written meanwhile
+    on the job's connection is seen at once); every one of them, or the job fails."""
+    report(STAGES[0], 0, job["images"], "img")
+    with connect(url) as reading:
+        for done, (name, data) in enumerate(jobs.images(reading, job["id"]), start=1):
+            (folder / Path(name).name).write_bytes(data)
+            report(STAGES[0], done, job["images"], "img")
+    files = image_files(folder)
+    if len(files) != job["images"]:
+        raise ValueError(f"{len(files)} of the job's {job['images']} files are images the fit reads")
+    return files
+
+
+def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worker: str) -> str:
+    """Run one claimed job to its end; the state it ended in. ``connection`` holds the job's lock."""
+    from ingest import report as reports
+    from ingest.persist import store_model
+
+    job_id, name = job["id"], job["category"]
+    reporter = Reporter(connection, job_id)
+    url = database_url(settings)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"fit-job-{job_id}-") as folder:
+            train = _write_images(url, job, Path(folder), reporter)
+            config = job_config(job["options"], settings)
+            print(f"job {job_id}: fitting {name} from {len(train)} images, {config.backbone}", flush=True)
+            embedder = Embedder.load(config, settings.weights, settings.device)
+            model = fit(config, train, settings.weights, embedder=embedder, report=reporter)
+            reporter(STAGES[-1], 0, 1, "version")
+            result = reports.build(name, model, None, {"job_id": job_id})
+
+            def succeed(storing: psycopg.Connection, model_id: int) -> None:
+                if jobs.cancel_requested(storing, job_id):
+                    raise Cancelled(STAGES[-1])
+                jobs.succeed(storing, job_id, model_id)
+
+            actor = f"job {job_id} on {worker}, asked by {job['created_by'] or 'unknown'}"
+            stored = store_model(name, model, result, [], actor=actor, within=succeed)
+        print(f"job {job_id}: {name} is version {stored['model_id']}", flush=True)
+        return "succeeded"
+    except Cancelled as stop:
+        jobs.end(connection, job_id, "cancelled", f"cancelled during {stop}; nothing was stored")
+        print(f"job {job_id}: cancelled during {stop}", flush=True)
+        return "cancelled"
+    except Exception as exc:  # the job's own message, on its page; the worker goes on with the next job
+        traceback.print_exc()
+        stage = reporter.stage or "its start"
+        jobs.end(connection, job_id, "failed", f"{type(exc).__name__} during {stage}: {exc}; nothing was stored")
+        return "failed"
+    finally:
+        jobs.release(connection, job_id)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Take and run jobs until stopped (or, with ``--once``, until the queue is empty)."""
+    settings = get_settings()
+    url = database_url(settings)
+    upgrade(url)
+    worker = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    print(f"worker {worker}: taking fit jobs from the database (every {args.poll:g} s when idle)", flush=True)
+    while True:
+        job = None
+        try:
+            with connect(url, autocommit=True) as connection:
+                connection.execute("SET application_name = 'patchcore-worker'")
+                for reaped in jobs.reap(connection):
+                    print(f"job {reaped}: its worker is gone; marked failed", flush=True)
+                job = jobs.claim(connection, worker)
+                if job is not None:
+                    print(f"job {job['id']}: taken ({job['category']}, {job['images']} images)", flush=True)
+                    run_job(connection, job, settings, worker)
+        except psycopg.OperationalError as exc:
+            print(f"worker {worker}: the database is not answering ({exc}); trying again", file=sys.stderr, flush=True)
+        if args.once and job is None:
+            return 0
+        if job is None:
+            time.sleep(args.poll)
+
+
+def run_enqueue(args: argparse.Namespace) -> int:
+    """Queue a fit job from a folder of good images; with ``--wait``, follow it to its end."""
+    settings = get_settings()
+    url = database_url(settings)
+    upgrade(url)
+    files = image_files(args.folder)
+    with connect(url, autocommit=True) as connection:
+        job = jobs.create(connection, args.category, job_options(args), args.actor)
+        added = jobs.add_images(connection, job["id"], [(p.name, p.read_bytes()) for p in files])
+        job = jobs.start(connection, job["id"])
+    print(f"job {job['id']}: {args.category} queued with {len(added.added)} images", flush=True)
+    if added.duplicates:
+        print(f"left out as duplicates of other files: {', '.join(added.duplicates)}", flush=True)
+    if not args.wait:
+        return 0
+    shown = None
+    while job["state"] in ("queued", "running"):
+        time.sleep(1.0)
+        with connect(url, autocommit=True) as connection:
+            jobs.reap(connection)
+            job = jobs.one(connection, job["id"])
+        line = describe(job)
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def describe(job: dict) -> str:
+    """One line of a job's state, as the terminal shows it."""
+    if job["state"] == "running" and job["stage"]:
+        counts = f" {job['done']}/{job['total']} {job['unit']}" if job["total"] else ""
+        rate = f" ({job['rate']:.1f} {job['unit']}/s)" if job["rate"] else ""
+        return f"job {job['id']}: stage {job['stage_number']}/{job['stages']} {job['stage']}{counts}{rate}"
+    tail = f": {job['message']}" if job["message"] else ""
+    model = f" (version {job['model_id']})" if job["model_id"] else ""
+    return f"job {job['id']}: {job['state']}{model}{tail}"
