@@ -25,14 +25,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import memory, observability
 from app.auth import Guard, Keys, RateLimit
+from app.common import CATEGORY, ERRORS, actor_of, get_services, read_limited
 from app.limits import BodyLimit
+from app.routes import jobs as jobs_routes
 from app.schemas import (
     AnomalousPatch,
     CategoryDetail,
     CategorySummary,
     DefectsAdded,
     DriftReport,
-    Error,
     FeedbackResult,
     Health,
     InspectionPage,
@@ -109,20 +110,6 @@ app = FastAPI(
     lifespan=lifespan,
 )
 
-ERRORS = {
-    400: {"model": Error, "description": "bad form field"},
-    404: {"model": Error, "description": "unknown category"},
-    409: {"model": Error, "description": "the category changed meanwhile"},
-    413: {"model": Error, "description": "file or image too large"},
-    415: {"model": Error, "description": "not a readable image"},
-    422: {"model": Error, "description": "invalid request"},
-    503: {"model": Error, "description": "database unavailable"},
-}
-
-
-# what the database accepts as a category name (migration 0001); anything else is refused before it reaches SQL
-CATEGORY = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "max_length": 100}
-
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": code, "detail": detail})
@@ -195,24 +182,12 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     return _error(422, "invalid_request", problems)
 
 
+app.include_router(jobs_routes.router)
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(
     Guard, keys=_keys, rate_limit=_rate_limit, refused=lambda reason: observability.REFUSED.labels(reason).inc()
 )
 app.add_middleware(observability.Observe)  # outermost: every answer, refusals included, gets its id and log line
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise HTTPException(
-            413, {"error": "file_too_large", "detail": f"the file is larger than the limit of {limit} bytes"}
-        )
-    return data
 
 
 @app.post("/query", response_model=QueryResponse, responses=ERRORS, summary="Inspect one image")
@@ -225,8 +200,8 @@ async def query(
     heatmap: Annotated[bool, Form(description="include the anomaly map as a base64 PNG")] = False,
 ) -> QueryResponse:
     started = time.perf_counter()
-    services = _services(request)
-    data = await _read_limited(file, services.settings.max_upload_bytes)
+    services = get_services(request)
+    data = await read_limited(file, services.settings.max_upload_bytes)
     state = request.scope.get("state", {})
     answer = await run_in_threadpool(
         _inspect, services, data, file.filename, category, top_k, heatmap, started,
@@ -376,7 +351,7 @@ def _summary(model: models.StoredModel) -> dict:
 
 @app.get("/categories", response_model=list[CategorySummary], responses=ERRORS, summary="Fitted categories")
 def categories(request: Request) -> list[dict]:
-    return [_summary(m) for m in _services(request).run(models.active_models)]
+    return [_summary(m) for m in get_services(request).run(models.active_models)]
 
 
 @app.get("/categories/{name}", response_model=CategoryDetail, responses=ERRORS, summary="One category in full")
@@ -392,7 +367,7 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
             defects.library(connection, model.defect_segments),
         )
 
-    model, counts, patches, log, plots, library = _services(request).run(read)
+    model, counts, patches, log, plots, library = get_services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
@@ -421,7 +396,7 @@ def category_plot(
         model = _active(connection, name)
         return pictures.plot(connection, model.fit_id, plot)
 
-    found = _services(request).run(read)
+    found = get_services(request).run(read)
     if found is None:
         raise HTTPException(404, {"error": "unknown_plot", "detail": f"{name} has no plot {plot}; see its plots"})
     return _image_response(request, found[1], found[0], "no-cache")
@@ -434,7 +409,7 @@ def category_plot(
     summary="Is the line drifting: the share of parts the active version flagged recently, against its calibration",
 )
 def category_drift(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
-    return _drift(_services(request), name)
+    return _drift(get_services(request), name)
 
 
 def _drift(services: Services, name: str, distributions: bool = True) -> dict:
@@ -476,11 +451,6 @@ def _loaded_drift() -> list[dict]:
     return reports
 
 
-def _actor(request: Request) -> str:
-    """Who made a change, for the category's log."""
-    return f"api {request.client.host if request.client else 'unknown'}"
-
-
 @app.put(
     "/categories/{name}/threshold",
     response_model=ThresholdChange,
@@ -488,7 +458,7 @@ def _actor(request: Request) -> str:
     summary="Set the threshold by value or false-alarm rate: a new version, no refit",
 )
 def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: ThresholdRequest) -> dict:
-    actor = _actor(request)
+    actor = actor_of(request)
 
     def change(connection):
         model = _active(connection, name)
@@ -499,7 +469,7 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
         models.retire_old_models(connection, name)
         return model, models.active_model(connection, name), version
 
-    previous, new, version = _services(request).run(change)
+    previous, new, version = get_services(request).run(change)
     return {
         "category": name,
         "model_id": version,
@@ -560,21 +530,21 @@ async def post_normals(
         bool, Form(description="set the threshold again by the category's false-alarm rate, new images included")
     ] = False,
 ) -> dict:
-    services = _services(request)
+    services = get_services(request)
     limit = services.settings.max_upload_bytes
     uploads = [
-        Upload(f.filename or f"upload {i + 1}", await _read_limited(f, limit), f"{_actor(request)}: {f.filename}")
+        Upload(f.filename or f"upload {i + 1}", await read_limited(f, limit), f"{actor_of(request)}: {f.filename}")
         for i, f in enumerate(files)
     ]
-    return await run_in_threadpool(_add_normals, services, name, uploads, recalibrate, _actor(request))
+    return await run_in_threadpool(_add_normals, services, name, uploads, recalibrate, actor_of(request))
 
 
 async def _defect_upload(request: Request, file: UploadFile, defect_type: str, mask: UploadFile | None) -> DefectUpload:
-    limit = _services(request).settings.max_upload_bytes
+    limit = get_services(request).settings.max_upload_bytes
     name = file.filename or "upload"
-    data = await _read_limited(file, limit)
-    mask_data = await _read_limited(mask, limit) if mask is not None and mask.filename else None
-    return DefectUpload(Upload(name, data, f"{_actor(request)}: {name}"), defect_type, mask_data)
+    data = await read_limited(file, limit)
+    mask_data = await read_limited(mask, limit) if mask is not None and mask.filename else None
+    return DefectUpload(Upload(name, data, f"{actor_of(request)}: {name}"), defect_type, mask_data)
 
 
 @app.post(
@@ -598,7 +568,7 @@ async def post_defect(
     except ValueError as exc:
         raise HTTPException(422, {"error": "invalid_request", "detail": str(exc)}) from exc
     item = await _defect_upload(request, file, defect_type, mask)
-    return await run_in_threadpool(_add_defects, _services(request), name, [item], _actor(request))
+    return await run_in_threadpool(_add_defects, get_services(request), name, [item], actor_of(request))
 
 
 @app.post(
@@ -617,7 +587,7 @@ async def post_feedback(
     ] = None,
     mask: Annotated[UploadFile | None, File(description="optional defect mask (defect labels only)")] = None,
 ) -> dict:
-    services = _services(request)
+    services = get_services(request)
     if label != "good":
         try:
             check_defect_type(label)
@@ -626,15 +596,15 @@ async def post_feedback(
     if (file is None or not file.filename) == (inspection_id is None):
         raise HTTPException(422, {"error": "invalid_request", "detail": "send the image as file, or an inspection_id"})
     if inspection_id is not None:
-        upload = await run_in_threadpool(_logged_upload, services, inspection_id, _actor(request))
-        mask_data = await _read_limited(mask, services.settings.max_upload_bytes) if mask and mask.filename else None
+        upload = await run_in_threadpool(_logged_upload, services, inspection_id, actor_of(request))
+        mask_data = await read_limited(mask, services.settings.max_upload_bytes) if mask and mask.filename else None
         item = DefectUpload(upload, label, mask_data)
     else:
         item = await _defect_upload(request, file, label, mask)
     if label == "good":
-        result = await run_in_threadpool(_add_normals, services, name, [item.upload], False, _actor(request))
+        result = await run_in_threadpool(_add_normals, services, name, [item.upload], False, actor_of(request))
         return {"label": label, "taught": "normal", "result": result}
-    result = await run_in_threadpool(_add_defects, services, name, [item], _actor(request))
+    result = await run_in_threadpool(_add_defects, services, name, [item], actor_of(request))
     return {"label": label, "taught": "defect", "result": result}
 
 
@@ -656,7 +626,7 @@ def _logged_upload(services: Services, inspection_id: int, actor: str) -> Upload
     summary="A known defect example of a library, as the model saw it, from the database",
 )
 def defect_image(request: Request, defect_id: int) -> Response:
-    found = _services(request).run(defects.example_view, defect_id)
+    found = get_services(request).run(defects.example_view, defect_id)
     if found is None:
         raise HTTPException(404, {"error": "unknown_defect", "detail": f"no stored defect example {defect_id}"})
     return _image_response(request, found[0], "image/jpeg")
@@ -666,7 +636,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"  # a stored image never change
 
 
 def _stored_view(request: Request, image_id: int) -> pictures.StoredView:
-    view = _services(request).run(pictures.image_view, image_id)
+    view = get_services(request).run(pictures.image_view, image_id)
     if view is None:
         raise HTTPException(
             404, {"error": "unknown_image", "detail": f"no stored image {image_id}; image ids come from /query answers"}
@@ -740,6 +710,11 @@ def category_page() -> HTMLResponse:
     return HTMLResponse((PAGES / "category.html").read_text(encoding="utf-8"))
 
 
+@app.get("/new", response_class=HTMLResponse, summary="The new product page: upload good images, fit by a worker")
+def new_product_page() -> HTMLResponse:
+    return HTMLResponse((PAGES / "new.html").read_text(encoding="utf-8"))
+
+
 @app.get("/health", response_model=Health, summary="The process answers; says whether API keys are required")
 def health() -> dict:
     if _keys().keys:
@@ -749,7 +724,7 @@ def health() -> dict:
 
 @app.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)")
 def metrics(request: Request) -> Response:
-    observability.MODELS_LOADED.set(len(_services(request).loaded()))
+    observability.MODELS_LOADED.set(len(get_services(request).loaded()))
     return Response(generate_latest(observability.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -769,7 +744,7 @@ def list_inspections(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict:
     anomalous = None if verdict is None else verdict == "defect"
-    rows = _services(request).run(inspections.listed, category, anomalous, since, until, model_id, before, limit)
+    rows = get_services(request).run(inspections.listed, category, anomalous, since, until, model_id, before, limit)
     return {
         "inspections": [_with_image_url(r) for r in rows],
         "next_before": rows[-1]["id"] if len(rows) == limit else None,
@@ -777,7 +752,7 @@ def list_inspections(
 
 
 def _inspection(request: Request, inspection_id: int) -> dict:
-    record = _services(request).run(inspections.one, inspection_id)
+    record = get_services(request).run(inspections.one, inspection_id)
     if record is None:
         raise HTTPException(404, {"error": "unknown_inspection", "detail": f"no inspection {inspection_id}"})
     return record
@@ -795,7 +770,7 @@ def get_inspection(request: Request, inspection_id: int) -> dict:
     summary="The image an inspection kept (a thumbnail or the file, per INSPECT_LOG_IMAGES), until its retention ends",
 )
 def inspection_image(request: Request, inspection_id: int) -> Response:
-    found = _services(request).run(inspections.image, inspection_id)
+    found = get_services(request).run(inspections.image, inspection_id)
     if found is None:
         _inspection(request, inspection_id)
         raise HTTPException(
@@ -812,7 +787,7 @@ def inspection_image(request: Request, inspection_id: int) -> Response:
     summary="A category loaded, and the database (or a standby in rotation) answering",
 )
 def ready(request: Request) -> JSONResponse:
-    services = _services(request)
+    services = get_services(request)
     try:
         names = [m.category for m in services.run(models.active_models)]
         database = True

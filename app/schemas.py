@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field, model_validator
 
 
@@ -262,3 +264,50 @@ class Ready(BaseModel):
     database: bool
     categories: list[str]
     standbys: list[StandbyState] = Field(default_factory=list, description="empty without DATABASE_REPLICA_URLS")
+
+
+class JobRequest(BaseModel):
+    """A new product's fit: the category and the job's options (unset: the service's defaults)."""
+
+    category: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="new, or a new version")
+    backbone: str | None = Field(default=None, description="torchvision network (default INSPECT_BACKBONE)")
+    field_of_view: str | None = Field(default=None, description="whole (default) or crop")
+    pixels: int | None = Field(default=None, ge=64 * 64, le=4096 * 4096, description="whole view's pixels (224x224)")
+    coreset_ratio: float | None = Field(default=None, gt=0, le=1, description="memory bank fraction (0.1)")
+    false_alarm_rate: float | None = Field(
+        default=None, gt=0, lt=0.5, description="the threshold's target on good parts (INSPECT_FALSE_ALARM_RATE)"
+    )
+
+
+class Job(BaseModel):
+    id: int
+    category: str
+    options: dict = Field(description="backbone, field_of_view, pixels, coreset_ratio, false_alarm_rate")
+    state: str = Field(description="draft (taking images), queued, running, succeeded, failed or cancelled")
+    created_at: datetime
+    created_by: str | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None = Field(description="the worker that took it (host-pid, or its --name)")
+    attempts: int
+    stage: str | None = Field(description="reading images, features, coreset, cross-fitted good scores, held out, …")
+    stage_number: int | None
+    stages: int | None
+    done: int | None = Field(description="steps of the stage done")
+    total: int | None
+    unit: str | None = Field(description="img, patch or version")
+    rate: float | None = Field(description="steps per second in this stage")
+    progress_at: datetime | None = Field(description="when the worker last reported")
+    cancel_requested: bool
+    message: str | None = Field(description="why it failed or was cancelled, in the job's own words")
+    model_id: int | None = Field(description="the version it made")
+    images: int = Field(description="images it holds (until it succeeds)")
+    bytes: int
+
+
+class JobImagesAdded(BaseModel):
+    job: Job
+    added: list[str] = Field(description="the images added, by name")
+    duplicates: list[str] = Field(description="files whose content the job already held: not added again")
+    ignored: list[str] = Field(description="members of zip archives that are not images: not added")

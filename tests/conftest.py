@@ -92,9 +92,9 @@ def mini_mvtec(tmp_path: Path) -> Path:
     return tmp_path / "mvtec"
 
 
-def start_api(env: dict[str, str], log: Path):
+def start_api(env: dict[str, str], log: Path, ready: str = "/ready"):
     """A real uvicorn serving the app with ``env`` on a free port, its output in ``log``; returns the process and
-    a client once ``/ready`` answers 200 (fails with the log if it never does)."""
+    a client once ``ready`` answers 200 (fails with the log if it never does; ``/health`` for an empty database)."""
     import socket
     import subprocess
     import sys
@@ -114,9 +114,21 @@ def start_api(env: dict[str, str], log: Path):
     deadline = time.monotonic() + 120
     while True:
         try:
-            if client.get("/ready").status_code == 200:
+            if client.get(ready).status_code == 200:
                 return server, client
         except httpx.TransportError:
             pass
         assert server.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.3)
+
+
+def start_worker(env: dict[str, str], log: Path, name: str):
+    """A real ``python -m ingest worker`` process with ``env``, its output in ``log``."""
+    import subprocess
+    import sys
+
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ingest", "worker", "--poll", "0.2", "--name", name],
+            cwd=ROOT, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip

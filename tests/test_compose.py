@@ -91,3 +91,17 @@ def test_db_replica_makes_itself_a_streaming_standby_of_db_and_can_scale():
     assert any(c.startswith("wal_keep_size=") for c in db["command"])
     assert "DATABASE_REPLICA_URLS" in services["api"]["environment"]
     assert "DATABASE_REPLICA_URLS=" in (ROOT / ".env.example").read_text()
+
+
+def test_fit_workers_run_beside_the_api_and_scale_with_a_gpu_variant():
+    services = _compose()["services"]
+    for name in ("worker", "worker-gpu"):
+        worker = services[name]
+        assert worker["command"] == ["python", "-m", "ingest", "worker"]
+        assert worker["depends_on"]["db"]["condition"] == "service_healthy"
+        assert "container_name" not in worker and "ports" not in worker
+        assert "DATABASE_URL" in worker["environment"]
+    assert "profiles" not in services["worker"], "docker compose up starts a worker with the API"
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"] and gpu["environment"]["INSPECT_DEVICE"] == "cuda"
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"

@@ -1,0 +1,133 @@
+"""Fit jobs over HTTP: a new product from uploaded good images, fitted by a worker process (``python -m ingest
+worker``), never by the API; its progress, cancel, retry. The queue itself is :mod:`store.jobs`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
+from starlette.concurrency import run_in_threadpool
+
+from app.common import CATEGORY, ERRORS, actor_of, get_services, read_limited
+from app.schemas import Job, JobImagesAdded, JobRequest
+from app.uploads import ArchiveError, job_images
+from patchcore.backbone import BACKBONES
+from patchcore.images import FIELDS_OF_VIEW
+from store import jobs
+
+router = APIRouter(tags=["jobs"])
+
+JOB_ERRORS = {**ERRORS, 404: {"model": ERRORS[404]["model"], "description": "unknown job"},
+              409: {"model": ERRORS[409]["model"], "description": "the job's state does not allow it"}}  # fmt: skip
+JOB_ID = {"ge": 1, "description": "the job's id"}
+
+
+def _run(request: Request, work, *args):
+    """``work(connection, *args)``; a job the store does not know is a 404, a state that forbids the action a 409,
+    a refused value a 422, each naming the job."""
+    try:
+        return get_services(request).run(work, *args)
+    except jobs.UnknownJob as exc:
+        raise HTTPException(404, {"error": "unknown_job", "detail": str(exc)}) from exc
+    except jobs.JobStateError as exc:
+        raise HTTPException(409, {"error": "job_state", "detail": str(exc)}) from exc
+    except ValueError as exc:
+        raise HTTPException(422, {"error": "invalid_request", "detail": str(exc)}) from exc
+
+
+def _reaped_then(work):
+    """Jobs as they are: any whose worker is gone is marked failed before it is read."""
+
+    def run(connection, *args):
+        jobs.reap(connection)
+        return work(connection, *args)
+
+    return run
+
+
+@router.post("/jobs", response_model=Job, status_code=201, responses=JOB_ERRORS, summary="A new product's fit job")
+def create_job(request: Request, body: JobRequest) -> dict:
+    """A draft job: add its good images with ``POST /jobs/{id}/images`` (as many requests as needed), then
+    ``POST /jobs/{id}/start`` queues it for a worker."""
+    settings = get_services(request).settings
+    options = {
+        "backbone": body.backbone or settings.backbone,
+        "field_of_view": body.field_of_view or "whole",
+        "pixels": body.pixels or 224 * 224,
+        "coreset_ratio": body.coreset_ratio or 0.1,
+        "false_alarm_rate": body.false_alarm_rate or settings.false_alarm_rate,
+    }
+    if options["backbone"] not in BACKBONES:
+        choices = ", ".join(BACKBONES)
+        raise HTTPException(422, {"error": "invalid_request", "detail": f"backbone: choose one of {choices}"})
+    if options["field_of_view"] not in FIELDS_OF_VIEW:
+        raise HTTPException(422, {"error": "invalid_request", "detail": "field_of_view: whole or crop"})
+    return _run(request, jobs.create, body.category, options, actor_of(request))
+
+
+@router.post(
+    "/jobs/{job_id}/images",
+    response_model=JobImagesAdded,
+    responses=JOB_ERRORS,
+    summary="Add good images (files, or zip archives of them) to a draft job",
+)
+async def add_job_images(
+    request: Request,
+    job_id: Annotated[int, PathParam(**JOB_ID)],
+    files: Annotated[list[UploadFile], File(description="good images, or .zip archives of them")],
+) -> dict:
+    settings = get_services(request).settings
+    limit = settings.max_upload_bytes
+    uploads = [(f.filename or f"upload-{i + 1}", await read_limited(f, limit)) for i, f in enumerate(files)]
+    try:
+        images, ignored = await run_in_threadpool(job_images, uploads, settings.max_image_pixels, limit, 64 * limit)
+    except ArchiveError as exc:
+        raise HTTPException(422, {"error": "bad_archive", "detail": str(exc)}) from exc
+    added = await run_in_threadpool(_run, request, jobs.add_images, job_id, images)
+    job = await run_in_threadpool(_run, request, jobs.one, job_id)
+    return {"job": job, "added": added.added, "duplicates": added.duplicates, "ignored": ignored}
+
+
+@router.post("/jobs/{job_id}/start", response_model=Job, responses=JOB_ERRORS, summary="Queue a draft job for a worker")
+def start_job(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> dict:
+    return _run(request, jobs.start, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=Job,
+    responses=JOB_ERRORS,
+    summary="Cancel a job: at once before a worker takes it; a running one stops at its next progress report",
+)
+def cancel_job(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> dict:
+    return _run(request, jobs.cancel, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/retry", response_model=Job, responses=JOB_ERRORS, summary="Queue a failed or cancelled job again"
+)
+def retry_job(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> dict:
+    return _run(request, _reaped_then(jobs.retry), job_id)
+
+
+@router.delete(
+    "/jobs/{job_id}", status_code=204, responses=JOB_ERRORS, summary="Remove a job that is not running, with its images"
+)
+def delete_job(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> Response:
+    _run(request, _reaped_then(jobs.delete), job_id)
+    return Response(status_code=204)
+
+
+@router.get("/jobs", response_model=list[Job], responses=JOB_ERRORS, summary="Fit jobs, newest first")
+def list_jobs(
+    request: Request,
+    category: Annotated[str | None, Query(**CATEGORY)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[dict]:
+    return _run(request, _reaped_then(jobs.listed), category, limit)
+
+
+@router.get("/jobs/{job_id}", response_model=Job, responses=JOB_ERRORS, summary="One fit job and its progress")
+def get_job(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> dict:
+    return _run(request, _reaped_then(jobs.one), job_id)

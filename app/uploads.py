@@ -1,0 +1,75 @@
+"""Files uploaded to a fit job, as named images: zip archives expanded, names made plain, every image decoded once
+with the checks of ``/query`` (formats, pixel budget), so a job never queues a file its worker cannot read."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import PurePosixPath
+
+from PIL import Image
+
+from patchcore.images import IMAGE_SUFFIXES, open_image
+
+MAX_MEMBERS = 20_000
+
+
+class ArchiveError(ValueError):
+    """A zip archive that cannot be expanded safely (corrupt, too large expanded, too many members)."""
+
+
+def _plain_name(name: str, data: bytes, fallback: str) -> str:
+    """The file name without folders; an image suffix the fit recognises (the format's, when the name has none)."""
+    plain = PurePosixPath(name.replace("\\", "/")).name.strip() or fallback
+    if PurePosixPath(plain).suffix.lower() in IMAGE_SUFFIXES:
+        return plain
+    with Image.open(io.BytesIO(data)) as image:
+        return f"{plain}.{(image.format or 'png').lower()}"
+
+
+def _expand(name: str, data: bytes, member_limit: int, budget: int) -> tuple[list[tuple[str, str, bytes]], list[str]]:
+    """(images as (where it came from, plain name, bytes), members ignored as not images)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError(f"{name} is not a readable zip archive: {exc}") from exc
+    if len(members) > MAX_MEMBERS:
+        raise ArchiveError(f"{name} holds {len(members)} files; at most {MAX_MEMBERS} per archive")
+    images, ignored = [], []
+    for member in members:
+        path = PurePosixPath(member.filename)
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or "__MACOSX" in path.parts:
+            ignored.append(f"{name}: {member.filename}")
+            continue
+        if member.file_size > member_limit:
+            raise ArchiveError(f"{name}: {member.filename} is {member.file_size} bytes; the limit is {member_limit}")
+        budget -= member.file_size
+        if budget < 0:
+            raise ArchiveError(f"{name} expands to more than this upload may hold; send it in parts")
+        with archive.open(member) as stream:
+            images.append((f"{name}: {member.filename}", path.name, stream.read(member_limit + 1)))
+    return images, ignored
+
+
+def job_images(
+    files: list[tuple[str, bytes]], max_pixels: int, member_limit: int, expanded_limit: int
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(images as (name, bytes), ignored members of archives). A ``.zip`` file is expanded (its images kept, other
+    members listed as ignored; at most ``expanded_limit`` bytes expanded in all); every other file must be an image.
+    Raises :class:`ImageError` naming a file that is not a readable image, :class:`ArchiveError` for a bad archive."""
+    images: list[tuple[str, bytes]] = []
+    ignored: list[str] = []
+    budget = expanded_limit
+    for index, (name, data) in enumerate(files, start=1):
+        if name.lower().endswith(".zip"):
+            members, skipped = _expand(name, data, member_limit, budget)
+            budget -= sum(len(content) for _, _, content in members)
+            ignored += skipped
+            candidates = members
+        else:
+            candidates = [(name, name, data)]
+        for source, plain, content in candidates:
+            open_image(content, name=source, max_pixels=max_pixels)
+            images.append((_plain_name(plain, content, f"upload-{index}"), content))
+    return images, ignored
