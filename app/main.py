@@ -41,6 +41,7 @@ from app.schemas import (
     NormalsAdded,
     QueryResponse,
     Ready,
+    ReviewRequest,
     ThresholdChange,
     ThresholdRequest,
 )
@@ -56,7 +57,7 @@ from revisions.normals import NeedsRefit, add_normals
 from revisions.threshold import set_threshold
 from revisions.uploads import Upload
 from serving import drift, logbook
-from serving.heatmap import heatmap_png
+from serving.heatmap import heatmap_png, overlay
 from serving.inspector import Inspection, Inspector, ModelReplaced
 from store import banks, changes, defects, images, inspections, models, pictures, versions
 
@@ -588,14 +589,14 @@ async def post_feedback(
     mask: Annotated[UploadFile | None, File(description="optional defect mask (defect labels only)")] = None,
 ) -> dict:
     services = get_services(request)
-    if label != "good":
-        try:
-            check_defect_type(label)
-        except ValueError as exc:
-            raise HTTPException(422, {"error": "invalid_request", "detail": f"label: {exc}"}) from exc
+    _check_label(label)
     if (file is None or not file.filename) == (inspection_id is None):
         raise HTTPException(422, {"error": "invalid_request", "detail": "send the image as file, or an inspection_id"})
     if inspection_id is not None:
+        judged = await run_in_threadpool(_inspection, request, inspection_id)
+        if judged["category"] != name:
+            raise HTTPException(422, {"error": "invalid_request", "detail": f"inspection {inspection_id} judged "
+                                      f"{judged['category']}, not {name}"})  # fmt: skip
         upload = await run_in_threadpool(_logged_upload, services, inspection_id, actor_of(request))
         mask_data = await read_limited(mask, services.settings.max_upload_bytes) if mask and mask.filename else None
         item = DefectUpload(upload, label, mask_data)
@@ -603,9 +604,24 @@ async def post_feedback(
         item = await _defect_upload(request, file, label, mask)
     if label == "good":
         result = await run_in_threadpool(_add_normals, services, name, [item.upload], False, actor_of(request))
-        return {"label": label, "taught": "normal", "result": result}
-    result = await run_in_threadpool(_add_defects, services, name, [item], actor_of(request))
-    return {"label": label, "taught": "defect", "result": result}
+    else:
+        result = await run_in_threadpool(_add_defects, services, name, [item], actor_of(request))
+    if inspection_id is not None:
+        await run_in_threadpool(
+            services.run, inspections.review, inspection_id, label, actor_of(request), result["model_id"]
+        )
+    taught = "normal" if label == "good" else "defect"
+    return {"label": label, "taught": taught, "result": result, "reviewed": inspection_id is not None}
+
+
+def _check_label(label: str) -> None:
+    """good, or a defect type the library accepts: anything else is a 422 naming the rule."""
+    if label == "good":
+        return
+    try:
+        check_defect_type(label)
+    except ValueError as exc:
+        raise HTTPException(422, {"error": "invalid_request", "detail": f"label: {exc}"}) from exc
 
 
 def _logged_upload(services: Services, inspection_id: int, actor: str) -> Upload:
@@ -710,6 +726,11 @@ def category_page() -> HTMLResponse:
     return HTMLResponse((PAGES / "category.html").read_text(encoding="utf-8"))
 
 
+@app.get("/review", response_class=HTMLResponse, summary="The review page: the log with thumbnails, confirm or correct")
+def review_page() -> HTMLResponse:
+    return HTMLResponse((PAGES / "review.html").read_text(encoding="utf-8"))
+
+
 @app.get("/new", response_class=HTMLResponse, summary="The new product page: upload good images, fit by a worker")
 def new_product_page() -> HTMLResponse:
     return HTMLResponse((PAGES / "new.html").read_text(encoding="utf-8"))
@@ -742,9 +763,12 @@ def list_inspections(
     model_id: Annotated[int | None, Query(description="judged by this version")] = None,
     before: Annotated[int | None, Query(description="older than this inspection id: next_before of a page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    reviewed: Annotated[bool | None, Query(description="false: not yet reviewed; true: reviewed")] = None,
 ) -> dict:
     anomalous = None if verdict is None else verdict == "defect"
-    rows = get_services(request).run(inspections.listed, category, anomalous, since, until, model_id, before, limit)
+    rows = get_services(request).run(
+        inspections.listed, category, anomalous, since, until, model_id, before, limit, reviewed
+    )
     return {
         "inspections": [_with_image_url(r) for r in rows],
         "next_before": rows[-1]["id"] if len(rows) == limit else None,
@@ -778,6 +802,46 @@ def inspection_image(request: Request, inspection_id: int) -> Response:
                   "was none, or its retention period is over)"},
         )  # fmt: skip
     return _image_response(request, found[0], found[1])
+
+
+@app.post(
+    "/inspections/{inspection_id}/review",
+    response_model=InspectionRecord,
+    responses=ERRORS,
+    summary="Record what an inspected part really was (good, or a defect type), without teaching the category",
+)
+def review_inspection(request: Request, inspection_id: int, body: ReviewRequest) -> dict:
+    """For a verdict that was right, or a part whose image the log did not keep in full; to teach the category as
+    well, send the label to ``POST /categories/{name}/feedback`` with the inspection_id (it records the review)."""
+    _check_label(body.label)
+    record = get_services(request).run(inspections.review, inspection_id, body.label, actor_of(request), None)
+    if record is None:
+        _inspection(request, inspection_id)
+    return _with_image_url(record)
+
+
+@app.get(
+    "/inspections/{inspection_id}/heatmap",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the heatmap over the model's view"}},
+    response_class=Response,
+    summary="The kept image judged again by the category's active version: its heatmap over the model's view",
+)
+def inspection_heatmap(request: Request, inspection_id: int) -> Response:
+    """Not recorded in the log. From a thumbnail the map is close to the original's (the view the model sees is
+    about as small); headers say which version drew it and its score."""
+    services = get_services(request)
+    record = _inspection(request, inspection_id)
+    found = services.run(inspections.image, inspection_id)
+    if found is None:
+        raise HTTPException(404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image"})
+    image = open_image(found[0], name=f"inspection {inspection_id}", max_pixels=services.settings.max_image_pixels)
+    inspector, inspection = _served(services, services.inspector(record["category"]), record["category"], image, 1)
+    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold)
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="PNG")
+    headers = {"X-Model-Id": str(inspector.model.id), "X-Anomaly-Score": f"{inspection.score:.4f}",
+               "Cache-Control": "no-store"}  # fmt: skip
+    return Response(buffer.getvalue(), media_type="image/png", headers=headers)
 
 
 @app.get(

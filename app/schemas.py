@@ -213,6 +213,7 @@ class FeedbackResult(BaseModel):
     label: str
     taught: str = Field(description="normal (the image joined the memory bank's images) or defect (the library)")
     result: dict
+    reviewed: bool = Field(default=False, description="the inspection it came from is recorded as reviewed")
 
 
 class Health(BaseModel):
@@ -242,6 +243,16 @@ class InspectionRecord(BaseModel):
     image_kind: str = Field(description="what was kept of the image: none, thumbnail or full")
     image_kept: bool = Field(description="false once deleted after the retention period (the record stays)")
     image_url: str | None = None
+    reviewed_at: str | None = Field(default=None, description="when a person reviewed it (null: not yet)")
+    reviewed_by: str | None = Field(default=None, description="who: the API key's name, or the address")
+    review_label: str | None = Field(default=None, description="what the part really was: good, or a defect type")
+    review_model_id: int | None = Field(
+        default=None, description="the version the review taught (feedback), null when it was only recorded"
+    )
+
+
+class ReviewRequest(BaseModel):
+    label: str = Field(description="what the part really was: good, or the defect type it shows")
 
 
 class InspectionPage(BaseModel):

@@ -88,11 +88,13 @@ def record(
 
 _LISTED = (
     "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
-    "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL"
+    "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL, reviewed_at::text, "
+    "reviewed_by, review_label, review_model_id"
 )
 _KEYS = (
     "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
     "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
+    "reviewed_at", "reviewed_by", "review_label", "review_model_id",
 )  # fmt: skip
 
 
@@ -105,9 +107,12 @@ def listed(
     model_id: int | None = None,
     before_id: int | None = None,
     limit: int = 50,
+    reviewed: bool | None = None,
 ) -> list[dict]:
     """Inspections newest first, filtered; page on with ``before_id`` = the last id of the previous page."""
     where, params = [], []
+    if reviewed is not None:
+        where.append(sql.SQL("reviewed_at IS NOT NULL" if reviewed else "reviewed_at IS NULL"))
     for column, op, value in (
         ("category", "=", category), ("is_anomalous", "=", is_anomalous), ("at", ">=", since), ("at", "<", until),
         ("model_id", "=", model_id), ("id", "<", before_id),
@@ -124,6 +129,18 @@ def listed(
 
 def one(connection: psycopg.Connection, inspection_id: int) -> dict | None:
     row = connection.execute(f"SELECT {_LISTED} FROM inspections WHERE id = %s", (inspection_id,)).fetchone()
+    return dict(zip(_KEYS, row, strict=True)) if row else None
+
+
+def review(
+    connection: psycopg.Connection, inspection_id: int, label: str, by: str, model_id: int | None
+) -> dict | None:
+    """Record what a person says the inspected part was (a later review replaces an earlier one); the record."""
+    row = connection.execute(
+        f"UPDATE inspections SET reviewed_at = now(), reviewed_by = %s, review_label = %s, review_model_id = %s "
+        f"WHERE id = %s RETURNING {_LISTED}",
+        (by, label, model_id, inspection_id),
+    ).fetchone()
     return dict(zip(_KEYS, row, strict=True)) if row else None
 
 

@@ -728,3 +728,79 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.wait_for_selector(".error")
         assert page.inner_text(".error").startswith("404 unknown_category")
         browser.close()
+
+
+def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
+    """Chromium on /review against a log of its own (full images kept): the unreviewed parts newest first with
+    their thumbnails, filtered by verdict and paged; one opened shows its heatmap; "it is a defect" teaches the
+    library through the feedback API and records the review (who, when, the version taught), "it is good" without
+    teaching records it only; the log's reviewed filter and the refusals of bad reviews agree. Writes the screenshot
+    the README shows when INSPECT_SCREENSHOT_REVIEW names a file."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    upgrade(database_url)
+    with connect(database_url) as connection:
+        models.save_model(connection, "bottle", fitted, EVALUATION, Settings())
+    env = {"DATABASE_URL": database_url, "INSPECT_LOG_IMAGES": "full", "INSPECT_POOL_SIZE": "4"}
+    server, client = start_api(env, tmp_path / "server.log")
+    try:
+        ids = [_post(client, path).json()["inspection_id"] for path in (BROKEN, GOOD, BOTTLE / "test/good/001.png")]
+        assert client.post(f"/inspections/{ids[0]}/review", json={"label": "no good!"}).status_code == 422
+        assert client.post("/inspections/99999/review", json={"label": "good"}).status_code == 404
+        wrong = client.post("/categories/other/feedback", data={"label": "good", "inspection_id": str(ids[1])})
+        assert wrong.status_code == 422 and "judged bottle, not other" in wrong.json()["detail"]
+        chromium = shutil.which("chromium")
+        assert chromium, "Debian's chromium is needed (scripts/install.sh installs it as root)"
+        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=chromium, args=flags)
+            page = browser.new_page(viewport={"width": 1180, "height": 900})
+            page.goto(str(client.base_url) + "/review?limit=2")
+            page.wait_for_function("document.querySelectorAll('.item').length == 2")
+            shown = page.eval_on_selector_all(".item", "(all) => all.map((n) => Number(n.dataset.id))")
+            assert shown == [ids[2], ids[1]]  # newest first, two a page
+            page.click("#older")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[0]}'")
+            assert page.is_disabled("#older") and not page.is_disabled("#newer")
+            page.click("#newer")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")
+            page.wait_for_function("[...document.querySelectorAll('.item img')].every((i) => i.naturalWidth > 0)")
+            page.select_option("#verdict", "defect")
+            page.wait_for_function("document.querySelectorAll('.item').length == 1")
+            assert page.inner_text(".item .chip") == "DEFECT"
+            page.click(".item")
+            page.wait_for_function("document.querySelector('img.heat')?.naturalWidth > 0")
+            assert page.eval_on_selector("img.heat", "(i) => i.naturalWidth") == 224
+            assert page.is_checked("#teach")  # the log kept the file: the review can teach
+            if os.environ.get("INSPECT_SCREENSHOT_REVIEW"):
+                page.screenshot(path=os.environ["INSPECT_SCREENSHOT_REVIEW"], full_page=True)
+            page.fill("#defectType", "broken_large")
+            page.click(".mark-defect")
+            page.wait_for_function("document.querySelector('.review-result').textContent.startsWith('reviewed')")
+            assert page.inner_text(".review-result").startswith("reviewed as broken_large; taught: version ")
+            page.wait_for_function("document.querySelectorAll('.item').length == 0")  # no unreviewed defect left
+            page.select_option("#verdict", "")
+            page.wait_for_function("document.querySelectorAll('.item').length == 2")
+            page.click(f".item[data-id='{ids[1]}']")
+            page.wait_for_selector("#teach")
+            page.uncheck("#teach")
+            page.click(".mark-good")
+            page.wait_for_function("document.querySelector('.review-result').textContent.endsWith('good; recorded')")
+            browser.close()
+        reviewed = client.get("/inspections", params={"reviewed": "true"}).json()["inspections"]
+        assert [r["id"] for r in reviewed] == [ids[1], ids[0]]
+        assert [r["review_label"] for r in reviewed] == ["good", "broken_large"]
+        assert all(r["reviewed_by"] == "api 127.0.0.1" and r["reviewed_at"] for r in reviewed)
+        assert reviewed[0]["review_model_id"] is None and reviewed[1]["review_model_id"] is not None
+        library = client.get("/categories/bottle").json()["defect_library"]
+        assert [d["defect_type"] for d in library] == ["broken_large"]
+        assert [r["id"] for r in client.get("/inspections", params={"reviewed": "false"}).json()["inspections"]] == [
+            ids[2]
+        ]
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
