@@ -804,3 +804,16 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         client.close()
         server.terminate()
         server.wait(20)
+
+
+def test_a_review_of_a_thumbnail_is_recorded_but_cannot_teach(api):
+    """With the log's default thumbnails, the feedback API refuses to teach from the log (409, naming the setting),
+    while the review itself is recorded, with no version."""
+    inspection_id = _post(api, GOOD).json()["inspection_id"]
+    refused = api.post("/categories/bottle/feedback", data={"inspection_id": str(inspection_id), "label": "good"})
+    assert refused.status_code == 409 and "INSPECT_LOG_IMAGES=full" in refused.json()["detail"]
+    assert api.get(f"/inspections/{inspection_id}").json()["reviewed_at"] is None
+    recorded = api.post(f"/inspections/{inspection_id}/review", json={"label": "good"})
+    assert recorded.status_code == 200, recorded.text
+    assert recorded.json()["review_label"] == "good" and recorded.json()["review_model_id"] is None
+    assert recorded.json()["reviewed_by"] == "api 127.0.0.1" and recorded.json()["reviewed_at"]

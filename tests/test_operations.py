@@ -271,6 +271,9 @@ def test_feedback_by_inspection_id_teaches_with_the_kept_file(served):
     assert source.endswith(f"inspection {answer['inspection_id']}") and "api" in source
     gone = client.post("/categories/bottle/feedback", data={"inspection_id": "999999", "label": "good"},
                        headers=_auth("boss"))  # fmt: skip
-    assert gone.status_code == 409 and gone.json()["error"] == "image_not_kept"
+    assert gone.status_code == 404 and gone.json()["error"] == "unknown_inspection"
+    reviewed = client.get(f"/inspections/{answer['inspection_id']}", headers=_auth("boss")).json()
+    assert reviewed["review_label"] == "good" and reviewed["reviewed_by"].endswith("(key boss)")
+    assert reviewed["review_model_id"] == taught.json()["result"]["model_id"]
     neither = client.post("/categories/bottle/feedback", data={"label": "good"}, headers=_auth("boss"))
     assert neither.status_code == 422 and "inspection_id" in neither.json()["detail"]
