@@ -1,12 +1,21 @@
-"""What every router of the API shares: the services of the running app, the documented error answers, the
-category name's rule, who is asking, and reading an upload within the size limit."""
+"""What the API's routers share: the services of the running app, the API keys and rate limit, the documented error
+answers, the category name's rule, who is asking, reading an upload within the size limit, a category's active
+version, an inspection record, a label's rule, and images answered with their cache headers."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request, UploadFile
+import hashlib
+from functools import lru_cache
 
+from fastapi import HTTPException, Request, Response, UploadFile
+
+from app.auth import Keys, RateLimit
 from app.schemas import Error
-from app.services import Services
+from app.services import Services, UnknownCategory
+from config import get_settings
+from config.keys import parse_keys
+from revisions.defects import check_defect_type
+from store import inspections, models
 
 ERRORS = {
     400: {"model": Error, "description": "bad form field"},
@@ -45,3 +54,56 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
             413, {"error": "file_too_large", "detail": f"the file is larger than the limit of {limit} bytes"}
         )
     return data
+
+
+OPEN_WARNING = (
+    "NO API KEY IS CONFIGURED: anyone who reaches this service can inspect, read the log and change categories; "
+    "set INSPECT_API_KEYS (python -m ingest new-key)"
+)
+
+
+@lru_cache
+def keys() -> Keys:
+    return Keys(parse_keys(get_settings().api_keys))
+
+
+@lru_cache
+def rate_limit() -> RateLimit | None:
+    per_minute = get_settings().rate_limit_per_minute
+    return RateLimit(per_minute) if per_minute else None
+
+
+def active(connection, name: str) -> models.StoredModel:
+    """The category's active version, or the 404 that names it."""
+    model = models.active_model(connection, name)
+    if model is None:
+        raise UnknownCategory(name)
+    return model
+
+
+IMMUTABLE = "public, max-age=31536000, immutable"  # a stored image never changes: a new fit stores new ids
+
+
+def image_response(request: Request, data: bytes, media_type: str, cache: str = IMMUTABLE) -> Response:
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": cache, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=media_type, headers=headers)
+
+
+def check_label(label: str) -> None:
+    """good, or a defect type the library accepts: anything else is a 422 naming the rule."""
+    if label == "good":
+        return
+    try:
+        check_defect_type(label)
+    except ValueError as exc:
+        raise HTTPException(422, {"error": "invalid_request", "detail": f"label: {exc}"}) from exc
+
+
+def inspection_or_404(request: Request, inspection_id: int) -> dict:
+    record = get_services(request).run(inspections.one, inspection_id)
+    if record is None:
+        raise HTTPException(404, {"error": "unknown_inspection", "detail": f"no inspection {inspection_id}"})
+    return record

@@ -1,0 +1,148 @@
+"""The fitted categories: their summary and detail, plots, drift, and the threshold (a new version without a refit)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+
+from app.common import CATEGORY, ERRORS, active, actor_of, get_services, image_response
+from app.schemas import CategoryDetail, CategorySummary, DriftReport, ThresholdChange, ThresholdRequest
+from app.services import Services
+from revisions.threshold import set_threshold
+from serving import drift
+from store import banks, changes, defects, images, inspections, models, pictures
+
+router = APIRouter(tags=["categories"])
+
+
+def _summary(model: models.StoredModel) -> dict:
+    return {
+        "name": model.category,
+        "model_id": model.id,
+        "memory_bank_segments": list(model.bank_segments),
+        "backbone": model.config.backbone,
+        "embedding_dim": model.dim,
+        "metric": model.config.metric,
+        "threshold": model.threshold,
+        "memory_bank_size": model.memory_bank_size,
+        "fitted_at": model.fitted_at,
+    }
+
+
+@router.get("/categories", response_model=list[CategorySummary], responses=ERRORS, summary="Fitted categories")
+def categories(request: Request) -> list[dict]:
+    return [_summary(m) for m in get_services(request).run(models.active_models)]
+
+
+@router.get("/categories/{name}", response_model=CategoryDetail, responses=ERRORS, summary="One category in full")
+def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
+    def read(connection):
+        model = active(connection, name)
+        return (
+            model,
+            images.image_counts(connection, model.bank_segments),
+            banks.patch_count(connection, model.bank_segments),
+            changes.changes(connection, model.category_id),
+            pictures.plot_names(connection, model.fit_id),
+            defects.library(connection, model.defect_segments),
+        )
+
+    model, counts, patches, log, plots, library = get_services(request).run(read)
+    return {
+        **_summary(model),
+        "settings": model.config.as_dict(),
+        "threshold_policy": model.threshold_policy,
+        "images": counts,
+        "patches": patches,
+        "coverage_radius": model.coverage_radius,
+        "defect_library": library,
+        "evaluation": model.evaluation,
+        "timings": model.timings,
+        "changes": log,
+        "plots": plots,
+    }
+
+
+@router.get(
+    "/categories/{name}/plots/{plot}",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the plot"}},
+    response_class=Response,
+    summary="An evaluation plot of the category's fit (roc, scores, heatmaps, example), from the database",
+)
+def category_plot(
+    request: Request, name: Annotated[str, PathParam(**CATEGORY)], plot: Annotated[str, PathParam(**CATEGORY)]
+) -> Response:
+    def read(connection):
+        model = active(connection, name)
+        return pictures.plot(connection, model.fit_id, plot)
+
+    found = get_services(request).run(read)
+    if found is None:
+        raise HTTPException(404, {"error": "unknown_plot", "detail": f"{name} has no plot {plot}; see its plots"})
+    return image_response(request, found[1], found[0], "no-cache")
+
+
+@router.get(
+    "/categories/{name}/drift",
+    response_model=DriftReport,
+    responses=ERRORS,
+    summary="Is the line drifting: the share of parts the active version flagged recently, against its calibration",
+)
+def category_drift(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
+    return drift_report(get_services(request), name)
+
+
+def drift_report(services: Services, name: str, distributions: bool = True) -> dict:
+    """The drift report of ``name``; ``distributions``: with the recent and good scores (the page's plot), which the
+    metrics scrape does not read."""
+    hours = services.settings.drift_hours
+
+    def read(connection):
+        model = active(connection, name)
+        hourly = inspections.hourly(connection, model.id, hours)
+        if not distributions:
+            return model, hourly, {}
+        return (
+            model,
+            hourly,
+            {
+                "scores": inspections.recent_scores(connection, model.id, hours),
+                "good_scores": images.good_scores(connection, model.bank_segments),
+            },
+        )
+
+    model, hourly, scores = services.run(read)
+    report = drift.drift(hourly, model.threshold_policy.get("estimated_false_alarm_rate"), hours)
+    return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, **scores}
+
+
+@router.put(
+    "/categories/{name}/threshold",
+    response_model=ThresholdChange,
+    responses=ERRORS,
+    summary="Set the threshold by value or false-alarm rate: a new version, no refit",
+)
+def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: ThresholdRequest) -> dict:
+    actor = actor_of(request)
+
+    def change(connection):
+        model = active(connection, name)
+        try:
+            version = set_threshold(connection, model, actor, value=body.value, false_alarm_rate=body.false_alarm_rate)
+        except ValueError as exc:
+            raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
+        models.retire_old_models(connection, name)
+        return model, models.active_model(connection, name), version
+
+    previous, new, version = get_services(request).run(change)
+    return {
+        "category": name,
+        "model_id": version,
+        "previous_model_id": previous.id,
+        "threshold": new.threshold,
+        "previous_threshold": previous.threshold,
+        "threshold_policy": new.threshold_policy,
+    }

@@ -1,0 +1,107 @@
+"""The inspection log: records newest first with filters, one record, its kept image, its heatmap, its review."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from app.common import CATEGORY, ERRORS, actor_of, check_label, get_services, image_response, inspection_or_404
+from app.inspecting import served
+from app.schemas import InspectionPage, InspectionRecord, ReviewRequest
+from patchcore.images import open_image
+from serving.heatmap import overlay
+from store import inspections
+
+router = APIRouter(tags=["log"])
+
+
+def _with_image_url(record: dict) -> dict:
+    return {**record, "image_url": f"/inspections/{record['id']}/image" if record["image_kept"] else None}
+
+
+@router.get("/inspections", response_model=InspectionPage, responses=ERRORS, summary="The inspection log, newest first")
+def list_inspections(
+    request: Request,
+    category: Annotated[str | None, Query(**CATEGORY)] = None,
+    verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect or normal")] = None,
+    since: Annotated[datetime | None, Query(description="from this time on (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="before this time (ISO 8601)")] = None,
+    model_id: Annotated[int | None, Query(description="judged by this version")] = None,
+    before: Annotated[int | None, Query(description="older than this inspection id: next_before of a page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    reviewed: Annotated[bool | None, Query(description="false: not yet reviewed; true: reviewed")] = None,
+) -> dict:
+    anomalous = None if verdict is None else verdict == "defect"
+    rows = get_services(request).run(
+        inspections.listed, category, anomalous, since, until, model_id, before, limit, reviewed
+    )
+    return {
+        "inspections": [_with_image_url(r) for r in rows],
+        "next_before": rows[-1]["id"] if len(rows) == limit else None,
+    }
+
+
+@router.get("/inspections/{inspection_id}", response_model=InspectionRecord, responses=ERRORS, summary="One inspection")
+def get_inspection(request: Request, inspection_id: int) -> dict:
+    return _with_image_url(inspection_or_404(request, inspection_id))
+
+
+@router.get(
+    "/inspections/{inspection_id}/image",
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the kept image"}},
+    response_class=Response,
+    summary="The image an inspection kept (a thumbnail or the file, per INSPECT_LOG_IMAGES), until its retention ends",
+)
+def inspection_image(request: Request, inspection_id: int) -> Response:
+    found = get_services(request).run(inspections.image, inspection_id)
+    if found is None:
+        inspection_or_404(request, inspection_id)
+        raise HTTPException(
+            404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image (INSPECT_LOG_IMAGES "
+                  "was none, or its retention period is over)"},
+        )  # fmt: skip
+    return image_response(request, found[0], found[1])
+
+
+@router.post(
+    "/inspections/{inspection_id}/review",
+    response_model=InspectionRecord,
+    responses=ERRORS,
+    summary="Record what an inspected part really was (good, or a defect type), without teaching the category",
+)
+def review_inspection(request: Request, inspection_id: int, body: ReviewRequest) -> dict:
+    """For a verdict that was right, or a part whose image the log did not keep in full; to teach the category as
+    well, send the label to ``POST /categories/{name}/feedback`` with the inspection_id (it records the review)."""
+    check_label(body.label)
+    record = get_services(request).run(inspections.review, inspection_id, body.label, actor_of(request), None)
+    if record is None:
+        inspection_or_404(request, inspection_id)
+    return _with_image_url(record)
+
+
+@router.get(
+    "/inspections/{inspection_id}/heatmap",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the heatmap over the model's view"}},
+    response_class=Response,
+    summary="The kept image judged again by the category's active version: its heatmap over the model's view",
+)
+def inspection_heatmap(request: Request, inspection_id: int) -> Response:
+    """Not recorded in the log. From a thumbnail the map is close to the original's (the view the model sees is
+    about as small); headers say which version drew it and its score."""
+    services = get_services(request)
+    record = inspection_or_404(request, inspection_id)
+    found = services.run(inspections.image, inspection_id)
+    if found is None:
+        raise HTTPException(404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image"})
+    image = open_image(found[0], name=f"inspection {inspection_id}", max_pixels=services.settings.max_image_pixels)
+    inspector, inspection = served(services, services.inspector(record["category"]), record["category"], image, 1)
+    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold)
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="PNG")
+    headers = {"X-Model-Id": str(inspector.model.id), "X-Anomaly-Score": f"{inspection.score:.4f}",
+               "Cache-Control": "no-store"}  # fmt: skip
+    return Response(buffer.getvalue(), media_type="image/png", headers=headers)
