@@ -132,3 +132,13 @@ def start_worker(env: dict[str, str], log: Path, name: str):
             [sys.executable, "-m", "ingest", "worker", "--poll", "0.2", "--name", name],
             cwd=ROOT, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+
+def launch_chromium(driver):
+    """Debian's Chromium (never a downloaded browser build) through Playwright, headless, without the services that
+    would reach the network."""
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (scripts/install.sh installs it as root)"
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+    return driver.chromium.launch(executable_path=chromium, args=flags)

@@ -24,7 +24,7 @@ from patchcore.model import PatchCoreConfig, fit
 from store import banks, models
 from store.database import connect
 from store.migrate import upgrade
-from tests.conftest import BOTTLE, MVTEC, SHARED, WEIGHTS, start_api
+from tests.conftest import BOTTLE, MVTEC, SHARED, WEIGHTS, launch_chromium, start_api
 
 NON_SQUARE = SHARED / "datasets" / "non_square"
 
@@ -655,12 +655,9 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     its heatmap, the nearest good patch, 10 good thumbnails and the nearest known defect that really loaded, a good
     bottle as normal, teaching from the page (a refused label's message, then "it is good"), and the API's own message
     for a text file. Writes the screenshot the README shows when INSPECT_SCREENSHOT names a file."""
-    import shutil
 
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed (scripts/install.sh installs it as root)"
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     mask = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
@@ -669,10 +666,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     assert known.status_code == 200, known.text
     flagged = [_post(api, path).json() for path in sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[1:5]]
     assert all(a["is_anomalous"] and a["model_id"] == known.json()["model_id"] for a in flagged)  # a drifted window
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=chromium, args=flags)
+        browser = launch_chromium(driver)
         page = browser.new_page(viewport={"width": 1180, "height": 900})
         page.goto(str(api.base_url) + "/")
         page.wait_for_function("document.querySelectorAll('#category option').length > 0")
@@ -736,7 +731,6 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
     library through the feedback API and records the review (who, when, the version taught), "it is good" without
     teaching records it only; the log's reviewed filter and the refusals of bad reviews agree. Writes the screenshot
     the README shows when INSPECT_SCREENSHOT_REVIEW names a file."""
-    import shutil
 
     from playwright.sync_api import sync_playwright
 
@@ -751,12 +745,8 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         assert client.post("/inspections/99999/review", json={"label": "good"}).status_code == 404
         wrong = client.post("/categories/other/feedback", data={"label": "good", "inspection_id": str(ids[1])})
         assert wrong.status_code == 422 and "judged bottle, not other" in wrong.json()["detail"]
-        chromium = shutil.which("chromium")
-        assert chromium, "Debian's chromium is needed (scripts/install.sh installs it as root)"
-        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
         with sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=chromium, args=flags)
+            browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1180, "height": 900})
             page.goto(str(client.base_url) + "/review?limit=2")
             page.wait_for_function("document.querySelectorAll('.item').length == 2")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import time
 import zipfile
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import BOTTLE, WEIGHTS, start_api, start_worker
+from tests.conftest import BOTTLE, WEIGHTS, launch_chromium, start_api, start_worker
 
 TRAIN = sorted((BOTTLE / "train" / "good").glob("*.png"))
 
@@ -160,14 +159,10 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
     right over /query. Writes the screenshot of the fit in progress when INSPECT_SCREENSHOT_FIT names a file."""
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed (scripts/install.sh installs it as root)"
     worker = start_worker(env, tmp_path / "worker.log", "gpu-box-1")
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
     try:
         with sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=chromium, args=flags)
+            browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1180, "height": 700})
             page.goto(str(api.base_url) + "/new")
             page.wait_for_selector("#jobs")

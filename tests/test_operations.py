@@ -18,7 +18,7 @@ from config.keys import hash_key, parse_keys
 from store import models
 from store.database import connect
 from store.migrate import upgrade
-from tests.conftest import BOTTLE, start_api
+from tests.conftest import BOTTLE, launch_chromium, start_api
 
 KEYS = {"viewer": ("inspect", "viewer-secret-1"), "boss": ("admin", "boss-secret-2"), "burst": ("inspect", "b-3")}
 BROKEN = BOTTLE / "test" / "broken_large" / "000.png"
@@ -233,15 +233,11 @@ def test_metrics_parse_and_move_as_queries_are_made(served):
 
 
 def test_the_page_asks_for_a_key_and_works_with_it(served):
-    import shutil
-
     from playwright.sync_api import sync_playwright
 
     client, _, _ = served
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=shutil.which("chromium"), args=flags)
+        browser = launch_chromium(driver)
         page = browser.new_page()
         page.goto(str(client.base_url) + "/")
         page.wait_for_selector("#keyBar")
@@ -255,6 +251,16 @@ def test_the_page_asks_for_a_key_and_works_with_it(served):
         page.wait_for_function(
             "[...document.querySelectorAll('.result img.thumb')].every((i) => i.complete && i.naturalWidth > 0)"
         )
+        page.goto(str(client.base_url) + "/review")  # the key stays with the tab
+        page.wait_for_function("document.querySelectorAll('.item img').length > 0")
+        page.wait_for_function("[...document.querySelectorAll('.item img')].every((i) => i.naturalWidth > 0)")
+        page.goto(str(client.base_url) + "/new")
+        page.wait_for_function("document.querySelector('#jobs').textContent === 'no fit job yet'")
+        fresh = browser.new_page()  # another tab has no key: the pages load and ask for one
+        for path in ("/review", "/new"):
+            fresh.goto(str(client.base_url) + path)
+            fresh.wait_for_selector("#keyBar")
+            assert "needs an API key" in fresh.inner_text("#keyBar")
         browser.close()
 
 
