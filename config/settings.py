@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         "on an accelerator, database on a CPU, where each is measured fastest",
     )
     hnsw_ef_search: int = Field(default=20, description="HNSW query candidate list (hnsw.ef_search)")
+    batch_wait_ms: float | None = Field(
+        default=None,
+        description="how long a request waits for others to be embedded with it in one batch (0: never); unset: 2 ms "
+        "on an accelerator, 0 on a CPU",
+    )
+    batch_max: int = Field(default=32, ge=1, description="most requests embedded in one batch")
     exact_rerank: int = Field(
         default=64,
         description="most patches of a query searched exactly (in the API process, against its copy of the memory "

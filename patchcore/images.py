@@ -128,7 +128,7 @@ class Preprocess:
     """The field of view of a category.
 
     ``whole`` (the default for new fits): the whole image, aspect ratio kept, resized so that it holds about
-    ``pixels`` pixels, each side a multiple of 16: a 452x184 strip becomes 352x144 at 224x224's budget, a 22x9 patch
+    ``pixels`` pixels, each side a multiple of 16: a 452x184 strip becomes 352x144 at 224x224's budget, a 44x18 patch
     grid; nothing is cut away. ``crop``: the shorter side resized to ``resize``, then the centre ``crop`` x ``crop``
     square (the paper's and anomalib's geometry; a strip keeps only its middle). Either way an image more elongated
     than ``MAX_ASPECT`` (16:1) is refused before any pixel is resized: its resize would cost out of all proportion

@@ -33,6 +33,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
 from patchcore.rerank import Reranked, rerank_worst
+from serving.batching import batch_wait_ms, shared_batcher
 from store.banks import StoredBank
 from store.models import StoredModel
 from store.search import (
@@ -134,6 +135,8 @@ class Inspector:
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.device = self.embedder.extractor.device
         self.backend = search_backend(settings.search_backend, self.device)
+        wait_ms = batch_wait_ms(settings.batch_wait_ms, self.device)
+        self.batcher = shared_batcher(wait_ms, settings.batch_max) if wait_ms > 0 else None
         # connections one search wants: the exact search asks the database one small question; None: the split
         self.search_parts = 1 if self.backend == "exact" else None
         here = self.device if self.backend == "exact" else torch.device("cpu")
@@ -154,8 +157,12 @@ class Inspector:
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
 
     def embed(self, image: Image.Image) -> torch.Tensor:
-        """(H, W, D) patch features of a decoded image."""
-        return self.embedder.features(self.embedder.preprocess.tensor(image)[None])[0]
+        """(H, W, D) patch features of a decoded image: alone, or in a batch with requests that arrive with it
+        (:mod:`serving.batching`)."""
+        view = self.embedder.preprocess.tensor(image)
+        if self.batcher is None:
+            return self.embedder.features(view[None])[0]
+        return self.batcher.features(self.embedder, view)
 
     def search(
         self,

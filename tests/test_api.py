@@ -534,7 +534,7 @@ def test_an_oversized_upload_reaches_every_common_client_as_its_413(api):
 
 
 def test_a_non_square_category_answers_in_its_own_geometry(api, database):
-    """A 452x184 strip is seen whole (352x144, a 22x9 grid): the heatmap has the strip's aspect ratio and the most
+    """A 452x184 strip is seen whole (352x144, a 44x18 grid): the heatmap has the strip's aspect ratio and the most
     anomalous patch is placed in the uploaded image's own pixels."""
     strips = NON_SQUARE / "bsdata_ballscrew"
     model = fit(PatchCoreConfig(backbone="resnet18"), sorted((strips / "train" / "good").glob("*.png"))[:12],
