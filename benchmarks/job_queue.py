@@ -6,6 +6,8 @@ of its own.
    any job was taken twice.
 2. A worker process that takes a job and is killed (SIGKILL) while it holds it: the time from the kill until
    :func:`store.jobs.reap`, called every 10 ms, marks the job failed.
+3. An idle worker (listening, as ``python -m ingest worker`` does): the time from a job's start (its commit) until
+   the worker has taken it.
 
     python benchmarks/job_queue.py --jobs 2000 --workers 8
 """
@@ -105,6 +107,43 @@ def killed(url: str, rounds: int) -> None:
             print(f"| {round_} | {(time.perf_counter() - killed_at) * 1000:.0f} |")
 
 
+def pickup(url: str, rounds: int) -> None:
+    print("\n| round | queued -> taken by an idle worker (ms) |\n| --- | --- |")
+    taken: dict[int, float] = {}
+    stop = threading.Event()
+
+    def idle_worker() -> None:
+        with psycopg.connect(url, autocommit=True) as connection:
+            jobs.listen(connection)
+            while not stop.is_set():
+                job = jobs.claim(connection, "idle")
+                if job is None:
+                    jobs.wait_for_work(connection, 0.5)
+                    continue
+                taken[job["id"]] = time.perf_counter()
+                jobs.succeed(connection, job["id"], 0)
+                jobs.release(connection, job["id"])
+
+    thread = threading.Thread(target=idle_worker)
+    thread.start()
+    try:
+        with psycopg.connect(url, autocommit=True) as connection:
+            for round_ in range(1, rounds + 1):
+                time.sleep(0.2)  # the worker is idle, waiting
+                job = jobs.create(connection, "bench", {}, "benchmark")
+                jobs.add_images(
+                    connection, job["id"], [(f"p{round_}-{k}.png", f"p{round_}-{k}".encode()) for k in range(3)]
+                )
+                queued = time.perf_counter()
+                jobs.start(connection, job["id"])
+                while job["id"] not in taken:
+                    time.sleep(0.0005)
+                print(f"| {round_} | {(taken[job['id']] - queued) * 1000:.1f} |")
+    finally:
+        stop.set()
+        thread.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2000)
@@ -121,6 +160,7 @@ def main() -> None:
             upgrade(url)
             claims(url, args.jobs, args.workers)
             killed(url, args.kills)
+            pickup(url, args.kills)
         finally:
             server.stop()
 

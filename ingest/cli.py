@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="take fit jobs from the database and run them")
     worker.add_argument("--once", action="store_true", help="stop when the queue is empty")
-    worker.add_argument("--poll", type=float, default=1.0, help="seconds between looks at an empty queue (1.0)")
+    worker.add_argument(
+        "--poll", type=float, default=5.0, help="an idle worker wakes at each queued job, and at least this often (5)"
+    )
     worker.add_argument("--name", default=None, help="how jobs name this worker (default: host-pid)")
 
     key = commands.add_parser("new-key", help="make an API key and the INSPECT_API_KEYS entry that admits it")

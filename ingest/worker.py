@@ -140,23 +140,28 @@ def run_worker(args: argparse.Namespace) -> int:
     url = database_url(settings)
     upgrade(url)
     worker = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    print(f"worker {worker}: taking fit jobs from the database (every {args.poll:g} s when idle)", flush=True)
+    print(
+        f"worker {worker}: taking fit jobs from the database (woken by each queued job, or every {args.poll:g} s)",
+        flush=True,
+    )
     while True:
         job = None
         try:
             with connect(url, autocommit=True) as connection:
                 connection.execute("SET application_name = 'patchcore-worker'")
+                jobs.listen(connection)
                 for reaped in jobs.reap(connection):
                     print(f"job {reaped}: its worker is gone; marked failed", flush=True)
                 job = jobs.claim(connection, worker)
                 if job is not None:
                     print(f"job {job['id']}: taken ({job['category']}, {job['images']} images)", flush=True)
                     run_job(connection, job, settings, worker)
+                elif args.once:
+                    return 0
+                else:  # a queued job wakes the worker at once; the timeout also finds jobs whose worker died
+                    jobs.wait_for_work(connection, args.poll)
         except psycopg.OperationalError as exc:
             print(f"worker {worker}: the database is not answering ({exc}); trying again", file=sys.stderr, flush=True)
-        if args.once and job is None:
-            return 0
-        if job is None:
             time.sleep(args.poll)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import psycopg
 
 LOCK_CLASS = 7411  # the first key of every job's advisory lock (the second is the job id)
+CHANNEL = "fit_jobs"  # NOTIFY'd when a job is queued, so that an idle worker takes it at once
 MIN_IMAGES = 3  # a fit needs good scores of at least two bank images and one held out
 STATES = ("draft", "queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -131,6 +132,7 @@ def start(connection: psycopg.Connection, job_id: int) -> dict:
         if count < MIN_IMAGES:
             raise ValueError(f"job {job_id} holds {count} image(s); a fit needs at least {MIN_IMAGES} good images")
         cursor.execute("UPDATE fit_jobs SET state = 'queued', queued_at = now() WHERE id = %s", (job_id,))
+        cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(job_id)))  # delivered at the commit
     return one(connection, job_id)
 
 
@@ -145,6 +147,7 @@ def retry(connection: psycopg.Connection, job_id: int) -> dict:
             "stage = NULL, stage_number = NULL, done = NULL, total = NULL, rate = NULL, message = NULL WHERE id = %s",
             (job_id,),
         )
+        cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(job_id)))
     return one(connection, job_id)
 
 
@@ -172,6 +175,16 @@ def delete(connection: psycopg.Connection, job_id: int) -> None:
         if _locked_state(cursor, job_id) == "running":
             raise JobStateError(f"job {job_id} is running: cancel it first")
         cursor.execute("DELETE FROM fit_jobs WHERE id = %s", (job_id,))
+
+
+def listen(connection: psycopg.Connection) -> None:
+    """Hear of queued jobs on ``connection`` (autocommit): call before looking for one, so none is missed between."""
+    connection.execute(f"LISTEN {CHANNEL}")
+
+
+def wait_for_work(connection: psycopg.Connection, seconds: float) -> bool:
+    """Block until a job is queued (True) or ``seconds`` pass (False), on a connection that :func:`listen` ed."""
+    return any(True for _ in connection.notifies(timeout=seconds, stop_after=1))
 
 
 def claim(connection: psycopg.Connection, worker: str) -> dict | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import BOTTLE, WEIGHTS, launch_chromium, start_api, start_worker
+from tests.conftest import BOTTLE, ROOT, WEIGHTS, launch_chromium, start_api, start_worker
 
 TRAIN = sorted((BOTTLE / "train" / "good").glob("*.png"))
 
@@ -197,3 +199,27 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
             if answer.json()["is_anomalous"] != (kind != "good"):
                 wrong.append(f"{kind}/{path.name}")
     assert wrong == []
+
+
+def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
+    """``python -m ingest enqueue --wait`` queues a folder of good images, a worker process wakes at once and fits
+    it, and the command follows the job to its end and exits 0, having printed the stages on the way."""
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for path in TRAIN[:12]:
+        (folder / path.name).symlink_to(path)
+    worker = start_worker(env, tmp_path / "worker.log", "cli-worker")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ingest", "enqueue", "--category", "cli-bottle", "--folder", str(folder),
+             "--backbone", "resnet18", "--wait"],
+            cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("cli-bottle queued with 12 images"), lines
+    assert any(" stage " in line for line in lines) and lines[-1].split(": ", 1)[1].startswith("succeeded (version ")
+    assert "job 1: taken (cli-bottle, 12 images)" in (tmp_path / "worker.log").read_text()
