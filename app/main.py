@@ -18,6 +18,7 @@ from app.limits import BodyLimit
 from app.routes import categories, images, inspection, jobs, log, operations, pages, teaching
 from app.services import DatabaseUnavailable, Services, UnknownCategory
 from config import get_settings
+from serving import batching
 
 logger = logging.getLogger("app")
 
@@ -60,6 +61,7 @@ _POOL: dict = {"stats": dict, "standbys": lambda: ([], 0)}
 observability.REGISTRY.register(observability.PoolCollector(lambda: _POOL["stats"]()))
 observability.REGISTRY.register(observability.StandbyCollector(lambda: _POOL["standbys"]()))
 observability.REGISTRY.register(observability.DriftCollector(_loaded_drift))
+observability.REGISTRY.register(observability.BatchCollector(batching.totals))
 
 app = FastAPI(
     title="PatchCore inspection service",

@@ -190,3 +190,20 @@ class DriftCollector:
             if report["predicted_false_alarm_rate"] is not None:
                 predicted.add_metric([name], report["predicted_false_alarm_rate"])
         yield from (share, predicted, answered, warning)
+
+
+class BatchCollector:
+    """The micro-batches of the embedding (``serving/batching.py``) at scrape time: how many ran and how many
+    requests they held (their ratio is the mean batch size; both stay 0 where batching is off)."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self.counts = counts
+
+    def collect(self):
+        batches, views = self.counts()
+        ran = CounterMetricFamily("inspect_embed_batches", "forward passes of the embedding network in micro-batches")
+        ran.add_metric([], float(batches))
+        held = CounterMetricFamily("inspect_embed_batched_requests", "requests embedded in those micro-batches")
+        held.add_metric([], float(views))
+        yield ran
+        yield held

@@ -97,3 +97,10 @@ def shared_batcher(wait_ms: float, max_batch: int) -> EmbedBatcher:
     together."""
     with _SHARED_LOCK:
         return _SHARED.setdefault((wait_ms, max_batch), EmbedBatcher(wait_ms, max_batch))
+
+
+def totals() -> tuple[int, int]:
+    """(batches run, requests they held) by every batcher of this process, for the metrics."""
+    with _SHARED_LOCK:
+        batchers = list(_SHARED.values())
+    return sum(b.batches for b in batchers), sum(b.views for b in batchers)

@@ -255,7 +255,8 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
 def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, database, tmp_path):
     """The two search backends (INSPECT_SEARCH_BACKEND) must give the exact model's image score: HNSW plus the
     re-rank in the database, every patch exactly in the API process. Compared on all 83 bottle test images (same
-    features), then over HTTP, where answers and /metrics name the backend that ran."""
+    features), then over HTTP, where answers and /metrics name the backend that ran, with two requests embedded as
+    micro-batches (as on an accelerator)."""
     from patchcore.images import open_image
     from serving.inspector import Inspector
 
@@ -278,17 +279,23 @@ def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, dat
     assert len(verdicts) == 83 and all(a == b for a, b in verdicts)
     assert 0 < sum(a for a, _ in verdicts) < 83  # both verdicts occur: the comparison could fail
 
-    env = {"DATABASE_URL": url, "INSPECT_SEARCH_BACKEND": "exact", "INSPECT_POOL_SIZE": "2"}
+    # as on an accelerator: every patch searched here, and requests arriving together embedded in one batch
+    env = {"DATABASE_URL": url, "INSPECT_SEARCH_BACKEND": "exact", "INSPECT_POOL_SIZE": "2",
+           "INSPECT_BATCH_WAIT_MS": "50"}  # fmt: skip
     server, client = start_api(env, tmp_path / "exact.log")
     try:
-        for path in (BROKEN, GOOD):
-            here, there = _post(client, path).json(), _post(api, path).json()
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda path: _post(client, path).json(), (BROKEN, GOOD)))
+        for path, here in zip((BROKEN, GOOD), answers, strict=True):
+            there = _post(api, path).json()
             assert (here["search_backend"], here["search_device"]) == ("exact", "cpu")
             assert here["anomaly_score"] == pytest.approx(there["anomaly_score"], abs=1e-4)
             assert here["is_anomalous"] == there["is_anomalous"] and here["exact_searched_patches"] == 0
             assert "rerank" not in here["timings_ms"]
         metrics = client.get("/metrics").text
         assert 'inspect_searches_total{backend="exact",device="cpu"} 2.0' in metrics
+        assert "inspect_embed_batched_requests_total 2.0" in metrics  # one batch of two, or two of one
+        assert re.search(r"^inspect_embed_batches_total [12]\.0$", metrics, re.M), metrics
     finally:
         client.close()
         server.terminate()
