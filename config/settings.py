@@ -1,4 +1,4 @@
-"""Every setting, its environment variable and its default; the README's configuration table mirrors this file."""
+"""Every setting, its environment variable and its default; docs/configuration.md mirrors this file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         default=None, description="where the server looks for a category's weights file by name if its path is gone"
     )
     backbone: str = Field(default="wide_resnet50_2", description="default backbone of the ingest job")
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """``INSPECT_WEIGHTS=`` (compose passes the variable through, empty when .env leaves it so) means unset."""
+        return None if value == "" else value
+
     metric: Literal["cosine", "l2"] = Field(default="l2", description="default nearest-neighbour metric")
     false_alarm_rate: float = Field(
         default=0.02,

@@ -100,8 +100,17 @@ def test_fit_workers_run_beside_the_api_and_scale_with_a_gpu_variant():
         assert worker["command"] == ["python", "-m", "ingest", "worker"]
         assert worker["depends_on"]["db"]["condition"] == "service_healthy"
         assert "container_name" not in worker and "ports" not in worker
-        assert "DATABASE_URL" in worker["environment"]
+        assert "DATABASE_URL" in worker["environment"] and "INSPECT_WEIGHTS" in worker["environment"]
     assert "profiles" not in services["worker"], "docker compose up starts a worker with the API"
     gpu = services["worker-gpu"]
     assert gpu["profiles"] == ["gpu"] and gpu["environment"]["INSPECT_DEVICE"] == "cuda"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+
+
+def test_an_empty_weights_variable_means_unset():
+    """Compose passes INSPECT_WEIGHTS through, empty when .env leaves it so: that must mean torchvision's download,
+    not a file named ''."""
+    from config import Settings
+
+    assert Settings(weights="").weights is None
+    assert Settings(weights="/weights/r18.pth").weights == "/weights/r18.pth"
