@@ -47,12 +47,6 @@ class Settings(BaseSettings):
     )
     backbone: str = Field(default="wide_resnet50_2", description="default backbone of the ingest job")
 
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _unset_when_empty(cls, value: object) -> object:
-        """``INSPECT_WEIGHTS=`` (compose passes the variable through, empty when .env leaves it so) means unset."""
-        return None if value == "" else value
-
     metric: Literal["cosine", "l2"] = Field(default="l2", description="default nearest-neighbour metric")
     false_alarm_rate: float = Field(
         default=0.02,
@@ -139,6 +133,12 @@ class Settings(BaseSettings):
     @property
     def replica_urls(self) -> list[str]:
         return [url.strip() for url in (self.database_replica_urls or "").split(",") if url.strip()]
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """``INSPECT_WEIGHTS=`` (compose passes the variable through, empty when .env leaves it so) means unset."""
+        return None if value == "" else value
 
 
 @lru_cache

@@ -33,26 +33,19 @@ class Cancelled(Exception):
     """Someone asked the running job to stop."""
 
 
+JOB_OPTIONS = ("backbone", "field_of_view", "pixels", "coreset_ratio", "false_alarm_rate")
+
+
 def job_options(args: argparse.Namespace) -> dict:
     """What a job records of the fit's options (the rest are the defaults of ``python -m ingest fit``)."""
-    return {
-        "backbone": args.backbone,
-        "field_of_view": args.field_of_view,
-        "pixels": args.pixels,
-        "coreset_ratio": args.coreset_ratio,
-        "false_alarm_rate": args.false_alarm_rate,
-    }
+    return {name: getattr(args, name) for name in JOB_OPTIONS}
 
 
 def job_config(options: dict, settings: Settings) -> PatchCoreConfig:
-    return PatchCoreConfig(
-        backbone=options.get("backbone", settings.backbone),
-        field_of_view=options.get("field_of_view", "whole"),
-        pixels=int(options.get("pixels", 224 * 224)),
-        coreset_ratio=float(options.get("coreset_ratio", 0.1)),
-        false_alarm_rate=float(options.get("false_alarm_rate", settings.false_alarm_rate)),
-        metric=settings.metric,
-    )
+    """The job's options over this worker's defaults (``PatchCoreConfig``'s, the settings' network, metric and
+    false-alarm rate)."""
+    defaults = {"backbone": settings.backbone, "false_alarm_rate": settings.false_alarm_rate}
+    return PatchCoreConfig(**{**defaults, **options, "metric": settings.metric})
 
 
 class Reporter:
@@ -94,8 +87,9 @@ def _write_images(url: str, job: dict, folder: Path, report: Reporter) -> list[P
     return files
 
 
-def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worker: str) -> str:
-    """Run one claimed job to its end; the state it ended in. ``connection`` holds the job's lock."""
+def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worker: str) -> None:
+    """Run one claimed job to its end (succeeded, cancelled or failed, as its row says). ``connection`` holds the
+    job's lock."""
     from ingest import report as reports
     from ingest.persist import store_model
 
@@ -120,16 +114,13 @@ def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worke
             actor = f"job {job_id} on {worker}, asked by {job['created_by'] or 'unknown'}"
             stored = store_model(name, model, result, [], actor=actor, within=succeed)
         print(f"job {job_id}: {name} is version {stored['model_id']}", flush=True)
-        return "succeeded"
     except Cancelled as stop:
         jobs.end(connection, job_id, "cancelled", f"cancelled during {stop}; nothing was stored")
         print(f"job {job_id}: cancelled during {stop}", flush=True)
-        return "cancelled"
     except Exception as exc:  # the job's own message, on its page; the worker goes on with the next job
         traceback.print_exc()
         stage = reporter.stage or "its start"
         jobs.end(connection, job_id, "failed", f"{type(exc).__name__} during {stage}: {exc}; nothing was stored")
-        return "failed"
     finally:
         jobs.release(connection, job_id)
 

@@ -22,7 +22,6 @@ import psycopg
 LOCK_CLASS = 7411  # the first key of every job's advisory lock (the second is the job id)
 CHANNEL = "fit_jobs"  # NOTIFY'd when a job is queued, so that an idle worker takes it at once
 MIN_IMAGES = 3  # a fit needs good scores of at least two bank images and one held out
-STATES = ("draft", "queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s::int)"
 

@@ -14,6 +14,7 @@ from app.schemas import Job, JobImagesAdded, JobRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
 from patchcore.images import FIELDS_OF_VIEW
+from patchcore.model import PatchCoreConfig
 from store import jobs
 
 router = APIRouter(tags=["jobs"])
@@ -51,13 +52,9 @@ def create_job(request: Request, body: JobRequest) -> dict:
     """A draft job: add its good images with ``POST /jobs/{id}/images`` (as many requests as needed), then
     ``POST /jobs/{id}/start`` queues it for a worker."""
     settings = get_services(request).settings
-    options = {
-        "backbone": body.backbone or settings.backbone,
-        "field_of_view": body.field_of_view or "whole",
-        "pixels": body.pixels or 224 * 224,
-        "coreset_ratio": body.coreset_ratio or 0.1,
-        "false_alarm_rate": body.false_alarm_rate or settings.false_alarm_rate,
-    }
+    defaults = PatchCoreConfig(backbone=settings.backbone, false_alarm_rate=settings.false_alarm_rate)
+    asked = body.model_dump(exclude={"category"})
+    options = {name: getattr(defaults, name) if value is None else value for name, value in asked.items()}
     if options["backbone"] not in BACKBONES:
         choices = ", ".join(BACKBONES)
         raise HTTPException(422, {"error": "invalid_request", "detail": f"backbone: choose one of {choices}"})

@@ -92,6 +92,8 @@ def review_inspection(request: Request, inspection_id: int, body: ReviewRequest)
 def inspection_heatmap(request: Request, inspection_id: int) -> Response:
     """Not recorded in the log. From a thumbnail the map is close to the original's (the view the model sees is
     about as small); headers say which version drew it and its score."""
+    # measured on bottle's 83 test images (docs/review-and-drift.md): thumbnail against original, map correlation
+    # 0.992 (median; 0.930 at worst), score 2.1% apart (median; 18% at worst), no verdict changed
     services = get_services(request)
     record = inspection_or_404(request, inspection_id)
     found = services.run(inspections.image, inspection_id)
