@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         "worst patches exactly), exact (every patch exactly in the API process, on its torch device); auto: exact "
         "on an accelerator, database on a CPU, where each is measured fastest",
     )
-    hnsw_ef_search: int = Field(default=20, description="HNSW query candidate list (hnsw.ef_search)")
+    hnsw_ef_search: int = Field(default=4, description="HNSW query candidate list (hnsw.ef_search)")
     batch_wait_ms: float | None = Field(
         default=None,
         description="how long a request waits for others to be embedded with it in one batch (0: never); unset: 2 ms "

@@ -261,10 +261,13 @@ class Inspector:
                 patches,
                 self.exact,
                 self.settings.exact_rerank,
+                config.num_neighbors,
             )
             reranked_at = time.perf_counter()
         patch_scores = reranked.distances
-        score = scoring.image_score(patch_scores, reranked.nearest_index, patches, self.exact, config.num_neighbors)
+        score = scoring.image_score(
+            patch_scores, reranked.nearest_index, patches, self.exact, config.num_neighbors, reranked.neighbours
+        )
         patch_scores, nearest_index = patch_scores.cpu(), reranked.nearest_index.cpu()
         ordinal = int(torch.argmax(patch_scores))
         row = int(nearest_index[ordinal])

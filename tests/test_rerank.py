@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from patchcore import scoring
 from patchcore.rerank import CHUNK, rerank_worst
 from patchcore.scoring import ExactSearch
 
@@ -51,3 +52,24 @@ def test_past_the_cap_the_maximum_is_never_below_the_exact_one():
     reranked = rerank_worst(upper, rows, patches, search, cap=3)
     assert reranked.searched == 3
     assert float(reranked.distances.max()) > float(exact.max())
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_the_pass_that_reranks_also_finds_the_support_of_m_star(metric):
+    """eq. 7 needs the neighbours of the worst patch's nearest bank row; the re-rank's pass brings them, and the
+    score from them is the score from a search of their own."""
+    search, patches, exact, index = _case(3, metric)
+    upper, rows = _missed(exact, index, search, patches, torch.argsort(exact)[:20].tolist())
+    reranked = rerank_worst(upper, rows, patches, search, cap=200, neighbours=3)
+    searched_rows = {int(rows[i]) for i in torch.argsort(upper, descending=True)[: reranked.searched]}
+    assert set(reranked.neighbours) == searched_rows
+    for row, found in reranked.neighbours.items():
+        assert found.tolist() == search.nearest(search.bank[row][None], k=3)[1][0].tolist()
+    m_star = int(reranked.nearest_index[int(torch.argmax(reranked.distances))])
+    assert m_star in reranked.neighbours
+    args = (reranked.distances, reranked.nearest_index, patches, search, 3)
+    assert scoring.image_score(*args, reranked.neighbours) == pytest.approx(scoring.image_score(*args), rel=1e-6)
+    farthest = torch.argsort(search.distances(search.bank[m_star][None])[0], descending=True)[:2]
+    elsewhere = {m_star: torch.cat([torch.tensor([m_star]), farthest])}
+    assert scoring.image_score(*args, elsewhere) > scoring.image_score(*args) + 1e-3  # the rows given are the ones used
+    assert rerank_worst(upper, rows, patches, search, cap=200).neighbours == {}
