@@ -71,7 +71,6 @@ def run_inspect(args: argparse.Namespace) -> int:
             stack.enter_context(connect(url, autocommit=True)) for _ in range(search_split(settings, connection) - 1)
         ]
         inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), settings)
-        stride = inspector.embedder.extractor.stride
         handle = stack.enter_context(open(out / "inspections.csv", "w", newline=""))
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
@@ -87,8 +86,7 @@ def run_inspect(args: argparse.Namespace) -> int:
                 writer.writerow({**row, "error": str(exc)})
                 continue
             view = inspector.embedder.preprocess.view(image.width, image.height)
-            worst = inspection.worst
-            x, y = view.to_original((worst["col"] + 0.5) * stride, (worst["row"] + 0.5) * stride)
+            x, y = view.to_original(*inspection.worst_spot())
             heatmap = _heatmap_name(path, index)
             drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), model.threshold)
             drawn.save(out / "heatmaps" / heatmap)

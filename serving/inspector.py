@@ -77,6 +77,11 @@ class Inspection:
         """The (height, width) map over the view the model saw."""
         return scoring.anomaly_map(self.patch_scores, self.view_size).numpy()
 
+    def worst_spot(self) -> tuple[float, float]:
+        """(x, y) of the worst patch's centre in the view's pixels (``View.to_original`` places it in the image)."""
+        stride = self.view_size[0] / self.patch_scores.shape[0]
+        return (self.worst["col"] + 0.5) * stride, (self.worst["row"] + 0.5) * stride
+
 
 def resolve_weights(model: StoredModel, settings: Settings) -> str | None:
     """The weights file a server should load for ``model``: the recorded path, else the same file name under

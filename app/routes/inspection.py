@@ -69,9 +69,8 @@ def _inspect(
     decoded = time.perf_counter()
     inspector, inspection = served(services, inspector, category, image, top_k)
     model = inspector.model
-    stride = inspector.embedder.extractor.stride
     worst = inspection.worst
-    view_x, view_y = (worst["col"] + 0.5) * stride, (worst["row"] + 0.5) * stride
+    view_x, view_y = inspection.worst_spot()
     x, y = view.to_original(view_x, view_y)
     timings = {"decode": (decoded - started) * 1000, **inspection.timings_ms}
     encoded = None
@@ -119,7 +118,7 @@ def _inspect(
         view_width=view.width,
         view_height=view.height,
         view_box=[*view.to_original(0, 0), *view.to_original(view.width, view.height)],
-        patch_size=stride,
+        patch_size=inspector.embedder.extractor.stride,
         search_backend=inspector.backend,
         search_device=str(inspector.device),
         exact_searched_patches=inspection.reranked,
