@@ -63,12 +63,17 @@ def rows_for(
         flush=True,
     )
     yardstick = thresholds.best_f1(scores, labels, YARDSTICK)[1]
+    # the yardstick's threshold is chosen on the very images it is counted on; chosen on 4/5 and counted on the 5th
+    # instead (median over 50 random stratified splits), it shows how much of it is that choice's own optimism
+    unseen = float(np.median([
+        thresholds.cross_validated_f1(scores, labels, seed=seed, max_false_alarm_rate=YARDSTICK) for seed in range(50)
+    ]))  # fmt: skip
     rows, lines = [], []
     for target in TARGETS:
         value = thresholds.false_alarm_threshold(good, target)[0]
         figures = thresholds.operating_point(scores, labels, value, target, good)
         rows.append({
-            "set": name, "ratio": ratio, "target": target, "threshold": value, "yardstick": yardstick,
+            "set": name, "ratio": ratio, "target": target, "threshold": value, "yardstick": yardstick, "unseen": unseen,
             "image_auroc": evaluation.figures["image_auroc"], "fit_seconds": model.timings["fit_seconds"],
             "good_test": int((~labels).sum()), "pixels": pixels, "pixel_auroc": evaluation.figures["pixel_auroc"],
             "ms_per_image": evaluation.seconds / len(category.test) * 1000, "bank": model.memory_bank.shape[0],
@@ -151,9 +156,10 @@ def main() -> None:
     print(
         "\n| set | coreset | pixels | target | threshold | F1 | recall | "
         "false alarms on good test images (90% interval) | "
-        f"predicted | best F1 with <= {YARDSTICK:.0%} false alarms | gap | image AUROC |"
+        f"predicted | best F1 with <= {YARDSTICK:.0%} false alarms | the same chosen on 4/5, counted on 1/5 | gap | "
+        "image AUROC |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         low, high = r["false_alarm_interval"]
         bold = "**" if r["target"] == thresholds.DEFAULT_FALSE_ALARM_RATE else ""
@@ -162,7 +168,7 @@ def main() -> None:
             f"{r['threshold']:.4f} | {r['f1']:.3f} | "
             f"{r['recall']:.3f} | {r['false_alarms']} of {r['good_test']} ({r['false_alarm_rate']:.0%}; "
             f"{low:.0%}-{high:.0%}) | {r['predicted_false_alarm_rate']:.1%} | {r['yardstick']:.3f} | "
-            f"{r['f1'] - r['yardstick']:+.3f} | {r['image_auroc']:.4f} |"
+            f"{r['unseen']:.3f} | {r['f1'] - r['yardstick']:+.3f} | {r['image_auroc']:.4f} |"
         )
     if len(args.pixels or []) > 1:
         print("\n| set | coreset | pixels | memory bank | image AUROC | pixel AUROC | fit s | ms per test image "

@@ -147,9 +147,15 @@ def best_f1(
     return best
 
 
-def cross_validated_f1(scores: Sequence[float], labels: Sequence[bool], folds: int = 5, seed: int = 0) -> float:
-    """F1 of thresholds chosen by :func:`best_f1` on the other folds, counted on each held-out fold (stratified):
-    what the labelled-defect threshold is worth on images it did not see."""
+def cross_validated_f1(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    folds: int = 5,
+    seed: int = 0,
+    max_false_alarm_rate: float | None = None,
+) -> float:
+    """F1 of thresholds chosen by :func:`best_f1` (within ``max_false_alarm_rate``) on the other folds, counted on
+    each held-out fold (stratified): what the labelled-defect threshold is worth on images it did not see."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     rng = np.random.default_rng(seed)
@@ -162,7 +168,7 @@ def cross_validated_f1(scores: Sequence[float], labels: Sequence[bool], folds: i
         held = fold_of == fold
         if not held.any() or labels[~held].all() or not labels[~held].any():
             continue
-        threshold, _ = best_f1(scores[~held], labels[~held])
+        threshold, _ = best_f1(scores[~held], labels[~held], max_false_alarm_rate)
         a, b, c = _counts(scores[held], labels[held], threshold)
         tp, fp, fn = tp + a, fp + b, fn + c
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0

@@ -100,3 +100,16 @@ def test_a_category_of_ten_real_images_gets_a_sane_threshold_with_its_uncertaint
 
     assert score(BOTTLE / "test" / "broken_large" / "000.png") > model.threshold
     assert score(BOTTLE / "test" / "good" / "000.png") < model.threshold
+
+
+def test_cross_validated_f1_keeps_the_false_alarm_cap_on_every_fold():
+    """Two good parts score far above every defect: a threshold that may not flag any good training image must sit
+    above them on the folds that hold them, and misses that fold's defects, where an uncapped one does not."""
+    goods = np.concatenate([np.linspace(0.0, 0.47, 48), [10.0, 10.1]])
+    defects = np.linspace(1.0, 1.49, 50)
+    scores = np.concatenate([goods, defects])
+    labels = np.concatenate([np.zeros(50, bool), np.ones(50, bool)])
+    uncapped = threshold.cross_validated_f1(scores, labels)
+    capped = threshold.cross_validated_f1(scores, labels, max_false_alarm_rate=0.0)
+    assert uncapped > 0.97
+    assert capped < uncapped - 0.2
