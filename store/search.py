@@ -182,11 +182,18 @@ def defect_statement(model: StoredModel, k: int) -> sql.Composed | None:
     )
 
 
+DEFECT_EF_SEARCH = 20
+
+
 def search_defects(
     connection: psycopg.Connection, statement: sql.Composed, patches: np.ndarray, ef_search: int
 ) -> list[Neighbour]:
-    """The nearest known defect patches of each of ``patches`` by HNSW, in one round trip."""
-    _configure_session(connection, ef_search)
+    """The nearest known defect patches of each of ``patches`` by HNSW, in one round trip.
+
+    At an ``ef_search`` of at least ``DEFECT_EF_SEARCH``: an HNSW scan returns at most ``ef_search`` rows (a patch
+    search at 4 would cut the 5 neighbours asked to 4), and no exact re-rank repairs this search, so it keeps the
+    candidate list it was measured with (docs/teaching.md)."""
+    _configure_session(connection, max(ef_search, DEFECT_EF_SEARCH))
     rows = connection.execute(
         statement, {"queries": list(patches.astype(np.float32, copy=False))}, prepare=True
     ).fetchall()

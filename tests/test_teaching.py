@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from revisions.uploads import Upload
 from serving.inspector import Inspector
 from store import banks, changes, images, models
 from store.database import connect
+from store.search import search_defects
 from tests.conftest import BOTTLE, WEIGHTS
 from tests.test_store import _blocker, _save, _wait_for_blocked_attach, kill_at_attach
 
@@ -178,6 +180,16 @@ def test_the_library_names_the_type_of_a_defect_it_holds_a_copy_of(database_url,
             assert inspection.defect.nearest[0]["defect_type"] == kind and inspection.defect.confidence > 0
         good = inspector.inspect([connection], open_image(BOTTLE / "test" / "good" / "000.png"))
         assert not good.is_anomalous and good.defect is None
+        # every asked cell gets its neighbours even when the patch search runs at the smallest ef_search (the HNSW
+        # scan forced: a library this small would otherwise be read whole)
+        forced = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+        for setting in forced:
+            connection.execute(f"SET {setting} = off")
+        asked = bank.embeddings[:3].numpy()
+        found = Counter(n.query for n in search_defects(connection, inspector.defect_statement, asked, 1))
+        assert result["defect_patches"] >= library.NEIGHBOURS and found == {q: library.NEIGHBOURS for q in range(3)}
+        for setting in forced:
+            connection.execute(f"RESET {setting}")
         again = add_defects(connection, model, bank, embedder, [_defect(kinds[0])], Settings(), "test")
         assert again["model_id"] == model.id and again["skipped"] == ["000.png"]
         # without a mask the example keeps its most anomalous cells by the model
