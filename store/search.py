@@ -85,8 +85,8 @@ def search_statement(model: StoredModel, searched: Sequence[int] | None = None) 
 
 def lookalikes_statement(model: StoredModel) -> sql.Composed:
     """What the database still answers when the patches are searched in the API process: whether ``model`` is still
-    its category's active version, and the most similar good images of all its segments (one HNSW scan of a few
-    hundred image rows)."""
+    its category's active version, and the most similar good images of all its segments (an exact scan of a few
+    hundred image rows: ``images`` has no vector index, so ``hnsw.ef_search`` does not limit ``top_k``)."""
     return sql.SQL(_LOOKALIKES_ONLY).format(
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
