@@ -48,6 +48,11 @@ SEARCHES = Counter(
     "inspect_searches", "patch searches of /query, by backend (database: HNSW in PostgreSQL; exact: in the API "
     "process) and torch device", ["backend", "device"], registry=REGISTRY,
 )  # fmt: skip
+RERANK_CAPPED = Counter(
+    "inspect_rerank_capped", "answers whose exact re-rank stopped at INSPECT_EXACT_RERANK before the largest patch "
+    "distance was certain (its score may be too large, never too small): raise INSPECT_HNSW_EF_SEARCH or the cap",
+    ["category"], registry=REGISTRY,
+)  # fmt: skip
 MODELS_LOADED = Gauge("inspect_models_loaded", "categories loaded in this process", registry=REGISTRY)
 
 

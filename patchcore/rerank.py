@@ -26,12 +26,14 @@ CHUNK = 8
 @dataclass
 class Reranked:
     """Patch distances (P,) and nearest bank rows (P,), exact for the ``searched`` worst-looking patches;
-    ``neighbours`` maps bank rows to their nearest bank rows (nearest first), found on the way."""
+    ``neighbours`` maps bank rows to their nearest bank rows (nearest first), found on the way. ``complete``: the
+    largest distance is the exact one (False when the cap stopped the search first: it may then be too large)."""
 
     distances: torch.Tensor
     nearest_index: torch.Tensor
     searched: int
     neighbours: dict[int, torch.Tensor] = field(default_factory=dict)
+    complete: bool = True
 
 
 def rerank_worst(
@@ -66,4 +68,5 @@ def rerank_worst(
         found.update(zip(guesses.tolist(), guessed, strict=True))
         best = max(best, float(exact[:, 0].max()))
         searched += chunk.numel()
-    return Reranked(distances, index, searched, found)
+    complete = searched == upper.numel() or float(upper[order[searched]]) <= best
+    return Reranked(distances, index, searched, found, complete)

@@ -71,6 +71,7 @@ class Inspection:
     similar: list[dict]
     timings_ms: dict[str, float] = field(default_factory=dict)
     reranked: int = 0
+    exact_worst: bool = True  # False: the re-rank's cap stopped it, the score may be too large (never too small)
     defect: library.DefectVerdict | None = None  # asked only of an anomalous image, when the library has examples
 
     def anomaly_map(self) -> np.ndarray:
@@ -317,5 +318,6 @@ class Inspector:
                 **({"defects": (defects_at - scored_at) * 1000} if defect is not None else {}),
             },
             reranked=reranked.searched,
+            exact_worst=reranked.complete,
             defect=defect,
         )

@@ -244,11 +244,14 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
         for path in sorted((BOTTLE / "test").glob("*/*.png")):
             features = certain.embed(open_image(path))
             worst = float(exact_prediction(features, bank.embeddings, model.config).patch_scores.max())
-            served = certain.inspect_features([connection], features, top_k=1, ef_search=1).worst["distance"]
-            assert served == pytest.approx(worst, abs=1e-4), path.name
-            capped = single.inspect_features([connection], features, top_k=1, ef_search=1).worst["distance"]
+            served = certain.inspect_features([connection], features, top_k=1, ef_search=1)
+            assert served.worst["distance"] == pytest.approx(worst, abs=1e-4) and served.exact_worst, path.name
+            single_answer = single.inspect_features([connection], features, top_k=1, ef_search=1)
+            capped = single_answer.worst["distance"]
             assert capped >= worst - 1e-4, path.name
-            overestimated += capped > worst + 1e-3
+            if capped > worst + 1e-3:
+                assert not single_answer.exact_worst, path.name  # an overestimate is always flagged
+                overestimated += 1
     assert overestimated, "no HNSW miss on any worst patch at ef_search 1: this test would not see a broken re-rank"
 
 

@@ -42,16 +42,18 @@ def test_misses_that_look_worst_are_searched_until_none_can_be_worse(metric):
 def test_exact_upper_bounds_need_a_single_chunk():
     search, patches, exact, index = _case(1)
     reranked = rerank_worst(exact, index, patches, search, cap=200)
-    assert reranked.searched == CHUNK
+    assert reranked.searched == CHUNK and reranked.complete
     assert torch.equal(reranked.distances, exact)
+    assert rerank_worst(exact, index, patches, search, cap=CHUNK).complete  # stopped by the bound, at the cap
 
 
 def test_past_the_cap_the_maximum_is_never_below_the_exact_one():
     search, patches, exact, index = _case(2)
     upper, rows = _missed(exact, index, search, patches, torch.argsort(exact)[:40].tolist())
     reranked = rerank_worst(upper, rows, patches, search, cap=3)
-    assert reranked.searched == 3
+    assert reranked.searched == 3 and not reranked.complete
     assert float(reranked.distances.max()) > float(exact.max())
+    assert rerank_worst(upper, rows, patches, search, cap=200).complete
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])

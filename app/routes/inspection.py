@@ -89,6 +89,10 @@ def _inspect(
         if stage in timings:
             observability.STAGES.labels(stage).observe(timings[stage] / 1000)
     observability.SEARCHES.labels(inspector.backend, str(inspector.device)).inc()
+    if not inspection.exact_worst:
+        observability.RERANK_CAPPED.labels(category).inc()
+        log.warning("%s: the re-rank stopped at its cap of %s patches; the score may be too large",
+                    category, inspection.reranked)  # fmt: skip
     observability.VERDICTS.labels(category, "anomalous" if inspection.is_anomalous else "normal").inc()
     if defect_type:
         observability.DEFECT_TYPES.labels(category, defect_type).inc()
