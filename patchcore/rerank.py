@@ -7,9 +7,9 @@ largest exact distance found: no patch left can then be worse, and the maximum e
 patches usually suffice, so this costs a fraction of an exact search of every patch.
 
 Each pass over the memory bank also asks for the ``b`` nearest bank rows of the rows HNSW gave the chunk's patches:
-the worst patch's nearest bank row m* is almost always one of them, and eq. 7 needs exactly its neighbours, so the
-score then needs no pass of its own. A pass is bound by reading the bank (bottle: 22.6 MB, about 3 ms on 2 CPU
-cores), not by the few rows it answers.
+the worst patch's nearest bank row m* is usually one of them (bottle 64 of 83 test images, bsdata 84 of 92, screws
+97 of 100), and eq. 7 needs exactly its neighbours, so the score then needs no pass of its own. A pass is bound by
+reading the bank (bottle: 22.6 MB, about 3 ms on 2 CPU cores), not by the few rows it answers.
 """
 
 from __future__ import annotations
