@@ -82,23 +82,67 @@ def greedy_selection(
     """``k`` of the already projected ``points`` chosen by greedy k-center, from a seeded first point, on the points'
     device (pruned on the CPU, full scans elsewhere)."""
     n = points.shape[0]
-    squared = (points * points).sum(1)
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
+    nothing = torch.empty(0, dtype=torch.long, device=points.device)
+    start = _Start(nothing, torch.full((n,), math.inf, device=points.device), nothing.new_zeros(n), first)
+    return _greedy(points, k, start, progress)
+
+
+def greedy_continued(
+    points: torch.Tensor, k: int, chosen: torch.Tensor, owner: torch.Tensor, seed: int = 0
+) -> Selection:
+    """``k`` of the projected ``points`` by greedy k-center, continued from the centres ``chosen`` (positions in
+    ``points``, kept first): the next centre is the point farthest from them, exactly as if the rule had chosen them
+    itself. ``owner`` gives each point's nearest chosen centre (a position in ``chosen``) or -1 where it is not known;
+    those are found here. With nothing chosen it is :func:`greedy_selection` from ``seed``.
+
+    This is how a coreset *without* some images is made at a fraction of a new selection's cost: drop their centres
+    from a selection over all the images and let the greedy rule cover again what only those centres covered."""
+    if chosen.numel() == 0:
+        return greedy_selection(points, k, seed)
+    chosen, owner = chosen.to(points.device), owner.to(points.device).clone()
+    unknown = torch.nonzero(owner < 0).flatten()
+    centres = points.index_select(0, chosen)
+    centre_sq = (centres * centres).sum(1)
+    for start in range(0, unknown.numel(), _PROJECTION_CHUNK):
+        block = unknown[start : start + _PROJECTION_CHUNK]
+        owner[block] = torch.addmm(centre_sq, points.index_select(0, block), centres.T, alpha=-2.0).argmin(1)
+    squared = (points * points).sum(1)
+    nearest = squared - 2 * (points * centres.index_select(0, owner)).sum(1) + centre_sq.index_select(0, owner)
+    nearest = nearest.clamp_min_(0).sqrt_().index_fill_(0, chosen, 0)
+    return _greedy(points, k, _Start(chosen, nearest, owner, int(torch.argmax(nearest))), None)
+
+
+class _Start(NamedTuple):
+    """Where a greedy selection starts: centres already ``chosen`` (positions), each point's distance to its
+    ``nearest`` one and that one's position in ``chosen`` (``owner``), and the next centre, ``candidate``."""
+
+    chosen: torch.Tensor
+    nearest: torch.Tensor
+    owner: torch.Tensor
+    candidate: int
+
+
+def _greedy(points: torch.Tensor, k: int, start: _Start, progress: Callable[[int], None] | None) -> Selection:
+    if start.chosen.numel() > k:
+        raise ValueError(f"{start.chosen.numel()} centres already chosen, more than the {k} asked for")
+    squared = (points * points).sum(1)
     if points.device.type == "cpu":
-        return _pruned_greedy(points, squared, k, first, progress)
-    return _full_scan_greedy(points, squared, k, first, progress)
+        return _pruned_greedy(points, squared, k, start, progress)
+    return _full_scan_greedy(points, squared, k, start, progress)
 
 
 def _full_scan_greedy(
-    points: torch.Tensor, squared: torch.Tensor, k: int, first: int, progress: Callable[[int], None] | None
+    points: torch.Tensor, squared: torch.Tensor, k: int, start: _Start, progress: Callable[[int], None] | None
 ) -> Selection:
     """The textbook greedy scan, written so that no step waits for the device (the GPU path)."""
     device = points.device
+    t0 = start.chosen.numel()
     selected = torch.empty(k, dtype=torch.long, device=device)
-    nearest = torch.full((points.shape[0],), math.inf, device=device)
-    owner = torch.zeros(points.shape[0], dtype=torch.long, device=device)
-    candidate = torch.tensor([first], device=device)
-    for t in range(k):
+    selected[:t0] = start.chosen
+    nearest, owner = start.nearest.clone(), start.owner.clone()
+    candidate = torch.tensor([start.candidate], device=device)
+    for t in range(t0, k):
         selected[t : t + 1] = candidate
         centre = points.index_select(0, candidate)[0]
         distance = (squared - 2 * (points @ centre) + squared.index_select(0, candidate)).clamp_min_(0).sqrt_()
@@ -112,20 +156,25 @@ def _full_scan_greedy(
 
 
 def _pruned_greedy(
-    points: torch.Tensor, squared: torch.Tensor, k: int, first: int, progress: Callable[[int], None] | None
+    points: torch.Tensor, squared: torch.Tensor, k: int, start: _Start, progress: Callable[[int], None] | None
 ) -> Selection:
     """Greedy k-center with triangle-inequality pruning (the CPU path): late steps touch few patches."""
     n = points.shape[0]
+    t0 = start.chosen.numel()
     selected = torch.empty(k, dtype=torch.long)
+    selected[:t0] = start.chosen
     centres = torch.empty(k, points.shape[1])
+    centres[:t0] = points.index_select(0, start.chosen)
     centre_sq = torch.empty(k)
-    nearest = torch.full((n,), math.inf)
-    owner = torch.zeros(n, dtype=torch.long)
+    centre_sq[:t0] = squared.index_select(0, start.chosen)
+    nearest, owner = start.nearest.clone(), start.owner.clone()
     radii = torch.zeros(k)
     farthest = torch.zeros(k, dtype=torch.long)
     everything = torch.arange(n)
-    candidate = first
-    for t in range(k):
+    if t0:
+        _refresh_radii(everything, nearest, owner, radii, farthest)
+    candidate = start.candidate
+    for t in range(t0, k):
         selected[t] = candidate
         centres[t] = points[candidate]
         centre_sq[t] = squared[candidate]

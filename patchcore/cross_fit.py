@@ -27,10 +27,10 @@ from collections.abc import Callable
 import torch
 
 from patchcore import scoring
-from patchcore.coreset import coreset_size, greedy_selection
+from patchcore.coreset import Selection, greedy_continued
 from patchcore.scoring import ExactSearch, Metric
 
-FOLDS = 3
+FOLDS = 10
 _PATCHES = 64
 
 
@@ -46,7 +46,7 @@ def cross_fitted_scores(
     features: torch.Tensor,
     offsets: torch.Tensor,
     projection: torch.Tensor,
-    ratio: float,
+    selection: Selection,
     metric: Metric,
     b: int,
     seed: int,
@@ -54,23 +54,37 @@ def cross_fitted_scores(
     progress: Callable[[int], object] | None = None,
 ) -> list[float]:
     """Image score of each of the N images whose patches are the rows ``offsets[i]:offsets[i + 1]`` of ``features``
-    (M, D) (images may differ in size), each against a coreset of the served bank's size (``ratio`` of all M
-    patches) selected from the other folds' patches (``projection`` (M, d): the same projected patches the fit's
-    coreset used). ``progress`` is called with the number of images scored. Needs N >= 2."""
+    (M, D) (images may differ in size), each against a coreset of the served bank's size selected without its fold:
+    ``selection`` (the served coreset's greedy selection over all M projected patches ``projection`` (M, d)) minus
+    the fold's centres, continued by the greedy rule over the other folds' patches
+    (:func:`patchcore.coreset.greedy_continued`). ``progress`` is called with the number of images scored. Needs
+    N >= 2."""
     count = offsets.numel() - 1
     if count < 2:
         raise ValueError("cross-fitted scores need at least two images")
     folds = min(folds or FOLDS, count)
-    centres = coreset_size(features.shape[0], ratio)
+    centres = selection.indices.numel()
     fold = fold_of(count, folds, seed)
-    image_of_row = torch.repeat_interleave(torch.arange(count), offsets.diff())
+    fold_of_row = fold[torch.repeat_interleave(torch.arange(count), offsets.diff())]
+    fold_of_centre = fold_of_row[selection.indices]
     scores = torch.empty(count, dtype=torch.float64)
     for k in range(folds):
-        rows = torch.nonzero(fold[image_of_row] != k).flatten()
+        rows = torch.nonzero(fold_of_row != k).flatten()
+        kept = torch.nonzero(fold_of_centre != k).flatten()
+        renumbered = torch.full((centres,), -1, dtype=torch.long)
+        renumbered[kept] = torch.arange(kept.numel())
+        position = torch.full((fold_of_row.numel(),), -1, dtype=torch.long)
+        position[rows] = torch.arange(rows.numel())
         points = projection.index_select(0, rows.to(projection.device))
-        chosen = greedy_selection(points, min(centres, rows.numel()), seed).indices
-        search = ExactSearch(features.index_select(0, rows[chosen]), metric)
-        centre_points = points.index_select(0, chosen.to(points.device))
+        continued = greedy_continued(
+            points,
+            min(centres, rows.numel()),
+            position[selection.indices[kept]],
+            renumbered[selection.owner[rows]],
+            seed,
+        )
+        search = ExactSearch(features.index_select(0, rows[continued.indices]), metric)
+        centre_points = points.index_select(0, continued.indices.to(points.device))
         for image in torch.nonzero(fold == k).flatten().tolist():
             patches = features[offsets[image] : offsets[image + 1]]
             mine = projection[offsets[image] : offsets[image + 1]]

@@ -277,23 +277,22 @@ def fit(
     projection = random_projection(features, PROJECTION_DIM, config.seed, embedder.extractor.device)
     total = coreset_size(features.shape[0], config.coreset_ratio)
     with progress.stage("coreset", total, "patch", report) as update:
-        selected, owner = greedy_selection(projection, total, config.seed, progress=update)
+        selection = greedy_selection(projection, total, config.seed, progress=update)
     coreset_seconds = time.perf_counter() - coreset_started
-    memory_bank = features[selected].clone()
-    bank_image = image_of_row[selected]
-    bank_position = position_of_row[selected]
+    memory_bank = features[selection.indices].clone()
+    bank_image = image_of_row[selection.indices]
+    bank_position = position_of_row[selection.indices]
     del image_of_row, cell, widths, position_of_row
 
     out_of_fold_started = time.perf_counter()
-    radius = cross_fit.coverage_radius(features, scoring.ExactSearch(memory_bank, config.metric), owner)
-    del owner
+    radius = cross_fit.coverage_radius(features, scoring.ExactSearch(memory_bank, config.metric), selection.owner)
     if len(bank_paths) > 1:
         with progress.stage("cross-fitted good scores", len(bank_paths), "img", report) as update:
             out_of_fold = cross_fit.cross_fitted_scores(
                 features,
                 offsets,
                 projection,
-                config.coreset_ratio,
+                selection,
                 config.metric,
                 config.num_neighbors,
                 config.seed,

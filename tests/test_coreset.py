@@ -2,7 +2,15 @@ import math
 
 import torch
 
-from patchcore.coreset import _full_scan_greedy, coverage_radius, greedy_coreset, random_projection
+from patchcore.coreset import (
+    _full_scan_greedy,
+    _Start,
+    coverage_radius,
+    greedy_continued,
+    greedy_coreset,
+    greedy_selection,
+    random_projection,
+)
 
 
 def _naive_greedy(points: torch.Tensor, k: int, first: int) -> list[int]:
@@ -43,8 +51,44 @@ def test_gpu_full_scan_selects_the_same_centres_as_the_pruned_scan():
     features = _clustered(2000, 32, 3)  # the GPU path's loop, run on the CPU, against the CPU path
     pruned = greedy_coreset(features, ratio=0.05, seed=0)
     squared = (features * features).sum(1)
-    full = _full_scan_greedy(features, squared, pruned.numel(), int(pruned[0]), None).indices
+    n = features.shape[0]
+    start = _Start(
+        torch.empty(0, dtype=torch.long), torch.full((n,), math.inf), torch.zeros(n, dtype=torch.long), int(pruned[0])
+    )
+    full = _full_scan_greedy(features, squared, pruned.numel(), start, None).indices
     assert full.tolist() == pruned.tolist()
+
+
+def test_a_greedy_selection_continued_from_its_first_centres_is_the_same_selection():
+    """Continuing from a prefix of a greedy run, with the points' owners unknown, picks what the uninterrupted run
+    picked, on both paths: the rule sees the chosen centres exactly as if it had chosen them itself."""
+    points = _clustered(2000, 16, 5)
+    whole = greedy_selection(points, 120, seed=0)
+    unknown = torch.full((points.shape[0],), -1, dtype=torch.long)
+    for prefix in (1, 40, 120):
+        continued = greedy_continued(points, 120, whole.indices[:prefix], unknown)
+        assert continued.indices.tolist() == whole.indices.tolist(), prefix
+        assert torch.equal(continued.owner, whole.owner)
+    chosen = whole.indices[:40]
+    nearest = torch.cdist(points, points[chosen]).min(1)
+    distance = nearest.values.index_fill(0, chosen, 0)
+    start = _Start(chosen, distance, nearest.indices, int(torch.argmax(distance)))
+    full_scan = _full_scan_greedy(points, (points * points).sum(1), 120, start, None)
+    assert full_scan.indices.tolist() == whole.indices.tolist()
+
+
+def test_a_continued_selection_covers_again_what_the_dropped_centres_covered():
+    """Dropping the centres of some points and continuing without those points: the points left are covered as
+    tightly as by a fresh selection of the same size over them alone (within the greedy rule's factor of 2)."""
+    points = _clustered(3000, 16, 6)
+    whole = greedy_selection(points, 150, seed=0)
+    rest = torch.arange(1000, 3000)
+    kept = whole.indices[whole.indices >= 1000] - 1000
+    continued = greedy_continued(points[rest], 150, kept, whole.owner.new_full((2000,), -1))
+    fresh = greedy_selection(points[rest], 150, seed=0)
+    assert continued.indices.numel() == 150 and continued.indices.unique().numel() == 150
+    radius = float(torch.cdist(points[rest], points[rest][continued.indices]).min(1).values.max())
+    assert radius <= 2 * float(torch.cdist(points[rest], points[rest][fresh.indices]).min(1).values.max())
 
 
 def test_far_outliers_are_always_selected():

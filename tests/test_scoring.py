@@ -48,10 +48,10 @@ def test_anomaly_map_keeps_a_flat_map_flat_and_has_the_input_size():
 
 
 def test_cross_fitted_scores_are_exact_scores_against_a_coreset_made_without_the_fold():
-    """Each image's good score is its exact score (eq. 7 too) against a coreset of the final bank's size selected from
-    the other folds' patches only, by the same greedy rule on the same projection; folds are balanced and cover all;
-    images of different sizes (patch counts) each keep their own rows."""
-    from patchcore.coreset import coreset_size, greedy_selection, random_projection
+    """Each image's good score is its exact score (eq. 7 too) against a coreset of the served bank's size that holds
+    nothing of its fold: the served selection without the fold's centres, continued by the greedy rule over the
+    other folds' patches; folds are balanced and cover all; images of different sizes each keep their own rows."""
+    from patchcore.coreset import coreset_size, greedy_continued, greedy_selection, random_projection
     from patchcore.cross_fit import cross_fitted_scores, fold_of
 
     generator = torch.Generator().manual_seed(0)
@@ -59,15 +59,21 @@ def test_cross_fitted_scores_are_exact_scores_against_a_coreset_made_without_the
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
     flat = torch.randn(int(sizes.sum()), 16, generator=generator)
     projection = random_projection(flat, 8, 0)
+    selection = greedy_selection(projection, coreset_size(flat.shape[0], 0.2), 1)
     fold = fold_of(7, 3, seed=1)
     assert sorted(torch.bincount(fold).tolist()) == [2, 2, 3]
+    image_of_row = torch.repeat_interleave(torch.arange(7), sizes)
     for metric in scoring.METRICS:
-        got = cross_fitted_scores(flat, offsets, projection, 0.2, metric, 3, seed=1, folds=3)
+        got = cross_fitted_scores(flat, offsets, projection, selection, metric, 3, seed=1, folds=3)
         for image in range(7):
-            rest = torch.nonzero(fold != fold[image]).flatten().tolist()
-            rows = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in rest])
-            chosen = rows[greedy_selection(projection[rows], coreset_size(flat.shape[0], 0.2), 1).indices]
-            assert torch.isin(chosen, rows).all()  # nothing of the image's own fold
+            rows = torch.nonzero(fold[image_of_row] != fold[image]).flatten()
+            kept = selection.indices[fold[image_of_row[selection.indices]] != fold[image]]
+            start = torch.searchsorted(rows, kept)  # positions of the kept centres among the rows
+            chosen = rows[
+                greedy_continued(projection[rows], selection.indices.numel(), start, -torch.ones_like(rows)).indices
+            ]
+            assert chosen.unique().numel() == selection.indices.numel()
+            assert (fold[image_of_row[chosen]] != fold[image]).all()  # nothing of the image's own fold
             search = scoring.ExactSearch(flat[chosen], metric)
             patches = flat[offsets[image] : offsets[image + 1]]
             distances, index = search.nearest(patches)
