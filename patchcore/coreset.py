@@ -26,6 +26,7 @@ from patchcore.scoring import ExactSearch
 PROJECTION_DIM = 128
 _FULL_SCAN_FRACTION = 0.4
 _PROJECTION_CHUNK = 65536
+_DISTANCE_BLOCK = 1 << 24  # distances computed at once: 64 MB of float32
 
 
 def random_projection(
@@ -104,8 +105,9 @@ def greedy_continued(
     unknown = torch.nonzero(owner < 0).flatten()
     centres = points.index_select(0, chosen)
     centre_sq = (centres * centres).sum(1)
-    for start in range(0, unknown.numel(), _PROJECTION_CHUNK):
-        block = unknown[start : start + _PROJECTION_CHUNK]
+    step = max(1, _DISTANCE_BLOCK // chosen.numel())
+    for start in range(0, unknown.numel(), step):
+        block = unknown[start : start + step]
         owner[block] = torch.addmm(centre_sq, points.index_select(0, block), centres.T, alpha=-2.0).argmin(1)
     squared = (points * points).sum(1)
     nearest = squared - 2 * (points * centres.index_select(0, owner)).sum(1) + centre_sq.index_select(0, owner)
