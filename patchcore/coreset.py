@@ -86,7 +86,7 @@ def greedy_selection(
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
     nothing = torch.empty(0, dtype=torch.long, device=points.device)
     start = _Start(nothing, torch.full((n,), math.inf, device=points.device), nothing.new_zeros(n), first)
-    return _greedy(points, k, start, progress)
+    return _greedy(points, (points * points).sum(1), k, start, progress)
 
 
 def greedy_continued(
@@ -104,15 +104,24 @@ def greedy_continued(
     chosen, owner = chosen.to(points.device), owner.to(points.device).clone()
     unknown = torch.nonzero(owner < 0).flatten()
     centres = points.index_select(0, chosen)
-    centre_sq = (centres * centres).sum(1)
-    step = max(1, _DISTANCE_BLOCK // chosen.numel())
-    for start in range(0, unknown.numel(), step):
-        block = unknown[start : start + step]
-        owner[block] = torch.addmm(centre_sq, points.index_select(0, block), centres.T, alpha=-2.0).argmin(1)
+    owner[unknown] = nearest_centre(points.index_select(0, unknown), centres)
     squared = (points * points).sum(1)
+    centre_sq = squared.index_select(0, chosen)
     nearest = squared - 2 * (points * centres.index_select(0, owner)).sum(1) + centre_sq.index_select(0, owner)
     nearest = nearest.clamp_min_(0).sqrt_().index_fill_(0, chosen, 0)
-    return _greedy(points, k, _Start(chosen, nearest, owner, int(torch.argmax(nearest))), None)
+    return _greedy(points, squared, k, _Start(chosen, nearest, owner, int(torch.argmax(nearest))), None)
+
+
+def nearest_centre(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(P,) position of each point's nearest centre (on the points' device), in blocks of at most 2^24 distances, so
+    that many points against a large coreset never need a P x K matrix at once."""
+    centre_sq = (centres * centres).sum(1)
+    step = max(1, _DISTANCE_BLOCK // max(1, centres.shape[0]))
+    parts = [
+        torch.addmm(centre_sq, points[start : start + step], centres.T, alpha=-2.0).argmin(1)
+        for start in range(0, points.shape[0], step)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=points.device)
 
 
 class _Start(NamedTuple):
@@ -125,10 +134,11 @@ class _Start(NamedTuple):
     candidate: int
 
 
-def _greedy(points: torch.Tensor, k: int, start: _Start, progress: Callable[[int], None] | None) -> Selection:
+def _greedy(
+    points: torch.Tensor, squared: torch.Tensor, k: int, start: _Start, progress: Callable[[int], None] | None
+) -> Selection:
     if start.chosen.numel() > k:
         raise ValueError(f"{start.chosen.numel()} centres already chosen, more than the {k} asked for")
-    squared = (points * points).sum(1)
     if points.device.type == "cpu":
         return _pruned_greedy(points, squared, k, start, progress)
     return _full_scan_greedy(points, squared, k, start, progress)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import torch
 
 from patchcore import scoring
-from patchcore.coreset import Selection, greedy_continued
+from patchcore.coreset import Selection, greedy_continued, nearest_centre
 from patchcore.scoring import ExactSearch, Metric
 
 FOLDS = 10
@@ -95,16 +95,11 @@ def cross_fitted_scores(
         for image in torch.nonzero(fold == k).flatten().tolist():
             patches = features[offsets[image] : offsets[image + 1]]
             mine = projection[offsets[image] : offsets[image + 1]]
-            scores[image] = _worst_patch_score(patches, _projected_nearest(mine, centre_points), search, b)
+            # each patch's nearest centre in the projection: a cheap guess of its nearest bank row
+            scores[image] = _worst_patch_score(patches, nearest_centre(mine, centre_points).cpu(), search, b)
             if progress is not None:
                 progress(1)
     return scores.tolist()
-
-
-def _projected_nearest(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """(P,) CPU index of each projected point's nearest projected centre: a cheap guess of its nearest bank row."""
-    keys = torch.addmm((centres * centres).sum(1), points, centres.T, alpha=-2.0)
-    return keys.argmin(1).cpu()
 
 
 def _farthest(patches: torch.Tensor, upper: torch.Tensor, search: ExactSearch, chunk: int) -> tuple[float, int, int]:
