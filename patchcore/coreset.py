@@ -84,9 +84,7 @@ def greedy_selection(
     device (pruned on the CPU, full scans elsewhere)."""
     n = points.shape[0]
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
-    nothing = torch.empty(0, dtype=torch.long, device=points.device)
-    start = _Start(nothing, torch.full((n,), math.inf, device=points.device), nothing.new_zeros(n), first)
-    return _greedy(points, (points * points).sum(1), k, start, progress)
+    return _greedy(points, (points * points).sum(1), k, _Start.fresh(n, first, points.device), progress)
 
 
 def greedy_continued(
@@ -132,6 +130,12 @@ class _Start(NamedTuple):
     nearest: torch.Tensor
     owner: torch.Tensor
     candidate: int
+
+    @classmethod
+    def fresh(cls, n: int, first: int, device: torch.device) -> _Start:
+        """Nothing chosen yet, every point infinitely far, ``first`` the first centre."""
+        nothing = torch.empty(0, dtype=torch.long, device=device)
+        return cls(nothing, torch.full((n,), math.inf, device=device), nothing.new_zeros(n), first)
 
 
 def _greedy(

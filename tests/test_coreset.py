@@ -51,10 +51,7 @@ def test_gpu_full_scan_selects_the_same_centres_as_the_pruned_scan():
     features = _clustered(2000, 32, 3)  # the GPU path's loop, run on the CPU, against the CPU path
     pruned = greedy_coreset(features, ratio=0.05, seed=0)
     squared = (features * features).sum(1)
-    n = features.shape[0]
-    start = _Start(
-        torch.empty(0, dtype=torch.long), torch.full((n,), math.inf), torch.zeros(n, dtype=torch.long), int(pruned[0])
-    )
+    start = _Start.fresh(features.shape[0], int(pruned[0]), features.device)
     full = _full_scan_greedy(features, squared, pruned.numel(), start, None).indices
     assert full.tolist() == pruned.tolist()
 
