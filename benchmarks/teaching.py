@@ -22,6 +22,7 @@ from patchcore.datasets import mvtec_category
 from patchcore.images import open_image
 from patchcore.metrics import auroc
 from patchcore.model import PatchCoreConfig, fit
+from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
 from revisions.normals import add_normals
 from revisions.uploads import Upload
 from serving.inspector import Inspector
@@ -81,7 +82,9 @@ def main() -> None:
     parser.add_argument("--category", default="bottle")
     parser.add_argument("--train-images", type=int, default=20)
     parser.add_argument("--holdout", type=float, default=0.1)
-    parser.add_argument("--false-alarm-rate", type=float, default=0.02, help="the fit's target (default 2%%)")
+    parser.add_argument(
+        "--false-alarm-rate", type=float, default=DEFAULT_FALSE_ALARM_RATE, help="the fit's target (default 3%%)"
+    )
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument(
         "--full-size", action="store_true", help="also time adding the same images to a fit on every training image"

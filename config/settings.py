@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     metric: Literal["cosine", "l2"] = Field(default="l2", description="default nearest-neighbour metric")
     false_alarm_rate: float = Field(
-        default=0.02,
+        default=0.03,
         gt=0,
         lt=0.5,
         description="default target false-alarm rate on good parts of the ingest job's threshold",

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-DEFAULT_FALSE_ALARM_RATE = 0.02
+DEFAULT_FALSE_ALARM_RATE = 0.03
 INTERVAL = 0.90
 MIN_GOOD_SCORES = 3
 

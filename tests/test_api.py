@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from config import Settings
+from patchcore import threshold
 from patchcore.datasets import mvtec_category
 from patchcore.model import PatchCoreConfig, fit
 from store import banks, models
@@ -402,7 +403,7 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
     assert judged["model_id"] == change["model_id"] and judged["is_anomalous"] is True  # now above the threshold
     assert judged["anomaly_score"] == pytest.approx(first["anomaly_score"], abs=1e-5)
 
-    back = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.02}).json()
+    back = api.put("/categories/bottle/threshold", json={"false_alarm_rate": threshold.DEFAULT_FALSE_ALARM_RATE}).json()
     assert back["threshold"] == pytest.approx(before["threshold"], rel=1e-9)
     assert _post(api, GOOD).json()["is_anomalous"] is False
     detail = api.get("/categories/bottle").json()

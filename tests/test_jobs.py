@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, launch_chromium, start_api, start_worker
 
 TRAIN = sorted((BOTTLE / "train" / "good").glob("*.png"))
@@ -72,7 +73,7 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     is cancelled at once and cannot be started or given images after; unknown jobs are 404s."""
     job = api.post("/jobs", json={"category": "cans"}).json()
     assert job["state"] == "draft" and job["options"]["backbone"] == "resnet18"
-    assert job["options"]["coreset_ratio"] == 0.1 and job["options"]["false_alarm_rate"] == 0.02
+    assert job["options"]["coreset_ratio"] == 0.1 and job["options"]["false_alarm_rate"] == DEFAULT_FALSE_ALARM_RATE
     refused = api.post(f"/jobs/{job['id']}/images", files=[("files", ("notes.txt", b"not an image", "text/plain"))])
     assert refused.status_code == 415 and "notes.txt" in refused.json()["detail"], refused.text
     archive = io.BytesIO()
