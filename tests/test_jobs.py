@@ -191,6 +191,8 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
         worker.wait(20)
     job = api.get("/jobs").json()[0]
     assert job["state"] == "succeeded" and job["worker"] == "gpu-box-1"
+    # options left empty on the page are the service's defaults, not the page's own copies of them
+    assert job["options"]["false_alarm_rate"] == DEFAULT_FALSE_ALARM_RATE and job["options"]["coreset_ratio"] == 0.1
     wrong = []
     for kind in ("broken_large", "broken_small", "good"):
         for path in sorted((BOTTLE / "test" / kind).glob("*.png")):
