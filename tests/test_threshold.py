@@ -91,9 +91,8 @@ def test_a_category_of_ten_real_images_gets_a_sane_threshold_with_its_uncertaint
     embedder = Embedder.load(config, str(WEIGHTS))
     model = fit(config, small_train[:10], str(WEIGHTS), embedder=embedder)
     policy = model.threshold_policy
-    assert (
-        policy["good_scores"] == 10 and policy["target_false_alarm_rate"] == threshold.DEFAULT_FALSE_ALARM_RATE
-    )  # 9 out of fold + 1 held out
+    assert policy["good_scores"] == 10  # 9 out of fold + 1 held out
+    assert policy["target_false_alarm_rate"] == threshold.DEFAULT_FALSE_ALARM_RATE
     assert math.isfinite(model.threshold) and model.threshold > np.median(model.good_scores)
     assert policy["observed_false_alarm_interval"][1] > 0.2  # ten scores cannot show a rate below a few percent
 
