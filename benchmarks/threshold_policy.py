@@ -39,6 +39,7 @@ from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
 TARGETS = (0.01, 0.02, thresholds.DEFAULT_FALSE_ALARM_RATE, 0.05)
 DEFAULT_PIXELS = PatchCoreConfig().pixels
 YARDSTICK = 0.05
+BAR = 0.03  # issue 19: F1 at the threshold within this of the yardstick
 
 
 def rows_for(
@@ -151,13 +152,13 @@ def print_summary(rows: list[dict]) -> None:
     """Per target, over every row (set, ratio, budget, seed): how often the verdict meets issue 19's bar (F1 within
     0.03 of the yardstick, with at most 5% false alarms on the good test images), how often its false alarms exceed
     5%, and the false alarms pooled over all good test images: the trade each target makes."""
-    print(f"\n| target | rows | F1 within 0.03 of the yardstick, false alarms <= {YARDSTICK:.0%} | "
+    print(f"\n| target | rows | F1 within {BAR} of the yardstick, false alarms <= {YARDSTICK:.0%} | "
           f"false alarms > {YARDSTICK:.0%} | false alarms, pooled |")  # fmt: skip
     print("| --- | --- | --- | --- | --- |")
     for target in TARGETS:
         mine = [r for r in rows if r["target"] == target]
         within = [r["false_alarms"] <= YARDSTICK * r["good_test"] + 1e-9 for r in mine]
-        met = sum(w and r["f1"] >= r["yardstick"] - 0.03 for w, r in zip(within, mine, strict=True))
+        met = sum(w and r["f1"] >= r["yardstick"] - BAR for w, r in zip(within, mine, strict=True))
         alarms, good = sum(r["false_alarms"] for r in mine), sum(r["good_test"] for r in mine)
         bold = "**" if target == thresholds.DEFAULT_FALSE_ALARM_RATE else ""
         print(f"| {bold}{target:.0%}{bold} | {len(mine)} | {met} | {len(mine) - sum(within)} | "
