@@ -174,6 +174,49 @@ def cross_validated_f1(
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
+def bar_chances(
+    good_scores: Sequence[float],
+    test_scores: Sequence[float],
+    test_labels: Sequence[bool],
+    target: float,
+    within: float = 0.03,
+    max_false_alarm_rate: float = 0.05,
+    rounds: int = 400,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """(rule, oracle): how often a threshold at ``target`` meets the bar "F1 within ``within`` of the best F1 that
+    keeps false alarms within ``max_false_alarm_rate``, with no more false alarms than that" over other draws of the
+    good test parts, keeping the defective ones.
+
+    One test set is one draw of good parts, and near the bar a single good part more or less above the threshold
+    moves F1 by more than ``within`` wherever defects crowd just above the good parts. The false-alarm rule rests on
+    the good training scores (cross-fitted) and new good parts' scores coming from one distribution; if they do, the
+    two are exchangeable, so each round deals the pooled good scores again into a training part and a test part of
+    the original sizes, sets the threshold from the training part (:func:`false_alarm_threshold`) and judges it on
+    the test part with the same defects. The oracle's threshold is the pooled good scores' own ``1 - target``
+    quantile, what a rule that knew the good parts' distribution exactly would set (a reference, not a bound: one
+    fixed threshold can fare worse than a rule's varying one). When even the oracle rarely meets the bar, the bar
+    measures the draw of good test parts, not the rule."""
+    test_scores = np.asarray(test_scores, dtype=np.float64)
+    test_labels = np.asarray(test_labels, dtype=bool)
+    defective = test_scores[test_labels]
+    pool = np.concatenate([np.asarray(good_scores, dtype=np.float64), test_scores[~test_labels]])
+    training = len(good_scores)
+    labels = np.concatenate([np.zeros(pool.size - training, dtype=bool), np.ones(defective.size, dtype=bool)])
+    oracle = float(np.quantile(pool, 1 - target))
+    allowed = max_false_alarm_rate * (pool.size - training) + 1e-9
+    rng = np.random.default_rng(seed)
+    met = np.zeros(2)
+    for _ in range(rounds):
+        order = rng.permutation(pool.size)
+        scores = np.concatenate([pool[order[training:]], defective])
+        yardstick = best_f1(scores, labels, max_false_alarm_rate)[1]
+        for i, threshold in enumerate((false_alarm_threshold(pool[order[:training]], target)[0], oracle)):
+            _, fp, _ = _counts(scores, labels, threshold)
+            met[i] += fp <= allowed and f1_score(scores, labels, threshold) >= yardstick - within
+    return float(met[0] / rounds), float(met[1] / rounds)
+
+
 def labelled_threshold(
     scores: Sequence[float], labels: Sequence[bool], good_scores: Sequence[float]
 ) -> tuple[float, dict]:

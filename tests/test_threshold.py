@@ -114,3 +114,29 @@ def test_cross_validated_f1_keeps_the_false_alarm_cap_on_every_fold():
     capped = threshold.cross_validated_f1(scores, labels, max_false_alarm_rate=0.0)
     assert uncapped > 0.97
     assert capped < uncapped - 0.2
+
+
+def test_bar_chances_with_clear_defects_are_the_chance_of_few_false_alarms():
+    rng = np.random.default_rng(3)
+    good = np.exp(rng.normal(0.0, 0.1, 200))
+    test = np.concatenate([np.exp(rng.normal(0.0, 0.1, 50)), np.full(50, 10.0)])
+    labels = np.r_[np.zeros(50, dtype=bool), np.ones(50, dtype=bool)]
+    rule, oracle = threshold.bar_chances(good, test, labels, 0.03)
+    # every defect is caught at any threshold near the good tail: the bar fails only on more than 2 false alarms in
+    # the 50 good test parts, which for the oracle is a hypergeometric draw from the 250 pooled good scores
+    pool = np.concatenate([good, test[:50]])
+    above = int((pool > np.quantile(pool, 0.97)).sum())
+    assert oracle == pytest.approx(stats.hypergeom(250, above, 50).cdf(2), abs=0.06)
+    assert abs(rule - oracle) < 0.12
+    assert threshold.bar_chances(good, test, labels, 0.03) == (rule, oracle)
+
+
+def test_bar_chances_are_low_where_defects_crowd_the_good_tail():
+    rng = np.random.default_rng(4)
+    good = np.exp(rng.normal(0.0, 0.1, 200))
+    test = np.exp(np.concatenate([rng.normal(0.0, 0.1, 50), rng.normal(0.15, 0.1, 50)]))
+    labels = np.r_[np.zeros(50, dtype=bool), np.ones(50, dtype=bool)]
+    rule, oracle = threshold.bar_chances(good, test, labels, 0.03)
+    clear = threshold.bar_chances(good, np.where(labels, test * 3, test), labels, 0.03)
+    assert oracle < 0.5 and rule < 0.5
+    assert clear[1] > oracle + 0.3
