@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
+
 
 class Settings(BaseSettings):
     """Environment variables are the names below in upper case, prefixed ``INSPECT_`` (``DATABASE_URL`` is not)."""
@@ -49,7 +51,7 @@ class Settings(BaseSettings):
 
     metric: Literal["cosine", "l2"] = Field(default="l2", description="default nearest-neighbour metric")
     false_alarm_rate: float = Field(
-        default=0.03,
+        default=DEFAULT_FALSE_ALARM_RATE,
         gt=0,
         lt=0.5,
         description="default target false-alarm rate on good parts of the ingest job's threshold",
