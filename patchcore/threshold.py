@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -174,6 +175,17 @@ def cross_validated_f1(
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
+class BarChances(NamedTuple):
+    """Over re-dealt draws of the good test parts (:func:`bar_chances`): how often the bar is met, and the mean F1,
+    of the false-alarm rule and of an oracle, beside the mean of the yardstick itself."""
+
+    rule: float
+    oracle: float
+    rule_f1: float
+    oracle_f1: float
+    yardstick_f1: float
+
+
 def bar_chances(
     good_scores: Sequence[float],
     test_scores: Sequence[float],
@@ -183,8 +195,8 @@ def bar_chances(
     max_false_alarm_rate: float = 0.05,
     rounds: int = 400,
     seed: int = 0,
-) -> tuple[float, float]:
-    """(rule, oracle): how often a threshold at ``target`` meets the bar "F1 within ``within`` of the best F1 that
+) -> BarChances:
+    """How often a threshold at ``target`` meets the bar "F1 within ``within`` of the best F1 that
     keeps false alarms within ``max_false_alarm_rate``, with no more false alarms than that" over other draws of the
     good test parts, keeping the defective ones.
 
@@ -196,7 +208,8 @@ def bar_chances(
     the test part with the same defects. The oracle's threshold is the pooled good scores' own ``1 - target``
     quantile, what a rule that knew the good parts' distribution exactly would set (a reference, not a bound: one
     fixed threshold can fare worse than a rule's varying one). When even the oracle rarely meets the bar, the bar
-    measures the draw of good test parts, not the rule."""
+    measures the draw of good test parts, not the rule. The mean F1s say what each costs in expectation, and how
+    far the yardstick's choice on the test images themselves lifts it above any threshold fixed beforehand."""
     test_scores = np.asarray(test_scores, dtype=np.float64)
     test_labels = np.asarray(test_labels, dtype=bool)
     defective = test_scores[test_labels]
@@ -206,15 +219,17 @@ def bar_chances(
     oracle = float(np.quantile(pool, 1 - target))
     allowed = max_false_alarm_rate * (pool.size - training) + 1e-9
     rng = np.random.default_rng(seed)
-    met = np.zeros(2)
+    met, f1 = np.zeros(2), np.zeros(3)
     for _ in range(rounds):
         order = rng.permutation(pool.size)
         scores = np.concatenate([pool[order[training:]], defective])
         yardstick = best_f1(scores, labels, max_false_alarm_rate)[1]
+        f1[2] += yardstick
         for i, threshold in enumerate((false_alarm_threshold(pool[order[:training]], target)[0], oracle)):
             _, fp, _ = _counts(scores, labels, threshold)
+            f1[i] += f1_score(scores, labels, threshold)
             met[i] += fp <= allowed and f1_score(scores, labels, threshold) >= yardstick - within
-    return float(met[0] / rounds), float(met[1] / rounds)
+    return BarChances(*(met / rounds).tolist(), *(f1 / rounds).tolist())
 
 
 def labelled_threshold(

@@ -121,14 +121,17 @@ def test_bar_chances_with_clear_defects_are_the_chance_of_few_false_alarms():
     good = np.exp(rng.normal(0.0, 0.1, 200))
     test = np.concatenate([np.exp(rng.normal(0.0, 0.1, 50)), np.full(50, 10.0)])
     labels = np.r_[np.zeros(50, dtype=bool), np.ones(50, dtype=bool)]
-    rule, oracle = threshold.bar_chances(good, test, labels, 0.03)
+    chances = threshold.bar_chances(good, test, labels, 0.03)
+    rule, oracle = chances.rule, chances.oracle
     # every defect is caught at any threshold near the good tail: the bar fails only on more than 2 false alarms in
     # the 50 good test parts, which for the oracle is a hypergeometric draw from the 250 pooled good scores
     pool = np.concatenate([good, test[:50]])
     above = int((pool > np.quantile(pool, 0.97)).sum())
     assert oracle == pytest.approx(stats.hypergeom(250, above, 50).cdf(2), abs=0.06)
     assert abs(rule - oracle) < 0.12
-    assert threshold.bar_chances(good, test, labels, 0.03) == (rule, oracle)
+    # nothing is missed, so F1 falls only by false alarms: 100 / 101 with one of them
+    assert chances.yardstick_f1 == 1.0 and 0.98 < chances.rule_f1 < 1.0 and 0.98 < chances.oracle_f1 < 1.0
+    assert threshold.bar_chances(good, test, labels, 0.03) == chances
 
 
 def test_bar_chances_are_low_where_defects_crowd_the_good_tail():
@@ -136,7 +139,9 @@ def test_bar_chances_are_low_where_defects_crowd_the_good_tail():
     good = np.exp(rng.normal(0.0, 0.1, 200))
     test = np.exp(np.concatenate([rng.normal(0.0, 0.1, 50), rng.normal(0.15, 0.1, 50)]))
     labels = np.r_[np.zeros(50, dtype=bool), np.ones(50, dtype=bool)]
-    rule, oracle = threshold.bar_chances(good, test, labels, 0.03)
+    crowded = threshold.bar_chances(good, test, labels, 0.03)
     clear = threshold.bar_chances(good, np.where(labels, test * 3, test), labels, 0.03)
-    assert oracle < 0.5 and rule < 0.5
-    assert clear[1] > oracle + 0.3
+    assert crowded.oracle < 0.5 and crowded.rule < 0.5
+    assert clear.oracle > crowded.oracle + 0.3
+    # the yardstick chooses its threshold on each draw itself, so it stands above any threshold fixed beforehand
+    assert crowded.yardstick_f1 > max(crowded.rule_f1, crowded.oracle_f1) + 0.03
