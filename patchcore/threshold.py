@@ -227,8 +227,9 @@ def bar_chances(
         f1[2] += yardstick
         for i, threshold in enumerate((false_alarm_threshold(pool[order[:training]], target)[0], oracle)):
             _, fp, _ = _counts(scores, labels, threshold)
-            f1[i] += f1_score(scores, labels, threshold)
-            met[i] += fp <= allowed and f1_score(scores, labels, threshold) >= yardstick - within
+            value = f1_score(scores, labels, threshold)
+            f1[i] += value
+            met[i] += fp <= allowed and value >= yardstick - within
     return BarChances(*(met / rounds).tolist(), *(f1 / rounds).tolist())
 
 
