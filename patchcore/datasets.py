@@ -47,8 +47,19 @@ def mvtec_categories(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
 
 
+def mask_files(folder: Path) -> dict[str, Path]:
+    """The masks of one defect type by image stem: ``<stem>_mask.<ext>`` (MVTec AD, MPDD) or ``<stem>.<ext>`` (VisA as
+    anomalib prepares it, BTAD), any image format; where a folder holds both for one stem, ``_mask`` wins."""
+    if not folder.is_dir():
+        return {}
+    files = image_files(folder)
+    found = {p.stem: p for p in reversed(files)}
+    found.update({p.stem.removesuffix("_mask"): p for p in reversed(files) if p.stem.endswith("_mask")})
+    return found
+
+
 def mvtec_category(root: Path, name: str) -> Category:
-    """``ROOT/<name>/train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``."""
+    """``ROOT/<name>/train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.<ext>`` (or ``<stem>.<ext>``)."""
     base = root / name
     if not (base / "train" / GOOD).is_dir():
         found = ", ".join(mvtec_categories(root)) if root.is_dir() else "none"
@@ -57,10 +68,8 @@ def mvtec_category(root: Path, name: str) -> Category:
     test_root = base / "test"
     if test_root.is_dir():
         for defect_dir in sorted(p for p in test_root.iterdir() if p.is_dir()):
-            for path in image_files(defect_dir):
-                mask = base / "ground_truth" / defect_dir.name / f"{path.stem}_mask.png"
-                has_mask = defect_dir.name != GOOD and mask.is_file()
-                test.append(Sample(path, defect_dir.name, mask if has_mask else None))
+            masks = mask_files(base / "ground_truth" / defect_dir.name) if defect_dir.name != GOOD else {}
+            test.extend(Sample(path, defect_dir.name, masks.get(path.stem)) for path in image_files(defect_dir))
     return Category(name, image_files(base / "train" / GOOD), test)
 
 

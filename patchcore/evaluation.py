@@ -111,7 +111,13 @@ def evaluate(
         evaluation.figures.update(pixel_auroc=None, pro=None, pixel_auroc_whole_image=None, pro_whole_image=None)
     evaluation.set_threshold(threshold, false_alarm_target)
     if not pixel:
-        evaluation.figures["pixel_metrics"] = "absent: not every defective test image has a ground-truth mask"
+        missing = [s for s in samples if s.is_anomalous and s.mask is None]
+        evaluation.figures["pixel_metrics"] = (
+            f"absent: {len(missing)} of {int(labels.sum())} defective test images have no ground-truth mask "
+            f"(ground_truth/<type>/<stem>_mask.png or <stem>.png; first without: {missing[0].path})"
+            if missing
+            else "absent: no defective test image"
+        )
     return evaluation
 
 

@@ -192,14 +192,16 @@ class Preprocess:
 
     def mask(self, source: Path | BinaryIO | None, size: tuple[int, int]) -> np.ndarray:
         """A ground-truth mask (a file or stream) of an image of ``size`` (width, height) in the view's geometry;
-        none: all normal. A mask of another size than its image is refused (``ImageShapeError``)."""
+        none: all normal. A mask of another size than its image is refused (``ImageShapeError``). Every pixel that
+        is not zero is defective, as anomalib reads VisA: masks come as 0/255, 0/1, label numbers or coloured
+        strokes on black, and a cut at mid-grey would read the last three as all normal."""
         if source is None:
             view = self.view(*size)
             return np.zeros((view.height, view.width), dtype=bool)
         mask = Image.open(source, formats=FORMATS)
         if mask.size != tuple(size):
             raise ImageShapeError(f"the mask is {mask.size[0]}x{mask.size[1]}, its image {size[0]}x{size[1]}")
-        return np.asarray(self._apply(mask.convert("L"), Image.NEAREST)) > 127
+        return np.asarray(self._apply(mask.convert("L"), Image.NEAREST)) > 0
 
     @property
     def whole(self) -> Preprocess:

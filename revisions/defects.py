@@ -30,7 +30,7 @@ DEFECT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # what the database a
 
 @dataclass(frozen=True)
 class DefectUpload:
-    """One labelled defect image, with its mask (PNG of the image's size, defect white) or none."""
+    """One labelled defect image, with its mask (of the image's size: every non-zero pixel is defect) or none."""
 
     upload: Upload
     defect_type: str

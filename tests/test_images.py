@@ -59,6 +59,27 @@ def test_preprocess_geometry_is_shared_by_images_and_masks():
     assert mask.shape == (224, 224) and mask.dtype == bool and 0 < mask.mean() < 0.5
 
 
+@pytest.mark.parametrize("encoding", ["0/1", "labels", "red on black", "1-bit"])
+def test_masks_read_alike_however_they_mark_defects(encoding):
+    """MVTec AD marks defects 255; other sets 1, a label number per defect, or a colour: all are defects."""
+    source = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
+    defect = np.asarray(Image.open(source)) > 0
+    if encoding == "0/1":
+        other = Image.fromarray(defect.astype(np.uint8))
+    elif encoding == "labels":
+        other = Image.fromarray((defect * (1 + np.arange(defect.shape[1]) % 3)).astype(np.uint8))
+    elif encoding == "red on black":
+        other = Image.fromarray(np.stack([defect * 255, defect * 0, defect * 0], axis=-1).astype(np.uint8))
+    else:
+        other = Image.fromarray(defect).convert("1")
+    stream = io.BytesIO()
+    other.save(stream, format="PNG")
+    preprocess = Preprocess("whole", pixels=224 * 224)
+    expected = preprocess.mask(source, (900, 900))
+    read = preprocess.mask(io.BytesIO(stream.getvalue()), (900, 900))
+    assert expected.any() and np.array_equal(read, expected)
+
+
 def test_exif_orientation_is_applied_and_odd_modes_decode():
     from tests.hostile_corpus import float_tiff_with_nan, rotated_jpeg
 
