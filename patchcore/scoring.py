@@ -23,7 +23,10 @@ import torch.nn.functional as F
 Metric = Literal["cosine", "l2"]
 METRICS: tuple[Metric, ...] = ("cosine", "l2")
 BLUR_SIGMA = 4.0
-_CHUNK = 8192
+# The most memory one block of query-to-bank distances takes: queries are searched a block at a time, so a search's
+# memory does not grow with the bank (8,192 queries at a time against a 100,000-row bank took 3.0 GiB). 256 MiB was
+# also the fastest block measured (docs/results.md, "Memory of a fit").
+BLOCK_BYTES = 1 << 28
 
 
 class ExactSearch:
@@ -38,6 +41,11 @@ class ExactSearch:
         self.metric = metric
         self._matrix = F.normalize(self.bank, dim=1) if metric == "cosine" else self.bank
         self._squared_norms = (self.bank * self.bank).sum(1) if metric == "l2" else None
+
+    @property
+    def block_rows(self) -> int:
+        """How many queries one block of distances (:data:`BLOCK_BYTES`) holds against this bank."""
+        return max(1, BLOCK_BYTES // (4 * max(1, self.bank.shape[0])))
 
     def distances(self, queries: torch.Tensor) -> torch.Tensor:
         """(Q, M) distances from each query row to each bank row."""
@@ -59,8 +67,9 @@ class ExactSearch:
         ``1 -``) is taken of the minima only, not of the whole (Q, M) matrix: with the matrix product that halves
         the time of searching every training patch (bottle: 33 s by :meth:`nearest`)."""
         distances, indices = [], []
-        for start in range(0, queries.shape[0], _CHUNK):
-            q = queries[start : start + _CHUNK].float()
+        step = self.block_rows
+        for start in range(0, queries.shape[0], step):
+            q = queries[start : start + step].float()
             if self.metric == "cosine":
                 keys, index = (-(F.normalize(q, dim=1) @ self._matrix.T)).min(1)
                 distances.append((1.0 + keys).clamp_min_(0))
@@ -74,8 +83,9 @@ class ExactSearch:
         """Exact k nearest bank rows of each query: (distances, indices), each (Q, k), nearest first."""
         k = min(k, self.bank.shape[0])
         distances, indices = [], []
-        for start in range(0, queries.shape[0], _CHUNK):
-            values, idx = torch.topk(self.distances(queries[start : start + _CHUNK]), k, dim=1, largest=False)
+        step = self.block_rows
+        for start in range(0, queries.shape[0], step):
+            values, idx = torch.topk(self.distances(queries[start : start + step]), k, dim=1, largest=False)
             distances.append(values)
             indices.append(idx)
         return torch.cat(distances), torch.cat(indices)

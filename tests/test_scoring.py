@@ -93,3 +93,20 @@ def test_the_coverage_radius_found_from_upper_bounds_is_the_exact_largest_neares
         search = scoring.ExactSearch(patches[selection.indices], metric)
         expected = float(search.nearest(patches)[0].max())
         assert coverage_radius(patches, search, selection.owner, chunk=64) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_a_search_holds_one_bounded_block_of_distances_and_answers_the_same(metric, monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(500, 16, generator=generator), torch.randn(300, 16, generator=generator)
+    whole = scoring.ExactSearch(bank, metric)
+    expected_one, expected = whole.nearest_one(queries), whole.nearest(queries, k=3)
+    assert whole.block_rows >= queries.shape[0]  # the default block holds this search at once
+    monkeypatch.setattr(scoring, "BLOCK_BYTES", 4 * 500 * 7)
+    blocked = scoring.ExactSearch(bank, metric)
+    assert blocked.block_rows == 7
+    one, three = blocked.nearest_one(queries), blocked.nearest(queries, k=3)
+    assert torch.equal(one[1], expected_one[1]) and torch.allclose(one[0], expected_one[0])
+    assert torch.equal(three[1], expected[1]) and torch.allclose(three[0], expected[0])
+    monkeypatch.setattr(scoring, "BLOCK_BYTES", 1)
+    assert scoring.ExactSearch(bank, metric).block_rows == 1
