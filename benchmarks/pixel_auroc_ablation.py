@@ -49,8 +49,8 @@ def _area_mask(preprocess: Preprocess, sample: Sample) -> np.ndarray:
     """Ground truth downsampled by area: a pixel is defective when most of the original pixels under it are."""
     if sample.mask is None:
         return np.zeros((preprocess.crop, preprocess.crop), dtype=bool)
-    mask = Image.open(sample.mask).convert("L")
-    return np.asarray(preprocess._apply(mask, Image.BOX)) > 127
+    defect = Image.open(sample.mask).convert("L").point(lambda value: 255 if value else 0)  # as Preprocess.mask reads
+    return np.asarray(preprocess._apply(defect, Image.BOX)) > 127
 
 
 def main() -> None:
