@@ -98,6 +98,15 @@ def open_image(
     return _to_rgb(image)
 
 
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone, before any EXIF rotation (which swaps the sides)."""
+    try:
+        with Image.open(path, formats=FORMATS) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: not a recognised image (PNG, JPEG, BMP or TIFF expected): {exc}") from exc
+
+
 def jpeg(image: Image.Image, quality: int = 90) -> bytes:
     """A small JPEG of an RGB image, for people to look at (bottle's 224x224 views: 8.9-9.8 KB)."""
     buffer = io.BytesIO()

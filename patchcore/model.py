@@ -22,7 +22,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, wei
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
-from patchcore.images import ALIGN, Preprocess, jpeg, open_image
+from patchcore.images import ALIGN, Preprocess, header_size, jpeg, open_image
 from patchcore.scoring import Metric
 
 
@@ -181,6 +181,14 @@ class Embedder:
             return torch.stack([self.extractor.tiled(t, tile, self.config.tile_overlap) for t in tensors])
         return self.extractor(tensors)
 
+    def patch_count(self, path: Path) -> int:
+        """How many patches the view of the image at ``path`` has, from its header alone: a fit sizes its feature
+        matrix before reading any pixels, instead of joining per-image pieces into a second copy of it. An EXIF
+        rotation swaps the view's sides, never their product."""
+        view = self.preprocess.view(*header_size(path))
+        stride = self.extractor.stride
+        return (view.height // stride) * (view.width // stride)
+
     def batches(self, tensors: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
         """Features of a stream of (3, H, W) tensors, ``batch_size`` at a time, in order. Images of one category may
         differ in size (the whole field of view keeps each one's aspect ratio): a batch holds consecutive views of
@@ -252,18 +260,22 @@ def fit(
     bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed)
 
     dim = config.embedding_dim
-    chunks: list[torch.Tensor] = []
+    expected = [embedder.patch_count(path) for path in bank_paths]
+    features = torch.empty(sum(expected), dim)
+    filled = 0
     grids: list[tuple[int, int]] = []
     images: list[ImageRecord] = []
     image_embeddings = torch.empty(len(train), dim)
     for i, item in enumerate(embedder.embed_files(bank_paths, batch_size, "features", report)):
         height, width, _ = item.features.shape
-        chunks.append(item.features.reshape(-1, dim))
+        if height * width != expected[i]:
+            raise RuntimeError(f"{bank_paths[i]}: {height}x{width} patches, its header predicted {expected[i]}")
+        rows = features[filled : filled + expected[i]]
+        rows.copy_(item.features.reshape(-1, dim))
+        filled += expected[i]
         grids.append((height, width))
-        image_embeddings[i] = chunks[-1].mean(0)
+        image_embeddings[i] = rows.mean(0)
         images.append(item.record)
-    features = torch.cat(chunks)
-    del chunks
     sizes = torch.tensor([h * w for h, w in grids])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
     image_of_row = torch.repeat_interleave(torch.arange(len(grids)), sizes)

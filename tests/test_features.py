@@ -83,3 +83,27 @@ def test_tiles_cover_every_patch_once_and_match_one_pass():
     error = (tiled - whole).norm(dim=-1).mean()
     shifted = (tiled[:, 1:] - whole[:, :-1]).norm(dim=-1).mean()
     assert error < shifted / 3, (error, shifted)  # each patch sits at its own place, not a neighbour's
+
+
+@pytest.mark.parametrize(
+    ("field_of_view", "tile"), [("whole", 0), ("crop", 0), ("whole", 128)], ids=["whole", "crop", "tiled"]
+)
+def test_a_fit_sizes_its_features_from_headers_exactly(tmp_path, field_of_view, tile):
+    """The fit writes each image's features into a matrix sized from the headers alone: the count must be exact for
+    a strip, a rotated phone picture (EXIF) and any field of view."""
+    from PIL import Image
+
+    from patchcore.model import Embedder, PatchCoreConfig
+    from tests.conftest import SHARED
+
+    strip = sorted((SHARED / "datasets" / "non_square" / "bsdata_ballscrew" / "train" / "good").glob("*.png"))[0]
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees: the stored 300x700 is seen as 700x300
+    Image.new("RGB", (300, 700), (90, 120, 150)).save(rotated, exif=exif)
+    config = PatchCoreConfig(backbone="resnet18", field_of_view=field_of_view, tile=tile)
+    embedder = Embedder.load(config, str(WEIGHTS), device="cpu")
+    for item, path in zip(embedder.embed_files([strip, rotated], 1, "test"), [strip, rotated], strict=True):
+        height, width, _ = item.features.shape
+        assert embedder.patch_count(path) == height * width
+        assert (height < width) == (field_of_view == "whole")
