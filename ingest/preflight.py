@@ -11,18 +11,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from PIL import Image
-
 from patchcore.datasets import Category
-from patchcore.errors import ImageShapeError
-from patchcore.images import FORMATS, Preprocess
+from patchcore.errors import ImageError, ImageShapeError
+from patchcore.images import FORMATS, Preprocess, header_size
 
 SHOWN = 20
-
-
-def _size(path: Path) -> tuple[int, int]:
-    with Image.open(path, formats=FORMATS) as image:
-        return image.size
 
 
 def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
@@ -30,10 +23,13 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
     problems = []
     for path, mask in [(p, None) for p in category.train] + [(s.path, s.mask) for s in category.test]:
         try:
-            size = _size(path)
+            size = header_size(path)
             preprocess.view(*size)
         except ImageShapeError as exc:
             problems.append(f"{path}: {exc}")
+            continue
+        except ImageError as exc:
+            problems.append(str(exc))
             continue
         except Exception as exc:
             problems.append(f"{path}: not a readable {'/'.join(FORMATS)} image ({exc})")
@@ -41,7 +37,7 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
         if mask is None:
             continue
         try:
-            mask_size = _size(mask)
+            mask_size = header_size(mask)
         except Exception as exc:
             problems.append(f"{mask}: not a readable mask ({exc})")
             continue
