@@ -260,24 +260,21 @@ def fit(
     bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed)
 
     dim = config.embedding_dim
-    expected = [embedder.patch_count(path) for path in bank_paths]
-    features = torch.empty(sum(expected), dim)
-    filled = 0
+    sizes = torch.tensor([embedder.patch_count(path) for path in bank_paths], dtype=torch.long)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    features = torch.empty(int(offsets[-1]), dim)
     grids: list[tuple[int, int]] = []
     images: list[ImageRecord] = []
     image_embeddings = torch.empty(len(train), dim)
     for i, item in enumerate(embedder.embed_files(bank_paths, batch_size, "features", report)):
         height, width, _ = item.features.shape
-        if height * width != expected[i]:
-            raise RuntimeError(f"{bank_paths[i]}: {height}x{width} patches, its header predicted {expected[i]}")
-        rows = features[filled : filled + expected[i]]
+        if height * width != sizes[i]:
+            raise RuntimeError(f"{bank_paths[i]}: {height}x{width} patches, its header predicted {int(sizes[i])}")
+        rows = features[offsets[i] : offsets[i + 1]]
         rows.copy_(item.features.reshape(-1, dim))
-        filled += expected[i]
         grids.append((height, width))
         image_embeddings[i] = rows.mean(0)
         images.append(item.record)
-    sizes = torch.tensor([h * w for h, w in grids])
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
     image_of_row = torch.repeat_interleave(torch.arange(len(grids)), sizes)
     cell = torch.arange(features.shape[0]) - offsets[image_of_row]
     widths = torch.tensor([w for _, w in grids])[image_of_row]

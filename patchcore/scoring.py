@@ -24,7 +24,7 @@ Metric = Literal["cosine", "l2"]
 METRICS: tuple[Metric, ...] = ("cosine", "l2")
 BLUR_SIGMA = 4.0
 # The most memory one block of query-to-bank distances takes: queries are searched a block at a time, so a search's
-# memory does not grow with the bank (8,192 queries at a time against a 100,000-row bank took 3.0 GiB). 256 MiB was
+# memory does not grow with the bank (8,192 queries at a time against a 100,000-row bank took 2,993 MiB). 256 MiB was
 # also the fastest block measured (docs/results.md, "Memory of a fit").
 BLOCK_BYTES = 1 << 28
 
