@@ -33,7 +33,7 @@ from PIL import Image
 from patchcore import metrics, scoring
 from patchcore.coreset import greedy_coreset
 from patchcore.datasets import Sample, mvtec_category
-from patchcore.images import Preprocess, open_image
+from patchcore.images import Preprocess, open_image, read_mask
 from patchcore.model import Embedder, PatchCoreConfig, split_holdout
 
 BAR = 0.979
@@ -49,7 +49,7 @@ def _area_mask(preprocess: Preprocess, sample: Sample) -> np.ndarray:
     """Ground truth downsampled by area: a pixel is defective when most of the original pixels under it are."""
     if sample.mask is None:
         return np.zeros((preprocess.crop, preprocess.crop), dtype=bool)
-    defect = Image.open(sample.mask).convert("L").point(lambda value: 255 if value else 0)  # as Preprocess.mask reads
+    defect = read_mask(sample.mask)  # as Preprocess.mask reads
     return np.asarray(preprocess._apply(defect, Image.BOX)) > 127
 
 

@@ -41,7 +41,11 @@ from store.versions import VersionConflict
 
 def _dataset_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--data", type=Path, help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth")
+    where.add_argument(
+        "--data",
+        type=Path,
+        help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth (or as BTAD, AD 2, 3D-AD, LOCO)",
+    )
     where.add_argument("--folder", type=Path, help="a plain folder of good images (training only, no evaluation)")
     parser.add_argument(
         "--category",

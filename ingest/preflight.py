@@ -13,7 +13,7 @@ from pathlib import Path
 
 from patchcore.datasets import Category
 from patchcore.errors import ImageError, ImageShapeError
-from patchcore.images import FORMATS, Preprocess, header_size
+from patchcore.images import FORMATS, Preprocess, header_size, mask_size
 
 SHOWN = 20
 
@@ -37,12 +37,15 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
         if mask is None:
             continue
         try:
-            mask_size = header_size(mask)
+            width, height = mask_size(mask)
+        except ImageShapeError as exc:
+            problems.append(str(exc))
+            continue
         except Exception as exc:
             problems.append(f"{mask}: not a readable mask ({exc})")
             continue
-        if mask_size != size:
-            problems.append(f"{mask}: the mask is {mask_size[0]}x{mask_size[1]}, its image {size[0]}x{size[1]}")
+        if (width, height) != size:
+            problems.append(f"{mask}: the mask is {width}x{height}, its image {size[0]}x{size[1]}")
     return problems
 
 

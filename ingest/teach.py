@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from config import get_settings
 from patchcore.datasets import GOOD, image_files, mvtec_category
+from patchcore.images import mask_png
 from revisions.defects import DefectUpload, add_defects
 from revisions.normals import add_normals
 from revisions.uploads import Upload
@@ -87,8 +88,7 @@ def _defect_items(args: argparse.Namespace) -> list[DefectUpload]:
         if not samples:
             raise ValueError(f"{args.data / args.category / 'test'} holds no defect images")
         return [
-            DefectUpload(_upload(s.path), s.defect, s.mask.read_bytes() if s.mask is not None else None)
-            for s in samples
+            DefectUpload(_upload(s.path), s.defect, mask_png(s.mask) if s.mask is not None else None) for s in samples
         ]
     if not args.defect_type:
         raise ValueError("--defect-type is needed with --image")

@@ -1,20 +1,43 @@
-"""Where the images are: the MVTec AD layout, or a plain folder of good images."""
+"""Where the images are: the MVTec AD layout as the public sets vary it, or a plain folder of good images.
+
+Read as they come, each by what it is rather than by its name: MVTec AD, MPDD and VisA as anomalib prepares it
+(``train/good``, ``test/<type>``, ``ground_truth/<type>``); BTAD (good parts in ``ok`` folders); MVTec AD 2 (the
+labelled test split is ``test_public``, its masks beneath it); MVTec 3D-AD (each folder's pictures in ``rgb/``, their
+masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchcore.images import IMAGE_SUFFIXES
+from patchcore.images import image_files_in
 
-GOOD = "good"
+GOOD = "good"  # the defect type of every good image, whatever its folder is called
+GOOD_FOLDERS = ("good", "ok")  # MVTec AD and most sets; BTAD
+TEST_FOLDERS = ("test", "test_public")  # MVTec AD 2 publishes its labelled test split as test_public
+GROUND_TRUTH = "ground_truth"
+PICTURES, MASKS_BESIDE = "rgb", "gt"  # MVTec 3D-AD: <folder>/rgb/<stem>.png, <folder>/gt/<stem>.png (xyz/ beside)
 
 
 def image_files(folder: Path) -> list[Path]:
     """Image files of a folder, sorted, so fits are reproducible."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return image_files_in(folder)
+
+
+def pictures(folder: Path) -> list[Path]:
+    """The pictures of a split's folder: its own images, or, where it has none, those of its ``rgb`` subfolder."""
+    files = image_files(folder)
+    if not files and (folder / PICTURES).is_dir():
+        return image_files(folder / PICTURES)
+    return files
+
+
+def good_folder(split: Path) -> Path | None:
+    """The folder of good images in a split (``train`` or the test split), by either name."""
+    return next((split / name for name in GOOD_FOLDERS if (split / name).is_dir()), None)
 
 
 @dataclass(frozen=True)
@@ -41,36 +64,52 @@ class Category:
 
 
 def mvtec_categories(root: Path) -> list[str]:
-    """Category names under an MVTec AD root: folders holding ``train/good``."""
+    """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``)."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
-    return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and good_folder(p / "train"))
 
 
 def mask_files(folder: Path) -> dict[str, Path]:
     """The masks of one defect type by image stem: ``<stem>_mask.<ext>`` (MVTec AD, MPDD) or ``<stem>.<ext>`` (VisA as
-    anomalib prepares it, BTAD), any image format; where a folder holds both for one stem, ``_mask`` wins."""
+    anomalib prepares it, BTAD, MVTec 3D-AD), any image format, or a folder ``<stem>/`` of masks to unite (MVTec
+    LOCO AD); where one stem has several, ``_mask`` wins, then the plain file."""
     if not folder.is_dir():
         return {}
+    found: dict[str, Path] = {p.name: p for p in sorted(folder.iterdir()) if p.is_dir()}
     files = image_files(folder)
-    found = {p.stem: p for p in reversed(files)}
+    found.update({p.stem: p for p in reversed(files)})
     found.update({p.stem.removesuffix("_mask"): p for p in reversed(files) if p.stem.endswith("_mask")})
     return found
 
 
+def _test_split(base: Path) -> list[Sample]:
+    test_root = next((base / name for name in TEST_FOLDERS if (base / name).is_dir()), None)
+    if test_root is None:
+        return []
+    good = good_folder(test_root)
+    test: list[Sample] = []
+    for folder in sorted(p for p in test_root.iterdir() if p.is_dir() and p.name != GROUND_TRUTH):
+        files = pictures(folder)
+        if folder == good:
+            test.extend(Sample(path, GOOD, None) for path in files)
+            continue
+        masks: dict[str, Path] = {}
+        for where in (base / GROUND_TRUTH / folder.name, test_root / GROUND_TRUTH / folder.name, folder / MASKS_BESIDE):
+            masks = masks or mask_files(where)
+        test.extend(Sample(path, folder.name, masks.get(path.stem)) for path in files)
+    return test
+
+
 def mvtec_category(root: Path, name: str) -> Category:
-    """``ROOT/<name>/train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.<ext>`` (or ``<stem>.<ext>``)."""
+    """``ROOT/<name>/train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.<ext>``, and the variants of
+    the module's docstring."""
     base = root / name
-    if not (base / "train" / GOOD).is_dir():
+    train = good_folder(base / "train")
+    if train is None:
         found = ", ".join(mvtec_categories(root)) if root.is_dir() else "none"
         raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist (categories found under {root}: {found})")
-    test: list[Sample] = []
-    test_root = base / "test"
-    if test_root.is_dir():
-        for defect_dir in sorted(p for p in test_root.iterdir() if p.is_dir()):
-            masks = mask_files(base / "ground_truth" / defect_dir.name) if defect_dir.name != GOOD else {}
-            test.extend(Sample(path, defect_dir.name, masks.get(path.stem)) for path in image_files(defect_dir))
-    return Category(name, image_files(base / "train" / GOOD), test)
+    return Category(name, pictures(train), _test_split(base))
 
 
 def folder_category(folder: Path, name: str) -> Category:

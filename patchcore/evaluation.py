@@ -60,8 +60,16 @@ class Evaluation:
 
     @property
     def has_masks(self) -> bool:
-        """Every defective image has a ground-truth mask: pixel metrics can be computed."""
-        return all(s.mask is not None for s in self.samples if s.is_anomalous) and bool(self.labels.any())
+        """Some defective image has a ground-truth mask: pixel metrics can be computed (over :meth:`pixel_truth`)."""
+        return any(s.is_anomalous and s.mask is not None for s in self.samples)
+
+    def pixel_truth(self, whole: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Maps and masks of the images whose every pixel's truth is known: each good image (all normal) and each
+        defective image with a mask. A defective image without one is left out rather than read as all normal,
+        which would count its defect's pixels as false alarms."""
+        kept = [i for i, s in enumerate(self.samples) if not s.is_anomalous or s.mask is not None]
+        maps, masks = (self.whole_maps, self.whole_masks) if whole else (self.maps, self.masks)
+        return [maps[i] for i in kept], [masks[i] for i in kept]
 
 
 def evaluate(
@@ -74,9 +82,10 @@ def evaluate(
     good_scores: Sequence[float] | None = None,
 ) -> Evaluation:
     """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) in the view and over the
-    whole image, each image at its own size and the pixels pooled, where every defect has a mask (``None`` where
-    not), and the verdict's figures at ``threshold`` beside the best any threshold reaches and the false-alarm rate
-    ``good_scores`` predict (:func:`patchcore.threshold.operating_point`)."""
+    whole image, each image at its own size and the pixels pooled, over the images whose pixels' truth is known
+    (``None`` where no defect has a mask; ``pixel_metrics`` says what was left out), and the verdict's figures at
+    ``threshold`` beside the best any threshold reaches and the false-alarm rate ``good_scores`` predict
+    (:func:`patchcore.threshold.operating_point`)."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
@@ -98,27 +107,40 @@ def evaluate(
     pixel = evaluation.has_masks
     evaluation.figures = {"image_auroc": metrics.auroc(evaluation.scores, labels)}
     if pixel:
-        evaluation.figures["pixel_auroc"] = metrics.auroc(evaluation.maps, evaluation.masks)
-        evaluation.figures["pro"] = metrics.pro_auc(evaluation.maps, evaluation.masks)
+        maps, masks = evaluation.pixel_truth()
+        evaluation.figures["pixel_auroc"] = metrics.auroc(maps, masks)
+        evaluation.figures["pro"] = metrics.pro_auc(maps, masks)
         whole = preprocess.field_of_view == "whole"
+        if not whole:
+            maps, masks = evaluation.pixel_truth(whole=True)
         evaluation.figures["pixel_auroc_whole_image"] = (
-            evaluation.figures["pixel_auroc"] if whole else metrics.auroc(evaluation.whole_maps, evaluation.whole_masks)
+            evaluation.figures["pixel_auroc"] if whole else metrics.auroc(maps, masks)
         )
-        evaluation.figures["pro_whole_image"] = (
-            evaluation.figures["pro"] if whole else metrics.pro_auc(evaluation.whole_maps, evaluation.whole_masks)
-        )
+        evaluation.figures["pro_whole_image"] = evaluation.figures["pro"] if whole else metrics.pro_auc(maps, masks)
     else:
         evaluation.figures.update(pixel_auroc=None, pro=None, pixel_auroc_whole_image=None, pro_whole_image=None)
     evaluation.set_threshold(threshold, false_alarm_target)
-    if not pixel:
-        missing = [s for s in samples if s.is_anomalous and s.mask is None]
-        evaluation.figures["pixel_metrics"] = (
-            f"absent: {len(missing)} of {int(labels.sum())} defective test images have no ground-truth mask "
-            f"(ground_truth/<type>/<stem>_mask.png or <stem>.png; first without: {missing[0].path})"
-            if missing
-            else "absent: no defective test image"
-        )
+    note = _pixel_note(samples)
+    if note:
+        evaluation.figures["pixel_metrics"] = note
     return evaluation
+
+
+def _pixel_note(samples: list[Sample]) -> str | None:
+    """What the pixel metrics leave out, so that a missing mask is never silently read as a defect-free image."""
+    defective = [s for s in samples if s.is_anomalous]
+    missing = [s for s in defective if s.mask is None]
+    if not defective:
+        return "absent: no defective test image"
+    if not missing:
+        return None
+    where = f"ground_truth/<type>/<stem>_mask.png or <stem>.png; first without: {missing[0].path}"
+    if len(missing) == len(defective):
+        return f"absent: {len(missing)} of {len(defective)} defective test images have no ground-truth mask ({where})"
+    return (
+        f"over {len(defective) - len(missing)} of {len(defective)} defective test images and every good one: "
+        f"{len(missing)} have no ground-truth mask and are left out ({where})"
+    )
 
 
 def per_image(evaluation: Evaluation) -> list[dict]:

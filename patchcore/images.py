@@ -29,6 +29,7 @@ FIELDS_OF_VIEW = ("whole", "crop")
 ALIGN = 16  # view sides are multiples of the deepest used stride (layer3: 16), so every layer's grid is exact
 MIN_SIDE = 32
 MAX_ASPECT = 16.0
+_SINGLE_CHANNEL = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # read as they are: a 16-bit 1 is a defect
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -105,6 +106,58 @@ def header_size(path: Path) -> tuple[int, int]:
             return image.size
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{path}: not a recognised image (PNG, JPEG, BMP or TIFF expected): {exc}") from exc
+
+
+def image_files_in(folder: Path) -> list[Path]:
+    """The image files of a folder by suffix, sorted, so that fits and unions of masks are reproducible."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def mask_parts(source: Path) -> list[Path]:
+    """The files of a ground-truth mask: the file itself, or every image in a folder of masks (MVTec LOCO AD keeps
+    one mask per defect region of an image in a folder named for it)."""
+    if not source.is_dir():
+        return [source]
+    parts = image_files_in(source)
+    if not parts:
+        raise ImageError(f"{source}: a folder of masks without any image in it")
+    return parts
+
+
+def read_mask(source: Path | BinaryIO) -> Image.Image:
+    """A ground-truth mask as one 8-bit image, 255 where any of its files marks a defect (a pixel not zero in any
+    channel: a 16-bit 1 or a dark blue stroke counts; a palette's colours, not its indices, are read) and 0 elsewhere;
+    the masks of a folder must share one size, which is then the mask's."""
+    union: np.ndarray | None = None
+    for part in [source] if not isinstance(source, Path) else mask_parts(source):
+        with Image.open(part, formats=FORMATS) as image:
+            array = np.asarray(image if image.mode in _SINGLE_CHANNEL else image.convert("RGB"))
+        marked = array.reshape(array.shape[0], array.shape[1], -1).any(axis=2)
+        if union is not None and marked.shape != union.shape:
+            raise ImageShapeError(
+                f"{part}: the mask is {marked.shape[1]}x{marked.shape[0]}, the others of its folder "
+                f"{union.shape[1]}x{union.shape[0]}"
+            )
+        union = marked if union is None else union | marked
+    return Image.fromarray(union.astype(np.uint8) * 255, mode="L")
+
+
+def mask_size(source: Path) -> tuple[int, int]:
+    """(width, height) of a ground-truth mask from its headers; the files of a folder of masks must agree."""
+    sizes = {part: header_size(part) for part in mask_parts(source)}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{part.name} {w}x{h}" for part, (w, h) in sizes.items())
+        raise ImageShapeError(f"{source}: its masks differ in size ({listed})")
+    return next(iter(sizes.values()))
+
+
+def mask_png(source: Path) -> bytes:
+    """A ground-truth mask as the bytes of one PNG: a mask file's own bytes, a folder's masks united."""
+    if not source.is_dir():
+        return source.read_bytes()
+    buffer = io.BytesIO()
+    read_mask(source).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -200,17 +253,18 @@ class Preprocess:
         return (tensor - mean) / std
 
     def mask(self, source: Path | BinaryIO | None, size: tuple[int, int]) -> np.ndarray:
-        """A ground-truth mask (a file or stream) of an image of ``size`` (width, height) in the view's geometry;
-        none: all normal. A mask of another size than its image is refused (``ImageShapeError``). Every pixel that
-        is not zero is defective, as anomalib reads VisA: masks come as 0/255, 0/1, label numbers or coloured
-        strokes on black, and a cut at mid-grey would read the last three as all normal."""
+        """A ground-truth mask (a file, a stream or a folder of masks, read by :func:`read_mask`) of an image of
+        ``size`` (width, height) in the view's geometry; none: all normal. A mask of another size than its image is
+        refused (``ImageShapeError``). Every pixel that is not zero is defective, as anomalib reads VisA: masks come
+        as 0/255, 0/1, label numbers or coloured strokes on black, and a cut at mid-grey would read the last three
+        as all normal."""
         if source is None:
             view = self.view(*size)
             return np.zeros((view.height, view.width), dtype=bool)
-        mask = Image.open(source, formats=FORMATS)
+        mask = read_mask(source)
         if mask.size != tuple(size):
             raise ImageShapeError(f"the mask is {mask.size[0]}x{mask.size[1]}, its image {size[0]}x{size[1]}")
-        return np.asarray(self._apply(mask.convert("L"), Image.NEAREST)) > 0
+        return np.asarray(self._apply(mask, Image.NEAREST)) > 0
 
     @property
     def whole(self) -> Preprocess:

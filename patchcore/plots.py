@@ -25,7 +25,7 @@ def _thin(x: np.ndarray, y: np.ndarray, points: int = 4000) -> tuple[np.ndarray,
 def roc_figure(evaluation: Evaluation, path: Path, title: str) -> None:
     curves = [("image", metrics.roc_curve(evaluation.scores, evaluation.labels), evaluation.figures["image_auroc"])]
     if evaluation.has_masks:
-        pixel = metrics.roc_curve(evaluation.maps, evaluation.masks)
+        pixel = metrics.roc_curve(*evaluation.pixel_truth())
         curves.append(("pixel", pixel, evaluation.figures["pixel_auroc"]))
     figure, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.5), squeeze=False)
     for axis, (name, (fpr, tpr), area) in zip(axes[0], curves, strict=True):

@@ -10,6 +10,9 @@ if [ ! -f "$stamp" ]; then
   # downloaded wheel, and an install on a nearly full disk failed. Say what is free before starting.
   free_mb=$(df -Pm . | awk 'NR == 2 {print $4}')
   echo "install: ${free_mb} MB free on $(df -P . | awk 'NR == 2 {print $6}'); a clean install measured 8,460 MB at its peak"
+  if [ "$free_mb" -lt 8460 ]; then
+    echo "install: warning: less free than that; pip may stop with 'No space left on device' (free some space)" >&2
+  fi
   .venv/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
   # torch comes from the package registry (never the local torch==2.13.0 file, which breaks torchvision)
   .venv/bin/python -m pip install --quiet --no-cache-dir -e ".[dev]"

@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from patchcore.datasets import mvtec_category
+from ingest.preflight import file_problems
+from patchcore.datasets import mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
-from patchcore.images import Preprocess
+from patchcore.images import Preprocess, mask_png
 from tests.conftest import BOTTLE
 
 
@@ -40,12 +42,79 @@ def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
     (category / "ground_truth" / "broken_large" / "002.png").unlink()
     samples = mvtec_category(tmp_path, "bottle").test
     preprocess = Preprocess("whole", pixels=64 * 64)
+    truth = {s.path: preprocess.mask(s.mask, (900, 900)) for s in samples}
 
     def score(path: Path) -> Scored:
-        view = preprocess.view(900, 900)
-        return Scored(float(path.stem != "000"), np.zeros((view.height, view.width), dtype=np.float32))
+        """Perfect maps where the truth is known; the unmasked defect's map is high all over, which would read as
+        false alarms if its image counted as defect-free."""
+        defect = path.parent.name != "good"
+        heat = np.ones_like(truth[path], dtype=np.float32) if path.stem == "002" else truth[path] * 1.0
+        return Scored(float(defect), heat if defect else np.zeros_like(heat))
 
     evaluation = evaluate(samples, score, preprocess, 0.5, 0.03)
     message = evaluation.figures["pixel_metrics"]
-    assert evaluation.figures["pixel_auroc"] is None and message.startswith("absent: 1 of 3 defective test images")
+    assert evaluation.figures["pixel_auroc"] == 1.0 and evaluation.figures["pro"] > 0.99
+    assert message.startswith("over 2 of 3 defective test images and every good one: 1 have no ground-truth mask")
     assert message.endswith("broken_large/002.png)")
+
+    (category / "ground_truth" / "broken_large" / "000_mask.png").unlink()
+    (category / "ground_truth" / "broken_large" / "001.PNG").unlink()
+    evaluation = evaluate(mvtec_category(tmp_path, "bottle").test, score, preprocess, 0.5, 0.03)
+    assert evaluation.figures["pixel_auroc"] is None
+    assert evaluation.figures["pixel_metrics"].startswith("absent: 3 of 3 defective test images")
+
+
+def _bottle_images(count: int, split: str = "train/good") -> list[Path]:
+    return sorted((BOTTLE / split).glob("*.png"))[:count]
+
+
+@pytest.mark.parametrize("layout", ["BTAD", "MVTec AD 2", "MVTec 3D-AD", "MVTec LOCO AD"])
+def test_the_layouts_of_other_public_sets_are_read(tmp_path, layout):
+    """Each layout as its set ships it: good parts named ``ok``, the test split as ``test_public`` with its masks
+    beneath, pictures in ``rgb/`` with masks in ``gt/``, a folder of masks per image whose union is the truth."""
+    base = tmp_path / "part"
+    good, test, defect = {"BTAD": ("ok", "test", "ko"), "MVTec AD 2": ("good", "test_public", "bad")}.get(
+        layout, ("good", "test", "broken_large")
+    )
+    rgb = "rgb/" if layout == "MVTec 3D-AD" else ""
+    for path in _bottle_images(3):
+        _link(base / "train" / good / f"{rgb}{path.name}", path)
+    for path in _bottle_images(2, "test/good"):
+        _link(base / test / good / f"{rgb}{path.name}", path)
+    masks = BOTTLE / "ground_truth" / "broken_large"
+    for path in _bottle_images(2, "test/broken_large"):
+        _link(base / test / defect / f"{rgb}{path.name}", path)
+    if layout == "MVTec 3D-AD":
+        (base / "train" / good / "xyz").mkdir()
+        (base / test / defect / "xyz").mkdir()
+    expected = {}
+    for stem in ("000", "001"):
+        if layout == "BTAD":
+            mask = base / "ground_truth" / defect / f"{stem}.png"
+        elif layout == "MVTec AD 2":
+            mask = base / test / "ground_truth" / defect / f"{stem}_mask.png"
+        elif layout == "MVTec 3D-AD":
+            mask = base / test / defect / "gt" / f"{stem}.png"
+        else:
+            mask = base / "ground_truth" / defect / stem
+            _link(mask / "000.png", masks / f"{stem}_mask.png")
+            _link(mask / "001.png", masks / "002_mask.png")  # a second region of the same picture
+        if layout != "MVTec LOCO AD":
+            _link(mask, masks / f"{stem}_mask.png")
+        expected[stem] = mask
+
+    assert mvtec_categories(tmp_path) == ["part"]
+    category = mvtec_category(tmp_path, "part")
+    assert [p.name for p in category.train] == ["000.png", "001.png", "002.png"]
+    assert sorted((s.defect, s.path.stem, s.mask) for s in category.test) == sorted(
+        [("good", "000", None), ("good", "001", None)] + [(defect, stem, expected[stem]) for stem in ("000", "001")]
+    )
+    preprocess = Preprocess("whole", pixels=64 * 64)
+    read = preprocess.mask(expected["000"], (900, 900))
+    first = preprocess.mask(masks / "000_mask.png", (900, 900))
+    if layout == "MVTec LOCO AD":
+        second = preprocess.mask(masks / "002_mask.png", (900, 900))
+        assert np.array_equal(read, first | second) and (read & ~first).any()
+        assert mask_png(expected["000"]) and file_problems(category, preprocess) == []
+    else:
+        assert np.array_equal(read, first)

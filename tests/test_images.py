@@ -59,9 +59,12 @@ def test_preprocess_geometry_is_shared_by_images_and_masks():
     assert mask.shape == (224, 224) and mask.dtype == bool and 0 < mask.mean() < 0.5
 
 
-@pytest.mark.parametrize("encoding", ["0/1", "labels", "red on black", "1-bit"])
+@pytest.mark.parametrize(
+    "encoding", ["0/1", "labels", "red on black", "1-bit", "16-bit 1", "dark blue on black", "palette, 0 is white"]
+)
 def test_masks_read_alike_however_they_mark_defects(encoding):
-    """MVTec AD marks defects 255; other sets 1, a label number per defect, or a colour: all are defects."""
+    """MVTec AD marks defects 255; other sets 1, a label number per defect, or a colour: all are defects. A palette
+    is read by its colours, not its indices."""
     source = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
     defect = np.asarray(Image.open(source)) > 0
     if encoding == "0/1":
@@ -70,8 +73,15 @@ def test_masks_read_alike_however_they_mark_defects(encoding):
         other = Image.fromarray((defect * (1 + np.arange(defect.shape[1]) % 3)).astype(np.uint8))
     elif encoding == "red on black":
         other = Image.fromarray(np.stack([defect * 255, defect * 0, defect * 0], axis=-1).astype(np.uint8))
-    else:
+    elif encoding == "1-bit":
         other = Image.fromarray(defect).convert("1")
+    elif encoding == "16-bit 1":
+        other = Image.fromarray(defect.astype(np.uint16))
+    elif encoding == "dark blue on black":  # 4 in blue is 0 in grey (0.114 x 4)
+        other = Image.fromarray(np.stack([defect * 0, defect * 0, defect * 4], axis=-1).astype(np.uint8))
+    else:  # the defect is index 0, coloured white; normal pixels are index 1, black
+        other = Image.fromarray((~defect).astype(np.uint8), mode="P")
+        other.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)
     stream = io.BytesIO()
     other.save(stream, format="PNG")
     preprocess = Preprocess("whole", pixels=224 * 224)
