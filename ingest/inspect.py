@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from config import get_settings
 from patchcore import PatchCoreError
-from patchcore.images import IMAGE_SUFFIXES, open_image
+from patchcore.images import IMAGE_SUFFIXES, is_image_file, open_image
 from serving.heatmap import overlay
 from serving.inspector import Inspector
 from store import banks, models
@@ -32,13 +32,17 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def _hidden(folder: Path) -> bool:
+    return any(part.startswith(".") for part in folder.parts)
+
+
 def images_of(paths: list[Path]) -> list[Path]:
-    """The image files named, and those under the folders named (recursively, sorted); a path that is neither is
-    an error, before anything is judged."""
+    """The image files named, and those under the folders named (recursively, sorted, hidden files and folders
+    left out as ``ls`` leaves them); a path that is neither is an error, before anything is judged."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in path.rglob("*") if is_image_file(p) and not _hidden(p.relative_to(path).parent))
         elif path.is_file():
             found.append(path)
         else:

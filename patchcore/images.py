@@ -108,9 +108,15 @@ def header_size(path: Path) -> tuple[int, int]:
         raise ImageError(f"{path}: not a recognised image (PNG, JPEG, BMP or TIFF expected): {exc}") from exc
 
 
+def is_image_file(path: Path) -> bool:
+    """An image by its suffix, and not hidden: macOS writes a ``._<name>`` resource fork beside every file it copies
+    to a USB stick or a share, with the image's suffix and no image in it (hidden, as every dot-file, from ``ls``)."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def image_files_in(folder: Path) -> list[Path]:
-    """The image files of a folder by suffix, sorted, so that fits and unions of masks are reproducible."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a folder, sorted, so that fits and unions of masks are reproducible."""
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def mask_parts(source: Path) -> list[Path]:

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ingest.inspect import images_of
 from ingest.preflight import file_problems
-from patchcore.datasets import mvtec_categories, mvtec_category
+from patchcore.datasets import image_files, mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.images import Preprocess, mask_png
 from tests.conftest import BOTTLE
@@ -118,3 +119,14 @@ def test_the_layouts_of_other_public_sets_are_read(tmp_path, layout):
         assert mask_png(expected["000"]) and file_problems(category, preprocess) == []
     else:
         assert np.array_equal(read, first)
+
+
+def test_hidden_files_beside_the_images_are_not_read_as_images(tmp_path):
+    """A macOS copy leaves ``._<name>`` beside each image (a resource fork with the image's suffix): read as an image,
+    it would stop a whole fit at its check of the files."""
+    folder = tmp_path / "good"
+    _link(folder / "000.png", BOTTLE / "train" / "good" / "000.png")
+    (folder / "._000.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # AppleDouble's magic number
+    _link(folder / ".thumbnails" / "001.png", BOTTLE / "train" / "good" / "001.png")
+    assert image_files(folder) == [folder / "000.png"]
+    assert images_of([tmp_path]) == [folder / "000.png"]
