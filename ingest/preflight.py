@@ -1,9 +1,10 @@
 """What the job checks before anything long runs: a fit of a large set takes many minutes, and a problem that a
 look at the files could have shown must not surface at its end.
 
-Checked: every training and test file opens as an image of an accepted format (its header: a file damaged further
-in is found when it is read, and then named); every image's shape is one the field of view takes; every mask has its
-image's size; each category's report folder can be written; for ``fit``, the database answers.
+Checked: a category has the few good images a fit needs; every training and test file opens as an image of an
+accepted format (its header: a file damaged further in is found when it is read, and then named); every image's
+shape is one the field of view takes; every mask has its image's size; each category's report folder can be written;
+for ``fit``, the database answers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from patchcore.datasets import Category
 from patchcore.errors import ImageError, ImageShapeError
 from patchcore.images import FORMATS, Preprocess, header_size, mask_size
+from store.jobs import MIN_IMAGES
 
 SHOWN = 20
 
@@ -21,6 +23,11 @@ SHOWN = 20
 def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
     """One line per file that the job would fail on."""
     problems = []
+    if len(category.train) < MIN_IMAGES:
+        problems.append(
+            f"{category.name}: {len(category.train)} good training image(s); a fit needs at least {MIN_IMAGES} (good "
+            "scores of two memory-bank images and one held out set its threshold)"
+        )
     for path, mask in [(p, None) for p in category.train] + [(s.path, s.mask) for s in category.test]:
         try:
             size = header_size(path)

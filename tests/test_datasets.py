@@ -130,3 +130,16 @@ def test_hidden_files_beside_the_images_are_not_read_as_images(tmp_path):
     _link(folder / ".thumbnails" / "001.png", BOTTLE / "train" / "good" / "001.png")
     assert image_files(folder) == [folder / "000.png"]
     assert images_of([tmp_path]) == [folder / "000.png"]
+
+
+def test_too_few_good_images_are_named_before_any_fit(tmp_path):
+    """Two good images cannot give the three good scores a threshold at a false-alarm rate needs: said at once."""
+    for path in _bottle_images(2):
+        _link(tmp_path / "part" / "train" / "good" / path.name, path)
+    problems = file_problems(mvtec_category(tmp_path, "part"), Preprocess())
+    assert problems == [
+        "part: 2 good training image(s); a fit needs at least 3 (good scores of two memory-bank images and one held "
+        "out set its threshold)"
+    ]
+    _link(tmp_path / "part" / "train" / "good" / "002.png", BOTTLE / "train" / "good" / "002.png")
+    assert file_problems(mvtec_category(tmp_path, "part"), Preprocess()) == []
