@@ -16,6 +16,7 @@ from config import get_settings
 from config.keys import parse_keys
 from revisions.defects import check_defect_type
 from store import inspections, models
+from store.names import NAME_MAX, NAME_PATTERN
 
 ERRORS = {
     400: {"model": Error, "description": "bad form field"},
@@ -28,7 +29,7 @@ ERRORS = {
 }
 
 # what the database accepts as a category name (migration 0001); anything else is refused before it reaches SQL
-CATEGORY = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "max_length": 100}
+CATEGORY = {"pattern": NAME_PATTERN, "max_length": NAME_MAX}
 
 
 def get_services(request: Request) -> Services:

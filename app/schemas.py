@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, model_validator
 
+from store.names import NAME_MAX, NAME_PATTERN
+
 
 class Error(BaseModel):
     error: str = Field(description="machine-readable error code")
@@ -280,7 +282,7 @@ class Ready(BaseModel):
 class JobRequest(BaseModel):
     """A new product's fit: the category and the job's options (unset: the service's defaults)."""
 
-    category: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="new, or a new version")
+    category: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="new, or a new version")
     backbone: str | None = Field(default=None, description="torchvision network (default INSPECT_BACKBONE)")
     field_of_view: str | None = Field(default=None, description="whole (default) or crop")
     pixels: int | None = Field(default=None, ge=64 * 64, le=4096 * 4096, description="whole view's pixels (224x224)")

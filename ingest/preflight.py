@@ -4,7 +4,7 @@ look at the files could have shown must not surface at its end.
 Checked: a category has the few good images a fit needs; every training and test file opens as an image of an
 accepted format (its header: a file damaged further in is found when it is read, and then named); every image's
 shape is one the field of view takes; every mask has its image's size; each category's report folder can be written;
-for ``fit``, the database answers.
+for ``fit``, each category's name is one the store takes and the database answers.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from patchcore.datasets import Category
 from patchcore.errors import ImageError, ImageShapeError
 from patchcore.images import FORMATS, Preprocess, header_size, mask_size
 from store.jobs import MIN_IMAGES
+from store.names import name_problem
 
 SHOWN = 20
 
@@ -91,6 +92,9 @@ def check(categories: list[Category], preprocess: Preprocess, out: Path, store: 
         problem = folder_problem(out / category.name)
         if problem:
             problems.append(problem)
+        problem = name_problem(category.name, "category") if store else None
+        if problem:
+            problems.append(f"{problem} (rename its folder, or fit with --folder and --category)")
     if store:
         problem = database_problem()
         if problem:

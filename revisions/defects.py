@@ -8,7 +8,6 @@ evaluation are the previous version's.
 from __future__ import annotations
 
 import io
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,8 +23,7 @@ from revisions.uploads import Upload, embed, sha256
 from store import defects, versions
 from store.banks import StoredBank
 from store.models import StoredModel
-
-DEFECT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # what the database accepts (migration 0008)
+from store.names import name_problem
 
 
 @dataclass(frozen=True)
@@ -38,11 +36,9 @@ class DefectUpload:
 
 
 def check_defect_type(defect_type: str) -> str:
-    if not defect_type or len(defect_type) > 100 or not DEFECT_TYPE.match(defect_type):
-        raise ValueError(
-            f"defect type {defect_type!r} is not a name: letters, digits, '_', '.', '-', starting with a letter or "
-            "digit, at most 100 characters (good parts are taught as normals, not as a defect type)"
-        )
+    problem = name_problem(defect_type, "defect type")
+    if problem:
+        raise ValueError(f"{problem} (good parts are taught as normals, not as a defect type)")
     return defect_type
 
 

@@ -10,6 +10,7 @@ from ingest.preflight import file_problems
 from patchcore.datasets import image_files, mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.images import Preprocess, mask_png
+from store.names import name_problem
 from tests.conftest import BOTTLE
 
 
@@ -143,3 +144,10 @@ def test_too_few_good_images_are_named_before_any_fit(tmp_path):
     ]
     _link(tmp_path / "part" / "train" / "good" / "002.png", BOTTLE / "train" / "good" / "002.png")
     assert file_problems(mvtec_category(tmp_path, "part"), Preprocess()) == []
+
+
+@pytest.mark.parametrize("name", ["", "metal plate", "-front", "screw\n", "x" * 101, "métal"])
+def test_names_the_store_refuses_are_named_before_sql(name):
+    """The rule of the schema's CHECK, newline included (Python's ``$`` matches before one; PostgreSQL's not)."""
+    assert name_problem(name, "category").startswith(f"category {name!r} is not a name the store takes")
+    assert name_problem("screw_01.v2-A", "category") is None and name_problem("x" * 100, "category") is None

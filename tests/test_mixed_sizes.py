@@ -125,3 +125,22 @@ def test_problems_a_look_at_the_files_can_show_stop_the_job_before_the_fit(mini_
     assert "notes.png" in done.stderr and "the mask is 100x100, its image 900x900" in done.stderr
     assert "report folder cannot be written" in done.stderr
     assert "features" not in done.stderr  # no progress bar: nothing long ran
+
+
+def test_a_category_name_the_store_refuses_stops_the_fit_before_it_starts(mini_mvtec, database_url, tmp_path):
+    """A folder named with a space would fit for minutes and then be refused by the database's CHECK."""
+    (mini_mvtec / "bottle").rename(mini_mvtec / "metal plate")
+    done = _ingest(
+        "fit", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(tmp_path / "reports"), env={"DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "1 problem(s) found before fitting" in done.stderr, done.stderr
+    assert "category 'metal plate' is not a name the store takes" in done.stderr
+    assert "rename its folder, or fit with --folder and --category" in done.stderr
+    assert "features" not in done.stderr
+    evaluated = _ingest(
+        "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(tmp_path / "reports"),
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr  # nothing is stored: any folder name will do
