@@ -138,8 +138,8 @@ def _pixel_note(samples: list[Sample]) -> str | None:
     if len(missing) == len(defective):
         return f"absent: {len(missing)} of {len(defective)} defective test images have no ground-truth mask ({where})"
     return (
-        f"over {len(defective) - len(missing)} of {len(defective)} defective test images and every good one: "
-        f"{len(missing)} have no ground-truth mask and are left out ({where})"
+        f"over {len(defective) - len(missing)} of {len(defective)} defective test images and every good one; left "
+        f"out: {len(missing)} without a ground-truth mask ({where})"
     )
 
 

@@ -56,7 +56,7 @@ def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
     evaluation = evaluate(samples, score, preprocess, 0.5, 0.03)
     message = evaluation.figures["pixel_metrics"]
     assert evaluation.figures["pixel_auroc"] == 1.0 and evaluation.figures["pro"] > 0.99
-    assert message.startswith("over 2 of 3 defective test images and every good one: 1 have no ground-truth mask")
+    assert message.startswith("over 2 of 3 defective test images and every good one; left out: 1 without a ground")
     assert message.endswith("broken_large/002.png)")
 
     (category / "ground_truth" / "broken_large" / "000_mask.png").unlink()
