@@ -28,7 +28,7 @@ from config import get_settings
 from config.keys import ROLES, hash_key, new_key, parse_keys
 from patchcore import PatchCoreError
 from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
-from patchcore.datasets import Category, folder_category, mvtec_categories, mvtec_category
+from patchcore.datasets import Category, folder_category, mvtec_categories, mvtec_category, not_found
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
@@ -244,7 +244,7 @@ def _categories(args: argparse.Namespace) -> list[Category]:
         return [folder_category(args.folder, names[0])]
     names = args.category or mvtec_categories(args.data)
     if not names:
-        raise FileNotFoundError(f"no category (a folder with train/good) under {args.data}")
+        raise FileNotFoundError(f"no category (a folder with train/good) under {args.data}: {not_found(args.data)}")
     return [mvtec_category(args.data, name) for name in names]
 
 

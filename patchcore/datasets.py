@@ -63,6 +63,15 @@ class Category:
     test: list[Sample]
 
 
+def not_found(root: Path) -> str:
+    """What is under a dataset root that holds no such category, said so that the fix is plain: the categories
+    there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""
+    if root.is_dir() and good_folder(root / "train"):
+        return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
+    found = ", ".join(mvtec_categories(root)) if root.is_dir() else ""
+    return f"categories found under {root}: {found or 'none (a category is a folder holding train/good)'}"
+
+
 def mvtec_categories(root: Path) -> list[str]:
     """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``)."""
     if not root.is_dir():
@@ -107,8 +116,7 @@ def mvtec_category(root: Path, name: str) -> Category:
     base = root / name
     train = good_folder(base / "train")
     if train is None:
-        found = ", ".join(mvtec_categories(root)) if root.is_dir() else "none"
-        raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist (categories found under {root}: {found})")
+        raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root)})")
     return Category(name, pictures(train), _test_split(base))
 
 

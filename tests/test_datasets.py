@@ -151,3 +151,12 @@ def test_names_the_store_refuses_are_named_before_sql(name):
     """The rule of the schema's CHECK, newline included (Python's ``$`` matches before one; PostgreSQL's not)."""
     assert name_problem(name, "category").startswith(f"category {name!r} is not a name the store takes")
     assert name_problem("screw_01.v2-A", "category") is None and name_problem("x" * 100, "category") is None
+
+
+def test_a_category_given_as_the_root_is_named_with_the_arguments_to_give():
+    """``--data .../bottle`` (the category, not its parent) is the common slip: the error says what to give."""
+    with pytest.raises(FileNotFoundError) as raised:
+        mvtec_category(BOTTLE, "bottle")
+    assert f"{BOTTLE} is itself a category; give --data {BOTTLE.parent} --category bottle" in str(raised.value)
+    with pytest.raises(FileNotFoundError, match=r"categories found under .*: bottle"):
+        mvtec_category(BOTTLE.parent, "botle")
