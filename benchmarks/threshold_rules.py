@@ -27,7 +27,6 @@ labelled test split once, and prints one row per target and rule; then a summary
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,6 @@ from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
 
 TARGETS = (0.02, 0.03, 0.04, 0.05)
 ROUNDS = 400
-Rule = Callable[[np.ndarray, float], float]
 
 
 def order_statistic(good: np.ndarray, target: float) -> float:
@@ -49,31 +47,19 @@ def log_normal(good: np.ndarray, target: float) -> float:
     return thresholds.false_alarm_threshold(good, target)[0]
 
 
-RULES: dict[str, Rule] = {"log-normal (served)": log_normal, "order statistic": order_statistic}
+RULES: dict[str, thresholds.Rule] = {"log-normal (served)": log_normal, "order statistic": order_statistic}
 
 
-def judged(scores: np.ndarray, labels: np.ndarray, threshold: float, yardstick: float) -> tuple[bool, float, float]:
-    """(bar met, F1, false-alarm rate) of ``threshold`` on one draw."""
-    rate = float(np.mean(scores[~labels] > threshold))
-    f1 = thresholds.f1_score(scores, labels, threshold)
-    return rate <= 0.05 + 1e-9 and f1 >= yardstick - 0.03, f1, rate
-
-
-def redealt(good: np.ndarray, test: np.ndarray, labels: np.ndarray, target: float, rule: Rule, seed: int) -> dict:
+def redealt(good: np.ndarray, test: np.ndarray, labels: np.ndarray, target: float, rule: thresholds.Rule,
+            seed: int) -> dict:  # fmt: skip
     """Mean over re-dealt draws: bar met, F1, false-alarm rate; and the same on the one real draw."""
-    pool = np.concatenate([good, test[~labels]])
-    defective = test[labels]
-    draw_labels = np.r_[np.zeros(int((~labels).sum()), dtype=bool), np.ones(defective.size, dtype=bool)]
-    rng = np.random.default_rng(seed)
-    results = []
-    for _ in range(ROUNDS):
-        order = rng.permutation(pool.size)
-        scores = np.r_[pool[order[good.size :]], defective]
-        yardstick = thresholds.best_f1(scores, draw_labels, 0.05)[1]
-        results.append(judged(scores, draw_labels, rule(pool[order[: good.size]], target), yardstick))
-    met, f1, rate = np.mean(results, axis=0)
-    real = judged(test, labels, rule(good, target), thresholds.best_f1(test, labels, 0.05)[1])
-    return {"met": met, "f1": f1, "rate": rate, "real_met": real[0], "real_rate": real[2]}
+    chances = thresholds.bar_chances(good, test, labels, target, rounds=ROUNDS, seed=seed, rule=rule)
+    threshold = rule(good, target)
+    real_rate = float(np.mean(test[~labels] > threshold))
+    real_f1 = thresholds.f1_score(test, labels, threshold)
+    real_met = real_rate <= 0.05 + 1e-9 and real_f1 >= thresholds.best_f1(test, labels, 0.05)[1] - 0.03
+    return {"met": chances.rule, "f1": chances.rule_f1, "rate": chances.rule_false_alarm_rate,
+            "real_met": real_met, "real_rate": real_rate}  # fmt: skip
 
 
 def main() -> None:

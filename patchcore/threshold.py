@@ -24,7 +24,7 @@ predicts, and the fraction of good scores above it with a 90% Clopper-Pearson in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -177,15 +177,25 @@ def cross_validated_f1(
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
+Rule = Callable[[np.ndarray, float], float]
+"""A threshold rule: (good scores, target false-alarm rate) -> threshold."""
+
+
+def _served_rule(good_scores: np.ndarray, target: float) -> float:
+    return false_alarm_threshold(good_scores, target)[0]
+
+
 class BarChances(NamedTuple):
     """Over re-dealt draws of the good test parts (:func:`bar_chances`): how often the bar is met, and the mean F1,
-    of the false-alarm rule and of an oracle, beside the mean of the yardstick itself."""
+    of the false-alarm rule and of an oracle, beside the mean of the yardstick itself; and the rule's mean
+    false-alarm rate on the draws, which is what it really spends where the exchangeability holds."""
 
     rule: float
     oracle: float
     rule_f1: float
     oracle_f1: float
     yardstick_f1: float
+    rule_false_alarm_rate: float
 
 
 def bar_chances(
@@ -197,6 +207,7 @@ def bar_chances(
     max_false_alarm_rate: float = 0.05,
     rounds: int = 400,
     seed: int = 0,
+    rule: Rule | None = None,
 ) -> BarChances:
     """How often a threshold at ``target`` meets the bar "F1 within ``within`` of the best F1 that
     keeps false alarms within ``max_false_alarm_rate``, with no more false alarms than that" over other draws of the
@@ -207,7 +218,8 @@ def bar_chances(
     the good training scores (cross-fitted) and new good parts' scores coming from one distribution; if they do, the
     two are exchangeable, so each round deals the pooled good scores again into a training part and a test part of
     the original sizes, sets the threshold from the training part (:func:`false_alarm_threshold`) and judges it on
-    the test part with the same defects. The oracle's threshold is the pooled good scores' own ``1 - target``
+    the test part with the same defects; ``rule`` (good scores, target -> threshold) judges another rule the same way.
+    The oracle's threshold is the pooled good scores' own ``1 - target``
     quantile, what a rule that knew the good parts' distribution exactly would set (a reference, not a bound: one
     fixed threshold can fare worse than a rule's varying one). When even the oracle rarely meets the bar, the bar
     measures the draw of good test parts, not the rule. The mean F1s say what each costs in expectation, and how
@@ -220,19 +232,22 @@ def bar_chances(
     labels = np.concatenate([np.zeros(pool.size - training, dtype=bool), np.ones(defective.size, dtype=bool)])
     oracle = float(np.quantile(pool, 1 - target))
     allowed = max_false_alarm_rate * (pool.size - training) + 1e-9
+    rule = rule or _served_rule
     rng = np.random.default_rng(seed)
-    met, f1 = np.zeros(2), np.zeros(3)
+    met, f1, spent = np.zeros(2), np.zeros(3), 0.0
     for _ in range(rounds):
         order = rng.permutation(pool.size)
         scores = np.concatenate([pool[order[training:]], defective])
         yardstick = best_f1(scores, labels, max_false_alarm_rate)[1]
         f1[2] += yardstick
-        for i, threshold in enumerate((false_alarm_threshold(pool[order[:training]], target)[0], oracle)):
+        for i, threshold in enumerate((rule(pool[order[:training]], target), oracle)):
             _, fp, _ = _counts(scores, labels, threshold)
             value = f1_score(scores, labels, threshold)
             f1[i] += value
             met[i] += fp <= allowed and value >= yardstick - within
-    return BarChances(*(met / rounds).tolist(), *(f1 / rounds).tolist())
+            if i == 0:
+                spent += fp / (pool.size - training)
+    return BarChances(*(met / rounds).tolist(), *(f1 / rounds).tolist(), spent / rounds)
 
 
 def labelled_threshold(

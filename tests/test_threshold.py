@@ -145,3 +145,20 @@ def test_bar_chances_are_low_where_defects_crowd_the_good_tail():
     assert clear.oracle > crowded.oracle + 0.3
     # the yardstick chooses its threshold on each draw itself, so it stands above any threshold fixed beforehand
     assert crowded.yardstick_f1 > max(crowded.rule_f1, crowded.oracle_f1) + 0.03
+
+
+def test_bar_chances_measure_what_a_rule_spends_where_the_log_normal_bound_does_not_hold():
+    # log scores skewed to the right, as on the real sets: the log-normal bound lies too low and spends more than
+    # its target, while the (n + 1)(1 - target)-th score spends the target whatever the distribution
+    rng = np.random.default_rng(5)
+    good = np.exp(rng.gamma(2.0, 0.05, 200))
+    test = np.concatenate([np.exp(rng.gamma(2.0, 0.05, 50)), np.full(50, 10.0)])
+    labels = np.r_[np.zeros(50, dtype=bool), np.ones(50, dtype=bool)]
+    served = threshold.bar_chances(good, test, labels, 0.03)
+    ordered = threshold.bar_chances(
+        good, test, labels, 0.03, rule=lambda scores, target: float(np.quantile(scores, 1 - target, method="weibull"))
+    )
+    assert ordered.rule_false_alarm_rate == pytest.approx(0.03, abs=0.004)
+    assert served.rule_false_alarm_rate > 0.036
+    # the oracle does not depend on the rule judged beside it
+    assert served.oracle == ordered.oracle and served.oracle_f1 == ordered.oracle_f1
