@@ -57,7 +57,7 @@ def rows_for(
     evaluation = evaluate(
         category.test,
         exact_scorer(model, embedder),
-        config.preprocess,
+        model.config.preprocess,
         model.threshold,
         config.false_alarm_rate,
         good_scores=good,

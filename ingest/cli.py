@@ -124,6 +124,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "images that set the threshold (optimistic: the report says so and adds a cross-validated F1)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of hold-out split, projection, first centre")
+    parser.add_argument(
+        "--white-level",
+        type=int,
+        default=None,
+        help="grayscale images of more than 8 bits: the sample value read as white (default: 2**k - 1 for the "
+        "fewest bits k that hold the training images' brightest sample, e.g. 4095 for a 12-bit camera)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (default %(default)s)")
     parser.add_argument("--device", default=settings.device, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
@@ -264,6 +271,7 @@ def _config(args: argparse.Namespace) -> PatchCoreConfig:
         holdout_fraction=args.holdout,
         false_alarm_rate=args.false_alarm_rate,
         seed=args.seed,
+        white_level=args.white_level,
     )
 
 

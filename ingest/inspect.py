@@ -82,7 +82,10 @@ def run_inspect(args: argparse.Namespace) -> int:
             row = {"file": str(path), "model_id": model.id, "threshold": f"{model.threshold:.6f}"}
             try:
                 image = open_image(
-                    path, max_pixels=settings.max_image_pixels, accept=inspector.embedder.preprocess.view
+                    path,
+                    max_pixels=settings.max_image_pixels,
+                    accept=inspector.embedder.preprocess.view,
+                    white_level=model.config.white_level,
                 )
                 inspection = inspector.inspect(connections, image, top_k=1)
             except (PatchCoreError, OSError) as exc:

@@ -46,7 +46,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
 
         def embedded(path: Path) -> torch.Tensor:
             if path not in features:
-                features[path] = inspector.embed(open_image(path))
+                features[path] = inspector.embed(open_image(path, white_level=model.config.white_level))
             return features[path]
 
         def exact(path: Path) -> Scored:

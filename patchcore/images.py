@@ -2,14 +2,17 @@
 what size, and where each of its pixels lies in the original.
 
 Factories use 8-bit RGB, 16-bit grayscale TIFFs, palette PNGs and RGBA screenshots alike; every one of them is
-turned into 8-bit RGB here so the backbone always sees the distribution it was trained on.
+turned into 8-bit RGB here so the backbone always sees the distribution it was trained on. A grayscale image of more
+than 8 bits per sample is read against its category's white level (:func:`white_level`): a 12-bit camera's samples
+saved in a 16-bit file use a sixteenth of the file's range, and read against 65,535 they would reach the network
+nearly black, in 16 grey levels.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -30,18 +33,41 @@ ALIGN = 16  # view sides are multiples of the deepest used stride (layer3: 16), 
 MIN_SIDE = 32
 MAX_ASPECT = 16.0
 _SINGLE_CHANNEL = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # read as they are: a 16-bit 1 is a defect
+_HIGH_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer samples of more than 8 bits
+MAX_WHITE_LEVEL = 2**31 - 1
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB; high bit depths are rescaled rather than clipped."""
+def white_level(paths: Iterable[Path]) -> int | None:
+    """The sample value that reads as white in a category's grayscale images of more than 8 bits: ``2**k - 1`` for
+    the fewest bits ``k`` (at least 8) that hold the brightest sample of any of ``paths``; None when none of them has
+    more than 8 bits (they are read as they are). A sensor's bit depth is a property of the camera, not of one
+    picture, so it is fixed for the category at its fit and every query is read against it: a 12-bit camera's
+    images, saved in 16-bit files, read as 12-bit (white 4,095) whatever one of them holds, and a bright defect
+    shows as bright, where scaling each image by its own brightest pixel would hide it. Only high-bit images are
+    decoded; the others are told by their header."""
+    brightest: int | None = None
+    for path in paths:
+        with Image.open(path, formats=FORMATS) as image:
+            if image.mode not in _HIGH_BIT:
+                continue
+            top = int(np.asarray(image).max(initial=0))
+        brightest = max(brightest or 0, top)
+    return None if brightest is None else min((1 << max(8, brightest.bit_length())) - 1, MAX_WHITE_LEVEL)
+
+
+def _to_rgb(image: Image.Image, white: int | None = None) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; high bit depths are rescaled against ``white`` (by default the file's
+    full range: 65,535 for 16-bit samples) rather than clipped."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in (*_HIGH_BIT, "F"):
         array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
         if image.mode == "F":
             top = max(float(array.max(initial=0)), 1.0)
-        gray = np.clip(array * (255.0 / top), 0, 255).astype(np.uint8)
+        elif white is not None:
+            top = float(white)
+        gray = np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode in ("P", "PA", "LA", "RGBa", "La"):
         image = image.convert("RGBA")
@@ -53,6 +79,7 @@ def open_image(
     name: str | None = None,
     max_pixels: int | None = None,
     accept: Callable[[int, int], object] | None = None,
+    white_level: int | None = None,
 ) -> Image.Image:
     """Decode ``source`` (a path or the bytes of an upload) into an RGB image, turned upright by its EXIF
     orientation (as a phone or camera meant it).
@@ -61,7 +88,8 @@ def open_image(
     ``max_pixels`` is checked from the header, before the pixels are decoded, so a decompression bomb costs nothing
     (Pillow's own bomb check, which may answer first, is reported the same way); so is ``accept(width, height)``,
     which raises for a shape the caller cannot use (see :meth:`Preprocess.view`). Animated and multi-page images
-    are refused: which frame shows the part is not ours to guess.
+    are refused: which frame shows the part is not ours to guess. ``white_level``: the category's (see
+    :func:`white_level`; :attr:`Preprocess.white_level`) for grayscale samples of more than 8 bits.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
     if isinstance(source, bytes):
@@ -96,7 +124,7 @@ def open_image(
         raise ImageError(f"{label}: not a recognised image (PNG, JPEG, BMP or TIFF expected)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: cannot decode the image ({exc})") from exc
-    return _to_rgb(image)
+    return _to_rgb(image, white_level)
 
 
 def header_size(path: Path) -> tuple[int, int]:
@@ -206,8 +234,11 @@ class Preprocess:
     resize: int = 256
     crop: int = 224
     pixels: int = 224 * 224
+    white_level: int | None = None  # grayscale samples of more than 8 bits: the one read as white (open_image)
 
     def __post_init__(self) -> None:
+        if self.white_level is not None and not 1 <= self.white_level <= MAX_WHITE_LEVEL:
+            raise ValueError(f"a white level must be between 1 and {MAX_WHITE_LEVEL}, got {self.white_level}")
         if self.field_of_view not in FIELDS_OF_VIEW:
             raise ValueError(f"field of view must be one of {FIELDS_OF_VIEW}, got {self.field_of_view!r}")
         if self.crop > self.resize:

@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, wei
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
-from patchcore.images import ALIGN, Preprocess, header_size, jpeg, open_image
+from patchcore.images import ALIGN, Preprocess, header_size, jpeg, open_image, white_level
 from patchcore.scoring import Metric
 
 
@@ -44,6 +44,7 @@ class PatchCoreConfig:
     holdout_fraction: float = 0.1
     false_alarm_rate: float = threshold.DEFAULT_FALSE_ALARM_RATE
     seed: int = 0
+    white_level: int | None = None  # None: found by the fit from the training images (images.white_level)
 
     def __post_init__(self) -> None:
         if self.metric not in scoring.METRICS:
@@ -53,7 +54,7 @@ class PatchCoreConfig:
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError("holdout fraction must be in [0, 1)")
         threshold.check_rate(self.false_alarm_rate)
-        Preprocess(self.field_of_view, self.resize, self.crop, self.pixels)
+        Preprocess(self.field_of_view, self.resize, self.crop, self.pixels, self.white_level)
         if self.tile and (self.tile < 64 or self.tile % ALIGN or self.tile_overlap % ALIGN):
             raise ValueError(f"tile ({self.tile}) must be at least 64 and, like its overlap, a multiple of {ALIGN}")
         if self.tile and not 0 <= self.tile_overlap < self.tile:
@@ -66,7 +67,7 @@ class PatchCoreConfig:
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.field_of_view, self.resize, self.crop, self.pixels)
+        return Preprocess(self.field_of_view, self.resize, self.crop, self.pixels, self.white_level)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "layers": list(self.layers), "embedding_dim": self.embedding_dim}
@@ -211,7 +212,7 @@ class Embedder:
         def tensors() -> Iterator[torch.Tensor]:
             for path in paths:
                 data = path.read_bytes()
-                image = open_image(data, name=str(path))
+                image = open_image(data, name=str(path), white_level=self.preprocess.white_level)
                 view = self.preprocess.cropped(image)
                 digest = hashlib.sha256(data).hexdigest()
                 records.append(
@@ -252,10 +253,14 @@ def fit(
     """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen
     (cross-fitted, :mod:`patchcore.cross_fit`), and the threshold at the configured false-alarm rate
     (:mod:`patchcore.threshold`). ``report`` hears each stage's progress (:mod:`patchcore.progress`); an exception
-    it raises stops the fit."""
+    it raises stops the fit. A ``config`` without a white level gets the training images' own
+    (:func:`patchcore.images.white_level`) in the returned model's config, which is what scores it from then on."""
     if not train:
         raise ValueError("no training images")
     started = time.perf_counter()
+    if config.white_level is None and (found := white_level(train)) is not None:
+        config = replace(config, white_level=found)
+        embedder = Embedder(config, embedder.extractor) if embedder is not None else None
     embedder = embedder or Embedder.load(config, weights, device)
     bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed)
 
@@ -347,8 +352,10 @@ def fit(
 def exact_scorer(model: FittedModel, embedder: Embedder) -> Callable[[Path], Scored]:
     """Score image files by exact nearest-neighbour search over the in-memory memory bank."""
 
+    preprocess = model.config.preprocess  # the fit may have set the white level the embedder was loaded without
+
     def score(path: Path) -> Scored:
-        tensor = embedder.preprocess.tensor(open_image(path))
+        tensor = preprocess.tensor(open_image(path, white_level=preprocess.white_level))
         prediction = model.score(embedder.features(tensor[None])[0])
         return Scored(prediction.score, prediction.anomaly_map(tuple(tensor.shape[1:])).numpy())
 

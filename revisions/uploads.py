@@ -43,7 +43,9 @@ def sha256(data: bytes) -> str:
 def embed(embedder: Embedder, upload: Upload, max_pixels: int | None) -> Embedded:
     """Decode and embed one upload as the category's queries are."""
     preprocess = embedder.preprocess
-    image = open_image(upload.data, name=upload.name, max_pixels=max_pixels, accept=preprocess.view)
+    image = open_image(
+        upload.data, name=upload.name, max_pixels=max_pixels, accept=preprocess.view, white_level=preprocess.white_level
+    )
     view = preprocess.cropped(image)
     with torch.inference_mode():
         features = embedder.features(preprocess.normalised(view)[None])[0]

@@ -63,7 +63,11 @@ def _inspect(
     inspector = services.inspector(category)
     preprocess = inspector.embedder.preprocess
     image = open_image(
-        data, name=name or "upload", max_pixels=services.settings.max_image_pixels, accept=preprocess.view
+        data,
+        name=name or "upload",
+        max_pixels=services.settings.max_image_pixels,
+        accept=preprocess.view,
+        white_level=preprocess.white_level,
     )
     view = preprocess.view(image.width, image.height)
     decoded = time.perf_counter()

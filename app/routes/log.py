@@ -99,8 +99,14 @@ def inspection_heatmap(request: Request, inspection_id: int) -> Response:
     found = services.run(inspections.image, inspection_id)
     if found is None:
         raise HTTPException(404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image"})
-    image = open_image(found[0], name=f"inspection {inspection_id}", max_pixels=services.settings.max_image_pixels)
-    inspector, inspection = served(services, services.inspector(record["category"]), record["category"], image, 1)
+    inspector = services.inspector(record["category"])
+    image = open_image(
+        found[0],
+        name=f"inspection {inspection_id}",
+        max_pixels=services.settings.max_image_pixels,
+        white_level=inspector.embedder.preprocess.white_level,
+    )
+    inspector, inspection = served(services, inspector, record["category"], image, 1)
     drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold)
     buffer = io.BytesIO()
     drawn.save(buffer, format="PNG")

@@ -1,0 +1,95 @@
+"""What reading a 12-bit camera's images at the category's white level is worth: each set as a 12-bit camera would
+save it (the gray level times 16 plus the 4 low bits an 8-bit file drops, seeded, LSB-aligned in 16-bit PNGs; masks
+as they are), written to a temporary folder and fitted and evaluated with default settings three ways:
+
+- the 8-bit original (gray levels only for the sets that are gray; the reference);
+- 12-bit, read against the 16-bit file's full range (``--white-level 65535``: how every version before the white
+  level read such files, nearly black and in 16 grey levels);
+- 12-bit, read against the white level the fit finds from the training images (4,095; the default).
+
+Prints one table row per set and way: the white level used, image and pixel AUROC, F1 at the automatic threshold and
+the best F1 with at most 5% false alarms on the good test images (issue 19's yardstick).
+
+    python benchmarks/high_bit_depth.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \\
+        --set ../shared/datasets/image_level:mvtec_screw --set ../shared/datasets/non_square:bsdata_ballscrew
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from patchcore import threshold as thresholds
+from patchcore.datasets import mvtec_category
+from patchcore.evaluation import evaluate
+from patchcore.images import IMAGE_SUFFIXES
+from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
+
+
+def twelve_bit_copy(source: Path, target: Path) -> None:
+    """Every image of the category folder ``source`` as 12-bit samples in a 16-bit PNG under ``target``; the
+    ground-truth masks copied as they are."""
+    rng = np.random.default_rng(0)
+    for path in sorted(source.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        out = target / path.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if "ground_truth" in path.relative_to(source).parts:
+            out.write_bytes(path.read_bytes())
+            continue
+        with Image.open(path) as image:
+            gray = np.asarray(image.convert("L"), dtype=np.uint16)
+        Image.fromarray(gray * 16 + rng.integers(0, 16, gray.shape, dtype=np.uint16)).save(out.with_suffix(".png"))
+
+
+def row(root: Path, name: str, weights: str, white_level: int | None, ratio: float) -> dict:
+    category = mvtec_category(root, name)
+    config = PatchCoreConfig(backbone="resnet18", coreset_ratio=ratio, white_level=white_level)
+    embedder = Embedder.load(config, weights)
+    model = fit(config, category.train, weights, embedder=embedder)
+    evaluation = evaluate(
+        category.test, exact_scorer(model, embedder), model.config.preprocess, model.threshold,
+        config.false_alarm_rate, good_scores=model.good_scores,
+    )  # fmt: skip
+    scores, labels = evaluation.scores, evaluation.labels
+    return {
+        "white": model.config.white_level,
+        "image_auroc": evaluation.figures["image_auroc"],
+        "pixel_auroc": evaluation.figures["pixel_auroc"],
+        "f1": evaluation.figures["f1"],
+        "yardstick": thresholds.best_f1(scores, labels, 0.05)[1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="ResNet-18 weights file")
+    parser.add_argument("--set", action="append", required=True, help="ROOT:CATEGORY (repeatable)")
+    parser.add_argument("--coreset-ratio", type=float, default=0.1)
+    args = parser.parse_args()
+    print("| set | images | white level | image AUROC | pixel AUROC | F1 at the threshold | best F1 with <= 5% false "
+          "alarms |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as scratch:
+        for spec in args.set:
+            root, name = spec.rsplit(":", 1)
+            copy = Path(scratch) / "twelve"
+            twelve_bit_copy(Path(root) / name, copy / name)
+            for label, where, white in (
+                ("8-bit original", Path(root), None),
+                ("12-bit, read against 65,535", copy, 65535),
+                ("12-bit, white level from the fit", copy, None),
+            ):
+                found = row(where, name, args.weights, white, args.coreset_ratio)
+                pixel = "-" if found["pixel_auroc"] is None else f"{found['pixel_auroc']:.4f}"
+                print(f"| {name} | {label} | {found['white'] or '-'} | {found['image_auroc']:.4f} | {pixel} | "
+                      f"{found['f1']:.3f} | {found['yardstick']:.3f} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Grayscale images of more than 8 bits (a 12-bit camera's samples in 16-bit files) are read against the category's
+white level, found at the fit and applied to every query, so the network sees them as the camera meant them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from PIL import Image
+
+from patchcore.images import Preprocess, open_image, white_level
+from tests.conftest import BOTTLE, ROOT, WEIGHTS, start_api
+
+
+def _twelve_bit(source: Path, target: Path, seed: int) -> None:
+    """``source`` as a 12-bit camera would save it: the gray level times 16 plus the 4 bits 8-bit files drop,
+    LSB-aligned in a 16-bit PNG."""
+    with Image.open(source) as image:
+        gray = np.asarray(image.convert("L"), dtype=np.uint16)
+    noise = np.random.default_rng(seed).integers(0, 16, gray.shape, dtype=np.uint16)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(gray * 16 + noise).save(target)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_white_level_is_the_sensor_range_that_holds_the_brightest_sample(tmp_path):
+    eight = tmp_path / "eight.png"
+    Image.new("L", (8, 8), 200).save(eight)
+    assert white_level([eight]) is None  # 8-bit images are read as they are
+    dark = tmp_path / "dark.png"
+    Image.fromarray(np.full((8, 8), 3000, dtype=np.uint16)).save(dark)
+    assert white_level([eight, dark]) == 4095
+    bright = tmp_path / "bright.png"
+    Image.fromarray(np.full((8, 8), 4096, dtype=np.uint16)).save(bright)
+    assert white_level([dark, bright]) == 8191
+    faint = tmp_path / "faint.tif"
+    Image.fromarray(np.full((8, 8), 20, dtype=np.uint16)).save(faint)
+    assert white_level([faint]) == 255
+
+
+def test_a_twelve_bit_image_is_read_against_the_white_level_and_not_scaled_by_its_own_brightest_pixel():
+    samples = np.array([[0, 1024, 2048, 4095]] * 4, dtype=np.uint16)
+    read = np.asarray(open_image(_png(samples), white_level=4095))[0, :, 0]
+    assert read.tolist() == [0, 64, 128, 255]
+    # without the category's white level a 16-bit file is read against its full range: nearly black, 16 levels
+    assert np.asarray(open_image(_png(samples)))[0, :, 0].tolist() == [0, 4, 8, 16]
+    # a darker picture of the same camera stays darker: one scale for the category, not one per image
+    darker = np.asarray(open_image(_png(samples // 2), white_level=4095))[0, :, 0]
+    assert darker.tolist() == [0, 32, 64, 127]
+    with pytest.raises(ValueError, match="white level"):
+        Preprocess(white_level=0)
+
+
+@pytest.fixture(scope="module")
+def twelve_bit(tmp_path_factory) -> Path:
+    """40 of bottle's training images and 5 good and 5 broken test images as 12-bit grayscale, with masks."""
+    root = tmp_path_factory.mktemp("twelve") / "data"
+    files = sorted((BOTTLE / "train" / "good").glob("*.png"))[:40]
+    files += sorted((BOTTLE / "test" / "good").glob("*.png"))[:5]
+    files += sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[:5]
+    for seed, source in enumerate(files):
+        _twelve_bit(source, root / "bottle" / source.relative_to(BOTTLE), seed)
+    for source in files[-5:]:
+        mask = BOTTLE / "ground_truth" / "broken_large" / f"{source.stem}_mask.png"
+        target = root / "bottle" / mask.relative_to(BOTTLE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(mask.read_bytes())
+    return root
+
+
+def test_a_twelve_bit_category_is_fitted_stored_and_served_at_its_white_level(twelve_bit, tmp_path, database_url):
+    out = tmp_path / "reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "fit", "--data", str(twelve_bit), "--backbone", "resnet18", "--weights",
+         str(WEIGHTS), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "bottle" / "report.json").read_text())
+    assert report["config"]["white_level"] == 4095
+    assert report["image_auroc"] == 1.0
+    with psycopg.connect(database_url) as connection:
+        stored = connection.execute("SELECT white_level FROM active_models WHERE category = 'bottle'").fetchone()
+    assert stored == (4095,)
+    broken = twelve_bit / "bottle" / "test" / "broken_large" / "000.png"
+    fitted = next(i["score"] for i in report["images"] if i["file"].endswith("broken_large/000.png"))
+    server, client = start_api({"DATABASE_URL": database_url}, tmp_path / "api.log")
+    try:
+        answer = client.post("/query", files={"file": ("000.png", broken.read_bytes(), "image/png")},
+                             data={"category": "bottle"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        # the served answer reads the upload at the stored white level: the score the fit's evaluation gave it
+        # (the same image read against 65,535 reaches the network nearly black and scores otherwise)
+        assert answer.json()["is_anomalous"] is True
+        assert answer.json()["anomaly_score"] == pytest.approx(fitted, abs=1e-3)
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
