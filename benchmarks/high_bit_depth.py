@@ -2,7 +2,7 @@
 save it (the gray level times 16 plus the 4 low bits an 8-bit file drops, seeded, LSB-aligned in 16-bit PNGs; masks
 as they are), written to a temporary folder and fitted and evaluated with default settings three ways:
 
-- the 8-bit original (gray levels only for the sets that are gray; the reference);
+- the 8-bit original as it is (RGB or gray; the reference);
 - 12-bit, read against the 16-bit file's full range (``--white-level 65535``: how every version before the white
   level read such files, nearly black and in 16 grey levels);
 - 12-bit, read against the white level the fit finds from the training images (4,095; the default).
