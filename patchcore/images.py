@@ -47,10 +47,13 @@ def white_level(paths: Iterable[Path]) -> int | None:
     decoded; the others are told by their header."""
     brightest: int | None = None
     for path in paths:
-        with Image.open(path, formats=FORMATS) as image:
-            if image.mode not in _HIGH_BIT:
-                continue
-            top = int(np.asarray(image).max(initial=0))
+        try:
+            with Image.open(path, formats=FORMATS) as image:
+                if image.mode not in _HIGH_BIT:
+                    continue
+                top = int(np.asarray(image).max(initial=0))
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"{path}: cannot read the image ({exc})") from exc
         brightest = max(brightest or 0, top)
     return None if brightest is None else min((1 << max(8, brightest.bit_length())) - 1, MAX_WHITE_LEVEL)
 

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from PIL import Image
 
+from patchcore.errors import ImageError
 from patchcore.images import Preprocess, open_image, white_level
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, start_api
 
@@ -109,3 +110,10 @@ def test_a_twelve_bit_category_is_fitted_stored_and_served_at_its_white_level(tw
         client.close()
         server.terminate()
         server.wait(20)
+
+
+def test_an_unreadable_training_file_is_named_when_the_white_level_is_sought(tmp_path):
+    broken = tmp_path / "cut.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    with pytest.raises(ImageError, match=r"cut\.png"):
+        white_level([broken])
