@@ -11,6 +11,7 @@ nearly black, in 16 grey levels.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -40,36 +41,44 @@ MAX_WHITE_LEVEL = 2**31 - 1
 def white_level(paths: Iterable[Path]) -> int | None:
     """The sample value that reads as white in a category's grayscale images of more than 8 bits: ``2**k - 1`` for
     the fewest bits ``k`` (at least 8) that hold the brightest sample of any of ``paths``; None when none of them has
-    more than 8 bits (they are read as they are). A sensor's bit depth is a property of the camera, not of one
-    picture, so it is fixed for the category at its fit and every query is read against it: a 12-bit camera's
-    images, saved in 16-bit files, read as 12-bit (white 4,095) whatever one of them holds, and a bright defect
-    shows as bright, where scaling each image by its own brightest pixel would hide it. Only high-bit images are
-    decoded; the others are told by their header."""
+    more than 8 bits (they are read as they are). Float images count by their brightest value rounded up, unless
+    they lie within 0 to 1, which is read against 1 as before. A sensor's bit depth is a property of the camera,
+    not of one picture, so it is fixed for the category at its fit and every query is read against it: a 12-bit
+    camera's images, saved in 16-bit files, read as 12-bit (white 4,095) whatever one of them holds, and a bright
+    defect shows as bright, where scaling each image by its own brightest pixel would hide it. Only high-bit and
+    float images are decoded; the others are told by their header."""
     brightest: int | None = None
     for path in paths:
         try:
             with Image.open(path, formats=FORMATS) as image:
-                if image.mode not in _HIGH_BIT:
+                if image.mode not in (*_HIGH_BIT, "F"):
                     continue
-                top = int(np.asarray(image).max(initial=0))
+                top = float(_finite(image).max(initial=0))
+                if image.mode == "F" and top <= 1.0:  # floats from 0 to 1: read against 1, as they are meant
+                    continue
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
             raise ImageError(f"{path}: cannot read the image ({exc})") from exc
-        brightest = max(brightest or 0, top)
+        brightest = max(brightest or 0, math.ceil(top))
     return None if brightest is None else min((1 << max(8, brightest.bit_length())) - 1, MAX_WHITE_LEVEL)
 
 
+def _finite(image: Image.Image) -> np.ndarray:
+    """A single-channel image's samples as floats, NaN and infinities read as 0."""
+    return np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _to_rgb(image: Image.Image, white: int | None = None) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB; high bit depths are rescaled against ``white`` (by default the file's
-    full range: 65,535 for 16-bit samples) rather than clipped."""
+    """Convert any PIL mode to 8-bit RGB; high bit depths and floats are rescaled against ``white`` (by default the
+    file's full range, 65,535 for 16-bit samples; a float image's own largest value, or 1) rather than clipped."""
     if image.mode == "RGB":
         return image
     if image.mode in (*_HIGH_BIT, "F"):
-        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        array = _finite(image)
         top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-        if image.mode == "F":
-            top = max(float(array.max(initial=0)), 1.0)
-        elif white is not None:
+        if white is not None:
             top = float(white)
+        elif image.mode == "F":
+            top = max(float(array.max(initial=0)), 1.0)
         gray = np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode in ("P", "PA", "LA", "RGBa", "La"):

@@ -117,3 +117,20 @@ def test_an_unreadable_training_file_is_named_when_the_white_level_is_sought(tmp
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
     with pytest.raises(ImageError, match=r"cut\.png"):
         white_level([broken])
+
+
+def test_float_images_are_read_against_the_category_white_level_unless_they_lie_within_0_and_1(tmp_path):
+    counts = tmp_path / "counts.tif"
+    Image.fromarray(np.full((8, 8), 3000.5, dtype=np.float32)).save(counts)
+    unit = tmp_path / "unit.tif"
+    Image.fromarray(np.full((8, 8), 0.75, dtype=np.float32)).save(unit)
+    assert white_level([unit]) is None
+    assert white_level([unit, counts]) == 4095
+    # a dim picture of a camera that writes counts as floats stays dim against the category's white level; on its
+    # own it would be stretched to white
+    dim = np.full((4, 4), 1023.75, dtype=np.float32)
+    buffer = io.BytesIO()
+    Image.fromarray(dim).save(buffer, format="TIFF")
+    assert np.asarray(open_image(buffer.getvalue(), white_level=4095))[0, 0, 0] == 64
+    assert np.asarray(open_image(buffer.getvalue()))[0, 0, 0] == 255
+    assert np.asarray(open_image(unit))[0, 0, 0] == 191  # 0.75 of white, as before
