@@ -26,8 +26,17 @@ from PIL import Image
 from patchcore import threshold as thresholds
 from patchcore.datasets import mvtec_category
 from patchcore.evaluation import evaluate
-from patchcore.images import IMAGE_SUFFIXES
+from patchcore.images import is_image_file
 from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
+
+
+def write_twelve_bit(source: Path, target: Path, rng: np.random.Generator) -> None:
+    """``source`` as a 12-bit camera would save it to ``target``: the gray level times 16 plus the 4 low bits an 8-bit
+    file drops (drawn from ``rng``), LSB-aligned in a 16-bit PNG."""
+    with Image.open(source) as image:
+        gray = np.asarray(image.convert("L"), dtype=np.uint16)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(gray * 16 + rng.integers(0, 16, gray.shape, dtype=np.uint16)).save(target)
 
 
 def twelve_bit_copy(source: Path, target: Path) -> None:
@@ -35,16 +44,14 @@ def twelve_bit_copy(source: Path, target: Path) -> None:
     ground-truth masks copied as they are."""
     rng = np.random.default_rng(0)
     for path in sorted(source.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+        if not is_image_file(path):
             continue
         out = target / path.relative_to(source)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if "ground_truth" in path.relative_to(source).parts:
+            out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(path.read_bytes())
             continue
-        with Image.open(path) as image:
-            gray = np.asarray(image.convert("L"), dtype=np.uint16)
-        Image.fromarray(gray * 16 + rng.integers(0, 16, gray.shape, dtype=np.uint16)).save(out.with_suffix(".png"))
+        write_twelve_bit(path, out.with_suffix(".png"), rng)
 
 
 def row(root: Path, name: str, weights: str, white_level: int | None, ratio: float) -> dict:

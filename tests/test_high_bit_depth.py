@@ -15,19 +15,10 @@ import psycopg
 import pytest
 from PIL import Image
 
+from benchmarks.high_bit_depth import write_twelve_bit
 from patchcore.errors import ImageError
 from patchcore.images import Preprocess, open_image, white_level
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, start_api
-
-
-def _twelve_bit(source: Path, target: Path, seed: int) -> None:
-    """``source`` as a 12-bit camera would save it: the gray level times 16 plus the 4 bits 8-bit files drop,
-    LSB-aligned in a 16-bit PNG."""
-    with Image.open(source) as image:
-        gray = np.asarray(image.convert("L"), dtype=np.uint16)
-    noise = np.random.default_rng(seed).integers(0, 16, gray.shape, dtype=np.uint16)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(gray * 16 + noise).save(target)
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -72,7 +63,7 @@ def twelve_bit(tmp_path_factory) -> Path:
     files += sorted((BOTTLE / "test" / "good").glob("*.png"))[:5]
     files += sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[:5]
     for seed, source in enumerate(files):
-        _twelve_bit(source, root / "bottle" / source.relative_to(BOTTLE), seed)
+        write_twelve_bit(source, root / "bottle" / source.relative_to(BOTTLE), np.random.default_rng(seed))
     for source in files[-5:]:
         mask = BOTTLE / "ground_truth" / "broken_large" / f"{source.stem}_mask.png"
         target = root / "bottle" / mask.relative_to(BOTTLE)
