@@ -2,10 +2,11 @@
 what size, and where each of its pixels lies in the original.
 
 Factories use 8-bit RGB, 16-bit grayscale TIFFs, palette PNGs and RGBA screenshots alike; every one of them is
-turned into 8-bit RGB here so the backbone always sees the distribution it was trained on. A grayscale image of more
-than 8 bits per sample is read against its category's white level (:func:`white_level`): a 12-bit camera's samples
-saved in a 16-bit file use a sixteenth of the file's range, and read against 65,535 they would reach the network
-nearly black, in 16 grey levels.
+turned into 8-bit RGB here so the backbone always sees the distribution it was trained on. An image of more than 8
+bits per sample (grayscale, float, or 16-bit colour) is read against its category's white level (:func:`white_level`):
+a 12-bit camera's samples saved in a 16-bit file use a sixteenth of the file's range, and read against 65,535 they
+would reach the network nearly black, in 16 grey levels. Pillow itself cuts 16-bit colour to the high byte of each
+sample, so a 16-bit colour PNG or TIFF is decoded again by imagecodecs (libpng, libtiff) for its full samples.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+import imagecodecs
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,11 +37,13 @@ MIN_SIDE = 32
 MAX_ASPECT = 16.0
 _SINGLE_CHANNEL = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # read as they are: a 16-bit 1 is a defect
 _HIGH_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer samples of more than 8 bits
+_WIDE = {"RGB": 3, "RGBA": 3, "RGBX": 3, "LA": 1}  # 16-bit samples Pillow cuts to 8 bits, by raw mode: colour channels
+_WIDE_DECODERS = {"PNG": imagecodecs.png_decode, "TIFF": imagecodecs.tiff_decode}
 MAX_WHITE_LEVEL = 2**31 - 1
 
 
 def white_level(paths: Iterable[Path]) -> int | None:
-    """The sample value that reads as white in a category's grayscale images of more than 8 bits: ``2**k - 1`` for
+    """The sample value that reads as white in a category's images of more than 8 bits per sample: ``2**k - 1`` for
     the fewest bits ``k`` (at least 8) that hold the brightest sample of any of ``paths``; None when none of them has
     more than 8 bits (they are read as they are). Float images count by their brightest value rounded up, unless
     they lie within 0 to 1, which is read against 1 as before. A sensor's bit depth is a property of the camera,
@@ -51,15 +55,48 @@ def white_level(paths: Iterable[Path]) -> int | None:
     for path in paths:
         try:
             with Image.open(path, formats=FORMATS) as image:
-                if image.mode not in (*_HIGH_BIT, "F"):
+                channels = _wide_channels(image)
+                if channels:
+                    top = float(_wide_samples(path.read_bytes(), image, channels, str(path)).max(initial=0))
+                elif image.mode not in (*_HIGH_BIT, "F"):
                     continue
-                top = float(_finite(image).max(initial=0))
-                if image.mode == "F" and top <= 1.0:  # floats from 0 to 1: read against 1, as they are meant
-                    continue
+                else:
+                    top = float(_finite(image).max(initial=0))
+                    if image.mode == "F" and top <= 1.0:  # floats from 0 to 1: read against 1, as they are meant
+                        continue
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
             raise ImageError(f"{path}: cannot read the image ({exc})") from exc
         brightest = max(brightest or 0, math.ceil(top))
     return None if brightest is None else min((1 << max(8, brightest.bit_length())) - 1, MAX_WHITE_LEVEL)
+
+
+def _wide_channels(image: Image.Image) -> int:
+    """How many colour channels of a 16-bit colour (or gray and alpha) PNG or TIFF to read, from its header, before
+    it is decoded: Pillow reduces such samples to their high byte, so a 12-bit camera's LSB-aligned colour would read
+    as 0-15. 0 for every other image."""
+    if image.format not in _WIDE_DECODERS or not image.tile:
+        return 0
+    args = image.tile[0][3]
+    base, _, bits = (args if isinstance(args, str) else args[0]).partition(";")
+    return _WIDE.get(base, 0) if bits.startswith("16") else 0
+
+
+def _wide_samples(data: bytes, image: Image.Image, channels: int, label: str) -> np.ndarray:
+    """(height, width, channels) float samples of ``image``, a 16-bit PNG or TIFF (its bytes ``data``), decoded in
+    full by imagecodecs, alpha dropped."""
+    try:
+        samples = _WIDE_DECODERS[image.format](data)
+    except (RuntimeError, ValueError, LookupError) as exc:  # each codec fails in its own way on a broken file
+        raise ImageError(f"{label}: cannot decode the image ({exc})") from exc
+    samples = samples.reshape(*samples.shape[:2], -1)
+    if samples.shape[:2] != image.size[::-1] or samples.shape[2] < channels:
+        raise ImageError(f"{label}: its samples ({samples.shape}) do not match its header ({image.size}, {image.mode})")
+    return samples[..., :channels].astype(np.float32)  # exact: integers below 2**24
+
+
+def _eight_bit(samples: np.ndarray, top: float) -> np.ndarray:
+    """``samples`` read against ``top`` as white, rounded to 8 bits (brighter ones clipped)."""
+    return np.clip(np.rint(samples * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
 def _finite(image: Image.Image) -> np.ndarray:
@@ -67,9 +104,13 @@ def _finite(image: Image.Image) -> np.ndarray:
     return np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _to_rgb(image: Image.Image, white: int | None = None) -> Image.Image:
+def _to_rgb(image: Image.Image, white: int | None = None, wide: np.ndarray | None = None) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; high bit depths and floats are rescaled against ``white`` (by default the
-    file's full range, 65,535 for 16-bit samples; a float image's own largest value, or 1) rather than clipped."""
+    file's full range, 65,535 for 16-bit samples; a float image's own largest value, or 1) rather than clipped.
+    ``wide``: a 16-bit colour image's own samples (:func:`_wide_samples`) in place of Pillow's 8-bit reading."""
+    if wide is not None:
+        eight = _eight_bit(wide, float(white or 65535))
+        return Image.fromarray(eight[..., 0] if eight.shape[2] == 1 else eight).convert("RGB")
     if image.mode == "RGB":
         return image
     if image.mode in (*_HIGH_BIT, "F"):
@@ -79,8 +120,7 @@ def _to_rgb(image: Image.Image, white: int | None = None) -> Image.Image:
             top = float(white)
         elif image.mode == "F":
             top = max(float(array.max(initial=0)), 1.0)
-        gray = np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
+        return Image.fromarray(_eight_bit(array, top), mode="L").convert("RGB")
     if image.mode in ("P", "PA", "LA", "RGBa", "La"):
         image = image.convert("RGBA")
     return image.convert("RGB")
@@ -101,7 +141,7 @@ def open_image(
     (Pillow's own bomb check, which may answer first, is reported the same way); so is ``accept(width, height)``,
     which raises for a shape the caller cannot use (see :meth:`Preprocess.view`). Animated and multi-page images
     are refused: which frame shows the part is not ours to guess. ``white_level``: the category's (see
-    :func:`white_level`; :attr:`Preprocess.white_level`) for grayscale samples of more than 8 bits.
+    :func:`white_level`; :attr:`Preprocess.white_level`) for samples of more than 8 bits.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
     if isinstance(source, bytes):
@@ -125,10 +165,18 @@ def open_image(
                 raise ImageError(f"{label}: an animated or multi-page image; send a single still frame")
             if accept is not None:
                 accept(width, height)
+            channels = _wide_channels(image)
+            wide = None
+            if channels:
+                data = source if isinstance(source, bytes) else Path(source).read_bytes()
+                wide = _wide_samples(data, image, channels, label)
             image.load()
-            if image.getexif().get(ORIENTATION, 1) != 1:
+            orientation = image.getexif().get(ORIENTATION, 1)
+            image = _to_rgb(image, white_level, wide)
+            if orientation != 1:
+                image.getexif()[ORIENTATION] = orientation
                 image = ImageOps.exif_transpose(image)
-    except (ImageTooLargeError, ImageShapeError):
+    except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{label}: more pixels than the decoder accepts ({exc})") from exc
@@ -136,7 +184,7 @@ def open_image(
         raise ImageError(f"{label}: not a recognised image (PNG, JPEG, BMP or TIFF expected)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: cannot decode the image ({exc})") from exc
-    return _to_rgb(image, white_level)
+    return image
 
 
 def header_size(path: Path) -> tuple[int, int]:
@@ -177,7 +225,11 @@ def read_mask(source: Path | BinaryIO) -> Image.Image:
     union: np.ndarray | None = None
     for part in [source] if not isinstance(source, Path) else mask_parts(source):
         with Image.open(part, formats=FORMATS) as image:
-            array = np.asarray(image if image.mode in _SINGLE_CHANNEL else image.convert("RGB"))
+            channels = _wide_channels(image)
+            if channels:  # a 16-bit colour 1 is a defect too
+                array = _wide_samples(_read_all(part), image, channels, str(part))
+            else:
+                array = np.asarray(image if image.mode in _SINGLE_CHANNEL else image.convert("RGB"))
         marked = array.reshape(array.shape[0], array.shape[1], -1).any(axis=2)
         if union is not None and marked.shape != union.shape:
             raise ImageShapeError(
@@ -186,6 +238,14 @@ def read_mask(source: Path | BinaryIO) -> Image.Image:
             )
         union = marked if union is None else union | marked
     return Image.fromarray(union.astype(np.uint8) * 255, mode="L")
+
+
+def _read_all(source: Path | BinaryIO) -> bytes:
+    """Every byte of a file or of a stream, from its start."""
+    if isinstance(source, Path):
+        return source.read_bytes()
+    source.seek(0)
+    return source.read()
 
 
 def mask_size(source: Path) -> tuple[int, int]:

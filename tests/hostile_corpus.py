@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 from PIL import Image
 
@@ -80,6 +81,11 @@ def sixteen_bit_png() -> bytes:
     return _encoded(Image.fromarray(array), "PNG")
 
 
+def sixteen_bit_colour_tiff() -> bytes:
+    """The bottle as 16-bit RGB samples in an LZW TIFF (which Pillow alone reads by each sample's high byte)."""
+    return imagecodecs.tiff_encode(np.asarray(_bottle(), dtype=np.uint16) * 257, compression="lzw")
+
+
 def corpus() -> list[Case]:
     good = GOOD.read_bytes()
     return [
@@ -99,6 +105,9 @@ def corpus() -> list[Case]:
         Case("EXIF-rotated JPEG", rotated_jpeg(), 200),
         Case("CMYK JPEG", _encoded(_bottle().convert("CMYK"), "JPEG"), 200),
         Case("16-bit PNG", sixteen_bit_png(), 200),
+        Case("16-bit colour TIFF", sixteen_bit_colour_tiff(), 200),
+        Case("truncated 16-bit colour PNG", imagecodecs.png_encode(np.asarray(_bottle(), dtype=np.uint16))[:9000], 415,
+             "unsupported_image", "cannot decode"),
         Case("float TIFF with NaN", float_tiff_with_nan(), 200),
         Case("1-bit PNG", _encoded(_bottle().convert("1"), "PNG"), 200),
     ]  # fmt: skip

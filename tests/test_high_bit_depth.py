@@ -1,15 +1,20 @@
-"""Grayscale images of more than 8 bits (a 12-bit camera's samples in 16-bit files) are read against the category's
-white level, found at the fit and applied to every query, so the network sees them as the camera meant them."""
+"""Images of more than 8 bits per sample (a 12-bit camera's samples in 16-bit files, gray or colour) are read against
+the category's white level, found at the fit and applied to every query, so the network sees them as the camera meant
+them."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
+from functools import partial
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import psycopg
 import pytest
@@ -17,7 +22,7 @@ from PIL import Image
 
 from benchmarks.high_bit_depth import write_twelve_bit
 from patchcore.errors import ImageError
-from patchcore.images import Preprocess, open_image, white_level
+from patchcore.images import Preprocess, open_image, read_mask, white_level
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, start_api
 
 
@@ -125,3 +130,56 @@ def test_float_images_are_read_against_the_category_white_level_unless_they_lie_
     assert np.asarray(open_image(buffer.getvalue(), white_level=4095))[0, 0, 0] == 64
     assert np.asarray(open_image(buffer.getvalue()))[0, 0, 0] == 255
     assert np.asarray(open_image(unit))[0, 0, 0] == 191  # 0.75 of white, as before
+
+
+def _turned(png: bytes, orientation: int) -> bytes:
+    """``png`` with an eXIf chunk (before its IEND) that says how it is turned."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = exif.tobytes()[6:]  # the TIFF structure without the "Exif\0\0" of JPEG's segment
+    chunk = struct.pack(">I", len(data)) + b"eXIf" + data + struct.pack(">I", zlib.crc32(b"eXIf" + data))
+    return png[:-12] + chunk + png[-12:]
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [imagecodecs.png_encode, imagecodecs.tiff_encode, partial(imagecodecs.tiff_encode, compression="lzw")],
+    ids=["png", "tiff", "lzw-tiff"],
+)
+def test_sixteen_bit_colour_keeps_its_low_bits_and_is_read_at_the_white_level(tmp_path, encode):
+    samples = np.zeros((4, 6, 3), dtype=np.uint16)
+    samples[..., 0], samples[..., 1], samples[..., 2] = 4095, 2048, 16
+    samples[0, 5] = (0, 0, 4095)
+    path = tmp_path / "colour.img"
+    path.write_bytes(encode(samples))
+    # Pillow alone keeps each sample's high byte: a 12-bit camera's white reads as 15 of 255
+    assert np.asarray(Image.open(path).convert("RGB"))[0, 0].tolist() == [15, 8, 0]
+    assert white_level([path]) == 4095
+    read = np.asarray(open_image(path, white_level=4095))
+    assert read[0, 0].tolist() == [255, 128, 1]
+    assert read[0, 5].tolist() == [0, 0, 255]
+    assert np.asarray(open_image(path))[0, 0].tolist() == [16, 8, 0]  # without a white level: the file's full range
+    # alpha is dropped, as for 8-bit images
+    alpha = np.concatenate([samples, np.full((4, 6, 1), 65535, dtype=np.uint16)], axis=2)
+    assert np.array_equal(np.asarray(open_image(encode(alpha), white_level=4095)), read)
+
+
+def test_a_sixteen_bit_colour_png_is_turned_upright_by_its_exif_orientation():
+    samples = np.zeros((4, 6, 3), dtype=np.uint16)
+    samples[0, 5] = (0, 0, 4095)
+    read = np.asarray(open_image(imagecodecs.png_encode(samples), white_level=4095))
+    # 6: shown turned 90 degrees clockwise
+    upright = np.asarray(open_image(_turned(imagecodecs.png_encode(samples), 6), white_level=4095))
+    assert upright.shape == (6, 4, 3)
+    assert upright[5, 3].tolist() == [0, 0, 255]
+    assert np.array_equal(upright, np.rot90(read, k=-1))
+
+
+def test_a_sixteen_bit_colour_mask_marks_a_defect_where_any_sample_is_not_zero(tmp_path):
+    marks = np.zeros((4, 6, 3), dtype=np.uint16)
+    marks[1, 2, 2] = 1  # a 16-bit 1 in one channel: its high byte is 0
+    path = tmp_path / "mask.png"
+    path.write_bytes(imagecodecs.png_encode(marks))
+    assert np.argwhere(np.asarray(read_mask(path))).tolist() == [[1, 2]]
+    with path.open("rb") as stream:
+        assert np.argwhere(np.asarray(read_mask(stream))).tolist() == [[1, 2]]
