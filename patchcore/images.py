@@ -37,7 +37,9 @@ MIN_SIDE = 32
 MAX_ASPECT = 16.0
 _SINGLE_CHANNEL = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # read as they are: a 16-bit 1 is a defect
 _HIGH_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer samples of more than 8 bits
-_WIDE = {"RGB": 3, "RGBA": 3, "RGBX": 3, "LA": 1}  # 16-bit samples Pillow cuts to 8 bits, by raw mode: colour channels
+_WIDE = {"RGB": 3, "RGBA": 3, "LA": 1}  # a PNG's 16-bit samples Pillow cuts to 8 bits, by raw mode: colour channels
+_BITS_PER_SAMPLE, _PHOTOMETRIC, _PLANAR_CONFIGURATION, _SAMPLE_FORMAT = 258, 262, 284, 339  # TIFF tags
+_RGB, _SEPARATE_PLANES = 2, 2  # their values for RGB samples, and for one plane per colour
 _WIDE_DECODERS = {"PNG": imagecodecs.png_decode, "TIFF": imagecodecs.tiff_decode}
 MAX_WHITE_LEVEL = 2**31 - 1
 
@@ -73,8 +75,15 @@ def white_level(paths: Iterable[Path]) -> int | None:
 def _wide_channels(image: Image.Image) -> int:
     """How many colour channels of a 16-bit colour (or gray and alpha) PNG or TIFF to read, from its header, before
     it is decoded: Pillow reduces such samples to their high byte, so a 12-bit camera's LSB-aligned colour would read
-    as 0-15. 0 for every other image."""
-    if image.format not in _WIDE_DECODERS or not image.tile:
+    as 0-15 (and a TIFF's separate colour planes of 16 bits as if they had 8). 0 for every other image."""
+    if image.format == "TIFF":
+        tags = image.tag_v2
+        sample_format = tags.get(_SAMPLE_FORMAT, 1)
+        unsigned = (sample_format[0] if isinstance(sample_format, tuple) else sample_format) == 1
+        bits = tags.get(_BITS_PER_SAMPLE, (8,))
+        wide = max(bits) if isinstance(bits, tuple) else bits
+        return 3 if tags.get(_PHOTOMETRIC) == _RGB and unsigned and 8 < wide <= 16 else 0
+    if image.format != "PNG" or not image.tile:
         return 0
     args = image.tile[0][3]
     base, _, bits = (args if isinstance(args, str) else args[0]).partition(";")
@@ -88,6 +97,8 @@ def _wide_samples(data: bytes, image: Image.Image, channels: int, label: str) ->
         samples = _WIDE_DECODERS[image.format](data)
     except (RuntimeError, ValueError, LookupError) as exc:  # each codec fails in its own way on a broken file
         raise ImageError(f"{label}: cannot decode the image ({exc})") from exc
+    if image.format == "TIFF" and image.tag_v2.get(_PLANAR_CONFIGURATION) == _SEPARATE_PLANES:
+        samples = np.moveaxis(samples, 0, -1)  # decoded plane by plane: (channels, height, width)
     samples = samples.reshape(*samples.shape[:2], -1)
     if samples.shape[:2] != image.size[::-1] or samples.shape[2] < channels:
         raise ImageError(f"{label}: its samples ({samples.shape}) do not match its header ({image.size}, {image.mode})")
