@@ -44,7 +44,8 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--data",
         type=Path,
-        help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth (or as BTAD, AD 2, 3D-AD, LOCO)",
+        help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth (or as BTAD, AD 2, 3D-AD, LOCO and "
+        "VisA ship them)",
     )
     where.add_argument("--folder", type=Path, help="a plain folder of good images (training only, no evaluation)")
     parser.add_argument(
@@ -251,7 +252,7 @@ def _categories(args: argparse.Namespace) -> list[Category]:
         return [folder_category(args.folder, names[0])]
     names = args.category or mvtec_categories(args.data)
     if not names:
-        raise FileNotFoundError(f"no category (a folder with train/good) under {args.data}: {not_found(args.data)}")
+        raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data)}")
     return [mvtec_category(args.data, name) for name in names]
 
 

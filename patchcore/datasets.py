@@ -3,11 +3,13 @@
 Read as they come, each by what it is rather than by its name: MVTec AD, MPDD and VisA as anomalib prepares it
 (``train/good``, ``test/<type>``, ``ground_truth/<type>``); BTAD (good parts in ``ok`` folders); MVTec AD 2 (the
 labelled test split is ``test_public``, its masks beneath it); MVTec 3D-AD (each folder's pictures in ``rgb/``, their
-masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united).
+masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united); VisA as it ships
+(``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories).
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,9 @@ GOOD_FOLDERS = ("good", "ok")  # MVTec AD and most sets; BTAD
 TEST_FOLDERS = ("test", "test_public")  # MVTec AD 2 publishes its labelled test split as test_public
 GROUND_TRUTH = "ground_truth"
 PICTURES, MASKS_BESIDE = "rgb", "gt"  # MVTec 3D-AD: <folder>/rgb/<stem>.png, <folder>/gt/<stem>.png (xyz/ beside)
+VISA_SPLIT = Path("split_csv") / "1cls.csv"  # VisA: object, split, label, image, mask per image, paths from the root
+VISA_IMAGES = Path("Data") / "Images"  # VisA: <category>/Data/Images/{Normal,Anomaly}
+VISA_DEFECT = "anomaly"  # VisA's label of a defective image (the one-class split names no defect types)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -66,17 +71,61 @@ class Category:
 def not_found(root: Path) -> str:
     """What is under a dataset root that holds no such category, said so that the fix is plain: the categories
     there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""
-    if root.is_dir() and good_folder(root / "train"):
+    if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir()):
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     found = ", ".join(mvtec_categories(root)) if root.is_dir() else ""
-    return f"categories found under {root}: {found or 'none (a category is a folder holding train/good)'}"
+    layouts = f"a category is a folder holding train/good, or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root"
+    return f"categories found under {root}: {found or f'none ({layouts})'}"
 
 
 def mvtec_categories(root: Path) -> list[str]:
-    """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``)."""
+    """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``), and VisA's objects that
+    its split names."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and good_folder(p / "train"))
+    found = {p.name for p in root.iterdir() if p.is_dir() and good_folder(p / "train")}
+    return sorted(found | {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()})
+
+
+def _visa_rows(root: Path) -> dict[str, list[dict[str, str]]]:
+    """The rows of VisA's one-class split under ``root`` by object (none when it is not there)."""
+    split = root / VISA_SPLIT
+    if not split.is_file():
+        return {}
+    rows: dict[str, list[dict[str, str]]] = {}
+    with split.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        lacking = {"object", "split", "label", "image"} - {name.strip() for name in reader.fieldnames or []}
+        if lacking:
+            raise ValueError(
+                f"{split} has no column {', '.join(sorted(lacking))} (VisA's: object,split,label,image,mask)"
+            )
+        for row in reader:
+            row = {key.strip(): (value or "").strip() for key, value in row.items() if key}
+            rows.setdefault(row["object"], []).append(row)
+    return rows
+
+
+def visa_category(root: Path, name: str, rows: list[dict[str, str]]) -> Category:
+    """A VisA category by its split's ``rows``: training images, and the test split labelled ``normal`` or
+    ``anomaly`` with its masks (label numbers: any pixel not zero is a defect). A file the split names that is not
+    there is named, with how many are missing: nothing is left out unsaid."""
+    train = sorted(root / row["image"] for row in rows if row["split"] == "train" and row["label"] == "normal")
+    defective = [row["image"] for row in rows if row["split"] == "train" and row["label"] != "normal"]
+    if defective:
+        raise ValueError(f"{root / VISA_SPLIT} puts {len(defective)} images not labelled normal in {name}'s "
+                         f"training split, as {defective[0]}: a fit learns from good images only")  # fmt: skip
+    test = [
+        Sample(root / row["image"], GOOD if row["label"] == "normal" else VISA_DEFECT,
+               root / row["mask"] if row.get("mask") else None)
+        for row in rows if row["split"] == "test"
+    ]  # fmt: skip
+    missing = [p for p in [*train, *(s.path for s in test), *(s.mask for s in test if s.mask)] if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} files that {root / VISA_SPLIT} names for {name} are missing: {missing[0]}"
+        )
+    return Category(name, train, test)
 
 
 def mask_files(folder: Path) -> dict[str, Path]:
@@ -112,10 +161,13 @@ def _test_split(base: Path) -> list[Sample]:
 
 def mvtec_category(root: Path, name: str) -> Category:
     """``ROOT/<name>/train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.<ext>``, and the variants of
-    the module's docstring."""
+    the module's docstring (VisA: :func:`visa_category`)."""
     base = root / name
     train = good_folder(base / "train")
     if train is None:
+        visa = _visa_rows(root).get(name)
+        if visa and (base / VISA_IMAGES).is_dir():
+            return visa_category(root, name, visa)
         raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root)})")
     return Category(name, pictures(train), _test_split(base))
 

@@ -160,3 +160,67 @@ def test_a_category_given_as_the_root_is_named_with_the_arguments_to_give():
     assert f"{BOTTLE} is itself a category; give --data {BOTTLE.parent} --category bottle" in str(raised.value)
     with pytest.raises(FileNotFoundError, match=r"categories found under .*: bottle"):
         mvtec_category(BOTTLE.parent, "botle")
+
+
+def _visa(root: Path, rows: list[str]) -> None:
+    """VisA as it ships, from bottle's images: ``candle/Data/Images/{Normal,Anomaly}/*.JPG``, label masks in
+    ``candle/Data/Masks/Anomaly``, and the one-class split in ``split_csv/1cls.csv`` (``rows`` after its header)."""
+    for index, path in enumerate(_bottle_images(3) + _bottle_images(2, "test/good")):
+        _link(root / "candle" / "Data" / "Images" / "Normal" / f"{index:04d}.JPG", path)
+    for path in _bottle_images(2, "test/broken_large"):
+        _link(root / "candle" / "Data" / "Images" / "Anomaly" / f"{path.stem}.JPG", path)
+        mask = BOTTLE / "ground_truth" / "broken_large" / f"{path.stem}_mask.png"
+        _link(root / "candle" / "Data" / "Masks" / "Anomaly" / f"{path.stem}.png", mask)
+    (root / "split_csv").mkdir()
+    (root / "split_csv" / "1cls.csv").write_text("\n".join(["object,split,label,image,mask", *rows]) + "\n")
+
+
+VISA_ROWS = [
+    *(f"candle,train,normal,candle/Data/Images/Normal/{i:04d}.JPG," for i in (2, 0, 1)),
+    *(f"candle,test,normal,candle/Data/Images/Normal/{i:04d}.JPG," for i in (3, 4)),
+    *(f"candle,test,anomaly,candle/Data/Images/Anomaly/{s}.JPG,candle/Data/Masks/Anomaly/{s}.png"
+      for s in ("000", "001")),
+]  # fmt: skip
+
+
+def test_visa_is_read_as_it_ships_by_its_split(tmp_path):
+    """VisA's own layout and split, without anomalib's preparation: the categories its split names beside the MVTec
+    AD ones, training images sorted, the test split labelled with its masks."""
+    _visa(tmp_path, VISA_ROWS)
+    for path in _bottle_images(3):
+        _link(tmp_path / "bottle" / "train" / "good" / path.name, path)
+    assert mvtec_categories(tmp_path) == ["bottle", "candle"]
+    category = mvtec_category(tmp_path, "candle")
+    images = tmp_path / "candle" / "Data" / "Images"
+    assert category.train == [images / "Normal" / f"{i:04d}.JPG" for i in range(3)]
+    masks = tmp_path / "candle" / "Data" / "Masks" / "Anomaly"
+    assert [(s.path, s.defect, s.mask) for s in category.test] == [
+        (images / "Normal" / "0003.JPG", "good", None),
+        (images / "Normal" / "0004.JPG", "good", None),
+        (images / "Anomaly" / "000.JPG", "anomaly", masks / "000.png"),
+        (images / "Anomaly" / "001.JPG", "anomaly", masks / "001.png"),
+    ]
+    assert file_problems(category, Preprocess()) == []
+    assert np.array_equal(
+        Preprocess().mask(masks / "000.png", (900, 900)),
+        Preprocess().mask(BOTTLE / "ground_truth" / "broken_large" / "000_mask.png", (900, 900)),
+    )
+    with pytest.raises(FileNotFoundError, match=r"give --data .* --category candle"):
+        mvtec_category(tmp_path / "candle", "candle")
+
+
+def test_a_visa_split_that_names_missing_files_or_defective_training_images_is_refused(tmp_path):
+    _visa(
+        tmp_path,
+        [*VISA_ROWS, "candle,test,anomaly,candle/Data/Images/Anomaly/009.JPG,candle/Data/Masks/Anomaly/009.png"],
+    )
+    with pytest.raises(FileNotFoundError, match=r"2 files that .*1cls.csv names for candle are missing: .*009.JPG"):
+        mvtec_category(tmp_path, "candle")
+    (tmp_path / "split_csv" / "1cls.csv").write_text(
+        "object,split,label,image,mask\ncandle,train,anomaly,candle/Data/Images/Anomaly/000.JPG,\n"
+    )
+    with pytest.raises(ValueError, match="1 images not labelled normal in candle's training split"):
+        mvtec_category(tmp_path, "candle")
+    (tmp_path / "split_csv" / "1cls.csv").write_text("object,kind,image\n")
+    with pytest.raises(ValueError, match="no column label, split"):
+        mvtec_categories(tmp_path)
