@@ -284,6 +284,12 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         f"{config.backbone} ({config.embedding_dim} dims), metric {config.metric}",
         flush=True,
     )
+    if category.left_out:
+        print(
+            f"   left out of the fit: {len(category.left_out)} images of the training split whose masks mark a defect "
+            f"(as {category.left_out[0]})",
+            flush=True,
+        )
     embedder = Embedder.load(config, weights, args.device)
     return fit(config, category.train, weights, args.batch_size, embedder=embedder), embedder
 

@@ -4,16 +4,20 @@ Read as they come, each by what it is rather than by its name: MVTec AD, MPDD an
 (``train/good``, ``test/<type>``, ``ground_truth/<type>``); BTAD (good parts in ``ok`` folders); MVTec AD 2 (the
 labelled test split is ``test_public``, its masks beneath it); MVTec 3D-AD (each folder's pictures in ``rgb/``, their
 masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united); VisA as it ships
-(``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories).
+(``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories);
+KolektorSDD2 as it ships (``train/`` and ``test/`` holding each image beside its ``<stem>_GT`` mask, which says
+whether it is good).
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from patchcore.images import image_files_in
+import numpy as np
+
+from patchcore.images import image_files_in, read_mask
 
 GOOD = "good"  # the defect type of every good image, whatever its folder is called
 GOOD_FOLDERS = ("good", "ok")  # MVTec AD and most sets; BTAD
@@ -23,6 +27,7 @@ PICTURES, MASKS_BESIDE = "rgb", "gt"  # MVTec 3D-AD: <folder>/rgb/<stem>.png, <f
 VISA_SPLIT = Path("split_csv") / "1cls.csv"  # VisA: object, split, label, image, mask per image, paths from the root
 VISA_IMAGES = Path("Data") / "Images"  # VisA: <category>/Data/Images/{Normal,Anomaly}
 VISA_DEFECT = "anomaly"  # VisA's label of a defective image (the one-class split names no defect types)
+PAIRED_MASK, PAIRED_DEFECT = "_GT", "defect"  # KolektorSDD2: <split>/<stem>.png beside <stem>_GT.png; its one type
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -61,17 +66,19 @@ class Sample:
 
 @dataclass(frozen=True)
 class Category:
-    """A product: good training images, and a labelled test split when the dataset has one."""
+    """A product: good training images, and a labelled test split when the dataset has one. ``left_out``: images of
+    the training split that are not good (their masks mark a defect), kept out of the fit and said so."""
 
     name: str
     train: list[Path]
     test: list[Sample]
+    left_out: list[Path] = field(default_factory=list)
 
 
 def not_found(root: Path) -> str:
     """What is under a dataset root that holds no such category, said so that the fix is plain: the categories
     there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""
-    if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir()):
+    if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")):
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     found = ", ".join(mvtec_categories(root)) if root.is_dir() else ""
     layouts = f"a category is a folder holding train/good, or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root"
@@ -79,11 +86,11 @@ def not_found(root: Path) -> str:
 
 
 def mvtec_categories(root: Path) -> list[str]:
-    """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``), and VisA's objects that
-    its split names."""
+    """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``) or KolektorSDD2's
+    ``train/`` of images and masks, and VisA's objects that its split names."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
-    found = {p.name for p in root.iterdir() if p.is_dir() and good_folder(p / "train")}
+    found = {p.name for p in root.iterdir() if p.is_dir() and (good_folder(p / "train") or _paired(p / "train"))}
     return sorted(found | {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()})
 
 
@@ -128,6 +135,42 @@ def visa_category(root: Path, name: str, rows: list[dict[str, str]]) -> Category
     return Category(name, train, test)
 
 
+def _paired(folder: Path) -> dict[Path, Path]:
+    """KolektorSDD2's images of one split's folder, each with its ``<stem>_GT`` mask; none when the folder holds no
+    such mask (another layout). An image without its mask is named: which of the two it is cannot be told."""
+    if not folder.is_dir() or good_folder(folder):
+        return {}
+    files = image_files(folder)
+    masks = {p.stem.removesuffix(PAIRED_MASK): p for p in files if p.stem.endswith(PAIRED_MASK)}
+    if not masks:
+        return {}
+    images = [p for p in files if not p.stem.endswith(PAIRED_MASK)]
+    lacking = [p for p in images if p.stem not in masks]
+    if lacking:
+        raise FileNotFoundError(
+            f"{folder}: {len(lacking)} images without their {PAIRED_MASK} mask, as {lacking[0].name}"
+        )
+    return {image: masks[image.stem] for image in images}
+
+
+def paired_category(base: Path, name: str) -> Category:
+    """A KolektorSDD2 category: the good images of ``train/`` (masks all zero) to fit, those whose masks mark a
+    defect left out (and counted), and ``test/`` labelled by its masks."""
+    train: list[Path] = []
+    left_out: list[Path] = []
+    for image, mask in _paired(base / "train").items():
+        (left_out if _marks_a_defect(mask) else train).append(image)
+    test = [
+        Sample(image, PAIRED_DEFECT, mask) if _marks_a_defect(mask) else Sample(image, GOOD, None)
+        for image, mask in _paired(base / "test").items()
+    ]
+    return Category(name, train, test, left_out)
+
+
+def _marks_a_defect(mask: Path) -> bool:
+    return bool(np.asarray(read_mask(mask)).any())
+
+
 def mask_files(folder: Path) -> dict[str, Path]:
     """The masks of one defect type by image stem: ``<stem>_mask.<ext>`` (MVTec AD, MPDD) or ``<stem>.<ext>`` (VisA as
     anomalib prepares it, BTAD, MVTec 3D-AD), any image format, or a folder ``<stem>/`` of masks to unite (MVTec
@@ -165,6 +208,8 @@ def mvtec_category(root: Path, name: str) -> Category:
     base = root / name
     train = good_folder(base / "train")
     if train is None:
+        if _paired(base / "train"):
+            return paired_category(base, name)
         visa = _visa_rows(root).get(name)
         if visa and (base / VISA_IMAGES).is_dir():
             return visa_category(root, name, visa)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ingest.inspect import images_of
 from ingest.preflight import file_problems
@@ -224,3 +225,36 @@ def test_a_visa_split_that_names_missing_files_or_defective_training_images_is_r
     (tmp_path / "split_csv" / "1cls.csv").write_text("object,kind,image\n")
     with pytest.raises(ValueError, match="no column label, split"):
         mvtec_categories(tmp_path)
+
+
+def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_path):
+    """Each image beside its ``_GT`` mask in ``train/`` and ``test/``: an all-zero mask is a good part; the training
+    split's defective images are left out of the fit and counted, not silently dropped."""
+    base = tmp_path / "kolektor"
+    empty = tmp_path / "empty.png"
+    Image.new("L", (900, 900), 0).save(empty)
+    defect = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
+    for index, path in enumerate(_bottle_images(3)):
+        _link(base / "train" / f"1000{index}.png", path)
+        _link(base / "train" / f"1000{index}_GT.png", empty)
+    _link(base / "train" / "10009.png", BOTTLE / "test" / "broken_large" / "000.png")
+    _link(base / "train" / "10009_GT.png", defect)
+    for index, path in enumerate(_bottle_images(2, "test/good") + _bottle_images(1, "test/broken_large")):
+        _link(base / "test" / f"2000{index}.png", path)
+        _link(base / "test" / f"2000{index}_GT.png", defect if index == 2 else empty)
+
+    assert mvtec_categories(tmp_path) == ["kolektor"]
+    category = mvtec_category(tmp_path, "kolektor")
+    assert category.train == [base / "train" / f"1000{i}.png" for i in range(3)]
+    assert category.left_out == [base / "train" / "10009.png"]
+    assert [(s.path.name, s.defect, s.mask) for s in category.test] == [
+        ("20000.png", "good", None),
+        ("20001.png", "good", None),
+        ("20002.png", "defect", base / "test" / "20002_GT.png"),
+    ]
+    assert file_problems(category, Preprocess()) == []
+    with pytest.raises(FileNotFoundError, match=r"give --data .* --category kolektor"):
+        mvtec_category(base, "kolektor")
+    (base / "test" / "20001_GT.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 images without their _GT mask, as 20001\.png"):
+        mvtec_category(tmp_path, "kolektor")
