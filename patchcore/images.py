@@ -100,7 +100,7 @@ def _wide_samples(data: bytes, image: Image.Image, channels: int, label: str) ->
     if image.format == "TIFF" and image.tag_v2.get(_PLANAR_CONFIGURATION) == _SEPARATE_PLANES:
         samples = np.moveaxis(samples, 0, -1)  # decoded plane by plane: (channels, height, width)
     samples = samples.reshape(*samples.shape[:2], -1)
-    if samples.shape[:2] != image.size[::-1] or samples.shape[2] < channels:
+    if samples.shape[:2] not in (image.size[::-1], image.size) or samples.shape[2] < channels:  # a TIFF's turned
         raise ImageError(f"{label}: its samples ({samples.shape}) do not match its header ({image.size}, {image.mode})")
     return samples[..., :channels].astype(np.float32)  # exact: integers below 2**24
 
@@ -178,10 +178,11 @@ def open_image(
                 accept(width, height)
             channels = _wide_channels(image)
             wide = None
-            if channels:
+            if channels:  # decoded as stored by imagecodecs, turned below (Pillow turns a TIFF as it decodes it)
                 data = source if isinstance(source, bytes) else Path(source).read_bytes()
                 wide = _wide_samples(data, image, channels, label)
-            image.load()
+            else:
+                image.load()
             orientation = image.getexif().get(ORIENTATION, 1)
             image = _to_rgb(image, white_level, wide)
             if orientation != 1:

@@ -176,15 +176,27 @@ def test_sixteen_bit_colour_keeps_its_low_bits_and_is_read_at_the_white_level(tm
     assert np.array_equal(np.asarray(open_image(encode(alpha), white_level=4095)), read)
 
 
-def test_a_sixteen_bit_colour_png_is_turned_upright_by_its_exif_orientation():
+def _turned_tiff(samples: np.ndarray, orientation: int) -> bytes:
+    """A TIFF of ``samples`` whose Orientation tag says how it is turned (Pillow turns such a TIFF as it decodes it)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, photometric="rgb", extratags=[(274, "H", 1, orientation, True)])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "turned", [lambda s, o: _turned(imagecodecs.png_encode(s), o), _turned_tiff], ids=["png-exif", "tiff-tag"]
+)
+def test_sixteen_bit_colour_is_turned_upright_by_its_orientation(turned):
     samples = np.zeros((4, 6, 3), dtype=np.uint16)
     samples[0, 5] = (0, 0, 4095)
     read = np.asarray(open_image(imagecodecs.png_encode(samples), white_level=4095))
-    # 6: shown turned 90 degrees clockwise
-    upright = np.asarray(open_image(_turned(imagecodecs.png_encode(samples), 6), white_level=4095))
+    # 6: shown turned 90 degrees clockwise, as the 8-bit picture of the same part is
+    upright = np.asarray(open_image(turned(samples, 6), white_level=4095))
     assert upright.shape == (6, 4, 3)
     assert upright[5, 3].tolist() == [0, 0, 255]
     assert np.array_equal(upright, np.rot90(read, k=-1))
+    eight = np.asarray(open_image(turned((samples // 16).astype(np.uint8), 6)))  # read by Pillow alone
+    assert np.array_equal(eight > 0, upright > 0)
 
 
 def test_a_sixteen_bit_colour_mask_marks_a_defect_where_any_sample_is_not_zero(tmp_path):
