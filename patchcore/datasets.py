@@ -81,7 +81,10 @@ def not_found(root: Path) -> str:
     if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")):
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     found = ", ".join(mvtec_categories(root)) if root.is_dir() else ""
-    layouts = f"a category is a folder holding train/good, or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root"
+    layouts = (
+        f"a category is a folder holding train/good, or train/ of images beside their {PAIRED_MASK} masks "
+        f"(KolektorSDD2), or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root"
+    )
     return f"categories found under {root}: {found or f'none ({layouts})'}"
 
 
