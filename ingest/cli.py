@@ -44,8 +44,8 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--data",
         type=Path,
-        help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth (or as BTAD, AD 2, 3D-AD, LOCO and "
-        "VisA ship them)",
+        help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth (or as BTAD, AD 2, 3D-AD, LOCO, "
+        "VisA and KolektorSDD2 ship them)",
     )
     where.add_argument("--folder", type=Path, help="a plain folder of good images (training only, no evaluation)")
     parser.add_argument(
