@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -112,6 +112,10 @@ def _visa_rows(root: Path) -> dict[str, list[dict[str, str]]]:
             )
         for row in reader:
             row = {key.strip(): (value or "").strip() for key, value in row.items() if key}
+            for column in ("image", "mask"):
+                named = PurePosixPath(row.get(column) or ".")
+                if named.is_absolute() or ".." in named.parts:  # the split names files of the set, nothing else
+                    raise ValueError(f"{split} names {row[column]!r}, outside {root}: only paths within it are read")
             rows.setdefault(row["object"], []).append(row)
     return rows
 

@@ -222,6 +222,11 @@ def test_a_visa_split_that_names_missing_files_or_defective_training_images_is_r
     )
     with pytest.raises(ValueError, match="1 images not labelled normal in candle's training split"):
         mvtec_category(tmp_path, "candle")
+    (tmp_path / "split_csv" / "1cls.csv").write_text(
+        "object,split,label,image,mask\ncandle,train,normal,candle/../../secret.png,\n"
+    )
+    with pytest.raises(ValueError, match=r"names 'candle/\.\./\.\./secret\.png', outside"):
+        mvtec_category(tmp_path, "candle")
     (tmp_path / "split_csv" / "1cls.csv").write_text("object,kind,image\n")
     with pytest.raises(ValueError, match="no column label, split"):
         mvtec_categories(tmp_path)
