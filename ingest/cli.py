@@ -350,6 +350,8 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
             result = report.build(category.name, model, None, {"evaluation_error": failures[-1]})
             figures = []
+        if category.left_out:
+            result["left_out_of_training"] = [str(path) for path in category.left_out]
         if store:
             from ingest.persist import store_model
 

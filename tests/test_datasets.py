@@ -1,5 +1,8 @@
 """Reading a dataset the way other public sets lay it out: masks by either common name, in any image format."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from patchcore.datasets import image_files, mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.images import Preprocess, mask_png
 from store.names import name_problem
-from tests.conftest import BOTTLE
+from tests.conftest import BOTTLE, ROOT, WEIGHTS
 
 
 def _link(target: Path, source: Path) -> None:
@@ -260,6 +263,17 @@ def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_pa
     assert file_problems(category, Preprocess()) == []
     with pytest.raises(FileNotFoundError, match=r"give --data .* --category kolektor"):
         mvtec_category(base, "kolektor")
+    out = tmp_path / "reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "evaluate", "--data", str(tmp_path), "--backbone", "resnet18", "--weights",
+         str(WEIGHTS), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "left out of the fit: 1 images of the training split whose masks mark a defect" in done.stdout
+    report = json.loads((out / "kolektor" / "report.json").read_text())
+    assert report["left_out_of_training"] == [str(base / "train" / "10009.png")]
+    assert report["train_images"] + report["holdout_images"] == 3
     (base / "test" / "20001_GT.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"1 images without their _GT mask, as 20001\.png"):
         mvtec_category(tmp_path, "kolektor")
