@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from store.names import NAME_MAX, NAME_PATTERN
 
+HIGHEST_SHOWN = 10  # good images listed by their good scores in a category's detail
+
 
 class Error(BaseModel):
     error: str = Field(description="machine-readable error code")
@@ -113,6 +115,14 @@ class CategorySummary(BaseModel):
     fitted_at: str
 
 
+class HighGoodScore(BaseModel):
+    image_id: int = Field(description="GET /images/{image_id} shows it as the model saw it")
+    file_name: str
+    split: str = Field(description="train (scored against a coreset chosen without it), holdout or added")
+    score: float = Field(description="its image score as an unseen part")
+    above_threshold: bool = Field(description="as a new part it would be flagged: look for a defect, or a rare look")
+
+
 class CategoryDetail(CategorySummary):
     settings: dict
     threshold_policy: dict = Field(
@@ -120,6 +130,10 @@ class CategoryDetail(CategorySummary):
         "what the good scores say of it: estimated and observed false-alarm rates, how many good scores"
     )
     images: dict[str, int] = Field(description="good images per split: train, holdout, added (normals added later)")
+    highest_good_scores: list[HighGoodScore] = Field(
+        description=f"the {HIGHEST_SHOWN} good images that score highest as unseen parts, highest first: the tail that "
+        "a threshold from good images rests on; a defective image in the good set, or a rare good look, shows here"
+    )
     patches: int
     coverage_radius: float | None = Field(
         description="the fit's coreset radius: an added normal's patch this close to the bank is already covered"

@@ -318,6 +318,21 @@ def _evaluate(
     return evaluation
 
 
+def _say_highest(model: FittedModel) -> None:
+    """Name the good images above the threshold: as new parts they would be flagged, so each is a defect in the good
+    set (leave it out and refit) or a look the bank has too few of (teach more like it)."""
+    scores = [r.score for r in model.images if r.score is not None]
+    above = sorted((r for r in model.images if r.score is not None and r.score > model.threshold),
+                   key=lambda r: -r.score)  # fmt: skip
+    if above:
+        names = ", ".join(f"{r.file_name} {r.score:.3f}" for r in above[:5]) + (", ..." if len(above) > 5 else "")
+        print(
+            f"   {len(above)} of {len(scores)} good images score above the threshold {model.threshold:.4f} as unseen "
+            f"parts ({names}): look at them for a defect, or a rare good look",
+            flush=True,
+        )
+
+
 def _run_fit(args: argparse.Namespace, store: bool) -> int:
     """Fit, evaluate, report (and store) each category. Everything that can be checked is checked first; a failure
     after a fit (evaluation, plots, report) still stores the fitted model, says what failed and exits 1."""
@@ -352,6 +367,7 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             figures = []
         if category.left_out:
             result["left_out_of_training"] = [str(path) for path in category.left_out]
+        _say_highest(model)
         if store:
             from ingest.persist import store_model
 

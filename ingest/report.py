@@ -27,6 +27,19 @@ def model_figures(model: FittedModel) -> dict:
     }
 
 
+HIGHEST_SHOWN = 10  # good images listed by their good scores
+
+
+def highest_good_scores(model: FittedModel, limit: int = HIGHEST_SHOWN) -> list[dict]:
+    """The good images that score highest as unseen parts, highest first, and whether each is above the threshold:
+    the tail the threshold rests on, where a defective image among the good ones, or a rare good look, shows."""
+    scored = sorted((r for r in model.images if r.score is not None), key=lambda r: -r.score)[:limit]
+    return [
+        {"file": r.file_name, "split": r.split, "score": r.score, "above_threshold": r.score > model.threshold}
+        for r in scored
+    ]
+
+
 def per_defect_auroc(evaluation: Evaluation) -> dict[str, float]:
     """Image AUROC of each defect type against the good test images."""
     labels = evaluation.labels
@@ -47,6 +60,7 @@ def build(category: str, model: FittedModel, evaluation: Evaluation | None, extr
         report["per_defect_image_auroc"] = per_defect_auroc(evaluation)
         report["images"] = per_image(evaluation)
     report["good_scores"] = {s: [r.score for r in model.images if r.split == s] for s in ("train", "holdout")}
+    report["highest_good_scores"] = highest_good_scores(model)
     report.update(extra or {})
     return report
 

@@ -58,6 +58,19 @@ def image_counts(connection: psycopg.Connection, segments: Sequence[int]) -> dic
     return {split: count for split, count in rows}
 
 
+def highest_scored(connection: psycopg.Connection, segments: Sequence[int], limit: int) -> list[dict]:
+    """The ``limit`` good images with the highest good scores, highest first: the tail that sets a threshold from good
+    images, and where a defective image in the good set, or a rare good look, shows itself."""
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT id, file_name, split, calibration_score FROM images WHERE model_id IN ({})"
+            " AND calibration_score IS NOT NULL ORDER BY calibration_score DESC, id LIMIT %s"
+        ).format(ids(segments)),
+        (limit,),
+    ).fetchall()
+    return [{"image_id": i, "file_name": name, "split": split, "score": score} for i, name, split, score in rows]
+
+
 def known_images(connection: psycopg.Connection, segments: Sequence[int], hashes: Sequence[str]) -> dict[str, int]:
     """Which of ``hashes`` (sha256 of the files) the memory bank already holds: hash -> image id."""
     rows = connection.execute(

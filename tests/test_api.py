@@ -124,7 +124,7 @@ def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
             assert f"Index Scan using {banks.index_name(model_id, metric)}" in plan, plan
 
 
-def test_categories_docs_and_health(api):
+def test_categories_docs_and_health(api, database):
     health = api.get("/health").json()
     assert health["status"] == "ok" and health["auth"] == "open" and "NO API KEY" in health["warning"]
     assert api.get("/ready").json()["categories"] == ["bottle"]
@@ -135,6 +135,15 @@ def test_categories_docs_and_health(api):
     assert detail["images"] == {"train": 188, "holdout": 21}
     assert detail["threshold_policy"]["kind"] == "false_alarm_rate" and detail["changes"][0]["action"] == "fit"
     assert detail["settings"]["backbone"] == "resnet18"
+    with psycopg.connect(database[1]) as connection:  # the good scores the threshold was set from, highest first
+        scores = [row[0] for row in connection.execute(
+            "SELECT calibration_score FROM images WHERE model_id = ANY(%s) AND calibration_score IS NOT NULL "
+            "ORDER BY calibration_score DESC", (detail["memory_bank_segments"],))]  # fmt: skip
+    highest = detail["highest_good_scores"]
+    assert len(scores) == 209 and [h["score"] for h in highest] == pytest.approx(scores[:10])
+    assert [h["above_threshold"] for h in highest] == [s > detail["threshold"] for s in scores[:10]]
+    assert {h["split"] for h in highest} <= {"train", "holdout"} and all(h["file_name"] for h in highest)
+    assert api.get(f"/images/{highest[0]['image_id']}").headers["content-type"] == "image/jpeg"
     assert api.get("/docs").status_code == 200
     assert "/query" in api.get("/openapi.json").json()["paths"]
 
@@ -729,6 +738,10 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         values = page.eval_on_selector_all("td.value", "(all) => all.map((c) => c.textContent)")
         assert values and not [v for v in values if re.search(r"\d\.\d{4,}", v)]  # figures formatted alike
         assert "broken_large: 000.png" in text
+        captions = page.eval_on_selector_all(".highest-good figcaption", "(all) => all.map((c) => c.textContent)")
+        shown = [float(c.split(" ")[0]) for c in captions]
+        assert len(shown) == 10 and shown == sorted(shown, reverse=True)  # the good images that score highest
+        page.wait_for_function("[...document.querySelectorAll('img.good')].every((i) => i.naturalWidth > 0)")
         assert page.eval_on_selector("img.defect", "(i) => i.naturalWidth") == 224
         page.goto(str(api.base_url) + "/category?name=no_such_thing")
         page.wait_for_selector(".error")

@@ -19,10 +19,12 @@ def _ingest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
+    """The report and plots of a fit; the good images that score highest are listed, and those above the threshold
+    (a 40% target puts some there) are named on the terminal."""
     out = tmp_path / "reports"
     done = _ingest(
         "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
-        "--out", str(out),
+        "--out", str(out), "--false-alarm-rate", "0.4",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "bottle" / "report.json").read_text())
@@ -35,6 +37,14 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):
         assert (out / "bottle" / name).stat().st_size > 10_000
     assert "image_auroc" in done.stdout and "memory_bank_size" in done.stdout
+    good = report["good_scores"]["train"] + report["good_scores"]["holdout"]
+    highest = report["highest_good_scores"]
+    assert [h["score"] for h in highest] == sorted(good, reverse=True)  # all 10, highest first
+    assert {h["file"] for h in highest} == {p.name for p in (mini_mvtec / "bottle" / "train" / "good").iterdir()}
+    above = [h for h in highest if h["above_threshold"]]
+    assert above == [h for h in highest if h["score"] > report["threshold"]] and 0 < len(above) < 10
+    named = f"{len(above)} of 10 good images score above the threshold {report['threshold']:.4f} as unseen parts"
+    assert named in done.stdout and f"{above[0]['file']} {above[0]['score']:.3f}" in done.stdout
 
 
 def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_url):

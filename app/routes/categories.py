@@ -9,7 +9,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from app.common import CATEGORY, ERRORS, active, actor_of, get_services, image_response
-from app.schemas import CategoryDetail, CategorySummary, DriftReport, ThresholdChange, ThresholdRequest
+from app.schemas import HIGHEST_SHOWN, CategoryDetail, CategorySummary, DriftReport, ThresholdChange, ThresholdRequest
 from app.services import Services
 from revisions.threshold import set_threshold
 from serving import drift
@@ -44,18 +44,20 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
         return (
             model,
             images.image_counts(connection, model.bank_segments),
+            images.highest_scored(connection, model.bank_segments, HIGHEST_SHOWN),
             banks.patch_count(connection, model.bank_segments),
             changes.changes(connection, model.category_id),
             pictures.plot_names(connection, model.fit_id),
             defects.library(connection, model.defect_segments),
         )
 
-    model, counts, patches, log, plots, library = get_services(request).run(read)
+    model, counts, highest, patches, log, plots, library = get_services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
         "threshold_policy": model.threshold_policy,
         "images": counts,
+        "highest_good_scores": [{**row, "above_threshold": row["score"] > model.threshold} for row in highest],
         "patches": patches,
         "coverage_radius": model.coverage_radius,
         "defect_library": library,
