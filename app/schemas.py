@@ -6,9 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, model_validator
 
+from patchcore.threshold import HIGHEST_SHOWN
 from store.names import NAME_MAX, NAME_PATTERN
-
-HIGHEST_SHOWN = 10  # good images listed by their good scores in a category's detail
 
 
 class Error(BaseModel):

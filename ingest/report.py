@@ -9,6 +9,7 @@ from patchcore import plots
 from patchcore.evaluation import Evaluation, per_image
 from patchcore.metrics import auroc
 from patchcore.model import FittedModel
+from patchcore.threshold import HIGHEST_SHOWN
 
 
 def model_figures(model: FittedModel) -> dict:
@@ -25,9 +26,6 @@ def model_figures(model: FittedModel) -> dict:
         "out_of_fold_seconds": model.timings.get("out_of_fold_seconds"),
         "threshold_policy": model.threshold_policy,
     }
-
-
-HIGHEST_SHOWN = 10  # good images listed by their good scores
 
 
 def highest_good_scores(model: FittedModel, limit: int = HIGHEST_SHOWN) -> list[dict]:

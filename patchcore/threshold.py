@@ -33,6 +33,7 @@ from scipy import stats
 DEFAULT_FALSE_ALARM_RATE = 0.03
 INTERVAL = 0.90
 MIN_GOOD_SCORES = 3
+HIGHEST_SHOWN = 10  # good images named by their good scores: the tail a threshold from good images rests on
 
 
 def _log_scores(good_scores: Sequence[float]) -> np.ndarray:

@@ -9,8 +9,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from app.common import CATEGORY, ERRORS, active, actor_of, get_services, image_response
-from app.schemas import HIGHEST_SHOWN, CategoryDetail, CategorySummary, DriftReport, ThresholdChange, ThresholdRequest
+from app.schemas import CategoryDetail, CategorySummary, DriftReport, ThresholdChange, ThresholdRequest
 from app.services import Services
+from patchcore.threshold import HIGHEST_SHOWN
 from revisions.threshold import set_threshold
 from serving import drift
 from store import banks, changes, defects, images, inspections, models, pictures
