@@ -6,12 +6,14 @@ labelled test split is ``test_public``, its masks beneath it); MVTec 3D-AD (each
 masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united); VisA as it ships
 (``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories);
 KolektorSDD2 as it ships (``train/`` and ``test/`` holding each image beside its ``<stem>_GT`` mask, which says
-whether it is good).
+whether it is good); Real-IAD as it ships (``realiad_<resolution>/<category>/{OK,NG}/...``, split by
+``realiad_jsons/realiad_jsons/<category>.json`` beside the resolution folders).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +30,8 @@ VISA_SPLIT = Path("split_csv") / "1cls.csv"  # VisA: object, split, label, image
 VISA_IMAGES = Path("Data") / "Images"  # VisA: <category>/Data/Images/{Normal,Anomaly}
 VISA_DEFECT = "anomaly"  # VisA's label of a defective image (the one-class split names no defect types)
 PAIRED_MASK, PAIRED_DEFECT = "_GT", "defect"  # KolektorSDD2: <split>/<stem>.png beside <stem>_GT.png; its one type
+REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
+REALIAD_SPLITS = Path("realiad_jsons") / "realiad_jsons"  # beside them: <category>.json, with meta, train and test
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -78,23 +82,49 @@ class Category:
 def not_found(root: Path) -> str:
     """What is under a dataset root that holds no such category, said so that the fix is plain: the categories
     there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""
-    if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")):
+    split_of_root = root.parent.parent / REALIAD_SPLITS / f"{root.name}.json"
+    if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")
+                          or (root.parent.name.startswith(REALIAD_PREFIX) and split_of_root.is_file())):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
+    if (root / REALIAD_SPLITS).is_dir():
+        folders = ", ".join(
+            sorted(
+                p.name for p in root.glob(f"{REALIAD_PREFIX}*") if p.is_dir() and p.name != REALIAD_SPLITS.parent.name
+            )
+        )
+        return f"{root} is Real-IAD: give --data {root}/<one of its image folders: {folders or 'none found'}>"
     found = ", ".join(mvtec_categories(root)) if root.is_dir() else ""
     layouts = (
         f"a category is a folder holding train/good, or train/ of images beside their {PAIRED_MASK} masks "
-        f"(KolektorSDD2), or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root"
+        f"(KolektorSDD2), or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root, or, under a Real-IAD "
+        f"{REALIAD_PREFIX}<resolution> folder, one that ../{REALIAD_SPLITS} splits"
     )
     return f"categories found under {root}: {found or f'none ({layouts})'}"
 
 
 def mvtec_categories(root: Path) -> list[str]:
     """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``) or KolektorSDD2's
-    ``train/`` of images and masks, and VisA's objects that its split names."""
+    ``train/`` of images and masks, VisA's objects that its split names, and Real-IAD's split categories."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
     found = {p.name for p in root.iterdir() if p.is_dir() and (good_folder(p / "train") or _paired(p / "train"))}
-    return sorted(found | {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()})
+    found |= {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()}
+    return sorted(found | {split.stem for split in _realiad_splits(root) if (root / split.stem).is_dir()})
+
+
+def _within(named: str, source: Path, root: Path) -> PurePosixPath:
+    """A path that a split file names, refused when it would lead outside the set: absolute, or through ``..``."""
+    path = PurePosixPath(named)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{source} names {named!r}, outside {root}: only paths within it are read")
+    return path
+
+
+def _refuse_missing(paths: list[Path], source: Path, name: str) -> None:
+    """Name the files a split names that are not there, and how many: nothing is left out unsaid."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} files that {source} names for {name} are missing: {missing[0]}")
 
 
 def _visa_rows(root: Path) -> dict[str, list[dict[str, str]]]:
@@ -113,9 +143,7 @@ def _visa_rows(root: Path) -> dict[str, list[dict[str, str]]]:
         for row in reader:
             row = {key.strip(): (value or "").strip() for key, value in row.items() if key}
             for column in ("image", "mask"):
-                named = PurePosixPath(row.get(column) or ".")
-                if named.is_absolute() or ".." in named.parts:  # the split names files of the set, nothing else
-                    raise ValueError(f"{split} names {row[column]!r}, outside {root}: only paths within it are read")
+                _within(row.get(column) or ".", split, root)
             rows.setdefault(row["object"], []).append(row)
     return rows
 
@@ -134,11 +162,44 @@ def visa_category(root: Path, name: str, rows: list[dict[str, str]]) -> Category
                root / row["mask"] if row.get("mask") else None)
         for row in rows if row["split"] == "test"
     ]  # fmt: skip
-    missing = [p for p in [*train, *(s.path for s in test), *(s.mask for s in test if s.mask)] if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} files that {root / VISA_SPLIT} names for {name} are missing: {missing[0]}"
-        )
+    _refuse_missing([*train, *(s.path for s in test), *(s.mask for s in test if s.mask)], root / VISA_SPLIT, name)
+    return Category(name, train, test)
+
+
+def _realiad_splits(root: Path) -> list[Path]:
+    """Real-IAD's split files when ``root`` is one of its image folders (``realiad_1024``...), else none."""
+    folder = root.parent / REALIAD_SPLITS
+    return sorted(folder.glob("*.json")) if root.name.startswith(REALIAD_PREFIX) and folder.is_dir() else []
+
+
+def realiad_category(root: Path, name: str, split: Path) -> Category:
+    """A Real-IAD category by its split file: the training images (each must carry the normal class), and the test
+    split labelled by each image's class (the set's defect codes: AK, BX, ...) with its mask. Paths in the file are
+    read below ``root/<meta.prefix>`` (the category's folder), as the set's own loaders read them."""
+    try:
+        data = json.loads(split.read_text(encoding="utf-8"))
+        meta = data.get("meta") or {}
+        normal, base = str(meta.get("normal_class", "OK")), root / str(meta.get("prefix", name))
+        entries = {
+            part: [(e["image_path"], str(e["anomaly_class"]), e.get("mask_path")) for e in data[part]]
+            for part in ("train", "test")
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{split} is not a Real-IAD split (meta, and train and test lists of image_path, anomaly_class and "
+            f"mask_path): {type(exc).__name__}: {exc}"
+        ) from exc
+    defective = [image for image, kind, _ in entries["train"] if kind != normal]
+    if defective:
+        raise ValueError(f"{split} puts {len(defective)} images not of the normal class {normal!r} in {name}'s "
+                         f"training split, as {defective[0]}: a fit learns from good images only")  # fmt: skip
+    train = sorted(base / _within(image, split, base) for image, _, _ in entries["train"])
+    test = [
+        Sample(base / _within(image, split, base), GOOD if kind == normal else kind,
+               base / _within(mask, split, base) if mask and kind != normal else None)
+        for image, kind, mask in entries["test"]
+    ]  # fmt: skip
+    _refuse_missing([*train, *(s.path for s in test), *(s.mask for s in test if s.mask)], split, name)
     return Category(name, train, test)
 
 
@@ -220,6 +281,9 @@ def mvtec_category(root: Path, name: str) -> Category:
         visa = _visa_rows(root).get(name)
         if visa and (base / VISA_IMAGES).is_dir():
             return visa_category(root, name, visa)
+        realiad = [split for split in _realiad_splits(root) if split.stem == name]
+        if realiad:
+            return realiad_category(root, name, realiad[0])
         raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root)})")
     return Category(name, pictures(train), _test_split(base))
 

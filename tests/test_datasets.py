@@ -277,3 +277,81 @@ def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_pa
     (base / "test" / "20001_GT.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"1 images without their _GT mask, as 20001\.png"):
         mvtec_category(tmp_path, "kolektor")
+
+
+def _realiad(root: Path, train_class: str = "OK", extra: list[dict] | None = None) -> Path:
+    """Real-IAD as it ships, from bottle's images: ``realiad_1024/bottle/OK/S0001/*.jpg`` and
+    ``NG/AK/S0100/*.jpg`` beside its ``_mask.png``, split by ``realiad_jsons/realiad_jsons/bottle.json``; returns
+    the resolution folder, which ``--data`` names."""
+    images = root / "realiad_1024"
+    entry = {"category": "bottle", "anomaly_class": "OK", "mask_path": None}
+    train, test = [], []
+    for index, path in enumerate(_bottle_images(4) + _bottle_images(2, "test/good")):
+        name = f"OK/S0001/bottle_000{index}_OK_C{index % 5 + 1}_20230922093356.jpg"
+        _link(images / "bottle" / name, path)
+        (train if index < 4 else test).append({**entry, "image_path": name})
+    train[0]["anomaly_class"] = train_class
+    for path in _bottle_images(2, "test/broken_large"):
+        name = f"NG/AK/S0100/bottle_0100_NG_C1_2023092209{path.stem}.jpg"
+        _link(images / "bottle" / name, path)
+        _link(images / "bottle" / name.replace(".jpg", "_mask.png"),
+              BOTTLE / "ground_truth" / "broken_large" / f"{path.stem}_mask.png")  # fmt: skip
+        test.append(
+            {**entry, "anomaly_class": "AK", "image_path": name, "mask_path": name.replace(".jpg", "_mask.png")}
+        )
+    split = {"meta": {"prefix": "bottle", "normal_class": "OK"}, "train": train, "test": test + (extra or [])}
+    (root / "realiad_jsons" / "realiad_jsons").mkdir(parents=True, exist_ok=True)
+    (root / "realiad_jsons" / "realiad_jsons" / "bottle.json").write_text(json.dumps(split))
+    return images
+
+
+def test_real_iad_is_read_as_it_ships_by_its_split(tmp_path):
+    """Real-IAD's own layout and split: the category its split file names, training images sorted, the test split
+    labelled by its classes (the set's codes) with its masks; the set's root and a category given as the root are
+    answered with the --data to give; and an evaluation runs on it."""
+    images = _realiad(tmp_path)
+    assert mvtec_categories(images) == ["bottle"]
+    category = mvtec_category(images, "bottle")
+    base = images / "bottle"
+    assert category.train == sorted(base / "OK" / "S0001" / f"bottle_000{i}_OK_C{i + 1}_20230922093356.jpg"
+                                    for i in range(4))  # fmt: skip
+    assert [(s.path.parent.name, s.defect, s.mask and s.mask.name) for s in category.test] == [
+        ("S0001", "good", None),
+        ("S0001", "good", None),
+        ("S0100", "AK", "bottle_0100_NG_C1_2023092209000_mask.png"),
+        ("S0100", "AK", "bottle_0100_NG_C1_2023092209001_mask.png"),
+    ]
+    assert file_problems(category, Preprocess()) == []
+    with pytest.raises(FileNotFoundError, match=r"give --data .*realiad_1024 --category bottle"):
+        mvtec_category(base, "bottle")
+    with pytest.raises(
+        FileNotFoundError, match=r"is Real-IAD: give --data .*/<one of its image folders: realiad_1024>"
+    ):
+        mvtec_category(tmp_path, "bottle")
+    out = tmp_path / "reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "evaluate", "--data", str(images), "--backbone", "resnet18", "--weights",
+         str(WEIGHTS), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "bottle" / "report.json").read_text())
+    assert report["train_images"] + report["holdout_images"] == 4 and report["test_images"] == 4
+    assert set(report["per_defect_image_auroc"]) == {"AK"} and report["pixel_auroc"] is not None
+
+
+def test_a_real_iad_split_that_names_missing_files_defective_training_images_or_paths_outside_is_refused(tmp_path):
+    missing = {"category": "bottle", "anomaly_class": "AK", "image_path": "NG/AK/S0200/x.jpg", "mask_path": None}
+    images = _realiad(tmp_path, extra=[missing])
+    with pytest.raises(FileNotFoundError, match=r"1 files that .*bottle\.json names for bottle are missing: .*x\.jpg"):
+        mvtec_category(images, "bottle")
+    images = _realiad(tmp_path / "defective", train_class="AK")
+    with pytest.raises(ValueError, match="1 images not of the normal class 'OK' in bottle's training split"):
+        mvtec_category(images, "bottle")
+    outside = {**missing, "image_path": "../../../secret.jpg"}
+    images = _realiad(tmp_path / "outside", extra=[outside])
+    with pytest.raises(ValueError, match=r"names '\.\./\.\./\.\./secret\.jpg', outside"):
+        mvtec_category(images, "bottle")
+    (tmp_path / "outside" / "realiad_jsons" / "realiad_jsons" / "bottle.json").write_text('{"train": []}')
+    with pytest.raises(ValueError, match=r"is not a Real-IAD split .*KeyError: 'test'"):
+        mvtec_category(images, "bottle")
