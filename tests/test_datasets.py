@@ -18,6 +18,17 @@ from store.names import name_problem
 from tests.conftest import BOTTLE, ROOT, WEIGHTS
 
 
+def _evaluate(data: Path, out: Path) -> subprocess.CompletedProcess:
+    """``python -m ingest evaluate`` on ``data`` as a user runs it, which must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "evaluate", "--data", str(data), "--backbone", "resnet18", "--weights",
+         str(WEIGHTS), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def _link(target: Path, source: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(source)
@@ -264,12 +275,7 @@ def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_pa
     with pytest.raises(FileNotFoundError, match=r"give --data .* --category kolektor"):
         mvtec_category(base, "kolektor")
     out = tmp_path / "reports"
-    done = subprocess.run(
-        [sys.executable, "-m", "ingest", "evaluate", "--data", str(tmp_path), "--backbone", "resnet18", "--weights",
-         str(WEIGHTS), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _evaluate(tmp_path, out)
     assert "left out of the fit: 1 images of the training split whose masks mark a defect" in done.stdout
     report = json.loads((out / "kolektor" / "report.json").read_text())
     assert report["left_out_of_training"] == [str(base / "train" / "10009.png")]
@@ -329,12 +335,7 @@ def test_real_iad_is_read_as_it_ships_by_its_split(tmp_path):
     ):
         mvtec_category(tmp_path, "bottle")
     out = tmp_path / "reports"
-    done = subprocess.run(
-        [sys.executable, "-m", "ingest", "evaluate", "--data", str(images), "--backbone", "resnet18", "--weights",
-         str(WEIGHTS), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    _evaluate(images, out)
     report = json.loads((out / "bottle" / "report.json").read_text())
     assert report["train_images"] + report["holdout_images"] == 4 and report["test_images"] == 4
     assert set(report["per_defect_image_auroc"]) == {"AK"} and report["pixel_auroc"] is not None
