@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     )
     reports_dir: Path = Field(default=Path("reports"), description="where the ingest job writes reports and plots")
     device: str | None = Field(default=None, description="torch device; unset: cuda when available, else cpu")
+    fit_memory_mb: int | None = Field(
+        default=None,
+        gt=0,
+        description="most memory a fit's feature matrix takes before it is mapped from a temporary file in TMPDIR "
+        "(the same values, paged by the kernel where memory is short); unset: half the memory available",
+    )
+
     hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")
     hnsw_ef_construction: int = Field(default=200, description="HNSW build candidate list (pgvector ef_construction)")
     search_backend: Literal["auto", "database", "exact"] = Field(
@@ -135,6 +142,11 @@ class Settings(BaseSettings):
     @property
     def replica_urls(self) -> list[str]:
         return [url.strip() for url in (self.database_replica_urls or "").split(",") if url.strip()]
+
+    @property
+    def fit_memory_bytes(self) -> int | None:
+        """``fit_memory_mb`` as :func:`patchcore.model.fit` takes it (``None``: its own default)."""
+        return None if self.fit_memory_mb is None else self.fit_memory_mb << 20
 
     @field_validator("weights", mode="before")
     @classmethod

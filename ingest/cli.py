@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -291,7 +292,12 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
             flush=True,
         )
     embedder = Embedder.load(config, weights, args.device)
-    return fit(config, category.train, weights, args.batch_size, embedder=embedder), embedder
+    model = fit(config, category.train, weights, args.batch_size, embedder=embedder,
+                features_in_memory_max=get_settings().fit_memory_bytes)  # fmt: skip
+    if model.features_on_disk:
+        print(f"   the features were mapped from a temporary file in {tempfile.gettempdir()} (more than "
+              "INSPECT_FIT_MEMORY_MB, or half the memory available): the same model", flush=True)  # fmt: skip
+    return model, embedder
 
 
 def _evaluate(

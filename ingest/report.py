@@ -24,6 +24,7 @@ def model_figures(model: FittedModel) -> dict:
         "train_images": sum(1 for r in model.images if r.split == "train"),
         "holdout_images": sum(1 for r in model.images if r.split == "holdout"),
         "out_of_fold_seconds": model.timings.get("out_of_fold_seconds"),
+        "features_on_disk": model.features_on_disk,
         "threshold_policy": model.threshold_policy,
     }
 

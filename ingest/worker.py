@@ -102,7 +102,8 @@ def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worke
             config = job_config(job["options"], settings)
             print(f"job {job_id}: fitting {name} from {len(train)} images, {config.backbone}", flush=True)
             embedder = Embedder.load(config, settings.weights, settings.device)
-            model = fit(config, train, settings.weights, embedder=embedder, report=reporter)
+            model = fit(config, train, settings.weights, embedder=embedder, report=reporter,
+                        features_in_memory_max=settings.fit_memory_bytes)  # fmt: skip
             reporter(STAGES[-1], 0, 1, "version")
             result = reports.build(name, model, None, {"job_id": job_id})
 

@@ -24,6 +24,7 @@ from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
 from patchcore.images import ALIGN, Preprocess, header_size, jpeg, open_image, white_level
 from patchcore.scoring import Metric
+from patchcore.spill import feature_matrix
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class FittedModel:
     timings: dict[str, float] = field(default_factory=dict)
     threshold_policy: dict = field(default_factory=dict)
     coverage_radius: float | None = None  # largest distance from a training patch to its nearest bank patch
+    features_on_disk: bool = False  # the fit's features were mapped from a temporary file (patchcore.spill)
 
     @property
     def good_scores(self) -> list[float]:
@@ -249,12 +251,15 @@ def fit(
     device: str | None = None,
     embedder: Embedder | None = None,
     report: progress.Report | None = None,
+    features_in_memory_max: int | None = None,
 ) -> FittedModel:
     """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen
     (cross-fitted, :mod:`patchcore.cross_fit`), and the threshold at the configured false-alarm rate
     (:mod:`patchcore.threshold`). ``report`` hears each stage's progress (:mod:`patchcore.progress`); an exception
     it raises stops the fit. A ``config`` without a white level gets the training images' own
-    (:func:`patchcore.images.white_level`) in the returned model's config, which is what scores it from then on."""
+    (:func:`patchcore.images.white_level`) in the returned model's config, which is what scores it from then on.
+    A feature matrix of more than ``features_in_memory_max`` bytes (unset: half the memory available) is mapped from
+    a temporary file (:mod:`patchcore.spill`): the same values, so the same model."""
     if not train:
         raise ValueError("no training images")
     started = time.perf_counter()
@@ -267,7 +272,8 @@ def fit(
     dim = config.embedding_dim
     sizes = torch.tensor([embedder.patch_count(path) for path in bank_paths], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
-    features = torch.empty(int(offsets[-1]), dim)
+    matrix = feature_matrix(int(offsets[-1]), dim, features_in_memory_max)
+    features = matrix.features
     grids: list[tuple[int, int]] = []
     images: list[ImageRecord] = []
     image_embeddings = torch.empty(len(train), dim)
@@ -314,7 +320,8 @@ def fit(
             )
         for record, score in zip(images, out_of_fold, strict=True):
             record.score = score
-    del features, projection
+    matrix_on_disk = matrix.on_disk is not None
+    del features, projection, matrix
     out_of_fold_seconds = time.perf_counter() - out_of_fold_started
 
     weights_hash = None if weights in (None, RANDOM_WEIGHTS) else weights_sha256(weights)
@@ -330,6 +337,7 @@ def fit(
         math.inf,
         grid,
         coverage_radius=radius,
+        features_on_disk=matrix_on_disk,
     )
     offset = len(bank_paths)
     for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
