@@ -52,7 +52,9 @@ def _mem_available() -> int | None:
 
 def _cgroup_room() -> int | None:
     """Limit less usage of this process's memory cgroup (v2: memory.max, memory.current; v1: memory.limit_in_bytes,
-    memory.usage_in_bytes), or ``None`` when unlimited or unreadable."""
+    memory.usage_in_bytes), or ``None`` when unlimited or unreadable. The cgroup is looked for at the path that
+    ``/proc/self/cgroup`` names, then at the mount's root (inside a container, its own cgroup is mounted there while
+    the path names the host's)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
@@ -60,20 +62,19 @@ def _cgroup_room() -> int | None:
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":
-            folder, files = Path("/sys/fs/cgroup") / path.lstrip("/"), ("memory.max", "memory.current")
+            mount, files = Path("/sys/fs/cgroup"), ("memory.max", "memory.current")
         elif "memory" in controllers.split(","):
-            folder, files = (
-                Path("/sys/fs/cgroup/memory") / path.lstrip("/"),
-                ("memory.limit_in_bytes", "memory.usage_in_bytes"),
-            )
+            mount, files = Path("/sys/fs/cgroup/memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
         else:
             continue
-        try:
-            limit, usage = ((folder / name).read_text().strip() for name in files)
-            if limit != "max" and int(limit) < 1 << 60:  # v1 writes "no limit" as a huge number
+        for folder in (mount / path.lstrip("/"), mount):
+            try:
+                limit, usage = ((folder / name).read_text().strip() for name in files)
+                if limit == "max" or int(limit) >= 1 << 60:  # v1 writes "no limit" as a huge number
+                    break
                 return max(0, int(limit) - int(usage))
-        except (OSError, ValueError):
-            continue
+            except (OSError, ValueError):
+                continue
     return None
 
 
