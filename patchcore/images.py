@@ -105,6 +105,23 @@ def _wide_samples(data: bytes, image: Image.Image, channels: int, label: str) ->
     return samples[..., :channels].astype(np.float32)  # exact: integers below 2**24
 
 
+def _png_exif(data: bytes) -> Image.Exif:
+    """A PNG's EXIF (its ``eXIf`` chunk, before or after the pixels), found by walking the chunks' headers: Pillow
+    reaches one that follows the pixels only by decoding them, which a 16-bit colour PNG, decoded by imagecodecs,
+    would pay twice."""
+    exif = Image.Exif()
+    at = 8  # after the signature: length, type, data, CRC per chunk
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        if kind == b"eXIf":
+            exif.load(data[at + 8 : at + 8 + length])
+            break
+        if kind == b"IEND":
+            break
+        at += 12 + length
+    return exif
+
+
 def _eight_bit(samples: np.ndarray, top: float) -> np.ndarray:
     """``samples`` read against ``top`` as white, rounded to 8 bits (brighter ones clipped)."""
     return np.clip(np.rint(samples * (255.0 / top)), 0, 255).astype(np.uint8)
@@ -181,9 +198,11 @@ def open_image(
             if channels:  # decoded as stored by imagecodecs, turned below (Pillow turns a TIFF as it decodes it)
                 data = source if isinstance(source, bytes) else Path(source).read_bytes()
                 wide = _wide_samples(data, image, channels, label)
+                exif = _png_exif(data) if image.format == "PNG" else image.getexif()
             else:
                 image.load()
-            orientation = image.getexif().get(ORIENTATION, 1)
+                exif = image.getexif()
+            orientation = exif.get(ORIENTATION, 1)
             image = _to_rgb(image, white_level, wide)
             if orientation != 1:
                 image.getexif()[ORIENTATION] = orientation

@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 import pytest
 import tifffile
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from benchmarks.high_bit_depth import write_twelve_bit
 from patchcore.errors import ImageError
@@ -133,13 +133,15 @@ def test_float_images_are_read_against_the_category_white_level_unless_they_lie_
     assert np.asarray(open_image(unit))[0, 0, 0] == 191  # 0.75 of white, as before
 
 
-def _turned(png: bytes, orientation: int) -> bytes:
-    """``png`` with an eXIf chunk (before its IEND) that says how it is turned."""
+def _turned(png: bytes, orientation: int, early: bool = False) -> bytes:
+    """``png`` with an eXIf chunk that says how it is turned: after the pixels (before IEND), or ``early``, right
+    after the header (IHDR: 25 bytes after the 8 of the signature)."""
     exif = Image.Exif()
     exif[0x0112] = orientation
     data = exif.tobytes()[6:]  # the TIFF structure without the "Exif\0\0" of JPEG's segment
     chunk = struct.pack(">I", len(data)) + b"eXIf" + data + struct.pack(">I", zlib.crc32(b"eXIf" + data))
-    return png[:-12] + chunk + png[-12:]
+    at = 33 if early else len(png) - 12
+    return png[:at] + chunk + png[at:]
 
 
 def _planar_tiff(samples: np.ndarray) -> bytes:
@@ -184,18 +186,25 @@ def _turned_tiff(samples: np.ndarray, orientation: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "turned", [lambda s, o: _turned(imagecodecs.png_encode(s), o), _turned_tiff], ids=["png-exif", "tiff-tag"]
-)
-def test_sixteen_bit_colour_is_turned_upright_by_its_orientation(turned):
+    "turned",
+    [lambda s, o: _turned(imagecodecs.png_encode(s), o), lambda s, o: _turned(imagecodecs.png_encode(s), o, True),
+     _turned_tiff],
+    ids=["png-exif-late", "png-exif-early", "tiff-tag"],
+)  # fmt: skip
+def test_sixteen_bit_colour_is_turned_upright_by_its_orientation(turned, monkeypatch):
+    """Turned upright as its 8-bit picture is, a PNG by its eXIf chunk wherever it lies, without Pillow decoding
+    the pixels that imagecodecs decodes (Pillow's way to a late eXIf)."""
     samples = np.zeros((4, 6, 3), dtype=np.uint16)
     samples[0, 5] = (0, 0, 4095)
     read = np.asarray(open_image(imagecodecs.png_encode(samples), white_level=4095))
-    # 6: shown turned 90 degrees clockwise, as the 8-bit picture of the same part is
-    upright = np.asarray(open_image(turned(samples, 6), white_level=4095))
+    eight = np.asarray(open_image(turned((samples // 16).astype(np.uint8), 6)))  # read by Pillow alone
+    with monkeypatch.context() as patched:
+        patched.setattr(PngImagePlugin.PngImageFile, "load", lambda image: pytest.fail("Pillow decoded a 16-bit PNG"))
+        # 6: shown turned 90 degrees clockwise, as the 8-bit picture of the same part is
+        upright = np.asarray(open_image(turned(samples, 6), white_level=4095))
     assert upright.shape == (6, 4, 3)
     assert upright[5, 3].tolist() == [0, 0, 255]
     assert np.array_equal(upright, np.rot90(read, k=-1))
-    eight = np.asarray(open_image(turned((samples // 16).astype(np.uint8), 6)))  # read by Pillow alone
     assert np.array_equal(eight > 0, upright > 0)
 
 
