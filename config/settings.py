@@ -64,7 +64,6 @@ class Settings(BaseSettings):
         description="most memory a fit's feature matrix takes before it is mapped from a temporary file in TMPDIR "
         "(the same values, paged by the kernel where memory is short); unset: half the memory available",
     )
-
     hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")
     hnsw_ef_construction: int = Field(default=200, description="HNSW build candidate list (pgvector ef_construction)")
     search_backend: Literal["auto", "database", "exact"] = Field(

@@ -324,16 +324,14 @@ def _evaluate(
     return evaluation
 
 
-def _say_highest(model: FittedModel) -> None:
-    """Name the good images above the threshold: as new parts they would be flagged, so each is a defect in the good
-    set (leave it out and refit) or a look the bank has too few of (teach more like it)."""
-    scores = [r.score for r in model.images if r.score is not None]
-    above = sorted((r for r in model.images if r.score is not None and r.score > model.threshold),
-                   key=lambda r: -r.score)  # fmt: skip
+def _say_highest(threshold: float, ranked: list[dict]) -> None:
+    """Name the good images (``ranked`` by their good scores) above the threshold: as new parts they would be flagged,
+    so each is a defect in the good set (leave it out and refit) or a look the bank has too few of (teach more)."""
+    above = [h for h in ranked if h["above_threshold"]]
     if above:
-        names = ", ".join(f"{r.file_name} {r.score:.3f}" for r in above[:5]) + (", ..." if len(above) > 5 else "")
+        names = ", ".join(f"{h['file']} {h['score']:.3f}" for h in above[:5]) + (", ..." if len(above) > 5 else "")
         print(
-            f"   {len(above)} of {len(scores)} good images score above the threshold {model.threshold:.4f} as unseen "
+            f"   {len(above)} of {len(ranked)} good images score above the threshold {threshold:.4f} as unseen "
             f"parts ({names}): look at them for a defect, or a rare good look",
             flush=True,
         )
@@ -373,7 +371,7 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             figures = []
         if category.left_out:
             result["left_out_of_training"] = [str(path) for path in category.left_out]
-        _say_highest(model)
+        _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:
             from ingest.persist import store_model
 

@@ -29,9 +29,10 @@ def model_figures(model: FittedModel) -> dict:
     }
 
 
-def highest_good_scores(model: FittedModel, limit: int = HIGHEST_SHOWN) -> list[dict]:
+def highest_good_scores(model: FittedModel, limit: int | None = HIGHEST_SHOWN) -> list[dict]:
     """The good images that score highest as unseen parts, highest first, and whether each is above the threshold:
-    the tail the threshold rests on, where a defective image among the good ones, or a rare good look, shows."""
+    the tail the threshold rests on, where a defective image among the good ones, or a rare good look, shows.
+    ``limit`` ``None``: all of them."""
     scored = sorted((r for r in model.images if r.score is not None), key=lambda r: -r.score)[:limit]
     return [
         {"file": r.file_name, "split": r.split, "score": r.score, "above_threshold": r.score > model.threshold}
