@@ -717,26 +717,6 @@ def test_a_good_image_found_defective_is_removed_over_http_as_a_version(api, dat
     assert api.delete("/categories/nope/normals/1").json()["error"] == "unknown_category"
     assert api.delete("/categories/cleanse/normals/x").status_code == 422
 
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:  # the category page's button, confirmed in the dialog, does the same
-        browser = launch_chromium(driver)
-        page = browser.new_page(viewport={"width": 1180, "height": 900})
-        page.on("dialog", lambda dialog: dialog.accept())
-        page.goto(str(api.base_url) + "/category?name=cleanse")
-        page.wait_for_selector(".highest-good figure")
-        first = page.inner_text(".highest-good figcaption")
-        assert top["file_name"] not in page.inner_text(".highest-good")
-        assert f"removed from the good images in this version: 1 (ids {top['image_id']})" in page.inner_text("#content")
-        page.click(".highest-good .remove-good")
-        page.wait_for_function("document.querySelector('.removal-result').textContent.includes('removed: version')")
-        said = page.inner_text(".removal-result")
-        assert said.startswith(first.split(": ")[1].split(" (")[0] + " removed: version"), said
-        assert "good images removed" in page.inner_text("#content")
-        browser.close()
-    after = api.get("/categories/cleanse").json()
-    assert len(after["removed_images"]) == 2 and after["changes"][0]["action"] == "remove_images"
-
 
 def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     """Debian's Chromium, driven by Playwright: the page lists the category, shows a broken bottle's verdict with
