@@ -21,11 +21,9 @@ from PIL import Image
 from config import Settings
 from patchcore import threshold
 from patchcore.datasets import mvtec_category
-from patchcore.images import open_image
-from patchcore.model import Embedder, PatchCoreConfig, exact_prediction, fit
+from patchcore.model import PatchCoreConfig, fit
 from store import banks, models
 from store.database import connect
-from store.images import good_scores
 from store.migrate import upgrade
 from tests.conftest import BOTTLE, MVTEC, SHARED, WEIGHTS, launch_chromium, start_api
 
@@ -670,52 +668,6 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     assert [c["action"] for c in detail["changes"]] == actions
     assert all(c["actor"].startswith("api") for c in detail["changes"][:4])
     assert sorted(e["defect_type"] for e in detail["defect_library"]) == ["broken_large", "contamination"]
-
-
-def test_a_good_image_found_defective_is_removed_over_http_as_a_version(api, database, fitted):
-    """DELETE /categories/{name}/normals/{id} on the good image that scores highest: the next version no longer
-    lists, scores or searches it (its own query is scored as the exact search of the kept rows scores it), the
-    threshold is set again on the good scores left; mistakes get 404 and 422."""
-    with connect(database[1]) as connection:
-        models.save_model(connection, "cleanse", fitted, {}, Settings())
-    before = api.get("/categories/cleanse").json()
-    top = before["highest_good_scores"][0]
-    assert top["above_threshold"] and before["removed_images"] == []
-    image = BOTTLE / "train" / "good" / top["file_name"]
-    seen = _post(api, image, category="cleanse").json()  # its own rows in the bank answer it
-
-    gone = api.delete(f"/categories/cleanse/normals/{top['image_id']}")
-    assert gone.status_code == 200, gone.text
-    body = gone.json()
-    assert body["previous_model_id"] == before["model_id"] != body["model_id"] and body["recalibrated"] is True
-    assert body["removed"] == [{k: top[k] for k in ("image_id", "file_name", "split", "score")}]
-    assert body["threshold"] < body["previous_threshold"] == before["threshold"] and body["good_scores"] == 208
-    detail = api.get("/categories/cleanse").json()
-    assert detail["model_id"] == body["model_id"] and detail["removed_images"] == [top["image_id"]]
-    assert detail["memory_bank_segments"] == before["memory_bank_segments"]
-    assert detail["patches"] == detail["memory_bank_size"] == before["patches"] - body["patches_removed"]
-    assert sum(detail["images"].values()) == 208 and top["image_id"] not in {
-        h["image_id"] for h in detail["highest_good_scores"]
-    }
-    assert detail["changes"][0]["action"] == "remove_images" and detail["changes"][0]["actor"].startswith("api")
-    with connect(database[1]) as connection:
-        model = models.active_model(connection, "cleanse")
-        good = good_scores(connection, model.bank_segments, model.removed_images)
-        kept = banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images)
-    assert len(good) == 208 and body["threshold"] == pytest.approx(threshold.false_alarm_threshold(good)[0])
-
-    answer = _post(api, image, category="cleanse", top_k=20).json()
-    assert answer["model_id"] == body["model_id"] and answer["anomaly_score"] > seen["anomaly_score"]
-    assert top["image_id"] not in {s["image_id"] for s in answer["similar_normals"]}
-    embedder = Embedder.load(fitted.config, str(WEIGHTS), "cpu")
-    features = embedder.features(embedder.preprocess.tensor(open_image(image))[None])[0]
-    exact = exact_prediction(features, kept.embeddings, model.config).score
-    assert answer["anomaly_score"] == pytest.approx(exact, abs=1e-4)
-
-    again = api.delete(f"/categories/cleanse/normals/{top['image_id']}")
-    assert again.status_code == 404 and again.json()["error"] == "unknown_image", again.text
-    assert api.delete("/categories/nope/normals/1").json()["error"] == "unknown_category"
-    assert api.delete("/categories/cleanse/normals/x").status_code == 422
 
 
 def test_the_inspect_page_in_a_real_browser(api, tmp_path):

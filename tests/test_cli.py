@@ -89,18 +89,6 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
     wrong = _ingest("threshold", "--category", "nothing", "--value", "1.5", env=env)
     assert wrong.returncode == 2 and "not in the database" in wrong.stderr
 
-    removed = _ingest("remove-normals", "--category", "bottle", "001.png", env=env)
-    assert removed.returncode == 0, removed.stderr
-    assert "1 good image(s) removed" in removed.stdout and "kept (set by value or on labelled images)" in removed.stdout
-    with psycopg.connect(database_url) as connection:
-        gone, name = connection.execute(
-            "SELECT m.removed_images, i.file_name FROM active_models m JOIN images i ON i.id = m.removed_images[1]"
-        ).fetchone()
-        assert len(gone) == 1 and name == "001.png"
-        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706  # no row deleted or copied
-    again = _ingest("remove-normals", "--category", "bottle", "001.png", env=env)
-    assert again.returncode == 2 and "no good image of bottle is named 001.png" in again.stderr
-
 
 def test_a_test_split_labelled_per_image_only_evaluates(mini_mvtec, tmp_path):
     shutil.rmtree(mini_mvtec / "bottle" / "ground_truth")
