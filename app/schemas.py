@@ -106,11 +106,6 @@ class CategorySummary(BaseModel):
         description="the versions whose patches make this version's memory bank: the fit, then each batch of added "
         "normals (SELECT ... FROM patches WHERE model_id IN (...))"
     )
-    removed_images: list[int] = Field(
-        default_factory=list,
-        description="good images this version no longer counts (DELETE /categories/{name}/normals/{image_id}): "
-        "their patches, good scores and look-alike rows are left out (... AND image_id NOT IN (...))",
-    )
     backbone: str
     embedding_dim: int
     metric: str
@@ -217,22 +212,6 @@ class NormalsAdded(BaseModel):
     recalibrated: bool
     scores: dict[str, float] = Field(description="each added image's score against the new bank without itself")
     seconds: dict[str, float]
-
-
-class NormalsRemoved(BaseModel):
-    category: str
-    model_id: int = Field(description="the new version, which no longer counts the removed image as good")
-    previous_model_id: int
-    removed: list[dict] = Field(description="the image removed: id, file name, split and its good score")
-    patches_removed: int = Field(description="its rows in the memory bank, no longer searched")
-    memory_bank_size: int
-    good_scores: int = Field(description="the good scores left behind the threshold")
-    threshold: float
-    previous_threshold: float
-    recalibrated: bool = Field(
-        description="the threshold set again by its false-alarm rate on the good scores left (a threshold set by "
-        "value or on labelled images is kept)"
-    )
 
 
 class DefectsAdded(BaseModel):

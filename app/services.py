@@ -320,14 +320,12 @@ class Services:
         else on the primary."""
         if self.standbys:
             answered, bank = self.standbys.attempt(
-                1, lambda connections: banks.load_memory_bank(
-                    connections[0], model.bank_segments, model.dim, reuse, model.removed_images
-                ),
+                1, lambda connections: banks.load_memory_bank(connections[0], model.bank_segments, model.dim, reuse),
                 whole=lambda bank: bank.ids.size == model.memory_bank_size,
             )  # fmt: skip
             if answered:
                 return bank
-        return self.run(banks.load_memory_bank, model.bank_segments, model.dim, reuse, model.removed_images)
+        return self.run(banks.load_memory_bank, model.bank_segments, model.dim, reuse)
 
     def loaded(self) -> list[str]:
         with self._lock:

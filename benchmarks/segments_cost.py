@@ -53,7 +53,7 @@ def main() -> None:
     print(f"{'segments':>8} | {'added rows':>10} | {'all by HNSW ms':>14} | {'added exactly ms':>16} | same scores")
     while True:
         model = models.active_model(connections[0], args.category)
-        bank = banks.load_memory_bank(connections[0], model.bank_segments, model.dim, removed=model.removed_images)
+        bank = banks.load_memory_bank(connections[0], model.bank_segments, model.dim)
         if len(model.bank_segments) in args.at:
             served.EXACT_ADDED_ROWS = 0
             hnsw = served.Inspector(model, bank, settings)

@@ -33,11 +33,7 @@ from store.migrate import upgrade
 
 def _inspect_all(connection, category: str, samples) -> tuple[models.StoredModel, np.ndarray, float]:
     model = models.active_model(connection, category)
-    inspector = Inspector(
-        model,
-        banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images),
-        get_settings(),
-    )
+    inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
     started = time.perf_counter()
     scores = np.array([inspector.inspect([connection], open_image(s.path)).score for s in samples])
     return model, scores, (time.perf_counter() - started) / len(samples)
@@ -61,7 +57,7 @@ def _full_size(args, config, train, uploads, paths) -> None:
         store_seconds = _store(connection, name, fitted)
         model = models.active_model(connection, name)
         loaded = time.perf_counter()
-        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images)
+        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
         inspector = Inspector(model, bank, get_settings())
         load_seconds = time.perf_counter() - loaded
         added = add_normals(connection, model, bank, inspector.embedder, uploads, get_settings(), "benchmark")
@@ -116,9 +112,7 @@ def main() -> None:
         print(f"good test images flagged: {len(flagged)} of {int((~labels).sum())}")
         if not flagged:
             return
-        bank = banks.load_memory_bank(
-            connection, before_model.bank_segments, before_model.dim, removed=before_model.removed_images
-        )
+        bank = banks.load_memory_bank(connection, before_model.bank_segments, before_model.dim)
         inspector = Inspector(before_model, bank, get_settings())
         uploads = [Upload(samples[i].path.name, samples[i].path.read_bytes(), str(samples[i].path)) for i in flagged]
         added = add_normals(connection, before_model, bank, inspector.embedder, uploads, get_settings(), "benchmark")

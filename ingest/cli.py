@@ -6,7 +6,6 @@ Subcommands:
   evaluate-served  score the test split through the served pgvector path and the exact path, side by side
   threshold        set a category's threshold (a value, a false-alarm rate, or labelled images): a new version
   add-normals      add good images to a fitted category without a refit: a new version
-  remove-normals   take good images out of a fitted category without a refit (a defect found among them)
   add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
   inspect          judge images or folders with a fitted category, without the API: a CSV and heatmap PNGs
   enqueue          queue a fit job from a folder of good images, for a worker (--wait follows it)
@@ -37,7 +36,6 @@ from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer
 from patchcore.scoring import METRICS
 from patchcore.threshold import labelled_threshold
 from revisions.normals import NeedsRefit
-from revisions.removals import UnknownImages
 from store.standbys import StandbyError
 from store.versions import VersionConflict
 
@@ -188,16 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     normals.add_argument("--folder", type=Path, help="a folder of good images")
     normals.add_argument("--recalibrate", action="store_true", help="set the threshold again at its false-alarm rate")
     normals.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
-
-    removal = commands.add_parser(
-        "remove-normals", help="take good images out without a refit (a defect found among them): a new version"
-    )
-    removal.add_argument("--category", required=True, help="the fitted category")
-    removal.add_argument(
-        "names", nargs="*", help="file names of its good images, as the fit and the category page show"
-    )
-    removal.add_argument("--id", type=int, action="append", default=[], help="an image id (repeatable)")
-    removal.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
     defects = commands.add_parser("add-defects", help="add labelled defect examples to the category's library")
     defects.add_argument("--category", required=True, help="the fitted category")
@@ -428,10 +416,6 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.teach import run_add_normals
 
             return run_add_normals(args)
-        if args.command == "remove-normals":
-            from ingest.teach import run_remove_normals
-
-            return run_remove_normals(args)
         if args.command == "add-defects":
             from ingest.teach import run_add_defects
 
@@ -467,15 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"count must be 1 or more, got {args.count} (db-stop stops them all)")
             print("DATABASE_REPLICA_URLS=" + ",".join(embedded_standbys(settings, args.count)))
             return 0
-    except (
-        PatchCoreError,
-        FileNotFoundError,
-        ValueError,
-        StandbyError,
-        VersionConflict,
-        NeedsRefit,
-        UnknownImages,
-    ) as exc:
+    except (PatchCoreError, FileNotFoundError, ValueError, StandbyError, VersionConflict, NeedsRefit) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "db-stop":

@@ -74,11 +74,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         connections += [
             stack.enter_context(connect(url, autocommit=True)) for _ in range(search_split(settings, connection) - 1)
         ]
-        inspector = Inspector(
-            model,
-            banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images),
-            settings,
-        )
+        inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), settings)
         handle = stack.enter_context(open(out / "inspections.csv", "w", newline=""))
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()

@@ -40,7 +40,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         model = models.active_model(connection, name)
         if model is None:
             raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")
-        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images)
+        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
         inspector = Inspector(model, bank, settings)
         features: dict[Path, torch.Tensor] = {}
 
@@ -64,7 +64,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
 
         preprocess = model.config.preprocess
         target = model.config.false_alarm_rate
-        good = images.good_scores(connection, model.bank_segments, model.removed_images)
+        good = images.good_scores(connection, model.bank_segments)
         exact_eval = evaluate(category.test, exact, preprocess, model.threshold, target, "exact", good)
         served_eval = evaluate(category.test, served, preprocess, model.threshold, target, "served", good)
     exact_eval.figures["eval_seconds"] = exact_eval.seconds

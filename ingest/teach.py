@@ -1,4 +1,4 @@
-"""``python -m ingest add-normals``, ``remove-normals`` and ``add-defects``: teach a fitted category without a refit."""
+"""``python -m ingest add-normals`` and ``add-defects``: teach a fitted category without a refit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from patchcore.datasets import GOOD, image_files, mvtec_category
 from patchcore.images import mask_png
 from revisions.defects import DefectUpload, add_defects
 from revisions.normals import add_normals
-from revisions.removals import image_ids_by_name, remove_images
 from revisions.uploads import Upload
 from serving.inspector import Inspector
 from store import banks, models
@@ -42,11 +41,7 @@ def _inspector(connection, category: str) -> Inspector:
     model = models.active_model(connection, category)
     if model is None:
         raise ValueError(f"category {category} is not in the database; run `python -m ingest fit` first")
-    return Inspector(
-        model,
-        banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images),
-        get_settings(),
-    )
+    return Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
 
 
 def _teach(category: str, work):
@@ -82,30 +77,6 @@ def run_add_normals(args: argparse.Namespace) -> int:
     )
     for name, score in added.scores.items():
         print(f"  {name}: score {score:.4f} ({'normal' if score <= added.threshold else 'still anomalous'})")
-    return 0
-
-
-def run_remove_normals(args: argparse.Namespace) -> int:
-    if not args.names and not args.id:
-        raise ValueError("no image given: name files (as the category page shows them), or --id ID")
-
-    def work(connection, inspector):
-        ids = list(args.id) + image_ids_by_name(connection, inspector.model, args.names)
-        return remove_images(connection, inspector.model, inspector.bank, ids, args.actor)
-
-    removed = _teach(args.category, work)
-    how = (
-        "set again at its false-alarm rate on" if removed.recalibrated else "kept (set by value or on labelled images);"
-    )
-    print(
-        f"{args.category}: version {removed.model_id} (was {removed.previous_model_id}): {len(removed.removed)} "
-        f"good image(s) removed, {removed.patches_removed} memory-bank rows with them, memory bank "
-        f"{removed.memory_bank_size}; threshold {removed.previous_threshold:.4f} -> {removed.threshold:.4f} "
-        f"({how} {removed.good_scores} good scores left)"
-    )
-    for image in removed.removed:
-        score = f"good score {image['score']:.4f}" if image["score"] is not None else "no good score"
-        print(f"  {image['file_name']} (id {image['image_id']}, {image['split']}): {score}")
     return 0
 
 

@@ -23,11 +23,7 @@ def _labelled_scores(connection, model: models.StoredModel, root) -> tuple[list[
     samples = mvtec_category(root, model.category).test
     if not samples:
         raise ValueError(f"{root / model.category / 'test'} holds no labelled images")
-    inspector = Inspector(
-        model,
-        banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images),
-        get_settings(),
-    )
+    inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
     bank, white = inspector.bank.embeddings, model.config.white_level
     scores = [
         exact_prediction(inspector.embed(open_image(s.path, white_level=white)), bank, model.config).score

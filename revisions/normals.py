@@ -82,9 +82,7 @@ def add_normals(
     if not uploads:
         raise ValueError("no image to add")
     started = time.perf_counter()
-    known = images.known_images(
-        connection, model.bank_segments, [sha256(u.data) for u in uploads], model.removed_images
-    )
+    known = images.known_images(connection, model.bank_segments, [sha256(u.data) for u in uploads])
     fresh: list[Upload] = []
     duplicates: list[str] = []
     seen: set[str] = set(known)
@@ -121,9 +119,7 @@ def add_normals(
         item.record.score = scoring.image_score(distances, index, image_patches, before, config.num_neighbors)
     selected_at = time.perf_counter()
 
-    good = images.good_scores(connection, model.bank_segments, model.removed_images) + [
-        e.record.score for e in embedded
-    ]
+    good = images.good_scores(connection, model.bank_segments) + [e.record.score for e in embedded]
     target = config.false_alarm_rate
     if recalibrate:
         threshold, policy = thresholds.false_alarm_threshold(good, target)

@@ -52,7 +52,7 @@ def set_threshold(
     newer version meanwhile."""
     if sum(x is not None for x in (value, false_alarm_rate, labelled)) != 1:
         raise ValueError("give exactly one of a threshold value, a false-alarm rate or labelled images")
-    good = images.good_scores(connection, model.bank_segments, model.removed_images)
+    good = images.good_scores(connection, model.bank_segments)
     target = false_alarm_rate if false_alarm_rate is not None else model.config.false_alarm_rate
     if value is not None:
         threshold, policy = thresholds.manual_threshold(value, good)

@@ -203,20 +203,7 @@ class Inspector:
             closer = nearest < distances
             distances[closer] = nearest[closer]
             patch_ids[closer] = self.bank.ids[self.added_rows[index[closer]]]
-        if self.model.removed_images:
-            self._search_lost_again(flat, distances, patch_ids)
         return SearchResult(distances, patch_ids, results[0].similar)
-
-    def _search_lost_again(self, flat: np.ndarray, distances: np.ndarray, patch_ids: np.ndarray) -> None:
-        """Patches whose HNSW answer is a row of a removed image (not in this version's bank copy) searched again
-        exactly, in place: their distance was to a row the version no longer has, so it is no upper bound of the
-        exact one, and :mod:`patchcore.rerank` needs every distance to be one. Every other answer is a kept row,
-        so its distance bounds the exact one among the kept rows as before."""
-        lost = ~np.isin(patch_ids, self.bank.ids)
-        if lost.any():
-            nearest, rows = self.exact.nearest_one(torch.from_numpy(flat[lost]).float())
-            distances[lost] = nearest.double().numpy()
-            patch_ids[lost] = self.bank.ids[rows.numpy()]
 
     def _search_here(
         self,

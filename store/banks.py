@@ -46,15 +46,6 @@ def ids(segments: Sequence[int]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Literal(int(s)) for s in segments)
 
 
-def kept(column: str, removed: Sequence[int]) -> sql.Composable:
-    """`` AND <column> NOT IN (...)``: a version's rows less those of the good images it removed
-    (:mod:`revisions.removals`); nothing when it removed none, so the statements of every other version stay as
-    they were."""
-    if not removed:
-        return sql.SQL("")
-    return sql.SQL(" AND {} NOT IN ({})").format(sql.SQL(column), ids(removed))
-
-
 def copy_rows(cursor: psycopg.Cursor, statement: str | sql.Composable, types: list[str], rows: Iterable[Any]) -> int:
     count = 0
     with cursor.copy(statement) as copy:
@@ -147,22 +138,18 @@ def drop_segments(connection: psycopg.Connection, model_id: int) -> None:
         connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition))
 
 
-def patch_count(connection: psycopg.Connection, segments: Sequence[int], removed: Sequence[int] = ()) -> int:
+def patch_count(connection: psycopg.Connection, segments: Sequence[int]) -> int:
     return connection.execute(
-        sql.SQL("SELECT count(*) FROM patches WHERE model_id IN ({}){}").format(
-            ids(segments), kept("image_id", removed)
-        )
+        sql.SQL("SELECT count(*) FROM patches WHERE model_id IN ({})").format(ids(segments))
     ).fetchone()[0]
 
 
 @dataclass
 class StoredBank:
-    """A version's memory bank as stored, rows in ``id`` order, with where each row came from: its segments' rows
-    less those of the good images it removed (``removed``, image ids).
+    """A version's memory bank as stored, rows in ``id`` order, with where each row came from.
 
     Segments never change (a new version adds a segment), so a copy stays valid for the version's lifetime, and a
-    server extends its copy with the segments a newer version added, or drops the rows of the images it removed,
-    instead of reading it all again."""
+    server extends its copy with the segments a newer version added instead of reading it all again."""
 
     segments: tuple[int, ...]
     ids: np.ndarray
@@ -171,7 +158,6 @@ class StoredBank:
     grid: np.ndarray
     file_names: dict[int, str]
     owners: np.ndarray  # the segment (model id) of each row
-    removed: tuple[int, ...] = ()
 
     def rows(self, patch_ids: np.ndarray) -> np.ndarray:
         """Bank rows of stored patch ids."""
@@ -190,65 +176,38 @@ class StoredBank:
             grid=np.concatenate([self.grid, more.grid]),
             file_names={**self.file_names, **more.file_names},
             owners=np.concatenate([self.owners, more.owners]),
-            removed=self.removed,
-        )
-
-    def without(self, removed: tuple[int, ...]) -> StoredBank:
-        """This bank less the rows of the images ``removed`` (which include those it had removed already)."""
-        keep = ~np.isin(self.image_ids, removed)
-        return StoredBank(
-            segments=self.segments,
-            ids=self.ids[keep],
-            embeddings=self.embeddings[torch.from_numpy(keep)],
-            image_ids=self.image_ids[keep],
-            grid=self.grid[keep],
-            file_names={i: name for i, name in self.file_names.items() if i not in set(removed)},
-            owners=self.owners[keep],
-            removed=removed,
         )
 
 
 def load_memory_bank(
-    connection: psycopg.Connection,
-    segments: Sequence[int],
-    dim: int,
-    reuse: StoredBank | None = None,
-    removed: Sequence[int] = (),
+    connection: psycopg.Connection, segments: Sequence[int], dim: int, reuse: StoredBank | None = None
 ) -> StoredBank:
-    """The memory bank made of ``segments`` less the rows of the ``removed`` images: ``reuse`` when it holds exactly
-    that, ``reuse`` extended when its segments begin them (normals were added), ``reuse`` less the rows of images
-    removed since, else read whole. Raises ``LookupError`` when no row is stored (the version was retired
-    meanwhile)."""
+    """The memory bank made of ``segments``: ``reuse`` when it holds exactly them, ``reuse`` extended when its
+    segments begin them (normals were added), else read whole. Raises ``LookupError`` when no row is stored (the
+    version was retired meanwhile)."""
     segments = tuple(int(s) for s in segments)
-    removed = tuple(sorted(int(r) for r in removed))
-    if reuse is not None and reuse.segments == segments and reuse.removed == removed:
+    if reuse is not None and reuse.segments == segments:
         return reuse
-    if reuse is not None and reuse.segments == segments and set(reuse.removed) <= set(removed):
-        return reuse.without(removed)
-    if reuse is not None and segments[: len(reuse.segments)] == reuse.segments and reuse.removed == removed:
-        return reuse.extended(_read_segments(connection, segments[len(reuse.segments) :], dim, removed))
-    bank = _read_segments(connection, segments, dim, removed)
+    if reuse is not None and segments[: len(reuse.segments)] == reuse.segments:
+        return reuse.extended(_read_segments(connection, segments[len(reuse.segments) :], dim))
+    bank = _read_segments(connection, segments, dim)
     if bank.ids.size == 0:
         raise LookupError(f"no stored memory bank in segments {list(segments)}")
     return bank
 
 
-def _read_segments(
-    connection: psycopg.Connection, segments: Sequence[int], dim: int, removed: tuple[int, ...]
-) -> StoredBank:
-    """The memory-bank rows of ``segments`` less those of the ``removed`` images, read in binary (text parsing took
-    2.5 s for bottle's 14,740 x 384, binary 0.2-0.6 s)."""
+def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim: int) -> StoredBank:
+    """The memory-bank rows of ``segments``, read in binary (text parsing took 2.5 s for bottle's 14,740 x 384,
+    binary 0.2-0.6 s)."""
     with connection.cursor(binary=True) as cursor:
         rows = cursor.execute(
             sql.SQL(
                 "SELECT id, image_id, grid_row, grid_col, embedding::vector({}), model_id FROM patches "
-                "WHERE model_id IN ({}){} ORDER BY id"
-            ).format(sql.Literal(dim), ids(segments), kept("image_id", removed))
+                "WHERE model_id IN ({}) ORDER BY id"
+            ).format(sql.Literal(dim), ids(segments))
         ).fetchall()
         names = cursor.execute(
-            sql.SQL("SELECT id, file_name FROM images WHERE model_id IN ({}){}").format(
-                ids(segments), kept("id", removed)
-            )
+            sql.SQL("SELECT id, file_name FROM images WHERE model_id IN ({})").format(ids(segments))
         ).fetchall()
     return StoredBank(
         segments=tuple(segments),
@@ -260,5 +219,4 @@ def _read_segments(
         grid=np.array([(r[2], r[3]) for r in rows], dtype=np.int64).reshape(-1, 2),
         file_names=dict(names),
         owners=np.array([r[5] for r in rows], dtype=np.int64),
-        removed=removed,
     )

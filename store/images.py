@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from patchcore.model import ImageRecord
-from store.banks import copy_rows, ids, kept
+from store.banks import copy_rows, ids
 
 
 def write_images(
@@ -50,83 +50,44 @@ def write_images(
     return image_ids
 
 
-def image_counts(
-    connection: psycopg.Connection, segments: Sequence[int], removed: Sequence[int] = ()
-) -> dict[str, int]:
-    """Good images per split (``train``, ``holdout``, ``added``) of a memory bank's segments, less the ``removed``."""
+def image_counts(connection: psycopg.Connection, segments: Sequence[int]) -> dict[str, int]:
+    """Good images per split (``train``, ``holdout``, ``added``) of a memory bank's segments."""
     rows = connection.execute(
-        sql.SQL("SELECT split, count(*) FROM images WHERE model_id IN ({}){} GROUP BY split").format(
-            ids(segments), kept("id", removed)
-        )
+        sql.SQL("SELECT split, count(*) FROM images WHERE model_id IN ({}) GROUP BY split").format(ids(segments))
     ).fetchall()
     return {split: count for split, count in rows}
 
 
-def highest_scored(
-    connection: psycopg.Connection, segments: Sequence[int], limit: int, removed: Sequence[int] = ()
-) -> list[dict]:
+def highest_scored(connection: psycopg.Connection, segments: Sequence[int], limit: int) -> list[dict]:
     """The ``limit`` good images with the highest good scores, highest first: the tail that sets a threshold from good
     images, and where a defective image in the good set, or a rare good look, shows itself."""
     rows = connection.execute(
         sql.SQL(
-            "SELECT id, file_name, split, calibration_score FROM images WHERE model_id IN ({}){}"
+            "SELECT id, file_name, split, calibration_score FROM images WHERE model_id IN ({})"
             " AND calibration_score IS NOT NULL ORDER BY calibration_score DESC, id LIMIT %s"
-        ).format(ids(segments), kept("id", removed)),
+        ).format(ids(segments)),
         (limit,),
     ).fetchall()
     return [{"image_id": i, "file_name": name, "split": split, "score": score} for i, name, split, score in rows]
 
 
-def known_images(
-    connection: psycopg.Connection, segments: Sequence[int], hashes: Sequence[str], removed: Sequence[int] = ()
-) -> dict[str, int]:
-    """Which of ``hashes`` (sha256 of the files) the memory bank already holds: hash -> image id. A removed image is
-    not held: added again, it is new."""
+def known_images(connection: psycopg.Connection, segments: Sequence[int], hashes: Sequence[str]) -> dict[str, int]:
+    """Which of ``hashes`` (sha256 of the files) the memory bank already holds: hash -> image id."""
     rows = connection.execute(
         sql.SQL(
-            "SELECT sha256, min(id) FROM images WHERE model_id IN ({}){} AND sha256 = ANY(%s) GROUP BY sha256"
-        ).format(ids(segments), kept("id", removed)),
+            "SELECT sha256, min(id) FROM images WHERE model_id IN ({}) AND sha256 = ANY(%s) GROUP BY sha256"
+        ).format(ids(segments)),
         (list(hashes),),
     ).fetchall()
     return dict(rows)
 
 
-def good_scores(connection: psycopg.Connection, segments: Sequence[int], removed: Sequence[int] = ()) -> list[float]:
+def good_scores(connection: psycopg.Connection, segments: Sequence[int]) -> list[float]:
     """The good scores behind a threshold: each good image of the bank scored as unseen (cross-fitted), held out,
-    or added later (scored against the bank without its own patches); the ``removed`` images' scores do not count."""
+    or added later (scored against the bank without its own patches)."""
     rows = connection.execute(
         sql.SQL(
-            "SELECT calibration_score FROM images WHERE model_id IN ({}){} AND calibration_score IS NOT NULL"
-            " ORDER BY id"
-        ).format(ids(segments), kept("id", removed))
+            "SELECT calibration_score FROM images WHERE model_id IN ({}) AND calibration_score IS NOT NULL ORDER BY id"
+        ).format(ids(segments))
     ).fetchall()
     return [row[0] for row in rows]
-
-
-def good_images(
-    connection: psycopg.Connection, segments: Sequence[int], image_ids: Sequence[int], removed: Sequence[int] = ()
-) -> list[dict]:
-    """Those of ``image_ids`` that are good images of the memory bank (not ``removed``), in id order."""
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT id, file_name, split, calibration_score FROM images WHERE model_id IN ({}){} AND id = ANY(%s)"
-            " ORDER BY id"
-        ).format(ids(segments), kept("id", removed)),
-        (list(image_ids),),
-    ).fetchall()
-    return [{"image_id": i, "file_name": name, "split": split, "score": score} for i, name, split, score in rows]
-
-
-def ids_by_file_name(
-    connection: psycopg.Connection, segments: Sequence[int], names: Sequence[str], removed: Sequence[int] = ()
-) -> dict[str, list[int]]:
-    """The ids of the memory bank's good images (not ``removed``) named ``names``: name -> ids (several when
-    images of one name were added from different folders)."""
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT file_name, array_agg(id ORDER BY id) FROM images WHERE model_id IN ({}){} AND file_name = ANY(%s)"
-            " GROUP BY file_name"
-        ).format(ids(segments), kept("id", removed)),
-        (list(names),),
-    ).fetchall()
-    return dict(rows)

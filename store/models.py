@@ -39,7 +39,6 @@ class StoredModel:
     bank_segments: tuple[int, ...]
     defect_segments: tuple[int, ...]
     coverage_radius: float | None
-    removed_images: tuple[int, ...] = ()  # good images this version no longer counts (revisions.removals)
 
     @property
     def dim(self) -> int:
@@ -166,14 +165,14 @@ _MODEL_COLUMNS = """
     m.holdout_fraction, m.false_alarm_rate, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
     m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text, m.threshold_policy,
     m.field_of_view, m.pixels, m.tile, m.tile_overlap, m.bank_segments, m.defect_segments, m.coverage_radius,
-    m.white_level, m.removed_images
+    m.white_level
 """
 
 
 def _stored(row: tuple) -> StoredModel:
     model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, rate, seed = row[:13]
     weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at, policy = row[13:23]
-    field_of_view, pixels, tile, tile_overlap, bank_segments, defect_segments, radius, white, removed = row[23:]
+    field_of_view, pixels, tile, tile_overlap, bank_segments, defect_segments, radius, white = row[23:]
     config = PatchCoreConfig(
         backbone=backbone, layers=tuple(layers), field_of_view=field_of_view, resize=resize, crop=crop,
         pixels=pixels, tile=tile, tile_overlap=tile_overlap, metric=metric, coreset_ratio=ratio,
@@ -184,7 +183,6 @@ def _stored(row: tuple) -> StoredModel:
         weights_sha256=weights_sha256, threshold=threshold, grid=(height, width), memory_bank_size=size,
         evaluation=evaluation, timings=timings, fitted_at=fitted_at, threshold_policy=policy,
         bank_segments=tuple(bank_segments), defect_segments=tuple(defect_segments), coverage_radius=radius,
-        removed_images=tuple(removed),
     )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from patchcore.defects import Neighbour
-from store.banks import OPERATORS, ids, kept
+from store.banks import OPERATORS, ids
 from store.models import StoredModel
 
 
@@ -32,7 +32,7 @@ class SearchResult:
 _LOOKALIKES = """
 (
     SELECT i.id, i.file_name, i.split, 1 - (i.embedding::vector({dim}) <=> %(image)b::vector({dim})) AS similarity
-    FROM images i WHERE i.model_id IN ({segments}){kept}
+    FROM images i WHERE i.model_id IN ({segments})
     ORDER BY i.embedding::vector({dim}) <=> %(image)b::vector({dim}) LIMIT %(top_k)s
 )"""
 _CURRENT = "(SELECT active_model_id = {model_id} FROM categories WHERE id = {category_id})"
@@ -72,13 +72,8 @@ def search_statement(model: StoredModel, searched: Sequence[int] | None = None) 
     """The served search of a model, composed once per model and reused for every request: every patch's nearest
     memory-bank patch by HNSW (approximate: each distance is an upper bound of the exact one, which
     :mod:`patchcore.rerank` makes exact where it matters) among the patches of the ``searched`` segments (default:
-    all of the version's), and the most similar good images of all its segments.
-
-    The patch search reads the segments whole, rows of removed images included: a filter would starve an HNSW scan
-    of ``ef_search`` candidates, so the caller searches the patches that found a removed row again, exactly
-    (:meth:`serving.inspector.Inspector.search`); the look-alikes (an exact scan) leave them out here."""
+    all of the version's), and the most similar good images of all its segments."""
     return sql.SQL(_SEARCH).format(
-        kept=kept("i.id", model.removed_images),
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
         searched=ids(model.bank_segments if searched is None else searched),
@@ -93,7 +88,6 @@ def lookalikes_statement(model: StoredModel) -> sql.Composed:
     its category's active version, and the most similar good images of all its segments (an exact scan of a few
     hundred image rows: ``images`` has no vector index, so ``hnsw.ef_search`` does not limit ``top_k``)."""
     return sql.SQL(_LOOKALIKES_ONLY).format(
-        kept=kept("i.id", model.removed_images),
         dim=sql.Literal(model.dim),
         model_id=sql.Literal(model.id),
         segments=ids(model.bank_segments),

@@ -30,8 +30,7 @@ class VersionConflict(Exception):
 @dataclass
 class Change:
     """What a new version changes. ``write(cursor, model_id)`` adds its rows inside the version's transaction and
-    returns what to log; ``adds`` names the segment list that gets the new version's id (``bank`` or ``defects``);
-    ``removes`` names good images the new version no longer counts, beside those its base had removed."""
+    returns what to log; ``adds`` names the segment list that gets the new version's id (``bank`` or ``defects``)."""
 
     threshold: float
     policy: dict
@@ -40,7 +39,6 @@ class Change:
     memory_bank_size: int
     adds: str | None = None
     write: Callable[[psycopg.Cursor, int], dict] | None = None
-    removes: tuple[int, ...] = ()
 
 
 def new_version(
@@ -62,12 +60,11 @@ def new_version(
         defects = list(based_on.defect_segments) + ([model_id] if change.adds == "defects" else [])
         cursor.execute(
             f"INSERT INTO models (id, {_COPIED}, threshold, threshold_policy, evaluation, false_alarm_rate, "
-            "memory_bank_size, bank_segments, defect_segments, removed_images) "
-            f"SELECT %s, {_COPIED}, %s, %s, %s, %s, %s, %s, %s, %s FROM models WHERE id = %s",
+            "memory_bank_size, bank_segments, defect_segments) "
+            f"SELECT %s, {_COPIED}, %s, %s, %s, %s, %s, %s, %s FROM models WHERE id = %s",
             (
                 model_id, change.threshold, json.dumps(change.policy), json.dumps(change.evaluation),
-                change.false_alarm_rate, change.memory_bank_size, bank, defects,
-                sorted({*based_on.removed_images, *change.removes}), based_on.id,
+                change.false_alarm_rate, change.memory_bank_size, bank, defects, based_on.id,
             ),
         )  # fmt: skip
         written = change.write(cursor, model_id) if change.write else {}

@@ -34,12 +34,12 @@ def _upload(path) -> Upload:
 
 def _state(connection, category: str = "bottle") -> tuple[int, int, int]:
     model = models.active_model(connection, category)
-    return model.id, model.memory_bank_size, banks.patch_count(connection, model.bank_segments, model.removed_images)
+    return model.id, model.memory_bank_size, banks.patch_count(connection, model.bank_segments)
 
 
 def _loaded(connection, category: str = "bottle") -> tuple[models.StoredModel, banks.StoredBank]:
     model = models.active_model(connection, category)
-    return model, banks.load_memory_bank(connection, model.bank_segments, model.dim, removed=model.removed_images)
+    return model, banks.load_memory_bank(connection, model.bank_segments, model.dim)
 
 
 @pytest.fixture(scope="module")
@@ -265,69 +265,3 @@ def test_normals_of_other_shapes_are_added_each_in_its_own_grid(database_url, sm
     for name, row, col in cells:
         assert row < grids[name][0] and col < grids[name][1], (name, row, col, grids[name])
     assert any(col >= 28 for name, _, col in cells if name == "900x300.png")  # a cell only the wide grid has
-
-
-def test_a_removed_normal_is_no_longer_searched_scored_or_offered(database_url, small_model, embedder):
-    """Removing a good image makes a version that reads the same segments less its rows, good score and look-alike
-    row; the served search, which still meets its rows in the HNSW index, answers as an exact search of the kept
-    rows; the version before still reads it whole; added again, it is new."""
-    from patchcore import threshold as thresholds
-    from revisions.removals import UnknownImages, image_ids_by_name, remove_images
-
-    old_id = _save(database_url, "bottle", small_model)
-    with connect(database_url, autocommit=True) as connection:
-        old, bank = _loaded(connection)
-        rows_of = Counter(bank.image_ids.tolist())
-        image_id, its_rows = rows_of.most_common(1)[0]  # the training image with the most coreset rows
-        name = bank.file_names[image_id]
-        assert image_ids_by_name(connection, old, [name]) == [image_id]
-        removed = remove_images(connection, old, bank, [image_id], "test")
-        models.retire_old_models(connection, "bottle")
-        new, kept = _loaded(connection)
-        assert new.id == removed.model_id != old_id and new.removed_images == (image_id,)
-        assert new.bank_segments == old.bank_segments  # no row copied, no index built
-        size = old.memory_bank_size - its_rows
-        assert removed.patches_removed == its_rows and _state(connection) == (new.id, size, size)
-        assert image_id not in set(kept.image_ids) and kept.ids.size == size and name not in kept.file_names.values()
-        assert banks.patch_count(connection, old.bank_segments) == old.memory_bank_size  # the rows stay stored
-        reused = banks.load_memory_bank(connection, new.bank_segments, new.dim, bank, new.removed_images)
-        assert np.array_equal(reused.ids, kept.ids) and torch_equal(reused.embeddings, kept.embeddings)
-        good = images.good_scores(connection, new.bank_segments, new.removed_images)
-        assert len(good) == 11 and images.image_counts(connection, new.bank_segments, new.removed_images)["train"] == 8
-        assert new.threshold == pytest.approx(thresholds.false_alarm_threshold(good, old.config.false_alarm_rate)[0])
-        assert new.evaluation["measured_before_removing_images"] == [image_id]
-        log = changes.changes(connection, new.category_id)
-        assert log[0]["action"] == "remove_images" and log[0]["detail"]["images"][0]["file_name"] == name
-
-        served = Inspector(new, kept, Settings())
-        assert f"NOT IN ({image_id})" in served.statement.as_string(connection)
-        for path in (BOTTLE / "train" / "good" / name, BOTTLE / "test" / "broken_large" / "000.png"):
-            features = served.embed(open_image(path))
-            found = served.search([connection], features, top_k=12)
-            assert image_id not in {s["image_id"] for s in found.similar} and len(found.similar) == 11
-            assert not set(found.patch_ids) - set(kept.ids)  # every answer is a kept row
-            answer = served.inspect_features([connection], features)
-            exact = exact_prediction(features, kept.embeddings, new.config)
-            assert answer.score == pytest.approx(exact.score, abs=1e-5), path.name
-        # the image itself, which the old version's own rows made look good, is scored as unseen now
-        features = served.embed(open_image(BOTTLE / "train" / "good" / name))
-        before = exact_prediction(features, bank.embeddings, old.config).score
-        assert served.inspect_features([connection], features).score > before
-
-        with pytest.raises(UnknownImages, match=str(image_id)):
-            remove_images(connection, new, kept, [image_id], "test")
-        with pytest.raises(UnknownImages, match="no good image of bottle is named"):
-            image_ids_by_name(connection, new, [name])
-        train = [i for i in rows_of if i != image_id]
-        with pytest.raises(ValueError, match="no memory-bank row"):
-            remove_images(connection, new, kept, train, "test")
-        assert models.active_model(connection, "bottle").id == new.id  # nothing written
-
-        again = add_normals(
-            connection, new, kept, embedder, [_upload(BOTTLE / "train" / "good" / name)], Settings(), "test"
-        )
-        assert again.images_added == [name] and again.duplicates == [] and again.patches_added > 0
-
-
-def torch_equal(a, b) -> bool:
-    return a.shape == b.shape and bool((a == b).all())

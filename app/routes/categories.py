@@ -24,7 +24,6 @@ def _summary(model: models.StoredModel) -> dict:
         "name": model.category,
         "model_id": model.id,
         "memory_bank_segments": list(model.bank_segments),
-        "removed_images": list(model.removed_images),
         "backbone": model.config.backbone,
         "embedding_dim": model.dim,
         "metric": model.config.metric,
@@ -45,9 +44,9 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
         model = active(connection, name)
         return (
             model,
-            images.image_counts(connection, model.bank_segments, model.removed_images),
-            images.highest_scored(connection, model.bank_segments, HIGHEST_SHOWN, model.removed_images),
-            banks.patch_count(connection, model.bank_segments, model.removed_images),
+            images.image_counts(connection, model.bank_segments),
+            images.highest_scored(connection, model.bank_segments, HIGHEST_SHOWN),
+            banks.patch_count(connection, model.bank_segments),
             changes.changes(connection, model.category_id),
             pictures.plot_names(connection, model.fit_id),
             defects.library(connection, model.defect_segments),
@@ -114,7 +113,7 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
             hourly,
             {
                 "scores": inspections.recent_scores(connection, model.id, hours),
-                "good_scores": images.good_scores(connection, model.bank_segments, model.removed_images),
+                "good_scores": images.good_scores(connection, model.bank_segments),
             },
         )
 

@@ -9,11 +9,10 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from app.common import CATEGORY, ERRORS, actor_of, check_label, get_services, inspection_or_404, read_limited
-from app.schemas import DefectsAdded, FeedbackResult, NormalsAdded, NormalsRemoved
+from app.schemas import DefectsAdded, FeedbackResult, NormalsAdded
 from app.services import Services
 from revisions.defects import DefectUpload, add_defects, check_defect_type
 from revisions.normals import add_normals
-from revisions.removals import UnknownImages, remove_images
 from revisions.uploads import Upload
 from store import inspections, models
 
@@ -43,16 +42,6 @@ def _add_normals(services: Services, name: str, uploads: list[Upload], recalibra
             recalibrate,
         )  # fmt: skip
         return added.as_dict()
-
-    return _teach(services, name, work)
-
-
-def _remove_normal(services: Services, name: str, image_id: int, actor: str) -> dict:
-    def work(connection, inspector):
-        try:
-            return remove_images(connection, inspector.model, inspector.bank, [image_id], actor).as_dict()
-        except UnknownImages as exc:
-            raise HTTPException(404, {"error": "unknown_image", "detail": str(exc)}) from exc
 
     return _teach(services, name, work)
 
@@ -87,21 +76,6 @@ async def post_normals(
         for i, f in enumerate(files)
     ]
     return await run_in_threadpool(_add_normals, services, name, uploads, recalibrate, actor_of(request))
-
-
-@router.delete(
-    "/categories/{name}/normals/{image_id}",
-    response_model=NormalsRemoved,
-    responses=ERRORS,
-    summary="Take a good image out without a refit: a new version that no longer counts it (a defect found in the "
-    "good set)",
-)
-def delete_normal(
-    request: Request,
-    name: Annotated[str, PathParam(**CATEGORY)],
-    image_id: Annotated[int, PathParam(description="a good image of the category, as GET /categories/{name} lists")],
-) -> dict:
-    return _remove_normal(get_services(request), name, image_id, actor_of(request))
 
 
 async def _defect_upload(request: Request, file: UploadFile, defect_type: str, mask: UploadFile | None) -> DefectUpload:
