@@ -29,7 +29,7 @@ from config import get_settings
 from config.keys import ROLES, hash_key, new_key, parse_keys
 from patchcore import PatchCoreError
 from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
-from patchcore.datasets import Category, folder_category, mvtec_categories, mvtec_category, not_found
+from patchcore.datasets import Category, excluding, folder_category, mvtec_categories, mvtec_category, not_found
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
@@ -55,6 +55,14 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="category to process (repeatable); with --data the default is every category found, "
         "with --folder it names the category (default: the folder's name)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave this training image out (repeatable): a file name, or the end of its path; one the fit named "
+        "among its good images that score highest and that shows a defect",
     )
 
 
@@ -250,11 +258,11 @@ def _categories(args: argparse.Namespace) -> list[Category]:
         names = args.category or [args.folder.name]
         if len(names) != 1:
             raise ValueError("--folder takes exactly one --category")
-        return [folder_category(args.folder, names[0])]
+        return excluding([folder_category(args.folder, names[0])], args.exclude)
     names = args.category or mvtec_categories(args.data)
     if not names:
         raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data)}")
-    return [mvtec_category(args.data, name) for name in names]
+    return excluding([mvtec_category(args.data, name) for name in names], args.exclude)
 
 
 def _config(args: argparse.Namespace) -> PatchCoreConfig:
@@ -291,6 +299,8 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
             f"(as {category.left_out[0]})",
             flush=True,
         )
+    if category.excluded:
+        print(f"   excluded (--exclude): {', '.join(str(p) for p in category.excluded)}", flush=True)
     embedder = Embedder.load(config, weights, args.device)
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder,
                 features_in_memory_max=get_settings().fit_memory_bytes)  # fmt: skip
@@ -326,13 +336,14 @@ def _evaluate(
 
 def _say_highest(threshold: float, ranked: list[dict]) -> None:
     """Name the good images (``ranked`` by their good scores) above the threshold: as new parts they would be flagged,
-    so each is a defect in the good set (leave it out and refit) or a look the bank has too few of (teach more)."""
+    so each is a defect in the good set (refit without it: ``--exclude``) or a look the bank has too few of (teach
+    more)."""
     above = [h for h in ranked if h["above_threshold"]]
     if above:
         names = ", ".join(f"{h['file']} {h['score']:.3f}" for h in above[:5]) + (", ..." if len(above) > 5 else "")
         print(
             f"   {len(above)} of {len(ranked)} good images score above the threshold {threshold:.4f} as unseen "
-            f"parts ({names}): look at them for a defect, or a rare good look",
+            f"parts ({names}): look at them for a defect (refit with --exclude NAME) or a rare good look",
             flush=True,
         )
 
@@ -371,6 +382,8 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             figures = []
         if category.left_out:
             result["left_out_of_training"] = [str(path) for path in category.left_out]
+        if category.excluded:
+            result["excluded_from_training"] = [str(path) for path in category.excluded]
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:
             from ingest.persist import store_model

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -71,12 +71,46 @@ class Sample:
 @dataclass(frozen=True)
 class Category:
     """A product: good training images, and a labelled test split when the dataset has one. ``left_out``: images of
-    the training split that are not good (their masks mark a defect), kept out of the fit and said so."""
+    the training split that are not good (their masks mark a defect), kept out of the fit and said so; ``excluded``:
+    training images the user named as not good (:func:`excluding`), kept out the same way."""
 
     name: str
     train: list[Path]
     test: list[Sample]
     left_out: list[Path] = field(default_factory=list)
+    excluded: list[Path] = field(default_factory=list)
+
+
+def excluding(categories: list[Category], names: list[str]) -> list[Category]:
+    """``categories`` with the training images ``names`` left out: a defect found among the good images (the fit
+    names the good images that score highest) is refitted without, the dataset's folder untouched. A name is a file
+    name or the end of a path (``S0001/0003.png``), matched whole from a ``/``. Refused: a name that matches no
+    training image (a typo would otherwise fit with the defect still in), or several of one category (say more of
+    its path)."""
+    if not names:
+        return categories
+    found: dict[str, int] = dict.fromkeys(names, 0)
+    narrowed = []
+    for category in categories:
+        dropped: set[Path] = set()
+        for name in names:
+            ending = "/" + name.strip("/")
+            hits = [p for p in category.train if ("/" + p.as_posix()).endswith(ending)]
+            if len(hits) > 1:
+                raise ValueError(
+                    f"--exclude {name} names {len(hits)} training images of {category.name} ({hits[0]}, {hits[1]}"
+                    f"{', ...' if len(hits) > 2 else ''}); give more of its path"
+                )
+            found[name] += len(hits)
+            dropped.update(hits)
+        train = [p for p in category.train if p not in dropped]
+        narrowed.append(replace(category, train=train, excluded=[p for p in category.train if p in dropped]))
+    missing = [name for name, count in found.items() if count == 0]
+    if missing:
+        raise ValueError(
+            f"--exclude {', '.join(missing)}: no training image of {', '.join(c.name for c in categories)} is named so"
+        )
+    return narrowed
 
 
 def not_found(root: Path) -> str:

@@ -46,6 +46,21 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     named = f"{len(above)} of 10 good images score above the threshold {report['threshold']:.4f} as unseen parts"
     assert named in done.stdout and f"{above[0]['file']} {above[0]['score']:.3f}" in done.stdout
 
+    # the one that scores highest, refitted without (the folder untouched); a name that matches nothing is refused
+    again = _ingest(
+        "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(tmp_path / "without"), "--exclude", above[0]["file"],
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    without = json.loads((tmp_path / "without" / "bottle" / "report.json").read_text())
+    assert without["excluded_from_training"] == [str(mini_mvtec / "bottle" / "train" / "good" / above[0]["file"])]
+    assert len(without["highest_good_scores"]) == 9 and above[0]["file"] not in {
+        h["file"] for h in without["highest_good_scores"]
+    }
+    assert f"excluded (--exclude): {without['excluded_from_training'][0]}" in again.stdout
+    typo = _ingest("evaluate", "--data", str(mini_mvtec), "--exclude", "nope.png", "--out", str(tmp_path / "typo"))
+    assert typo.returncode == 2 and "--exclude nope.png: no training image of bottle is named so" in typo.stderr
+
 
 def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_url):
     args = ("fit", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),

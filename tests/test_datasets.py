@@ -1,6 +1,7 @@
 """Reading a dataset the way other public sets lay it out: masks by either common name, in any image format."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -356,3 +357,27 @@ def test_a_real_iad_split_that_names_missing_files_defective_training_images_or_
     (tmp_path / "outside" / "realiad_jsons" / "realiad_jsons" / "bottle.json").write_text('{"train": []}')
     with pytest.raises(ValueError, match=r"is not a Real-IAD split .*KeyError: 'test'"):
         mvtec_category(images, "bottle")
+
+
+def test_excluded_training_images_are_matched_by_name_or_path_ending_and_a_miss_is_refused():
+    """``--exclude``: a file name or the end of a path, matched whole from a ``/``; a name that matches nothing, or
+    several images of one category, is refused rather than fitted with the defect still in."""
+    from patchcore.datasets import Category, excluding
+
+    views = [Path(f"/sets/part/train/good/S{v}/{n:03d}.png") for v in (1, 2) for n in range(3)]
+    part = Category("part", views, [])
+    other = Category("other", [Path("/sets/other/train/good/001.png"), Path("/sets/other/train/good/x001.png")], [])
+    narrowed = excluding([part, other], ["S2/001.png", "good/S1/000.png"])
+    assert narrowed[0].excluded == [views[0], views[4]] and narrowed[0].train == [
+        v for v in views if v not in narrowed[0].excluded
+    ]
+    assert narrowed[1].train == other.train and narrowed[1].excluded == []
+    one = excluding([other], ["001.png"])[0]  # "x001.png" does not end with "/001.png"
+    assert one.excluded == [other.train[0]] and one.train == [other.train[1]]
+    with pytest.raises(ValueError, match=r"--exclude 001.png names 2 training images of part .*give more of its path"):
+        excluding([part], ["001.png"])
+    with pytest.raises(
+        ValueError, match=re.escape("--exclude 1.png, S3/000.png: no training image of part is named so")
+    ):
+        excluding([part], ["S1/000.png", "1.png", "S3/000.png"])
+    assert excluding([part], []) == [part]
