@@ -129,6 +129,10 @@ class CategoryDetail(CategorySummary):
         "what the good scores say of it: estimated and observed false-alarm rates, how many good scores"
     )
     images: dict[str, int] = Field(description="good images per split: train, holdout, added (normals added later)")
+    refit_images: int | None = Field(
+        description="training images of this version's fit stored for a refit (POST /categories/{name}/refit); null "
+        "when it was fitted from files (refit with python -m ingest fit ... --exclude NAME)"
+    )
     highest_good_scores: list[HighGoodScore] = Field(
         description=f"the {HIGHEST_SHOWN} good images that score highest as unseen parts, highest first: the tail that "
         "a threshold from good images rests on; a defective image in the good set, or a rare good look, shows here"
@@ -305,6 +309,14 @@ class JobRequest(BaseModel):
     )
 
 
+class RefitRequest(BaseModel):
+    exclude_image_ids: list[int] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="good images of the category to leave out (GET /categories/{name} lists those that score highest)",
+    )
+
+
 class Job(BaseModel):
     id: int
     category: str
@@ -328,7 +340,10 @@ class Job(BaseModel):
     cancel_requested: bool
     message: str | None = Field(description="why it failed or was cancelled, in the job's own words")
     model_id: int | None = Field(description="the version it made")
-    images: int = Field(description="images it holds (until it succeeds)")
+    images: int = Field(
+        description="images it holds; a succeeded job keeps them, its category's training images for a refit, until "
+        "the category's next job succeeds"
+    )
     bytes: int
 
 

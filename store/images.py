@@ -91,3 +91,16 @@ def good_scores(connection: psycopg.Connection, segments: Sequence[int]) -> list
         ).format(ids(segments))
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def hashes(
+    connection: psycopg.Connection, segments: Sequence[int], image_ids: Sequence[int]
+) -> dict[int, tuple[str, str]]:
+    """Image id -> (sha256, file name) of those of ``image_ids`` that are good images of the memory bank."""
+    rows = connection.execute(
+        sql.SQL("SELECT id, sha256, file_name FROM images WHERE model_id IN ({}) AND id = ANY(%s)").format(
+            ids(segments)
+        ),
+        (list(image_ids),),
+    ).fetchall()
+    return {i: (digest, name) for i, digest, name in rows}

@@ -47,6 +47,11 @@ class UnknownJob(LookupError):
     """No job with this id."""
 
 
+class NoStoredImages(LookupError):
+    """The category's fit was not made by a job whose images are still stored (fitted from files, or its job
+    deleted): refit it from its files."""
+
+
 @dataclass
 class Added:
     """What an upload added to a draft job: the new files, and those whose content the job already had."""
@@ -242,14 +247,77 @@ def cancel_requested(connection: psycopg.Connection, job_id: int) -> bool:
 
 
 def succeed(connection: psycopg.Connection, job_id: int, model_id: int) -> None:
-    """Inside the transaction that stores the version: the job succeeded with it, and its uploaded images (now the
-    version's own image rows) go."""
+    """Inside the transaction that stores the version: the job succeeded with it. Its images stay, the fit's
+    training images, so that the category can be refitted from them less one found defective (:func:`refit`); those
+    of the category's earlier succeeded jobs go: one set of originals per category."""
     connection.execute(
         "UPDATE fit_jobs SET state = 'succeeded', finished_at = now(), model_id = %s, stage = 'done', message = NULL "
         "WHERE id = %s",
         (model_id, job_id),
     )
-    connection.execute("DELETE FROM fit_job_images WHERE job_id = %s", (job_id,))
+    connection.execute(
+        "DELETE FROM fit_job_images i USING fit_jobs j, fit_jobs this WHERE this.id = %s AND j.id = i.job_id "
+        "AND j.category = this.category AND j.id <> this.id AND j.state = 'succeeded'",
+        (job_id,),
+    )
+
+
+def fit_images(connection: psycopg.Connection, category: str, fit_model_id: int) -> int | None:
+    """How many training images of the fit ``fit_model_id`` are stored for a refit, or None (not fitted by a job,
+    or its images gone)."""
+    row = connection.execute(
+        "SELECT count(i.id) FROM fit_jobs j JOIN fit_job_images i ON i.job_id = j.id "
+        "WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded'",
+        (category, fit_model_id),
+    ).fetchone()
+    return int(row[0]) if row and row[0] else None
+
+
+def refit(
+    connection: psycopg.Connection, category: str, fit_model_id: int, excluded: dict[str, str], created_by: str | None
+) -> dict:
+    """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` less
+    ``excluded`` (sha256 -> a name for messages), with the same options, in one transaction. The images are copied
+    inside the database, not read out. Raises :class:`NoStoredImages` when that fit's images are not stored,
+    ``ValueError`` naming an excluded image that is not among them, or when too few would be left."""
+    with connection.transaction(), connection.cursor() as cursor:
+        row = cursor.execute(
+            "SELECT j.id, j.options FROM fit_jobs j WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded'"
+            " AND EXISTS (SELECT 1 FROM fit_job_images i WHERE i.job_id = j.id)",
+            (category, fit_model_id),
+        ).fetchone()
+        if row is None:
+            raise NoStoredImages(
+                f"{category} was not fitted by a job whose images are stored (fitted from files, or its job was "
+                "deleted): refit it from its files, python -m ingest fit ... --exclude NAME"
+            )
+        source, options = row
+        held = {
+            digest
+            for (digest,) in cursor.execute(
+                "SELECT sha256 FROM fit_job_images WHERE job_id = %s AND sha256 = ANY(%s)", (source, list(excluded))
+            )
+        }
+        missing = [name for digest, name in excluded.items() if digest not in held]
+        if missing:
+            raise ValueError(
+                f"{', '.join(missing)}: not among the images {category} was fitted from (added later? those go with "
+                "a refit anyway)"
+            )
+        job_id = cursor.execute(
+            "INSERT INTO fit_jobs (category, options, created_by) VALUES (%s, %s, %s) RETURNING id",
+            (category, json.dumps(options), created_by),
+        ).fetchone()[0]
+        copied = cursor.execute(
+            "INSERT INTO fit_job_images (job_id, file_name, sha256, data) SELECT %s, file_name, sha256, data "
+            "FROM fit_job_images WHERE job_id = %s AND NOT (sha256 = ANY(%s))",
+            (job_id, source, list(excluded)),
+        ).rowcount
+        if copied < MIN_IMAGES:
+            raise ValueError(f"{copied} image(s) would be left; a fit needs at least {MIN_IMAGES} good images")
+        cursor.execute("UPDATE fit_jobs SET state = 'queued', queued_at = now() WHERE id = %s", (job_id,))
+        cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(job_id)))
+    return one(connection, job_id)
 
 
 def end(connection: psycopg.Connection, job_id: int, state: str, message: str) -> None:

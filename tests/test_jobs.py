@@ -113,7 +113,7 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
     try:
         job = _job(api, "bottle-jobs", TRAIN[:12])
         done = _wait(api, job["id"], _finished)
-        assert done["state"] == "succeeded" and done["worker"] == "w1" and done["images"] == 0, done
+        assert done["state"] == "succeeded" and done["worker"] == "w1" and done["images"] == 12, done  # kept
         version = done["model_id"]
         query = api.post("/query", data={"category": "bottle-jobs"},
                          files={"file": ("b.png", (BOTTLE / "test" / "good" / "000.png").read_bytes())})  # fmt: skip
@@ -141,6 +141,7 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
             retried = _wait(api, job["id"], _finished)
             assert retried["state"] == "succeeded" and retried["worker"] == "w3" and retried["attempts"] == 2
             assert api.get("/categories/bottle-jobs").json()["model_id"] == retried["model_id"] != version
+            assert api.get(f"/jobs/{done['id']}").json()["images"] == 0  # the fit replaced: its originals go
 
             stopped = _job(api, "bottle-jobs", TRAIN[72:132])
             _wait(api, stopped["id"], lambda j: j["state"] == "running" and j["stage"] == "features")
@@ -154,6 +155,52 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def test_a_good_image_found_defective_is_refitted_without_from_the_category_page(api, env, tmp_path):
+    """A job's training images stay with it; the category page's button under the image that scores highest
+    (Chromium, the dialog accepted) queues a job with the same options and the other images, a worker fits it, and
+    the new version never saw that image; the replaced fit's images then go. Refused: an image that is not one of the
+    category's (404), a category whose fit's images are not stored (409, naming the command line's way)."""
+    from playwright.sync_api import sync_playwright
+
+    worker = start_worker(env, tmp_path / "worker.log", "w")
+    try:
+        first = _wait(api, _job(api, "refits", TRAIN[:8])["id"], _finished)
+        assert first["state"] == "succeeded" and first["images"] == 8, first
+        detail = api.get("/categories/refits").json()
+        top = detail["highest_good_scores"][0]
+        assert detail["refit_images"] == 8
+        with sync_playwright() as driver:
+            browser = launch_chromium(driver)
+            page = browser.new_page(viewport={"width": 1180, "height": 900})
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(str(api.base_url) + "/category?name=refits")
+            page.wait_for_selector(".highest-good .refit-without")
+            page.click(".highest-good .refit-without")  # under the first thumbnail: the highest
+            page.wait_for_function("document.querySelector('.refit-result').textContent.includes('queued')")
+            said = page.inner_text(".refit-result")
+            browser.close()
+        job = api.get("/jobs").json()[0]
+        assert said.startswith(f"job {job['id']} queued: refits from 7 images, without {top['file_name']}"), said
+        assert job["options"] == first["options"] and job["images"] == 7 and job["created_by"].startswith("api")
+        second = _wait(api, job["id"], _finished)
+        assert second["state"] == "succeeded", second
+        after = api.get("/categories/refits").json()
+        assert after["model_id"] == second["model_id"] != detail["model_id"]
+        assert sum(after["images"].values()) == 7 and after["refit_images"] == 7
+        assert top["file_name"] not in {h["file_name"] for h in after["highest_good_scores"]}
+        assert api.get(f"/jobs/{first['id']}").json()["images"] == 0  # one set of originals per category
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    unknown = api.post("/categories/refits/refit", json={"exclude_image_ids": [top["image_id"]]})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_image", unknown.text
+    assert api.delete(f"/jobs/{second['id']}").status_code == 204
+    gone = api.post("/categories/refits/refit", json={"exclude_image_ids": []})
+    assert gone.status_code == 409 and gone.json()["error"] == "no_stored_images", gone.text
+    assert "--exclude" in gone.json()["detail"] and api.get("/categories/refits").json()["refit_images"] is None
+    assert api.post("/categories/nope/refit", json={}).json()["error"] == "unknown_category"
 
 
 def test_a_new_product_from_the_browser(api, env, tmp_path):

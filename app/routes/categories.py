@@ -14,7 +14,7 @@ from app.services import Services
 from patchcore.threshold import HIGHEST_SHOWN
 from revisions.threshold import set_threshold
 from serving import drift
-from store import banks, changes, defects, images, inspections, models, pictures
+from store import banks, changes, defects, images, inspections, jobs, models, pictures
 
 router = APIRouter(tags=["categories"])
 
@@ -50,14 +50,16 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
             changes.changes(connection, model.category_id),
             pictures.plot_names(connection, model.fit_id),
             defects.library(connection, model.defect_segments),
+            jobs.fit_images(connection, model.category, model.fit_id),
         )
 
-    model, counts, highest, patches, log, plots, library = get_services(request).run(read)
+    model, counts, highest, patches, log, plots, library, stored = get_services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
         "threshold_policy": model.threshold_policy,
         "images": counts,
+        "refit_images": stored,
         "highest_good_scores": [{**row, "above_threshold": row["score"] > model.threshold} for row in highest],
         "patches": patches,
         "coverage_radius": model.coverage_radius,

@@ -9,13 +9,13 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, Response, Up
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
-from app.common import CATEGORY, ERRORS, actor_of, get_services, read_limited
-from app.schemas import Job, JobImagesAdded, JobRequest
+from app.common import CATEGORY, ERRORS, active, actor_of, get_services, read_limited
+from app.schemas import Job, JobImagesAdded, JobRequest, RefitRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import PatchCoreConfig
-from store import jobs
+from store import images, jobs
 
 router = APIRouter(tags=["jobs"])
 
@@ -33,6 +33,8 @@ def _run(request: Request, work, *args):
         raise HTTPException(404, {"error": "unknown_job", "detail": str(exc)}) from exc
     except jobs.JobStateError as exc:
         raise HTTPException(409, {"error": "job_state", "detail": str(exc)}) from exc
+    except jobs.NoStoredImages as exc:
+        raise HTTPException(409, {"error": "no_stored_images", "detail": str(exc)}) from exc
     except ValueError as exc:
         raise HTTPException(422, {"error": "invalid_request", "detail": str(exc)}) from exc
 
@@ -128,3 +130,34 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=Job, responses=JOB_ERRORS, summary="One fit job and its progress")
 def get_job(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> dict:
     return _run(request, _reaped_then(jobs.one), job_id)
+
+
+@router.post(
+    "/categories/{name}/refit",
+    response_model=Job,
+    status_code=201,
+    responses=JOB_ERRORS,
+    summary="Refit a category from its fit's own images less those found defective: a queued job",
+)
+def refit_category(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: RefitRequest) -> dict:
+    """A defect found among the good images (``highest_good_scores``) raises the threshold and is learnt as good; a
+    refit without it chooses the memory bank and the good scores again. For a category fitted by a job, whose
+    training images stay stored: a new job with the same options and those images less ``exclude_image_ids``, queued
+    for a worker; the version in service answers until it succeeds. Normals added and a threshold set since are not
+    carried over."""
+    actor = actor_of(request)
+
+    def work(connection):
+        model = active(connection, name)
+        found = images.hashes(connection, model.bank_segments, body.exclude_image_ids)
+        unknown = sorted(set(body.exclude_image_ids) - set(found))
+        if unknown:
+            raise HTTPException(
+                404,
+                {"error": "unknown_image", "detail": f"image(s) {', '.join(map(str, unknown))} are not good images "
+                 f"of {name} (version {model.id}); see GET /categories/{name}"},
+            )  # fmt: skip
+        excluded = {digest: f"{file_name} (image {i})" for i, (digest, file_name) in found.items()}
+        return jobs.refit(connection, name, model.fit_id, excluded, actor)
+
+    return _run(request, work)
