@@ -342,7 +342,7 @@ class Job(BaseModel):
     model_id: int | None = Field(description="the version it made")
     images: int = Field(
         description="images it holds; a succeeded job keeps them, its category's training images for a refit, until "
-        "the category's next job succeeds"
+        "the category's next fit"
     )
     bytes: int
 

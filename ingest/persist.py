@@ -9,7 +9,7 @@ import psycopg
 
 from config import get_settings
 from patchcore.model import FittedModel
-from store import banks, models
+from store import banks, jobs, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -35,6 +35,7 @@ def store_model(
         figures = {path.stem: path.read_bytes() for path in plots}
         with connection.transaction():
             load = models.save_model(connection, category, model, evaluation, settings, actor, plots=figures)
+            jobs.drop_replaced_images(connection, category)
             if within is not None:
                 within(connection, int(load["model_id"]))
     with connect(url, autocommit=True) as connection:

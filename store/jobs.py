@@ -248,18 +248,24 @@ def cancel_requested(connection: psycopg.Connection, job_id: int) -> bool:
 
 def succeed(connection: psycopg.Connection, job_id: int, model_id: int) -> None:
     """Inside the transaction that stores the version: the job succeeded with it. Its images stay, the fit's
-    training images, so that the category can be refitted from them less one found defective (:func:`refit`); those
-    of the category's earlier succeeded jobs go: one set of originals per category."""
+    training images, so that the category can be refitted from them less one found defective (:func:`refit`), until
+    the category's next fit (:func:`drop_replaced_images`)."""
     connection.execute(
         "UPDATE fit_jobs SET state = 'succeeded', finished_at = now(), model_id = %s, stage = 'done', message = NULL "
         "WHERE id = %s",
         (model_id, job_id),
     )
-    connection.execute(
-        "DELETE FROM fit_job_images i USING fit_jobs j, fit_jobs this WHERE this.id = %s AND j.id = i.job_id "
-        "AND j.category = this.category AND j.id <> this.id AND j.state = 'succeeded'",
-        (job_id,),
-    )
+
+
+def drop_replaced_images(connection: psycopg.Connection, category: str) -> int:
+    """Inside the transaction that stores a new fit of ``category`` (from files or by a job, which is still running
+    then): the images of its earlier succeeded jobs go, their fits replaced; one set of originals per category, the
+    serving fit's. Failed and cancelled jobs keep theirs for a retry. Returns how many went."""
+    return connection.execute(
+        "DELETE FROM fit_job_images i USING fit_jobs j WHERE j.id = i.job_id AND j.category = %s "
+        "AND j.state = 'succeeded'",
+        (category,),
+    ).rowcount
 
 
 def fit_images(connection: psycopg.Connection, category: str, fit_model_id: int) -> int | None:

@@ -196,7 +196,16 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
         worker.wait(20)
     unknown = api.post("/categories/refits/refit", json={"exclude_image_ids": [top["image_id"]]})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_image", unknown.text
-    assert api.delete(f"/jobs/{second['id']}").status_code == 204
+    folder = tmp_path / "files"  # refitted from files: the job's images, no longer the serving fit's, go
+    folder.mkdir()
+    for path in TRAIN[:4]:
+        (folder / path.name).symlink_to(path)
+    fitted = subprocess.run(
+        [sys.executable, "-m", "ingest", "fit", "--folder", str(folder), "--category", "refits", "--out",
+         str(tmp_path / "reports")], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    assert api.get(f"/jobs/{second['id']}").json()["images"] == 0
     gone = api.post("/categories/refits/refit", json={"exclude_image_ids": []})
     assert gone.status_code == 409 and gone.json()["error"] == "no_stored_images", gone.text
     assert "--exclude" in gone.json()["detail"] and api.get("/categories/refits").json()["refit_images"] is None
