@@ -340,6 +340,10 @@ class Job(BaseModel):
     cancel_requested: bool
     message: str | None = Field(description="why it failed or was cancelled, in the job's own words")
     model_id: int | None = Field(description="the version it made")
+    refit_of: int | None = Field(
+        default=None, description="the job whose images it was fitted from again (POST /categories/{name}/refit)"
+    )
+    excluded: list[str] = Field(default_factory=list, description="the images such a refit left out, by file name")
     images: int = Field(
         description="images it holds; a succeeded job keeps them, its category's training images for a refit, until "
         "the category's next fit"

@@ -28,14 +28,14 @@ _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s::int)"
 _COLUMNS = (
     "j.id, j.category, j.options, j.state, j.created_at, j.created_by, j.queued_at, j.started_at, j.finished_at, "
     "j.worker, j.attempts, j.stage, j.stage_number, j.stages, j.done, j.total, j.unit, j.rate, j.progress_at, "
-    "j.cancel_requested, j.message, j.model_id, "
+    "j.cancel_requested, j.message, j.model_id, j.refit_of, j.excluded, "
     "(SELECT count(*) FROM fit_job_images i WHERE i.job_id = j.id), "
     "(SELECT coalesce(sum(length(i.data)), 0) FROM fit_job_images i WHERE i.job_id = j.id)"
 )
 _NAMES = (
     "id", "category", "options", "state", "created_at", "created_by", "queued_at", "started_at", "finished_at",
     "worker", "attempts", "stage", "stage_number", "stages", "done", "total", "unit", "rate", "progress_at",
-    "cancel_requested", "message", "model_id", "images", "bytes",
+    "cancel_requested", "message", "model_id", "refit_of", "excluded", "images", "bytes",
 )  # fmt: skip
 
 
@@ -283,9 +283,10 @@ def refit(
     connection: psycopg.Connection, category: str, fit_model_id: int, excluded: dict[str, str], created_by: str | None
 ) -> dict:
     """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` less
-    ``excluded`` (sha256 -> a name for messages), with the same options, in one transaction. The images are copied
-    inside the database, not read out. Raises :class:`NoStoredImages` when that fit's images are not stored,
-    ``ValueError`` naming an excluded image that is not among them, or when too few would be left."""
+    ``excluded`` (sha256 -> file name), with the same options, in one transaction; the job records the job it was
+    made from and the names it left out. The images are copied inside the database, not read out. Raises
+    :class:`NoStoredImages` when that fit's images are not stored, ``ValueError`` naming an excluded image that is not
+    among them, or when too few would be left."""
     with connection.transaction(), connection.cursor() as cursor:
         row = cursor.execute(
             "SELECT j.id, j.options FROM fit_jobs j WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded'"
@@ -311,8 +312,9 @@ def refit(
                 "a refit anyway)"
             )
         job_id = cursor.execute(
-            "INSERT INTO fit_jobs (category, options, created_by) VALUES (%s, %s, %s) RETURNING id",
-            (category, json.dumps(options), created_by),
+            "INSERT INTO fit_jobs (category, options, created_by, refit_of, excluded) VALUES (%s, %s, %s, %s, %s) "
+            "RETURNING id",
+            (category, json.dumps(options), created_by, source, sorted(excluded.values())),
         ).fetchone()[0]
         copied = cursor.execute(
             "INSERT INTO fit_job_images (job_id, file_name, sha256, data) SELECT %s, file_name, sha256, data "

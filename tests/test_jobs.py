@@ -180,10 +180,15 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
             page.click(".highest-good .refit-without")  # under the first thumbnail: the highest
             page.wait_for_function("document.querySelector('.refit-result').textContent.includes('queued')")
             said = page.inner_text(".refit-result")
+            job = api.get("/jobs").json()[0]
+            page.click(".refit-result a")  # the jobs list says what the refit is
+            page.wait_for_selector(f".job-{job['id']}")
+            row = page.inner_text(f".job-{job['id']}")
+            assert f"refits (7 images), refit of job {first['id']} without {top['file_name']}" in row, row
             browser.close()
-        job = api.get("/jobs").json()[0]
         assert said.startswith(f"job {job['id']} queued: refits from 7 images, without {top['file_name']}"), said
         assert job["options"] == first["options"] and job["images"] == 7 and job["created_by"].startswith("api")
+        assert job["refit_of"] == first["id"] and job["excluded"] == [top["file_name"]]
         second = _wait(api, job["id"], _finished)
         assert second["state"] == "succeeded", second
         after = api.get("/categories/refits").json()

@@ -157,7 +157,7 @@ def refit_category(request: Request, name: Annotated[str, PathParam(**CATEGORY)]
                 {"error": "unknown_image", "detail": f"image(s) {', '.join(map(str, unknown))} are not good images "
                  f"of {name} (version {model.id}); see GET /categories/{name}"},
             )  # fmt: skip
-        excluded = {digest: f"{file_name} (image {i})" for i, (digest, file_name) in found.items()}
+        excluded = {digest: file_name for digest, file_name in found.values()}
         return jobs.refit(connection, name, model.fit_id, excluded, actor)
 
     return _run(request, work)
