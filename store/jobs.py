@@ -285,8 +285,9 @@ def refit(
     """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` less
     ``excluded`` (sha256 -> file name), with the same options, in one transaction; the job records the job it was
     made from and the names it left out. The images are copied inside the database, not read out. Raises
-    :class:`NoStoredImages` when that fit's images are not stored, ``ValueError`` naming an excluded image that is not
-    among them, or when too few would be left."""
+    :class:`NoStoredImages` when that fit's images are not stored, :class:`JobStateError` while a refit from them is
+    queued or running (a second one, finishing later, would bring back what the first left out), ``ValueError``
+    naming an excluded image that is not among them, or when too few would be left."""
     with connection.transaction(), connection.cursor() as cursor:
         row = cursor.execute(
             "SELECT j.id, j.options FROM fit_jobs j WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded'"
@@ -299,6 +300,15 @@ def refit(
                 "deleted): refit it from its files, python -m ingest fit ... --exclude NAME"
             )
         source, options = row
+        pending = cursor.execute(
+            "SELECT id, state FROM fit_jobs WHERE refit_of = %s AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+            (source,),
+        ).fetchone()
+        if pending is not None:
+            raise JobStateError(
+                f"a refit of {category} from the same images is {pending[1]} (job {pending[0]}): wait for it, or "
+                "cancel it and ask again with every image to leave out"
+            )
         held = {
             digest
             for (digest,) in cursor.execute(

@@ -158,10 +158,11 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
 
 
 def test_a_good_image_found_defective_is_refitted_without_from_the_category_page(api, env, tmp_path):
-    """A job's training images stay with it; the category page's button under the image that scores highest
-    (Chromium, the dialog accepted) queues a job with the same options and the other images, a worker fits it, and
-    the new version never saw that image; the replaced fit's images then go. Refused: an image that is not one of the
-    category's (404), a category whose fit's images are not stored (409, naming the command line's way)."""
+    """A job's training images stay with it; on the category page (Chromium) the two images that score highest are
+    marked not good and one button, the dialog accepted, queues one job with the same options and the other images;
+    a second refit while it runs is refused (it would bring them back); a worker fits it, and the new version never
+    saw them; the replaced fit's images then go. Refused too: an image that is not one of the category's (404), a
+    category whose fit's images are not stored (409, naming the command line's way)."""
     from playwright.sync_api import sync_playwright
 
     worker = start_worker(env, tmp_path / "worker.log", "w")
@@ -169,32 +170,40 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
         first = _wait(api, _job(api, "refits", TRAIN[:8])["id"], _finished)
         assert first["state"] == "succeeded" and first["images"] == 8, first
         detail = api.get("/categories/refits").json()
-        top = detail["highest_good_scores"][0]
+        top, second_top = detail["highest_good_scores"][:2]
         assert detail["refit_images"] == 8
         with sync_playwright() as driver:
             browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1180, "height": 900})
             page.on("dialog", lambda dialog: dialog.accept())
             page.goto(str(api.base_url) + "/category?name=refits")
-            page.wait_for_selector(".highest-good .refit-without")
-            page.click(".highest-good .refit-without")  # under the first thumbnail: the highest
+            page.wait_for_selector(".highest-good .not-good")
+            assert page.is_disabled(".refit-without")  # nothing marked yet
+            boxes = page.query_selector_all(".highest-good .not-good")
+            boxes[0].check()  # under the first two thumbnails: the highest
+            boxes[1].check()
+            assert page.inner_text(".refit-without") == "Refit without the 2 marked"
+            page.click(".refit-without")
             page.wait_for_function("document.querySelector('.refit-result').textContent.includes('queued')")
             said = page.inner_text(".refit-result")
             job = api.get("/jobs").json()[0]
+            again = api.post("/categories/refits/refit", json={"exclude_image_ids": [top["image_id"]]})
+            assert again.status_code == 409 and f"(job {job['id']})" in again.json()["detail"], again.text
             page.click(".refit-result a")  # the jobs list says what the refit is
             page.wait_for_selector(f".job-{job['id']}")
             row = page.inner_text(f".job-{job['id']}")
-            assert f"refits (7 images), refit of job {first['id']} without {top['file_name']}" in row, row
+            names = sorted([top["file_name"], second_top["file_name"]])
+            assert f"refits (6 images), refit of job {first['id']} without {', '.join(names)}" in row, row
             browser.close()
-        assert said.startswith(f"job {job['id']} queued: refits from 7 images, without {top['file_name']}"), said
-        assert job["options"] == first["options"] and job["images"] == 7 and job["created_by"].startswith("api")
-        assert job["refit_of"] == first["id"] and job["excluded"] == [top["file_name"]]
+        assert said.startswith(f"job {job['id']} queued: refits from 6 images, without {top['file_name']}, "), said
+        assert job["options"] == first["options"] and job["images"] == 6 and job["created_by"].startswith("api")
+        assert job["refit_of"] == first["id"] and job["excluded"] == names
         second = _wait(api, job["id"], _finished)
         assert second["state"] == "succeeded", second
         after = api.get("/categories/refits").json()
         assert after["model_id"] == second["model_id"] != detail["model_id"]
-        assert sum(after["images"].values()) == 7 and after["refit_images"] == 7
-        assert top["file_name"] not in {h["file_name"] for h in after["highest_good_scores"]}
+        assert sum(after["images"].values()) == 6 and after["refit_images"] == 6
+        assert not set(names) & {h["file_name"] for h in after["highest_good_scores"]}
         assert api.get(f"/jobs/{first['id']}").json()["images"] == 0  # one set of originals per category
     finally:
         worker.terminate()
