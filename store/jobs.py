@@ -135,9 +135,14 @@ def start(connection: psycopg.Connection, job_id: int) -> dict:
         count = cursor.execute("SELECT count(*) FROM fit_job_images WHERE job_id = %s", (job_id,)).fetchone()[0]
         if count < MIN_IMAGES:
             raise ValueError(f"job {job_id} holds {count} image(s); a fit needs at least {MIN_IMAGES} good images")
-        cursor.execute("UPDATE fit_jobs SET state = 'queued', queued_at = now() WHERE id = %s", (job_id,))
-        cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(job_id)))  # delivered at the commit
+        _queue(cursor, job_id)
     return one(connection, job_id)
+
+
+def _queue(cursor: psycopg.Cursor, job_id: int) -> None:
+    """A draft job queued, inside the caller's transaction; any worker may take it once that commits."""
+    cursor.execute("UPDATE fit_jobs SET state = 'queued', queued_at = now() WHERE id = %s", (job_id,))
+    cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(job_id)))  # delivered at the commit
 
 
 def retry(connection: psycopg.Connection, job_id: int) -> dict:
@@ -291,7 +296,7 @@ def refit(
     with connection.transaction(), connection.cursor() as cursor:
         row = cursor.execute(
             "SELECT j.id, j.options FROM fit_jobs j WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded'"
-            " AND EXISTS (SELECT 1 FROM fit_job_images i WHERE i.job_id = j.id)",
+            " AND EXISTS (SELECT 1 FROM fit_job_images i WHERE i.job_id = j.id) FOR UPDATE OF j",  # one refit at a time
             (category, fit_model_id),
         ).fetchone()
         if row is None:
@@ -333,8 +338,7 @@ def refit(
         ).rowcount
         if copied < MIN_IMAGES:
             raise ValueError(f"{copied} image(s) would be left; a fit needs at least {MIN_IMAGES} good images")
-        cursor.execute("UPDATE fit_jobs SET state = 'queued', queued_at = now() WHERE id = %s", (job_id,))
-        cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(job_id)))
+        _queue(cursor, job_id)
     return one(connection, job_id)
 
 
