@@ -130,8 +130,9 @@ class CategoryDetail(CategorySummary):
     )
     images: dict[str, int] = Field(description="good images per split: train, holdout, added (normals added later)")
     refit_images: int | None = Field(
-        description="training images of this version's fit stored for a refit (POST /categories/{name}/refit); null "
-        "when it was fitted from files (refit with python -m ingest fit ... --exclude NAME)"
+        description="good images a refit would fit from (POST /categories/{name}/refit): the fit's training images, "
+        "stored with its job, and those added since; null when it was fitted from files (refit with python -m ingest "
+        "fit ... --exclude NAME)"
     )
     highest_good_scores: list[HighGoodScore] = Field(
         description=f"the {HIGHEST_SHOWN} good images that score highest as unseen parts, highest first: the tail that "
@@ -344,6 +345,7 @@ class Job(BaseModel):
         default=None, description="the job whose images it was fitted from again (POST /categories/{name}/refit)"
     )
     excluded: list[str] = Field(default_factory=list, description="the images such a refit left out, by file name")
+    normals: int = Field(default=0, description="good images added to the category since its fit that a refit took")
     images: int = Field(
         description="images it holds; a succeeded job keeps them, its category's training images for a refit, until "
         "the category's next fit"

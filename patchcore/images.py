@@ -30,6 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
 ORIENTATION = 0x0112  # the EXIF tag
 FIELDS_OF_VIEW = ("whole", "crop")
 ALIGN = 16  # view sides are multiples of the deepest used stride (layer3: 16), so every layer's grid is exact
@@ -216,6 +217,16 @@ def open_image(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: cannot decode the image ({exc})") from exc
     return image
+
+
+def format_suffix(data: bytes) -> str:
+    """The suffix a file of these bytes needs for a fit to read it, from the image's header: its format's, whatever
+    the file was called when it was sent."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return _SUFFIXES[image.format]
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"not a recognised image (PNG, JPEG, BMP or TIFF expected): {exc}") from exc
 
 
 def header_size(path: Path) -> tuple[int, int]:

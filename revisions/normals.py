@@ -9,7 +9,8 @@ chosen from an image are its most unusual patches, so removing them scores it to
 :mod:`patchcore.cross_fit`). Their scores join the good scores, and the threshold stays as it was unless
 ``recalibrate`` runs the false-alarm-rate policy again on all of them. The scores of the fit's own images are kept
 as measured against the smaller bank: each is an upper bound of its score now, so a recalibrated threshold errs
-towards fewer false alarms.
+towards fewer false alarms. Each added image's file is kept as it was sent (``image_originals``), so that a refit of
+the category takes it along rather than forgetting what was taught.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from patchcore import threshold as thresholds
 from patchcore.coreset import extend_coreset
 from patchcore.model import Embedder
 from revisions.threshold import evaluation_at
-from revisions.uploads import Upload, embed, sha256
+from revisions.uploads import Upload, embed, original_name, sha256
 from store import images, versions
 from store.banks import StoredBank, write_segment
 from store.models import StoredModel
@@ -142,6 +143,8 @@ def add_normals(
     def write(cursor: psycopg.Cursor, model_id: int) -> dict:
         sources = [e.upload.source for e in embedded]
         image_ids = images.write_images(cursor, model_id, records, image_embeddings, sources)
+        originals = [(original_name(e.upload, i), e.upload.data) for e, i in zip(embedded, image_ids, strict=True)]
+        images.write_originals(cursor, image_ids, originals)
         segment = write_segment(
             cursor, "patches", model_id, ("model_id", "image_id", "grid_row", "grid_col", "embedding"),
             ("int8", "int8", "int2", "int2", "vector"),

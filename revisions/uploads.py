@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 
-from patchcore.images import jpeg, open_image
+from patchcore.images import format_suffix, jpeg, open_image
 from patchcore.model import Embedder, ImageRecord
 
 
@@ -38,6 +39,12 @@ class Embedded:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def original_name(upload: Upload, image_id: int) -> str:
+    """The file name an added image's original takes among a refit's training images: unique (its image id), still
+    recognisable (its own name's stem) and with its format's suffix (an inspection's image is named without one)."""
+    return f"added-{image_id}-{Path(upload.name).stem}{format_suffix(upload.data)}"
 
 
 def embed(embedder: Embedder, upload: Upload, max_pixels: int | None) -> Embedded:

@@ -50,6 +50,17 @@ def write_images(
     return image_ids
 
 
+def write_originals(cursor: psycopg.Cursor, image_ids: Sequence[int], files: Sequence[tuple[str, bytes]]) -> None:
+    """The files of added good images as they were sent (``(file name, bytes)`` in the order of ``image_ids``), inside
+    the caller's transaction, so that a refit takes them along (:func:`store.jobs.refit`)."""
+    copy_rows(
+        cursor,
+        "COPY image_originals (image_id, file_name, data) FROM STDIN (FORMAT BINARY)",
+        ["int8", "text", "bytea"],
+        ((image_id, name, data) for image_id, (name, data) in zip(image_ids, files, strict=True)),
+    )
+
+
 def image_counts(connection: psycopg.Connection, segments: Sequence[int]) -> dict[str, int]:
     """Good images per split (``train``, ``holdout``, ``added``) of a memory bank's segments."""
     rows = connection.execute(

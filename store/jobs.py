@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -28,14 +28,14 @@ _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s::int)"
 _COLUMNS = (
     "j.id, j.category, j.options, j.state, j.created_at, j.created_by, j.queued_at, j.started_at, j.finished_at, "
     "j.worker, j.attempts, j.stage, j.stage_number, j.stages, j.done, j.total, j.unit, j.rate, j.progress_at, "
-    "j.cancel_requested, j.message, j.model_id, j.refit_of, j.excluded, "
+    "j.cancel_requested, j.message, j.model_id, j.refit_of, j.excluded, j.normals, "
     "(SELECT count(*) FROM fit_job_images i WHERE i.job_id = j.id), "
     "(SELECT coalesce(sum(length(i.data)), 0) FROM fit_job_images i WHERE i.job_id = j.id)"
 )
 _NAMES = (
     "id", "category", "options", "state", "created_at", "created_by", "queued_at", "started_at", "finished_at",
     "worker", "attempts", "stage", "stage_number", "stages", "done", "total", "unit", "rate", "progress_at",
-    "cancel_requested", "message", "model_id", "refit_of", "excluded", "images", "bytes",
+    "cancel_requested", "message", "model_id", "refit_of", "excluded", "normals", "images", "bytes",
 )  # fmt: skip
 
 
@@ -273,32 +273,50 @@ def drop_replaced_images(connection: psycopg.Connection, category: str) -> int:
     ).rowcount
 
 
-def fit_images(connection: psycopg.Connection, category: str, fit_model_id: int) -> int | None:
-    """How many training images of the fit ``fit_model_id`` are stored for a refit, or None (not fitted by a job,
-    or its images gone)."""
-    row = connection.execute(
-        "SELECT count(i.id) FROM fit_jobs j JOIN fit_job_images i ON i.job_id = j.id "
-        "WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded'",
+def _source_job(cursor: psycopg.Cursor, category: str, fit_model_id: int, lock: bool) -> tuple[int, dict] | None:
+    """(id, options) of the succeeded job that made the fit ``fit_model_id`` while its images are stored, or None
+    (fitted from files, or its images gone); ``lock`` holds its row until the transaction ends."""
+    return cursor.execute(
+        "SELECT j.id, j.options FROM fit_jobs j WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded' "
+        "AND EXISTS (SELECT 1 FROM fit_job_images i WHERE i.job_id = j.id)" + (" FOR UPDATE OF j" if lock else ""),
         (category, fit_model_id),
     ).fetchone()
-    return int(row[0]) if row and row[0] else None
+
+
+def fit_images(connection: psycopg.Connection, category: str, fit_model_id: int, segments: Sequence[int]) -> int | None:
+    """How many good images a refit of the fit ``fit_model_id`` would take: its training images, stored with its
+    job, and the images added since whose files are kept (``segments``: the version's memory bank); None when the
+    fit's images are not stored (not fitted by a job, or its images gone)."""
+    with connection.cursor() as cursor:
+        source = _source_job(cursor, category, fit_model_id, lock=False)
+        if source is None:
+            return None
+        return cursor.execute(
+            "SELECT (SELECT count(*) FROM fit_job_images WHERE job_id = %s) + (SELECT count(*) FROM images i "
+            "JOIN image_originals o ON o.image_id = i.id WHERE i.model_id = ANY(%s) AND i.split = 'added')",
+            (source[0], list(segments)),
+        ).fetchone()[0]
 
 
 def refit(
-    connection: psycopg.Connection, category: str, fit_model_id: int, excluded: dict[str, str], created_by: str | None
+    connection: psycopg.Connection,
+    category: str,
+    fit_model_id: int,
+    segments: Sequence[int],
+    excluded: dict[str, str],
+    false_alarm_rate: float,
+    created_by: str | None,
 ) -> dict:
-    """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` less
-    ``excluded`` (sha256 -> file name), with the same options, in one transaction; the job records the job it was
-    made from and the names it left out. The images are copied inside the database, not read out. Raises
-    :class:`NoStoredImages` when that fit's images are not stored, :class:`JobStateError` while a refit from them is
-    queued or running (a second one, finishing later, would bring back what the first left out), ``ValueError``
-    naming an excluded image that is not among them, or when too few would be left."""
+    """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` and the
+    good images added since (``segments``: the version's memory bank), less ``excluded`` (sha256 -> file name),
+    with the fit's options and the category's ``false_alarm_rate`` (a rate set since, by hand, is kept), in one
+    transaction; the job records the job it was made from, the names it left out and how many added images it took
+    along. The images are copied inside the database, not read out. Raises :class:`NoStoredImages` when the fit's
+    images are not stored, :class:`JobStateError` while a refit from them is queued or running (a second one,
+    finishing later, would bring back what the first left out), ``ValueError`` naming an excluded image that is not
+    among them, an added image whose file was not kept, or when too few would be left."""
     with connection.transaction(), connection.cursor() as cursor:
-        row = cursor.execute(
-            "SELECT j.id, j.options FROM fit_jobs j WHERE j.category = %s AND j.model_id = %s AND j.state = 'succeeded'"
-            " AND EXISTS (SELECT 1 FROM fit_job_images i WHERE i.job_id = j.id) FOR UPDATE OF j",  # one refit at a time
-            (category, fit_model_id),
-        ).fetchone()
+        row = _source_job(cursor, category, fit_model_id, lock=True)  # one refit at a time
         if row is None:
             raise NoStoredImages(
                 f"{category} was not fitted by a job whose images are stored (fitted from files, or its job was "
@@ -314,30 +332,52 @@ def refit(
                 f"a refit of {category} from the same images is {pending[1]} (job {pending[0]}): wait for it, or "
                 "cancel it and ask again with every image to leave out"
             )
+        left_out, segments = list(excluded), list(segments)
         held = {
             digest
             for (digest,) in cursor.execute(
-                "SELECT sha256 FROM fit_job_images WHERE job_id = %s AND sha256 = ANY(%s)", (source, list(excluded))
+                "SELECT sha256 FROM fit_job_images WHERE job_id = %s AND sha256 = ANY(%s) UNION SELECT sha256 FROM "
+                "images WHERE model_id = ANY(%s) AND split = 'added' AND sha256 = ANY(%s)",
+                (source, left_out, segments, left_out),
             )
         }
         missing = [name for digest, name in excluded.items() if digest not in held]
         if missing:
+            raise ValueError(f"{', '.join(missing)}: neither among the images {category} was fitted from nor added")
+        unkept = [
+            f"{name} (image {image_id})"
+            for image_id, name in cursor.execute(
+                "SELECT i.id, i.file_name FROM images i WHERE i.model_id = ANY(%s) AND i.split = 'added' "
+                "AND NOT (i.sha256 = ANY(%s)) AND NOT EXISTS (SELECT 1 FROM image_originals o WHERE o.image_id = i.id) "
+                "ORDER BY i.id",
+                (segments, left_out),
+            )
+        ]
+        if unkept:
             raise ValueError(
-                f"{', '.join(missing)}: not among the images {category} was fitted from (added later? those go with "
-                "a refit anyway)"
+                f"{', '.join(unkept)}: added to {category} before the files of added images were kept, so a refit "
+                "cannot take them along; leave them out (exclude_image_ids) and add them again after the refit"
             )
         job_id = cursor.execute(
             "INSERT INTO fit_jobs (category, options, created_by, refit_of, excluded) VALUES (%s, %s, %s, %s, %s) "
             "RETURNING id",
-            (category, json.dumps(options), created_by, source, sorted(excluded.values())),
-        ).fetchone()[0]
+            (category, json.dumps({**options, "false_alarm_rate": false_alarm_rate}), created_by, source,
+             sorted(excluded.values())),
+        ).fetchone()[0]  # fmt: skip
         copied = cursor.execute(
             "INSERT INTO fit_job_images (job_id, file_name, sha256, data) SELECT %s, file_name, sha256, data "
             "FROM fit_job_images WHERE job_id = %s AND NOT (sha256 = ANY(%s))",
-            (job_id, source, list(excluded)),
+            (job_id, source, left_out),
         ).rowcount
-        if copied < MIN_IMAGES:
-            raise ValueError(f"{copied} image(s) would be left; a fit needs at least {MIN_IMAGES} good images")
+        normals = cursor.execute(
+            "INSERT INTO fit_job_images (job_id, file_name, sha256, data) SELECT %s, o.file_name, i.sha256, o.data "
+            "FROM images i JOIN image_originals o ON o.image_id = i.id WHERE i.model_id = ANY(%s) "
+            "AND i.split = 'added' AND NOT (i.sha256 = ANY(%s))",
+            (job_id, segments, left_out),
+        ).rowcount
+        if copied + normals < MIN_IMAGES:
+            raise ValueError(f"{copied + normals} image(s) would be left; a fit needs {MIN_IMAGES} good images or more")
+        cursor.execute("UPDATE fit_jobs SET normals = %s WHERE id = %s", (normals, job_id))
         _queue(cursor, job_id)
     return one(connection, job_id)
 

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
@@ -158,20 +159,33 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
 
 
 def test_a_good_image_found_defective_is_refitted_without_from_the_category_page(api, env, tmp_path):
-    """A job's training images stay with it; on the category page (Chromium) the two images that score highest are
-    marked not good and one button, the dialog accepted, queues one job with the same options and the other images;
-    a second refit while it runs is refused (it would bring them back); a worker fits it, and the new version never
-    saw them; the replaced fit's images then go. Refused too: an image that is not one of the category's (404), a
-    category whose fit's images are not stored (409, naming the command line's way)."""
+    """A job's training images stay with it, and the files of good images added later are kept; on the category page
+    (Chromium) the two images that score highest are marked not good and one button, the dialog accepted, queues one
+    job with the fit's options, the false-alarm rate set since by hand and the other images, the added ones among
+    them; a second refit while it runs is refused (it would bring them back); a worker fits it, and the new version
+    never saw the marked ones; the replaced fit's images then go. Refused too: an added image whose file is not kept
+    (422, naming it), an image that is not one of the category's (404), a category whose fit's images are not stored
+    (409, naming the command line's way)."""
     from playwright.sync_api import sync_playwright
 
     worker = start_worker(env, tmp_path / "worker.log", "w")
     try:
         first = _wait(api, _job(api, "refits", TRAIN[:8])["id"], _finished)
         assert first["state"] == "succeeded" and first["images"] == 8, first
+        taught = api.post("/categories/refits/normals", files=_files(TRAIN[8:10]))
+        assert taught.status_code == 200 and len(taught.json()["images_added"]) == 2, taught.text
+        assert api.put("/categories/refits/threshold", json={"false_alarm_rate": 0.05}).status_code == 200
         detail = api.get("/categories/refits").json()
         top, second_top = detail["highest_good_scores"][:2]
-        assert detail["refit_images"] == 8
+        assert detail["refit_images"] == 10 and detail["images"]["added"] == 2
+        with psycopg.connect(env["DATABASE_URL"], autocommit=True) as connection:  # as if added by an earlier build
+            kept = connection.execute("DELETE FROM image_originals RETURNING image_id, file_name, data").fetchall()
+            unkept = api.post("/categories/refits/refit", json={"exclude_image_ids": []})
+            connection.cursor().executemany("INSERT INTO image_originals VALUES (%s, %s, %s)", kept)
+        assert unkept.status_code == 422 and TRAIN[8].name in unkept.json()["detail"], unkept.text
+        kept.sort()  # by image id: the order they were added in
+        expected = [f"added-{i}-{path.stem}.png" for (i, _, _), path in zip(kept, TRAIN[8:10], strict=True)]
+        assert [name for _, name, _ in kept] == expected
         with sync_playwright() as driver:
             browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1180, "height": 900})
@@ -193,17 +207,22 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
             page.wait_for_selector(f".job-{job['id']}")
             row = page.inner_text(f".job-{job['id']}")
             names = sorted([top["file_name"], second_top["file_name"]])
-            assert f"refits (6 images), refit of job {first['id']} without {', '.join(names)}" in row, row
+            carried = 2 - [top["split"], second_top["split"]].count("added")
+            with_added = f", with {carried} added since" if carried else ""
+            assert f"refits (8 images), refit of job {first['id']} without {', '.join(names)}{with_added}" in row, row
             browser.close()
-        assert said.startswith(f"job {job['id']} queued: refits from 6 images, without {top['file_name']}, "), said
-        assert job["options"] == first["options"] and job["images"] == 6 and job["created_by"].startswith("api")
+        assert said.startswith(f"job {job['id']} queued: refits from 8 images, without {top['file_name']}, "), said
+        assert job["options"] == {**first["options"], "false_alarm_rate": 0.05} and job["created_by"].startswith("api")
         assert job["refit_of"] == first["id"] and job["excluded"] == names
+        assert job["images"] == 8 and job["normals"] == carried
         second = _wait(api, job["id"], _finished)
         assert second["state"] == "succeeded", second
         after = api.get("/categories/refits").json()
         assert after["model_id"] == second["model_id"] != detail["model_id"]
-        assert sum(after["images"].values()) == 6 and after["refit_images"] == 6
-        assert not set(names) & {h["file_name"] for h in after["highest_good_scores"]}
+        assert sum(after["images"].values()) == 8 and after["refit_images"] == 8
+        assert after["settings"]["false_alarm_rate"] == 0.05 and "added" not in after["images"]
+        fitted_from = {h["file_name"] for h in after["highest_good_scores"]}
+        assert not set(names) & fitted_from and len([n for n in fitted_from if n.startswith("added-")]) == carried
         assert api.get(f"/jobs/{first['id']}").json()["images"] == 0  # one set of originals per category
     finally:
         worker.terminate()

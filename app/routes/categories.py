@@ -50,7 +50,7 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
             changes.changes(connection, model.category_id),
             pictures.plot_names(connection, model.fit_id),
             defects.library(connection, model.defect_segments),
-            jobs.fit_images(connection, model.category, model.fit_id),
+            jobs.fit_images(connection, model.category, model.fit_id, model.bank_segments),
         )
 
     model, counts, highest, patches, log, plots, library, stored = get_services(request).run(read)

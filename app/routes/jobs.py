@@ -142,9 +142,10 @@ def get_job(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> di
 def refit_category(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: RefitRequest) -> dict:
     """A defect found among the good images (``highest_good_scores``) raises the threshold and is learnt as good; a
     refit without it chooses the memory bank and the good scores again. For a category fitted by a job, whose
-    training images stay stored: a new job with the same options and those images less ``exclude_image_ids``, queued
-    for a worker; the version in service answers until it succeeds. Normals added and a threshold set since are not
-    carried over."""
+    training images stay stored: a new job with the fit's options and its images and the good images added since,
+    less ``exclude_image_ids`` (a training image or an added one), queued for a worker; the version in service
+    answers until it succeeds. The threshold is set again at the category's false-alarm rate (one set since by
+    hand is kept); a threshold set since as a value or from labelled images is not carried over."""
     actor = actor_of(request)
 
     def work(connection):
@@ -158,6 +159,7 @@ def refit_category(request: Request, name: Annotated[str, PathParam(**CATEGORY)]
                  f"of {name} (version {model.id}); see GET /categories/{name}"},
             )  # fmt: skip
         excluded = {digest: file_name for digest, file_name in found.values()}
-        return jobs.refit(connection, name, model.fit_id, excluded, actor)
+        rate = model.config.false_alarm_rate
+        return jobs.refit(connection, name, model.fit_id, model.bank_segments, excluded, rate, actor)
 
     return _run(request, work)
