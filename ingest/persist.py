@@ -35,7 +35,7 @@ def store_model(
         figures = {path.stem: path.read_bytes() for path in plots}
         with connection.transaction():
             load = models.save_model(connection, category, model, evaluation, settings, actor, plots=figures)
-            jobs.drop_replaced_images(connection, category)
+            dropped = jobs.drop_replaced_images(connection, category)
             if within is not None:
                 within(connection, int(load["model_id"]))
     with connect(url, autocommit=True) as connection:
@@ -45,7 +45,8 @@ def store_model(
         raise RuntimeError(f"{category}: {stored} patch rows stored, {model.memory_bank.shape[0]} expected")
     print(
         f"stored {category}: model {load['model_id']}, {stored} patches at {load['copy_rows_per_second']:.0f} rows/s, "
-        f"HNSW index built in {load['index_seconds']:.1f} s, {retired} older model(s) retired",
+        f"HNSW index built in {load['index_seconds']:.1f} s, {retired} older model(s) retired"
+        + (f", the replaced fit's {dropped} stored job images dropped" if dropped else ""),
         flush=True,
     )
     return {"model_id": load["model_id"], "store": load}
