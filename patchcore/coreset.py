@@ -2,10 +2,16 @@
 
 The greedy rule is the paper's: project the features to about 128 dimensions with a seeded Gaussian matrix, start
 from a seeded random patch, and repeatedly add the patch farthest from everything chosen so far. What makes it fast
-is exact pruning by the triangle inequality: every patch remembers its nearest chosen centre, and a new centre ``c``
-can only come closer to a patch of centre ``j``'s cluster if ``|c - j| < 2 * radius_j``; clusters farther away are
-not looked at. The selection is the same as the naive full scan's, but late iterations touch a small fraction of
-the patches. Memory is the projection (N x 128 floats) plus a few N-vectors: never an N x N matrix.
+is exact pruning by lower bounds of distances, so that a step computes the full distance to the new centre ``c``
+only for the few patches it can take. Every patch remembers its nearest chosen centre (its cluster's), at distance
+``r_p``; a patch ``p`` of cluster ``j`` can only come closer to ``c`` if ``|c - j| < 2 * r_p`` (triangle inequality),
+so only clusters with ``|c - j| < 2 * radius_j`` are looked at (each cluster's patches are kept together), and of
+their patches only those with ``r_p > |c - j| / 2``; and since a distance within a subspace bounds the full one from
+below, only those whose distance to ``c`` in the 16 principal directions of the projection is below ``r_p`` (the
+same bound finds the centres that can be in reach). Each test leaves room for float32 rounding, so the selection
+is the naive full scan's, while a step reads a small fraction of the patches (on the 502,816 patches of three sets'
+training images at 3%: 59.5 s against 169.9 s with the cluster test alone, the same selection). Memory is the
+projection (N x 128 floats), its 16 principal coordinates and a few N-vectors: never an N x N matrix.
 
 On a GPU the pruning does not pay: its bookkeeping needs the host at every step, while a full scan of N x 128
 floats takes the GPU microseconds. There the same greedy rule runs as the plain full scan, without a single host
@@ -27,6 +33,9 @@ PROJECTION_DIM = 128
 _FULL_SCAN_FRACTION = 0.4
 _PROJECTION_CHUNK = 65536
 _DISTANCE_BLOCK = 1 << 24  # distances computed at once: 64 MB of float32
+_BOUND_DIM = 16  # principal directions that bound the distances between centres from below
+_BOUND_SAMPLE = 20_000  # points their directions are estimated from
+_ROUNDING = 1e-5  # float32 rounding of a squared distance, relative to the squared norms
 
 
 def random_projection(
@@ -174,7 +183,8 @@ def _full_scan_greedy(
 def _pruned_greedy(
     points: torch.Tensor, squared: torch.Tensor, k: int, start: _Start, progress: Callable[[int], None] | None
 ) -> Selection:
-    """Greedy k-center with triangle-inequality pruning (the CPU path): late steps touch few patches."""
+    """Greedy k-center with triangle-inequality pruning (the CPU path): late steps touch few patches, and read only
+    those (each cluster's points are kept together, :class:`_Members`) and the few centres that can be in reach."""
     n = points.shape[0]
     t0 = start.chosen.numel()
     selected = torch.empty(k, dtype=torch.long)
@@ -187,21 +197,51 @@ def _pruned_greedy(
     radii = torch.zeros(k)
     farthest = torch.zeros(k, dtype=torch.long)
     everything = torch.arange(n)
+    members = _Members(owner, t0, k)
     if t0:
         _refresh_radii(everything, nearest, owner, radii, farthest)
+    basis = _principal_basis(points)
+    points_low = points @ basis
+    low = torch.empty(k, basis.shape[1])
+    low[:t0] = centres[:t0] @ basis
+    low_sq = torch.empty(k)
+    low_sq[:t0] = (low[:t0] * low[:t0]).sum(1)
+    far_sq = torch.empty(k)  # squared distance of each cluster in reach from the new centre, infinite for the others
     candidate = start.candidate
     for t in range(t0, k):
         selected[t] = candidate
         centres[t] = points[candidate]
         centre_sq[t] = squared[candidate]
-        index = None
+        low[t] = centres[t] @ basis
+        low_sq[t] = low[t] @ low[t]
+        index = movable = None  # the first centre takes every point
         if t > 0:
-            # Clusters whose centre is within twice their radius of the new centre are the only ones it can change.
-            between_sq = centre_sq[:t] - 2 * (centres[:t] @ centres[t]) + centre_sq[t]
-            in_reach = (between_sq < 4 * radii[:t] * radii[:t]).index_select(0, owner).nonzero().squeeze(1)
-            if in_reach.numel() <= _FULL_SCAN_FRACTION * n:
-                index = in_reach
-        _assign(points, squared, centres[t], centre_sq[t], index, t, nearest, owner)
+            # Only a cluster whose centre lies within twice its radius of the new centre can lose points to it. Their
+            # distance in the principal subspace bounds it from below (with room for rounding), so the exact distance
+            # is computed only for the few centres that bound lets through.
+            bound_sq = low_sq[:t] - 2 * (low[:t] @ low[t]) + low_sq[t]
+            slack = _ROUNDING * (low_sq[:t] + low_sq[t])
+            near = torch.nonzero(bound_sq < 4 * radii[:t] * radii[:t] + slack).squeeze(1)
+            between_sq = (
+                centre_sq.index_select(0, near) - 2 * (centres.index_select(0, near) @ centres[t]) + centre_sq[t]
+            )
+            near_radii = radii.index_select(0, near)
+            reach = between_sq < 4 * near_radii * near_radii
+            far_sq[:t] = math.inf
+            far_sq[near[reach]] = between_sq[reach]
+            index = members.of(near[reach], owner, _FULL_SCAN_FRACTION * n)
+            index = everything if index is None else index
+            # And of such a cluster's points, only one farther from its centre than half the new centre's distance.
+            mine = owner.index_select(0, index)
+            room = 8 * _ROUNDING * (squared.index_select(0, index) + centre_sq.index_select(0, mine) + centre_sq[t])
+            near_sq = nearest.index_select(0, index).square()
+            movable = index[4 * near_sq + room > far_sq.index_select(0, mine)]
+            # And of those, only one that is nearer to the new centre than its own in the principal subspace too.
+            shadow_sq = (points_low.index_select(0, movable) - low[t]).square_().sum(1)
+            room = 8 * _ROUNDING * (squared.index_select(0, movable) + centre_sq[t])
+            movable = movable[shadow_sq < nearest.index_select(0, movable).square() + room]
+        moved = _assign(points, squared, centres[t], centre_sq[t], movable, t, nearest, owner)
+        members.add(t, moved, owner)
         nearest[candidate] = 0
         _refresh_radii(everything if index is None else index, nearest, owner, radii, farthest)
         best = int(torch.argmax(radii[: t + 1]))
@@ -209,6 +249,62 @@ def _pruned_greedy(
         if progress is not None:
             progress(1)
     return Selection(selected, owner)
+
+
+class _Members:
+    """The points of each cluster, so that a step reads the clusters in reach and not an owner array of every point.
+
+    One flat buffer of segments, a segment per cluster: written when the buffer is built from the owners (sorted by
+    cluster) or, for a cluster made since, when it is made (the points it took). Points only ever move to the newest
+    cluster, so a point is always in the segment of its current cluster; one that moved on stays in its old segment
+    and is dropped when that is read (its owner is another cluster). The buffer is built again when full."""
+
+    def __init__(self, owner: torch.Tensor, clusters: int, k: int) -> None:
+        self.buffer = torch.empty(2 * owner.numel(), dtype=torch.long)
+        self.start = torch.zeros(k, dtype=torch.long)
+        self.length = torch.zeros(k, dtype=torch.long)
+        self._build(owner, clusters)
+
+    def _build(self, owner: torch.Tensor, clusters: int) -> None:
+        n = owner.numel()
+        self.buffer[:n] = torch.argsort(owner, stable=True)
+        counts = torch.bincount(owner, minlength=clusters) if n else torch.zeros(clusters, dtype=torch.long)
+        self.length[:clusters] = counts[:clusters]
+        self.start[:clusters] = counts[:clusters].cumsum(0) - counts[:clusters]
+        self.fill = n
+
+    def add(self, cluster: int, moved: torch.Tensor, owner: torch.Tensor) -> None:
+        """Cluster ``cluster`` was made and took the points ``moved`` (``owner`` already says so)."""
+        if self.fill + moved.numel() > self.buffer.numel():
+            self._build(owner, cluster + 1)
+            return
+        self.buffer[self.fill : self.fill + moved.numel()] = moved
+        self.start[cluster], self.length[cluster] = self.fill, moved.numel()
+        self.fill += moved.numel()
+
+    def of(self, clusters: torch.Tensor, owner: torch.Tensor, most: float) -> torch.Tensor | None:
+        """The points of ``clusters``, or None when their segments hold more than ``most`` (a full scan is cheaper)."""
+        lengths = self.length.index_select(0, clusters)
+        total = int(lengths.sum())
+        if total > most:
+            return None
+        ends = lengths.cumsum(0)
+        offset = (self.start.index_select(0, clusters) - (ends - lengths)).repeat_interleave(lengths, output_size=total)
+        points = self.buffer.index_select(0, torch.arange(total) + offset)
+        cluster = clusters.repeat_interleave(lengths, output_size=total)
+        return points[owner.index_select(0, points) == cluster]
+
+
+def _principal_basis(points: torch.Tensor) -> torch.Tensor:
+    """(d, m) orthonormal basis of the ``m`` principal directions of a seeded sample of ``points``: a distance
+    within its subspace bounds the full distance from below, and tightly where the points vary most (bottle's
+    projected patches: 87% of their variance in 16 of 128 directions)."""
+    n, d = points.shape
+    if d <= _BOUND_DIM:
+        return torch.eye(d)
+    sample = points.index_select(0, torch.randperm(n, generator=torch.Generator().manual_seed(0))[:_BOUND_SAMPLE])
+    directions = torch.linalg.svd(sample - sample.mean(0), full_matrices=False).Vh
+    return directions[:_BOUND_DIM].T.contiguous()
 
 
 def _assign(
@@ -220,8 +316,9 @@ def _assign(
     t: int,
     nearest: torch.Tensor,
     owner: torch.Tensor,
-) -> None:
-    """Give the patches of ``index`` (``None``: all) closer to centre ``t`` than to their own centre to centre ``t``."""
+) -> torch.Tensor:
+    """Give the patches of ``index`` (``None``: all) closer to centre ``t`` than to their own centre to centre ``t``;
+    returns them."""
     if index is None:
         distance = squared - 2 * (points @ centre) + centre_sq
         current = nearest
@@ -234,6 +331,7 @@ def _assign(
     moved = index[closer]
     nearest.index_copy_(0, moved, distance[closer])
     owner.index_fill_(0, moved, t)
+    return moved
 
 
 def _refresh_radii(
