@@ -269,7 +269,7 @@ class _Members:
     def _build(self, owner: torch.Tensor, clusters: int) -> None:
         n = owner.numel()
         self.buffer[:n] = torch.argsort(owner, stable=True)
-        counts = torch.bincount(owner, minlength=clusters) if n else torch.zeros(clusters, dtype=torch.long)
+        counts = torch.bincount(owner, minlength=clusters)
         self.length[:clusters] = counts[:clusters]
         self.start[:clusters] = counts[:clusters].cumsum(0) - counts[:clusters]
         self.fill = n
@@ -284,7 +284,8 @@ class _Members:
         self.fill += moved.numel()
 
     def of(self, clusters: torch.Tensor, owner: torch.Tensor, most: float) -> torch.Tensor | None:
-        """The points of ``clusters``, or None when their segments hold more than ``most`` (a full scan is cheaper)."""
+        """The points of ``clusters``, or None when their segments hold more than ``most`` (then every point is
+        tested: one pass over all is cheaper than gathering most of them)."""
         lengths = self.length.index_select(0, clusters)
         total = int(lengths.sum())
         if total > most:
