@@ -131,6 +131,59 @@ def nearest_centre(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=points.device)
 
 
+def nearest_centre_near(
+    points: torch.Tensor, anchors: torch.Tensor, anchor_of: torch.Tensor, centres: torch.Tensor
+) -> torch.Tensor:
+    """(P,) position of each point's nearest centre, as :func:`nearest_centre` finds it, for points that each have an
+    anchor near them (``anchors[anchor_of[i]]``, not a centre: the centre a point had before its centre was dropped).
+
+    With ``a`` a point's anchor, ``j_a`` the centre nearest to ``a``, ``r = |p - a|`` and ``u = |p - j_a|``, a
+    centre ``j`` can only be nearer to ``p`` than ``j_a`` is if ``|a - j| <= r + u`` (triangle inequality). So the
+    points of an anchor are matched only against the centres within the largest such reach of it (with room for
+    float32 rounding), which on real features is a small fraction of them (the 914 images of three sets at a 10%
+    coreset: 0.7% on average per point). On the CPU; elsewhere one full product is cheaper than the bookkeeping."""
+    if points.device.type != "cpu" or points.shape[0] == 0:
+        return nearest_centre(points, centres)
+    result = torch.empty(points.shape[0], dtype=torch.long)
+    centre_sq = (centres * centres).sum(1)
+    largest_sq = float(centre_sq.max())
+    used, anchor_of = torch.unique(anchor_of, return_inverse=True)  # anchors without points cost nothing
+    anchors = anchors.index_select(0, used)
+    order = torch.argsort(anchor_of, stable=True)
+    first_point = torch.searchsorted(anchor_of.index_select(0, order), torch.arange(anchors.shape[0] + 1))
+    step = max(1, _DISTANCE_BLOCK // max(1, centres.shape[0]))
+    for start in range(0, anchors.shape[0], step):
+        block = anchors[start : start + step]
+        block_sq = (block * block).sum(1)
+        between_sq = torch.addmm(centre_sq, block, centres.T, alpha=-2.0).add_(block_sq[:, None])
+        own = between_sq.argmin(1)
+        lo, hi = int(first_point[start]), int(first_point[start + block.shape[0]])
+        members = order[lo:hi]
+        mine = anchor_of.index_select(0, members) - start
+        near = points.index_select(0, members)
+        reach = (near - block.index_select(0, mine)).norm(dim=1) + (near - centres.index_select(0, own[mine])).norm(
+            dim=1
+        )
+        largest = torch.zeros(block.shape[0]).scatter_reduce_(0, mine, reach, reduce="amax")
+        limit = largest.square_().add_(_ROUNDING * (block_sq + largest_sq))
+        row, candidates = torch.nonzero(between_sq <= limit[:, None]).unbind(1)
+        ends = torch.bincount(row, minlength=block.shape[0]).cumsum(0).tolist()
+        counts = first_point[start : start + block.shape[0] + 1].diff().tolist()
+        taken, begin = lo, 0
+        for end, count in zip(ends, counts, strict=True):  # every anchor left has points
+            mine_points = order[taken : taken + count]
+            near_centres = candidates[begin:end]
+            product = torch.addmm(
+                centre_sq.index_select(0, near_centres),
+                points.index_select(0, mine_points),
+                centres.index_select(0, near_centres).T,
+                alpha=-2.0,
+            )
+            result[mine_points] = near_centres[product.argmin(1)]
+            taken, begin = taken + count, end
+    return result
+
+
 class _Start(NamedTuple):
     """Where a greedy selection starts: centres already ``chosen`` (positions), each point's distance to its
     ``nearest`` one and that one's position in ``chosen`` (``owner``), and the next centre, ``candidate``."""

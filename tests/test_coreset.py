@@ -9,6 +9,8 @@ from patchcore.coreset import (
     greedy_continued,
     greedy_coreset,
     greedy_selection,
+    nearest_centre,
+    nearest_centre_near,
     random_projection,
 )
 
@@ -86,6 +88,26 @@ def test_a_continued_selection_covers_again_what_the_dropped_centres_covered():
     assert continued.indices.numel() == 150 and continued.indices.unique().numel() == 150
     radius = float(torch.cdist(points[rest], points[rest][continued.indices]).min(1).values.max())
     assert radius <= 2 * float(torch.cdist(points[rest], points[rest][fresh.indices]).min(1).values.max())
+
+
+def test_the_nearest_centre_found_near_an_anchor_is_the_nearest_of_all():
+    """Points whose centre was dropped, matched to the centres left near that dropped centre (their anchor), get
+    the centre a full search gives; and so do points given anchors that are nowhere near them, since the bound
+    holds for any anchor (it only prunes less)."""
+    points = _clustered(4000, 32, 7)
+    whole = greedy_selection(points, 200, seed=0)
+    dropped = whole.indices[::5]
+    kept = whole.indices[torch.arange(200) % 5 != 0]
+    anchor_of_centre = torch.full((200,), -1, dtype=torch.long)
+    anchor_of_centre[::5] = torch.arange(dropped.numel())
+    lost = torch.nonzero(anchor_of_centre[whole.owner] >= 0).flatten()
+    assert lost.numel() > 400
+    expected = nearest_centre(points[lost], points[kept])
+    found = nearest_centre_near(points[lost], points[dropped], anchor_of_centre[whole.owner[lost]], points[kept])
+    assert torch.equal(found, expected)
+    far = torch.randn(7, 32, generator=torch.Generator().manual_seed(1)) * 20
+    anywhere = torch.randint(7, (lost.numel(),), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(nearest_centre_near(points[lost], far, anywhere, points[kept]), expected)
 
 
 def test_far_outliers_are_always_selected():
