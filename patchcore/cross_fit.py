@@ -24,7 +24,9 @@ at 10, against the good test images' 1.769 (95th percentile); medians 1.647-1.65
 leaving one image out), at a fraction of the cost: a fold needs only its dropped centres chosen again, so K = 10
 costs about one selection in all (screws at 1%: 11 s, against 31 s for 3 fresh selections and 133 s for 10);
 leaving each image out gained nothing more (43 s). The scoring searches only the patches that can be an image's
-worst (:func:`_farthest`).
+worst (:func:`_farthest`), and a patch whose served centre was the fold's finds its nearest centre left among
+those within reach of that centre only (:func:`patchcore.coreset.nearest_centre_near`): on 914 images of three
+sets at a 10% coreset the cross-fit took 241 s with both, 403 s without (the same scores).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Callable
 import torch
 
 from patchcore import scoring
-from patchcore.coreset import Selection, greedy_continued, nearest_centre_near
+from patchcore.coreset import Selection, greedy_continued, nearest_centre, nearest_centre_near
 from patchcore.scoring import ExactSearch, Metric
 
 FOLDS = 10
@@ -148,6 +150,18 @@ def _farthest(
             farthest = (float(distances[at]), int(block[at]), int(index[at]))
         start, chunk = start + chunk, min(2 * chunk, most)
     return farthest
+
+
+def image_score(
+    patches: torch.Tensor, projected: torch.Tensor, centre_points: torch.Tensor, search: ExactSearch, b: int
+) -> float:
+    """The image score of ``patches`` (P, D) against ``search``'s bank, exactly as a search of every patch gives it
+    (eq. 7 too), where ``projected`` are the patches in the coreset's projection and ``centre_points`` the bank's
+    rows there: each patch's nearest of them names a bank row whose distance bounds its nearest one, so only the
+    patches that can be the worst are searched in full (a held-out image at a 10% coreset: about a third of the
+    time of a full search)."""
+    near = nearest_centre(projected, centre_points).cpu()
+    return _worst_patch_score(patches, near, search, b)
 
 
 def _worst_patch_score(patches: torch.Tensor, near: torch.Tensor, search: ExactSearch, b: int) -> float:

@@ -305,7 +305,9 @@ def fit(
     del image_of_row, cell, widths, position_of_row
 
     out_of_fold_started = time.perf_counter()
-    radius = cross_fit.coverage_radius(features, scoring.ExactSearch(memory_bank, config.metric), selection.owner)
+    bank_search = scoring.ExactSearch(memory_bank, config.metric)
+    radius = cross_fit.coverage_radius(features, bank_search, selection.owner)
+    centre_points = projection.index_select(0, selection.indices.to(projection.device))
     if len(bank_paths) > 1:
         with progress.stage("cross-fitted good scores", len(bank_paths), "img", report) as update:
             out_of_fold = cross_fit.cross_fitted_scores(
@@ -321,6 +323,7 @@ def fit(
         for record, score in zip(images, out_of_fold, strict=True):
             record.score = score
     matrix_on_disk = matrix.on_disk is not None
+    projection_device = projection.device
     del features, projection, matrix
     out_of_fold_seconds = time.perf_counter() - out_of_fold_started
 
@@ -342,7 +345,9 @@ def fit(
     offset = len(bank_paths)
     for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
         item.record.split = "holdout"
-        item.record.score = model.score(item.features).score
+        patches = item.features.reshape(-1, dim)
+        projected = random_projection(patches, PROJECTION_DIM, config.seed, projection_device)
+        item.record.score = cross_fit.image_score(patches, projected, centre_points, bank_search, config.num_neighbors)
         image_embeddings[offset + i] = item.features.reshape(-1, dim).mean(0)
         images.append(item.record)
     model.threshold, model.threshold_policy = threshold.false_alarm_threshold(

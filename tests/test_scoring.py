@@ -81,6 +81,27 @@ def test_cross_fitted_scores_are_exact_scores_against_a_coreset_made_without_the
             assert got[image] == pytest.approx(expected, abs=1e-5)
 
 
+def test_an_image_score_from_projected_bounds_is_the_score_of_a_search_of_every_patch():
+    """A held-out image's score, its patches searched in full only where their projected-nearest bank row leaves
+    room for them to be the worst, is the score a search of every patch gives, in both metrics."""
+    from patchcore.coreset import greedy_selection, random_projection
+    from patchcore.cross_fit import image_score
+
+    generator = torch.Generator().manual_seed(3)
+    training = torch.randn(4000, 32, generator=generator)
+    projection = random_projection(training, 8, 0)
+    selection = greedy_selection(projection, 200, 0)
+    for metric in scoring.METRICS:
+        search = scoring.ExactSearch(training[selection.indices], metric)
+        for image in range(4):
+            patches = torch.randn(300, 32, generator=generator) * (1 + image / 2)
+            distances, index = search.nearest(patches)
+            expected = scoring.image_score(distances[:, 0], index[:, 0], patches, search, 3)
+            projected = random_projection(patches, 8, 0)
+            got = image_score(patches, projected, projection[selection.indices], search, 3)
+            assert got == pytest.approx(expected, abs=1e-5)
+
+
 def test_the_coverage_radius_found_from_upper_bounds_is_the_exact_largest_nearest_distance():
     """Searched in decreasing order of the bound given by each patch's projected-nearest centre, stopped early: the
     same radius as a search of every patch, in both metrics."""
