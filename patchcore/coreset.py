@@ -141,7 +141,8 @@ def nearest_centre_near(
     centre ``j`` can only be nearer to ``p`` than ``j_a`` is if ``|a - j| <= r + u`` (triangle inequality). So the
     points of an anchor are matched only against the centres within the largest such reach of it (with room for
     float32 rounding), which on real features is a small fraction of them (the 914 images of three sets at a 10%
-    coreset: 0.7% on average per point). On the CPU; elsewhere one full product is cheaper than the bookkeeping."""
+    coreset: about 1%; one fold's 48,390 such points in 1.7 s against 11.5 s for the full product, the same
+    centres). On the CPU; elsewhere one full product is cheaper than the bookkeeping."""
     if points.device.type != "cpu" or points.shape[0] == 0:
         return nearest_centre(points, centres)
     result = torch.empty(points.shape[0], dtype=torch.long)
