@@ -323,7 +323,6 @@ def fit(
         for record, score in zip(images, out_of_fold, strict=True):
             record.score = score
     matrix_on_disk = matrix.on_disk is not None
-    projection_device = projection.device
     del features, projection, matrix
     out_of_fold_seconds = time.perf_counter() - out_of_fold_started
 
@@ -346,9 +345,10 @@ def fit(
     for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
         item.record.split = "holdout"
         patches = item.features.reshape(-1, dim)
-        projected = random_projection(patches, PROJECTION_DIM, config.seed, projection_device)
-        item.record.score = cross_fit.image_score(patches, projected, centre_points, bank_search, config.num_neighbors)
-        image_embeddings[offset + i] = item.features.reshape(-1, dim).mean(0)
+        projected = random_projection(patches, PROJECTION_DIM, config.seed, centre_points.device)
+        b = config.num_neighbors
+        item.record.score = cross_fit.held_out_score(patches, projected, centre_points, bank_search, b)
+        image_embeddings[offset + i] = patches.mean(0)
         images.append(item.record)
     model.threshold, model.threshold_policy = threshold.false_alarm_threshold(
         model.good_scores, config.false_alarm_rate

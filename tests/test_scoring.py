@@ -85,7 +85,7 @@ def test_an_image_score_from_projected_bounds_is_the_score_of_a_search_of_every_
     """A held-out image's score, its patches searched in full only where their projected-nearest bank row leaves
     room for them to be the worst, is the score a search of every patch gives, in both metrics."""
     from patchcore.coreset import greedy_selection, random_projection
-    from patchcore.cross_fit import image_score
+    from patchcore.cross_fit import held_out_score
 
     generator = torch.Generator().manual_seed(3)
     training = torch.randn(4000, 32, generator=generator)
@@ -98,7 +98,7 @@ def test_an_image_score_from_projected_bounds_is_the_score_of_a_search_of_every_
             distances, index = search.nearest(patches)
             expected = scoring.image_score(distances[:, 0], index[:, 0], patches, search, 3)
             projected = random_projection(patches, 8, 0)
-            got = image_score(patches, projected, projection[selection.indices], search, 3)
+            got = held_out_score(patches, projected, projection[selection.indices], search, 3)
             assert got == pytest.approx(expected, abs=1e-5)
 
 
