@@ -125,7 +125,7 @@ def _match_lost(
     """Fill in ``near`` (a position in ``centres``, -1 where unknown) for the patches ``rows``: each unknown one gets
     its nearest of ``centres`` in the projection, found near its served centre (``anchors[anchor_of[owner]]``)."""
     lost = rows[near.index_select(0, rows) < 0]
-    if lost.numel():
+    if lost.numel() and centres.shape[0]:  # with no centre left, the continued selection starts afresh
         mine = projection.index_select(0, lost.to(projection.device))
         near[lost] = nearest_centre_near(mine, anchors, anchor_of[owner[lost]], centres).cpu()
 

@@ -81,6 +81,27 @@ def test_cross_fitted_scores_are_exact_scores_against_a_coreset_made_without_the
             assert got[image] == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_fold_that_held_every_served_centre_is_scored_against_a_fresh_selection_without_it():
+    """Two images and a one-centre coreset: the fold that holds the only centre has its image scored against a
+    selection made afresh over the other image's patches, the other image against that centre."""
+    from patchcore.coreset import greedy_selection, random_projection
+    from patchcore.cross_fit import cross_fitted_scores
+
+    flat = torch.randn(100, 16, generator=torch.Generator().manual_seed(0))
+    offsets = torch.tensor([0, 50, 100])
+    projection = random_projection(flat, 8, 0)
+    served = greedy_selection(projection, 1, 0).indices
+    got = cross_fitted_scores(flat, offsets, projection, greedy_selection(projection, 1, 0), "l2", 3, seed=0)
+    holder = int(served[0]) // 50
+    other = 1 - holder
+    rows = torch.arange(offsets[other], offsets[other + 1])
+    for image, bank in ((holder, rows[greedy_selection(projection[rows], 1, 0).indices]), (other, served)):
+        search = scoring.ExactSearch(flat[bank], "l2")
+        patches = flat[offsets[image] : offsets[image + 1]]
+        distances, index = search.nearest(patches)
+        assert got[image] == pytest.approx(scoring.image_score(distances[:, 0], index[:, 0], patches, search, 3))
+
+
 def test_an_image_score_from_projected_bounds_is_the_score_of_a_search_of_every_patch():
     """A held-out image's score, its patches searched in full only where their projected-nearest bank row leaves
     room for them to be the worst, is the score a search of every patch gives, in both metrics."""
