@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from patchcore.scoring import ExactSearch
@@ -238,7 +239,14 @@ def _pruned_greedy(
     points: torch.Tensor, squared: torch.Tensor, k: int, start: _Start, progress: Callable[[int], None] | None
 ) -> Selection:
     """Greedy k-center with triangle-inequality pruning (the CPU path): late steps touch few patches, and read only
-    those (each cluster's points are kept together, :class:`_Members`) and the few centres that can be in reach."""
+    those (each cluster's points are kept together, :class:`_Members`) and the few centres that can be in reach.
+
+    What a test compares is kept ready, so that a step's passes are few: for each centre, its key of the subspace
+    test; for each point, its keys of the half-distance and subspace tests (they change only when it moves). The
+    centres' principal coordinates are held transposed (a row per direction): their product with a new centre's
+    took 81 us at 60,000 centres against 172 us a row per centre (2 cores). numpy finds the centres that pass and
+    the largest radius, on the same memory (argmax 10 us against torch's 59), but not the product: numpy's BLAS
+    threads and torch's contend for the cores (interleaved with torch, 8.7 ms)."""
     n = points.shape[0]
     t0 = start.chosen.numel()
     selected = torch.empty(k, dtype=torch.long)
@@ -252,58 +260,95 @@ def _pruned_greedy(
     farthest = torch.zeros(k, dtype=torch.long)
     everything = torch.arange(n)
     members = _Members(owner, t0, k)
-    if t0:
-        _refresh_radii(everything, nearest, owner, radii, farthest)
     basis = _principal_basis(points)
     points_low = points @ basis
-    low = torch.empty(k, basis.shape[1])
-    low[:t0] = centres[:t0] @ basis
+    low = torch.empty(basis.shape[1], k)  # the centres' principal coordinates, a column each
+    low[:, :t0] = (centres[:t0] @ basis).T
     low_sq = torch.empty(k)
-    low_sq[:t0] = (low[:t0] * low[:t0]).sum(1)
-    far_sq = torch.empty(k)  # squared distance of each cluster in reach from the new centre, infinite for the others
+    low_sq[:t0] = low[:, :t0].square().sum(0)
+    # a centre j can be in reach of a new centre c only if  key_j - 2 <low_j, low_c>  <  rho |c|^2 - |low_c|^2,  with
+    # key_j = |low_j|^2 - 4 r_j^2 - rho |j|^2: the subspace bound |low_j - low_c|^2 < 4 r_j^2 + rho (|j|^2 + |c|^2)
+    centre_key = torch.empty(k)
+    # a point p of cluster j can move to c only if  half_key_p + 8 rho |c|^2 > |c - j|^2,  and then only if
+    # |low_p - low_c|^2 < shadow_key_p + 8 rho |c|^2,  with slack_p = 8 rho (|p|^2 + |j|^2) in both keys
+    half_key, shadow_key = torch.empty(n), torch.empty(n)
+    if t0:
+        _refresh_radii(everything, nearest, owner, radii, farthest)
+        _rekey_centres(torch.arange(t0), radii, low_sq, centre_sq, centre_key)
+        _rekey_points(everything, nearest, squared, centre_sq.index_select(0, owner), half_key, shadow_key)
+    radii_np = radii.numpy()
+    far_sq = torch.full((k,), math.inf)  # squared distance of each cluster in reach from the new centre
     candidate = start.candidate
     for t in range(t0, k):
         selected[t] = candidate
         centres[t] = points[candidate]
         centre_sq[t] = squared[candidate]
-        low[t] = centres[t] @ basis
-        low_sq[t] = low[t] @ low[t]
+        low[:, t] = centres[t] @ basis
+        low_sq[t] = low[:, t] @ low[:, t]
+        centre_key[t] = low_sq[t] - _ROUNDING * centre_sq[t]
+        room = 8 * _ROUNDING * float(centre_sq[t])
         index = movable = None  # the first centre takes every point
         if t > 0:
             # Only a cluster whose centre lies within twice its radius of the new centre can lose points to it. Their
             # distance in the principal subspace bounds it from below (with room for rounding), so the exact distance
             # is computed only for the few centres that bound lets through.
-            bound_sq = low_sq[:t] - 2 * (low[:t] @ low[t]) + low_sq[t]
-            slack = _ROUNDING * (centre_sq[:t] + centre_sq[t])
-            near = torch.nonzero(bound_sq < 4 * radii[:t] * radii[:t] + slack).squeeze(1)
+            bound = torch.addmm(centre_key[None, :t], low[None, :, t], low[:, :t], alpha=-2.0)[0].numpy()
+            near = torch.from_numpy(np.flatnonzero(bound < _ROUNDING * float(centre_sq[t]) - float(low_sq[t])))
             between_sq = (
                 centre_sq.index_select(0, near) - 2 * (centres.index_select(0, near) @ centres[t]) + centre_sq[t]
             )
             near_radii = radii.index_select(0, near)
             reach = between_sq < 4 * near_radii * near_radii
-            far_sq[:t] = math.inf
-            far_sq[near[reach]] = between_sq[reach]
-            index = members.of(near[reach], owner, _FULL_SCAN_FRACTION * n)
+            in_reach = near[reach]
+            far_sq[in_reach] = between_sq[reach]
+            index = members.of(in_reach, owner, _FULL_SCAN_FRACTION * n)
             index = everything if index is None else index
             # And of such a cluster's points, only one farther from its centre than half the new centre's distance.
             mine = owner.index_select(0, index)
-            room = 8 * _ROUNDING * (squared.index_select(0, index) + centre_sq.index_select(0, mine) + centre_sq[t])
-            near_sq = nearest.index_select(0, index).square()
-            movable = index[4 * near_sq + room > far_sq.index_select(0, mine)]
+            movable = index[half_key.index_select(0, index) + room > far_sq.index_select(0, mine)]
+            far_sq[in_reach] = math.inf
             # And of those, only one that is nearer to the new centre than its own in the principal subspace too.
-            shadow_sq = (points_low.index_select(0, movable) - low[t]).square_().sum(1)
-            mine = owner.index_select(0, movable)
-            room = 8 * _ROUNDING * (squared.index_select(0, movable) + centre_sq.index_select(0, mine) + centre_sq[t])
-            movable = movable[shadow_sq < nearest.index_select(0, movable).square() + room]
-        moved = _assign(points, squared, centres[t], centre_sq[t], movable, t, nearest, owner)
+            shadow_sq = (points_low.index_select(0, movable) - low[:, t]).square_().sum(1)
+            movable = movable[shadow_sq < shadow_key.index_select(0, movable) + room]
+        moved, losers = _assign(points, squared, centres[t], centre_sq[t], movable, t, nearest, owner)
         members.add(t, moved, owner)
         nearest[candidate] = 0
-        _refresh_radii(everything if index is None else index, nearest, owner, radii, farthest)
-        best = int(torch.argmax(radii[: t + 1]))
-        candidate = int(farthest[best])
+        _rekey_points(moved, nearest, squared, centre_sq[t].expand(moved.numel()), half_key, shadow_key)
+        # Only the new cluster and those that lost points to it have a new radius: their points are read again (a
+        # cluster keeps its centre, so each of them still has one), unless they are most of all points.
+        kept = None if index is None else members.of(torch.unique(losers), owner, _FULL_SCAN_FRACTION * n)
+        refreshed = _refresh_radii(
+            everything if kept is None else torch.cat([kept, moved]), nearest, owner, radii, farthest
+        )
+        _rekey_centres(refreshed, radii, low_sq, centre_sq, centre_key)
+        candidate = int(farthest[int(radii_np[: t + 1].argmax())])
         if progress is not None:
             progress(1)
     return Selection(selected, owner)
+
+
+def _rekey_centres(
+    clusters: torch.Tensor, radii: torch.Tensor, low_sq: torch.Tensor, centre_sq: torch.Tensor, key: torch.Tensor
+) -> None:
+    """The subspace test's key of ``clusters`` (their radius changed): ``|low_j|^2 - 4 r_j^2 - rho |j|^2``."""
+    r = radii.index_select(0, clusters)
+    key[clusters] = low_sq.index_select(0, clusters) - 4 * r * r - _ROUNDING * centre_sq.index_select(0, clusters)
+
+
+def _rekey_points(
+    index: torch.Tensor,
+    nearest: torch.Tensor,
+    squared: torch.Tensor,
+    owner_sq: torch.Tensor,
+    half_key: torch.Tensor,
+    shadow_key: torch.Tensor,
+) -> None:
+    """The half-distance and subspace tests' keys of the points ``index`` (they moved; ``owner_sq``: the squared norm
+    of each one's centre): ``4 r_p^2 + slack_p`` and ``r_p^2 + slack_p``."""
+    near_sq = nearest.index_select(0, index).square()
+    slack = 8 * _ROUNDING * (squared.index_select(0, index) + owner_sq)
+    half_key[index] = 4 * near_sq + slack
+    shadow_key[index] = near_sq + slack
 
 
 class _Members:
@@ -372,9 +417,9 @@ def _assign(
     t: int,
     nearest: torch.Tensor,
     owner: torch.Tensor,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Give the patches of ``index`` (``None``: all) closer to centre ``t`` than to their own centre to centre ``t``;
-    returns them."""
+    returns them and the clusters they came from."""
     if index is None:
         distance = squared - 2 * (points @ centre) + centre_sq
         current = nearest
@@ -385,15 +430,17 @@ def _assign(
     distance = distance.clamp_min_(0).sqrt_()
     closer = distance < current
     moved = index[closer]
+    losers = owner.index_select(0, moved)
     nearest.index_copy_(0, moved, distance[closer])
     owner.index_fill_(0, moved, t)
-    return moved
+    return moved, losers
 
 
 def _refresh_radii(
     index: torch.Tensor, nearest: torch.Tensor, owner: torch.Tensor, radii: torch.Tensor, farthest: torch.Tensor
-) -> None:
-    """Recompute radius and farthest patch of every cluster that ``index`` covers (it covers them whole)."""
+) -> torch.Tensor:
+    """Recompute radius and farthest patch of every cluster that ``index`` covers (it covers them whole); returns
+    the cluster of each point of ``index``."""
     distance = nearest.index_select(0, index)
     clusters = owner.index_select(0, index)
     radii.index_fill_(0, clusters, 0)
@@ -401,6 +448,7 @@ def _refresh_radii(
     at_radius = distance == radii.index_select(0, clusters)
     farthest.index_fill_(0, clusters, -1)
     farthest.scatter_reduce_(0, clusters[at_radius], index[at_radius], reduce="amax")
+    return clusters
 
 
 def coverage_radius(features: torch.Tensor, coreset: torch.Tensor, chunk: int = 4096) -> float:
