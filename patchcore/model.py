@@ -140,13 +140,14 @@ class FittedModel:
 
 
 def exact_prediction(features: torch.Tensor, memory_bank: torch.Tensor, config: PatchCoreConfig) -> Prediction:
-    """Score (H, W, D) patch features against a memory bank by exact search, with the formulas of scoring."""
+    """Score (H, W, D) patch features against a memory bank by exact search, with the formulas of scoring. Each
+    patch needs only its nearest bank row, so the square root is taken of the minima alone
+    (:meth:`~patchcore.scoring.ExactSearch.nearest_one`)."""
     height, width, dim = features.shape
     flat = features.reshape(-1, dim)
     search = scoring.ExactSearch(memory_bank, config.metric)
-    distances, index = search.nearest(flat)
-    patch_scores = distances[:, 0]
-    score = scoring.image_score(patch_scores, index[:, 0], flat, search, config.num_neighbors)
+    patch_scores, index = search.nearest_one(flat)
+    score = scoring.image_score(patch_scores, index, flat, search, config.num_neighbors)
     return Prediction(score, patch_scores.reshape(height, width))
 
 
