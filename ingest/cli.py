@@ -8,6 +8,7 @@ Subcommands:
   add-normals      add good images to a fitted category without a refit: a new version
   add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
   inspect          judge images or folders with a fitted category, without the API: a CSV and heatmap PNGs
+  export           a category's good images out of the database into a folder, with a manifest and the fit command
   enqueue          queue a fit job from a folder of good images, for a worker (--wait follows it)
   worker           take fit jobs from the database and run them (any number, on any machine that reaches it)
   new-key          make an API key: prints the key (once) and the INSPECT_API_KEYS entry that admits it
@@ -36,6 +37,7 @@ from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer
 from patchcore.scoring import METRICS
 from patchcore.threshold import labelled_threshold
 from revisions.normals import NeedsRefit
+from store.jobs import NoStoredImages
 from store.standbys import StandbyError
 from store.versions import VersionConflict
 
@@ -213,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("paths", nargs="+", type=Path, help="image files, or folders searched recursively")
     inspect.add_argument(
         "--out", type=Path, default=None, help="where inspections.csv and heatmaps/ go (default REPORTS/inspect/NAME)"
+    )
+
+    export = commands.add_parser(
+        "export", help="a category's good images out of the database into a folder, to fit from or keep"
+    )
+    export.add_argument("--category", required=True, help="the fitted category")
+    export.add_argument(
+        "--out", type=Path, required=True, help="the images go to OUT/<category>/ (new or empty), with manifest.json"
     )
 
     enqueue = commands.add_parser("enqueue", help="queue a fit job from a folder of good images, for a worker")
@@ -437,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.inspect import run_inspect
 
             return run_inspect(args)
+        if args.command == "export":
+            from ingest.export import run_export
+
+            return run_export(args)
         if args.command == "enqueue":
             from ingest.worker import run_enqueue
 
@@ -464,7 +478,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"count must be 1 or more, got {args.count} (db-stop stops them all)")
             print("DATABASE_REPLICA_URLS=" + ",".join(embedded_standbys(settings, args.count)))
             return 0
-    except (PatchCoreError, FileNotFoundError, ValueError, StandbyError, VersionConflict, NeedsRefit) as exc:
+    except (
+        PatchCoreError,
+        FileNotFoundError,
+        ValueError,
+        StandbyError,
+        VersionConflict,
+        NeedsRefit,
+        NoStoredImages,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "db-stop":

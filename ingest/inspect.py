@@ -18,11 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from config import get_settings
+from ingest.stored import active_model
 from patchcore import PatchCoreError
 from patchcore.images import IMAGE_SUFFIXES, is_image_file, open_image
 from serving.heatmap import overlay
 from serving.inspector import Inspector
-from store import banks, models
+from store import banks
 from store.database import connect, database_url, search_split
 from store.migrate import upgrade
 
@@ -67,9 +68,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     failed = anomalous = 0
     with ExitStack() as stack:
         connection = stack.enter_context(connect(url, autocommit=True))
-        model = models.active_model(connection, args.category)
-        if model is None:
-            raise ValueError(f"category {args.category} is not in the database; run `python -m ingest fit` first")
+        model = active_model(connection, args.category)
         connections = [connection]
         connections += [
             stack.enter_context(connect(url, autocommit=True)) for _ in range(search_split(settings, connection) - 1)

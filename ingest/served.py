@@ -13,6 +13,7 @@ import torch
 
 from config import get_settings
 from ingest.report import table
+from ingest.stored import active_model
 from patchcore.datasets import Category, mvtec_category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.images import open_image
@@ -37,9 +38,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         connection = stack.enter_context(connect(url, autocommit=True))
         split = search_split(settings, connection)
         connections = [connection, *(stack.enter_context(connect(url, autocommit=True)) for _ in range(split - 1))]
-        model = models.active_model(connection, name)
-        if model is None:
-            raise ValueError(f"category {name} is not in the database; run `python -m ingest fit` first")
+        model = active_model(connection, name)
         bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
         inspector = Inspector(model, bank, settings)
         features: dict[Path, torch.Tensor] = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from config import get_settings
+from ingest.stored import active_model
 from patchcore.datasets import GOOD, image_files, mvtec_category
 from patchcore.images import mask_png
 from revisions.defects import DefectUpload, add_defects
@@ -38,9 +39,7 @@ def _upload(path: Path) -> Upload:
 
 
 def _inspector(connection, category: str) -> Inspector:
-    model = models.active_model(connection, category)
-    if model is None:
-        raise ValueError(f"category {category} is not in the database; run `python -m ingest fit` first")
+    model = active_model(connection, category)
     return Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
 
 

@@ -7,6 +7,7 @@ import argparse
 from tqdm import tqdm
 
 from config import get_settings
+from ingest.stored import active_model
 from patchcore.datasets import mvtec_category
 from patchcore.images import open_image
 from patchcore.model import exact_prediction
@@ -36,9 +37,7 @@ def run_threshold(args: argparse.Namespace) -> int:
     url = database_url(get_settings())
     upgrade(url)
     with connect(url, autocommit=True) as connection:
-        model = models.active_model(connection, args.category)
-        if model is None:
-            raise ValueError(f"category {args.category} is not in the database; run `python -m ingest fit` first")
+        model = active_model(connection, args.category)
         labelled = _labelled_scores(connection, model, args.labelled) if args.labelled else None
         version = set_threshold(
             connection,

@@ -273,7 +273,7 @@ def drop_replaced_images(connection: psycopg.Connection, category: str) -> int:
     ).rowcount
 
 
-def _source_job(cursor: psycopg.Cursor, category: str, fit_model_id: int, lock: bool) -> tuple[int, dict] | None:
+def source_job(cursor: psycopg.Cursor, category: str, fit_model_id: int, lock: bool) -> tuple[int, dict] | None:
     """(id, options) of the succeeded job that made the fit ``fit_model_id`` while its images are stored, or None
     (fitted from files, or its images gone); ``lock`` holds its row until the transaction ends."""
     return cursor.execute(
@@ -288,7 +288,7 @@ def fit_images(connection: psycopg.Connection, category: str, fit_model_id: int,
     job, and the images added since whose files are kept (``segments``: the version's memory bank); None when the
     fit's images are not stored (not fitted by a job, or its images gone)."""
     with connection.cursor() as cursor:
-        source = _source_job(cursor, category, fit_model_id, lock=False)
+        source = source_job(cursor, category, fit_model_id, lock=False)
         if source is None:
             return None
         return cursor.execute(
@@ -316,7 +316,7 @@ def refit(
     finishing later, would bring back what the first left out), ``ValueError`` naming an excluded image that is not
     among them, an added image whose file was not kept, or when too few would be left."""
     with connection.transaction(), connection.cursor() as cursor:
-        row = _source_job(cursor, category, fit_model_id, lock=True)  # one refit at a time
+        row = source_job(cursor, category, fit_model_id, lock=True)  # one refit at a time
         if row is None:
             raise NoStoredImages(
                 f"{category} was not fitted by a job whose images are stored (fitted from files, or its job was "

@@ -3,8 +3,11 @@ its lifecycle's refusals, a worker killed mid-fit, and the new product page in C
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -315,3 +318,94 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     assert lines[0].endswith("cli-bottle queued with 12 images"), lines
     assert any(" stage " in line for line in lines) and lines[-1].split(": ", 1)[1].startswith("succeeded (version ")
     assert "job 1: taken (cli-bottle, 12 images)" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path):
+    """What the database keeps of a product made from uploads (the job's images, the files of good images added
+    since) leaves it as those very files: a zip from the category page (Chromium's download) and the API, a folder
+    from ``python -m ingest export``, each with a manifest; names that would collide (case only; bytewise order
+    decides which keeps its own) or climb out of the folder are made safe, never overwrite. The command it prints
+    fits the category from that folder; the database then keeps no file of the new fit's images, and both ways
+    say so (409, exit 2)."""
+    from playwright.sync_api import sync_playwright
+
+    sent = {"a.png": TRAIN[0], "A.png": TRAIN[1], "../up.png": TRAIN[2], **{p.name: p for p in TRAIN[3:6]}}
+    worker = start_worker(env, tmp_path / "worker.log", "w")
+    try:
+        created = api.post("/jobs", json={"category": "exports", "coreset_ratio": 0.05})
+        job_id = created.json()["id"]
+        files = [("files", (name, path.read_bytes(), "image/png")) for name, path in sent.items()]
+        assert api.post(f"/jobs/{job_id}/images", files=files).status_code == 200
+        assert api.post(f"/jobs/{job_id}/start").status_code == 200
+        assert _wait(api, job_id, _finished)["state"] == "succeeded"
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    taught = api.post("/categories/exports/normals", files=_files(TRAIN[6:8]))
+    assert taught.status_code == 200, taught.text
+    held = {name.rsplit("/", 1)[-1] if name != "a.png" else "a-2.png": path.read_bytes() for name, path in sent.items()}
+
+    zipped = api.get("/categories/exports/good-images.zip")
+    assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip", zipped.text
+    version = api.get("/categories/exports").json()["model_id"]
+    assert f'filename="exports-version-{version}-good-images.zip"' in zipped.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+        unpacked = {name.removeprefix("exports/"): archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(unpacked.pop("manifest.json"))
+    added = {name: data for name, data in unpacked.items() if name.startswith("added-")}  # added-<image id>-<name>
+    in_order = sorted(added, key=lambda name: int(name.split("-")[1]))
+    assert [added[name] for name in in_order] == [p.read_bytes() for p in TRAIN[6:8]]  # byte for byte
+    assert [name.split("-", 2)[2] for name in in_order] == [p.name for p in TRAIN[6:8]]
+    held |= added
+    assert unpacked == held
+    assert sorted(f["split"] for f in manifest["files"]) == ["added"] * 2 + ["train"] * 6
+    assert {f["file"]: f["sha256"] for f in manifest["files"]} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in held.items()
+    }
+    assert manifest["model_id"] == version and manifest["not_kept"] == []
+    assert manifest["settings"]["coreset_ratio"] == 0.05 and manifest["settings"]["backbone"] == "resnet18"
+
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.goto(str(api.base_url) + "/category?name=exports")
+        page.wait_for_selector(".export-good")
+        with page.expect_download() as download:
+            page.click(".export-good")
+        saved = tmp_path / "from-page.zip"
+        download.value.save_as(saved)
+        assert download.value.suggested_filename == f"exports-version-{version}-good-images.zip"
+        page.wait_for_function("document.querySelector('.export-result').textContent.includes('manifest.json')")
+        browser.close()
+    with zipfile.ZipFile(saved) as archive:
+        assert {name.removeprefix("exports/"): archive.read(name) for name in archive.namelist()} == {
+            **held,
+            "manifest.json": archive.read("exports/manifest.json"),
+        }
+
+    def export(out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ingest", "export", "--category", "exports", "--out", str(out)],
+            cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    done = export(tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / "exports"
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "manifest.json"} == held
+    again = export(tmp_path / "out")
+    assert again.returncode == 2 and "not empty" in again.stderr and len(list(folder.iterdir())) == 9
+    command = done.stdout.splitlines()[-1].removeprefix("fit from them: ")
+    assert command.startswith(f"python -m ingest fit --folder {folder} --category exports --backbone resnet18 ")
+    assert "--coreset-ratio 0.05" in command and f"--weights {WEIGHTS}" in command, command
+    refitted = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:], "--out", str(tmp_path / "reports")],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert refitted.returncode == 0, refitted.stderr
+    after = api.get("/categories/exports").json()
+    assert after["images"] == {"train": 7, "holdout": 1} and after["settings"]["coreset_ratio"] == 0.05
+    gone = api.get("/categories/exports/good-images.zip")
+    assert gone.status_code == 409 and gone.json()["error"] == "no_stored_images", gone.text
+    refused = export(tmp_path / "again")
+    assert refused.returncode == 2 and "fitted from files" in refused.stderr, refused.stderr

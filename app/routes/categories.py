@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from typing import IO, Annotated
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from app.common import CATEGORY, ERRORS, active, actor_of, get_services, image_response
 from app.schemas import CategoryDetail, CategorySummary, DriftReport, ThresholdChange, ThresholdRequest
@@ -14,7 +17,7 @@ from app.services import Services
 from patchcore.threshold import HIGHEST_SHOWN
 from revisions.threshold import set_threshold
 from serving import drift
-from store import banks, changes, defects, images, inspections, jobs, models, pictures
+from store import banks, changes, defects, exports, images, inspections, jobs, models, pictures
 
 router = APIRouter(tags=["categories"])
 
@@ -88,6 +91,58 @@ def category_plot(
     if found is None:
         raise HTTPException(404, {"error": "unknown_plot", "detail": f"{name} has no plot {plot}; see its plots"})
     return image_response(request, found[1], found[0], "no-cache")
+
+
+ZIP_SPOOL = 32 << 20  # an export's zip is built in memory up to this size, then in a temporary file
+ZIP_CHUNK = 1 << 20
+
+
+@router.get(
+    "/categories/{name}/good-images.zip",
+    responses={
+        **ERRORS,
+        200: {"content": {"application/zip": {}}, "description": "the files and manifest.json, in a folder <name>/"},
+        409: {"model": ERRORS[409]["model"], "description": "the database keeps no file of the category's images"},
+    },
+    response_class=StreamingResponse,
+    summary="The category's good images as the files they were sent as, with a manifest: to fit from, or keep",
+)
+def category_good_images(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> StreamingResponse:
+    """The files the database keeps of the active version's good images (the fit's own, stored with the job that
+    fitted it, and those added since) in a zip, under a folder named for the category, with ``manifest.json``: each
+    file's split and sha256, the version's settings, and the images whose files the database does not keep (a fit
+    from files) with why. ``python -m ingest fit --folder <name>`` fits from the unpacked folder;
+    ``python -m ingest export`` writes the same files to a folder. A 409 when the database keeps none."""
+    spool = tempfile.SpooledTemporaryFile(max_size=ZIP_SPOOL)  # noqa: SIM115 (the response's _chunks closes it)
+
+    def write(connection) -> int:
+        model = active(connection, name)
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
+            exports.export(connection, model, lambda file, data: archive.writestr(f"{name}/{file}", data))
+        return model.id
+
+    try:
+        model_id = get_services(request).run(write)
+    except jobs.NoStoredImages as exc:
+        spool.close()
+        raise HTTPException(409, {"error": "no_stored_images", "detail": str(exc)}) from exc
+    except BaseException:
+        spool.close()
+        raise
+    size = spool.tell()
+    spool.seek(0)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{name}-version-{model_id}-good-images.zip"',
+        "Content-Length": str(size),
+        "Cache-Control": "no-store",
+    }
+    return StreamingResponse(_chunks(spool), media_type="application/zip", headers=headers)
+
+
+def _chunks(file: IO[bytes]) -> Iterator[bytes]:
+    with file:
+        while chunk := file.read(ZIP_CHUNK):
+            yield chunk
 
 
 @router.get(

@@ -1,0 +1,74 @@
+"""``python -m ingest export``: a category's good images out of the database into a folder, as the files they were
+sent as, with a manifest, and the command that fits the same settings from that folder (:mod:`store.exports`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from tqdm import tqdm
+
+from config import get_settings
+from ingest.stored import active_model
+from patchcore.backbone import RANDOM_WEIGHTS
+from patchcore.model import PatchCoreConfig
+from store import exports
+from store.database import connect, database_url
+from store.migrate import upgrade
+
+# PatchCoreConfig's field -> python -m ingest fit's option, for what a refit from the folder must be told
+_OPTIONS = {
+    "layers": "--layers", "field_of_view": "--field-of-view", "resize": "--resize", "crop": "--crop",
+    "pixels": "--pixels", "tile": "--tile", "tile_overlap": "--tile-overlap", "coreset_ratio": "--coreset-ratio",
+    "num_neighbors": "--neighbors", "holdout_fraction": "--holdout", "seed": "--seed",
+}  # fmt: skip
+
+
+def fit_command(config: PatchCoreConfig, weights: str | None, folder: Path, category: str) -> str:
+    """The ``python -m ingest fit`` line that fits ``category`` from ``folder`` with ``config``: the network, its
+    weights, the metric and the false-alarm rate always (their defaults are the environment's), every other setting
+    where it is not the default."""
+    words = ["python", "-m", "ingest", "fit", "--folder", str(folder), "--category", category]
+    words += ["--backbone", config.backbone, "--metric", config.metric]
+    words += ["--false-alarm-rate", str(config.false_alarm_rate)]
+    if weights == RANDOM_WEIGHTS:
+        words.append("--random-weights")
+    elif weights is not None:
+        words += ["--weights", weights]
+    default = PatchCoreConfig()
+    for field, option in _OPTIONS.items():
+        value = getattr(config, field)
+        if value != getattr(default, field):
+            words += [option, ",".join(value) if field == "layers" else str(value)]
+    if config.white_level is not None:
+        words += ["--white-level", str(config.white_level)]
+    return shlex.join(words)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    folder = args.out / args.category
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty: export into a new folder (nothing there is overwritten)")
+    url = database_url(get_settings())
+    upgrade(url)
+    with connect(url, autocommit=True) as connection:
+        model = active_model(connection, args.category)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tqdm(desc="export", unit="img", dynamic_ncols=True) as bar:
+
+            def put(name: str, data: bytes) -> None:
+                with (folder / name).open("xb") as file:  # x: a name taken twice would fail, not overwrite
+                    file.write(data)
+                bar.update(name != exports.MANIFEST)
+
+            manifest = exports.export(connection, model, put)
+    files, not_kept = manifest["files"], manifest["not_kept"]
+    size = sum(f["bytes"] for f in files) / 2**20
+    print(f"{args.category}: {len(files)} good images of version {model.id} ({size:.1f} MiB) and {exports.MANIFEST} "
+          f"in {folder}")  # fmt: skip
+    if not_kept:
+        names = ", ".join(n["file"] for n in not_kept[:5]) + (", ..." if len(not_kept) > 5 else "")
+        print(f"not in the database, so not exported: {len(not_kept)} ({names}); {exports.MANIFEST} says why")
+    print(f"fit from them: {fit_command(model.config, model.weights, folder, args.category)}")
+    return 0
