@@ -20,7 +20,7 @@ from tqdm import tqdm
 from config import get_settings
 from ingest.stored import active_model
 from patchcore import PatchCoreError
-from patchcore.images import IMAGE_SUFFIXES, is_image_file, open_image
+from patchcore.images import IMAGE_SUFFIXES, is_image_file, original_size
 from serving.heatmap import overlay
 from serving.inspector import Inspector
 from store import banks
@@ -80,25 +80,20 @@ def run_inspect(args: argparse.Namespace) -> int:
         for index, path in enumerate(tqdm(paths, desc=f"inspect {args.category}", unit="img")):
             row = {"file": str(path), "model_id": model.id, "threshold": f"{model.threshold:.6f}"}
             try:
-                image = open_image(
-                    path,
-                    max_pixels=settings.max_image_pixels,
-                    accept=inspector.embedder.preprocess.view,
-                    white_level=model.config.white_level,
-                )
+                image = inspector.embedder.preprocess.decode(path, max_pixels=settings.max_image_pixels)
                 inspection = inspector.inspect(connections, image, top_k=1)
             except (PatchCoreError, OSError) as exc:
                 failed += 1
                 writer.writerow({**row, "error": str(exc)})
                 continue
-            view = inspector.embedder.preprocess.view(image.width, image.height)
-            x, y = view.to_original(*inspection.worst_spot())
+            width, height = original_size(image)
+            x, y = inspector.embedder.preprocess.view(width, height).to_original(*inspection.worst_spot())
             heatmap = _heatmap_name(path, index)
             drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), model.threshold)
             drawn.save(out / "heatmaps" / heatmap)
             anomalous += inspection.is_anomalous
             writer.writerow({
-                **row, "width": image.width, "height": image.height, "is_anomalous": inspection.is_anomalous,
+                **row, "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
                 "anomaly_score": f"{inspection.score:.6f}",
                 "defect_type": inspection.defect.defect_type if inspection.defect else "",
                 "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",

@@ -16,7 +16,6 @@ from ingest.report import table
 from ingest.stored import active_model
 from patchcore.datasets import Category, mvtec_category
 from patchcore.evaluation import Scored, evaluate
-from patchcore.images import open_image
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector
 from store import banks, images, models
@@ -45,7 +44,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
 
         def embedded(path: Path) -> torch.Tensor:
             if path not in features:
-                features[path] = inspector.embed(open_image(path, white_level=model.config.white_level))
+                features[path] = inspector.embed(inspector.embedder.preprocess.decode(path))
             return features[path]
 
         def exact(path: Path) -> Scored:

@@ -9,7 +9,6 @@ from tqdm import tqdm
 from config import get_settings
 from ingest.stored import active_model
 from patchcore.datasets import mvtec_category
-from patchcore.images import open_image
 from patchcore.model import exact_prediction
 from revisions.threshold import set_threshold
 from serving.inspector import Inspector
@@ -25,9 +24,9 @@ def _labelled_scores(connection, model: models.StoredModel, root) -> tuple[list[
     if not samples:
         raise ValueError(f"{root / model.category / 'test'} holds no labelled images")
     inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
-    bank, white = inspector.bank.embeddings, model.config.white_level
+    bank = inspector.bank.embeddings
     scores = [
-        exact_prediction(inspector.embed(open_image(s.path, white_level=white)), bank, model.config).score
+        exact_prediction(inspector.embed(inspector.embedder.preprocess.decode(s.path)), bank, model.config).score
         for s in tqdm(samples, desc="labelled images", unit="img", dynamic_ncols=True)
     ]
     return scores, [s.is_anomalous for s in samples]

@@ -22,7 +22,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, wei
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
-from patchcore.images import ALIGN, Preprocess, header_size, jpeg, open_image, white_level
+from patchcore.images import ALIGN, Preprocess, header_size, jpeg, original_size, white_level
 from patchcore.scoring import Metric
 from patchcore.spill import feature_matrix
 
@@ -46,6 +46,7 @@ class PatchCoreConfig:
     false_alarm_rate: float = threshold.DEFAULT_FALSE_ALARM_RATE
     seed: int = 0
     white_level: int | None = None  # None: found by the fit from the training images (images.white_level)
+    jpeg_scaling: bool = True  # JPEGs decoded at a reduced DCT scale (Preprocess.least); off for versions fitted before
 
     def __post_init__(self) -> None:
         if self.metric not in scoring.METRICS:
@@ -55,7 +56,7 @@ class PatchCoreConfig:
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError("holdout fraction must be in [0, 1)")
         threshold.check_rate(self.false_alarm_rate)
-        Preprocess(self.field_of_view, self.resize, self.crop, self.pixels, self.white_level)
+        Preprocess(self.field_of_view, self.resize, self.crop, self.pixels, self.white_level, self.jpeg_scaling)
         if self.tile and (self.tile < 64 or self.tile % ALIGN or self.tile_overlap % ALIGN):
             raise ValueError(f"tile ({self.tile}) must be at least 64 and, like its overlap, a multiple of {ALIGN}")
         if self.tile and not 0 <= self.tile_overlap < self.tile:
@@ -68,7 +69,7 @@ class PatchCoreConfig:
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.field_of_view, self.resize, self.crop, self.pixels, self.white_level)
+        return Preprocess(self.field_of_view, self.resize, self.crop, self.pixels, self.white_level, self.jpeg_scaling)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "layers": list(self.layers), "embedding_dim": self.embedding_dim}
@@ -215,11 +216,11 @@ class Embedder:
         def tensors() -> Iterator[torch.Tensor]:
             for path in paths:
                 data = path.read_bytes()
-                image = open_image(data, name=str(path), white_level=self.preprocess.white_level)
+                image = self.preprocess.decode(data, name=str(path))
                 view = self.preprocess.cropped(image)
                 digest = hashlib.sha256(data).hexdigest()
                 records.append(
-                    ImageRecord(path.name, "train", digest, image.width, image.height, None, jpeg(view), view.size)
+                    ImageRecord(path.name, "train", digest, *original_size(image), None, jpeg(view), view.size)
                 )
                 yield self.preprocess.normalised(view)
 
@@ -369,7 +370,7 @@ def exact_scorer(model: FittedModel, embedder: Embedder) -> Callable[[Path], Sco
     preprocess = model.config.preprocess  # the fit may have set the white level the embedder was loaded without
 
     def score(path: Path) -> Scored:
-        tensor = preprocess.tensor(open_image(path, white_level=preprocess.white_level))
+        tensor = preprocess.tensor(preprocess.decode(path))
         prediction = model.score(embedder.features(tensor[None])[0])
         return Scored(prediction.score, prediction.anomaly_map(tuple(tensor.shape[1:])).numpy())
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from patchcore import metrics
 from patchcore.evaluation import Evaluation
-from patchcore.images import Preprocess, open_image
+from patchcore.images import Preprocess
 
 
 def _thin(x: np.ndarray, y: np.ndarray, points: int = 4000) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +74,7 @@ def heatmap_grid(evaluation: Evaluation, preprocess: Preprocess, path: Path, tit
         axis.axis("off")
     for axis, i in zip(axes.ravel(), chosen, strict=False):
         sample = evaluation.samples[i]
-        image = np.asarray(preprocess.cropped(open_image(sample.path, white_level=preprocess.white_level)))
+        image = np.asarray(preprocess.cropped(preprocess.decode(sample.path)))
         _overlay(axis, image, evaluation.maps[i], evaluation.masks[i], vmax)
         verdict = "DEFECT" if evaluation.scores[i] > evaluation.threshold else "ok"
         axis.set_title(f"{sample.defect}/{sample.path.name}\n{evaluation.scores[i]:.4f} {verdict}", fontsize=9)
@@ -89,7 +89,7 @@ def example_figure(evaluation: Evaluation, preprocess: Preprocess, path: Path) -
     labels = evaluation.labels
     i = int(np.flatnonzero(labels)[np.argmax(evaluation.scores[labels])])
     sample = evaluation.samples[i]
-    image = np.asarray(preprocess.cropped(open_image(sample.path, white_level=preprocess.white_level)))
+    image = np.asarray(preprocess.cropped(preprocess.decode(sample.path)))
     figure, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
     axes[0].imshow(image)
     axes[0].axis("off")

@@ -18,6 +18,7 @@ import psycopg
 from config import Settings
 from patchcore import defects as library
 from patchcore.errors import ImageError, ImageShapeError
+from patchcore.images import original_size
 from patchcore.model import Embedder, exact_prediction
 from revisions.uploads import Upload, embed, sha256
 from store import defects, versions
@@ -78,7 +79,7 @@ def add_defects(
             continue
         known.add(key)
         embedded = embed(embedder, item.upload, settings.max_image_pixels)
-        size = (embedded.image.width, embedded.image.height)
+        size = original_size(embedded.image)
         if item.mask is not None:
             grid = tuple(embedded.features.shape[:2])
             cells = library.cells_from_mask(_mask(embedder, item.mask, size, item.upload.name), grid)

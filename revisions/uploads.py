@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from patchcore.images import format_suffix, jpeg, open_image
+from patchcore.images import format_suffix, jpeg, original_size
 from patchcore.model import Embedder, ImageRecord
 
 
@@ -50,13 +50,9 @@ def original_name(upload: Upload, image_id: int) -> str:
 def embed(embedder: Embedder, upload: Upload, max_pixels: int | None) -> Embedded:
     """Decode and embed one upload as the category's queries are."""
     preprocess = embedder.preprocess
-    image = open_image(
-        upload.data, name=upload.name, max_pixels=max_pixels, accept=preprocess.view, white_level=preprocess.white_level
-    )
+    image = preprocess.decode(upload.data, upload.name, max_pixels)
     view = preprocess.cropped(image)
     with torch.inference_mode():
         features = embedder.features(preprocess.normalised(view)[None])[0]
-    record = ImageRecord(
-        upload.name, "added", sha256(upload.data), image.width, image.height, None, jpeg(view), view.size
-    )
+    record = ImageRecord(upload.name, "added", sha256(upload.data), *original_size(image), None, jpeg(view), view.size)
     return Embedded(upload, image, features, record)

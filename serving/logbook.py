@@ -8,6 +8,7 @@ import io
 
 from PIL import Image
 
+from patchcore.images import original_size
 from store.inspections import Inspection
 
 THUMBNAIL = 256
@@ -49,10 +50,11 @@ def entry(
 ) -> Inspection:
     """The record of one answered query."""
     kept, media = kept_image(data, image, kind)
+    width, height = original_size(image)  # as sent: a JPEG may have been decoded smaller
     stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
     return Inspection(
         request_id=request_id, category=category, model_id=model_id, is_anomalous=is_anomalous, score=score,
         threshold=threshold, defect_type=defect_type, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
-        format=file_format(data), width=image.width, height=image.height, api_key=api_key,
+        format=file_format(data), width=width, height=height, api_key=api_key,
         latency_ms=timings_ms.get("total", 0.0), stages_ms=stages, image_kind=kind, image=kept, image_media_type=media,
     )  # fmt: skip

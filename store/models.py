@@ -53,7 +53,10 @@ class StoredModel:
 MAX_DIM = 2000
 
 # what decides a patch's embedding: a defect library stays valid across a refit only if all of them are equal
-_EMBEDDING = "backbone, layers, weights_sha256, field_of_view, resize, crop, pixels, tile, tile_overlap, white_level"
+_EMBEDDING = (
+    "backbone, layers, weights_sha256, field_of_view, resize, crop, pixels, tile, tile_overlap, white_level, "
+    "jpeg_scaling"
+)
 
 
 def check_dimension(dim: int) -> None:
@@ -92,9 +95,9 @@ def save_model(
             INSERT INTO models (id, category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors,
                 holdout_fraction, false_alarm_rate, seed, embedding_dim, grid_height, grid_width, weights,
                 weights_sha256, threshold, memory_bank_size, evaluation, timings, threshold_policy, field_of_view,
-                pixels, tile, tile_overlap, coverage_radius, white_level, bank_segments)
+                pixels, tile, tile_overlap, coverage_radius, white_level, jpeg_scaling, bank_segments)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s, ARRAY[%s::bigint])
+                %s, %s, %s, %s, %s, ARRAY[%s::bigint])
             """,
             (
                 model_id, category_id, config.backbone, list(config.layers), config.resize, config.crop,
@@ -102,7 +105,8 @@ def save_model(
                 config.false_alarm_rate, config.seed, dim, model.grid[0], model.grid[1], model.weights,
                 model.weights_sha256, model.threshold, int(model.memory_bank.shape[0]), json.dumps(evaluation),
                 json.dumps(model.timings), json.dumps(model.threshold_policy), config.field_of_view, config.pixels,
-                config.tile, config.tile_overlap, model.coverage_radius, config.white_level, model_id,
+                config.tile, config.tile_overlap, model.coverage_radius, config.white_level, config.jpeg_scaling,
+                model_id,
             ),
         )  # fmt: skip
         kept = cursor.execute(
@@ -165,18 +169,19 @@ _MODEL_COLUMNS = """
     m.holdout_fraction, m.false_alarm_rate, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
     m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text, m.threshold_policy,
     m.field_of_view, m.pixels, m.tile, m.tile_overlap, m.bank_segments, m.defect_segments, m.coverage_radius,
-    m.white_level
+    m.white_level, m.jpeg_scaling
 """
 
 
 def _stored(row: tuple) -> StoredModel:
     model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, rate, seed = row[:13]
     weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at, policy = row[13:23]
-    field_of_view, pixels, tile, tile_overlap, bank_segments, defect_segments, radius, white = row[23:]
+    field_of_view, pixels, tile, tile_overlap, bank_segments, defect_segments, radius, white, jpeg_scaling = row[23:]
     config = PatchCoreConfig(
         backbone=backbone, layers=tuple(layers), field_of_view=field_of_view, resize=resize, crop=crop,
         pixels=pixels, tile=tile, tile_overlap=tile_overlap, metric=metric, coreset_ratio=ratio,
         num_neighbors=b, holdout_fraction=holdout, false_alarm_rate=rate, seed=seed, white_level=white,
+        jpeg_scaling=jpeg_scaling,
     )  # fmt: skip
     return StoredModel(
         id=model_id, category_id=category_id, category=name, config=config, weights=weights,

@@ -575,6 +575,22 @@ def test_a_non_square_category_answers_in_its_own_geometry(api, database):
     assert patch["x"] == int(patch["view_x"] * 452 / 352) and patch["y"] == int(patch["view_y"] * 184 / 144)
 
 
+def test_a_camera_jpeg_is_decoded_small_and_answered_in_its_own_pixels(api):
+    """A 1000x1000 JPEG is decoded at half scale (twice the 224x224 view still there), yet judged as the PNG it
+    was made from, its worst patch placed in the upload's own pixels and its size logged as sent."""
+    buffer = io.BytesIO()
+    Image.open(BROKEN).convert("RGB").resize((1000, 1000), Image.BICUBIC).save(buffer, format="JPEG", quality=95)
+    answer = _post(api, data=buffer.getvalue())
+    assert answer.status_code == 200, answer.text
+    body, png = answer.json(), _post(api, BROKEN).json()
+    assert body["is_anomalous"] and abs(body["anomaly_score"] - png["anomaly_score"]) < 0.05 * png["anomaly_score"]
+    patch, spot = body["most_anomalous_patch"], png["most_anomalous_patch"]
+    assert patch["x"] == int(patch["view_x"] * 1000 / 224) and patch["y"] == int(patch["view_y"] * 1000 / 224)
+    assert abs(patch["x"] - spot["x"] * 1000 / 900) <= 40 and abs(patch["y"] - spot["y"] * 1000 / 900) <= 40
+    record = api.get(f"/inspections/{body['inspection_id']}").json()
+    assert (record["format"], record["width"], record["height"]) == ("JPEG", 1000, 1000)
+
+
 def test_good_images_are_served_from_the_database_with_cache_headers(api, database):
     """The training images a verdict points at are shown from PostgreSQL (no dataset folder needed): the whole view
     and the patch the most anomalous patch was compared with."""

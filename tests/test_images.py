@@ -6,7 +6,7 @@ from PIL import Image
 
 from patchcore import ImageError
 from patchcore.errors import ImageTooLargeError
-from patchcore.images import Preprocess, open_image
+from patchcore.images import ORIENTATION, Preprocess, open_image, original_size
 from tests.conftest import BOTTLE
 
 GOOD = BOTTLE / "test" / "good" / "000.png"
@@ -119,3 +119,44 @@ def test_the_field_of_view_keeps_the_whole_part_and_refuses_extreme_shapes():
     assert placed.shape == (144, 352)
     columns = np.flatnonzero(placed.max(0) > 0)
     assert 110 <= columns[0] <= 120 and 230 <= columns[-1] <= 240  # the middle 36% of the strip, nothing else
+
+
+def _camera_jpeg(size: tuple[int, int], orientation: int = 1) -> bytes:
+    """Bottle at a camera's size as a JPEG (quality 95), with an EXIF orientation."""
+    image = Image.open(GOOD).convert("RGB").resize(size, Image.BICUBIC)
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95, exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("field_of_view", ["whole", "crop"])
+def test_a_large_jpeg_is_decoded_small_and_seen_as_in_full(field_of_view):
+    """A camera's JPEG is decoded by libjpeg at a reduced DCT scale that still holds twice the view, yet the view
+    lies where a full decode puts it (the original's size sets the geometry) and looks the same to the network but
+    for the scaling's own rounding; a version fitted before (``jpeg_scaling`` off) and a PNG are decoded in full."""
+    data = _camera_jpeg((3600, 2400))
+    scaled = Preprocess(field_of_view)
+    decoded = scaled.decode(data)
+    assert decoded.size == (900, 600) and original_size(decoded) == (3600, 2400)  # a quarter of each side
+    view = scaled.view(3600, 2400)
+    assert all(2 * r <= d < 4 * r for r, d in zip(view.resized, decoded.size, strict=True))  # twice the view, at least
+    full = Preprocess(field_of_view, jpeg_scaling=False)
+    whole = full.decode(data)
+    assert whole.size == original_size(whole) == (3600, 2400)
+    near, exact = scaled.tensor(decoded), full.tensor(whole)
+    assert near.shape == exact.shape == (3, view.height, view.width)
+    assert (near - exact).abs().mean() < 0.02 and (near - exact).abs().max() < 0.5  # normalised units: ~4 grey levels
+    png = scaled.decode(_encoded(Image.open(GOOD).convert("RGB").resize((1800, 1200))))
+    assert png.size == original_size(png) == (1800, 1200)
+
+
+def test_a_turned_jpeg_is_decoded_small_on_its_upright_sides():
+    data = _camera_jpeg((3600, 2400), orientation=6)  # stored landscape, shown portrait
+    decoded = Preprocess().decode(data)
+    assert original_size(decoded) == (2400, 3600) and decoded.size == (600, 900)
+    reference = Preprocess(jpeg_scaling=False).decode(data)
+    assert reference.size == (2400, 3600)
+    small = np.asarray(reference.resize(decoded.size, Image.BILINEAR), dtype=np.float32)
+    assert np.abs(np.asarray(decoded, dtype=np.float32) - small).mean() < 4  # upright both, not sideways

@@ -61,7 +61,7 @@ def test_migrations_run_from_empty_and_again(database_url):
     upgrade(database_url)
     upgrade(database_url)
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0015",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0016",)]
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
@@ -119,6 +119,23 @@ def test_migrations_0003_and_0004_move_stored_models_into_partitions_and_back(da
     command.upgrade(config, "head")
     with connect(database_url) as connection:
         assert banks.patch_count(connection, [model_id]) == 50
+
+
+def test_versions_fitted_before_migration_0016_decode_their_jpegs_in_full(database_url, small_model):
+    """A version keeps how its fit decoded JPEGs, so its queries are decoded alike: new fits at a reduced scale,
+    every version stored before the column existed in full; a threshold version copies its fit's choice."""
+    _save(database_url, "bottle", small_model)
+    with connect(database_url) as connection:
+        assert models.active_model(connection, "bottle").config.jpeg_scaling is True
+    config = alembic_config(database_url)
+    command.downgrade(config, "0015")
+    command.upgrade(config, "head")
+    with connect(database_url) as connection:
+        before = models.active_model(connection, "bottle")
+        set_threshold(connection, before, "test", value=1.5)
+        after = models.active_model(connection, "bottle")
+    assert before.config.jpeg_scaling is False and before.config.preprocess.least(3600, 2400) == (3600, 2400)
+    assert after.id != before.id and after.config.jpeg_scaling is False
 
 
 def test_load_counts_index_and_idempotent_reingest(database_url, small_model):

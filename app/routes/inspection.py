@@ -15,7 +15,7 @@ from app.common import CATEGORY, ERRORS, get_services, read_limited
 from app.inspecting import served
 from app.schemas import AnomalousPatch, QueryResponse
 from app.services import Services
-from patchcore.images import open_image
+from patchcore.images import original_size
 from serving import logbook
 from serving.heatmap import heatmap_png
 from store import inspections
@@ -62,14 +62,8 @@ def _inspect(
 ) -> QueryResponse:
     inspector = services.inspector(category)
     preprocess = inspector.embedder.preprocess
-    image = open_image(
-        data,
-        name=name or "upload",
-        max_pixels=services.settings.max_image_pixels,
-        accept=preprocess.view,
-        white_level=preprocess.white_level,
-    )
-    view = preprocess.view(image.width, image.height)
+    image = preprocess.decode(data, name or "upload", services.settings.max_image_pixels)
+    view = preprocess.view(*original_size(image))
     decoded = time.perf_counter()
     inspector, inspection = served(services, inspector, category, image, top_k)
     model = inspector.model

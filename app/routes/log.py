@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from app.common import CATEGORY, ERRORS, actor_of, check_label, get_services, image_response, inspection_or_404
 from app.inspecting import served
 from app.schemas import InspectionPage, InspectionRecord, ReviewRequest
-from patchcore.images import open_image
 from serving.heatmap import overlay
 from store import inspections
 
@@ -100,11 +99,8 @@ def inspection_heatmap(request: Request, inspection_id: int) -> Response:
     if found is None:
         raise HTTPException(404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image"})
     inspector = services.inspector(record["category"])
-    image = open_image(
-        found[0],
-        name=f"inspection {inspection_id}",
-        max_pixels=services.settings.max_image_pixels,
-        white_level=inspector.embedder.preprocess.white_level,
+    image = inspector.embedder.preprocess.decode(
+        found[0], f"inspection {inspection_id}", services.settings.max_image_pixels
     )
     inspector, inspection = served(services, inspector, record["category"], image, 1)
     drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold)
