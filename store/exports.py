@@ -33,7 +33,8 @@ def export(connection: psycopg.Connection, model: StoredModel, put: Callable[[st
         not_kept = [
             {"file": name, "split": split, "why": why}
             for name, split, why in cursor.execute(
-                "SELECT file_name, split, 'fitted from files: its file is where the fit read it' FROM images "
+                "SELECT file_name, split, 'fitted from files (its file is where the fit read it), or its job deleted' "
+                "FROM images "
                 "WHERE model_id = %s AND split <> 'added' AND %s::bigint IS NULL "
                 "UNION ALL SELECT i.file_name, i.split, 'added before the files of added images were kept' "
                 "FROM images i WHERE i.model_id = ANY(%s) AND i.split = 'added' "
@@ -58,7 +59,8 @@ def export(connection: psycopg.Connection, model: StoredModel, put: Callable[[st
     if not files:
         raise NoStoredImages(
             f"the database keeps no file of {model.category}'s good images (version {model.id} was fitted from "
-            "files, and no good image was added since): its files are where it was fitted from"
+            "files, or its job was deleted, and keeps no file of a good image added since): its files are where it "
+            "was fitted from"
         )
     manifest = {
         "category": model.category,
