@@ -122,20 +122,22 @@ def test_migrations_0003_and_0004_move_stored_models_into_partitions_and_back(da
 
 
 def test_versions_fitted_before_migration_0016_decode_their_jpegs_in_full(database_url, small_model):
-    """A version keeps how its fit decoded JPEGs, so its queries are decoded alike: new fits at a reduced scale,
-    every version stored before the column existed in full; a threshold version copies its fit's choice."""
+    """A version keeps how its fit decoded JPEGs, so its queries are decoded alike: new fits at a reduced scale (and
+    a threshold version made from one: the column is copied, not defaulted), every version stored before the
+    column existed in full."""
     _save(database_url, "bottle", small_model)
     with connect(database_url) as connection:
-        assert models.active_model(connection, "bottle").config.jpeg_scaling is True
+        fitted = models.active_model(connection, "bottle")
+        set_threshold(connection, fitted, "test", value=1.5)
+        copied = models.active_model(connection, "bottle")
+    assert fitted.config.jpeg_scaling is True and copied.id != fitted.id and copied.config.jpeg_scaling is True
     config = alembic_config(database_url)
     command.downgrade(config, "0015")
     command.upgrade(config, "head")
     with connect(database_url) as connection:
         before = models.active_model(connection, "bottle")
-        set_threshold(connection, before, "test", value=1.5)
-        after = models.active_model(connection, "bottle")
-    assert before.config.jpeg_scaling is False and before.config.preprocess.least(3600, 2400) == (3600, 2400)
-    assert after.id != before.id and after.config.jpeg_scaling is False
+    assert before.id == copied.id and before.config.jpeg_scaling is False
+    assert before.config.preprocess.least(3600, 2400) == (3600, 2400)
 
 
 def test_load_counts_index_and_idempotent_reingest(database_url, small_model):
