@@ -52,6 +52,12 @@ def _expand(name: str, data: bytes, member_limit: int, budget: int) -> tuple[lis
     return images, ignored
 
 
+def _smallest(width: int, height: int) -> tuple[int, int]:
+    """A check, not the model's input: a JPEG is decoded at libjpeg's smallest scale (1/8), which still decodes every
+    byte, so a truncated file is refused alike (a 3600x3600 JPEG: 10.1 ms against 55.8 ms in full)."""
+    return 1, 1
+
+
 def job_images(
     files: list[tuple[str, bytes]], max_pixels: int, member_limit: int, expanded_limit: int
 ) -> tuple[list[tuple[str, bytes]], list[str]]:
@@ -70,6 +76,6 @@ def job_images(
         else:
             candidates = [(name, name, data)]
         for source, plain, content in candidates:
-            open_image(content, name=source, max_pixels=max_pixels)
+            open_image(content, name=source, max_pixels=max_pixels, least=_smallest)
             images.append((_plain_name(plain, content, f"upload-{index}"), content))
     return images, ignored

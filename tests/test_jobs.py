@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from PIL import Image
 
 from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, launch_chromium, start_api, start_worker
@@ -409,3 +410,18 @@ def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path
     assert gone.status_code == 409 and gone.json()["error"] == "no_stored_images", gone.text
     refused = export(tmp_path / "again")
     assert refused.returncode == 2 and "fitted from files" in refused.stderr, refused.stderr
+
+
+def test_an_uploaded_camera_jpeg_is_checked_whole_though_read_small():
+    """A job's uploads are checked at libjpeg's smallest scale, yet every byte is read: a camera-size JPEG cut short
+    is refused by name, the whole one kept as sent."""
+    from app.uploads import job_images
+    from patchcore import ImageError
+
+    buffer = io.BytesIO()
+    Image.open(TRAIN[0]).convert("RGB").resize((3600, 2400)).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    kept, ignored = job_images([("camera.jpg", data)], 40_000_000, 1 << 26, 1 << 28)
+    assert kept == [("camera.jpg", data)] and ignored == []
+    with pytest.raises(ImageError, match=r"cut\.jpg: cannot decode the image"):
+        job_images([("cut.jpg", data[: len(data) * 9 // 10])], 40_000_000, 1 << 26, 1 << 28)
