@@ -203,6 +203,18 @@ class ThresholdChange(BaseModel):
     threshold_policy: dict
 
 
+class CategoryDeleted(BaseModel):
+    category: str
+    model_id: int | None = Field(description="the version that was active (none when finishing a deletion cut short)")
+    versions: int = Field(description="versions deleted, with their memory banks")
+    images: int = Field(description="good image records of those versions")
+    patches: int = Field(description="memory bank patches")
+    defect_examples: int
+    jobs: int = Field(description="fit jobs of the category deleted with their images (none may be queued or running)")
+    files: int = Field(description="stored image files: the jobs' and those of good images added since")
+    file_bytes: int
+
+
 class NormalsAdded(BaseModel):
     category: str
     model_id: int = Field(description="the new version (the same one when every image was already known)")

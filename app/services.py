@@ -292,6 +292,7 @@ class Services:
         for _ in range(3):
             model = self.run(models.active_model, category)
             if model is None:
+                self.forget(category)  # deleted: its memory bank is not kept loaded
                 raise UnknownCategory(category)
             with self._lock:
                 current = self._inspectors.get(category)
@@ -326,6 +327,12 @@ class Services:
             if answered:
                 return bank
         return self.run(banks.load_memory_bank, model.bank_segments, model.dim, reuse)
+
+    def forget(self, category: str) -> None:
+        """Unload ``category`` (deleted): its memory bank's memory goes back."""
+        with self._lock:
+            if self._inspectors.pop(category, None) is not None:
+                log.info("unloaded category %s (not in the database)", category)
 
     def loaded(self) -> list[str]:
         with self._lock:

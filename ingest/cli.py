@@ -37,7 +37,7 @@ from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer
 from patchcore.scoring import METRICS
 from patchcore.threshold import labelled_threshold
 from revisions.normals import NeedsRefit
-from store.jobs import NoStoredImages
+from store.jobs import JobStateError, NoStoredImages
 from store.standbys import StandbyError
 from store.versions import VersionConflict
 
@@ -224,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", type=Path, required=True, help="the images go to OUT/<category>/ (new or empty), with manifest.json"
     )
+
+    delete = commands.add_parser(
+        "delete", help="delete a category: its versions, memory banks, stored images and fit jobs (the logs stay)"
+    )
+    delete.add_argument("--category", required=True, help="the category")
+    delete.add_argument("--yes", action="store_true", help="delete; without it, only say what would go")
+    delete.add_argument("--actor", default="cli", help="who deletes it, for the category's change log")
 
     enqueue = commands.add_parser("enqueue", help="queue a fit job from a folder of good images, for a worker")
     enqueue.add_argument("--category", required=True, help="the category to fit (new, or a new version)")
@@ -451,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.export import run_export
 
             return run_export(args)
+        if args.command == "delete":
+            from ingest.delete import run_delete
+
+            return run_delete(args)
         if args.command == "enqueue":
             from ingest.worker import run_enqueue
 
@@ -486,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         VersionConflict,
         NeedsRefit,
         NoStoredImages,
+        JobStateError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
+from store import banks
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, launch_chromium, start_api, start_worker
 
 TRAIN = sorted((BOTTLE / "train" / "good").glob("*.png"))
@@ -410,6 +411,89 @@ def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path
     assert gone.status_code == 409 and gone.json()["error"] == "no_stored_images", gone.text
     refused = export(tmp_path / "again")
     assert refused.returncode == 2 and "fitted from files" in refused.stderr, refused.stderr
+
+
+def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
+    """A product made by a job and taught since is deleted from its category page (the name typed back; a wrong one
+    deletes nothing) once its queued fit job is cancelled (before, 409 naming it): its versions, partitions, jobs and
+    stored files go, the inspection log keeps its record and queries answer 404. Another, deleted by
+    ``python -m ingest delete`` (which first only counts) while the API holds it loaded, answers 404 there too."""
+    from playwright.sync_api import sync_playwright
+
+    worker = start_worker(env, tmp_path / "worker.log", "w")
+    try:
+        made = [_job(api, name, paths, coreset_ratio=0.05) for name, paths in (("retired", TRAIN[:6]),
+                                                                              ("by-cli", TRAIN[6:12]))]  # fmt: skip
+        assert all(_wait(api, job["id"], _finished)["state"] == "succeeded" for job in made)
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert api.post("/categories/retired/normals", files=_files(TRAIN[12:13])).status_code == 200
+    good = {"file": ("g.png", (BOTTLE / "test" / "good" / "000.png").read_bytes())}
+    for name in ("retired", "by-cli"):
+        assert api.post("/query", data={"category": name}, files=good).status_code == 200
+    with psycopg.connect(env["DATABASE_URL"]) as connection:
+        ids = connection.execute(
+            "SELECT array_agg(m.id) FROM models m JOIN categories c ON c.id = m.category_id WHERE c.name = 'retired'"
+        ).fetchone()[0]
+    waiting = _job(api, "retired", TRAIN[13:16])  # no worker: it stays queued
+    refused = api.delete("/categories/retired")
+    assert refused.status_code == 409 and refused.json()["error"] == "job_state", refused.text
+    assert f"job {waiting['id']} is queued for retired" in refused.json()["detail"]
+    assert api.post(f"/jobs/{waiting['id']}/cancel").json()["state"] == "cancelled"
+
+    def delete(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ingest", "delete", *args], cwd=ROOT, env={**os.environ, **env},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    counted = delete("--category", "retired")
+    assert counted.returncode == 1 and "Nothing is deleted without --yes" in counted.stdout, counted.stdout
+    assert "2 versions, 7 good images" in counted.stdout and "2 fit jobs, 10 stored files" in counted.stdout
+    assert api.get("/categories/retired").status_code == 200
+
+    answers: list[str] = []
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)))
+        page.goto(str(api.base_url) + "/category?name=retired")
+        page.wait_for_selector(".delete-category")
+        answers.append("retire")
+        page.click(".delete-category")
+        page.wait_for_function("document.querySelector('.delete-result').textContent.includes('nothing deleted')")
+        assert api.get("/categories/retired").status_code == 200
+        answers.append("retired")
+        page.click(".delete-category")
+        said = page.wait_for_selector(".deleted").inner_text()
+        browser.close()
+    assert "retired is deleted" in said and "2 versions, 7 good images" in said and "2 fit jobs" in said, said
+
+    assert api.get("/ready").json()["categories"] == ["by-cli"]  # unloaded by the deletion, not by a query
+    gone = api.post("/query", data={"category": "retired"}, files=good)
+    assert gone.status_code == 404 and gone.json()["error"] == "unknown_category", gone.text
+    assert api.get("/categories/retired").status_code == 404 and api.delete("/categories/retired").status_code == 404
+    assert [c["name"] for c in api.get("/categories").json()] == ["by-cli"]
+    with psycopg.connect(env["DATABASE_URL"]) as connection:
+        partitions = [banks.partition_name(i, table) for i in ids for table in banks.TABLES]
+        left = connection.execute("SELECT count(*) FROM pg_class WHERE relname = ANY(%s)", (partitions,))
+        assert left.fetchone()[0] == 0
+        assert connection.execute("SELECT count(*) FROM models WHERE id = ANY(%s)", (ids,)).fetchone()[0] == 0
+        assert connection.execute("SELECT count(*) FROM fit_jobs WHERE category = 'retired'").fetchone()[0] == 0
+        assert connection.execute("SELECT count(*) FROM inspections WHERE category = 'retired'").fetchone()[0] == 1
+        action, actor = connection.execute(
+            "SELECT action, actor FROM category_changes ch JOIN categories c ON c.id = ch.category_id "
+            "WHERE c.name = 'retired' ORDER BY ch.id DESC LIMIT 1"
+        ).fetchone()
+        assert action == "deleted" and actor.startswith("api "), (action, actor)
+
+    assert "by-cli" in api.get("/ready").json()["categories"]
+    deleted = delete("--category", "by-cli", "--yes")
+    assert deleted.returncode == 0 and deleted.stdout.startswith("deleted by-cli: 1 version,"), deleted.stdout
+    stale = api.post("/query", data={"category": "by-cli"}, files=good)  # loaded here, deleted by another process
+    assert stale.status_code == 404 and stale.json()["error"] == "unknown_category", stale.text
+    assert api.get("/ready").json()["categories"] == [] and api.get("/categories").json() == []
 
 
 def test_an_uploaded_camera_jpeg_is_checked_whole_though_read_small():

@@ -359,3 +359,61 @@ def test_the_search_split_follows_the_database_servers_cores(database_url):
         assert search_split(Settings(database_url=None), connection) == os.cpu_count()
         connection.execute("RESET ROLE")
         connection.execute("DROP ROLE plain_reader")
+
+
+def test_a_deleted_category_leaves_its_logs_and_a_deletion_cut_short_is_finished(database_url, small_model):
+    """A category with two versions (a fit and a threshold sharing its bank) is deleted whole: its partitions and
+    rows go, another category's stay; a queued fit job of it refuses the deletion; its change log ends with the
+    deletion and the inspection log keeps its record. Cut short after taking it out of service, the next deletion
+    finishes it; once deleted there is nothing to delete, and the name can be fitted again on its change log."""
+    from store import categories, jobs
+
+    fitted = _save(database_url, "gone", small_model)
+    kept = _save(database_url, "kept", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        set_threshold(connection, models.active_model(connection, "gone"), "test", false_alarm_rate=0.25)
+        connection.execute(
+            "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
+            "format, width, height, latency_ms, image_kind) VALUES ('r', 'gone', %s, false, 1, 2, 's', 1, 'PNG', 1, "
+            "1, 1, 'none')",
+            (fitted,),
+        )
+        job = jobs.create(connection, "gone", {}, "test")
+        jobs.add_images(connection, job["id"], [(f"{i}.png", bytes([i]) * 10) for i in range(3)])
+        jobs.start(connection, job["id"])
+        with pytest.raises(jobs.JobStateError, match=f"job {job['id']} is queued for gone"):
+            categories.delete_category(connection, "gone", "test")
+        assert models.active_model(connection, "gone") is not None
+        jobs.cancel(connection, job["id"])
+        counted = categories.contents(connection, "gone")
+        assert counted["versions"] == 2 and counted["jobs"] == 1 and counted["files"] == 3
+        assert counted["file_bytes"] == 30 and counted["patches"] == small_model.memory_bank.shape[0]
+        versions_of = "SELECT array_agg(m.id ORDER BY m.id) FROM models m JOIN categories c ON c.id = m.category_id "
+        ids = connection.execute(versions_of + "WHERE c.name = 'gone'").fetchone()[0]
+        assert len(ids) == 2 and ids[0] == fitted
+
+        # cut short: out of service (as the first step leaves it), its versions still stored
+        connection.execute("UPDATE categories SET active_model_id = NULL WHERE name = 'gone'")
+        assert models.active_model(connection, "gone") is None
+        finished = categories.delete_category(connection, "gone", "again")
+        assert finished["model_id"] is None and finished["versions"] == 2 and finished["jobs"] == 1
+        assert connection.execute(versions_of + "WHERE c.name = 'gone'").fetchone()[0] is None
+        assert connection.execute("SELECT count(*) FROM fit_jobs WHERE category = 'gone'").fetchone()[0] == 0
+        partitions = [banks.partition_name(i, table) for i in ids for table in banks.TABLES]
+        left = connection.execute("SELECT count(*) FROM pg_class WHERE relname = ANY(%s)", (partitions,))
+        assert left.fetchone()[0] == 0
+        assert connection.execute(versions_of + "WHERE c.name = 'kept'").fetchone()[0] == [kept]
+        assert _whole(connection, "kept") == (kept, small_model.memory_bank.shape[0], small_model.memory_bank.shape[0])
+        assert categories.delete_category(connection, "gone", "test") is None
+        assert categories.contents(connection, "gone") is None
+        logged = connection.execute("SELECT count(*) FROM inspections WHERE category = 'gone'").fetchone()[0]
+        assert logged == 1
+
+    refitted = _save(database_url, "gone", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        deleted = categories.delete_category(connection, "gone", "test")
+        assert deleted["model_id"] == refitted and deleted["versions"] == 1 and deleted["jobs"] == 0
+        category_id = connection.execute("SELECT id FROM categories WHERE name = 'gone'").fetchone()[0]
+        log = changes.changes(connection, category_id)
+        assert [c["action"] for c in log] == ["deleted", "fit", "threshold", "fit"]
+        assert log[0]["actor"] == "test" and log[0]["detail"]["versions"] == 1

@@ -1,4 +1,5 @@
-"""The fitted categories: their summary and detail, plots, drift, and the threshold (a new version without a refit)."""
+"""The fitted categories: their summary and detail, plots, drift, the threshold (a new version without a refit), and
+their deletion."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 
 from app.common import CATEGORY, ERRORS, active, actor_of, get_services, image_response
-from app.schemas import CategoryDetail, CategorySummary, DriftReport, ThresholdChange, ThresholdRequest
-from app.services import Services
+from app.schemas import (
+    CategoryDeleted,
+    CategoryDetail,
+    CategorySummary,
+    DriftReport,
+    ThresholdChange,
+    ThresholdRequest,
+)
+from app.services import Services, UnknownCategory
 from patchcore.threshold import HIGHEST_SHOWN
 from revisions.threshold import set_threshold
 from serving import drift
 from store import banks, changes, defects, exports, images, inspections, jobs, models, pictures
+from store.categories import delete_category
 
 router = APIRouter(tags=["categories"])
 
@@ -72,6 +81,31 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
         "changes": log,
         "plots": plots,
     }
+
+
+@router.delete(
+    "/categories/{name}",
+    response_model=CategoryDeleted,
+    responses={**ERRORS, 409: {"model": ERRORS[409]["model"], "description": "a fit job of it is queued or running"}},
+    summary="Delete a product: its versions, memory banks, stored images and fit jobs; the logs stay",
+)
+def category_delete(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
+    """Every version of the category with its memory banks, good images (their files too), defect library and
+    plots, and its fit jobs with their images. The inspection log keeps its records of the category (they outlive
+    every version), and its change log ends with this deletion and goes on if the name is fitted again. Queries of
+    it answer 404 from the moment it is taken out of service, on every API server. A 409 while a fit job of it is
+    queued or running (it would fit the category again): cancel the job first. Cut short, the deletion is finished
+    by asking again."""
+    services = get_services(request)
+    actor = actor_of(request)
+    try:
+        removed = services.run(delete_category, name, actor)
+    except jobs.JobStateError as exc:
+        raise HTTPException(409, {"error": "job_state", "detail": str(exc)}) from exc
+    services.forget(name)
+    if removed is None:
+        raise UnknownCategory(name)
+    return removed
 
 
 @router.get(
