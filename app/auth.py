@@ -3,9 +3,9 @@
 Keys come from configuration as ``name:role:sha256`` (``INSPECT_API_KEYS``): only each key's SHA-256 is known to the
 service. A request sends its key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Roles: ``inspect``
 (query, read categories, pictures, inspections, jobs and metrics) and ``admin`` (also change a category: threshold,
-normals, defects, feedback, reviews, fit jobs). No key configured: the service is open, as it always was, and says so
-at start and in ``/health``. Probes (``/health``, ``/ready``), the pages and their static files and the API docs stay
-open: they hold no data, and the pages ask for a key when the API answers 401.
+normals, defects, feedback, reviews, fit jobs, deletion). No key configured: the service is open, as it always was,
+and says so at start and in ``/health``. Probes (``/health``, ``/ready``), the pages and their static files and the
+API docs stay open: they hold no data, and the pages ask for a key when the API answers 401.
 """
 
 from __future__ import annotations
