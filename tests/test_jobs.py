@@ -253,7 +253,8 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
 def test_a_new_product_from_the_browser(api, env, tmp_path):
     """Chromium on the new product page: bottle's 209 good training images uploaded, a worker process fits them
     while the page shows the stage and its progress, the product then judges bottle's broken and good test images
-    right over /query. Writes the screenshot of the fit in progress when INSPECT_SCREENSHOT_FIT names a file."""
+    right over /query; the same name again asks before replacing the product (dismissed: no job). Writes the
+    screenshot of the fit in progress when INSPECT_SCREENSHOT_FIT names a file."""
     from playwright.sync_api import sync_playwright
 
     worker = start_worker(env, tmp_path / "worker.log", "gpu-box-1")
@@ -279,12 +280,20 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
                 page.screenshot(path=os.environ["INSPECT_SCREENSHOT_FIT"], full_page=True)
             page.wait_for_function("document.querySelector('.job .state').textContent === 'succeeded'", timeout=600_000)
             assert page.inner_text(".job .actions").startswith("version ")
+            asked: list[str] = []  # the same name again would replace the product: the page asks first
+            page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+            page.fill("#category", "bottle")
+            page.set_input_files("#files", [str(p) for p in TRAIN[:3]])
+            page.click("#start")
+            page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('nothing uploaded')")
+            assert asked and asked[0].startswith("bottle is already a product (version "), asked
             browser.close()
     finally:
         worker.terminate()
         worker.wait(20)
-    job = api.get("/jobs").json()[0]
-    assert job["state"] == "succeeded" and job["worker"] == "gpu-box-1"
+    listed = api.get("/jobs").json()
+    job = listed[0]
+    assert len(listed) == 1 and job["state"] == "succeeded" and job["worker"] == "gpu-box-1"  # none made unasked
     # options left empty on the page are the service's defaults, not the page's own copies of them
     assert job["options"]["false_alarm_rate"] == DEFAULT_FALSE_ALARM_RATE and job["options"]["coreset_ratio"] == 0.1
     wrong = []
