@@ -37,6 +37,7 @@ from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer
 from patchcore.scoring import METRICS
 from patchcore.threshold import labelled_threshold
 from revisions.normals import NeedsRefit
+from store.backup import BackupError
 from store.jobs import JobStateError, NoStoredImages
 from store.standbys import StandbyError
 from store.versions import VersionConflict
@@ -257,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--name", required=True, help="who or what uses it (a line, a camera, a person)")
     key.add_argument("--role", choices=ROLES, default="inspect", help="inspect (query, read) or admin (also change)")
 
+    dump = commands.add_parser(
+        "db-dump", help="the whole store (categories, versions, images, logs, jobs) into one pg_dump archive"
+    )
+    dump.add_argument("--out", type=Path, required=True, help="the archive to write (a new file)")
+    restore = commands.add_parser(
+        "db-restore", help="a db-dump archive into the database in use, which must not hold the service yet"
+    )
+    restore.add_argument("archive", type=Path, help="the archive db-dump wrote")
     commands.add_parser("db-uri", help="print the PostgreSQL URI in use (starts the embedded server if needed)")
     replicas = commands.add_parser(
         "db-replicas",
@@ -477,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"key (give it to {args.name}; it is not stored anywhere): {secret}")
             print(f"INSPECT_API_KEYS entry (append with a comma to the others): {entry}")
             return 0
+        if args.command in ("db-dump", "db-restore"):
+            from ingest.backup import run_dump, run_restore
+
+            return run_dump(args) if args.command == "db-dump" else run_restore(args)
         if args.command == "db-uri":
             from store.database import database_url
 
@@ -498,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         NeedsRefit,
         NoStoredImages,
         JobStateError,
+        BackupError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

