@@ -422,6 +422,12 @@ def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path
     assert refused.returncode == 2 and "fitted from files" in refused.stderr, refused.stderr
 
 
+def _loaded(api: httpx.Client) -> int:
+    """Categories this API process holds loaded, from its metrics."""
+    lines = api.get("/metrics").text.splitlines()
+    return int(float(next(line for line in lines if line.startswith("inspect_models_loaded ")).split()[1]))
+
+
 def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
     """A product made by a job and taught since is deleted from its category page (the name typed back; a wrong one
     deletes nothing) once its queued fit job is cancelled (before, 409 naming it): its versions, partitions, jobs and
@@ -441,6 +447,7 @@ def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
     good = {"file": ("g.png", (BOTTLE / "test" / "good" / "000.png").read_bytes())}
     for name in ("retired", "by-cli"):
         assert api.post("/query", data={"category": name}, files=good).status_code == 200
+    assert _loaded(api) == 2
     with psycopg.connect(env["DATABASE_URL"]) as connection:
         ids = connection.execute(
             "SELECT array_agg(m.id) FROM models m JOIN categories c ON c.id = m.category_id WHERE c.name = 'retired'"
@@ -479,7 +486,7 @@ def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
         browser.close()
     assert "retired is deleted" in said and "2 versions, 7 good images" in said and "2 fit jobs" in said, said
 
-    assert api.get("/ready").json()["categories"] == ["by-cli"]  # unloaded by the deletion, not by a query
+    assert _loaded(api) == 1  # by-cli: retired was unloaded by its deletion, before any query of it
     gone = api.post("/query", data={"category": "retired"}, files=good)
     assert gone.status_code == 404 and gone.json()["error"] == "unknown_category", gone.text
     assert api.get("/categories/retired").status_code == 404 and api.delete("/categories/retired").status_code == 404
@@ -497,12 +504,12 @@ def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
         ).fetchone()
         assert action == "deleted" and actor.startswith("api "), (action, actor)
 
-    assert "by-cli" in api.get("/ready").json()["categories"]
+    assert "by-cli" in api.get("/ready").json()["categories"] and _loaded(api) == 1
     deleted = delete("--category", "by-cli", "--yes")
     assert deleted.returncode == 0 and deleted.stdout.startswith("deleted by-cli: 1 version,"), deleted.stdout
     stale = api.post("/query", data={"category": "by-cli"}, files=good)  # loaded here, deleted by another process
     assert stale.status_code == 404 and stale.json()["error"] == "unknown_category", stale.text
-    assert api.get("/ready").json()["categories"] == [] and api.get("/categories").json() == []
+    assert _loaded(api) == 0 and api.get("/categories").json() == []  # the stale copy unloaded by its 404
 
 
 def test_an_uploaded_camera_jpeg_is_checked_whole_though_read_small():
