@@ -41,9 +41,11 @@ def highest_good_scores(model: FittedModel, limit: int | None = HIGHEST_SHOWN) -
 
 
 def per_defect_auroc(evaluation: Evaluation) -> dict[str, float]:
-    """Image AUROC of each defect type against the good test images."""
+    """Image AUROC of each defect type against the good test images (none without good test images)."""
     labels = evaluation.labels
-    result = {}
+    result: dict[str, float] = {}
+    if labels.all():
+        return result
     for defect in sorted({s.defect for s in evaluation.samples if s.is_anomalous}):
         keep = [s.defect in (defect, "good") for s in evaluation.samples]
         result[defect] = auroc(evaluation.scores[keep], labels[keep])

@@ -25,8 +25,8 @@ from store.migrate import upgrade
 COMPARED = ("image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "threshold", "eval_seconds")
 
 
-def _signed(value: float | None) -> str:
-    return "absent (no masks)" if value is None else f"{value:+.4f}"
+def _signed(value: float | None, absent: str = "absent (no masks)") -> str:
+    return absent if value is None else f"{value:+.4f}"
 
 
 def evaluate_served(name: str, category: Category, out: Path, ef_search: int | None) -> dict:
@@ -74,7 +74,11 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         "ef_search": ef_search or settings.hnsw_ef_search,
         "exact": exact_eval.figures,
         "served": served_eval.figures,
-        "image_auroc_difference": served_eval.figures["image_auroc"] - exact_eval.figures["image_auroc"],
+        "image_auroc_difference": (
+            served_eval.figures["image_auroc"] - exact_eval.figures["image_auroc"]
+            if exact_eval.figures["image_auroc"] is not None
+            else None
+        ),
         "pixel_auroc_difference": (
             served_eval.figures["pixel_auroc"] - exact_eval.figures["pixel_auroc"] if served_eval.has_masks else None
         ),
@@ -87,8 +91,9 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     out.mkdir(parents=True, exist_ok=True)
     (out / "served_report.json").write_text(json.dumps(result, indent=2))
     print(table({"exact": exact_eval.figures, "served (pgvector)": served_eval.figures}, COMPARED))
+    image = _signed(result["image_auroc_difference"], "absent (one kind of test image)")
     print(
-        f"{name}: served - exact image AUROC {result['image_auroc_difference']:+.4f}, pixel AUROC "
+        f"{name}: served - exact image AUROC {image}, pixel AUROC "
         f"{_signed(result['pixel_auroc_difference'])}, same verdict on {agreement:.1%} of {len(category.test)} images; "
         f"patches searched exactly per image: median {np.median(searched):.0f}, max {np.max(searched)} (cap "
         f"{settings.exact_rerank}); report: {out / 'served_report.json'}"

@@ -83,7 +83,8 @@ def evaluate(
 ) -> Evaluation:
     """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) in the view and over the
     whole image, each image at its own size and the pixels pooled, over the images whose pixels' truth is known
-    (``None`` where no defect has a mask; ``pixel_metrics`` says what was left out), and the verdict's figures at
+    (``None`` where no defect has a mask; ``pixel_metrics`` says what was left out; a split of good or of defective
+    images only has no image AUROC, and ``image_metrics`` says what it measures), and the verdict's figures at
     ``threshold`` beside the best any threshold reaches and the false-alarm rate ``good_scores`` predict
     (:func:`patchcore.threshold.operating_point`)."""
     if not samples:
@@ -105,7 +106,8 @@ def evaluate(
     )  # fmt: skip
     labels = evaluation.labels
     pixel = evaluation.has_masks
-    evaluation.figures = {"image_auroc": metrics.auroc(evaluation.scores, labels)}
+    both = bool(labels.any() and not labels.all())
+    evaluation.figures = {"image_auroc": metrics.auroc(evaluation.scores, labels) if both else None}
     if pixel:
         maps, masks = evaluation.pixel_truth()
         evaluation.figures["pixel_auroc"] = metrics.auroc(maps, masks)
@@ -123,7 +125,19 @@ def evaluate(
     note = _pixel_note(samples)
     if note:
         evaluation.figures["pixel_metrics"] = note
+    if not both:
+        evaluation.figures["image_metrics"] = _one_class_note(labels)
     return evaluation
+
+
+def _one_class_note(labels: np.ndarray) -> str:
+    """What a test split of one kind of image can and cannot say: a set of defects only measures what is caught, a
+    set of good parts only the false alarms; a ranking of one against the other (AUROC, best F1) needs both."""
+    if labels.all():
+        return ("no good test image: the defects caught (recall) are measured; image AUROC, false alarms and best F1 "
+                "need good test images too")  # fmt: skip
+    return ("no defective test image: the false alarms are measured; image AUROC, recall, precision and F1 need "
+            "defective test images too")  # fmt: skip
 
 
 def _pixel_note(samples: list[Sample]) -> str | None:

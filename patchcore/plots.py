@@ -22,11 +22,17 @@ def _thin(x: np.ndarray, y: np.ndarray, points: int = 4000) -> tuple[np.ndarray,
     return x[keep], y[keep]
 
 
-def roc_figure(evaluation: Evaluation, path: Path, title: str) -> None:
-    curves = [("image", metrics.roc_curve(evaluation.scores, evaluation.labels), evaluation.figures["image_auroc"])]
+def roc_figure(evaluation: Evaluation, path: Path, title: str) -> bool:
+    """The image and pixel ROC curves, those the split allows; False (nothing drawn) when it allows neither."""
+    curves = []
+    image_auroc = evaluation.figures["image_auroc"]
+    if image_auroc is not None:
+        curves.append(("image", metrics.roc_curve(evaluation.scores, evaluation.labels), image_auroc))
     if evaluation.has_masks:
         pixel = metrics.roc_curve(*evaluation.pixel_truth())
         curves.append(("pixel", pixel, evaluation.figures["pixel_auroc"]))
+    if not curves:
+        return False
     figure, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.5), squeeze=False)
     for axis, (name, (fpr, tpr), area) in zip(axes[0], curves, strict=True):
         axis.plot(*_thin(fpr, tpr), lw=2, label=f"AUROC {area:.4f}")
@@ -36,6 +42,7 @@ def roc_figure(evaluation: Evaluation, path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return True
 
 
 def histogram_figure(evaluation: Evaluation, path: Path, title: str) -> None:
@@ -102,10 +109,15 @@ def example_figure(evaluation: Evaluation, preprocess: Preprocess, path: Path) -
 
 
 def write_all(evaluation: Evaluation, preprocess: Preprocess, folder: Path, title: str) -> list[Path]:
+    """The plots the split allows: no ROC without both kinds of image or a mask, no example without a defect."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "roc.png", folder / "scores.png", folder / "heatmaps.png", folder / "example.png"]
-    roc_figure(evaluation, paths[0], title)
-    histogram_figure(evaluation, paths[1], title)
-    heatmap_grid(evaluation, preprocess, paths[2], title)
-    example_figure(evaluation, preprocess, paths[3])
+    paths = []
+    if roc_figure(evaluation, folder / "roc.png", title):
+        paths.append(folder / "roc.png")
+    histogram_figure(evaluation, folder / "scores.png", title)
+    heatmap_grid(evaluation, preprocess, folder / "heatmaps.png", title)
+    paths += [folder / "scores.png", folder / "heatmaps.png"]
+    if evaluation.labels.any():
+        example_figure(evaluation, preprocess, folder / "example.png")
+        paths.append(folder / "example.png")
     return paths

@@ -276,19 +276,20 @@ def operating_point(
     good_scores: Sequence[float] | None = None,
 ) -> dict:
     """Evaluation figures at ``threshold``, beside the best any threshold reaches on the same scores, and the best
-    that keeps false alarms on the good images within ``target``: the gap is always visible. The calibration too:
+    that keeps false alarms on the good images within ``target``: the gap is always visible (a split of one kind of
+    image has neither, and ``None`` for the rates it cannot measure). The calibration too:
     the false-alarm rate observed on the good test images with its interval, beside the rate the ``good_scores``
     (the training images scored as unseen) predict for the threshold."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     tp, fp, fn = _counts(scores, labels, threshold)
-    good = int((~labels).sum())
-    figures = {
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
-        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+    good, defective = int((~labels).sum()), int(labels.sum())
+    figures = {  # what a split without good (or defective) images cannot measure is None, not a zero
+        "precision": (tp / (tp + fp) if tp + fp else 0.0) if defective else None,
+        "recall": tp / defective if defective else None,
+        "f1": (2 * tp / (2 * tp + fp + fn) if tp else 0.0) if defective else None,
         "false_alarms": fp,
-        "false_alarm_rate": fp / good if good else 0.0,
+        "false_alarm_rate": fp / good if good else None,
         "missed_defects": fn,
         "defective_images": tp + fn,
         "good_images": good,

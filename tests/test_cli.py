@@ -118,6 +118,37 @@ def test_a_test_split_labelled_per_image_only_evaluates(mini_mvtec, tmp_path):
     assert report["threshold_policy"]["kind"] == "labelled_f1" and report["threshold_set_on_these_images"] is True
 
 
+def test_a_test_split_of_one_kind_of_image_evaluates_what_it_can(mini_mvtec, tmp_path, database_url):
+    """A test split of defects only (with masks) measures what is caught and where, one of good parts only the false
+    alarms; neither has an image AUROC or a best F1, and the fit is stored with its evaluation, not failed for it."""
+    bottle = mini_mvtec / "bottle"
+    for name, folders in (("defects", ("test/broken_large", "ground_truth")), ("goods", ("test/good",))):
+        (mini_mvtec / name / "test").mkdir(parents=True)
+        for folder in ("train", *folders):
+            (mini_mvtec / name / folder).symlink_to(bottle / folder, target_is_directory=True)
+    done = _ingest(
+        "fit", "--data", str(mini_mvtec), "--category", "defects", "--category", "goods", "--backbone", "resnet18",
+        "--weights", str(WEIGHTS), "--out", str(tmp_path),
+    env={"DATABASE_URL": database_url})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    defects = json.loads((tmp_path / "defects" / "report.json").read_text())
+    assert defects["image_auroc"] is None and defects["image_metrics"].startswith("no good test image")
+    assert defects["recall"] == (3 - defects["missed_defects"]) / 3 and defects["defective_images"] == 3
+    assert defects["false_alarm_rate"] is None and "best_f1" not in defects and defects["per_defect_image_auroc"] == {}
+    assert 0.5 < defects["pixel_auroc"] <= 1 and 0 < defects["pro"] <= 1  # defect images hold good pixels too
+    assert {p.name for p in (tmp_path / "defects").glob("*.png")} == {"roc.png", "scores.png", "heatmaps.png",
+                                                                      "example.png"}  # fmt: skip
+    goods = json.loads((tmp_path / "goods" / "report.json").read_text())
+    assert goods["image_auroc"] is None and goods["image_metrics"].startswith("no defective test image")
+    assert goods["false_alarm_rate"] == goods["false_alarms"] / 3 and goods["good_images"] == 3
+    assert goods["recall"] is None and goods["f1"] is None and goods["pixel_auroc"] is None
+    assert len(goods["false_alarm_interval"]) == 2 and goods["predicted_false_alarm_rate"] > 0
+    assert {p.name for p in (tmp_path / "goods").glob("*.png")} == {"scores.png", "heatmaps.png"}
+    with psycopg.connect(database_url) as connection:
+        stored = dict(connection.execute("SELECT category, evaluation FROM active_models").fetchall())
+    assert stored["defects"]["recall"] == defects["recall"] and stored["goods"]["false_alarms"] == goods["false_alarms"]
+
+
 def test_errors_are_one_clear_line(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"nope")
