@@ -12,8 +12,10 @@ from store.migrate import upgrade
 
 def run_dump(args: argparse.Namespace) -> int:
     url = database_url(get_settings())
-    with connect(url, autocommit=True) as connection:
-        held = models.active_models(connection) if backup.holds_the_service(url) else []
+    held = []
+    if backup.holds_the_service(url):
+        with connect(url, autocommit=True) as connection:
+            held = models.active_models(connection)
     took = backup.dump(url, args.out)
     print(f"{args.out}: {took['bytes'] / 2**20:.1f} MiB in {took['seconds']:.1f} s, {len(held)} categories "
           f"({', '.join(m.category for m in held) or 'none'}); python -m ingest db-restore {args.out} puts it back "

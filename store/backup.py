@@ -14,6 +14,7 @@ dump any older server) when it is installed, else those on ``PATH``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -42,8 +43,14 @@ def program(name: str) -> str:
     return on_path
 
 
-def _run(args: list[str], doing: str) -> None:
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+def _run(args: list[str], url: str, doing: str) -> None:
+    """``args`` then ``--dbname`` and the database of ``url``, whose password goes in the environment
+    (``PGPASSWORD``), never on the command line that other users of the machine can read."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    password = params.pop("password", None)
+    env = {**os.environ, **({"PGPASSWORD": str(password)} if password else {})}
+    args = [*args, "--dbname", psycopg.conninfo.make_conninfo(**params)]
+    result = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         raise BackupError(f"{doing} failed: {(result.stderr or result.stdout).strip()}")
 
@@ -55,7 +62,7 @@ def dump(url: str, archive: Path) -> dict:
     started = time.perf_counter()
     partial = archive.with_name(archive.name + ".partial")
     try:
-        _run([program("pg_dump"), "--format=custom", "--file", str(partial), "--dbname", url], "pg_dump")
+        _run([program("pg_dump"), "--format=custom", "--file", str(partial)], url, "pg_dump")
         partial.rename(archive)
     finally:
         partial.unlink(missing_ok=True)
@@ -84,7 +91,7 @@ def restore(url: str, archive: Path) -> dict:
     started = time.perf_counter()
     _run(
         [program("pg_restore"), "--exit-on-error", "--single-transaction", "--no-owner", "--no-privileges",
-         "--dbname", url, str(archive)],
-        "pg_restore",
+         str(archive)],
+        url, "pg_restore",
     )  # fmt: skip
     return {"seconds": time.perf_counter() - started}

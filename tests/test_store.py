@@ -494,3 +494,20 @@ def test_the_store_leaves_as_one_archive_and_comes_back_whole(database_url, serv
         for url in targets:
             name = url.partition("?")[0].rsplit("/", 1)[1]
             connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_dump_s_password_goes_in_the_environment_not_on_the_command_line(monkeypatch, tmp_path):
+    """Other users of the machine read a process's arguments (``ps``), not its environment."""
+    from store import backup
+
+    seen = {}
+
+    def run(args, **kwargs):
+        seen.update(args=args, env=kwargs["env"])
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(backup.subprocess, "run", run)
+    with pytest.raises(FileNotFoundError):  # nothing was written by the stand-in
+        backup.dump("postgresql://line:s3cret@db:5432/inspect?sslmode=require", tmp_path / "a.dump")
+    assert not any("s3cret" in arg for arg in seen["args"]) and seen["env"]["PGPASSWORD"] == "s3cret"
+    assert seen["args"][-2:] == ["--dbname", "user=line dbname=inspect host=db port=5432 sslmode=require"]
