@@ -122,6 +122,19 @@ class HighGoodScore(BaseModel):
     above_threshold: bool = Field(description="as a new part it would be flagged: look for a defect, or a rare look")
 
 
+class StoredVersion(BaseModel):
+    model_id: int
+    threshold: float
+    threshold_policy: str | None = Field(description="how its threshold was set")
+    memory_bank_size: int
+    memory_bank_segments: list[int]
+    defect_segments: int = Field(description="segments of known defects it reads")
+    made_by: str | None = Field(description="the change that made it: fit, threshold, add_normals, add_defects...")
+    actor: str | None
+    made_at: str | None
+    active: bool
+
+
 class CategoryDetail(CategorySummary):
     settings: dict
     threshold_policy: dict = Field(
@@ -146,6 +159,10 @@ class CategoryDetail(CategorySummary):
     evaluation: dict
     timings: dict
     changes: list[dict] = Field(description="who made which version and how, newest first")
+    versions: list[StoredVersion] = Field(
+        description="the stored versions of the current fit, newest first: each can be made active again "
+        "(PUT /categories/{name}/active-version)"
+    )
     plots: list[str] = Field(description="evaluation plots drawn by the fit: GET /categories/{name}/plots/{plot}")
 
 
@@ -192,6 +209,19 @@ class ThresholdRequest(BaseModel):
         if (self.value is None) == (self.false_alarm_rate is None):
             raise ValueError("give exactly one of value or false_alarm_rate")
         return self
+
+
+class VersionRequest(BaseModel):
+    model_id: int = Field(description="a stored version of the category (GET /categories/{name}, versions)")
+
+
+class VersionReactivated(BaseModel):
+    category: str
+    model_id: int = Field(description="the version active now")
+    previous_model_id: int
+    threshold: float
+    previous_threshold: float
+    memory_bank_size: int
 
 
 class ThresholdChange(BaseModel):

@@ -166,6 +166,20 @@ class StoredBank:
             raise LookupError("patch ids not in this memory bank")
         return rows
 
+    def first(self, segments: tuple[int, ...]) -> StoredBank:
+        """This bank's rows of its first ``segments`` only (an earlier version made active again): they are its
+        first rows, ids growing with the segments."""
+        count = int(np.isin(self.owners, segments).sum())
+        return StoredBank(
+            segments=segments,
+            ids=self.ids[:count],
+            embeddings=self.embeddings[:count],
+            image_ids=self.image_ids[:count],
+            grid=self.grid[:count],
+            file_names=self.file_names,  # names of images by id: those of later segments are never asked
+            owners=self.owners[:count],
+        )
+
     def extended(self, more: StoredBank) -> StoredBank:
         """This bank and ``more`` (later segments: larger ids) as one."""
         return StoredBank(
@@ -183,11 +197,14 @@ def load_memory_bank(
     connection: psycopg.Connection, segments: Sequence[int], dim: int, reuse: StoredBank | None = None
 ) -> StoredBank:
     """The memory bank made of ``segments``: ``reuse`` when it holds exactly them, ``reuse`` extended when its
-    segments begin them (normals were added), else read whole. Raises ``LookupError`` when no row is stored (the
-    version was retired meanwhile)."""
+    segments begin them (normals were added), its first rows when they begin its segments (an earlier version made
+    active again), else read whole. Raises ``LookupError`` when no row is stored (the version was retired
+    meanwhile)."""
     segments = tuple(int(s) for s in segments)
     if reuse is not None and reuse.segments == segments:
         return reuse
+    if reuse is not None and reuse.segments[: len(segments)] == segments:
+        return reuse.first(segments)
     if reuse is not None and segments[: len(reuse.segments)] == reuse.segments:
         return reuse.extended(_read_segments(connection, segments[len(reuse.segments) :], dim))
     bank = _read_segments(connection, segments, dim)

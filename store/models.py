@@ -144,9 +144,12 @@ def save_model(
 
 
 def retire_old_models(connection: psycopg.Connection, category: str) -> int:
-    """Drop the category's versions that are neither active nor own a segment the active version reads: detach
-    their segments without blocking readers, drop them, delete the model rows (their images and defect examples go
-    with them). Newest first, so a version made without a refit goes before the versions whose segments it read.
+    """Drop the category's versions of earlier fits that own no segment the active version reads: detach their
+    segments without blocking readers, drop them, delete the model rows (their images and defect examples go with
+    them). Newest first, so a version made without a refit goes before the versions whose segments it read. Every
+    version of the active version's fit stays, with every segment one of them reads (a threshold or a teaching is
+    one small row and its own few patches), so that the category can go back to any of them
+    (:func:`store.versions.reactivate`); a refit retires them all.
 
     Runs after the new version is committed; a query that still holds an old model id finds no rows and retries
     with the new one (see :func:`store.search.search`). ``connection`` must be in autocommit mode. A retirement cut
@@ -155,7 +158,10 @@ def retire_old_models(connection: psycopg.Connection, category: str) -> int:
         "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
         "LEFT JOIN models a ON a.id = c.active_model_id "
         "WHERE c.name = %s AND m.id IS DISTINCT FROM c.active_model_id "
-        "AND NOT (m.id = ANY(coalesce(a.bank_segments || a.defect_segments, '{}'))) ORDER BY m.id DESC",
+        "AND m.bank_segments[1] IS DISTINCT FROM a.bank_segments[1] "
+        "AND NOT EXISTS (SELECT 1 FROM models k WHERE k.category_id = m.category_id "
+        "AND k.bank_segments[1] = a.bank_segments[1] AND m.id = ANY(k.bank_segments || k.defect_segments)) "
+        "ORDER BY m.id DESC",
         (category,),
     ).fetchall()
     for (model_id,) in model_ids:

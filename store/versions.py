@@ -41,6 +41,16 @@ class Change:
     write: Callable[[psycopg.Cursor, int], dict] | None = None
 
 
+def _lock_active(cursor: psycopg.Cursor, expected: StoredModel) -> None:
+    """Lock the category's row for the transaction; :class:`VersionConflict` unless ``expected`` is its active
+    version."""
+    row = cursor.execute(
+        "SELECT active_model_id FROM categories WHERE id = %s FOR UPDATE", (expected.category_id,)
+    ).fetchone()
+    if row is None or row[0] != expected.id:
+        raise VersionConflict(f"category {expected.category} has a newer version than {expected.id}")
+
+
 def new_version(
     connection: psycopg.Connection, based_on: StoredModel, change: Change, actor: str, action: str, detail: dict
 ) -> int:
@@ -50,11 +60,7 @@ def new_version(
     if change.adds not in (None, "bank", "defects"):
         raise ValueError(f"a version adds to the bank or the defects, not {change.adds!r}")
     with connection.transaction(), connection.cursor() as cursor:
-        row = cursor.execute(
-            "SELECT active_model_id FROM categories WHERE id = %s FOR UPDATE", (based_on.category_id,)
-        ).fetchone()
-        if row is None or row[0] != based_on.id:
-            raise VersionConflict(f"category {based_on.category} has a newer version than {based_on.id}")
+        _lock_active(cursor, based_on)
         model_id = cursor.execute("SELECT nextval(pg_get_serial_sequence('models', 'id'))").fetchone()[0]
         bank = list(based_on.bank_segments) + ([model_id] if change.adds == "bank" else [])
         defects = list(based_on.defect_segments) + ([model_id] if change.adds == "defects" else [])
@@ -74,3 +80,55 @@ def new_version(
             {"previous_model_id": based_on.id, **detail, **written},
         )  # fmt: skip
     return model_id
+
+
+class UnknownVersion(LookupError):
+    """No stored version of the category has this id (a version of an earlier fit is retired with its fit)."""
+
+
+def stored_versions(connection: psycopg.Connection, category_id: int) -> list[dict]:
+    """The category's stored versions, newest first: how each was made (its row of the change log), its threshold
+    and memory bank; every one can be made active again (:func:`reactivate`)."""
+    rows = connection.execute(
+        """
+        SELECT m.id, m.threshold, m.threshold_policy->>'kind', m.memory_bank_size, m.bank_segments,
+               cardinality(m.defect_segments), ch.action, ch.actor, ch.changed_at::text,
+               m.id = c.active_model_id
+        FROM models m JOIN categories c ON c.id = m.category_id
+        LEFT JOIN LATERAL (SELECT action, actor, changed_at FROM category_changes x
+                           WHERE x.category_id = m.category_id AND x.model_id = m.id AND x.action <> 'reactivated'
+                           ORDER BY x.id LIMIT 1) ch ON true
+        WHERE m.category_id = %s ORDER BY m.id DESC
+        """,
+        (category_id,),
+    ).fetchall()
+    names = ("model_id", "threshold", "threshold_policy", "memory_bank_size", "memory_bank_segments",
+             "defect_segments", "made_by", "actor", "made_at", "active")  # fmt: skip
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def reactivate(connection: psycopg.Connection, active: StoredModel, model_id: int, actor: str) -> bool:
+    """Make the stored version ``model_id`` of ``active``'s category the active one again, as it was (its threshold,
+    memory bank and known defects), in one transaction, and log it; the versions made since stay stored, so the
+    step can be undone the same way. False (nothing done) when it is the active version already. Raises
+    :class:`UnknownVersion` when the category stores no such version and :class:`VersionConflict` when ``active``
+    is no longer the active version."""
+    if model_id == active.id:
+        return False
+    with connection.transaction(), connection.cursor() as cursor:
+        _lock_active(cursor, active)
+        target = cursor.execute(
+            "SELECT bank_segments || defect_segments FROM models WHERE id = %s AND category_id = %s",
+            (model_id, active.category_id),
+        ).fetchone()
+        if target is None:
+            raise UnknownVersion(
+                f"{active.category} stores no version {model_id}: the versions of its current fit can be made active "
+                "again; an earlier fit's went with it"
+            )
+        stored = cursor.execute("SELECT count(*) FROM models WHERE id = ANY(%s)", (target[0],)).fetchone()[0]
+        if stored != len(set(target[0])):
+            raise UnknownVersion(f"version {model_id} of {active.category} reads segments that are no longer stored")
+        cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, active.category_id))
+        log_change(cursor, active.category_id, model_id, actor, "reactivated", {"previous_model_id": active.id})
+    return True

@@ -425,7 +425,7 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
             "SELECT count(DISTINCT m.bank_segments), count(*) FROM models m "
             "JOIN categories c ON c.id = m.category_id WHERE c.name = 'bottle'"
         ).fetchone()
-        assert kept == (1, 2)  # one bank; its owner (the fit) and the active version; the first PUT's is retired
+        assert kept == (1, 3)  # one bank; every version of the fit is kept (each can be made active again)
 
     for body, status, words in (
         ({}, 422, "exactly one"),
@@ -847,3 +847,62 @@ def test_a_review_of_a_thumbnail_is_recorded_but_cannot_teach(api):
     assert recorded.status_code == 200, recorded.text
     assert recorded.json()["review_label"] == "good" and recorded.json()["review_model_id"] is None
     assert recorded.json()["reviewed_by"] == "api 127.0.0.1" and recorded.json()["reviewed_at"]
+
+
+def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_path):
+    """Every version of the current fit stays stored: a threshold and a teaching later, the fit's version is made
+    active again over HTTP and from the category page (its threshold, its bank: the taught patches out), the step is
+    undone the same way, an unknown version is 404, and a refit retires the versions of the fit before it."""
+    from playwright.sync_api import sync_playwright
+
+    with connect(database[1]) as connection:
+        fitted_id = models.save_model(connection, "versions", fitted, EVALUATION, Settings())["model_id"]
+    first = _post(api, BROKEN, category="versions").json()
+    assert first["model_id"] == fitted_id and first["is_anomalous"] is True
+    raised = api.put("/categories/versions/threshold", json={"value": 5.0}).json()
+    taught = api.post("/categories/versions/normals", files=[_file(GOOD, "files")]).json()
+    assert taught["threshold"] == 5.0 and _post(api, BROKEN, category="versions").json()["is_anomalous"] is False
+    detail = api.get("/categories/versions").json()
+    assert [(v["model_id"], v["made_by"], v["active"]) for v in detail["versions"]] == [
+        (taught["model_id"], "add_normals", True), (raised["model_id"], "threshold", False),
+        (fitted_id, "fit", False)]  # fmt: skip
+    assert detail["versions"][0]["memory_bank_segments"] == [fitted_id, taught["model_id"]]
+
+    back = api.put("/categories/versions/active-version", json={"model_id": fitted_id})
+    assert back.status_code == 200, back.text
+    assert back.json() == {"category": "versions", "model_id": fitted_id, "previous_model_id": taught["model_id"],
+                           "threshold": first["threshold"], "previous_threshold": 5.0,
+                           "memory_bank_size": fitted.memory_bank.shape[0]}  # fmt: skip
+    again = _post(api, BROKEN, category="versions").json()  # this server held the taught version: reloaded
+    assert again["model_id"] == fitted_id and again["is_anomalous"] is True
+    assert again["anomaly_score"] == pytest.approx(first["anomaly_score"], abs=1e-9)
+    after = api.get("/categories/versions").json()
+    assert after["model_id"] == fitted_id and after["memory_bank_size"] == after["patches"] < detail["patches"]
+    assert after["changes"][0]["action"] == "reactivated" and len(after["versions"]) == 3
+    same = api.put("/categories/versions/active-version", json={"model_id": fitted_id}).json()
+    assert same["model_id"] == same["previous_model_id"] == fitted_id
+    unknown = api.put("/categories/versions/active-version", json={"model_id": 10**9})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_version", unknown.text
+    other = api.put("/categories/bottle/active-version", json={"model_id": taught["model_id"]})
+    assert other.status_code == 404 and other.json()["error"] == "unknown_version"  # another category's version
+
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(str(api.base_url) + "/category?name=versions")
+        page.click(f"tr[data-version='{taught['model_id']}'] .reactivate")
+        said = f"version {taught['model_id']} is active again"
+        page.wait_for_function(f"document.querySelector('.versions-result')?.textContent === '{said}'")
+        assert page.inner_text(f"tr[data-version='{taught['model_id']}']").endswith("active")
+        browser.close()
+    forth = _post(api, BROKEN, category="versions").json()
+    assert forth["model_id"] == taught["model_id"] and forth["threshold"] == 5.0
+
+    with connect(database[1]) as connection:
+        refit = models.save_model(connection, "versions", fitted, EVALUATION, Settings())["model_id"]
+    with connect(database[1], autocommit=True) as connection:
+        assert models.retire_old_models(connection, "versions") == 3
+    assert [v["model_id"] for v in api.get("/categories/versions").json()["versions"]] == [refit]
+    gone = api.put("/categories/versions/active-version", json={"model_id": fitted_id})
+    assert gone.status_code == 404 and "an earlier fit's went with it" in gone.json()["detail"]

@@ -20,12 +20,14 @@ from app.schemas import (
     DriftReport,
     ThresholdChange,
     ThresholdRequest,
+    VersionReactivated,
+    VersionRequest,
 )
 from app.services import Services, UnknownCategory
 from patchcore.threshold import HIGHEST_SHOWN
 from revisions.threshold import set_threshold
 from serving import drift
-from store import banks, changes, defects, exports, images, inspections, jobs, models, pictures
+from store import banks, changes, defects, exports, images, inspections, jobs, models, pictures, versions
 from store.categories import delete_category
 
 router = APIRouter(tags=["categories"])
@@ -60,12 +62,13 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
             images.highest_scored(connection, model.bank_segments, HIGHEST_SHOWN),
             banks.patch_count(connection, model.bank_segments),
             changes.changes(connection, model.category_id),
+            versions.stored_versions(connection, model.category_id),
             pictures.plot_names(connection, model.fit_id),
             defects.library(connection, model.defect_segments),
             jobs.fit_images(connection, model.category, model.fit_id, model.bank_segments),
         )
 
-    model, counts, highest, patches, log, plots, library, stored = get_services(request).run(read)
+    model, counts, highest, patches, log, kept, plots, library, stored = get_services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
@@ -79,6 +82,7 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
         "evaluation": model.evaluation,
         "timings": model.timings,
         "changes": log,
+        "versions": kept,
         "plots": plots,
     }
 
@@ -239,4 +243,36 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
         "threshold": new.threshold,
         "previous_threshold": previous.threshold,
         "threshold_policy": new.threshold_policy,
+    }
+
+
+@router.put(
+    "/categories/{name}/active-version",
+    response_model=VersionReactivated,
+    responses={**ERRORS, 404: {"model": ERRORS[404]["model"], "description": "unknown category or version"}},
+    summary="Go back (or forward) to a stored version of the category, as it was: no refit",
+)
+def put_active_version(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: VersionRequest) -> dict:
+    """The stored version ``model_id`` (``versions`` of ``GET /categories/{name}``: every version of the current fit)
+    answers again with its own threshold, memory bank and known defects, from the next query on, on every API
+    server; the versions made since stay stored, so the step can be undone the same way. A 404 for a version the
+    category does not store (an earlier fit's went with it), 409 when the category changed meanwhile."""
+    actor = actor_of(request)
+
+    def change(connection):
+        model = active(connection, name)
+        try:
+            versions.reactivate(connection, model, body.model_id, actor)
+        except versions.UnknownVersion as exc:
+            raise HTTPException(404, {"error": "unknown_version", "detail": str(exc)}) from exc
+        return model, models.active_model(connection, name)
+
+    previous, new = get_services(request).run(change)
+    return {
+        "category": name,
+        "model_id": new.id,
+        "previous_model_id": previous.id,
+        "threshold": new.threshold,
+        "previous_threshold": previous.threshold,
+        "memory_bank_size": new.memory_bank_size,
     }
