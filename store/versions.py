@@ -87,8 +87,9 @@ class UnknownVersion(LookupError):
 
 
 def stored_versions(connection: psycopg.Connection, category_id: int) -> list[dict]:
-    """The category's stored versions, newest first: how each was made (its row of the change log), its threshold
-    and memory bank; every one can be made active again (:func:`reactivate`)."""
+    """The stored versions of the category's current fit, newest first: how each was made (its row of the change
+    log), its threshold and memory bank; every one can be made active again (:func:`reactivate`). A version of an
+    earlier fit that stays only because it owns known defects the current fit kept is not one of them."""
     rows = connection.execute(
         """
         SELECT m.id, m.threshold, m.threshold_policy->>'kind', m.memory_bank_size, m.bank_segments,
@@ -98,7 +99,9 @@ def stored_versions(connection: psycopg.Connection, category_id: int) -> list[di
         LEFT JOIN LATERAL (SELECT action, actor, changed_at FROM category_changes x
                            WHERE x.category_id = m.category_id AND x.model_id = m.id AND x.action <> 'reactivated'
                            ORDER BY x.id LIMIT 1) ch ON true
-        WHERE m.category_id = %s ORDER BY m.id DESC
+        WHERE m.category_id = %s AND m.bank_segments[1] = (SELECT a.bank_segments[1] FROM models a
+                                                           WHERE a.id = c.active_model_id)
+        ORDER BY m.id DESC
         """,
         (category_id,),
     ).fetchall()
@@ -118,17 +121,14 @@ def reactivate(connection: psycopg.Connection, active: StoredModel, model_id: in
     with connection.transaction(), connection.cursor() as cursor:
         _lock_active(cursor, active)
         target = cursor.execute(
-            "SELECT bank_segments || defect_segments FROM models WHERE id = %s AND category_id = %s",
-            (model_id, active.category_id),
+            "SELECT 1 FROM models WHERE id = %s AND category_id = %s AND bank_segments[1] = %s",
+            (model_id, active.category_id, active.fit_id),
         ).fetchone()
         if target is None:
             raise UnknownVersion(
                 f"{active.category} stores no version {model_id}: the versions of its current fit can be made active "
                 "again; an earlier fit's went with it"
             )
-        stored = cursor.execute("SELECT count(*) FROM models WHERE id = ANY(%s)", (target[0],)).fetchone()[0]
-        if stored != len(set(target[0])):
-            raise UnknownVersion(f"version {model_id} of {active.category} reads segments that are no longer stored")
         cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, active.category_id))
         log_change(cursor, active.category_id, model_id, actor, "reactivated", {"previous_model_id": active.id})
     return True

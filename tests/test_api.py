@@ -899,10 +899,15 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
     forth = _post(api, BROKEN, category="versions").json()
     assert forth["model_id"] == taught["model_id"] and forth["threshold"] == 5.0
 
+    mask = ("mask", ("m.png", (BOTTLE / "ground_truth" / "broken_large" / "000_mask.png").read_bytes(), "image/png"))
+    known = api.post("/categories/versions/defects", files=[_file(BROKEN), mask], data={"defect_type": "broken_large"})
+    assert known.status_code == 200, known.text
     with connect(database[1]) as connection:
         refit = models.save_model(connection, "versions", fitted, EVALUATION, Settings())["model_id"]
     with connect(database[1], autocommit=True) as connection:
-        assert models.retire_old_models(connection, "versions") == 3
-    assert [v["model_id"] for v in api.get("/categories/versions").json()["versions"]] == [refit]
-    gone = api.put("/categories/versions/active-version", json={"model_id": fitted_id})
-    assert gone.status_code == 404 and "an earlier fit's went with it" in gone.json()["detail"]
+        assert models.retire_old_models(connection, "versions") == 3  # the defects' version stays: the refit reads it
+    kept = api.get("/categories/versions").json()
+    assert [v["model_id"] for v in kept["versions"]] == [refit] and len(kept["defect_library"]) == 1
+    for earlier in (fitted_id, known.json()["model_id"]):  # an earlier fit's versions, kept for its defects or not
+        gone = api.put("/categories/versions/active-version", json={"model_id": earlier})
+        assert gone.status_code == 404 and "an earlier fit's went with it" in gone.json()["detail"], gone.text
