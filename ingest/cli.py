@@ -226,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="the images go to OUT/<category>/ (new or empty), with manifest.json"
     )
 
+    kept = commands.add_parser(
+        "versions", help="the stored versions of a category's current fit; --activate makes one answer again"
+    )
+    kept.add_argument("--category", required=True, help="the fitted category")
+    kept.add_argument("--activate", type=int, default=None, help="the version to make active again, as it was")
+    kept.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
+
     delete = commands.add_parser(
         "delete", help="delete a category: its versions, memory banks, stored images and fit jobs (the logs stay)"
     )
@@ -467,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
             from ingest.export import run_export
 
             return run_export(args)
+        if args.command == "versions":
+            from ingest.versions import run_versions
+
+            return run_versions(args)
         if args.command == "delete":
             from ingest.delete import run_delete
 

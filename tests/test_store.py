@@ -511,3 +511,31 @@ def test_a_dump_s_password_goes_in_the_environment_not_on_the_command_line(monke
         backup.dump("postgresql://line:s3cret@db:5432/inspect?sslmode=require", tmp_path / "a.dump")
     assert not any("s3cret" in arg for arg in seen["args"]) and seen["env"]["PGPASSWORD"] == "s3cret"
     assert seen["args"][-2:] == ["--dbname", "user=line dbname=inspect host=db port=5432 sslmode=require"]
+
+
+def test_the_command_line_lists_the_versions_of_the_fit_and_makes_one_active_again(database_url, small_model):
+    """``ingest versions`` lists the fit's versions with the active one marked; ``--activate`` makes an earlier one
+    answer again and logs it; a version the category does not store is refused by name."""
+    fitted = _save(database_url, "bottle", small_model)
+    with connect(database_url, autocommit=True) as connection:
+        raised = set_threshold(connection, models.active_model(connection, "bottle"), "test", value=9.0)
+
+    def ingest(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ingest", "versions", "--category", "bottle", *args], cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": database_url}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    listed = ingest()
+    assert listed.returncode == 0, listed.stderr
+    assert f"* version {raised}: threshold " in listed.stdout and ", threshold 9.0000," in listed.stdout
+    assert f"  version {fitted}: fit " in listed.stdout and f"version {raised} is active" in listed.stdout
+    back = ingest("--activate", str(fitted), "--actor", "qa")
+    assert back.returncode == 0 and f"* version {fitted}: fit " in back.stdout, back.stdout
+    with connect(database_url, autocommit=True) as connection:
+        model = models.active_model(connection, "bottle")
+        assert model.id == fitted and model.threshold == small_model.threshold
+        log = changes.changes(connection, model.category_id)
+        assert (log[0]["action"], log[0]["actor"], log[0]["model_id"]) == ("reactivated", "qa", fitted)
+    unknown = ingest("--activate", "999999")
+    assert unknown.returncode == 2 and "stores no version 999999" in unknown.stderr, unknown.stderr
