@@ -41,6 +41,21 @@ class AnomalousPatch(BaseModel):
     nearest_normal: NearestNormalPatch
 
 
+class DefectRegion(BaseModel):
+    box: list[int] = Field(
+        description="left, top, right, bottom of the region in the uploaded image's pixels: the bounds of its patch "
+        "cells (right and bottom exclusive)"
+    )
+    box_in_view: list[int] = Field(description="the same box in the model's view (the anomaly map's pixels)")
+    patches: int = Field(description="patch cells of the region, each above the threshold")
+    share: float = Field(description="the region's cells as a share of the view's cells")
+    row: int = Field(description="the region's worst cell in the patch grid")
+    col: int
+    x: int = Field(description="centre of the worst cell in the uploaded image, pixels from the left")
+    y: int
+    distance: float = Field(description="the worst cell's distance to its nearest memory-bank patch")
+
+
 class NearestDefect(BaseModel):
     defect_id: int = Field(description="the stored example: GET /defects/{id} shows it")
     defect_type: str
@@ -84,6 +99,11 @@ class QueryResponse(BaseModel):
     exact_searched_patches: int = Field(
         description="patches searched exactly after HNSW, worst-looking first, until none could be worse; at "
         "INSPECT_EXACT_RERANK the score may be an overestimate; with the exact backend, 0 (every patch was)"
+    )
+    defect_regions: list[DefectRegion] = Field(
+        default_factory=list,
+        description="where an anomalous part's patches lie above the threshold, grouped where they touch (corners "
+        "too), worst first; at least one for an anomalous part, none for a normal one",
     )
     defect_type: str | None = Field(
         default=None,

@@ -3,7 +3,8 @@
 Each image goes the served way (:class:`serving.inspector.Inspector`: the category's active version from
 PostgreSQL, its backbone and field of view, the search backend ``INSPECT_SEARCH_BACKEND`` chooses), so a verdict here
 is the one ``POST /query`` would give. Out come one CSV row per image (verdict, score, threshold, known defect type,
-worst spot in the image's own pixels) and, per image, its heatmap drawn over the view the model saw. An image that
+worst spot and defect regions in the image's own pixels) and, per image, its heatmap drawn over the view the model
+saw, the regions boxed. An image that
 cannot be judged gets a row naming why, and the command exits 1: nothing is silently dropped. Nothing is written to
 the inspection log: the log records what the API answered.
 """
@@ -15,6 +16,7 @@ import csv
 from contextlib import ExitStack
 from pathlib import Path
 
+from PIL import ImageDraw
 from tqdm import tqdm
 
 from config import get_settings
@@ -29,7 +31,7 @@ from store.migrate import upgrade
 
 COLUMNS = (
     "file", "width", "height", "is_anomalous", "anomaly_score", "threshold", "defect_type", "defect_confidence",
-    "worst_x", "worst_y", "model_id", "heatmap", "error",
+    "worst_x", "worst_y", "regions", "region_boxes", "model_id", "heatmap", "error",
 )  # fmt: skip
 
 
@@ -87,9 +89,16 @@ def run_inspect(args: argparse.Namespace) -> int:
                 writer.writerow({**row, "error": str(exc)})
                 continue
             width, height = original_size(image)
-            x, y = inspector.embedder.preprocess.view(width, height).to_original(*inspection.worst_spot())
+            view = inspector.embedder.preprocess.view(width, height)
+            x, y = view.to_original(*inspection.worst_spot())
+            stride = inspector.embedder.extractor.stride
+            placed = [region.placed(view, stride, (width, height)) for region in inspection.regions]
             heatmap = _heatmap_name(path, index)
             drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), model.threshold)
+            pen = ImageDraw.Draw(drawn)
+            for region in placed:
+                left, top, right, bottom = region["box_in_view"]
+                pen.rectangle((left, top, right - 1, bottom - 1), outline=(255, 235, 59), width=2)
             drawn.save(out / "heatmaps" / heatmap)
             anomalous += inspection.is_anomalous
             writer.writerow({
@@ -97,7 +106,9 @@ def run_inspect(args: argparse.Namespace) -> int:
                 "anomaly_score": f"{inspection.score:.6f}",
                 "defect_type": inspection.defect.defect_type if inspection.defect else "",
                 "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
-                "worst_x": int(x), "worst_y": int(y), "heatmap": f"heatmaps/{heatmap}",
+                "worst_x": int(x), "worst_y": int(y), "regions": len(placed),
+                "region_boxes": ";".join(" ".join(str(v) for v in region["box"]) for region in placed),
+                "heatmap": f"heatmaps/{heatmap}",
             })  # fmt: skip
     print(
         f"{args.category} (version {model.id}): {len(paths)} images, {anomalous} anomalous, "

@@ -79,6 +79,10 @@ TABLE_KEYS = (
     "predicted_false_alarm_rate",
     "best_f1",
     "best_f1_within_target",
+    "regions.defects_found",
+    "regions.regions_on_defects",
+    "regions.pixel_f1",
+    "best_pixel_f1",
     "memory_bank_size",
     "embedding_dim",
     "feature_seconds",
@@ -90,20 +94,34 @@ TABLE_KEYS = (
 
 
 def table(rows: dict[str, dict], keys: tuple[str, ...] = TABLE_KEYS) -> str:
-    """A fixed-width table, one column per report (category or scoring path)."""
+    """A fixed-width table, one column per report (category or scoring path); ``regions.pixel_f1`` names a figure
+    of a nested one."""
     names = list(rows)
     width = max(12, *(len(n) for n in names))
     label = max(len(k) for k in keys) + 2
     lines = ["metric".ljust(label) + "".join(n.rjust(width + 2) for n in names)]
     for key in keys:
-        if not any(key in r for r in rows.values()):
+        if not any(_figure(r, key) is not _ABSENT for r in rows.values()):
             continue
         cells = []
         for name in names:
-            value = rows[name].get(key)
+            value = _figure(rows[name], key)
+            value = None if value is _ABSENT else value
             cells.append("-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
         lines.append(key.ljust(label) + "".join(c.rjust(width + 2) for c in cells))
     return "\n".join(lines)
+
+
+_ABSENT = object()
+
+
+def _figure(row: dict, key: str) -> object:
+    """The figure ``key`` of a report, ``a.b`` for figure ``b`` of its ``a``; ``_ABSENT`` where it has none."""
+    for part in key.split("."):
+        if not isinstance(row, dict) or part not in row:
+            return _ABSENT
+        row = row[part]
+    return row
 
 
 def write_plots(report: dict, evaluation: Evaluation | None, model: FittedModel, folder: Path) -> list[Path]:

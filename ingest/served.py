@@ -22,7 +22,10 @@ from store import banks, images, models
 from store.database import connect, database_url, search_split
 from store.migrate import upgrade
 
-COMPARED = ("image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "threshold", "eval_seconds")
+COMPARED = (
+    "image_auroc", "pixel_auroc", "pro", "f1", "precision", "recall", "threshold", "regions.defects_found",
+    "regions.regions_on_defects", "regions.pixel_f1", "eval_seconds",
+)  # fmt: skip
 
 
 def _signed(value: float | None, absent: str = "absent (no masks)") -> str:
@@ -50,7 +53,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         def exact(path: Path) -> Scored:
             prediction = exact_prediction(embedded(path), bank.embeddings, model.config)
             size = tuple(s * inspector.embedder.extractor.stride for s in embedded(path).shape[:2])
-            return Scored(prediction.score, prediction.anomaly_map(size).numpy())
+            return Scored(prediction.score, prediction.anomaly_map(size).numpy(), prediction.patch_scores.numpy())
 
         searched: list[int] = []
 
@@ -58,7 +61,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
             features_ = embedded(path)
             inspection = inspector.inspect_features(connections, features_, top_k=1, ef_search=ef_search)
             searched.append(inspection.reranked)
-            return Scored(inspection.score, inspection.anomaly_map())
+            return Scored(inspection.score, inspection.anomaly_map(), inspection.patch_scores.numpy())
 
         preprocess = model.config.preprocess
         target = model.config.false_alarm_rate

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from patchcore import metrics
+from patchcore import metrics, regions
 from patchcore import threshold as thresholds
 from patchcore.datasets import Sample
 from patchcore.images import Preprocess
@@ -19,10 +19,12 @@ from patchcore.images import Preprocess
 
 @dataclass
 class Scored:
-    """One scored image: its image score and its anomaly map over the view (height, width)."""
+    """One scored image: its image score, its anomaly map over the view (height, width) and its patch distances
+    (the grid's rows and columns), which the defect regions are found in."""
 
     score: float
     anomaly_map: np.ndarray
+    patch_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Evaluation:
     whole_masks: list[np.ndarray]
     figures: dict[str, float] = field(default_factory=dict)
     good_scores: Sequence[float] | None = None  # the model's good scores, whose prediction the figures check
+    grids: list[np.ndarray | None] = field(default_factory=list)  # each image's patch distances, for its regions
 
     @property
     def labels(self) -> np.ndarray:
@@ -52,22 +55,31 @@ class Evaluation:
         return self.scores > self.threshold
 
     def set_threshold(self, threshold: float, false_alarm_target: float) -> None:
-        """Judge the same scores at another threshold: the verdict's figures are computed again."""
+        """Judge the same scores at another threshold: the verdict's figures, and the defect regions' where the
+        masks and every patch grid are known, are computed again."""
         self.threshold = threshold
         self.figures.update(
             thresholds.operating_point(self.scores, self.labels, threshold, false_alarm_target, self.good_scores)
         )
+        kept = self._known_pixels()
+        if self.has_masks and all(self.grids[i] is not None for i in kept):
+            self.figures["regions"] = regions.localisation(
+                [self.grids[i] for i in kept], [self.masks[i] for i in kept], self.verdicts[kept], threshold
+            )
 
     @property
     def has_masks(self) -> bool:
         """Some defective image has a ground-truth mask: pixel metrics can be computed (over :meth:`pixel_truth`)."""
         return any(s.is_anomalous and s.mask is not None for s in self.samples)
 
+    def _known_pixels(self) -> list[int]:
+        return [i for i, s in enumerate(self.samples) if not s.is_anomalous or s.mask is not None]
+
     def pixel_truth(self, whole: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Maps and masks of the images whose every pixel's truth is known: each good image (all normal) and each
         defective image with a mask. A defective image without one is left out rather than read as all normal,
         which would count its defect's pixels as false alarms."""
-        kept = [i for i, s in enumerate(self.samples) if not s.is_anomalous or s.mask is not None]
+        kept = self._known_pixels()
         maps, masks = (self.whole_maps, self.whole_masks) if whole else (self.maps, self.masks)
         return [maps[i] for i in kept], [masks[i] for i in kept]
 
@@ -81,28 +93,31 @@ def evaluate(
     description: str = "evaluate",
     good_scores: Sequence[float] | None = None,
 ) -> Evaluation:
-    """Score every test image, then compute image AUROC, pixel AUROC and PRO (FPR <= 0.3) in the view and over the
-    whole image, each image at its own size and the pixels pooled, over the images whose pixels' truth is known
-    (``None`` where no defect has a mask; ``pixel_metrics`` says what was left out; a split of good or of defective
-    images only has no image AUROC, and ``image_metrics`` says what it measures), and the verdict's figures at
-    ``threshold`` beside the best any threshold reaches and the false-alarm rate ``good_scores`` predict
-    (:func:`patchcore.threshold.operating_point`)."""
+    """Score every test image, then compute image AUROC, pixel AUROC, PRO (FPR <= 0.3) and the best pixel F1 in the
+    view, and the first two over the whole image, each image at its own size and the pixels pooled, over the images
+    whose pixels' truth is known (``None`` where no defect has a mask; ``pixel_metrics`` says what was left out; a
+    split of good or of defective images only has no image AUROC, and ``image_metrics`` says what it measures), and
+    the verdict's figures at ``threshold`` beside the best any threshold reaches and the false-alarm rate
+    ``good_scores`` predict (:func:`patchcore.threshold.operating_point`), and how well the defect regions at
+    ``threshold`` say where the defects are (:func:`patchcore.regions.localisation`, where the scorer gives patch
+    distances)."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
-    scores, maps, masks, whole_maps, whole_masks = [], [], [], [], []
+    scores, maps, masks, whole_maps, whole_masks, grids = [], [], [], [], [], []
     for sample in tqdm(samples, desc=description, unit="img", dynamic_ncols=True):
         result = score(sample.path)
         with Image.open(sample.path) as image:
             size = image.size
         scores.append(result.score)
         maps.append(result.anomaly_map.astype(np.float32))
+        grids.append(result.patch_scores)
         masks.append(preprocess.mask(sample.mask, size))
         whole_maps.append(preprocess.whole_image_map(maps[-1], size))
         whole_masks.append(preprocess.whole.mask(sample.mask, size))
     evaluation = Evaluation(
         samples, np.array(scores), maps, masks, threshold, time.perf_counter() - started, whole_maps, whole_masks,
-        good_scores=good_scores,
+        good_scores=good_scores, grids=grids,
     )  # fmt: skip
     labels = evaluation.labels
     pixel = evaluation.has_masks
@@ -112,6 +127,7 @@ def evaluate(
         maps, masks = evaluation.pixel_truth()
         evaluation.figures["pixel_auroc"] = metrics.auroc(maps, masks)
         evaluation.figures["pro"] = metrics.pro_auc(maps, masks)
+        evaluation.figures["best_pixel_f1"] = metrics.best_f1(maps, masks)
         whole = preprocess.field_of_view == "whole"
         if not whole:
             maps, masks = evaluation.pixel_truth(whole=True)
@@ -120,7 +136,9 @@ def evaluate(
         )
         evaluation.figures["pro_whole_image"] = evaluation.figures["pro"] if whole else metrics.pro_auc(maps, masks)
     else:
-        evaluation.figures.update(pixel_auroc=None, pro=None, pixel_auroc_whole_image=None, pro_whole_image=None)
+        evaluation.figures.update(
+            pixel_auroc=None, pro=None, best_pixel_f1=None, pixel_auroc_whole_image=None, pro_whole_image=None
+        )
     evaluation.set_threshold(threshold, false_alarm_target)
     note = _pixel_note(samples)
     if note:

@@ -39,6 +39,22 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
+def best_f1(scores: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | Sequence[np.ndarray]) -> float:
+    """The largest F1 any one threshold reaches on the pooled scores (every distinct score tried, ties moving
+    together): for pixels, what a segmentation threshold chosen on the test masks themselves would reach (anomalib's
+    adaptive pixel threshold), a yardstick no rule set from good images can beat on the same images."""
+    scores = pooled(scores).astype(np.float64)
+    labels = pooled(labels).astype(bool)
+    if not labels.any():
+        raise ValueError("F1 needs some positive samples")
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    tp = np.cumsum(labels)[last_of_tie]
+    predicted = last_of_tie + 1
+    return float((2 * tp / (predicted + labels.sum())).max())
+
+
 def pro_curve(
     maps: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:

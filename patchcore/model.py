@@ -372,6 +372,7 @@ def exact_scorer(model: FittedModel, embedder: Embedder) -> Callable[[Path], Sco
     def score(path: Path) -> Scored:
         tensor = preprocess.tensor(preprocess.decode(path))
         prediction = model.score(embedder.features(tensor[None])[0])
-        return Scored(prediction.score, prediction.anomaly_map(tuple(tensor.shape[1:])).numpy())
+        size = tuple(tensor.shape[1:])
+        return Scored(prediction.score, prediction.anomaly_map(size).numpy(), prediction.patch_scores.numpy())
 
     return score

@@ -27,11 +27,12 @@ import torch
 from PIL import Image
 
 from config import Settings
-from patchcore import WeightsError, scoring
+from patchcore import WeightsError, regions, scoring
 from patchcore import defects as library
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
+from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst
 from serving.batching import batch_wait_ms, shared_batcher
 from store.banks import StoredBank
@@ -73,6 +74,7 @@ class Inspection:
     reranked: int = 0
     exact_worst: bool = True  # False: the re-rank's cap stopped it, the score may be too large (never too small)
     defect: library.DefectVerdict | None = None  # asked only of an anomalous image, when the library has examples
+    regions: list[Region] = field(default_factory=list)  # an anomalous image's cells above the threshold
 
     def anomaly_map(self) -> np.ndarray:
         """The (height, width) map over the view the model saw."""
@@ -270,11 +272,11 @@ class Inspector:
                 config.num_neighbors,
             )
             reranked_at = time.perf_counter()
-        patch_scores = reranked.distances
         score = scoring.image_score(
-            patch_scores, reranked.nearest_index, patches, self.exact, config.num_neighbors, reranked.neighbours
+            reranked.distances, reranked.nearest_index, patches, self.exact, config.num_neighbors, reranked.neighbours
         )
-        patch_scores, nearest_index = patch_scores.cpu(), reranked.nearest_index.cpu()
+        anomalous = score > self.model.threshold
+        patch_scores, nearest_index = reranked.distances.cpu(), reranked.nearest_index.cpu()
         ordinal = int(torch.argmax(patch_scores))
         row = int(nearest_index[ordinal])
         image_id = int(self.bank.image_ids[row])
@@ -290,10 +292,11 @@ class Inspector:
                 "patch_id": int(self.bank.ids[row]),
             },
         }
+        grid = patch_scores.reshape(height, width)
+        found = regions.find(grid, self.model.threshold) if anomalous else []
         scored_at = time.perf_counter()
         defect = None
-        if score > self.model.threshold and self.defect_statement is not None:
-            grid = patch_scores.reshape(height, width)
+        if anomalous and self.defect_statement is not None:
             cells = library.anomalous_cells(grid, self.model.threshold, library.QUERY_CELLS)
             asked = features[[r for r, _ in cells], [c for _, c in cells]].float().numpy()
             neighbours = search_defects(
@@ -306,8 +309,8 @@ class Inspector:
             similarity=scoring.similarity(score, config.metric),
             threshold=self.model.threshold,
             threshold_similarity=self.threshold_similarity,
-            is_anomalous=score > self.model.threshold,
-            patch_scores=patch_scores.reshape(height, width),
+            is_anomalous=anomalous,
+            patch_scores=grid,
             view_size=(height * stride, width * stride),
             worst=worst,
             similar=similar,
@@ -320,4 +323,5 @@ class Inspector:
             reranked=reranked.searched,
             exact_worst=reranked.complete,
             defect=defect,
+            regions=found,
         )

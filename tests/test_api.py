@@ -99,10 +99,19 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database):
             (nearest["patch_id"],),
         ).fetchone()
     assert stored == (nearest["image_id"], nearest["file_name"], nearest["row"], nearest["col"])
+    regions = body["defect_regions"]  # the worst patch's region first, placed in the 900x900 upload
+    assert regions and (regions[0]["row"], regions[0]["col"]) == (patch["row"], patch["col"])
+    assert regions[0]["distance"] == pytest.approx(patch["distance"])
+    left, top, right, bottom = regions[0]["box"]
+    assert 0 <= left <= patch["x"] < right <= 900 and 0 <= top <= patch["y"] < bottom <= 900
+    in_view = regions[0]["box_in_view"]
+    assert (left, top) == (int(in_view[0] * 900 / 224), int(in_view[1] * 900 / 224))
+    assert all(r["distance"] > body["threshold"] and r["patches"] >= 1 for r in regions)
+    assert [r["distance"] for r in regions] == sorted((r["distance"] for r in regions), reverse=True)
 
     good = _post(api, GOOD, top_k=3)
     assert good.status_code == 200, good.text
-    assert good.json()["is_anomalous"] is False
+    assert good.json()["is_anomalous"] is False and good.json()["defect_regions"] == []
     assert len(good.json()["similar_normals"]) == 3
     assert good.json()["anomaly_map"] is None
 
@@ -239,7 +248,10 @@ def test_the_service_answers_503_while_the_database_is_down_and_recovers(api, da
 def test_served_worst_patch_distance_equals_the_exact_one(database):
     """HNSW can only overestimate a distance; the served search re-ranks the worst-looking patches exactly until no
     other can be worse, so the largest patch distance (eq. 7's s*) is the exact one even from the poorest HNSW search
-    (ef_search 1, greedy). Re-ranking a single patch is not enough on these images, and still never hides a defect."""
+    (ef_search 1, greedy). Re-ranking a single patch is not enough on these images, and still never hides a defect.
+    An anomalous image's regions are its cells above the threshold by these distances: each of the exact model's
+    cells is among them (HNSW only adds), and the worst region is the exact model's worst."""
+    from patchcore import regions
     from patchcore.images import open_image
     from patchcore.model import exact_prediction
     from serving.inspector import Inspector
@@ -256,6 +268,15 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
             worst = float(exact_prediction(features, bank.embeddings, model.config).patch_scores.max())
             served = certain.inspect_features([connection], features, top_k=1, ef_search=1)
             assert served.worst["distance"] == pytest.approx(worst, abs=1e-4) and served.exact_worst, path.name
+            if served.is_anomalous:
+                exact_grid = exact_prediction(features, bank.embeddings, model.config).patch_scores
+                cells = regions.above(served.patch_scores, model.threshold)
+                assert (cells >= regions.above(exact_grid, model.threshold)).all(), path.name
+                exact_worst = regions.find(exact_grid, model.threshold)[0]
+                assert (served.regions[0].row, served.regions[0].col) == (exact_worst.row, exact_worst.col)
+                assert sum(r.cells for r in served.regions) == cells.sum(), path.name
+            else:
+                assert served.regions == [], path.name
             single_answer = single.inspect_features([connection], features, top_k=1, ef_search=1)
             capped = single_answer.worst["distance"]
             assert capped >= worst - 1e-4, path.name
@@ -722,11 +743,21 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert page.eval_on_selector(".result img.normal-patch", "(i) => i.naturalWidth") == 64
         assert page.inner_text(".result .defect-type").startswith("looks like broken_large")
         assert page.eval_on_selector(".result img.defect-thumb", "(i) => i.naturalWidth") == 224
+        drawn = page.eval_on_selector_all(
+            ".result .region", "(all) => all.map((r) => [r.offsetLeft, r.offsetTop, r.offsetWidth, r.offsetHeight])"
+        )
+        answer = _post(api, BROKEN).json()  # the same image asked again: the same regions, outlined in the view
+        assert drawn == [
+            [b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in (r["box_in_view"] for r in answer["defect_regions"])
+        ]
+        regions_said = f"{len(drawn)} defect region{'' if len(drawn) == 1 else 's'} (dashed)"
+        assert page.inner_text(".result .regions-said").startswith(regions_said)
         if os.environ.get("INSPECT_SCREENSHOT"):
             page.screenshot(path=os.environ["INSPECT_SCREENSHOT"], full_page=True)
         page.set_input_files("#files", str(GOOD))
         page.wait_for_function("document.querySelectorAll('.result').length == 2")
         assert page.inner_text(".result .verdict") == "NORMAL"  # the newest answer comes first
+        assert page.eval_on_selector(".result", "(r) => r.querySelectorAll('.region').length") == 0  # none on it
         page.click(".result .teach-defect")  # no type given: the API's refusal is shown
         page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('422')")
         page.click(".result .teach-good")

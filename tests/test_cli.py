@@ -34,6 +34,11 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     assert report["embedding_dim"] == 384
     assert report["memory_bank_size"] == 706  # ceil(0.1 * 9 images * 784 patches)
     assert report["image_auroc"] > 0.5 and 0.5 < report["pixel_auroc"] <= 1
+    regions = report["regions"]  # where the defects are, at the verdict's threshold
+    assert regions["threshold"] == report["threshold"] and 0 < report["best_pixel_f1"] <= 1
+    assert regions["defects"] >= 3 and 0 < regions["defects_found"] <= 1 and 0 < regions["regions_on_defects"] <= 1
+    assert (regions["regions_on_good_parts"] > 0) == (report["false_alarms"] > 0)  # only a false alarm has any
+    assert "regions.defects_found" in done.stdout
     for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):
         assert (out / "bottle" / name).stat().st_size > 10_000
     assert "image_auroc" in done.stdout and "memory_bank_size" in done.stdout
@@ -85,6 +90,8 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
     assert report["ef_search"] == 10
     assert report["verdict_agreement"] == 1.0 and report["max_score_difference"] < 1e-4
     assert 1 <= report["exact_searched_patches"]["median"] <= report["exact_searched_patches"]["max"] <= 64
+    exact, served_regions = report["exact"]["regions"], report["served"]["regions"]  # HNSW only adds cells
+    assert served_regions["defects_found"] >= exact["defects_found"] and served_regions["defects"] == exact["defects"]
     assert "patches searched exactly per image" in served.stdout
 
     env = {"DATABASE_URL": database_url}
@@ -187,6 +194,12 @@ def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
         assert row["is_anomalous"] == str(float(row["anomaly_score"]) > float(row["threshold"]))
         assert 0 <= int(row["worst_x"]) < 900 and 0 <= int(row["worst_y"]) < 900
         assert Image.open(out / row["heatmap"]).size == (224, 224)
+        boxes = [[int(v) for v in box.split()] for box in row["region_boxes"].split(";") if box]
+        assert len(boxes) == int(row["regions"]) and (len(boxes) > 0) == (row["is_anomalous"] == "True")
+        assert all(0 <= left < right <= 900 and 0 <= top < bottom <= 900 for left, top, right, bottom in boxes)
+        if boxes:  # the worst region holds the worst spot
+            left, top, right, bottom = boxes[0]
+            assert left <= int(row["worst_x"]) < right and top <= int(row["worst_y"]) < bottom
     broken = [float(r["anomaly_score"]) for r in judged if "broken_large" in r["file"]]
     good = [float(r["anomaly_score"]) for r in judged if "/good/" in r["file"]]
     assert len(broken) == len(good) == 3 and min(broken) > max(good)

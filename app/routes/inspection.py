@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app import observability
 from app.common import CATEGORY, ERRORS, get_services, read_limited
 from app.inspecting import served
-from app.schemas import AnomalousPatch, QueryResponse
+from app.schemas import AnomalousPatch, DefectRegion, QueryResponse
 from app.services import Services
 from patchcore.images import original_size
 from serving import logbook
@@ -76,6 +76,8 @@ def _inspect(
         before = time.perf_counter()
         encoded = heatmap_png(inspection.anomaly_map(), inspection.threshold)
         timings["heatmap"] = (time.perf_counter() - before) * 1000
+    stride, size = inspector.embedder.extractor.stride, original_size(image)
+    regions = [DefectRegion(**region.placed(view, stride, size)) for region in inspection.regions]
     timings["total"] = (time.perf_counter() - started) * 1000
     defect_type = inspection.defect.defect_type if inspection.defect else None
     inspection_id = _record(services, logbook.entry(
@@ -120,10 +122,11 @@ def _inspect(
         view_width=view.width,
         view_height=view.height,
         view_box=[*view.to_original(0, 0), *view.to_original(view.width, view.height)],
-        patch_size=inspector.embedder.extractor.stride,
+        patch_size=stride,
         search_backend=inspector.backend,
         search_device=str(inspector.device),
         exact_searched_patches=inspection.reranked,
+        defect_regions=regions,
         defect_type=defect_type,
         defect_confidence=inspection.defect.confidence if inspection.defect else None,
         nearest_defects=inspection.defect.nearest if inspection.defect else [],

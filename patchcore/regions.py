@@ -1,0 +1,134 @@
+"""Where an anomalous part's defects are: its patches that score above the threshold, grouped into regions.
+
+The threshold is set so that a new good part's worst patch rarely lies above it (the verdict's false-alarm rate;
+eq. 7 only lowers an image score below its largest patch distance), so a patch above it is as unusual as a
+verdict needs, and a region is a group of such patches that touch (8-connected). No second threshold is learnt,
+none could be from good images alone, and the regions agree with the verdict by construction: an anomalous part's
+largest patch distance is above the threshold, so it has at least one region; a normal part is given none.
+
+Regions lie on the patch grid, the model's own resolution: a cell is ``stride`` pixels of the view on each side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from patchcore.images import View
+
+_TOUCHING = np.ones((3, 3), dtype=bool)  # 8-connected: cells that share a corner belong to one region
+
+
+@dataclass(frozen=True)
+class Region:
+    """One group of touching cells above the threshold: its bounding box in grid cells (``bottom`` and ``right``
+    exclusive), how many cells it holds and their share of the grid, and its worst cell with that cell's
+    distance."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+    cells: int
+    share: float
+    row: int
+    col: int
+    distance: float
+
+    def placed(self, view: View, stride: int, size: tuple[int, int]) -> dict:
+        """The region as an answer gives it: its box (left, top, right, bottom) in the ``size`` (width, height)
+        image's own pixels, covering its cells, and in the view's; its worst cell's centre in the image."""
+        in_view = [
+            min(self.left * stride, view.width), min(self.top * stride, view.height),
+            min(self.right * stride, view.width), min(self.bottom * stride, view.height),
+        ]  # fmt: skip
+        left, top = view.to_original(in_view[0], in_view[1])
+        right, bottom = view.to_original(in_view[2], in_view[3])
+        x, y = view.to_original((self.col + 0.5) * stride, (self.row + 0.5) * stride)
+        return {
+            "box": [max(0, math.floor(left)), max(0, math.floor(top)), min(size[0], math.ceil(right)),
+                    min(size[1], math.ceil(bottom))],
+            "box_in_view": in_view, "patches": self.cells, "share": self.share, "row": self.row, "col": self.col,
+            "x": int(x), "y": int(y), "distance": self.distance,
+        }  # fmt: skip
+
+
+def above(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) bool: the cells whose patch distance is above ``threshold``."""
+    grid = patch_scores.detach().cpu().numpy() if isinstance(patch_scores, torch.Tensor) else patch_scores
+    return np.asarray(grid, dtype=np.float64) > threshold
+
+
+def find(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> list[Region]:
+    """The regions of an (H, W) grid of patch distances above ``threshold``, worst first."""
+    grid = patch_scores.detach().cpu().numpy() if isinstance(patch_scores, torch.Tensor) else patch_scores
+    grid = np.asarray(grid, dtype=np.float64)
+    labelled, _ = ndimage.label(grid > threshold, structure=_TOUCHING)
+    found = []
+    for label, box in enumerate(ndimage.find_objects(labelled), start=1):
+        inside = labelled[box] == label
+        values = np.where(inside, grid[box], -np.inf)
+        row, col = np.unravel_index(int(np.argmax(values)), values.shape)
+        found.append(
+            Region(
+                top=box[0].start, left=box[1].start, bottom=box[0].stop, right=box[1].stop, cells=int(inside.sum()),
+                share=float(inside.sum() / grid.size), row=int(row) + box[0].start, col=int(col) + box[1].start,
+                distance=float(values[row, col]),
+            )
+        )  # fmt: skip
+    return sorted(found, key=lambda region: -region.distance)
+
+
+def cell_mask(cells: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool cells spread over a (height, width) view: each cell covers its share of the view."""
+    rows = np.minimum((np.arange(size[0]) * cells.shape[0]) // size[0], cells.shape[0] - 1)
+    cols = np.minimum((np.arange(size[1]) * cells.shape[1]) // size[1], cells.shape[1] - 1)
+    return cells[np.ix_(rows, cols)]
+
+
+def localisation(
+    grids: Sequence[np.ndarray], masks: Sequence[np.ndarray], verdicts: Sequence[bool], threshold: float
+) -> dict:
+    """How well the regions of the parts judged anomalous say where the defects are, against ground-truth masks in
+    the view's geometry (one per image; all ``False`` for a good part).
+
+    ``defects_found``: the share of the true defects (8-connected regions of the masks) that a region overlaps,
+    counting a missed part's defects as not found; ``regions_on_defects``: the share of the regions on defective
+    parts that overlap a true defect; ``regions_on_good_parts``: regions on good parts (only a false alarm has
+    any); ``pixel_f1`` (with its precision and recall): the regions' cells as a mask, against the true masks, pixel
+    by pixel over every image."""
+    defects = found = on_defect = regions_on_defective = on_good = 0
+    true_positive = predicted = actual = 0
+    for grid, mask, anomalous in zip(grids, masks, verdicts, strict=True):
+        mask = np.asarray(mask, dtype=bool)
+        cells = above(grid, threshold) if anomalous else np.zeros(np.shape(grid), dtype=bool)
+        marked = cell_mask(cells, mask.shape)
+        true_positive += int((marked & mask).sum())
+        predicted += int(marked.sum())
+        actual += int(mask.sum())
+        labelled, count = ndimage.label(cells, structure=_TOUCHING)
+        if not mask.any():
+            on_good += count
+            continue
+        truth, truths = ndimage.label(mask, structure=_TOUCHING)
+        defects += truths
+        found += len(set(np.unique(truth[marked])) - {0})
+        regions_on_defective += count
+        on_defect += len(set(np.unique(cell_mask(labelled, mask.shape)[mask])) - {0})
+    f1 = 2 * true_positive / (predicted + actual) if predicted + actual else None
+    return {
+        "threshold": threshold,
+        "defects": defects,
+        "defects_found": found / defects if defects else None,
+        "regions_on_defective_parts": regions_on_defective,
+        "regions_on_defects": on_defect / regions_on_defective if regions_on_defective else None,
+        "regions_on_good_parts": on_good,
+        "pixel_f1": f1,
+        "pixel_precision": true_positive / predicted if predicted else None,
+        "pixel_recall": true_positive / actual if actual else None,
+    }

@@ -1,0 +1,74 @@
+"""Defect regions: the cells above the threshold grouped where they touch, placed in the image, and measured against
+ground-truth masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patchcore import metrics, regions
+from patchcore.images import Preprocess
+
+
+def _grid() -> np.ndarray:
+    grid = np.zeros((6, 8))
+    grid[1, 1], grid[2, 2] = 3.0, 2.0  # touching at a corner: one region
+    grid[4, 5:8] = [1.5, 2.5, 1.2]  # a second region, reaching the right edge
+    grid[0, 7] = 0.9  # not above the threshold
+    return grid
+
+
+def test_touching_cells_above_the_threshold_make_one_region_worst_first():
+    found = regions.find(torch.from_numpy(_grid()), 1.0)
+    assert [(r.top, r.left, r.bottom, r.right) for r in found] == [(1, 1, 3, 3), (4, 5, 5, 8)]
+    assert [(r.cells, r.row, r.col, r.distance) for r in found] == [(2, 1, 1, 3.0), (3, 4, 6, 2.5)]
+    assert found[1].share == pytest.approx(3 / 48)
+    assert regions.find(_grid(), 3.0) == []  # nothing above: no region
+    assert [r.cells for r in regions.find(_grid(), 1.6)] == [2, 1]  # the second region's ends fall away
+
+
+def test_a_region_is_placed_in_the_uploaded_images_own_pixels():
+    preprocess = Preprocess()  # whole, 224x224's budget: a 452x184 strip is a 352x144 view, a 44x18 grid
+    view = preprocess.view(452, 184)
+    grid = np.zeros((18, 44))
+    grid[17, 42:44] = 2.0  # the bottom right corner
+    grid[0, 0] = 1.5
+    corner, origin = (r.placed(view, 8, (452, 184)) for r in regions.find(grid, 1.0))
+    assert corner["box_in_view"] == [336, 136, 352, 144] and corner["box"] == [431, 173, 452, 184]
+    assert origin["box"] == [0, 0, 11, 11] and (origin["x"], origin["y"]) == (int(4 * 452 / 352), int(4 * 184 / 144))
+    crop = Preprocess(field_of_view="crop").view(900, 600)  # resized to 384x256, the centre 224x224 at x 80
+    (placed,) = (r.placed(crop, 8, (900, 600)) for r in regions.find(np.pad([[2.0]], ((0, 27), (0, 27))), 1.0))
+    assert placed["box"] == [187, 37, 207, 57]  # from (80, 16) of the 384x256 resize to 8 view pixels on
+
+
+def test_localisation_counts_defects_found_and_regions_on_them():
+    mask = np.zeros((48, 64), dtype=bool)
+    mask[8:16, 8:16] = True  # the defect under cell (1, 1)
+    mask[40:44, 60:64] = True  # a second, missed
+    grid = np.zeros((6, 8))
+    grid[1, 1] = grid[4, 2] = 2.0  # one region on the defect, one beside it
+    good = np.zeros((6, 8))
+    good[0, 0] = 2.0
+    figures = regions.localisation(
+        [grid, good, good], [mask, np.zeros_like(mask), np.zeros_like(mask)], [True, True, False], 1.0
+    )
+    assert figures["defects"] == 2 and figures["defects_found"] == 0.5
+    assert figures["regions_on_defective_parts"] == 2 and figures["regions_on_defects"] == 0.5
+    assert figures["regions_on_good_parts"] == 1  # the false alarm's; the part judged normal has none
+    marked = 2 * 64 + 64  # two cells on the defective part, one on the false alarm
+    assert figures["pixel_f1"] == pytest.approx(2 * 64 / (marked + 64 + 16))
+    assert (figures["pixel_precision"], figures["pixel_recall"]) == pytest.approx((64 / marked, 64 / 80))
+    missed = regions.localisation([grid], [mask], [False], 1.0)  # a defective part judged normal finds nothing
+    assert missed["defects_found"] == 0.0 and missed["regions_on_defects"] is None and missed["pixel_f1"] == 0.0
+
+
+def test_the_best_f1_is_the_best_over_every_threshold():
+    generator = np.random.default_rng(1)
+    maps = [generator.random((5, 7)) for _ in range(3)]
+    masks = [m + generator.normal(0, 0.3, m.shape) > 0.9 for m in maps]
+    scores, labels = metrics.pooled(maps), metrics.pooled(masks)
+    brute = max(2 * (labels & (scores >= t)).sum() / ((scores >= t).sum() + labels.sum()) for t in scores)
+    assert metrics.best_f1(maps, masks) == pytest.approx(brute)
+    with pytest.raises(ValueError):
+        metrics.best_f1(maps, [np.zeros_like(m, dtype=bool) for m in maps])
