@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     exact_rerank: int = Field(
         default=64,
         description="most patches of a query searched exactly (in the API process, against its copy of the memory "
-        "bank) after HNSW, worst-looking first, until no other patch can be worse",
+        "bank) after HNSW, worst-looking first, until no other patch can be worse; then, for an anomalous image, the "
+        "cells of each defect region that no exact distance proves yet",
     )
     maintenance_work_mem: str = Field(default="1GB", description="memory for building an HNSW index in memory")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, description="largest accepted upload, in bytes")

@@ -64,11 +64,16 @@ def above(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> np.ndarr
     return np.asarray(grid, dtype=np.float64) > threshold
 
 
+def groups(cells: np.ndarray) -> tuple[np.ndarray, int]:
+    """(H, W) bool cells labelled by the region each belongs to (1, 2, ...; 0 outside), and how many regions."""
+    return ndimage.label(cells, structure=_TOUCHING)
+
+
 def find(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> list[Region]:
     """The regions of an (H, W) grid of patch distances above ``threshold``, worst first."""
     grid = patch_scores.detach().cpu().numpy() if isinstance(patch_scores, torch.Tensor) else patch_scores
     grid = np.asarray(grid, dtype=np.float64)
-    labelled, _ = ndimage.label(grid > threshold, structure=_TOUCHING)
+    labelled, _ = groups(grid > threshold)
     found = []
     for label, box in enumerate(ndimage.find_objects(labelled), start=1):
         inside = labelled[box] == label
@@ -111,11 +116,11 @@ def localisation(
         true_positive += int((marked & mask).sum())
         predicted += int(marked.sum())
         actual += int(mask.sum())
-        labelled, count = ndimage.label(cells, structure=_TOUCHING)
+        labelled, count = groups(cells)
         if not mask.any():
             on_good += count
             continue
-        truth, truths = ndimage.label(mask, structure=_TOUCHING)
+        truth, truths = groups(mask)
         defects += truths
         found += len(set(np.unique(truth[marked])) - {0})
         regions_on_defective += count

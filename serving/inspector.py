@@ -33,7 +33,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
-from patchcore.rerank import Reranked, rerank_worst
+from patchcore.rerank import Reranked, rerank_worst, settle_regions
 from serving.batching import batch_wait_ms, shared_batcher
 from store.banks import StoredBank
 from store.models import StoredModel
@@ -276,6 +276,9 @@ class Inspector:
             reranked.distances, reranked.nearest_index, patches, self.exact, config.num_neighbors, reranked.neighbours
         )
         anomalous = score > self.model.threshold
+        if anomalous and self.backend == "database":
+            shape, cap = (height, width), self.settings.exact_rerank
+            settle_regions(reranked, patches, self.exact, self.model.threshold, shape, cap)
         patch_scores, nearest_index = reranked.distances.cpu(), reranked.nearest_index.cpu()
         ordinal = int(torch.argmax(patch_scores))
         row = int(nearest_index[ordinal])

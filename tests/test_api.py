@@ -33,7 +33,9 @@ BROKEN = BOTTLE / "test" / "broken_large" / "000.png"
 GOOD = BOTTLE / "test" / "good" / "000.png"
 # a stand-in for the fit's evaluation (what is stored is what the category page shows)
 EVALUATION = {"image_auroc": 1.0, "pixel_auroc": 0.98179814, "recall": 1.0, "defective_images": 63,
-              "missed_defects": 0, "false_alarms": 0, "good_images": 20, "false_alarm_rate": 0.0}  # fmt: skip
+              "missed_defects": 0, "false_alarms": 0, "good_images": 20, "false_alarm_rate": 0.0,
+              "regions": {"threshold": 1.3121, "defects": 68, "defects_found": 67 / 68,
+                          "regions_on_defective_parts": 76, "regions_on_defects": 66 / 76}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -250,14 +252,15 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
     other can be worse, so the largest patch distance (eq. 7's s*) is the exact one even from the poorest HNSW search
     (ef_search 1, greedy). Re-ranking a single patch is not enough on these images, and still never hides a defect.
     An anomalous image's regions are its cells above the threshold by these distances: each of the exact model's
-    cells is among them (HNSW only adds), and the worst region is the exact model's worst."""
+    cells is among them (HNSW only adds), the worst region is the exact model's worst, and every region holds a cell
+    the exact model puts above the threshold too, where HNSW's distances alone made regions of nothing."""
     from patchcore import regions
     from patchcore.images import open_image
     from patchcore.model import exact_prediction
     from serving.inspector import Inspector
 
     _, url = database
-    overestimated = 0
+    overestimated = unfounded = 0
     with connect(url, autocommit=True) as connection:
         model = models.active_model(connection, "bottle")
         bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
@@ -275,6 +278,11 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
                 exact_worst = regions.find(exact_grid, model.threshold)[0]
                 assert (served.regions[0].row, served.regions[0].col) == (exact_worst.row, exact_worst.col)
                 assert sum(r.cells for r in served.regions) == cells.sum(), path.name
+                exact_cells = regions.above(exact_grid, model.threshold)
+                assert all(exact_cells[r.top : r.bottom, r.left : r.right].any() for r in served.regions), path.name
+                hnsw = certain.search([connection], features, 1, ef_search=1).distances.reshape(exact_grid.shape)
+                labelled, count = regions.groups(regions.above(hnsw, model.threshold))
+                unfounded += count - len(set(np.unique(labelled[exact_cells])) - {0})
             else:
                 assert served.regions == [], path.name
             single_answer = single.inspect_features([connection], features, top_k=1, ef_search=1)
@@ -284,6 +292,7 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
                 assert not single_answer.exact_worst, path.name  # an overestimate is always flagged
                 overestimated += 1
     assert overestimated, "no HNSW miss on any worst patch at ef_search 1: this test would not see a broken re-rank"
+    assert unfounded, "HNSW alone made no region of overestimates at ef_search 1: this test would not see one kept"
 
 
 def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, database, tmp_path):
@@ -777,6 +786,7 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert promise.startswith("bottle catches 63 of 63 defective test parts, flags about"), promise
         assert "(0 of 20 good test parts here)" in promise and "learnt from" in promise
         assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
+        assert "Defects boxed by a region\t67 of 68 (98.5%)" in text and "Regions on a defect\t66 of 76 (86.8%)" in text
         assert "good images taught" in text and "How it was set" in text
         assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
         points = page.eval_on_selector("svg.drift-scores polyline", "(p) => p.getAttribute('points').split(' ').length")

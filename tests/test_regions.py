@@ -9,6 +9,8 @@ import torch
 
 from patchcore import metrics, regions
 from patchcore.images import Preprocess
+from patchcore.rerank import rerank_worst, settle_regions
+from patchcore.scoring import ExactSearch
 
 
 def _grid() -> np.ndarray:
@@ -40,6 +42,24 @@ def test_a_region_is_placed_in_the_uploaded_images_own_pixels():
     crop = Preprocess(field_of_view="crop").view(900, 600)  # resized to 384x256, the centre 224x224 at x 80
     (placed,) = (r.placed(crop, 8, (900, 600)) for r in regions.find(np.pad([[2.0]], ((0, 27), (0, 27))), 1.0))
     assert placed["box"] == [187, 37, 207, 57]  # from (80, 16) of the 384x256 resize to 8 view pixels on
+
+
+def test_a_region_that_no_exact_distance_proves_is_searched_again():
+    bank = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    patches = torch.zeros(4 * 4, 2)
+    patches[0] = torch.tensor([5.0, 0.0])  # truly far from the bank: the worst, a real region
+    patches[1] = torch.tensor([0.0, 2.0])  # beside it, truly above the threshold, left as HNSW gave it
+    patches[15] = torch.tensor([0.0, 0.5])  # truly near the bank: HNSW overestimated it
+    search = ExactSearch(bank, "l2")
+    upper = torch.full((16,), 0.1)
+    upper[0], upper[1], upper[15] = 5.0, 2.5, 3.0  # HNSW's distances: never below the exact ones
+    reranked = rerank_worst(upper, torch.zeros(16, dtype=torch.long), patches, search, cap=1)
+    assert reranked.searched == 1 and float(reranked.distances[0]) == 5.0
+    assert [r.cells for r in regions.find(reranked.distances.reshape(4, 4), 1.0)] == [2, 1]  # one of nothing
+    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=64) == 1
+    assert float(reranked.distances[15]) == pytest.approx(0.5) and float(reranked.distances[1]) == 2.5
+    assert [(r.cells, r.row, r.col) for r in regions.find(reranked.distances.reshape(4, 4), 1.0)] == [(2, 0, 0)]
+    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=64) == 0  # every region proven now
 
 
 def test_localisation_counts_defects_found_and_regions_on_them():
