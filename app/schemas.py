@@ -322,6 +322,11 @@ class InspectionRecord(BaseModel):
     api_key: str | None = Field(description="the name of the key that asked (null when the service is open)")
     latency_ms: float
     stages_ms: dict[str, float]
+    defect_regions: list[DefectRegion] | None = Field(
+        default=None,
+        description="the answer's defect regions, as it gave them (empty for a normal answer; null for records "
+        "written before regions were kept)",
+    )
     image_kind: str = Field(description="what was kept of the image: none, thumbnail or full")
     image_kept: bool = Field(description="false once deleted after the retention period (the record stays)")
     image_url: str | None = None

@@ -16,7 +16,6 @@ import csv
 from contextlib import ExitStack
 from pathlib import Path
 
-from PIL import ImageDraw
 from tqdm import tqdm
 
 from config import get_settings
@@ -94,11 +93,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             stride = inspector.embedder.extractor.stride
             placed = [region.placed(view, stride, (width, height)) for region in inspection.regions]
             heatmap = _heatmap_name(path, index)
-            drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), model.threshold)
-            pen = ImageDraw.Draw(drawn)
-            for region in placed:
-                left, top, right, bottom = region["box_in_view"]
-                pen.rectangle((left, top, right - 1, bottom - 1), outline=(255, 235, 59), width=2)
+            drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), model.threshold,
+                            inspection.regions, stride)  # fmt: skip
             drawn.save(out / "heatmaps" / heatmap)
             anomalous += inspection.is_anomalous
             writer.writerow({

@@ -47,8 +47,9 @@ def entry(
     api_key: str | None,
     timings_ms: dict[str, float],
     kind: str,
+    regions: list[dict],
 ) -> Inspection:
-    """The record of one answered query."""
+    """The record of one answered query; ``regions``: its defect regions as the answer gives them."""
     kept, media = kept_image(data, image, kind)
     width, height = original_size(image)  # as sent: a JPEG may have been decoded smaller
     stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
@@ -57,4 +58,5 @@ def entry(
         threshold=threshold, defect_type=defect_type, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
         format=file_format(data), width=width, height=height, api_key=api_key,
         latency_ms=timings_ms.get("total", 0.0), stages_ms=stages, image_kind=kind, image=kept, image_media_type=media,
+        regions=regions,
     )  # fmt: skip

@@ -36,11 +36,12 @@ class Inspection:
     image_kind: str
     image: bytes | None
     image_media_type: str | None
+    regions: list[dict] | None = None  # the answer's defect regions (None: not known, as for records before them)
 
 
 _COLUMNS = (
     "request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, format, width, "
-    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type"
+    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions"
 )
 
 
@@ -60,7 +61,7 @@ def record(
         (
             key, r.request_id, r.category, r.model_id, r.is_anomalous, r.score, r.threshold, r.defect_type, r.sha256,
             r.bytes, r.format, r.width, r.height, r.api_key, r.latency_ms, json.dumps(r.stages_ms), r.image_kind,
-            r.image, r.image_media_type,
+            r.image, r.image_media_type, None if r.regions is None else json.dumps(r.regions),
         )
         for key, r in rows
     ]  # fmt: skip
@@ -89,12 +90,12 @@ def record(
 _LISTED = (
     "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
     "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL, reviewed_at::text, "
-    "reviewed_by, review_label, review_model_id"
+    "reviewed_by, review_label, review_model_id, regions"
 )
 _KEYS = (
     "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
     "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
-    "reviewed_at", "reviewed_by", "review_label", "review_model_id",
+    "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions",
 )  # fmt: skip
 
 

@@ -826,6 +826,12 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         assert client.post("/inspections/99999/review", json={"label": "good"}).status_code == 404
         wrong = client.post("/categories/other/feedback", data={"label": "good", "inspection_id": str(ids[1])})
         assert wrong.status_code == 422 and "judged bottle, not other" in wrong.json()["detail"]
+        record = client.get(f"/inspections/{ids[0]}").json()
+        drawn = Image.open(io.BytesIO(client.get(f"/inspections/{ids[0]}/heatmap").content)).convert("RGB")
+        assert record["defect_regions"] and client.get(f"/inspections/{ids[1]}").json()["defect_regions"] == []
+        for region in record["defect_regions"]:  # the log's heatmap boxes the regions its answer gave
+            left, top, right, bottom = region["box_in_view"]
+            assert drawn.getpixel((left, top)) == drawn.getpixel((right - 1, bottom - 1)) == (255, 235, 59)
         with sync_playwright() as driver:
             browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1180, "height": 900})

@@ -120,6 +120,7 @@ def test_each_query_leaves_one_record_and_50_concurrent_leave_50(served):
     assert record["request_id"] == "line-3-cam-2-0001" and record["api_key"] == "viewer"
     assert record["format"] == "PNG" and (record["width"], record["height"]) == (900, 900)
     assert {"decode", "embed", "search"} <= set(record["stages_ms"]) and record["latency_ms"] > 0
+    assert record["defect_regions"] == body["defect_regions"] and record["defect_regions"]  # where, kept
     kept = client.get(f"/inspections/{body['inspection_id']}/image", headers=_auth("viewer"))
     assert kept.status_code == 200 and kept.content == BROKEN.read_bytes()  # INSPECT_LOG_IMAGES=full
     with psycopg.connect(url) as connection:
@@ -136,6 +137,13 @@ def test_each_query_leaves_one_record_and_50_concurrent_leave_50(served):
         stored = connection.execute("SELECT id, is_anomalous FROM inspections WHERE id = ANY(%s)", (ids,)).fetchall()
     assert after - before == 50 and len(set(ids)) == 50
     assert dict(stored) == {a.json()["inspection_id"]: a.json()["is_anomalous"] for a in answers}
+    with psycopg.connect(url) as connection:  # SQL over the log: each record's regions, none for a normal part
+        kept = connection.execute(
+            "SELECT id, jsonb_array_length(regions), regions -> 0 -> 'box' FROM inspections WHERE id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+    answered = {a.json()["inspection_id"]: a.json()["defect_regions"] for a in answers}
+    assert {i: (n, box) for i, n, box in kept} == {i: (len(r), r[0]["box"] if r else None) for i, r in answered.items()}
     normal = client.get("/inspections", params={"category": "bottle", "verdict": "normal", "limit": 5},
                         headers=_auth("viewer")).json()  # fmt: skip
     assert 0 < len(normal["inspections"]) <= 5 and all(not r["is_anomalous"] for r in normal["inspections"])

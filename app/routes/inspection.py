@@ -83,6 +83,7 @@ def _inspect(
     inspection_id = _record(services, logbook.entry(
         request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
         defect_type, data, image, api_key, timings, services.settings.log_images,
+        [region.model_dump() for region in regions],
     ))  # fmt: skip
     timings["log"] = (time.perf_counter() - started) * 1000 - timings["total"]
     for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):

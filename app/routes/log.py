@@ -103,7 +103,9 @@ def inspection_heatmap(request: Request, inspection_id: int) -> Response:
         found[0], f"inspection {inspection_id}", services.settings.max_image_pixels
     )
     inspector, inspection = served(services, inspector, record["category"], image, 1)
-    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold)
+    stride = inspector.embedder.extractor.stride
+    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold,
+                    inspection.regions, stride)  # fmt: skip
     buffer = io.BytesIO()
     drawn.save(buffer, format="PNG")
     headers = {"X-Model-Id": str(inspector.model.id), "X-Anomaly-Score": f"{inspection.score:.4f}",
