@@ -58,10 +58,14 @@ class Region:
         }  # fmt: skip
 
 
+def _grid(patch_scores: torch.Tensor | np.ndarray) -> np.ndarray:
+    grid = patch_scores.detach().cpu().numpy() if isinstance(patch_scores, torch.Tensor) else patch_scores
+    return np.asarray(grid, dtype=np.float64)
+
+
 def above(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> np.ndarray:
     """(H, W) bool: the cells whose patch distance is above ``threshold``."""
-    grid = patch_scores.detach().cpu().numpy() if isinstance(patch_scores, torch.Tensor) else patch_scores
-    return np.asarray(grid, dtype=np.float64) > threshold
+    return _grid(patch_scores) > threshold
 
 
 def groups(cells: np.ndarray) -> tuple[np.ndarray, int]:
@@ -71,8 +75,7 @@ def groups(cells: np.ndarray) -> tuple[np.ndarray, int]:
 
 def find(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> list[Region]:
     """The regions of an (H, W) grid of patch distances above ``threshold``, worst first."""
-    grid = patch_scores.detach().cpu().numpy() if isinstance(patch_scores, torch.Tensor) else patch_scores
-    grid = np.asarray(grid, dtype=np.float64)
+    grid = _grid(patch_scores)
     labelled, _ = groups(grid > threshold)
     found = []
     for label, box in enumerate(ndimage.find_objects(labelled), start=1):
