@@ -855,6 +855,16 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.click(".item")
             page.wait_for_function("document.querySelector('img.heat')?.naturalWidth > 0")
             assert page.eval_on_selector("img.heat", "(i) => i.naturalWidth") == 224
+            page.wait_for_function("document.querySelector('img.kept')?.naturalWidth > 0")
+            outlines = page.eval_on_selector_all(".kept-stage .region", "(all) => all.map((r) => [r.offsetLeft, "
+                                                 "r.offsetTop, r.offsetWidth, r.offsetHeight])")  # fmt: skip
+            shown = page.eval_on_selector("img.kept", "(i) => i.clientWidth") / 900  # the 900x900 upload, scaled
+            assert len(outlines) == len(record["defect_regions"]) > 0
+            for (left, top, width, height), region in zip(outlines, record["defect_regions"], strict=True):
+                box = region["box"]
+                expected = (box[0], box[1], box[2] - box[0], box[3] - box[1])
+                assert all(abs(a - b * shown) <= 3 for a, b in zip((left, top, width, height), expected, strict=True))
+            assert f"defect regions\t{len(outlines)}, the worst at" in page.inner_text(".detail table")
             assert page.is_checked("#teach")  # the log kept the file: the review can teach
             if os.environ.get("INSPECT_SCREENSHOT_REVIEW"):
                 page.screenshot(path=os.environ["INSPECT_SCREENSHOT_REVIEW"], full_page=True)
