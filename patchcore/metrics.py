@@ -19,6 +19,15 @@ def pooled(arrays: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.ravel(a) for a in arrays]) if len(arrays) else np.empty(0)
 
 
+def _ranked(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true, false) positives above each distinct score, from the highest: tied scores move together (no
+    optimistic order)."""
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    return np.cumsum(labels)[last_of_tie], np.cumsum(~labels)[last_of_tie]
+
+
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) at every distinct score, from the highest; tied scores move together (no optimistic order)."""
     scores = pooled(scores).astype(np.float64)
@@ -26,11 +35,7 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     positives, negatives = labels.sum(), (~labels).sum()
     if positives == 0 or negatives == 0:
         raise ValueError("ROC needs both normal and anomalous samples")
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tp = np.cumsum(labels)[last_of_tie]
-    fp = np.cumsum(~labels)[last_of_tie]
+    tp, fp = _ranked(scores, labels)
     return np.r_[0.0, fp / negatives], np.r_[0.0, tp / positives]
 
 
@@ -47,12 +52,8 @@ def best_f1(scores: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | Sequ
     labels = pooled(labels).astype(bool)
     if not labels.any():
         raise ValueError("F1 needs some positive samples")
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tp = np.cumsum(labels)[last_of_tie]
-    predicted = last_of_tie + 1
-    return float((2 * tp / (predicted + labels.sum())).max())
+    tp, fp = _ranked(scores, labels)
+    return float((2 * tp / (tp + fp + labels.sum())).max())
 
 
 def pro_curve(

@@ -93,7 +93,7 @@ def find(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> list[Regi
 
 
 def cell_mask(cells: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool cells spread over a (height, width) view: each cell covers its share of the view."""
+    """(H, W) cells (bool, or region labels) spread over a (height, width) view: each covers its share of it."""
     rows = np.minimum((np.arange(size[0]) * cells.shape[0]) // size[0], cells.shape[0] - 1)
     cols = np.minimum((np.arange(size[1]) * cells.shape[1]) // size[1], cells.shape[1] - 1)
     return cells[np.ix_(rows, cols)]
@@ -115,11 +115,12 @@ def localisation(
     for grid, mask, anomalous in zip(grids, masks, verdicts, strict=True):
         mask = np.asarray(mask, dtype=bool)
         cells = above(grid, threshold) if anomalous else np.zeros(np.shape(grid), dtype=bool)
-        marked = cell_mask(cells, mask.shape)
+        labelled, count = groups(cells)
+        spread = cell_mask(labelled, mask.shape)  # each pixel of the view: the region its cell belongs to, or 0
+        marked = spread > 0
         true_positive += int((marked & mask).sum())
         predicted += int(marked.sum())
         actual += int(mask.sum())
-        labelled, count = groups(cells)
         if not mask.any():
             on_good += count
             continue
@@ -127,7 +128,7 @@ def localisation(
         defects += truths
         found += len(set(np.unique(truth[marked])) - {0})
         regions_on_defective += count
-        on_defect += len(set(np.unique(cell_mask(labelled, mask.shape)[mask])) - {0})
+        on_defect += len(set(np.unique(spread[mask])) - {0})
     f1 = 2 * true_positive / (predicted + actual) if predicted + actual else None
     return {
         "threshold": threshold,

@@ -33,9 +33,9 @@ CHUNK = 8
 @dataclass
 class Reranked:
     """Patch distances (P,) and nearest bank rows (P,), exact for the ``searched`` patches marked in ``exact``
-    (P,); ``neighbours`` maps bank rows to their nearest bank rows (nearest first), found on the way. ``complete``:
-    the largest distance is the exact one (False when the cap stopped the search first: it may then be too
-    large)."""
+    (P,; ``None`` where every distance is exact, as the exact backend's are); ``neighbours`` maps bank rows to
+    their nearest bank rows (nearest first), found on the way. ``complete``: the largest distance is the exact one
+    (False when the cap stopped the search first: it may then be too large)."""
 
     distances: torch.Tensor
     nearest_index: torch.Tensor
@@ -89,7 +89,9 @@ def settle_regions(
     """Search exactly, in place, every cell of each region (cells of the ``shape`` grid above ``threshold``,
     touching) that holds no exact distance yet, within what is left of ``cap``; returns how many were searched. An
     exact distance is never larger than HNSW's, so a searched cell can only leave the regions."""
-    exact = reranked.exact if reranked.exact is not None else torch.zeros_like(reranked.distances, dtype=torch.bool)
+    exact = reranked.exact
+    if exact is None:  # every distance exact: every region is proven
+        return 0
     above = (reranked.distances > threshold).reshape(shape).cpu().numpy()
     labelled, _ = groups(above)
     proven = np.unique(labelled[exact.reshape(shape).cpu().numpy() & above])
