@@ -4,7 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=$(command -v python3.11 || command -v python3)
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# constraints.txt: the versions the tests last passed with (scripts/lock.sh); without it, the newest pyproject allows
+constraints=()
+[ -f constraints.txt ] && constraints=(-c constraints.txt)
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   # The registry's torch brings its CUDA libraries (5.8 GB installed); pip's cache would keep a second copy of every
   # downloaded wheel, and an install on a nearly full disk failed. Say what is free before starting.
@@ -15,7 +18,7 @@ if [ ! -f "$stamp" ]; then
   fi
   .venv/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
   # torch comes from the package registry (never the local torch==2.13.0 file, which breaks torchvision)
-  .venv/bin/python -m pip install --quiet --no-cache-dir -e ".[dev]"
+  .venv/bin/python -m pip install --quiet --no-cache-dir "${constraints[@]}" -e ".[dev]"
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 # The page test drives Debian's Chromium through Playwright; no browser build is ever downloaded.

@@ -114,3 +114,27 @@ def test_an_empty_weights_variable_means_unset():
 
     assert Settings(weights="").weights is None
     assert Settings(weights="/weights/r18.pth").weights == "/weights/r18.pth"
+
+
+def test_every_dependency_is_pinned_to_the_version_installed():
+    """A clean machine (CI) installs within constraints.txt (scripts/install.sh), so it must name every dependency
+    pyproject.toml declares, at a version that satisfies it, and that version must be the one these tests run
+    with: otherwise a release since the lock (a ruff that formats differently) fails a run that passed here."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["dev"]]]
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, pin = line.partition("==")
+            pinned[canonicalize_name(name)] = pin
+    for requirement in declared:
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement.name} is not in constraints.txt: run scripts/lock.sh"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (requirement, pinned[name])
+        assert version(requirement.name) == pinned[name], f"{requirement.name}: installed {version(requirement.name)}"
