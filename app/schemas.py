@@ -360,7 +360,13 @@ class StandbyState(BaseModel):
 class Ready(BaseModel):
     status: str
     database: bool
-    categories: list[str]
+    categories: list[str] = Field(
+        description="the categories with an active version (the loaded ones while the database is down)"
+    )
+    loaded: list[str] = Field(
+        default_factory=list,
+        description="those this server holds in memory: they answer without reading their memory bank first",
+    )
     standbys: list[StandbyState] = Field(default_factory=list, description="empty without DATABASE_REPLICA_URLS")
 
 

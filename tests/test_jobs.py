@@ -510,6 +510,7 @@ def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
     stale = api.post("/query", data={"category": "by-cli"}, files=good)  # loaded here, deleted by another process
     assert stale.status_code == 404 and stale.json()["error"] == "unknown_category", stale.text
     assert _loaded(api) == 0 and api.get("/categories").json() == []  # the stale copy unloaded by its 404
+    assert api.get("/ready").json()["loaded"] == []
 
 
 def test_an_uploaded_camera_jpeg_is_checked_whole_though_read_small():

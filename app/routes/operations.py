@@ -32,7 +32,7 @@ def metrics(request: Request) -> Response:
     "/ready",
     response_model=Ready,
     responses={503: {"model": Ready}},
-    summary="A category loaded, and the database (or a standby in rotation) answering",
+    summary="A fitted category, and the database (or a standby in rotation) answering",
 )
 def ready(request: Request) -> JSONResponse:
     services = get_services(request)
@@ -45,5 +45,5 @@ def ready(request: Request) -> JSONResponse:
     # with the primary down, standbys in rotation still answer the loaded categories (answers say "not recorded")
     ok = bool(names) and (database or any(s["in_rotation"] for s in standbys))
     body = {"status": "ready" if ok else "not_ready", "database": database, "categories": names,
-            "standbys": standbys}  # fmt: skip
+            "loaded": services.loaded(), "standbys": standbys}  # fmt: skip
     return JSONResponse(status_code=200 if ok else 503, content=body)
