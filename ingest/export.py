@@ -7,10 +7,9 @@ import argparse
 import shlex
 from pathlib import Path
 
-from tqdm import tqdm
-
 from config import get_settings
 from ingest.stored import active_model
+from patchcore import progress
 from patchcore.backbone import RANDOM_WEIGHTS
 from patchcore.model import PatchCoreConfig
 from store import exports
@@ -55,7 +54,7 @@ def run_export(args: argparse.Namespace) -> int:
     with connect(url, autocommit=True) as connection:
         model = active_model(connection, args.category)
         folder.mkdir(parents=True, exist_ok=True)
-        with tqdm(desc="export", unit="img", dynamic_ncols=True) as bar:
+        with progress.bar(desc="export", unit="img") as bar:
 
             def put(name: str, data: bytes) -> None:
                 with (folder / name).open("xb") as file:  # x: a name taken twice would fail, not overwrite

@@ -16,11 +16,9 @@ import csv
 from contextlib import ExitStack
 from pathlib import Path
 
-from tqdm import tqdm
-
 from config import get_settings
 from ingest.stored import active_model
-from patchcore import PatchCoreError
+from patchcore import PatchCoreError, progress
 from patchcore.images import IMAGE_SUFFIXES, is_image_file, original_size
 from serving.heatmap import overlay
 from serving.inspector import Inspector
@@ -78,7 +76,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         handle = stack.enter_context(open(out / "inspections.csv", "w", newline=""))
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
-        for index, path in enumerate(tqdm(paths, desc=f"inspect {args.category}", unit="img")):
+        for index, path in enumerate(progress.bar(paths, desc=f"inspect {args.category}", unit="img")):
             row = {"file": str(path), "model_id": model.id, "threshold": f"{model.threshold:.6f}"}
             try:
                 image = inspector.embedder.preprocess.decode(path, max_pixels=settings.max_image_pixels)

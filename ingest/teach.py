@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from config import get_settings
 from ingest.stored import active_model
+from patchcore import progress
 from patchcore.datasets import GOOD, image_files, mvtec_category
 from patchcore.images import mask_png
 from revisions.defects import DefectUpload, add_defects
@@ -58,7 +57,7 @@ def run_add_normals(args: argparse.Namespace) -> int:
     paths = _files(args)
 
     def work(connection, inspector):
-        with tqdm(total=len(paths), desc="normals", unit="img", dynamic_ncols=True) as bar:
+        with progress.bar(total=len(paths), desc="normals", unit="img") as bar:
             return add_normals(
                 connection, inspector.model, inspector.bank, inspector.embedder, [_upload(p) for p in paths],
                 get_settings(), args.actor, args.recalibrate, progress=bar.update,
@@ -99,7 +98,7 @@ def run_add_defects(args: argparse.Namespace) -> int:
     items = _defect_items(args)
 
     def work(connection, inspector):
-        with tqdm(total=len(items), desc="defects", unit="img", dynamic_ncols=True) as bar:
+        with progress.bar(total=len(items), desc="defects", unit="img") as bar:
             return add_defects(
                 connection, inspector.model, inspector.bank, inspector.embedder, items, get_settings(), args.actor,
                 progress=bar.update,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from tqdm import tqdm
-
 from config import get_settings
 from ingest.stored import active_model
+from patchcore import progress
 from patchcore.datasets import mvtec_category
 from patchcore.model import exact_prediction
 from revisions.threshold import set_threshold
@@ -27,7 +26,7 @@ def _labelled_scores(connection, model: models.StoredModel, root) -> tuple[list[
     bank = inspector.bank.embeddings
     scores = [
         exact_prediction(inspector.embed(inspector.embedder.preprocess.decode(s.path)), bank, model.config).score
-        for s in tqdm(samples, desc="labelled images", unit="img", dynamic_ncols=True)
+        for s in progress.bar(samples, desc="labelled images", unit="img")
     ]
     return scores, [s.is_anomalous for s in samples]
 

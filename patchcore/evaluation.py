@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from patchcore import metrics, regions
+from patchcore import metrics, progress, regions
 from patchcore import threshold as thresholds
 from patchcore.datasets import Sample
 from patchcore.images import Preprocess
@@ -105,7 +104,7 @@ def evaluate(
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
     scores, maps, masks, whole_maps, whole_masks, grids = [], [], [], [], [], []
-    for sample in tqdm(samples, desc=description, unit="img", dynamic_ncols=True):
+    for sample in progress.bar(samples, desc=description, unit="img"):
         result = score(sample.path)
         with Image.open(sample.path) as image:
             size = image.size

@@ -42,6 +42,11 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):
         assert (out / "bottle" / name).stat().st_size > 10_000
     assert "image_auroc" in done.stdout and "memory_bank_size" in done.stdout
+    # off a terminal each stage's progress is whole lines (a log keeps them apart), its last with the count and rate
+    assert "\r" not in done.stderr
+    assert any(
+        line.startswith("features: 100%") and "9/9" in line and "img/s" in line for line in done.stderr.splitlines()
+    )
     good = report["good_scores"]["train"] + report["good_scores"]["holdout"]
     highest = report["highest_good_scores"]
     assert [h["score"] for h in highest] == sorted(good, reverse=True)  # all 10, highest first
