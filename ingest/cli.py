@@ -28,7 +28,7 @@ import torch
 
 from config import get_settings
 from config.keys import ROLES, hash_key, new_key, parse_keys
-from patchcore import PatchCoreError
+from patchcore import PatchCoreError, regions
 from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
 from patchcore.datasets import Category, excluding, folder_category, mvtec_categories, mvtec_category, not_found
 from patchcore.evaluation import Evaluation, evaluate
@@ -406,13 +406,15 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             evaluation = _evaluate(args, category, model, embedder)
             result = report.build(category.name, model, evaluation)
             figures = report.write_plots(result, evaluation, model, folder)
+            cells = evaluation.cells()
+            cells = None if cells is None else regions.packed(*cells)
         except Exception as exc:  # the fit is not lost for it: stored without its evaluation
             failures.append(f"{category.name}: the evaluation failed after the fit: {type(exc).__name__}: {exc}")
             if args.calibrate_on_test and model.threshold_policy.get("kind") != "labelled_f1":
                 failures[-1] += " (the threshold is the one from good images, not from the labelled test split)"
             print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
             result = report.build(category.name, model, None, {"evaluation_error": failures[-1]})
-            figures = []
+            figures, cells = [], None
         if category.left_out:
             result["left_out_of_training"] = [str(path) for path in category.left_out]
         if category.excluded:
@@ -421,7 +423,7 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
         if store:
             from ingest.persist import store_model
 
-            result.update(store_model(category.name, model, result, figures))
+            result.update(store_model(category.name, model, result, figures, cells=cells))
         try:
             print(f"report: {report.write(result, folder)}", flush=True)
         except OSError as exc:

@@ -21,10 +21,12 @@ def store_model(
     plots: list[Path],
     actor: str = "ingest",
     within: Callable[[psycopg.Connection, int], None] | None = None,
+    cells: bytes | None = None,
 ) -> dict:
     """Save ``model`` as ``category``'s active model in one transaction, with its evaluation plots, retire the old
     one, verify the counts. ``within(connection, model_id)`` runs inside that transaction (a fit job records its
-    success there); an exception from it rolls the version back."""
+    success there); an exception from it rolls the version back. ``cells``: the evaluation cell by cell, kept so
+    that a later threshold judges its defect regions again."""
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
@@ -34,7 +36,9 @@ def store_model(
         connection.commit()
         figures = {path.stem: path.read_bytes() for path in plots}
         with connection.transaction():
-            load = models.save_model(connection, category, model, evaluation, settings, actor, plots=figures)
+            load = models.save_model(
+                connection, category, model, evaluation, settings, actor, plots=figures, cells=cells
+            )
             dropped = jobs.drop_replaced_images(connection, category)
             if within is not None:
                 within(connection, int(load["model_id"]))

@@ -60,11 +60,20 @@ class Evaluation:
         self.figures.update(
             thresholds.operating_point(self.scores, self.labels, threshold, false_alarm_target, self.good_scores)
         )
+        cells = self.cells()
+        if cells is not None:
+            kept, grids, truths = cells
+            self.figures["regions"] = regions.localisation(grids, truths, self.verdicts[kept], threshold)
+
+    def cells(self) -> tuple[list[int], list[np.ndarray], list[regions.CellTruth]] | None:
+        """The images whose every pixel's truth is known (their positions), their patch grids and their truths on
+        those grids: what judges the defect regions at any threshold (:func:`patchcore.regions.packed` keeps them
+        with a stored fit); ``None`` without masks or patch grids."""
         kept = self._known_pixels()
-        if self.has_masks and all(self.grids[i] is not None for i in kept):
-            self.figures["regions"] = regions.localisation(
-                [self.grids[i] for i in kept], [self.masks[i] for i in kept], self.verdicts[kept], threshold
-            )
+        if not self.has_masks or any(self.grids[i] is None for i in kept):
+            return None
+        grids = [self.grids[i] for i in kept]
+        return kept, grids, [regions.cell_truth(np.shape(g), self.masks[i]) for g, i in zip(grids, kept, strict=True)]
 
     @property
     def has_masks(self) -> bool:

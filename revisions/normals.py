@@ -30,7 +30,7 @@ from patchcore.coreset import extend_coreset
 from patchcore.model import Embedder
 from revisions.threshold import evaluation_at
 from revisions.uploads import Upload, embed, original_name, sha256
-from store import images, versions
+from store import evaluations, images, versions
 from store.banks import StoredBank, write_segment
 from store.models import StoredModel
 
@@ -124,7 +124,7 @@ def add_normals(
     target = config.false_alarm_rate
     if recalibrate:
         threshold, policy = thresholds.false_alarm_threshold(good, target)
-        evaluation = evaluation_at(model, threshold, target, False, good)
+        evaluation = evaluation_at(model, threshold, target, False, good, evaluations.cells(connection, model.fit_id))
     else:
         threshold = model.threshold
         policy = {**model.threshold_policy, **thresholds.describe(threshold, good)}

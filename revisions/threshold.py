@@ -11,16 +11,23 @@ from collections.abc import Sequence
 import numpy as np
 import psycopg
 
+from patchcore import regions
 from patchcore import threshold as thresholds
-from store import images, versions
+from store import evaluations, images, versions
 from store.models import StoredModel
 
 
 def evaluation_at(
-    model: StoredModel, threshold: float, target: float, labelled_are_test: bool, good: Sequence[float]
+    model: StoredModel,
+    threshold: float,
+    target: float,
+    labelled_are_test: bool,
+    good: Sequence[float],
+    cells: bytes | None = None,
 ) -> dict:
     """The stored evaluation judged again at ``threshold`` from its per-image test scores (no image is read), with
-    the false-alarm rate the ``good`` scores predict."""
+    the false-alarm rate the ``good`` scores predict; its defect regions too, from the fit's ``cells``
+    (:func:`store.evaluations.cells`; without them they stay as measured, at the threshold they name)."""
     evaluation = {k: v for k, v in model.evaluation.items() if k != "threshold_set_on_these_images"}
     rows = evaluation.get("images") or []
     if not rows:
@@ -30,6 +37,9 @@ def evaluation_at(
     evaluation.update(thresholds.operating_point(scores, labels, threshold, target, good))
     evaluation["images"] = [{**r, "anomalous": bool(r["score"] > threshold)} for r in rows]
     evaluation["threshold"] = threshold
+    if cells is not None and "regions" in evaluation:
+        kept, grids, truths = regions.unpacked(cells)
+        evaluation["regions"] = regions.localisation(grids, truths, [scores[i] > threshold for i in kept], threshold)
     if labelled_are_test:
         evaluation["threshold_set_on_these_images"] = True
     return evaluation
@@ -60,7 +70,8 @@ def set_threshold(
         threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate)
     else:
         threshold, policy = thresholds.labelled_threshold(*labelled, good)
-    evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good)
+    cells = evaluations.cells(connection, model.fit_id)
+    evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good, cells)
     change = versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
     detail = {"threshold": threshold, "previous_threshold": model.threshold, "policy": policy["kind"]}
     return versions.new_version(connection, model, change, actor, "threshold", detail)

@@ -16,6 +16,7 @@ from config import Settings
 from patchcore.model import FittedModel, PatchCoreConfig
 from store.banks import drop_segments, write_segment
 from store.changes import log_change
+from store.evaluations import write_cells
 from store.images import write_images
 
 
@@ -76,12 +77,14 @@ def save_model(
     settings: Settings,
     actor: str = "ingest",
     plots: dict[str, bytes] | None = None,
+    cells: bytes | None = None,
 ) -> dict[str, float]:
     """Write ``model`` as the category's new active model, in ONE transaction.
 
     Readers see the previous model until the commit and the new one after it; an error or a kill before the
     commit leaves the previous model untouched. The defect library of the previous version is kept when the new
-    model embeds patches exactly as it did (same network, weights and field of view). Returns load timings."""
+    model embeds patches exactly as it did (same network, weights and field of view). ``cells``: the evaluation cell by
+    cell (:func:`patchcore.regions.packed`), kept for later thresholds. Returns load timings."""
     config = model.config
     dim = config.embedding_dim
     check_dimension(dim)
@@ -117,6 +120,8 @@ def save_model(
             (model_id, previous_id),
         ).fetchone()
         image_ids = write_images(cursor, model_id, model.images, model.image_embeddings.numpy())
+        if cells is not None:
+            write_cells(cursor, model_id, cells)
         for name, data in (plots or {}).items():
             cursor.execute(
                 "INSERT INTO model_plots (model_id, name, media_type, data) VALUES (%s, %s, 'image/png', %s)",

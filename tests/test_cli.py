@@ -84,6 +84,10 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
         plots = dict(connection.execute("SELECT name, length(data) FROM model_plots").fetchall())
         assert set(plots) == {"roc", "scores", "heatmaps", "example"} and min(plots.values()) > 10_000
+        fitted, cells = connection.execute(  # the refit's cells only: the first fit's went with it
+            "SELECT m.evaluation, (SELECT count(*) FROM evaluation_cells) FROM active_models m"
+        ).fetchone()
+        assert cells == 1 and fitted["regions"]["threshold"] == fitted["threshold"]
     uri = _ingest("db-uri", env={"DATABASE_URL": database_url})
     assert uri.stdout.strip() == database_url
     served = _ingest(
@@ -101,6 +105,17 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
 
     env = {"DATABASE_URL": database_url}
     _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env)
+    # a new threshold judges the defect regions again from the fit's cells: at the fit's own threshold exactly as
+    # the fit measured them from the masks, above every score none at all
+    for value in (repr(fitted["threshold"]), "1000"):
+        assert _ingest("threshold", "--category", "bottle", "--value", value, env=env).returncode == 0
+        with psycopg.connect(database_url) as connection:
+            again = connection.execute("SELECT evaluation FROM active_models").fetchone()[0]["regions"]
+        assert again["threshold"] == float(value)
+        if value == "1000":
+            assert again["defects_found"] == 0 and again["regions_on_defective_parts"] == 0 and again["defects"] > 0
+        else:
+            assert again == fitted["regions"]
     by_rate = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", env=env)
     assert by_rate.returncode == 0, by_rate.stderr
     labelled = _ingest("threshold", "--category", "bottle", "--labelled", str(mini_mvtec), env=env)
@@ -112,7 +127,7 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert evaluation["threshold_set_on_these_images"] is True
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706  # the bank was not copied
         actions = [r[0] for r in connection.execute("SELECT action FROM category_changes ORDER BY id")]
-        assert actions == ["fit", "fit", "threshold", "threshold"]
+        assert actions == ["fit", "fit"] + ["threshold"] * 4
     wrong = _ingest("threshold", "--category", "nothing", "--value", "1.5", env=env)
     assert wrong.returncode == 2 and "not in the database" in wrong.stderr
 

@@ -70,17 +70,56 @@ def test_localisation_counts_defects_found_and_regions_on_them():
     grid[1, 1] = grid[4, 2] = 2.0  # one region on the defect, one beside it
     good = np.zeros((6, 8))
     good[0, 0] = 2.0
-    figures = regions.localisation(
-        [grid, good, good], [mask, np.zeros_like(mask), np.zeros_like(mask)], [True, True, False], 1.0
-    )
+    truths = [regions.cell_truth(grid.shape, m) for m in (mask, np.zeros_like(mask), np.zeros_like(mask))]
+    figures = regions.localisation([grid, good, good], truths, [True, True, False], 1.0)
     assert figures["defects"] == 2 and figures["defects_found"] == 0.5
     assert figures["regions_on_defective_parts"] == 2 and figures["regions_on_defects"] == 0.5
     assert figures["regions_on_good_parts"] == 1  # the false alarm's; the part judged normal has none
     marked = 2 * 64 + 64  # two cells on the defective part, one on the false alarm
     assert figures["pixel_f1"] == pytest.approx(2 * 64 / (marked + 64 + 16))
     assert (figures["pixel_precision"], figures["pixel_recall"]) == pytest.approx((64 / marked, 64 / 80))
-    missed = regions.localisation([grid], [mask], [False], 1.0)  # a defective part judged normal finds nothing
+    missed = regions.localisation([grid], truths[:1], [False], 1.0)  # a defective part judged normal finds nothing
     assert missed["defects_found"] == 0.0 and missed["regions_on_defects"] is None and missed["pixel_f1"] == 0.0
+
+
+def test_the_regions_judged_from_kept_cells_are_those_judged_pixel_by_pixel_at_any_threshold():
+    """A stored fit keeps each test image's grid and its truth on that grid (packed), not its mask: judged again at
+    another threshold they must give what the masks give, pixel by pixel (cells that do not divide the view
+    evenly, several defects, good parts)."""
+    generator = np.random.default_rng(3)
+    grids, masks = [], []
+    for shape, size, count in (((6, 8), (50, 70), 2), ((5, 5), (37, 41), 0), ((4, 9), (33, 80), 3)):
+        grids.append(generator.gamma(2.0, 0.5, shape).astype(np.float32))  # as the scorer gives them
+        mask = np.zeros(size, dtype=bool)
+        for _ in range(count):
+            top, left = generator.integers(0, size[0] - 6), generator.integers(0, size[1] - 6)
+            mask[top : top + generator.integers(1, 7), left : left + generator.integers(1, 7)] = True
+        masks.append(mask)
+    images, kept, truths = regions.unpacked(
+        regions.packed([0, 2, 5], grids, [regions.cell_truth(g.shape, m) for g, m in zip(grids, masks, strict=True)])
+    )
+    assert images == [0, 2, 5] and all(np.array_equal(a, b) for a, b in zip(kept, grids, strict=True))
+    assert sum(len(t.defects) for t in truths) >= 2 and not truths[1].defects  # defects, and a good part
+    for threshold in (0.5, 1.0, 1.5, 2.5):
+        verdicts = [bool(g.max() > threshold) for g in grids]
+        figures = regions.localisation(kept, truths, verdicts, threshold)
+        assert figures == regions.localisation(
+            grids, [regions.cell_truth(g.shape, m) for g, m in zip(grids, masks, strict=True)], verdicts, threshold
+        )
+        # pixel by pixel: each pixel takes its cell's region, as the view shows them
+        true_positive = predicted = found = defects = 0
+        for grid, mask, anomalous in zip(grids, masks, verdicts, strict=True):
+            rows = np.minimum(np.arange(mask.shape[0]) * grid.shape[0] // mask.shape[0], grid.shape[0] - 1)
+            cols = np.minimum(np.arange(mask.shape[1]) * grid.shape[1] // mask.shape[1], grid.shape[1] - 1)
+            marked = ((grid > threshold) & anomalous)[np.ix_(rows, cols)]
+            true_positive, predicted = true_positive + (marked & mask).sum(), predicted + marked.sum()
+            truth, count = regions.groups(mask)
+            defects, found = defects + count, found + len(set(np.unique(truth[marked])) - {0})
+        actual = sum(m.sum() for m in masks)
+        assert figures["pixel_f1"] == pytest.approx(
+            2 * true_positive / (predicted + actual) if predicted + actual else None
+        )
+        assert figures["defects"] == defects and figures["defects_found"] == (found / defects if defects else None)
 
 
 def test_the_best_f1_is_the_best_over_every_threshold():
