@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TORCH_HOME=/models/torch
 
 WORKDIR /srv
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY patchcore ./patchcore
 COPY ingest ./ingest
 COPY store ./store
@@ -20,7 +20,12 @@ COPY app ./app
 COPY revisions ./revisions
 COPY config ./config
 COPY migrations ./migrations
-RUN pip install --upgrade pip && pip install --index-url "$TORCH_INDEX" torch torchvision && pip install .
+# everything else at the versions the tests last passed with (constraints.txt); torch and torchvision as TORCH_INDEX
+# builds them (its CPU or CUDA wheels, whose versions that index decides), with what torch itself requires
+RUN pip install --upgrade pip && pip install --index-url "$TORCH_INDEX" torch torchvision \
+    && grep -v -i -E '^((torch|torchvision|triton|filelock|fsspec|jinja2|markupsafe|networkx|sympy|mpmath)==|nvidia-|cuda-)' \
+        constraints.txt > /tmp/constraints.txt \
+    && pip install -c /tmp/constraints.txt . && rm /tmp/constraints.txt
 
 RUN useradd --create-home --uid 10001 inspect && mkdir -p /models/torch /reports && chown -R inspect /models /reports
 USER inspect

@@ -34,7 +34,8 @@ def test_api_builds_waits_for_a_healthy_db_and_can_scale():
 def test_the_cpu_image_takes_cpu_wheels_and_a_gpu_variant_reserves_an_nvidia_device():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
-    assert 'pip install --index-url "$TORCH_INDEX" torch torchvision && pip install .' in dockerfile
+    assert 'pip install --index-url "$TORCH_INDEX" torch torchvision' in dockerfile
+    assert "pip install -c /tmp/constraints.txt ." in dockerfile  # the rest at the tested versions
     gpu = _compose()["services"]["api-gpu"]
     assert gpu["profiles"] == ["gpu"] and "/whl/cu" in gpu["build"]["args"]["TORCH_INDEX"]
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
