@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import psycopg
 import pytest
 import torch
@@ -24,10 +25,10 @@ from store.migrate import alembic_config, upgrade
 from tests.conftest import ROOT, WEIGHTS
 
 
-def _save(url: str, category: str, model) -> int:
+def _save(url: str, category: str, model, cells: bytes | None = None) -> int:
     upgrade(url)
     with connect(url) as connection:
-        model_id = models.save_model(connection, category, model, {}, Settings())["model_id"]
+        model_id = models.save_model(connection, category, model, {}, Settings(), cells=cells)["model_id"]
     with connect(url, autocommit=True) as connection:
         models.retire_old_models(connection, category)
     return model_id
@@ -426,9 +427,11 @@ def test_the_store_leaves_as_one_archive_and_comes_back_whole(database_url, serv
     short restores nothing."""
     from psycopg import sql
 
+    from patchcore import regions
     from store import backup, jobs
 
-    _save(database_url, "bottle", small_model)
+    grid, truth = np.ones((2, 2), np.float32), regions.cell_truth((2, 2), np.eye(4, dtype=bool))
+    _save(database_url, "bottle", small_model, cells=regions.packed([0], [grid], [truth]))  # its evaluation's cells
     with connect(database_url, autocommit=True) as connection:
         set_threshold(connection, models.active_model(connection, "bottle"), "test", false_alarm_rate=0.25)
         job = jobs.create(connection, "bottle", {}, "test")
@@ -457,7 +460,7 @@ def test_the_store_leaves_as_one_archive_and_comes_back_whole(database_url, serv
     assert back.returncode == 0 and "1 categories" in back.stdout, back.stderr
 
     tables = ("categories", "models", "images", "image_views", "patches", "category_changes", "model_plots",
-              "fit_jobs", "fit_job_images", "inspections")  # fmt: skip
+              "evaluation_cells", "fit_jobs", "fit_job_images", "inspections")  # fmt: skip
     probe = small_model.memory_bank[7].tolist()
 
     def contents(url: str) -> dict:
@@ -478,7 +481,7 @@ def test_the_store_leaves_as_one_archive_and_comes_back_whole(database_url, serv
         return rows
 
     before, after = contents(database_url), contents(restored)
-    assert before == after
+    assert before == after and before["evaluation_cells"][0] is not None
     assert len(before["indexes"]) >= 2 and len(before["nearest"]) == 5
 
     with pytest.raises(backup.BackupError, match="already holds the service's tables"):
