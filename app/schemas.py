@@ -253,6 +253,18 @@ class ThresholdChange(BaseModel):
     threshold_policy: dict
 
 
+class ThresholdPreview(BaseModel):
+    category: str
+    model_id: int = Field(description="the active version the threshold was judged on (nothing was written)")
+    threshold: float
+    current_threshold: float
+    threshold_policy: dict = Field(description="as the version would state it: the false-alarm rate it predicts")
+    evaluation: dict = Field(
+        description="the stored evaluation judged at this threshold: F1, recall, false alarms, "
+        "defect regions (where the fit kept its test images cell by cell)"
+    )
+
+
 class CategoryDeleted(BaseModel):
     category: str
     model_id: int | None = Field(description="the version that was active (none when finishing a deletion cut short)")

@@ -45,21 +45,20 @@ def evaluation_at(
     return evaluation
 
 
-def set_threshold(
+def planned(
     connection: psycopg.Connection,
     model: StoredModel,
-    actor: str,
     value: float | None = None,
     false_alarm_rate: float | None = None,
     labelled: tuple[Sequence[float], Sequence[bool]] | None = None,
     labelled_are_test: bool = False,
-) -> int:
-    """Make the new version of ``model``'s category with the threshold asked for (exactly one way); returns its id.
+) -> versions.Change:
+    """The version a threshold asked for (exactly one way) would make of ``model``, written nowhere: its threshold,
+    policy and evaluation judged again, so that it can be looked at before it is set (:func:`set_threshold`).
 
     ``labelled`` holds image scores by this very model and whether each image is defective; ``labelled_are_test``
     says they are the stored evaluation's own test images (its figures are then marked optimistic). Raises
-    ``ValueError`` for a request that cannot be met and ``store.versions.VersionConflict`` when the category got a
-    newer version meanwhile."""
+    ``ValueError`` for a request that cannot be met."""
     if sum(x is not None for x in (value, false_alarm_rate, labelled)) != 1:
         raise ValueError("give exactly one of a threshold value, a false-alarm rate or labelled images")
     good = images.good_scores(connection, model.bank_segments)
@@ -72,6 +71,21 @@ def set_threshold(
         threshold, policy = thresholds.labelled_threshold(*labelled, good)
     cells = evaluations.cells(connection, model.fit_id)
     evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good, cells)
-    change = versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
-    detail = {"threshold": threshold, "previous_threshold": model.threshold, "policy": policy["kind"]}
+    return versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
+
+
+def set_threshold(
+    connection: psycopg.Connection,
+    model: StoredModel,
+    actor: str,
+    value: float | None = None,
+    false_alarm_rate: float | None = None,
+    labelled: tuple[Sequence[float], Sequence[bool]] | None = None,
+    labelled_are_test: bool = False,
+) -> int:
+    """Make the new version of ``model``'s category with the threshold asked for (:func:`planned`); returns its id.
+    Raises ``ValueError`` for a request that cannot be met and ``store.versions.VersionConflict`` when the category
+    got a newer version meanwhile."""
+    change = planned(connection, model, value, false_alarm_rate, labelled, labelled_are_test)
+    detail = {"threshold": change.threshold, "previous_threshold": model.threshold, "policy": change.policy["kind"]}
     return versions.new_version(connection, model, change, actor, "threshold", detail)

@@ -438,9 +438,19 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
     first = _post(api, GOOD).json()
     assert first["model_id"] == before["model_id"] and first["threshold"] == before["threshold"]
 
+    # looked at first: the version PUT would make, judged on the stored evaluation, and nothing written
+    preview = api.get("/categories/bottle/threshold", params={"value": first["anomaly_score"] * 0.9})
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["model_id"] == before["model_id"] == api.get("/categories/bottle").json()["model_id"]
+    assert preview.json()["current_threshold"] == before["threshold"]
     put = api.put("/categories/bottle/threshold", json={"value": first["anomaly_score"] * 0.9})
     assert put.status_code == 200, put.text
     change = put.json()
+    assert (preview.json()["threshold"], preview.json()["threshold_policy"]) == (
+        change["threshold"],
+        change["threshold_policy"],
+    )
+    assert preview.json()["evaluation"] == api.get("/categories/bottle").json()["evaluation"]
     assert change["previous_model_id"] == before["model_id"] != change["model_id"]
     assert change["threshold_policy"]["kind"] == "manual"
     judged = _post(api, GOOD).json()
@@ -472,6 +482,11 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
         assert bad.status_code == status and words in bad.json()["detail"], bad.text
     missing = api.put("/categories/no_such_thing/threshold", json={"value": 1.0})
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_category"
+    for params, words in (({}, "exactly one"), ({"value": 1.0, "false_alarm_rate": 0.1}, "exactly one"),
+                          ({"false_alarm_rate": 0.9}, "false_alarm_rate")):  # fmt: skip
+        bad = api.get("/categories/bottle/threshold", params=params)
+        assert bad.status_code == 422 and words in bad.text, bad.text
+    assert api.get("/categories/no_such_thing/threshold", params={"value": 1.0}).status_code == 404
 
 
 def test_drift_counts_the_active_versions_recent_answers_against_its_calibration(api, database):

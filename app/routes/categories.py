@@ -8,7 +8,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import IO, Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 
@@ -19,13 +19,14 @@ from app.schemas import (
     CategorySummary,
     DriftReport,
     ThresholdChange,
+    ThresholdPreview,
     ThresholdRequest,
     VersionReactivated,
     VersionRequest,
 )
 from app.services import Services, UnknownCategory
 from patchcore.threshold import HIGHEST_SHOWN
-from revisions.threshold import set_threshold
+from revisions.threshold import planned, set_threshold
 from serving import drift
 from store import banks, changes, defects, exports, images, inspections, jobs, models, pictures, versions
 from store.categories import delete_category
@@ -215,6 +216,43 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
     model, hourly, scores = services.run(read)
     report = drift.drift(hourly, model.threshold_policy.get("estimated_false_alarm_rate"), hours)
     return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, **scores}
+
+
+@router.get(
+    "/categories/{name}/threshold",
+    response_model=ThresholdPreview,
+    responses=ERRORS,
+    summary="What a threshold by value or false-alarm rate would do, judged on the stored evaluation; nothing is set",
+)
+def preview_threshold(
+    request: Request,
+    name: Annotated[str, PathParam(**CATEGORY)],
+    value: Annotated[float | None, Query(gt=0, description="the threshold itself")] = None,
+    false_alarm_rate: Annotated[
+        float | None, Query(gt=0, lt=0.5, description="the threshold at this expected false-alarm rate on good parts")
+    ] = None,
+) -> dict:
+    """Exactly one of the two, as ``PUT`` takes them: the answer is the version ``PUT`` would make now, unwritten."""
+    if (value is None) == (false_alarm_rate is None):
+        detail = "give exactly one of value or false_alarm_rate"
+        raise HTTPException(422, {"error": "invalid_threshold", "detail": detail})
+
+    def read(connection):
+        model = active(connection, name)
+        try:
+            return model, planned(connection, model, value=value, false_alarm_rate=false_alarm_rate)
+        except ValueError as exc:
+            raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
+
+    model, change = get_services(request).run(read)
+    return {
+        "category": name,
+        "model_id": model.id,
+        "threshold": change.threshold,
+        "current_threshold": model.threshold,
+        "threshold_policy": change.policy,
+        "evaluation": change.evaluation,
+    }
 
 
 @router.put(
