@@ -820,6 +820,22 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert len(shown) == 10 and shown == sorted(shown, reverse=True)  # the good images that score highest
         page.wait_for_function("[...document.querySelectorAll('img.good')].every((i) => i.naturalWidth > 0)")
         assert page.eval_on_selector("img.defect", "(i) => i.naturalWidth") == 224
+        # another target looked at (nothing changes), then set with one more click: the page shows the new version
+        version = page.eval_on_selector("#content", "(c) => c.innerText.match(/Version\\t(\\d+)/)[1]")
+        page.fill("#trial-rate", "1")
+        page.click("#trial-preview")
+        page.wait_for_selector("#trial-apply")
+        trial = page.inner_text(".trial-result")
+        assert "Good parts expected above it\t1.0%" in trial and "Defective test parts caught\t1.000" in trial, trial
+        assert api.get("/categories/bottle").json()["model_id"] == int(version)  # a preview writes nothing
+        wanted = page.inner_text("#trial-apply").removeprefix("Set ")
+        page.click("#trial-apply")
+        page.wait_for_function("!document.querySelector('#trial-apply')")  # the page loaded again
+        detail = api.get("/categories/bottle").json()
+        assert detail["model_id"] > int(version) and f"{detail['threshold']:.3f}" == wanted
+        shown = page.eval_on_selector("#content", "(c) => c.innerText.match(/Version\\t(\\d+)/)[1]")
+        assert int(shown) == detail["model_id"] and f"Threshold\t{wanted}" in page.inner_text("#content")
+        assert detail["threshold_policy"]["target_false_alarm_rate"] == pytest.approx(0.01)
         page.goto(str(api.base_url) + "/category?name=no_such_thing")
         page.wait_for_selector(".error")
         assert page.inner_text(".error").startswith("404 unknown_category")
