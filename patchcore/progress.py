@@ -2,8 +2,8 @@
 callback with the same counts (a worker shows them on the job's page and stops there when the job is cancelled).
 
 Off a terminal (``docker compose logs``, a worker's log file, CI) a bar redrawn with carriage returns every 0.1 s
-would make one line of thousands of redraws (a fit of bottle: about 2,000); there each bar writes a whole line every
-``LOG_INTERVAL`` seconds, and its last state when it ends.
+would make one line of hundreds of redraws (``ingest evaluate`` of bottle on 2 idle cores: 268 in 79 s); there each
+bar writes a whole line every ``LOG_INTERVAL`` seconds and its last state when it ends (the same run: 15 lines).
 """
 
 from __future__ import annotations
