@@ -30,7 +30,15 @@ from config import get_settings
 from config.keys import ROLES, hash_key, new_key, parse_keys
 from patchcore import PatchCoreError, regions
 from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
-from patchcore.datasets import Category, excluding, folder_category, mvtec_categories, mvtec_category, not_found
+from patchcore.datasets import (
+    REALIAD_JSONS,
+    Category,
+    excluding,
+    folder_category,
+    mvtec_categories,
+    mvtec_category,
+    not_found,
+)
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
@@ -52,6 +60,7 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         "VisA and KolektorSDD2 ship them; Real-IAD: one of its realiad_<resolution> folders)",
     )
     where.add_argument("--folder", type=Path, help="a plain folder of good images (training only, no evaluation)")
+    real_iad_split(parser)
     parser.add_argument(
         "--category",
         action="append",
@@ -66,6 +75,16 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="leave this training image out (repeatable): a file name, or the end of its path; one the fit named "
         "among its good images that score highest and that shows a defect",
+    )
+
+
+def real_iad_split(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--real-iad-split",
+        default=REALIAD_JSONS,
+        metavar="PROTOCOL",
+        help="Real-IAD: the folder of split files beside its image folders that says which images train and test "
+        "(default %(default)s, multi-view; realiad_jsons_sv single view; realiad_jsons_fuiad_0.1 ...)",
     )
 
 
@@ -174,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     served = commands.add_parser("evaluate-served", help="served (pgvector HNSW) against exact, on the stored model")
     served.add_argument("--data", type=Path, required=True, help="MVTec AD root holding the test split")
     served.add_argument("--category", action="append", default=None, help="category (repeatable; default: all stored)")
+    real_iad_split(served)
     served.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default INSPECT_HNSW_EF_SEARCH)")
     served.add_argument("--out", type=Path, default=get_settings().reports_dir, help="reports folder")
 
@@ -189,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="MVTec AD root whose ROOT/<category>/test split (good and defect folders) sets the best-F1 threshold",
     )
+    real_iad_split(threshold)
     threshold.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
     normals = commands.add_parser("add-normals", help="add good images without a refit: a new version")
@@ -206,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--image", type=Path, help="one defect image")
     defects.add_argument("--defect-type", help="its type (with --data: only this type)")
+    real_iad_split(defects)
     defects.add_argument("--mask", type=Path, help="its mask (PNG, image's size, defect white); default: the model's")
     defects.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
@@ -292,10 +314,11 @@ def _categories(args: argparse.Namespace) -> list[Category]:
         if len(names) != 1:
             raise ValueError("--folder takes exactly one --category")
         return excluding([folder_category(args.folder, names[0])], args.exclude)
-    names = args.category or mvtec_categories(args.data)
+    split = args.real_iad_split
+    names = args.category or mvtec_categories(args.data, split)
     if not names:
-        raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data)}")
-    return excluding([mvtec_category(args.data, name) for name in names], args.exclude)
+        raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data, split)}")
+    return excluding([mvtec_category(args.data, name, split) for name in names], args.exclude)
 
 
 def _config(args: argparse.Namespace) -> PatchCoreConfig:
@@ -328,8 +351,8 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
     )
     if category.left_out:
         print(
-            f"   left out of the fit: {len(category.left_out)} images of the training split whose masks mark a defect "
-            f"(as {category.left_out[0]})",
+            f"   left out of the fit: {len(category.left_out)} images of the training split that the set marks "
+            f"defective (as {category.left_out[0]})",
             flush=True,
         )
     if category.excluded:

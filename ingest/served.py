@@ -113,5 +113,5 @@ def run_served(args: argparse.Namespace) -> int:
         with connect(url) as connection:
             names = [m.category for m in models.active_models(connection)]
     for name in names:
-        evaluate_served(name, mvtec_category(args.data, name), args.out / name, args.ef_search)
+        evaluate_served(name, mvtec_category(args.data, name, args.real_iad_split), args.out / name, args.ef_search)
     return 0

@@ -80,7 +80,7 @@ def run_add_normals(args: argparse.Namespace) -> int:
 
 def _defect_items(args: argparse.Namespace) -> list[DefectUpload]:
     if args.data is not None:
-        samples = [s for s in mvtec_category(args.data, args.category).test if s.defect != GOOD]
+        samples = [s for s in mvtec_category(args.data, args.category, args.real_iad_split).test if s.defect != GOOD]
         if args.defect_type:
             samples = [s for s in samples if s.defect == args.defect_type]
         if not samples:

@@ -16,10 +16,10 @@ from store.database import connect, database_url
 from store.migrate import upgrade
 
 
-def _labelled_scores(connection, model: models.StoredModel, root) -> tuple[list[float], list[bool]]:
+def _labelled_scores(connection, model: models.StoredModel, root, split: str) -> tuple[list[float], list[bool]]:
     """Image scores of the category's labelled test split by the stored model (exact search over its bank, which
     the served path equals: its re-rank makes s* and eq. 7 exact)."""
-    samples = mvtec_category(root, model.category).test
+    samples = mvtec_category(root, model.category, split).test
     if not samples:
         raise ValueError(f"{root / model.category / 'test'} holds no labelled images")
     inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), get_settings())
@@ -36,7 +36,7 @@ def run_threshold(args: argparse.Namespace) -> int:
     upgrade(url)
     with connect(url, autocommit=True) as connection:
         model = active_model(connection, args.category)
-        labelled = _labelled_scores(connection, model, args.labelled) if args.labelled else None
+        labelled = _labelled_scores(connection, model, args.labelled, args.real_iad_split) if args.labelled else None
         version = set_threshold(
             connection,
             model,

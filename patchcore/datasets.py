@@ -7,7 +7,9 @@ masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect re
 (``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories);
 KolektorSDD2 as it ships (``train/`` and ``test/`` holding each image beside its ``<stem>_GT`` mask, which says
 whether it is good); Real-IAD as it ships (``realiad_<resolution>/<category>/{OK,NG}/...``, split by
-``realiad_jsons/realiad_jsons/<category>.json`` beside the resolution folders).
+``<protocol>/<category>.json`` beside the resolution folders, or one level down in ``realiad_jsons/`` where its
+archive of split files was unpacked into a folder of that name: ``realiad_jsons`` (multi-view, the default),
+``realiad_jsons_sv`` (single view), ``realiad_jsons_fuiad_<noise>``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ VISA_IMAGES = Path("Data") / "Images"  # VisA: <category>/Data/Images/{Normal,An
 VISA_DEFECT = "anomaly"  # VisA's label of a defective image (the one-class split names no defect types)
 PAIRED_MASK, PAIRED_DEFECT = "_GT", "defect"  # KolektorSDD2: <split>/<stem>.png beside <stem>_GT.png; its one type
 REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
-REALIAD_SPLITS = Path("realiad_jsons") / "realiad_jsons"  # beside them: <category>.json, with meta, train and test
+REALIAD_JSONS = "realiad_jsons"  # beside them, its split files: a folder per protocol of <category>.json (meta,
+# train, test): realiad_jsons (multi-view, the default), realiad_jsons_sv, realiad_jsons_fuiad_0.0 ... _0.4; its
+# archive realiad_jsons.zip holds those folders, so they may also lie one level down, in realiad_jsons/
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -113,37 +117,41 @@ def excluding(categories: list[Category], names: list[str]) -> list[Category]:
     return narrowed
 
 
-def not_found(root: Path) -> str:
+def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     """What is under a dataset root that holds no such category, said so that the fix is plain: the categories
     there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""
-    split_of_root = root.parent.parent / REALIAD_SPLITS / f"{root.name}.json"
+    splits = _realiad_folder(root.parent.parent, realiad_split) if root.parent.name.startswith(REALIAD_PREFIX) else None
+    realiad = splits is not None and (splits / f"{root.name}.json").is_file()
     if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")
-                          or (root.parent.name.startswith(REALIAD_PREFIX) and split_of_root.is_file())):  # fmt: skip
+                          or realiad):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
-    if (root / REALIAD_SPLITS).is_dir():
-        folders = ", ".join(
-            sorted(
-                p.name for p in root.glob(f"{REALIAD_PREFIX}*") if p.is_dir() and p.name != REALIAD_SPLITS.parent.name
-            )
+    if (root / REALIAD_JSONS).is_dir():
+        return f"{root} is Real-IAD: give --data {root}/<one of its image folders: {_image_folders(root)}>"
+    if _is_split_folder(root.name) and any(root.glob("*.json")):
+        real_iad = root.parent.parent if root.parent.name == REALIAD_JSONS else root.parent
+        return (
+            f"{root} holds Real-IAD's split files; give --data {real_iad}/<one of its image folders: "
+            f"{_image_folders(real_iad)}> --real-iad-split {root.name}"
         )
-        return f"{root} is Real-IAD: give --data {root}/<one of its image folders: {folders or 'none found'}>"
-    found = ", ".join(mvtec_categories(root)) if root.is_dir() else ""
+    found = ", ".join(mvtec_categories(root, realiad_split)) if root.is_dir() else ""
     layouts = (
         f"a category is a folder holding train/good, or train/ of images beside their {PAIRED_MASK} masks "
         f"(KolektorSDD2), or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root, or, under a Real-IAD "
-        f"{REALIAD_PREFIX}<resolution> folder, one that ../{REALIAD_SPLITS} splits"
+        f"{REALIAD_PREFIX}<resolution> folder, one that ../{realiad_split}/<category>.json splits"
     )
     return f"categories found under {root}: {found or f'none ({layouts})'}"
 
 
-def mvtec_categories(root: Path) -> list[str]:
+def mvtec_categories(root: Path, realiad_split: str = REALIAD_JSONS) -> list[str]:
     """Category names under a dataset root: folders holding ``train/good`` (or ``train/ok``) or KolektorSDD2's
-    ``train/`` of images and masks, VisA's objects that its split names, and Real-IAD's split categories."""
+    ``train/`` of images and masks, VisA's objects that its split names, and the categories of Real-IAD's
+    ``realiad_split`` protocol."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
     found = {p.name for p in root.iterdir() if p.is_dir() and (good_folder(p / "train") or _paired(p / "train"))}
     found |= {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()}
-    return sorted(found | {split.stem for split in _realiad_splits(root) if (root / split.stem).is_dir()})
+    splits = _realiad_splits(root, realiad_split)
+    return sorted(found | {split.stem for split in splits if (root / split.stem).is_dir()})
 
 
 def _within(named: str, source: Path, root: Path) -> PurePosixPath:
@@ -200,16 +208,57 @@ def visa_category(root: Path, name: str, rows: list[dict[str, str]]) -> Category
     return Category(name, train, test)
 
 
-def _realiad_splits(root: Path) -> list[Path]:
-    """Real-IAD's split files when ``root`` is one of its image folders (``realiad_1024``...), else none."""
-    folder = root.parent / REALIAD_SPLITS
-    return sorted(folder.glob("*.json")) if root.name.startswith(REALIAD_PREFIX) and folder.is_dir() else []
+def _is_split_folder(name: str) -> bool:
+    return name.startswith(REALIAD_JSONS)
+
+
+def _image_folders(real_iad: Path) -> str:
+    folders = [p.name for p in real_iad.glob(f"{REALIAD_PREFIX}*") if p.is_dir() and not _is_split_folder(p.name)]
+    return ", ".join(sorted(folders)) or "none found"
+
+
+def _realiad_folder(parent: Path, split: str) -> Path | None:
+    """The folder of Real-IAD's ``split`` protocol beside its image folders in ``parent``: ``parent/<split>`` as
+    the set's own instructions unpack it, or ``parent/realiad_jsons/<split>`` where its archive of split files was
+    unpacked into a folder of its name; whichever holds split files."""
+    for folder in (parent / split, parent / REALIAD_JSONS / split):
+        if folder.is_dir() and any(folder.glob("*.json")):
+            return folder
+    return None
+
+
+def _realiad_splits(root: Path, split: str = REALIAD_JSONS) -> list[Path]:
+    """Real-IAD's split files of protocol ``split`` when ``root`` is one of its image folders (``realiad_1024``...),
+    else none. A protocol other than the default that is not there is refused, naming the ones that are."""
+    if not root.name.startswith(REALIAD_PREFIX) or _is_split_folder(root.name):
+        if split != REALIAD_JSONS:
+            raise FileNotFoundError(f"--real-iad-split {split}: {root} is not one of Real-IAD's image folders")
+        return []
+    folder = _realiad_folder(root.parent, split)
+    if folder is None and split != REALIAD_JSONS:
+        there = sorted(
+            {p.name for base in (root.parent, root.parent / REALIAD_JSONS) if base.is_dir() for p in base.iterdir()
+             if _is_split_folder(p.name) and _realiad_folder(p.parent, p.name) == p}
+        )  # fmt: skip
+        raise FileNotFoundError(
+            f"Real-IAD's protocol {split} is not beside {root} (its split files: {', '.join(there) or 'none found'})"
+        )
+    return sorted(folder.glob("*.json")) if folder is not None else []
+
+
+def _realiad_split_of(root: Path, name: str, split: str) -> Path:
+    """The split file of category ``name`` in Real-IAD's ``split`` protocol, or why there is none."""
+    for path in _realiad_splits(root, split):
+        if path.stem == name:
+            return path
+    raise FileNotFoundError(f"Real-IAD's protocol {split} has no category {name} ({not_found(root, split)})")
 
 
 def realiad_category(root: Path, name: str, split: Path) -> Category:
-    """A Real-IAD category by its split file: the training images (each must carry the normal class), and the test
-    split labelled by each image's class (the set's defect codes: AK, BX, ...) with its mask. Paths in the file are
-    read below ``root/<meta.prefix>`` (the category's folder), as the set's own loaders read them."""
+    """A Real-IAD category by its split file: the training images of the normal class (any other, as the noisy
+    protocols ``realiad_jsons_fuiad_<noise>`` put there, left out of the fit and said so), and the test split
+    labelled by each image's class (the set's defect codes: AK, BX, ...) with its mask. Paths in the file are read
+    below ``root/<meta.prefix>`` (the category's folder), as the set's own loaders read them."""
     try:
         data = json.loads(split.read_text(encoding="utf-8"))
         meta = data.get("meta") or {}
@@ -223,18 +272,15 @@ def realiad_category(root: Path, name: str, split: Path) -> Category:
             f"{split} is not a Real-IAD split (meta, and train and test lists of image_path, anomaly_class and "
             f"mask_path): {type(exc).__name__}: {exc}"
         ) from exc
-    defective = [image for image, kind, _ in entries["train"] if kind != normal]
-    if defective:
-        raise ValueError(f"{split} puts {len(defective)} images not of the normal class {normal!r} in {name}'s "
-                         f"training split, as {defective[0]}: a fit learns from good images only")  # fmt: skip
-    train = sorted(base / _within(image, split, base) for image, _, _ in entries["train"])
+    train = sorted(base / _within(image, split, base) for image, kind, _ in entries["train"] if kind == normal)
+    left_out = sorted(base / _within(image, split, base) for image, kind, _ in entries["train"] if kind != normal)
     test = [
         Sample(base / _within(image, split, base), GOOD if kind == normal else kind,
                base / _within(mask, split, base) if mask and kind != normal else None)
         for image, kind, mask in entries["test"]
     ]  # fmt: skip
     _refuse_missing([*train, *(s.path for s in test), *(s.mask for s in test if s.mask)], split, name)
-    return Category(name, train, test)
+    return Category(name, train, test, left_out)
 
 
 def _paired(folder: Path) -> dict[Path, Path]:
@@ -304,10 +350,12 @@ def _test_split(base: Path) -> list[Sample]:
     return test
 
 
-def mvtec_category(root: Path, name: str) -> Category:
+def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) -> Category:
     """``ROOT/<name>/train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.<ext>``, and the variants of
-    the module's docstring (VisA: :func:`visa_category`)."""
+    the module's docstring (VisA: :func:`visa_category`; Real-IAD by its ``realiad_split`` protocol)."""
     base = root / name
+    if realiad_split != REALIAD_JSONS:  # a protocol named: only Real-IAD has one, so it is read as Real-IAD
+        return realiad_category(root, name, _realiad_split_of(root, name, realiad_split))
     train = good_folder(base / "train")
     if train is None:
         if _paired(base / "train"):
@@ -318,7 +366,7 @@ def mvtec_category(root: Path, name: str) -> Category:
         realiad = [split for split in _realiad_splits(root) if split.stem == name]
         if realiad:
             return realiad_category(root, name, realiad[0])
-        raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root)})")
+        raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root, realiad_split)})")
     return Category(name, pictures(train), _test_split(base))
 
 

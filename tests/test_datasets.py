@@ -19,11 +19,11 @@ from store.names import name_problem
 from tests.conftest import BOTTLE, ROOT, WEIGHTS
 
 
-def _evaluate(data: Path, out: Path) -> subprocess.CompletedProcess:
+def _evaluate(data: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
     """``python -m ingest evaluate`` on ``data`` as a user runs it, which must succeed."""
     done = subprocess.run(
         [sys.executable, "-m", "ingest", "evaluate", "--data", str(data), "--backbone", "resnet18", "--weights",
-         str(WEIGHTS), "--out", str(out)],
+         str(WEIGHTS), "--out", str(out), *options],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -277,7 +277,7 @@ def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_pa
         mvtec_category(base, "kolektor")
     out = tmp_path / "reports"
     done = _evaluate(tmp_path, out)
-    assert "left out of the fit: 1 images of the training split whose masks mark a defect" in done.stdout
+    assert "left out of the fit: 1 images of the training split that the set marks defective" in done.stdout
     report = json.loads((out / "kolektor" / "report.json").read_text())
     assert report["left_out_of_training"] == [str(base / "train" / "10009.png")]
     assert report["train_images"] + report["holdout_images"] == 3
@@ -286,10 +286,12 @@ def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_pa
         mvtec_category(tmp_path, "kolektor")
 
 
-def _realiad(root: Path, train_class: str = "OK", extra: list[dict] | None = None) -> Path:
+def _realiad(
+    root: Path, train_class: str = "OK", extra: list[dict] | None = None, splits: str = "realiad_jsons/realiad_jsons"
+) -> Path:
     """Real-IAD as it ships, from bottle's images: ``realiad_1024/bottle/OK/S0001/*.jpg`` and
-    ``NG/AK/S0100/*.jpg`` beside its ``_mask.png``, split by ``realiad_jsons/realiad_jsons/bottle.json``; returns
-    the resolution folder, which ``--data`` names."""
+    ``NG/AK/S0100/*.jpg`` beside its ``_mask.png``, split by ``<splits>/bottle.json`` (its archive of split files
+    unpacked into a folder of its name, by default); returns the resolution folder, which ``--data`` names."""
     images = root / "realiad_1024"
     entry = {"category": "bottle", "anomaly_class": "OK", "mask_path": None}
     train, test = [], []
@@ -307,8 +309,8 @@ def _realiad(root: Path, train_class: str = "OK", extra: list[dict] | None = Non
             {**entry, "anomaly_class": "AK", "image_path": name, "mask_path": name.replace(".jpg", "_mask.png")}
         )
     split = {"meta": {"prefix": "bottle", "normal_class": "OK"}, "train": train, "test": test + (extra or [])}
-    (root / "realiad_jsons" / "realiad_jsons").mkdir(parents=True, exist_ok=True)
-    (root / "realiad_jsons" / "realiad_jsons" / "bottle.json").write_text(json.dumps(split))
+    (root / splits).mkdir(parents=True, exist_ok=True)
+    (root / splits / "bottle.json").write_text(json.dumps(split))
     return images
 
 
@@ -347,9 +349,6 @@ def test_a_real_iad_split_that_names_missing_files_defective_training_images_or_
     images = _realiad(tmp_path, extra=[missing])
     with pytest.raises(FileNotFoundError, match=r"1 files that .*bottle\.json names for bottle are missing: .*x\.jpg"):
         mvtec_category(images, "bottle")
-    images = _realiad(tmp_path / "defective", train_class="AK")
-    with pytest.raises(ValueError, match="1 images not of the normal class 'OK' in bottle's training split"):
-        mvtec_category(images, "bottle")
     outside = {**missing, "image_path": "../../../secret.jpg"}
     images = _realiad(tmp_path / "outside", extra=[outside])
     with pytest.raises(ValueError, match=r"names '\.\./\.\./\.\./secret\.jpg', outside"):
@@ -357,6 +356,46 @@ def test_a_real_iad_split_that_names_missing_files_defective_training_images_or_
     (tmp_path / "outside" / "realiad_jsons" / "realiad_jsons" / "bottle.json").write_text('{"train": []}')
     with pytest.raises(ValueError, match=r"is not a Real-IAD split .*KeyError: 'test'"):
         mvtec_category(images, "bottle")
+
+
+@pytest.mark.parametrize("unpacked", ["as the set's instructions say", "into a folder of its name"])
+def test_each_real_iad_protocol_is_read_where_its_split_files_were_unpacked(tmp_path, unpacked):
+    """Real-IAD's split files come as one archive of a folder per protocol (multi-view ``realiad_jsons``, single
+    view ``realiad_jsons_sv``, the noisy ``realiad_jsons_fuiad_<noise>``), unpacked beside the image folders or into
+    a ``realiad_jsons`` folder of their own: either is read, the protocol chosen by name (the multi-view one by
+    default). A noisy protocol's defective training images are left out of the fit and listed, not fitted as good;
+    a protocol that is not there, one named for a set that is not Real-IAD, and the split files' folder given as
+    ``--data`` are answered with what to give."""
+    nested = unpacked == "into a folder of its name"
+    above = "realiad_jsons/" if nested else ""
+    images = _realiad(tmp_path, splits=f"{above}realiad_jsons")
+    split = json.loads((tmp_path / f"{above}realiad_jsons" / "bottle.json").read_text())
+    split["train"][0]["anomaly_class"] = "AK"  # as a noisy protocol has it
+    (tmp_path / f"{above}realiad_jsons_sv").mkdir(parents=True)
+    (tmp_path / f"{above}realiad_jsons_sv" / "bottle.json").write_text(json.dumps(split))
+    assert mvtec_categories(images) == ["bottle"] == mvtec_categories(images, "realiad_jsons_sv")
+    multi_view = mvtec_category(images, "bottle")
+    assert len(multi_view.train) == 4 and multi_view.left_out == [] and len(multi_view.test) == 4
+    single_view = mvtec_category(images, "bottle", "realiad_jsons_sv")
+    assert single_view.left_out == multi_view.train[:1] and single_view.train == multi_view.train[1:]
+    assert single_view.test == multi_view.test
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"protocol realiad_jsons_fuiad_0\.4 is not beside .*its split files: realiad_jsons, realiad_jsons_sv",
+    ):
+        mvtec_category(images, "bottle", "realiad_jsons_fuiad_0.4")
+    with pytest.raises(FileNotFoundError, match=r"--real-iad-split realiad_jsons_sv: .* not one of Real-IAD's image"):
+        mvtec_category(BOTTLE.parent, "bottle", "realiad_jsons_sv")
+    with pytest.raises(FileNotFoundError, match=r"holds Real-IAD's split files; give --data .*/<one of its image "
+                       r"folders: realiad_1024> --real-iad-split realiad_jsons_sv"):  # fmt: skip
+        mvtec_category(tmp_path / f"{above}realiad_jsons_sv", "bottle")
+    if nested:  # the protocol chosen on the command line; the left-out image in the report
+        out = tmp_path / "reports"
+        done = _evaluate(images, out, "--real-iad-split", "realiad_jsons_sv")
+        assert "left out of the fit: 1 images of the training split that the set marks defective" in done.stdout
+        report = json.loads((out / "bottle" / "report.json").read_text())
+        assert report["train_images"] + report["holdout_images"] == 3 and report["test_images"] == 4
+        assert report["left_out_of_training"] == [str(multi_view.train[0])]
 
 
 def test_excluded_training_images_are_matched_by_name_or_path_ending_and_a_miss_is_refused():
