@@ -12,9 +12,10 @@ the worst patch's nearest bank row m* is usually one of them (bottle 64 of 83 te
 reading the bank (bottle: 22.6 MB, about 3 ms on 2 CPU cores), not by the few rows it answers.
 
 An anomalous image's defect regions (:mod:`patchcore.regions`) are its cells above the threshold, grouped where they
-touch. An overestimate can put a cell above it that is not, so a region that holds no exact distance yet is searched
-again (:func:`settle_regions`): HNSW alone then makes no region, while the cells of a region proven by an exact
-distance stay as HNSW gave them (searching every one again would cost about 0.2 ms a cell).
+touch. An overestimate can put a cell above it that is not, so the cells above it are searched again within what
+the worst patch's search left of the cap (:func:`settle_regions`): all of them where that leaves room, and the
+regions are then the exact model's; else those of each region that holds no exact distance yet, so that HNSW alone
+makes no region, while the cells of a region proven by an exact distance stay as HNSW gave them.
 """
 
 from __future__ import annotations
@@ -86,23 +87,29 @@ def rerank_worst(
 def settle_regions(
     reranked: Reranked, patches: torch.Tensor, search: ExactSearch, threshold: float, shape: tuple[int, int], cap: int
 ) -> int:
-    """Search exactly, in place, every cell of each region (cells of the ``shape`` grid above ``threshold``,
-    touching) that holds no exact distance yet, within what is left of ``cap``; returns how many were searched. An
-    exact distance is never larger than HNSW's, so a searched cell can only leave the regions."""
+    """Search exactly, in place and in one pass, the cells (of the ``shape`` grid) above ``threshold`` that hold no
+    exact distance yet, within what is left of ``cap``; returns how many were searched. Where what is left covers
+    them all, every cell above the threshold is then exact, and so are the regions (a cell below it by HNSW is below
+    it exactly too). Where it does not, the cells of each region (cells above it, touching) that holds no exact
+    distance yet come first. An exact distance is never larger than HNSW's, so a searched cell can only leave the
+    regions."""
     exact = reranked.exact
     if exact is None:  # every distance exact: every region is proven
         return 0
     above = (reranked.distances > threshold).reshape(shape).cpu().numpy()
-    labelled, _ = groups(above)
-    proven = np.unique(labelled[exact.reshape(shape).cpu().numpy() & above])
-    pending = torch.from_numpy(np.flatnonzero(above & ~np.isin(labelled, proven)))
-    pending = pending[: max(cap - reranked.searched, 0)].to(reranked.distances.device)
-    if pending.numel() == 0:
+    searched = exact.reshape(shape).cpu().numpy()
+    room = max(cap - reranked.searched, 0)
+    pending = np.flatnonzero(above & ~searched)
+    if pending.size > room:
+        labelled, _ = groups(above)
+        proven = np.unique(labelled[searched & above])
+        pending = np.flatnonzero(above & ~np.isin(labelled, proven))[:room]
+    if pending.size == 0:
         return 0
-    distances, rows = search.nearest(patches[pending].float())
-    reranked.distances[pending] = distances[:, 0]
-    reranked.nearest_index[pending] = rows[:, 0]
-    exact[pending] = True
-    reranked.exact = exact
-    reranked.searched += pending.numel()
-    return pending.numel()
+    cells = torch.from_numpy(pending).to(reranked.distances.device)
+    distances, rows = search.nearest(patches[cells].float())
+    reranked.distances[cells] = distances[:, 0]
+    reranked.nearest_index[cells] = rows[:, 0]
+    exact[cells] = True
+    reranked.searched += cells.numel()
+    return cells.numel()
