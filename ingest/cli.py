@@ -429,7 +429,7 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             evaluation = _evaluate(args, category, model, embedder)
             result = report.build(category.name, model, evaluation)
             figures = report.write_plots(result, evaluation, model, folder)
-            cells = evaluation.cells() if evaluation is not None else None  # None: no test split (--folder)
+            cells = evaluation.cells if evaluation is not None else None  # None: no test split (--folder)
             cells = None if cells is None else regions.packed(*cells)
         except Exception as exc:  # the fit is not lost for it: stored without its evaluation
             failures.append(f"{category.name}: the evaluation failed after the fit: {type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +61,17 @@ class Evaluation:
         self.figures.update(
             thresholds.operating_point(self.scores, self.labels, threshold, false_alarm_target, self.good_scores)
         )
-        cells = self.cells()
+        cells = self.cells
         if cells is not None:
             kept, grids, truths = cells
             self.figures["regions"] = regions.localisation(grids, truths, self.verdicts[kept], threshold)
 
+    @cached_property
     def cells(self) -> tuple[list[int], list[np.ndarray], list[regions.CellTruth]] | None:
         """The images whose every pixel's truth is known (their positions), their patch grids and their truths on
         those grids: what judges the defect regions at any threshold (:func:`patchcore.regions.packed` keeps them
-        with a stored fit); ``None`` without masks or patch grids."""
+        with a stored fit); ``None`` without masks or patch grids. Computed once: a threshold set again and the
+        store read the same truths."""
         kept = self._known_pixels()
         if not self.has_masks or any(self.grids[i] is None for i in kept):
             return None

@@ -44,11 +44,13 @@ def test_a_region_is_placed_in_the_uploaded_images_own_pixels():
     assert placed["box"] == [187, 37, 207, 57]  # from (80, 16) of the 384x256 resize to 8 view pixels on
 
 
-def test_a_region_that_no_exact_distance_proves_is_searched_again():
+def _hnsw_answer():
+    """A 4x4 grid whose worst patch the re-rank searched exactly, one more truly above the threshold beside it, and
+    one that HNSW overestimated above it alone: (reranked, patches, search)."""
     bank = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     patches = torch.zeros(4 * 4, 2)
     patches[0] = torch.tensor([5.0, 0.0])  # truly far from the bank: the worst, a real region
-    patches[1] = torch.tensor([0.0, 2.0])  # beside it, truly above the threshold, left as HNSW gave it
+    patches[1] = torch.tensor([0.0, 2.0])  # beside it, truly above the threshold (2.0; HNSW: 2.5)
     patches[15] = torch.tensor([0.0, 0.5])  # truly near the bank: HNSW overestimated it
     search = ExactSearch(bank, "l2")
     upper = torch.full((16,), 0.1)
@@ -56,10 +58,23 @@ def test_a_region_that_no_exact_distance_proves_is_searched_again():
     reranked = rerank_worst(upper, torch.zeros(16, dtype=torch.long), patches, search, cap=1)
     assert reranked.searched == 1 and float(reranked.distances[0]) == 5.0
     assert [r.cells for r in regions.find(reranked.distances.reshape(4, 4), 1.0)] == [2, 1]  # one of nothing
-    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=64) == 1
+    return reranked, patches, search
+
+
+def test_every_cell_above_the_threshold_is_searched_again_where_the_cap_leaves_room():
+    reranked, patches, search = _hnsw_answer()
+    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=64) == 2
+    assert float(reranked.distances[15]) == pytest.approx(0.5) and float(reranked.distances[1]) == pytest.approx(2.0)
+    assert [(r.cells, r.row, r.col) for r in regions.find(reranked.distances.reshape(4, 4), 1.0)] == [(2, 0, 0)]
+    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=64) == 0  # every cell above it exact now
+
+
+def test_where_the_cap_leaves_less_room_a_region_no_exact_distance_proves_comes_first():
+    reranked, patches, search = _hnsw_answer()
+    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=2) == 1  # room for one of the two
     assert float(reranked.distances[15]) == pytest.approx(0.5) and float(reranked.distances[1]) == 2.5
     assert [(r.cells, r.row, r.col) for r in regions.find(reranked.distances.reshape(4, 4), 1.0)] == [(2, 0, 0)]
-    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=64) == 0  # every region proven now
+    assert settle_regions(reranked, patches, search, 1.0, (4, 4), cap=2) == 0  # the cap is spent
 
 
 def test_localisation_counts_defects_found_and_regions_on_them():
