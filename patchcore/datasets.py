@@ -61,11 +61,13 @@ def good_folder(split: Path) -> Path | None:
 @dataclass(frozen=True)
 class Sample:
     """One labelled test image: its defect type (``good`` for normal) and its ground-truth mask, when the dataset
-    has one (a split labelled per image only has none: its pixel metrics are absent, not an error)."""
+    has one (a split labelled per image only has none: its pixel metrics are absent, not an error). ``part``: the
+    part it is one view of, where a set photographs each part from several cameras (Real-IAD's sample folder)."""
 
     path: Path
     defect: str
     mask: Path | None
+    part: str | None = None
 
     @property
     def is_anomalous(self) -> bool:
@@ -276,7 +278,8 @@ def realiad_category(root: Path, name: str, split: Path) -> Category:
     left_out = sorted(base / _within(image, split, base) for image, kind, _ in entries["train"] if kind != normal)
     test = [
         Sample(base / _within(image, split, base), GOOD if kind == normal else kind,
-               base / _within(mask, split, base) if mask and kind != normal else None)
+               base / _within(mask, split, base) if mask and kind != normal else None,
+               PurePosixPath(image).parent.as_posix())
         for image, kind, mask in entries["test"]
     ]  # fmt: skip
     _refuse_missing([*train, *(s.path for s in test), *(s.mask for s in test if s.mask)], split, name)

@@ -65,6 +65,9 @@ class Evaluation:
         if cells is not None:
             kept, grids, truths = cells
             self.figures["regions"] = regions.localisation(grids, truths, self.verdicts[kept], threshold)
+        parts = part_figures(self.scores, self.labels, [s.part for s in self.samples], threshold, false_alarm_target)
+        if parts is not None:
+            self.figures["parts"] = parts
 
     @cached_property
     def cells(self) -> tuple[list[int], list[np.ndarray], list[regions.CellTruth]] | None:
@@ -159,6 +162,31 @@ def evaluate(
     return evaluation
 
 
+def part_figures(
+    scores: Sequence[float], labels: Sequence[bool], parts: Sequence[str | None], threshold: float, target: float
+) -> dict | None:
+    """The verdict per part where a set photographs each part from several cameras (``parts`` names each image's
+    part; ``None``: a part of its own): a part scores its worst view and is defective when any view is, so a line
+    that rejects a part on any flagged view is judged as it acts (its AUROC is Real-IAD's sample-level S-AUROC).
+    Each good view may raise a false alarm, so a good part's false-alarm rate is up to its views times an image's.
+    ``None`` where no part has more than one image."""
+    groups: dict[tuple[str | None, int], list[int]] = {}
+    for index, part in enumerate(parts):  # an image of no named part is a part of its own
+        groups.setdefault((part, -1) if part is not None else (None, index), []).append(index)
+    if all(len(views) == 1 for views in groups.values()):
+        return None
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    worst = np.array([scores[views].max() for views in groups.values()])
+    defective = np.array([labels[views].any() for views in groups.values()])
+    both = bool(defective.any() and not defective.all())
+    return {
+        "parts": len(groups),
+        "views_per_part": round(len(scores) / len(groups), 2),
+        "part_auroc": metrics.auroc(worst, defective) if both else None,
+        **thresholds.operating_point(worst, defective, threshold, target),
+    }
+
+
 def _one_class_note(labels: np.ndarray) -> str:
     """What a test split of one kind of image can and cannot say: a set of defects only measures what is caught, a
     set of good parts only the false alarms; a ranking of one against the other (AUROC, best F1) needs both."""
@@ -190,5 +218,6 @@ def per_image(evaluation: Evaluation) -> list[dict]:
     """One row per test image, for the JSON report."""
     return [
         {"file": str(s.path), "defect": s.defect, "score": float(score), "anomalous": bool(verdict)}
+        | ({"part": s.part} if s.part is not None else {})
         for s, score, verdict in zip(evaluation.samples, evaluation.scores, evaluation.verdicts, strict=True)
     ]

@@ -13,6 +13,7 @@ import psycopg
 
 from patchcore import regions
 from patchcore import threshold as thresholds
+from patchcore.evaluation import part_figures
 from store import evaluations, images, versions
 from store.models import StoredModel
 
@@ -37,6 +38,9 @@ def evaluation_at(
     evaluation.update(thresholds.operating_point(scores, labels, threshold, target, good))
     evaluation["images"] = [{**r, "anomalous": bool(r["score"] > threshold)} for r in rows]
     evaluation["threshold"] = threshold
+    if "parts" in evaluation:
+        parts = [r.get("part") for r in rows]
+        evaluation["parts"] = part_figures(scores, labels, parts, threshold, target)
     if cells is not None and "regions" in evaluation:
         kept, grids, truths = regions.unpacked(cells)
         evaluation["regions"] = regions.localisation(grids, truths, [scores[i] > threshold for i in kept], threshold)

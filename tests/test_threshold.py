@@ -72,6 +72,33 @@ def test_best_f1_and_the_best_within_a_false_alarm_target():
     assert figures["best_f1_within_target"] == pytest.approx(8 / 9)
 
 
+def test_a_part_seen_by_several_cameras_is_judged_by_its_worst_view_and_again_at_a_new_threshold():
+    """Per part (Real-IAD's samples of five views): a part scores its worst view, is defective when any view is,
+    and a good part is flagged when any view is; a stored evaluation judged at another threshold judges its parts
+    again; a set of one view per part has no part figures."""
+    from types import SimpleNamespace
+
+    from patchcore.evaluation import part_figures
+    from revisions.threshold import evaluation_at
+
+    scores = [0.1, 0.6, 0.2, 0.3, 0.9, 0.2, 0.55, 0.1]  # 4 parts of 2 views
+    labels = [False, False, False, False, True, False, False, True]
+    parts = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    figures = part_figures(scores, labels, parts, 0.5, 0.05)
+    assert (figures["parts"], figures["views_per_part"], figures["good_images"]) == (4, 2.0, 2)
+    assert figures["part_auroc"] == 0.75  # worst views: a 0.6, b 0.3 good; c 0.9, d 0.55 defective
+    assert figures["false_alarms"] == 1 and figures["recall"] == 1.0  # part a, flagged by its good view 0.6
+    assert part_figures(scores, labels, [None] * 8, 0.5, 0.05) is None
+    assert part_figures(scores, labels, list("abcdefgh"), 0.5, 0.05) is None
+    rows = [
+        {"score": v, "defect": "AK" if bad else "good", "part": p}
+        for v, bad, p in zip(scores, labels, parts, strict=True)
+    ]
+    stored = SimpleNamespace(evaluation={"images": rows, "parts": figures, "threshold": 0.5})
+    again = evaluation_at(stored, 0.65, 0.05, False, [0.2, 0.3, 0.25])["parts"]
+    assert again["false_alarms"] == 0 and again["recall"] == 0.5 and again["part_auroc"] == 0.75  # d missed
+
+
 def test_labelled_threshold_separates_and_says_its_figure_is_optimistic():
     rng = np.random.default_rng(0)
     scores = np.r_[rng.normal(1.0, 0.05, 30), rng.normal(2.0, 0.05, 30)]
