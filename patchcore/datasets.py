@@ -6,7 +6,8 @@ labelled test split is ``test_public``, its masks beneath it); MVTec 3D-AD (each
 masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united); VisA as it ships
 (``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories);
 KolektorSDD2 as it ships (``train/`` and ``test/`` holding each image beside its ``<stem>_GT`` mask, which says
-whether it is good); Real-IAD as it ships (``realiad_<resolution>/<category>/{OK,NG}/...``, split by
+whether it is good); KolektorSDD as it ships (a folder per part, ``kos01/Part0.jpg`` beside ``Part0_label.bmp``,
+split by holding parts out); Real-IAD as it ships (``realiad_<resolution>/<category>/{OK,NG}/...``, split by
 ``<protocol>/<category>.json`` beside the resolution folders, or one level down in ``realiad_jsons/`` where its
 archive of split files was unpacked into a folder of that name: ``realiad_jsons`` (multi-view, the default),
 ``realiad_jsons_sv`` (single view), ``realiad_jsons_fuiad_<noise>``).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -32,6 +34,8 @@ VISA_SPLIT = Path("split_csv") / "1cls.csv"  # VisA: object, split, label, image
 VISA_IMAGES = Path("Data") / "Images"  # VisA: <category>/Data/Images/{Normal,Anomaly}
 VISA_DEFECT = "anomaly"  # VisA's label of a defective image (the one-class split names no defect types)
 PAIRED_MASK, PAIRED_DEFECT = "_GT", "defect"  # KolektorSDD2: <split>/<stem>.png beside <stem>_GT.png; its one type
+KOLEKTOR_MASK = "_label"  # KolektorSDD: <part>/<stem>.jpg beside <stem>_label.bmp, a folder per physical part
+KOLEKTOR_TEST_PARTS = 0.2  # the share of its parts held out for testing (it ships without a split)
 REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
 REALIAD_JSONS = "realiad_jsons"  # beside them, its split files: a folder per protocol of <category>.json (meta,
 # train, test): realiad_jsons (multi-view, the default), realiad_jsons_sv, realiad_jsons_fuiad_0.0 ... _0.4; its
@@ -125,7 +129,7 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     splits = _realiad_folder(root.parent.parent, realiad_split) if root.parent.name.startswith(REALIAD_PREFIX) else None
     realiad = splits is not None and (splits / f"{root.name}.json").is_file()
     if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")
-                          or realiad):  # fmt: skip
+                          or realiad or _kolektor_parts(root)):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     if (root / REALIAD_JSONS).is_dir():
         return f"{root} is Real-IAD: give --data {root}/<one of its image folders: {_image_folders(root)}>"
@@ -138,7 +142,8 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     found = ", ".join(mvtec_categories(root, realiad_split)) if root.is_dir() else ""
     layouts = (
         f"a category is a folder holding train/good, or train/ of images beside their {PAIRED_MASK} masks "
-        f"(KolektorSDD2), or VisA's {VISA_IMAGES} with {VISA_SPLIT} in the root, or, under a Real-IAD "
+        f"(KolektorSDD2), or folders of images beside their {KOLEKTOR_MASK} masks (KolektorSDD), or VisA's "
+        f"{VISA_IMAGES} with {VISA_SPLIT} in the root, or, under a Real-IAD "
         f"{REALIAD_PREFIX}<resolution> folder, one that ../{realiad_split}/<category>.json splits"
     )
     return f"categories found under {root}: {found or f'none ({layouts})'}"
@@ -150,7 +155,11 @@ def mvtec_categories(root: Path, realiad_split: str = REALIAD_JSONS) -> list[str
     ``realiad_split`` protocol."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
-    found = {p.name for p in root.iterdir() if p.is_dir() and (good_folder(p / "train") or _paired(p / "train"))}
+    found = {
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and (good_folder(p / "train") or _paired(p / "train") or _kolektor_parts(p))
+    }
     found |= {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()}
     splits = _realiad_splits(root, realiad_split)
     return sorted(found | {split.stem for split in splits if (root / split.stem).is_dir()})
@@ -286,22 +295,53 @@ def realiad_category(root: Path, name: str, split: Path) -> Category:
     return Category(name, train, test, left_out)
 
 
-def _paired(folder: Path) -> dict[Path, Path]:
-    """KolektorSDD2's images of one split's folder, each with its ``<stem>_GT`` mask; none when the folder holds no
-    such mask (another layout). An image without its mask is named: which of the two it is cannot be told."""
+def _paired(folder: Path, suffix: str = PAIRED_MASK) -> dict[Path, Path]:
+    """The images of a folder, each with its ``<stem><suffix>`` mask (KolektorSDD2's ``_GT``, KolektorSDD's
+    ``_label``); none when the folder holds no such mask (another layout). An image without its mask is named:
+    which of the two it is cannot be told."""
     if not folder.is_dir() or good_folder(folder):
         return {}
     files = image_files(folder)
-    masks = {p.stem.removesuffix(PAIRED_MASK): p for p in files if p.stem.endswith(PAIRED_MASK)}
+    masks = {p.stem.removesuffix(suffix): p for p in files if p.stem.endswith(suffix)}
     if not masks:
         return {}
-    images = [p for p in files if not p.stem.endswith(PAIRED_MASK)]
+    images = [p for p in files if not p.stem.endswith(suffix)]
     lacking = [p for p in images if p.stem not in masks]
     if lacking:
-        raise FileNotFoundError(
-            f"{folder}: {len(lacking)} images without their {PAIRED_MASK} mask, as {lacking[0].name}"
-        )
+        raise FileNotFoundError(f"{folder}: {len(lacking)} images without their {suffix} mask, as {lacking[0].name}")
     return {image: masks[image.stem] for image in images}
+
+
+def _kolektor_parts(base: Path) -> dict[str, dict[Path, Path]]:
+    """KolektorSDD's parts: a folder per physical part (``kos01``...) of its images beside their ``_label`` masks;
+    none where ``base`` is not laid out so."""
+    if not base.is_dir() or (base / "train").is_dir():
+        return {}
+    parts = {folder.name: _paired(folder, KOLEKTOR_MASK) for folder in sorted(base.iterdir()) if folder.is_dir()}
+    return {name: images for name, images in parts.items() if images}
+
+
+def kolektor_category(base: Path, name: str) -> Category:
+    """A KolektorSDD category, which ships without a split: a seeded ``KOLEKTOR_TEST_PARTS`` of its parts is held
+    out whole for the test split (parts never seen, every view, good or not), and the good images of the others are
+    fitted; their defective images (a mask that marks a defect) are tested too, never fitted. Each test image names
+    its part, so the report judges the parts as a line does (``parts``)."""
+    parts = _kolektor_parts(base)
+    names = sorted(parts)
+    held = {
+        names[i]
+        for i in np.random.default_rng(0).permutation(len(names))[: math.ceil(len(names) * KOLEKTOR_TEST_PARTS)]
+    }
+    train: list[Path] = []
+    test: list[Sample] = []
+    for part in names:
+        for image, mask in parts[part].items():
+            defective = _marks_a_defect(mask)
+            if defective or part in held:
+                test.append(Sample(image, PAIRED_DEFECT if defective else GOOD, mask if defective else None, part))
+            else:
+                train.append(image)
+    return Category(name, train, test)
 
 
 def paired_category(base: Path, name: str) -> Category:
@@ -363,6 +403,8 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
     if train is None:
         if _paired(base / "train"):
             return paired_category(base, name)
+        if _kolektor_parts(base):
+            return kolektor_category(base, name)
         visa = _visa_rows(root).get(name)
         if visa and (base / VISA_IMAGES).is_dir():
             return visa_category(root, name, visa)

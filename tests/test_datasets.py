@@ -286,6 +286,45 @@ def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_pa
         mvtec_category(tmp_path, "kolektor")
 
 
+def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split(tmp_path):
+    """KolektorSDD: a folder per physical part of its JPEGs beside their ``_label.bmp`` masks, no split of its own.
+    A seeded fifth of the parts is held out whole (every view, good or not: parts never seen), the other parts'
+    good images are fitted and their defective ones tested; each test image names its part, so the report judges
+    the parts too; the set's folder given as ``--data`` is answered with what to give."""
+    base = tmp_path / "KolektorSDD"
+    sources = _bottle_images(16) + _bottle_images(2, "test/broken_large")
+    defective = {("kos02", "Part1"), ("kos04", "Part3")}
+    for index, (part, view) in enumerate((f"kos0{p}", f"Part{v}") for p in range(1, 6) for v in range(4)):
+        (base / part).mkdir(parents=True, exist_ok=True)
+        bad = (part, view) in defective
+        source = sources[16 + sorted(defective).index((part, view))] if bad else sources[index % 16]
+        Image.open(source).resize((200, 200)).save(base / part / f"{view}.jpg")
+        truth = BOTTLE / "ground_truth" / "broken_large" / f"{source.stem}_mask.png"
+        mask = Image.open(truth).resize((200, 200)) if bad else Image.new("L", (200, 200), 0)
+        mask.save(base / part / f"{view}_label.bmp")
+    assert mvtec_categories(tmp_path) == ["KolektorSDD"]
+    category = mvtec_category(tmp_path, "KolektorSDD")
+    tested = {s.path for s in category.test}
+    held = [part for part in sorted({s.part for s in category.test}) if len(list((base / part).glob("*.jpg")))
+            == sum(s.part == part for s in category.test)]  # fmt: skip
+    assert len(held) == 1  # a fifth of 5 parts, every view of it
+    assert all(s.part == s.path.parent.name for s in category.test)
+    assert {(s.path.parent.name, s.path.stem) for s in category.test if s.defect == "defect"} == defective
+    assert all(s.mask == s.path.with_name(f"{s.path.stem}_label.bmp") for s in category.test if s.defect != "good")
+    assert sorted(category.train) == sorted(
+        p for p in base.glob("kos0*/*.jpg") if p not in tested and p.parent.name != held[0]
+    ) and len(category.train) == 20 - 4 - len(defective - {(held[0], v) for v in ("Part0", "Part1", "Part2", "Part3")})
+    assert file_problems(category, Preprocess()) == []
+    with pytest.raises(FileNotFoundError, match=r"is itself a category; give --data .* --category KolektorSDD"):
+        mvtec_category(base, "kos01")
+    out = tmp_path / "reports"
+    _evaluate(tmp_path, out)
+    report = json.loads((out / "KolektorSDD" / "report.json").read_text())
+    assert report["test_images"] == len(category.test) and report["parts"]["parts"] == len(
+        {s.part for s in category.test}
+    )
+
+
 def _realiad(
     root: Path, train_class: str = "OK", extra: list[dict] | None = None, splits: str = "realiad_jsons/realiad_jsons"
 ) -> Path:
