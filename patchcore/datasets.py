@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -34,6 +35,7 @@ VISA_SPLIT = Path("split_csv") / "1cls.csv"  # VisA: object, split, label, image
 VISA_IMAGES = Path("Data") / "Images"  # VisA: <category>/Data/Images/{Normal,Anomaly}
 VISA_DEFECT = "anomaly"  # VisA's label of a defective image (the one-class split names no defect types)
 PAIRED_MASK, PAIRED_DEFECT = "_GT", "defect"  # KolektorSDD2: <split>/<stem>.png beside <stem>_GT.png; its one type
+REALIAD_SAMPLE = re.compile(r"([a-zA-Z][a-zA-Z0-9_]*_[0-9]{4}_[A-Z][A-Z_]*[A-Z])_C[0-9]_")  # a sample's key
 KOLEKTOR_MASK = "_label"  # KolektorSDD: <part>/<stem>.jpg beside <stem>_label.bmp, a folder per physical part
 KOLEKTOR_TEST_PARTS = 0.2  # the share of its parts held out for testing (it ships without a split)
 REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
@@ -66,7 +68,8 @@ def good_folder(split: Path) -> Path | None:
 class Sample:
     """One labelled test image: its defect type (``good`` for normal) and its ground-truth mask, when the dataset
     has one (a split labelled per image only has none: its pixel metrics are absent, not an error). ``part``: the
-    part it is one view of, where a set photographs each part from several cameras (Real-IAD's sample folder)."""
+    part it is one view of, where a set photographs each part several times (Real-IAD's samples, KolektorSDD's
+    folders)."""
 
     path: Path
     defect: str
@@ -265,6 +268,14 @@ def _realiad_split_of(root: Path, name: str, split: str) -> Path:
     raise FileNotFoundError(f"Real-IAD's protocol {split} has no category {name} ({not_found(root, split)})")
 
 
+def _realiad_part(image: str) -> str:
+    """The sample (part) an image of Real-IAD shows, by the key the set's own evaluation groups its five views with
+    (ADEval's ``--sample_key_pat``: ``audiojack_0030_NG_AK`` of ``audiojack_0030_NG_AK_C1_<time>.jpg``); the
+    image's folder where a file is named otherwise."""
+    found = REALIAD_SAMPLE.match(PurePosixPath(image).name)
+    return found.group(1) if found else PurePosixPath(image).parent.as_posix()
+
+
 def realiad_category(root: Path, name: str, split: Path) -> Category:
     """A Real-IAD category by its split file: the training images of the normal class (any other, as the noisy
     protocols ``realiad_jsons_fuiad_<noise>`` put there, left out of the fit and said so), and the test split
@@ -287,8 +298,7 @@ def realiad_category(root: Path, name: str, split: Path) -> Category:
     left_out = sorted(base / _within(image, split, base) for image, kind, _ in entries["train"] if kind != normal)
     test = [
         Sample(base / _within(image, split, base), GOOD if kind == normal else kind,
-               base / _within(mask, split, base) if mask and kind != normal else None,
-               PurePosixPath(image).parent.as_posix())
+               base / _within(mask, split, base) if mask and kind != normal else None, _realiad_part(image))
         for image, kind, mask in entries["test"]
     ]  # fmt: skip
     _refuse_missing([*train, *(s.path for s in test), *(s.mask for s in test if s.mask)], split, name)

@@ -381,8 +381,9 @@ def test_real_iad_is_read_as_it_ships_by_its_split(tmp_path):
     report = json.loads((out / "bottle" / "report.json").read_text())
     assert report["train_images"] + report["holdout_images"] == 4 and report["test_images"] == 4
     assert set(report["per_defect_image_auroc"]) == {"AK"} and report["pixel_auroc"] is not None
-    assert [row["part"] for row in report["images"]] == ["OK/S0001"] * 2 + ["NG/AK/S0100"] * 2
-    assert report["parts"]["parts"] == 2 and report["parts"]["views_per_part"] == 2.0  # its samples' figures too
+    parts = ["bottle_0004_OK", "bottle_0005_OK", "bottle_0100_NG", "bottle_0100_NG"]  # the set's sample keys
+    assert [row["part"] for row in report["images"]] == parts
+    assert report["parts"]["parts"] == 3 and report["parts"]["views_per_part"] == 1.33  # its samples' figures too
 
 
 def test_a_real_iad_split_that_names_missing_files_defective_training_images_or_paths_outside_is_refused(tmp_path):
