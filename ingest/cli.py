@@ -60,7 +60,7 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         "VisA, KolektorSDD and KolektorSDD2 ship them; Real-IAD: one of its realiad_<resolution> folders)",
     )
     where.add_argument("--folder", type=Path, help="a plain folder of good images (training only, no evaluation)")
-    real_iad_split(parser)
+    _real_iad_split(parser)
     parser.add_argument(
         "--category",
         action="append",
@@ -78,7 +78,8 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def real_iad_split(parser: argparse.ArgumentParser) -> None:
+def _real_iad_split(parser: argparse.ArgumentParser) -> None:
+    """The protocol option of every command that reads a dataset by --data (Real-IAD ships several splits)."""
     parser.add_argument(
         "--real-iad-split",
         default=REALIAD_JSONS,
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     served = commands.add_parser("evaluate-served", help="served (pgvector HNSW) against exact, on the stored model")
     served.add_argument("--data", type=Path, required=True, help="MVTec AD root holding the test split")
     served.add_argument("--category", action="append", default=None, help="category (repeatable; default: all stored)")
-    real_iad_split(served)
+    _real_iad_split(served)
     served.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default INSPECT_HNSW_EF_SEARCH)")
     served.add_argument("--out", type=Path, default=get_settings().reports_dir, help="reports folder")
 
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="MVTec AD root whose ROOT/<category>/test split (good and defect folders) sets the best-F1 threshold",
     )
-    real_iad_split(threshold)
+    _real_iad_split(threshold)
     threshold.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
     normals = commands.add_parser("add-normals", help="add good images without a refit: a new version")
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--image", type=Path, help="one defect image")
     defects.add_argument("--defect-type", help="its type (with --data: only this type)")
-    real_iad_split(defects)
+    _real_iad_split(defects)
     defects.add_argument("--mask", type=Path, help="its mask (PNG, image's size, defect white); default: the model's")
     defects.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
