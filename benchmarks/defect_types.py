@@ -38,7 +38,7 @@ def main() -> None:
 
     data = mvtec_category(args.data, args.category)
     config = PatchCoreConfig(backbone="resnet18")
-    model = fit(config, data.train, args.weights)
+    model = fit(config, data.train, args.weights, parts=data.parts)
     embedder = Embedder.load(config, args.weights)
     defective = [s for s in data.test if s.is_anomalous and s.mask is not None]
     cells, features, owners, asked, normal = [], [], [], [], []

@@ -61,7 +61,7 @@ def row(root: Path, name: str, weights: str, white_level: int | None, ratio: flo
     category = mvtec_category(root, name)
     config = PatchCoreConfig(backbone="resnet18", coreset_ratio=ratio, white_level=white_level)
     embedder = Embedder.load(config, weights)
-    model = fit(config, category.train, weights, embedder=embedder)
+    model = fit(config, category.train, weights, embedder=embedder, parts=category.parts)
     evaluation = evaluate(
         category.test, exact_scorer(model, embedder), model.config.preprocess, model.threshold,
         config.false_alarm_rate, good_scores=model.good_scores,

@@ -52,7 +52,7 @@ def rows_for(
         backbone="resnet18", field_of_view=field_of_view, coreset_ratio=ratio, pixels=pixels, seed=seed
     )
     embedder = Embedder.load(config, weights)
-    model = fit(config, category.train, weights, embedder=embedder)
+    model = fit(config, category.train, weights, embedder=embedder, parts=category.parts)
     good = model.good_scores
     evaluation = evaluate(
         category.test,

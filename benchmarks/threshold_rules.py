@@ -80,7 +80,7 @@ def main() -> None:
             for seed in args.seed or [0]:
                 config = PatchCoreConfig(backbone="resnet18", coreset_ratio=ratio, seed=seed)
                 embedder = Embedder.load(config, args.weights)
-                model = fit(config, category.train, args.weights, embedder=embedder)
+                model = fit(config, category.train, args.weights, embedder=embedder, parts=category.parts)
                 score = exact_scorer(model, embedder)
                 test = np.array([score(sample.path).score for sample in category.test])
                 labels = np.array([sample.is_anomalous for sample in category.test])

@@ -360,7 +360,10 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         print(f"   excluded (--exclude): {', '.join(str(p) for p in category.excluded)}", flush=True)
     embedder = Embedder.load(config, weights, args.device)
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder,
-                features_in_memory_max=get_settings().fit_memory_bytes)  # fmt: skip
+                features_in_memory_max=get_settings().fit_memory_bytes, parts=category.parts)  # fmt: skip
+    if model.parts:
+        print(f"   the training images show {model.parts} parts, several views each: the hold-out and the folds "
+              "took whole parts, so no good score had another view of its part in the bank", flush=True)  # fmt: skip
     if model.features_on_disk:
         print(f"   the features were mapped from a temporary file in {tempfile.gettempdir()} (more than "
               "INSPECT_FIT_MEMORY_MB, or half the memory available): the same model", flush=True)  # fmt: skip

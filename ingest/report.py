@@ -23,6 +23,7 @@ def model_figures(model: FittedModel) -> dict:
         "feature_seconds": model.timings["feature_seconds"],
         "train_images": sum(1 for r in model.images if r.split == "train"),
         "holdout_images": sum(1 for r in model.images if r.split == "holdout"),
+        "training_parts": model.parts,
         "out_of_fold_seconds": model.timings.get("out_of_fold_seconds"),
         "features_on_disk": model.features_on_disk,
         "threshold_policy": model.threshold_policy,

@@ -46,12 +46,22 @@ FOLDS = 10
 _PATCHES = (8, 256)
 
 
-def fold_of(count: int, folds: int, seed: int) -> torch.Tensor:
-    """(count,) fold of each image: a seeded permutation dealt round-robin, so fold sizes differ by at most one."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    fold = torch.empty(count, dtype=torch.long)
-    fold[order] = torch.arange(count) % folds
-    return fold
+def fold_of(groups: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
+    """(N,) fold of each of N images, whose parts are ``groups`` (N,) (equal ids: views of one part): the parts in a
+    seeded order, each dealt whole to the fold with the fewest images so far (the lowest such fold on a tie). A part
+    is never split, so no view of a fold's part is in the coreset it is scored against, as no view of a new part is
+    in the served one. Where every image is its own part this is a seeded permutation dealt round robin: fold sizes
+    differ by at most one."""
+    names, group = torch.unique(groups, return_inverse=True)
+    sizes = torch.bincount(group, minlength=names.numel()).tolist()
+    order = torch.randperm(names.numel(), generator=torch.Generator().manual_seed(seed)).tolist()
+    load = [0] * folds
+    fold_of_group = [0] * names.numel()
+    for g in order:
+        k = min(range(folds), key=load.__getitem__)
+        fold_of_group[g] = k
+        load[k] += sizes[g]
+    return torch.tensor(fold_of_group, dtype=torch.long)[group]
 
 
 def cross_fitted_scores(
@@ -64,19 +74,23 @@ def cross_fitted_scores(
     seed: int,
     folds: int | None = None,
     progress: Callable[[int], object] | None = None,
+    groups: torch.Tensor | None = None,
 ) -> list[float]:
     """Image score of each of the N images whose patches are the rows ``offsets[i]:offsets[i + 1]`` of ``features``
     (M, D) (images may differ in size), each against a coreset of the served bank's size selected without its fold:
     ``selection`` (the served coreset's greedy selection over all M projected patches ``projection`` (M, d)) minus
     the fold's centres, continued by the greedy rule over the other folds' patches
-    (:func:`patchcore.coreset.greedy_continued`). ``progress`` is called with the number of images scored. Needs
-    N >= 2."""
+    (:func:`patchcore.coreset.greedy_continued`). ``groups`` (N,): the part each image shows, where a part was
+    photographed several times (unset: each image its own); a part's views share a fold (:func:`fold_of`).
+    ``progress`` is called with the number of images scored. Needs N >= 2 images of at least two parts."""
     count = offsets.numel() - 1
-    if count < 2:
-        raise ValueError("cross-fitted scores need at least two images")
-    folds = min(folds or FOLDS, count)
+    groups = torch.arange(count) if groups is None else groups
+    parts = torch.unique(groups).numel()
+    if count < 2 or parts < 2:
+        raise ValueError("cross-fitted scores need at least two images of two parts")
+    folds = min(folds or FOLDS, parts)
     centres = selection.indices.numel()
-    fold = fold_of(count, folds, seed)
+    fold = fold_of(groups, folds, seed)
     fold_of_row = fold[torch.repeat_interleave(torch.arange(count), offsets.diff())]
     fold_of_centre = fold_of_row[selection.indices]
     owner = selection.owner.cpu()

@@ -85,13 +85,16 @@ class Sample:
 class Category:
     """A product: good training images, and a labelled test split when the dataset has one. ``left_out``: images of
     the training split that are not good (their masks mark a defect), kept out of the fit and said so; ``excluded``:
-    training images the user named as not good (:func:`excluding`), kept out the same way."""
+    training images the user named as not good (:func:`excluding`), kept out the same way. ``parts``: the part a
+    training image is one view of, where the set says (as ``Sample.part``): the fit deals its hold-out and folds by
+    part (:func:`patchcore.model.fit`)."""
 
     name: str
     train: list[Path]
     test: list[Sample]
     left_out: list[Path] = field(default_factory=list)
     excluded: list[Path] = field(default_factory=list)
+    parts: dict[Path, str] = field(default_factory=dict)
 
 
 def excluding(categories: list[Category], names: list[str]) -> list[Category]:
@@ -294,15 +297,17 @@ def realiad_category(root: Path, name: str, split: Path) -> Category:
             f"{split} is not a Real-IAD split (meta, and train and test lists of image_path, anomaly_class and "
             f"mask_path): {type(exc).__name__}: {exc}"
         ) from exc
-    train = sorted(base / _within(image, split, base) for image, kind, _ in entries["train"] if kind == normal)
-    left_out = sorted(base / _within(image, split, base) for image, kind, _ in entries["train"] if kind != normal)
+    training = [(base / _within(image, split, base), kind, _realiad_part(image)) for image, kind, _ in entries["train"]]
+    parts = {path: part for path, kind, part in training if kind == normal}
+    train = sorted(parts)
+    left_out = sorted(path for path, kind, _ in training if kind != normal)
     test = [
         Sample(base / _within(image, split, base), GOOD if kind == normal else kind,
                base / _within(mask, split, base) if mask and kind != normal else None, _realiad_part(image))
         for image, kind, mask in entries["test"]
     ]  # fmt: skip
     _refuse_missing([*train, *(s.path for s in test), *(s.mask for s in test if s.mask)], split, name)
-    return Category(name, train, test, left_out)
+    return Category(name, train, test, left_out, parts=parts)
 
 
 def _paired(folder: Path, suffix: str = PAIRED_MASK) -> dict[Path, Path]:
@@ -342,7 +347,7 @@ def kolektor_category(base: Path, name: str) -> Category:
         names[i]
         for i in np.random.default_rng(0).permutation(len(names))[: math.ceil(len(names) * KOLEKTOR_TEST_PARTS)]
     }
-    train: list[Path] = []
+    train: dict[Path, str] = {}
     test: list[Sample] = []
     for part in names:
         for image, mask in parts[part].items():
@@ -350,8 +355,8 @@ def kolektor_category(base: Path, name: str) -> Category:
             if defective or part in held:
                 test.append(Sample(image, PAIRED_DEFECT if defective else GOOD, mask if defective else None, part))
             else:
-                train.append(image)
-    return Category(name, train, test)
+                train[image] = part
+    return Category(name, list(train), test, parts=train)
 
 
 def paired_category(base: Path, name: str) -> Category:

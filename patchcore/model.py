@@ -11,7 +11,7 @@ import hashlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -130,6 +130,7 @@ class FittedModel:
     threshold_policy: dict = field(default_factory=dict)
     coverage_radius: float | None = None  # largest distance from a training patch to its nearest bank patch
     features_on_disk: bool = False  # the fit's features were mapped from a temporary file (patchcore.spill)
+    parts: int | None = None  # parts the training images show, where some show one part (None: an image a part)
 
     @property
     def good_scores(self) -> list[float]:
@@ -233,16 +234,41 @@ class Embedder:
                 update(len(batch))
 
 
-def split_holdout(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
-    """(memory-bank images, held-out images): a seeded random ``fraction`` is held out for calibration."""
+def split_holdout(
+    paths: list[Path], fraction: float, seed: int, parts: Mapping[Path, str] | None = None
+) -> tuple[list[Path], list[Path]]:
+    """(memory-bank images, held-out images): a seeded random ``fraction`` is held out for calibration, whole parts
+    at a time where ``parts`` names the part an image is a view of (the others are each their own): a held-out
+    image is scored against the bank as a new part is, with none of its part's other views in it."""
     count = math.floor(len(paths) * fraction + 0.5) if fraction > 0 else 0
     if fraction > 0 and len(paths) >= 2:
         count = max(count, 1)
     if len(paths) - count < 1:
         raise ValueError(f"{len(paths)} training images are too few to hold {count} out for calibration")
-    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed)).tolist()
-    held = set(order[:count])
+    group = part_groups(paths, parts)
+    order = torch.randperm(int(group.max()) + 1, generator=torch.Generator().manual_seed(seed)).tolist()
+    sizes = torch.bincount(group).tolist()
+    held_groups: set[int] = set()
+    held_images = 0
+    stay = max(1, min(2, len(order) - 1))  # two parts stay in the bank, so that it can be cross-fitted, where 3 are
+    for g in order[: len(order) - stay]:
+        if held_images >= count:
+            break
+        held_groups.add(g)
+        held_images += sizes[g]
+    held = {i for i, g in enumerate(group.tolist()) if g in held_groups}
     return [p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held]
+
+
+def part_groups(paths: list[Path], parts: Mapping[Path, str] | None) -> torch.Tensor:
+    """(N,) a part number for each image, numbered in order of first appearance: images ``parts`` names the same
+    part share one, every other image is a part of its own."""
+    numbers: dict[object, int] = {}
+    return torch.tensor(
+        [numbers.setdefault(("part", parts[p]) if parts and p in parts else ("image", i), len(numbers))
+         for i, p in enumerate(paths)],
+        dtype=torch.long,
+    )  # fmt: skip
 
 
 def fit(
@@ -254,6 +280,7 @@ def fit(
     embedder: Embedder | None = None,
     report: progress.Report | None = None,
     features_in_memory_max: int | None = None,
+    parts: Mapping[Path, str] | None = None,
 ) -> FittedModel:
     """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen
     (cross-fitted, :mod:`patchcore.cross_fit`), and the threshold at the configured false-alarm rate
@@ -261,7 +288,9 @@ def fit(
     it raises stops the fit. A ``config`` without a white level gets the training images' own
     (:func:`patchcore.images.white_level`) in the returned model's config, which is what scores it from then on.
     A feature matrix of more than ``features_in_memory_max`` bytes (unset: half the memory available) is mapped from
-    a temporary file (:mod:`patchcore.spill`): the same values, so the same model."""
+    a temporary file (:mod:`patchcore.spill`): the same values, so the same model. ``parts`` names the part an image
+    is a view of, where a set photographs each part several times: the hold-out and the cross-fit's folds then take
+    whole parts, so no good score is taken with another view of its part in the bank (a new part has none there)."""
     if not train:
         raise ValueError("no training images")
     started = time.perf_counter()
@@ -269,7 +298,8 @@ def fit(
         config = replace(config, white_level=found)
         embedder = Embedder(config, embedder.extractor) if embedder is not None else None
     embedder = embedder or Embedder.load(config, weights, device)
-    bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed)
+    bank_paths, holdout_paths = split_holdout(train, config.holdout_fraction, config.seed, parts)
+    bank_parts = part_groups(bank_paths, parts)
 
     dim = config.embedding_dim
     sizes = torch.tensor([embedder.patch_count(path) for path in bank_paths], dtype=torch.long)
@@ -310,7 +340,7 @@ def fit(
     bank_search = scoring.ExactSearch(memory_bank, config.metric)
     radius = cross_fit.coverage_radius(features, bank_search, selection.owner)
     centre_points = projection.index_select(0, selection.indices.to(projection.device))
-    if len(bank_paths) > 1:
+    if int(bank_parts.max()) > 0:  # two parts at least
         with progress.stage("cross-fitted good scores", len(bank_paths), "img", report) as update:
             out_of_fold = cross_fit.cross_fitted_scores(
                 features,
@@ -321,6 +351,7 @@ def fit(
                 config.num_neighbors,
                 config.seed,
                 progress=update,
+                groups=bank_parts,
             )
         for record, score in zip(images, out_of_fold, strict=True):
             record.score = score
@@ -343,6 +374,8 @@ def fit(
         coverage_radius=radius,
         features_on_disk=matrix_on_disk,
     )
+    if parts and (shown := int(part_groups(train, parts).max()) + 1) < len(train):
+        model.parts = shown
     offset = len(bank_paths)
     for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
         item.record.split = "holdout"

@@ -318,11 +318,14 @@ def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split
     with pytest.raises(FileNotFoundError, match=r"is itself a category; give --data .* --category KolektorSDD"):
         mvtec_category(base, "kos01")
     out = tmp_path / "reports"
-    _evaluate(tmp_path, out)
+    done = _evaluate(tmp_path, out)
+    assert "the training images show 4 parts, several views each" in done.stdout
     report = json.loads((out / "KolektorSDD" / "report.json").read_text())
     assert report["test_images"] == len(category.test) and report["parts"]["parts"] == len(
         {s.part for s in category.test}
     )
+    assert category.parts == {p: p.parent.name for p in category.train}
+    assert report["training_parts"] == len(set(category.parts.values())) == 4
 
 
 def _realiad(
@@ -335,7 +338,8 @@ def _realiad(
     entry = {"category": "bottle", "anomaly_class": "OK", "mask_path": None}
     train, test = [], []
     for index, path in enumerate(_bottle_images(4) + _bottle_images(2, "test/good")):
-        name = f"OK/S0001/bottle_000{index}_OK_C{index % 5 + 1}_20230922093356.jpg"
+        sample, camera = ((0, 1), (0, 2), (1, 1), (2, 1), (4, 5), (5, 1))[index]  # training sample 0 seen twice
+        name = f"OK/S0001/bottle_000{sample}_OK_C{camera}_20230922093356.jpg"
         _link(images / "bottle" / name, path)
         (train if index < 4 else test).append({**entry, "image_path": name})
     train[0]["anomaly_class"] = train_class
@@ -361,8 +365,9 @@ def test_real_iad_is_read_as_it_ships_by_its_split(tmp_path):
     assert mvtec_categories(images) == ["bottle"]
     category = mvtec_category(images, "bottle")
     base = images / "bottle"
-    assert category.train == sorted(base / "OK" / "S0001" / f"bottle_000{i}_OK_C{i + 1}_20230922093356.jpg"
-                                    for i in range(4))  # fmt: skip
+    views = ("0_OK_C1", "0_OK_C2", "1_OK_C1", "2_OK_C1")
+    assert category.train == [base / "OK" / "S0001" / f"bottle_000{view}_20230922093356.jpg" for view in views]
+    assert [category.parts[p] for p in category.train] == ["bottle_0000_OK"] * 2 + ["bottle_0001_OK", "bottle_0002_OK"]
     assert [(s.path.parent.name, s.defect, s.mask and s.mask.name) for s in category.test] == [
         ("S0001", "good", None),
         ("S0001", "good", None),
@@ -380,6 +385,7 @@ def test_real_iad_is_read_as_it_ships_by_its_split(tmp_path):
     _evaluate(images, out)
     report = json.loads((out / "bottle" / "report.json").read_text())
     assert report["train_images"] + report["holdout_images"] == 4 and report["test_images"] == 4
+    assert report["training_parts"] == 3  # the hold-out and the folds dealt by sample
     assert set(report["per_defect_image_auroc"]) == {"AK"} and report["pixel_auroc"] is not None
     parts = ["bottle_0004_OK", "bottle_0005_OK", "bottle_0100_NG", "bottle_0100_NG"]  # the set's sample keys
     assert [row["part"] for row in report["images"]] == parts

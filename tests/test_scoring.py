@@ -60,7 +60,7 @@ def test_cross_fitted_scores_are_exact_scores_against_a_coreset_made_without_the
     flat = torch.randn(int(sizes.sum()), 16, generator=generator)
     projection = random_projection(flat, 8, 0)
     selection = greedy_selection(projection, coreset_size(flat.shape[0], 0.2), 1)
-    fold = fold_of(7, 3, seed=1)
+    fold = fold_of(torch.arange(7), 3, seed=1)
     assert sorted(torch.bincount(fold).tolist()) == [2, 2, 3]
     image_of_row = torch.repeat_interleave(torch.arange(7), sizes)
     for metric in scoring.METRICS:
@@ -152,3 +152,31 @@ def test_a_search_holds_one_bounded_block_of_distances_and_answers_the_same(metr
     assert torch.equal(three[1], expected[1]) and torch.allclose(three[0], expected[0])
     monkeypatch.setattr(scoring, "BLOCK_BYTES", 1)
     assert scoring.ExactSearch(bank, metric).block_rows == 1
+
+
+def test_folds_and_the_hold_out_take_whole_parts_and_deal_images_as_before_without_them():
+    """A part's views share a fold and are held out together; folds stay balanced in images (at most one part's
+    size apart); without parts every image is its own, dealt exactly as a seeded permutation round robin."""
+    from pathlib import Path
+
+    from patchcore.cross_fit import fold_of
+    from patchcore.model import part_groups, split_holdout
+
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 5])
+    fold = fold_of(groups, 3, seed=2)
+    for part in groups.unique():
+        assert fold[groups == part].unique().numel() == 1
+    load = torch.bincount(fold, minlength=3)
+    assert int(load.max() - load.min()) <= 3 and int(load.sum()) == 12
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(5))
+    expected = torch.empty(10, dtype=torch.long)
+    expected[order] = torch.arange(10) % 4
+    assert torch.equal(fold_of(torch.arange(10), 4, seed=5), expected)
+
+    paths = [Path(f"{i}.png") for i in range(20)]
+    parts = {p: f"part{i // 4}" for i, p in enumerate(paths)}  # 5 parts of 4 views
+    assert part_groups(paths, parts).tolist() == [i // 4 for i in range(20)]
+    bank, held = split_holdout(paths, 0.1, seed=3, parts=parts)
+    assert len(held) == 4 and len({parts[p] for p in held}) == 1 and not {parts[p] for p in bank} & {parts[held[0]]}
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(3)).tolist()
+    assert split_holdout(paths, 0.1, seed=3)[1] == [p for i, p in enumerate(paths) if i in order[:2]]

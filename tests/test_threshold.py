@@ -189,3 +189,32 @@ def test_bar_chances_measure_what_a_rule_spends_where_the_log_normal_bound_does_
     assert served.rule_false_alarm_rate > 0.036
     # the oracle does not depend on the rule judged beside it
     assert served.oracle == ordered.oracle and served.oracle_f1 == ordered.oracle_f1
+
+
+def test_views_of_one_part_are_scored_together_as_a_new_part_is(small_train, tmp_path):
+    """Each of 12 parts photographed twice (two files of one image). Dealt by image, a view is scored with its twin
+    in the bank: its good score falls below every score a new part gets, and so does the threshold. Dealt by part
+    (``parts``), both views share the hold-out or a fold, so twins score alike and as a fit without twins scores
+    its images as unseen."""
+    from patchcore.model import Embedder, PatchCoreConfig, fit
+    from tests.conftest import WEIGHTS
+
+    train, parts = [], {}
+    for path in small_train:
+        for view in "ab":
+            train.append(tmp_path / f"{view}_{path.name}")
+            train[-1].symlink_to(path)
+            parts[train[-1]] = path.stem
+    config = PatchCoreConfig(backbone="resnet18")
+    embedder = Embedder.load(config, str(WEIGHTS))
+    by_image = fit(config, train, str(WEIGHTS), embedder=embedder)
+    by_part = fit(config, train, str(WEIGHTS), embedder=embedder, parts=parts)
+    unseen = fit(config, small_train, str(WEIGHTS), embedder=embedder)
+    assert (by_image.parts, by_part.parts) == (None, 12)
+    scored = {r.file_name: (r.split, r.score) for r in by_part.images}
+    for path in small_train:
+        (split_a, score_a), (split_b, score_b) = scored[f"a_{path.name}"], scored[f"b_{path.name}"]
+        assert split_a == split_b and score_a == pytest.approx(score_b, rel=1e-5)
+    assert np.median(by_image.good_scores) < min(by_part.good_scores)
+    assert by_image.threshold < np.median(by_part.good_scores)
+    assert abs(math.log(np.median(by_part.good_scores) / np.median(unseen.good_scores))) < 0.1
