@@ -378,11 +378,11 @@ def _evaluate(
         return None
     evaluation = evaluate(
         category.test, exact_scorer(model, embedder), config.preprocess, model.threshold,
-        config.false_alarm_rate, good_scores=model.good_scores,
+        config.false_alarm_rate, good_scores=model.good_scores, good_parts=model.good_parts,
     )  # fmt: skip
     if args.calibrate_on_test:
         model.threshold, model.threshold_policy = labelled_threshold(
-            evaluation.scores, evaluation.labels, model.good_scores
+            evaluation.scores, evaluation.labels, model.good_scores, model.good_parts
         )
         evaluation.set_threshold(model.threshold, config.false_alarm_rate)
         evaluation.figures["threshold_set_on_these_images"] = True

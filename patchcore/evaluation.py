@@ -44,6 +44,7 @@ class Evaluation:
     whole_masks: list[np.ndarray]
     figures: dict[str, float] = field(default_factory=dict)
     good_scores: Sequence[float] | None = None  # the model's good scores, whose prediction the figures check
+    good_parts: Sequence[str | None] | None = None  # the part of each good score's image, where a set names them
     grids: list[np.ndarray | None] = field(default_factory=list)  # each image's patch distances, for its regions
 
     @property
@@ -65,7 +66,8 @@ class Evaluation:
         if cells is not None:
             kept, grids, truths = cells
             self.figures["regions"] = regions.localisation(grids, truths, self.verdicts[kept], threshold)
-        parts = part_figures(self.scores, self.labels, [s.part for s in self.samples], threshold, false_alarm_target)
+        parts = part_figures(self.scores, self.labels, [s.part for s in self.samples], threshold, false_alarm_target,
+                             self.good_scores, self.good_parts)  # fmt: skip
         if parts is not None:
             self.figures["parts"] = parts
 
@@ -106,15 +108,16 @@ def evaluate(
     false_alarm_target: float,
     description: str = "evaluate",
     good_scores: Sequence[float] | None = None,
+    good_parts: Sequence[str | None] | None = None,
 ) -> Evaluation:
     """Score every test image, then compute image AUROC, pixel AUROC, PRO (FPR <= 0.3) and the best pixel F1 in the
     view, and the first two over the whole image, each image at its own size and the pixels pooled, over the images
     whose pixels' truth is known (``None`` where no defect has a mask; ``pixel_metrics`` says what was left out; a
     split of good or of defective images only has no image AUROC, and ``image_metrics`` says what it measures), and
     the verdict's figures at ``threshold`` beside the best any threshold reaches and the false-alarm rate
-    ``good_scores`` predict (:func:`patchcore.threshold.operating_point`), and how well the defect regions at
-    ``threshold`` say where the defects are (:func:`patchcore.regions.localisation`, where the scorer gives patch
-    distances)."""
+    ``good_scores`` predict (:func:`patchcore.threshold.operating_point`; per part too, of ``good_parts``), and how
+    well the defect regions at ``threshold`` say where the defects are (:func:`patchcore.regions.localisation`, where
+    the scorer gives patch distances)."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
@@ -131,7 +134,7 @@ def evaluate(
         whole_masks.append(preprocess.whole.mask(sample.mask, size))
     evaluation = Evaluation(
         samples, np.array(scores), maps, masks, threshold, time.perf_counter() - started, whole_maps, whole_masks,
-        good_scores=good_scores, grids=grids,
+        good_scores=good_scores, grids=grids, good_parts=good_parts,
     )  # fmt: skip
     labels = evaluation.labels
     pixel = evaluation.has_masks
@@ -163,27 +166,35 @@ def evaluate(
 
 
 def part_figures(
-    scores: Sequence[float], labels: Sequence[bool], parts: Sequence[str | None], threshold: float, target: float
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    parts: Sequence[str | None],
+    threshold: float,
+    target: float,
+    good_scores: Sequence[float] | None = None,
+    good_parts: Sequence[str | None] | None = None,
 ) -> dict | None:
     """The verdict per part where a set photographs each part from several cameras (``parts`` names each image's
     part; ``None``: a part of its own): a part scores its worst view and is defective when any view is, so a line
     that rejects a part on any flagged view is judged as it acts (its AUROC is Real-IAD's sample-level S-AUROC).
-    Each good view may raise a false alarm, so a good part's false-alarm rate is up to its views times an image's.
-    ``None`` where no part has more than one image."""
-    groups: dict[tuple[str | None, int], list[int]] = {}
-    for index, part in enumerate(parts):  # an image of no named part is a part of its own
-        groups.setdefault((part, -1) if part is not None else (None, index), []).append(index)
-    if all(len(views) == 1 for views in groups.values()):
+    Each good view may raise a false alarm, so a good part's false-alarm rate is up to its views times an image's;
+    the rate the training parts predict for it (their worst cross-fitted views: ``good_scores`` of ``good_parts``)
+    stands beside the one observed. ``None`` where no part has more than one image."""
+    groups = thresholds.views_by_part(parts)
+    if groups is None:
         return None
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
-    worst = np.array([scores[views].max() for views in groups.values()])
-    defective = np.array([labels[views].any() for views in groups.values()])
+    worst = np.array([scores[views].max() for views in groups])
+    defective = np.array([labels[views].any() for views in groups])
     both = bool(defective.any() and not defective.all())
+    good = thresholds.worst_views(good_scores, good_parts) if good_scores is not None and good_parts else None
+    if good is not None and good.size < thresholds.MIN_GOOD_SCORES:
+        good = None  # too few training parts to predict from
     return {
         "parts": len(groups),
         "views_per_part": round(len(scores) / len(groups), 2),
         "part_auroc": metrics.auroc(worst, defective) if both else None,
-        **thresholds.operating_point(worst, defective, threshold, target),
+        **thresholds.operating_point(worst, defective, threshold, target, good),
     }
 
 

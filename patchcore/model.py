@@ -90,6 +90,7 @@ class ImageRecord:
     score: float | None = None
     view_jpeg: bytes | None = None  # the view the model saw, so people can see it without the dataset
     view_size: tuple[int, int] | None = None  # its width and height
+    part: str | None = None  # the part it is one view of, where the set says (None: a part of its own)
 
 
 @dataclass
@@ -135,6 +136,11 @@ class FittedModel:
     @property
     def good_scores(self) -> list[float]:
         return [r.score for r in self.images if r.score is not None]
+
+    @property
+    def good_parts(self) -> list[str | None]:
+        """The part of each good score's image (:attr:`good_scores`' order)."""
+        return [r.part for r in self.images if r.score is not None]
 
     def score(self, features: torch.Tensor) -> Prediction:
         """Exact nearest-neighbour scoring of one image's (H, W, D) features."""
@@ -376,9 +382,12 @@ def fit(
     )
     if parts and (shown := int(part_groups(train, parts).max()) + 1) < len(train):
         model.parts = shown
+        for record, path in zip(images, bank_paths, strict=True):  # kept where a part has several views
+            record.part = parts.get(path)
     offset = len(bank_paths)
     for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
         item.record.split = "holdout"
+        item.record.part = parts.get(holdout_paths[i]) if parts and model.parts else None
         patches = item.features.reshape(-1, dim)
         projected = random_projection(patches, PROJECTION_DIM, config.seed, centre_points.device)
         b = config.num_neighbors
@@ -386,7 +395,7 @@ def fit(
         image_embeddings[offset + i] = patches.mean(0)
         images.append(item.record)
     model.threshold, model.threshold_policy = threshold.false_alarm_threshold(
-        model.good_scores, config.false_alarm_rate
+        model.good_scores, config.false_alarm_rate, model.good_parts
     )
     model.timings = {
         "feature_seconds": feature_seconds,

@@ -77,12 +77,14 @@ def clopper_pearson(count: int, total: int, level: float = INTERVAL) -> tuple[fl
     return low, high
 
 
-def describe(threshold: float, good_scores: Sequence[float]) -> dict:
-    """What the good scores say of ``threshold``: predicted and observed false-alarm rates, how many scores."""
+def describe(threshold: float, good_scores: Sequence[float], good_parts: Sequence[str | None] | None = None) -> dict:
+    """What the good scores say of ``threshold``: predicted and observed false-alarm rates, how many scores; and,
+    where ``good_parts`` (the part of each score's image) has parts of several views, the same per part
+    (``per_part``: each part by its worst view, as a line that rejects a part on any flagged view judges it)."""
     scores = np.asarray(good_scores, dtype=np.float64)
     above = int((scores > threshold).sum())
     low, high = clopper_pearson(above, scores.size)
-    return {
+    described = {
         "good_scores": int(scores.size),
         "estimated_false_alarm_rate": predicted_false_alarm_rate(scores, threshold),
         "good_scores_above": above,
@@ -90,10 +92,34 @@ def describe(threshold: float, good_scores: Sequence[float]) -> dict:
         "observed_false_alarm_interval": [low, high],
         "interval_level": INTERVAL,
     }
+    worst = worst_views(scores, good_parts) if good_parts is not None else None
+    if worst is not None and worst.size >= MIN_GOOD_SCORES:
+        described["per_part"] = {"parts": int(worst.size), **describe(threshold, worst)}
+    return described
 
 
-def false_alarm_threshold(good_scores: Sequence[float], target: float = DEFAULT_FALSE_ALARM_RATE) -> tuple[float, dict]:
-    """(threshold, policy): the log-normal upper prediction bound at ``target``."""
+def views_by_part(parts: Sequence[str | None]) -> list[list[int]] | None:
+    """The positions of each part's views (``parts`` names each image's part; ``None``: a part of its own), in order
+    of first appearance; ``None`` where no part has more than one image."""
+    groups: dict[tuple[str | None, int], list[int]] = {}
+    for index, part in enumerate(parts):
+        groups.setdefault((part, -1) if part is not None else (None, index), []).append(index)
+    return None if all(len(views) == 1 for views in groups.values()) else list(groups.values())
+
+
+def worst_views(scores: Sequence[float], parts: Sequence[str | None]) -> np.ndarray | None:
+    """Each part's score, its worst view's (:func:`views_by_part`); ``None`` where every part has one image."""
+    groups = views_by_part(parts)
+    scores = np.asarray(scores, dtype=np.float64)
+    return None if groups is None else np.array([scores[views].max() for views in groups])
+
+
+def false_alarm_threshold(
+    good_scores: Sequence[float],
+    target: float = DEFAULT_FALSE_ALARM_RATE,
+    good_parts: Sequence[str | None] | None = None,
+) -> tuple[float, dict]:
+    """(threshold, policy): the log-normal upper prediction bound at ``target``; ``good_parts``: :func:`describe`."""
     check_rate(target)
     logs = _log_scores(good_scores)
     mean, std, factor = _spread(logs)
@@ -102,16 +128,18 @@ def false_alarm_threshold(good_scores: Sequence[float], target: float = DEFAULT_
         "kind": "false_alarm_rate",
         "target_false_alarm_rate": target,
         "method": "log-normal upper prediction bound (Student's t) of the cross-fitted and held-out good scores",
-        **describe(threshold, good_scores),
+        **describe(threshold, good_scores, good_parts),
     }
     return threshold, policy
 
 
-def manual_threshold(value: float, good_scores: Sequence[float]) -> tuple[float, dict]:
+def manual_threshold(
+    value: float, good_scores: Sequence[float], good_parts: Sequence[str | None] | None = None
+) -> tuple[float, dict]:
     """(value, policy) for a threshold a person set, with what the good scores say of it."""
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"a threshold must be a positive finite number, got {value}")
-    return value, {"kind": "manual", **describe(value, good_scores)}
+    return value, {"kind": "manual", **describe(value, good_scores, good_parts)}
 
 
 def _counts(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[int, int, int]:
@@ -252,7 +280,10 @@ def bar_chances(
 
 
 def labelled_threshold(
-    scores: Sequence[float], labels: Sequence[bool], good_scores: Sequence[float]
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    good_scores: Sequence[float],
+    good_parts: Sequence[str | None] | None = None,
 ) -> tuple[float, dict]:
     """(threshold, policy) maximising F1 on labelled images; ``good_scores`` (cross-fitted) describe it."""
     threshold, f1 = best_f1(scores, labels)
@@ -264,7 +295,7 @@ def labelled_threshold(
         "f1_on_labelled_images": f1,
         "f1_cross_validated": cross_validated_f1(scores, labels),
         "note": "F1 on the labelled images is optimistic (they set the threshold); the cross-validated F1 is not",
-        **describe(threshold, good_scores),
+        **describe(threshold, good_scores, good_parts),
     }
 
 

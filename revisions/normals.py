@@ -120,14 +120,16 @@ def add_normals(
         item.record.score = scoring.image_score(distances, index, image_patches, before, config.num_neighbors)
     selected_at = time.perf_counter()
 
-    good = images.good_scores(connection, model.bank_segments) + [e.record.score for e in embedded]
+    good, parts = images.good_scores(connection, model.bank_segments)
+    good, parts = good + [e.record.score for e in embedded], parts + [None] * len(embedded)  # added: parts of their own
     target = config.false_alarm_rate
     if recalibrate:
-        threshold, policy = thresholds.false_alarm_threshold(good, target)
-        evaluation = evaluation_at(model, threshold, target, False, good, evaluations.cells(connection, model.fit_id))
+        threshold, policy = thresholds.false_alarm_threshold(good, target, parts)
+        cells = evaluations.cells(connection, model.fit_id)
+        evaluation = evaluation_at(model, threshold, target, False, good, cells, parts)
     else:
         threshold = model.threshold
-        policy = {**model.threshold_policy, **thresholds.describe(threshold, good)}
+        policy = {**model.threshold_policy, **thresholds.describe(threshold, good, parts)}
         evaluation = dict(model.evaluation)
     evaluation.setdefault("measured_with_memory_bank_segments", list(model.bank_segments))
     records = [e.record for e in embedded]

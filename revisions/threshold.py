@@ -25,10 +25,12 @@ def evaluation_at(
     labelled_are_test: bool,
     good: Sequence[float],
     cells: bytes | None = None,
+    good_parts: Sequence[str | None] | None = None,
 ) -> dict:
     """The stored evaluation judged again at ``threshold`` from its per-image test scores (no image is read), with
-    the false-alarm rate the ``good`` scores predict; its defect regions too, from the fit's ``cells``
-    (:func:`store.evaluations.cells`; without them they stay as measured, at the threshold they name)."""
+    the false-alarm rate the ``good`` scores predict (per part too, by ``good_parts``); its defect regions too, from
+    the fit's ``cells`` (:func:`store.evaluations.cells`; without them they stay as measured, at the threshold they
+    name)."""
     evaluation = {k: v for k, v in model.evaluation.items() if k != "threshold_set_on_these_images"}
     rows = evaluation.get("images") or []
     if not rows:
@@ -40,7 +42,7 @@ def evaluation_at(
     evaluation["threshold"] = threshold
     if "parts" in evaluation:
         parts = [r.get("part") for r in rows]
-        evaluation["parts"] = part_figures(scores, labels, parts, threshold, target)
+        evaluation["parts"] = part_figures(scores, labels, parts, threshold, target, good, good_parts)
     if cells is not None and "regions" in evaluation:
         kept, grids, truths = regions.unpacked(cells)
         evaluation["regions"] = regions.localisation(grids, truths, [scores[i] > threshold for i in kept], threshold)
@@ -65,16 +67,16 @@ def planned(
     ``ValueError`` for a request that cannot be met."""
     if sum(x is not None for x in (value, false_alarm_rate, labelled)) != 1:
         raise ValueError("give exactly one of a threshold value, a false-alarm rate or labelled images")
-    good = images.good_scores(connection, model.bank_segments)
+    good, parts = images.good_scores(connection, model.bank_segments)
     target = false_alarm_rate if false_alarm_rate is not None else model.config.false_alarm_rate
     if value is not None:
-        threshold, policy = thresholds.manual_threshold(value, good)
+        threshold, policy = thresholds.manual_threshold(value, good, parts)
     elif false_alarm_rate is not None:
-        threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate)
+        threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate, parts)
     else:
-        threshold, policy = thresholds.labelled_threshold(*labelled, good)
+        threshold, policy = thresholds.labelled_threshold(*labelled, good, parts)
     cells = evaluations.cells(connection, model.fit_id)
-    evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good, cells)
+    evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good, cells, parts)
     return versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
 
 

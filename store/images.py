@@ -29,21 +29,11 @@ def write_images(
     copy_rows(
         cursor,
         "COPY images (id, model_id, split, label, file_name, sha256, width, height, calibration_score, embedding,"
-        " source) FROM STDIN (FORMAT BINARY)",
-        ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector", "text"],
+        " source, part) FROM STDIN (FORMAT BINARY)",
+        ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector", "text", "text"],
         (
-            (image_ids[i], model_id, r.split, "good", r.file_name, r.sha256, r.width, r.height, r.score, vector, source)
-            for i, (r, vector, source) in enumerate(zip(records, embeddings.astype(np.float32), sources, strict=True))
-        ),
-    )
-    copy_rows(
-        cursor,
-        "COPY image_views (image_id, media_type, width, height, data) FROM STDIN (FORMAT BINARY)",
-        ["int8", "text", "int4", "int4", "bytea"],
-        (
-            (image_ids[i], "image/jpeg", *r.view_size, r.view_jpeg)
-            for i, r in enumerate(records)
-            if r.view_jpeg is not None
+            (image_id, model_id, r.split, "good", r.file_name, r.sha256, r.width, r.height, r.score, row, came, r.part)
+            for image_id, r, row, came in zip(image_ids, records, embeddings.astype(np.float32), sources, strict=True)
         ),
     )
     cursor.execute("ANALYZE images")
@@ -93,15 +83,17 @@ def known_images(connection: psycopg.Connection, segments: Sequence[int], hashes
     return dict(rows)
 
 
-def good_scores(connection: psycopg.Connection, segments: Sequence[int]) -> list[float]:
+def good_scores(connection: psycopg.Connection, segments: Sequence[int]) -> tuple[list[float], list[str | None]]:
     """The good scores behind a threshold: each good image of the bank scored as unseen (cross-fitted), held out,
-    or added later (scored against the bank without its own patches)."""
+    or added later (scored against the bank without its own patches); beside them the part each image is a view of,
+    where the set said (``None``: a part of its own), so that a threshold is described per part too."""
     rows = connection.execute(
         sql.SQL(
-            "SELECT calibration_score FROM images WHERE model_id IN ({}) AND calibration_score IS NOT NULL ORDER BY id"
+            "SELECT calibration_score, part FROM images WHERE model_id IN ({}) AND calibration_score IS NOT NULL"
+            " ORDER BY id"
         ).format(ids(segments))
     ).fetchall()
-    return [row[0] for row in rows]
+    return [row[0] for row in rows], [row[1] for row in rows]
 
 
 def hashes(

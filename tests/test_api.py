@@ -842,6 +842,51 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         browser.close()
 
 
+def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per_part(api, database, fitted):
+    """A fit whose good images are views of parts (two each here) states, beside the share of good images expected
+    above the threshold, the share of good parts expected flagged on any view; a threshold previewed or set says it
+    again from the stored parts, in the API and on the category page (Chromium)."""
+    import dataclasses
+
+    from playwright.sync_api import sync_playwright
+
+    viewed = dataclasses.replace(
+        fitted, images=[dataclasses.replace(r, part=f"p{i // 2}") for i, r in enumerate(fitted.images)]
+    )
+    viewed.threshold, viewed.threshold_policy = threshold.false_alarm_threshold(
+        viewed.good_scores, viewed.config.false_alarm_rate, viewed.good_parts
+    )
+    with connect(database[1]) as connection:
+        models.save_model(connection, "views", viewed, EVALUATION, Settings())
+    per_part = api.get("/categories/views").json()["threshold_policy"]["per_part"]
+    assert per_part["parts"] == 105 and per_part["estimated_false_alarm_rate"] > 0.03  # 209 images, two per part
+    preview = api.get("/categories/views/threshold", params={"false_alarm_rate": 0.01}).json()
+    assert preview["threshold_policy"]["per_part"]["parts"] == 105
+    assert (
+        0.01
+        < preview["threshold_policy"]["per_part"]["estimated_false_alarm_rate"]
+        < per_part["estimated_false_alarm_rate"]
+    )
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.goto(str(api.base_url) + "/category?name=views")
+        page.wait_for_selector(".promise")
+        row = "Good parts of several views expected flagged on any view"
+        expected = (
+            f"{row}\t{100 * per_part['estimated_false_alarm_rate']:.1f}%\testimated from the worst view of each of 105"
+        )
+        assert expected in page.inner_text("#content")
+        page.fill("#trial-rate", "1")
+        page.click("#trial-preview")
+        page.wait_for_selector("#trial-apply")
+        shown = f"{row}\t{100 * preview['threshold_policy']['per_part']['estimated_false_alarm_rate']:.1f}%"
+        assert shown in page.inner_text(".trial-result")
+        browser.close()
+    bottle = api.get("/categories/bottle").json()["threshold_policy"]
+    assert "per_part" not in bottle  # images of one view each
+
+
 def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
     """Chromium on /review against a log of its own (full images kept): the unreviewed parts newest first with
     their thumbnails, filtered by verdict and paged; one opened shows its heatmap; "it is a defect" teaches the

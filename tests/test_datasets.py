@@ -326,6 +326,11 @@ def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split
     )
     assert category.parts == {p: p.parent.name for p in category.train}
     assert report["training_parts"] == len(set(category.parts.values())) == 4
+    assert report["threshold_policy"]["per_part"]["parts"] == 4  # what the threshold does per training part
+    assert (
+        report["parts"]["predicted_false_alarm_rate"]
+        == report["threshold_policy"]["per_part"]["estimated_false_alarm_rate"]
+    )  # the test parts' false alarms beside what the training parts predict
 
 
 def _realiad(

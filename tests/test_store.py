@@ -62,7 +62,7 @@ def test_migrations_run_from_empty_and_again(database_url):
     upgrade(database_url)
     upgrade(database_url)
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0018",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0019",)]
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
@@ -139,6 +139,46 @@ def test_versions_fitted_before_migration_0016_decode_their_jpegs_in_full(databa
         before = models.active_model(connection, "bottle")
     assert before.id == copied.id and before.config.jpeg_scaling is False
     assert before.config.preprocess.least(3600, 2400) == (3600, 2400)
+
+
+def test_good_images_keep_their_parts_and_a_new_threshold_is_described_per_part(database_url, small_model):
+    """Good images that are views of parts (two each here) keep their part in the store, in the order of their good
+    scores, so that a threshold set later describes the parts by their worst views as the fit's did; a threshold
+    with no part of several views says nothing per part."""
+    viewed = dataclasses.replace(
+        small_model, images=[dataclasses.replace(r, part=f"p{i // 2}") for i, r in enumerate(small_model.images)]
+    )
+    model_id = _save(database_url, "bottle", viewed)
+    with connect(database_url) as connection:
+        scores, parts = images.good_scores(connection, [model_id])
+        assert (scores, parts) == (viewed.good_scores, viewed.good_parts) and len(set(parts)) == 6
+        set_threshold(connection, models.active_model(connection, "bottle"), "test", false_alarm_rate=0.25)
+        changed = models.active_model(connection, "bottle")
+    worst = [max(scores[2 * p : 2 * p + 2]) for p in range(6)]
+    per_part = changed.threshold_policy["per_part"]
+    assert per_part["parts"] == 6 and per_part["good_scores"] == 6
+    assert per_part["good_scores_above"] == sum(w > changed.threshold for w in worst)
+    assert per_part["estimated_false_alarm_rate"] > changed.threshold_policy["estimated_false_alarm_rate"]
+    _save(database_url, "bottle", small_model)
+    with connect(database_url) as connection:
+        set_threshold(connection, models.active_model(connection, "bottle"), "test", false_alarm_rate=0.25)
+        assert "per_part" not in models.active_model(connection, "bottle").threshold_policy
+
+
+def test_every_query_the_docs_offer_runs_on_a_stored_category(database_url, small_model):
+    """docs/database.md and docs/operations.md give SQL to read the store and the inspection log with: each statement
+    runs against a fitted category (a typo, or a column's type misread, as an array compared with a scalar, fails
+    here, not in a user's psql)."""
+    import re
+
+    _save(database_url, "bottle", small_model)
+    pages = "".join((ROOT / "docs" / page).read_text() for page in ("database.md", "operations.md"))
+    blocks = re.findall(r"```sql\n(.*?)```", pages, flags=re.S)
+    statements = [s.strip() for b in blocks for s in re.sub(r"--[^\n]*", "", b).split(";") if s.strip()]
+    assert len(statements) >= 20
+    with psycopg.connect(database_url) as connection:
+        for statement in statements:
+            connection.execute(statement).fetchall()
 
 
 def test_load_counts_index_and_idempotent_reingest(database_url, small_model):

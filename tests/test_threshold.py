@@ -218,3 +218,19 @@ def test_views_of_one_part_are_scored_together_as_a_new_part_is(small_train, tmp
     assert np.median(by_image.good_scores) < min(by_part.good_scores)
     assert by_image.threshold < np.median(by_part.good_scores)
     assert abs(math.log(np.median(by_part.good_scores) / np.median(unseen.good_scores))) < 0.1
+
+
+def test_a_threshold_is_described_per_part_by_each_parts_worst_view():
+    """Scores of parts of several views: the policy adds what the threshold does per part (each by its worst view),
+    which flags more good parts than images; scores of one view each, or too few parts, add nothing."""
+    scores = _lognormal(300, 2)
+    parts = [f"p{i // 5}" for i in range(300)]  # 60 parts of 5 views
+    value, policy = threshold.false_alarm_threshold(scores, 0.03, parts)
+    worst = scores.reshape(60, 5).max(1)
+    per_part = policy["per_part"]
+    assert per_part["parts"] == 60 and per_part["good_scores_above"] == int((worst > value).sum())
+    assert per_part["estimated_false_alarm_rate"] == pytest.approx(threshold.predicted_false_alarm_rate(worst, value))
+    assert 0.06 < per_part["estimated_false_alarm_rate"] < 0.3  # a part of 5 views risks more than one view
+    assert "per_part" not in threshold.false_alarm_threshold(scores, 0.03, [None] * 300)[1]
+    assert "per_part" not in threshold.manual_threshold(1.2, scores[:4], ["a", "a", "b", "b"])[1]  # two parts
+    assert threshold.manual_threshold(1.2, scores, parts)[1]["per_part"]["parts"] == 60

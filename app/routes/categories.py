@@ -209,7 +209,7 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
             hourly,
             {
                 "scores": inspections.recent_scores(connection, model.id, hours),
-                "good_scores": images.good_scores(connection, model.bank_segments),
+                "good_scores": images.good_scores(connection, model.bank_segments)[0],
             },
         )
 
