@@ -299,6 +299,11 @@ def fit(
     whole parts, so no good score is taken with another view of its part in the bank (a new part has none there)."""
     if not train:
         raise ValueError("no training images")
+    if len(train) > 1 and parts and int(part_groups(train, parts).max()) == 0:
+        raise ValueError(
+            f"the {len(train)} training images are all views of one part ({parts[train[0]]}): a threshold from good "
+            "images needs good parts the memory bank has not seen, so fit from views of several parts"
+        )
     started = time.perf_counter()
     if config.white_level is None and (found := white_level(train)) is not None:
         config = replace(config, white_level=found)

@@ -160,7 +160,7 @@ def test_folds_and_the_hold_out_take_whole_parts_and_deal_images_as_before_witho
     from pathlib import Path
 
     from patchcore.cross_fit import fold_of
-    from patchcore.model import part_groups, split_holdout
+    from patchcore.model import PatchCoreConfig, fit, part_groups, split_holdout
 
     groups = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 5])
     fold = fold_of(groups, 3, seed=2)
@@ -180,3 +180,5 @@ def test_folds_and_the_hold_out_take_whole_parts_and_deal_images_as_before_witho
     assert len(held) == 4 and len({parts[p] for p in held}) == 1 and not {parts[p] for p in bank} & {parts[held[0]]}
     order = torch.randperm(20, generator=torch.Generator().manual_seed(3)).tolist()
     assert split_holdout(paths, 0.1, seed=3)[1] == [p for i, p in enumerate(paths) if i in order[:2]]
+    with pytest.raises(ValueError, match=r"the 20 training images are all views of one part \(kos01\)"):
+        fit(PatchCoreConfig(), paths, parts=dict.fromkeys(paths, "kos01"))  # said before any image is read
