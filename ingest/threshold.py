@@ -54,4 +54,10 @@ def run_threshold(args: argparse.Namespace) -> int:
         f"({policy['kind']}); estimated false-alarm rate {policy['estimated_false_alarm_rate']:.2%}, "
         f"{policy['good_scores_above']} of {policy['good_scores']} good scores above it"
     )
+    if part := policy.get("per_part"):
+        print(
+            f"   per part (each of {part['parts']} training parts by its worst view): estimated "
+            f"{part['estimated_false_alarm_rate']:.2%} of good parts flagged on any view, {part['good_scores_above']} "
+            f"of {part['parts']} above it"
+        )
     return 0

@@ -1,6 +1,7 @@
 """Reading a dataset the way other public sets lay it out: masks by either common name, in any image format."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,12 +20,14 @@ from store.names import name_problem
 from tests.conftest import BOTTLE, ROOT, WEIGHTS
 
 
-def _evaluate(data: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
-    """``python -m ingest evaluate`` on ``data`` as a user runs it, which must succeed."""
+def _evaluate(
+    data: Path, out: Path, *options: str, env: dict | None = None, command: str = "evaluate"
+) -> subprocess.CompletedProcess:
+    """``python -m ingest evaluate`` (or ``fit``, which stores) on ``data`` as a user runs it, which must succeed."""
     done = subprocess.run(
-        [sys.executable, "-m", "ingest", "evaluate", "--data", str(data), "--backbone", "resnet18", "--weights",
+        [sys.executable, "-m", "ingest", command, "--data", str(data), "--backbone", "resnet18", "--weights",
          str(WEIGHTS), "--out", str(out), *options],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -286,11 +289,12 @@ def test_kolektorsdd2_is_read_as_it_ships_each_image_labelled_by_its_mask(tmp_pa
         mvtec_category(tmp_path, "kolektor")
 
 
-def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split(tmp_path):
+def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split(tmp_path, database_url):
     """KolektorSDD: a folder per physical part of its JPEGs beside their ``_label.bmp`` masks, no split of its own.
     A seeded fifth of the parts is held out whole (every view, good or not: parts never seen), the other parts'
-    good images are fitted and their defective ones tested; each test image names its part, so the report judges
-    the parts too; the set's folder given as ``--data`` is answered with what to give."""
+    good images are fitted (their hold-out and folds by part) and their defective ones tested; each test image names
+    its part, so the report judges the parts too, beside what the training parts predict; a threshold set later
+    from the command line says it again; the set's folder given as ``--data`` is answered with what to give."""
     base = tmp_path / "KolektorSDD"
     sources = _bottle_images(16) + _bottle_images(2, "test/broken_large")
     defective = {("kos02", "Part1"), ("kos04", "Part3")}
@@ -318,7 +322,7 @@ def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split
     with pytest.raises(FileNotFoundError, match=r"is itself a category; give --data .* --category KolektorSDD"):
         mvtec_category(base, "kos01")
     out = tmp_path / "reports"
-    done = _evaluate(tmp_path, out)
+    done = _evaluate(tmp_path, out, env={"DATABASE_URL": database_url}, command="fit")
     assert "the training images show 4 parts, several views each" in done.stdout
     report = json.loads((out / "KolektorSDD" / "report.json").read_text())
     assert report["test_images"] == len(category.test) and report["parts"]["parts"] == len(
@@ -331,6 +335,12 @@ def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split
         report["parts"]["predicted_false_alarm_rate"]
         == report["threshold_policy"]["per_part"]["estimated_false_alarm_rate"]
     )  # the test parts' false alarms beside what the training parts predict
+    again = subprocess.run(
+        [sys.executable, "-m", "ingest", "threshold", "--category", "KolektorSDD", "--false-alarm-rate", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"per part \(each of 4 training parts by its worst view\): estimated \d+\.\d+%", again.stdout)
 
 
 def _realiad(
