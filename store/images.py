@@ -36,6 +36,16 @@ def write_images(
             for image_id, r, row, came in zip(image_ids, records, embeddings.astype(np.float32), sources, strict=True)
         ),
     )
+    copy_rows(
+        cursor,
+        "COPY image_views (image_id, media_type, width, height, data) FROM STDIN (FORMAT BINARY)",
+        ["int8", "text", "int4", "int4", "bytea"],
+        (
+            (image_id, "image/jpeg", *r.view_size, r.view_jpeg)
+            for image_id, r in zip(image_ids, records, strict=True)
+            if r.view_jpeg is not None
+        ),
+    )
     cursor.execute("ANALYZE images")
     return image_ids
 

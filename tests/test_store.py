@@ -152,6 +152,8 @@ def test_good_images_keep_their_parts_and_a_new_threshold_is_described_per_part(
     with connect(database_url) as connection:
         scores, parts = images.good_scores(connection, [model_id])
         assert (scores, parts) == (viewed.good_scores, viewed.good_parts) and len(set(parts)) == 6
+        views = "SELECT count(*) FROM image_views v JOIN images i ON i.id = v.image_id WHERE i.model_id = %s"
+        assert connection.execute(views, (model_id,)).fetchone()[0] == len(viewed.images)  # each with its view
         set_threshold(connection, models.active_model(connection, "bottle"), "test", false_alarm_rate=0.25)
         changed = models.active_model(connection, "bottle")
     worst = [max(scores[2 * p : 2 * p + 2]) for p in range(6)]
