@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -222,6 +223,11 @@ class ThresholdRequest(BaseModel):
     value: float | None = Field(default=None, gt=0, description="the threshold itself")
     false_alarm_rate: float | None = Field(
         default=None, gt=0, lt=0.5, description="the threshold at this expected false-alarm rate on good parts"
+    )
+    per: Literal["image", "part"] = Field(
+        default="image",
+        description="whose false-alarm rate: each image's, or each part's flagged on any view (a set whose parts "
+        "were photographed several times: threshold_policy.per_part)",
     )
 
     @model_validator(mode="after")

@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="MVTec AD root whose ROOT/<category>/test split (good and defect folders) sets the best-F1 threshold",
     )
     _real_iad_split(threshold)
+    threshold.add_argument(
+        "--per", choices=("image", "part"), default="image",
+        help="whose false-alarm rate --false-alarm-rate is: each image's (the default), or each part's flagged on any "
+        "view (a set whose parts were photographed several times, as Real-IAD or KolektorSDD)",
+    )  # fmt: skip
     threshold.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
     normals = commands.add_parser("add-normals", help="add good images without a refit: a new version")

@@ -45,6 +45,7 @@ def run_threshold(args: argparse.Namespace) -> int:
             false_alarm_rate=args.false_alarm_rate,
             labelled=labelled,
             labelled_are_test=labelled is not None,
+            per=args.per,
         )
         models.retire_old_models(connection, args.category)
         new = models.active_model(connection, args.category)

@@ -33,6 +33,7 @@ from scipy import stats
 DEFAULT_FALSE_ALARM_RATE = 0.03
 INTERVAL = 0.90
 MIN_GOOD_SCORES = 3
+PER_IMAGE, PER_PART = "image", "part"  # whose false-alarm rate a target is: each image's, or each part's (any view)
 HIGHEST_SHOWN = 10  # good images named by their good scores: the tail a threshold from good images rests on
 
 
@@ -118,16 +119,31 @@ def false_alarm_threshold(
     good_scores: Sequence[float],
     target: float = DEFAULT_FALSE_ALARM_RATE,
     good_parts: Sequence[str | None] | None = None,
+    per: str = PER_IMAGE,
 ) -> tuple[float, dict]:
-    """(threshold, policy): the log-normal upper prediction bound at ``target``; ``good_parts``: :func:`describe`."""
+    """(threshold, policy): the log-normal upper prediction bound at ``target``; ``good_parts``: :func:`describe`.
+    ``per`` ``part``: the target is the share of good parts flagged on any view, the bound taken over each training
+    part's worst view (a line that rejects a part on any flagged view spends its target per part)."""
     check_rate(target)
-    logs = _log_scores(good_scores)
+    bounded = good_scores
+    if per == PER_PART:
+        bounded = worst_views(good_scores, good_parts) if good_parts is not None else None
+        if bounded is None:
+            raise ValueError(
+                "a false-alarm rate per part needs good images that are views of parts (a set that names them, as "
+                "Real-IAD's samples or KolektorSDD's folders); each good image of this category is a part of its own"
+            )
+    elif per != PER_IMAGE:
+        raise ValueError(f"a false-alarm rate is per image or per part, not {per!r}")
+    logs = _log_scores(bounded)
     mean, std, factor = _spread(logs)
     threshold = math.exp(mean + std * factor * float(stats.t.ppf(1 - target, df=logs.size - 1)))
+    over = "each training part's worst view" if per == PER_PART else "the cross-fitted and held-out good scores"
     policy = {
         "kind": "false_alarm_rate",
         "target_false_alarm_rate": target,
-        "method": "log-normal upper prediction bound (Student's t) of the cross-fitted and held-out good scores",
+        **({"per": PER_PART} if per == PER_PART else {}),
+        "method": f"log-normal upper prediction bound (Student's t) of {over}",
         **describe(threshold, good_scores, good_parts),
     }
     return threshold, policy

@@ -124,7 +124,8 @@ def add_normals(
     good, parts = good + [e.record.score for e in embedded], parts + [None] * len(embedded)  # added: parts of their own
     target = config.false_alarm_rate
     if recalibrate:
-        threshold, policy = thresholds.false_alarm_threshold(good, target, parts)
+        per = model.threshold_policy.get("per", thresholds.PER_IMAGE)  # a target per part stays one
+        threshold, policy = thresholds.false_alarm_threshold(good, target, parts, per)
         cells = evaluations.cells(connection, model.fit_id)
         evaluation = evaluation_at(model, threshold, target, False, good, cells, parts)
     else:

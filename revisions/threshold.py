@@ -58,21 +58,25 @@ def planned(
     false_alarm_rate: float | None = None,
     labelled: tuple[Sequence[float], Sequence[bool]] | None = None,
     labelled_are_test: bool = False,
+    per: str = thresholds.PER_IMAGE,
 ) -> versions.Change:
     """The version a threshold asked for (exactly one way) would make of ``model``, written nowhere: its threshold,
     policy and evaluation judged again, so that it can be looked at before it is set (:func:`set_threshold`).
 
     ``labelled`` holds image scores by this very model and whether each image is defective; ``labelled_are_test``
-    says they are the stored evaluation's own test images (its figures are then marked optimistic). Raises
+    says they are the stored evaluation's own test images (its figures are then marked optimistic); ``per`` says
+    whose false-alarm rate ``false_alarm_rate`` is (:func:`patchcore.threshold.false_alarm_threshold`). Raises
     ``ValueError`` for a request that cannot be met."""
     if sum(x is not None for x in (value, false_alarm_rate, labelled)) != 1:
         raise ValueError("give exactly one of a threshold value, a false-alarm rate or labelled images")
+    if per != thresholds.PER_IMAGE and false_alarm_rate is None:
+        raise ValueError("a threshold per part is set by a false-alarm rate, not by a value or labelled images")
     good, parts = images.good_scores(connection, model.bank_segments)
     target = false_alarm_rate if false_alarm_rate is not None else model.config.false_alarm_rate
     if value is not None:
         threshold, policy = thresholds.manual_threshold(value, good, parts)
     elif false_alarm_rate is not None:
-        threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate, parts)
+        threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate, parts, per)
     else:
         threshold, policy = thresholds.labelled_threshold(*labelled, good, parts)
     cells = evaluations.cells(connection, model.fit_id)
@@ -88,10 +92,11 @@ def set_threshold(
     false_alarm_rate: float | None = None,
     labelled: tuple[Sequence[float], Sequence[bool]] | None = None,
     labelled_are_test: bool = False,
+    per: str = thresholds.PER_IMAGE,
 ) -> int:
     """Make the new version of ``model``'s category with the threshold asked for (:func:`planned`); returns its id.
     Raises ``ValueError`` for a request that cannot be met and ``store.versions.VersionConflict`` when the category
     got a newer version meanwhile."""
-    change = planned(connection, model, value, false_alarm_rate, labelled, labelled_are_test)
+    change = planned(connection, model, value, false_alarm_rate, labelled, labelled_are_test, per)
     detail = {"threshold": change.threshold, "previous_threshold": model.threshold, "policy": change.policy["kind"]}
     return versions.new_version(connection, model, change, actor, "threshold", detail)

@@ -845,7 +845,9 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
 def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per_part(api, database, fitted):
     """A fit whose good images are views of parts (two each here) states, beside the share of good images expected
     above the threshold, the share of good parts expected flagged on any view; a threshold previewed or set says it
-    again from the stored parts, in the API and on the category page (Chromium)."""
+    again from the stored parts, in the API and on the category page (Chromium). A target per part is previewed and
+    set from the page, kept by a recalibration, and refused where the images are not views of parts or for a
+    threshold by value."""
     import dataclasses
 
     from playwright.sync_api import sync_playwright
@@ -882,9 +884,32 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
         page.wait_for_selector("#trial-apply")
         shown = f"{row}\t{100 * preview['threshold_policy']['per_part']['estimated_false_alarm_rate']:.1f}%"
         assert shown in page.inner_text(".trial-result")
+        # a target per part: 5% of good parts flagged on any view, previewed, then set with one more click
+        page.fill("#trial-rate", "5")
+        page.select_option("#trial-per", "part")
+        page.click("#trial-preview")
+        page.wait_for_function(f"document.querySelector('.trial-result').innerText.includes('{row}\\t5.0%')")
+        page.click("#trial-apply")
+        page.wait_for_function("!document.querySelector('#trial-apply')")  # the page loaded again
+        assert "Target false-alarm rate\t5.0%\tthe share of good parts it is meant to flag on any of their views" in (
+            page.inner_text("#content")
+        )
         browser.close()
+    policy = api.get("/categories/views").json()["threshold_policy"]
+    assert policy["per"] == "part" and policy["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.05)
+    assert policy["estimated_false_alarm_rate"] < 0.05  # each view spends less than its part
+    # a good image taught with recalibration (a part of its own) sets the threshold again, per part still
+    taught = api.post("/categories/views/normals", files=[_file(GOOD, "files")], data={"recalibrate": "true"})
+    assert taught.status_code == 200, taught.text
+    again = api.get("/categories/views").json()["threshold_policy"]
+    assert again["per"] == "part" and again["per_part"]["parts"] == 106 and again["good_scores"] == 210
+    assert again["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.05)
     bottle = api.get("/categories/bottle").json()["threshold_policy"]
     assert "per_part" not in bottle  # images of one view each
+    refused = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.05, "per": "part"})
+    assert refused.status_code == 422 and "needs good images that are views of parts" in refused.json()["detail"]
+    by_value = api.get("/categories/views/threshold", params={"value": 1.5, "per": "part"})
+    assert by_value.status_code == 422 and "set by a false-alarm rate" in by_value.json()["detail"]
 
 
 def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):

@@ -234,3 +234,20 @@ def test_a_threshold_is_described_per_part_by_each_parts_worst_view():
     assert "per_part" not in threshold.false_alarm_threshold(scores, 0.03, [None] * 300)[1]
     assert "per_part" not in threshold.manual_threshold(1.2, scores[:4], ["a", "a", "b", "b"])[1]  # two parts
     assert threshold.manual_threshold(1.2, scores, parts)[1]["per_part"]["parts"] == 60
+
+
+def test_a_target_per_part_is_spent_on_each_parts_worst_view():
+    """A target per part sets the bound over each part's worst view, so the share of good parts predicted flagged
+    on any view is the target itself, and each view's share is smaller; without parts of several views, or for
+    another kind of target, it is refused."""
+    scores = _lognormal(300, 3)
+    parts = [f"p{i // 5}" for i in range(300)]
+    per_image, _ = threshold.false_alarm_threshold(scores, 0.03, parts)
+    value, policy = threshold.false_alarm_threshold(scores, 0.03, parts, per="part")
+    assert value > per_image and policy["per"] == "part" and "worst view" in policy["method"]
+    assert policy["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.03)
+    assert policy["estimated_false_alarm_rate"] < 0.03
+    with pytest.raises(ValueError, match="needs good images that are views of parts"):
+        threshold.false_alarm_threshold(scores, 0.03, None, per="part")
+    with pytest.raises(ValueError, match="per image or per part"):
+        threshold.false_alarm_threshold(scores, 0.03, parts, per="sample")

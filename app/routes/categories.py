@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from typing import IO, Annotated
+from typing import IO, Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -231,6 +231,9 @@ def preview_threshold(
     false_alarm_rate: Annotated[
         float | None, Query(gt=0, lt=0.5, description="the threshold at this expected false-alarm rate on good parts")
     ] = None,
+    per: Annotated[
+        Literal["image", "part"], Query(description="whose false-alarm rate: each image's, or each part's (any view)")
+    ] = "image",
 ) -> dict:
     """Exactly one of the two, as ``PUT`` takes them: the answer is the version ``PUT`` would make now, unwritten."""
     if (value is None) == (false_alarm_rate is None):
@@ -240,7 +243,7 @@ def preview_threshold(
     def read(connection):
         model = active(connection, name)
         try:
-            return model, planned(connection, model, value=value, false_alarm_rate=false_alarm_rate)
+            return model, planned(connection, model, value=value, false_alarm_rate=false_alarm_rate, per=per)
         except ValueError as exc:
             raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
 
@@ -267,7 +270,9 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
     def change(connection):
         model = active(connection, name)
         try:
-            version = set_threshold(connection, model, actor, value=body.value, false_alarm_rate=body.false_alarm_rate)
+            version = set_threshold(
+                connection, model, actor, value=body.value, false_alarm_rate=body.false_alarm_rate, per=body.per
+            )
         except ValueError as exc:
             raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
         models.retire_old_models(connection, name)
