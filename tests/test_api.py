@@ -894,6 +894,7 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
         assert "Target false-alarm rate\t5.0%\tthe share of good parts it is meant to flag on any of their views" in (
             page.inner_text("#content")
         )
+        assert "flags about 5.0% of good parts on any of their views" in page.inner_text(".promise")
         browser.close()
     policy = api.get("/categories/views").json()["threshold_policy"]
     assert policy["per"] == "part" and policy["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.05)
