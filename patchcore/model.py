@@ -299,7 +299,8 @@ def fit(
     whole parts, so no good score is taken with another view of its part in the bank (a new part has none there)."""
     if not train:
         raise ValueError("no training images")
-    if len(train) > 1 and parts and int(part_groups(train, parts).max()) == 0:
+    shown = int(part_groups(train, parts).max()) + 1  # the parts the training images show
+    if len(train) > 1 and shown == 1:
         raise ValueError(
             f"the {len(train)} training images are all views of one part ({parts[train[0]]}): a threshold from good "
             "images needs good parts the memory bank has not seen, so fit from views of several parts"
@@ -385,7 +386,7 @@ def fit(
         coverage_radius=radius,
         features_on_disk=matrix_on_disk,
     )
-    if parts and (shown := int(part_groups(train, parts).max()) + 1) < len(train):
+    if shown < len(train):  # some part has several views
         model.parts = shown
         for record, path in zip(images, bank_paths, strict=True):  # kept where a part has several views
             record.part = parts.get(path)
