@@ -37,7 +37,11 @@ ORIGINAL_SIZE = "patchcore.original_size"  # image.info: (width, height) as sent
 FIELDS_OF_VIEW = ("whole", "crop")
 ALIGN = 16  # view sides are multiples of the deepest used stride (layer3: 16), so every layer's grid is exact
 MIN_SIDE = 32
-MAX_ASPECT = 16.0
+# The most elongated image inspected, per field of view. crop: its resize before the centre square is cut grows with
+# the aspect ratio (4096x256 at 16:1). whole: the view keeps about the pixel budget until its short side reaches
+# MIN_SIDE (at 224x224's budget near 49:1), then grows with the ratio; 64:1 bounds it at 1792x32, 1.14x that budget,
+# which holds thin real parts (a rail's 55x1250 photographs, 23:1; line-scan strips) whole.
+MAX_ASPECT = {"whole": 64.0, "crop": 16.0}
 _SINGLE_CHANNEL = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # read as they are: a 16-bit 1 is a defect
 _HIGH_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer samples of more than 8 bits
 _WIDE = {"RGB": 3, "RGBA": 3, "LA": 1}  # a PNG's 16-bit samples Pillow cuts to 8 bits, by raw mode: colour channels
@@ -358,9 +362,9 @@ class Preprocess:
     ``whole`` (the default for new fits): the whole image, aspect ratio kept, resized so that it holds about
     ``pixels`` pixels, each side a multiple of 16: a 452x184 strip becomes 352x144 at 224x224's budget, a 44x18 patch
     grid; nothing is cut away. ``crop``: the shorter side resized to ``resize``, then the centre ``crop`` x ``crop``
-    square (the paper's and anomalib's geometry; a strip keeps only its middle). Either way an image more elongated
-    than ``MAX_ASPECT`` (16:1) is refused before any pixel is resized: its resize would cost out of all proportion
-    (a 10000x2 PNG of a few hundred bytes needed a 1,280,000 x 256 resize in the crop geometry)."""
+    square (the paper's and anomalib's geometry; a strip keeps only its middle). An image more elongated than
+    ``MAX_ASPECT`` (64:1 whole, 16:1 crop) is refused before any pixel is resized: its resize would cost out of all
+    proportion (a 10000x2 PNG of a few hundred bytes needed a 1,280,000 x 256 resize in the crop geometry)."""
 
     field_of_view: str = "whole"
     resize: int = 256
@@ -383,11 +387,11 @@ class Preprocess:
         """The view of a ``width`` x ``height`` image; refuses extreme aspect ratios (``ImageShapeError``)."""
         if width < 1 or height < 1:
             raise ImageShapeError(f"a {width}x{height} image has no pixels to inspect")
-        aspect = max(width, height) / min(width, height)
-        if aspect > MAX_ASPECT:
+        aspect, limit = max(width, height) / min(width, height), MAX_ASPECT[self.field_of_view]
+        if aspect > limit:
             raise ImageShapeError(
-                f"a {width}x{height} image has an aspect ratio of {aspect:.0f}:1; at most {MAX_ASPECT:.0f}:1 is "
-                "inspected (cut long parts into pieces of at most that ratio)"
+                f"a {width}x{height} image has an aspect ratio of {aspect:.0f}:1; at most {limit:.0f}:1 is inspected "
+                f"in the {self.field_of_view} field of view (cut long parts into pieces of at most that ratio)"
             )
         if self.field_of_view == "crop":
             scale = self.resize / min(width, height)

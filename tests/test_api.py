@@ -623,6 +623,18 @@ def test_a_non_square_category_answers_in_its_own_geometry(api, database):
     assert 0 <= patch["row"] < 18 and 0 <= patch["col"] < 44
     assert (patch["view_x"], patch["view_y"]) == (patch["col"] * 8 + 4, patch["row"] * 8 + 4)
     assert patch["x"] == int(patch["view_x"] * 452 / 352) and patch["y"] == int(patch["view_y"] * 184 / 144)
+    thin = io.BytesIO()  # a 452x20 slice of it, 23:1 as a rail's photographs are: seen whole, its own shape
+    Image.open(image).crop((0, 80, 452, 100)).save(thin, format="PNG")
+    response = _post(api, data=thin.getvalue(), category="strips", heatmap="true")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["view_width"], body["view_height"]) == (1072, 48)
+    assert Image.open(io.BytesIO(base64.b64decode(body["anomaly_map"]))).size == (1072, 48)
+    assert 0 <= body["most_anomalous_patch"]["y"] < 20 and 0 <= body["most_anomalous_patch"]["x"] < 452
+    thinner = io.BytesIO()
+    Image.open(image).crop((0, 80, 452, 86)).save(thinner, format="PNG")
+    refused = _post(api, data=thinner.getvalue(), category="strips")
+    assert refused.status_code == 422 and "75:1; at most 64:1" in refused.json()["detail"], refused.text
 
 
 def test_a_camera_jpeg_is_decoded_small_and_answered_in_its_own_pixels(api):

@@ -110,11 +110,17 @@ def test_the_field_of_view_keeps_the_whole_part_and_refuses_extreme_shapes():
     assert view.to_original(352, 144) == pytest.approx((452, 184))
     crop = Preprocess("crop").view(452, 184)
     assert crop.width == crop.height == 224 and crop.to_original(0, 0)[0] == pytest.approx(145.2, abs=0.5)
-    for shape in ((10000, 2), (40_000_000, 1), (1, 17)):
+    for shape in ((10000, 2), (40_000_000, 1), (1, 65)):
         with pytest.raises(ImageShapeError, match="aspect ratio"):
             whole.view(*shape)
         with pytest.raises(ImageShapeError, match="aspect ratio"):
             Preprocess("crop").view(*shape)
+    with pytest.raises(ImageShapeError, match="at most 16:1 is inspected in the crop field of view"):
+        Preprocess("crop").view(1250, 55)
+    rail = whole.view(1250, 55)  # 23:1, a rail's photograph: whole at the budget, no side below MIN_SIDE
+    assert (rail.width, rail.height) == (1072, 48)
+    thinnest = whole.view(64 * 40, 40)  # 64:1: the short side held at 32, the view 1.14x the budget at most
+    assert (thinnest.width, thinnest.height) == (1792, 32) and thinnest.width * thinnest.height <= 1.15 * 224 * 224
     placed = Preprocess("crop").whole_image_map(np.ones((224, 224), np.float32), (452, 184))
     assert placed.shape == (144, 352)
     columns = np.flatnonzero(placed.max(0) > 0)
