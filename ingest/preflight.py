@@ -14,7 +14,7 @@ from pathlib import Path
 
 from patchcore.datasets import Category
 from patchcore.errors import ImageError, ImageShapeError
-from patchcore.images import FORMATS, Preprocess, header_size, mask_size
+from patchcore.images import FORMATS, Preprocess, header_size, mask_size, scaled_alike
 from store.jobs import MIN_IMAGES
 from store.names import name_problem
 
@@ -52,8 +52,11 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
         except Exception as exc:
             problems.append(f"{mask}: not a readable mask ({exc})")
             continue
-        if (width, height) != size:
-            problems.append(f"{mask}: the mask is {width}x{height}, its image {size[0]}x{size[1]}")
+        if not scaled_alike((width, height), size):
+            problems.append(
+                f"{mask}: the mask is {width}x{height}, its image {size[0]}x{size[1]}: not the image's shape at any "
+                "scale"
+            )
     return problems
 
 

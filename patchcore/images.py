@@ -321,6 +321,15 @@ def mask_size(source: Path) -> tuple[int, int]:
     return next(iter(sizes.values()))
 
 
+def scaled_alike(mask: tuple[int, int], image: tuple[int, int]) -> bool:
+    """Whether a mask of size ``mask`` (width, height) is its image's shape at another scale, to within one of the
+    mask's pixels: a mask saved at half a camera's resolution says which pixels are defective as well as one at full
+    resolution, so it is scaled to its image; a mask of another shape says nothing certain (which part of the image
+    does it cover?) and is refused."""
+    (mask_width, mask_height), (width, height) = mask, image
+    return abs(mask_height - mask_width * height / width) <= 1 and abs(mask_width - mask_height * width / height) <= 1
+
+
 def mask_png(source: Path) -> bytes:
     """A ground-truth mask as the bytes of one PNG: a mask file's own bytes, a folder's masks united."""
     if not source.is_dir():
@@ -446,7 +455,8 @@ class Preprocess:
     def mask(self, source: Path | BinaryIO | None, size: tuple[int, int]) -> np.ndarray:
         """A ground-truth mask (a file, a stream or a folder of masks, read by :func:`read_mask`) of an image of
         ``size`` (width, height) in the view's geometry; none: all normal. A mask of another size than its image is
-        refused (``ImageShapeError``). Every pixel that is not zero is defective, as anomalib reads VisA: masks come
+        scaled to it where it has the image's shape (:func:`scaled_alike`), else refused (``ImageShapeError``).
+        Every pixel that is not zero is defective, as anomalib reads VisA: masks come
         as 0/255, 0/1, label numbers or coloured strokes on black, and a cut at mid-grey would read the last three
         as all normal."""
         if source is None:
@@ -454,7 +464,12 @@ class Preprocess:
             return np.zeros((view.height, view.width), dtype=bool)
         mask = read_mask(source)
         if mask.size != tuple(size):
-            raise ImageShapeError(f"the mask is {mask.size[0]}x{mask.size[1]}, its image {size[0]}x{size[1]}")
+            if not scaled_alike(mask.size, size):
+                raise ImageShapeError(
+                    f"the mask is {mask.size[0]}x{mask.size[1]}, its image {size[0]}x{size[1]}: not the image's "
+                    "shape at any scale"
+                )
+            mask = mask.resize(tuple(size), Image.NEAREST)
         return np.asarray(self._apply(mask, Image.NEAREST)) > 0
 
     @property

@@ -697,11 +697,11 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     mask = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
     unknown = api.post("/categories/nope/normals", files=[_file(good[0], "files")])
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_category"
-    small_mask = ("mask", ("m.png", _png(100, 100), "image/png"))
+    small_mask = ("mask", ("m.png", _png(100, 50), "image/png"))
     wrong = api.post(
         "/categories/teach/defects", files=[_file(BROKEN), small_mask], data={"defect_type": "broken_large"}
     )
-    assert wrong.status_code == 422 and "the mask is 100x100, its image 900x900" in wrong.json()["detail"], wrong.text
+    assert wrong.status_code == 422 and "the mask is 100x50, its image 900x900" in wrong.json()["detail"], wrong.text
     for label in ("", "two words"):
         bad = api.post("/categories/teach/feedback", files=[_file(BROKEN)], data={"label": label})
         assert bad.status_code == 422 and bad.json()["error"] == "invalid_request", bad.text

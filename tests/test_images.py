@@ -127,6 +127,27 @@ def test_the_field_of_view_keeps_the_whole_part_and_refuses_extreme_shapes():
     assert 110 <= columns[0] <= 120 and 230 <= columns[-1] <= 240  # the middle 36% of the strip, nothing else
 
 
+def test_a_mask_at_another_scale_is_scaled_to_its_image_and_one_of_another_shape_refused():
+    """A mask saved at half (or twice) its image's resolution marks the same pixels of the view; one of another shape
+    cannot say which pixels it covers."""
+    from patchcore.errors import ImageShapeError
+
+    source = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
+    full = Image.open(source)
+    for preprocess in (Preprocess("whole"), Preprocess("crop")):
+        exact = preprocess.mask(source, full.size)
+        assert exact.sum() > 1000
+        for scale in (0.5, 2.0):
+            buffer = io.BytesIO()
+            full.resize((round(full.width * scale), round(full.height * scale)), Image.NEAREST).save(buffer, "PNG")
+            scaled = preprocess.mask(buffer, full.size)
+            assert scaled.shape == exact.shape and (scaled != exact).mean() < 0.002, (scale, (scaled != exact).mean())
+    skewed = io.BytesIO()
+    full.resize((450, 300), Image.NEAREST).save(skewed, "PNG")
+    with pytest.raises(ImageShapeError, match="the mask is 450x300, its image 900x900: not the image's shape"):
+        Preprocess("whole").mask(skewed, full.size)
+
+
 def _camera_jpeg(size: tuple[int, int], orientation: int = 1) -> bytes:
     """Bottle at a camera's size as a JPEG (quality 95), with an EXIF orientation."""
     image = Image.open(GOOD).convert("RGB").resize(size, Image.BICUBIC)

@@ -108,13 +108,17 @@ def test_a_failure_after_the_fit_leaves_the_fitted_model_stored_and_serving(mini
 
 
 def test_problems_a_look_at_the_files_can_show_stop_the_job_before_the_fit(mini_mvtec, tmp_path):
-    """Unreadable files, a mask of the wrong size and an unwritable report folder are all named at once, in
-    seconds, before any feature is computed."""
+    """Unreadable files, a mask of the wrong shape and an unwritable report folder are all named at once, in
+    seconds, before any feature is computed; a mask at half its image's resolution is none of them."""
     category = mini_mvtec / "bottle"
     (category / "train" / "good" / "notes.png").write_text("not an image")
     mask = next((category / "ground_truth" / "broken_large").glob("*.png"))
     mask.unlink()
-    Image.new("L", (100, 100)).save(mask)
+    Image.new("L", (100, 50)).save(mask)
+    halved = sorted((category / "ground_truth" / "broken_large").glob("*.png"))[-1]  # no problem: scaled to its image
+    original = Image.open(halved.resolve())
+    halved.unlink()  # a link into ../shared: replaced, never written through
+    original.resize((450, 450), Image.NEAREST).save(halved)
     (tmp_path / "reports").write_text("a file where the report folder should be")
     done = _ingest(
         "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
@@ -122,7 +126,7 @@ def test_problems_a_look_at_the_files_can_show_stop_the_job_before_the_fit(mini_
     )  # fmt: skip
     assert done.returncode == 2
     assert "3 problem(s) found before fitting" in done.stderr, done.stderr
-    assert "notes.png" in done.stderr and "the mask is 100x100, its image 900x900" in done.stderr
+    assert "notes.png" in done.stderr and "the mask is 100x50, its image 900x900" in done.stderr
     assert "report folder cannot be written" in done.stderr
     assert "features" not in done.stderr  # no progress bar: nothing long ran
 

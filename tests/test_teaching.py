@@ -206,8 +206,8 @@ def test_bad_defect_inputs_are_refused_before_anything_is_written(database_url, 
         model, bank = _loaded(connection)
         wrong = _defect("broken_large")
         small = io.BytesIO()
-        Image.new("L", (100, 100), 255).save(small, format="PNG")
-        with pytest.raises(ImageShapeError, match="the mask is 100x100, its image 900x900"):
+        Image.new("L", (100, 50), 255).save(small, format="PNG")
+        with pytest.raises(ImageShapeError, match="the mask is 100x50, its image 900x900: not the image's shape"):
             add_defects(connection, model, bank, embedder, [DefectUpload(wrong.upload, "broken_large",
                         small.getvalue())], Settings(), "test")  # fmt: skip
         empty = io.BytesIO()
