@@ -1,5 +1,5 @@
-"""What a threshold rule spends: the served log-normal bound against the distribution-free order statistic, over
-other draws of the good parts.
+"""What a threshold rule spends: the served rule against the log-normal bound alone and the distribution-free order
+statistic, over other draws of the good parts.
 
 The false-alarm rule rests on one claim: the good training images scored as unseen (cross-fitted) and new good parts
 score alike, so the two sets of scores are exchangeable. Then any rule can be judged without knowing the parts'
@@ -7,21 +7,24 @@ distribution: deal the pooled good scores (training and good test images) again,
 and a test part of the original sizes, set the threshold from the training part, and count on the test part the
 false alarms (the rule's real rate, whose mean is what the rule spends) and whether issue 19's bar is met (F1 within
 0.03 of the best F1 with at most 5% false alarms, chosen on that draw, and at most 5% false alarms), with the same
-defects. Two rules at each target:
+defects. Three rules at each target:
 
-- the served rule: the log-normal upper prediction bound (:func:`patchcore.threshold.false_alarm_threshold`), right
-  by construction only where the scores are log-normal;
+- the served rule (:func:`patchcore.threshold.false_alarm_threshold`): the log-normal upper prediction bound, or the
+  order statistic where the good scores refute the bound (more of them above it than the target allows);
+- the log-normal bound alone, right by construction only where the scores are log-normal;
 - the order statistic: the ``(n + 1)(1 - target)``-th of the ``n`` good scores, interpolated (``numpy`` method
   ``weibull``): under exchangeability a new good part lies above it with probability ``target`` whatever the
   distribution, once ``n + 1 >= 1 / target``.
 
 Per set, ratio and seed it fits with default settings (exact search, the model the service stores), scores the
-labelled test split once, and prints one row per target and rule; then a summary per target and rule.
+labelled test split once, and prints one row per target and rule; then a summary per target and rule. ``--scores
+DIR`` keeps each fit's good and test scores there (``<set>_<ratio>_<seed>.npz``) and reads them back on the next
+run instead of fitting again: the rules are judged on the same fits.
 
     python benchmarks/threshold_rules.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \\
         --set ../shared/datasets/mvtec_ad:bottle --set ../shared/datasets/non_square:bsdata_ballscrew \\
         --set ../shared/datasets/image_level:mvtec_screw --coreset-ratio 0.1 --coreset-ratio 0.01 \\
-        --seed 0 --seed 1 --seed 2
+        --seed 0 --seed 1 --seed 2 --scores /tmp/scores
 """
 
 from __future__ import annotations
@@ -39,15 +42,15 @@ TARGETS = (0.02, 0.03, 0.04, 0.05)
 ROUNDS = 400
 
 
-def order_statistic(good: np.ndarray, target: float) -> float:
-    return float(np.quantile(good, 1 - target, method="weibull"))
-
-
-def log_normal(good: np.ndarray, target: float) -> float:
+def served(good: np.ndarray, target: float) -> float:
     return thresholds.false_alarm_threshold(good, target)[0]
 
 
-RULES: dict[str, thresholds.Rule] = {"log-normal (served)": log_normal, "order statistic": order_statistic}
+RULES: dict[str, thresholds.Rule] = {
+    "served": served,
+    "log-normal bound alone": thresholds.log_normal_threshold,
+    "order statistic": thresholds.order_statistic,
+}
 
 
 def redealt(good: np.ndarray, test: np.ndarray, labels: np.ndarray, target: float, rule: thresholds.Rule,
@@ -62,12 +65,32 @@ def redealt(good: np.ndarray, test: np.ndarray, labels: np.ndarray, target: floa
             "real_met": real_met, "real_rate": real_rate}  # fmt: skip
 
 
+def scores(args: argparse.Namespace, category, ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(good scores, test scores, test labels) of a fit with default settings, kept in ``--scores`` if given."""
+    kept = Path(args.scores) / f"{category.name}_{ratio}_{seed}.npz" if args.scores else None
+    if kept is not None and kept.exists():
+        saved = np.load(kept)
+        return saved["good"], saved["test"], saved["labels"]
+    config = PatchCoreConfig(backbone="resnet18", coreset_ratio=ratio, seed=seed)
+    embedder = Embedder.load(config, args.weights)
+    model = fit(config, category.train, args.weights, embedder=embedder, parts=category.parts)
+    score = exact_scorer(model, embedder)
+    test = np.array([score(sample.path).score for sample in category.test])
+    labels = np.array([sample.is_anomalous for sample in category.test])
+    good = np.asarray(model.good_scores, dtype=np.float64)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(kept, good=good, test=test, labels=labels)
+    return good, test, labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="ResNet-18 weights file")
     parser.add_argument("--set", action="append", required=True, help="ROOT:CATEGORY (repeatable)")
     parser.add_argument("--coreset-ratio", type=float, action="append", default=None, help="(repeatable; 0.1)")
     parser.add_argument("--seed", type=int, action="append", default=None, help="(repeatable; 0)")
+    parser.add_argument("--scores", help="folder that keeps each fit's scores, read back instead of fitting again")
     args = parser.parse_args()
     rows = []
     print("| set | coreset | seed | target | rule | false alarms re-dealt (mean) | bar met re-dealt | mean F1 re-dealt "
@@ -78,13 +101,7 @@ def main() -> None:
         category = mvtec_category(Path(root), name)
         for ratio in args.coreset_ratio or [0.1]:
             for seed in args.seed or [0]:
-                config = PatchCoreConfig(backbone="resnet18", coreset_ratio=ratio, seed=seed)
-                embedder = Embedder.load(config, args.weights)
-                model = fit(config, category.train, args.weights, embedder=embedder, parts=category.parts)
-                score = exact_scorer(model, embedder)
-                test = np.array([score(sample.path).score for sample in category.test])
-                labels = np.array([sample.is_anomalous for sample in category.test])
-                good = np.asarray(model.good_scores, dtype=np.float64)
+                good, test, labels = scores(args, category, ratio, seed)
                 for target in TARGETS:
                     for rule_name, rule in RULES.items():
                         row = {"target": target, "rule": rule_name, **redealt(good, test, labels, target, rule, seed)}

@@ -387,7 +387,7 @@ def _evaluate(
     )  # fmt: skip
     if args.calibrate_on_test:
         model.threshold, model.threshold_policy = labelled_threshold(
-            evaluation.scores, evaluation.labels, model.good_scores, model.good_parts
+            evaluation.scores, evaluation.labels, model.good_scores, model.good_parts, config.false_alarm_rate
         )
         evaluation.set_threshold(model.threshold, config.false_alarm_rate)
         evaluation.figures["threshold_set_on_these_images"] = True

@@ -35,6 +35,7 @@ INTERVAL = 0.90
 MIN_GOOD_SCORES = 3
 PER_IMAGE, PER_PART = "image", "part"  # whose false-alarm rate a target is: each image's, or each part's (any view)
 HIGHEST_SHOWN = 10  # good images named by their good scores: the tail a threshold from good images rests on
+TAIL_TEST = 0.05  # the significance at which the good scores above the log-normal bound refute it
 
 
 def _log_scores(good_scores: Sequence[float]) -> np.ndarray:
@@ -60,14 +61,61 @@ def _spread(logs: np.ndarray) -> tuple[float, float, float]:
     return float(logs.mean()), float(max(logs.std(ddof=1), 1e-12)), math.sqrt(1.0 + 1.0 / n)
 
 
-def predicted_false_alarm_rate(good_scores: Sequence[float], threshold: float) -> float:
-    """Probability that a new good part scores above ``threshold``, by the fitted log-normal with the uncertainty
-    of its parameters (Student's t predictive distribution)."""
-    logs = _log_scores(good_scores)
+def _log_normal_bound(logs: np.ndarray, target: float) -> float:
+    mean, std, factor = _spread(logs)
+    return math.exp(mean + std * factor * float(stats.t.ppf(1 - target, df=logs.size - 1)))
+
+
+def _log_normal_rate(logs: np.ndarray, threshold: float) -> float:
     if threshold <= 0:
         return 1.0
     mean, std, factor = _spread(logs)
     return float(stats.t.sf((math.log(threshold) - mean) / (std * factor), df=logs.size - 1))
+
+
+def log_normal_threshold(good_scores: Sequence[float], target: float) -> float:
+    """The log-normal upper prediction bound at ``target`` alone, whatever the scores' tail (a rule to compare)."""
+    return _log_normal_bound(_log_scores(good_scores), target)
+
+
+def order_statistic(good_scores: Sequence[float], target: float) -> float:
+    """The ``(n + 1)(1 - target)``-th of the ``n`` scores, interpolated: a new score exchangeable with them lies
+    above it with probability ``target``, whatever their distribution."""
+    return float(np.quantile(np.asarray(good_scores, dtype=np.float64), 1 - target, method="weibull"))
+
+
+def _empirical_rate(scores: np.ndarray, threshold: float) -> float:
+    """The inverse of :func:`order_statistic`: where ``threshold`` falls among the ``n`` scores, as the share of
+    ``n + 1`` places above it (``target`` at the order statistic for ``target``)."""
+    ordered = np.sort(scores)  # above the largest: 1 / (n + 1), all that n scores can say of so far out
+    place = float(np.interp(threshold, ordered, np.arange(1, ordered.size + 1)))
+    return (ordered.size + 1 - place) / (ordered.size + 1)
+
+
+def refutes_log_normal(good_scores: Sequence[float], target: float = DEFAULT_FALSE_ALARM_RATE) -> bool:
+    """Whether the good scores themselves refute the log-normal's bound at ``target``: more of them lie above it than
+    a share ``target`` of them would but with probability ``TAIL_TEST`` (one-sided exact binomial test), and there
+    are enough of them for the distribution-free order statistic (``(n + 1) * target >= 1``). Scores whose log is
+    right-skewed have a heavier upper tail than the fitted normal, and the bound then lies too low; the test asks
+    the scores in that very tail."""
+    scores = np.asarray(good_scores, dtype=np.float64)
+    if (scores.size + 1) * target < 1:
+        return False
+    above = int((scores > _log_normal_bound(_log_scores(scores), target)).sum())
+    return above > 0 and float(stats.binom.sf(above - 1, scores.size, target)) < TAIL_TEST
+
+
+def predicted_false_alarm_rate(
+    good_scores: Sequence[float], threshold: float, target: float = DEFAULT_FALSE_ALARM_RATE
+) -> float:
+    """Probability that a new good part scores above ``threshold``: by the fitted log-normal with the uncertainty of
+    its parameters (Student's t predictive distribution), or, where the good scores refute its bound at ``target``
+    (the category's, :func:`refutes_log_normal`), by the good scores themselves (:func:`_empirical_rate`), the model
+    :func:`false_alarm_threshold` sets the threshold by."""
+    logs = _log_scores(good_scores)
+    if refutes_log_normal(good_scores, target):
+        return _empirical_rate(np.exp(logs), threshold)
+    return _log_normal_rate(logs, threshold)
 
 
 def clopper_pearson(count: int, total: int, level: float = INTERVAL) -> tuple[float, float]:
@@ -78,16 +126,22 @@ def clopper_pearson(count: int, total: int, level: float = INTERVAL) -> tuple[fl
     return low, high
 
 
-def describe(threshold: float, good_scores: Sequence[float], good_parts: Sequence[str | None] | None = None) -> dict:
+def describe(
+    threshold: float,
+    good_scores: Sequence[float],
+    good_parts: Sequence[str | None] | None = None,
+    target: float = DEFAULT_FALSE_ALARM_RATE,
+) -> dict:
     """What the good scores say of ``threshold``: predicted and observed false-alarm rates, how many scores; and,
     where ``good_parts`` (the part of each score's image) has parts of several views, the same per part
-    (``per_part``: each part by its worst view, as a line that rejects a part on any flagged view judges it)."""
+    (``per_part``: each part by its worst view, as a line that rejects a part on any flagged view judges it).
+    ``target``: the category's target, at which :func:`predicted_false_alarm_rate` chooses its model."""
     scores = np.asarray(good_scores, dtype=np.float64)
     above = int((scores > threshold).sum())
     low, high = clopper_pearson(above, scores.size)
     described = {
         "good_scores": int(scores.size),
-        "estimated_false_alarm_rate": predicted_false_alarm_rate(scores, threshold),
+        "estimated_false_alarm_rate": predicted_false_alarm_rate(scores, threshold, target),
         "good_scores_above": above,
         "observed_false_alarm_rate": above / scores.size,
         "observed_false_alarm_interval": [low, high],
@@ -95,7 +149,7 @@ def describe(threshold: float, good_scores: Sequence[float], good_parts: Sequenc
     }
     worst = worst_views(scores, good_parts) if good_parts is not None else None
     if worst is not None and worst.size >= MIN_GOOD_SCORES:
-        described["per_part"] = {"parts": int(worst.size), **describe(threshold, worst)}
+        described["per_part"] = {"parts": int(worst.size), **describe(threshold, worst, target=target)}
     return described
 
 
@@ -121,7 +175,8 @@ def false_alarm_threshold(
     good_parts: Sequence[str | None] | None = None,
     per: str = PER_IMAGE,
 ) -> tuple[float, dict]:
-    """(threshold, policy): the log-normal upper prediction bound at ``target``; ``good_parts``: :func:`describe`.
+    """(threshold, policy): the log-normal upper prediction bound at ``target``, or where the good scores refute it
+    (:func:`refutes_log_normal`) their own order statistic for ``target``; ``good_parts``: :func:`describe`.
     ``per`` ``part``: the target is the share of good parts flagged on any view, the bound taken over each training
     part's worst view (a line that rejects a part on any flagged view spends its target per part)."""
     check_rate(target)
@@ -136,26 +191,37 @@ def false_alarm_threshold(
     elif per != PER_IMAGE:
         raise ValueError(f"a false-alarm rate is per image or per part, not {per!r}")
     logs = _log_scores(bounded)
-    mean, std, factor = _spread(logs)
-    threshold = math.exp(mean + std * factor * float(stats.t.ppf(1 - target, df=logs.size - 1)))
     over = "each training part's worst view" if per == PER_PART else "the cross-fitted and held-out good scores"
+    if refutes_log_normal(bounded, target):
+        threshold = order_statistic(bounded, target)
+        method = (
+            f"order statistic of {over} (distribution-free): more of them lay above the log-normal bound than the "
+            "target allows (binomial test, 5%)"
+        )
+    else:
+        threshold = _log_normal_bound(logs, target)
+        method = f"log-normal upper prediction bound (Student's t) of {over}"
     policy = {
         "kind": "false_alarm_rate",
         "target_false_alarm_rate": target,
         **({"per": PER_PART} if per == PER_PART else {}),
-        "method": f"log-normal upper prediction bound (Student's t) of {over}",
-        **describe(threshold, good_scores, good_parts),
+        "method": method,
+        **describe(threshold, good_scores, good_parts, target),
     }
     return threshold, policy
 
 
 def manual_threshold(
-    value: float, good_scores: Sequence[float], good_parts: Sequence[str | None] | None = None
+    value: float,
+    good_scores: Sequence[float],
+    good_parts: Sequence[str | None] | None = None,
+    target: float = DEFAULT_FALSE_ALARM_RATE,
 ) -> tuple[float, dict]:
-    """(value, policy) for a threshold a person set, with what the good scores say of it."""
+    """(value, policy) for a threshold a person set, with what the good scores say of it (``target``: the
+    category's, :func:`describe`)."""
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"a threshold must be a positive finite number, got {value}")
-    return value, {"kind": "manual", **describe(value, good_scores, good_parts)}
+    return value, {"kind": "manual", **describe(value, good_scores, good_parts, target)}
 
 
 def _counts(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[int, int, int]:
@@ -300,6 +366,7 @@ def labelled_threshold(
     labels: Sequence[bool],
     good_scores: Sequence[float],
     good_parts: Sequence[str | None] | None = None,
+    target: float = DEFAULT_FALSE_ALARM_RATE,
 ) -> tuple[float, dict]:
     """(threshold, policy) maximising F1 on labelled images; ``good_scores`` (cross-fitted) describe it."""
     threshold, f1 = best_f1(scores, labels)
@@ -311,7 +378,7 @@ def labelled_threshold(
         "f1_on_labelled_images": f1,
         "f1_cross_validated": cross_validated_f1(scores, labels),
         "note": "F1 on the labelled images is optimistic (they set the threshold); the cross-validated F1 is not",
-        **describe(threshold, good_scores, good_parts),
+        **describe(threshold, good_scores, good_parts, target),
     }
 
 
@@ -343,7 +410,7 @@ def operating_point(
         "false_alarm_target": target,
         "false_alarm_interval": list(clopper_pearson(fp, good)) if good else None,
         "predicted_false_alarm_rate": (
-            predicted_false_alarm_rate(good_scores, threshold) if good_scores is not None else None
+            predicted_false_alarm_rate(good_scores, threshold, target) if good_scores is not None else None
         ),
     }
     if labels.any() and not labels.all():

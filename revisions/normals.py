@@ -130,7 +130,7 @@ def add_normals(
         evaluation = evaluation_at(model, threshold, target, False, good, cells, parts)
     else:
         threshold = model.threshold
-        policy = {**model.threshold_policy, **thresholds.describe(threshold, good, parts)}
+        policy = {**model.threshold_policy, **thresholds.describe(threshold, good, parts, target)}
         evaluation = dict(model.evaluation)
     evaluation.setdefault("measured_with_memory_bank_segments", list(model.bank_segments))
     records = [e.record for e in embedded]

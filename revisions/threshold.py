@@ -74,11 +74,11 @@ def planned(
     good, parts = images.good_scores(connection, model.bank_segments)
     target = false_alarm_rate if false_alarm_rate is not None else model.config.false_alarm_rate
     if value is not None:
-        threshold, policy = thresholds.manual_threshold(value, good, parts)
+        threshold, policy = thresholds.manual_threshold(value, good, parts, target)
     elif false_alarm_rate is not None:
         threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate, parts, per)
     else:
-        threshold, policy = thresholds.labelled_threshold(*labelled, good, parts)
+        threshold, policy = thresholds.labelled_threshold(*labelled, good, parts, target)
     cells = evaluations.cells(connection, model.fit_id)
     evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good, cells, parts)
     return versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
