@@ -8,17 +8,22 @@ A threshold is an operating point, and every one is stored with the description 
   of a log-normal fitted to them: with ``n`` scores of mean ``m`` and standard deviation ``s`` in log space,
   ``exp(m + s * t_{n-1}(1 - target) * sqrt(1 + 1/n))``. Student's t with ``n - 1`` degrees of freedom carries the
   uncertainty of ``m`` and ``s`` estimated from few images, so the expected false-alarm rate of a new good part is
-  the target whatever ``n`` is (exactly, for log-normal scores; the sets measured are right-skewed in log space, and
-  re-dealt good parts exceed a 3% bound 3.0%-6.4% of the time: ``benchmarks/threshold_rules.py``); with 10 images
-  the bound simply lies further out.
+  the target whatever ``n`` is (exactly, for log-normal scores); with 10 images the bound simply lies further out.
   A plain empirical quantile cannot do this: below ``1 / target`` images it is the largest score, whatever the target.
+  Where the scores' logs are right-skewed, their tail is heavier than the fitted normal's and the bound lies too low;
+  the good scores themselves say so when more of them lie above it than a share ``target`` would but with
+  probability 5% (one-sided binomial test). There, and only where there are enough of them (``(n + 1) * target >=
+  1``), the threshold is their own ``(n + 1)(1 - target)``-th score, which a new good part exceeds with probability
+  ``target`` whatever the distribution (exchangeability), and every prediction of a false-alarm rate for the
+  category is read off the scores the same way (``benchmarks/threshold_rules.py`` measures the three rules).
 - ``labelled_f1``: with labelled defect images (an MVTec AD ``test/`` split given as calibration data), the midpoint
   of the score gap where F1 on them is largest. Figures measured on the same images are optimistic, so the policy
   also records F1 cross-validated over folds of those images.
 - ``manual``: a value a person set.
 
-Whatever set it, :func:`describe` states what the good scores say of it: the false-alarm rate the fitted log-normal
-predicts, and the fraction of good scores above it with a 90% Clopper-Pearson interval (honest for small ``n``).
+Whatever set it, :func:`describe` states what the good scores say of it: the false-alarm rate they predict (the
+fitted log-normal's, or their own where they refute it at the category's target), and the fraction of good scores
+above it with a 90% Clopper-Pearson interval (honest for small ``n``).
 """
 
 from __future__ import annotations
