@@ -819,7 +819,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert "(0 of 20 good test parts here)" in promise and "learnt from" in promise
         assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
         assert "Defects boxed by a region\t67 of 68 (98.5%)" in text and "Regions on a defect\t66 of 76 (86.8%)" in text
-        assert "good images taught" in text and "How it was set" in text
+        assert "good images taught" in text
+        assert "How it was set\tfrom good images, at a target false-alarm rate\tlog-normal upper prediction" in text
         assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
         points = page.eval_on_selector("svg.drift-scores polyline", "(p) => p.getAttribute('points').split(' ').length")
         assert points == 30  # the good scores' histogram
