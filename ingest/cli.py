@@ -43,7 +43,7 @@ from patchcore.evaluation import Evaluation, evaluate
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
 from patchcore.scoring import METRICS
-from patchcore.threshold import labelled_threshold
+from patchcore.threshold import PER_IMAGE, PER_PART, labelled_threshold
 from revisions.normals import NeedsRefit
 from store.backup import BackupError
 from store.jobs import JobStateError, NoStoredImages
@@ -150,6 +150,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="threshold at this expected false-alarm rate on good parts, from the good training images scored as "
         "unseen (default %(default)s; INSPECT_FALSE_ALARM_RATE)",
     )
+    parser.add_argument(
+        "--per", choices=(PER_IMAGE, PER_PART), default=PER_IMAGE,
+        help="whose false-alarm rate --false-alarm-rate is: each image's (the default), or each part's flagged on any "
+        "view (a set whose parts were photographed several times, as Real-IAD or KolektorSDD)",
+    )  # fmt: skip
     parser.add_argument(
         "--calibrate-on-test",
         action="store_true",
@@ -365,7 +370,7 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         print(f"   excluded (--exclude): {', '.join(str(p) for p in category.excluded)}", flush=True)
     embedder = Embedder.load(config, weights, args.device)
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder,
-                features_in_memory_max=get_settings().fit_memory_bytes, parts=category.parts)  # fmt: skip
+                features_in_memory_max=get_settings().fit_memory_bytes, parts=category.parts, per=args.per)  # fmt: skip
     if model.parts:
         print(f"   the training images show {model.parts} parts, several views each: the hold-out and the folds "
               "took whole parts, so no good score had another view of its part in the bank", flush=True)  # fmt: skip
@@ -428,7 +433,7 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
         for category in categories:
             if not category.test:
                 raise ValueError(f"{category.name} has no labelled test split to calibrate on")
-    preflight.check(categories, config.preprocess, args.out, store)
+    preflight.check(categories, config.preprocess, args.out, store, args.per)
     rows = {}
     failures = []
     for category in categories:

@@ -10,11 +10,13 @@ for ``fit``, each category's name is one the store takes and the database answer
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from patchcore.datasets import Category
 from patchcore.errors import ImageError, ImageShapeError
 from patchcore.images import FORMATS, Preprocess, header_size, mask_size, scaled_alike
+from patchcore.threshold import PER_IMAGE, PER_PART, PER_PART_NEEDS_VIEWS
 from store.jobs import MIN_IMAGES
 from store.names import name_problem
 
@@ -87,11 +89,15 @@ def database_problem() -> str | None:
     return None
 
 
-def check(categories: list[Category], preprocess: Preprocess, out: Path, store: bool) -> None:
-    """Raise ``ValueError`` listing every problem found (the first ``SHOWN``) before any work starts."""
+def check(categories: list[Category], preprocess: Preprocess, out: Path, store: bool, per: str = PER_IMAGE) -> None:
+    """Raise ``ValueError`` listing every problem found (the first ``SHOWN``) before any work starts; ``per``: whose
+    false-alarm rate the fit's target is (per part: each category needs training images that are views of one part)."""
     problems: list[str] = []
     for category in categories:
         problems += file_problems(category, preprocess)
+        views = Counter(category.parts[p] for p in category.train if p in category.parts)
+        if per == PER_PART and not any(count > 1 for count in views.values()):
+            problems.append(f"{category.name}: {PER_PART_NEEDS_VIEWS} (--per part)")
         problem = folder_problem(out / category.name)
         if problem:
             problems.append(problem)

@@ -287,6 +287,7 @@ def fit(
     report: progress.Report | None = None,
     features_in_memory_max: int | None = None,
     parts: Mapping[Path, str] | None = None,
+    per: str = threshold.PER_IMAGE,
 ) -> FittedModel:
     """Fit one category from good images: features, coreset, image embeddings, every good image scored as unseen
     (cross-fitted, :mod:`patchcore.cross_fit`), and the threshold at the configured false-alarm rate
@@ -296,7 +297,9 @@ def fit(
     A feature matrix of more than ``features_in_memory_max`` bytes (unset: half the memory available) is mapped from
     a temporary file (:mod:`patchcore.spill`): the same values, so the same model. ``parts`` names the part an image
     is a view of, where a set photographs each part several times: the hold-out and the cross-fit's folds then take
-    whole parts, so no good score is taken with another view of its part in the bank (a new part has none there)."""
+    whole parts, so no good score is taken with another view of its part in the bank (a new part has none there).
+    ``per`` ``part``: the false-alarm rate is the share of good parts flagged on any view
+    (:func:`patchcore.threshold.false_alarm_threshold`), refused before any work where no part has several views."""
     if not train:
         raise ValueError("no training images")
     shown = int(part_groups(train, parts).max()) + 1  # the parts the training images show
@@ -305,6 +308,9 @@ def fit(
             f"the {len(train)} training images are all views of one part ({parts[train[0]]}): a threshold from good "
             "images needs good parts the memory bank has not seen, so fit from views of several parts"
         )
+    threshold.check_per(per)
+    if per == threshold.PER_PART and shown == len(train):
+        raise ValueError(threshold.PER_PART_NEEDS_VIEWS)
     started = time.perf_counter()
     if config.white_level is None and (found := white_level(train)) is not None:
         config = replace(config, white_level=found)
@@ -401,7 +407,7 @@ def fit(
         image_embeddings[offset + i] = patches.mean(0)
         images.append(item.record)
     model.threshold, model.threshold_policy = threshold.false_alarm_threshold(
-        model.good_scores, config.false_alarm_rate, model.good_parts
+        model.good_scores, config.false_alarm_rate, model.good_parts, per
     )
     model.timings = {
         "feature_seconds": feature_seconds,

@@ -40,6 +40,10 @@ INTERVAL = 0.90
 MIN_GOOD_SCORES = 3
 PER_IMAGE, PER_PART = "image", "part"  # whose false-alarm rate a target is: each image's, or each part's (any view)
 HIGHEST_SHOWN = 10  # good images named by their good scores: the tail a threshold from good images rests on
+PER_PART_NEEDS_VIEWS = (
+    "a false-alarm rate per part needs good images that are views of parts (a set that names them, as Real-IAD's "
+    "samples or KolektorSDD's folders); each good image of this category is a part of its own"
+)
 TAIL_TEST = 0.05  # the significance at which the good scores above the log-normal bound refute it
 
 
@@ -53,6 +57,11 @@ def _log_scores(good_scores: Sequence[float]) -> np.ndarray:
     if not np.all(np.isfinite(scores)) or scores.min() <= 0:
         raise ValueError("good scores must be finite and positive")
     return np.log(scores)
+
+
+def check_per(per: str) -> None:
+    if per not in (PER_IMAGE, PER_PART):
+        raise ValueError(f"a false-alarm rate is per image or per part, not {per!r}")
 
 
 def check_rate(rate: float) -> None:
@@ -186,15 +195,11 @@ def false_alarm_threshold(
     part's worst view (a line that rejects a part on any flagged view spends its target per part)."""
     check_rate(target)
     bounded = good_scores
+    check_per(per)
     if per == PER_PART:
         bounded = worst_views(good_scores, good_parts) if good_parts is not None else None
         if bounded is None:
-            raise ValueError(
-                "a false-alarm rate per part needs good images that are views of parts (a set that names them, as "
-                "Real-IAD's samples or KolektorSDD's folders); each good image of this category is a part of its own"
-            )
-    elif per != PER_IMAGE:
-        raise ValueError(f"a false-alarm rate is per image or per part, not {per!r}")
+            raise ValueError(PER_PART_NEEDS_VIEWS)
     logs = _log_scores(bounded)
     over = "each training part's worst view" if per == PER_PART else "the cross-fitted and held-out good scores"
     if refutes_log_normal(bounded, target):

@@ -342,6 +342,9 @@ def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "per part (each of 4 training parts by its worst view): estimated 20.00% of good parts" in again.stdout
+    _evaluate(tmp_path, tmp_path / "per_part", "--false-alarm-rate", "0.2", "--per", "part")  # the fit's own target
+    policy = json.loads((tmp_path / "per_part" / "KolektorSDD" / "report.json").read_text())["threshold_policy"]
+    assert policy["per"] == "part" and policy["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.2)
 
 
 def _realiad(

@@ -108,8 +108,9 @@ def test_a_failure_after_the_fit_leaves_the_fitted_model_stored_and_serving(mini
 
 
 def test_problems_a_look_at_the_files_can_show_stop_the_job_before_the_fit(mini_mvtec, tmp_path):
-    """Unreadable files, a mask of the wrong shape and an unwritable report folder are all named at once, in
-    seconds, before any feature is computed; a mask at half its image's resolution is none of them."""
+    """Unreadable files, a mask of the wrong shape, an unwritable report folder and a target per part for a set
+    without parts are all named at once, in seconds, before any feature is computed; a mask at half its image's
+    resolution is none of them."""
     category = mini_mvtec / "bottle"
     (category / "train" / "good" / "notes.png").write_text("not an image")
     mask = next((category / "ground_truth" / "broken_large").glob("*.png"))
@@ -122,10 +123,11 @@ def test_problems_a_look_at_the_files_can_show_stop_the_job_before_the_fit(mini_
     (tmp_path / "reports").write_text("a file where the report folder should be")
     done = _ingest(
         "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
-        "--out", str(tmp_path / "reports"),
+        "--out", str(tmp_path / "reports"), "--per", "part",
     )  # fmt: skip
     assert done.returncode == 2
-    assert "3 problem(s) found before fitting" in done.stderr, done.stderr
+    assert "4 problem(s) found before fitting" in done.stderr, done.stderr
+    assert "bottle: a false-alarm rate per part needs good images that are views of parts" in done.stderr
     assert "notes.png" in done.stderr and "the mask is 100x50, its image 900x900" in done.stderr
     assert "report folder cannot be written" in done.stderr
     assert "features" not in done.stderr  # no progress bar: nothing long ran

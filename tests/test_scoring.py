@@ -182,3 +182,7 @@ def test_folds_and_the_hold_out_take_whole_parts_and_deal_images_as_before_witho
     assert split_holdout(paths, 0.1, seed=3)[1] == [p for i, p in enumerate(paths) if i in order[:2]]
     with pytest.raises(ValueError, match=r"the 20 training images are all views of one part \(kos01\)"):
         fit(PatchCoreConfig(), paths, parts=dict.fromkeys(paths, "kos01"))  # said before any image is read
+    with pytest.raises(ValueError, match="a false-alarm rate per part needs good images that are views of parts"):
+        fit(PatchCoreConfig(), paths, per="part")  # every image a part of its own: refused before any work too
+    with pytest.raises(ValueError, match="per image or per part, not 'sample'"):
+        fit(PatchCoreConfig(), paths, parts=parts, per="sample")
