@@ -55,6 +55,29 @@ def test_a_tail_heavier_than_the_log_normal_is_caught_by_the_good_scores_themsel
     assert sum(m.startswith("order statistic") for m in kept) < 0.09 * len(kept)
 
 
+def test_where_the_scores_refute_the_bound_every_threshold_is_read_off_the_scores_themselves():
+    """A threshold set by hand on such scores is described as the rule sets one: by its place among the n scores,
+    out of n + 1 (the target exactly at the order statistic, 1 / (n + 1) above the largest, n / (n + 1) below the
+    smallest, falling in between); on log-normal scores by the log-normal, as before."""
+    scores = np.exp(stats.expon(scale=0.2).rvs(300, random_state=7))
+    assert threshold.refutes_log_normal(scores, 0.03)
+    order = threshold.order_statistic(scores, 0.03)
+    assert threshold.predicted_false_alarm_rate(scores, order, 0.03) == pytest.approx(0.03)
+    assert threshold.manual_threshold(scores.max() * 2, scores, target=0.03)[1]["estimated_false_alarm_rate"] == (
+        pytest.approx(1 / 301)
+    )
+    assert threshold.predicted_false_alarm_rate(scores, scores.min() / 2, 0.03) == pytest.approx(300 / 301)
+    grid = np.linspace(scores.min(), scores.max(), 50)
+    assert np.all(np.diff([threshold.predicted_false_alarm_rate(scores, t, 0.03) for t in grid]) <= 0)
+    normal = _lognormal(300, 3)
+    assert not threshold.refutes_log_normal(normal, 0.03)
+    value = float(np.median(normal))
+    assert threshold.predicted_false_alarm_rate(normal, value, 0.03) == pytest.approx(0.5, abs=0.05)
+    assert threshold.manual_threshold(value, normal)[1]["estimated_false_alarm_rate"] != pytest.approx(
+        float(np.mean(normal > value)), abs=1e-9
+    )  # the fitted log-normal's, not the share above
+
+
 def test_ten_good_scores_state_their_uncertainty():
     scores = _lognormal(10, 1)
     value, policy = threshold.false_alarm_threshold(scores, 0.02)
