@@ -113,9 +113,14 @@ def refutes_log_normal(good_scores: Sequence[float], target: float = DEFAULT_FAL
     right-skewed have a heavier upper tail than the fitted normal, and the bound then lies too low; the test asks
     the scores in that very tail."""
     scores = np.asarray(good_scores, dtype=np.float64)
+    return _refutes(scores, _log_normal_bound(_log_scores(scores), target), target)
+
+
+def _refutes(scores: np.ndarray, bound: float, target: float) -> bool:
+    """:func:`refutes_log_normal` with the bound at ``target`` already computed."""
     if (scores.size + 1) * target < 1:
         return False
-    above = int((scores > _log_normal_bound(_log_scores(scores), target)).sum())
+    above = int((scores > bound).sum())
     return above > 0 and float(stats.binom.sf(above - 1, scores.size, target)) < TAIL_TEST
 
 
@@ -127,8 +132,9 @@ def predicted_false_alarm_rate(
     (the category's, :func:`refutes_log_normal`), by the good scores themselves (:func:`_empirical_rate`), the model
     :func:`false_alarm_threshold` sets the threshold by."""
     logs = _log_scores(good_scores)
-    if refutes_log_normal(good_scores, target):
-        return _empirical_rate(np.exp(logs), threshold)
+    scores = np.asarray(good_scores, dtype=np.float64)
+    if _refutes(scores, _log_normal_bound(logs, target), target):
+        return _empirical_rate(scores, threshold)
     return _log_normal_rate(logs, threshold)
 
 
@@ -200,16 +206,16 @@ def false_alarm_threshold(
         bounded = worst_views(good_scores, good_parts) if good_parts is not None else None
         if bounded is None:
             raise ValueError(PER_PART_NEEDS_VIEWS)
-    logs = _log_scores(bounded)
+    bound = _log_normal_bound(_log_scores(bounded), target)
     over = "each training part's worst view" if per == PER_PART else "the cross-fitted and held-out good scores"
-    if refutes_log_normal(bounded, target):
+    if _refutes(np.asarray(bounded, dtype=np.float64), bound, target):
         threshold = order_statistic(bounded, target)
         method = (
             f"order statistic of {over} (distribution-free): more of them lay above the log-normal bound than the "
             "target allows (binomial test, 5%)"
         )
     else:
-        threshold = _log_normal_bound(logs, target)
+        threshold = bound
         method = f"log-normal upper prediction bound (Student's t) of {over}"
     policy = {
         "kind": "false_alarm_rate",
