@@ -44,7 +44,7 @@ PER_PART_NEEDS_VIEWS = (
     "a false-alarm rate per part needs good images that are views of parts (a set that names them, as Real-IAD's "
     "samples or KolektorSDD's folders); each good image of this category is a part of its own"
 )
-TAIL_TEST = 0.05  # the significance at which the good scores above the log-normal bound refute it
+TAIL_TEST = 0.05  # the significance at which the good scores above the log-normal bound refute it, on either side
 
 
 def _log_scores(good_scores: Sequence[float]) -> np.ndarray:
@@ -108,20 +108,26 @@ def _empirical_rate(scores: np.ndarray, threshold: float) -> float:
 
 def refutes_log_normal(good_scores: Sequence[float], target: float = DEFAULT_FALSE_ALARM_RATE) -> bool:
     """Whether the good scores themselves refute the log-normal's bound at ``target``: more of them lie above it than
-    a share ``target`` of them would but with probability ``TAIL_TEST`` (one-sided exact binomial test), and there
-    are enough of them for the distribution-free order statistic (``(n + 1) * target >= 1``). Scores whose log is
-    right-skewed have a heavier upper tail than the fitted normal, and the bound then lies too low; the test asks
-    the scores in that very tail."""
+    a share ``target`` of them would but with probability ``TAIL_TEST``, or fewer (one-sided exact binomial tests,
+    each at that level), and there are enough of them for the distribution-free order statistic (``(n + 1) * target
+    >= 1``). Scores whose log is right-skewed have a heavier upper tail than the fitted normal, and the bound then
+    lies too low (it spends more than the target); a left-skewed log, a lighter tail, puts it too high (it spends
+    recall the target allows). The tests ask the scores in that very tail."""
     scores = np.asarray(good_scores, dtype=np.float64)
-    return _refutes(scores, _log_normal_bound(_log_scores(scores), target), target)
+    return _refutation(scores, _log_normal_bound(_log_scores(scores), target), target) is not None
 
 
-def _refutes(scores: np.ndarray, bound: float, target: float) -> bool:
-    """:func:`refutes_log_normal` with the bound at ``target`` already computed."""
+def _refutation(scores: np.ndarray, bound: float, target: float) -> str | None:
+    """:func:`refutes_log_normal` with the bound at ``target`` already computed: ``"more"`` or ``"fewer"`` good
+    scores above it than the target predicts, or ``None`` where they agree with it."""
     if (scores.size + 1) * target < 1:
-        return False
+        return None
     above = int((scores > bound).sum())
-    return above > 0 and float(stats.binom.sf(above - 1, scores.size, target)) < TAIL_TEST
+    if above > 0 and float(stats.binom.sf(above - 1, scores.size, target)) < TAIL_TEST:
+        return "more"
+    if float(stats.binom.cdf(above, scores.size, target)) < TAIL_TEST:
+        return "fewer"
+    return None
 
 
 def predicted_false_alarm_rate(
@@ -133,7 +139,7 @@ def predicted_false_alarm_rate(
     :func:`false_alarm_threshold` sets the threshold by."""
     logs = _log_scores(good_scores)
     scores = np.asarray(good_scores, dtype=np.float64)
-    if _refutes(scores, _log_normal_bound(logs, target), target):
+    if _refutation(scores, _log_normal_bound(logs, target), target) is not None:
         return _empirical_rate(scores, threshold)
     return _log_normal_rate(logs, threshold)
 
@@ -208,11 +214,12 @@ def false_alarm_threshold(
             raise ValueError(PER_PART_NEEDS_VIEWS)
     bound = _log_normal_bound(_log_scores(bounded), target)
     over = "each training part's worst view" if per == PER_PART else "the cross-fitted and held-out good scores"
-    if _refutes(np.asarray(bounded, dtype=np.float64), bound, target):
+    side = _refutation(np.asarray(bounded, dtype=np.float64), bound, target)
+    if side is not None:
         threshold = order_statistic(bounded, target)
         method = (
-            f"order statistic of {over} (distribution-free): more of them lay above the log-normal bound than the "
-            "target allows (binomial test, 5%)"
+            f"order statistic of {over} (distribution-free): {side} of them lay above the log-normal bound than the "
+            "target predicts (binomial test, 5%)"
         )
     else:
         threshold = bound
