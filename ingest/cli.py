@@ -38,6 +38,7 @@ from patchcore.datasets import (
     mvtec_categories,
     mvtec_category,
     not_found,
+    parted,
 )
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.images import FIELDS_OF_VIEW
@@ -75,6 +76,17 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="leave this training image out (repeatable): a file name, or the end of its path; one the fit named "
         "among its good images that score highest and that shows a defect",
+    )
+    _part_option(parser)
+
+
+def _part_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--part",
+        metavar="REGEX",
+        help="name the part each image is a view of by this regular expression on its file name (its first group, "
+        "else its match): views of one part (cameras, tiles of one image) are held out and cross-fitted together "
+        "and judged per part, as a set that names them (Real-IAD, KolektorSDD); e.g. '^(.+)_\\d+\\.png$'",
     )
 
 
@@ -200,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--data", type=Path, required=True, help="MVTec AD root holding the test split")
     served.add_argument("--category", action="append", default=None, help="category (repeatable; default: all stored)")
     _real_iad_split(served)
+    _part_option(served)
     served.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default INSPECT_HNSW_EF_SEARCH)")
     served.add_argument("--out", type=Path, default=get_settings().reports_dir, help="reports folder")
 
@@ -324,12 +337,12 @@ def _categories(args: argparse.Namespace) -> list[Category]:
         names = args.category or [args.folder.name]
         if len(names) != 1:
             raise ValueError("--folder takes exactly one --category")
-        return excluding([folder_category(args.folder, names[0])], args.exclude)
+        return parted(excluding([folder_category(args.folder, names[0])], args.exclude), args.part)
     split = args.real_iad_split
     names = args.category or mvtec_categories(args.data, split)
     if not names:
         raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data, split)}")
-    return excluding([mvtec_category(args.data, name, split) for name in names], args.exclude)
+    return parted(excluding([mvtec_category(args.data, name, split) for name in names], args.exclude), args.part)
 
 
 def _config(args: argparse.Namespace) -> PatchCoreConfig:

@@ -14,7 +14,7 @@ import torch
 from config import get_settings
 from ingest.report import table
 from ingest.stored import active_model
-from patchcore.datasets import Category, mvtec_category
+from patchcore.datasets import Category, mvtec_category, parted
 from patchcore.evaluation import Scored, evaluate
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector
@@ -113,5 +113,6 @@ def run_served(args: argparse.Namespace) -> int:
         with connect(url) as connection:
             names = [m.category for m in models.active_models(connection)]
     for name in names:
-        evaluate_served(name, mvtec_category(args.data, name, args.real_iad_split), args.out / name, args.ef_search)
+        category = parted([mvtec_category(args.data, name, args.real_iad_split)], args.part)[0]
+        evaluate_served(name, category, args.out / name, args.ef_search)
     return 0

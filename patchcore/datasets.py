@@ -129,6 +129,37 @@ def excluding(categories: list[Category], names: list[str]) -> list[Category]:
     return narrowed
 
 
+def parted(categories: list[Category], pattern: str | None) -> list[Category]:
+    """``categories`` with the part of every image named by ``pattern``, a regular expression searched in each file's
+    name: its first group (or, without groups, what it matches) is the part the image is one view of. A set of one
+    part photographed several times, from several cameras or cut into tiles, whose files say which part they show
+    but whose layout does not (``part0007_cam2.png``: ``--part '^(part\\d+)_'``): the fit then holds out and
+    cross-fits whole parts, as it does where a set names them (Real-IAD, KolektorSDD), and the evaluation judges
+    parts too; it replaces a set's own names. Refused: a pattern that does not compile, and one that some image's
+    name does not match (a part guessed for it would be a silent choice), each naming the first such image."""
+    if pattern is None:
+        return categories
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--part '{pattern}' is not a regular expression: {exc}") from exc
+
+    def part_of(path: Path) -> str:
+        found = compiled.search(path.name)
+        if found is None:
+            raise ValueError(f"--part '{pattern}' does not match {path.name} ({path.parent}): every image needs a part")
+        return found.group(1) if compiled.groups else found.group(0)
+
+    return [
+        replace(
+            category,
+            parts={path: part_of(path) for path in category.train},
+            test=[replace(sample, part=part_of(sample.path)) for sample in category.test],
+        )
+        for category in categories
+    ]
+
+
 def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     """What is under a dataset root that holds no such category, said so that the fix is plain: the categories
     there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""

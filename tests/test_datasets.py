@@ -487,3 +487,45 @@ def test_excluded_training_images_are_matched_by_name_or_path_ending_and_a_miss_
     ):
         excluding([part], ["S1/000.png", "1.png", "S3/000.png"])
     assert excluding([part], []) == [part]
+
+
+def test_parts_named_by_a_pattern_on_the_file_names():
+    """``--part REGEX``: its first group (or its match) names each image's part, training and test alike, replacing a
+    set's own names; a pattern that does not compile, or that an image's name does not match, is refused naming it."""
+    from patchcore.datasets import Category, Sample, parted
+
+    train = [Path(f"/sets/tiles/train/good/roll{r}_{t}.png") for r in (1, 2) for t in range(3)]
+    test = [Sample(Path("/sets/tiles/test/good/roll7_0.png"), "good", None, "other"),
+            Sample(Path("/sets/tiles/test/cut/roll8_2.png"), "cut", None)]  # fmt: skip
+    category = Category("tiles", train, test)
+    named = parted([category], r"^(roll\d+)_\d+")[0]
+    assert named.parts == {p: p.name.split("_")[0] for p in train} and named.train == train
+    assert [s.part for s in named.test] == ["roll7", "roll8"] and named.test[1].defect == "cut"
+    assert parted([category], r"roll\d")[0].parts[train[3]] == "roll2"  # no group: the match
+    assert parted([category], None) == [category]
+    with pytest.raises(ValueError, match=re.escape("--part '^(roll[1-7])_' does not match roll8_2.png (/sets/tiles/")):
+        parted([category], "^(roll[1-7])_")
+    with pytest.raises(ValueError, match=r"--part '\(roll' is not a regular expression"):
+        parted([category], "(roll")
+
+
+def test_views_named_only_by_their_file_names_are_fitted_and_judged_as_parts(tmp_path):
+    """An MVTec AD layout whose files say which part they show (``p1_v0.png``...): with ``--part`` the fit deals
+    whole parts to its hold-out and folds, the report judges the test parts, and a target per part is the fit's."""
+    base = tmp_path / "tiles"
+    for index, path in enumerate(_bottle_images(12)):
+        _link(base / "train" / "good" / f"p{index // 3}_v{index % 3}.png", path)
+    for index, path in enumerate(_bottle_images(4, "test/good")):
+        _link(base / "test" / "good" / f"g{index // 2}_v{index % 2}.png", path)
+    for index, path in enumerate(_bottle_images(2, "test/broken_large")):
+        _link(base / "test" / "broken_large" / f"d{index}_v0.png", path)
+        _link(base / "ground_truth" / "broken_large" / f"d{index}_v0_mask.png",
+              BOTTLE / "ground_truth" / "broken_large" / f"{path.stem}_mask.png")  # fmt: skip
+    out = tmp_path / "reports"
+    done = _evaluate(tmp_path, out, "--category", "tiles", "--part", r"^(.+)_v\d", "--false-alarm-rate", "0.2",
+                     "--per", "part")  # fmt: skip
+    assert "the training images show 4 parts, several views each" in done.stdout
+    report = json.loads((out / "tiles" / "report.json").read_text())
+    assert report["training_parts"] == 4 and report["parts"]["parts"] == 4  # g0, g1, d0, d1
+    assert report["threshold_policy"]["per"] == "part"
+    assert report["threshold_policy"]["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.2)
