@@ -7,10 +7,11 @@ masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect re
 (``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories);
 KolektorSDD2 as it ships (``train/`` and ``test/`` holding each image beside its ``<stem>_GT`` mask, which says
 whether it is good); KolektorSDD as it ships (a folder per part, ``kos01/Part0.jpg`` beside ``Part0_label.bmp``,
-split by holding parts out); Real-IAD as it ships (``realiad_<resolution>/<category>/{OK,NG}/...``, split by
-``<protocol>/<category>.json`` beside the resolution folders, or one level down in ``realiad_jsons/`` where its
-archive of split files was unpacked into a folder of that name: ``realiad_jsons`` (multi-view, the default),
-``realiad_jsons_sv`` (single view), ``realiad_jsons_fuiad_<noise>``).
+split by holding parts out); DAGM 2007 as it ships (``Class<k>/{Train,Test}/<stem>.PNG``, a defective image's
+mask in its split's ``Label/<stem>_label.PNG``); Real-IAD as it ships
+(``realiad_<resolution>/<category>/{OK,NG}/...``, split by ``<protocol>/<category>.json`` beside the resolution
+folders, or one level down in ``realiad_jsons/`` where its archive of split files was unpacked into a folder of that
+name: ``realiad_jsons`` (multi-view, the default), ``realiad_jsons_sv`` (single view), ``realiad_jsons_fuiad_<noise>``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ VISA_DEFECT = "anomaly"  # VisA's label of a defective image (the one-class spli
 PAIRED_MASK, PAIRED_DEFECT = "_GT", "defect"  # KolektorSDD2: <split>/<stem>.png beside <stem>_GT.png; its one type
 REALIAD_SAMPLE = re.compile(r"([a-zA-Z][a-zA-Z0-9_]*_[0-9]{4}_[A-Z][A-Z_]*[A-Z])_C[0-9]_")  # a sample's key
 KOLEKTOR_MASK = "_label"  # KolektorSDD: <part>/<stem>.jpg beside <stem>_label.bmp, a folder per physical part
+DAGM_SPLITS, DAGM_LABELS = ("Train", "Test"), "Label"  # DAGM 2007: Class<k>/{Train,Test}/<stem>.PNG, and in each
+# split's Label/ folder a <stem>_label.PNG mask for every defective image (and Labels.txt, not needed)
 KOLEKTOR_TEST_PARTS = 0.2  # the share of its parts held out for testing (it ships without a split)
 REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
 REALIAD_JSONS = "realiad_jsons"  # beside them, its split files: a folder per protocol of <category>.json (meta,
@@ -166,7 +169,7 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     splits = _realiad_folder(root.parent.parent, realiad_split) if root.parent.name.startswith(REALIAD_PREFIX) else None
     realiad = splits is not None and (splits / f"{root.name}.json").is_file()
     if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")
-                          or realiad or _kolektor_parts(root)):  # fmt: skip
+                          or realiad or _kolektor_parts(root) or _dagm(root)):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     if (root / REALIAD_JSONS).is_dir():
         return f"{root} is Real-IAD: give --data {root}/<one of its image folders: {_image_folders(root)}>"
@@ -179,7 +182,8 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     found = ", ".join(mvtec_categories(root, realiad_split)) if root.is_dir() else ""
     layouts = (
         f"a category is a folder holding train/good, or train/ of images beside their {PAIRED_MASK} masks "
-        f"(KolektorSDD2), or folders of images beside their {KOLEKTOR_MASK} masks (KolektorSDD), or VisA's "
+        f"(KolektorSDD2), or folders of images beside their {KOLEKTOR_MASK} masks (KolektorSDD), or "
+        f"{'/'.join(DAGM_SPLITS)} each with a {DAGM_LABELS} folder of masks (DAGM 2007), or VisA's "
         f"{VISA_IMAGES} with {VISA_SPLIT} in the root, or, under a Real-IAD "
         f"{REALIAD_PREFIX}<resolution> folder, one that ../{realiad_split}/<category>.json splits"
     )
@@ -195,7 +199,7 @@ def mvtec_categories(root: Path, realiad_split: str = REALIAD_JSONS) -> list[str
     found = {
         p.name
         for p in root.iterdir()
-        if p.is_dir() and (good_folder(p / "train") or _paired(p / "train") or _kolektor_parts(p))
+        if p.is_dir() and (good_folder(p / "train") or _paired(p / "train") or _kolektor_parts(p) or _dagm(p))
     }
     found |= {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()}
     splits = _realiad_splits(root, realiad_split)
@@ -404,6 +408,39 @@ def paired_category(base: Path, name: str) -> Category:
     return Category(name, train, test, left_out)
 
 
+def _dagm(base: Path) -> bool:
+    return all((base / split / DAGM_LABELS).is_dir() for split in DAGM_SPLITS)
+
+
+def _dagm_split(folder: Path) -> tuple[list[Path], dict[Path, Path]]:
+    """(the good images, each defective image with its mask) of a DAGM 2007 split: an image is defective where its
+    ``Label`` folder holds its ``<stem>_label`` mask (as the set's own readers take it). A mask of no image is named:
+    a renamed or missing image would otherwise count as good."""
+    masks = {
+        path.stem.removesuffix(KOLEKTOR_MASK): path
+        for path in image_files(folder / DAGM_LABELS)
+        if path.stem.endswith(KOLEKTOR_MASK)
+    }
+    images = image_files(folder)
+    orphans = sorted(set(masks) - {path.stem for path in images})
+    if orphans:
+        raise FileNotFoundError(
+            f"{folder / DAGM_LABELS}: {len(orphans)} masks of no image in {folder}, as {masks[orphans[0]].name}"
+        )
+    return [path for path in images if path.stem not in masks], {p: masks[p.stem] for p in images if p.stem in masks}
+
+
+def dagm_category(base: Path, name: str) -> Category:
+    """A DAGM 2007 class as it ships (``--data DAGM2007 --category Class1``): the good images of ``Train`` to fit,
+    its defective ones left out (and counted, as KolektorSDD2's), and ``Test`` labelled by its masks, one type."""
+    train, left_out = _dagm_split(base / DAGM_SPLITS[0])
+    good, defective = _dagm_split(base / DAGM_SPLITS[1])
+    test = [Sample(path, GOOD, None) for path in good] + [
+        Sample(path, PAIRED_DEFECT, mask) for path, mask in defective.items()
+    ]
+    return Category(name, train, sorted(test, key=lambda sample: sample.path), list(left_out))
+
+
 def _marks_a_defect(mask: Path) -> bool:
     return bool(np.asarray(read_mask(mask)).any())
 
@@ -451,6 +488,8 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
             return paired_category(base, name)
         if _kolektor_parts(base):
             return kolektor_category(base, name)
+        if _dagm(base):
+            return dagm_category(base, name)
         visa = _visa_rows(root).get(name)
         if visa and (base / VISA_IMAGES).is_dir():
             return visa_category(root, name, visa)

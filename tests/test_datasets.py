@@ -529,3 +529,38 @@ def test_views_named_only_by_their_file_names_are_fitted_and_judged_as_parts(tmp
     assert report["training_parts"] == 4 and report["parts"]["parts"] == 4  # g0, g1, d0, d1
     assert report["threshold_policy"]["per"] == "part"
     assert report["threshold_policy"]["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.2)
+
+
+def test_dagm_is_read_as_it_ships_each_defective_image_by_its_label_mask(tmp_path):
+    """DAGM 2007: ``Class1/{Train,Test}/<stem>.PNG`` with a ``Label/<stem>_label.PNG`` mask for each defective
+    image (``Labels.txt`` beside them); the training split's defective images are left out of the fit and counted,
+    the test split is labelled by its masks; a mask of no image is refused by name."""
+    base = tmp_path / "DAGM2007" / "Class1"
+    defect = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
+    for split, goods, bad in (("Train", _bottle_images(3), "0009"), ("Test", _bottle_images(2, "test/good"), "0003")):
+        for index, path in enumerate(goods):
+            _link(base / split / f"000{index}.PNG", path)
+        _link(base / split / f"{bad}.PNG", BOTTLE / "test" / "broken_large" / "000.png")
+        _link(base / split / "Label" / f"{bad}_label.PNG", defect)
+        (base / split / "Label" / "Labels.txt").write_text(f"1\n{bad}\t1\t{bad}.PNG\t{bad}_label.PNG\n")
+    root = tmp_path / "DAGM2007"
+    assert mvtec_categories(root) == ["Class1"]
+    category = mvtec_category(root, "Class1")
+    assert category.train == [base / "Train" / f"000{i}.PNG" for i in range(3)]
+    assert category.left_out == [base / "Train" / "0009.PNG"]
+    assert [(s.path.name, s.defect, s.mask) for s in category.test] == [
+        ("0000.PNG", "good", None),
+        ("0001.PNG", "good", None),
+        ("0003.PNG", "defect", base / "Test" / "Label" / "0003_label.PNG"),
+    ]
+    assert file_problems(category, Preprocess()) == []
+    with pytest.raises(FileNotFoundError, match=r"give --data .*DAGM2007 --category Class1"):
+        mvtec_category(base, "Class1")
+    out = tmp_path / "reports"
+    done = _evaluate(root, out)
+    assert "left out of the fit: 1 images of the training split that the set marks defective" in done.stdout
+    report = json.loads((out / "Class1" / "report.json").read_text())
+    assert report["test_images"] == 3 and report["image_auroc"] == 1.0 and report["pixel_auroc"] > 0.9
+    (base / "Test" / "0003.PNG").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 masks of no image in .*Test, as 0003_label\.PNG"):
+        mvtec_category(root, "Class1")
