@@ -42,7 +42,8 @@ PER_IMAGE, PER_PART = "image", "part"  # whose false-alarm rate a target is: eac
 HIGHEST_SHOWN = 10  # good images named by their good scores: the tail a threshold from good images rests on
 PER_PART_NEEDS_VIEWS = (
     "a false-alarm rate per part needs good images that are views of parts (a set that names them, as Real-IAD's "
-    "samples or KolektorSDD's folders); each good image of this category is a part of its own"
+    "samples or KolektorSDD's folders, or file names that do, read by ingest's --part REGEX); each good image of "
+    "this category is a part of its own"
 )
 TAIL_TEST = 0.05  # the significance at which the good scores above the log-normal bound refute it, on either side
 
