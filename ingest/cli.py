@@ -35,6 +35,7 @@ from patchcore.datasets import (
     Category,
     excluding,
     folder_category,
+    holding_out,
     mvtec_categories,
     mvtec_category,
     not_found,
@@ -60,7 +61,9 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth (or as BTAD, AD 2, 3D-AD, LOCO, "
         "VisA, KolektorSDD, KolektorSDD2 and DAGM 2007 ship them; Real-IAD: one of its realiad_<resolution> folders)",
     )
-    where.add_argument("--folder", type=Path, help="a plain folder of good images (training only, no evaluation)")
+    where.add_argument(
+        "--folder", type=Path, help="a plain folder of good images (training only, unless --defects gives a test split)"
+    )
     _real_iad_split(parser)
     parser.add_argument(
         "--category",
@@ -78,6 +81,15 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         "among its good images that score highest and that shows a defect",
     )
     _part_option(parser)
+    parser.add_argument(
+        "--defects",
+        type=Path,
+        help="with --folder: a folder of defective images (or of a folder per defect type) to judge, beside a "
+        "seeded 20%% of the good parts held out of the fit",
+    )
+    parser.add_argument(
+        "--masks", type=Path, help="with --defects: their masks, by image stem (or <stem>_mask), or per type folder"
+    )
 
 
 def _part_option(parser: argparse.ArgumentParser) -> None:
@@ -337,7 +349,11 @@ def _categories(args: argparse.Namespace) -> list[Category]:
         names = args.category or [args.folder.name]
         if len(names) != 1:
             raise ValueError("--folder takes exactly one --category")
-        return parted(excluding([folder_category(args.folder, names[0])], args.exclude), args.part)
+        category = parted(excluding([folder_category(args.folder, names[0], args.defects, args.masks)],
+                                    args.exclude), args.part)[0]  # fmt: skip
+        return [holding_out(category) if args.defects is not None else category]
+    if args.defects is not None or args.masks is not None:
+        raise ValueError("--defects and --masks go with --folder: a dataset given by --data has its own test split")
     split = args.real_iad_split
     names = args.category or mvtec_categories(args.data, split)
     if not names:

@@ -41,6 +41,7 @@ KOLEKTOR_MASK = "_label"  # KolektorSDD: <part>/<stem>.jpg beside <stem>_label.b
 DAGM_SPLITS, DAGM_LABELS = ("Train", "Test"), "Label"  # DAGM 2007: Class<k>/{Train,Test}/<stem>.PNG, and in each
 # split's Label/ folder a <stem>_label.PNG mask for every defective image (and Labels.txt, not needed)
 KOLEKTOR_TEST_PARTS = 0.2  # the share of its parts held out for testing (it ships without a split)
+GOOD_TEST_SHARE = 0.2  # a folder of good parts judged against one of defects: the share of them held out to test
 REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
 REALIAD_JSONS = "realiad_jsons"  # beside them, its split files: a folder per protocol of <category>.json (meta,
 # train, test): realiad_jsons (multi-view, the default), realiad_jsons_sv, realiad_jsons_fuiad_0.0 ... _0.4; its
@@ -500,6 +501,47 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
     return Category(name, pictures(train), _test_split(base))
 
 
-def folder_category(folder: Path, name: str) -> Category:
-    """A plain folder of good images: training only, no evaluation."""
-    return Category(name, image_files(folder), [])
+def folder_category(folder: Path, name: str, defects: Path | None = None, masks: Path | None = None) -> Category:
+    """A plain folder of good images: training only, no evaluation; with ``defects``, a folder of defective images
+    (or of a folder of them per defect type), those as a test split, each with its mask by stem from ``masks`` (the
+    image's stem, or ``<stem>_mask``; in ``masks/<type>/`` where the types have folders of their own), the good test
+    parts still to be held out (:func:`holding_out`). What a factory has at hand: its good parts and its rejects."""
+    if defects is None:
+        if masks is not None:
+            raise ValueError("--masks goes with --defects: the masks of which defective images?")
+        return Category(name, image_files(folder), [])
+    folders = [sub for sub in sorted(defects.iterdir()) if sub.is_dir() and sub.name != GROUND_TRUTH]
+    types = [(defects.name, defects)] + [(sub.name, sub) for sub in folders if masks is None or sub != masks]
+    test: list[Sample] = []
+    for kind, where in types:
+        files = image_files(where)
+        if kind == GOOD and files:
+            raise ValueError(f"{where}: a defect type named {GOOD!r} would read its images as good parts")
+        found = {} if masks is None else mask_files(masks / kind if (masks / kind).is_dir() else masks)
+        test.extend(Sample(path, kind, found.get(path.stem)) for path in files)
+    if not test:
+        raise FileNotFoundError(f"--defects {defects}: no image in it nor in a folder of it")
+    return Category(name, image_files(folder), test)
+
+
+def holding_out(category: Category, share: float = GOOD_TEST_SHARE) -> Category:
+    """``category`` with a seeded ``share`` of its good training parts (every view of one, :attr:`Category.parts`;
+    each image its own where none are named) moved to its test split as good parts, so that its defects are judged
+    beside good parts the fit has never seen (a set shipped without a split, as anomalib's folder sets, which hold out
+    20% too). At least one part is held out, and at least two stay to fit."""
+    part_of = [category.parts.get(path, str(path)) for path in category.train]
+    names = list(dict.fromkeys(part_of))
+    count = min(max(1, math.ceil(len(names) * share)), len(names) - 2)
+    if count < 1:
+        raise ValueError(f"{category.name}: {len(names)} good parts are too few to hold one out for the test split")
+    held = {names[i] for i in np.random.default_rng(0).permutation(len(names))[:count]}
+    moved = [part in held for part in part_of]
+    good = [
+        Sample(path, GOOD, None, category.parts.get(path))
+        for path, out in zip(category.train, moved, strict=True)
+        if out
+    ]
+    train = [path for path, out in zip(category.train, moved, strict=True) if not out]
+    kept = set(train)
+    parts = {path: part for path, part in category.parts.items() if path in kept}
+    return replace(category, train=train, test=good + category.test, parts=parts)

@@ -564,3 +564,54 @@ def test_dagm_is_read_as_it_ships_each_defective_image_by_its_label_mask(tmp_pat
     (base / "Test" / "0003.PNG").unlink()
     with pytest.raises(FileNotFoundError, match=r"1 masks of no image in .*Test, as 0003_label\.PNG"):
         mvtec_category(root, "Class1")
+
+
+def test_a_folder_of_good_parts_is_judged_against_a_folder_of_rejects(tmp_path):
+    """``--folder GOOD --defects REJECTS [--masks MASKS]``: a seeded fifth of the good parts (whole parts where
+    ``--part`` names them) is held out of the fit as the test's good parts, the rejects are tested with their masks by
+    stem, a folder per defect type where they have them; what cannot be read as meant is refused."""
+    from patchcore.datasets import Category, folder_category, holding_out
+
+    good, rejects, masks = tmp_path / "good", tmp_path / "rejects", tmp_path / "masks"
+    for index, path in enumerate(_bottle_images(10)):
+        _link(good / f"p{index // 2}_{index % 2}.png", path)
+    for path in _bottle_images(2, "test/broken_large"):
+        _link(rejects / "broken" / path.name, path)
+        _link(masks / f"{path.stem}_mask.png", BOTTLE / "ground_truth" / "broken_large" / f"{path.stem}_mask.png")
+    _link(rejects / "odd.png", BOTTLE / "test" / "contamination" / "000.png")
+    category = folder_category(good, "bottle", rejects, masks)
+    assert [(s.path.name, s.defect, s.mask) for s in category.test] == [
+        ("odd.png", "rejects", None),  # no mask of that stem: judged by image only
+        ("000.png", "broken", masks / "000_mask.png"),
+        ("001.png", "broken", masks / "001_mask.png"),
+    ]
+    held = holding_out(category)
+    assert len(held.train) == 8 and [s.defect for s in held.test[:2]] == ["good", "good"]
+    by_part = holding_out(Category("bottle", category.train, [], parts={p: p.name[:2] for p in category.train}))
+    assert {s.path.name[:2] for s in by_part.test} == {s.path.name[:2] for s in by_part.test[:1]}  # one whole part
+    assert len(by_part.test) == 2 and set(by_part.parts) == set(by_part.train)
+    with pytest.raises(ValueError, match="too few to hold one out"):
+        holding_out(Category("bottle", category.train[:2], []))
+    with pytest.raises(ValueError, match="--masks goes with --defects"):
+        folder_category(good, "bottle", None, masks)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image in it"):
+        folder_category(good, "bottle", tmp_path / "empty")
+    _link(tmp_path / "mixed" / "good" / "000.png", _bottle_images(1)[0])
+    with pytest.raises(ValueError, match="a defect type named 'good' would read its images as good parts"):
+        folder_category(good, "bottle", tmp_path / "mixed")
+    refused = subprocess.run(
+        [sys.executable, "-m", "ingest", "evaluate", "--data", str(tmp_path), "--defects", str(rejects)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "--defects and --masks go with --folder" in refused.stderr
+    out = tmp_path / "reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "evaluate", "--folder", str(good), "--category", "bottle", "--defects",
+         str(rejects), "--masks", str(masks), "--backbone", "resnet18", "--weights", str(WEIGHTS), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "bottle" / "report.json").read_text())
+    assert report["test_images"] == 5 and report["train_images"] + report["holdout_images"] == 8
+    assert report["image_auroc"] == 1.0 and "left out: 1 without a ground-truth mask" in report["pixel_metrics"]
