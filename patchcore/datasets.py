@@ -40,8 +40,7 @@ REALIAD_SAMPLE = re.compile(r"([a-zA-Z][a-zA-Z0-9_]*_[0-9]{4}_[A-Z][A-Z_]*[A-Z])
 KOLEKTOR_MASK = "_label"  # KolektorSDD: <part>/<stem>.jpg beside <stem>_label.bmp, a folder per physical part
 DAGM_SPLITS, DAGM_LABELS = ("Train", "Test"), "Label"  # DAGM 2007: Class<k>/{Train,Test}/<stem>.PNG, and in each
 # split's Label/ folder a <stem>_label.PNG mask for every defective image (and Labels.txt, not needed)
-KOLEKTOR_TEST_PARTS = 0.2  # the share of its parts held out for testing (it ships without a split)
-GOOD_TEST_SHARE = 0.2  # a folder of good parts judged against one of defects: the share of them held out to test
+TEST_SHARE = 0.2  # a set without a split (KolektorSDD; good parts beside rejects): the share of parts held out to test
 REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
 REALIAD_JSONS = "realiad_jsons"  # beside them, its split files: a folder per protocol of <category>.json (meta,
 # train, test): realiad_jsons (multi-view, the default), realiad_jsons_sv, realiad_jsons_fuiad_0.0 ... _0.4; its
@@ -373,16 +372,13 @@ def _kolektor_parts(base: Path) -> dict[str, dict[Path, Path]]:
 
 
 def kolektor_category(base: Path, name: str) -> Category:
-    """A KolektorSDD category, which ships without a split: a seeded ``KOLEKTOR_TEST_PARTS`` of its parts is held
+    """A KolektorSDD category, which ships without a split: a seeded ``TEST_SHARE`` of its parts is held
     out whole for the test split (parts never seen, every view, good or not), and the good images of the others are
     fitted; their defective images (a mask that marks a defect) are tested too, never fitted. Each test image names
     its part, so the report judges the parts as a line does (``parts``)."""
     parts = _kolektor_parts(base)
     names = sorted(parts)
-    held = {
-        names[i]
-        for i in np.random.default_rng(0).permutation(len(names))[: math.ceil(len(names) * KOLEKTOR_TEST_PARTS)]
-    }
+    held = {names[i] for i in np.random.default_rng(0).permutation(len(names))[: math.ceil(len(names) * TEST_SHARE)]}
     train: dict[Path, str] = {}
     test: list[Sample] = []
     for part in names:
@@ -524,7 +520,7 @@ def folder_category(folder: Path, name: str, defects: Path | None = None, masks:
     return Category(name, image_files(folder), test)
 
 
-def holding_out(category: Category, share: float = GOOD_TEST_SHARE) -> Category:
+def holding_out(category: Category, share: float = TEST_SHARE) -> Category:
     """``category`` with a seeded ``share`` of its good training parts (every view of one, :attr:`Category.parts`;
     each image its own where none are named) moved to its test split as good parts, so that its defects are judged
     beside good parts the fit has never seen (a set shipped without a split, as anomalib's folder sets, which hold out
