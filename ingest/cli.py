@@ -59,7 +59,8 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         help="MVTec AD root: ROOT/<category>/train/good, test/<type>, ground_truth (or as BTAD, AD 2, 3D-AD, LOCO, "
-        "VisA, KolektorSDD, KolektorSDD2 and DAGM 2007 ship them; Real-IAD: one of its realiad_<resolution> folders)",
+        "VisA, KolektorSDD, KolektorSDD2, DAGM 2007 and the magnetic tiles ship them; Real-IAD: one of its "
+        "realiad_<resolution> folders)",
     )
     where.add_argument(
         "--folder", type=Path, help="a plain folder of good images (training only, unless --defects gives a test split)"

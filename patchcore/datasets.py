@@ -8,7 +8,8 @@ masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect re
 KolektorSDD2 as it ships (``train/`` and ``test/`` holding each image beside its ``<stem>_GT`` mask, which says
 whether it is good); KolektorSDD as it ships (a folder per part, ``kos01/Part0.jpg`` beside ``Part0_label.bmp``,
 split by holding parts out); DAGM 2007 as it ships (``Class<k>/{Train,Test}/<stem>.PNG``, a defective image's
-mask in its split's ``Label/<stem>_label.PNG``); Real-IAD as it ships
+mask in its split's ``Label/<stem>_label.PNG``); Magnetic Tile Defect as it ships (``MT_<type>/Imgs/<stem>.jpg``
+beside its ``<stem>.png`` mask, ``MT_Free`` good, split by holding good tiles out); Real-IAD as it ships
 (``realiad_<resolution>/<category>/{OK,NG}/...``, split by ``<protocol>/<category>.json`` beside the resolution
 folders, or one level down in ``realiad_jsons/`` where its archive of split files was unpacked into a folder of that
 name: ``realiad_jsons`` (multi-view, the default), ``realiad_jsons_sv`` (single view), ``realiad_jsons_fuiad_<noise>``).
@@ -40,7 +41,9 @@ REALIAD_SAMPLE = re.compile(r"([a-zA-Z][a-zA-Z0-9_]*_[0-9]{4}_[A-Z][A-Z_]*[A-Z])
 KOLEKTOR_MASK = "_label"  # KolektorSDD: <part>/<stem>.jpg beside <stem>_label.bmp, a folder per physical part
 DAGM_SPLITS, DAGM_LABELS = ("Train", "Test"), "Label"  # DAGM 2007: Class<k>/{Train,Test}/<stem>.PNG, and in each
 # split's Label/ folder a <stem>_label.PNG mask for every defective image (and Labels.txt, not needed)
-TEST_SHARE = 0.2  # a set without a split (KolektorSDD; good parts beside rejects): the share of parts held out to test
+TEST_SHARE = 0.2  # a set without a split (KolektorSDD, MTD, good parts beside rejects): the share held out to test
+MTD_PREFIX, MTD_GOOD, MTD_IMAGES = "MT_", "MT_Free", "Imgs"  # Magnetic Tile Defect: MT_<type>/Imgs/<stem>.jpg beside
+# its <stem>.png mask, MT_Free the good tiles
 REALIAD_PREFIX = "realiad_"  # Real-IAD's image folders: realiad_256, realiad_512, realiad_1024, realiad_raw
 REALIAD_JSONS = "realiad_jsons"  # beside them, its split files: a folder per protocol of <category>.json (meta,
 # train, test): realiad_jsons (multi-view, the default), realiad_jsons_sv, realiad_jsons_fuiad_0.0 ... _0.4; its
@@ -169,7 +172,7 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     splits = _realiad_folder(root.parent.parent, realiad_split) if root.parent.name.startswith(REALIAD_PREFIX) else None
     realiad = splits is not None and (splits / f"{root.name}.json").is_file()
     if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or _paired(root / "train")
-                          or realiad or _kolektor_parts(root) or _dagm(root)):  # fmt: skip
+                          or realiad or _kolektor_parts(root) or _dagm(root) or _mtd(root)):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     if (root / REALIAD_JSONS).is_dir():
         return f"{root} is Real-IAD: give --data {root}/<one of its image folders: {_image_folders(root)}>"
@@ -183,7 +186,8 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     layouts = (
         f"a category is a folder holding train/good, or train/ of images beside their {PAIRED_MASK} masks "
         f"(KolektorSDD2), or folders of images beside their {KOLEKTOR_MASK} masks (KolektorSDD), or "
-        f"{'/'.join(DAGM_SPLITS)} each with a {DAGM_LABELS} folder of masks (DAGM 2007), or VisA's "
+        f"{'/'.join(DAGM_SPLITS)} each with a {DAGM_LABELS} folder of masks (DAGM 2007), or {MTD_GOOD}/{MTD_IMAGES} "
+        f"beside {MTD_PREFIX}<type>/{MTD_IMAGES} (Magnetic Tile Defect), or VisA's "
         f"{VISA_IMAGES} with {VISA_SPLIT} in the root, or, under a Real-IAD "
         f"{REALIAD_PREFIX}<resolution> folder, one that ../{realiad_split}/<category>.json splits"
     )
@@ -199,7 +203,8 @@ def mvtec_categories(root: Path, realiad_split: str = REALIAD_JSONS) -> list[str
     found = {
         p.name
         for p in root.iterdir()
-        if p.is_dir() and (good_folder(p / "train") or _paired(p / "train") or _kolektor_parts(p) or _dagm(p))
+        if p.is_dir()
+        and (good_folder(p / "train") or _paired(p / "train") or _kolektor_parts(p) or _dagm(p) or _mtd(p))
     }
     found |= {name for name in _visa_rows(root) if (root / name / VISA_IMAGES).is_dir()}
     splits = _realiad_splits(root, realiad_split)
@@ -438,6 +443,36 @@ def dagm_category(base: Path, name: str) -> Category:
     return Category(name, train, sorted(test, key=lambda sample: sample.path), list(left_out))
 
 
+def _mtd(base: Path) -> bool:
+    return (base / MTD_GOOD / MTD_IMAGES).is_dir()
+
+
+def _mtd_images(folder: Path) -> dict[Path, Path | None]:
+    """The pictures of one Magnetic Tile Defect folder, each with its mask: a ``.png`` of the picture's stem beside
+    it (the pictures are ``.jpg``); a ``.png`` of no other file's stem is a picture without a mask."""
+    files = image_files(folder)
+    pictures = [path for path in files if path.suffix.lower() != ".png"]
+    stems = {path.stem for path in pictures}
+    masks = {path.stem: path for path in files if path.suffix.lower() == ".png" and path.stem in stems}
+    unmasked = [path for path in files if path.suffix.lower() == ".png" and path.stem not in stems]
+    return dict(sorted(({path: masks.get(path.stem) for path in pictures} | dict.fromkeys(unmasked)).items()))
+
+
+def mtd_category(base: Path, name: str) -> Category:
+    """The Magnetic Tile Defect set as it ships (``--data PARENT --category Magnetic-tile-defect``): the tiles of
+    ``MT_Free`` are the good parts, each other ``MT_<type>`` a defect type (``blowhole``, ``crack``...) with its masks
+    beside its pictures; it has no split, so a seeded ``TEST_SHARE`` of the good tiles is held out to test
+    (:func:`holding_out`)."""
+    good = list(_mtd_images(base / MTD_GOOD / MTD_IMAGES))
+    test = [
+        Sample(path, folder.name.removeprefix(MTD_PREFIX).lower(), mask)
+        for folder in sorted(base.glob(f"{MTD_PREFIX}*"))
+        if folder.name != MTD_GOOD and (folder / MTD_IMAGES).is_dir()
+        for path, mask in _mtd_images(folder / MTD_IMAGES).items()
+    ]
+    return holding_out(Category(name, good, test))
+
+
 def _marks_a_defect(mask: Path) -> bool:
     return bool(np.asarray(read_mask(mask)).any())
 
@@ -487,6 +522,8 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
             return kolektor_category(base, name)
         if _dagm(base):
             return dagm_category(base, name)
+        if (base / MTD_GOOD / MTD_IMAGES).is_dir():
+            return mtd_category(base, name)
         visa = _visa_rows(root).get(name)
         if visa and (base / VISA_IMAGES).is_dir():
             return visa_category(root, name, visa)

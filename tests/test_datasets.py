@@ -615,3 +615,31 @@ def test_a_folder_of_good_parts_is_judged_against_a_folder_of_rejects(tmp_path):
     report = json.loads((out / "bottle" / "report.json").read_text())
     assert report["test_images"] == 5 and report["train_images"] + report["holdout_images"] == 8
     assert report["image_auroc"] == 1.0 and "left out: 1 without a ground-truth mask" in report["pixel_metrics"]
+
+
+def test_magnetic_tiles_are_read_as_they_ship_with_a_fifth_of_the_good_tiles_held_out(tmp_path):
+    """Magnetic Tile Defect: ``MT_<type>/Imgs/<stem>.jpg`` beside its ``<stem>.png`` mask, ``MT_Free`` the good
+    tiles (their masks empty); no split of its own, so a seeded fifth of the good tiles is tested beside the
+    defects, each type named by its folder and judged with its mask."""
+    base = tmp_path / "Magnetic-tile-defect"
+    for folder, sources in (("MT_Free", _bottle_images(10)), ("MT_Crack", _bottle_images(2, "test/broken_large"))):
+        (base / folder / "Imgs").mkdir(parents=True)
+        for index, source in enumerate(sources):
+            stem = f"exp{index}_num_{100 + index}"
+            Image.open(source).convert("L").resize((196, 196)).save(base / folder / "Imgs" / f"{stem}.jpg")
+            truth = BOTTLE / "ground_truth" / "broken_large" / f"{source.stem}_mask.png"
+            mask = Image.open(truth).resize((196, 196)) if folder == "MT_Crack" else Image.new("L", (196, 196), 0)
+            mask.save(base / folder / "Imgs" / f"{stem}.png")
+    assert mvtec_categories(tmp_path) == ["Magnetic-tile-defect"]
+    category = mvtec_category(tmp_path, "Magnetic-tile-defect")
+    assert len(category.train) == 8 and all(p.suffix == ".jpg" for p in category.train)
+    assert [(s.defect, s.mask.name if s.mask else None) for s in category.test] == [
+        ("good", None), ("good", None), ("crack", "exp0_num_100.png"), ("crack", "exp1_num_101.png")
+    ]  # fmt: skip
+    assert file_problems(category, Preprocess()) == []
+    with pytest.raises(FileNotFoundError, match=r"give --data .* --category Magnetic-tile-defect"):
+        mvtec_category(base, "Magnetic-tile-defect")
+    out = tmp_path / "reports"
+    _evaluate(tmp_path, out)
+    report = json.loads((out / "Magnetic-tile-defect" / "report.json").read_text())
+    assert report["test_images"] == 4 and report["per_defect_image_auroc"].keys() == {"crack"}
