@@ -33,13 +33,6 @@ from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
 from patchcore.datasets import (
     REALIAD_JSONS,
     Category,
-    excluding,
-    folder_category,
-    holding_out,
-    mvtec_categories,
-    mvtec_category,
-    not_found,
-    parted,
 )
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.images import FIELDS_OF_VIEW
@@ -73,6 +66,12 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         help="category to process (repeatable); with --data the default is every category found, "
         "with --folder it names the category (default: the folder's name)",
     )
+    _exclude_option(parser)
+    _part_option(parser)
+    _folder_test_options(parser)
+
+
+def _exclude_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exclude",
         action="append",
@@ -81,7 +80,9 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
         help="leave this training image out (repeatable): a file name, or the end of its path; one the fit named "
         "among its good images that score highest and that shows a defect",
     )
-    _part_option(parser)
+
+
+def _folder_test_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--defects",
         type=Path,
@@ -222,10 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(eval_cmd)
 
     served = commands.add_parser("evaluate-served", help="served (pgvector HNSW) against exact, on the stored model")
-    served.add_argument("--data", type=Path, required=True, help="MVTec AD root holding the test split")
+    judged = served.add_mutually_exclusive_group(required=True)
+    judged.add_argument("--data", type=Path, help="MVTec AD root holding the test split")
+    judged.add_argument(
+        "--folder", type=Path, help="the good images the category was fitted from with --defects (its held-out split)"
+    )
     served.add_argument("--category", action="append", default=None, help="category (repeatable; default: all stored)")
     _real_iad_split(served)
+    _exclude_option(served)
     _part_option(served)
+    _folder_test_options(served)
     served.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default INSPECT_HNSW_EF_SEARCH)")
     served.add_argument("--out", type=Path, default=get_settings().reports_dir, help="reports folder")
 
@@ -345,23 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _categories(args: argparse.Namespace) -> list[Category]:
-    if args.folder is not None:
-        names = args.category or [args.folder.name]
-        if len(names) != 1:
-            raise ValueError("--folder takes exactly one --category")
-        category = parted(excluding([folder_category(args.folder, names[0], args.defects, args.masks)],
-                                    args.exclude), args.part)[0]  # fmt: skip
-        return [holding_out(category) if args.defects is not None else category]
-    if args.defects is not None or args.masks is not None:
-        raise ValueError("--defects and --masks go with --folder: a dataset given by --data has its own test split")
-    split = args.real_iad_split
-    names = args.category or mvtec_categories(args.data, split)
-    if not names:
-        raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data, split)}")
-    return parted(excluding([mvtec_category(args.data, name, split) for name in names], args.exclude), args.part)
-
-
 def _config(args: argparse.Namespace) -> PatchCoreConfig:
     return PatchCoreConfig(
         backbone=args.backbone,
@@ -451,9 +441,9 @@ def _say_highest(threshold: float, ranked: list[dict]) -> None:
 def _run_fit(args: argparse.Namespace, store: bool) -> int:
     """Fit, evaluate, report (and store) each category. Everything that can be checked is checked first; a failure
     after a fit (evaluation, plots, report) still stores the fitted model, says what failed and exits 1."""
-    from ingest import preflight, report
+    from ingest import preflight, report, sets
 
-    categories = _categories(args)
+    categories = sets.categories(args)
     config = _config(args)
     if store:
         from store.models import check_dimension

@@ -13,8 +13,9 @@ import torch
 
 from config import get_settings
 from ingest.report import table
+from ingest.sets import categories
 from ingest.stored import active_model
-from patchcore.datasets import Category, mvtec_category, parted
+from patchcore.datasets import Category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector
@@ -108,11 +109,14 @@ def run_served(args: argparse.Namespace) -> int:
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
-    names = args.category
-    if not names:
+    if args.folder is not None and args.defects is None:
+        raise ValueError("--folder needs --defects here: a plain folder of good images has no test split to judge")
+    if args.folder is None and not args.category:
         with connect(url) as connection:
-            names = [m.category for m in models.active_models(connection)]
-    for name in names:
-        category = parted([mvtec_category(args.data, name, args.real_iad_split)], args.part)[0]
-        evaluate_served(name, category, args.out / name, args.ef_search)
+            args.category = [m.category for m in models.active_models(connection)]
+        if not args.category:
+            print("no category is stored: nothing to judge (fit one first)")
+            return 0
+    for category in categories(args):
+        evaluate_served(category.name, category, args.out / category.name, args.ef_search)
     return 0

@@ -21,6 +21,7 @@ import csv
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -555,6 +556,21 @@ def folder_category(folder: Path, name: str, defects: Path | None = None, masks:
     if not test:
         raise FileNotFoundError(f"--defects {defects}: no image in it nor in a folder of it")
     return Category(name, image_files(folder), test)
+
+
+def folder_set(
+    folder: Path,
+    name: str,
+    defects: Path | None = None,
+    masks: Path | None = None,
+    exclude: Sequence[str] = (),
+    part: str | None = None,
+) -> Category:
+    """A plain folder of good images as every command reads it (:func:`folder_category`, less the ``exclude``d
+    images, parts by the ``part`` pattern), with its good test parts held out where ``defects`` gives a test split:
+    the same split for the fit and for a later evaluation of the stored model, both seeded."""
+    category = parted(excluding([folder_category(folder, name, defects, masks)], list(exclude)), part)[0]
+    return holding_out(category) if defects is not None else category
 
 
 def holding_out(category: Category, share: float = TEST_SHARE) -> Category:

@@ -643,3 +643,36 @@ def test_magnetic_tiles_are_read_as_they_ship_with_a_fifth_of_the_good_tiles_hel
     _evaluate(tmp_path, out)
     report = json.loads((out / "Magnetic-tile-defect" / "report.json").read_text())
     assert report["test_images"] == 4 and report["per_defect_image_auroc"].keys() == {"crack"}
+
+
+def test_a_category_fitted_against_rejects_is_judged_again_through_the_served_path(tmp_path, database_url):
+    """``evaluate-served --folder GOOD --defects REJECTS`` rebuilds the fit's seeded split, so the stored model is
+    judged on the same good parts it never saw and the same rejects: the exact figures are the fit's own."""
+    good, rejects = tmp_path / "good", tmp_path / "rejects"
+    for path in _bottle_images(10):
+        _link(good / path.name, path)
+    for path in _bottle_images(2, "test/broken_large"):
+        _link(rejects / path.name, path)
+    env = {**os.environ, "DATABASE_URL": database_url}
+    folder = ["--folder", str(good), "--category", "widget", "--defects", str(rejects)]
+    fitted = subprocess.run(
+        [sys.executable, "-m", "ingest", "fit", *folder, "--backbone", "resnet18", "--weights", str(WEIGHTS),
+         "--out", str(tmp_path / "fit")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    fit = json.loads((tmp_path / "fit" / "widget" / "report.json").read_text())
+    served = subprocess.run(
+        [sys.executable, "-m", "ingest", "evaluate-served", *folder, "--out", str(tmp_path / "served")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr[-3000:]
+    exact = json.loads((tmp_path / "served" / "widget" / "served_report.json").read_text())["exact"]
+    assert (exact["good_images"], exact["defective_images"]) == (fit["good_images"], fit["defective_images"]) == (2, 2)
+    assert exact["false_alarms"] == fit["false_alarms"] and exact["image_auroc"] == fit["image_auroc"]
+    assert exact["best_f1_threshold"] == pytest.approx(fit["best_f1_threshold"], rel=1e-6)  # the same good parts
+    alone = subprocess.run(
+        [sys.executable, "-m", "ingest", "evaluate-served", "--folder", str(good), "--category", "widget"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert alone.returncode != 0 and "--folder needs --defects here" in alone.stderr

@@ -1,0 +1,32 @@
+"""The categories a command judges, read the same way by each: those of a dataset given by ``--data`` (the named
+ones, or every one found), or one plain ``--folder`` of good images, with a test split where ``--defects`` gives its
+rejects (:func:`patchcore.datasets.folder_set`: the same seeded split for a fit and a later served evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+
+from patchcore.datasets import (
+    Category,
+    excluding,
+    folder_set,
+    mvtec_categories,
+    mvtec_category,
+    not_found,
+    parted,
+)
+
+
+def categories(args: argparse.Namespace) -> list[Category]:
+    if args.folder is not None:
+        names = args.category or [args.folder.name]
+        if len(names) != 1:
+            raise ValueError("--folder takes exactly one --category")
+        return [folder_set(args.folder, names[0], args.defects, args.masks, args.exclude, args.part)]
+    if args.defects is not None or args.masks is not None:
+        raise ValueError("--defects and --masks go with --folder: a dataset given by --data has its own test split")
+    split = args.real_iad_split
+    names = args.category or mvtec_categories(args.data, split)
+    if not names:
+        raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data, split)}")
+    return parted(excluding([mvtec_category(args.data, name, split) for name in names], args.exclude), args.part)
