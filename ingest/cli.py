@@ -1,21 +1,5 @@
-"""``python -m ingest``: fit categories into the database, evaluate them, and show the database URI.
-
-Subcommands:
-  fit              fit each category, evaluate it on its test split (if any), and store it in PostgreSQL
-  evaluate         fit and evaluate in memory only: no database involved
-  evaluate-served  score the test split through the served pgvector path and the exact path, side by side
-  threshold        set a category's threshold (a value, a false-alarm rate, or labelled images): a new version
-  add-normals      add good images to a fitted category without a refit: a new version
-  add-defects      add labelled defect examples (one image, or an MVTec test split with masks) to its library
-  inspect          judge images or folders with a fitted category, without the API: a CSV and heatmap PNGs
-  export           a category's good images out of the database into a folder, with a manifest and the fit command
-  enqueue          queue a fit job from a folder of good images, for a worker (--wait follows it)
-  worker           take fit jobs from the database and run them (any number, on any machine that reaches it)
-  new-key          make an API key: prints the key (once) and the INSPECT_API_KEYS entry that admits it
-  db-uri           print the PostgreSQL URI in use (start the embedded server if needed), for psql
-  db-replicas      start N local streaming standbys of the embedded PostgreSQL; print DATABASE_REPLICA_URLS
-  db-stop          stop the embedded PostgreSQL (and its local standbys)
-"""
+"""python -m ingest: every job on a category outside the API, one subcommand each, listed below with what it
+does (`python -m ingest SUBCOMMAND --help` for its options). The list is argparse's own, so it names every one."""
 
 from __future__ import annotations
 
