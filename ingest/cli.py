@@ -372,6 +372,10 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         )
     if category.excluded:
         print(f"   excluded (--exclude): {', '.join(str(p) for p in category.excluded)}", flush=True)
+    if category.copies:
+        copy, kept = next(iter(category.copies.items()))
+        print(f"   left out as copies (the same bytes as another image of {category.name}): {len(category.copies)} "
+              f"(as {copy}, a copy of {kept})", flush=True)  # fmt: skip
     embedder = Embedder.load(config, weights, args.device)
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder,
                 features_in_memory_max=get_settings().fit_memory_bytes, parts=category.parts, per=args.per)  # fmt: skip
@@ -460,6 +464,10 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             result["left_out_of_training"] = [str(path) for path in category.left_out]
         if category.excluded:
             result["excluded_from_training"] = [str(path) for path in category.excluded]
+        if category.copies:
+            result["copies_left_out"] = [
+                {"file": str(copy), "copy_of": str(kept)} for copy, kept in category.copies.items()
+            ]
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:
             from ingest.persist import store_model

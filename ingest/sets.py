@@ -1,6 +1,7 @@
 """The categories a command judges, read the same way by each: those of a dataset given by ``--data`` (the named
 ones, or every one found), or one plain ``--folder`` of good images, with a test split where ``--defects`` gives its
-rejects (:func:`patchcore.datasets.folder_set`: the same seeded split for a fit and a later served evaluation)."""
+rejects (:func:`patchcore.datasets.folder_set`: the same seeded split for a fit and a later served evaluation);
+either way less the images whose bytes another of its images has (:func:`patchcore.datasets.distinct`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 
 from patchcore.datasets import (
     Category,
+    distinct,
     excluding,
     folder_set,
     mvtec_categories,
@@ -29,4 +31,5 @@ def categories(args: argparse.Namespace) -> list[Category]:
     names = args.category or mvtec_categories(args.data, split)
     if not names:
         raise FileNotFoundError(f"no category under {args.data}: {not_found(args.data, split)}")
-    return parted(excluding([mvtec_category(args.data, name, split) for name in names], args.exclude), args.part)
+    read = parted(excluding([mvtec_category(args.data, name, split) for name in names], args.exclude), args.part)
+    return [distinct(category) for category in read]

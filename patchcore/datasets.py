@@ -18,6 +18,7 @@ name: ``realiad_jsons`` (multi-view, the default), ``realiad_jsons_sv`` (single 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import re
@@ -94,7 +95,8 @@ class Category:
     the training split that are not good (their masks mark a defect), kept out of the fit and said so; ``excluded``:
     training images the user named as not good (:func:`excluding`), kept out the same way. ``parts``: the part a
     training image is one view of, where the set says (as ``Sample.part``): the fit deals its hold-out and folds by
-    part (:func:`patchcore.model.fit`)."""
+    part (:func:`patchcore.model.fit`). ``copies``: images left out because another image of the category has the
+    same bytes (:func:`distinct`), each with the image it copies."""
 
     name: str
     train: list[Path]
@@ -102,6 +104,7 @@ class Category:
     left_out: list[Path] = field(default_factory=list)
     excluded: list[Path] = field(default_factory=list)
     parts: dict[Path, str] = field(default_factory=dict)
+    copies: dict[Path, Path] = field(default_factory=dict)
 
 
 def excluding(categories: list[Category], names: list[str]) -> list[Category]:
@@ -165,6 +168,46 @@ def parted(categories: list[Category], pattern: str | None) -> list[Category]:
         )
         for category in categories
     ]
+
+
+def distinct(category: Category) -> Category:
+    """``category`` with every image whose bytes an earlier image of it already has left out, each named in
+    ``copies`` with the image it copies (training images come first, in their order; then the test split). Two files
+    of the same bytes are one picture of one part. A training copy would be fitted twice, and dealt to another fold
+    it covers its twin exactly (distance 0), so the twin's cross-fitted score says nothing of how a new part scores
+    and pulls the threshold down; a test image that is a training image is no part the model has never seen, so its
+    verdict would flatter the evaluation. The service's own paths already keep one of equal files (a fit job's
+    uploads, added normals: by sha256); a fit from files now does too. Only files of a size another file has are
+    read. Refused: a defective test image with the bytes of a good training image, a defect among the good images
+    that the fit would learn as good (``--exclude`` it)."""
+    by_size: dict[int, list[Path]] = {}
+    for path in dict.fromkeys([*category.train, *(sample.path for sample in category.test)]):
+        by_size.setdefault(path.stat().st_size, []).append(path)
+    first: dict[bytes, Path] = {}
+    copies: dict[Path, Path] = {}
+    for paths in by_size.values():
+        for path in paths if len(paths) > 1 else ():
+            with path.open("rb") as file:
+                kept = first.setdefault(hashlib.file_digest(file, "sha256").digest(), path)
+            if kept != path:
+                copies[path] = kept
+    if not copies:
+        return category
+    training = set(category.train)
+    for sample in category.test:
+        if sample.is_anomalous and copies.get(sample.path) in training:
+            raise ValueError(
+                f"{category.name}: the defective test image {sample.path} ({sample.defect}) has the bytes of the good "
+                f"training image {copies[sample.path]}: a defect among the good images? Refit with --exclude "
+                f"{copies[sample.path].name}, or correct the set"
+            )
+    return replace(
+        category,
+        train=[path for path in category.train if path not in copies],
+        test=[sample for sample in category.test if sample.path not in copies],
+        parts={path: part for path, part in category.parts.items() if path not in copies},
+        copies=copies,
+    )
 
 
 def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
@@ -568,8 +611,9 @@ def folder_set(
 ) -> Category:
     """A plain folder of good images as every command reads it (:func:`folder_category`, less the ``exclude``d
     images, parts by the ``part`` pattern), with its good test parts held out where ``defects`` gives a test split:
-    the same split for the fit and for a later evaluation of the stored model, both seeded."""
-    category = parted(excluding([folder_category(folder, name, defects, masks)], list(exclude)), part)[0]
+    the same split for the fit and for a later evaluation of the stored model, both seeded. Copies (the same
+    bytes, :func:`distinct`) are left out before the good test parts are held out."""
+    category = distinct(parted(excluding([folder_category(folder, name, defects, masks)], list(exclude)), part)[0])
     return holding_out(category) if defects is not None else category
 
 

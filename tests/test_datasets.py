@@ -13,7 +13,7 @@ from PIL import Image
 
 from ingest.inspect import images_of
 from ingest.preflight import file_problems
-from patchcore.datasets import image_files, mvtec_categories, mvtec_category
+from patchcore.datasets import distinct, image_files, mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.images import Preprocess, mask_png
 from store.names import name_problem
@@ -87,6 +87,50 @@ def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
 
 def _bottle_images(count: int, split: str = "train/good") -> list[Path]:
     return sorted((BOTTLE / split).glob("*.png"))[:count]
+
+
+def test_copies_are_left_out_each_named_with_what_it_copies(tmp_path):
+    """Files of the same bytes are one picture of one part: a training copy would be fitted twice and, dealt to
+    another fold, cover its twin exactly (the threshold falls), and a test image that is a training image is no
+    part never seen. The later of equal files is left out and named with the one it copies, training images before
+    the test split; a defective test image with a good training image's bytes is refused, naming the --exclude that
+    settles it; a fit from the command line says what it left out, and its report lists it."""
+    base = tmp_path / "bottle"
+    goods = _bottle_images(6)
+    for path in goods:
+        _link(base / "train" / "good" / path.name, path)
+    _link(base / "train" / "good" / "000_again.png", goods[0])
+    for path in _bottle_images(2, "test/good"):
+        _link(base / "test" / "good" / path.name, path)
+    _link(base / "test" / "good" / "seen.png", goods[1])
+    broken = BOTTLE / "test" / "broken_large" / "000.png"
+    _link(base / "test" / "broken_large" / "000.png", broken)
+    _link(
+        base / "ground_truth" / "broken_large" / "000_mask.png",
+        BOTTLE / "ground_truth" / "broken_large" / "000_mask.png",
+    )
+    train, test = base / "train" / "good", base / "test"
+    category = distinct(mvtec_category(tmp_path, "bottle"))
+    assert category.copies == {
+        train / "000_again.png": train / "000.png",
+        test / "good" / "seen.png": train / "001.png",
+    }
+    assert category.train == [train / p.name for p in goods]
+    assert sorted(s.path.name for s in category.test) == ["000.png", "000.png", "001.png"]
+    assert distinct(category) == category  # nothing left to leave out
+    _link(test / "broken_large" / "001.png", goods[2])
+    with pytest.raises(ValueError, match=r"broken_large/001\.png \(broken_large\) has the bytes of the good training "
+                       r"image .*002\.png: .* --exclude 002\.png"):  # fmt: skip
+        distinct(mvtec_category(tmp_path, "bottle"))
+    out = tmp_path / "reports"
+    done = _evaluate(tmp_path, out, "--exclude", "002.png")
+    assert "left out as copies (the same bytes as another image of bottle): 2 (as " in done.stdout
+    report = json.loads((out / "bottle" / "report.json").read_text())
+    assert report["copies_left_out"] == [
+        {"file": str(train / "000_again.png"), "copy_of": str(train / "000.png")},
+        {"file": str(test / "good" / "seen.png"), "copy_of": str(train / "001.png")},
+    ]
+    assert report["train_images"] + report["holdout_images"] == 5 and report["test_images"] == 4
 
 
 @pytest.mark.parametrize("layout", ["BTAD", "MVTec AD 2", "MVTec 3D-AD", "MVTec LOCO AD"])
@@ -296,12 +340,12 @@ def test_kolektorsdd_is_read_as_it_ships_parts_held_out_whole_for_its_test_split
     its part, so the report judges the parts too, beside what the training parts predict; a threshold set later
     from the command line says it again; the set's folder given as ``--data`` is answered with what to give."""
     base = tmp_path / "KolektorSDD"
-    sources = _bottle_images(16) + _bottle_images(2, "test/broken_large")
+    sources = _bottle_images(20) + _bottle_images(2, "test/broken_large")  # no two views the same bytes
     defective = {("kos02", "Part1"), ("kos04", "Part3")}
     for index, (part, view) in enumerate((f"kos0{p}", f"Part{v}") for p in range(1, 6) for v in range(4)):
         (base / part).mkdir(parents=True, exist_ok=True)
         bad = (part, view) in defective
-        source = sources[16 + sorted(defective).index((part, view))] if bad else sources[index % 16]
+        source = sources[20 + sorted(defective).index((part, view))] if bad else sources[index]
         Image.open(source).resize((200, 200)).save(base / part / f"{view}.jpg")
         truth = BOTTLE / "ground_truth" / "broken_large" / f"{source.stem}_mask.png"
         mask = Image.open(truth).resize((200, 200)) if bad else Image.new("L", (200, 200), 0)
