@@ -170,6 +170,31 @@ def parted(categories: list[Category], pattern: str | None) -> list[Category]:
     ]
 
 
+HEAD_BYTES = 1 << 16  # what is read of a file first to tell it from another of its size
+
+
+def _digest(path: Path, head: bool) -> bytes:
+    with path.open("rb") as file:
+        return hashlib.sha256(file.read(HEAD_BYTES)).digest() if head else hashlib.file_digest(file, "sha256").digest()
+
+
+def _copies(paths: list[Path]) -> dict[Path, Path]:
+    """Each of ``paths`` whose bytes an earlier one has, with the first that has them. Files are told apart by their
+    size, then by the digest of their first :data:`HEAD_BYTES`, and only those still alike are read whole: a set's
+    images rarely share a size unless stored uncompressed, and then their first rows tell two pictures apart, so a
+    set is read once more only where it holds copies."""
+    groups = [paths]
+    for key in (lambda path: path.stat().st_size, lambda path: _digest(path, True), lambda path: _digest(path, False)):
+        alike: list[list[Path]] = []
+        for group in groups:
+            keyed: dict[object, list[Path]] = {}
+            for path in group:
+                keyed.setdefault(key(path), []).append(path)
+            alike += [same for same in keyed.values() if len(same) > 1]
+        groups = alike
+    return {path: group[0] for group in groups for path in group[1:]}
+
+
 def distinct(category: Category) -> Category:
     """``category`` with every image whose bytes an earlier image of it already has left out, each named in
     ``copies`` with the image it copies (training images come first, in their order; then the test split). Two files
@@ -177,20 +202,10 @@ def distinct(category: Category) -> Category:
     it covers its twin exactly (distance 0), so the twin's cross-fitted score says nothing of how a new part scores
     and pulls the threshold down; a test image that is a training image is no part the model has never seen, so its
     verdict would flatter the evaluation. The service's own paths already keep one of equal files (a fit job's
-    uploads, added normals: by sha256); a fit from files now does too. Only files of a size another file has are
-    read. Refused: a defective test image with the bytes of a good training image, a defect among the good images
-    that the fit would learn as good (``--exclude`` it)."""
-    by_size: dict[int, list[Path]] = {}
-    for path in dict.fromkeys([*category.train, *(sample.path for sample in category.test)]):
-        by_size.setdefault(path.stat().st_size, []).append(path)
-    first: dict[bytes, Path] = {}
-    copies: dict[Path, Path] = {}
-    for paths in by_size.values():
-        for path in paths if len(paths) > 1 else ():
-            with path.open("rb") as file:
-                kept = first.setdefault(hashlib.file_digest(file, "sha256").digest(), path)
-            if kept != path:
-                copies[path] = kept
+    uploads, added normals: by sha256); a fit from files now does too (:func:`_copies` says which files it reads).
+    Refused: a defective test image with the bytes of a good training image, a defect among the good images that the
+    fit would learn as good (``--exclude`` it)."""
+    copies = _copies(list(dict.fromkeys([*category.train, *(sample.path for sample in category.test)])))
     if not copies:
         return category
     training = set(category.train)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ingest.inspect import images_of
 from ingest.preflight import file_problems
-from patchcore.datasets import distinct, image_files, mvtec_categories, mvtec_category
+from patchcore.datasets import Category, distinct, image_files, mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.images import Preprocess, mask_png
 from store.names import name_problem
@@ -118,6 +118,11 @@ def test_copies_are_left_out_each_named_with_what_it_copies(tmp_path):
     assert category.train == [train / p.name for p in goods]
     assert sorted(s.path.name for s in category.test) == ["000.png", "000.png", "001.png"]
     assert distinct(category) == category  # nothing left to leave out
+    alike = bytes(range(256)) * 512  # 128 KiB: files of one size whose first 64 KiB agree are read whole
+    for name, data in (("a.raw", alike), ("b.raw", alike[:-1] + b"x"), ("c.raw", alike), ("d.raw", alike[:-1])):
+        (tmp_path / name).write_bytes(data)
+    raw = [tmp_path / name for name in ("a.raw", "b.raw", "c.raw", "d.raw")]
+    assert distinct(Category("raw", raw, [])).copies == {raw[2]: raw[0]}
     _link(test / "broken_large" / "001.png", goods[2])
     with pytest.raises(ValueError, match=r"broken_large/001\.png \(broken_large\) has the bytes of the good training "
                        r"image .*002\.png: .* --exclude 002\.png"):  # fmt: skip
