@@ -356,6 +356,16 @@ def _config(args: argparse.Namespace) -> PatchCoreConfig:
     )
 
 
+def _copies_left_out(category: Category) -> list[dict]:
+    """The images left out as copies of another (:func:`patchcore.datasets.distinct`), each with the one kept and,
+    where that one is a defective test image, its defect type: a good image with a defect's bytes."""
+    defects = {sample.path: sample.defect for sample in category.test if sample.is_anomalous}
+    return [
+        {"file": str(copy), "copy_of": str(kept)} | ({"copy_of_defect": defects[kept]} if kept in defects else {})
+        for copy, kept in category.copies.items()
+    ]
+
+
 def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Embedder]:
     config = _config(args)
     weights = RANDOM_WEIGHTS if args.random_weights else args.weights
@@ -372,10 +382,13 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         )
     if category.excluded:
         print(f"   excluded (--exclude): {', '.join(str(p) for p in category.excluded)}", flush=True)
-    if category.copies:
-        copy, kept = next(iter(category.copies.items()))
-        print(f"   left out as copies (the same bytes as another image of {category.name}): {len(category.copies)} "
-              f"(as {copy}, a copy of {kept})", flush=True)  # fmt: skip
+    copies = _copies_left_out(category)
+    if copies:
+        print(f"   left out as copies (the same bytes as another image of {category.name}): {len(copies)} (as "
+              f"{copies[0]['file']}, a copy of {copies[0]['copy_of']})", flush=True)  # fmt: skip
+    for copy in (copy for copy in copies if "copy_of_defect" in copy):
+        print(f"   {copy['file']} has the bytes of the defective test image {copy['copy_of']} "
+              f"({copy['copy_of_defect']}): a defect among the good images, left out of them", flush=True)  # fmt: skip
     embedder = Embedder.load(config, weights, args.device)
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder,
                 features_in_memory_max=get_settings().fit_memory_bytes, parts=category.parts, per=args.per)  # fmt: skip
@@ -465,9 +478,7 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
         if category.excluded:
             result["excluded_from_training"] = [str(path) for path in category.excluded]
         if category.copies:
-            result["copies_left_out"] = [
-                {"file": str(copy), "copy_of": str(kept)} for copy, kept in category.copies.items()
-            ]
+            result["copies_left_out"] = _copies_left_out(category)
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:
             from ingest.persist import store_model

@@ -93,8 +93,9 @@ def test_copies_are_left_out_each_named_with_what_it_copies(tmp_path):
     """Files of the same bytes are one picture of one part: a training copy would be fitted twice and, dealt to
     another fold, cover its twin exactly (the threshold falls), and a test image that is a training image is no
     part never seen. The later of equal files is left out and named with the one it copies, training images before
-    the test split; a defective test image with a good training image's bytes is refused, naming the --exclude that
-    settles it; a fit from the command line says what it left out, and its report lists it."""
+    the test split, unless the set marks one of them defective: then that one is kept and its good twins leave the
+    good images (a defect among them, as the set's own label says); a fit from the command line says what it left
+    out, and its report lists it."""
     base = tmp_path / "bottle"
     goods = _bottle_images(6)
     for path in goods:
@@ -123,17 +124,28 @@ def test_copies_are_left_out_each_named_with_what_it_copies(tmp_path):
         (tmp_path / name).write_bytes(data)
     raw = [tmp_path / name for name in ("a.raw", "b.raw", "c.raw", "d.raw")]
     assert distinct(Category("raw", raw, [])).copies == {raw[2]: raw[0]}
-    _link(test / "broken_large" / "001.png", goods[2])
-    with pytest.raises(ValueError, match=r"broken_large/001\.png \(broken_large\) has the bytes of the good training "
-                       r"image .*002\.png: .* --exclude 002\.png"):  # fmt: skip
-        distinct(mvtec_category(tmp_path, "bottle"))
+    _link(test / "broken_large" / "001.png", goods[2])  # a good training image the set marks defective as a test image
+    category = distinct(mvtec_category(tmp_path, "bottle"))
+    assert category.copies[train / "002.png"] == test / "broken_large" / "001.png"
+    assert train / "002.png" not in category.train and test / "broken_large" / "001.png" in {
+        s.path for s in category.test
+    }
     out = tmp_path / "reports"
-    done = _evaluate(tmp_path, out, "--exclude", "002.png")
-    assert "left out as copies (the same bytes as another image of bottle): 2 (as " in done.stdout
+    done = _evaluate(tmp_path, out)
+    assert "left out as copies (the same bytes as another image of bottle): 3 (as " in done.stdout
+    assert (
+        f"{train / '002.png'} has the bytes of the defective test image {test / 'broken_large' / '001.png'}"
+        in done.stdout
+    )
     report = json.loads((out / "bottle" / "report.json").read_text())
     assert report["copies_left_out"] == [
         {"file": str(train / "000_again.png"), "copy_of": str(train / "000.png")},
         {"file": str(test / "good" / "seen.png"), "copy_of": str(train / "001.png")},
+        {
+            "file": str(train / "002.png"),
+            "copy_of": str(test / "broken_large" / "001.png"),
+            "copy_of_defect": "broken_large",
+        },
     ]
     assert report["train_images"] + report["holdout_images"] == 5 and report["test_images"] == 4
 
