@@ -356,6 +356,12 @@ def _config(args: argparse.Namespace) -> PatchCoreConfig:
     )
 
 
+def _validation_fitted(category: Category) -> list[Path]:
+    """The set's validation images among those fitted (less any excluded or left out as copies)."""
+    fitted = set(category.train)
+    return [path for path in category.validation if path in fitted]
+
+
 def _copies_left_out(category: Category) -> list[dict]:
     """The images left out as copies of another (:func:`patchcore.datasets.distinct`), each with the one kept and,
     where that one is a defective test image, its defect type: a good image with a defect's bytes."""
@@ -382,6 +388,10 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         )
     if category.excluded:
         print(f"   excluded (--exclude): {', '.join(str(p) for p in category.excluded)}", flush=True)
+    validation = _validation_fitted(category)
+    if validation:
+        print(f"   of them {len(validation)} from the set's validation split ({validation[0].parent}): good parts too, "
+              "fitted with the training images", flush=True)  # fmt: skip
     copies = _copies_left_out(category)
     if copies:
         print(f"   left out as copies (the same bytes as another image of {category.name}): {len(copies)} (as "
@@ -479,6 +489,8 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             result["excluded_from_training"] = [str(path) for path in category.excluded]
         if category.copies:
             result["copies_left_out"] = _copies_left_out(category)
+        if _validation_fitted(category):
+            result["validation_images_fitted"] = [str(path) for path in _validation_fitted(category)]
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:
             from ingest.persist import store_model

@@ -3,7 +3,8 @@
 Read as they come, each by what it is rather than by its name: MVTec AD, MPDD and VisA as anomalib prepares it
 (``train/good``, ``test/<type>``, ``ground_truth/<type>``); BTAD (good parts in ``ok`` folders); MVTec AD 2 (the
 labelled test split is ``test_public``, its masks beneath it); MVTec 3D-AD (each folder's pictures in ``rgb/``, their
-masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united); VisA as it ships
+masks in ``gt/``); MVTec LOCO AD (a folder of masks per image, one per defect region, united); the good images of a
+``validation`` split beside ``train`` (those three sets) fitted as good images too; VisA as it ships
 (``<category>/Data/Images/{Normal,Anomaly}``, its split in ``split_csv/1cls.csv`` beside the categories);
 KolektorSDD2 as it ships (``train/`` and ``test/`` holding each image beside its ``<stem>_GT`` mask, which says
 whether it is good); KolektorSDD as it ships (a folder per part, ``kos01/Part0.jpg`` beside ``Part0_label.bmp``,
@@ -34,6 +35,7 @@ GOOD = "good"  # the defect type of every good image, whatever its folder is cal
 GOOD_FOLDERS = ("good", "ok")  # MVTec AD and most sets; BTAD
 TEST_FOLDERS = ("test", "test_public")  # MVTec AD 2 publishes its labelled test split as test_public
 GROUND_TRUTH = "ground_truth"
+VALIDATION = "validation"  # MVTec AD 2, MVTec 3D-AD, MVTec LOCO AD: good images the set keeps for validation
 PICTURES, MASKS_BESIDE = "rgb", "gt"  # MVTec 3D-AD: <folder>/rgb/<stem>.png, <folder>/gt/<stem>.png (xyz/ beside)
 VISA_SPLIT = Path("split_csv") / "1cls.csv"  # VisA: object, split, label, image, mask per image, paths from the root
 VISA_IMAGES = Path("Data") / "Images"  # VisA: <category>/Data/Images/{Normal,Anomaly}
@@ -96,7 +98,9 @@ class Category:
     training images the user named as not good (:func:`excluding`), kept out the same way. ``parts``: the part a
     training image is one view of, where the set says (as ``Sample.part``): the fit deals its hold-out and folds by
     part (:func:`patchcore.model.fit`). ``copies``: images left out because another image of the category has the
-    same bytes (:func:`distinct`), each with the image it copies."""
+    same bytes (:func:`distinct`), each with the image it copies. ``validation``: the good images of the set's
+    validation split, fitted with the training ones (they are good parts the service should learn from, and the
+    threshold is set from every good image's score as unseen, so it needs no split of its own)."""
 
     name: str
     train: list[Path]
@@ -105,6 +109,7 @@ class Category:
     excluded: list[Path] = field(default_factory=list)
     parts: dict[Path, str] = field(default_factory=dict)
     copies: dict[Path, Path] = field(default_factory=dict)
+    validation: list[Path] = field(default_factory=list)
 
 
 def excluding(categories: list[Category], names: list[str]) -> list[Category]:
@@ -565,8 +570,9 @@ def _test_split(base: Path) -> list[Sample]:
 
 
 def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) -> Category:
-    """``ROOT/<name>/train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.<ext>``, and the variants of
-    the module's docstring (VisA: :func:`visa_category`; Real-IAD by its ``realiad_split`` protocol)."""
+    """``ROOT/<name>/train/good`` (and ``validation/good`` where the set has one), ``test/<type>``,
+    ``ground_truth/<type>/<stem>_mask.<ext>``, and the variants of the module's docstring (VisA:
+    :func:`visa_category`; Real-IAD by its ``realiad_split`` protocol)."""
     base = root / name
     if realiad_split != REALIAD_JSONS:  # a protocol named: only Real-IAD has one, so it is read as Real-IAD
         return realiad_category(root, name, _realiad_split_of(root, name, realiad_split))
@@ -587,7 +593,9 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
         if realiad:
             return realiad_category(root, name, realiad[0])
         raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root, realiad_split)})")
-    return Category(name, pictures(train), _test_split(base))
+    validation = good_folder(base / VALIDATION)
+    held = pictures(validation) if validation is not None else []
+    return Category(name, pictures(train) + held, _test_split(base), validation=held)
 
 
 def folder_category(folder: Path, name: str, defects: Path | None = None, masks: Path | None = None) -> Category:

@@ -153,7 +153,8 @@ def test_copies_are_left_out_each_named_with_what_it_copies(tmp_path):
 @pytest.mark.parametrize("layout", ["BTAD", "MVTec AD 2", "MVTec 3D-AD", "MVTec LOCO AD"])
 def test_the_layouts_of_other_public_sets_are_read(tmp_path, layout):
     """Each layout as its set ships it: good parts named ``ok``, the test split as ``test_public`` with its masks
-    beneath, pictures in ``rgb/`` with masks in ``gt/``, a folder of masks per image whose union is the truth."""
+    beneath, pictures in ``rgb/`` with masks in ``gt/``, a folder of masks per image whose union is the truth; the
+    good images of a validation split (MVTec AD 2, 3D-AD, LOCO AD) fitted with the training ones."""
     base = tmp_path / "part"
     good, test, defect = {"BTAD": ("ok", "test", "ko"), "MVTec AD 2": ("good", "test_public", "bad")}.get(
         layout, ("good", "test", "broken_large")
@@ -161,6 +162,9 @@ def test_the_layouts_of_other_public_sets_are_read(tmp_path, layout):
     rgb = "rgb/" if layout == "MVTec 3D-AD" else ""
     for path in _bottle_images(3):
         _link(base / "train" / good / f"{rgb}{path.name}", path)
+    validation = [] if layout == "BTAD" else [base / "validation" / good / f"{rgb}v{i}.png" for i in range(2)]
+    for path, source in zip(validation, _bottle_images(5)[3:], strict=False):
+        _link(path, source)
     for path in _bottle_images(2, "test/good"):
         _link(base / test / good / f"{rgb}{path.name}", path)
     masks = BOTTLE / "ground_truth" / "broken_large"
@@ -187,7 +191,8 @@ def test_the_layouts_of_other_public_sets_are_read(tmp_path, layout):
 
     assert mvtec_categories(tmp_path) == ["part"]
     category = mvtec_category(tmp_path, "part")
-    assert [p.name for p in category.train] == ["000.png", "001.png", "002.png"]
+    assert [p.name for p in category.train] == ["000.png", "001.png", "002.png"] + [p.name for p in validation]
+    assert category.validation == validation
     assert sorted((s.defect, s.path.stem, s.mask) for s in category.test) == sorted(
         [("good", "000", None), ("good", "001", None)] + [(defect, stem, expected[stem]) for stem in ("000", "001")]
     )
@@ -200,6 +205,12 @@ def test_the_layouts_of_other_public_sets_are_read(tmp_path, layout):
         assert mask_png(expected["000"]) and file_problems(category, preprocess) == []
     else:
         assert np.array_equal(read, first)
+    if layout == "MVTec AD 2":  # the command line says which images came from the validation split
+        done = _evaluate(tmp_path, tmp_path / "reports")
+        assert f"of them 2 from the set's validation split ({base / 'validation' / 'good'})" in done.stdout
+        report = json.loads((tmp_path / "reports" / "part" / "report.json").read_text())
+        assert report["validation_images_fitted"] == [str(path) for path in validation]
+        assert report["train_images"] + report["holdout_images"] == 5
 
 
 def test_hidden_files_beside_the_images_are_not_read_as_images(tmp_path):
