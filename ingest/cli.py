@@ -489,8 +489,8 @@ def _run_fit(args: argparse.Namespace, store: bool) -> int:
             result["excluded_from_training"] = [str(path) for path in category.excluded]
         if category.copies:
             result["copies_left_out"] = _copies_left_out(category)
-        if _validation_fitted(category):
-            result["validation_images_fitted"] = [str(path) for path in _validation_fitted(category)]
+        if validation := _validation_fitted(category):
+            result["validation_images_fitted"] = [str(path) for path in validation]
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:
             from ingest.persist import store_model

@@ -203,8 +203,8 @@ def _alike(paths: list[Path]) -> list[list[Path]]:
 def distinct(category: Category) -> Category:
     """``category`` with one image of each picture: of files with the same bytes only one is kept, and each other is
     named in ``copies`` with the one kept. Two files of the same bytes are one picture of one part. A training copy
-    would be fitted twice, and dealt to another fold it covers its twin exactly (distance 0), so the twin's
-    cross-fitted score says nothing of how a new part scores and pulls the threshold down; a test image that is a
+    would be fitted twice, and dealt to another fold its patches cover its twin's look in that fold's bank, so the
+    twin's cross-fitted score says nothing of how a new part scores and pulls the threshold down; a test image that is a
     training image is no part the model has never seen, so its verdict would flatter the evaluation. Kept: the first
     (training images first, in their order, then the test split), unless the set marks one of the files defective
     (a test image of a defect type): then that one, and its good twins leave the training images and the good test
