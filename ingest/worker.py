@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 from config import Settings, get_settings
-from patchcore.datasets import image_files
+from patchcore.datasets import image_files, unmixed
 from patchcore.model import Embedder, PatchCoreConfig, fit
 from store import jobs
 from store.database import connect, database_url
@@ -159,10 +159,10 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_enqueue(args: argparse.Namespace) -> int:
     """Queue a fit job from a folder of good images; with ``--wait``, follow it to its end."""
+    files = unmixed(f"--folder {args.folder}", image_files(args.folder))  # before the database: a refusal is cheap
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
-    files = image_files(args.folder)
     with connect(url, autocommit=True) as connection:
         job = jobs.create(connection, args.category, job_options(args), args.actor)
         added = jobs.add_images(connection, job["id"], [(p.name, p.read_bytes()) for p in files])

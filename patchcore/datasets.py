@@ -598,6 +598,29 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
     return Category(name, pictures(train) + held, _test_split(base), validation=held)
 
 
+MASK_SUFFIXES = ("_mask", PAIRED_MASK, KOLEKTOR_MASK)  # how the sets name a mask after its image's stem
+
+
+def unmixed(option: str, files: list[Path]) -> list[Path]:
+    """``files``, refused where some of them are the masks of images beside them (``<stem>_mask``, ``_GT``,
+    ``_label`` beside ``<stem>``): a folder of good images or of rejects read as it is would take each mask for a
+    part, a black picture with a white blot, fitted as good or judged as a defect."""
+    stems = {(path.parent, path.stem) for path in files}
+    found = [
+        p
+        for p in files
+        for end in MASK_SUFFIXES
+        if p.stem.endswith(end) and (p.parent, p.stem.removesuffix(end)) in stems
+    ]
+    if found:
+        raise ValueError(
+            f"{option}: {len(found)} of its images are the masks of images beside them (as {found[0]}); keep the "
+            "masks in a folder of their own (--masks, for rejects), or give a set that ships so as --data "
+            "(KolektorSDD, KolektorSDD2)"
+        )
+    return files
+
+
 def folder_category(folder: Path, name: str, defects: Path | None = None, masks: Path | None = None) -> Category:
     """A plain folder of good images: training only, no evaluation; with ``defects``, a folder of defective images
     (or of a folder of them per defect type), those as a test split, each with its mask by stem from ``masks`` (the
@@ -606,19 +629,19 @@ def folder_category(folder: Path, name: str, defects: Path | None = None, masks:
     if defects is None:
         if masks is not None:
             raise ValueError("--masks goes with --defects: the masks of which defective images?")
-        return Category(name, image_files(folder), [])
+        return Category(name, unmixed(f"--folder {folder}", image_files(folder)), [])
     folders = [sub for sub in sorted(defects.iterdir()) if sub.is_dir() and sub.name != GROUND_TRUTH]
     types = [(defects.name, defects)] + [(sub.name, sub) for sub in folders if masks is None or sub != masks]
     test: list[Sample] = []
     for kind, where in types:
-        files = image_files(where)
+        files = unmixed(f"--defects {where}", image_files(where))
         if kind == GOOD and files:
             raise ValueError(f"{where}: a defect type named {GOOD!r} would read its images as good parts")
         found = {} if masks is None else mask_files(masks / kind if (masks / kind).is_dir() else masks)
         test.extend(Sample(path, kind, found.get(path.stem)) for path in files)
     if not test:
         raise FileNotFoundError(f"--defects {defects}: no image in it nor in a folder of it")
-    return Category(name, image_files(folder), test)
+    return Category(name, unmixed(f"--folder {folder}", image_files(folder)), test)
 
 
 def folder_set(

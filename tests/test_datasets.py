@@ -641,7 +641,8 @@ def test_dagm_is_read_as_it_ships_each_defective_image_by_its_label_mask(tmp_pat
 def test_a_folder_of_good_parts_is_judged_against_a_folder_of_rejects(tmp_path):
     """``--folder GOOD --defects REJECTS [--masks MASKS]``: a seeded fifth of the good parts (whole parts where
     ``--part`` names them) is held out of the fit as the test's good parts, the rejects are tested with their masks by
-    stem, a folder per defect type where they have them; what cannot be read as meant is refused."""
+    stem, a folder per defect type where they have them; what cannot be read as meant is refused (masks beside
+    the good images or the rejects among them)."""
     from patchcore.datasets import Category, folder_category, holding_out
 
     good, rejects, masks = tmp_path / "good", tmp_path / "rejects", tmp_path / "masks"
@@ -672,6 +673,20 @@ def test_a_folder_of_good_parts_is_judged_against_a_folder_of_rejects(tmp_path):
     _link(tmp_path / "mixed" / "good" / "000.png", _bottle_images(1)[0])
     with pytest.raises(ValueError, match="a defect type named 'good' would read its images as good parts"):
         folder_category(good, "bottle", tmp_path / "mixed")
+    truth = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"  # masks beside their images: not parts
+    _link(tmp_path / "masked" / "000.png", _bottle_images(1)[0])
+    _link(tmp_path / "masked" / "000_mask.png", truth)
+    with pytest.raises(ValueError, match=r"--folder .*masked: 1 of its images are the masks of images beside them"):
+        folder_category(tmp_path / "masked", "bottle")
+    queued = subprocess.run(
+        [sys.executable, "-m", "ingest", "enqueue", "--folder", str(tmp_path / "masked"), "--category", "masked"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "DATABASE_URL": "postgresql://nowhere/x"},
+    )  # fmt: skip
+    assert queued.returncode != 0 and "1 of its images are the masks of images beside them" in queued.stderr
+    _link(tmp_path / "beside" / "x.png", BOTTLE / "test" / "broken_large" / "000.png")
+    _link(tmp_path / "beside" / "x_GT.png", truth)
+    with pytest.raises(ValueError, match=r"--defects .*beside: 1 of its images are the masks .*x_GT\.png"):
+        folder_category(good, "bottle", tmp_path / "beside")
     refused = subprocess.run(
         [sys.executable, "-m", "ingest", "evaluate", "--data", str(tmp_path), "--defects", str(rejects)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
