@@ -601,10 +601,17 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
 MASK_SUFFIXES = ("_mask", PAIRED_MASK, KOLEKTOR_MASK)  # how the sets name a mask after its image's stem
 
 
-def unmixed(option: str, files: list[Path]) -> list[Path]:
+FOLDER_ADVICE = (
+    "keep the masks in a folder of their own (--masks, for rejects), or give a set that ships so as --data "
+    "(KolektorSDD, KolektorSDD2)"
+)
+
+
+def unmixed(what: str, files: list[Path], advice: str = FOLDER_ADVICE) -> list[Path]:
     """``files``, refused where some of them are the masks of images beside them (``<stem>_mask``, ``_GT``,
-    ``_label`` beside ``<stem>``): a folder of good images or of rejects read as it is would take each mask for a
-    part, a black picture with a white blot, fitted as good or judged as a defect."""
+    ``_label`` beside ``<stem>``): a folder of good images or of rejects (or a fit job's uploads) read as it is would
+    take each mask for a part, a black picture with a white blot, fitted as good or judged as a defect. ``what``
+    names the files in the refusal, ``advice`` says what to do instead."""
     stems = {(path.parent, path.stem) for path in files}
     found = [
         p
@@ -614,9 +621,7 @@ def unmixed(option: str, files: list[Path]) -> list[Path]:
     ]
     if found:
         raise ValueError(
-            f"{option}: {len(found)} of its images are the masks of images beside them (as {found[0]}); keep the "
-            "masks in a folder of their own (--masks, for rejects), or give a set that ships so as --data "
-            "(KolektorSDD, KolektorSDD2)"
+            f"{what}: {len(found)} of its images are the masks of images beside them (as {found[0]}); {advice}"
         )
     return files
 

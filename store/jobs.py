@@ -16,8 +16,11 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
+
+from patchcore.datasets import unmixed
 
 LOCK_CLASS = 7411  # the first key of every job's advisory lock (the second is the job id)
 CHANNEL = "fit_jobs"  # NOTIFY'd when a job is queued, so that an idle worker takes it at once
@@ -135,6 +138,8 @@ def start(connection: psycopg.Connection, job_id: int) -> dict:
         count = cursor.execute("SELECT count(*) FROM fit_job_images WHERE job_id = %s", (job_id,)).fetchone()[0]
         if count < MIN_IMAGES:
             raise ValueError(f"job {job_id} holds {count} image(s); a fit needs at least {MIN_IMAGES} good images")
+        names = cursor.execute("SELECT file_name FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,))
+        unmixed(f"job {job_id}", [Path(name) for (name,) in names], "make the job again without them")
         _queue(cursor, job_id)
     return one(connection, job_id)
 

@@ -75,8 +75,9 @@ def _finished(job: dict) -> bool:
 
 def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp_path):
     """Uploads are checked before a job queues: a text file is a 415 naming it, a zip's images are added and its
-    other members listed as ignored, a file already sent is a duplicate; too few images cannot start; a queued job
-    is cancelled at once and cannot be started or given images after; unknown jobs are 404s."""
+    other members listed as ignored, a file already sent is a duplicate; too few images cannot start, nor can images
+    with their masks beside them; a queued job is cancelled at once and cannot be started or given images after;
+    unknown jobs are 404s."""
     job = api.post("/jobs", json={"category": "cans"}).json()
     assert job["state"] == "draft" and job["options"]["backbone"] == "resnet18"
     assert job["options"]["coreset_ratio"] == 0.1 and job["options"]["false_alarm_rate"] == DEFAULT_FALSE_ALARM_RATE
@@ -109,6 +110,16 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     assert api.post("/jobs", json={"category": "../etc"}).status_code == 422
     assert [j["id"] for j in api.get("/jobs").json()] == [job["id"]]
     assert api.delete(f"/jobs/{job['id']}").status_code == 204 and api.get("/jobs").json() == []
+    masked = api.post("/jobs", json={"category": "masked"}).json()  # masks uploaded beside their images
+    mask = (BOTTLE / "ground_truth" / "broken_large" / "000_mask.png").read_bytes()
+    upload = [*_files(TRAIN[:3]), ("files", (f"{TRAIN[0].stem}_mask.png", mask, "image/png"))]
+    assert api.post(f"/jobs/{masked['id']}/images", files=upload).json()["job"]["images"] == 4
+    refused = api.post(f"/jobs/{masked['id']}/start")
+    assert refused.status_code == 422 and refused.json()["detail"] == (
+        f"job {masked['id']}: 1 of its images are the masks of images beside them (as {TRAIN[0].stem}_mask.png); "
+        "make the job again without them"
+    )
+    assert api.get(f"/jobs/{masked['id']}").json()["state"] == "draft"
 
 
 def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, tmp_path):
