@@ -599,8 +599,6 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
 
 
 MASK_SUFFIXES = ("_mask", PAIRED_MASK, KOLEKTOR_MASK)  # how the sets name a mask after its image's stem
-
-
 FOLDER_ADVICE = (
     "keep the masks in a folder of their own (--masks, for rejects), or give a set that ships so as --data "
     "(KolektorSDD, KolektorSDD2)"
@@ -631,10 +629,11 @@ def folder_category(folder: Path, name: str, defects: Path | None = None, masks:
     (or of a folder of them per defect type), those as a test split, each with its mask by stem from ``masks`` (the
     image's stem, or ``<stem>_mask``; in ``masks/<type>/`` where the types have folders of their own), the good test
     parts still to be held out (:func:`holding_out`). What a factory has at hand: its good parts and its rejects."""
+    if defects is None and masks is not None:
+        raise ValueError("--masks goes with --defects: the masks of which defective images?")
+    good = unmixed(f"--folder {folder}", image_files(folder))
     if defects is None:
-        if masks is not None:
-            raise ValueError("--masks goes with --defects: the masks of which defective images?")
-        return Category(name, unmixed(f"--folder {folder}", image_files(folder)), [])
+        return Category(name, good, [])
     folders = [sub for sub in sorted(defects.iterdir()) if sub.is_dir() and sub.name != GROUND_TRUTH]
     types = [(defects.name, defects)] + [(sub.name, sub) for sub in folders if masks is None or sub != masks]
     test: list[Sample] = []
@@ -646,7 +645,7 @@ def folder_category(folder: Path, name: str, defects: Path | None = None, masks:
         test.extend(Sample(path, kind, found.get(path.stem)) for path in files)
     if not test:
         raise FileNotFoundError(f"--defects {defects}: no image in it nor in a folder of it")
-    return Category(name, unmixed(f"--folder {folder}", image_files(folder)), test)
+    return Category(name, good, test)
 
 
 def folder_set(
