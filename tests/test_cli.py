@@ -118,6 +118,8 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
             assert again == fitted["regions"]
     by_rate = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", env=env)
     assert by_rate.returncode == 0, by_rate.stderr
+    train = sorted((mini_mvtec / "bottle" / "train" / "good").iterdir())
+    (mini_mvtec / "bottle" / "test" / "good" / "seen.png").symlink_to(train[0].resolve())  # a copy: not labelled
     labelled = _ingest("threshold", "--category", "bottle", "--labelled", str(mini_mvtec), env=env)
     assert labelled.returncode == 0, labelled.stderr
     assert "labelled_f1" in labelled.stdout and "version" in labelled.stdout
