@@ -135,11 +135,12 @@ def start(connection: psycopg.Connection, job_id: int) -> dict:
         state = _locked_state(cursor, job_id)
         if state != "draft":
             raise JobStateError(f"job {job_id} is {state}, not a draft")
-        count = cursor.execute("SELECT count(*) FROM fit_job_images WHERE job_id = %s", (job_id,)).fetchone()[0]
-        if count < MIN_IMAGES:
-            raise ValueError(f"job {job_id} holds {count} image(s); a fit needs at least {MIN_IMAGES} good images")
-        names = cursor.execute("SELECT file_name FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,))
-        unmixed(f"job {job_id}", [Path(name) for (name,) in names], "make the job again without them")
+        names = [Path(name) for (name,) in cursor.execute(
+            "SELECT file_name FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,)
+        )]  # fmt: skip
+        if len(names) < MIN_IMAGES:
+            raise ValueError(f"job {job_id} holds {len(names)} image(s); a fit needs at least {MIN_IMAGES} good images")
+        unmixed(f"job {job_id}", names, "make the job again without them")
         _queue(cursor, job_id)
     return one(connection, job_id)
 
