@@ -24,7 +24,7 @@ import torch
 
 
 def _bottle_features(data: Path, weights: str, device: str) -> torch.Tensor:
-    from patchcore.datasets import mvtec_category
+    from patchcore.datasets.mvtec import mvtec_category
     from patchcore.model import Embedder, PatchCoreConfig
 
     embedder = Embedder.load(PatchCoreConfig(backbone="resnet18"), weights, device)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from patchcore import defects as library
-from patchcore.datasets import mvtec_category
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.images import open_image
 from patchcore.model import Embedder, PatchCoreConfig, exact_prediction, fit
 from patchcore.scoring import ExactSearch

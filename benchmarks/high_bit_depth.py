@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from patchcore import threshold as thresholds
-from patchcore.datasets import mvtec_category
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.evaluation import evaluate
 from patchcore.images import is_image_file
 from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit

@@ -36,7 +36,7 @@ import numpy as np
 import psycopg
 
 from config import Settings
-from patchcore.datasets import mvtec_category
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import PatchCoreConfig, fit
 from store import models, standbys
 from store.database import connect

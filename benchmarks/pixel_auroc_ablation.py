@@ -32,7 +32,8 @@ from PIL import Image
 
 from patchcore import metrics, scoring
 from patchcore.coreset import greedy_coreset
-from patchcore.datasets import Sample, mvtec_category
+from patchcore.datasets.category import Sample
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.images import Preprocess, open_image, read_mask
 from patchcore.model import Embedder, PatchCoreConfig, split_holdout
 

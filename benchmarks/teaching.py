@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from config import get_settings
-from patchcore.datasets import mvtec_category
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.images import open_image
 from patchcore.metrics import auroc
 from patchcore.model import PatchCoreConfig, fit

@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from patchcore import threshold as thresholds
-from patchcore.datasets import mvtec_category
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.evaluation import evaluate
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit

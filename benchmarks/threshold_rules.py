@@ -46,7 +46,7 @@ from scipy import special, stats
 from scipy.stats.mstats import hdquantiles
 
 from patchcore import threshold as thresholds
-from patchcore.datasets import mvtec_category
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
 
 TARGETS = (0.02, 0.03, 0.04, 0.05)

@@ -14,10 +14,8 @@ from config import get_settings
 from config.keys import ROLES, hash_key, new_key, parse_keys
 from patchcore import PatchCoreError, regions
 from patchcore.backbone import BACKBONES, RANDOM_WEIGHTS
-from patchcore.datasets import (
-    REALIAD_JSONS,
-    Category,
-)
+from patchcore.datasets.category import Category
+from patchcore.datasets.realiad import REALIAD_JSONS
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
@@ -363,8 +361,8 @@ def _validation_fitted(category: Category) -> list[Path]:
 
 
 def _copies_left_out(category: Category) -> list[dict]:
-    """The images left out as copies of another (:func:`patchcore.datasets.distinct`), each with the one kept and,
-    where that one is a defective test image, its defect type: a good image with a defect's bytes."""
+    """The images left out as copies of another (:func:`patchcore.datasets.copies.distinct`), each with the one kept
+    and, where that one is a defective test image, its defect type: a good image with a defect's bytes."""
     defects = {sample.path: sample.defect for sample in category.test if sample.is_anomalous}
     return [
         {"file": str(copy), "copy_of": str(kept)} | ({"copy_of_defect": defects[kept]} if kept in defects else {})

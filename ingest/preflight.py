@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from patchcore.datasets import Category
+from patchcore.datasets.category import Category
 from patchcore.errors import ImageError, ImageShapeError
 from patchcore.images import FORMATS, Preprocess, header_size, mask_size, scaled_alike
 from patchcore.threshold import PER_IMAGE, PER_PART, PER_PART_NEEDS_VIEWS

@@ -15,7 +15,7 @@ from config import get_settings
 from ingest.report import table
 from ingest.sets import categories
 from ingest.stored import active_model
-from patchcore.datasets import Category
+from patchcore.datasets.category import Category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector

@@ -1,22 +1,16 @@
 """The categories a command judges, read the same way by each: those of a dataset given by ``--data`` (the named
 ones, or every one found), or one plain ``--folder`` of good images, with a test split where ``--defects`` gives its
-rejects (:func:`patchcore.datasets.folder_set`: the same seeded split for a fit and a later served evaluation);
-either way less the images whose bytes another of its images has (:func:`patchcore.datasets.distinct`)."""
+rejects (:func:`patchcore.datasets.folders.folder_set`: the same seeded split for a fit and a later served evaluation);
+either way less the images whose bytes another of its images has (:func:`patchcore.datasets.copies.distinct`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from patchcore.datasets import (
-    Category,
-    distinct,
-    excluding,
-    folder_set,
-    mvtec_categories,
-    mvtec_category,
-    not_found,
-    parted,
-)
+from patchcore.datasets.category import Category, excluding, parted
+from patchcore.datasets.copies import distinct
+from patchcore.datasets.folders import folder_set
+from patchcore.datasets.mvtec import mvtec_categories, mvtec_category, not_found
 
 
 def categories(args: argparse.Namespace) -> list[Category]:

@@ -8,7 +8,9 @@ from pathlib import Path
 from config import get_settings
 from ingest.stored import active_model
 from patchcore import progress
-from patchcore.datasets import GOOD, image_files, mvtec_category
+from patchcore.datasets.category import GOOD
+from patchcore.datasets.files import image_files
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.images import mask_png
 from revisions.defects import DefectUpload, add_defects
 from revisions.normals import add_normals

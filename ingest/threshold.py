@@ -7,7 +7,8 @@ import argparse
 from config import get_settings
 from ingest.stored import active_model
 from patchcore import progress
-from patchcore.datasets import distinct, mvtec_category
+from patchcore.datasets.copies import distinct
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import exact_prediction
 from revisions.threshold import set_threshold
 from serving.inspector import Inspector
@@ -19,7 +20,7 @@ from store.migrate import upgrade
 def _labelled_scores(connection, model: models.StoredModel, root, split: str) -> tuple[list[float], list[bool]]:
     """Image scores of the category's labelled test split by the stored model (exact search over its bank, which
     the served path equals: its re-rank makes s* and eq. 7 exact), less its copies, as a fit's evaluation reads it
-    (:func:`patchcore.datasets.distinct`: a test image with a training image's bytes is no part never seen)."""
+    (:func:`patchcore.datasets.copies.distinct`: a test image with a training image's bytes is no part never seen)."""
     samples = distinct(mvtec_category(root, model.category, split)).test
     if not samples:
         raise ValueError(f"{root / model.category / 'test'} holds no labelled images")

@@ -20,7 +20,8 @@ from pathlib import Path
 import psycopg
 
 from config import Settings, get_settings
-from patchcore.datasets import image_files, unmixed
+from patchcore.datasets.files import image_files
+from patchcore.datasets.folders import unmixed
 from patchcore.model import Embedder, PatchCoreConfig, fit
 from store import jobs
 from store.database import connect, database_url

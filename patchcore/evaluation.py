@@ -13,7 +13,7 @@ from PIL import Image
 
 from patchcore import metrics, progress, regions
 from patchcore import threshold as thresholds
-from patchcore.datasets import Sample
+from patchcore.datasets.category import Sample
 from patchcore.images import Preprocess
 
 

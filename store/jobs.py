@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from patchcore.datasets import unmixed
+from patchcore.datasets.folders import unmixed
 
 LOCK_CLASS = 7411  # the first key of every job's advisory lock (the second is the job id)
 CHANNEL = "fit_jobs"  # NOTIFY'd when a job is queued, so that an idle worker takes it at once

@@ -20,7 +20,7 @@ from PIL import Image
 
 from config import Settings
 from patchcore import threshold
-from patchcore.datasets import mvtec_category
+from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import PatchCoreConfig, fit
 from store import banks, models
 from store.database import connect

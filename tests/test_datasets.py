@@ -13,7 +13,10 @@ from PIL import Image
 
 from ingest.inspect import images_of
 from ingest.preflight import file_problems
-from patchcore.datasets import Category, distinct, image_files, mvtec_categories, mvtec_category
+from patchcore.datasets.category import Category
+from patchcore.datasets.copies import distinct
+from patchcore.datasets.files import image_files
+from patchcore.datasets.mvtec import mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
 from patchcore.images import Preprocess, mask_png
 from store.names import name_problem
@@ -540,7 +543,7 @@ def test_each_real_iad_protocol_is_read_where_its_split_files_were_unpacked(tmp_
 def test_excluded_training_images_are_matched_by_name_or_path_ending_and_a_miss_is_refused():
     """``--exclude``: a file name or the end of a path, matched whole from a ``/``; a name that matches nothing, or
     several images of one category, is refused rather than fitted with the defect still in."""
-    from patchcore.datasets import Category, excluding
+    from patchcore.datasets.category import Category, excluding
 
     views = [Path(f"/sets/part/train/good/S{v}/{n:03d}.png") for v in (1, 2) for n in range(3)]
     part = Category("part", views, [])
@@ -564,7 +567,7 @@ def test_excluded_training_images_are_matched_by_name_or_path_ending_and_a_miss_
 def test_parts_named_by_a_pattern_on_the_file_names():
     """``--part REGEX``: its first group (or its match) names each image's part, training and test alike, replacing a
     set's own names; a pattern that does not compile, or that an image's name does not match, is refused naming it."""
-    from patchcore.datasets import Category, Sample, parted
+    from patchcore.datasets.category import Category, Sample, parted
 
     train = [Path(f"/sets/tiles/train/good/roll{r}_{t}.png") for r in (1, 2) for t in range(3)]
     test = [Sample(Path("/sets/tiles/test/good/roll7_0.png"), "good", None, "other"),
@@ -643,7 +646,8 @@ def test_a_folder_of_good_parts_is_judged_against_a_folder_of_rejects(tmp_path):
     ``--part`` names them) is held out of the fit as the test's good parts, the rejects are tested with their masks by
     stem, a folder per defect type where they have them; what cannot be read as meant is refused (masks beside
     the good images or the rejects among them)."""
-    from patchcore.datasets import Category, folder_category, holding_out
+    from patchcore.datasets.category import Category, holding_out
+    from patchcore.datasets.folders import folder_category
 
     good, rejects, masks = tmp_path / "good", tmp_path / "rejects", tmp_path / "masks"
     for index, path in enumerate(_bottle_images(10)):

@@ -1,0 +1,78 @@
+"""A plain folder of good images, with a folder of rejects and their masks where a factory has them, as every
+command reads it; and the check that refuses masks lying beside their images in such a folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from patchcore.datasets.category import GOOD, Category, Sample, excluding, holding_out, parted
+from patchcore.datasets.copies import distinct
+from patchcore.datasets.files import image_files, mask_files
+from patchcore.datasets.kolektor import KOLEKTOR_MASK, PAIRED_MASK
+from patchcore.datasets.mvtec import GROUND_TRUTH
+
+MASK_SUFFIXES = ("_mask", PAIRED_MASK, KOLEKTOR_MASK)  # how the sets name a mask after its image's stem
+FOLDER_ADVICE = (
+    "keep the masks in a folder of their own (--masks, for rejects), or give a set that ships so as --data "
+    "(KolektorSDD, KolektorSDD2)"
+)
+
+
+def unmixed(what: str, files: list[Path], advice: str = FOLDER_ADVICE) -> list[Path]:
+    """``files``, refused where some of them are the masks of images beside them (``<stem>_mask``, ``_GT``,
+    ``_label`` beside ``<stem>``): a folder of good images or of rejects (or a fit job's uploads) read as it is would
+    take each mask for a part, a black picture with a white blot, fitted as good or judged as a defect. ``what``
+    names the files in the refusal, ``advice`` says what to do instead."""
+    stems = {(path.parent, path.stem) for path in files}
+    found = [
+        p
+        for p in files
+        for end in MASK_SUFFIXES
+        if p.stem.endswith(end) and (p.parent, p.stem.removesuffix(end)) in stems
+    ]
+    if found:
+        raise ValueError(
+            f"{what}: {len(found)} of its images are the masks of images beside them (as {found[0]}); {advice}"
+        )
+    return files
+
+
+def folder_category(folder: Path, name: str, defects: Path | None = None, masks: Path | None = None) -> Category:
+    """A plain folder of good images: training only, no evaluation; with ``defects``, a folder of defective images
+    (or of a folder of them per defect type), those as a test split, each with its mask by stem from ``masks`` (the
+    image's stem, or ``<stem>_mask``; in ``masks/<type>/`` where the types have folders of their own), the good test
+    parts still to be held out (:func:`holding_out`). What a factory has at hand: its good parts and its rejects."""
+    if defects is None and masks is not None:
+        raise ValueError("--masks goes with --defects: the masks of which defective images?")
+    good = unmixed(f"--folder {folder}", image_files(folder))
+    if defects is None:
+        return Category(name, good, [])
+    folders = [sub for sub in sorted(defects.iterdir()) if sub.is_dir() and sub.name != GROUND_TRUTH]
+    types = [(defects.name, defects)] + [(sub.name, sub) for sub in folders if masks is None or sub != masks]
+    test: list[Sample] = []
+    for kind, where in types:
+        files = unmixed(f"--defects {where}", image_files(where))
+        if kind == GOOD and files:
+            raise ValueError(f"{where}: a defect type named {GOOD!r} would read its images as good parts")
+        found = {} if masks is None else mask_files(masks / kind if (masks / kind).is_dir() else masks)
+        test.extend(Sample(path, kind, found.get(path.stem)) for path in files)
+    if not test:
+        raise FileNotFoundError(f"--defects {defects}: no image in it nor in a folder of it")
+    return Category(name, good, test)
+
+
+def folder_set(
+    folder: Path,
+    name: str,
+    defects: Path | None = None,
+    masks: Path | None = None,
+    exclude: Sequence[str] = (),
+    part: str | None = None,
+) -> Category:
+    """A plain folder of good images as every command reads it (:func:`folder_category`, less the ``exclude``d
+    images, parts by the ``part`` pattern), with its good test parts held out where ``defects`` gives a test split:
+    the same split for the fit and for a later evaluation of the stored model, both seeded. Copies (the same
+    bytes, :func:`distinct`) are left out before the good test parts are held out."""
+    category = distinct(parted(excluding([folder_category(folder, name, defects, masks)], list(exclude)), part)[0])
+    return holding_out(category) if defects is not None else category
