@@ -67,6 +67,19 @@ def test_credentials_come_from_the_environment_only():
     assert 'CMD ["uvicorn", "app.main:app"' in (ROOT / "Dockerfile").read_text()
 
 
+def test_pip_installs_every_package_of_the_source_tree():
+    """A package missing from pyproject's list imports from a checkout (tests pass) and is absent from the image
+    and from ``pip install .`` (the service fails to start there)."""
+    import subprocess
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    tracked = subprocess.run(["git", "ls-files", "*__init__.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    packages = {str(Path(path).parent).replace("/", ".") for path in tracked.stdout.split()} - {"tests"}
+    assert packages, "git lists no package"
+    assert packages <= listed, f"not installed by pip: {sorted(packages - listed)}"
+
+
 def test_the_docs_document_every_setting():
     from config import Settings
 
