@@ -442,6 +442,24 @@ class Job(BaseModel):
         "the category's next fit"
     )
     bytes: int
+    parts: int = Field(
+        default=0,
+        description="the parts its images are views of, where parts were named (PUT /jobs/{id}/parts); 0: each "
+        "image is a part of its own",
+    )
+
+
+class JobParts(BaseModel):
+    """The part each of a draft job's images is one view of (a camera's views of one part, tiles of one image): the
+    fit holds out and cross-fits whole parts, so that no good score is taken with another view of its part in the
+    memory bank, as no new part's is. Images not named are each a part of their own."""
+
+    parts: dict[str, str] = Field(
+        max_length=100_000,
+        description="file name (as the uploads' `added` lists it) -> part name (1 to 200 characters); replaces the "
+        "parts named before, {} names none",
+        examples=[{"part0007_cam1.png": "part0007", "part0007_cam2.png": "part0007"}],
+    )
 
 
 class JobImagesAdded(BaseModel):

@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--false-alarm-rate", type=float, default=settings.false_alarm_rate, help="threshold's target (%(default)s)"
     )
+    _part_option(enqueue)
     enqueue.add_argument("--wait", action="store_true", help="follow the job to its end; exit 1 unless it succeeds")
     enqueue.add_argument("--actor", default="cli", help="who asks, for the job and the category's log")
 

@@ -69,5 +69,10 @@ def run_export(args: argparse.Namespace) -> int:
     if not_kept:
         names = ", ".join(n["file"] for n in not_kept[:5]) + (", ..." if len(not_kept) > 5 else "")
         print(f"not in the database, so not exported: {len(not_kept)} ({names}); {exports.MANIFEST} says why")
+    parts = {f["part"] for f in files if "part" in f}
+    if parts:
+        views = sum("part" in f for f in files)
+        print(f"{views} of them are views of {len(parts)} parts ({exports.MANIFEST} names each file's part): name "
+              "them on the fit line with --part REGEX, which must give each file its part")  # fmt: skip
     print(f"fit from them: {fit_command(model.config, model.weights, folder, args.category)}")
     return 0

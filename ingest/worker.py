@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from config import Settings, get_settings
+from patchcore.datasets.category import part_namer
 from patchcore.datasets.files import image_files
 from patchcore.datasets.folders import unmixed
 from patchcore.model import Embedder, PatchCoreConfig, fit
@@ -74,18 +75,23 @@ class Reporter:
             raise Cancelled(stage)
 
 
-def _write_images(url: str, job: dict, folder: Path, report: Reporter) -> list[Path]:
+def _write_images(url: str, job: dict, folder: Path, report: Reporter) -> tuple[list[Path], dict[Path, str]]:
     """The job's images as files of ``folder`` (read on a connection of their own, so the progress written meanwhile
-    on the job's connection is seen at once); every one of them, or the job fails."""
+    on the job's connection is seen at once), every one of them or the job fails; and the part of each file whose
+    part was named (:func:`store.jobs.name_parts`)."""
     report(STAGES[0], 0, job["images"], "img")
+    parts: dict[Path, str] = {}
     with connect(url) as reading:
-        for done, (name, data) in enumerate(jobs.images(reading, job["id"]), start=1):
-            (folder / Path(name).name).write_bytes(data)
+        for done, (name, data, part) in enumerate(jobs.images(reading, job["id"]), start=1):
+            path = folder / Path(name).name
+            path.write_bytes(data)
+            if part is not None:
+                parts[path] = part
             report(STAGES[0], done, job["images"], "img")
     files = image_files(folder)
     if len(files) != job["images"]:
         raise ValueError(f"{len(files)} of the job's {job['images']} files are images the fit reads")
-    return files
+    return files, parts
 
 
 def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worker: str) -> None:
@@ -99,11 +105,12 @@ def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worke
     url = database_url(settings)
     try:
         with tempfile.TemporaryDirectory(prefix=f"fit-job-{job_id}-") as folder:
-            train = _write_images(url, job, Path(folder), reporter)
+            train, parts = _write_images(url, job, Path(folder), reporter)
             config = job_config(job["options"], settings)
-            print(f"job {job_id}: fitting {name} from {len(train)} images, {config.backbone}", flush=True)
+            views = f" ({len(parts)} of them views of {job['parts']} parts)" if parts else ""
+            print(f"job {job_id}: fitting {name} from {len(train)} images{views}, {config.backbone}", flush=True)
             embedder = Embedder.load(config, settings.weights, settings.device)
-            model = fit(config, train, settings.weights, embedder=embedder, report=reporter,
+            model = fit(config, train, settings.weights, embedder=embedder, report=reporter, parts=parts or None,
                         features_in_memory_max=settings.fit_memory_bytes)  # fmt: skip
             reporter(STAGES[-1], 0, 1, "version")
             result = reports.build(name, model, None, {"job_id": job_id})
@@ -161,14 +168,19 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_enqueue(args: argparse.Namespace) -> int:
     """Queue a fit job from a folder of good images; with ``--wait``, follow it to its end."""
     files = unmixed(f"--folder {args.folder}", image_files(args.folder))  # before the database: a refusal is cheap
+    part_of = part_namer(args.part) if args.part is not None else None
+    parts = {path.name: part_of(path) for path in files} if part_of else {}  # the pattern runs here, not on a server
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
     with connect(url, autocommit=True) as connection:
         job = jobs.create(connection, args.category, job_options(args), args.actor)
         added = jobs.add_images(connection, job["id"], [(p.name, p.read_bytes()) for p in files])
+        if parts:
+            jobs.name_parts(connection, job["id"], {name: parts[name] for name in added.added})
         job = jobs.start(connection, job["id"])
-    print(f"job {job['id']}: {args.category} queued with {len(added.added)} images", flush=True)
+    views = f" (views of {job['parts']} parts)" if parts else ""
+    print(f"job {job['id']}: {args.category} queued with {len(added.added)} images{views}", flush=True)
     if added.duplicates:
         print(f"left out as duplicates of other files: {', '.join(added.duplicates)}", flush=True)
     if not args.wait:

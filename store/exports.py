@@ -44,18 +44,20 @@ def export(connection: psycopg.Connection, model: StoredModel, put: Callable[[st
         ]
         with connection.cursor(name=f"export_{model.id}") as rows:
             rows.execute(
-                "SELECT * FROM (SELECT file_name, 'train' AS split, sha256, data FROM fit_job_images WHERE job_id = %s "
-                "UNION ALL SELECT o.file_name, 'added', i.sha256, o.data FROM images i "
+                "SELECT * FROM (SELECT file_name, 'train' AS split, sha256, data, part FROM fit_job_images "
+                "WHERE job_id = %s UNION ALL SELECT o.file_name, 'added', i.sha256, o.data, i.part FROM images i "
                 "JOIN image_originals o ON o.image_id = i.id WHERE i.model_id = ANY(%s) AND i.split = 'added') f "
                 'ORDER BY split DESC, file_name COLLATE "C"',  # bytewise: the same names whatever the collation
                 (job_id, segments),
             )
             files: list[dict] = []
             taken = {MANIFEST.casefold()}
-            for name, split, digest, data in rows:
+            for name, split, digest, data, part in rows:
                 unique = _unique(_safe(name, len(files)), taken)
                 put(unique, bytes(data))
                 files.append({"file": unique, "split": split, "sha256": digest, "bytes": len(data)})
+                if part is not None:  # a view of a part the job named (store.jobs.name_parts)
+                    files[-1]["part"] = part
     if not files:
         raise NoStoredImages(
             f"the database keeps no file of {model.category}'s good images (version {model.id} was fitted from "

@@ -24,7 +24,8 @@ from patchcore.datasets.folders import unmixed
 
 LOCK_CLASS = 7411  # the first key of every job's advisory lock (the second is the job id)
 CHANNEL = "fit_jobs"  # NOTIFY'd when a job is queued, so that an idle worker takes it at once
-MIN_IMAGES = 3  # a fit needs good scores of at least two bank images and one held out
+MIN_IMAGES = 3  # a fit needs good scores of at least two bank images and one held out (parts, where named)
+PART_MAX = 200  # characters of a part's name
 FINISHED = ("succeeded", "failed", "cancelled")
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s::int)"
 
@@ -33,12 +34,13 @@ _COLUMNS = (
     "j.worker, j.attempts, j.stage, j.stage_number, j.stages, j.done, j.total, j.unit, j.rate, j.progress_at, "
     "j.cancel_requested, j.message, j.model_id, j.refit_of, j.excluded, j.normals, "
     "(SELECT count(*) FROM fit_job_images i WHERE i.job_id = j.id), "
-    "(SELECT coalesce(sum(length(i.data)), 0) FROM fit_job_images i WHERE i.job_id = j.id)"
+    "(SELECT coalesce(sum(length(i.data)), 0) FROM fit_job_images i WHERE i.job_id = j.id), "
+    "(SELECT count(DISTINCT i.part) FROM fit_job_images i WHERE i.job_id = j.id)"
 )
 _NAMES = (
     "id", "category", "options", "state", "created_at", "created_by", "queued_at", "started_at", "finished_at",
     "worker", "attempts", "stage", "stage_number", "stages", "done", "total", "unit", "rate", "progress_at",
-    "cancel_requested", "message", "model_id", "refit_of", "excluded", "normals", "images", "bytes",
+    "cancel_requested", "message", "model_id", "refit_of", "excluded", "normals", "images", "bytes", "parts",
 )  # fmt: skip
 
 
@@ -129,17 +131,54 @@ def add_images(connection: psycopg.Connection, job_id: int, files: list[tuple[st
     return Added(added, duplicates)
 
 
+def name_parts(connection: psycopg.Connection, job_id: int, parts: dict[str, str]) -> dict:
+    """The parts of a draft job's images: ``parts`` maps an image's file name to the part it is one view of, and
+    every image it does not name is a part of its own (``{}``: every image), replacing what was named before. The
+    worker then holds out and cross-fits whole parts (:func:`patchcore.model.fit`), so that no good score is taken
+    with another view of its part in the memory bank, as no new part's is. The names are the job's own (``added``
+    of the uploads); the parts are data, never a pattern run here (a pattern is the client's: ``ingest enqueue
+    --part``, the new product page). Refused: a name the job does not hold, an empty or overlong part."""
+    for name, part in parts.items():
+        if not part or len(part) > PART_MAX:
+            raise ValueError(f"{name}: a part is named by 1 to {PART_MAX} characters, not {part!r}")
+    with connection.transaction(), connection.cursor() as cursor:
+        state = _locked_state(cursor, job_id)
+        if state != "draft":
+            raise JobStateError(f"job {job_id} is {state}: its images' parts are named before it starts")
+        held = {name for (name,) in cursor.execute("SELECT file_name FROM fit_job_images WHERE job_id = %s", (job_id,))}
+        unknown = sorted(set(parts) - held)
+        if unknown:
+            raise ValueError(
+                f"job {job_id} holds no image named {unknown[0]}"
+                f"{f' (nor {len(unknown) - 1} more names)' if len(unknown) > 1 else ''}: name the images it holds"
+            )
+        cursor.execute(
+            "UPDATE fit_job_images i SET part = p.part FROM fit_job_images j LEFT JOIN "
+            "unnest(%s::text[], %s::text[]) AS p (file_name, part) ON p.file_name = j.file_name "
+            "WHERE i.id = j.id AND j.job_id = %s",
+            (list(parts), list(parts.values()), job_id),
+        )
+    return one(connection, job_id)
+
+
 def start(connection: psycopg.Connection, job_id: int) -> dict:
     """Queue a draft job: from now on any worker may take it."""
     with connection.transaction(), connection.cursor() as cursor:
         state = _locked_state(cursor, job_id)
         if state != "draft":
             raise JobStateError(f"job {job_id} is {state}, not a draft")
-        names = [Path(name) for (name,) in cursor.execute(
-            "SELECT file_name FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,)
-        )]  # fmt: skip
+        rows = cursor.execute(
+            "SELECT file_name, coalesce(part, ' ' || file_name) FROM fit_job_images WHERE job_id = %s ORDER BY 1",
+            (job_id,),
+        ).fetchall()  # an unnamed image is its own part: a space first, which no named part begins with
+        names, parts = [Path(name) for name, _ in rows], {part for _, part in rows}
         if len(names) < MIN_IMAGES:
             raise ValueError(f"job {job_id} holds {len(names)} image(s); a fit needs at least {MIN_IMAGES} good images")
+        if len(parts) < MIN_IMAGES:
+            raise ValueError(
+                f"job {job_id}'s {len(names)} images are views of {len(parts)} part(s); a fit needs at least "
+                f"{MIN_IMAGES} good parts (the memory bank learns from some, the threshold is set on others)"
+            )
         unmixed(f"job {job_id}", names, "make the job again without them")
         _queue(cursor, job_id)
     return one(connection, job_id)
@@ -224,12 +263,15 @@ def release(connection: psycopg.Connection, job_id: int) -> None:
     connection.execute("SELECT pg_advisory_unlock(%s, %s::int)", (LOCK_CLASS, job_id))
 
 
-def images(connection: psycopg.Connection, job_id: int) -> Iterator[tuple[str, bytes]]:
-    """The job's images, a few rows at a time through a server-side cursor (a job may hold gigabytes)."""
+def images(connection: psycopg.Connection, job_id: int) -> Iterator[tuple[str, bytes, str | None]]:
+    """The job's images with the part each is a view of (``None``: its own), a few rows at a time through a
+    server-side cursor (a job may hold gigabytes)."""
     with connection.transaction(), connection.cursor(name=f"job_images_{job_id}") as cursor:
-        cursor.execute("SELECT file_name, data FROM fit_job_images WHERE job_id = %s ORDER BY file_name", (job_id,))
-        for name, data in cursor:
-            yield name, bytes(data)
+        cursor.execute(
+            "SELECT file_name, data, part FROM fit_job_images WHERE job_id = %s ORDER BY file_name", (job_id,)
+        )
+        for name, data, part in cursor:
+            yield name, bytes(data), part
 
 
 def report(
@@ -371,8 +413,8 @@ def refit(
              sorted(excluded.values())),
         ).fetchone()[0]  # fmt: skip
         copied = cursor.execute(
-            "INSERT INTO fit_job_images (job_id, file_name, sha256, data) SELECT %s, file_name, sha256, data "
-            "FROM fit_job_images WHERE job_id = %s AND NOT (sha256 = ANY(%s))",
+            "INSERT INTO fit_job_images (job_id, file_name, sha256, data, part) "
+            "SELECT %s, file_name, sha256, data, part FROM fit_job_images WHERE job_id = %s AND NOT (sha256 = ANY(%s))",
             (job_id, source, left_out),
         ).rowcount
         normals = cursor.execute(

@@ -122,6 +122,48 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     assert api.get(f"/jobs/{masked['id']}").json()["state"] == "draft"
 
 
+def _views(folder: Path, parts: int, views: int) -> list[Path]:
+    """``parts`` x ``views`` links named ``p<part>_v<view>.png`` to distinct bottle images, as a station's cameras
+    name one part's pictures."""
+    folder.mkdir()
+    links = []
+    for index, path in enumerate(TRAIN[: parts * views]):
+        link = folder / f"p{index // views:02d}_v{index % views}.png"
+        link.symlink_to(path)
+        links.append(link)
+    return links
+
+
+def test_a_job_names_the_parts_its_images_show_before_it_starts(api, tmp_path):
+    """``PUT /jobs/{id}/parts`` names the part each image of a draft is a view of, by the images' own names (the
+    service runs no pattern); an unknown name or an empty part is a 422 and changes nothing, fewer than 3 parts
+    cannot start, a new mapping replaces the old one, and a queued job's parts are fixed (409)."""
+    links = _views(tmp_path / "views", 3, 2)
+    job = api.post("/jobs", json={"category": "views"}).json()
+    assert api.post(f"/jobs/{job['id']}/images", files=_files(links)).json()["job"]["parts"] == 0
+    names = [link.name for link in links]
+    unknown = api.put(f"/jobs/{job['id']}/parts", json={"parts": {"p99_v0.png": "p99", names[0]: "p00"}})
+    assert unknown.status_code == 422 and f"job {job['id']} holds no image named p99_v0.png" in unknown.text
+    empty = api.put(f"/jobs/{job['id']}/parts", json={"parts": {names[0]: ""}})
+    assert empty.status_code == 422 and "1 to 200 characters" in empty.text
+    assert api.get(f"/jobs/{job['id']}").json()["parts"] == 0
+    two = api.put(f"/jobs/{job['id']}/parts", json={"parts": {name: name[:3] for name in names[:4]}})
+    assert two.status_code == 200 and two.json()["parts"] == 2  # p00, p01; the last two images their own parts
+    assert api.post(f"/jobs/{job['id']}/start").json()["state"] == "queued"  # 4 parts
+    job = api.post("/jobs", json={"category": "views"}).json()
+    api.post(f"/jobs/{job['id']}/images", files=_files(links))
+    assert api.put(f"/jobs/{job['id']}/parts", json={"parts": {name: name[0] for name in names}}).json()["parts"] == 1
+    refused = api.post(f"/jobs/{job['id']}/start")
+    assert refused.status_code == 422 and refused.json()["detail"].startswith(
+        f"job {job['id']}'s 6 images are views of 1 part(s); a fit needs at least 3 good parts"
+    )
+    named = api.put(f"/jobs/{job['id']}/parts", json={"parts": {name: name[:3] for name in names}})
+    assert named.json()["parts"] == 3
+    assert api.post(f"/jobs/{job['id']}/start").json()["parts"] == 3
+    fixed = api.put(f"/jobs/{job['id']}/parts", json={"parts": {}})
+    assert fixed.status_code == 409 and "queued" in fixed.json()["detail"]
+
+
 def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, tmp_path):
     """Two worker processes: one fits a first version; a second job's worker is killed (SIGKILL) while it fits, the
     job is then seen failed with its own message, the category still answers with the first version and no second
@@ -318,18 +360,54 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
     assert wrong == []
 
 
+def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_path):
+    """Chromium on the new product page: a pattern on the file names names each upload's part in the browser, which
+    sends the names (``PUT /jobs/{id}/parts``) before it starts the job; a name the pattern does not match is said
+    and the job stays a draft; a pattern that does not compile stops before anything is uploaded."""
+    from playwright.sync_api import sync_playwright
+
+    links = [str(link) for link in _views(tmp_path / "views", 3, 2)]
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.goto(str(api.base_url) + "/new")
+        page.wait_for_selector("#jobs")
+        page.fill("#category", "cams")
+        page.set_input_files("#files", links)
+        page.fill("#partPattern", "^(p\\d+)_")
+        page.click("#start")
+        page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('queued')")
+        assert "6 images, views of 3 parts" in page.inner_text("#uploadStatus")
+        page.wait_for_function("document.querySelector('.job-1')?.textContent.includes('views of 3 parts')")
+        page.fill("#category", "cams-2")
+        page.fill("#partPattern", "^(q\\d+)")
+        page.click("#start")
+        page.wait_for_selector(".api-error")
+        assert "job 2 (not started): views of one part: ^(q\\d+) does not match p00_v0.png" in page.inner_text(
+            ".api-error"
+        )
+        page.fill("#category", "cams-3")
+        page.fill("#partPattern", "^(p")
+        page.click("#start")
+        page.wait_for_function("document.querySelector('.api-error')?.textContent.startsWith('views of one part: ')")
+        browser.close()
+    jobs = {job["id"]: job for job in api.get("/jobs").json()}
+    assert jobs[1]["state"] == "queued" and jobs[1]["parts"] == 3
+    assert jobs[2]["state"] == "draft" and jobs[2]["parts"] == 0 and sorted(jobs) == [1, 2]
+
+
 def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     """``python -m ingest enqueue --wait`` queues a folder of good images, a worker process wakes at once and fits
-    it, and the command follows the job to its end and exits 0, having printed the stages on the way."""
+    it, and the command follows the job to its end and exits 0, having printed the stages on the way. Its images
+    are 6 parts' 2 views each, named by ``--part`` on the command line: the version's images keep their parts and
+    its hold-out takes whole parts, as a fit from files with ``--part`` does."""
     folder = tmp_path / "good"
-    folder.mkdir()
-    for path in TRAIN[:12]:
-        (folder / path.name).symlink_to(path)
+    _views(folder, 6, 2)
     worker = start_worker(env, tmp_path / "worker.log", "cli-worker")
     try:
         done = subprocess.run(
             [sys.executable, "-m", "ingest", "enqueue", "--category", "cli-bottle", "--folder", str(folder),
-             "--backbone", "resnet18", "--wait"],
+             "--backbone", "resnet18", "--part", "^(p[0-9]+)_", "--wait"],
             cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     finally:
@@ -337,9 +415,25 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
         worker.wait(20)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].endswith("cli-bottle queued with 12 images"), lines
+    assert lines[0].endswith("cli-bottle queued with 12 images (views of 6 parts)"), lines
     assert any(" stage " in line for line in lines) and lines[-1].split(": ", 1)[1].startswith("succeeded (version ")
-    assert "job 1: taken (cli-bottle, 12 images)" in (tmp_path / "worker.log").read_text()
+    log = (tmp_path / "worker.log").read_text()
+    assert "job 1: taken (cli-bottle, 12 images)" in log and "from 12 images (12 of them views of 6 parts)" in log
+    with psycopg.connect(env["DATABASE_URL"]) as connection:
+        rows = connection.execute(
+            "SELECT i.split, i.part, i.file_name FROM images i JOIN categories c ON c.active_model_id = i.model_id "
+            "WHERE c.name = 'cli-bottle'"
+        ).fetchall()
+    assert len(rows) == 12 and all(part == name[:3] for _, part, name in rows), rows
+    held = {part for split, part, _ in rows if split == "holdout"}
+    assert held and held.isdisjoint({part for split, part, _ in rows if split == "train"}), rows
+    exported = subprocess.run(
+        [sys.executable, "-m", "ingest", "export", "--category", "cli-bottle", "--out", str(tmp_path / "out")],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "12 of them are views of 6 parts (manifest.json names each file's part)" in exported.stdout, exported
+    manifest = json.loads((tmp_path / "out" / "cli-bottle" / "manifest.json").read_text())
+    assert {f["file"]: f["part"] for f in manifest["files"]} == {name: name[:3] for _, _, name in rows}
 
 
 def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path):

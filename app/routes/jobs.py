@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from app.common import CATEGORY, ERRORS, active, actor_of, get_services, read_limited
-from app.schemas import Job, JobImagesAdded, JobRequest, RefitRequest
+from app.schemas import Job, JobImagesAdded, JobParts, JobRequest, RefitRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
 from patchcore.images import FIELDS_OF_VIEW
@@ -86,6 +86,16 @@ async def add_job_images(
     added = await run_in_threadpool(_run, request, jobs.add_images, job_id, images)
     job = await run_in_threadpool(_run, request, jobs.one, job_id)
     return {"job": job, "added": added.added, "duplicates": added.duplicates, "ignored": ignored}
+
+
+@router.put(
+    "/jobs/{job_id}/parts", response_model=Job, responses=JOB_ERRORS, summary="Name the parts a draft job's images show"
+)
+def name_job_parts(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)], body: JobParts) -> dict:
+    """Which images are views of one part, by name: the worker then holds out and cross-fits whole parts. A pattern
+    on the file names is the client's to run (``python -m ingest enqueue --part``, the new product page); the
+    service takes only the names it gives."""
+    return _run(request, jobs.name_parts, job_id, body.parts)
 
 
 @router.post("/jobs/{job_id}/start", response_model=Job, responses=JOB_ERRORS, summary="Queue a draft job for a worker")

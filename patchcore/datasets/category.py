@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -95,17 +96,7 @@ def parted(categories: list[Category], pattern: str | None) -> list[Category]:
     name does not match (a part guessed for it would be a silent choice), each naming the first such image."""
     if pattern is None:
         return categories
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"--part '{pattern}' is not a regular expression: {exc}") from exc
-
-    def part_of(path: Path) -> str:
-        found = compiled.search(path.name)
-        if found is None:
-            raise ValueError(f"--part '{pattern}' does not match {path.name} ({path.parent}): every image needs a part")
-        return found.group(1) if compiled.groups else found.group(0)
-
+    part_of = part_namer(pattern)
     return [
         replace(
             category,
@@ -114,6 +105,23 @@ def parted(categories: list[Category], pattern: str | None) -> list[Category]:
         )
         for category in categories
     ]
+
+
+def part_namer(pattern: str) -> Callable[[Path], str]:
+    """The part of an image by ``pattern`` (:func:`parted`), or a ``ValueError`` naming the first image whose file
+    name it does not match; a pattern that does not compile is refused at once."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--part '{pattern}' is not a regular expression: {exc}") from exc
+
+    def part_of(path: Path) -> str:
+        found = compiled.search(path.name)
+        if found is None or not (part := found.group(1) if compiled.groups else found.group(0)):
+            raise ValueError(f"--part '{pattern}' does not match {path.name} ({path.parent}): every image needs a part")
+        return part
+
+    return part_of
 
 
 def holding_out(category: Category, share: float = TEST_SHARE) -> Category:
