@@ -566,7 +566,8 @@ def test_excluded_training_images_are_matched_by_name_or_path_ending_and_a_miss_
 
 def test_parts_named_by_a_pattern_on_the_file_names():
     """``--part REGEX``: its first group (or its match) names each image's part, training and test alike, replacing a
-    set's own names; a pattern that does not compile, or that an image's name does not match, is refused naming it."""
+        set's own names; a pattern that does not compile, or that an image's name does not match (or gives an empty part,
+    which would put every such image in one part), is refused naming it."""
     from patchcore.datasets.category import Category, Sample, parted
 
     train = [Path(f"/sets/tiles/train/good/roll{r}_{t}.png") for r in (1, 2) for t in range(3)]
@@ -582,6 +583,8 @@ def test_parts_named_by_a_pattern_on_the_file_names():
         parted([category], "^(roll[1-7])_")
     with pytest.raises(ValueError, match=r"--part '\(roll' is not a regular expression"):
         parted([category], "(roll")
+    with pytest.raises(ValueError, match=re.escape("--part '^(roll[12])?' does not match roll7_0.png")):
+        parted([category], "^(roll[12])?")  # it matches every name, but names no part of roll7_0.png: not one part ""
 
 
 def test_views_named_only_by_their_file_names_are_fitted_and_judged_as_parts(tmp_path):
