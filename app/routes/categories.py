@@ -279,13 +279,18 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
         return model, models.active_model(connection, name), version
 
     previous, new, version = get_services(request).run(change)
+    return {**_switched(name, previous, new), "model_id": version, "threshold_policy": new.threshold_policy}
+
+
+def _switched(name: str, previous: models.StoredModel, new: models.StoredModel) -> dict:
+    """What every change of a category's active version answers: the version before and after, and their
+    thresholds."""
     return {
         "category": name,
-        "model_id": version,
+        "model_id": new.id,
         "previous_model_id": previous.id,
         "threshold": new.threshold,
         "previous_threshold": previous.threshold,
-        "threshold_policy": new.threshold_policy,
     }
 
 
@@ -311,11 +316,4 @@ def put_active_version(request: Request, name: Annotated[str, PathParam(**CATEGO
         return model, models.active_model(connection, name)
 
     previous, new = get_services(request).run(change)
-    return {
-        "category": name,
-        "model_id": new.id,
-        "previous_model_id": previous.id,
-        "threshold": new.threshold,
-        "previous_threshold": previous.threshold,
-        "memory_bank_size": new.memory_bank_size,
-    }
+    return {**_switched(name, previous, new), "memory_bank_size": new.memory_bank_size}
