@@ -149,7 +149,9 @@ def test_a_job_names_the_parts_its_images_show_before_it_starts(api, tmp_path):
     assert api.get(f"/jobs/{job['id']}").json()["parts"] == 0
     two = api.put(f"/jobs/{job['id']}/parts", json={"parts": {name: name[:3] for name in names[:4]}})
     assert two.status_code == 200 and two.json()["parts"] == 2  # p00, p01; the last two images their own parts
-    assert api.post(f"/jobs/{job['id']}/start").json()["state"] == "queued"  # 4 parts
+    replaced = api.put(f"/jobs/{job['id']}/parts", json={"parts": {names[0]: "p00"}})
+    assert replaced.json()["parts"] == 1  # the names not given again are their own parts now
+    assert api.post(f"/jobs/{job['id']}/start").json()["state"] == "queued"  # 6 parts: p00 and 5 images alone
     job = api.post("/jobs", json={"category": "views"}).json()
     api.post(f"/jobs/{job['id']}/images", files=_files(links))
     assert api.put(f"/jobs/{job['id']}/parts", json={"parts": {name: name[0] for name in names}}).json()["parts"] == 1
