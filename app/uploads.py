@@ -12,6 +12,7 @@ from PIL import Image
 from patchcore.images import IMAGE_SUFFIXES, open_image
 
 MAX_MEMBERS = 20_000
+FOLDER_JOIN = "__"  # a zip member's folders below the archive's own, kept in its name: p7/cam1.png -> p7__cam1.png
 
 
 class ArchiveError(ValueError):
@@ -28,7 +29,11 @@ def _plain_name(name: str, data: bytes, fallback: str) -> str:
 
 
 def _expand(name: str, data: bytes, member_limit: int, budget: int) -> tuple[list[tuple[str, str, bytes]], list[str]]:
-    """(images as (where it came from, plain name, bytes), members ignored as not images)."""
+    """(images as (where it came from, plain name, bytes), members ignored as not images). An image's name keeps the
+    folders it lies in below those every image of the archive shares, joined by :data:`FOLDER_JOIN`: a station's
+    views often share file names across folders (``p7/cam1.png``, ``p8/cam1.png``, or ``cam1/0007.png``,
+    ``cam2/0007.png``), which the folder name alone tells apart, and names the part a pattern can find
+    (``^(.+?)__``); a zip of one folder (``good/000.png``) keeps the files' own names."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [m for m in archive.infolist() if not m.is_dir()]
@@ -36,20 +41,34 @@ def _expand(name: str, data: bytes, member_limit: int, budget: int) -> tuple[lis
         raise ArchiveError(f"{name} is not a readable zip archive: {exc}") from exc
     if len(members) > MAX_MEMBERS:
         raise ArchiveError(f"{name} holds {len(members)} files; at most {MAX_MEMBERS} per archive")
-    images, ignored = [], []
+    images, ignored, kept = [], [], []
     for member in members:
-        path = PurePosixPath(member.filename)
+        path = PurePosixPath(member.filename.replace("\\", "/"))
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or "__MACOSX" in path.parts:
             ignored.append(f"{name}: {member.filename}")
             continue
+        kept.append((member, path))
+    shared = _shared_folders([path.parent.parts for _, path in kept])
+    for member, path in kept:
         if member.file_size > member_limit:
             raise ArchiveError(f"{name}: {member.filename} is {member.file_size} bytes; the limit is {member_limit}")
         budget -= member.file_size
         if budget < 0:
             raise ArchiveError(f"{name} expands to more than this upload may hold; send it in parts")
         with archive.open(member) as stream:
-            images.append((f"{name}: {member.filename}", path.name, stream.read(member_limit + 1)))
+            plain = FOLDER_JOIN.join(part for part in path.parts[shared:] if part not in ("", ".", ".."))
+            images.append((f"{name}: {member.filename}", plain, stream.read(member_limit + 1)))
     return images, ignored
+
+
+def _shared_folders(folders: list[tuple[str, ...]]) -> int:
+    """How many leading folders every one of ``folders`` shares (the archive's own folder, where it has one)."""
+    shared = 0
+    for level in zip(*folders, strict=False):  # as deep as the shallowest goes
+        if len(set(level)) > 1:
+            break
+        shared += 1
+    return shared
 
 
 def _smallest(width: int, height: int) -> tuple[int, int]:

@@ -566,8 +566,8 @@ def test_excluded_training_images_are_matched_by_name_or_path_ending_and_a_miss_
 
 def test_parts_named_by_a_pattern_on_the_file_names():
     """``--part REGEX``: its first group (or its match) names each image's part, training and test alike, replacing a
-        set's own names; a pattern that does not compile, or that an image's name does not match (or gives an empty part,
-    which would put every such image in one part), is refused naming it."""
+    set's own names; a pattern that does not compile, or that an image's name does not match (or gives an empty
+    part, which would put every such image in one part), is refused naming it."""
     from patchcore.datasets.category import Category, Sample, parted
 
     train = [Path(f"/sets/tiles/train/good/roll{r}_{t}.png") for r in (1, 2) for t in range(3)]

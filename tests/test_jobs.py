@@ -164,6 +164,17 @@ def test_a_job_names_the_parts_its_images_show_before_it_starts(api, tmp_path):
     assert api.post(f"/jobs/{job['id']}/start").json()["parts"] == 3
     fixed = api.put(f"/jobs/{job['id']}/parts", json={"parts": {}})
     assert fixed.status_code == 409 and "queued" in fixed.json()["detail"]
+    archive = io.BytesIO()  # a station's views in a folder per part, the same file names in each
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for link in links:
+            zipped.write(link, f"station/{link.name[:3]}/cam{link.name[5]}.png")
+        zipped.write(links[0], "station/overview.png")
+    job = api.post("/jobs", json={"category": "station"}).json()
+    upload = ("station.zip", archive.getvalue(), "application/zip")
+    added = api.post(f"/jobs/{job['id']}/images", files=[("files", upload)])
+    assert added.status_code == 200, added.text
+    assert added.json()["added"] == [f"p0{p}__cam{v}.png" for p in range(3) for v in range(2)]
+    assert added.json()["duplicates"] == ["overview.png"]  # the bytes of p00__cam0.png
 
 
 def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, tmp_path):
