@@ -13,6 +13,7 @@ from patchcore.images import IMAGE_SUFFIXES, open_image
 
 MAX_MEMBERS = 20_000
 FOLDER_JOIN = "__"  # a zip member's folders below the archive's own, kept in its name: p7/cam1.png -> p7__cam1.png
+NAME_BYTES = 255  # the longest file name most file systems take (the worker writes each image as a file)
 
 
 class ArchiveError(ValueError):
@@ -56,9 +57,16 @@ def _expand(name: str, data: bytes, member_limit: int, budget: int) -> tuple[lis
         if budget < 0:
             raise ArchiveError(f"{name} expands to more than this upload may hold; send it in parts")
         with archive.open(member) as stream:
-            plain = FOLDER_JOIN.join(part for part in path.parts[shared:] if part not in ("", ".", ".."))
-            images.append((f"{name}: {member.filename}", plain, stream.read(member_limit + 1)))
+            images.append((f"{name}: {member.filename}", _joined(path.parts[shared:]), stream.read(member_limit + 1)))
     return images, ignored
+
+
+def _joined(parts: tuple[str, ...]) -> str:
+    """A member's folders and name as one file name, its outermost folders left out where it would be too long."""
+    parts = tuple(part for part in parts if part not in ("", ".", ".."))
+    while len(parts) > 1 and len(FOLDER_JOIN.join(parts).encode()) > NAME_BYTES:
+        parts = parts[1:]
+    return FOLDER_JOIN.join(parts)
 
 
 def _shared_folders(folders: list[tuple[str, ...]]) -> int:

@@ -169,11 +169,12 @@ def test_a_job_names_the_parts_its_images_show_before_it_starts(api, tmp_path):
         for link in links:
             zipped.write(link, f"station/{link.name[:3]}/cam{link.name[5]}.png")
         zipped.write(links[0], "station/overview.png")
+        zipped.write(TRAIN[6], f"station/{'x' * 250}/cam9.png")  # a name a file system would refuse: its folder goes
     job = api.post("/jobs", json={"category": "station"}).json()
     upload = ("station.zip", archive.getvalue(), "application/zip")
     added = api.post(f"/jobs/{job['id']}/images", files=[("files", upload)])
     assert added.status_code == 200, added.text
-    assert added.json()["added"] == [f"p0{p}__cam{v}.png" for p in range(3) for v in range(2)]
+    assert added.json()["added"] == [f"p0{p}__cam{v}.png" for p in range(3) for v in range(2)] + ["cam9.png"]
     assert added.json()["duplicates"] == ["overview.png"]  # the bytes of p00__cam0.png
 
 
