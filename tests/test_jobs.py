@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
-from store import banks
+from store import banks, jobs, models
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, launch_chromium, start_api, start_worker
 
 TRAIN = sorted((BOTTLE / "train" / "good").glob("*.png"))
@@ -405,9 +405,9 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.click("#start")
         page.wait_for_function("document.querySelector('.api-error')?.textContent.startsWith('views of one part: ')")
         browser.close()
-    jobs = {job["id"]: job for job in api.get("/jobs").json()}
-    assert jobs[1]["state"] == "queued" and jobs[1]["parts"] == 3
-    assert jobs[2]["state"] == "draft" and jobs[2]["parts"] == 0 and sorted(jobs) == [1, 2]
+    made = {job["id"]: job for job in api.get("/jobs").json()}
+    assert made[1]["state"] == "queued" and made[1]["parts"] == 3
+    assert made[2]["state"] == "draft" and made[2]["parts"] == 0 and sorted(made) == [1, 2]
 
 
 def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
@@ -448,6 +448,10 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     assert "12 of them are views of 6 parts (manifest.json names each file's part)" in exported.stdout, exported
     manifest = json.loads((tmp_path / "out" / "cli-bottle" / "manifest.json").read_text())
     assert {f["file"]: f["part"] for f in manifest["files"]} == {name: name[:3] for _, _, name in rows}
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as connection:  # a refit takes the parts along
+        model = models.active_model(connection, "cli-bottle")
+        refit = jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, {}, 0.03, "test")
+        assert refit["state"] == "queued" and refit["parts"] == 6 and refit["images"] == 12
 
 
 def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path):
