@@ -28,6 +28,7 @@ MIN_IMAGES = 3  # a fit needs good scores of at least two bank images and one he
 PART_MAX = 200  # characters of a part's name
 FINISHED = ("succeeded", "failed", "cancelled")
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s::int)"
+_PART = "coalesce(part, ' ' || file_name)"  # an image's part: an unnamed one is its own (no named part begins so)
 
 _COLUMNS = (
     "j.id, j.category, j.options, j.state, j.created_at, j.created_by, j.queued_at, j.started_at, j.finished_at, "
@@ -168,20 +169,23 @@ def start(connection: psycopg.Connection, job_id: int) -> dict:
         if state != "draft":
             raise JobStateError(f"job {job_id} is {state}, not a draft")
         rows = cursor.execute(
-            "SELECT file_name, coalesce(part, ' ' || file_name) FROM fit_job_images WHERE job_id = %s ORDER BY 1",
-            (job_id,),
-        ).fetchall()  # an unnamed image is its own part: a space first, which no named part begins with
-        names, parts = [Path(name) for name, _ in rows], {part for _, part in rows}
+            f"SELECT file_name, {_PART} FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,)
+        ).fetchall()
+        names = [Path(name) for name, _ in rows]
         if len(names) < MIN_IMAGES:
             raise ValueError(f"job {job_id} holds {len(names)} image(s); a fit needs at least {MIN_IMAGES} good images")
-        if len(parts) < MIN_IMAGES:
-            raise ValueError(
-                f"job {job_id}'s {len(names)} images are views of {len(parts)} part(s); a fit needs at least "
-                f"{MIN_IMAGES} good parts (the memory bank learns from some, the threshold is set on others)"
-            )
+        _enough_parts(job_id, len(names), len({part for _, part in rows}))
         unmixed(f"job {job_id}", names, "make the job again without them")
         _queue(cursor, job_id)
     return one(connection, job_id)
+
+
+def _enough_parts(job_id: int, images: int, parts: int) -> None:
+    if parts < MIN_IMAGES:
+        raise ValueError(
+            f"job {job_id}'s {images} images are views of {parts} part(s); a fit needs at least {MIN_IMAGES} good "
+            "parts (the memory bank learns from some, the threshold is set on others)"
+        )
 
 
 def _queue(cursor: psycopg.Cursor, job_id: int) -> None:
@@ -425,6 +429,10 @@ def refit(
         ).rowcount
         if copied + normals < MIN_IMAGES:
             raise ValueError(f"{copied + normals} image(s) would be left; a fit needs {MIN_IMAGES} good images or more")
+        shown = cursor.execute(
+            f"SELECT count(DISTINCT {_PART}) FROM fit_job_images WHERE job_id = %s", (job_id,)
+        ).fetchone()[0]
+        _enough_parts(job_id, copied + normals, shown)
         cursor.execute("UPDATE fit_jobs SET normals = %s WHERE id = %s", (normals, job_id))
         _queue(cursor, job_id)
     return one(connection, job_id)

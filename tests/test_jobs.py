@@ -450,6 +450,9 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     assert {f["file"]: f["part"] for f in manifest["files"]} == {name: name[:3] for _, _, name in rows}
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as connection:  # a refit takes the parts along
         model = models.active_model(connection, "cli-bottle")
+        four_parts = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in sorted(folder.iterdir())[:8]}
+        with pytest.raises(ValueError, match=r"4 images are views of 2 part\(s\); a fit needs at least 3 good parts"):
+            jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, four_parts, 0.03, "test")
         refit = jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, {}, 0.03, "test")
         assert refit["state"] == "queued" and refit["parts"] == 6 and refit["images"] == 12
 
