@@ -399,6 +399,11 @@ class JobRequest(BaseModel):
     false_alarm_rate: float | None = Field(
         default=None, gt=0, lt=0.5, description="the threshold's target on good parts (INSPECT_FALSE_ALARM_RATE)"
     )
+    per: Literal["image", "part"] | None = Field(
+        default=None,
+        description="whose false-alarm rate the target is: each image's (default), or each part's flagged on any view "
+        "(needs parts of several views, PUT /jobs/{id}/parts)",
+    )
 
 
 class RefitRequest(BaseModel):

@@ -86,6 +86,14 @@ def _part_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _per_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--per", choices=(PER_IMAGE, PER_PART), default=PER_IMAGE,
+        help="whose false-alarm rate --false-alarm-rate is: each image's (the default), or each part's flagged on any "
+        "view (a set whose parts were photographed several times, as Real-IAD or KolektorSDD, or named by --part)",
+    )  # fmt: skip
+
+
 def _real_iad_split(parser: argparse.ArgumentParser) -> None:
     """The protocol option of every command that reads a dataset by --data (Real-IAD ships several splits)."""
     parser.add_argument(
@@ -158,11 +166,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="threshold at this expected false-alarm rate on good parts, from the good training images scored as "
         "unseen (default %(default)s; INSPECT_FALSE_ALARM_RATE)",
     )
-    parser.add_argument(
-        "--per", choices=(PER_IMAGE, PER_PART), default=PER_IMAGE,
-        help="whose false-alarm rate --false-alarm-rate is: each image's (the default), or each part's flagged on any "
-        "view (a set whose parts were photographed several times, as Real-IAD or KolektorSDD)",
-    )  # fmt: skip
+    _per_option(parser)
     parser.add_argument(
         "--calibrate-on-test",
         action="store_true",
@@ -231,11 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="MVTec AD root whose ROOT/<category>/test split (good and defect folders) sets the best-F1 threshold",
     )
     _real_iad_split(threshold)
-    threshold.add_argument(
-        "--per", choices=("image", "part"), default="image",
-        help="whose false-alarm rate --false-alarm-rate is: each image's (the default), or each part's flagged on any "
-        "view (a set whose parts were photographed several times, as Real-IAD or KolektorSDD)",
-    )  # fmt: skip
+    _per_option(threshold)
     threshold.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
     normals = commands.add_parser("add-normals", help="add good images without a refit: a new version")
@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--false-alarm-rate", type=float, default=settings.false_alarm_rate, help="threshold's target (%(default)s)"
     )
     _part_option(enqueue)
+    _per_option(enqueue)
     enqueue.add_argument("--wait", action="store_true", help="follow the job to its end; exit 1 unless it succeeds")
     enqueue.add_argument("--actor", default="cli", help="who asks, for the job and the category's log")
 

@@ -24,6 +24,7 @@ from patchcore.datasets.category import part_namer
 from patchcore.datasets.files import image_files
 from patchcore.datasets.folders import unmixed
 from patchcore.model import Embedder, PatchCoreConfig, fit
+from patchcore.threshold import PER_IMAGE
 from store import jobs
 from store.database import connect, database_url
 from store.migrate import upgrade
@@ -35,7 +36,7 @@ class Cancelled(Exception):
     """Someone asked the running job to stop."""
 
 
-JOB_OPTIONS = ("backbone", "field_of_view", "pixels", "coreset_ratio", "false_alarm_rate")
+JOB_OPTIONS = ("backbone", "field_of_view", "pixels", "coreset_ratio", "false_alarm_rate", "per")
 
 
 def job_options(args: argparse.Namespace) -> dict:
@@ -45,9 +46,16 @@ def job_options(args: argparse.Namespace) -> dict:
 
 def job_config(options: dict, settings: Settings) -> PatchCoreConfig:
     """The job's options over this worker's defaults (``PatchCoreConfig``'s, the settings' network, metric and
-    false-alarm rate)."""
+    false-alarm rate); whose rate the target is, ``per``, is the fit's (:func:`job_per`)."""
     defaults = {"backbone": settings.backbone, "false_alarm_rate": settings.false_alarm_rate}
-    return PatchCoreConfig(**{**defaults, **options, "metric": settings.metric})
+    model = {name: value for name, value in options.items() if name != "per"}
+    return PatchCoreConfig(**{**defaults, **model, "metric": settings.metric})
+
+
+def job_per(options: dict) -> str:
+    """Whose false-alarm rate the job's target is: each image's, or each part's on any view (jobs made before the
+    option have none: per image)."""
+    return options.get("per") or PER_IMAGE
 
 
 class Reporter:
@@ -111,7 +119,7 @@ def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worke
             print(f"job {job_id}: fitting {name} from {len(train)} images{views}, {config.backbone}", flush=True)
             embedder = Embedder.load(config, settings.weights, settings.device)
             model = fit(config, train, settings.weights, embedder=embedder, report=reporter, parts=parts or None,
-                        features_in_memory_max=settings.fit_memory_bytes)  # fmt: skip
+                        per=job_per(job["options"]), features_in_memory_max=settings.fit_memory_bytes)  # fmt: skip
             reporter(STAGES[-1], 0, 1, "version")
             result = reports.build(name, model, None, {"job_id": job_id})
 

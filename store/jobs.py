@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import psycopg
 
 from patchcore.datasets.folders import unmixed
+from patchcore.threshold import PER_PART
 
 LOCK_CLASS = 7411  # the first key of every job's advisory lock (the second is the job id)
 CHANNEL = "fit_jobs"  # NOTIFY'd when a job is queued, so that an idle worker takes it at once
@@ -168,24 +170,35 @@ def start(connection: psycopg.Connection, job_id: int) -> dict:
         state = _locked_state(cursor, job_id)
         if state != "draft":
             raise JobStateError(f"job {job_id} is {state}, not a draft")
-        rows = cursor.execute(
-            f"SELECT file_name, {_PART} FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,)
-        ).fetchall()
-        names = [Path(name) for name, _ in rows]
-        if len(names) < MIN_IMAGES:
-            raise ValueError(f"job {job_id} holds {len(names)} image(s); a fit needs at least {MIN_IMAGES} good images")
-        _enough_parts(job_id, len(names), len({part for _, part in rows}))
+        names = _fittable(cursor, job_id)
         unmixed(f"job {job_id}", names, "make the job again without them")
         _queue(cursor, job_id)
     return one(connection, job_id)
 
 
-def _enough_parts(job_id: int, images: int, parts: int) -> None:
-    if parts < MIN_IMAGES:
+def _fittable(cursor: psycopg.Cursor, job_id: int) -> list[Path]:
+    """The names of a job's images, refused (``ValueError``) where a fit of them would fail: fewer than
+    :data:`MIN_IMAGES` images or parts, or a target per part (``options.per``) with no part of several views."""
+    rows = cursor.execute(f"SELECT file_name, {_PART} FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,))
+    names, views = [], Counter()
+    for name, part in rows:
+        names.append(Path(name))
+        views[part] += 1
+    if len(names) < MIN_IMAGES:
+        raise ValueError(f"job {job_id} holds {len(names)} image(s); a fit needs at least {MIN_IMAGES} good images")
+    if len(views) < MIN_IMAGES:
         raise ValueError(
-            f"job {job_id}'s {images} images are views of {parts} part(s); a fit needs at least {MIN_IMAGES} good "
-            "parts (the memory bank learns from some, the threshold is set on others)"
+            f"job {job_id}'s {len(names)} images are views of {len(views)} part(s); a fit needs at least "
+            f"{MIN_IMAGES} good parts (the memory bank learns from some, the threshold is set on others)"
         )
+    per = cursor.execute("SELECT options->>'per' FROM fit_jobs WHERE id = %s", (job_id,)).fetchone()[0]
+    if per == PER_PART and max(views.values()) < 2:
+        raise ValueError(
+            f"job {job_id}: a false-alarm rate per part needs images that are views of parts, and each of its images "
+            "is a part of its own; name their parts first (PUT /jobs/{id}/parts, enqueue --part, the page's views "
+            "of one part)"
+        )
+    return names
 
 
 def _queue(cursor: psycopg.Cursor, job_id: int) -> None:
@@ -356,17 +369,18 @@ def refit(
     fit_model_id: int,
     segments: Sequence[int],
     excluded: dict[str, str],
-    false_alarm_rate: float,
+    target: dict,
     created_by: str | None,
 ) -> dict:
     """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` and the
     good images added since (``segments``: the version's memory bank), less ``excluded`` (sha256 -> file name),
-    with the fit's options and the category's ``false_alarm_rate`` (a rate set since, by hand, is kept), in one
-    transaction; the job records the job it was made from, the names it left out and how many added images it took
-    along. The images are copied inside the database, not read out. Raises :class:`NoStoredImages` when the fit's
-    images are not stored, :class:`JobStateError` while a refit from them is queued or running (a second one,
-    finishing later, would bring back what the first left out), ``ValueError`` naming an excluded image that is not
-    among them, an added image whose file was not kept, or when too few would be left."""
+    with the fit's options and the category's ``target`` (its ``false_alarm_rate`` and ``per``: a target set since,
+    by hand, is kept), in one transaction; the job records the job it was made from, the names it left out and how
+    many added images it took along. The images are copied inside the database, not read out. Raises
+    :class:`NoStoredImages` when the fit's images are not stored, :class:`JobStateError` while a refit from them is
+    queued or running (a second one, finishing later, would bring back what the first left out), ``ValueError``
+    naming an excluded image that is not among them, an added image whose file was not kept, or when too few would
+    be left."""
     with connection.transaction(), connection.cursor() as cursor:
         row = source_job(cursor, category, fit_model_id, lock=True)  # one refit at a time
         if row is None:
@@ -413,7 +427,7 @@ def refit(
         job_id = cursor.execute(
             "INSERT INTO fit_jobs (category, options, created_by, refit_of, excluded) VALUES (%s, %s, %s, %s, %s) "
             "RETURNING id",
-            (category, json.dumps({**options, "false_alarm_rate": false_alarm_rate}), created_by, source,
+            (category, json.dumps({**options, **target}), created_by, source,
              sorted(excluded.values())),
         ).fetchone()[0]  # fmt: skip
         copied = cursor.execute(
@@ -429,10 +443,7 @@ def refit(
         ).rowcount
         if copied + normals < MIN_IMAGES:
             raise ValueError(f"{copied + normals} image(s) would be left; a fit needs {MIN_IMAGES} good images or more")
-        shown = cursor.execute(
-            f"SELECT count(DISTINCT {_PART}) FROM fit_job_images WHERE job_id = %s", (job_id,)
-        ).fetchone()[0]
-        _enough_parts(job_id, copied + normals, shown)
+        _fittable(cursor, job_id)
         cursor.execute("UPDATE fit_jobs SET normals = %s WHERE id = %s", (normals, job_id))
         _queue(cursor, job_id)
     return one(connection, job_id)

@@ -79,7 +79,7 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     with their masks beside them; a queued job is cancelled at once and cannot be started or given images after;
     unknown jobs are 404s."""
     job = api.post("/jobs", json={"category": "cans"}).json()
-    assert job["state"] == "draft" and job["options"]["backbone"] == "resnet18"
+    assert job["state"] == "draft" and job["options"]["backbone"] == "resnet18" and job["options"]["per"] == "image"
     assert job["options"]["coreset_ratio"] == 0.1 and job["options"]["false_alarm_rate"] == DEFAULT_FALSE_ALARM_RATE
     refused = api.post(f"/jobs/{job['id']}/images", files=[("files", ("notes.txt", b"not an image", "text/plain"))])
     assert refused.status_code == 415 and "notes.txt" in refused.json()["detail"], refused.text
@@ -152,8 +152,12 @@ def test_a_job_names_the_parts_its_images_show_before_it_starts(api, tmp_path):
     replaced = api.put(f"/jobs/{job['id']}/parts", json={"parts": {names[0]: "p00"}})
     assert replaced.json()["parts"] == 1  # the names not given again are their own parts now
     assert api.post(f"/jobs/{job['id']}/start").json()["state"] == "queued"  # 6 parts: p00 and 5 images alone
-    job = api.post("/jobs", json={"category": "views"}).json()
+    assert api.post("/jobs", json={"category": "views", "per": "view"}).status_code == 422
+    job = api.post("/jobs", json={"category": "views", "per": "part"}).json()  # a target per part needs parts
+    assert job["options"]["per"] == "part"
     api.post(f"/jobs/{job['id']}/images", files=_files(links))
+    alone = api.post(f"/jobs/{job['id']}/start")
+    assert alone.status_code == 422 and "a false-alarm rate per part needs images that are views" in alone.text
     assert api.put(f"/jobs/{job['id']}/parts", json={"parts": {name: name[0] for name in names}}).json()["parts"] == 1
     refused = api.post(f"/jobs/{job['id']}/start")
     assert refused.status_code == 422 and refused.json()["detail"].startswith(
@@ -421,7 +425,7 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     try:
         done = subprocess.run(
             [sys.executable, "-m", "ingest", "enqueue", "--category", "cli-bottle", "--folder", str(folder),
-             "--backbone", "resnet18", "--part", "^(p[0-9]+)_", "--wait"],
+             "--backbone", "resnet18", "--part", "^(p[0-9]+)_", "--per", "part", "--wait"],
             cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     finally:
@@ -452,9 +456,12 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
         model = models.active_model(connection, "cli-bottle")
         four_parts = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in sorted(folder.iterdir())[:8]}
         with pytest.raises(ValueError, match=r"4 images are views of 2 part\(s\); a fit needs at least 3 good parts"):
-            jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, four_parts, 0.03, "test")
-        refit = jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, {}, 0.03, "test")
+            jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, four_parts, {}, "test")
+        assert model.threshold_policy["per"] == "part"  # the job's target per part is the version's
+        target = {"false_alarm_rate": 0.04, "per": "part"}
+        refit = jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, {}, target, "test")
         assert refit["state"] == "queued" and refit["parts"] == 6 and refit["images"] == 12
+        assert refit["options"]["per"] == "part" and refit["options"]["false_alarm_rate"] == 0.04
 
 
 def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path):

@@ -15,6 +15,7 @@ from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
 from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import PatchCoreConfig
+from patchcore.threshold import PER_IMAGE
 from store import images, jobs
 
 router = APIRouter(tags=["jobs"])
@@ -54,9 +55,10 @@ def create_job(request: Request, body: JobRequest) -> dict:
     """A draft job: add its good images with ``POST /jobs/{id}/images`` (as many requests as needed), then
     ``POST /jobs/{id}/start`` queues it for a worker."""
     settings = get_services(request).settings
-    defaults = PatchCoreConfig(backbone=settings.backbone, false_alarm_rate=settings.false_alarm_rate)
+    config = PatchCoreConfig(backbone=settings.backbone, false_alarm_rate=settings.false_alarm_rate)
+    defaults = {**config.as_dict(), "per": PER_IMAGE}
     asked = body.model_dump(exclude={"category"})
-    options = {name: getattr(defaults, name) if value is None else value for name, value in asked.items()}
+    options = {name: defaults[name] if value is None else value for name, value in asked.items()}
     if options["backbone"] not in BACKBONES:
         choices = ", ".join(BACKBONES)
         raise HTTPException(422, {"error": "invalid_request", "detail": f"backbone: choose one of {choices}"})
@@ -169,7 +171,8 @@ def refit_category(request: Request, name: Annotated[str, PathParam(**CATEGORY)]
                  f"of {name} (version {model.id}); see GET /categories/{name}"},
             )  # fmt: skip
         excluded = {digest: file_name for digest, file_name in found.values()}
-        rate = model.config.false_alarm_rate
-        return jobs.refit(connection, name, model.fit_id, model.bank_segments, excluded, rate, actor)
+        target = {"false_alarm_rate": model.config.false_alarm_rate,
+                  "per": model.threshold_policy.get("per", PER_IMAGE)}  # fmt: skip
+        return jobs.refit(connection, name, model.fit_id, model.bank_segments, excluded, target, actor)
 
     return _run(request, work)
