@@ -170,31 +170,32 @@ def start(connection: psycopg.Connection, job_id: int) -> dict:
         state = _locked_state(cursor, job_id)
         if state != "draft":
             raise JobStateError(f"job {job_id} is {state}, not a draft")
-        names = _fittable(cursor, job_id)
+        names = _fittable(cursor, job_id, f"job {job_id}")
         unmixed(f"job {job_id}", names, "make the job again without them")
         _queue(cursor, job_id)
     return one(connection, job_id)
 
 
-def _fittable(cursor: psycopg.Cursor, job_id: int) -> list[Path]:
-    """The names of a job's images, refused (``ValueError``) where a fit of them would fail: fewer than
-    :data:`MIN_IMAGES` images or parts, or a target per part (``options.per``) with no part of several views."""
+def _fittable(cursor: psycopg.Cursor, job_id: int, what: str) -> list[Path]:
+    """The names of a job's images, refused (``ValueError``, naming the job as ``what``) where a fit of them would
+    fail: fewer than :data:`MIN_IMAGES` images or parts, or a target per part (``options.per``) with no part of
+    several views."""
     rows = cursor.execute(f"SELECT file_name, {_PART} FROM fit_job_images WHERE job_id = %s ORDER BY 1", (job_id,))
     names, views = [], Counter()
     for name, part in rows:
         names.append(Path(name))
         views[part] += 1
     if len(names) < MIN_IMAGES:
-        raise ValueError(f"job {job_id} holds {len(names)} image(s); a fit needs at least {MIN_IMAGES} good images")
+        raise ValueError(f"{what} holds {len(names)} image(s); a fit needs at least {MIN_IMAGES} good images")
     if len(views) < MIN_IMAGES:
         raise ValueError(
-            f"job {job_id}'s {len(names)} images are views of {len(views)} part(s); a fit needs at least "
+            f"{what}'s {len(names)} images are views of {len(views)} part(s); a fit needs at least "
             f"{MIN_IMAGES} good parts (the memory bank learns from some, the threshold is set on others)"
         )
     per = cursor.execute("SELECT options->>'per' FROM fit_jobs WHERE id = %s", (job_id,)).fetchone()[0]
     if per == PER_PART and max(views.values()) < 2:
         raise ValueError(
-            f"job {job_id}: a false-alarm rate per part needs images that are views of parts, and each of its images "
+            f"{what}: a false-alarm rate per part needs images that are views of parts, and each of its images "
             "is a part of its own; name their parts first (PUT /jobs/{id}/parts, enqueue --part, the page's views "
             "of one part)"
         )
@@ -443,7 +444,7 @@ def refit(
         ).rowcount
         if copied + normals < MIN_IMAGES:
             raise ValueError(f"{copied + normals} image(s) would be left; a fit needs {MIN_IMAGES} good images or more")
-        _fittable(cursor, job_id)
+        _fittable(cursor, job_id, f"a refit of {category}")
         cursor.execute("UPDATE fit_jobs SET normals = %s WHERE id = %s", (normals, job_id))
         _queue(cursor, job_id)
     return one(connection, job_id)

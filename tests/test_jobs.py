@@ -455,7 +455,8 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as connection:  # a refit takes the parts along
         model = models.active_model(connection, "cli-bottle")
         four_parts = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in sorted(folder.iterdir())[:8]}
-        with pytest.raises(ValueError, match=r"4 images are views of 2 part\(s\); a fit needs at least 3 good parts"):
+        too_few = r"^a refit of cli-bottle's 4 images are views of 2 part\(s\); a fit needs at least 3 good parts"
+        with pytest.raises(ValueError, match=too_few):
             jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, four_parts, {}, "test")
         assert model.threshold_policy["per"] == "part"  # the job's target per part is the version's
         target = {"false_alarm_rate": 0.04, "per": "part"}
