@@ -84,6 +84,14 @@ def _part_option(parser: argparse.ArgumentParser) -> None:
         "else its match): views of one part (cameras, tiles of one image) are held out and cross-fitted together "
         "and judged per part, as a set that names them (Real-IAD, KolektorSDD); e.g. '^(.+)_\\d+\\.png$'",
     )
+    parser.add_argument(
+        "--parts",
+        type=Path,
+        metavar="FILE",
+        help="name the part of each image by its file name from FILE instead: the manifest.json of an export (a "
+        "product whose job named parts), or a JSON object of file name to part; images it does not name are parts "
+        "of their own",
+    )
 
 
 def _per_option(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from ingest.stored import active_model
 from patchcore import progress
 from patchcore.backbone import RANDOM_WEIGHTS
 from patchcore.model import PatchCoreConfig
+from patchcore.threshold import PER_IMAGE
 from store import exports
 from store.database import connect, database_url
 from store.migrate import upgrade
@@ -24,11 +25,18 @@ _OPTIONS = {
 }  # fmt: skip
 
 
-def fit_command(config: PatchCoreConfig, weights: str | None, folder: Path, category: str) -> str:
+def fit_command(
+    config: PatchCoreConfig, weights: str | None, folder: Path, category: str, parts: bool, per: str = PER_IMAGE
+) -> str:
     """The ``python -m ingest fit`` line that fits ``category`` from ``folder`` with ``config``: the network, its
     weights, the metric and the false-alarm rate always (their defaults are the environment's), every other setting
-    where it is not the default."""
+    where it is not the default, the parts its images show where the manifest names them (``parts``) and a target
+    per part (``per``)."""
     words = ["python", "-m", "ingest", "fit", "--folder", str(folder), "--category", category]
+    if parts:
+        words += ["--parts", str(folder / exports.MANIFEST)]
+    if per != PER_IMAGE:
+        words += ["--per", per]
     words += ["--backbone", config.backbone, "--metric", config.metric]
     words += ["--false-alarm-rate", str(config.false_alarm_rate)]
     if weights == RANDOM_WEIGHTS:
@@ -72,7 +80,7 @@ def run_export(args: argparse.Namespace) -> int:
     parts = {f["part"] for f in files if "part" in f}
     if parts:
         views = sum("part" in f for f in files)
-        print(f"{views} of them are views of {len(parts)} parts ({exports.MANIFEST} names each file's part): name "
-              "them on the fit line with --part REGEX, which must give each file its part")  # fmt: skip
-    print(f"fit from them: {fit_command(model.config, model.weights, folder, args.category)}")
+        print(f"{views} of them are views of {len(parts)} parts ({exports.MANIFEST} names each file's part)")
+    per = model.threshold_policy.get("per", PER_IMAGE)
+    print(f"fit from them: {fit_command(model.config, model.weights, folder, args.category, bool(parts), per)}")
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 from config import Settings, get_settings
-from patchcore.datasets.category import part_namer
+from ingest.sets import part_naming
 from patchcore.datasets.files import image_files
 from patchcore.datasets.folders import unmixed
 from patchcore.model import Embedder, PatchCoreConfig, fit
@@ -176,8 +176,10 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_enqueue(args: argparse.Namespace) -> int:
     """Queue a fit job from a folder of good images; with ``--wait``, follow it to its end."""
     files = unmixed(f"--folder {args.folder}", image_files(args.folder))  # before the database: a refusal is cheap
-    part_of = part_namer(args.part) if args.part is not None else None
-    parts = {path.name: part_of(path) for path in files} if part_of else {}  # the pattern runs here, not on a server
+    part_of = part_naming(args)  # a pattern runs here, never on a server
+    parts = {path.name: part for path in files if (part := part_of(path)) is not None} if part_of else {}
+    if args.parts is not None and not parts:
+        raise ValueError(f"--parts {args.parts} names none of the images in {args.folder}")
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)

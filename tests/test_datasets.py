@@ -568,23 +568,53 @@ def test_parts_named_by_a_pattern_on_the_file_names():
     """``--part REGEX``: its first group (or its match) names each image's part, training and test alike, replacing a
     set's own names; a pattern that does not compile, or that an image's name does not match (or gives an empty
     part, which would put every such image in one part), is refused naming it."""
-    from patchcore.datasets.category import Category, Sample, parted
+    from patchcore.datasets.category import Category, Sample, part_namer, parted
 
     train = [Path(f"/sets/tiles/train/good/roll{r}_{t}.png") for r in (1, 2) for t in range(3)]
     test = [Sample(Path("/sets/tiles/test/good/roll7_0.png"), "good", None, "other"),
             Sample(Path("/sets/tiles/test/cut/roll8_2.png"), "cut", None)]  # fmt: skip
     category = Category("tiles", train, test)
-    named = parted([category], r"^(roll\d+)_\d+")[0]
+    named = parted([category], part_namer(r"^(roll\d+)_\d+"))[0]
     assert named.parts == {p: p.name.split("_")[0] for p in train} and named.train == train
     assert [s.part for s in named.test] == ["roll7", "roll8"] and named.test[1].defect == "cut"
-    assert parted([category], r"roll\d")[0].parts[train[3]] == "roll2"  # no group: the match
+    assert parted([category], part_namer(r"roll\d"))[0].parts[train[3]] == "roll2"  # no group: the match
     assert parted([category], None) == [category]
     with pytest.raises(ValueError, match=re.escape("--part '^(roll[1-7])_' does not match roll8_2.png (/sets/tiles/")):
-        parted([category], "^(roll[1-7])_")
+        parted([category], part_namer("^(roll[1-7])_"))
     with pytest.raises(ValueError, match=r"--part '\(roll' is not a regular expression"):
-        parted([category], "(roll")
+        parted([category], part_namer("(roll"))
     with pytest.raises(ValueError, match=re.escape("--part '^(roll[12])?' does not match roll7_0.png")):
-        parted([category], "^(roll[12])?")  # it matches every name, but names no part of roll7_0.png: not one part ""
+        parted([category], part_namer("^(roll[12])?"))  # it matches every name, but no part of roll7_0.png
+
+
+def test_parts_listed_in_a_file_an_export_s_manifest_or_a_plain_mapping(tmp_path):
+    """``--parts FILE``: the part of each image by its file name, from an export's manifest (the files it names a part
+    for) or a JSON object; images it does not name are their own parts. Refused: a file of neither shape, an empty
+    part, a list that names none of the training images (another set's), and ``--part`` beside it."""
+    import argparse
+
+    from ingest.sets import categories, listed_parts
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"files": [{"file": "000.png", "part": "p0"}, {"file": "001.png"}]}))
+    assert listed_parts(manifest) == {"000.png": "p0"}
+    folder = tmp_path / "good"
+    for path in sorted((BOTTLE / "train" / "good").glob("*.png"))[:4]:
+        _link(folder / path.name, path)
+    plain = tmp_path / "parts.json"
+    plain.write_text(json.dumps({"000.png": "p0", "001.png": "p0", "other.png": "p9"}))
+    args = argparse.Namespace(folder=folder, category=["good"], defects=None, masks=None, exclude=[], part=None)
+    read = categories(argparse.Namespace(**vars(args), parts=plain))[0]
+    assert read.parts == {folder / "000.png": "p0", folder / "001.png": "p0"}  # 002 and 003: parts of their own
+    for text, words in (("[1, 2]", "not a manifest.json of an export"), ('{"000.png": ""}', "names no part")):
+        plain.write_text(text)
+        with pytest.raises(ValueError, match=words):
+            categories(argparse.Namespace(**vars(args), parts=plain))
+    plain.write_text(json.dumps({"zzz.png": "p0"}))
+    with pytest.raises(ValueError, match="names none of the training images of good"):
+        categories(argparse.Namespace(**vars(args), parts=plain))
+    with pytest.raises(ValueError, match="--part and --parts both name"):
+        categories(argparse.Namespace(**{**vars(args), "part": "^(0)"}, parts=plain))
 
 
 def test_views_named_only_by_their_file_names_are_fitted_and_judged_as_parts(tmp_path):

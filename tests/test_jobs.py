@@ -452,6 +452,19 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     assert "12 of them are views of 6 parts (manifest.json names each file's part)" in exported.stdout, exported
     manifest = json.loads((tmp_path / "out" / "cli-bottle" / "manifest.json").read_text())
     assert {f["file"]: f["part"] for f in manifest["files"]} == {name: name[:3] for _, _, name in rows}
+    command = exported.stdout.splitlines()[-1].removeprefix("fit from them: ")  # the same parts and target per part
+    assert f"--parts {tmp_path / 'out' / 'cli-bottle' / 'manifest.json'}" in command and "--per part" in command
+    words = [w if w != "cli-bottle" else "cli-refit" for w in shlex.split(command)[1:]]  # as a category of its own
+    words += ["--out", str(tmp_path / "reports")]
+    refitted = subprocess.run([sys.executable, *words], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    assert refitted.returncode == 0, refitted.stderr
+    with psycopg.connect(env["DATABASE_URL"]) as connection:
+        again = connection.execute(
+            "SELECT i.part, i.file_name FROM images i JOIN categories c ON c.active_model_id = i.model_id "
+            "WHERE c.name = 'cli-refit'"
+        ).fetchall()
+    assert sorted(again) == sorted((name[:3], name) for _, _, name in rows)
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as connection:  # a refit takes the parts along
         model = models.active_model(connection, "cli-bottle")
         four_parts = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in sorted(folder.iterdir())[:8]}

@@ -86,30 +86,38 @@ def excluding(categories: list[Category], names: list[str]) -> list[Category]:
     return narrowed
 
 
-def parted(categories: list[Category], pattern: str | None) -> list[Category]:
-    """``categories`` with the part of every image named by ``pattern``, a regular expression searched in each file's
-    name: its first group (or, without groups, what it matches) is the part the image is one view of. A set of one
-    part photographed several times, from several cameras or cut into tiles, whose files say which part they show
-    but whose layout does not (``part0007_cam2.png``: ``--part '^(part\\d+)_'``): the fit then holds out and
-    cross-fits whole parts, as it does where a set names them (Real-IAD, KolektorSDD), and the evaluation judges
-    parts too; it replaces a set's own names. Refused: a pattern that does not compile, and one that some image's
-    name does not match (a part guessed for it would be a silent choice), each naming the first such image."""
-    if pattern is None:
+PartOf = Callable[[Path], str | None]  # the part an image is one view of; None: a part of its own
+
+
+def parted(categories: list[Category], part_of: PartOf | None) -> list[Category]:
+    """``categories`` with the part of every image named by ``part_of`` (:func:`part_namer`, :func:`part_lister`):
+    a set of one part photographed several times, from several cameras or cut into tiles, whose files say which part
+    they show but whose layout does not (``part0007_cam2.png``: ``--part '^(part\\d+)_'``). The fit then holds out
+    and cross-fits whole parts, as it does where a set names them (Real-IAD, KolektorSDD), and the evaluation judges
+    parts too; it replaces a set's own names."""
+    if part_of is None:
         return categories
-    part_of = part_namer(pattern)
     return [
         replace(
             category,
-            parts={path: part_of(path) for path in category.train},
+            parts={path: part for path in category.train if (part := part_of(path)) is not None},
             test=[replace(sample, part=part_of(sample.path)) for sample in category.test],
         )
         for category in categories
     ]
 
 
-def part_namer(pattern: str) -> Callable[[Path], str]:
-    """The part of an image by ``pattern`` (:func:`parted`), or a ``ValueError`` naming the first image whose file
-    name it does not match; a pattern that does not compile is refused at once."""
+def part_lister(listed: dict[str, str]) -> PartOf:
+    """The part of an image by its file name in ``listed`` (an export's manifest, ``--parts``); an image it does not
+    name is a part of its own, as it was in the fit the list comes from."""
+    return lambda path: listed.get(path.name)
+
+
+def part_namer(pattern: str) -> PartOf:
+    """The part of an image by ``pattern``, a regular expression searched in its file name: its first group (or,
+    without groups, what it matches). Refused: a pattern that does not compile (at once), and one that an image's
+    name does not match or gives an empty part (a part guessed for it would be a silent choice), naming the
+    image."""
     try:
         compiled = re.compile(pattern)
     except re.error as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from patchcore.datasets.category import GOOD, Category, Sample, excluding, holding_out, parted
+from patchcore.datasets.category import GOOD, Category, PartOf, Sample, excluding, holding_out, parted
 from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files, mask_files
 from patchcore.datasets.kolektor import KOLEKTOR_MASK, PAIRED_MASK
@@ -68,11 +68,11 @@ def folder_set(
     defects: Path | None = None,
     masks: Path | None = None,
     exclude: Sequence[str] = (),
-    part: str | None = None,
+    part_of: PartOf | None = None,
 ) -> Category:
     """A plain folder of good images as every command reads it (:func:`folder_category`, less the ``exclude``d
-    images, parts by the ``part`` pattern), with its good test parts held out where ``defects`` gives a test split:
+    images, parts by ``part_of``), with its good test parts held out where ``defects`` gives a test split:
     the same split for the fit and for a later evaluation of the stored model, both seeded. Copies (the same
     bytes, :func:`distinct`) are left out before the good test parts are held out."""
-    category = distinct(parted(excluding([folder_category(folder, name, defects, masks)], list(exclude)), part)[0])
+    category = distinct(parted(excluding([folder_category(folder, name, defects, masks)], list(exclude)), part_of)[0])
     return holding_out(category) if defects is not None else category
