@@ -472,10 +472,16 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
         with pytest.raises(ValueError, match=too_few):
             jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, four_parts, {}, "test")
         assert model.threshold_policy["per"] == "part"  # the job's target per part is the version's
-        target = {"false_alarm_rate": 0.04, "per": "part"}
-        refit = jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, {}, target, "test")
-        assert refit["state"] == "queued" and refit["parts"] == 6 and refit["images"] == 12
-        assert refit["options"]["per"] == "part" and refit["options"]["false_alarm_rate"] == 0.04
+    server, api = start_api(env, tmp_path / "server.log", ready="/health")
+    try:  # the category page's refit: the version's parts and its target per part along
+        refit = api.post("/categories/cli-bottle/refit", json={"exclude_image_ids": []})
+    finally:
+        api.close()
+        server.terminate()
+        server.wait(20)
+    assert refit.status_code == 201, refit.text
+    assert refit.json()["state"] == "queued" and refit.json()["parts"] == 6 and refit.json()["images"] == 12
+    assert refit.json()["options"]["per"] == "part"
 
 
 def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path):
