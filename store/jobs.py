@@ -431,20 +431,18 @@ def refit(
             (category, json.dumps({**options, **target}), created_by, source,
              sorted(excluded.values())),
         ).fetchone()[0]  # fmt: skip
-        copied = cursor.execute(
+        cursor.execute(
             "INSERT INTO fit_job_images (job_id, file_name, sha256, data, part) "
             "SELECT %s, file_name, sha256, data, part FROM fit_job_images WHERE job_id = %s AND NOT (sha256 = ANY(%s))",
             (job_id, source, left_out),
-        ).rowcount
+        )
         normals = cursor.execute(
             "INSERT INTO fit_job_images (job_id, file_name, sha256, data) SELECT %s, o.file_name, i.sha256, o.data "
             "FROM images i JOIN image_originals o ON o.image_id = i.id WHERE i.model_id = ANY(%s) "
             "AND i.split = 'added' AND NOT (i.sha256 = ANY(%s))",
             (job_id, segments, left_out),
         ).rowcount
-        if copied + normals < MIN_IMAGES:
-            raise ValueError(f"{copied + normals} image(s) would be left; a fit needs {MIN_IMAGES} good images or more")
-        _fittable(cursor, job_id, f"a refit of {category}")
+        _fittable(cursor, job_id, f"a refit of {category}")  # enough images and parts are left
         cursor.execute("UPDATE fit_jobs SET normals = %s WHERE id = %s", (normals, job_id))
         _queue(cursor, job_id)
     return one(connection, job_id)
