@@ -30,6 +30,12 @@ ERRORS = {
 
 # what the database accepts as a category name (migration 0001); anything else is refused before it reaches SQL
 CATEGORY = {"pattern": NAME_PATTERN, "max_length": NAME_MAX}
+# a part's identifier as a line writes it (a serial number, "lot 7/tray 3"): any printable text, kept as sent
+PART = {
+    "min_length": 1, "max_length": 200, "pattern": r"^[^\x00-\x1f\x7f]+$",
+    "description": "the part this image shows, as the line names it (a serial number); the views of one part share "
+    "it, and GET /parts/{part} gives its verdict over them",
+}  # fmt: skip
 
 
 def get_services(request: Request) -> Services:

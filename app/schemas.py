@@ -71,6 +71,7 @@ class QueryResponse(BaseModel):
         "written (the X-Inspection-Logged: false header says so too, and a metric counts it)"
     )
     category: str
+    part: str | None = Field(default=None, description="the part as the request named it (null: not named)")
     model_id: int
     is_anomalous: bool = Field(description="anomaly_score above threshold (similarity below threshold_similarity)")
     anomaly_score: float
@@ -338,6 +339,8 @@ class InspectionRecord(BaseModel):
     width: int
     height: int
     api_key: str | None = Field(description="the name of the key that asked (null when the service is open)")
+    part: str | None = Field(default=None, description="the part the query named (null: none)")
+    file_name: str | None = Field(default=None, description="the upload's file name, as sent (null: none)")
     latency_ms: float
     stages_ms: dict[str, float]
     defect_regions: list[DefectRegion] | None = Field(
@@ -354,6 +357,22 @@ class InspectionRecord(BaseModel):
     review_model_id: int | None = Field(
         default=None, description="the version the review taught (feedback), null when it was only recorded"
     )
+
+
+class PartVerdict(BaseModel):
+    part: str
+    is_anomalous: bool = Field(
+        description="any view of the part judged anomalous: the verdict of a line that rejects a part on any flagged "
+        "view (its threshold's per_part says how often that flags a good part)"
+    )
+    views: int = Field(description="images of the part the log holds (in the category asked, or in all)")
+    anomalous_views: int
+    reviewed_views: int = Field(description="views a person has reviewed")
+    reviewed_defective_views: int = Field(description="views a person found defective (a defect type, not good)")
+    categories: list[str] = Field(description="the categories its views were judged in")
+    first_at: str
+    last_at: str
+    inspections: list[InspectionRecord] = Field(description="its views' records, newest first, at most limit")
 
 
 class ReviewRequest(BaseModel):

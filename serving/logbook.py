@@ -12,6 +12,7 @@ from patchcore.images import original_size
 from store.inspections import Inspection
 
 THUMBNAIL = 256
+NAME_KEPT = 1000  # characters of an upload's file name the log keeps
 _MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 _MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff"}
 
@@ -48,8 +49,11 @@ def entry(
     timings_ms: dict[str, float],
     kind: str,
     regions: list[dict],
+    part: str | None,
+    file_name: str | None,
 ) -> Inspection:
-    """The record of one answered query; ``regions``: its defect regions as the answer gives them."""
+    """The record of one answered query; ``regions``: its defect regions as the answer gives them; ``part`` and
+    ``file_name`` as the caller sent them."""
     kept, media = kept_image(data, image, kind)
     width, height = original_size(image)  # as sent: a JPEG may have been decoded smaller
     stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
@@ -58,5 +62,11 @@ def entry(
         threshold=threshold, defect_type=defect_type, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
         format=file_format(data), width=width, height=height, api_key=api_key,
         latency_ms=timings_ms.get("total", 0.0), stages_ms=stages, image_kind=kind, image=kept, image_media_type=media,
-        regions=regions,
+        regions=regions, part=part, file_name=_printable(file_name),
     )  # fmt: skip
+
+
+def _printable(name: str | None) -> str | None:
+    """The file name as a text column holds it: PostgreSQL refuses a NUL in text, which would lose the whole record,
+    so NULs read as U+FFFD; past ``NAME_KEPT`` characters (a name is a header, not a payload) the rest is cut."""
+    return None if not name else name[:NAME_KEPT].replace("\x00", "\ufffd")

@@ -37,11 +37,13 @@ class Inspection:
     image: bytes | None
     image_media_type: str | None
     regions: list[dict] | None = None  # the answer's defect regions (None: not known, as for records before them)
+    part: str | None = None  # the part the image shows, as the caller named it (its views share it)
+    file_name: str | None = None  # the upload's file name, as sent
 
 
 _COLUMNS = (
     "request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, format, width, "
-    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions"
+    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions, part, file_name"
 )
 
 
@@ -61,7 +63,7 @@ def record(
         (
             key, r.request_id, r.category, r.model_id, r.is_anomalous, r.score, r.threshold, r.defect_type, r.sha256,
             r.bytes, r.format, r.width, r.height, r.api_key, r.latency_ms, json.dumps(r.stages_ms), r.image_kind,
-            r.image, r.image_media_type, None if r.regions is None else json.dumps(r.regions),
+            r.image, r.image_media_type, None if r.regions is None else json.dumps(r.regions), r.part, r.file_name,
         )
         for key, r in rows
     ]  # fmt: skip
@@ -90,12 +92,12 @@ def record(
 _LISTED = (
     "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
     "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL, reviewed_at::text, "
-    "reviewed_by, review_label, review_model_id, regions"
+    "reviewed_by, review_label, review_model_id, regions, part, file_name"
 )
 _KEYS = (
     "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
     "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
-    "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions",
+    "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions", "part", "file_name",
 )  # fmt: skip
 
 
@@ -109,6 +111,7 @@ def listed(
     before_id: int | None = None,
     limit: int = 50,
     reviewed: bool | None = None,
+    part: str | None = None,
 ) -> list[dict]:
     """Inspections newest first, filtered; page on with ``before_id`` = the last id of the previous page."""
     where, params = [], []
@@ -116,7 +119,7 @@ def listed(
         where.append(sql.SQL("reviewed_at IS NOT NULL" if reviewed else "reviewed_at IS NULL"))
     for column, op, value in (
         ("category", "=", category), ("is_anomalous", "=", is_anomalous), ("at", ">=", since), ("at", "<", until),
-        ("model_id", "=", model_id), ("id", "<", before_id),
+        ("model_id", "=", model_id), ("id", "<", before_id), ("part", "=", part),
     ):  # fmt: skip
         if value is not None:
             where.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
@@ -126,6 +129,30 @@ def listed(
     )
     rows = connection.execute(statement, [*params, limit]).fetchall()
     return [dict(zip(_KEYS, r, strict=True)) for r in rows]
+
+
+def of_part(connection: psycopg.Connection, part: str, category: str | None, limit: int) -> dict | None:
+    """What the log holds of one part: how many views were judged, how many flagged, how many reviewed and found
+    defective, in which categories, and its newest ``limit`` records; None when no view of it was logged."""
+    where = "part = %s" + ("" if category is None else " AND category = %s")
+    params = [part] if category is None else [part, category]
+    counts = connection.execute(
+        "SELECT count(*), count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE reviewed_at IS NOT NULL), "
+        "count(*) FILTER (WHERE review_label <> 'good'), coalesce(array_agg(DISTINCT category), '{}'), "
+        f"min(at)::text, max(at)::text FROM inspections WHERE {where}",
+        params,
+    ).fetchone()
+    if not counts[0]:
+        return None
+    rows = connection.execute(
+        f"SELECT {_LISTED} FROM inspections WHERE {where} ORDER BY id DESC LIMIT %s", [*params, limit]
+    ).fetchall()
+    views, flagged, reviewed, defective, categories, first, last = counts
+    return {
+        "part": part, "views": views, "anomalous_views": flagged, "reviewed_views": reviewed,
+        "reviewed_defective_views": defective, "categories": sorted(categories), "first_at": first, "last_at": last,
+        "inspections": [dict(zip(_KEYS, r, strict=True)) for r in rows],
+    }  # fmt: skip
 
 
 def one(connection: psycopg.Connection, inspection_id: int) -> dict | None:

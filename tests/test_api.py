@@ -941,7 +941,8 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
     env = {"DATABASE_URL": database_url, "INSPECT_LOG_IMAGES": "full", "INSPECT_POOL_SIZE": "4"}
     server, client = start_api(env, tmp_path / "server.log")
     try:
-        ids = [_post(client, path).json()["inspection_id"] for path in (BROKEN, GOOD, BOTTLE / "test/good/001.png")]
+        views = ((BROKEN, {"part": "SN-7"}), (GOOD, {"part": "SN-7"}), (BOTTLE / "test/good/001.png", {}))
+        ids = [_post(client, path, **form).json()["inspection_id"] for path, form in views]
         assert client.post(f"/inspections/{ids[0]}/review", json={"label": "no good!"}).status_code == 422
         assert client.post("/inspections/99999/review", json={"label": "good"}).status_code == 404
         wrong = client.post("/categories/other/feedback", data={"label": "good", "inspection_id": str(ids[1])})
@@ -965,6 +966,15 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.click("#newer")
             page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")
             page.wait_for_function("[...document.querySelectorAll('.item img')].every((i) => i.naturalWidth > 0)")
+            page.fill("#part", "SN-7")  # the views of one part, each saying which
+            page.dispatch_event("#part", "change")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[1]}'")
+            listed = page.eval_on_selector_all(".item", "(all) => all.map((n) => Number(n.dataset.id))")
+            named = page.eval_on_selector_all(".item .part", "(all) => all.map((n) => n.textContent)")
+            assert listed == [ids[1], ids[0]] and named == ["part SN-7"] * 2
+            page.fill("#part", "")
+            page.dispatch_event("#part", "change")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")
             page.select_option("#verdict", "defect")
             page.wait_for_function("document.querySelectorAll('.item').length == 1")
             assert page.inner_text(".item .chip") == "DEFECT"
@@ -981,6 +991,7 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
                 expected = (box[0], box[1], box[2] - box[0], box[3] - box[1])
                 assert all(abs(a - b * shown) <= 3 for a, b in zip((left, top, width, height), expected, strict=True))
             assert f"defect regions\t{len(outlines)}, the worst at" in page.inner_text(".detail table")
+            assert "part\tSN-7\nfile\timage.png" in page.inner_text(".detail table")
             assert page.is_checked("#teach")  # the log kept the file: the review can teach
             if os.environ.get("INSPECT_SCREENSHOT_REVIEW"):
                 page.screenshot(path=os.environ["INSPECT_SCREENSHOT_REVIEW"], full_page=True)

@@ -6,10 +6,14 @@ writer's batches itself, one by one, and every count holds by construction."""
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import psycopg
 import pytest
+from PIL import Image
 
 from app.services import InspectionWriter, _Pending
+from serving import logbook
 from store import inspections
 from store.database import configure
 from store.migrate import upgrade
@@ -86,3 +90,23 @@ def test_a_record_that_lands_after_its_query_gave_up_is_taken_back_or_kept_as_th
     assert refusing._write([])
     assert _count(log_url, "late refused") == 0 and refusing.taken_back == set()
     assert _count(log_url, "late answered") == 1 and answering.taken_back == set()
+
+
+def test_any_file_name_an_upload_carries_leaves_its_record(log_url):
+    """A text column refuses NUL, so a name holding one would have lost the whole record (and, under ``refuse``,
+    the answer): the log keeps the name with U+FFFD in its place, and a name of any length up to its first 1,000
+    characters."""
+    image = Image.new("RGB", (8, 8))
+    names = {"nul": "cam\x001.png", "long": "n" * 5000 + ".png", "none": None}
+    rows = [
+        (uuid4(), logbook.entry(request, "bottle", 1, False, 1.0, 2.0, None, b"\x89PNG", image, None, {}, "none", [],
+                                "SN-1", name))
+        for request, name in names.items()
+    ]  # fmt: skip
+    with psycopg.connect(log_url) as connection:
+        configure(connection)
+        ids = inspections.record(connection, rows, 1000)
+        kept = dict(connection.execute(
+            "SELECT request_id, file_name FROM inspections WHERE id = ANY(%s)", (list(ids.values()),)
+        ).fetchall())  # fmt: skip
+    assert kept == {"nul": "cam\ufffd1.png", "long": "n" * logbook.NAME_KEPT, "none": None}

@@ -157,6 +157,49 @@ def test_each_query_leaves_one_record_and_50_concurrent_leave_50(served):
     assert bad.status_code == 422
 
 
+def test_a_part_named_on_its_views_gets_one_verdict_over_them_and_its_records(served):
+    """Views sent with ``part`` are found by it: ``GET /parts/{part}`` is anomalous when any of its views was, counts
+    them and their reviews, and lists them newest first with the file names they were sent with; a name the log
+    never saw is a 404, a bad one (a control character, past 200 characters) a 422 before any work."""
+    client, _, _ = served
+
+    def view(path, part, name):
+        answer = client.post("/query", files={"file": (name, path.read_bytes(), "image/png")},
+                             data={"category": "bottle", "part": part}, headers=_auth("viewer"))  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    flagged = [view(GOOD, "lot 7/SN-0001", "cam-top.png"), view(BROKEN, "lot 7/SN-0001", "cam-side.png")]
+    calm = [view(GOOD, "SN-0002", "cam-top.png"), view(GOOD, "SN-0002", "cam-side.png")]
+    assert flagged[1]["is_anomalous"] and [a["part"] for a in flagged + calm] == ["lot 7/SN-0001"] * 2 + ["SN-0002"] * 2
+    part = client.get("/parts/lot 7/SN-0001", headers=_auth("viewer"))
+    assert part.status_code == 200, part.text
+    body = part.json()
+    assert body["is_anomalous"] is True and body["views"] == 2 and body["categories"] == ["bottle"]
+    assert body["anomalous_views"] == sum(a["is_anomalous"] for a in flagged)
+    assert [r["id"] for r in body["inspections"]] == [flagged[1]["inspection_id"], flagged[0]["inspection_id"]]
+    assert [r["file_name"] for r in body["inspections"]] == ["cam-side.png", "cam-top.png"]
+    assert body["first_at"] <= body["last_at"] and body["reviewed_views"] == 0
+    other = client.get("/parts/SN-0002", headers=_auth("viewer")).json()
+    assert other["is_anomalous"] is any(a["is_anomalous"] for a in calm) and other["views"] == 2
+    listed = client.get("/inspections", params={"part": "SN-0002"}, headers=_auth("viewer")).json()["inspections"]
+    assert sorted(r["id"] for r in listed) == sorted(a["inspection_id"] for a in calm)
+    for inspection, label in ((flagged[1]["inspection_id"], "broken_large"), (flagged[0]["inspection_id"], "good")):
+        reviewed = client.post(f"/inspections/{inspection}/review", json={"label": label}, headers=_auth("boss"))
+        assert reviewed.status_code == 200, reviewed.text
+    body = client.get("/parts/lot 7/SN-0001", params={"limit": 1}, headers=_auth("viewer")).json()
+    assert (body["reviewed_views"], body["reviewed_defective_views"], len(body["inspections"])) == (2, 1, 1)
+    missing = client.get("/parts/lot 7/SN-0001", params={"category": "other"}, headers=_auth("viewer"))
+    assert missing.status_code == 404 and missing.json()["error"] == "part_not_found"
+    unnamed = client.post("/query", files={"file": ("a.png", GOOD.read_bytes(), "image/png")},
+                          data={"category": "bottle", "part": ""}, headers=_auth("viewer"))  # fmt: skip
+    assert unnamed.status_code == 200 and unnamed.json()["part"] is None  # an empty form field names nothing
+    for bad in ("a\nb", "x" * 201):
+        refused = client.post("/query", files={"file": ("a.png", GOOD.read_bytes(), "image/png")},
+                              data={"category": "bottle", "part": bad}, headers=_auth("viewer"))  # fmt: skip
+        assert refused.status_code == 422, bad
+
+
 def test_a_record_the_database_cannot_take_in_time_is_waited_for_refused_or_answered_as_the_policy_says(
     served, tmp_path_factory
 ):

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app import observability
-from app.common import CATEGORY, ERRORS, get_services, read_limited
+from app.common import CATEGORY, ERRORS, PART, get_services, read_limited
 from app.inspecting import served
 from app.schemas import AnomalousPatch, DefectRegion, QueryResponse
 from app.services import Services
@@ -33,6 +33,7 @@ async def query(
     category: Annotated[str, Form(description="the product category, as ingested", **CATEGORY)],
     top_k: Annotated[int, Form(ge=1, le=100, description="how many similar good images to return")] = 10,
     heatmap: Annotated[bool, Form(description="include the anomaly map as a base64 PNG")] = False,
+    part: Annotated[str | None, Form(**PART)] = None,
 ) -> QueryResponse:
     started = time.perf_counter()
     services = get_services(request)
@@ -40,7 +41,7 @@ async def query(
     state = request.scope.get("state", {})
     answer = await run_in_threadpool(
         _inspect, services, data, file.filename, category, top_k, heatmap, started,
-        state.get("request_id", ""), state.get("api_key"),
+        state.get("request_id", ""), state.get("api_key"), part,
     )  # fmt: skip
     if answer.inspection_id is None:
         response.headers["X-Inspection-Logged"] = "false"
@@ -59,6 +60,7 @@ def _inspect(
     started: float,
     request_id: str,
     api_key: str | None,
+    part: str | None,
 ) -> QueryResponse:
     inspector = services.inspector(category)
     preprocess = inspector.embedder.preprocess
@@ -83,7 +85,7 @@ def _inspect(
     inspection_id = _record(services, logbook.entry(
         request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
         defect_type, data, image, api_key, timings, services.settings.log_images,
-        [region.model_dump() for region in regions],
+        [region.model_dump() for region in regions], part, name,
     ))  # fmt: skip
     timings["log"] = (time.perf_counter() - started) * 1000 - timings["total"]
     for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):
@@ -100,6 +102,7 @@ def _inspect(
     return QueryResponse(
         inspection_id=inspection_id,
         category=category,
+        part=part,
         model_id=model.id,
         is_anomalous=inspection.is_anomalous,
         anomaly_score=inspection.score,

@@ -6,12 +6,12 @@ import io
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from app.common import CATEGORY, ERRORS, actor_of, check_label, get_services, image_response, inspection_or_404
+from app.common import CATEGORY, ERRORS, PART, actor_of, check_label, get_services, image_response, inspection_or_404
 from app.inspecting import served
-from app.schemas import InspectionPage, InspectionRecord, ReviewRequest
+from app.schemas import InspectionPage, InspectionRecord, PartVerdict, ReviewRequest
 from serving.heatmap import overlay
 from store import inspections
 
@@ -33,14 +33,41 @@ def list_inspections(
     before: Annotated[int | None, Query(description="older than this inspection id: next_before of a page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     reviewed: Annotated[bool | None, Query(description="false: not yet reviewed; true: reviewed")] = None,
+    part: Annotated[str | None, Query(**{**PART, "description": "the views of this part"})] = None,
 ) -> dict:
     anomalous = None if verdict is None else verdict == "defect"
     rows = get_services(request).run(
-        inspections.listed, category, anomalous, since, until, model_id, before, limit, reviewed
+        inspections.listed, category, anomalous, since, until, model_id, before, limit, reviewed, part
     )
     return {
         "inspections": [_with_image_url(r) for r in rows],
         "next_before": rows[-1]["id"] if len(rows) == limit else None,
+    }
+
+
+@router.get(
+    "/parts/{part:path}",
+    response_model=PartVerdict,
+    responses=ERRORS,
+    summary="One part's verdict over its views: anomalous if any view was, with every view's record",
+)
+def part_verdict(
+    request: Request,
+    part: Annotated[str, Path(**PART)],
+    category: Annotated[str | None, Query(**CATEGORY, description="only its views judged in this category")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="at most this many records, newest first")] = 100,
+) -> dict:
+    """From the inspection log, so it counts the views the line has sent so far: a line decides once the part's
+    last view is answered. A view a person reviewed keeps the service's verdict here; the reviews are counted."""
+    found = get_services(request).run(inspections.of_part, part, category, limit)
+    if found is None:
+        where = "" if category is None else f" in category {category!r}"
+        detail = f"no inspection of part {part!r}{where} is logged"
+        raise HTTPException(404, {"error": "part_not_found", "detail": detail})
+    return {
+        **found,
+        "is_anomalous": found["anomalous_views"] > 0,
+        "inspections": [_with_image_url(r) for r in found["inspections"]],
     }
 
 

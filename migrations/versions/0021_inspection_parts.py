@@ -1,0 +1,26 @@
+"""What names an inspected image on the line: the part it shows (``part`` on ``POST /query``: a serial number, a
+tray position; the views of one part share it, in one category or several) and the file name the upload carried. A
+line that rejects a part on any flagged view reads its verdict from them (``GET /parts/{part}``), and a complaint
+about part SN-1234 finds every picture of it; before, a record said only what the image was (its hash, its size).
+
+Revision ID: 0021
+Revises: 0020
+Create Date: 2026-12-02
+"""
+
+from alembic import op
+
+revision = "0021"
+down_revision = "0020"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE inspections ADD COLUMN part text, ADD COLUMN file_name text")
+    op.execute("CREATE INDEX inspections_part_idx ON inspections (part, id DESC) WHERE part IS NOT NULL")
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX IF EXISTS inspections_part_idx")
+    op.execute("ALTER TABLE inspections DROP COLUMN IF EXISTS part, DROP COLUMN IF EXISTS file_name")
