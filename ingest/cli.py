@@ -273,6 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--out", type=Path, default=None, help="where inspections.csv and heatmaps/ go (default REPORTS/inspect/NAME)"
     )
+    inspect.add_argument(
+        "--part",
+        metavar="REGEX",
+        help="name the part each image shows by this regular expression on its file name (its first group, else its "
+        "match): parts.csv then gives each part's verdict over its views, anomalous when any view is; e.g. "
+        "'^(.+)_cam\\d+\\.png$'",
+    )
+    inspect.add_argument(
+        "--parts",
+        type=Path,
+        metavar="FILE",
+        help="name the part of each image by its file name from FILE instead (a JSON object of file name to part, or "
+        "an export's manifest.json); images it does not name are parts of their own",
+    )
 
     export = commands.add_parser(
         "export", help="a category's good images out of the database into a folder, to fit from or keep"

@@ -6,7 +6,9 @@ is the one ``POST /query`` would give. Out come one CSV row per image (verdict, 
 worst spot and defect regions in the image's own pixels) and, per image, its heatmap drawn over the view the model
 saw, the regions boxed. An image that
 cannot be judged gets a row naming why, and the command exits 1: nothing is silently dropped. Nothing is written to
-the inspection log: the log records what the API answered.
+the inspection log: the log records what the API answered. Where images are views of parts (``--part REGEX`` or
+``--parts FILE``, as for a fit), ``parts.csv`` gives each part's verdict as ``GET /parts/{part}`` does: anomalous
+when any view is; a part with a view not judged and none flagged has no verdict (it is not called good unseen).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from config import get_settings
+from ingest.sets import part_naming
 from ingest.stored import active_model
 from patchcore import PatchCoreError, progress
 from patchcore.images import IMAGE_SUFFIXES, is_image_file, original_size
@@ -27,7 +30,7 @@ from store.database import connect, database_url, search_split
 from store.migrate import upgrade
 
 COLUMNS = (
-    "file", "width", "height", "is_anomalous", "anomaly_score", "threshold", "defect_type", "defect_confidence",
+    "file", "part", "width", "height", "is_anomalous", "anomaly_score", "threshold", "defect_type", "defect_confidence",
     "worst_x", "worst_y", "regions", "region_boxes", "model_id", "heatmap", "error",
 )  # fmt: skip
 
@@ -52,6 +55,30 @@ def images_of(paths: list[Path]) -> list[Path]:
     return found
 
 
+PART_COLUMNS = ("part", "views", "judged", "anomalous_views", "is_anomalous", "worst_score", "worst_file")
+
+
+def part_verdicts(rows: list[dict]) -> list[dict]:
+    """Each part's verdict over its views' rows (in the order parts first appear): anomalous when any judged view
+    is; normal only when every view was judged; otherwise none (empty), since a view not judged may be the
+    defective one. Its worst view by score is named."""
+    verdicts: dict[str, dict] = {}
+    for row in rows:
+        part = verdicts.setdefault(row["part"], {"part": row["part"], "views": 0, "judged": 0, "anomalous_views": 0,
+                                                 "worst_score": "", "worst_file": ""})  # fmt: skip
+        part["views"] += 1
+        if row.get("error"):
+            continue
+        part["judged"] += 1
+        part["anomalous_views"] += bool(row["is_anomalous"])
+        if part["worst_score"] == "" or float(row["anomaly_score"]) > float(part["worst_score"]):
+            part["worst_score"], part["worst_file"] = row["anomaly_score"], row["file"]
+    for part in verdicts.values():
+        flagged, complete = part["anomalous_views"] > 0, part["judged"] == part["views"]
+        part["is_anomalous"] = True if flagged else (False if complete else "")
+    return list(verdicts.values())
+
+
 def _heatmap_name(path: Path, index: int) -> str:
     """One name per image, also for files of the same name in different folders."""
     return f"{index:05d}_{path.stem}.png"
@@ -59,12 +86,15 @@ def _heatmap_name(path: Path, index: int) -> str:
 
 def run_inspect(args: argparse.Namespace) -> int:
     paths = images_of(args.paths)
+    part_of = part_naming(args)
+    parts = {path: part_of(path) or str(path) for path in paths} if part_of else {}  # a pattern refuses before work
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
     out: Path = args.out or settings.reports_dir / "inspect" / args.category
     (out / "heatmaps").mkdir(parents=True, exist_ok=True)
     failed = anomalous = 0
+    rows: list[dict] = []
     with ExitStack() as stack:
         connection = stack.enter_context(connect(url, autocommit=True))
         model = active_model(connection, args.category)
@@ -77,13 +107,16 @@ def run_inspect(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
         for index, path in enumerate(progress.bar(paths, desc=f"inspect {args.category}", unit="img")):
-            row = {"file": str(path), "model_id": model.id, "threshold": f"{model.threshold:.6f}"}
+            row = {"file": str(path), "part": parts.get(path, ""), "model_id": model.id,
+                   "threshold": f"{model.threshold:.6f}"}  # fmt: skip
+            rows.append(row)
             try:
                 image = inspector.embedder.preprocess.decode(path, max_pixels=settings.max_image_pixels)
                 inspection = inspector.inspect(connections, image, top_k=1)
             except (PatchCoreError, OSError) as exc:
                 failed += 1
-                writer.writerow({**row, "error": str(exc)})
+                row["error"] = str(exc)
+                writer.writerow(row)
                 continue
             width, height = original_size(image)
             view = inspector.embedder.preprocess.view(width, height)
@@ -95,8 +128,8 @@ def run_inspect(args: argparse.Namespace) -> int:
                             inspection.regions, stride)  # fmt: skip
             drawn.save(out / "heatmaps" / heatmap)
             anomalous += inspection.is_anomalous
-            writer.writerow({
-                **row, "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
+            row.update({
+                "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
                 "anomaly_score": f"{inspection.score:.6f}",
                 "defect_type": inspection.defect.defect_type if inspection.defect else "",
                 "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
@@ -104,9 +137,21 @@ def run_inspect(args: argparse.Namespace) -> int:
                 "region_boxes": ";".join(" ".join(str(v) for v in region["box"]) for region in placed),
                 "heatmap": f"heatmaps/{heatmap}",
             })  # fmt: skip
+            writer.writerow(row)
+    said = ""
+    if parts:
+        verdicts = part_verdicts(rows)
+        with open(out / "parts.csv", "w", newline="") as handle:
+            table = csv.DictWriter(handle, PART_COLUMNS)
+            table.writeheader()
+            table.writerows(verdicts)
+        flagged = sum(v["is_anomalous"] is True for v in verdicts)
+        unknown = sum(v["is_anomalous"] == "" for v in verdicts)
+        said = (f"; {len(verdicts)} parts, {flagged} anomalous, {len(verdicts) - flagged - unknown} normal, {unknown} "
+                f"without a verdict: {out / 'parts.csv'}")  # fmt: skip
     print(
         f"{args.category} (version {model.id}): {len(paths)} images, {anomalous} anomalous, "
-        f"{len(paths) - anomalous - failed} normal, {failed} not judged; {out / 'inspections.csv'}",
+        f"{len(paths) - anomalous - failed} normal, {failed} not judged; {out / 'inspections.csv'}{said}",
         flush=True,
     )
     return 1 if failed else 0

@@ -227,3 +227,26 @@ def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
     assert len(broken) == len(good) == 3 and min(broken) > max(good)
     wrong = _ingest("inspect", "--category", "nothing", str(junk), env=env)
     assert wrong.returncode == 2 and "not in the database" in wrong.stderr
+    # views of parts, named by their file names: p1 two good views, p2 a good and a broken one, p3 one not judged
+    station = tmp_path / "station"
+    station.mkdir()
+    test = mini_mvtec / "bottle" / "test"
+    views = {"p1_cam1.png": test / "good" / "000.png", "p1_cam2.png": test / "good" / "001.png",
+             "p2_cam1.png": test / "good" / "002.png", "p2_cam2.png": test / "broken_large" / "000.png",
+             "p3_cam1.png": junk}  # fmt: skip
+    for name, target in views.items():
+        (station / name).symlink_to(target.resolve())
+    done = _ingest("inspect", "--category", "bottle", str(station), "--part", "^(p\\d)_", "--out", str(out), env=env)
+    by_file = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader((out / "inspections.csv").open())}
+    assert {name: r["part"] for name, r in by_file.items()} == {name: name[:2] for name in views}
+    flagged = {p: [by_file[f"{p}_cam{c}.png"]["is_anomalous"] == "True" for c in (1, 2)] for p in ("p1", "p2")}
+    assert flagged["p2"][1]  # the broken bottle
+    parts = {r["part"]: r for r in csv.DictReader((out / "parts.csv").open())}
+    assert [(p["views"], p["judged"], p["is_anomalous"]) for p in parts.values()] == [
+        ("2", "2", str(any(flagged["p1"]))), ("2", "2", "True"), ("1", "0", "")
+    ]  # fmt: skip
+    assert parts["p2"]["worst_file"].endswith("p2_cam2.png") and parts["p3"]["worst_file"] == ""
+    said = f"3 parts, {1 + any(flagged['p1'])} anomalous, {1 - any(flagged['p1'])} normal, 1 without a verdict"
+    assert done.returncode == 1 and said in done.stdout, done.stdout
+    unmatched = _ingest("inspect", "--category", "bottle", str(station), "--part", "^(q\\d)_", env=env)
+    assert unmatched.returncode == 2 and "does not match p1_cam1.png" in unmatched.stderr
