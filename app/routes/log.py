@@ -6,7 +6,8 @@ import io
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from app.common import CATEGORY, ERRORS, PART, actor_of, check_label, get_services, image_response, inspection_or_404
@@ -53,7 +54,7 @@ def list_inspections(
 )
 def part_verdict(
     request: Request,
-    part: Annotated[str, Path(**PART)],
+    part: Annotated[str, PathParam(**PART)],
     category: Annotated[str | None, Query(**CATEGORY, description="only its views judged in this category")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="at most this many records, newest first")] = 100,
 ) -> dict:
