@@ -751,8 +751,9 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
 def test_the_inspect_page_in_a_real_browser(api, tmp_path):
     """Debian's Chromium, driven by Playwright: the page lists the category, shows a broken bottle's verdict with
     its heatmap, the nearest good patch, 10 good thumbnails and the nearest known defect that really loaded, a good
-    bottle as normal, teaching from the page (a refused label's message, then "it is good"), and the API's own message
-    for a text file. Writes the screenshot the README shows when INSPECT_SCREENSHOT names a file."""
+    bottle as normal, two views of one named part and the part's verdict over them, teaching from the page (a refused
+    label's message, then "it is good"), and the API's own message for a text file. Writes the screenshot the README
+    shows when INSPECT_SCREENSHOT names a file."""
 
     from playwright.sync_api import sync_playwright
 
@@ -795,8 +796,16 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert page.inner_text(".result .regions-said").startswith(regions_said)
         if os.environ.get("INSPECT_SCREENSHOT"):
             page.screenshot(path=os.environ["INSPECT_SCREENSHOT"], full_page=True)
+        page.fill("#part", "lot 2/SN-9")  # two views of one part: its verdict over both, from the log
+        for count, path in ((2, GOOD), (3, BROKEN)):
+            page.set_input_files("#files", str(path))
+            page.wait_for_function(f"document.querySelectorAll('.result').length == {count}")
+        page.wait_for_function("document.querySelector('#partVerdict').textContent.includes('2 views')")
+        assert page.inner_text("#partVerdict") == "part lot 2/SN-9: 2 views, 1 flagged: DEFECT"
+        assert page.inner_text(".result .part") == "part lot 2/SN-9"
+        page.fill("#part", "")
         page.set_input_files("#files", str(GOOD))
-        page.wait_for_function("document.querySelectorAll('.result').length == 2")
+        page.wait_for_function("document.querySelectorAll('.result').length == 4")
         assert page.inner_text(".result .verdict") == "NORMAL"  # the newest answer comes first
         assert page.eval_on_selector(".result", "(r) => r.querySelectorAll('.region').length") == 0  # none on it
         page.click(".result .teach-defect")  # no type given: the API's refusal is shown
