@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import os
 import re
@@ -981,6 +982,12 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             listed = page.eval_on_selector_all(".item", "(all) => all.map((n) => Number(n.dataset.id))")
             named = page.eval_on_selector_all(".item .part", "(all) => all.map((n) => n.textContent)")
             assert listed == [ids[1], ids[0]] and named == ["part SN-7"] * 2
+            with page.expect_download() as download:  # the same selection, every record, as a file
+                page.click("#csv")
+            saved = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert [(int(r["id"]), r["part"], r["file_name"]) for r in saved] == [
+                (ids[1], "SN-7", "image.png"), (ids[0], "SN-7", "image.png")
+            ]  # fmt: skip
             page.fill("#part", "")
             page.dispatch_event("#part", "change")
             page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")

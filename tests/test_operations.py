@@ -200,6 +200,46 @@ def test_a_part_named_on_its_views_gets_one_verdict_over_them_and_its_records(se
         assert refused.status_code == 422, bad
 
 
+def test_the_log_as_csv_holds_every_record_the_filters_select_and_no_formula(served):
+    """``GET /inspections.csv``: every record of a selection larger than one page read (2,500 of them, written by
+    SQL as a month of a line would be), newest first, each once; the filters of ``GET /inspections``; a part named
+    like a spreadsheet formula comes out as text."""
+    import csv
+    import io
+
+    client, url, _ = served
+    formula = '=HYPERLINK("http://x")'
+    answer = client.post("/query", files={"file": ("=cmd.png", GOOD.read_bytes(), "image/png")},
+                         data={"category": "bottle", "part": formula}, headers=_auth("viewer"))  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    with psycopg.connect(url) as connection:
+        connection.execute(
+            "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
+            "format, width, height, latency_ms, image_kind, part) SELECT 'bulk-' || i, 'bulk', 0, i % 7 = 0, 1.0, "
+            "2.0, '', 1, 'PNG', 8, 8, 1.0, 'none', 'P' || (i % 10) FROM generate_series(1, 2500) AS i"
+        )
+        expected = [r[0] for r in connection.execute("SELECT id FROM inspections WHERE category = 'bulk' "
+                                                     "ORDER BY id DESC").fetchall()]  # fmt: skip
+
+    def table(**params) -> list[dict]:
+        response = client.get("/inspections.csv", params=params, headers=_auth("viewer"))
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/csv")
+        return list(csv.DictReader(io.StringIO(response.text)))
+
+    bulk = table(category="bulk")
+    assert [int(r["id"]) for r in bulk] == expected and len(expected) == 2500
+    flagged = table(category="bulk", verdict="defect", part="P0")
+    assert len(flagged) == len([i for i in range(1, 2501) if i % 7 == 0 and i % 10 == 0])
+    assert all(r["is_anomalous"] == "True" and r["part"] == "P0" for r in flagged)
+    mine = table(category="bottle", part=formula)
+    body = answer.json()
+    said = [(int(r["id"]), r["part"], r["file_name"]) for r in mine]
+    assert said == [(body["inspection_id"], "'" + formula, "'=cmd.png")]
+    assert mine[0]["regions"] == str(len(body["defect_regions"])) and mine[0]["score"] == repr(body["anomaly_score"])
+    assert client.get("/inspections.csv", params={"verdict": "maybe"}, headers=_auth("viewer")).status_code == 422
+
+
 def test_a_record_the_database_cannot_take_in_time_is_waited_for_refused_or_answered_as_the_policy_says(
     served, tmp_path_factory
 ):

@@ -1,15 +1,19 @@
-"""The inspection log: records newest first with filters, one record, its kept image, its heatmap, its review."""
+"""The inspection log: records newest first with filters (or all of them as CSV), one record, its kept image, its
+heatmap, its review; a part's verdict over its views."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
+from app import log_csv
 from app.common import CATEGORY, ERRORS, PART, actor_of, check_label, get_services, image_response, inspection_or_404
 from app.inspecting import served
 from app.schemas import InspectionPage, InspectionRecord, PartVerdict, ReviewRequest
@@ -17,33 +21,73 @@ from serving.heatmap import overlay
 from store import inspections
 
 router = APIRouter(tags=["log"])
+CSV_PAGE = 1000  # records read at a time for the CSV
 
 
 def _with_image_url(record: dict) -> dict:
     return {**record, "image_url": f"/inspections/{record['id']}/image" if record["image_kept"] else None}
 
 
-@router.get("/inspections", response_model=InspectionPage, responses=ERRORS, summary="The inspection log, newest first")
-def list_inspections(
-    request: Request,
+def _filters(
     category: Annotated[str | None, Query(**CATEGORY)] = None,
     verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect or normal")] = None,
     since: Annotated[datetime | None, Query(description="from this time on (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="before this time (ISO 8601)")] = None,
     model_id: Annotated[int | None, Query(description="judged by this version")] = None,
-    before: Annotated[int | None, Query(description="older than this inspection id: next_before of a page")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
     reviewed: Annotated[bool | None, Query(description="false: not yet reviewed; true: reviewed")] = None,
     part: Annotated[str | None, Query(**{**PART, "description": "the views of this part"})] = None,
 ) -> dict:
+    """The log's filters, the same for a page of it and for its CSV: keyword arguments of ``inspections.listed``."""
     anomalous = None if verdict is None else verdict == "defect"
-    rows = get_services(request).run(
-        inspections.listed, category, anomalous, since, until, model_id, before, limit, reviewed, part
-    )
+    return {"category": category, "is_anomalous": anomalous, "since": since, "until": until, "model_id": model_id,
+            "reviewed": reviewed, "part": part}  # fmt: skip
+
+
+Filters = Annotated[dict, Depends(_filters)]
+
+
+@router.get("/inspections", response_model=InspectionPage, responses=ERRORS, summary="The inspection log, newest first")
+def list_inspections(
+    request: Request,
+    filters: Filters,
+    before: Annotated[int | None, Query(description="older than this inspection id: next_before of a page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict:
+    rows = get_services(request).run(partial(inspections.listed, before_id=before, limit=limit, **filters))
     return {
         "inspections": [_with_image_url(r) for r in rows],
         "next_before": rows[-1]["id"] if len(rows) == limit else None,
     }
+
+
+@router.get(
+    "/inspections.csv",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}, "description": "a line per record, newest first"}},
+    summary="The inspection log as CSV for a spreadsheet, with the filters of GET /inspections, every record",
+)
+def inspections_csv(request: Request, filters: Filters) -> StreamingResponse:
+    """Every record the filters select, read in pages of ``CSV_PAGE`` as the file is sent, so a month of a line's
+    log streams without being held. The first page is read before the answer starts: a database that does not answer
+    is a 503, not an empty file; one lost later breaks the transfer, which a client sees as an incomplete download,
+    never as a shorter file. Text a client chose that a spreadsheet would run as a formula is marked as text
+    (:mod:`app.log_csv`)."""
+    services = get_services(request)
+
+    def page(before: int | None) -> list[dict]:
+        return services.run(partial(inspections.listed, before_id=before, limit=CSV_PAGE, **filters))
+
+    first = page(None)
+
+    def chunks() -> Iterator[str]:
+        yield log_csv.header()
+        rows = first
+        while rows:
+            yield log_csv.lines(rows)
+            rows = page(rows[-1]["id"]) if len(rows) == CSV_PAGE else []
+
+    headers = {"Content-Disposition": 'attachment; filename="inspections.csv"', "Cache-Control": "no-store"}
+    return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get(
