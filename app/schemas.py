@@ -195,6 +195,28 @@ class DriftHour(BaseModel):
     flagged_share: float
 
 
+class DriftPartHour(BaseModel):
+    hour: str = Field(description="the hour's start, UTC (of each part's last view)")
+    parts: int
+    flagged: int
+    flagged_share: float
+
+
+class DriftParts(BaseModel):
+    """The parts the line named in the window, each flagged when any of its views was."""
+
+    predicted_false_alarm_rate: float | None = Field(
+        description="the share of good parts flagged on any view the threshold predicts (its per_part); null where "
+        "the good images are one view each"
+    )
+    parts: int = Field(description="parts named by this version's answers in the window")
+    flagged: int = Field(description="of them, flagged on any view")
+    flagged_share: float
+    interval: list[float] = Field(description="90% Clopper-Pearson interval of the flagged share")
+    warning: bool = Field(description="the predicted rate is outside the interval")
+    hours: list[DriftPartHour]
+
+
 class DriftReport(BaseModel):
     """The active version's recent answers against its calibration (see ``serving/drift.py``)."""
 
@@ -214,6 +236,9 @@ class DriftReport(BaseModel):
         "parts would be; read it beside the line's own defect rate"
     )
     hours: list[DriftHour]
+    parts: DriftParts | None = Field(
+        default=None, description="the same per part, where the line names parts (part on /query); null where none"
+    )
     scores: list[float] = Field(description="recent answers' scores, newest first (at most 5,000)")
     good_scores: list[float] = Field(description="the good scores the threshold was set from")
 

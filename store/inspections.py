@@ -201,6 +201,18 @@ def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[
     ).fetchall()
 
 
+def hourly_parts(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple[str, int, int]]:
+    """The parts (named by their queries) version ``model_id`` judged in the last ``hours`` hours, per hour of each
+    part's last view: (hour, parts, parts flagged on any view), oldest first."""
+    return connection.execute(
+        "SELECT to_char(date_trunc('hour', last) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"'), count(*), "
+        "count(*) FILTER (WHERE flagged) FROM (SELECT max(at) AS last, bool_or(is_anomalous) AS flagged "
+        "FROM inspections WHERE model_id = %s AND part IS NOT NULL AND at >= now() - make_interval(secs => %s) "
+        "GROUP BY category, part) AS parts GROUP BY 1 ORDER BY 1",
+        (model_id, hours * 3600),
+    ).fetchall()
+
+
 def recent_scores(connection: psycopg.Connection, model_id: int, hours: float, limit: int = 5000) -> list[float]:
     """Scores of the newest ``limit`` inspections version ``model_id`` answered in the last ``hours`` hours."""
     rows = connection.execute(

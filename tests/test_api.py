@@ -499,6 +499,7 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     assert empty["model_id"] == fresh.json()["model_id"] and empty["inspections"] == 0
     assert empty["warning"] is False and empty["flagged_share"] is None and empty["hours"] == []
     assert empty["predicted_false_alarm_rate"] == pytest.approx(0.02, abs=0.005) and len(empty["good_scores"]) == 209
+    assert empty["parts"] is None  # no answer named a part
     broken = sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[:4]
     answers = [_post(api, path).json() for path in broken]
     assert all(a["is_anomalous"] for a in answers)
@@ -506,6 +507,7 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     assert (report["inspections"], report["flagged"], report["flagged_share"]) == (4, 4, 1.0)
     assert report["interval"][0] > report["predicted_false_alarm_rate"] and report["warning"] is True
     assert sum(h["inspections"] for h in report["hours"]) == 4 and report["window_hours"] == 24
+    assert report["parts"] is None
     assert sorted(report["scores"]) == pytest.approx(sorted(a["anomaly_score"] for a in answers))
     metrics = api.get("/metrics").text
     assert 'inspect_drift_warning{category="bottle"} 1.0' in metrics
@@ -928,6 +930,30 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
     again = api.get("/categories/views").json()["threshold_policy"]
     assert again["per"] == "part" and again["per_part"]["parts"] == 106 and again["good_scores"] == 210
     assert again["per_part"]["estimated_false_alarm_rate"] == pytest.approx(0.05)
+    # the line names the part each picture shows: drift counts parts too, each flagged when any view is
+    test = BOTTLE / "test" / "good"
+    broken = BOTTLE / "test" / "broken_large" / "001.png"
+    line = {"A": (GOOD, BROKEN), "B": (test / "001.png", broken), "C": (test / "003.png", test / "004.png")}
+    flagged = {part: any(_post(api, path, category="views", part=part).json()["is_anomalous"] for path in views)
+               for part, views in line.items()}  # fmt: skip
+    _post(api, test / "005.png", category="views")  # a picture of no named part
+    assert flagged["A"] and flagged["B"]
+    report = api.get("/categories/views/drift").json()
+    assert report["inspections"] == 7 and report["parts"]["parts"] == 3
+    assert report["parts"]["flagged"] == sum(flagged.values()) and report["flagged"] >= report["parts"]["flagged"]
+    assert report["parts"]["predicted_false_alarm_rate"] == pytest.approx(0.05)
+    assert [h["parts"] for h in report["parts"]["hours"]] in ([3], [1, 2], [2, 1])  # an hour may turn meanwhile
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.goto(str(api.base_url) + "/category?name=views")
+        page.wait_for_selector(".drift-parts")
+        said = f"{sum(flagged.values())} of 3 named parts flagged on any view"
+        assert page.inner_text(".drift-parts").startswith(said)
+        assert "its threshold predicts 5.0% of good parts on any view" in page.inner_text(".drift-parts")
+        assert report["parts"]["warning"] is True  # 2 or 3 of 3 against 5%: far outside
+        assert f"{said} in the last 24 hours" in page.inner_text(".drift-warning")
+        browser.close()
     bottle = api.get("/categories/bottle").json()["threshold_policy"]
     assert "per_part" not in bottle  # images of one view each
     refused = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.05, "per": "part"})

@@ -201,7 +201,7 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
 
     def read(connection):
         model = active(connection, name)
-        hourly = inspections.hourly(connection, model.id, hours)
+        hourly = inspections.hourly(connection, model.id, hours), inspections.hourly_parts(connection, model.id, hours)
         if not distributions:
             return model, hourly, {}
         return (
@@ -213,9 +213,11 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
             },
         )
 
-    model, hourly, scores = services.run(read)
-    report = drift.drift(hourly, model.threshold_policy.get("estimated_false_alarm_rate"), hours)
-    return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, **scores}
+    model, (hourly, hourly_parts), scores = services.run(read)
+    policy = model.threshold_policy
+    report = drift.drift(hourly, policy.get("estimated_false_alarm_rate"), hours)
+    parts = drift.parts_drift(hourly_parts, policy.get("per_part", {}).get("estimated_false_alarm_rate"))
+    return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, "parts": parts, **scores}
 
 
 @router.get(

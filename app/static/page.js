@@ -52,13 +52,22 @@ function askForKey(why) {
 
 // Drift (GET /categories/{name}/drift): the sentence a warning shows, or null when the line looks as calibrated.
 function driftWarning(d) {
-  if (!d.warning) return null;
   const pct = (v) => `${(100 * v).toFixed(1)}%`;
-  const more = d.flagged_share > d.predicted_false_alarm_rate;
-  return `${d.category}: ${d.flagged} of ${d.inspections} parts flagged in the last ${d.window_hours} hours (${pct(d.flagged_share)}; ` +
-    `90% interval ${pct(d.interval[0])} to ${pct(d.interval[1])}), where its threshold predicts ${pct(d.predicted_false_alarm_rate)} ` +
-    `of good parts. ${more ? "More defects on the line, or the line has changed (lighting, camera, supplier): review the flagged parts."
-                          : "Fewer flagged than good parts alone would give: check that the camera still sees the parts."}`;
+  const advice = (more) => more ? "More defects on the line, or the line has changed (lighting, camera, supplier): review the flagged parts."
+                                : "Fewer flagged than good parts alone would give: check that the camera still sees the parts.";
+  const said = [];
+  if (d.warning) {
+    said.push(`${d.category}: ${d.flagged} of ${d.inspections} parts flagged in the last ${d.window_hours} hours (${pct(d.flagged_share)}; ` +
+      `90% interval ${pct(d.interval[0])} to ${pct(d.interval[1])}), where its threshold predicts ${pct(d.predicted_false_alarm_rate)} ` +
+      `of good parts. ${advice(d.flagged_share > d.predicted_false_alarm_rate)}`);
+  }
+  const p = d.parts;  // the parts the line named, each flagged when any view is
+  if (p && p.warning) {
+    said.push(`${d.category}: ${p.flagged} of ${p.parts} named parts flagged on any view in the last ${d.window_hours} hours ` +
+      `(${pct(p.flagged_share)}; 90% interval ${pct(p.interval[0])} to ${pct(p.interval[1])}), where its threshold predicts ` +
+      `${pct(p.predicted_false_alarm_rate)} of good parts on any view.` + (d.warning ? "" : ` ${advice(p.flagged_share > p.predicted_false_alarm_rate)}`));
+  }
+  return said.length ? said.join(" ") : null;
 }
 
 function svg(tag, attrs = {}, ...children) {
