@@ -165,7 +165,8 @@ class Observe:
 
 class DriftCollector:
     """Each loaded category's drift at scrape time (``serving/drift.py``): the share its active version flagged in
-    the recent window, the false-alarm rate its threshold predicts, and the warning."""
+    the recent window, the false-alarm rate its threshold predicts, and the warning; the same for the parts its
+    answers named (0 parts and no warning where none were)."""
 
     def __init__(self, reports: Callable[[], list[dict]]) -> None:
         self.reports = reports
@@ -186,15 +187,31 @@ class DriftCollector:
             "inspect_drift_warning", "1 when the predicted rate is outside the flagged share's 90% interval",
             labels=["category"],
         )  # fmt: skip
+        parts = GaugeMetricFamily(
+            "inspect_drift_window_parts", "parts named by the active version's answers in the drift window",
+            labels=["category"],
+        )  # fmt: skip
+        parts_share = GaugeMetricFamily(
+            "inspect_parts_flagged_share", "share of those parts flagged on any view", labels=["category"]
+        )
+        parts_warning = GaugeMetricFamily(
+            "inspect_parts_drift_warning", "1 when the per-part predicted rate is outside that share's 90% interval",
+            labels=["category"],
+        )  # fmt: skip
         for report in self.reports():
             name = report["category"]
+            named = report["parts"]
+            parts.add_metric([name], float(named["parts"] if named else 0))
+            parts_warning.add_metric([name], float(bool(named and named["warning"])))
+            if named:
+                parts_share.add_metric([name], named["flagged_share"])
             answered.add_metric([name], float(report["inspections"]))
             warning.add_metric([name], float(report["warning"]))
             if report["flagged_share"] is not None:
                 share.add_metric([name], report["flagged_share"])
             if report["predicted_false_alarm_rate"] is not None:
                 predicted.add_metric([name], report["predicted_false_alarm_rate"])
-        yield from (share, predicted, answered, warning)
+        yield from (share, predicted, answered, warning, parts, parts_share, parts_warning)
 
 
 class BatchCollector:

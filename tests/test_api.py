@@ -513,6 +513,7 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     assert 'inspect_drift_warning{category="bottle"} 1.0' in metrics
     assert 'inspect_flagged_share{category="bottle"} 1.0' in metrics
     assert 'inspect_drift_window_inspections{category="bottle"} 4.0' in metrics
+    assert 'inspect_drift_window_parts{category="bottle"} 0.0' in metrics
     assert api.get("/categories/nothing/drift").status_code == 404
 
 
@@ -943,6 +944,10 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
     assert report["parts"]["flagged"] == sum(flagged.values()) and report["flagged"] >= report["parts"]["flagged"]
     assert report["parts"]["predicted_false_alarm_rate"] == pytest.approx(0.05)
     assert [h["parts"] for h in report["parts"]["hours"]] in ([3], [1, 2], [2, 1])  # an hour may turn meanwhile
+    metrics = api.get("/metrics").text
+    assert 'inspect_drift_window_parts{category="views"} 3.0' in metrics
+    assert 'inspect_parts_drift_warning{category="views"} 1.0' in metrics
+    assert f'inspect_parts_flagged_share{{category="views"}} {sum(flagged.values()) / 3}' in metrics
     with sync_playwright() as driver:
         browser = launch_chromium(driver)
         page = browser.new_page()
