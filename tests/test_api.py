@@ -1039,6 +1039,17 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
                 assert all(abs(a - b * shown) <= 3 for a, b in zip((left, top, width, height), expected, strict=True))
             assert f"defect regions\t{len(outlines)}, the worst at" in page.inner_text(".detail table")
             assert "part\tSN-7\nfile\timage.png" in page.inner_text(".detail table")
+            page.click(".views-of-part")  # both views of its part, reviewed or not, and the part's verdict
+            page.wait_for_function("document.querySelectorAll('.item').length == 2")
+            page.wait_for_function("document.querySelector('#partVerdict').textContent.startsWith('part SN-7')")
+            verdict = "part SN-7: DEFECT, 1 of 2 views flagged, 0 reviewed (0 found defective)"
+            assert page.inner_text("#partVerdict") == verdict
+            page.fill("#part", "")
+            page.check("#unreviewed")
+            page.select_option("#verdict", "defect")
+            page.wait_for_function("document.querySelectorAll('.item').length == 1")
+            page.click(".item")
+            page.wait_for_selector("#teach")
             assert page.is_checked("#teach")  # the log kept the file: the review can teach
             if os.environ.get("INSPECT_SCREENSHOT_REVIEW"):
                 page.screenshot(path=os.environ["INSPECT_SCREENSHOT_REVIEW"], full_page=True)
