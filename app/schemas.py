@@ -384,7 +384,7 @@ class InspectionRecord(BaseModel):
     )
 
 
-class PartVerdict(BaseModel):
+class PartSummary(BaseModel):
     part: str
     is_anomalous: bool = Field(
         description="any view of the part judged anomalous: the verdict of a line that rejects a part on any flagged "
@@ -397,7 +397,19 @@ class PartVerdict(BaseModel):
     categories: list[str] = Field(description="the categories its views were judged in")
     first_at: str
     last_at: str
+
+
+class PartVerdict(PartSummary):
     inspections: list[InspectionRecord] = Field(description="its views' records, newest first, at most limit")
+
+
+class PartListed(PartSummary):
+    last_id: int = Field(description="the id of its newest view in the window")
+
+
+class PartPage(BaseModel):
+    parts: list[PartListed]
+    next_before: int | None = Field(description="pass as before= for the next (older) page; null at the end")
 
 
 class ReviewRequest(BaseModel):

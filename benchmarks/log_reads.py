@@ -1,10 +1,12 @@
-"""Reading a large inspection log over HTTP: a part's verdict, a part's records, and the whole log as CSV.
+"""Reading a large inspection log over HTTP: a part's verdict, a part's records, lists of parts, and the whole log
+as CSV.
 
 Starts a PostgreSQL of its own (the embedded build, in ``--folder``), writes ``--rows`` records by SQL as a line
-would leave them (three views a part, one category, 1% flagged; no image kept), serves the API with one uvicorn
-process at the default settings, and times ``GET /parts/{part}`` and ``GET /inspections?part=`` for random parts
-(p50, p95 over ``--asks``) and ``GET /inspections.csv`` of the whole category (seconds, rows and MB per second, and
-the API's resident memory before and at its peak while streaming: the file is never held).
+would leave them (three views a part, one category, 1% flagged, one a second; no image kept), serves the API with
+one uvicorn process at the default settings, and times ``GET /parts/{part}`` and ``GET /inspections?part=`` for
+random parts (p50, p95 over ``--asks``), ``GET /parts`` for the last hour's rejected parts and for the newest parts
+of all, and ``GET /inspections.csv`` of the whole category (seconds, rows and MB per second, and the API's resident
+memory before and at its peak while streaming: the file is never held).
 
     python benchmarks/log_reads.py --rows 1000000
 """
@@ -106,6 +108,9 @@ def main() -> None:
             client.get("/parts/SN-1").raise_for_status()  # warm-up
             verdicts = timed(client, [f"/parts/{p}" for p in parts])
             listed = timed(client, [f"/inspections?part={p}" for p in parts])
+            hour = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+            rejects = timed(client, [f"/parts?category=line&verdict=defect&since={hour}"] * 20)
+            newest = timed(client, ["/parts?category=line"] * 5)
             before = resident_mb(api.pid)
             peak = [before]
             streaming = threading.Event()
@@ -131,9 +136,12 @@ def main() -> None:
         api.terminate()
         api.wait(30)
     print(f"{args.rows:,} records written by SQL in {wrote:.1f} s; {args.asks} random parts asked")
-    print(f"{'request':<28} | {'p50 ms':>8} | {'p95 ms':>8}")
-    for name, spent in (("GET /parts/{part}", verdicts), ("GET /inspections?part=", listed)):
-        print(f"{name:<28} | {np.percentile(spent, 50):8.1f} | {np.percentile(spent, 95):8.1f}")
+    print(f"{'request':<36} | {'p50 ms':>8} | {'p95 ms':>8}")
+    for name, spent in (
+        ("GET /parts/{part}", verdicts), ("GET /inspections?part=", listed),
+        ("GET /parts, the last hour's rejects", rejects), ("GET /parts, the newest 50 of all", newest),
+    ):  # fmt: skip
+        print(f"{name:<36} | {np.percentile(spent, 50):8.1f} | {np.percentile(spent, 95):8.1f}")
     rows = lines - 1
     print(
         f"GET /inspections.csv: {rows:,} rows, {received / 2**20:.1f} MiB in {seconds:.1f} s "

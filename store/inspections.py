@@ -131,28 +131,68 @@ def listed(
     return [dict(zip(_KEYS, r, strict=True)) for r in rows]
 
 
+_PART_COUNTS = (
+    "count(*), count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE reviewed_at IS NOT NULL), "
+    "count(*) FILTER (WHERE review_label <> 'good'), coalesce(array_agg(DISTINCT category), '{}'), min(at)::text, "
+    "max(at)::text"
+)
+
+
+def _part(part: str, counts: tuple) -> dict:
+    views, flagged, reviewed, defective, categories, first, last = counts
+    return {
+        "part": part, "is_anomalous": flagged > 0, "views": views, "anomalous_views": flagged,
+        "reviewed_views": reviewed, "reviewed_defective_views": defective, "categories": sorted(categories),
+        "first_at": first, "last_at": last,
+    }  # fmt: skip
+
+
 def of_part(connection: psycopg.Connection, part: str, category: str | None, limit: int) -> dict | None:
-    """What the log holds of one part: how many views were judged, how many flagged, how many reviewed and found
-    defective, in which categories, and its newest ``limit`` records; None when no view of it was logged."""
+    """What the log holds of one part: anomalous when any view was, how many views were judged, how many flagged,
+    how many reviewed and found defective, in which categories, and its newest ``limit`` records; None when no view
+    of it was logged."""
     where = "part = %s" + ("" if category is None else " AND category = %s")
     params = [part] if category is None else [part, category]
-    counts = connection.execute(
-        "SELECT count(*), count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE reviewed_at IS NOT NULL), "
-        "count(*) FILTER (WHERE review_label <> 'good'), coalesce(array_agg(DISTINCT category), '{}'), "
-        f"min(at)::text, max(at)::text FROM inspections WHERE {where}",
-        params,
-    ).fetchone()
+    counts = connection.execute(f"SELECT {_PART_COUNTS} FROM inspections WHERE {where}", params).fetchone()
     if not counts[0]:
         return None
     rows = connection.execute(
         f"SELECT {_LISTED} FROM inspections WHERE {where} ORDER BY id DESC LIMIT %s", [*params, limit]
     ).fetchall()
-    views, flagged, reviewed, defective, categories, first, last = counts
-    return {
-        "part": part, "views": views, "anomalous_views": flagged, "reviewed_views": reviewed,
-        "reviewed_defective_views": defective, "categories": sorted(categories), "first_at": first, "last_at": last,
-        "inspections": [dict(zip(_KEYS, r, strict=True)) for r in rows],
-    }  # fmt: skip
+    return {**_part(part, counts), "inspections": [dict(zip(_KEYS, r, strict=True)) for r in rows]}
+
+
+def parts_listed(
+    connection: psycopg.Connection,
+    category: str | None = None,
+    is_anomalous: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict]:
+    """The named parts whose views (those within ``since``/``until``) the log holds, the part with the newest view
+    first, each as :func:`of_part` counts it without its records, and ``last_id``, its newest view's id: page on with
+    ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False)."""
+    where, params = [sql.SQL("part IS NOT NULL")], []
+    for column, op, value in (("category", "=", category), ("at", ">=", since), ("at", "<", until)):
+        if value is not None:
+            where.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
+            params.append(value)
+    having = []
+    if is_anomalous is not None:
+        having.append(sql.SQL("bool_or(is_anomalous) = %s"))
+        params.append(is_anomalous)
+    if before_id is not None:
+        having.append(sql.SQL("max(id) < %s"))
+        params.append(before_id)
+    statement = sql.SQL("SELECT part, {}, max(id) FROM inspections WHERE {} GROUP BY part {} ORDER BY max(id) DESC "
+                        "LIMIT %s").format(
+        sql.SQL(_PART_COUNTS), sql.SQL(" AND ").join(where),
+        sql.SQL("HAVING ") + sql.SQL(" AND ").join(having) if having else sql.SQL(""),
+    )  # fmt: skip
+    rows = connection.execute(statement, [*params, limit]).fetchall()
+    return [{**_part(r[0], r[1:8]), "last_id": r[8]} for r in rows]
 
 
 def one(connection: psycopg.Connection, inspection_id: int) -> dict | None:

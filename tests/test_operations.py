@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
@@ -238,6 +239,44 @@ def test_the_log_as_csv_holds_every_record_the_filters_select_and_no_formula(ser
     assert said == [(body["inspection_id"], "'" + formula, "'=cmd.png")]
     assert mine[0]["regions"] == str(len(body["defect_regions"])) and mine[0]["score"] == repr(body["anomaly_score"])
     assert client.get("/inspections.csv", params={"verdict": "maybe"}, headers=_auth("viewer")).status_code == 422
+
+
+def test_parts_are_listed_newest_view_first_with_their_verdicts_and_paged(served):
+    """``GET /parts``: every named part of a category once, the one with the newest view first, judged over its views
+    (a defect when any view is), filtered by verdict and time, paged by its newest view's id."""
+    client, url, _ = served
+    with psycopg.connect(url) as connection:  # 12 parts of 3 views; T4's are flagged
+        connection.execute(
+            "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
+            "format, width, height, latency_ms, image_kind, part) SELECT 'tray-' || i, 'tray', 0, i % 12 = 4, 1.0, "
+            "2.0, '', 1, 'PNG', 8, 8, 1.0, 'none', 'T' || (i % 12) FROM generate_series(0, 35) AS i"
+        )
+
+    def parts(**params) -> dict:
+        response = client.get("/parts", params={"category": "tray", **params}, headers=_auth("viewer"))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    everything = parts()["parts"]
+    assert [p["part"] for p in everything] == [f"T{i}" for i in range(11, -1, -1)]  # T11 holds the newest view
+    assert all(p["views"] == 3 and p["categories"] == ["tray"] for p in everything)
+    assert [p["part"] for p in everything if p["is_anomalous"]] == ["T4"]
+    assert [p["part"] for p in parts(verdict="defect")["parts"]] == ["T4"]
+    assert len(parts(verdict="normal")["parts"]) == 11
+    pages, before = [], None
+    while True:
+        page = parts(limit=5, **({"before": before} if before else {}))
+        pages += [p["part"] for p in page["parts"]]
+        if (before := page["next_before"]) is None:
+            break
+    assert pages == [p["part"] for p in everything]
+    with psycopg.connect(url) as connection:
+        connection.execute("UPDATE inspections SET at = at - interval '2 days' WHERE request_id = ANY(%s)",
+                           ([f"tray-{i}" for i in range(24, 36)],))  # fmt: skip
+    recent = parts(since="2000-01-01T00:00:00Z")["parts"]  # a window: each part counts its views within it
+    assert len(recent) == 12
+    day = parts(since=(datetime.now(UTC) - timedelta(days=1)).isoformat())["parts"]
+    assert [p["views"] for p in day] == [2] * 12
 
 
 def test_a_record_the_database_cannot_take_in_time_is_waited_for_refused_or_answered_as_the_policy_says(

@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from app import log_csv
 from app.common import CATEGORY, ERRORS, PART, actor_of, check_label, get_services, image_response, inspection_or_404
 from app.inspecting import served
-from app.schemas import InspectionPage, InspectionRecord, PartVerdict, ReviewRequest
+from app.schemas import InspectionPage, InspectionRecord, PartPage, PartVerdict, ReviewRequest
 from serving.heatmap import overlay
 from store import inspections
 
@@ -109,11 +109,28 @@ def part_verdict(
         where = "" if category is None else f" in category {category!r}"
         detail = f"no inspection of part {part!r}{where} is logged"
         raise HTTPException(404, {"error": "part_not_found", "detail": detail})
-    return {
-        **found,
-        "is_anomalous": found["anomalous_views"] > 0,
-        "inspections": [_with_image_url(r) for r in found["inspections"]],
-    }
+    return {**found, "inspections": [_with_image_url(r) for r in found["inspections"]]}
+
+
+@router.get("/parts", response_model=PartPage, responses=ERRORS, summary="Named parts, the newest view's first")
+def list_parts(
+    request: Request,
+    category: Annotated[str | None, Query(**CATEGORY)] = None,
+    verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect: flagged on any view")] = None,
+    since: Annotated[datetime | None, Query(description="views from this time on (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="views before this time (ISO 8601)")] = None,
+    before: Annotated[int | None, Query(description="next_before of a page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict:
+    """The parts a line named, each judged over its views in the window as ``GET /parts/{part}`` judges it: the
+    day's rejects per part, not per picture (``verdict=defect&since=...``)."""
+    anomalous = None if verdict is None else verdict == "defect"
+    listed = partial(
+        inspections.parts_listed, category=category, is_anomalous=anomalous, since=since, until=until,
+        before_id=before, limit=limit,
+    )  # fmt: skip
+    rows = get_services(request).run(listed)
+    return {"parts": rows, "next_before": rows[-1]["last_id"] if len(rows) == limit else None}
 
 
 @router.get("/inspections/{inspection_id}", response_model=InspectionRecord, responses=ERRORS, summary="One inspection")
