@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,38 +24,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psycopg
+from log_soak import resident_mb, start_api
 
 from store.migrate import upgrade
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_api(url: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """The API on a free port, once it answers (no category is fitted: ``/health``, not ``/ready``)."""
-    port = 8766
-    with open(log, "wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(base + "/health").status_code == 200:
-                return server, base
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(log.read_text())
-        time.sleep(0.3)
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def write_log(url: str, rows: int) -> float:
@@ -100,7 +69,7 @@ def main() -> None:
     url = server.get_uri()
     upgrade(url)
     wrote = write_log(url, args.rows)
-    api, base = start_api(url, folder.parent / "api.log")
+    api, base = start_api(url, folder.parent / "api.log", port=8766, ready="/health")  # no category is fitted
     try:
         rng = random.Random(0)
         parts = [f"SN-{rng.randrange(args.rows // 3)}" for _ in range(args.asks)]

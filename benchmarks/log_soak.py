@@ -45,8 +45,8 @@ from store.migrate import upgrade
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_api(url: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = 8765
+def start_api(url: str, log: Path, port: int = 8765, ready: str = "/ready") -> tuple[subprocess.Popen, str]:
+    """The API on ``port``, once ``ready`` answers 200 (``/ready``: a category is fitted; ``/health``: it runs)."""
     with open(log, "wb") as sink:
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
@@ -56,7 +56,7 @@ def start_api(url: str, log: Path) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 120
     while True:
         try:
-            if httpx.get(base + "/ready").status_code == 200:
+            if httpx.get(base + ready).status_code == 200:
                 return server, base
         except httpx.TransportError:
             pass
