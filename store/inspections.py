@@ -101,6 +101,13 @@ _KEYS = (
 )  # fmt: skip
 
 
+def _compared(conditions: tuple[tuple[str, str, object], ...]) -> tuple[list[sql.Composable], list]:
+    """``expression op %s`` for each of ``conditions`` whose value is given, and those values: the filters of a
+    listing (the expressions and operators are this module's own, never a caller's)."""
+    given = [(expression, op, value) for expression, op, value in conditions if value is not None]
+    return [sql.SQL(f"{expression} {op} %s") for expression, op, _ in given], [value for *_, value in given]
+
+
 def listed(
     connection: psycopg.Connection,
     category: str | None = None,
@@ -114,16 +121,12 @@ def listed(
     part: str | None = None,
 ) -> list[dict]:
     """Inspections newest first, filtered; page on with ``before_id`` = the last id of the previous page."""
-    where, params = [], []
-    if reviewed is not None:
-        where.append(sql.SQL("reviewed_at IS NOT NULL" if reviewed else "reviewed_at IS NULL"))
-    for column, op, value in (
+    where, params = _compared((
         ("category", "=", category), ("is_anomalous", "=", is_anomalous), ("at", ">=", since), ("at", "<", until),
         ("model_id", "=", model_id), ("id", "<", before_id), ("part", "=", part),
-    ):  # fmt: skip
-        if value is not None:
-            where.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
-            params.append(value)
+    ))  # fmt: skip
+    if reviewed is not None:
+        where.append(sql.SQL("reviewed_at IS NOT NULL" if reviewed else "reviewed_at IS NULL"))
     statement = sql.SQL("SELECT {} FROM inspections {} ORDER BY id DESC LIMIT %s").format(
         sql.SQL(_LISTED), sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
     )
@@ -174,18 +177,10 @@ def parts_listed(
     """The named parts whose views (those within ``since``/``until``) the log holds, the part with the newest view
     first, each as :func:`of_part` counts it without its records, and ``last_id``, its newest view's id: page on with
     ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False)."""
-    where, params = [sql.SQL("part IS NOT NULL")], []
-    for column, op, value in (("category", "=", category), ("at", ">=", since), ("at", "<", until)):
-        if value is not None:
-            where.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
-            params.append(value)
-    having = []
-    if is_anomalous is not None:
-        having.append(sql.SQL("bool_or(is_anomalous) = %s"))
-        params.append(is_anomalous)
-    if before_id is not None:
-        having.append(sql.SQL("max(id) < %s"))
-        params.append(before_id)
+    where, params = _compared((("category", "=", category), ("at", ">=", since), ("at", "<", until)))
+    where.append(sql.SQL("part IS NOT NULL"))
+    having, values = _compared((("bool_or(is_anomalous)", "=", is_anomalous), ("max(id)", "<", before_id)))
+    params += values
     statement = sql.SQL("SELECT part, {}, max(id) FROM inspections WHERE {} GROUP BY part {} ORDER BY max(id) DESC "
                         "LIMIT %s").format(
         sql.SQL(_PART_COUNTS), sql.SQL(" AND ").join(where),
