@@ -116,7 +116,7 @@ def test_a_colour_png_decodes_to_pillows_own_samples(variant, tmp_path):
     assert expected.shape == ((53, 37, 3) if variant == "RGB turned by EXIF" else (37, 53, 3))
     damaged = bytearray(data)
     damaged[-40:-30] = bytes(10)
-    with pytest.raises(ImageError, match="part.png: cannot decode"):
+    with pytest.raises(ImageError, match=r"part\.png: cannot decode"):
         open_image(bytes(damaged), name="part.png")
 
 
