@@ -28,4 +28,4 @@ done
   exit $status
 }
 echo "serving on http://0.0.0.0:$port (docs: http://127.0.0.1:$port/docs); database: $(.venv/bin/python -m ingest db-uri)"
-exec .venv/bin/uvicorn app.main:app --host 0.0.0.0 --port "$port"
+exec .venv/bin/uvicorn app.main:app --host 0.0.0.0 --port "$port" --timeout-keep-alive 75

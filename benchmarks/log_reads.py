@@ -4,9 +4,10 @@ as CSV.
 Starts a PostgreSQL of its own (the embedded build, in ``--folder``), writes ``--rows`` records by SQL as a line
 would leave them (three views a part, one category, 1% flagged, one a second; no image kept), serves the API with
 one uvicorn process at the default settings, and times ``GET /parts/{part}`` and ``GET /inspections?part=`` for
-random parts (p50, p95 over ``--asks``), ``GET /parts`` for the last hour's rejected parts and for the newest parts
-of all, and ``GET /inspections.csv`` of the whole category (seconds, rows and MB per second, and the API's resident
-memory before and at its peak while streaming: the file is never held).
+random parts (p50, p95 over ``--asks``), ``GET /parts`` for the last hour's rejected parts, for the newest parts of
+the category and of all, and for the rejected parts of the whole log (its first page and the next), and ``GET
+/inspections.csv`` of the whole category (seconds, rows and MB per second, and the API's resident memory before and
+at its peak while streaming: the file is never held).
 
     python benchmarks/log_reads.py --rows 1000000
 """
@@ -69,7 +70,11 @@ def main() -> None:
             listed = timed(client, [f"/inspections?part={p}" for p in parts])
             hour = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
             rejects = timed(client, [f"/parts?category=line&verdict=defect&since={hour}"] * 20)
-            newest = timed(client, ["/parts?category=line"] * 5)
+            newest = timed(client, ["/parts?category=line"] * 20)
+            everywhere = timed(client, ["/parts"] * 20)
+            ever = timed(client, ["/parts?verdict=defect"] * 20)
+            after = client.get("/parts", params={"verdict": "defect"}).json()["next_before"]
+            further = timed(client, [f"/parts?verdict=defect&before={after}"] * 20)
             before = resident_mb(api.pid)
             peak = [before]
             streaming = threading.Event()
@@ -95,12 +100,14 @@ def main() -> None:
         api.terminate()
         api.wait(30)
     print(f"{args.rows:,} records written by SQL in {wrote:.1f} s; {args.asks} random parts asked")
-    print(f"{'request':<36} | {'p50 ms':>8} | {'p95 ms':>8}")
+    print(f"{'request':<38} | {'p50 ms':>8} | {'p95 ms':>8}")
     for name, spent in (
         ("GET /parts/{part}", verdicts), ("GET /inspections?part=", listed),
-        ("GET /parts, the last hour's rejects", rejects), ("GET /parts, the newest 50 of all", newest),
+        ("GET /parts, the last hour's rejects", rejects), ("GET /parts, the category's newest 50", newest),
+        ("GET /parts, the newest 50 of all", everywhere), ("GET /parts, every reject: first 50", ever),
+        ("GET /parts, every reject: next 50", further),
     ):  # fmt: skip
-        print(f"{name:<36} | {np.percentile(spent, 50):8.1f} | {np.percentile(spent, 95):8.1f}")
+        print(f"{name:<38} | {np.percentile(spent, 50):8.1f} | {np.percentile(spent, 95):8.1f}")
     rows = lines - 1
     print(
         f"GET /inspections.csv: {rows:,} rows, {received / 2**20:.1f} MiB in {seconds:.1f} s "

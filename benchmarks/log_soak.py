@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import psycopg
 
+from app import KEEP_ALIVE
 from config import Settings
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import PatchCoreConfig, fit
@@ -49,7 +50,7 @@ def start_api(url: str, log: Path, port: int = 8765, ready: str = "/ready") -> t
     """The API on ``port``, once ``ready`` answers 200 (``/ready``: a category is fitted; ``/health``: it runs)."""
     with open(log, "wb") as sink:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *KEEP_ALIVE],
             cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -28,6 +28,7 @@ import psycopg
 from query_latency import print_table
 from query_latency import run as load
 
+from app import KEEP_ALIVE
 from config import Settings
 from store.database import database_url
 from store.replication import primary_position, standby_state
@@ -65,7 +66,7 @@ def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *KEEP_ALIVE],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

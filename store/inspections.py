@@ -165,6 +165,9 @@ def of_part(connection: psycopg.Connection, part: str, category: str | None, lim
     return {**_part(part, counts), "inspections": [dict(zip(_KEYS, r, strict=True)) for r in rows]}
 
 
+WALK = (2000, 8)  # a listing of the whole log's parts reads its newest views in reads of 2,000, at most 8 of them
+
+
 def parts_listed(
     connection: psycopg.Connection,
     category: str | None = None,
@@ -173,21 +176,80 @@ def parts_listed(
     until: datetime | None = None,
     before_id: int | None = None,
     limit: int = 50,
+    walk: tuple[int, int] = WALK,
 ) -> list[dict]:
     """The named parts whose views (those within ``since``/``until``) the log holds, the part with the newest view
     first, each as :func:`of_part` counts it without its records, and ``last_id``, its newest view's id: page on with
-    ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False)."""
+    ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False).
+
+    Without a window, grouping every view of the log costs a second per million records, so the log's newest views
+    are read first, ``walk`` = (views per read, reads), and only the parts they name are judged; a page they do not
+    fill is completed by grouping the older views alone. The same parts in the same order either way: a part first
+    met in a read newest first is met at its newest view, and every part not yet met has its newest view below the
+    last view read."""
     where, params = _compared((("category", "=", category), ("at", ">=", since), ("at", "<", until)))
     where.append(sql.SQL("part IS NOT NULL"))
-    having, values = _compared((("bool_or(is_anomalous)", "=", is_anomalous), ("max(id)", "<", before_id)))
-    params += values
+    found: list[dict] = []
+    rest: int | None = before_id
+    if since is None and until is None:
+        found, rest, whole = _walked(connection, where, params, is_anomalous, before_id, limit, *walk)
+        if whole:
+            return found
+    return found + _grouped(connection, where, params, is_anomalous, rest, limit - len(found))
+
+
+def _grouped(
+    connection: psycopg.Connection,
+    where: list[sql.Composable],
+    params: list,
+    is_anomalous: bool | None,
+    below: int | None,
+    limit: int,
+    parts: list[str] | None = None,
+) -> list[dict]:
+    """The parts of the views ``where`` selects (of ``parts`` only, when given), grouped and judged, those whose
+    newest view lies below ``below``, newest first."""
+    if parts is not None:
+        where, params = [*where, sql.SQL("part = ANY(%s)")], [*params, parts]
+    having, values = _compared((("bool_or(is_anomalous)", "=", is_anomalous), ("max(id)", "<", below)))
     statement = sql.SQL("SELECT part, {}, max(id) FROM inspections WHERE {} GROUP BY part {} ORDER BY max(id) DESC "
                         "LIMIT %s").format(
         sql.SQL(_PART_COUNTS), sql.SQL(" AND ").join(where),
         sql.SQL("HAVING ") + sql.SQL(" AND ").join(having) if having else sql.SQL(""),
     )  # fmt: skip
-    rows = connection.execute(statement, [*params, limit]).fetchall()
+    rows = connection.execute(statement, [*params, *values, limit]).fetchall()
     return [{**_part(r[0], r[1:8]), "last_id": r[8]} for r in rows]
+
+
+def _walked(
+    connection: psycopg.Connection,
+    where: list[sql.Composable],
+    params: list,
+    is_anomalous: bool | None,
+    before_id: int | None,
+    limit: int,
+    per_read: int,
+    reads: int,
+) -> tuple[list[dict], int | None, bool]:
+    """The first parts of :func:`parts_listed`'s page found by reading the views newest first, the id below which
+    the rest of the page lies (the last view read), and whether they are the whole page."""
+    found: list[dict] = []
+    met: set[str] = set()
+    below = before_id
+    for _ in range(reads):
+        conditions, values = _compared((("id", "<", below),))
+        statement = sql.SQL("SELECT id, part FROM inspections WHERE {} ORDER BY id DESC LIMIT %s").format(
+            sql.SQL(" AND ").join([*where, *conditions])
+        )
+        rows = connection.execute(statement, [*params, *values, per_read]).fetchall()
+        new = list(dict.fromkeys(part for _, part in rows if part not in met))
+        met.update(new)
+        if new:
+            found += _grouped(connection, where, params, is_anomalous, before_id, len(new), new)
+        if len(found) >= limit or len(rows) < per_read:
+            return found[:limit], None, True
+        below = rows[-1][0]
+    return found, below, False
 
 
 def one(connection: psycopg.Connection, inspection_id: int) -> dict | None:

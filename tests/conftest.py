@@ -15,6 +15,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from app import KEEP_ALIVE
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("INSPECT_SHARED", ROOT.parent / "shared"))
 MVTEC = SHARED / "datasets" / "mvtec_ad"
@@ -107,7 +109,7 @@ def start_api(env: dict[str, str], log: Path, ready: str = "/ready"):
         port = probe.getsockname()[1]
     with open(log, "wb") as sink:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *KEEP_ALIVE],
             cwd=ROOT, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)

@@ -67,6 +67,23 @@ def test_credentials_come_from_the_environment_only():
     assert 'CMD ["uvicorn", "app.main:app"' in (ROOT / "Dockerfile").read_text()
 
 
+def test_the_server_keeps_idle_connections_longer_than_its_clients_do():
+    """A server that closes an idle connection as a client reuses it loses that request; the image, run.sh and
+    the tests all serve with :data:`app.KEEP_ALIVE`, longer than httpx keeps an idle connection."""
+    import json
+
+    import httpx
+
+    from app import KEEP_ALIVE
+
+    assert int(KEEP_ALIVE[1]) > httpx.Limits().keepalive_expiry
+    command = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ["))
+    flags = json.loads(command.removeprefix("CMD "))
+    assert flags[flags.index(KEEP_ALIVE[0]) + 1] == KEEP_ALIVE[1]
+    served = next(line for line in (ROOT / "run.sh").read_text().splitlines() if "uvicorn app.main:app" in line)
+    assert " ".join(KEEP_ALIVE) in served
+
+
 def test_pip_installs_every_package_of_the_source_tree():
     """A package missing from pyproject's list imports from a checkout (tests pass) and is absent from the image
     and from ``pip install .`` (the service fails to start there)."""
