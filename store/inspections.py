@@ -182,7 +182,7 @@ def parts_listed(
     first, each as :func:`of_part` counts it without its records, and ``last_id``, its newest view's id: page on with
     ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False).
 
-    Without a window, grouping every view of the log costs a second per million records, so the log's newest views
+    Without a window, grouping every view of the log costs half a second per million records, so its newest views
     are read first, ``walk`` = (views per read, reads), and only the parts they name are judged; a page they do not
     fill is completed by grouping the older views alone. The same parts in the same order either way: a part first
     met in a read newest first is met at its newest view, and every part not yet met has its newest view below the
