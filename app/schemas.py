@@ -394,6 +394,11 @@ class PartSummary(BaseModel):
     anomalous_views: int
     reviewed_views: int = Field(description="views a person has reviewed")
     reviewed_defective_views: int = Field(description="views a person found defective (a defect type, not good)")
+    is_defective_as_reviewed: bool = Field(
+        description="any view defective, each view a person reviewed counted as they said (a flagged view found good "
+        "no longer rejects the part, a defect the service missed does) and every other as the service judged it"
+    )
+    defective_views_as_reviewed: int = Field(description="the views that verdict counts as defective")
     categories: list[str] = Field(description="the categories its views were judged in")
     first_at: str
     last_at: str

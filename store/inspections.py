@@ -136,17 +136,23 @@ def listed(
 
 _PART_COUNTS = (
     "count(*), count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE reviewed_at IS NOT NULL), "
-    "count(*) FILTER (WHERE review_label <> 'good'), coalesce(array_agg(DISTINCT category), '{}'), min(at)::text, "
-    "max(at)::text"
+    "count(*) FILTER (WHERE review_label <> 'good'), "
+    "count(*) FILTER (WHERE CASE WHEN review_label IS NULL THEN is_anomalous ELSE review_label <> 'good' END), "
+    "coalesce(array_agg(DISTINCT category), '{}'), min(at)::text, max(at)::text"
 )
+_PART_COLUMNS = 8  # the values of _PART_COUNTS
 
 
 def _part(part: str, counts: tuple) -> dict:
-    views, flagged, reviewed, defective, categories, first, last = counts
+    """A part's summary from :data:`_PART_COUNTS`: the service's verdict (any view flagged), and the verdict as
+    reviewed, where each view a person reviewed counts as what they said it was and every other as the service
+    judged it (a flagged view a person found good no longer rejects the part; a missed defect a person found does)."""
+    views, flagged, reviewed, defective, as_reviewed, categories, first, last = counts
     return {
         "part": part, "is_anomalous": flagged > 0, "views": views, "anomalous_views": flagged,
-        "reviewed_views": reviewed, "reviewed_defective_views": defective, "categories": sorted(categories),
-        "first_at": first, "last_at": last,
+        "reviewed_views": reviewed, "reviewed_defective_views": defective, "is_defective_as_reviewed": as_reviewed > 0,
+        "defective_views_as_reviewed": as_reviewed, "categories": sorted(categories), "first_at": first,
+        "last_at": last,
     }  # fmt: skip
 
 
@@ -218,7 +224,7 @@ def _grouped(
         sql.SQL("HAVING ") + sql.SQL(" AND ").join(having) if having else sql.SQL(""),
     )  # fmt: skip
     rows = connection.execute(statement, [*params, *values, limit]).fetchall()
-    return [{**_part(r[0], r[1:8]), "last_id": r[8]} for r in rows]
+    return [{**_part(r[0], r[1 : 1 + _PART_COLUMNS]), "last_id": r[1 + _PART_COLUMNS]} for r in rows]
 
 
 def _walked(

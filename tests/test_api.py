@@ -1065,6 +1065,11 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.uncheck("#teach")
             page.click(".mark-good")
             page.wait_for_function("document.querySelector('.review-result').textContent.endsWith('good; recorded')")
+            page.fill("#part", "SN-7")  # the part as its reviews say: the flagged view found broken, the other good
+            page.dispatch_event("#part", "change")
+            page.wait_for_function("document.querySelector('#partVerdict').textContent.includes('2 reviewed')")
+            verdict = "part SN-7: DEFECT, 1 of 2 views flagged, 2 reviewed (1 found defective); as reviewed: DEFECT"
+            assert page.inner_text("#partVerdict") == verdict
             browser.close()
         reviewed = client.get("/inspections", params={"reviewed": "true"}).json()["inspections"]
         assert [r["id"] for r in reviewed] == [ids[1], ids[0]]

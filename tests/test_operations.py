@@ -190,6 +190,18 @@ def test_a_part_named_on_its_views_gets_one_verdict_over_them_and_its_records(se
         assert reviewed.status_code == 200, reviewed.text
     body = client.get("/parts/lot 7/SN-0001", params={"limit": 1}, headers=_auth("viewer")).json()
     assert (body["reviewed_views"], body["reviewed_defective_views"], len(body["inspections"])) == (2, 1, 1)
+    assert body["is_defective_as_reviewed"] is True and body["defective_views_as_reviewed"] == 1
+    # a person finds the flagged view good after all: still flagged by the service, no longer a reject as reviewed;
+    # and a defect the service missed on the other part makes that part a reject as reviewed
+    client.post(f"/inspections/{flagged[1]['inspection_id']}/review", json={"label": "good"}, headers=_auth("boss"))
+    missed = next(a for a in calm if not a["is_anomalous"])
+    client.post(f"/inspections/{missed['inspection_id']}/review", json={"label": "scratch"}, headers=_auth("boss"))
+    body = client.get("/parts/lot 7/SN-0001", headers=_auth("viewer")).json()
+    assert body["is_anomalous"] is True and body["is_defective_as_reviewed"] is False
+    assert body["defective_views_as_reviewed"] == 0
+    other = client.get("/parts/SN-0002", headers=_auth("viewer")).json()
+    assert other["is_defective_as_reviewed"] is True
+    assert other["defective_views_as_reviewed"] == 1 + sum(a["is_anomalous"] for a in calm)
     missing = client.get("/parts/lot 7/SN-0001", params={"category": "other"}, headers=_auth("viewer"))
     assert missing.status_code == 404 and missing.json()["error"] == "part_not_found"
     unnamed = client.post("/query", files={"file": ("a.png", GOOD.read_bytes(), "image/png")},
