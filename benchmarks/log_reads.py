@@ -5,7 +5,8 @@ Starts a PostgreSQL of its own (the embedded build, in ``--folder``), writes ``-
 would leave them (three views a part, one category, 1% flagged, one a second; no image kept), serves the API with
 one uvicorn process at the default settings, and times ``GET /parts/{part}`` and ``GET /inspections?part=`` for
 random parts (p50, p95 over ``--asks``), ``GET /parts`` for the last hour's rejected parts, for the newest parts of
-the category and of all, and for the rejected parts of the whole log (its first page and the next), and ``GET
+the category and of all, for the rejected parts of the whole log (its first page and the next) and for the newest
+and the rejected parts of the last week, and ``GET
 /inspections.csv`` of the whole category (seconds, rows and MB per second, and the API's resident memory before and
 at its peak while streaming: the file is never held).
 
@@ -75,6 +76,9 @@ def main() -> None:
             ever = timed(client, ["/parts?verdict=defect"] * 20)
             after = client.get("/parts", params={"verdict": "defect"}).json()["next_before"]
             further = timed(client, [f"/parts?verdict=defect&before={after}"] * 20)
+            week = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7 * 86400))
+            weekly = timed(client, [f"/parts?since={week}"] * 20)
+            week_rejects = timed(client, [f"/parts?verdict=defect&since={week}"] * 20)
             before = resident_mb(api.pid)
             peak = [before]
             streaming = threading.Event()
@@ -105,7 +109,8 @@ def main() -> None:
         ("GET /parts/{part}", verdicts), ("GET /inspections?part=", listed),
         ("GET /parts, the last hour's rejects", rejects), ("GET /parts, the category's newest 50", newest),
         ("GET /parts, the newest 50 of all", everywhere), ("GET /parts, every reject: first 50", ever),
-        ("GET /parts, every reject: next 50", further),
+        ("GET /parts, every reject: next 50", further), ("GET /parts, the week's newest 50", weekly),
+        ("GET /parts, the week's rejects: 50", week_rejects),
     ):  # fmt: skip
         print(f"{name:<38} | {np.percentile(spent, 50):8.1f} | {np.percentile(spent, 95):8.1f}")
     rows = lines - 1

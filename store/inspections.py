@@ -188,16 +188,16 @@ def parts_listed(
     first, each as :func:`of_part` counts it without its records, and ``last_id``, its newest view's id: page on with
     ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False).
 
-    Without a window, grouping every view of the log costs half a second per million records, so its newest views
-    are read first, ``walk`` = (views per read, reads), and only the parts they name are judged; a page they do not
-    fill is completed by grouping the older views alone. The same parts in the same order either way: a part first
-    met in a read newest first is met at its newest view, and every part not yet met has its newest view below the
-    last view read."""
+    Without ``until``, grouping every view of the window (of the log, without ``since``) costs half a second per
+    million records, so its newest views are read first, ``walk`` = (views per read, reads), and only the parts they
+    name are judged; a page they do not fill is completed by grouping the older views alone. The same parts in the
+    same order either way: a part first met in a read newest first is met at its newest view, and every part not yet
+    met has its newest view below the last view read."""
     where, params = _compared((("category", "=", category), ("at", ">=", since), ("at", "<", until)))
     where.append(sql.SQL("part IS NOT NULL"))
     found: list[dict] = []
     rest: int | None = before_id
-    if since is None and until is None:
+    if until is None:  # the window's newest views are the log's: a read newest first starts where they are
         found, rest, whole = _walked(connection, where, params, is_anomalous, before_id, limit, *walk)
         if whole:
             return found

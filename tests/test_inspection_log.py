@@ -6,6 +6,7 @@ writer's batches itself, one by one, and every count holds by construction."""
 
 from __future__ import annotations
 
+import itertools
 from uuid import uuid4
 
 import psycopg
@@ -113,29 +114,29 @@ def test_any_file_name_an_upload_carries_leaves_its_record(log_url):
 
 
 def test_the_whole_log_s_parts_read_newest_first_are_the_parts_its_grouping_lists(log_url):
-    """``GET /parts`` without a window reads the newest views first and groups only what a page leaves: the same
-    parts, counts and order as grouping the whole log, for every filter and page, whether the reads fill the page,
-    run out of log, or leave the rest to the grouping. The views of a part are scattered through the log here, a
-    few views name no part, and few parts are flagged."""
+    """``GET /parts`` without ``until`` reads the newest views first and groups only what a page leaves: the same
+    parts, counts and order as grouping the whole window, for every filter and page, whether the reads fill the page,
+    run out of log, or leave the rest to the grouping. The views of a part are scattered through the log here (one a
+    second), a few views name no part, and few parts are flagged."""
     with psycopg.connect(log_url) as connection:
         connection.execute(
             "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
-            "format, width, height, latency_ms, image_kind, part) SELECT 'r' || i, (ARRAY['a', 'b', 'c'])[1 + i % 3], "
-            "0, (i * 7919) % 97 = 0, 1.0, 2.0, '', 1, 'PNG', 8, 8, 1.0, 'none', "
-            "CASE WHEN i % 11 = 0 THEN NULL ELSE 'P' || ((i * 2654435761) % 400) END FROM generate_series(1, 3000) i"
+            "format, width, height, latency_ms, image_kind, part, at) SELECT 'r' || i, "
+            "(ARRAY['a', 'b', 'c'])[1 + i % 3], 0, (i * 7919) % 97 = 0, 1.0, 2.0, '', 1, 'PNG', 8, 8, 1.0, 'none', "
+            "CASE WHEN i % 11 = 0 THEN NULL ELSE 'P' || ((i * 2654435761) % 400) END, "
+            "now() - make_interval(secs => 3000 - i) FROM generate_series(1, 3000) i"
         )
-        for category in (None, "a"):
-            for anomalous in (None, True, False):
-                grouped = inspections.parts_listed(connection, category, anomalous, limit=500, walk=(1, 0))
-                assert 0 < len(grouped) < 100 if anomalous else len(grouped) > 100
-                for walk in ((50, 3), (50, 1000), (2000, 8)):
-                    for limit in (7, 500):
-                        pages, before = [], None
-                        for _ in range(len(grouped) + 1):  # a page that repeats itself ends the loop too
-                            page = inspections.parts_listed(connection, category, anomalous, before_id=before,
-                                                            limit=limit, walk=walk)  # fmt: skip
-                            pages += page
-                            if len(page) < limit:
-                                break
-                            before = page[-1]["last_id"]
-                        assert pages == grouped, (category, anomalous, walk, limit)
+        half = connection.execute("SELECT now() - interval '1500 seconds'").fetchone()[0]
+        for category, anomalous, since in itertools.product((None, "a"), (None, True, False), (None, half)):
+            grouped = inspections.parts_listed(connection, category, anomalous, since, limit=500, walk=(1, 0))
+            assert 0 < len(grouped) < 100 if anomalous else len(grouped) > 50
+            for walk, limit in itertools.product(((50, 3), (50, 1000), (2000, 8)), (7, 500)):
+                pages, before = [], None
+                for _ in range(len(grouped) + 1):  # a page that repeats itself ends the loop too
+                    page = inspections.parts_listed(connection, category, anomalous, since, before_id=before,
+                                                    limit=limit, walk=walk)  # fmt: skip
+                    pages += page
+                    if len(page) < limit:
+                        break
+                    before = page[-1]["last_id"]
+                assert pages == grouped, (category, anomalous, since, walk, limit)
