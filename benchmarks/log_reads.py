@@ -6,9 +6,8 @@ would leave them (three views a part, one category, 1% flagged, one a second; no
 one uvicorn process at the default settings, and times ``GET /parts/{part}`` and ``GET /inspections?part=`` for
 random parts (p50, p95 over ``--asks``), ``GET /parts`` for the last hour's rejected parts, for the newest parts of
 the category and of all, for the rejected parts of the whole log (its first page and the next) and for the newest
-and the rejected parts of the last week, and ``GET
-/inspections.csv`` of the whole category (seconds, rows and MB per second, and the API's resident memory before and
-at its peak while streaming: the file is never held).
+and the rejected parts of the last week, and ``GET /inspections.csv`` of the whole category (seconds, rows and MB per
+second, and the API's resident memory before and at its peak while streaming: the file is never held).
 
     python benchmarks/log_reads.py --rows 1000000
 """

@@ -171,7 +171,7 @@ def of_part(connection: psycopg.Connection, part: str, category: str | None, lim
     return {**_part(part, counts), "inspections": [dict(zip(_KEYS, r, strict=True)) for r in rows]}
 
 
-WALK = (2000, 8)  # a listing of the whole log's parts reads its newest views in reads of 2,000, at most 8 of them
+WALK = (2000, 8)  # a listing of parts without `until` reads the newest views in reads of 2,000, at most 8 of them
 
 
 def parts_listed(
