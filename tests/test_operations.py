@@ -3,6 +3,8 @@ limits, and a page that asks for a key."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -217,9 +219,6 @@ def test_the_log_as_csv_holds_every_record_the_filters_select_and_no_formula(ser
     """``GET /inspections.csv``: every record of a selection larger than one page read (2,500 of them, written by
     SQL as a month of a line would be), newest first, each once; the filters of ``GET /inspections``; a part named
     like a spreadsheet formula comes out as text."""
-    import csv
-    import io
-
     client, url, _ = served
     formula = '=HYPERLINK("http://x")'
     answer = client.post("/query", files={"file": ("=cmd.png", GOOD.read_bytes(), "image/png")},
@@ -282,6 +281,29 @@ def test_parts_are_listed_newest_view_first_with_their_verdicts_and_paged(served
         if (before := page["next_before"]) is None:
             break
     assert pages == [p["part"] for p in everything]
+    sheet = client.get("/parts.csv", params={"category": "tray"}, headers=_auth("viewer"))  # for a spreadsheet
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(sheet.text)))
+    assert [(r["part"], r["is_anomalous"], r["views"], r["categories"]) for r in rows] == [
+        (p["part"], str(p["is_anomalous"]), "3", "tray") for p in everything
+    ]  # fmt: skip
+    with psycopg.connect(url) as connection:  # more parts than the CSV reads at a time, one named like a formula
+        connection.execute(
+            "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
+            "format, width, height, latency_ms, image_kind, part) SELECT 'many-' || i, 'many', 0, false, 1.0, 2.0, '', "
+            "1, 'PNG', 8, 8, 1.0, 'none', CASE WHEN i = 0 THEN '=SUM(A1)' ELSE 'M' || (i % 1500) END "
+            "FROM generate_series(0, 2999) AS i"
+        )
+    many = list(csv.DictReader(io.StringIO(client.get("/parts.csv", params={"category": "many"},
+                                                      headers=_auth("viewer")).text)))  # fmt: skip
+    listed, before = [], None
+    while True:
+        page = parts(category="many", limit=500, **({"before": before} if before else {}))
+        listed += page["parts"]
+        if (before := page["next_before"]) is None:
+            break
+    assert len(many) == len(listed) == 1501 and [r["last_id"] for r in many] == [str(p["last_id"]) for p in listed]
+    assert many[-1]["part"] == "'=SUM(A1)" and listed[-1]["part"] == "=SUM(A1)"  # text in a spreadsheet, not a formula
     with psycopg.connect(url) as connection:
         connection.execute("UPDATE inspections SET at = at - interval '2 days' WHERE request_id = ANY(%s)",
                            ([f"tray-{i}" for i in range(24, 36)],))  # fmt: skip

@@ -1,10 +1,10 @@
 """The inspection log: records newest first with filters (or all of them as CSV), one record, its kept image, its
-heatmap, its review; a part's verdict over its views."""
+heatmap, its review; a part's verdict over its views, and the named parts (or all of them as CSV)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Literal
@@ -21,7 +21,7 @@ from serving.heatmap import overlay
 from store import inspections
 
 router = APIRouter(tags=["log"])
-CSV_PAGE = 1000  # records read at a time for the CSV
+CSV_PAGE = 1000  # records (or parts) read at a time for a CSV
 
 
 def _with_image_url(record: dict) -> dict:
@@ -46,6 +46,41 @@ def _filters(
 Filters = Annotated[dict, Depends(_filters)]
 
 
+def _part_filters(
+    category: Annotated[str | None, Query(**CATEGORY)] = None,
+    verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect: flagged on any view")] = None,
+    since: Annotated[datetime | None, Query(description="views from this time on (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="views before this time (ISO 8601)")] = None,
+) -> dict:
+    """The filters of a list of parts, the same for a page and for its CSV: keyword arguments of
+    ``inspections.parts_listed``."""
+    anomalous = None if verdict is None else verdict == "defect"
+    return {"category": category, "is_anomalous": anomalous, "since": since, "until": until}
+
+
+PartFilters = Annotated[dict, Depends(_part_filters)]
+
+
+def _streamed_csv(
+    page: Callable[[int | None], list[dict]], key: str, header: str, lines: Callable[[list[dict]], str], name: str
+) -> StreamingResponse:
+    """Every row ``page(before)`` gives, page after page (each below the last one's ``key``), as a CSV file sent while
+    it is read. The first page is read before the answer starts: a database that does not answer is a 503, not an
+    empty file; one lost later breaks the transfer, which a client sees as an incomplete download, never as a shorter
+    file."""
+    first = page(None)
+
+    def chunks() -> Iterator[str]:
+        yield header
+        rows = first
+        while rows:
+            yield lines(rows)
+            rows = page(rows[-1][key]) if len(rows) == CSV_PAGE else []
+
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
 @router.get("/inspections", response_model=InspectionPage, responses=ERRORS, summary="The inspection log, newest first")
 def list_inspections(
     request: Request,
@@ -68,26 +103,14 @@ def list_inspections(
 )
 def inspections_csv(request: Request, filters: Filters) -> StreamingResponse:
     """Every record the filters select, read in pages of ``CSV_PAGE`` as the file is sent, so a month of a line's
-    log streams without being held. The first page is read before the answer starts: a database that does not answer
-    is a 503, not an empty file; one lost later breaks the transfer, which a client sees as an incomplete download,
-    never as a shorter file. Text a client chose that a spreadsheet would run as a formula is marked as text
-    (:mod:`app.log_csv`)."""
+    log streams without being held (:func:`_streamed_csv`). Text a client chose that a spreadsheet would run as a
+    formula is marked as text (:mod:`app.log_csv`)."""
     services = get_services(request)
 
     def page(before: int | None) -> list[dict]:
         return services.run(partial(inspections.listed, before_id=before, limit=CSV_PAGE, **filters))
 
-    first = page(None)
-
-    def chunks() -> Iterator[str]:
-        yield log_csv.header()
-        rows = first
-        while rows:
-            yield log_csv.lines(rows)
-            rows = page(rows[-1]["id"]) if len(rows) == CSV_PAGE else []
-
-    headers = {"Content-Disposition": 'attachment; filename="inspections.csv"', "Cache-Control": "no-store"}
-    return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8", headers=headers)
+    return _streamed_csv(page, "id", log_csv.header(), log_csv.lines, "inspections.csv")
 
 
 @router.get(
@@ -103,7 +126,8 @@ def part_verdict(
     limit: Annotated[int, Query(ge=1, le=500, description="at most this many records, newest first")] = 100,
 ) -> dict:
     """From the inspection log, so it counts the views the line has sent so far: a line decides once the part's
-    last view is answered. A view a person reviewed keeps the service's verdict here; the reviews are counted."""
+    last view is answered. ``is_anomalous`` is the service's verdict, ``is_defective_as_reviewed`` the one its
+    reviews give (each reviewed view as the person said)."""
     found = get_services(request).run(inspections.of_part, part, category, limit)
     if found is None:
         where = "" if category is None else f" in category {category!r}"
@@ -115,22 +139,32 @@ def part_verdict(
 @router.get("/parts", response_model=PartPage, responses=ERRORS, summary="Named parts, the newest view's first")
 def list_parts(
     request: Request,
-    category: Annotated[str | None, Query(**CATEGORY)] = None,
-    verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect: flagged on any view")] = None,
-    since: Annotated[datetime | None, Query(description="views from this time on (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="views before this time (ISO 8601)")] = None,
+    filters: PartFilters,
     before: Annotated[int | None, Query(description="next_before of a page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict:
     """The parts a line named, each judged over its views in the window as ``GET /parts/{part}`` judges it: the
     day's rejects per part, not per picture (``verdict=defect&since=...``)."""
-    anomalous = None if verdict is None else verdict == "defect"
-    listed = partial(
-        inspections.parts_listed, category=category, is_anomalous=anomalous, since=since, until=until,
-        before_id=before, limit=limit,
-    )  # fmt: skip
-    rows = get_services(request).run(listed)
+    rows = get_services(request).run(partial(inspections.parts_listed, before_id=before, limit=limit, **filters))
     return {"parts": rows, "next_before": rows[-1]["last_id"] if len(rows) == limit else None}
+
+
+@router.get(
+    "/parts.csv",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}, "description": "a line per part, newest view first"}},
+    summary="The named parts as CSV for a spreadsheet, with the filters of GET /parts, every part",
+)
+def parts_csv(request: Request, filters: PartFilters) -> StreamingResponse:
+    """Every part the filters select, each judged over its views in the window, read in pages of ``CSV_PAGE`` as the
+    file is sent (:func:`_streamed_csv`): a shift's parts and verdicts for a spreadsheet. A part named like a formula
+    is marked as text (:mod:`app.log_csv`)."""
+    services = get_services(request)
+
+    def page(before: int | None) -> list[dict]:
+        return services.run(partial(inspections.parts_listed, before_id=before, limit=CSV_PAGE, **filters))
+
+    return _streamed_csv(page, "last_id", log_csv.header(log_csv.PART_COLUMNS), log_csv.part_lines, "parts.csv")
 
 
 @router.get("/inspections/{inspection_id}", response_model=InspectionRecord, responses=ERRORS, summary="One inspection")
