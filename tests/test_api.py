@@ -1019,6 +1019,11 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             assert [(int(r["id"]), r["part"], r["file_name"]) for r in saved] == [
                 (ids[1], "SN-7", "image.png"), (ids[0], "SN-7", "image.png")
             ]  # fmt: skip
+            with page.expect_download() as download:  # the parts of the category, whatever the part field says
+                page.click("#partsCsv")
+            assert download.value.suggested_filename == "parts.csv"
+            parts = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert [(r["part"], r["is_anomalous"], r["views"]) for r in parts] == [("SN-7", "True", "2")]
             page.fill("#part", "")
             page.dispatch_event("#part", "change")
             page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")
@@ -1051,6 +1056,7 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.click(".item")
             page.wait_for_selector("#teach")
             assert page.is_checked("#teach")  # the log kept the file: the review can teach
+            page.wait_for_function("document.querySelector('img.heat')?.naturalWidth > 0")  # opened again: drawn
             if os.environ.get("INSPECT_SCREENSHOT_REVIEW"):
                 page.screenshot(path=os.environ["INSPECT_SCREENSHOT_REVIEW"], full_page=True)
             page.fill("#defectType", "broken_large")
