@@ -12,6 +12,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 
 @dataclass
@@ -197,11 +198,15 @@ def parts_listed(
     where.append(sql.SQL("part IS NOT NULL"))
     found: list[dict] = []
     rest: int | None = before_id
-    if until is None:  # the window's newest views are the log's: a read newest first starts where they are
-        found, rest, whole = _walked(connection, where, params, is_anomalous, before_id, limit, *walk)
-        if whole:
-            return found
-    return found + _grouped(connection, where, params, is_anomalous, rest, limit - len(found))
+    fresh = connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE
+    with connection.transaction():
+        if fresh:  # its reads see one snapshot: a part that gains a view meanwhile keeps its place on the page
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if until is None:  # the window's newest views are the log's: a read newest first starts where they are
+            found, rest, whole = _walked(connection, where, params, is_anomalous, before_id, limit, *walk)
+            if whole:
+                return found
+        return found + _grouped(connection, where, params, is_anomalous, rest, limit - len(found))
 
 
 def _grouped(
