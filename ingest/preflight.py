@@ -15,7 +15,7 @@ from pathlib import Path
 
 from patchcore.datasets.category import Category
 from patchcore.errors import ImageError, ImageShapeError
-from patchcore.images import FORMATS, Preprocess, header_size, mask_size, scaled_alike
+from patchcore.images import FORMATS, Preprocess, header_size, mask_name, mask_size, scaled_alike
 from patchcore.threshold import PER_IMAGE, PER_PART, PER_PART_NEEDS_VIEWS
 from store.jobs import MIN_IMAGES
 from store.names import name_problem
@@ -52,12 +52,12 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
             problems.append(str(exc))
             continue
         except Exception as exc:
-            problems.append(f"{mask}: not a readable mask ({exc})")
+            problems.append(f"{mask_name(mask)}: not a readable mask ({exc})")
             continue
         if not scaled_alike((width, height), size):
             problems.append(
-                f"{mask}: the mask is {width}x{height}, its image {size[0]}x{size[1]}: not the image's shape at any "
-                "scale"
+                f"{mask_name(mask)}: the mask is {width}x{height}, its image {size[0]}x{size[1]}: not the image's "
+                "shape at any scale"
             )
     return problems
 

@@ -302,9 +302,15 @@ def image_files_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
-def mask_parts(source: Path) -> list[Path]:
-    """The files of a ground-truth mask: the file itself, or every image in a folder of masks (MVTec LOCO AD keeps
-    one mask per defect region of an image in a folder named for it)."""
+MaskSource = Path | tuple[Path, ...]  # a mask file, a folder of masks, or the several files of one image's mask
+
+
+def mask_parts(source: MaskSource) -> list[Path]:
+    """The files of a ground-truth mask: the file itself, every image in a folder of masks (MVTec LOCO AD keeps
+    one mask per defect region of an image in a folder named for it), or the files given (AITEX names an image's
+    second mask ``<stem>_mask2`` beside its ``<stem>_mask1``)."""
+    if isinstance(source, tuple):
+        return list(source)
     if not source.is_dir():
         return [source]
     parts = image_files_in(source)
@@ -313,12 +319,12 @@ def mask_parts(source: Path) -> list[Path]:
     return parts
 
 
-def read_mask(source: Path | BinaryIO) -> Image.Image:
+def read_mask(source: MaskSource | BinaryIO) -> Image.Image:
     """A ground-truth mask as one 8-bit image, 255 where any of its files marks a defect (a pixel not zero in any
     channel: a 16-bit 1 or a dark blue stroke counts; a palette's colours, not its indices, are read) and 0 elsewhere;
-    the masks of a folder must share one size, which is then the mask's."""
+    the files of one mask must share one size, which is then the mask's."""
     union: np.ndarray | None = None
-    for part in [source] if not isinstance(source, Path) else mask_parts(source):
+    for part in mask_parts(source) if isinstance(source, Path | tuple) else [source]:
         with Image.open(part, formats=FORMATS) as image:
             channels = _wide_channels(image)
             if channels:  # a 16-bit colour 1 is a defect too
@@ -328,7 +334,7 @@ def read_mask(source: Path | BinaryIO) -> Image.Image:
         marked = array.reshape(array.shape[0], array.shape[1], -1).any(axis=2)
         if union is not None and marked.shape != union.shape:
             raise ImageShapeError(
-                f"{part}: the mask is {marked.shape[1]}x{marked.shape[0]}, the others of its folder "
+                f"{part}: the mask is {marked.shape[1]}x{marked.shape[0]}, the other files of the same mask "
                 f"{union.shape[1]}x{union.shape[0]}"
             )
         union = marked if union is None else union | marked
@@ -343,12 +349,17 @@ def _read_all(source: Path | BinaryIO) -> bytes:
     return source.read()
 
 
-def mask_size(source: Path) -> tuple[int, int]:
-    """(width, height) of a ground-truth mask from its headers; the files of a folder of masks must agree."""
+def mask_name(source: MaskSource) -> str:
+    """A mask as its messages name it: its path, or its files' paths joined by ``+``."""
+    return " + ".join(map(str, source)) if isinstance(source, tuple) else str(source)
+
+
+def mask_size(source: MaskSource) -> tuple[int, int]:
+    """(width, height) of a ground-truth mask from its headers; the files of one mask must agree."""
     sizes = {part: header_size(part) for part in mask_parts(source)}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{part.name} {w}x{h}" for part, (w, h) in sizes.items())
-        raise ImageShapeError(f"{source}: its masks differ in size ({listed})")
+        raise ImageShapeError(f"{mask_name(source)}: its masks differ in size ({listed})")
     return next(iter(sizes.values()))
 
 
@@ -361,9 +372,10 @@ def scaled_alike(mask: tuple[int, int], image: tuple[int, int]) -> bool:
     return abs(mask_height - mask_width * height / width) <= 1 and abs(mask_width - mask_height * width / height) <= 1
 
 
-def mask_png(source: Path) -> bytes:
-    """A ground-truth mask as the bytes of one PNG: a mask file's own bytes, a folder's masks united."""
-    if not source.is_dir():
+def mask_png(source: MaskSource) -> bytes:
+    """A ground-truth mask as the bytes of one PNG: a mask file's own bytes, a folder's or several files' masks
+    united."""
+    if isinstance(source, Path) and not source.is_dir():
         return source.read_bytes()
     buffer = io.BytesIO()
     read_mask(source).save(buffer, format="PNG")
@@ -483,11 +495,11 @@ class Preprocess:
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         return (tensor - mean) / std
 
-    def mask(self, source: Path | BinaryIO | None, size: tuple[int, int]) -> np.ndarray:
-        """A ground-truth mask (a file, a stream or a folder of masks, read by :func:`read_mask`) of an image of
-        ``size`` (width, height) in the view's geometry; none: all normal. A mask of another size than its image is
-        scaled to it where it has the image's shape (:func:`scaled_alike`), else refused (``ImageShapeError``).
-        Every pixel that is not zero is defective, as anomalib reads VisA: masks come
+    def mask(self, source: MaskSource | BinaryIO | None, size: tuple[int, int]) -> np.ndarray:
+        """A ground-truth mask (a file, a stream, a folder of masks or several files, read by :func:`read_mask`) of
+        an image of ``size`` (width, height) in the view's geometry; none: all normal. A mask of another size than
+        its image is scaled to it where it has the image's shape (:func:`scaled_alike`), else refused
+        (``ImageShapeError``). Every pixel that is not zero is defective, as anomalib reads VisA: masks come
         as 0/255, 0/1, label numbers or coloured strokes on black, and a cut at mid-grey would read the last three
         as all normal."""
         if source is None:

@@ -18,9 +18,9 @@ from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files
 from patchcore.datasets.mvtec import mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
-from patchcore.images import Preprocess, mask_png
+from patchcore.images import Preprocess, mask_png, read_mask
 from store.names import name_problem
-from tests.conftest import BOTTLE, ROOT, WEIGHTS
+from tests.conftest import BOTTLE, ROOT, SHARED, WEIGHTS
 
 
 def _evaluate(
@@ -800,3 +800,56 @@ def test_a_category_fitted_against_rejects_is_judged_again_through_the_served_pa
         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert alone.returncode != 0 and "--folder needs --defects here" in alone.stderr
+
+
+def test_aitex_is_read_as_it_ships_a_category_per_fabric(tmp_path):
+    """AITEX: ``NODefect_images/<roll>/nnnn_000_ff.png`` the good strips, ``Defect_images/nnnn_ddd_ff.png`` the
+    defective ones, ``Mask_images/<stem>_mask.png`` (or ``_mask1``, ``_mask2`` united); each fabric code a category,
+    a fifth of its good strips held out to test. Real ball-screw strips stand in for fabric."""
+    ballscrew = SHARED / "datasets" / "non_square" / "bsdata_ballscrew"
+    good = sorted((ballscrew / "train" / "good").glob("*.png"))
+    defects = sorted((ballscrew / "test" / "defect").glob("*.png"))
+    root = tmp_path / "AITEX"
+    for index, path in enumerate(good[:12]):
+        fabric = index % 2
+        _link(root / "NODefect_images" / f"roll-{fabric}" / f"{index + 1:04d}_000_{fabric:02d}.png", path)
+    masks = root / "Mask_images"
+    masks.mkdir(parents=True)
+    for index, path in enumerate(defects[:4]):
+        stem = f"{100 + index:04d}_{(2, 6)[index % 2]:03d}_{index // 2:02d}"
+        _link(root / "Defect_images" / f"{stem}.png", path)
+        truth = np.asarray(Image.open(ballscrew / "ground_truth" / "defect" / f"{path.stem}_mask.png").convert("L"))
+        if index == 0:  # two masks of one strip, each with a half of its defect
+            half = truth.shape[1] // 2
+            left, right = truth.copy(), truth.copy()
+            left[:, half:], right[:, :half] = 0, 0
+            Image.fromarray(left).save(masks / f"{stem}_mask1.png")
+            Image.fromarray(right).save(masks / f"{stem}_mask2.png")
+            whole = truth
+        else:
+            Image.fromarray(truth).save(masks / f"{stem}_mask.png")
+    _link(root / "Defect_images" / "0200_025_08.png", defects[5])  # a fabric without good strips: no category
+    assert mvtec_categories(root) == ["fabric_00", "fabric_01"]
+    fabric = mvtec_category(root, "fabric_00")
+    assert len(fabric.train) == 4 and all(p.stem.endswith("_00") for p in fabric.train)
+    assert [s.defect for s in fabric.test] == ["good", "good", "defect_002", "defect_006"]
+    assert {s.path.stem[-2:] for s in fabric.test} == {"00"} and {s.path for s in fabric.test}.isdisjoint(fabric.train)
+    assert [s.path.name for s in fabric.test[2:]] == ["0100_002_00.png", "0101_006_00.png"]
+    first = fabric.test[2].mask
+    assert [p.name for p in first] == ["0100_002_00_mask1.png", "0100_002_00_mask2.png"]
+    united = np.asarray(read_mask(first)) > 0
+    assert united.sum() == (whole > 0).sum() > 0 and np.array_equal(united, whole > 0)
+    assert mask_png(first).startswith(b"\x89PNG") and file_problems(fabric, Preprocess()) == []
+    with pytest.raises(FileNotFoundError, match=r"AITEX; its fabrics \(categories\) are fabric_00, fabric_01"):
+        mvtec_category(root, "fabric_08")
+    with pytest.raises(FileNotFoundError, match=r"give --data .*AITEX --category fabric_00 or fabric_01"):
+        mvtec_category(tmp_path, "AITEX")
+    _link(root / "NODefect_images" / "roll-0" / "odd.png", good[12])
+    with pytest.raises(ValueError, match=r"odd\.png: AITEX names its images nnnn_ddd_ff"):
+        mvtec_category(root, "fabric_00")
+    (root / "NODefect_images" / "roll-0" / "odd.png").unlink()
+    out = tmp_path / "reports"
+    _evaluate(root, out, "--category", "fabric_00")
+    report = json.loads((out / "fabric_00" / "report.json").read_text())
+    assert report["test_images"] == 4 and report["per_defect_image_auroc"].keys() == {"defect_002", "defect_006"}
+    assert report["pixel_auroc"] is not None

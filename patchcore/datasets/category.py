@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from patchcore.images import MaskSource
+
 GOOD = "good"  # the defect type of every good image, whatever its folder is called
 TEST_SHARE = 0.2  # a set without a split (KolektorSDD, MTD, good parts beside rejects): the share held out to test
 
@@ -25,7 +27,7 @@ class Sample:
 
     path: Path
     defect: str
-    mask: Path | None
+    mask: MaskSource | None
     part: str | None = None
 
     @property

@@ -5,13 +5,14 @@ MVTec AD, MPDD and VisA as anomalib prepares it (``train/good``, ``test/<type>``
 (good parts in ``ok`` folders); MVTec AD 2 (the labelled test split is ``test_public``, its masks beneath it);
 MVTec 3D-AD (each folder's pictures in ``rgb/``, their masks in ``gt/``); MVTec LOCO AD (a folder of masks per
 image, one per defect region, united); the good images of a ``validation`` split beside ``train`` (those three
-sets) fitted as good images too.
+sets) fitted as good images too. A root that is AITEX holds a category per fabric (:mod:`~patchcore.datasets.aitex`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from patchcore.datasets.aitex import AITEX_DEFECTS, AITEX_GOOD, aitex_category, aitex_fabrics, is_aitex
 from patchcore.datasets.category import GOOD, Category, Sample
 from patchcore.datasets.dagm import DAGM_LABELS, DAGM_SPLITS, dagm_category, is_dagm
 from patchcore.datasets.files import good_folder, image_files, mask_files
@@ -83,6 +84,10 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or paired(root / "train")
                           or realiad or kolektor_parts(root) or is_dagm(root) or is_mtd(root)):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
+    if is_aitex(root):
+        return (
+            f"{root} is AITEX, a category per fabric: give --data {root} --category {' or '.join(aitex_fabrics(root))}"
+        )
     if (root / REALIAD_JSONS).is_dir():
         return f"{root} is Real-IAD: give --data {root}/<one of its image folders: {image_folders(root)}>"
     if is_split_folder(root.name) and any(root.glob("*.json")):
@@ -98,7 +103,8 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
         f"{'/'.join(DAGM_SPLITS)} each with a {DAGM_LABELS} folder of masks (DAGM 2007), or {MTD_GOOD}/{MTD_IMAGES} "
         f"beside {MTD_PREFIX}<type>/{MTD_IMAGES} (Magnetic Tile Defect), or VisA's "
         f"{VISA_IMAGES} with {VISA_SPLIT} in the root, or, under a Real-IAD "
-        f"{REALIAD_PREFIX}<resolution> folder, one that ../{realiad_split}/<category>.json splits"
+        f"{REALIAD_PREFIX}<resolution> folder, one that ../{realiad_split}/<category>.json splits; or the root "
+        f"holds {AITEX_GOOD} and {AITEX_DEFECTS} (AITEX, a category per fabric)"
     )
     return f"categories found under {root}: {found or f'none ({layouts})'}"
 
@@ -109,6 +115,8 @@ def mvtec_categories(root: Path, realiad_split: str = REALIAD_JSONS) -> list[str
     ``realiad_split`` protocol."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
+    if is_aitex(root):
+        return aitex_fabrics(root)
     found = {
         p.name
         for p in root.iterdir()
@@ -125,6 +133,10 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
     ``ground_truth/<type>/<stem>_mask.<ext>``, and the variants of the module's docstring; a set that ships
     otherwise by its own module (Real-IAD by its ``realiad_split`` protocol)."""
     base = root / name
+    if is_aitex(root):
+        return aitex_category(root, name)
+    if is_aitex(base):
+        raise FileNotFoundError(not_found(base))
     if realiad_split != REALIAD_JSONS:  # a protocol named: only Real-IAD has one, so it is read as Real-IAD
         return realiad_category(root, name, realiad_split_of(root, name, realiad_split))
     train = good_folder(base / "train")
