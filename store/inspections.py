@@ -135,10 +135,12 @@ def listed(
     return [dict(zip(_KEYS, r, strict=True)) for r in rows]
 
 
+_AS_REVIEWED = "CASE WHEN review_label IS NULL THEN is_anomalous ELSE review_label <> 'good' END"  # a view's verdict
+# as reviewed: what a person said it was where one did, else the service's
 _PART_COUNTS = (
     "count(*), count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE reviewed_at IS NOT NULL), "
     "count(*) FILTER (WHERE review_label <> 'good'), "
-    "count(*) FILTER (WHERE CASE WHEN review_label IS NULL THEN is_anomalous ELSE review_label <> 'good' END), "
+    f"count(*) FILTER (WHERE {_AS_REVIEWED}), "
     "coalesce(array_agg(DISTINCT category), '{}'), min(at)::text, max(at)::text"
 )
 _PART_COLUMNS = 8  # the values of _PART_COUNTS
@@ -184,10 +186,12 @@ def parts_listed(
     before_id: int | None = None,
     limit: int = 50,
     walk: tuple[int, int] = WALK,
+    defective_as_reviewed: bool | None = None,
 ) -> list[dict]:
     """The named parts whose views (those within ``since``/``until``) the log holds, the part with the newest view
     first, each as :func:`of_part` counts it without its records, and ``last_id``, its newest view's id: page on with
-    ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False).
+    ``before_id`` = the last part's. ``is_anomalous``: only parts flagged on any view (True) or on none (False);
+    ``defective_as_reviewed``: only parts defective as reviewed on any view (True) or on none (False).
 
     Without ``until``, grouping every view of the window (of the log, without ``since``) costs half a second per
     million records, so its newest views are read first, ``walk`` = (views per read, reads), and only the parts they
@@ -198,31 +202,36 @@ def parts_listed(
     where.append(sql.SQL("part IS NOT NULL"))
     found: list[dict] = []
     rest: int | None = before_id
+    verdicts = (is_anomalous, defective_as_reviewed)
     fresh = connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE
     with connection.transaction():
         if fresh:  # its reads see one snapshot: a part that gains a view meanwhile keeps its place on the page
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         if until is None:  # the window's newest views are the log's: a read newest first starts where they are
-            found, rest, whole = _walked(connection, where, params, is_anomalous, before_id, limit, *walk)
+            found, rest, whole = _walked(connection, where, params, verdicts, before_id, limit, *walk)
             if whole:
                 return found
-        return found + _grouped(connection, where, params, is_anomalous, rest, limit - len(found))
+        return found + _grouped(connection, where, params, verdicts, rest, limit - len(found))
 
 
 def _grouped(
     connection: psycopg.Connection,
     where: list[sql.Composable],
     params: list,
-    is_anomalous: bool | None,
+    verdicts: tuple[bool | None, bool | None],
     below: int | None,
     limit: int,
     parts: list[str] | None = None,
 ) -> list[dict]:
     """The parts of the views ``where`` selects (of ``parts`` only, when given), grouped and judged, those whose
-    newest view lies below ``below``, newest first."""
+    newest view lies below ``below`` and whose ``verdicts`` (the service's, as reviewed) are those given, newest
+    first."""
     if parts is not None:
         where, params = [*where, sql.SQL("part = ANY(%s)")], [*params, parts]
-    having, values = _compared((("bool_or(is_anomalous)", "=", is_anomalous), ("max(id)", "<", below)))
+    having, values = _compared((
+        ("bool_or(is_anomalous)", "=", verdicts[0]), (f"bool_or({_AS_REVIEWED})", "=", verdicts[1]),
+        ("max(id)", "<", below),
+    ))  # fmt: skip
     statement = sql.SQL("SELECT part, {}, max(id) FROM inspections WHERE {} GROUP BY part {} ORDER BY max(id) DESC "
                         "LIMIT %s").format(
         sql.SQL(_PART_COUNTS), sql.SQL(" AND ").join(where),
@@ -236,7 +245,7 @@ def _walked(
     connection: psycopg.Connection,
     where: list[sql.Composable],
     params: list,
-    is_anomalous: bool | None,
+    verdicts: tuple[bool | None, bool | None],
     before_id: int | None,
     limit: int,
     per_read: int,
@@ -256,7 +265,7 @@ def _walked(
         new = list(dict.fromkeys(part for _, part in rows if part not in met))
         met.update(new)
         if new:
-            found += _grouped(connection, where, params, is_anomalous, before_id, len(new), new)
+            found += _grouped(connection, where, params, verdicts, before_id, len(new), new)
         if len(found) >= limit or len(rows) < per_read:
             return found[:limit], None, True
         below = rows[-1][0]

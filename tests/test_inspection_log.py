@@ -117,26 +117,30 @@ def test_the_whole_log_s_parts_read_newest_first_are_the_parts_its_grouping_list
     """``GET /parts`` without ``until`` reads the newest views first and groups only what a page leaves: the same
     parts, counts and order as grouping the whole window, for every filter and page, whether the reads fill the page,
     run out of log, or leave the rest to the grouping. The views of a part are scattered through the log here (one a
-    second), a few views name no part, and few parts are flagged."""
+    second), a few views name no part, few parts are flagged, and some views are reviewed (good, or a defect)."""
     with psycopg.connect(log_url) as connection:
         connection.execute(
             "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
-            "format, width, height, latency_ms, image_kind, part, at) SELECT 'r' || i, "
+            "format, width, height, latency_ms, image_kind, part, at, reviewed_at, review_label) SELECT 'r' || i, "
             "(ARRAY['a', 'b', 'c'])[1 + i % 3], 0, (i * 7919) % 97 = 0, 1.0, 2.0, '', 1, 'PNG', 8, 8, 1.0, 'none', "
             "CASE WHEN i % 11 = 0 THEN NULL ELSE 'P' || ((i * 2654435761) % 400) END, "
-            "now() - make_interval(secs => 3000 - i) FROM generate_series(1, 3000) i"
+            "now() - make_interval(secs => 3000 - i), CASE WHEN i % 5 = 0 OR i % 89 = 0 THEN now() END, "
+            "CASE WHEN i % 89 = 0 THEN 'scratch' WHEN i % 5 = 0 THEN 'good' END FROM generate_series(1, 3000) i"
         )
         half = connection.execute("SELECT now() - interval '1500 seconds'").fetchone()[0]
-        for category, anomalous, since in itertools.product((None, "a"), (None, True, False), (None, half)):
-            grouped = inspections.parts_listed(connection, category, anomalous, since, limit=500, walk=(1, 0))
-            assert 0 < len(grouped) < 100 if anomalous else len(grouped) > 50
+        verdicts = ((None, None), (True, None), (False, None), (None, True), (None, False), (True, False))
+        for category, (anomalous, reviewed), since in itertools.product((None, "a"), verdicts, (None, half)):
+            chosen = {"defective_as_reviewed": reviewed}
+            grouped = inspections.parts_listed(connection, category, anomalous, since, limit=500, walk=(1, 0), **chosen)
+            assert 0 < len(grouped) < 100 if anomalous or reviewed else len(grouped) > 50
+            assert all(p["is_defective_as_reviewed"] == reviewed for p in grouped if reviewed is not None)
             for walk, limit in itertools.product(((50, 3), (50, 1000), (2000, 8)), (7, 500)):
                 pages, before = [], None
                 for _ in range(len(grouped) + 1):  # a page that repeats itself ends the loop too
                     page = inspections.parts_listed(connection, category, anomalous, since, before_id=before,
-                                                    limit=limit, walk=walk)  # fmt: skip
+                                                    limit=limit, walk=walk, **chosen)  # fmt: skip
                     pages += page
                     if len(page) < limit:
                         break
                     before = page[-1]["last_id"]
-                assert pages == grouped, (category, anomalous, since, walk, limit)
+                assert pages == grouped, (category, anomalous, reviewed, since, walk, limit)

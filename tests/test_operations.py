@@ -204,6 +204,15 @@ def test_a_part_named_on_its_views_gets_one_verdict_over_them_and_its_records(se
     other = client.get("/parts/SN-0002", headers=_auth("viewer")).json()
     assert other["is_defective_as_reviewed"] is True
     assert other["defective_views_as_reviewed"] == 1 + sum(a["is_anomalous"] for a in calm)
+    listed = {  # the listing filters on either verdict: a reject by the service is no longer one as reviewed
+        (verdict, as_reviewed): [p["part"] for p in client.get(
+            "/parts", params={k: v for k, v in (("verdict", verdict), ("verdict_as_reviewed", as_reviewed)) if v},
+            headers=_auth("viewer"),
+        ).json()["parts"]]
+        for verdict, as_reviewed in (("defect", None), (None, "defect"), (None, "normal"), ("defect", "normal"))
+    }  # fmt: skip
+    assert listed[("defect", "normal")] == listed[(None, "normal")] == ["lot 7/SN-0001"]
+    assert listed[(None, "defect")] == ["SN-0002"] and "lot 7/SN-0001" in listed[("defect", None)]
     missing = client.get("/parts/lot 7/SN-0001", params={"category": "other"}, headers=_auth("viewer"))
     assert missing.status_code == 404 and missing.json()["error"] == "part_not_found"
     unnamed = client.post("/query", files={"file": ("a.png", GOOD.read_bytes(), "image/png")},

@@ -51,11 +51,17 @@ def _part_filters(
     verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect: flagged on any view")] = None,
     since: Annotated[datetime | None, Query(description="views from this time on (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="views before this time (ISO 8601)")] = None,
+    verdict_as_reviewed: Annotated[
+        Literal["defect", "normal"] | None,
+        Query(description="defect: defective on any view as reviewed (what a person said, else the service)"),
+    ] = None,
 ) -> dict:
     """The filters of a list of parts, the same for a page and for its CSV: keyword arguments of
     ``inspections.parts_listed``."""
     anomalous = None if verdict is None else verdict == "defect"
-    return {"category": category, "is_anomalous": anomalous, "since": since, "until": until}
+    as_reviewed = None if verdict_as_reviewed is None else verdict_as_reviewed == "defect"
+    return {"category": category, "is_anomalous": anomalous, "since": since, "until": until,
+            "defective_as_reviewed": as_reviewed}  # fmt: skip
 
 
 PartFilters = Annotated[dict, Depends(_part_filters)]
@@ -144,7 +150,9 @@ def list_parts(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict:
     """The parts a line named, each judged over its views in the window as ``GET /parts/{part}`` judges it: the
-    day's rejects per part, not per picture (``verdict=defect&since=...``)."""
+    day's rejects per part, not per picture (``verdict=defect&since=...``), or once reviewed, the parts that
+    were defective (``verdict_as_reviewed=defect``: a flagged view a person found good no longer counts, a missed
+    defect a person found does)."""
     rows = get_services(request).run(partial(inspections.parts_listed, before_id=before, limit=limit, **filters))
     return {"parts": rows, "next_before": rows[-1]["last_id"] if len(rows) == limit else None}
 
