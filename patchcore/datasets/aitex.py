@@ -38,15 +38,20 @@ def _coded(files: list[Path], folder: Path) -> dict[Path, tuple[str, str]]:
 
 
 def _good(root: Path) -> dict[Path, tuple[str, str]]:
+    """The good strips, in the folder of good images or in a folder per roll beneath it, with their codes."""
     folder = root / AITEX_GOOD
     files = sorted(path for roll in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
                    for path in image_files(roll))  # fmt: skip
     return _coded(files, folder)
 
 
+def _fabrics(good: dict[Path, tuple[str, str]]) -> list[str]:
+    return sorted({AITEX_PREFIX + fabric for _, fabric in good.values()})
+
+
 def aitex_fabrics(root: Path) -> list[str]:
     """The categories of an AITEX root: one per fabric code its good strips have."""
-    return sorted({AITEX_PREFIX + fabric for _, fabric in _good(root).values()})
+    return _fabrics(_good(root))
 
 
 def _masks(root: Path) -> dict[str, tuple[Path, ...]]:
@@ -67,7 +72,7 @@ def aitex_category(root: Path, name: str) -> Category:
     split of good strips, so a seeded fifth of them is held out to test (:func:`holding_out`)."""
     fabric = name.removeprefix(AITEX_PREFIX)
     good = _good(root)
-    fabrics = sorted({AITEX_PREFIX + code for _, code in good.values()})
+    fabrics = _fabrics(good)
     if name not in fabrics:
         raise FileNotFoundError(f"{root} is AITEX; its fabrics (categories) are {', '.join(fabrics)}, not {name}")
     defective = _coded(image_files(root / AITEX_DEFECTS), root / AITEX_DEFECTS)
