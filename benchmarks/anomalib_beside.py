@@ -72,11 +72,12 @@ def run(root: Path, name: str, weights: Path, ratio: float, seed: int, out: Path
     seconds = time.perf_counter() - started
     metrics = engine.test(model=model, datamodule=data, verbose=False)[0]
     scores, labels = [], []
+    network = model.model.eval()
     with torch.no_grad():
         loader = torch.utils.data.DataLoader(data.test_data, batch_size=32, collate_fn=data.test_data.collate_fn)
         for batch in loader:
             images, _ = pre.transform(batch.image, batch.gt_mask)
-            scores += model.model.eval()(images).pred_score.flatten().tolist()
+            scores += network(images).pred_score.flatten().tolist()
             labels += batch.gt_label.int().tolist()
     return {
         "set": name, "ratio": ratio, "seed": seed, "bank": int(model.model.memory_bank.shape[0]),
