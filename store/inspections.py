@@ -102,6 +102,10 @@ _KEYS = (
 )  # fmt: skip
 
 
+_AS_REVIEWED = "CASE WHEN review_label IS NULL THEN is_anomalous ELSE review_label <> 'good' END"  # a view's verdict
+# as reviewed: what a person said it was where one did, else the service's
+
+
 def _compared(conditions: tuple[tuple[str, str, object], ...]) -> tuple[list[sql.Composable], list]:
     """``expression op %s`` for each of ``conditions`` whose value is given, and those values: the filters of a
     listing (the expressions and operators are this module's own, never a caller's)."""
@@ -120,11 +124,16 @@ def listed(
     limit: int = 50,
     reviewed: bool | None = None,
     part: str | None = None,
+    defective_as_reviewed: bool | None = None,
 ) -> list[dict]:
-    """Inspections newest first, filtered; page on with ``before_id`` = the last id of the previous page."""
+    """Inspections newest first, filtered; page on with ``before_id`` = the last id of the previous page.
+    ``defective_as_reviewed``: only records defective (True) or good (False) as reviewed, so that a review's
+    outcome can be listed: the defects the service missed (``is_anomalous=False`` with True), the false alarms a
+    person cleared (``is_anomalous=True`` with False)."""
     where, params = _compared((
         ("category", "=", category), ("is_anomalous", "=", is_anomalous), ("at", ">=", since), ("at", "<", until),
         ("model_id", "=", model_id), ("id", "<", before_id), ("part", "=", part),
+        (f"({_AS_REVIEWED})", "=", defective_as_reviewed),
     ))  # fmt: skip
     if reviewed is not None:
         where.append(sql.SQL("reviewed_at IS NOT NULL" if reviewed else "reviewed_at IS NULL"))
@@ -135,8 +144,6 @@ def listed(
     return [dict(zip(_KEYS, r, strict=True)) for r in rows]
 
 
-_AS_REVIEWED = "CASE WHEN review_label IS NULL THEN is_anomalous ELSE review_label <> 'good' END"  # a view's verdict
-# as reviewed: what a person said it was where one did, else the service's
 _PART_COUNTS = (
     "count(*), count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE reviewed_at IS NOT NULL), "
     "count(*) FILTER (WHERE review_label <> 'good'), "

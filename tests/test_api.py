@@ -971,7 +971,8 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
     """Chromium on /review against a log of its own (full images kept): the unreviewed parts newest first with
     their thumbnails, filtered by verdict and paged; one opened shows its heatmap; "it is a defect" teaches the
     library through the feedback API and records the review (who, when, the version taught), "it is good" without
-    teaching records it only; the log's reviewed filter and the refusals of bad reviews agree. Writes the screenshot
+    teaching records it only; the log's reviewed filter, the verdict as reviewed (a missed defect found, the good
+    confirmed) and the refusals of bad reviews agree. Writes the screenshot
     the README shows when INSPECT_SCREENSHOT_REVIEW names a file."""
 
     from playwright.sync_api import sync_playwright
@@ -1076,17 +1077,28 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.wait_for_function("document.querySelector('#partVerdict').textContent.includes('2 reviewed')")
             verdict = "part SN-7: DEFECT, 1 of 2 views flagged, 2 reviewed (1 found defective); as reviewed: DEFECT"
             assert page.inner_text("#partVerdict") == verdict
+            missed = client.post(f"/inspections/{ids[2]}/review", json={"label": "scratch"})  # judged normal
+            assert missed.status_code == 200 and missed.json()["review_model_id"] is None
+            listed = "[...document.querySelectorAll('.item')].map((n) => n.dataset.id).join()"
+            page.fill("#part", "")
+            page.select_option("#verdict", "normal")
+            page.select_option("#asReviewed", "defect")  # the defects the service missed that a review found
+            page.uncheck("#unreviewed")
+            page.wait_for_function(f"{listed} == '{ids[2]}'")
+            page.select_option("#asReviewed", "normal")  # the normal verdicts a review confirmed or left standing
+            page.wait_for_function(f"{listed} == '{ids[1]}'")
+            page.select_option("#verdict", "defect")  # no false alarm was cleared
+            page.wait_for_function("document.querySelector('#count').textContent == 'nothing to show'")
+            assert page.eval_on_selector_all(".item", "(all) => all.length") == 0
             browser.close()
         reviewed = client.get("/inspections", params={"reviewed": "true"}).json()["inspections"]
-        assert [r["id"] for r in reviewed] == [ids[1], ids[0]]
-        assert [r["review_label"] for r in reviewed] == ["good", "broken_large"]
+        assert [r["id"] for r in reviewed] == [ids[2], ids[1], ids[0]]
+        assert [r["review_label"] for r in reviewed] == ["scratch", "good", "broken_large"]
         assert all(r["reviewed_by"] == "api 127.0.0.1" and r["reviewed_at"] for r in reviewed)
-        assert reviewed[0]["review_model_id"] is None and reviewed[1]["review_model_id"] is not None
+        assert [r["review_model_id"] is None for r in reviewed] == [True, True, False]
         library = client.get("/categories/bottle").json()["defect_library"]
         assert [d["defect_type"] for d in library] == ["broken_large"]
-        assert [r["id"] for r in client.get("/inspections", params={"reviewed": "false"}).json()["inspections"]] == [
-            ids[2]
-        ]
+        assert client.get("/inspections", params={"reviewed": "false"}).json()["inspections"] == []
     finally:
         client.close()
         server.terminate()

@@ -213,6 +213,20 @@ def test_a_part_named_on_its_views_gets_one_verdict_over_them_and_its_records(se
     }  # fmt: skip
     assert listed[("defect", "normal")] == listed[(None, "normal")] == ["lot 7/SN-0001"]
     assert listed[(None, "defect")] == ["SN-0002"] and "lot 7/SN-0001" in listed[("defect", None)]
+    ours = {a["inspection_id"] for a in flagged + calm}
+    for path in ("/inspections", "/inspections.csv"):  # so do the records: the review's outcome, view by view
+        for verdict, as_reviewed, expected in (
+            ("normal", "defect", [missed]),  # the defect the service missed
+            ("defect", "normal", [flagged[1]]),  # the false alarm a person cleared
+            (None, "defect", [a for a in calm if a["is_anomalous"]] + [missed]),
+        ):
+            params = {k: v for k, v in (("verdict", verdict), ("verdict_as_reviewed", as_reviewed)) if v}
+            answer = client.get(path, params=params, headers=_auth("viewer"))
+            assert answer.status_code == 200, answer.text
+            csv_rows = path.endswith(".csv")
+            rows = list(csv.DictReader(io.StringIO(answer.text))) if csv_rows else answer.json()["inspections"]
+            found = [int(r["id"]) for r in rows if int(r["id"]) in ours]
+            assert found == sorted((a["inspection_id"] for a in expected), reverse=True), (path, verdict, as_reviewed)
     missing = client.get("/parts/lot 7/SN-0001", params={"category": "other"}, headers=_auth("viewer"))
     assert missing.status_code == 404 and missing.json()["error"] == "part_not_found"
     unnamed = client.post("/query", files={"file": ("a.png", GOOD.read_bytes(), "image/png")},

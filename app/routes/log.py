@@ -28,40 +28,53 @@ def _with_image_url(record: dict) -> dict:
     return {**record, "image_url": f"/inspections/{record['id']}/image" if record["image_kept"] else None}
 
 
+Verdict = Literal["defect", "normal"]
+CategoryFilter = Annotated[str | None, Query(**CATEGORY)]
+Since = Annotated[datetime | None, Query(description="from this time on (ISO 8601)")]
+Until = Annotated[datetime | None, Query(description="before this time (ISO 8601)")]
+
+
+def _defect(verdict: Verdict | None) -> bool | None:
+    return None if verdict is None else verdict == "defect"
+
+
 def _filters(
-    category: Annotated[str | None, Query(**CATEGORY)] = None,
-    verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect or normal")] = None,
-    since: Annotated[datetime | None, Query(description="from this time on (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="before this time (ISO 8601)")] = None,
+    category: CategoryFilter = None,
+    verdict: Annotated[Verdict | None, Query(description="the service's verdict: defect or normal")] = None,
+    since: Since = None,
+    until: Until = None,
     model_id: Annotated[int | None, Query(description="judged by this version")] = None,
     reviewed: Annotated[bool | None, Query(description="false: not yet reviewed; true: reviewed")] = None,
     part: Annotated[str | None, Query(**{**PART, "description": "the views of this part"})] = None,
+    verdict_as_reviewed: Annotated[
+        Verdict | None,
+        Query(description="defect or normal as reviewed: what a person said where one reviewed, else the service"),
+    ] = None,
 ) -> dict:
-    """The log's filters, the same for a page of it and for its CSV: keyword arguments of ``inspections.listed``."""
-    anomalous = None if verdict is None else verdict == "defect"
-    return {"category": category, "is_anomalous": anomalous, "since": since, "until": until, "model_id": model_id,
-            "reviewed": reviewed, "part": part}  # fmt: skip
+    """The log's filters, the same for a page of it and for its CSV: keyword arguments of ``inspections.listed``.
+    ``verdict=normal&verdict_as_reviewed=defect`` lists the defects the service missed that a review found."""
+    return {"category": category, "is_anomalous": _defect(verdict), "since": since, "until": until,
+            "model_id": model_id, "reviewed": reviewed, "part": part,
+            "defective_as_reviewed": _defect(verdict_as_reviewed)}  # fmt: skip
 
 
 Filters = Annotated[dict, Depends(_filters)]
 
 
 def _part_filters(
-    category: Annotated[str | None, Query(**CATEGORY)] = None,
-    verdict: Annotated[Literal["defect", "normal"] | None, Query(description="defect: flagged on any view")] = None,
-    since: Annotated[datetime | None, Query(description="views from this time on (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="views before this time (ISO 8601)")] = None,
+    category: CategoryFilter = None,
+    verdict: Annotated[Verdict | None, Query(description="defect: flagged on any view")] = None,
+    since: Since = None,
+    until: Until = None,
     verdict_as_reviewed: Annotated[
-        Literal["defect", "normal"] | None,
+        Verdict | None,
         Query(description="defect: defective on any view as reviewed (what a person said, else the service)"),
     ] = None,
 ) -> dict:
-    """The filters of a list of parts, the same for a page and for its CSV: keyword arguments of
-    ``inspections.parts_listed``."""
-    anomalous = None if verdict is None else verdict == "defect"
-    as_reviewed = None if verdict_as_reviewed is None else verdict_as_reviewed == "defect"
-    return {"category": category, "is_anomalous": anomalous, "since": since, "until": until,
-            "defective_as_reviewed": as_reviewed}  # fmt: skip
+    """The filters of a list of parts (over their views within ``since`` and ``until``), the same for a page and for
+    its CSV: keyword arguments of ``inspections.parts_listed``."""
+    return {"category": category, "is_anomalous": _defect(verdict), "since": since, "until": until,
+            "defective_as_reviewed": _defect(verdict_as_reviewed)}  # fmt: skip
 
 
 PartFilters = Annotated[dict, Depends(_part_filters)]
