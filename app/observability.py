@@ -166,7 +166,7 @@ class Observe:
 class DriftCollector:
     """Each loaded category's drift at scrape time (``serving/drift.py``): the share its active version flagged in
     the recent window, the false-alarm rate its threshold predicts, and the warning; the same for the parts its
-    answers named (0 parts and no warning where none were)."""
+    answers named (0 parts and no warning where none were), and the false-alarm rate its reviews give."""
 
     def __init__(self, reports: Callable[[], list[dict]]) -> None:
         self.reports = reports
@@ -198,8 +198,21 @@ class DriftCollector:
             "inspect_parts_drift_warning", "1 when the per-part predicted rate is outside that share's 90% interval",
             labels=["category"],
         )  # fmt: skip
+        reviewed_rate = GaugeMetricFamily(
+            "inspect_reviewed_false_alarm_rate",
+            "share of good parts flagged in the drift window, as its reviews say (absent until a flagged answer is)",
+            labels=["category"],
+        )
+        reviewed_warning = GaugeMetricFamily(
+            "inspect_reviewed_drift_warning", "1 when the predicted rate is outside that share's 90% interval",
+            labels=["category"],
+        )  # fmt: skip
         for report in self.reports():
             name = report["category"]
+            reviews = report["reviews"]
+            reviewed_warning.add_metric([name], float(bool(reviews and reviews["warning"])))
+            if reviews and reviews["false_alarm_rate"] is not None:
+                reviewed_rate.add_metric([name], reviews["false_alarm_rate"])
             named = report["parts"]
             parts.add_metric([name], float(named["parts"] if named else 0))
             parts_warning.add_metric([name], float(bool(named and named["warning"])))
@@ -212,6 +225,7 @@ class DriftCollector:
             if report["predicted_false_alarm_rate"] is not None:
                 predicted.add_metric([name], report["predicted_false_alarm_rate"])
         yield from (share, predicted, answered, warning, parts, parts_share, parts_warning)
+        yield from (reviewed_rate, reviewed_warning)
 
 
 class BatchCollector:

@@ -217,6 +217,25 @@ class DriftParts(BaseModel):
     hours: list[DriftPartHour]
 
 
+class DriftReviews(BaseModel):
+    """What the window's reviews say of the false-alarm rate itself (see ``serving/drift.py``): the line's defects
+    apart, the share of good parts flagged."""
+
+    flagged: int = Field(description="answers flagged in the window")
+    flagged_reviewed: int = Field(description="of them, reviewed")
+    flagged_found_good: int = Field(description="of those, found good: false alarms")
+    passed: int = Field(description="answers passed in the window")
+    passed_reviewed: int = Field(description="of them, reviewed")
+    passed_found_defective: int = Field(description="of those, found defective: defects the service missed")
+    false_alarm_rate: float | None = Field(
+        description="the share of good parts flagged, estimated from the reviews (each verdict's reviewed answers "
+        "taken as a sample of its answers; passes as good where none is reviewed); null while no flagged answer is "
+        "reviewed"
+    )
+    interval: list[float] | None = Field(description="its 90% interval; null with the estimate")
+    warning: bool = Field(description="the predicted false-alarm rate is outside the interval")
+
+
 class DriftReport(BaseModel):
     """The active version's recent answers against its calibration (see ``serving/drift.py``)."""
 
@@ -238,6 +257,9 @@ class DriftReport(BaseModel):
     hours: list[DriftHour]
     parts: DriftParts | None = Field(
         default=None, description="the same per part, where the line names parts (part on /query); null where none"
+    )
+    reviews: DriftReviews | None = Field(
+        default=None, description="the false-alarm rate as the window's reviews say; null while none is reviewed"
     )
     scores: list[float] = Field(description="recent answers' scores, newest first (at most 5,000)")
     good_scores: list[float] = Field(description="the good scores the threshold was set from")

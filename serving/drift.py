@@ -9,6 +9,10 @@ The flagged share counts true defects too: on a line with a real defect rate, th
 rate by that much, so a warning says "more flagged than good parts would be", to be read beside the line's own
 defect rate. Where the line names the part each picture shows, its parts are judged the same way: a part flagged
 when any view is, against the share of good parts flagged on any view that the threshold's ``per_part`` predicts.
+
+Reviews separate the two: once people review some of the window's answers, the share of good parts flagged (the
+false-alarm rate itself, without the line's defects) is estimated from what they found, beside the same prediction
+(:func:`reviewed`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ def parts_drift(hours: list[tuple[str, int, int]], predicted: float | None) -> d
     }  # fmt: skip
 
 
-def drift(hours: list[tuple[str, int, int]], predicted: float | None, window_hours: float) -> dict:
-    """The window's hours (``(hour, answered, flagged)``), its whole share with the interval, and the warning."""
-    answered = sum(n for _, n, _ in hours)
-    flagged = sum(f for _, _, f in hours)
+def drift(hours: list[tuple], predicted: float | None, window_hours: float) -> dict:
+    """The window's hours (``(hour, answered, flagged, ...)``), its whole share with the interval, and the warning."""
+    answered = sum(h[1] for h in hours)
+    flagged = sum(h[2] for h in hours)
     interval = list(clopper_pearson(flagged, answered)) if answered else None
     outside = bool(interval and predicted is not None and not interval[0] <= predicted <= interval[1])
     return {
@@ -44,5 +48,45 @@ def drift(hours: list[tuple[str, int, int]], predicted: float | None, window_hou
         "flagged_share": flagged / answered if answered else None,
         "interval": interval,
         "warning": outside,
-        "hours": [{"hour": hour, "inspections": n, "flagged": f, "flagged_share": f / n} for hour, n, f in hours],
+        "hours": [{"hour": h[0], "inspections": h[1], "flagged": h[2], "flagged_share": h[2] / h[1]} for h in hours],
     }
+
+
+def reviewed(hours: list[tuple[str, int, int, int, int, int, int]], predicted: float | None) -> dict | None:
+    """The share of good parts flagged, as the window's reviews say, beside the rate its threshold predicts; None
+    when no answer of the window is reviewed. ``hours``: ``(hour, answered, flagged, flagged and reviewed, flagged
+    and found good, passed and reviewed, passed and found defective)``.
+
+    The flagged answers a person reviewed are taken as a sample of the flagged ones, a share ``rho`` of them (people
+    work through the log in order, not by how a part looks; reviews chosen by a part's look bias this, and nothing
+    in the log can tell). Then the false alarms found are a binomial draw, at the false-alarm rate itself, from the
+    good parts thinned to the same share: those false alarms and ``rho`` times the good passed answers. So the rate
+    is their ratio, and its 90% interval Clopper-Pearson's over them: exact when every flagged answer is reviewed
+    (false alarms among good parts, counted), close to it otherwise (``rho`` taken as known). The good passed answers
+    are the passed ones less the share of defects the reviews of passes find, whose own Clopper-Pearson bounds are
+    combined by Bonferroni (each at 95%); where no pass is reviewed every pass counts as good, which lowers the rate
+    by the share of the good parts that are defects passed. No flagged answer reviewed (of some): no estimate."""
+    answered, flagged, flagged_reviewed, found_good, passed_reviewed, found_defective = (
+        sum(h[i] for h in hours) for i in range(1, 7)
+    )
+    if not flagged_reviewed + passed_reviewed:
+        return None
+    passed = answered - flagged
+    estimate = interval = None
+    if flagged_reviewed or not flagged:
+        rho = flagged_reviewed / flagged if flagged else 1.0
+        missed = found_defective / passed_reviewed if passed_reviewed else 0.0  # the share of passes defective
+        low, high = clopper_pearson(found_defective, passed_reviewed, 0.95) if passed_reviewed else (0.0, 0.0)
+        level = 0.95 if passed_reviewed else 0.9
+
+        def good(e: float) -> float:  # good parts in the thinned sample: the false alarms found, the passes thinned
+            return found_good + rho * passed * (1 - e)
+
+        estimate = found_good / good(missed) if good(missed) else 0.0
+        interval = [clopper_pearson(found_good, good(low), level)[0], clopper_pearson(found_good, good(high), level)[1]]
+    return {
+        "flagged": flagged, "flagged_reviewed": flagged_reviewed, "flagged_found_good": found_good,
+        "passed": passed, "passed_reviewed": passed_reviewed, "passed_found_defective": found_defective,
+        "false_alarm_rate": estimate, "interval": interval,
+        "warning": bool(interval and predicted is not None and not interval[0] <= predicted <= interval[1]),
+    }  # fmt: skip

@@ -314,12 +314,16 @@ def expire_images(connection: psycopg.Connection, days: float) -> int:
     ).rowcount
 
 
-def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple[str, int, int]]:
+def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple[str, int, int, int, int, int, int]]:
     """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour: (hour, answered,
-    flagged), oldest first."""
+    flagged, flagged and reviewed, flagged and found good, passed and reviewed, passed and found defective), oldest
+    first. The reviews are counted in the same scan, so a report of them costs the drift report nothing more."""
     return connection.execute(
         "SELECT to_char(date_trunc('hour', at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"'), count(*), "
-        "count(*) FILTER (WHERE is_anomalous) FROM inspections "
+        "count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE is_anomalous AND review_label IS NOT NULL), "
+        "count(*) FILTER (WHERE is_anomalous AND review_label = 'good'), "
+        "count(*) FILTER (WHERE NOT is_anomalous AND review_label IS NOT NULL), "
+        "count(*) FILTER (WHERE NOT is_anomalous AND review_label <> 'good') FROM inspections "
         "WHERE model_id = %s AND at >= now() - make_interval(secs => %s) GROUP BY 1 ORDER BY 1",
         (model_id, hours * 3600),
     ).fetchall()

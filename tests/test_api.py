@@ -492,7 +492,8 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
 
 def test_drift_counts_the_active_versions_recent_answers_against_its_calibration(api, database):
     """A new version starts with an empty window (no warning); four broken bottles, all flagged, put the share's
-    90% interval far above the 2% its threshold predicts: the warning, in the report and in /metrics."""
+    90% interval far above the 2% its threshold predicts: the warning, in the report and in /metrics. Reviews say
+    the false-alarm rate itself: one reject found good among four, with four passes, is 1 of 5 good parts."""
     fresh = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.02})
     assert fresh.status_code == 200, fresh.text
     empty = api.get("/categories/bottle/drift").json()
@@ -514,6 +515,21 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     assert 'inspect_flagged_share{category="bottle"} 1.0' in metrics
     assert 'inspect_drift_window_inspections{category="bottle"} 4.0' in metrics
     assert 'inspect_drift_window_parts{category="bottle"} 0.0' in metrics
+    assert report["reviews"] is None and 'inspect_reviewed_drift_warning{category="bottle"} 0.0' in metrics
+    # reviews tell false alarms from defects: one of the four rejects found good, one of four passes checked
+    good = [_post(api, BOTTLE / "test" / "good" / f"00{i}.png").json() for i in range(4)]
+    assert not any(a["is_anomalous"] for a in good)
+    labels = ["broken_large", "broken_large", "broken_large", "good"]
+    for answer, label in [*zip(answers, labels, strict=True), (good[0], "good")]:
+        assert api.post(f"/inspections/{answer['inspection_id']}/review", json={"label": label}).status_code == 200
+    reviews = api.get("/categories/bottle/drift").json()["reviews"]
+    counts = [reviews[k] for k in ("flagged", "flagged_reviewed", "flagged_found_good")]
+    assert counts + [reviews[k] for k in ("passed", "passed_reviewed", "passed_found_defective")] == [4, 4, 1, 4, 1, 0]
+    assert reviews["false_alarm_rate"] == pytest.approx(1 / 5)  # 1 false alarm of 5 good parts (the passes good)
+    low, high = reviews["interval"]
+    assert low < 0.02 < high and reviews["warning"] is False  # five good parts cannot refute 2%
+    metrics = api.get("/metrics").text
+    assert 'inspect_reviewed_false_alarm_rate{category="bottle"} 0.2' in metrics
     assert api.get("/categories/nothing/drift").status_code == 404
 
 
@@ -948,6 +964,15 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
     assert 'inspect_drift_window_parts{category="views"} 3.0' in metrics
     assert 'inspect_parts_drift_warning{category="views"} 1.0' in metrics
     assert f'inspect_parts_flagged_share{{category="views"}} {sum(flagged.values()) / 3}' in metrics
+    # every flagged view reviewed and found good: as reviewed, the false-alarm rate is far above the prediction
+    rejects = api.get("/inspections", params={"category": "views", "verdict": "defect"}).json()["inspections"]
+    assert len(rejects) == report["flagged"] >= 2
+    for reject in rejects:
+        assert api.post(f"/inspections/{reject['id']}/review", json={"label": "good"}).status_code == 200
+    reviews = api.get("/categories/views/drift").json()["reviews"]
+    assert reviews["flagged_reviewed"] == reviews["flagged_found_good"] == len(rejects)
+    assert reviews["false_alarm_rate"] == pytest.approx(len(rejects) / 7)  # every one of the 7 parts good
+    assert reviews["interval"][0] > report["predicted_false_alarm_rate"] and reviews["warning"] is True
     with sync_playwright() as driver:
         browser = launch_chromium(driver)
         page = browser.new_page()
@@ -958,6 +983,12 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
         assert "its threshold predicts 5.0% of good parts on any view" in page.inner_text(".drift-parts")
         assert report["parts"]["warning"] is True  # 2 or 3 of 3 against 5%: far outside
         assert f"{said} in the last 24 hours" in page.inner_text(".drift-warning")
+        n = len(rejects)
+        assert page.inner_text(".drift-reviews").startswith(
+            f"reviewed: {n} of {n} flagged ({n} found good), 0 of {7 - n} passed (0 found defective): an estimated "
+            f"{100 * n / 7:.1f}% of good parts flagged (90% interval "
+        )
+        assert f"views: as reviewed, an estimated {100 * n / 7:.1f}% of good parts" in page.inner_text(".drift-warning")
         browser.close()
     bottle = api.get("/categories/bottle").json()["threshold_policy"]
     assert "per_part" not in bottle  # images of one view each

@@ -215,9 +215,11 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
 
     model, (hourly, hourly_parts), scores = services.run(read)
     policy = model.threshold_policy
-    report = drift.drift(hourly, policy.get("estimated_false_alarm_rate"), hours)
+    predicted = policy.get("estimated_false_alarm_rate")
+    report = drift.drift(hourly, predicted, hours)
     parts = drift.parts_drift(hourly_parts, policy.get("per_part", {}).get("estimated_false_alarm_rate"))
-    return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, "parts": parts, **scores}
+    return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, "parts": parts,
+            "reviews": drift.reviewed(hourly, predicted), **scores}  # fmt: skip
 
 
 @router.get(
