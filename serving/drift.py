@@ -65,7 +65,7 @@ def reviewed(hours: list[tuple[str, int, int, int, int, int, int]], predicted: f
     (false alarms among good parts, counted), close to it otherwise (``rho`` taken as known). The good passed answers
     are the passed ones less the share of defects the reviews of passes find, whose own Clopper-Pearson bounds are
     combined by Bonferroni (each at 95%); where no pass is reviewed every pass counts as good, which lowers the rate
-    by the share of the good parts that are defects passed. No flagged answer reviewed (of some): no estimate."""
+    by the share of the good parts that are defects passed. Answers flagged but none reviewed: no estimate."""
     answered, flagged, flagged_reviewed, found_good, passed_reviewed, found_defective = (
         sum(h[i] for h in hours) for i in range(1, 7)
     )
