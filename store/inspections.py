@@ -314,7 +314,7 @@ def expire_images(connection: psycopg.Connection, days: float) -> int:
     ).rowcount
 
 
-def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple[str, int, int, int, int, int, int]]:
+def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple]:
     """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour: (hour, answered,
     flagged, flagged and reviewed, flagged and found good, passed and reviewed, passed and found defective), oldest
     first. The reviews are counted in the same scan, so a report of them costs the drift report nothing more."""
