@@ -207,6 +207,16 @@ class DriftCollector:
             "inspect_reviewed_drift_warning", "1 when the predicted rate is outside that share's 90% interval",
             labels=["category"],
         )  # fmt: skip
+        reviewed_parts_rate = GaugeMetricFamily(
+            "inspect_reviewed_parts_false_alarm_rate",
+            "share of good named parts flagged on any view in the drift window, as their reviews say (absent until a "
+            "flagged part is reviewed)",
+            labels=["category"],
+        )
+        reviewed_parts_warning = GaugeMetricFamily(
+            "inspect_reviewed_parts_drift_warning", "1 when the per-part predicted rate is outside that share's 90% "
+            "interval", labels=["category"],
+        )  # fmt: skip
         for report in self.reports():
             name = report["category"]
             reviews = report["reviews"]
@@ -216,8 +226,12 @@ class DriftCollector:
             named = report["parts"]
             parts.add_metric([name], float(named["parts"] if named else 0))
             parts_warning.add_metric([name], float(bool(named and named["warning"])))
+            named_reviews = named and named["reviews"]
+            reviewed_parts_warning.add_metric([name], float(bool(named_reviews and named_reviews["warning"])))
             if named:
                 parts_share.add_metric([name], named["flagged_share"])
+            if named_reviews and named_reviews["false_alarm_rate"] is not None:
+                reviewed_parts_rate.add_metric([name], named_reviews["false_alarm_rate"])
             answered.add_metric([name], float(report["inspections"]))
             warning.add_metric([name], float(report["warning"]))
             if report["flagged_share"] is not None:
@@ -225,7 +239,7 @@ class DriftCollector:
             if report["predicted_false_alarm_rate"] is not None:
                 predicted.add_metric([name], report["predicted_false_alarm_rate"])
         yield from (share, predicted, answered, warning, parts, parts_share, parts_warning)
-        yield from (reviewed_rate, reviewed_warning)
+        yield from (reviewed_rate, reviewed_warning, reviewed_parts_rate, reviewed_parts_warning)
 
 
 class BatchCollector:

@@ -202,21 +202,6 @@ class DriftPartHour(BaseModel):
     flagged_share: float
 
 
-class DriftParts(BaseModel):
-    """The parts the line named in the window, each flagged when any of its views was."""
-
-    predicted_false_alarm_rate: float | None = Field(
-        description="the share of good parts flagged on any view the threshold predicts (its per_part); null where "
-        "the good images are one view each"
-    )
-    parts: int = Field(description="parts named by this version's answers in the window")
-    flagged: int = Field(description="of them, flagged on any view")
-    flagged_share: float
-    interval: list[float] = Field(description="90% Clopper-Pearson interval of the flagged share")
-    warning: bool = Field(description="the predicted rate is outside the interval")
-    hours: list[DriftPartHour]
-
-
 class DriftReviews(BaseModel):
     """What the window's reviews say of the false-alarm rate itself (see ``serving/drift.py``): the line's defects
     apart, the share of good parts flagged."""
@@ -234,6 +219,27 @@ class DriftReviews(BaseModel):
     )
     interval: list[float] | None = Field(description="its 90% interval; null with the estimate")
     warning: bool = Field(description="the predicted false-alarm rate is outside the interval")
+
+
+class DriftParts(BaseModel):
+    """The parts the line named in the window, each flagged when any of its views was."""
+
+    predicted_false_alarm_rate: float | None = Field(
+        description="the share of good parts flagged on any view the threshold predicts (its per_part); null where "
+        "the good images are one view each"
+    )
+    parts: int = Field(description="parts named by this version's answers in the window")
+    flagged: int = Field(description="of them, flagged on any view")
+    flagged_share: float
+    interval: list[float] = Field(description="90% Clopper-Pearson interval of the flagged share")
+    warning: bool = Field(description="the predicted rate is outside the interval")
+    hours: list[DriftPartHour]
+    reviews: DriftReviews | None = Field(
+        default=None,
+        description="what the window's reviews say of the share of good parts flagged on any view, counted in parts "
+        "(a flagged part reviewed when every flagged view is, found good when no view is found defective; a passed "
+        "part reviewed when every view is); null until a named part is reviewed",
+    )
 
 
 class DriftReport(BaseModel):

@@ -12,32 +12,36 @@ when any view is, against the share of good parts flagged on any view that the t
 
 Reviews separate the two: once people review some of the window's answers, the share of good parts flagged (the
 false-alarm rate itself, without the line's defects) is estimated from what they found, beside the same prediction
-(:func:`reviewed`).
+(:func:`reviewed`); for named parts too, a part reviewed when its views are (``store.inspections.hourly_parts``).
 """
 
 from __future__ import annotations
 
 from patchcore.threshold import clopper_pearson
+from store.inspections import Hour
 
 
-def parts_drift(hours: list[tuple[str, int, int]], predicted: float | None) -> dict | None:
+def parts_drift(hours: list[Hour], predicted: float | None) -> dict | None:
     """The same for parts the line named (``part`` on ``/query``), each flagged when any of its views is, beside the
     share of good parts its threshold predicts flagged on any view (the policy's ``per_part``; None for a category
-    whose good images are one view each, where no such rate was estimated); None when no part was named."""
+    whose good images are one view each, where no such rate was estimated), and what their reviews say of it; None
+    when no part was named."""
     if not hours:
         return None
     report = drift(hours, predicted, 0.0)
     return {
         "predicted_false_alarm_rate": predicted, "parts": report["inspections"], "flagged": report["flagged"],
         "flagged_share": report["flagged_share"], "interval": report["interval"], "warning": report["warning"],
-        "hours": [{"hour": hour, "parts": n, "flagged": f, "flagged_share": f / n} for hour, n, f in hours],
+        "hours": [{"hour": h.hour, "parts": h.answered, "flagged": h.flagged, "flagged_share": h.flagged / h.answered}
+                  for h in hours],
+        "reviews": reviewed(hours, predicted),
     }  # fmt: skip
 
 
-def drift(hours: list[tuple], predicted: float | None, window_hours: float) -> dict:
-    """The window's hours (``(hour, answered, flagged, ...)``), its whole share with the interval, and the warning."""
-    answered = sum(h[1] for h in hours)
-    flagged = sum(h[2] for h in hours)
+def drift(hours: list[Hour], predicted: float | None, window_hours: float) -> dict:
+    """The window's hours, its whole share with the interval, and the warning."""
+    answered = sum(h.answered for h in hours)
+    flagged = sum(h.flagged for h in hours)
     interval = list(clopper_pearson(flagged, answered)) if answered else None
     outside = bool(interval and predicted is not None and not interval[0] <= predicted <= interval[1])
     return {
@@ -48,14 +52,16 @@ def drift(hours: list[tuple], predicted: float | None, window_hours: float) -> d
         "flagged_share": flagged / answered if answered else None,
         "interval": interval,
         "warning": outside,
-        "hours": [{"hour": h[0], "inspections": h[1], "flagged": h[2], "flagged_share": h[2] / h[1]} for h in hours],
+        "hours": [
+            {"hour": h.hour, "inspections": h.answered, "flagged": h.flagged, "flagged_share": h.flagged / h.answered}
+            for h in hours
+        ],
     }
 
 
-def reviewed(hours: list[tuple[str, int, int, int, int, int, int]], predicted: float | None) -> dict | None:
+def reviewed(hours: list[Hour], predicted: float | None) -> dict | None:
     """The share of good parts flagged, as the window's reviews say, beside the rate its threshold predicts; None
-    when no answer of the window is reviewed. ``hours``: ``(hour, answered, flagged, flagged and reviewed, flagged
-    and found good, passed and reviewed, passed and found defective)``.
+    when no answer (or named part) of the window is reviewed.
 
     The flagged answers a person reviewed are taken as a sample of the flagged ones, a share ``rho`` of them (people
     work through the log in order, not by how a part looks; reviews chosen by a part's look bias this, and nothing
@@ -67,7 +73,7 @@ def reviewed(hours: list[tuple[str, int, int, int, int, int, int]], predicted: f
     combined by Bonferroni (each at 95%); where no pass is reviewed every pass counts as good, which lowers the rate
     by the share of the good parts that are defects passed. Answers flagged but none reviewed: no estimate."""
     answered, flagged, flagged_reviewed, found_good, passed_reviewed, found_defective = (
-        sum(h[i] for h in hours) for i in range(1, 7)
+        sum(getattr(h, count) for h in hours) for count in Hour._fields[1:]
     )
     if not flagged_reviewed + passed_reviewed:
         return None

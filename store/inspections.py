@@ -8,6 +8,7 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -314,11 +315,23 @@ def expire_images(connection: psycopg.Connection, days: float) -> int:
     ).rowcount
 
 
-def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple]:
-    """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour: (hour, answered,
-    flagged, flagged and reviewed, flagged and found good, passed and reviewed, passed and found defective), oldest
-    first. The reviews are counted in the same scan, so a report of them costs the drift report nothing more."""
-    return connection.execute(
+class Hour(NamedTuple):
+    """One hour of a version's answers (or of the parts it judged, each flagged when any view was), and what people
+    found reviewing them: what the drift report and its estimate from reviews count."""
+
+    hour: str
+    answered: int
+    flagged: int
+    flagged_reviewed: int
+    flagged_found_good: int
+    passed_reviewed: int
+    passed_found_defective: int
+
+
+def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[Hour]:
+    """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour, oldest first. The
+    reviews are counted in the same scan, so a report of them costs the drift report nothing more."""
+    rows = connection.execute(
         "SELECT to_char(date_trunc('hour', at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"'), count(*), "
         "count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE is_anomalous AND review_label IS NOT NULL), "
         "count(*) FILTER (WHERE is_anomalous AND review_label = 'good'), "
@@ -327,18 +340,29 @@ def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[
         "WHERE model_id = %s AND at >= now() - make_interval(secs => %s) GROUP BY 1 ORDER BY 1",
         (model_id, hours * 3600),
     ).fetchall()
+    return [Hour(*row) for row in rows]
 
 
-def hourly_parts(connection: psycopg.Connection, model_id: int, hours: float) -> list[tuple[str, int, int]]:
+def hourly_parts(connection: psycopg.Connection, model_id: int, hours: float) -> list[Hour]:
     """The parts (named by their queries) version ``model_id`` judged in the last ``hours`` hours, per hour of each
-    part's last view: (hour, parts, parts flagged on any view), oldest first."""
-    return connection.execute(
+    part's last view, oldest first. A part is flagged when any view is; a flagged part is reviewed when every flagged
+    view is, and found good when, besides, no view of it was found defective; a passed part is reviewed when every
+    view is, and found defective when any was."""
+    rows = connection.execute(
         "SELECT to_char(date_trunc('hour', last) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"'), count(*), "
-        "count(*) FILTER (WHERE flagged) FROM (SELECT max(at) AS last, bool_or(is_anomalous) AS flagged "
+        "count(*) FILTER (WHERE flagged), count(*) FILTER (WHERE flagged AND flagged_open = 0), "
+        "count(*) FILTER (WHERE flagged AND flagged_open = 0 AND NOT defective), "
+        "count(*) FILTER (WHERE NOT flagged AND unreviewed = 0), "
+        "count(*) FILTER (WHERE NOT flagged AND unreviewed = 0 AND defective) "
+        "FROM (SELECT max(at) AS last, bool_or(is_anomalous) AS flagged, "
+        "count(*) FILTER (WHERE is_anomalous AND review_label IS NULL) AS flagged_open, "
+        "count(*) FILTER (WHERE review_label IS NULL) AS unreviewed, "
+        "count(*) FILTER (WHERE review_label <> 'good') > 0 AS defective "
         "FROM inspections WHERE model_id = %s AND part IS NOT NULL AND at >= now() - make_interval(secs => %s) "
         "GROUP BY category, part) AS parts GROUP BY 1 ORDER BY 1",
         (model_id, hours * 3600),
     ).fetchall()
+    return [Hour(*row) for row in rows]
 
 
 def recent_scores(connection: psycopg.Connection, model_id: int, hours: float, limit: int = 5000) -> list[float]:

@@ -973,6 +973,21 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
     assert reviews["flagged_reviewed"] == reviews["flagged_found_good"] == len(rejects)
     assert reviews["false_alarm_rate"] == pytest.approx(len(rejects) / 7)  # every one of the 7 parts good
     assert reviews["interval"][0] > report["predicted_false_alarm_rate"] and reviews["warning"] is True
+    # the named parts as reviewed: a flagged part whose flagged views were all found good is a false alarm of a part
+    k = sum(flagged.values())
+    by_part = api.get("/categories/views/drift").json()["parts"]["reviews"]
+    assert by_part["flagged_reviewed"] == by_part["flagged_found_good"] == k and by_part["passed_reviewed"] == 0
+    assert by_part["false_alarm_rate"] == pytest.approx(k / 3) and by_part["warning"] is True  # against 5% per part
+    scraped = api.get("/metrics").text
+    assert f'inspect_reviewed_parts_false_alarm_rate{{category="views"}} {k / 3}' in scraped
+    assert 'inspect_reviewed_parts_drift_warning{category="views"} 1.0' in scraped
+    if not flagged["C"]:  # a passed part counts as reviewed when every view is, defective when any view is
+        views_of_c = api.get("/parts/C", params={"category": "views"}).json()["inspections"]
+        for label, view in zip(("good", "scratch"), views_of_c, strict=True):
+            assert api.post(f"/inspections/{view['id']}/review", json={"label": label}).status_code == 200
+        passed = api.get("/categories/views/drift").json()["parts"]["reviews"]
+        assert (passed["passed_reviewed"], passed["passed_found_defective"]) == (1, 1)
+        assert api.get("/categories/views/drift").json()["reviews"]["passed_reviewed"] == 2  # per answer: both views
     with sync_playwright() as driver:
         browser = launch_chromium(driver)
         page = browser.new_page()
@@ -984,11 +999,19 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
         assert report["parts"]["warning"] is True  # 2 or 3 of 3 against 5%: far outside
         assert f"{said} in the last 24 hours" in page.inner_text(".drift-warning")
         n = len(rejects)
+        audited = 0 if flagged["C"] else 2  # C's two views reviewed above, one found defective
         assert page.inner_text(".drift-reviews").startswith(
-            f"reviewed: {n} of {n} flagged ({n} found good), 0 of {7 - n} passed (0 found defective): an estimated "
-            f"{100 * n / 7:.1f}% of good parts flagged (90% interval "
+            f"answers reviewed: {n} of {n} flagged ({n} found good), {audited} of {7 - n} passed ({audited // 2} found "
+            f"defective): an estimated "
         )
-        assert f"views: as reviewed, an estimated {100 * n / 7:.1f}% of good parts" in page.inner_text(".drift-warning")
+        assert page.inner_text(".drift-parts-reviews").startswith(
+            f"parts reviewed: {k} of {k} flagged ({k} found good), {audited // 2} of {3 - k} passed ({audited // 2} "
+            "found defective): an estimated "
+        )
+        warning, now = page.inner_text(".drift-warning"), api.get("/categories/views/drift").json()["reviews"]
+        assert now["warning"] is True  # C's defect found among the passes raises the estimate: still far above
+        assert f"views: as reviewed, an estimated {100 * now['false_alarm_rate']:.1f}% of good parts" in warning
+        assert f"{k} of {k} flagged named parts reviewed were good), where its threshold predicts 5.0%" in warning
         browser.close()
     bottle = api.get("/categories/bottle").json()["threshold_policy"]
     assert "per_part" not in bottle  # images of one view each

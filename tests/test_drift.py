@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 from serving.drift import reviewed
+from store.inspections import Hour
 
 
 def _window(rng: np.random.Generator, answers: int, defects: float, false_alarm: float, recall: float,
-            review_flagged: float, review_passed: float) -> tuple:  # fmt: skip
+            review_flagged: float, review_passed: float) -> Hour:  # fmt: skip
     """One window of a line: each part defective with probability ``defects``, flagged with ``recall`` if so and
     ``false_alarm`` if good; each flagged answer reviewed with ``review_flagged``, each passed one ``review_passed``."""
     defective = rng.random(answers) < defects
     flagged = rng.random(answers) < np.where(defective, recall, false_alarm)
     looked = rng.random(answers) < np.where(flagged, review_flagged, review_passed)
-    return ("2026-12-03T06:00Z", answers, int(flagged.sum()), int((flagged & looked).sum()),
+    return Hour("2026-12-03T06:00Z", answers, int(flagged.sum()), int((flagged & looked).sum()),
             int((flagged & looked & ~defective).sum()), int((~flagged & looked).sum()),
             int((~flagged & looked & defective).sum()))  # fmt: skip
 
@@ -54,12 +55,12 @@ def test_the_reviewed_false_alarm_rate_holds_the_true_one(
 
 
 def test_without_reviews_there_is_nothing_to_say_and_one_review_gives_no_warning():
-    assert reviewed([("h", 100, 10, 0, 0, 0, 0)], 0.03) is None
-    one = reviewed([("h", 100, 10, 1, 1, 0, 0)], 0.03)  # one rejected part, found good
+    assert reviewed([Hour("h", 100, 10, 0, 0, 0, 0)], 0.03) is None
+    one = reviewed([Hour("h", 100, 10, 1, 1, 0, 0)], 0.03)  # one rejected part, found good
     assert one["false_alarm_rate"] == pytest.approx(10 / 100)  # all 10 flagged good, 90 passed good
     assert one["interval"][0] < 0.03 < one["interval"][1] and one["warning"] is False
-    passes_only = reviewed([("h", 100, 10, 0, 0, 20, 1)], 0.03)  # no reject reviewed: the rate may be anything
+    passes_only = reviewed([Hour("h", 100, 10, 0, 0, 20, 1)], 0.03)  # no reject reviewed: the rate may be anything
     assert passes_only["false_alarm_rate"] is None and passes_only["interval"] is None
     assert passes_only["warning"] is False and passes_only["passed_found_defective"] == 1
-    many = reviewed([("h", 1000, 200, 200, 150, 100, 0)], 0.03)  # 150 of 1,000 good parts flagged: far above 3%
+    many = reviewed([Hour("h", 1000, 200, 200, 150, 100, 0)], 0.03)  # 150 of 1,000 good parts flagged: far above 3%
     assert many["false_alarm_rate"] == pytest.approx(150 / 950) and many["warning"] is True

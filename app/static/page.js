@@ -67,11 +67,13 @@ function driftWarning(d) {
       `(${pct(p.flagged_share)}; 90% interval ${pct(p.interval[0])} to ${pct(p.interval[1])}), where its threshold predicts ` +
       `${pct(p.predicted_false_alarm_rate)} of good parts on any view.` + (d.warning ? "" : ` ${advice(p.flagged_share > p.predicted_false_alarm_rate)}`));
   }
-  const r = d.reviews;  // the false alarms themselves, as the window's reviews found them
-  if (r && r.warning) {
+  // the false alarms themselves, as the window's reviews found them: of the answers, and of the named parts
+  for (const [r, predicted, what] of [[d.reviews, d.predicted_false_alarm_rate, "flagged answers"],
+                                      [p && p.reviews, p && p.predicted_false_alarm_rate, "flagged named parts"]]) {
+    if (!r || !r.warning) continue;
     said.push(`${d.category}: as reviewed, an estimated ${pct(r.false_alarm_rate)} of good parts flagged (90% interval ${pct(r.interval[0])} ` +
-      `to ${pct(r.interval[1])}; ${r.flagged_found_good} of ${r.flagged_reviewed} flagged parts reviewed were good), where its threshold predicts ` +
-      `${pct(d.predicted_false_alarm_rate)}. ` + (r.false_alarm_rate > d.predicted_false_alarm_rate
+      `to ${pct(r.interval[1])}; ${r.flagged_found_good} of ${r.flagged_reviewed} ${what} reviewed were good), where its threshold predicts ` +
+      `${pct(predicted)}. ` + (r.false_alarm_rate > predicted
         ? "Good parts now look different to it (lighting, camera, supplier): teach it the good parts it flags, or set the threshold again."
         : "Fewer false alarms than its calibration expects: a lower threshold would catch more defects at the promised rate."));
   }
