@@ -163,83 +163,69 @@ class Observe:
             }})  # fmt: skip
 
 
+# The drift gauges, each per category: its metric's name and help, in the order /metrics lists them.
+DRIFT_GAUGES = {
+    "share": ("inspect_flagged_share", "share of parts the active version flagged in the drift window"),
+    "predicted": ("inspect_predicted_false_alarm_rate", "share of good parts its threshold is expected to flag"),
+    "answered": ("inspect_drift_window_inspections", "answers of the active version in the drift window"),
+    "warning": ("inspect_drift_warning", "1 when the predicted rate is outside the flagged share's 90% interval"),
+    "parts": ("inspect_drift_window_parts", "parts named by the active version's answers in the drift window"),
+    "parts_share": ("inspect_parts_flagged_share", "share of those parts flagged on any view"),
+    "parts_warning": (
+        "inspect_parts_drift_warning",
+        "1 when the per-part predicted rate is outside that share's 90% interval",
+    ),
+    "reviewed": (
+        "inspect_reviewed_false_alarm_rate",
+        "share of good parts flagged in the drift window, as its reviews say (absent until a flagged answer is)",
+    ),
+    "reviewed_warning": (
+        "inspect_reviewed_drift_warning",
+        "1 when the predicted rate is outside that share's 90% interval",
+    ),
+    "reviewed_parts": (
+        "inspect_reviewed_parts_false_alarm_rate",
+        "share of good named parts flagged on any view in the drift window, as their reviews say (absent until a "
+        "flagged part is reviewed)",
+    ),
+    "reviewed_parts_warning": (
+        "inspect_reviewed_parts_drift_warning",
+        "1 when the per-part predicted rate is outside that share's 90% interval",
+    ),
+}
+
+
 class DriftCollector:
     """Each loaded category's drift at scrape time (``serving/drift.py``): the share its active version flagged in
     the recent window, the false-alarm rate its threshold predicts, and the warning; the same for the parts its
-    answers named (0 parts and no warning where none were), and the false-alarm rate its reviews give."""
+    answers named (0 parts and no warning where none were), and the false-alarm rates their reviews give. A share
+    that cannot be said yet (no answer, no review) is left out rather than reported as 0."""
 
     def __init__(self, reports: Callable[[], list[dict]]) -> None:
         self.reports = reports
 
     def collect(self):
-        share = GaugeMetricFamily(
-            "inspect_flagged_share", "share of parts the active version flagged in the drift window",
-            labels=["category"],
-        )  # fmt: skip
-        predicted = GaugeMetricFamily(
-            "inspect_predicted_false_alarm_rate", "share of good parts its threshold is expected to flag",
-            labels=["category"],
-        )  # fmt: skip
-        answered = GaugeMetricFamily(
-            "inspect_drift_window_inspections", "answers of the active version in the drift window", labels=["category"]
-        )
-        warning = GaugeMetricFamily(
-            "inspect_drift_warning", "1 when the predicted rate is outside the flagged share's 90% interval",
-            labels=["category"],
-        )  # fmt: skip
-        parts = GaugeMetricFamily(
-            "inspect_drift_window_parts", "parts named by the active version's answers in the drift window",
-            labels=["category"],
-        )  # fmt: skip
-        parts_share = GaugeMetricFamily(
-            "inspect_parts_flagged_share", "share of those parts flagged on any view", labels=["category"]
-        )
-        parts_warning = GaugeMetricFamily(
-            "inspect_parts_drift_warning", "1 when the per-part predicted rate is outside that share's 90% interval",
-            labels=["category"],
-        )  # fmt: skip
-        reviewed_rate = GaugeMetricFamily(
-            "inspect_reviewed_false_alarm_rate",
-            "share of good parts flagged in the drift window, as its reviews say (absent until a flagged answer is)",
-            labels=["category"],
-        )
-        reviewed_warning = GaugeMetricFamily(
-            "inspect_reviewed_drift_warning", "1 when the predicted rate is outside that share's 90% interval",
-            labels=["category"],
-        )  # fmt: skip
-        reviewed_parts_rate = GaugeMetricFamily(
-            "inspect_reviewed_parts_false_alarm_rate",
-            "share of good named parts flagged on any view in the drift window, as their reviews say (absent until a "
-            "flagged part is reviewed)",
-            labels=["category"],
-        )
-        reviewed_parts_warning = GaugeMetricFamily(
-            "inspect_reviewed_parts_drift_warning", "1 when the per-part predicted rate is outside that share's 90% "
-            "interval", labels=["category"],
-        )  # fmt: skip
+        gauges = {key: GaugeMetricFamily(name, text, labels=["category"]) for key, (name, text) in DRIFT_GAUGES.items()}
         for report in self.reports():
-            name = report["category"]
-            reviews = report["reviews"]
-            reviewed_warning.add_metric([name], float(bool(reviews and reviews["warning"])))
-            if reviews and reviews["false_alarm_rate"] is not None:
-                reviewed_rate.add_metric([name], reviews["false_alarm_rate"])
-            named = report["parts"]
-            parts.add_metric([name], float(named["parts"] if named else 0))
-            parts_warning.add_metric([name], float(bool(named and named["warning"])))
+            named, reviews = report["parts"], report["reviews"]
             named_reviews = named and named["reviews"]
-            reviewed_parts_warning.add_metric([name], float(bool(named_reviews and named_reviews["warning"])))
-            if named:
-                parts_share.add_metric([name], named["flagged_share"])
-            if named_reviews and named_reviews["false_alarm_rate"] is not None:
-                reviewed_parts_rate.add_metric([name], named_reviews["false_alarm_rate"])
-            answered.add_metric([name], float(report["inspections"]))
-            warning.add_metric([name], float(report["warning"]))
-            if report["flagged_share"] is not None:
-                share.add_metric([name], report["flagged_share"])
-            if report["predicted_false_alarm_rate"] is not None:
-                predicted.add_metric([name], report["predicted_false_alarm_rate"])
-        yield from (share, predicted, answered, warning, parts, parts_share, parts_warning)
-        yield from (reviewed_rate, reviewed_warning, reviewed_parts_rate, reviewed_parts_warning)
+            values = {
+                "share": report["flagged_share"],
+                "predicted": report["predicted_false_alarm_rate"],
+                "answered": report["inspections"],
+                "warning": report["warning"],
+                "parts": named["parts"] if named else 0,
+                "parts_share": named and named["flagged_share"],
+                "parts_warning": bool(named and named["warning"]),
+                "reviewed": reviews and reviews["false_alarm_rate"],
+                "reviewed_warning": bool(reviews and reviews["warning"]),
+                "reviewed_parts": named_reviews and named_reviews["false_alarm_rate"],
+                "reviewed_parts_warning": bool(named_reviews and named_reviews["warning"]),
+            }
+            for key, value in values.items():
+                if value is not None:
+                    gauges[key].add_metric([report["category"]], float(value))
+        yield from gauges.values()
 
 
 class BatchCollector:
