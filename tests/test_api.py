@@ -1068,6 +1068,10 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             listed = page.eval_on_selector_all(".item", "(all) => all.map((n) => Number(n.dataset.id))")
             named = page.eval_on_selector_all(".item .part", "(all) => all.map((n) => n.textContent)")
             assert listed == [ids[1], ids[0]] and named == ["part SN-7"] * 2
+            fetched = []  # an open service: the browser downloads the file itself, not the page's fetch
+            page.on("request", lambda r: fetched.append(r.resource_type) if ".csv?" in r.url else None)
+            assert page.evaluate("fetch('/inspections.csv?limit=1').then((r) => r.ok)") and fetched == ["fetch"]
+            fetched.clear()  # a fetch of the page is seen (the check above); the buttons' downloads must not be one
             with page.expect_download() as download:  # the same selection, every record, as a file
                 page.click("#csv")
             saved = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
@@ -1079,6 +1083,7 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             assert download.value.suggested_filename == "parts.csv"
             parts = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
             assert [(r["part"], r["is_anomalous"], r["views"]) for r in parts] == [("SN-7", "True", "2")]
+            assert "fetch" not in fetched, fetched  # neither CSV went through the page's memory
             page.fill("#part", "")
             page.dispatch_event("#part", "change")
             page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")

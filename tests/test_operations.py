@@ -9,6 +9,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -442,6 +443,13 @@ def test_the_page_asks_for_a_key_and_works_with_it(served):
         )
         page.goto(str(client.base_url) + "/review")  # the key stays with the tab
         page.wait_for_function("document.querySelector('.item img')?.naturalWidth > 0")  # the query just made
+        fetched = []
+        page.on("request", lambda r: fetched.append(r.resource_type) if ".csv?" in r.url else None)
+        with page.expect_download() as download:  # a keyed service: the CSV fetched with the tab's key
+            page.click("#csv")
+        assert fetched == ["fetch"]
+        rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+        assert download.value.suggested_filename == "inspections.csv" and len(rows) >= 1
         page.goto(str(client.base_url) + "/new")
         page.wait_for_function("document.querySelector('#jobs').textContent === 'no fit job yet'")
         fresh = browser.new_page()  # another tab has no key: the pages load and ask for one
