@@ -381,7 +381,8 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
 def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_path):
     """Chromium on the new product page: a pattern on the file names names each upload's part in the browser, which
     sends the names (``PUT /jobs/{id}/parts``) before it starts the job; a name the pattern does not match is said
-    and the job stays a draft; a pattern that does not compile stops before anything is uploaded."""
+    and the job stays a draft; a pattern that does not compile stops before anything is uploaded. A queued job
+    cancelled from the list stays drawn cancelled when a poll's answer from before the click comes after it."""
     from playwright.sync_api import sync_playwright
 
     links = [str(link) for link in _views(tmp_path / "views", 3, 2)]
@@ -408,9 +409,28 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.fill("#partPattern", "^(p")
         page.click("#start")
         page.wait_for_function("document.querySelector('.api-error')?.textContent.startsWith('views of one part: ')")
+        # every state job 1's row is drawn in, in order; the next poll answered at once but handed to the page 1.5 s
+        # late, and Cancel clicked in between: the cancelled row must not give way to the poll's queued one
+        page.evaluate("""() => {
+            window.drawn = [];
+            new MutationObserver(() => window.drawn.push(document.querySelector('.job-1 .state')?.textContent))
+              .observe(document.querySelector('#jobs'), {childList: true, subtree: true});
+            const plain = window.fetch;
+            window.fetch = (url, options) => {
+              if (window.held || !String(url).startsWith('/jobs?limit')) return plain(url, options);
+              window.held = 'asked';
+              return plain(url, options).then((answer) => { window.held = 'answered';
+                return new Promise((done) => setTimeout(() => { window.held = 'handed'; done(answer); }, 1500)); });
+            }; }""")
+        page.wait_for_function("window.held === 'answered'")
+        page.click(".job-1 .cancel")
+        page.wait_for_function("window.held === 'handed' && window.drawn.includes('cancelled')")
+        page.wait_for_timeout(300)  # the held answer's list is drawn by now, were it drawn
+        drawn = page.evaluate("window.drawn")
+        assert "queued" not in drawn[drawn.index("cancelled") :], drawn
         browser.close()
     made = {job["id"]: job for job in api.get("/jobs").json()}
-    assert made[1]["state"] == "queued" and made[1]["parts"] == 3
+    assert made[1]["state"] == "cancelled" and made[1]["parts"] == 3
     assert made[2]["state"] == "draft" and made[2]["parts"] == 0 and sorted(made) == [1, 2]
 
 

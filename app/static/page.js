@@ -1,5 +1,5 @@
 "use strict";
-// Helpers shared by the inspect and category pages (served as /static/page.js).
+// Helpers shared by the pages (served as /static/page.js).
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -31,6 +31,17 @@ async function apiFetch(url, options = {}) {
   const response = await fetch(url, {...options, headers});
   if (response.status === 401) askForKey(key ? "That key was refused." : "This service needs an API key.");
   return response;
+}
+
+// Answers may come in another order than they were asked for (filters changed, a button clicked again, a poll
+// overtaken by a click): a page draws only the answer to its latest request of one kind. `const turn = latest();`
+// once, then per request `const current = turn();` and, when its answer has come, `if (!current()) return;`.
+function latest() {
+  let asked = 0;
+  return () => {
+    const mine = ++asked;
+    return () => mine === asked;
+  };
 }
 
 // Images come through apiFetch too (an <img src> cannot send a key).
