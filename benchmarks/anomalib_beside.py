@@ -8,6 +8,13 @@ pre-processing (resize to 256x256, centre crop 224x224), every training image in
 set, ratio and seed: image AUROC of the raw scores, anomalib's own pixel AUROC in its view where there are masks, its
 F1 at the adaptive threshold (chosen on those same test images: a yardstick, not a verdict) and the fit's seconds.
 
+``--selection-dim D`` (repeatable) asks where a difference comes from: every training and test image embedded by
+anomalib's own extractor in its own view, the test images scored by this project's eq. 7
+(:func:`patchcore.scoring.image_score`) against anomalib's fitted memory bank (its AUROC again, if the two score
+alike), then against this project's greedy coreset (:func:`patchcore.coreset.greedy_coreset`, the same seed and
+ratio) chosen over those very embeddings in a projection to ``D`` dimensions (the features themselves where ``D`` is
+their own 384): what the selection alone does to the image AUROC.
+
 anomalib is not a dependency of this project: run this with the Python of an environment that has it, e.g.
 
     python -m venv /tmp/anomalib && echo "$PWD/.venv/lib/python3.11/site-packages" \\
@@ -48,7 +55,50 @@ def loaded(model, weights: Path) -> None:
     assert float((ours - theirs).abs().max()) < 1e-4, "anomalib's extractor does not compute torchvision's layer3"
 
 
-def run(root: Path, name: str, weights: Path, ratio: float, seed: int, out: Path) -> dict:
+def selections(model, pre, data, ratio: float, seed: int, dims: list[int]) -> dict[str, float]:
+    """Image AUROC of this project's eq. 7 on anomalib's embeddings: against its bank, and against this project's
+    greedy coreset of them at each projection dimension."""
+    import sys
+
+    from sklearn.metrics import roc_auc_score
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # its environment lends the packages, not the project
+    from patchcore.coreset import greedy_coreset
+    from patchcore.scoring import ExactSearch, image_score
+
+    network = model.model.eval()
+
+    def embedded(dataset) -> tuple[torch.Tensor, list[int]]:
+        rows, labels = [], []
+        with torch.no_grad():
+            loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=dataset.collate_fn)
+            for batch in loader:
+                images, _ = pre.transform(batch.image, batch.gt_mask)
+                layers = {k: network.feature_pooler(v) for k, v in network.feature_extractor(images).items()}
+                embedding = network.generate_embedding(layers)
+                rows.append(embedding.permute(0, 2, 3, 1).reshape(embedding.shape[0], -1, embedding.shape[1]))
+                labels += batch.gt_label.int().tolist()
+        return torch.cat(rows), labels
+
+    train, _ = embedded(data.train_data)
+    test, labels = embedded(data.test_data)
+    patches = train.reshape(-1, train.shape[-1]).contiguous()
+
+    def auroc(bank: torch.Tensor) -> float:
+        search = ExactSearch(bank, "l2")
+        scores = []
+        for image in test:
+            distances, nearest = search.nearest(image, 1)
+            scores.append(image_score(distances[:, 0], nearest[:, 0], image, search, network.num_neighbors))
+        return float(roc_auc_score(labels, scores))
+
+    found = {"its bank": auroc(network.memory_bank)}
+    for dim in dims:
+        found[f"ours in {dim}"] = auroc(patches[greedy_coreset(patches, ratio, seed=seed, projection_dim=dim)])
+    return found
+
+
+def run(root: Path, name: str, weights: Path, ratio: float, seed: int, out: Path, dims: list[int]) -> dict:
     from anomalib.data import Folder
     from anomalib.engine import Engine
     from anomalib.models import Patchcore
@@ -80,6 +130,7 @@ def run(root: Path, name: str, weights: Path, ratio: float, seed: int, out: Path
             scores += network(images).pred_score.flatten().tolist()
             labels += batch.gt_label.int().tolist()
     return {
+        "selections": selections(model, pre, data, ratio, seed, dims) if dims else {},
         "set": name, "ratio": ratio, "seed": seed, "bank": int(model.model.memory_bank.shape[0]),
         "image_auroc": float(roc_auc_score(labels, scores)), "pixel_auroc": metrics.get("pixel_AUROC"),
         "f1_chosen_on_test": float(metrics["image_F1Score"]), "fit_s": seconds,
@@ -93,6 +144,9 @@ def main() -> None:
     parser.add_argument("--coreset-ratio", type=float, action="append", default=None)
     parser.add_argument("--seed", type=int, action="append", default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/anomalib-beside"))
+    parser.add_argument(
+        "--selection-dim", type=int, action="append", default=[], help="also its embeddings against our coreset in D"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     print("| set | coreset | seed | memory bank | image AUROC | pixel AUROC (its view) | F1 chosen on the test images "
@@ -101,10 +155,13 @@ def main() -> None:
         root, name = spec.rsplit(":", 1)
         for ratio in args.coreset_ratio or [0.1]:
             for seed in args.seed or [42]:
-                row = run(Path(root), name, args.weights, ratio, seed, args.out)
+                row = run(Path(root), name, args.weights, ratio, seed, args.out, args.selection_dim)
                 pixel = "-" if row["pixel_auroc"] is None else f"{row['pixel_auroc']:.4f}"
                 print(f"| {name} | {ratio:.0%} | {seed} | {row['bank']:,} | {row['image_auroc']:.4f} | {pixel} "
                       f"| {row['f1_chosen_on_test']:.3f} | {row['fit_s']:.1f} |", flush=True)  # fmt: skip
+                if row["selections"]:
+                    said = ", ".join(f"{key} {value:.4f}" for key, value in row["selections"].items())
+                    print(f"  its embeddings, our eq. 7: {said}", flush=True)
 
 
 if __name__ == "__main__":
