@@ -837,9 +837,17 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert page.eval_on_selector(".result", "(r) => r.querySelectorAll('.region').length") == 0  # none on it
         page.click(".result .teach-defect")  # no type given: the API's refusal is shown
         page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('422')")
+        # its answer handed to the page 1 s late: both buttons stay disabled until it comes (no second teaching)
+        page.evaluate("""() => { const plain = window.fetch; window.fetch = (url, options) =>
+            String(url).endsWith('/feedback')
+              ? plain(url, options).then((answer) => new Promise((done) => setTimeout(() => done(answer), 1000)))
+              : plain(url, options); }""")
         page.click(".result .teach-good")
+        buttons = "(r) => [...r.querySelectorAll('.teach-good, .teach-defect')].map((b) => b.disabled)"
+        assert page.eval_on_selector(".result", buttons) == [True, True]
         page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('taught')")
         assert "taught as good: version" in page.inner_text(".result .teach-result")
+        assert page.eval_on_selector(".result", buttons) == [False, False]
         page.set_input_files("#files", str(text))
         page.wait_for_selector(".api-error")
         message = page.inner_text(".api-error")

@@ -44,6 +44,17 @@ function latest() {
   };
 }
 
+// Buttons that change something stay disabled until their request is answered: a second click would ask for the
+// same change again (another version, or a 409 for a change based on a version no longer active).
+async function whileAnswering(buttons, work) {
+  for (const button of buttons) button.disabled = true;
+  try {
+    return await work();
+  } finally {
+    for (const button of buttons) button.disabled = false;
+  }
+}
+
 // Images come through apiFetch too (an <img src> cannot send a key).
 async function apiImage(img, url) {
   const response = await apiFetch(url);
