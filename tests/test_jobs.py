@@ -276,6 +276,8 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
             page.click(".refit-without")
             page.wait_for_function("document.querySelector('.refit-result').textContent.includes('queued')")
             said = page.inner_text(".refit-result")
+            # queued: a second click would only be refused (below), so the button and the marks are held
+            assert page.is_disabled(".refit-without") and page.is_disabled(".highest-good .not-good")
             job = api.get("/jobs").json()[0]
             again = api.post("/categories/refits/refit", json={"exclude_image_ids": [top["image_id"]]})
             assert again.status_code == 409 and f"(job {job['id']})" in again.json()["detail"], again.text
@@ -382,7 +384,8 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
     """Chromium on the new product page: a pattern on the file names names each upload's part in the browser, which
     sends the names (``PUT /jobs/{id}/parts``) before it starts the job; a name the pattern does not match is said
     and the job stays a draft; a pattern that does not compile stops before anything is uploaded. A queued job
-    cancelled from the list stays drawn cancelled when a poll's answer from before the click comes after it."""
+    cancelled from the list stays drawn cancelled when a poll's answer from before the click comes after it. The list
+    is not asked for while the tab is hidden, and is at once when it is shown."""
     from playwright.sync_api import sync_playwright
 
     links = [str(link) for link in _views(tmp_path / "views", 3, 2)]
@@ -428,6 +431,21 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.wait_for_timeout(300)  # the held answer's list is drawn by now, were it drawn
         drawn = page.evaluate("window.drawn")
         assert "queued" not in drawn[drawn.index("cancelled") :], drawn
+        # the tab hidden, the list is asked for no more; shown again, at once
+        page.evaluate("""() => {
+            window.asked = 0;
+            const plain = window.fetch;
+            window.fetch = (url, options) => {
+              if (String(url).startsWith('/jobs?limit')) window.asked += 1;
+              return plain(url, options); };
+            Object.defineProperty(document, 'hidden', {configurable: true, get: () => window.hide === true});
+            window.hide = true; }""")
+        page.wait_for_timeout(1500)  # a poll asked before it was hidden has been answered
+        asked = page.evaluate("window.asked")
+        page.wait_for_timeout(3000)
+        assert page.evaluate("window.asked") == asked
+        page.evaluate("() => { window.hide = false; document.dispatchEvent(new Event('visibilitychange')); }")
+        page.wait_for_function(f"window.asked > {asked}", timeout=2000)
         browser.close()
     made = {job["id"]: job for job in api.get("/jobs").json()}
     assert made[1]["state"] == "cancelled" and made[1]["parts"] == 3
