@@ -75,6 +75,13 @@ class QueryResponse(BaseModel):
     model_id: int
     is_anomalous: bool = Field(description="anomaly_score above threshold (similarity below threshold_similarity)")
     anomaly_score: float
+    p_value: float | None = Field(
+        default=None,
+        description="the share of good parts expected to score at least anomaly_score: a p-value against 'this part "
+        "is good', read from the category's good scores (cross-fitted) as its threshold is set from them, so below the "
+        "category's target false-alarm rate exactly when the threshold set at that rate calls the part anomalous; "
+        "comparable across categories, whose scores are not (null: fewer than three good scores)",
+    )
     similarity: float
     threshold: float
     threshold_similarity: float

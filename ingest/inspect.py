@@ -30,8 +30,8 @@ from store.database import connect, database_url, search_split
 from store.migrate import upgrade
 
 COLUMNS = (
-    "file", "part", "width", "height", "is_anomalous", "anomaly_score", "threshold", "defect_type", "defect_confidence",
-    "worst_x", "worst_y", "regions", "region_boxes", "model_id", "heatmap", "error",
+    "file", "part", "width", "height", "is_anomalous", "anomaly_score", "p_value", "threshold", "defect_type",
+    "defect_confidence", "worst_x", "worst_y", "regions", "region_boxes", "model_id", "heatmap", "error",
 )  # fmt: skip
 
 
@@ -131,6 +131,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             row.update({
                 "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
                 "anomaly_score": f"{inspection.score:.6f}",
+                "p_value": f"{inspection.p_value:.4g}" if inspection.p_value is not None else "",
                 "defect_type": inspection.defect.defect_type if inspection.defect else "",
                 "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
                 "worst_x": int(x), "worst_y": int(y), "regions": len(placed),

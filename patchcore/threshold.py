@@ -81,13 +81,6 @@ def _log_normal_bound(logs: np.ndarray, target: float) -> float:
     return math.exp(mean + std * factor * float(stats.t.ppf(1 - target, df=logs.size - 1)))
 
 
-def _log_normal_rate(logs: np.ndarray, threshold: float) -> float:
-    if threshold <= 0:
-        return 1.0
-    mean, std, factor = _spread(logs)
-    return float(stats.t.sf((math.log(threshold) - mean) / (std * factor), df=logs.size - 1))
-
-
 def log_normal_threshold(good_scores: Sequence[float], target: float) -> float:
     """The log-normal upper prediction bound at ``target`` alone, whatever the scores' tail (a rule to compare)."""
     return _log_normal_bound(_log_scores(good_scores), target)
@@ -99,10 +92,10 @@ def order_statistic(good_scores: Sequence[float], target: float) -> float:
     return float(np.quantile(np.asarray(good_scores, dtype=np.float64), 1 - target, method="weibull"))
 
 
-def _empirical_rate(scores: np.ndarray, threshold: float) -> float:
-    """The inverse of :func:`order_statistic`: where ``threshold`` falls among the ``n`` scores, as the share of
-    ``n + 1`` places above it (``target`` at the order statistic for ``target``)."""
-    ordered = np.sort(scores)  # above the largest: 1 / (n + 1), all that n scores can say of so far out
+def _empirical_rate(ordered: np.ndarray, threshold: float) -> float:
+    """The inverse of :func:`order_statistic`: where ``threshold`` falls among the ``n`` scores (``ordered``:
+    sorted), as the share of ``n + 1`` places above it (``target`` at the order statistic for ``target``; above the
+    largest, 1 / (n + 1), all that n scores can say of so far out)."""
     place = float(np.interp(threshold, ordered, np.arange(1, ordered.size + 1)))
     return (ordered.size + 1 - place) / (ordered.size + 1)
 
@@ -131,18 +124,30 @@ def _refutation(scores: np.ndarray, bound: float, target: float) -> str | None:
     return None
 
 
-def predicted_false_alarm_rate(
-    good_scores: Sequence[float], threshold: float, target: float = DEFAULT_FALSE_ALARM_RATE
-) -> float:
-    """Probability that a new good part scores above ``threshold``: by the fitted log-normal with the uncertainty of
-    its parameters (Student's t predictive distribution), or, where the good scores refute its bound at ``target``
-    (the category's, :func:`refutes_log_normal`), by the good scores themselves (:func:`_empirical_rate`), the model
-    :func:`false_alarm_threshold` sets the threshold by."""
+def good_tail(good_scores: Sequence[float], target: float = DEFAULT_FALSE_ALARM_RATE) -> Callable[[float], float]:
+    """The share of good parts expected to score above a given score, read from the good scores the way the
+    threshold is set from them at ``target`` (the category's): by the fitted log-normal with the uncertainty of its
+    parameters (Student's t predictive distribution), or, where the good scores refute its bound at ``target``
+    (:func:`refutes_log_normal`), by the good scores themselves (:func:`_empirical_rate`). Of a query's score it is
+    a p-value against "this part is good": uniform for a new good part where the scores are log-normal, and never
+    below ``1 / (n + 1)`` read from the scores alone, which is all ``n`` of them can say (conformal). The choice of
+    model is made once, so a served answer pays only the reading."""
     logs = _log_scores(good_scores)
     scores = np.asarray(good_scores, dtype=np.float64)
     if _refutation(scores, _log_normal_bound(logs, target), target) is not None:
-        return _empirical_rate(scores, threshold)
-    return _log_normal_rate(logs, threshold)
+        ordered = np.sort(scores)
+        return lambda score: _empirical_rate(ordered, score)
+    mean, std, factor = _spread(logs)
+    freedom = logs.size - 1
+    return lambda score: 1.0 if score <= 0 else float(stats.t.sf((math.log(score) - mean) / (std * factor), freedom))
+
+
+def predicted_false_alarm_rate(
+    good_scores: Sequence[float], threshold: float, target: float = DEFAULT_FALSE_ALARM_RATE
+) -> float:
+    """Probability that a new good part scores above ``threshold`` (:func:`good_tail`), the model
+    :func:`false_alarm_threshold` sets the threshold by."""
+    return good_tail(good_scores, target)(threshold)
 
 
 def clopper_pearson(count: int, total: int, level: float = INTERVAL) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from PIL import Image
 from config import Settings
 from patchcore import WeightsError, regions, scoring
 from patchcore import defects as library
+from patchcore import threshold as thresholds
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
@@ -75,6 +76,7 @@ class Inspection:
     exact_worst: bool = True  # False: the re-rank's cap stopped it, the score may be too large (never too small)
     defect: library.DefectVerdict | None = None  # asked only of an anomalous image, when the library has examples
     regions: list[Region] = field(default_factory=list)  # an anomalous image's cells above the threshold
+    p_value: float | None = None  # the share of good parts expected above the score (None: too few good scores)
 
     def anomaly_map(self) -> np.ndarray:
         """The (height, width) map over the view the model saw."""
@@ -129,6 +131,16 @@ def shared_extractor(model: StoredModel, settings: Settings, device: str | None)
         return _EXTRACTORS[key]
 
 
+def good_tail(good_scores: Sequence[float], target: float) -> Callable[[float], float] | None:
+    """How rare a score is among good parts, read as the threshold is set (the category's target chooses the
+    log-normal or the scores themselves); ``None`` where the good scores cannot say (fewer than three, or a score
+    of zero: a version whose threshold was set by hand)."""
+    try:
+        return thresholds.good_tail(good_scores, target)
+    except ValueError:
+        return None
+
+
 class Inspector:
     """A stored model made ready to serve: its network (shared, see :func:`shared_extractor`), its search
     statements composed once, and a copy of its memory bank (all segments) for the exact search: of the worst
@@ -163,6 +175,7 @@ class Inspector:
         self.statement = search_statement(model, model.bank_segments[:1] if self.added is not None else None)
         self.defect_statement = defect_statement(model, library.NEIGHBOURS)
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
+        self.tail = good_tail(bank.good_scores(), model.config.false_alarm_rate)
 
     def embed(self, image: Image.Image) -> torch.Tensor:
         """(H, W, D) patch features of a decoded image: alone, or in a batch with requests that arrive with it
@@ -327,4 +340,5 @@ class Inspector:
             exact_worst=reranked.complete,
             defect=defect,
             regions=found,
+            p_value=self.tail(score) if self.tail is not None else None,
         )

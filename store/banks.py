@@ -158,6 +158,12 @@ class StoredBank:
     grid: np.ndarray
     file_names: dict[int, str]
     owners: np.ndarray  # the segment (model id) of each row
+    calibration: dict[int, tuple[int, float]]  # good image id -> (its segment, its score as an unseen part)
+
+    def good_scores(self) -> list[float]:
+        """The good scores behind the version's threshold (``store.images.good_scores``, in the same order), kept with
+        the copy so that a served answer can say how rare its score is among good parts without a query."""
+        return [score for _, (segment, score) in sorted(self.calibration.items()) if segment in self.segments]
 
     def rows(self, patch_ids: np.ndarray) -> np.ndarray:
         """Bank rows of stored patch ids."""
@@ -178,6 +184,7 @@ class StoredBank:
             grid=self.grid[:count],
             file_names=self.file_names,  # names of images by id: those of later segments are never asked
             owners=self.owners[:count],
+            calibration=self.calibration,  # read only through good_scores(), which keeps this bank's segments
         )
 
     def extended(self, more: StoredBank) -> StoredBank:
@@ -190,6 +197,7 @@ class StoredBank:
             grid=np.concatenate([self.grid, more.grid]),
             file_names={**self.file_names, **more.file_names},
             owners=np.concatenate([self.owners, more.owners]),
+            calibration={**self.calibration, **more.calibration},
         )
 
 
@@ -223,8 +231,10 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
                 "WHERE model_id IN ({}) ORDER BY id"
             ).format(sql.Literal(dim), ids(segments))
         ).fetchall()
-        names = cursor.execute(
-            sql.SQL("SELECT id, file_name FROM images WHERE model_id IN ({})").format(ids(segments))
+        images = cursor.execute(
+            sql.SQL("SELECT id, file_name, model_id, calibration_score FROM images WHERE model_id IN ({})").format(
+                ids(segments)
+            )
         ).fetchall()
     return StoredBank(
         segments=tuple(segments),
@@ -234,6 +244,7 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
         else torch.empty(0, dim),
         image_ids=np.array([r[1] for r in rows], dtype=np.int64),
         grid=np.array([(r[2], r[3]) for r in rows], dtype=np.int64).reshape(-1, 2),
-        file_names=dict(names),
+        file_names={r[0]: r[1] for r in images},
         owners=np.array([r[5] for r in rows], dtype=np.int64),
+        calibration={r[0]: (r[2], r[3]) for r in images if r[3] is not None},
     )

@@ -24,6 +24,7 @@ from patchcore import threshold
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import PatchCoreConfig, fit
 from store import banks, models
+from store import images as stored_images
 from store.database import connect
 from store.migrate import upgrade
 from tests.conftest import BOTTLE, MVTEC, SHARED, WEIGHTS, launch_chromium, start_api
@@ -78,7 +79,7 @@ def _post(client: httpx.Client, path: Path | None = None, data: bytes | None = N
     return client.post("/query", files={"file": ("image.png", content, "image/png")}, data=fields)
 
 
-def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database):
+def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database, fitted):
     broken = _post(api, BROKEN, heatmap="true")
     assert broken.status_code == 200, broken.text
     body = broken.json()
@@ -115,6 +116,11 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database):
     good = _post(api, GOOD, top_k=3)
     assert good.status_code == 200, good.text
     assert good.json()["is_anomalous"] is False and good.json()["defect_regions"] == []
+    # how rare each score is among good parts, read from the fit's good scores as its threshold was set (3%)
+    tail = threshold.good_tail(fitted.good_scores, threshold.DEFAULT_FALSE_ALARM_RATE)
+    for answer in (body, good.json()):
+        assert answer["p_value"] == pytest.approx(tail(answer["anomaly_score"]), rel=1e-6)
+    assert body["p_value"] < 1e-6 and 0.03 < good.json()["p_value"] < 1
     assert len(good.json()["similar_normals"]) == 3
     assert good.json()["anomaly_map"] is None
 
@@ -457,6 +463,8 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
     judged = _post(api, GOOD).json()
     assert judged["model_id"] == change["model_id"] and judged["is_anomalous"] is True  # now above the threshold
     assert judged["anomaly_score"] == pytest.approx(first["anomaly_score"], abs=1e-5)
+    assert judged["p_value"] == pytest.approx(first["p_value"], rel=1e-4)  # the same good scores read it
+    assert judged["p_value"] > 0.03  # a good part's score is not rare among good parts, whatever the threshold
 
     back = api.put("/categories/bottle/threshold", json={"false_alarm_rate": threshold.DEFAULT_FALSE_ALARM_RATE}).json()
     assert back["threshold"] == pytest.approx(before["threshold"], rel=1e-9)
@@ -729,6 +737,7 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     assert text.status_code == 415 and text.json()["error"] == "unsupported_image"
     before = api.get("/categories/teach").json()
     assert before["coverage_radius"] > 0 and before["defect_library"] == []
+    assert _post(api, good[0], category="teach").json()["model_id"] == before["model_id"]  # loaded: then extended
 
     added = api.post("/categories/teach/normals", files=[_file(good[0], "files"), _file(good[1], "files")])
     assert added.status_code == 200, added.text
@@ -741,6 +750,10 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     answer = _post(api, good[0], category="teach").json()
     assert answer["model_id"] == body["model_id"] and answer["is_anomalous"] is False
     assert answer["anomaly_score"] <= before["coverage_radius"] + 1e-4  # every patch of it is covered now
+    with connect(database[1]) as connection:  # the added normals' good scores join those the p-value reads
+        grown = stored_images.good_scores(connection, detail["memory_bank_segments"])[0]
+    assert len(grown) == len(fitted.good_scores) + 2
+    assert answer["p_value"] == pytest.approx(threshold.good_tail(grown, 0.03)(answer["anomaly_score"]), rel=1e-9)
 
     taught = api.post("/categories/teach/defects", files=[_file(BROKEN), _file(mask, "mask")],
                       data={"defect_type": "broken_large"})  # fmt: skip
@@ -796,6 +809,7 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.set_input_files("#files", str(BROKEN))
         page.wait_for_selector(".result .verdict")
         assert page.inner_text(".result .verdict") == "DEFECT"
+        assert page.inner_text(".result .rarity") == "fewer than 1 good part in a million scores as high"
         page.wait_for_function(
             "[...document.querySelectorAll('.result img')].every((i) => i.complete && i.naturalWidth > 0)"
         )
@@ -834,6 +848,9 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.set_input_files("#files", str(GOOD))
         page.wait_for_function("document.querySelectorAll('.result').length == 4")
         assert page.inner_text(".result .verdict") == "NORMAL"  # the newest answer comes first
+        rare = _post(api, GOOD).json()["p_value"]  # a good bottle: as usual as most good ones, or one in so many
+        said = f"{round(rare * 100)}% of good parts" if rare >= 0.1 else f"1 good part in {round(1 / rare):,}"
+        assert page.inner_text(".result .rarity").startswith(said), rare
         assert page.eval_on_selector(".result", "(r) => r.querySelectorAll('.region').length") == 0  # none on it
         page.click(".result .teach-defect")  # no type given: the API's refusal is shown
         page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('422')")

@@ -225,6 +225,9 @@ def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
     broken = [float(r["anomaly_score"]) for r in judged if "broken_large" in r["file"]]
     good = [float(r["anomaly_score"]) for r in judged if "/good/" in r["file"]]
     assert len(broken) == len(good) == 3 and min(broken) > max(good)
+    ranked = sorted(judged, key=lambda r: float(r["anomaly_score"]))  # how rare among good parts: falls as scores rise
+    rarity = [float(r["p_value"]) for r in ranked]
+    assert all(0 < p <= 1 for p in rarity) and rarity == sorted(rarity, reverse=True) and rarity[0] > rarity[-1]
     wrong = _ingest("inspect", "--category", "nothing", str(junk), env=env)
     assert wrong.returncode == 2 and "not in the database" in wrong.stderr
     # views of parts, named by their file names: p1 two good views, p2 a good and a broken one, p3 one not judged

@@ -47,6 +47,35 @@ def _thousand_fits(true) -> tuple[float, float, list[tuple[np.ndarray, float, di
     return float(np.mean(served)), float(np.mean(bound)), fits
 
 
+def test_a_new_good_parts_p_value_is_uniform_so_its_share_below_any_level_is_that_level():
+    """The p-value a served answer gives (:func:`threshold.good_tail`) of a new good part, over 4,000 draws of 30 good
+    scores and one part more: below a level with the probability of that level (log-normal scores: the Student's t
+    predictive distribution is exact), so "1 good part in 10,000 scores this high" means that; on scores that refute
+    the log-normal it is the conformal p-value, never below the level's share by more than chance, and at least
+    ``1 / (n + 1)``. The same reading gives the threshold's predicted rate."""
+    rng = np.random.default_rng(0)
+    normal = [threshold.good_tail(_lognormal(30, seed), 0.03)(float(np.exp(rng.normal(0.1, 0.15)))) for seed in
+              range(4000)]  # fmt: skip
+    for level in (0.03, 0.1, 0.5):  # within 3.5 standard errors of a share of 4,000
+        assert np.mean(np.array(normal) < level) == pytest.approx(
+            level, abs=3.5 * math.sqrt(level * (1 - level) / 4000)
+        )
+    heavy = stats.expon(scale=0.2)
+    values = []
+    for seed in range(1000):
+        scores = np.exp(heavy.rvs(300, random_state=seed))
+        new = float(np.exp(heavy.rvs(1, random_state=10_000 + seed))[0])
+        tail = threshold.good_tail(scores, 0.03)
+        values.append(tail(new))
+        assert tail(scores.max() * 2) == pytest.approx(1 / 301) or not threshold.refutes_log_normal(scores, 0.03)
+    assert np.mean(np.array(values) <= 0.03) <= 0.03 + 0.012
+    scores = _lognormal(200, 5)
+    tail = threshold.good_tail(scores, 0.03)
+    value = threshold.false_alarm_threshold(scores, 0.03)[0]
+    assert tail(value) == pytest.approx(0.03) == threshold.predicted_false_alarm_rate(scores, value, 0.03)
+    assert tail(value * 1.01) < 0.03 < tail(value * 0.99) and tail(0.0) == 1.0
+
+
 def test_a_tail_heavier_than_the_log_normal_is_caught_by_the_good_scores_themselves():
     """Good scores whose logs are right-skewed (here exponential: skewness 2) have a heavier tail than the fitted
     log-normal, whose bound then lets through far more than its target; more of the good scores lie above it than

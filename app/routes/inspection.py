@@ -106,6 +106,7 @@ def _inspect(
         model_id=model.id,
         is_anomalous=inspection.is_anomalous,
         anomaly_score=inspection.score,
+        p_value=inspection.p_value,
         similarity=inspection.similarity,
         threshold=inspection.threshold,
         threshold_similarity=inspection.threshold_similarity,
