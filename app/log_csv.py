@@ -14,7 +14,8 @@ import io
 from collections.abc import Iterable
 
 COLUMNS = (
-    "id", "at", "category", "part", "file_name", "model_id", "is_anomalous", "score", "threshold", "defect_type",
+    "id", "at", "category", "part", "file_name", "model_id", "is_anomalous", "score", "p_value", "threshold",
+    "defect_type",
     "regions", "review_label", "reviewed_by", "reviewed_at", "review_model_id", "request_id", "api_key", "latency_ms",
     "sha256", "bytes", "format", "width", "height", "image_kind",
 )  # fmt: skip

@@ -391,6 +391,11 @@ class InspectionRecord(BaseModel):
     model_id: int = Field(description="the version that judged it")
     is_anomalous: bool
     score: float
+    p_value: float | None = Field(
+        default=None,
+        description="the answer's p_value: the share of good parts expected to score as high, comparable across "
+        "categories (null: fewer than three good scores, or a record from before p-values were kept)",
+    )
     threshold: float
     defect_type: str | None
     sha256: str

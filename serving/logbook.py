@@ -51,9 +51,10 @@ def entry(
     regions: list[dict],
     part: str | None,
     file_name: str | None,
+    p_value: float | None = None,
 ) -> Inspection:
     """The record of one answered query; ``regions``: its defect regions as the answer gives them; ``part`` and
-    ``file_name`` as the caller sent them."""
+    ``file_name`` as the caller sent them; ``p_value`` as the answer gives it."""
     kept, media = kept_image(data, image, kind)
     width, height = original_size(image)  # as sent: a JPEG may have been decoded smaller
     stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
@@ -62,7 +63,7 @@ def entry(
         threshold=threshold, defect_type=defect_type, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
         format=file_format(data), width=width, height=height, api_key=api_key,
         latency_ms=timings_ms.get("total", 0.0), stages_ms=stages, image_kind=kind, image=kept, image_media_type=media,
-        regions=regions, part=part, file_name=_printable(file_name),
+        regions=regions, part=part, file_name=_printable(file_name), p_value=p_value,
     )  # fmt: skip
 
 

@@ -41,11 +41,12 @@ class Inspection:
     regions: list[dict] | None = None  # the answer's defect regions (None: not known, as for records before them)
     part: str | None = None  # the part the image shows, as the caller named it (its views share it)
     file_name: str | None = None  # the upload's file name, as sent
+    p_value: float | None = None  # the share of good parts expected to score as high (None: not known)
 
 
 _COLUMNS = (
     "request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, format, width, "
-    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions, part, file_name"
+    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions, part, file_name, p_value"
 )
 
 
@@ -66,6 +67,7 @@ def record(
             key, r.request_id, r.category, r.model_id, r.is_anomalous, r.score, r.threshold, r.defect_type, r.sha256,
             r.bytes, r.format, r.width, r.height, r.api_key, r.latency_ms, json.dumps(r.stages_ms), r.image_kind,
             r.image, r.image_media_type, None if r.regions is None else json.dumps(r.regions), r.part, r.file_name,
+            r.p_value,
         )
         for key, r in rows
     ]  # fmt: skip
@@ -94,12 +96,12 @@ def record(
 _LISTED = (
     "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
     "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL, reviewed_at::text, "
-    "reviewed_by, review_label, review_model_id, regions, part, file_name"
+    "reviewed_by, review_label, review_model_id, regions, part, file_name, p_value"
 )
 _KEYS = (
     "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
     "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
-    "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions", "part", "file_name",
+    "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions", "part", "file_name", "p_value",
 )  # fmt: skip
 
 

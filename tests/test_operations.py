@@ -125,6 +125,7 @@ def test_each_query_leaves_one_record_and_50_concurrent_leave_50(served):
     assert record["format"] == "PNG" and (record["width"], record["height"]) == (900, 900)
     assert {"decode", "embed", "search"} <= set(record["stages_ms"]) and record["latency_ms"] > 0
     assert record["defect_regions"] == body["defect_regions"] and record["defect_regions"]  # where, kept
+    assert record["p_value"] == body["p_value"] and 0 < body["p_value"] < 0.03  # how rare among good parts, kept
     kept = client.get(f"/inspections/{body['inspection_id']}/image", headers=_auth("viewer"))
     assert kept.status_code == 200 and kept.content == BROKEN.read_bytes()  # INSPECT_LOG_IMAGES=full
     with psycopg.connect(url) as connection:
@@ -273,6 +274,7 @@ def test_the_log_as_csv_holds_every_record_the_filters_select_and_no_formula(ser
     said = [(int(r["id"]), r["part"], r["file_name"]) for r in mine]
     assert said == [(body["inspection_id"], "'" + formula, "'=cmd.png")]
     assert mine[0]["regions"] == str(len(body["defect_regions"])) and mine[0]["score"] == repr(body["anomaly_score"])
+    assert mine[0]["p_value"] == repr(body["p_value"])
     assert client.get("/inspections.csv", params={"verdict": "maybe"}, headers=_auth("viewer")).status_code == 422
 
 

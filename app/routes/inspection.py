@@ -85,7 +85,7 @@ def _inspect(
     inspection_id = _record(services, logbook.entry(
         request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
         defect_type, data, image, api_key, timings, services.settings.log_images,
-        [region.model_dump() for region in regions], part, name,
+        [region.model_dump() for region in regions], part, name, inspection.p_value,
     ))  # fmt: skip
     timings["log"] = (time.perf_counter() - started) * 1000 - timings["total"]
     for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):
