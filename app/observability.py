@@ -192,14 +192,28 @@ DRIFT_GAUGES = {
         "inspect_reviewed_parts_drift_warning",
         "1 when the per-part predicted rate is outside that share's 90% interval",
     ),
+    "body": (
+        "inspect_passed_above_good_median_share",
+        "share of the passed answers in the drift window scoring above the good parts' median (absent until one has "
+        "a p-value)",
+    ),
+    "body_expected": (
+        "inspect_passed_above_good_median_expected",
+        "the share a calibrated line gives: (0.5 - r) / (1 - r), r the predicted rate",
+    ),
+    "body_warning": (
+        "inspect_body_drift_warning",
+        "1 when the expected share is outside that share's 90% interval: the passed parts score unlike good ones",
+    ),
 }
 
 
 class DriftCollector:
     """Each loaded category's drift at scrape time (``serving/drift.py``): the share its active version flagged in
-    the recent window, the false-alarm rate its threshold predicts, and the warning; the same for the parts its
-    answers named (0 parts and no warning where none were), and the false-alarm rates their reviews give. A share
-    that cannot be said yet (no answer, no review) is left out rather than reported as 0."""
+        the recent window, the false-alarm rate its threshold predicts, and the warning; the same for the parts its
+        answers named (0 parts and no warning where none were), the false-alarm rates their reviews give, and where the
+    passed parts' scores lie against the good parts' median. A share
+        that cannot be said yet (no answer, no review) is left out rather than reported as 0."""
 
     def __init__(self, reports: Callable[[], list[dict]]) -> None:
         self.reports = reports
@@ -207,7 +221,7 @@ class DriftCollector:
     def collect(self):
         gauges = {key: GaugeMetricFamily(name, text, labels=["category"]) for key, (name, text) in DRIFT_GAUGES.items()}
         for report in self.reports():
-            named, reviews = report["parts"], report["reviews"]
+            named, reviews, body = report["parts"], report["reviews"], report["body"]
             named_reviews = named and named["reviews"]
             values = {
                 "share": report["flagged_share"],
@@ -221,6 +235,9 @@ class DriftCollector:
                 "reviewed_warning": bool(reviews and reviews["warning"]),
                 "reviewed_parts": named_reviews and named_reviews["false_alarm_rate"],
                 "reviewed_parts_warning": bool(named_reviews and named_reviews["warning"]),
+                "body": body and body["share"],
+                "body_expected": body and body["expected_share"],
+                "body_warning": bool(body and body["warning"]),
             }
             for key, value in values.items():
                 if value is not None:

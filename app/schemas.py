@@ -249,6 +249,20 @@ class DriftParts(BaseModel):
     )
 
 
+class DriftBody(BaseModel):
+    """Where the passed parts' scores lie against the good parts' (see ``serving/drift.py``): a shift of the whole
+    line shows here before the flagged share moves."""
+
+    passed: int = Field(description="passed answers of the window whose p-value was kept")
+    above_good_median: int = Field(description="of them, scoring above the good parts' median (p-value below 0.5)")
+    share: float
+    expected_share: float = Field(
+        description="the share a calibrated line gives: (0.5 - r) / (1 - r), r the predicted false-alarm rate"
+    )
+    interval: list[float] = Field(description="90% Clopper-Pearson interval of the share")
+    warning: bool = Field(description="the expected share is outside the interval: the passed parts score unlike good")
+
+
 class DriftReport(BaseModel):
     """The active version's recent answers against its calibration (see ``serving/drift.py``)."""
 
@@ -273,6 +287,11 @@ class DriftReport(BaseModel):
     )
     reviews: DriftReviews | None = Field(
         default=None, description="the false-alarm rate as the window's reviews say; null while none is reviewed"
+    )
+    body: DriftBody | None = Field(
+        default=None,
+        description="the passed answers' p-values against a calibrated line's (the whole line's shift, before the "
+        "flagged share shows it); null without a predicted rate or a passed answer with a p-value",
     )
     scores: list[float] = Field(description="recent answers' scores, newest first (at most 5,000)")
     good_scores: list[float] = Field(description="the good scores the threshold was set from")

@@ -524,9 +524,19 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     assert 'inspect_drift_window_inspections{category="bottle"} 4.0' in metrics
     assert 'inspect_drift_window_parts{category="bottle"} 0.0' in metrics
     assert report["reviews"] is None and 'inspect_reviewed_drift_warning{category="bottle"} 0.0' in metrics
+    assert report["body"] is None  # no part passed yet: nothing said of where the passed parts' scores lie
     # reviews tell false alarms from defects: one of the four rejects found good, one of four passes checked
     good = [_post(api, BOTTLE / "test" / "good" / f"00{i}.png").json() for i in range(4)]
     assert not any(a["is_anomalous"] for a in good)
+    body = api.get("/categories/bottle/drift").json()["body"]  # the passes' p-values against a calibrated line's
+    above = sum(a["p_value"] < 0.5 for a in good)
+    assert (body["passed"], body["above_good_median"], body["share"]) == (4, above, above / 4)
+    predicted = report["predicted_false_alarm_rate"]
+    assert body["expected_share"] == pytest.approx((0.5 - predicted) / (1 - predicted))
+    assert body["interval"][0] <= body["expected_share"] <= body["interval"][1] and body["warning"] is False
+    scraped = api.get("/metrics").text
+    assert f'inspect_passed_above_good_median_share{{category="bottle"}} {above / 4}' in scraped
+    assert 'inspect_body_drift_warning{category="bottle"} 0.0' in scraped
     labels = ["broken_large", "broken_large", "broken_large", "good"]
     for answer, label in [*zip(answers, labels, strict=True), (good[0], "good")]:
         assert api.post(f"/inspections/{answer['inspection_id']}/review", json={"label": label}).status_code == 200
@@ -1052,6 +1062,10 @@ def test_a_category_of_parts_seen_several_times_says_what_its_threshold_does_per
         assert page.inner_text(".drift-parts-reviews").startswith(
             f"parts reviewed: {k} of {k} flagged ({k} found good), {audited // 2} of {3 - k} passed ({audited // 2} "
             "found defective): an estimated "
+        )
+        body = api.get("/categories/views/drift").json()["body"]  # the passed views' p-values, against the median
+        assert page.inner_text(".drift-body").startswith(
+            f"{body['above_good_median']} of {body['passed']} passed parts score above the good parts' median"
         )
         warning, now = page.inner_text(".drift-warning"), api.get("/categories/views/drift").json()["reviews"]
         assert now["warning"] is True  # C's defect found among the passes raises the estimate: still far above

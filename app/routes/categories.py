@@ -219,7 +219,7 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
     report = drift.drift(hourly, predicted, hours)
     parts = drift.parts_drift(hourly_parts, policy.get("per_part", {}).get("estimated_false_alarm_rate"))
     return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, "parts": parts,
-            "reviews": drift.reviewed(hourly, predicted), **scores}  # fmt: skip
+            "reviews": drift.reviewed(hourly, predicted), "body": drift.body(hourly, predicted), **scores}  # fmt: skip
 
 
 @router.get(

@@ -99,6 +99,14 @@ function driftWarning(d) {
         ? "Good parts now look different to it (lighting, camera, supplier): teach it the good parts it flags, or set the threshold again."
         : "Fewer false alarms than its calibration expects: a lower threshold would catch more defects at the promised rate."));
   }
+  const b = d.body;  // where the passed parts' scores lie: the whole line's shift, before the flagged share shows it
+  if (b && b.warning) {
+    said.push(`${d.category}: ${b.above_good_median} of ${b.passed} passed parts score above the good parts' median (${pct(b.share)}; ` +
+      `90% interval ${pct(b.interval[0])} to ${pct(b.interval[1])}), where a calibrated line gives ${pct(b.expected_share)}. ` +
+      (b.share > b.expected_share
+        ? "The parts it passes look less like its good images than they did (lighting, camera, supplier): check the line before the false alarms rise."
+        : "The parts it passes look more like its good images than its calibration expects: a lower threshold would catch more defects at the promised rate."));
+  }
   return said.length ? said.join(" ") : null;
 }
 
