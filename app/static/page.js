@@ -110,6 +110,14 @@ function driftWarning(d) {
   return said.length ? said.join(" ") : null;
 }
 
+// how rare the score is among good parts (the answer's p_value), in words a line can act on
+function rarity(p) {
+  if (p == null) return "";
+  if (p >= 0.1) return `${Math.round(p * 100)}% of good parts score as high`;
+  if (p < 1e-6) return "fewer than 1 good part in a million scores as high";
+  return `1 good part in ${Math.round(1 / p).toLocaleString("en")} scores as high`;
+}
+
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
