@@ -78,6 +78,7 @@ TABLE_KEYS = (
     "recall",
     "false_alarm_rate",
     "predicted_false_alarm_rate",
+    "good_above_good_median.share",
     "best_f1",
     "best_f1_within_target",
     "parts.part_auroc",

@@ -36,6 +36,7 @@ GOOD = BOTTLE / "test" / "good" / "000.png"
 # a stand-in for the fit's evaluation (what is stored is what the category page shows)
 EVALUATION = {"image_auroc": 1.0, "pixel_auroc": 0.98179814, "recall": 1.0, "defective_images": 63,
               "missed_defects": 0, "false_alarms": 0, "good_images": 20, "false_alarm_rate": 0.0,
+              "good_above_good_median": {"count": 9, "of": 20, "share": 0.45, "interval": [0.26, 0.65]},
               "regions": {"threshold": 1.3121, "defects": 68, "defects_found": 67 / 68,
                           "regions_on_defective_parts": 76, "regions_on_defects": 66 / 76}}  # fmt: skip
 
@@ -891,6 +892,7 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
         assert "Defects boxed by a region\t67 of 68 (98.5%)" in text and "Regions on a defect\t66 of 76 (86.8%)" in text
         assert "good images taught" in text
+        assert "Good test parts above the good median\t9 of 20 (45.0%)\thalf where each answer's p-value" in text
         assert "How it was set\tfrom good images, at a target false-alarm rate\tlog-normal upper prediction" in text
         assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
         points = page.eval_on_selector("svg.drift-scores polyline", "(p) => p.getAttribute('points').split(' ').length")

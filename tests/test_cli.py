@@ -172,6 +172,7 @@ def test_a_test_split_of_one_kind_of_image_evaluates_what_it_can(mini_mvtec, tmp
     assert goods["false_alarm_rate"] == goods["false_alarms"] / 3 and goods["good_images"] == 3
     assert goods["recall"] is None and goods["f1"] is None and goods["pixel_auroc"] is None
     assert len(goods["false_alarm_interval"]) == 2 and goods["predicted_false_alarm_rate"] > 0
+    assert goods["good_above_good_median"]["of"] == 3 and "good_above_good_median" not in defects  # p-values' check
     assert {p.name for p in (tmp_path / "goods").glob("*.png")} == {"scores.png", "heatmaps.png"}
     with psycopg.connect(database_url) as connection:
         stored = dict(connection.execute("SELECT category, evaluation FROM active_models").fetchall())
