@@ -79,7 +79,8 @@ class QueryResponse(BaseModel):
         default=None,
         description="the share of good parts expected to score at least anomaly_score: a p-value against 'this part "
         "is good', read from the category's good scores (cross-fitted) as its threshold is set from them, so below the "
-        "category's target false-alarm rate exactly when the threshold set at that rate calls the part anomalous; "
+        "category's target false-alarm rate exactly when a threshold set at that rate per image (the default) calls "
+        "the part anomalous; "
         "comparable across categories, whose scores are not (null: fewer than three good scores)",
     )
     similarity: float
