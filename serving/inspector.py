@@ -133,8 +133,8 @@ def shared_extractor(model: StoredModel, settings: Settings, device: str | None)
 
 def good_tail(good_scores: Sequence[float], target: float) -> Callable[[float], float] | None:
     """How rare a score is among good parts, read as the threshold is set (the category's target chooses the
-    log-normal or the scores themselves); ``None`` where the good scores cannot say (fewer than three, or a score
-    of zero: a version whose threshold was set by hand)."""
+    log-normal or the scores themselves); ``None`` where the good scores cannot say (fewer than three, or one of
+    zero, which no log-normal holds)."""
     try:
         return thresholds.good_tail(good_scores, target)
     except ValueError:
