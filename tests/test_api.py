@@ -549,6 +549,16 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     assert low < 0.02 < high and reviews["warning"] is False  # five good parts cannot refute 2%
     metrics = api.get("/metrics").text
     assert 'inspect_reviewed_false_alarm_rate{category="bottle"} 0.2' in metrics
+    # a line whose passed parts all score above the good median (one good bottle of p-value 0.08, ten times): the
+    # passed parts no longer look like its good images, while no part more is flagged
+    usual = _post(api, BOTTLE / "test" / "good" / "001.png").json()
+    assert 0.03 < usual["p_value"] < 0.5 and not usual["is_anomalous"]
+    for _ in range(9):
+        _post(api, BOTTLE / "test" / "good" / "001.png")
+    shifted = api.get("/categories/bottle/drift").json()
+    assert shifted["body"]["passed"] == 14 and shifted["body"]["warning"] is True and shifted["flagged"] == 4
+    assert shifted["body"]["interval"][0] > shifted["body"]["expected_share"]
+    assert 'inspect_body_drift_warning{category="bottle"} 1.0' in api.get("/metrics").text
     assert api.get("/categories/nothing/drift").status_code == 404
 
 
