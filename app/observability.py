@@ -194,8 +194,8 @@ DRIFT_GAUGES = {
     ),
     "body": (
         "inspect_passed_above_good_median_share",
-        "share of the passed answers in the drift window scoring above the good parts' median (absent until one has "
-        "a p-value)",
+        "share of the passed answers in the drift window scoring above the good scores' median (absent until a part "
+        "passed)",
     ),
     "body_expected": (
         "inspect_passed_above_good_median_expected",

@@ -254,8 +254,8 @@ class DriftBody(BaseModel):
     """Where the passed parts' scores lie against the good parts' (see ``serving/drift.py``): a shift of the whole
     line shows here before the flagged share moves."""
 
-    passed: int = Field(description="passed answers of the window whose p-value was kept")
-    above_good_median: int = Field(description="of them, scoring above the good parts' median (p-value below 0.5)")
+    passed: int = Field(description="passed answers of the window")
+    above_good_median: int = Field(description="of them, scoring above the median of the version's good scores")
     share: float
     expected_share: float = Field(
         description="the share a calibrated line gives: (0.5 - r) / (1 - r), r the predicted false-alarm rate"
@@ -291,8 +291,9 @@ class DriftReport(BaseModel):
     )
     body: DriftBody | None = Field(
         default=None,
-        description="the passed answers' p-values against a calibrated line's (the whole line's shift, before the "
-        "flagged share shows it); null without a predicted rate or a passed answer with a p-value",
+        description="where the passed answers' scores lie against the good scores' median, beside a calibrated "
+        "line's share (the whole line's shift, before the flagged share shows it); null without a predicted rate or a "
+        "passed answer",
     )
     scores: list[float] = Field(description="recent answers' scores, newest first (at most 5,000)")
     good_scores: list[float] = Field(description="the good scores the threshold was set from")

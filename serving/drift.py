@@ -12,10 +12,10 @@ when any view is, against the share of good parts flagged on any view that the t
 
 The flagged share watches only the tail, where a threshold lies, so a shift of the whole line (a lamp ageing, a
 camera moved) shows there late: a fifth of a standard deviation of the good log scores raises a 3% rate to about
-4.6%. The passed answers' p-values see it sooner (:func:`body`): a good part's p-value is uniform, so of the parts a
-threshold at predicted rate ``r`` passes, a share ``(0.5 - r) / (1 - r)`` scores above the good parts' median, and
-the same shift moves that share from 48.5% to about 56% (``tests/test_drift.py``: warned in 93% of simulated
-windows of 500 answers, where the flagged share warned in 52%).
+4.6%. The passed answers see it sooner (:func:`body`): half of new good parts score above the median of the good
+scores, so of the parts a threshold at predicted rate ``r`` passes, a share ``(0.5 - r) / (1 - r)`` does, and the
+same shift moves that share from 48.5% to about 56% (``tests/test_drift.py``: warned in 93% of simulated windows
+of 500 answers, where the flagged share warned in 52%).
 
 Reviews separate the two: once people review some of the window's answers, the share of good parts flagged (the
 false-alarm rate itself, without the line's defects) is estimated from what they found, beside the same prediction
@@ -46,13 +46,14 @@ def parts_drift(hours: list[Hour], predicted: float | None) -> dict | None:
 
 
 def body(hours: list[Hour], predicted: float | None) -> dict | None:
-    """Are the passed parts' scores where good parts' scores are? Of the window's passed answers with a p-value, the
-    share above the good parts' median (p-value below 0.5), beside the share a calibrated line gives: a good part's
-    p-value is uniform, and a threshold at predicted false-alarm rate ``r`` passes those of p-value ``r`` or more,
-    so ``(0.5 - r) / (1 - r)`` of the good parts it passes lie above the median (missed defects add a little). With
-    a 90% Clopper-Pearson interval and a warning when the expected share lies outside it. None without a prediction
-    or a passed answer with a p-value."""
-    passed = sum(h.passed_with_p for h in hours)
+    """Are the passed parts' scores where good parts' scores are? Of the window's passed answers, the share above the
+    median of the version's good scores, beside the share a calibrated line gives: a new good part exceeds the median
+    of the good scores it is exchangeable with with probability one half, whatever their distribution, and a
+    threshold at predicted false-alarm rate ``r`` flags a share ``r`` of good parts, all of them above the median, so
+    ``(0.5 - r) / (1 - r)`` of the good parts it passes lie above it (missed defects add a little). With a 90%
+    Clopper-Pearson interval and a warning when the expected share lies outside it. None without a prediction (a
+    version without good scores) or a passed answer."""
+    passed = sum(h.answered - h.flagged for h in hours)
     if predicted is None or not passed or not 0 <= predicted < 0.5:
         return None
     above = sum(h.passed_above_median for h in hours)

@@ -5,7 +5,7 @@ records stay)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -328,27 +328,26 @@ class Hour(NamedTuple):
     flagged_found_good: int
     passed_reviewed: int
     passed_found_defective: int
-    passed_with_p: int = 0  # passed answers whose p-value was kept
-    passed_above_median: int = 0  # of those, the ones scoring above the good parts' median (p-value below 0.5)
+    passed_above_median: int = 0  # passed answers scoring above the median of the version's good scores
 
 
 REVIEW_COUNTS = Hour._fields[1:7]  # what the reviews' estimate counts
 
 
-def hourly(connection: psycopg.Connection, model_id: int, hours: float) -> list[Hour]:
+def hourly(connection: psycopg.Connection, model_id: int, hours: float, segments: Sequence[int] = ()) -> list[Hour]:
     """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour, oldest first. The
-    reviews and the passed answers' p-values are counted in the same scan, so their reports cost the drift report
-    nothing more."""
+    reviews, and the passed answers above the median of the good scores of ``segments`` (its memory bank's), are
+    counted in the same scan, so their reports cost the drift report nothing more."""
     rows = connection.execute(
         "SELECT to_char(date_trunc('hour', at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"'), count(*), "
         "count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE is_anomalous AND review_label IS NOT NULL), "
         "count(*) FILTER (WHERE is_anomalous AND review_label = 'good'), "
         "count(*) FILTER (WHERE NOT is_anomalous AND review_label IS NOT NULL), "
         "count(*) FILTER (WHERE NOT is_anomalous AND review_label <> 'good'), "
-        "count(*) FILTER (WHERE NOT is_anomalous AND p_value IS NOT NULL), "
-        "count(*) FILTER (WHERE NOT is_anomalous AND p_value < 0.5) FROM inspections "
+        "count(*) FILTER (WHERE NOT is_anomalous AND score > (SELECT percentile_cont(0.5) WITHIN GROUP "
+        "(ORDER BY calibration_score) FROM images WHERE model_id = ANY(%s))) FROM inspections "
         "WHERE model_id = %s AND at >= now() - make_interval(secs => %s) GROUP BY 1 ORDER BY 1",
-        (model_id, hours * 3600),
+        (list(segments), model_id, hours * 3600),
     ).fetchall()
     return [Hour(*row) for row in rows]
 

@@ -529,8 +529,8 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     # reviews tell false alarms from defects: one of the four rejects found good, one of four passes checked
     good = [_post(api, BOTTLE / "test" / "good" / f"00{i}.png").json() for i in range(4)]
     assert not any(a["is_anomalous"] for a in good)
-    body = api.get("/categories/bottle/drift").json()["body"]  # the passes' p-values against a calibrated line's
-    above = sum(a["p_value"] < 0.5 for a in good)
+    body = api.get("/categories/bottle/drift").json()["body"]  # the passes against the good median, as calibrated
+    above = sum(a["anomaly_score"] > float(np.median(empty["good_scores"])) for a in good)
     assert (body["passed"], body["above_good_median"], body["share"]) == (4, above, above / 4)
     predicted = report["predicted_false_alarm_rate"]
     assert body["expected_share"] == pytest.approx((0.5 - predicted) / (1 - predicted))
@@ -552,7 +552,7 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     # a line whose passed parts all score above the good median (one good bottle of p-value 0.08, ten times): the
     # passed parts no longer look like its good images, while no part more is flagged
     usual = _post(api, BOTTLE / "test" / "good" / "001.png").json()
-    assert 0.03 < usual["p_value"] < 0.5 and not usual["is_anomalous"]
+    assert usual["anomaly_score"] > float(np.median(empty["good_scores"])) and not usual["is_anomalous"]
     for _ in range(9):
         _post(api, BOTTLE / "test" / "good" / "001.png")
     shifted = api.get("/categories/bottle/drift").json()
@@ -902,7 +902,7 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
         assert "Defects boxed by a region\t67 of 68 (98.5%)" in text and "Regions on a defect\t66 of 76 (86.8%)" in text
         assert "good images taught" in text
-        assert "Good test parts above the good median\t9 of 20 (45.0%)\thalf where each answer's p-value" in text
+        assert "Good test parts above the good median\t9 of 20 (45.0%)\thalf where new good parts score" in text
         assert "How it was set\tfrom good images, at a target false-alarm rate\tlog-normal upper prediction" in text
         assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
         points = page.eval_on_selector("svg.drift-scores polyline", "(p) => p.getAttribute('points').split(' ').length")

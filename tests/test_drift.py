@@ -1,7 +1,7 @@
 """The false-alarm rate as the reviews say (``serving.drift.reviewed``), on simulated windows of a line whose true
 rates are known: its interval holds the true share of good parts flagged at least as often as it promises, and its
-estimate is centred on it. And the passed parts' p-values (``serving.drift.body``): quiet on a calibrated line, its
-defects included, and quick to see the whole line shift."""
+estimate is centred on it. And the passed parts against the good scores' median (``serving.drift.body``): quiet on a
+calibrated line, its defects included, and quick to see the whole line shift."""
 
 from __future__ import annotations
 
@@ -70,23 +70,22 @@ def test_without_reviews_there_is_nothing_to_say_and_one_review_gives_no_warning
 
 def _shifted(rng: np.random.Generator, answers: int, shift: float, defects: float, rate: float = 0.03) -> Hour:
     """One window of a line whose good parts' log scores moved by ``shift`` of their standard deviation (a lamp
-    ageing): each good part's p-value is then the normal tail beyond its score, uniform where ``shift`` is 0, and it
-    is flagged below ``rate``; a defective part (probability ``defects``) is flagged with recall 0.8 and, missed,
-    passes above the good parts' median."""
+    ageing): each good part's place among good parts is then the normal tail beyond its score, uniform where
+    ``shift`` is 0 (above the good median below a half), and it is flagged below ``rate``; a defective part
+    (probability ``defects``) is flagged with recall 0.8 and, missed, passes above the good median."""
     defective = rng.random(answers) < defects
     p_value = stats.norm.sf(rng.normal(shift, 1, answers))
     flagged = np.where(defective, rng.random(answers) < 0.8, p_value < rate)
     above = np.where(defective, True, p_value < 0.5)
     passed = ~flagged
-    return Hour("2026-12-03T06:00Z", answers, int(flagged.sum()), 0, 0, 0, 0, int(passed.sum()),
-                int((passed & above).sum()))  # fmt: skip
+    return Hour("2026-12-03T06:00Z", answers, int(flagged.sum()), 0, 0, 0, 0, int((passed & above).sum()))
 
 
-def test_the_passed_parts_p_values_see_a_shift_of_the_whole_line_before_the_flagged_share_does():
+def test_the_passed_parts_against_the_good_median_see_a_shift_of_the_whole_line_before_the_flagged_share_does():
     """1,000 windows of 500 answers, a 3% threshold. Calibrated, with 2% defects: the flagged share warns in half the
-    windows (the defects are flagged too, as its warning says), the passed parts' p-values in 9.4%, as a 90%
-    interval promises. A shift of a fifth of a standard deviation and no defect: the p-values warn in 93% of the
-    windows, the flagged share in 52% (it has moved from 3% to 4.6%, the body from 48.5% to 56% above the median)."""
+    windows (the defects are flagged too, as its warning says), the passed parts' share above the good median in
+    9.4%, as a 90% interval promises. A shift of a fifth of a standard deviation and no defect: that share warns in
+    93% of the windows, the flagged share in 52% (it has moved from 3% to 4.6%, the body from 48.5% to 56%)."""
     rng = np.random.default_rng(0)
     calm = [_shifted(rng, 500, 0.0, 0.02) for _ in range(1000)]
     assert np.mean([body([h], 0.03)["warning"] for h in calm]) <= 0.13
@@ -97,5 +96,5 @@ def test_the_passed_parts_p_values_see_a_shift_of_the_whole_line_before_the_flag
     assert np.mean([drift([h], 0.03, 24)["warning"] for h in moved]) <= 0.7
     assert np.mean([s["share"] for s in said]) == pytest.approx(0.559, abs=0.01)
     assert said[0]["expected_share"] == pytest.approx(0.47 / 0.97)
-    assert body([Hour("h", 10, 1, 0, 0, 0, 0)], 0.03) is None  # no p-value kept: nothing said
+    assert body([Hour("h", 10, 10, 0, 0, 0, 0)], 0.03) is None  # nothing passed: nothing said
     assert body([h for h in moved[:1]], None) is None  # no predicted rate: nothing to compare with

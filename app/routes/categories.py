@@ -201,7 +201,10 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
 
     def read(connection):
         model = active(connection, name)
-        hourly = inspections.hourly(connection, model.id, hours), inspections.hourly_parts(connection, model.id, hours)
+        hourly = (
+            inspections.hourly(connection, model.id, hours, model.bank_segments),
+            inspections.hourly_parts(connection, model.id, hours),
+        )
         if not distributions:
             return model, hourly, {}
         return (

@@ -99,7 +99,7 @@ function driftWarning(d) {
         ? "Good parts now look different to it (lighting, camera, supplier): teach it the good parts it flags, or set the threshold again."
         : "Fewer false alarms than its calibration expects: a lower threshold would catch more defects at the promised rate."));
   }
-  const b = d.body;  // where the passed parts' scores lie: the whole line's shift, before the flagged share shows it
+  const b = d.body;  // the passed parts against the good scores' median: the whole line's shift, before the flagged share shows it
   if (b && b.warning) {
     said.push(`${d.category}: ${b.above_good_median} of ${b.passed} passed parts score above the good parts' median (${pct(b.share)}; ` +
       `90% interval ${pct(b.interval[0])} to ${pct(b.interval[1])}), where a calibrated line gives ${pct(b.expected_share)}. ` +
