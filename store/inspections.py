@@ -334,7 +334,7 @@ class Hour(NamedTuple):
 REVIEW_COUNTS = Hour._fields[1:7]  # what the reviews' estimate counts
 
 
-def hourly(connection: psycopg.Connection, model_id: int, hours: float, segments: Sequence[int] = ()) -> list[Hour]:
+def hourly(connection: psycopg.Connection, model_id: int, hours: float, segments: Sequence[int]) -> list[Hour]:
     """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour, oldest first. The
     reviews, and the passed answers above the median of the good scores of ``segments`` (its memory bank's), are
     counted in the same scan, so their reports cost the drift report nothing more."""

@@ -105,7 +105,7 @@ function driftWarning(d) {
       `90% interval ${pct(b.interval[0])} to ${pct(b.interval[1])}), where a calibrated line gives ${pct(b.expected_share)}. ` +
       (b.share > b.expected_share
         ? "The parts it passes look less like its good images than they did (lighting, camera, supplier): check the line before the false alarms rise."
-        : "The parts it passes look more like its good images than its calibration expects: a lower threshold would catch more defects at the promised rate."));
+        : "The parts it passes score lower than its good images did: if the camera or lighting changed, check that it still sees the parts."));
   }
   return said.length ? said.join(" ") : null;
 }
