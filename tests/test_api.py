@@ -502,7 +502,8 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
 def test_drift_counts_the_active_versions_recent_answers_against_its_calibration(api, database):
     """A new version starts with an empty window (no warning); four broken bottles, all flagged, put the share's
     90% interval far above the 2% its threshold predicts: the warning, in the report and in /metrics. Reviews say
-    the false-alarm rate itself: one reject found good among four, with four passes, is 1 of 5 good parts."""
+    the false-alarm rate itself: one reject found good among four, with four passes, is 1 of 5 good parts. Passes
+    that score above the good median far more often than half warn too, over HTTP, in /metrics and on the page."""
     fresh = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.02})
     assert fresh.status_code == 200, fresh.text
     empty = api.get("/categories/bottle/drift").json()
@@ -560,6 +561,20 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     assert shifted["body"]["interval"][0] > shifted["body"]["expected_share"]
     assert 'inspect_body_drift_warning{category="bottle"} 1.0' in api.get("/metrics").text
     assert api.get("/categories/nothing/drift").status_code == 404
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:  # the pages say it in words, beside the flagged share's warning
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.goto(str(api.base_url) + "/")
+        page.wait_for_function("document.querySelectorAll('#category option').length > 0")
+        page.select_option("#category", "bottle")
+        page.wait_for_selector(".drift-warning")
+        said = page.inner_text(".drift-warning")
+        browser.close()
+    passes = shifted["body"]["above_good_median"]
+    assert f"bottle: {passes} of 14 passed parts score above the good parts' median" in said
+    assert "The parts it passes look less like its good images than they did" in said
 
 
 def test_hostile_uploads_get_clear_errors_and_the_service_keeps_answering(api):
