@@ -23,6 +23,7 @@ _CHOSEN = ("category", "part", "file_name", "defect_type", "review_label", "revi
 PART_COLUMNS = (
     "part", "is_anomalous", "views", "anomalous_views", "reviewed_views", "reviewed_defective_views",
     "is_defective_as_reviewed", "defective_views_as_reviewed", "categories", "first_at", "last_at", "last_id",
+    "p_value",
 )  # fmt: skip
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 

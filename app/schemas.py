@@ -463,6 +463,11 @@ class PartSummary(BaseModel):
     categories: list[str] = Field(description="the categories its views were judged in")
     first_at: str
     last_at: str
+    p_value: float | None = Field(
+        description="how rare the part is among good parts, at most: the share of good parts expected to show a view "
+        "as rare as its rarest, bounded by its views times that view's p_value (at most 1; right whatever the views "
+        "share and wherever they were judged, exact for one view); null where a view has no p_value"
+    )
 
 
 class PartVerdict(PartSummary):

@@ -23,6 +23,7 @@ from ingest.sets import part_naming
 from ingest.stored import active_model
 from patchcore import PatchCoreError, progress
 from patchcore.images import IMAGE_SUFFIXES, is_image_file, original_size
+from patchcore.threshold import part_p_value
 from serving.heatmap import overlay
 from serving.inspector import Inspector
 from store import banks
@@ -55,14 +56,17 @@ def images_of(paths: list[Path]) -> list[Path]:
     return found
 
 
-PART_COLUMNS = ("part", "views", "judged", "anomalous_views", "is_anomalous", "worst_score", "worst_file")
+PART_COLUMNS = ("part", "views", "judged", "anomalous_views", "is_anomalous", "p_value", "worst_score", "worst_file")
 
 
 def part_verdicts(rows: list[dict]) -> list[dict]:
     """Each part's verdict over its views' rows (in the order parts first appear): anomalous when any judged view
     is; normal only when every view was judged; otherwise none (empty), since a view not judged may be the
-    defective one. Its worst view by score is named."""
+    defective one. Its worst view by score is named, and how rare the part is among good parts from its views'
+    p-values (:func:`patchcore.threshold.part_p_value`, as ``GET /parts/{part}`` gives it; none unless every view
+    has one)."""
     verdicts: dict[str, dict] = {}
+    rarest: dict[str, list[float]] = {}
     for row in rows:
         part = verdicts.setdefault(row["part"], {"part": row["part"], "views": 0, "judged": 0, "anomalous_views": 0,
                                                  "worst_score": "", "worst_file": ""})  # fmt: skip
@@ -71,11 +75,16 @@ def part_verdicts(rows: list[dict]) -> list[dict]:
             continue
         part["judged"] += 1
         part["anomalous_views"] += bool(row["is_anomalous"])
+        if row["p_value"] != "":
+            rarest.setdefault(row["part"], []).append(float(row["p_value"]))
         if part["worst_score"] == "" or float(row["anomaly_score"]) > float(part["worst_score"]):
             part["worst_score"], part["worst_file"] = row["anomaly_score"], row["file"]
-    for part in verdicts.values():
+    for name, part in verdicts.items():
         flagged, complete = part["anomalous_views"] > 0, part["judged"] == part["views"]
         part["is_anomalous"] = True if flagged else (False if complete else "")
+        rated = rarest.get(name, [])
+        p_value = part_p_value(part["views"], min(rated) if len(rated) == part["views"] else None)
+        part["p_value"] = "" if p_value is None else f"{p_value:.4g}"
     return list(verdicts.values())
 
 

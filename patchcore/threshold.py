@@ -142,6 +142,17 @@ def good_tail(good_scores: Sequence[float], target: float = DEFAULT_FALSE_ALARM_
     return lambda score: 1.0 if score <= 0 else float(stats.t.sf((math.log(score) - mean) / (std * factor), freedom))
 
 
+def part_p_value(views: int, smallest: float | None) -> float | None:
+    """A part's p-value against "this part is good" from its ``views`` views' p-values, of which ``smallest`` is the
+    least (None where a view has none): ``views * smallest``, at most 1. The union bound, so right whatever the views
+    share (a part, a fixture, a lamp) and in whatever categories they were judged: each good view's p-value falls
+    below ``t`` with probability ``t``, so a good part's least falls below ``t`` with probability at most ``views *
+    t``. Exact for one view; for views as alike as copies it says up to ``views`` times too much, never too little."""
+    if smallest is None or views < 1:
+        return None
+    return min(1.0, views * smallest)
+
+
 def predicted_false_alarm_rate(
     good_scores: Sequence[float], threshold: float, target: float = DEFAULT_FALSE_ALARM_RATE
 ) -> float:

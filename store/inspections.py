@@ -15,6 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from patchcore.threshold import part_p_value
+
 
 @dataclass
 class Inspection:
@@ -151,21 +153,23 @@ _PART_COUNTS = (
     "count(*), count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE reviewed_at IS NOT NULL), "
     "count(*) FILTER (WHERE review_label <> 'good'), "
     f"count(*) FILTER (WHERE {_AS_REVIEWED}), "
-    "coalesce(array_agg(DISTINCT category), '{}'), min(at)::text, max(at)::text"
+    "coalesce(array_agg(DISTINCT category), '{}'), min(at)::text, max(at)::text, count(p_value), min(p_value)"
 )
-_PART_COLUMNS = 8  # the values of _PART_COUNTS
+_PART_COLUMNS = 10  # the values of _PART_COUNTS
 
 
 def _part(part: str, counts: tuple) -> dict:
     """A part's summary from :data:`_PART_COUNTS`: the service's verdict (any view flagged), and the verdict as
     reviewed, where each view a person reviewed counts as what they said it was and every other as the service
-    judged it (a flagged view a person found good no longer rejects the part; a missed defect a person found does)."""
-    views, flagged, reviewed, defective, as_reviewed, categories, first, last = counts
+    judged it (a flagged view a person found good no longer rejects the part; a missed defect a person found does);
+    and how rare the part is among good parts, from its views' p-values (:func:`patchcore.threshold.part_p_value`;
+    none where a view has none: a record from before the log kept them, or of a version without good scores)."""
+    views, flagged, reviewed, defective, as_reviewed, categories, first, last, rated, rarest = counts
     return {
         "part": part, "is_anomalous": flagged > 0, "views": views, "anomalous_views": flagged,
         "reviewed_views": reviewed, "reviewed_defective_views": defective, "is_defective_as_reviewed": as_reviewed > 0,
         "defective_views_as_reviewed": as_reviewed, "categories": sorted(categories), "first_at": first,
-        "last_at": last,
+        "last_at": last, "p_value": part_p_value(views, rarest if rated == views else None),
     }  # fmt: skip
 
 

@@ -878,7 +878,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
             page.wait_for_function(f"document.querySelectorAll('.result').length == {count}")
         page.wait_for_function("document.querySelector('#partVerdict').textContent.includes('2 views')")
         page.wait_for_timeout(2000)  # the held verdict has come by now
-        assert page.inner_text("#partVerdict") == "part lot 2/SN-9: 2 views, 1 flagged: DEFECT"
+        rare = "; fewer than 1 good part in a million shows a view as rare"  # a broken view: the part is as rare
+        assert page.inner_text("#partVerdict") == "part lot 2/SN-9: 2 views, 1 flagged: DEFECT" + rare
         assert page.inner_text(".result .part") == "part lot 2/SN-9"
         page.fill("#part", "")
         page.set_input_files("#files", str(GOOD))
@@ -1196,7 +1197,8 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.wait_for_function("document.querySelectorAll('.item').length == 2")
             page.wait_for_function("document.querySelector('#partVerdict').textContent.startsWith('part SN-7')")
             verdict = "part SN-7: DEFECT, 1 of 2 views flagged, 0 reviewed (0 found defective)"
-            assert page.inner_text("#partVerdict") == verdict
+            rare = "; fewer than 1 good part in a million shows a view as rare"  # its broken view's p-value, twice
+            assert page.inner_text("#partVerdict") == verdict + rare
             page.fill("#part", "")
             # the list asked for first answers last (held 1.5 s in the page): the latest filters' list stays drawn
             page.evaluate("""() => { const plain = window.fetch; window.fetch = (url, options) =>
@@ -1230,7 +1232,7 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.dispatch_event("#part", "change")
             page.wait_for_function("document.querySelector('#partVerdict').textContent.includes('2 reviewed')")
             verdict = "part SN-7: DEFECT, 1 of 2 views flagged, 2 reviewed (1 found defective); as reviewed: DEFECT"
-            assert page.inner_text("#partVerdict") == verdict
+            assert page.inner_text("#partVerdict") == verdict + rare
             missed = client.post(f"/inspections/{ids[2]}/review", json={"label": "scratch"})  # judged normal
             assert missed.status_code == 200 and missed.json()["review_model_id"] is None
             listed = "[...document.querySelectorAll('.item')].map((n) => n.dataset.id).join()"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from tests.conftest import ROOT, WEIGHTS
 
@@ -250,6 +251,10 @@ def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
         ("2", "2", str(any(flagged["p1"]))), ("2", "2", "True"), ("1", "0", "")
     ]  # fmt: skip
     assert parts["p2"]["worst_file"].endswith("p2_cam2.png") and parts["p3"]["worst_file"] == ""
+    rarest = {p: min(float(by_file[f"{p}_cam{c}.png"]["p_value"]) for c in (1, 2)) for p in ("p1", "p2")}
+    for name in ("p1", "p2"):  # how rare the part is among good parts: its views times its rarest view's p-value
+        assert float(parts[name]["p_value"]) == pytest.approx(min(1.0, 2 * rarest[name]), rel=1e-3)
+    assert parts["p3"]["p_value"] == ""  # a view not judged has no p-value: nor has its part
     said = f"3 parts, {1 + any(flagged['p1'])} anomalous, {1 - any(flagged['p1'])} normal, 1 without a verdict"
     assert done.returncode == 1 and said in done.stdout, done.stdout
     unmatched = _ingest("inspect", "--category", "bottle", str(station), "--part", "^(q\\d)_", env=env)

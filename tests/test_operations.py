@@ -187,6 +187,13 @@ def test_a_part_named_on_its_views_gets_one_verdict_over_them_and_its_records(se
     assert body["first_at"] <= body["last_at"] and body["reviewed_views"] == 0
     other = client.get("/parts/SN-0002", headers=_auth("viewer")).json()
     assert other["is_anomalous"] is any(a["is_anomalous"] for a in calm) and other["views"] == 2
+    # how rare each part is among good parts: its views times its rarest view's p-value (the union bound), at most 1
+    for found, answers in ((body, flagged), (other, calm)):
+        assert found["p_value"] == pytest.approx(min(1.0, 2 * min(a["p_value"] for a in answers)))
+    assert body["p_value"] < other["p_value"]  # the broken view makes its part the rarer
+    sheet = {r["part"]: r for r in csv.DictReader(io.StringIO(
+        client.get("/parts.csv", params={"category": "bottle"}, headers=_auth("viewer")).text))}  # fmt: skip
+    assert float(sheet["SN-0002"]["p_value"]) == pytest.approx(other["p_value"])
     listed = client.get("/inspections", params={"part": "SN-0002"}, headers=_auth("viewer")).json()["inspections"]
     assert sorted(r["id"] for r in listed) == sorted(a["inspection_id"] for a in calm)
     for inspection, label in ((flagged[1]["inspection_id"], "broken_large"), (flagged[0]["inspection_id"], "good")):

@@ -76,6 +76,26 @@ def test_a_new_good_parts_p_value_is_uniform_so_its_share_below_any_level_is_tha
     assert tail(value * 1.01) < 0.03 < tail(value * 0.99) and tail(0.0) == 1.0
 
 
+def test_a_parts_p_value_over_its_views_is_a_p_value_whatever_the_views_share():
+    """A good part of three views (log scores sharing a part effect, correlation 0.5, each view's marginal the good
+    scores'), read by each view's p-value against 300 good scores: its p-value (:func:`threshold.part_p_value`) falls
+    below a level at most as often as the level, where the rarest view's p-value alone would fall below it about
+    twice as often; for views that are copies it is the views times too large; for one view it is the view's."""
+    rng = np.random.default_rng(1)
+    parts, rarest = [], []
+    for seed in range(2000):
+        tail = threshold.good_tail(_lognormal(300, seed), 0.03)
+        shared = rng.normal(0, 0.15 * math.sqrt(0.5))
+        views = [tail(float(np.exp(0.1 + shared + rng.normal(0, 0.15 * math.sqrt(0.5))))) for _ in range(3)]
+        parts.append(threshold.part_p_value(3, min(views)))
+        rarest.append(min(views))
+    for level in (0.03, 0.1):
+        assert np.mean(np.array(parts) <= level) <= level + 3.5 * math.sqrt(level * (1 - level) / 2000)
+        assert np.mean(np.array(rarest) <= level) > 1.5 * level
+    assert threshold.part_p_value(3, 0.01) == pytest.approx(0.03) and threshold.part_p_value(1, 0.2) == 0.2
+    assert threshold.part_p_value(4, 0.5) == 1.0 and threshold.part_p_value(2, None) is None
+
+
 def test_a_tail_heavier_than_the_log_normal_is_caught_by_the_good_scores_themselves():
     """Good scores whose logs are right-skewed (here exponential: skewness 2) have a heavier tail than the fitted
     log-normal, whose bound then lets through far more than its target; more of the good scores lie above it than

@@ -118,6 +118,14 @@ function rarity(p) {
   return `1 good part in ${Math.round(1 / p).toLocaleString("en")} scores as high`;
 }
 
+// how rare a part is among good parts, at most (GET /parts' p_value: its views times its rarest view's p-value)
+function partRarity(p) {
+  if (p == null) return "";
+  if (p >= 0.1) return `at most ${Math.round(p * 100)}% of good parts show a view as rare`;
+  if (p < 1e-6) return "fewer than 1 good part in a million shows a view as rare";
+  return `at most 1 good part in ${Math.round(1 / p).toLocaleString("en")} shows a view as rare`;
+}
+
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
