@@ -148,9 +148,7 @@ def part_p_value(views: int, smallest: float | None) -> float | None:
     share (a part, a fixture, a lamp) and in whatever categories they were judged: each good view's p-value falls
     below ``t`` with probability ``t``, so a good part's least falls below ``t`` with probability at most ``views *
     t``. Exact for one view; for views as alike as copies it says up to ``views`` times too much, never too little."""
-    if smallest is None or views < 1:
-        return None
-    return min(1.0, views * smallest)
+    return None if smallest is None else min(1.0, views * smallest)
 
 
 def predicted_false_alarm_rate(
