@@ -131,6 +131,23 @@ def _say_highest(threshold: float, ranked: list[dict]) -> None:
         )
 
 
+def _say_calibration(threshold: float, policy: dict) -> None:
+    """Say how far the good scores vouch for a threshold set at a target false-alarm rate: the rule that set it and
+    how many good scores lie above it, with the interval, so that a fit on few good images shows on the terminal how
+    little they can promise (0 of 3 above is compatible with 63% false alarms), as the report and the category page
+    do."""
+    if policy.get("kind") != "false_alarm_rate":
+        return
+    low, high = policy["observed_false_alarm_interval"]
+    per = "good parts, any view" if policy.get("per") == "part" else "good images"
+    print(
+        f"   threshold {threshold:.4f} at a {policy['target_false_alarm_rate']:.1%} target false-alarm rate ({per}): "
+        f"{policy['method']}; {policy['good_scores_above']} of {policy['good_scores']} good scores above it "
+        f"({policy['observed_false_alarm_rate']:.1%}; {policy['interval_level']:.0%} interval {low:.1%}-{high:.1%})",
+        flush=True,
+    )
+
+
 def run_fit(args: argparse.Namespace, store: bool) -> int:
     """Fit, evaluate, report (and store) each category. Everything that can be checked is checked first; a failure
     after a fit (evaluation, plots, report) still stores the fitted model, says what failed and exits 1."""
@@ -173,6 +190,7 @@ def run_fit(args: argparse.Namespace, store: bool) -> int:
             result["copies_left_out"] = _copies_left_out(category)
         if validation := _validation_fitted(category):
             result["validation_images_fitted"] = [str(path) for path in validation]
+        _say_calibration(model.threshold, model.threshold_policy)
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:
             from ingest.persist import store_model

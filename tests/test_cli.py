@@ -56,6 +56,11 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     assert above == [h for h in highest if h["score"] > report["threshold"]] and 0 < len(above) < 10
     named = f"{len(above)} of 10 good images score above the threshold {report['threshold']:.4f} as unseen parts"
     assert named in done.stdout and f"{above[0]['file']} {above[0]['score']:.3f}" in done.stdout
+    policy = report["threshold_policy"]  # and how far the good scores vouch for the threshold, interval included
+    low, high = policy["observed_false_alarm_interval"]
+    said = (f"threshold {report['threshold']:.4f} at a 40.0% target false-alarm rate (good images): "
+            f"{policy['method']}; {policy['good_scores_above']} of 10 good scores above it")  # fmt: skip
+    assert said in done.stdout and f"90% interval {low:.1%}-{high:.1%})" in done.stdout
 
     # the one that scores highest, refitted without (the folder untouched); a name that matches nothing is refused
     again = _ingest(
