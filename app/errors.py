@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import observability
-from app.services import DatabaseUnavailable, RecordRefused, UnknownCategory
+from app.services import CategoryChanging, DatabaseUnavailable, RecordRefused, UnknownCategory
 from patchcore import ImageError, WeightsError
 from patchcore.errors import ImageShapeError, ImageTooLargeError
 from revisions.normals import NeedsRefit
@@ -21,6 +21,11 @@ def error(status: int, code: str, detail: str) -> JSONResponse:
 
 async def _database_down(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
     return error(503, "database_unavailable", f"the database does not answer ({exc}); retry shortly")
+
+
+async def _category_changing(_: Request, exc: CategoryChanging) -> JSONResponse:
+    return error(503, "category_changing", f"{exc}: versions are being made faster than an image is inspected; "
+                 "ask again")  # fmt: skip
 
 
 async def _record_refused(_: Request, exc: RecordRefused) -> JSONResponse:
@@ -79,6 +84,7 @@ def install(app: FastAPI) -> None:
     """Map every exception a route may raise to its JSON answer."""
     for exception, handler in (
         (DatabaseUnavailable, _database_down),
+        (CategoryChanging, _category_changing),
         (RecordRefused, _record_refused),
         (UnknownCategory, _unknown_category),
         (versions.VersionConflict, _conflict),

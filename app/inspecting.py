@@ -8,19 +8,28 @@ import time
 
 from PIL import Image
 
-from app.services import Services
+from app.services import CategoryChanging, Services
 from serving.inspector import Inspection, Inspector, ModelReplaced
+
+ATTEMPTS = 4  # searches of one image, each by the version active when it began
 
 
 def served(
     services: Services, inspector: Inspector, category: str, image: Image.Image, top_k: int
 ) -> tuple[Inspector, Inspection]:
-    """The image inspected by the category's version; one replaced meanwhile is loaded and asked once more."""
+    """The image inspected by the category's version; one replaced meanwhile is loaded and asked again, as often as
+    versions keep replacing each other under it (an engineer moving the threshold while another teaches, on other
+    servers) up to :data:`ATTEMPTS` searches, then :class:`~app.services.CategoryChanging`: an answer is always the
+    verdict of one version that was active while it was searched, never a mix and never a 500."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return inspector, searched(services, inspector, image, top_k)
+        except ModelReplaced:
+            inspector = services.inspector(category, reload=True)
     try:
         return inspector, searched(services, inspector, image, top_k)
-    except ModelReplaced:
-        inspector = services.inspector(category, reload=True)
-        return inspector, searched(services, inspector, image, top_k)
+    except ModelReplaced as exc:
+        raise CategoryChanging(f"{category} got a new version during each of {ATTEMPTS} searches") from exc
 
 
 def searched(services: Services, inspector: Inspector, image: Image.Image, top_k: int) -> Inspection:

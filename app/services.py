@@ -36,6 +36,10 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached now; the pool reconnects by itself when it is back."""
 
 
+class CategoryChanging(Exception):
+    """The category's active version changed under every search of one image (``app.inspecting.served``)."""
+
+
 class UnknownCategory(Exception):
     """No fitted model under that name."""
 

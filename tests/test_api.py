@@ -417,6 +417,56 @@ def test_a_reingested_category_is_served_from_its_new_model_without_a_restart(ap
         assert connection.execute("SELECT model_id FROM patches WHERE id = %s", (patch_id,)).fetchone() == (new_id,)
 
 
+def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_category(database, fitted, monkeypatch):
+    """A version made while an image is searched (a threshold moved on another server) sends the search to the new
+    one; versions made under every search, past the attempts, give a 503 to ask again, never a 500 (the mixed soak
+    found one: two versions within one query)."""
+    from app.inspecting import ATTEMPTS, served
+    from app.services import CategoryChanging, Services
+    from revisions.threshold import set_threshold
+
+    _, url = database
+    with connect(url) as connection:
+        models.save_model(connection, "churn", fitted, {}, Settings())
+    services = Services(Settings(database_url=url))
+    services.open()
+    try:
+        load = services.inspector
+        churn = {"left": 0, "reloads": 0}
+
+        def new_version() -> int:
+            with connect(url) as connection:
+                active = models.active_model(connection, "churn")
+                return set_threshold(connection, active, "test", value=active.threshold + 0.01)
+
+        def reloaded(category: str, reload: bool = False):
+            loaded = load(category, reload)
+            if reload:
+                churn["reloads"] += 1
+                if churn["left"]:
+                    churn["left"] -= 1
+                    new_version()  # the version just loaded is replaced before its search
+            return loaded
+
+        monkeypatch.setattr(services, "inspector", reloaded)
+        image = load("churn").embedder.preprocess.decode(GOOD.read_bytes(), "000.png")
+        for replaced in (1, ATTEMPTS - 1):  # versions made under all but the last search: answered by the newest
+            churn.update(left=replaced - 1, reloads=0)
+            new_version()
+            inspector, inspection = served(services, load("churn"), "churn", image, 3)
+            with connect(url) as connection:
+                active = models.active_model(connection, "churn")
+            assert inspector.model.id == active.id and churn["reloads"] == replaced
+            assert inspection.threshold == active.threshold and len(inspection.similar) == 3
+        churn.update(left=ATTEMPTS - 1, reloads=0)
+        new_version()
+        with pytest.raises(CategoryChanging, match=f"churn got a new version during each of {ATTEMPTS} searches"):
+            served(services, load("churn"), "churn", image, 3)
+        assert churn["reloads"] == ATTEMPTS - 1
+    finally:
+        services.close()
+
+
 def test_past_the_loaded_categories_limit_the_least_recently_asked_is_unloaded(database, fitted):
     from app.services import Services
 

@@ -1,0 +1,166 @@
+"""Soak test of everything at once: queries on two API servers while people review, set thresholds, teach and read.
+
+A line's day is not queries alone: while the cameras ask, an operator reviews answers, an engineer moves the
+threshold (each move a new version), someone teaches good images (a new version with a larger memory bank) and
+dashboards read the log, the parts, the drift and the metrics. This starts a PostgreSQL of its own (the embedded
+build), stores a bottle model fitted on ``--train`` good images, serves it with two uvicorn processes at the default
+settings (two API servers sharing one database, as a deployment scales), and runs for ``--seconds``:
+
+- ``--clients`` threads querying bottle's test images, alternating servers, half of them naming a part;
+- a reviewer recording a label on a random answer every 0.2 s;
+- a threshold set by false-alarm rate (3%, 2%, 5% in turn) every 3 s, on alternate servers;
+- a good training image taught every 12 s;
+- a reader asking the log, parts, CSVs, drift, metrics and categories every 0.3 s.
+
+Then it checks the log: every 200 answer's record is there exactly once. Prints the outcomes per operation and
+status, and exits 1 when any status was not one the operation may answer or a record is missing.
+
+    python benchmarks/mixed_soak.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
+        --data ../shared/datasets/mvtec_ad --seconds 240
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from log_soak import own_database, start_api
+
+from config import Settings
+from patchcore.datasets.mvtec import mvtec_category
+from patchcore.model import PatchCoreConfig, fit
+from store import models
+from store.database import connect
+
+READS = ("/parts", "/parts?verdict=defect", "/inspections", "/inspections.csv", "/parts.csv", "/parts/SN-3", "/metrics",
+         "/categories", "/categories/bottle", "/categories/bottle/drift", "/ready",
+         "/categories/bottle/threshold?false_alarm_rate=0.01")  # fmt: skip
+RATES = (0.03, 0.02, 0.05)
+
+
+class Tally:
+    """Outcomes per (operation, status), the unexpected ones kept, and the ids of the answered queries."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.outcomes: Counter = Counter()
+        self.unexpected: list[tuple[str, int, str]] = []
+        self.answered: list[int] = []
+
+    def note(self, operation: str, response: httpx.Response, expected: tuple[int, ...] = (200,)) -> None:
+        with self.lock:
+            self.outcomes[(operation, response.status_code)] += 1
+            if response.status_code not in expected:
+                self.unexpected.append((operation, response.status_code, response.text[:300]))
+
+
+def _loop(until: float, pause: float, step: Callable[[int], None]) -> None:
+    turn = 0
+    while time.monotonic() < until:
+        step(turn)
+        turn += 1
+        time.sleep(pause)
+
+
+def logged_ids(client: httpx.Client) -> Counter:
+    """How often each inspection id is in the log, page by page."""
+    seen: Counter = Counter()
+    before = None
+    while True:
+        page = client.get("/inspections", params={"limit": 500, **({"before": before} if before else {})}).json()
+        seen.update(record["id"] for record in page["inspections"])
+        before = page["next_before"]
+        if not before:
+            return seen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--data", type=Path, required=True, help="MVTec AD root holding bottle")
+    parser.add_argument("--seconds", type=float, default=240.0)
+    parser.add_argument("--clients", type=int, default=3, help="query threads (default 3)")
+    parser.add_argument("--train", type=int, default=60, help="good training images fitted (default 60)")
+    parser.add_argument("--folder", type=Path, help="database folder (default: a temporary one)")
+    args = parser.parse_args()
+
+    folder, _server, url = own_database(args.folder, "mixed-soak-")  # the server lives as long as its handle
+    bottle = mvtec_category(args.data, "bottle")
+    with connect(url) as connection:
+        models.save_model(connection, "bottle", fit(PatchCoreConfig(backbone="resnet18"), bottle.train[: args.train],
+                                                    args.weights), {}, Settings())  # fmt: skip
+    servers = [start_api(url, folder.parent / f"api{port}.log", port=port) for port in (8771, 8772)]
+    clients = [httpx.Client(base_url=base, timeout=300) for _, base in servers]
+    tests = sorted((args.data / "bottle" / "test").rglob("*.png"))
+    tally = Tally()
+    until = time.monotonic() + args.seconds
+
+    def querier(seed: int) -> Callable[[int], None]:
+        rng = random.Random(seed)
+
+        def ask(turn: int) -> None:
+            path = rng.choice(tests)
+            fields = {"category": "bottle", **({"part": f"SN-{rng.randrange(40)}"} if rng.random() < 0.5 else {})}
+            answer = clients[turn % 2].post("/query", files={"file": (path.name, path.read_bytes())}, data=fields)
+            tally.note("POST /query", answer)
+            if answer.status_code == 200:
+                with tally.lock:
+                    tally.answered.append(answer.json()["inspection_id"])
+
+        return ask
+
+    def review(turn: int) -> None:
+        with tally.lock:
+            ids = list(tally.answered)
+        if ids:
+            label = random.choice(("good", "broken_large"))
+            reviewed = clients[turn % 2].post(f"/inspections/{random.choice(ids)}/review", json={"label": label})
+            tally.note("POST /inspections/{id}/review", reviewed)
+
+    def move_threshold(turn: int) -> None:
+        moved = clients[turn % 2].put("/categories/bottle/threshold", json={"false_alarm_rate": RATES[turn % 3]})
+        tally.note("PUT /categories/bottle/threshold", moved, (200, 409))  # 409: a version changed under it
+
+    def teach(turn: int) -> None:
+        path = bottle.train[args.train + turn % (len(bottle.train) - args.train)]
+        taught = clients[turn % 2].post("/categories/bottle/normals", files=[("files", (path.name, path.read_bytes()))])
+        tally.note("POST /categories/bottle/normals", taught, (200, 409))
+
+    def read(turn: int) -> None:
+        path = random.choice(READS)
+        tally.note("GET " + path.split("?")[0], clients[turn % 2].get(path), (200, 404) if "SN-" in path else (200,))
+
+    work = [(querier(seed), 0.0) for seed in range(args.clients)]
+    work += [(review, 0.2), (move_threshold, 3.0), (teach, 12.0), (read, 0.3)]
+    threads = [threading.Thread(target=_loop, args=(until, pause, step)) for step, pause in work]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seen = logged_ids(clients[0])
+    missing = [i for i in tally.answered if seen[i] != 1]
+    for client in clients:
+        client.close()
+    for api, _ in servers:
+        api.terminate()
+        api.wait(30)
+
+    print(f"{args.seconds:.0f} s, two API servers on one database, {args.clients} query threads")
+    print(f"{'operation':<36} | {'status':>6} | {'answers':>7}")
+    for (operation, status), count in sorted(tally.outcomes.items()):
+        print(f"{operation:<36} | {status:>6} | {count:>7}")
+    print(f"log: {len(tally.answered)} answered queries, {len(seen)} records, {len(missing)} missing or twice")
+    for operation, status, text in tally.unexpected[:20]:
+        print(f"unexpected: {operation} {status}: {text}")
+    sys.exit(1 if tally.unexpected or missing else 0)
+
+
+if __name__ == "__main__":
+    main()
