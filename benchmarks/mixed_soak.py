@@ -4,16 +4,20 @@ A line's day is not queries alone: while the cameras ask, an operator reviews an
 threshold (each move a new version), someone teaches good images (a new version with a larger memory bank) and
 dashboards read the log, the parts, the drift and the metrics. This starts a PostgreSQL of its own (the embedded
 build), stores a bottle model fitted on ``--train`` good images, serves it with two uvicorn processes at the default
-settings (two API servers sharing one database, as a deployment scales), and runs for ``--seconds``:
+settings but the second's search backend, ``exact`` (two API servers sharing one database, as a deployment scales, one
+searching in PostgreSQL and one in its own process), and runs for ``--seconds``:
 
 - ``--clients`` threads querying bottle's test images, alternating servers, half of them naming a part;
 - a reviewer recording a label on a random answer every 0.2 s;
 - a threshold set by false-alarm rate (3%, 2%, 5% in turn) every 3 s, on alternate servers;
-- a good training image taught every 12 s;
-- a reader asking the log, parts, CSVs, drift, metrics and categories every 0.3 s.
+- a good training image taught every 12 s, and a known defect with its mask 6 s after each;
+- a stored version of the fit made active again every 20 s (the one before the active one);
+- a reader asking the log, parts, CSVs, drift, metrics, categories and a kept answer's heatmap every 0.3 s.
 
-Then it checks the log: every 200 answer's record is there exactly once. Prints the outcomes per operation and
-status, and exits 1 when any status was not one the operation may answer or a record is missing.
+Then it checks the log and the verdicts: every 200 answer's record is there exactly once, and every answer is its
+version's own verdict (that version's threshold, anomalous exactly when the score lies above it), never a mix.
+Prints the outcomes per operation and status, and exits 1 when any status was not one the operation may answer, a
+record is missing or a verdict mixed.
 
     python benchmarks/mixed_soak.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
         --data ../shared/datasets/mvtec_ad --seconds 240
@@ -22,6 +26,7 @@ status, and exits 1 when any status was not one the operation may answer or a re
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import threading
@@ -31,10 +36,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 from log_soak import own_database, start_api
 
 from config import Settings
 from patchcore.datasets.mvtec import mvtec_category
+from patchcore.images import mask_png
 from patchcore.model import PatchCoreConfig, fit
 from store import models
 from store.database import connect
@@ -53,6 +60,7 @@ class Tally:
         self.outcomes: Counter = Counter()
         self.unexpected: list[tuple[str, int, str]] = []
         self.answered: list[int] = []
+        self.verdicts: list[tuple[int, float, float, bool]] = []  # (version, its threshold, score, anomalous)
 
     def note(self, operation: str, response: httpx.Response, expected: tuple[int, ...] = (200,)) -> None:
         with self.lock:
@@ -96,9 +104,12 @@ def main() -> None:
     with connect(url) as connection:
         models.save_model(connection, "bottle", fit(PatchCoreConfig(backbone="resnet18"), bottle.train[: args.train],
                                                     args.weights), {}, Settings())  # fmt: skip
-    servers = [start_api(url, folder.parent / f"api{port}.log", port=port) for port in (8771, 8772)]
+    servers = [start_api(url, folder.parent / "api8771.log", port=8771)]
+    os.environ["INSPECT_SEARCH_BACKEND"] = "exact"
+    servers.append(start_api(url, folder.parent / "api8772.log", port=8772))
     clients = [httpx.Client(base_url=base, timeout=300) for _, base in servers]
     tests = sorted((args.data / "bottle" / "test").rglob("*.png"))
+    defects = [(s.path, s.defect, mask_png(s.mask)) for s in bottle.test if s.is_anomalous and s.mask is not None][:10]
     tally = Tally()
     until = time.monotonic() + args.seconds
 
@@ -111,8 +122,11 @@ def main() -> None:
             answer = clients[turn % 2].post("/query", files={"file": (path.name, path.read_bytes())}, data=fields)
             tally.note("POST /query", answer)
             if answer.status_code == 200:
+                said = answer.json()
                 with tally.lock:
-                    tally.answered.append(answer.json()["inspection_id"])
+                    tally.answered.append(said["inspection_id"])
+                    tally.verdicts.append((said["model_id"], said["threshold"], said["anomaly_score"],
+                                           said["is_anomalous"]))  # fmt: skip
 
         return ask
 
@@ -129,16 +143,33 @@ def main() -> None:
         tally.note("PUT /categories/bottle/threshold", moved, (200, 409))  # 409: a version changed under it
 
     def teach(turn: int) -> None:
-        path = bottle.train[args.train + turn % (len(bottle.train) - args.train)]
+        if turn % 2:
+            path, defect, mask = defects[turn // 2 % len(defects)]
+            files = [("file", (path.name, path.read_bytes())), ("mask", ("mask.png", mask))]
+            taught = clients[turn % 2].post("/categories/bottle/defects", files=files, data={"defect_type": defect})
+            tally.note("POST /categories/bottle/defects", taught, (200, 409))
+            return
+        path = bottle.train[args.train + turn // 2 % (len(bottle.train) - args.train)]
         taught = clients[turn % 2].post("/categories/bottle/normals", files=[("files", (path.name, path.read_bytes()))])
         tally.note("POST /categories/bottle/normals", taught, (200, 409))
 
+    def reactivate(turn: int) -> None:
+        category = clients[turn % 2].get("/categories/bottle").json()
+        earlier = [v["model_id"] for v in category["versions"] if v["model_id"] != category["model_id"]]
+        if earlier:
+            moved = clients[turn % 2].put("/categories/bottle/active-version", json={"model_id": earlier[0]})
+            tally.note("PUT /categories/bottle/active-version", moved, (200, 409))
+
     def read(turn: int) -> None:
-        path = random.choice(READS)
-        tally.note("GET " + path.split("?")[0], clients[turn % 2].get(path), (200, 404) if "SN-" in path else (200,))
+        with tally.lock:
+            path = random.choice([*READS, *(["/inspections/{id}/heatmap"] if tally.answered else [])])
+            if "{id}" in path:
+                path = path.replace("{id}", str(random.choice(tally.answered)))
+        name = "GET /inspections/{id}/heatmap" if path.endswith("/heatmap") else "GET " + path.split("?")[0]
+        tally.note(name, clients[turn % 2].get(path), (200, 404) if "SN-" in path else (200,))
 
     work = [(querier(seed), 0.0) for seed in range(args.clients)]
-    work += [(review, 0.2), (move_threshold, 3.0), (teach, 12.0), (read, 0.3)]
+    work += [(review, 0.2), (move_threshold, 3.0), (teach, 6.0), (reactivate, 20.0), (read, 0.3)]
     threads = [threading.Thread(target=_loop, args=(until, pause, step)) for step, pause in work]
     for thread in threads:
         thread.start()
@@ -146,6 +177,9 @@ def main() -> None:
         thread.join()
     seen = logged_ids(clients[0])
     missing = [i for i in tally.answered if seen[i] != 1]
+    with psycopg.connect(url) as connection:
+        stored = dict(connection.execute("SELECT id, threshold FROM models").fetchall())
+    mixed = [v for v in tally.verdicts if abs(v[1] - stored[v[0]]) > 1e-9 or v[3] != (v[2] > v[1])]
     for client in clients:
         client.close()
     for api, _ in servers:
@@ -157,9 +191,13 @@ def main() -> None:
     for (operation, status), count in sorted(tally.outcomes.items()):
         print(f"{operation:<36} | {status:>6} | {count:>7}")
     print(f"log: {len(tally.answered)} answered queries, {len(seen)} records, {len(missing)} missing or twice")
+    print(
+        f"verdicts: {len({v[0] for v in tally.verdicts})} versions answered; {len(mixed)} answers not their "
+        "version's own verdict (its threshold, score above it)"
+    )
     for operation, status, text in tally.unexpected[:20]:
         print(f"unexpected: {operation} {status}: {text}")
-    sys.exit(1 if tally.unexpected or missing else 0)
+    sys.exit(1 if tally.unexpected or missing or mixed else 0)
 
 
 if __name__ == "__main__":
