@@ -14,12 +14,14 @@ searching in PostgreSQL and one in its own process), and runs for ``--seconds``:
 - a stored version of the fit made active again every 20 s (the one before the active one);
 - halfway, bottle fitted again on other good images by ``python -m ingest fit`` (a re-ingest retires the versions
   of the fit before, memory banks and all, while they serve);
+- from the start, a new product, ``widget`` (20 other good bottle images), uploaded to a fit job and fitted by a
+  ``python -m ingest worker`` process; once it serves, the query threads ask it too;
 - a reader asking the log, parts, CSVs, drift, metrics, categories and a kept answer's heatmap every 0.3 s.
 
 Then it checks the log and the verdicts: every 200 answer's record is there exactly once, and every answer is its
 version's own verdict (that version's threshold, anomalous exactly when the score lies above it), never a mix.
 Prints the outcomes per operation and status, and exits 1 when any status was not one the operation may answer, a
-record is missing, a verdict mixed or the refit failed.
+record is missing, a verdict mixed, or the refit or the job failed.
 
     python benchmarks/mixed_soak.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
         --data ../shared/datasets/mvtec_ad --seconds 240
@@ -113,6 +115,18 @@ def refit_midway(url: str, args: argparse.Namespace, until: float) -> str:
     return stored[0] if done.returncode == 0 and stored else f"failed ({done.returncode}): {done.stderr[-300:]}"
 
 
+def new_product(client: httpx.Client, images: list[Path], until: float) -> dict:
+    """A fit job for ``widget`` from ``images``, started and followed until it ends (or the run does): the job."""
+    job = client.post("/jobs", json={"category": "widget", "backbone": "resnet18"}).json()
+    files = [("files", (path.name, path.read_bytes())) for path in images]
+    client.post(f"/jobs/{job['id']}/images", files=files).raise_for_status()
+    job = client.post(f"/jobs/{job['id']}/start").json()
+    while job["state"] in ("queued", "running") and time.monotonic() < until:
+        time.sleep(1)
+        job = client.get(f"/jobs/{job['id']}").json()
+    return job
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True)
@@ -142,7 +156,8 @@ def main() -> None:
 
         def ask(turn: int) -> None:
             path = rng.choice(tests)
-            fields = {"category": "bottle", **({"part": f"SN-{rng.randrange(40)}"} if rng.random() < 0.5 else {})}
+            category = "widget" if served_widget and rng.random() < 0.25 else "bottle"
+            fields = {"category": category, **({"part": f"SN-{rng.randrange(40)}"} if rng.random() < 0.5 else {})}
             answer = clients[turn % 2].post("/query", files={"file": (path.name, path.read_bytes())}, data=fields)
             tally.note("POST /query", answer)
             if answer.status_code == 200:
@@ -196,13 +211,26 @@ def main() -> None:
     work += [(review, 0.2), (move_threshold, 3.0), (teach, 6.0), (reactivate, 20.0), (read, 0.3)]
     refitted: list[str] = []
     refitting = threading.Thread(target=lambda: refitted.append(refit_midway(url, args, until)))
+    served_widget: list[dict] = []
+    others = sorted((args.data / "bottle" / "train" / "good").glob("*.png"))[-20:]
+    job = threading.Thread(target=lambda: served_widget.append(new_product(clients[1], others, until)))
+    with open(folder.parent / "worker.log", "wb") as sink:  # the process keeps its own copy of the file
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "worker", "--poll", "1", "--name", "soak"], cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": url, "INSPECT_WEIGHTS": str(Path(args.weights).resolve())},
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     threads = [threading.Thread(target=_loop, args=(until, pause, step)) for step, pause in work]
     for thread in threads:
         thread.start()
     refitting.start()
-    for thread in [*threads, refitting]:
+    job.start()
+    for thread in [*threads, refitting, job]:
         thread.join()
+    worker.terminate()
+    worker.wait(30)
     refit = refitted[0] if refitted else "did not finish"
+    job_state = served_widget[0]["state"] if served_widget else "not made"
     seen = logged_ids(clients[0])
     missing = [i for i in tally.answered if seen[i] != 1]
     with psycopg.connect(url) as connection:
@@ -224,9 +252,12 @@ def main() -> None:
           f"version's own verdict (its threshold, score above it; {retired} by versions the refit retired, checked "
           "against their score only)")  # fmt: skip
     print(f"refit: {refit}")
+    print(f"new product: its fit job {job_state}")
     for operation, status, text in tally.unexpected[:20]:
         print(f"unexpected: {operation} {status}: {text}")
-    sys.exit(1 if tally.unexpected or missing or mixed or not refit.startswith("stored") else 0)
+    sys.exit(
+        1 if tally.unexpected or missing or mixed or not refit.startswith("stored") or job_state != "succeeded" else 0
+    )
 
 
 if __name__ == "__main__":

@@ -56,6 +56,21 @@ def copy_rows(cursor: psycopg.Cursor, statement: str | sql.Composable, types: li
     return count
 
 
+VERSION_WRITERS = (7412, 0)  # the advisory lock every transaction that makes a version takes first (jobs use 7411)
+
+
+def serialise_version_writers(cursor: psycopg.Cursor) -> None:
+    """Wait, inside the caller's transaction, until no other transaction that makes a version (a fit stored, a
+    threshold, added normals or defects) is open; taken first, before any row or table lock. Attaching a segment
+    (:func:`write_segment`) needs a SHARE ROW EXCLUSIVE lock on ``models`` and ``images``, which its foreign keys
+    reference and which the same transaction has already written (ROW EXCLUSIVE); two such transactions, each
+    holding the weaker lock and waiting for the stronger, deadlock, and PostgreSQL aborts one (a mixed soak
+    caught it: added normals refused with 503 while a worker stored a new product; the worker's job could as well
+    have failed after its whole fit). One lock taken first by all of them orders them, so none waits while holding
+    what another needs."""
+    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", VERSION_WRITERS)
+
+
 def write_segment(
     cursor: psycopg.Cursor,
     table: str,

@@ -14,7 +14,7 @@ import psycopg
 
 from config import Settings
 from patchcore.model import FittedModel, PatchCoreConfig
-from store.banks import drop_segments, write_segment
+from store.banks import drop_segments, serialise_version_writers, write_segment
 from store.changes import log_change
 from store.evaluations import write_cells
 from store.images import write_images
@@ -52,6 +52,7 @@ class StoredModel:
 
 
 MAX_DIM = 2000
+RETIRING = (7413, 0)  # the advisory lock one retirement holds at a time (version writers 7412, jobs 7411)
 
 # what decides a patch's embedding: a defect library stays valid across a refit only if all of them are equal
 _EMBEDDING = (
@@ -89,6 +90,7 @@ def save_model(
     dim = config.embedding_dim
     check_dimension(dim)
     with connection.transaction(), connection.cursor() as cursor:
+        serialise_version_writers(cursor)
         cursor.execute("INSERT INTO categories (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (category,))
         cursor.execute("SELECT id, active_model_id FROM categories WHERE name = %s FOR UPDATE", (category,))
         category_id, previous_id = cursor.fetchone()
@@ -158,7 +160,18 @@ def retire_old_models(connection: psycopg.Connection, category: str) -> int:
 
     Runs after the new version is committed; a query that still holds an old model id finds no rows and retries
     with the new one (see :func:`store.search.search`). ``connection`` must be in autocommit mode. A retirement cut
-    short is finished by the next one."""
+    short is finished by the next one. One retirement at a time (a session advisory lock, since detaching
+    concurrently cannot run in a transaction): a threshold set on one server tidies up while a refit's own
+    retirement runs, and two of them detaching the same segment made the second fail with a 500 in a mixed soak; the
+    later one now waits, then finds what is left."""
+    connection.execute("SELECT pg_advisory_lock(%s, %s)", RETIRING)
+    try:
+        return _retire(connection, category)
+    finally:
+        connection.execute("SELECT pg_advisory_unlock(%s, %s)", RETIRING)
+
+
+def _retire(connection: psycopg.Connection, category: str) -> int:
     model_ids = connection.execute(
         "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
         "LEFT JOIN models a ON a.id = c.active_model_id "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from store.banks import serialise_version_writers
 from store.changes import log_change
 from store.models import StoredModel
 
@@ -60,6 +61,7 @@ def new_version(
     if change.adds not in (None, "bank", "defects"):
         raise ValueError(f"a version adds to the bank or the defects, not {change.adds!r}")
     with connection.transaction(), connection.cursor() as cursor:
+        serialise_version_writers(cursor)
         _lock_active(cursor, based_on)
         model_id = cursor.execute("SELECT nextval(pg_get_serial_sequence('models', 'id'))").fetchone()[0]
         bank = list(based_on.bank_segments) + ([model_id] if change.adds == "bank" else [])

@@ -584,3 +584,65 @@ def test_the_command_line_lists_the_versions_of_the_fit_and_makes_one_active_aga
         assert (log[0]["action"], log[0]["actor"], log[0]["model_id"]) == ("reactivated", "qa", fitted)
     unknown = ingest("--activate", "999999")
     assert unknown.returncode == 2 and "stores no version 999999" in unknown.stderr, unknown.stderr
+
+
+def test_version_writers_wait_for_each_other_so_attaching_segments_cannot_deadlock(database_url, small_model):
+    """A fit stored and a threshold set both wait for the version writers' lock before they lock anything else:
+    attaching a segment needs SHARE ROW EXCLUSIVE on ``models`` and ``images``, which each writer already holds
+    ROW EXCLUSIVE on, so two unordered writers deadlock (a mixed soak caught added normals refused while a worker
+    stored a new product). Readers do not wait for it."""
+    upgrade(database_url)
+    _save(database_url, "first", small_model)
+    done: dict[str, int] = {}
+
+    def store_another() -> None:
+        done["fit"] = _save(database_url, "second", small_model)
+
+    def move_threshold() -> None:
+        with connect(database_url) as connection:
+            done["threshold"] = set_threshold(connection, models.active_model(connection, "first"), "t", value=2.0)
+
+    with psycopg.connect(database_url) as holder:  # another writer, in its transaction
+        holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", banks.VERSION_WRITERS)
+        writers = [threading.Thread(target=store_another), threading.Thread(target=move_threshold)]
+        for writer in writers:
+            writer.start()
+        time.sleep(3)
+        assert done == {} and all(writer.is_alive() for writer in writers)
+        with connect(database_url) as reader:  # readers answer meanwhile
+            assert models.active_model(reader, "first").threshold != 2.0
+            assert reader.execute("SELECT count(*) FROM categories WHERE name = 'second'").fetchone()[0] == 0
+        holder.commit()
+        for writer in writers:
+            writer.join(60)
+    assert set(done) == {"fit", "threshold"}
+    with connect(database_url) as connection:
+        assert models.active_model(connection, "first").threshold == 2.0
+        assert models.active_model(connection, "second").id == done["fit"]
+
+
+def test_one_retirement_at_a_time(database_url, small_model):
+    """Retirements of old fits detach segments outside a transaction, so two at once (a refit's own while a threshold
+    set on another server tidies up) once raced to detach the same segment; a second one waits for the first, then
+    retires what is left."""
+    _save(database_url, "retired", small_model)
+    with connect(database_url) as connection:
+        old = models.active_model(connection, "retired").id
+        models.save_model(connection, "retired", _halved(small_model), {}, Settings())  # a refit, not yet retired
+    retired: list[int] = []
+    with psycopg.connect(database_url, autocommit=True) as holder:  # another retirement, running
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", models.RETIRING)
+
+        def retire() -> None:
+            with connect(database_url, autocommit=True) as connection:
+                retired.append(models.retire_old_models(connection, "retired"))
+
+        waiting = threading.Thread(target=retire)
+        waiting.start()
+        time.sleep(2)
+        assert waiting.is_alive() and not retired
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", models.RETIRING)
+        waiting.join(60)
+    assert retired == [1]
+    with connect(database_url) as connection:
+        assert connection.execute("SELECT count(*) FROM models WHERE id = %s", (old,)).fetchone()[0] == 0
