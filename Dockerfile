@@ -20,9 +20,11 @@ COPY app ./app
 COPY revisions ./revisions
 COPY config ./config
 COPY migrations ./migrations
-# everything else at the versions the tests last passed with (constraints.txt); torch and torchvision as TORCH_INDEX
-# builds them (its CPU or CUDA wheels, whose versions that index decides), with what torch itself requires
-RUN pip install --upgrade pip && pip install --index-url "$TORCH_INDEX" torch torchvision \
+# everything at the versions the tests last passed with (constraints.txt): torch and torchvision from TORCH_INDEX
+# (its CPU or CUDA build of those versions, whose local label, +cpu or +cu..., the pin matches), with what torch itself
+# requires; then the rest within the constraints
+RUN pip install --upgrade pip \
+    && pip install --index-url "$TORCH_INDEX" $(grep -E '^torch(vision)?==' constraints.txt) \
     && grep -v -i -E '^((torch|torchvision|triton|filelock|fsspec|jinja2|markupsafe|networkx|sympy|mpmath)==|nvidia-|cuda-)' \
         constraints.txt > /tmp/constraints.txt \
     && pip install -c /tmp/constraints.txt . && rm /tmp/constraints.txt

@@ -1,6 +1,7 @@
 """Docker cannot run here, so the compose file and Dockerfile are checked by reading them; so is the docs site's
 settings table."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -34,7 +35,10 @@ def test_api_builds_waits_for_a_healthy_db_and_can_scale():
 def test_the_cpu_image_takes_cpu_wheels_and_a_gpu_variant_reserves_an_nvidia_device():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
-    assert 'pip install --index-url "$TORCH_INDEX" torch torchvision' in dockerfile
+    # torch and torchvision at the tested versions, from the index: the constraints name both
+    assert """pip install --index-url "$TORCH_INDEX" $(grep -E '^torch(vision)?==' constraints.txt)""" in dockerfile
+    pinned = re.findall(r"^(torch(?:vision)?)==", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+    assert sorted(pinned) == ["torch", "torchvision"]
     assert "pip install -c /tmp/constraints.txt ." in dockerfile  # the rest at the tested versions
     gpu = _compose()["services"]["api-gpu"]
     assert gpu["profiles"] == ["gpu"] and "/whl/cu" in gpu["build"]["args"]["TORCH_INDEX"]
