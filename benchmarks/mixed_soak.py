@@ -3,9 +3,11 @@
 A line's day is not queries alone: while the cameras ask, an operator reviews answers, an engineer moves the
 threshold (each move a new version), someone teaches good images (a new version with a larger memory bank) and
 dashboards read the log, the parts, the drift and the metrics. This starts a PostgreSQL of its own (the embedded
-build), stores a bottle model fitted on ``--train`` good images, serves it with two uvicorn processes at the default
-settings but the second's search backend, ``exact`` (two API servers sharing one database, as a deployment scales, one
-searching in PostgreSQL and one in its own process), and runs for ``--seconds``:
+build) with ``--standbys`` streaming standbys of it (1 by default), stores a bottle model fitted on ``--train`` good
+images, serves it with two uvicorn processes at the default settings but for where they search (two API servers
+sharing one database, as a deployment scales): the first in PostgreSQL, on the standbys (``DATABASE_REPLICA_URLS``;
+on the primary with ``--standbys 0``), the second in its own process (``INSPECT_SEARCH_BACKEND=exact``); and runs for
+``--seconds``:
 
 - ``--clients`` threads querying bottle's test images, alternating servers, half of them naming a part;
 - a reviewer recording a label on a random answer every 0.2 s;
@@ -15,8 +17,11 @@ searching in PostgreSQL and one in its own process), and runs for ``--seconds``:
 - halfway, bottle fitted again on other good images by ``python -m ingest fit`` (a re-ingest retires the versions
   of the fit before, memory banks and all, while they serve);
 - from the start, a new product, ``widget`` (20 other good bottle images), uploaded to a fit job and fitted by a
-  ``python -m ingest worker`` process; once it serves, the query threads ask it too;
-- a reader asking the log, parts, CSVs, drift, metrics, categories and a kept answer's heatmap every 0.3 s.
+  ``python -m ingest worker`` process; once it serves, the query threads ask it too and every other threshold move
+  is widget's; three quarters through, widget is deleted while it is asked (its queries and moves may then answer
+  404) and a second job fits it again from the same images;
+- a reader asking the log, parts, CSVs, drift, metrics, categories and a kept answer's heatmap every 0.3 s (drawn by
+  its category's active version: 404 for widget's answers while it is deleted).
 
 Then it checks the log and the verdicts: every 200 answer's record is there exactly once, and every answer is its
 version's own verdict (that version's threshold, anomalous exactly when the score lies above it), never a mix.
@@ -49,7 +54,7 @@ from config import Settings
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.images import mask_png
 from patchcore.model import PatchCoreConfig, fit
-from store import models
+from store import models, standbys
 from store.database import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +73,7 @@ class Tally:
         self.outcomes: Counter = Counter()
         self.unexpected: list[tuple[str, int, str]] = []
         self.answered: list[int] = []
+        self.of_widget: set[int] = set()  # answers of widget, whose heatmaps are 404 once it is deleted
         self.verdicts: list[tuple[int, float, float, bool]] = []  # (version, its threshold, score, anomalous)
 
     def note(self, operation: str, response: httpx.Response, expected: tuple[int, ...] = (200,)) -> None:
@@ -118,6 +124,8 @@ def refit_midway(url: str, args: argparse.Namespace, until: float) -> str:
 def new_product(client: httpx.Client, images: list[Path], until: float) -> dict:
     """A fit job for ``widget`` from ``images``, started and followed until it ends (or the run does): the job."""
     job = client.post("/jobs", json={"category": "widget", "backbone": "resnet18"}).json()
+    if "id" not in job:
+        return {"state": f"not made: {job}"}
     files = [("files", (path.name, path.read_bytes())) for path in images]
     client.post(f"/jobs/{job['id']}/images", files=files).raise_for_status()
     job = client.post(f"/jobs/{job['id']}/start").json()
@@ -135,6 +143,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=3, help="query threads (default 3)")
     parser.add_argument("--train", type=int, default=60, help="good training images fitted (default 60)")
     parser.add_argument("--folder", type=Path, help="database folder (default: a temporary one)")
+    parser.add_argument("--standbys", type=int, default=1, help="streaming standbys the first server searches on")
     args = parser.parse_args()
 
     folder, _server, url = own_database(args.folder, "mixed-soak-")  # the server lives as long as its handle
@@ -142,7 +151,10 @@ def main() -> None:
     with connect(url) as connection:
         models.save_model(connection, "bottle", fit(PatchCoreConfig(backbone="resnet18"), bottle.train[: args.train],
                                                     args.weights), {}, Settings())  # fmt: skip
+    replicas = standbys.start_standbys(url, folder, args.standbys) if args.standbys else []
+    os.environ["DATABASE_REPLICA_URLS"] = ",".join(replicas)
     servers = [start_api(url, folder.parent / "api8771.log", port=8771)]
+    os.environ["DATABASE_REPLICA_URLS"] = ""
     os.environ["INSPECT_SEARCH_BACKEND"] = "exact"
     servers.append(start_api(url, folder.parent / "api8772.log", port=8772))
     clients = [httpx.Client(base_url=base, timeout=300) for _, base in servers]
@@ -159,11 +171,13 @@ def main() -> None:
             category = "widget" if served_widget and rng.random() < 0.25 else "bottle"
             fields = {"category": category, **({"part": f"SN-{rng.randrange(40)}"} if rng.random() < 0.5 else {})}
             answer = clients[turn % 2].post("/query", files={"file": (path.name, path.read_bytes())}, data=fields)
-            tally.note("POST /query", answer)
+            tally.note(f"POST /query {category}", answer, (200, 404) if category == "widget" else (200,))
             if answer.status_code == 200:
                 said = answer.json()
                 with tally.lock:
                     tally.answered.append(said["inspection_id"])
+                    if category == "widget":
+                        tally.of_widget.add(said["inspection_id"])
                     tally.verdicts.append((said["model_id"], said["threshold"], said["anomaly_score"],
                                            said["is_anomalous"]))  # fmt: skip
 
@@ -178,8 +192,10 @@ def main() -> None:
             tally.note("POST /inspections/{id}/review", reviewed)
 
     def move_threshold(turn: int) -> None:
-        moved = clients[turn % 2].put("/categories/bottle/threshold", json={"false_alarm_rate": RATES[turn % 3]})
-        tally.note("PUT /categories/bottle/threshold", moved, (200, 409))  # 409: a version changed under it
+        name = "widget" if served_widget and turn % 2 else "bottle"
+        moved = clients[turn % 2].put(f"/categories/{name}/threshold", json={"false_alarm_rate": RATES[turn % 3]})
+        # 409: a version changed under it; 404: widget deleted
+        tally.note(f"PUT /categories/{name}/threshold", moved, (200, 409, 404) if name == "widget" else (200, 409))
 
     def teach(turn: int) -> None:
         if turn % 2:
@@ -202,18 +218,30 @@ def main() -> None:
     def read(turn: int) -> None:
         with tally.lock:
             path = random.choice([*READS, *(["/inspections/{id}/heatmap"] if tally.answered else [])])
+            gone = False  # a heatmap is drawn by the category's active version: none once widget is deleted
             if "{id}" in path:
-                path = path.replace("{id}", str(random.choice(tally.answered)))
+                drawn = random.choice(tally.answered)
+                path, gone = path.replace("{id}", str(drawn)), drawn in tally.of_widget
         name = "GET /inspections/{id}/heatmap" if path.endswith("/heatmap") else "GET " + path.split("?")[0]
-        tally.note(name, clients[turn % 2].get(path), (200, 404) if "SN-" in path else (200,))
+        tally.note(name, clients[turn % 2].get(path), (200, 404) if "SN-" in path or gone else (200,))
 
     work = [(querier(seed), 0.0) for seed in range(args.clients)]
     work += [(review, 0.2), (move_threshold, 3.0), (teach, 6.0), (reactivate, 20.0), (read, 0.3)]
     refitted: list[str] = []
     refitting = threading.Thread(target=lambda: refitted.append(refit_midway(url, args, until)))
-    served_widget: list[dict] = []
+    served_widget: list[bool] = []
     others = sorted((args.data / "bottle" / "train" / "good").glob("*.png"))[-20:]
-    job = threading.Thread(target=lambda: served_widget.append(new_product(clients[1], others, until)))
+    jobs_ended: list[str] = []
+
+    def widget_life() -> None:
+        """widget fitted by a job, served, deleted while asked three quarters through, and fitted again."""
+        jobs_ended.append(new_product(clients[1], others, until)["state"])
+        served_widget.append(True)
+        time.sleep(max(0.0, until - time.monotonic() - args.seconds / 4))
+        tally.note("DELETE /categories/widget", clients[0].delete("/categories/widget"))
+        jobs_ended.append(new_product(clients[0], others, until + 300)["state"])  # followed past the run's end
+
+    job = threading.Thread(target=widget_life)
     with open(folder.parent / "worker.log", "wb") as sink:  # the process keeps its own copy of the file
         worker = subprocess.Popen(
             [sys.executable, "-m", "ingest", "worker", "--poll", "1", "--name", "soak"], cwd=ROOT,
@@ -230,20 +258,24 @@ def main() -> None:
     worker.terminate()
     worker.wait(30)
     refit = refitted[0] if refitted else "did not finish"
-    job_state = served_widget[0]["state"] if served_widget else "not made"
+    job_state = ", then ".join(jobs_ended) or "not made"
     seen = logged_ids(clients[0])
     missing = [i for i in tally.answered if seen[i] != 1]
     with psycopg.connect(url) as connection:
         stored = dict(connection.execute("SELECT id, threshold FROM models").fetchall())
     mixed = [v for v in tally.verdicts if (v[0] in stored and abs(v[1] - stored[v[0]]) > 1e-9) or v[3] != (v[2] > v[1])]
     retired = sum(v[0] not in stored for v in tally.verdicts)
+    counted = ("inspect_standby_answered", "inspect_standby_skipped", "inspect_primary_answered")
+    on_standbys = [line for line in clients[0].get("/metrics").text.splitlines() if line.startswith(counted)]
     for client in clients:
         client.close()
     for api, _ in servers:
         api.terminate()
         api.wait(30)
+    standbys.stop_standbys(folder)
 
-    print(f"{args.seconds:.0f} s, two API servers on one database, {args.clients} query threads")
+    print(f"{args.seconds:.0f} s, two API servers on one database ({args.standbys} standby(s) searched by the first), "
+          f"{args.clients} query threads")  # fmt: skip
     print(f"{'operation':<36} | {'status':>6} | {'answers':>7}")
     for (operation, status), count in sorted(tally.outcomes.items()):
         print(f"{operation:<36} | {status:>6} | {count:>7}")
@@ -252,12 +284,12 @@ def main() -> None:
           f"version's own verdict (its threshold, score above it; {retired} by versions the refit retired, checked "
           "against their score only)")  # fmt: skip
     print(f"refit: {refit}")
-    print(f"new product: its fit job {job_state}")
+    print("the first server's searches and bank reads: " + "; ".join(on_standbys or ["all on the primary"]))
+    print(f"new product: its fit jobs {job_state} (deleted between)")
     for operation, status, text in tally.unexpected[:20]:
         print(f"unexpected: {operation} {status}: {text}")
-    sys.exit(
-        1 if tally.unexpected or missing or mixed or not refit.startswith("stored") or job_state != "succeeded" else 0
-    )
+    failed = tally.unexpected or missing or mixed or not refit.startswith("stored")
+    sys.exit(1 if failed or jobs_ended != ["succeeded"] * 2 else 0)
 
 
 if __name__ == "__main__":
