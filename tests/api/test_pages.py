@@ -1,0 +1,309 @@
+"""The inspect and review pages in a real browser (Debian's Chromium driven by Playwright) against the real API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from config import Settings
+from store import models
+from store.database import connect
+from store.migrate import upgrade
+from tests.api.conftest import BROKEN, EVALUATION, GOOD, file_field, post
+from tests.conftest import BOTTLE, launch_chromium, start_api
+
+
+def test_the_inspect_page_in_a_real_browser(api, tmp_path):
+    """Debian's Chromium, driven by Playwright: the page lists the category, shows a broken bottle's verdict with
+    its heatmap, the nearest good patch, 10 good thumbnails and the nearest known defect that really loaded, a good
+    bottle as normal, two views of one named part and the part's verdict over them, teaching from the page (a refused
+    label's message, then "it is good"), and the API's own message for a text file. Writes the screenshot the README
+    shows when INSPECT_SCREENSHOT names a file."""
+
+    from playwright.sync_api import sync_playwright
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    mask = BOTTLE / "ground_truth" / "broken_large" / "000_mask.png"
+    known = api.post("/categories/bottle/defects", files=[file_field(BROKEN), file_field(mask, "mask")],
+                     data={"defect_type": "broken_large"})  # fmt: skip
+    assert known.status_code == 200, known.text
+    flagged = [post(api, path).json() for path in sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[1:5]]
+    assert all(a["is_anomalous"] and a["model_id"] == known.json()["model_id"] for a in flagged)  # a drifted window
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page(viewport={"width": 1180, "height": 900})
+        page.goto(str(api.base_url) + "/")
+        page.wait_for_function("document.querySelectorAll('#category option').length > 0")
+        page.select_option("#category", "bottle")
+        page.wait_for_selector(".drift-warning")
+        assert page.inner_text(".drift-warning").startswith("bottle: 4 of 4 parts flagged in the last 24 hours")
+        page.set_input_files("#files", str(BROKEN))
+        page.wait_for_selector(".result .verdict")
+        assert page.inner_text(".result .verdict") == "DEFECT"
+        assert page.inner_text(".result .rarity") == "fewer than 1 good part in a million scores as high"
+        page.wait_for_function(
+            "[...document.querySelectorAll('.result img')].every((i) => i.complete && i.naturalWidth > 0)"
+        )
+        loaded = page.eval_on_selector_all(".result img.thumb", "(all) => all.map((i) => i.naturalWidth)")
+        assert len(loaded) == 10 and all(width > 0 for width in loaded)
+        assert page.eval_on_selector(".result img.heat", "(i) => i.naturalWidth") == 224
+        assert page.eval_on_selector(".result img.normal-patch", "(i) => i.naturalWidth") == 64
+        assert page.inner_text(".result .defect-type").startswith("looks like broken_large")
+        assert page.eval_on_selector(".result img.defect-thumb", "(i) => i.naturalWidth") == 224
+        drawn = page.eval_on_selector_all(
+            ".result .region", "(all) => all.map((r) => [r.offsetLeft, r.offsetTop, r.offsetWidth, r.offsetHeight])"
+        )
+        answer = post(api, BROKEN).json()  # the same image asked again: the same regions, outlined in the view
+        assert drawn == [
+            [b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in (r["box_in_view"] for r in answer["defect_regions"])
+        ]
+        regions_said = f"{len(drawn)} defect region{'' if len(drawn) == 1 else 's'} (dashed)"
+        assert page.inner_text(".result .regions-said").startswith(regions_said)
+        if os.environ.get("INSPECT_SCREENSHOT"):
+            page.screenshot(path=os.environ["INSPECT_SCREENSHOT"], full_page=True)
+        page.fill("#part", "lot 2/SN-9")  # two views of one part: its verdict over both, from the log
+        # the first view's part verdict (1 view) is handed to the page 1.5 s late, after the second's (2 views)
+        page.evaluate("""() => { const plain = window.fetch; let first = true; window.fetch = (url, options) => {
+            if (!(first && String(url).startsWith('/parts/'))) return plain(url, options);
+            first = false;
+            return plain(url, options).then((answer) => new Promise((done) => setTimeout(() => done(answer), 1500)));
+            }; }""")
+        for count, path in ((2, GOOD), (3, BROKEN)):
+            page.set_input_files("#files", str(path))
+            page.wait_for_function(f"document.querySelectorAll('.result').length == {count}")
+        page.wait_for_function("document.querySelector('#partVerdict').textContent.includes('2 views')")
+        page.wait_for_timeout(2000)  # the held verdict has come by now
+        rare = "; fewer than 1 good part in a million shows a view as rare"  # a broken view: the part is as rare
+        assert page.inner_text("#partVerdict") == "part lot 2/SN-9: 2 views, 1 flagged: DEFECT" + rare
+        assert page.inner_text(".result .part") == "part lot 2/SN-9"
+        page.fill("#part", "")
+        page.set_input_files("#files", str(GOOD))
+        page.wait_for_function("document.querySelectorAll('.result').length == 4")
+        assert page.inner_text(".result .verdict") == "NORMAL"  # the newest answer comes first
+        rare = post(api, GOOD).json()["p_value"]  # a good bottle: as usual as most good ones, or one in so many
+        said = f"{round(rare * 100)}% of good parts" if rare >= 0.1 else f"1 good part in {round(1 / rare):,}"
+        assert page.inner_text(".result .rarity").startswith(said), rare
+        assert page.eval_on_selector(".result", "(r) => r.querySelectorAll('.region').length") == 0  # none on it
+        page.click(".result .teach-defect")  # no type given: the API's refusal is shown
+        page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('422')")
+        # its answer handed to the page 1 s late: both buttons stay disabled until it comes (no second teaching)
+        page.evaluate("""() => { const plain = window.fetch; window.fetch = (url, options) =>
+            String(url).endsWith('/feedback')
+              ? plain(url, options).then((answer) => new Promise((done) => setTimeout(() => done(answer), 1000)))
+              : plain(url, options); }""")
+        page.click(".result .teach-good")
+        buttons = "(r) => [...r.querySelectorAll('.teach-good, .teach-defect')].map((b) => b.disabled)"
+        assert page.eval_on_selector(".result", buttons) == [True, True]
+        page.wait_for_function("document.querySelector('.result .teach-result').textContent.startsWith('taught')")
+        assert "taught as good: version" in page.inner_text(".result .teach-result")
+        assert page.eval_on_selector(".result", buttons) == [False, False]
+        page.set_input_files("#files", str(text))
+        page.wait_for_selector(".api-error")
+        message = page.inner_text(".api-error")
+        assert message.startswith("415 unsupported_image") and "not a recognised image" in message
+
+        page.click("#details")
+        page.wait_for_selector("img.plot")
+        page.wait_for_function("[...document.querySelectorAll('img.plot')].every((i) => i.naturalWidth > 0)")
+        assert page.eval_on_selector("img.plot", "(i) => i.naturalWidth") == 320
+        text = page.inner_text("#content")
+        promise = page.inner_text(".promise")
+        assert promise.startswith("bottle catches 63 of 63 defective test parts, flags about"), promise
+        assert "(0 of 20 good test parts here)" in promise and "learnt from" in promise
+        assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
+        assert "Defects boxed by a region\t67 of 68 (98.5%)" in text and "Regions on a defect\t66 of 76 (86.8%)" in text
+        assert "good images taught" in text
+        assert "Good test parts above the good median\t9 of 20 (45.0%)\thalf where new good parts score" in text
+        assert "How it was set\tfrom good images, at a target false-alarm rate\tlog-normal upper prediction" in text
+        assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
+        points = page.eval_on_selector("svg.drift-scores polyline", "(p) => p.getAttribute('points').split(' ').length")
+        assert points == 30  # the good scores' histogram
+        assert page.query_selector("svg.drift-rates") is not None and page.query_selector(".drift-warning") is None
+        values = page.eval_on_selector_all("td.value", "(all) => all.map((c) => c.textContent)")
+        assert values and not [v for v in values if re.search(r"\d\.\d{4,}", v)]  # figures formatted alike
+        assert "broken_large: 000.png" in text
+        captions = page.eval_on_selector_all(".highest-good figcaption", "(all) => all.map((c) => c.textContent)")
+        shown = [float(c.split(" ")[0]) for c in captions]
+        assert len(shown) == 10 and shown == sorted(shown, reverse=True)  # the good images that score highest
+        page.wait_for_function("[...document.querySelectorAll('img.good')].every((i) => i.naturalWidth > 0)")
+        assert page.eval_on_selector("img.defect", "(i) => i.naturalWidth") == 224
+        # another target looked at (nothing changes), then set with one more click: the page shows the new version
+        version = page.eval_on_selector("#content", "(c) => c.innerText.match(/Version\\t(\\d+)/)[1]")
+        page.fill("#trial-rate", "1")
+        page.click("#trial-preview")
+        page.wait_for_selector("#trial-apply")
+        trial = page.inner_text(".trial-result")
+        assert "Good parts expected above it\t1.0%" in trial and "Defective test parts caught\t1.000" in trial, trial
+        assert api.get("/categories/bottle").json()["model_id"] == int(version)  # a preview writes nothing
+        wanted = page.inner_text("#trial-apply").removeprefix("Set ")
+        page.click("#trial-apply")
+        page.wait_for_function("!document.querySelector('#trial-apply')")  # the page loaded again
+        detail = api.get("/categories/bottle").json()
+        assert detail["model_id"] > int(version) and f"{detail['threshold']:.3f}" == wanted
+        shown = page.eval_on_selector("#content", "(c) => c.innerText.match(/Version\\t(\\d+)/)[1]")
+        assert int(shown) == detail["model_id"] and f"Threshold\t{wanted}" in page.inner_text("#content")
+        assert detail["threshold_policy"]["target_false_alarm_rate"] == pytest.approx(0.01)
+        page.goto(str(api.base_url) + "/category?name=no_such_thing")
+        page.wait_for_selector(".error")
+        assert page.inner_text(".error").startswith("404 unknown_category")
+        browser.close()
+
+
+def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
+    """Chromium on /review against a log of its own (full images kept): the unreviewed parts newest first with
+    their thumbnails, filtered by verdict and paged; one opened shows its heatmap; "it is a defect" teaches the
+    library through the feedback API and records the review (who, when, the version taught), "it is good" without
+    teaching records it only; the log's reviewed filter, the verdict as reviewed (a missed defect found, the good
+    confirmed) and the refusals of bad reviews agree. Writes the screenshot
+    the README shows when INSPECT_SCREENSHOT_REVIEW names a file."""
+
+    from playwright.sync_api import sync_playwright
+
+    upgrade(database_url)
+    with connect(database_url) as connection:
+        models.save_model(connection, "bottle", fitted, EVALUATION, Settings())
+    env = {"DATABASE_URL": database_url, "INSPECT_LOG_IMAGES": "full", "INSPECT_POOL_SIZE": "4"}
+    server, client = start_api(env, tmp_path / "server.log")
+    try:
+        views = ((BROKEN, {"part": "SN-7"}), (GOOD, {"part": "SN-7"}), (BOTTLE / "test/good/001.png", {}))
+        ids = [post(client, path, **form).json()["inspection_id"] for path, form in views]
+        assert client.post(f"/inspections/{ids[0]}/review", json={"label": "no good!"}).status_code == 422
+        assert client.post("/inspections/99999/review", json={"label": "good"}).status_code == 404
+        wrong = client.post("/categories/other/feedback", data={"label": "good", "inspection_id": str(ids[1])})
+        assert wrong.status_code == 422 and "judged bottle, not other" in wrong.json()["detail"]
+        record = client.get(f"/inspections/{ids[0]}").json()
+        drawn = Image.open(io.BytesIO(client.get(f"/inspections/{ids[0]}/heatmap").content)).convert("RGB")
+        assert record["defect_regions"] and client.get(f"/inspections/{ids[1]}").json()["defect_regions"] == []
+        for region in record["defect_regions"]:  # the log's heatmap boxes the regions its answer gave
+            left, top, right, bottom = region["box_in_view"]
+            assert drawn.getpixel((left, top)) == drawn.getpixel((right - 1, bottom - 1)) == (255, 235, 59)
+        with sync_playwright() as driver:
+            browser = launch_chromium(driver)
+            page = browser.new_page(viewport={"width": 1180, "height": 900})
+            page.goto(str(client.base_url) + "/review?limit=2")
+            page.wait_for_function("document.querySelectorAll('.item').length == 2")
+            shown = page.eval_on_selector_all(".item", "(all) => all.map((n) => Number(n.dataset.id))")
+            assert shown == [ids[2], ids[1]]  # newest first, two a page
+            page.click("#older")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[0]}'")
+            assert page.is_disabled("#older") and not page.is_disabled("#newer")
+            page.click("#newer")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")
+            page.wait_for_function("[...document.querySelectorAll('.item img')].every((i) => i.naturalWidth > 0)")
+            page.fill("#part", "SN-7")  # the views of one part, each saying which
+            page.dispatch_event("#part", "change")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[1]}'")
+            listed = page.eval_on_selector_all(".item", "(all) => all.map((n) => Number(n.dataset.id))")
+            named = page.eval_on_selector_all(".item .part", "(all) => all.map((n) => n.textContent)")
+            assert listed == [ids[1], ids[0]] and named == ["part SN-7"] * 2
+            fetched = []  # an open service: the browser downloads the file itself, not the page's fetch
+            page.on("request", lambda r: fetched.append(r.resource_type) if ".csv?" in r.url else None)
+            assert page.evaluate("fetch('/inspections.csv?limit=1').then((r) => r.ok)") and fetched == ["fetch"]
+            fetched.clear()  # a fetch of the page is seen (the check above); the buttons' downloads must not be one
+            with page.expect_download() as download:  # the same selection, every record, as a file
+                page.click("#csv")
+            saved = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert [(int(r["id"]), r["part"], r["file_name"]) for r in saved] == [
+                (ids[1], "SN-7", "image.png"), (ids[0], "SN-7", "image.png")
+            ]  # fmt: skip
+            with page.expect_download() as download:  # the parts of the category, whatever the part field says
+                page.click("#partsCsv")
+            assert download.value.suggested_filename == "parts.csv"
+            parts = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert [(r["part"], r["is_anomalous"], r["views"]) for r in parts] == [("SN-7", "True", "2")]
+            assert "fetch" not in fetched, fetched  # neither CSV went through the page's memory
+            page.fill("#part", "")
+            page.dispatch_event("#part", "change")
+            page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")
+            page.select_option("#verdict", "defect")
+            page.wait_for_function("document.querySelectorAll('.item').length == 1")
+            assert page.inner_text(".item .chip") == "DEFECT"
+            page.click(".item")
+            page.wait_for_function("document.querySelector('img.heat')?.naturalWidth > 0")
+            assert page.eval_on_selector("img.heat", "(i) => i.naturalWidth") == 224
+            page.wait_for_function("document.querySelector('img.kept')?.naturalWidth > 0")
+            outlines = page.eval_on_selector_all(".kept-stage .region", "(all) => all.map((r) => [r.offsetLeft, "
+                                                 "r.offsetTop, r.offsetWidth, r.offsetHeight])")  # fmt: skip
+            shown = page.eval_on_selector("img.kept", "(i) => i.clientWidth") / 900  # the 900x900 upload, scaled
+            assert len(outlines) == len(record["defect_regions"]) > 0
+            for (left, top, width, height), region in zip(outlines, record["defect_regions"], strict=True):
+                box = region["box"]
+                expected = (box[0], box[1], box[2] - box[0], box[3] - box[1])
+                assert all(abs(a - b * shown) <= 3 for a, b in zip((left, top, width, height), expected, strict=True))
+            assert f"defect regions\t{len(outlines)}, the worst at" in page.inner_text(".detail table")
+            assert "part\tSN-7\nfile\timage.png" in page.inner_text(".detail table")
+            rare = "fewer than 1 good part in a million" if record["p_value"] < 1e-6 else "1 good part in "
+            assert f"among good parts\t{rare}" in page.inner_text(".detail table"), record["p_value"]
+            page.click(".views-of-part")  # both views of its part, reviewed or not, and the part's verdict
+            page.wait_for_function("document.querySelectorAll('.item').length == 2")
+            page.wait_for_function("document.querySelector('#partVerdict').textContent.startsWith('part SN-7')")
+            verdict = "part SN-7: DEFECT, 1 of 2 views flagged, 0 reviewed (0 found defective)"
+            rare = "; fewer than 1 good part in a million shows a view as rare"  # its broken view's p-value, twice
+            assert page.inner_text("#partVerdict") == verdict + rare
+            page.fill("#part", "")
+            # the list asked for first answers last (held 1.5 s in the page): the latest filters' list stays drawn
+            page.evaluate("""() => { const plain = window.fetch; window.fetch = (url, options) =>
+                /^[/]inspections[?].*reviewed=false/.test(url) && !String(url).includes("verdict=defect")
+                  ? new Promise((done) => setTimeout(done, 1500)).then(() => plain(url, options))
+                  : plain(url, options); }""")
+            page.check("#unreviewed")
+            page.select_option("#verdict", "defect")
+            page.wait_for_function("document.querySelectorAll('.item').length == 1")
+            page.wait_for_timeout(2500)  # the held answer has come by now
+            assert page.eval_on_selector_all(".item", "(all) => all.length") == 1
+            page.click(".item")
+            page.wait_for_selector("#teach")
+            assert page.is_checked("#teach")  # the log kept the file: the review can teach
+            page.wait_for_function("document.querySelector('img.heat')?.naturalWidth > 0")  # opened again: drawn
+            if os.environ.get("INSPECT_SCREENSHOT_REVIEW"):
+                page.screenshot(path=os.environ["INSPECT_SCREENSHOT_REVIEW"], full_page=True)
+            page.fill("#defectType", "broken_large")
+            page.click(".mark-defect")
+            page.wait_for_function("document.querySelector('.review-result').textContent.startsWith('reviewed')")
+            assert page.inner_text(".review-result").startswith("reviewed as broken_large; taught: version ")
+            page.wait_for_function("document.querySelectorAll('.item').length == 0")  # no unreviewed defect left
+            page.select_option("#verdict", "")
+            page.wait_for_function("document.querySelectorAll('.item').length == 2")
+            page.click(f".item[data-id='{ids[1]}']")
+            page.wait_for_selector("#teach")
+            page.uncheck("#teach")
+            page.click(".mark-good")
+            page.wait_for_function("document.querySelector('.review-result').textContent.endsWith('good; recorded')")
+            page.fill("#part", "SN-7")  # the part as its reviews say: the flagged view found broken, the other good
+            page.dispatch_event("#part", "change")
+            page.wait_for_function("document.querySelector('#partVerdict').textContent.includes('2 reviewed')")
+            verdict = "part SN-7: DEFECT, 1 of 2 views flagged, 2 reviewed (1 found defective); as reviewed: DEFECT"
+            assert page.inner_text("#partVerdict") == verdict + rare
+            missed = client.post(f"/inspections/{ids[2]}/review", json={"label": "scratch"})  # judged normal
+            assert missed.status_code == 200 and missed.json()["review_model_id"] is None
+            listed = "[...document.querySelectorAll('.item')].map((n) => n.dataset.id).join()"
+            page.fill("#part", "")
+            page.select_option("#verdict", "normal")
+            page.select_option("#asReviewed", "defect")  # the defects the service missed that a review found
+            page.uncheck("#unreviewed")
+            page.wait_for_function(f"{listed} == '{ids[2]}'")
+            page.select_option("#asReviewed", "normal")  # the normal verdicts a review confirmed or left standing
+            page.wait_for_function(f"{listed} == '{ids[1]}'")
+            page.select_option("#verdict", "defect")  # no false alarm was cleared
+            page.wait_for_function("document.querySelector('#count').textContent == 'nothing to show'")
+            assert page.eval_on_selector_all(".item", "(all) => all.length") == 0
+            browser.close()
+        reviewed = client.get("/inspections", params={"reviewed": "true"}).json()["inspections"]
+        assert [r["id"] for r in reviewed] == [ids[2], ids[1], ids[0]]
+        assert [r["review_label"] for r in reviewed] == ["scratch", "good", "broken_large"]
+        assert all(r["reviewed_by"] == "api 127.0.0.1" and r["reviewed_at"] for r in reviewed)
+        assert [r["review_model_id"] is None for r in reviewed] == [True, True, False]
+        library = client.get("/categories/bottle").json()["defect_library"]
+        assert [d["defect_type"] for d in library] == ["broken_large"]
+        assert client.get("/inspections", params={"reviewed": "false"}).json()["inspections"] == []
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
