@@ -337,6 +337,10 @@ def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_catego
     """A version made while an image is searched (a threshold moved on another server) sends the search to the new
     one; versions made under every search, past the attempts, give a 503 to ask again, never a 500 (the mixed soak
     found one: two versions within one query)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from app import errors
     from app.inspecting import ATTEMPTS, served
     from app.services import CategoryChanging, Services
     from revisions.threshold import set_threshold
@@ -376,11 +380,23 @@ def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_catego
             assert inspection.threshold == active.threshold and len(inspection.similar) == 3
         churn.update(left=ATTEMPTS - 1, reloads=0)
         new_version()
-        with pytest.raises(CategoryChanging, match=f"churn got a new version during each of {ATTEMPTS} searches"):
+        with pytest.raises(
+            CategoryChanging, match=f"churn got a new version during each of {ATTEMPTS} searches"
+        ) as raised:
             served(services, load("churn"), "churn", image, 3)
         assert churn["reloads"] == ATTEMPTS - 1
     finally:
         services.close()
+    probe = FastAPI()  # what a client gets: the service's own error handlers, over HTTP in-process
+    errors.install(probe)
+
+    @probe.post("/query")
+    def churning() -> None:
+        raise raised.value
+
+    answer = TestClient(probe).post("/query")
+    assert answer.status_code == 503 and answer.json()["error"] == "category_changing"
+    assert f"during each of {ATTEMPTS} searches" in answer.json()["detail"] and "ask again" in answer.json()["detail"]
 
 
 def test_past_the_loaded_categories_limit_the_least_recently_asked_is_unloaded(database, fitted):
