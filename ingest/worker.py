@@ -12,7 +12,6 @@ import argparse
 import os
 import socket
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from config import Settings, get_settings
+from ingest import scratch
 from ingest.sets import part_naming
 from patchcore.datasets.files import image_files
 from patchcore.datasets.folders import unmixed
@@ -112,8 +112,8 @@ def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worke
     reporter = Reporter(connection, job_id)
     url = database_url(settings)
     try:
-        with tempfile.TemporaryDirectory(prefix=f"fit-job-{job_id}-") as folder:
-            train, parts = _write_images(url, job, Path(folder), reporter)
+        with scratch.job_folder(job_id) as folder:
+            train, parts = _write_images(url, job, folder, reporter)
             config = job_config(job["options"], settings)
             views = f" ({len(parts)} of them views of {job['parts']} parts)" if parts else ""
             print(f"job {job_id}: fitting {name} from {len(train)} images{views}, {config.backbone}", flush=True)
@@ -160,6 +160,8 @@ def run_worker(args: argparse.Namespace) -> int:
                 jobs.listen(connection)
                 for reaped in jobs.reap(connection):
                     print(f"job {reaped}: its worker is gone; marked failed", flush=True)
+                for folder in scratch.sweep():
+                    print(f"worker {worker}: removed {folder}, the folder of a job whose worker is gone", flush=True)
                 job = jobs.claim(connection, worker)
                 if job is not None:
                     print(f"job {job['id']}: taken ({job['category']}, {job['images']} images)", flush=True)

@@ -185,7 +185,13 @@ def test_a_job_names_the_parts_its_images_show_before_it_starts(api, tmp_path):
 def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, tmp_path):
     """Two worker processes: one fits a first version; a second job's worker is killed (SIGKILL) while it fits, the
     job is then seen failed with its own message, the category still answers with the first version and no second
-    version exists; a retry is fitted by the other worker and serves. A cancel stops a running fit."""
+    version exists; a retry is fitted by the other worker and serves, which has removed the folder of images the
+    killed one left (once older than the grace). A cancel stops a running fit; no job folder is left."""
+    from ingest.scratch import GRACE_SECONDS
+
+    folders = tmp_path / "tmp"  # the workers' temporary folder, where each job's images are written
+    folders.mkdir()
+    env = {**env, "TMPDIR": str(folders)}
     first = start_worker(env, tmp_path / "worker-1.log", "w1")
     try:
         job = _job(api, "bottle-jobs", TRAIN[:12])
@@ -211,6 +217,10 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
         query = api.post("/query", data={"category": "bottle-jobs"},
                          files={"file": ("b.png", (BOTTLE / "test" / "good" / "000.png").read_bytes())})  # fmt: skip
         assert query.json()["model_id"] == version
+        (left,) = folders.glob(f"fit-job-{job['id']}-*")  # the killed worker's, its images in it
+        assert any(left.iterdir())
+        past = time.time() - 2 * GRACE_SECONDS
+        os.utime(left, (past, past))
 
         rescuer = start_worker(env, tmp_path / "worker-3.log", "w3")
         try:
@@ -219,6 +229,7 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
             assert retried["state"] == "succeeded" and retried["worker"] == "w3" and retried["attempts"] == 2
             assert api.get("/categories/bottle-jobs").json()["model_id"] == retried["model_id"] != version
             assert api.get(f"/jobs/{done['id']}").json()["images"] == 0  # the fit replaced: its originals go
+            assert not left.exists() and f"removed {left}" in (tmp_path / "worker-3.log").read_text()
 
             stopped = _job(api, "bottle-jobs", TRAIN[72:132])
             _wait(api, stopped["id"], lambda j: j["state"] == "running" and j["stage"] == "features")
@@ -226,6 +237,7 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
             ended = _wait(api, stopped["id"], _finished, 60)
             assert ended["state"] == "cancelled" and ended["message"].endswith("nothing was stored"), ended
             assert api.get("/categories/bottle-jobs").json()["model_id"] == retried["model_id"]
+            assert list(folders.iterdir()) == []
         finally:
             rescuer.terminate()
             rescuer.wait(20)
