@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="database folder (default: a temporary one, removed after)")
     args = parser.parse_args()
 
-    folder, _server, url = own_database(args.folder, "log-reads-")  # the server lives as long as its handle
+    folder, server, url = own_database(args.folder, "log-reads-")
     wrote = write_log(url, args.rows)
     api, base = start_api(url, folder.parent / "api.log", port=8766, ready="/health")  # no category is fitted
     try:
@@ -102,6 +103,9 @@ def main() -> None:
     finally:
         api.terminate()
         api.wait(30)
+        server.stop()
+        if args.folder is None:  # a million records: 1.6 GB
+            shutil.rmtree(folder.parent, ignore_errors=True)
     print(f"{args.rows:,} records written by SQL in {wrote:.1f} s; {args.asks} random parts asked")
     print(f"{'request':<38} | {'p50 ms':>8} | {'p95 ms':>8}")
     for name, spent in (

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,11 +143,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--clients", type=int, default=3, help="query threads (default 3)")
     parser.add_argument("--train", type=int, default=60, help="good training images fitted (default 60)")
-    parser.add_argument("--folder", type=Path, help="database folder (default: a temporary one)")
+    parser.add_argument("--folder", type=Path, help="database folder (default: a temporary one, removed after a "
+                        "clean run and kept, with the servers' logs, after a failed one)")  # fmt: skip
     parser.add_argument("--standbys", type=int, default=1, help="streaming standbys the first server searches on")
     args = parser.parse_args()
 
-    folder, _server, url = own_database(args.folder, "mixed-soak-")  # the server lives as long as its handle
+    folder, server, url = own_database(args.folder, "mixed-soak-")
     bottle = mvtec_category(args.data, "bottle")
     with connect(url) as connection:
         models.save_model(connection, "bottle", fit(PatchCoreConfig(backbone="resnet18"), bottle.train[: args.train],
@@ -288,8 +290,13 @@ def main() -> None:
     print(f"new product: its fit jobs {job_state} (deleted between)")
     for operation, status, text in tally.unexpected[:20]:
         print(f"unexpected: {operation} {status}: {text}")
-    failed = tally.unexpected or missing or mixed or not refit.startswith("stored")
-    sys.exit(1 if failed or jobs_ended != ["succeeded"] * 2 else 0)
+    failed = tally.unexpected or missing or mixed or not refit.startswith("stored") or jobs_ended != ["succeeded"] * 2
+    server.stop()
+    if failed:
+        print(f"the database, the servers' and the worker's logs: {folder.parent}")
+    elif args.folder is None:
+        shutil.rmtree(folder.parent, ignore_errors=True)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
