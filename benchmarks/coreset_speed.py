@@ -85,20 +85,21 @@ def main() -> None:
     args = parser.parse_args()
     if not args.skip_bottle and not (args.data and args.weights):
         parser.error("the bottle row needs --data and --weights (or pass --skip-bottle)")
-    features_file = Path(tempfile.mkdtemp()) / "bottle_features.pt"
-    if not args.skip_bottle:
-        torch.save(_bottle_features(Path(args.data), args.weights, args.device), features_file)
     rows = []
-    kinds = ([] if args.skip_bottle else ["bottle"]) + ([] if args.skip_random else ["random"])
-    for kind in kinds:
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
-        child = context.Process(
-            target=_row, args=(kind, str(features_file), args.ratio, args.device, args.random_rows, queue)
-        )
-        child.start()
-        rows.append(queue.get())
-        child.join()
+    with tempfile.TemporaryDirectory() as scratch:  # the bottle features, passed to each child by file
+        features_file = Path(scratch) / "bottle_features.pt"
+        if not args.skip_bottle:
+            torch.save(_bottle_features(Path(args.data), args.weights, args.device), features_file)
+        kinds = ([] if args.skip_bottle else ["bottle"]) + ([] if args.skip_random else ["random"])
+        for kind in kinds:
+            context = multiprocessing.get_context("spawn")
+            queue = context.Queue()
+            child = context.Process(
+                target=_row, args=(kind, str(features_file), args.ratio, args.device, args.random_rows, queue)
+            )
+            child.start()
+            rows.append(queue.get())
+            child.join()
     columns = list(dict.fromkeys(k for row in rows for k in row))
     print(" | ".join(f"{c:>24}" if c == "features" else f"{c:>14}" for c in columns))
     for row in rows:
@@ -106,7 +107,6 @@ def main() -> None:
             " | ".join(f"{row.get(c, '-')!s:>24}" if c == "features" else f"{row.get(c, '-')!s:>14}" for c in columns)
         )
     print(json.dumps(rows))
-    features_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
