@@ -18,15 +18,16 @@ on the primary with ``--standbys 0``), the second in its own process (``INSPECT_
   of the fit before, memory banks and all, while they serve);
 - from the start, a new product, ``widget`` (20 other good bottle images), uploaded to a fit job and fitted by a
   ``python -m ingest worker`` process; once it serves, the query threads ask it too and every other threshold move
-  is widget's; three quarters through, widget is deleted while it is asked (its queries and moves may then answer
-  404) and a second job fits it again from the same images;
+  is widget's; three quarters through, widget is deleted while it is asked (its queries and moves may answer 404
+  from the deletion until its second fit is seen to serve, never outside) and a second job fits it again;
 - a reader asking the log, parts, CSVs, drift, metrics, categories and a kept answer's heatmap every 0.3 s (drawn by
-  its category's active version: 404 for widget's answers while it is deleted).
+  its category's active version: 404 for widget's answers while widget is away).
 
 Then it checks the log and the verdicts: every 200 answer's record is there exactly once, and every answer is its
 version's own verdict (that version's threshold, anomalous exactly when the score lies above it), never a mix.
 Prints the outcomes per operation and status, and exits 1 when any status was not one the operation may answer, a
-record is missing, a verdict mixed, or the refit or the job failed.
+record is missing, a verdict mixed, widget answered by a version of it deleted before the question, or the refit or
+a job failed.
 
     python benchmarks/mixed_soak.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
         --data ../shared/datasets/mvtec_ad --seconds 240
@@ -75,7 +76,14 @@ class Tally:
         self.unexpected: list[tuple[str, int, str]] = []
         self.answered: list[int] = []
         self.of_widget: set[int] = set()  # answers of widget, whose heatmaps are 404 once it is deleted
+        self.widget_away = [float("inf"), float("inf")]  # from the deletion's request to its second fit seen served
+        self.widget_answers: list[tuple[float, int]] = []  # (asked at, by version) of widget's 200s
+        self.widget_deleted = (float("inf"), 0)  # (when the deletion answered, the newest version id then)
         self.verdicts: list[tuple[int, float, float, bool]] = []  # (version, its threshold, score, anomalous)
+
+    def widget_gone(self, asked: float) -> bool:
+        """Whether widget may have been away at some moment of a request made from ``asked`` until now (monotonic)."""
+        return asked <= self.widget_away[1] and time.monotonic() >= self.widget_away[0]
 
     def note(self, operation: str, response: httpx.Response, expected: tuple[int, ...] = (200,)) -> None:
         with self.lock:
@@ -172,14 +180,17 @@ def main() -> None:
             path = rng.choice(tests)
             category = "widget" if served_widget and rng.random() < 0.25 else "bottle"
             fields = {"category": category, **({"part": f"SN-{rng.randrange(40)}"} if rng.random() < 0.5 else {})}
+            asked = time.monotonic()
             answer = clients[turn % 2].post("/query", files={"file": (path.name, path.read_bytes())}, data=fields)
-            tally.note(f"POST /query {category}", answer, (200, 404) if category == "widget" else (200,))
+            away = category == "widget" and tally.widget_gone(asked)
+            tally.note(f"POST /query {category}", answer, (200, 404) if away else (200,))
             if answer.status_code == 200:
                 said = answer.json()
                 with tally.lock:
                     tally.answered.append(said["inspection_id"])
                     if category == "widget":
                         tally.of_widget.add(said["inspection_id"])
+                        tally.widget_answers.append((asked, said["model_id"]))
                     tally.verdicts.append((said["model_id"], said["threshold"], said["anomaly_score"],
                                            said["is_anomalous"]))  # fmt: skip
 
@@ -194,10 +205,10 @@ def main() -> None:
             tally.note("POST /inspections/{id}/review", reviewed)
 
     def move_threshold(turn: int) -> None:
-        name = "widget" if served_widget and turn % 2 else "bottle"
+        name, asked = "widget" if served_widget and turn % 2 else "bottle", time.monotonic()
         moved = clients[turn % 2].put(f"/categories/{name}/threshold", json={"false_alarm_rate": RATES[turn % 3]})
-        # 409: a version changed under it; 404: widget deleted
-        tally.note(f"PUT /categories/{name}/threshold", moved, (200, 409, 404) if name == "widget" else (200, 409))
+        away = name == "widget" and tally.widget_gone(asked)  # 409: a version changed under it; 404: widget deleted
+        tally.note(f"PUT /categories/{name}/threshold", moved, (200, 409, 404) if away else (200, 409))
 
     def teach(turn: int) -> None:
         if turn % 2:
@@ -220,12 +231,15 @@ def main() -> None:
     def read(turn: int) -> None:
         with tally.lock:
             path = random.choice([*READS, *(["/inspections/{id}/heatmap"] if tally.answered else [])])
-            gone = False  # a heatmap is drawn by the category's active version: none once widget is deleted
+            widgets = False  # a heatmap is drawn by the category's active version: none while widget is deleted
             if "{id}" in path:
                 drawn = random.choice(tally.answered)
-                path, gone = path.replace("{id}", str(drawn)), drawn in tally.of_widget
+                path, widgets = path.replace("{id}", str(drawn)), drawn in tally.of_widget
         name = "GET /inspections/{id}/heatmap" if path.endswith("/heatmap") else "GET " + path.split("?")[0]
-        tally.note(name, clients[turn % 2].get(path), (200, 404) if "SN-" in path or gone else (200,))
+        asked = time.monotonic()
+        answer = clients[turn % 2].get(path)
+        gone = widgets and tally.widget_gone(asked)
+        tally.note(name, answer, (200, 404) if "SN-" in path or gone else (200,))
 
     work = [(querier(seed), 0.0) for seed in range(args.clients)]
     work += [(review, 0.2), (move_threshold, 3.0), (teach, 6.0), (reactivate, 20.0), (read, 0.3)]
@@ -240,8 +254,13 @@ def main() -> None:
         jobs_ended.append(new_product(clients[1], others, until)["state"])
         served_widget.append(True)
         time.sleep(max(0.0, until - time.monotonic() - args.seconds / 4))
+        tally.widget_away[0] = time.monotonic()
         tally.note("DELETE /categories/widget", clients[0].delete("/categories/widget"))
+        with psycopg.connect(url) as connection:
+            newest = connection.execute("SELECT max(id) FROM models").fetchone()[0]
+        tally.widget_deleted = (time.monotonic(), newest)  # a widget answer asked after it is by a newer version
         jobs_ended.append(new_product(clients[0], others, until + 300)["state"])  # followed past the run's end
+        tally.widget_away[1] = time.monotonic()  # its version committed with the job's success: served from here
 
     job = threading.Thread(target=widget_life)
     with open(folder.parent / "worker.log", "wb") as sink:  # the process keeps its own copy of the file
@@ -267,6 +286,8 @@ def main() -> None:
         stored = dict(connection.execute("SELECT id, threshold FROM models").fetchall())
     mixed = [v for v in tally.verdicts if (v[0] in stored and abs(v[1] - stored[v[0]]) > 1e-9) or v[3] != (v[2] > v[1])]
     retired = sum(v[0] not in stored for v in tally.verdicts)
+    deleted_at, newest = tally.widget_deleted
+    after_deletion = [model for asked, model in tally.widget_answers if asked >= deleted_at and model <= newest]
     counted = ("inspect_standby_answered", "inspect_standby_skipped", "inspect_primary_answered")
     on_standbys = [line for line in clients[0].get("/metrics").text.splitlines() if line.startswith(counted)]
     for client in clients:
@@ -287,10 +308,12 @@ def main() -> None:
           "against their score only)")  # fmt: skip
     print(f"refit: {refit}")
     print("the first server's searches and bank reads: " + "; ".join(on_standbys or ["all on the primary"]))
-    print(f"new product: its fit jobs {job_state} (deleted between)")
+    print(f"new product: its fit jobs {job_state} (deleted between); {len(after_deletion)} answers asked after the "
+          "deletion by a version it deleted")  # fmt: skip
     for operation, status, text in tally.unexpected[:20]:
         print(f"unexpected: {operation} {status}: {text}")
-    failed = tally.unexpected or missing or mixed or not refit.startswith("stored") or jobs_ended != ["succeeded"] * 2
+    failed = tally.unexpected or missing or mixed or after_deletion or not refit.startswith("stored")
+    failed = failed or jobs_ended != ["succeeded"] * 2
     server.stop()
     if failed:
         print(f"the database, the servers' and the worker's logs: {folder.parent}")

@@ -3,6 +3,7 @@ search backends, load, hostile uploads, other geometries."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -338,7 +339,6 @@ def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_catego
     one; versions made under every search, past the attempts, give a 503 to ask again, never a 500 (the mixed soak
     found one: two versions within one query)."""
     from fastapi import FastAPI
-    from fastapi.testclient import TestClient
 
     from app import errors
     from app.inspecting import ATTEMPTS, served
@@ -394,7 +394,11 @@ def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_catego
     def churning() -> None:
         raise raised.value
 
-    answer = TestClient(probe).post("/query")
+    async def ask() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=probe), base_url="http://probe") as client:
+            return await client.post("/query")
+
+    answer = asyncio.run(ask())
     assert answer.status_code == 503 and answer.json()["error"] == "category_changing"
     assert f"during each of {ATTEMPTS} searches" in answer.json()["detail"] and "ask again" in answer.json()["detail"]
 
