@@ -26,8 +26,8 @@ on the primary with ``--standbys 0``), the second in its own process (``INSPECT_
 Then it checks the log and the verdicts: every 200 answer's record is there exactly once, and every answer is its
 version's own verdict (that version's threshold, anomalous exactly when the score lies above it), never a mix.
 Prints the outcomes per operation and status, and exits 1 when any status was not one the operation may answer, a
-record is missing, a verdict mixed, widget answered by a version of it deleted before the question, or the refit or
-a job failed.
+record is missing, a verdict mixed, widget answered by a version of it deleted before the question, a traceback in
+a server's or the worker's log or a deadlock in a PostgreSQL's, or the refit or a job failed.
 
     python benchmarks/mixed_soak.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
         --data ../shared/datasets/mvtec_ad --seconds 240
@@ -296,6 +296,10 @@ def main() -> None:
         api.terminate()
         api.wait(30)
     standbys.stop_standbys(folder)
+    logs = [*folder.parent.glob("*.log"), *(d / "log" for d in [folder, *standbys.standby_dirs(folder)])]
+    faults = {path.relative_to(folder.parent): sum(line.count(fault) for line in path.read_text().splitlines()
+                                                   for fault in ("Traceback", "deadlock detected"))
+              for path in logs if path.exists()}  # fmt: skip
 
     print(f"{args.seconds:.0f} s, two API servers on one database ({args.standbys} standby(s) searched by the first), "
           f"{args.clients} query threads")  # fmt: skip
@@ -310,9 +314,11 @@ def main() -> None:
     print("the first server's searches and bank reads: " + "; ".join(on_standbys or ["all on the primary"]))
     print(f"new product: its fit jobs {job_state} (deleted between); {len(after_deletion)} answers asked after the "
           "deletion by a version it deleted")  # fmt: skip
+    print("tracebacks and deadlocks in the logs: " + ", ".join(f"{path} {count}" for path, count in faults.items()))
     for operation, status, text in tally.unexpected[:20]:
         print(f"unexpected: {operation} {status}: {text}")
-    failed = tally.unexpected or missing or mixed or after_deletion or not refit.startswith("stored")
+    failed = tally.unexpected or missing or mixed or after_deletion or any(faults.values())
+    failed = failed or not refit.startswith("stored")
     failed = failed or jobs_ended != ["succeeded"] * 2
     server.stop()
     if failed:
