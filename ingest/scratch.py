@@ -49,7 +49,7 @@ def sweep(grace: float = GRACE_SECONDS) -> list[Path]:
             continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a live worker's
+        except OSError:  # a live worker's (or a lock this file system cannot take: left alone)
             continue
         else:
             shutil.rmtree(folder, ignore_errors=True)
