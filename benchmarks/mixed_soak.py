@@ -65,6 +65,7 @@ READS = ("/parts", "/parts?verdict=defect", "/inspections", "/inspections.csv", 
          "/categories", "/categories/bottle", "/categories/bottle/drift", "/ready",
          "/categories/bottle/threshold?false_alarm_rate=0.01")  # fmt: skip
 RATES = (0.03, 0.02, 0.05)
+FAULTS = ("Traceback", "deadlock detected")  # in a server's or the worker's log; in a PostgreSQL's
 
 
 class Tally:
@@ -297,8 +298,7 @@ def main() -> None:
         api.wait(30)
     standbys.stop_standbys(folder)
     logs = [*folder.parent.glob("*.log"), *(d / "log" for d in [folder, *standbys.standby_dirs(folder)])]
-    faults = {path.relative_to(folder.parent): sum(line.count(fault) for line in path.read_text().splitlines()
-                                                   for fault in ("Traceback", "deadlock detected"))
+    faults = {path.relative_to(folder.parent): sum(path.read_text().count(f) for f in FAULTS)
               for path in logs if path.exists()}  # fmt: skip
 
     print(f"{args.seconds:.0f} s, two API servers on one database ({args.standbys} standby(s) searched by the first), "
