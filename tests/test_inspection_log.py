@@ -7,6 +7,7 @@ writer's batches itself, one by one, and every count holds by construction."""
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 from uuid import uuid4
 
 import psycopg
@@ -144,3 +145,27 @@ def test_the_whole_log_s_parts_read_newest_first_are_the_parts_its_grouping_list
                         break
                     before = page[-1]["last_id"]
                 assert pages == grouped, (category, anomalous, reviewed, since, walk, limit)
+
+
+def test_the_drift_report_counts_hours_of_utc_whatever_the_session_s_time_zone(log_url):
+    """The drift report's hours are named in UTC ("...T05:00Z"), so they must be UTC's hours too. In a time zone half
+    an hour off UTC (India's), truncating in the session's zone cut each hour at half past: views ten and forty
+    minutes past an hour of UTC fell into two hours, and a part seen ten minutes past the next into the hour before.
+    Counted here by the scans the report and ``/metrics`` run (answers per hour, and parts per hour of their last
+    view)."""
+    with psycopg.connect(log_url) as connection:
+        connection.execute("SET TimeZone = 'Asia/Kolkata'")
+        hour = connection.execute("SELECT date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '1 hour'")
+        hour = hour.fetchone()[0]
+        for minutes, part, flagged in ((10, "A", True), (40, "A", False), (70, "B", False)):
+            connection.execute(
+                "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, "
+                "bytes, format, width, height, latency_ms, image_kind, part, at) VALUES (%s, 'hours', 7, %s, 1.0, "
+                "2.0, '', 1, 'PNG', 8, 8, 1.0, 'none', %s, (%s + make_interval(mins => %s)) AT TIME ZONE 'UTC')",
+                (f"r{minutes}", flagged, part, hour, minutes),
+            )
+        first, second = (f"{h:%Y-%m-%dT%H}:00Z" for h in (hour, hour + timedelta(hours=1)))
+        answers = inspections.hourly(connection, 7, 24, [])
+        assert [(h.hour, h.answered, h.flagged) for h in answers] == [(first, 2, 1), (second, 1, 0)]
+        parts = inspections.hourly_parts(connection, 7, 24)
+        assert [(h.hour, h.answered, h.flagged) for h in parts] == [(first, 1, 1), (second, 1, 0)]

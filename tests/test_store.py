@@ -62,7 +62,7 @@ def test_migrations_run_from_empty_and_again(database_url):
     upgrade(database_url)
     upgrade(database_url)
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0023",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0024",)]
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
