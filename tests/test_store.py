@@ -68,6 +68,34 @@ def test_migrations_run_from_empty_and_again(database_url):
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
 
 
+def test_servers_starting_together_migrate_once_while_an_index_is_built_concurrently(database_url):
+    """Every API server and worker migrates at start, one at a time behind an advisory lock. Migration 0024 builds
+    its index CONCURRENTLY, which waits for every transaction holding an older snapshot, and a caller blocked inside
+    ``pg_advisory_lock`` holds its statement's: the build would wait for the caller and the caller for the lock, for
+    good (the lock's holder is another session, so PostgreSQL sees no cycle). Callers wait between statements
+    instead; four starting at once all finish, and the index is valid."""
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            upgrade(database_url)
+        except BaseException as error:  # the test reports whatever a caller raised
+            errors.append(error)
+
+    callers = [threading.Thread(target=start, daemon=True) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    deadline = time.monotonic() + 120
+    for caller in callers:
+        caller.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not [caller for caller in callers if caller.is_alive()] and not errors
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0024",)]
+        assert connection.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'inspections_model_at_idx'::regclass"
+        ).fetchone() == (True,)
+
+
 def _vector(values) -> str:
     return "[" + ",".join(f"{v:.4f}" for v in values) + "]"
 
