@@ -648,8 +648,10 @@ def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
         worker.wait(20)
     assert api.post("/categories/retired/normals", files=_files(TRAIN[12:13])).status_code == 200
     good = {"file": ("g.png", (BOTTLE / "test" / "good" / "000.png").read_bytes())}
-    for name in ("retired", "by-cli"):
-        assert api.post("/query", data={"category": name}, files=good).status_code == 200
+    answered = {name: api.post("/query", data={"category": name}, files=good) for name in ("retired", "by-cli")}
+    assert all(answer.status_code == 200 for answer in answered.values())
+    heatmap = f"/inspections/{answered['retired'].json()['inspection_id']}/heatmap"
+    assert api.get(heatmap).headers["content-type"] == "image/png"
     assert _loaded(api) == 2
     with psycopg.connect(env["DATABASE_URL"]) as connection:
         ids = connection.execute(
@@ -693,6 +695,9 @@ def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
     gone = api.post("/query", data={"category": "retired"}, files=good)
     assert gone.status_code == 404 and gone.json()["error"] == "unknown_category", gone.text
     assert api.get("/categories/retired").status_code == 404 and api.delete("/categories/retired").status_code == 404
+    drawn = api.get(heatmap)  # its kept answer: the record stays, no version is left to draw it
+    assert drawn.status_code == 404 and drawn.json()["error"] == "unknown_category", drawn.text
+    assert "answered for category retired, which has no fitted version now" in drawn.json()["detail"], drawn.text
     assert [c["name"] for c in api.get("/categories").json()] == ["by-cli"]
     with psycopg.connect(env["DATABASE_URL"]) as connection:
         partitions = [banks.partition_name(i, table) for i in ids for table in banks.TABLES]

@@ -17,6 +17,7 @@ from app import log_csv
 from app.common import CATEGORY, ERRORS, PART, actor_of, check_label, get_services, image_response, inspection_or_404
 from app.inspecting import served
 from app.schemas import InspectionPage, InspectionRecord, PartPage, PartVerdict, ReviewRequest
+from app.services import UnknownCategory
 from serving.heatmap import overlay
 from store import inspections
 
@@ -242,7 +243,12 @@ def inspection_heatmap(request: Request, inspection_id: int) -> Response:
     found = services.run(inspections.image, inspection_id)
     if found is None:
         raise HTTPException(404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image"})
-    inspector = services.inspector(record["category"])
+    try:
+        inspector = services.inspector(record["category"])
+    except UnknownCategory:
+        detail = (f"inspection {inspection_id} was answered for category {record['category']}, which has no fitted "
+                  "version now (deleted since); its heatmap is drawn by the category's active version")  # fmt: skip
+        raise HTTPException(404, {"error": "unknown_category", "detail": detail}) from None
     image = inspector.embedder.preprocess.decode(
         found[0], f"inspection {inspection_id}", services.settings.max_image_pixels
     )
