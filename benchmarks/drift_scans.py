@@ -17,6 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
+import log_reads
 import psycopg
 from log_soak import own_database
 
@@ -24,26 +25,13 @@ from store import inspections
 
 
 def write_log(url: str, days: int) -> float:
-    """``days`` days of version 1's answers, the newest a second ago; its seconds."""
+    """``days`` days of version 1's answers, the newest a second ago, every 50th reviewed; its seconds."""
     started = time.perf_counter()
-    with psycopg.connect(url) as connection:
-        connection.execute(
-            "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
-            "format, width, height, latency_ms, stages_ms, image_kind, image, image_media_type, part, file_name, "
-            "regions, at) "
-            "SELECT 'r' || i, 'line', 1, i %% 33 = 0, 1.0 + (i %% 100) / 100.0, 1.9, md5(i::text), 250000, 'PNG', "
-            '900, 900, 80.0, \'{"decode": 16.3, "embed": 21.0, "search": 24.2, "score": 3.0}\'::jsonb, '
-            "'thumbnail', convert_to(thumbnail.hex, 'UTF8'), 'image/jpeg', 'SN-' || (i / 3), "
-            "'cam' || (i %% 3) || '.png', '[]'::jsonb, now() - make_interval(secs => %s - i) "
-            "FROM generate_series(1, %s) AS i "
-            "CROSS JOIN LATERAL (SELECT string_agg(md5(random()::text || j || i), '') AS hex "
-            "FROM generate_series(1, 250) AS j) AS thumbnail",
-            (days * 86400, days * 86400),
-        )
+    log_reads.write_log(url, days * 86400, flagged_every=33, thumbnails=True)
+    with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(
             "UPDATE inspections SET review_label = 'good', reviewed_at = now(), reviewed_by = 'bench' WHERE id % 50 = 0"
         )
-    with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("VACUUM ANALYZE inspections")
     return time.perf_counter() - started
 
