@@ -27,10 +27,11 @@ import psycopg
 from log_soak import own_database, resident_mb, start_api
 
 
-def write_log(url: str, rows: int, flagged_every: int = 100, thumbnails: bool = False) -> float:
-    """``rows`` records of category ``line``, one a second up to now, part ``SN-<i // 3>``, every ``flagged_every``-th
-    flagged, by one INSERT; its seconds. ``thumbnails``: each keeps about 8 KB of incompressible bytes, as the default
-    log keeps a JPEG thumbnail (stored out of the row), and its stage timings, as a served answer's record does."""
+def write_log(url: str, rows: int, flagged_every: int = 100, thumbnails: bool = False, versions: int = 1) -> float:
+    """``rows`` records of category ``line`` up to now, part ``SN-<i // 3>``, every ``flagged_every``-th flagged,
+    answered in turn by ``versions`` versions (ids 1, 2, ...), one a second each, by one INSERT; its seconds.
+    ``thumbnails``: each keeps about 8 KB of incompressible bytes, as the default log keeps a JPEG thumbnail (stored
+    out of the row), and its stage timings, as a served answer's record does."""
     kept = (
         '\'{"decode": 16.3, "embed": 21.0, "search": 24.2, "score": 3.0}\'::jsonb, \'thumbnail\', '
         "convert_to(thumbnail.hex, 'UTF8'), 'image/jpeg'"
@@ -49,10 +50,10 @@ def write_log(url: str, rows: int, flagged_every: int = 100, thumbnails: bool = 
             "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, "
             "format, width, height, latency_ms, stages_ms, image_kind, image, image_media_type, part, file_name, "
             "regions, at) "
-            "SELECT 'r' || i, 'line', 1, i %% %s = 0, 1.0 + (i %% 100) / 100.0, 1.9, md5(i::text), 250000, 'PNG', "
-            f"900, 900, 80.0, {kept}, 'SN-' || (i / 3), 'cam' || (i %% 3) || '.png', '[]'::jsonb, "
-            f"now() - make_interval(secs => %s - i) FROM generate_series(1, %s) AS i {drawn}",
-            (flagged_every, rows, rows),
+            "SELECT 'r' || i, 'line', 1 + i %% %s, i %% %s = 0, 1.0 + (i %% 100) / 100.0, 1.9, md5(i::text), "
+            f"250000, 'PNG', 900, 900, 80.0, {kept}, 'SN-' || (i / 3), 'cam' || (i %% 3) || '.png', '[]'::jsonb, "
+            f"now() - make_interval(secs => (%s - i)::float8 / %s) FROM generate_series(1, %s) AS i {drawn}",
+            (versions, flagged_every, rows, versions, rows),
         )
         connection.execute("ANALYZE inspections")
     return time.perf_counter() - started
