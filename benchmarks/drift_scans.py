@@ -5,9 +5,9 @@ Starts a PostgreSQL of its own (the embedded build, in ``--folder``), writes ``-
 ``--versions`` active versions (products) by SQL as a line would leave them (one a second each, interleaved, three
 views a part, 3% flagged, every 50th reviewed, each with a thumbnail of about 8 KB as the default log keeps it), and
 times ``store.inspections.hourly`` and ``hourly_parts`` of the first over the default 24-hour window (median of
-``--repeats``), with what a scrape of them all then costs, and the sizes of the table and of its indexes. With
-several versions the three views of a part are answered by three of them, so each version's window holds as many
-parts as answers.
+``--repeats``), with what a scrape of them all then costs (that many times the first's), and the sizes of the table
+and of its indexes. With several versions the three views of a part are answered by three of them, so each
+version's window holds as many parts as answers.
 
     python benchmarks/drift_scans.py --days 8
     python benchmarks/drift_scans.py --days 1 --versions 10
