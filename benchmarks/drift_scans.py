@@ -5,9 +5,9 @@ Starts a PostgreSQL of its own (the embedded build, in ``--folder``), writes ``-
 ``--versions`` active versions (products) by SQL as a line would leave them (one a second each, interleaved, three
 views a part, 3% flagged, every 50th reviewed, each with a thumbnail of about 8 KB as the default log keeps it), and
 times ``store.inspections.hourly`` and ``hourly_parts`` of the first over the default 24-hour window (median of
-``--repeats``), with what a scrape of them all then costs (that many times the first's), and the sizes of the table
-and of its indexes. With several versions the three views of a part are answered by three of them, so each
-version's window holds as many parts as answers.
+``--repeats``), with what a scrape of them all then costs (that many times the first's), ``recent_scores`` (which
+only the drift page and its report read), and the sizes of the table and of its indexes. With several versions the
+three views of a part are answered by three of them, so each version's window holds as many parts as answers.
 
     python benchmarks/drift_scans.py --days 8
     python benchmarks/drift_scans.py --days 1 --versions 10
@@ -62,7 +62,8 @@ def main() -> None:
                 "hourly (answers and reviews per hour)": lambda: inspections.hourly(connection, 1, 24, [1]),
                 "hourly_parts (parts per hour)": lambda: inspections.hourly_parts(connection, 1, 24),
             }
-            for name, scan in scans.items():
+            plot = {"recent_scores (the drift page's plot)": lambda: inspections.recent_scores(connection, 1, 24)}
+            for name, scan in {**scans, **plot}.items():
                 scan()  # warm-up: the window's pages in shared buffers, as at every scrape after the first
                 spent = []
                 for _ in range(args.repeats):
@@ -86,7 +87,7 @@ def main() -> None:
     print(f"{'scan':<40} | {'p50 ms':>8}")
     for name, median in timings.items():
         print(f"{name:<40} | {median:8.1f}")
-    both = sum(timings.values())
+    both = sum(timings[name] for name in scans)
     print(f"{'both: one category of a scrape':<40} | {both:8.1f}")
     if args.versions > 1:
         print(f"{f'a scrape of all {args.versions} (about)':<40} | {both * args.versions:8.1f}")

@@ -385,10 +385,12 @@ def hourly_parts(connection: psycopg.Connection, model_id: int, hours: float) ->
 
 
 def recent_scores(connection: psycopg.Connection, model_id: int, hours: float, limit: int = 5000) -> list[float]:
-    """Scores of the newest ``limit`` inspections version ``model_id`` answered in the last ``hours`` hours."""
+    """Scores of the newest ``limit`` inspections version ``model_id`` answered in the last ``hours`` hours. Newest
+    by ``at``, so ``inspections_model_at_idx`` reads this version's rows alone, backwards from now (by ``id`` every
+    other product's newer rows were read and discarded too)."""
     rows = connection.execute(
         "SELECT score FROM inspections WHERE model_id = %s AND at >= now() - make_interval(secs => %s) "
-        "ORDER BY id DESC LIMIT %s",
+        "ORDER BY at DESC LIMIT %s",
         (model_id, hours * 3600, limit),
     ).fetchall()
     return [row[0] for row in rows]
