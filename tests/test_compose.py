@@ -188,3 +188,18 @@ def test_every_dependency_is_pinned_to_the_version_installed():
         assert name in pinned, f"{requirement.name} is not in constraints.txt: run scripts/lock.sh"
         assert requirement.specifier.contains(pinned[name], prereleases=True), (requirement, pinned[name])
         assert version(requirement.name) == pinned[name], f"{requirement.name}: installed {version(requirement.name)}"
+
+
+def test_the_example_environment_gives_the_compose_files_defaults():
+    """``cp .env.example .env`` is the quick start: every variable the example sets that the compose file also
+    defaults must have that default there (a user who copies it gets the measured settings, not an old value)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    defaults = dict(re.findall(r"\$\{(\w+):-([^}]*)\}", text))
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    shared = sorted(set(defaults) & set(example))
+    assert len(shared) >= 10, shared
+    assert {name: example[name] for name in shared} == {name: defaults[name] for name in shared}
