@@ -75,6 +75,7 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     result = {
         "category": name,
         "model_id": model.id,
+        "search_backend": inspector.backend,  # as the API would choose it (INSPECT_SEARCH_BACKEND)
         "ef_search": ef_search or settings.hnsw_ef_search,
         "exact": exact_eval.figures,
         "served": served_eval.figures,
@@ -88,13 +89,14 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         ),
         "verdict_agreement": agreement,
         "max_score_difference": float(np.max(np.abs(exact_eval.scores - served_eval.scores))),
-        # how far the HNSW graph is from exact: patches the re-rank searched exactly per image (one chunk is 8)
+        # how far the HNSW graph is from exact: patches the re-rank searched exactly per image (one chunk is 8; 0 where
+        # the backend is exact, which searches every patch exactly)
         "exact_searched_patches": {"median": float(np.median(searched)), "max": int(np.max(searched))},
         "exact_rerank_cap": settings.exact_rerank,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "served_report.json").write_text(json.dumps(result, indent=2))
-    print(table({"exact": exact_eval.figures, "served (pgvector)": served_eval.figures}, COMPARED))
+    print(table({"exact": exact_eval.figures, f"served ({inspector.backend})": served_eval.figures}, COMPARED))
     image = _signed(result["image_auroc_difference"], "absent (one kind of test image)")
     print(
         f"{name}: served - exact image AUROC {image}, pixel AUROC "

@@ -1,11 +1,12 @@
 """One served inspection: embed with the category's own backbone -> every patch's nearest memory-bank patch -> eq. 7.
 
 Two backends find the nearest patches, each where it is measured fastest (``INSPECT_SEARCH_BACKEND``, ``auto``):
-``database``, one pgvector HNSW search then an exact re-rank of the worst-looking patches (on a CPU: bottle, 2 cores,
-a search stage of 42-44 ms by HNSW against 85.6 ms for the exact search of all 784 patches; README), and ``exact``,
-every patch searched exactly in this process against its copy of the memory bank, on the model's torch device (0.41
-ms on the H200 of issue 22), while the database answers the look-alike good images in parallel. Both give the exact
-model's image score.
+``database``, one pgvector HNSW search then an exact re-rank of the worst-looking patches (on a CPU, for a bank larger
+than :data:`EXACT_ON_CPU_FLOATS`: bottle's 14,740 rows, 2 cores, a search stage of 26-27 ms by HNSW against 81-93 ms
+for the exact search of all 784 patches; README), and ``exact``, every patch searched exactly in this process against
+its copy of the memory bank, on the model's torch device (0.41 ms on the H200 of issue 22; on a CPU for a smaller
+bank, such as a 1% coreset's: 8.5-8.8 ms against 20.5-20.9 by HNSW for bottle's 1,474 rows), while the database
+answers the look-alike good images in parallel. Both give the exact model's image score.
 
 The formulas are :mod:`patchcore.scoring`'s, the re-rank :mod:`patchcore.rerank`'s and the SQL
 :mod:`store.search`'s; this module only joins them, so the HTTP service and the served evaluation cannot drift
@@ -50,6 +51,11 @@ from store.search import (
 
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
 EXACT_ADDED_ROWS = 1024  # most rows of added segments searched exactly in the API process (past it: all by HNSW)
+# the largest memory bank (floats: rows x dimensions) that ``auto`` searches exactly on a CPU: 4 MiB of float32, 2,730
+# rows of 384 dimensions. Bottle on 2 cores, /query p50 at 1 and 4 clients, exact against HNSW: 1,474 rows (a 1%
+# coreset) 52 against 72-75 ms and 154-156 against 207-224; 4,422 rows 67-68 against 70-74 and 224 against 194-218;
+# 7,370 rows 80-81 against 73 and 273-280 against 211-272 (README)
+EXACT_ON_CPU_FLOATS = 1 << 20
 _EXTRACTORS: dict[tuple, PatchFeatureExtractor] = {}
 _EXTRACTORS_LOCK = threading.Lock()
 
@@ -112,11 +118,14 @@ def image_embedding(features: torch.Tensor) -> np.ndarray:
     return features.reshape(-1, features.shape[-1]).numpy().mean(0)
 
 
-def search_backend(setting: str, device: torch.device) -> str:
-    """``auto``: the exact search in this process on an accelerator, HNSW in the database on a CPU."""
+def search_backend(setting: str, device: torch.device, bank_floats: int) -> str:
+    """``auto``: the exact search in this process on an accelerator, and on a CPU for a memory bank of at most
+    :data:`EXACT_ON_CPU_FLOATS` floats; HNSW in the database for a larger one on a CPU. Both searches cost about as
+    much per query patch whatever the view, and per distance about alike in any dimension, so where they cross is a
+    bank size: a scan of every row against HNSW's few hundred distances and its round trip."""
     if setting != "auto":
         return setting
-    return "database" if device.type == "cpu" else "exact"
+    return "exact" if device.type != "cpu" or bank_floats <= EXACT_ON_CPU_FLOATS else "database"
 
 
 def shared_extractor(model: StoredModel, settings: Settings, device: str | None) -> PatchFeatureExtractor:
@@ -154,7 +163,7 @@ class Inspector:
         self.settings = settings
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.device = self.embedder.extractor.device
-        self.backend = search_backend(settings.search_backend, self.device)
+        self.backend = search_backend(settings.search_backend, self.device, bank.embeddings.numel())
         wait_ms = batch_wait_ms(settings.batch_wait_ms, self.device)
         self.batcher = shared_batcher(wait_ms, settings.batch_max) if wait_ms > 0 else None
         # connections one search wants: the exact search asks the database one small question; None: the split

@@ -96,13 +96,14 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert cells == 1 and fitted["regions"]["threshold"] == fitted["threshold"]
     uri = _ingest("db-uri", env={"DATABASE_URL": database_url})
     assert uri.stdout.strip() == database_url
-    served = _ingest(
+    hnsw = {"DATABASE_URL": database_url, "INSPECT_SEARCH_BACKEND": "database"}  # what this measures: the 706-row
+    served = _ingest(  # bank would be searched exactly in the process unless told
         "evaluate-served", "--data", str(mini_mvtec), "--category", "bottle", "--ef-search", "10",
-        "--out", str(tmp_path / "served"), env={"DATABASE_URL": database_url},
+        "--out", str(tmp_path / "served"), env=hnsw,
     )  # fmt: skip
     assert served.returncode == 0, served.stderr
     report = json.loads((tmp_path / "served" / "bottle" / "served_report.json").read_text())
-    assert report["ef_search"] == 10
+    assert report["ef_search"] == 10 and report["search_backend"] == "database"
     assert report["verdict_agreement"] == 1.0 and report["max_score_difference"] < 1e-4
     assert 1 <= report["exact_searched_patches"]["median"] <= report["exact_searched_patches"]["max"] <= 64
     exact, served_regions = report["exact"]["regions"], report["served"]["regions"]  # HNSW only adds cells

@@ -54,6 +54,7 @@ def _serve(cluster, folder: Path, max_lag: str):
         "DATABASE_URL": url, "DATABASE_REPLICA_URLS": ",".join(urls), "INSPECT_REPLICA_MAX_LAG_SECONDS": max_lag,
         "INSPECT_REPLICA_CHECK_SECONDS": "0.2", "INSPECT_POOL_SIZE": "4", "INSPECT_LOG_IMAGES": "none",
         "INSPECT_LOG_POLICY": "answer",  # with the primary down, the standbys answer unrecorded: by explicit choice
+        "INSPECT_SEARCH_BACKEND": "database",  # the small bank here is searched in the API unless told: HNSW's spread
     }  # fmt: skip
     server, client = start_api(env, folder / "server.log")
     yield client
