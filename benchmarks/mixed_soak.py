@@ -54,7 +54,7 @@ from log_soak import own_database, start_api
 
 from config import Settings
 from patchcore.datasets.mvtec import mvtec_category
-from patchcore.images import mask_png
+from patchcore.masks import mask_png
 from patchcore.model import PatchCoreConfig, fit
 from store import models, standbys
 from store.database import connect

@@ -34,8 +34,10 @@ from patchcore import metrics, scoring
 from patchcore.coreset import greedy_coreset
 from patchcore.datasets.category import Sample
 from patchcore.datasets.mvtec import mvtec_category
-from patchcore.images import Preprocess, open_image, read_mask
+from patchcore.images import open_image
+from patchcore.masks import read_mask
 from patchcore.model import Embedder, PatchCoreConfig, split_holdout
+from patchcore.views import Preprocess
 
 BAR = 0.979
 ANOMALIB = 0.9787

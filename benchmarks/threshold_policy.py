@@ -35,8 +35,8 @@ import numpy as np
 from patchcore import threshold as thresholds
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.evaluation import evaluate
-from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import Embedder, PatchCoreConfig, exact_scorer, fit
+from patchcore.views import FIELDS_OF_VIEW
 
 TARGETS = (0.01, 0.02, thresholds.DEFAULT_FALSE_ALARM_RATE, 0.05)
 DEFAULT_PIXELS = PatchCoreConfig().pixels

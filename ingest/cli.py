@@ -14,9 +14,9 @@ from config.keys import ROLES, hash_key, new_key, parse_keys
 from patchcore import PatchCoreError
 from patchcore.backbone import BACKBONES
 from patchcore.datasets.realiad import REALIAD_JSONS
-from patchcore.images import FIELDS_OF_VIEW
 from patchcore.scoring import METRICS
 from patchcore.threshold import PER_IMAGE, PER_PART
+from patchcore.views import FIELDS_OF_VIEW
 from revisions.normals import NeedsRefit
 from store.backup import BackupError
 from store.jobs import JobStateError, NoStoredImages

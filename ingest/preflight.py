@@ -15,8 +15,10 @@ from pathlib import Path
 
 from patchcore.datasets.category import Category
 from patchcore.errors import ImageError, ImageShapeError
-from patchcore.images import FORMATS, Preprocess, header_size, mask_name, mask_size, scaled_alike
+from patchcore.images import FORMATS, header_size
+from patchcore.masks import mask_name, mask_size, scaled_alike
 from patchcore.threshold import PER_IMAGE, PER_PART, PER_PART_NEEDS_VIEWS
+from patchcore.views import Preprocess
 from store.jobs import MIN_IMAGES
 from store.names import name_problem
 

@@ -11,7 +11,7 @@ from patchcore import progress
 from patchcore.datasets.category import GOOD
 from patchcore.datasets.files import image_files
 from patchcore.datasets.mvtec import mvtec_category
-from patchcore.images import mask_png
+from patchcore.masks import mask_png
 from revisions.defects import DefectUpload, add_defects
 from revisions.normals import add_normals
 from revisions.uploads import Upload

@@ -14,7 +14,7 @@ from PIL import Image
 from patchcore import metrics, progress, regions
 from patchcore import threshold as thresholds
 from patchcore.datasets.category import Sample
-from patchcore.images import Preprocess
+from patchcore.views import Preprocess
 
 
 @dataclass

@@ -22,9 +22,10 @@ from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, wei
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
-from patchcore.images import ALIGN, Preprocess, header_size, jpeg, original_size, white_level
+from patchcore.images import header_size, jpeg, original_size, white_level
 from patchcore.scoring import Metric
 from patchcore.spill import feature_matrix
+from patchcore.views import ALIGN, Preprocess
 
 
 @dataclass(frozen=True)

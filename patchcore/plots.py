@@ -12,7 +12,7 @@ import numpy as np
 
 from patchcore import metrics
 from patchcore.evaluation import Evaluation
-from patchcore.images import Preprocess
+from patchcore.views import Preprocess
 
 
 def _thin(x: np.ndarray, y: np.ndarray, points: int = 4000) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from patchcore.images import View
+from patchcore.views import View
 
 _TOUCHING = np.ones((3, 3), dtype=bool)  # 8-connected: cells that share a corner belong to one region
 

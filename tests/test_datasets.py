@@ -18,7 +18,8 @@ from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files
 from patchcore.datasets.mvtec import mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, evaluate
-from patchcore.images import Preprocess, mask_png, read_mask
+from patchcore.masks import mask_png, read_mask
+from patchcore.views import Preprocess
 from store.names import name_problem
 from tests.conftest import BOTTLE, ROOT, SHARED, WEIGHTS
 

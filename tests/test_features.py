@@ -61,7 +61,8 @@ def test_a_failed_download_says_how_to_pass_weights(monkeypatch, tmp_path):
 
 def test_tiles_cover_every_patch_once_and_match_one_pass():
     from patchcore.features import _cuts, _starts
-    from patchcore.images import Preprocess, open_image
+    from patchcore.images import open_image
+    from patchcore.views import Preprocess
     from tests.conftest import BOTTLE
 
     for length, tile, overlap in ((448, 224, 32), (640, 224, 64), (224, 224, 32), (160, 224, 32), (464, 128, 48)):

@@ -23,7 +23,9 @@ from PIL import Image, PngImagePlugin
 
 from benchmarks.high_bit_depth import write_twelve_bit
 from patchcore.errors import ImageError
-from patchcore.images import Preprocess, open_image, read_mask, white_level
+from patchcore.images import open_image, white_level
+from patchcore.masks import read_mask
+from patchcore.views import Preprocess
 from tests.conftest import BOTTLE, ROOT, WEIGHTS, start_api
 
 

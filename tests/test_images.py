@@ -6,7 +6,8 @@ from PIL import Image, ImageOps
 
 from patchcore import ImageError
 from patchcore.errors import ImageTooLargeError
-from patchcore.images import ORIENTATION, Preprocess, open_image, original_size
+from patchcore.images import ORIENTATION, open_image, original_size
+from patchcore.views import Preprocess
 from tests.conftest import BOTTLE
 
 GOOD = BOTTLE / "test" / "good" / "000.png"

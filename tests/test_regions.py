@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from patchcore import metrics, regions
-from patchcore.images import Preprocess
 from patchcore.rerank import rerank_worst, settle_regions
 from patchcore.scoring import ExactSearch
+from patchcore.views import Preprocess
 
 
 def _grid() -> np.ndarray:

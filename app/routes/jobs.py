@@ -13,9 +13,9 @@ from app.common import CATEGORY, ERRORS, active, actor_of, get_services, read_li
 from app.schemas import Job, JobImagesAdded, JobParts, JobRequest, RefitRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
-from patchcore.images import FIELDS_OF_VIEW
 from patchcore.model import PatchCoreConfig
 from patchcore.threshold import PER_IMAGE
+from patchcore.views import FIELDS_OF_VIEW
 from store import images, jobs
 
 router = APIRouter(tags=["jobs"])

@@ -1,4 +1,4 @@
-"""Whether a version's JPEGs are decoded at a reduced DCT scale (``patchcore.images.Preprocess.least``): libjpeg
+"""Whether a version's JPEGs are decoded at a reduced DCT scale (``patchcore.views.Preprocess.least``): libjpeg
 decodes a 12-megapixel JPEG at a quarter of each side in 15.5 ms instead of 119 ms, and twice the view on each side
 is still there for the resize to shrink. A query must be decoded as the version's fit decoded its training images,
 so the choice is kept with the version: false for every version fitted before (their JPEGs are decoded in full, as

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchcore.images import MaskSource
+from patchcore.masks import MaskSource
 
 GOOD = "good"  # the defect type of every good image, whatever its folder is called
 TEST_SHARE = 0.2  # a set without a split (KolektorSDD, MTD, good parts beside rejects): the share held out to test

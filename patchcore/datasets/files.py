@@ -8,7 +8,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from patchcore.images import image_files_in, read_mask
+from patchcore.images import image_files_in
+from patchcore.masks import read_mask
 
 GOOD_FOLDERS = ("good", "ok")  # MVTec AD and most sets; BTAD
 
