@@ -11,6 +11,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
 
+# The largest memory bank (floats: rows x dimensions) that ``auto`` searches exactly on a CPU: 4 MiB of float32, 2,730
+# rows of 384 dimensions. Bottle on 2 cores, /query p50 at 1 and 4 clients, exact against HNSW: 1,474 rows (a 1%
+# coreset) 52 against 72-75 ms and 154-156 against 207-224; 4,422 rows 67-68 against 70-74 and 224 against 194-218;
+# 7,370 rows 80-81 against 73 and 273-280 against 211-272 (README)
+EXACT_ON_CPU_FLOATS = 1 << 20
+
 
 class Settings(BaseSettings):
     """Environment variables are the names below in upper case, prefixed ``INSPECT_`` (``DATABASE_URL`` is not)."""
@@ -70,8 +76,9 @@ class Settings(BaseSettings):
         default="auto",
         description="where each patch's nearest memory-bank patch is searched: database (pgvector HNSW, then the "
         "worst patches exactly), exact (every patch exactly in the API process, on its torch device); auto: exact "
-        "on an accelerator and, on a CPU, for a memory bank of at most 2**20 floats (2,730 rows of 384 dimensions: "
-        "a 1% coreset's), database for a larger one on a CPU, where each is measured fastest",
+        f"on an accelerator and, on a CPU, for a memory bank of at most {EXACT_ON_CPU_FLOATS:,} floats ("
+        f"{EXACT_ON_CPU_FLOATS // 384:,} rows of 384 dimensions, a 1% coreset's), database for a larger one on a CPU, "
+        "where each is measured fastest",
     )
     hnsw_ef_search: int = Field(default=4, description="HNSW query candidate list (hnsw.ef_search)")
     batch_wait_ms: float | None = Field(

@@ -27,7 +27,7 @@ import psycopg
 import torch
 from PIL import Image
 
-from config import Settings
+from config import EXACT_ON_CPU_FLOATS, Settings
 from patchcore import WeightsError, regions, scoring
 from patchcore import defects as library
 from patchcore import threshold as thresholds
@@ -51,11 +51,6 @@ from store.search import (
 
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
 EXACT_ADDED_ROWS = 1024  # most rows of added segments searched exactly in the API process (past it: all by HNSW)
-# the largest memory bank (floats: rows x dimensions) that ``auto`` searches exactly on a CPU: 4 MiB of float32, 2,730
-# rows of 384 dimensions. Bottle on 2 cores, /query p50 at 1 and 4 clients, exact against HNSW: 1,474 rows (a 1%
-# coreset) 52 against 72-75 ms and 154-156 against 207-224; 4,422 rows 67-68 against 70-74 and 224 against 194-218;
-# 7,370 rows 80-81 against 73 and 273-280 against 211-272 (README)
-EXACT_ON_CPU_FLOATS = 1 << 20
 _EXTRACTORS: dict[tuple, PatchFeatureExtractor] = {}
 _EXTRACTORS_LOCK = threading.Lock()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from config import Settings
+from config import EXACT_ON_CPU_FLOATS, Settings
 from patchcore import defects as library
 from patchcore.errors import ImageShapeError
 from patchcore.images import open_image
@@ -97,8 +97,7 @@ def test_added_segments_are_searched_exactly_in_the_api_and_answer_as_hnsw_does(
         # on a CPU a bank this small is searched exactly in the API process unless told (bottle's 10% bank is not:
         # tests/api/test_query.py)
         assert (
-            grown.embeddings.numel() <= served.EXACT_ON_CPU_FLOATS
-            and Inspector(model, grown, Settings()).backend == "exact"
+            grown.embeddings.numel() <= EXACT_ON_CPU_FLOATS and Inspector(model, grown, Settings()).backend == "exact"
         )
         hnsw_settings = Settings(search_backend="database")
         exact = Inspector(model, grown, hnsw_settings)
