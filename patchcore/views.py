@@ -92,6 +92,14 @@ class Preprocess:
         size = tuple(max(MIN_SIDE, round(side * scale / ALIGN) * ALIGN) for side in (width, height))
         return View(size[0], size[1], size, 0, 0, size[0] / width, size[1] / height)
 
+    def footprint(self, width: int, height: int, stride: int) -> tuple[float, float]:
+        """How many of a ``width`` x ``height`` image's own pixels (across, down) one patch of its view spans, for a
+        patch grid of ``stride`` view pixels: the finest detail the view resolves. A defect much smaller than that
+        changes its patch's features little, whatever the memory bank holds, so this is what says whether a larger
+        ``pixels`` (or tiles) is worth its cost for a product's defects."""
+        view = self.view(width, height)
+        return stride / view.scale_x, stride / view.scale_y
+
     def least(self, width: int, height: int) -> tuple[int, int]:
         """The smallest decode of a ``width`` x ``height`` image that makes this view as a full decode does, near
         enough: twice the resized view on each side, so that the resize's own filter still does most of the

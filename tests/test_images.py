@@ -152,6 +152,10 @@ def test_the_field_of_view_keeps_the_whole_part_and_refuses_extreme_shapes():
     assert (rail.width, rail.height) == (1072, 48)
     thinnest = whole.view(64 * 40, 40)  # 64:1: the short side held at 32, the view 1.14x the budget at most
     assert (thinnest.width, thinnest.height) == (1792, 32) and thinnest.width * thinnest.height <= 1.15 * 224 * 224
+    # one patch (8 view pixels) in the image's own pixels: 452/352 x 184/144 of them on the strip, 4 finer at 4x
+    assert whole.footprint(452, 184, 8) == pytest.approx((8 * 452 / 352, 8 * 184 / 144))
+    assert Preprocess("whole", pixels=4 * 224 * 224).footprint(1024, 1024, 8) == pytest.approx((18.29, 18.29), abs=0.01)
+    assert Preprocess("crop").footprint(452, 184, 8) == pytest.approx((8 * 452 / 629, 8 * 184 / 256))  # 629x256
     placed = Preprocess("crop").whole_image_map(np.ones((224, 224), np.float32), (452, 184))
     assert placed.shape == (144, 352)
     columns = np.flatnonzero(placed.max(0) > 0)
