@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 from config import get_settings
@@ -15,8 +14,6 @@ from patchcore import regions
 from patchcore.backbone import RANDOM_WEIGHTS
 from patchcore.datasets.category import Category
 from patchcore.evaluation import Evaluation, evaluate
-from patchcore.features import STRIDES
-from patchcore.images import header_size
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
 from patchcore.threshold import labelled_threshold
 
@@ -57,22 +54,10 @@ def _copies_left_out(category: Category) -> list[dict]:
     ]
 
 
-def view_scale(config: PatchCoreConfig, train: list[Path]) -> dict:
-    """How finely the model sees the training images: their most common size, its view, and how many of its pixels
-    one patch spans (:meth:`patchcore.views.Preprocess.footprint`), so a user whose defects are smaller than a patch
-    knows before any test image that the view, not the threshold, is what to change (``--pixels``, ``--tile``)."""
-    sizes = Counter(header_size(path) for path in train)
-    (width, height), count = sizes.most_common(1)[0]
-    view = config.preprocess.view(width, height)
-    across, down = config.preprocess.footprint(width, height, STRIDES[config.layers[0]])
-    return {
-        "image": [width, height], "images_of_that_size": count, "image_sizes": len(sizes),
-        "view": [view.width, view.height], "patch_pixels": [round(across, 1), round(down, 1)],
-    }  # fmt: skip
-
-
-def _say_view(scale: dict, images: int) -> None:
+def _say_view(scale: dict) -> None:
+    """Say how finely the view saw the good images (:func:`ingest.report.view_scale`)."""
     (width, height), (view_w, view_h), (across, down) = scale["image"], scale["view"], scale["patch_pixels"]
+    images = scale["images"]
     sizes = f"{scale['images_of_that_size']} of {images} images" if scale["image_sizes"] > 1 else "the images"
     print(
         f"   seen at {view_w}x{view_h}: one patch spans {across:.0f}x{down:.0f} pixels of {sizes} ({width}x{height}); "
@@ -81,7 +66,7 @@ def _say_view(scale: dict, images: int) -> None:
     )
 
 
-def _fit(args: argparse.Namespace, category: Category, scale: dict) -> tuple[FittedModel, Embedder]:
+def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Embedder]:
     config = _config(args)
     weights = RANDOM_WEIGHTS if args.random_weights else args.weights
     print(
@@ -108,7 +93,6 @@ def _fit(args: argparse.Namespace, category: Category, scale: dict) -> tuple[Fit
     for copy in (copy for copy in copies if "copy_of_defect" in copy):
         print(f"   {copy['file']} has the bytes of the defective test image {copy['copy_of']} "
               f"({copy['copy_of_defect']}): a defect among the good images, left out of them", flush=True)  # fmt: skip
-    _say_view(scale, len(category.train))
     embedder = Embedder.load(config, weights, args.device)
     model = fit(config, category.train, weights, args.batch_size, embedder=embedder,
                 features_in_memory_max=get_settings().fit_memory_bytes, parts=category.parts, per=args.per)  # fmt: skip
@@ -195,8 +179,7 @@ def run_fit(args: argparse.Namespace, store: bool) -> int:
     rows = {}
     failures = []
     for category in categories:
-        scale = view_scale(config, category.train)
-        model, embedder = _fit(args, category, scale)
+        model, embedder = _fit(args, category)
         folder = args.out / category.name
         try:
             evaluation = _evaluate(args, category, model, embedder)
@@ -217,9 +200,9 @@ def run_fit(args: argparse.Namespace, store: bool) -> int:
             result["excluded_from_training"] = [str(path) for path in category.excluded]
         if category.copies:
             result["copies_left_out"] = _copies_left_out(category)
-        result["view_scale"] = scale
         if validation := _validation_fitted(category):
             result["validation_images_fitted"] = [str(path) for path in validation]
+        _say_view(result["view_scale"])
         _say_calibration(model.threshold, model.threshold_policy)
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from patchcore import plots
 from patchcore.evaluation import Evaluation, per_image
+from patchcore.features import STRIDES
 from patchcore.metrics import auroc
 from patchcore.model import FittedModel
 from patchcore.threshold import HIGHEST_SHOWN
@@ -28,6 +30,22 @@ def model_figures(model: FittedModel) -> dict:
         "features_on_disk": model.features_on_disk,
         "threshold_policy": model.threshold_policy,
     }
+
+
+def view_scale(model: FittedModel) -> dict:
+    """How finely the model saw its good images: their most common size, its view, and how many of its pixels one
+    patch spans (:meth:`patchcore.views.Preprocess.footprint`). A defect much smaller than a patch changes its
+    patch's features little whatever the memory bank holds, so a product whose defects are that small learns from
+    its first fit that the view (``--pixels``, ``--tile``), not the threshold, is what to change."""
+    config = model.config
+    sizes = Counter((r.width, r.height) for r in model.images)
+    (width, height), count = sizes.most_common(1)[0]
+    view = config.preprocess.view(width, height)
+    across, down = config.preprocess.footprint(width, height, STRIDES[config.layers[0]])
+    return {
+        "image": [width, height], "images_of_that_size": count, "images": len(model.images), "image_sizes": len(sizes),
+        "view": [view.width, view.height], "patch_pixels": [round(across, 1), round(down, 1)],
+    }  # fmt: skip
 
 
 def highest_good_scores(model: FittedModel, limit: int | None = HIGHEST_SHOWN) -> list[dict]:
@@ -64,6 +82,7 @@ def build(category: str, model: FittedModel, evaluation: Evaluation | None, extr
         report["images"] = per_image(evaluation)
     report["good_scores"] = {s: [r.score for r in model.images if r.split == s] for s in ("train", "holdout")}
     report["highest_good_scores"] = highest_good_scores(model)
+    report["view_scale"] = view_scale(model)
     report.update(extra or {})
     return report
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from config import Settings
+from ingest.report import view_scale
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import PatchCoreConfig, fit
 from store import models
@@ -48,7 +49,8 @@ def database(tmp_path_factory, fitted):
     upgrade(url)
     with connect(url) as connection:
         plots = {"scores": png(320, 200)}  # a stand-in for the fit's plots: what is stored is what is shown
-        models.save_model(connection, "bottle", fitted, EVALUATION, Settings(), plots=plots)
+        evaluation = {**EVALUATION, "view_scale": view_scale(fitted)}  # as every fit's report carries it
+        models.save_model(connection, "bottle", fitted, evaluation, Settings(), plots=plots)
     yield server, url
     server.stop()
 

@@ -120,6 +120,7 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert "Tells defective from good parts\t1.000" in text and "Points at the defect\t0.982" in text
         assert "Defects boxed by a region\t67 of 68 (98.5%)" in text and "Regions on a defect\t66 of 76 (86.8%)" in text
         assert "good images taught" in text
+        assert "Finest detail seen\tone patch spans 32 x 32 pixels of a 900 x 900 image, seen at 224 x 224" in text
         assert "Good test parts above the good median\t9 of 20 (45.0%)\thalf where new good parts score" in text
         assert "How it was set\tfrom good images, at a target false-alarm rate\tlog-normal upper prediction" in text
         assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
