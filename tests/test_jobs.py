@@ -409,10 +409,14 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.fill("#category", "cams")
         page.set_input_files("#files", links)
         page.fill("#partPattern", "^(p\\d+)_")
+        page.fill("#viewSide", "256")  # a finer view than the default's 224x224 pixels
         page.click("#start")
         page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('queued')")
         assert "6 images, views of 3 parts" in page.inner_text("#uploadStatus")
         page.wait_for_function("document.querySelector('.job-1')?.textContent.includes('views of 3 parts')")
+        assert api.get("/jobs/1").json()["options"]["pixels"] == 256 * 256
+        assert "whole at 256x256's pixels" in page.inner_text(".job-1")
+        page.fill("#viewSide", "")
         page.fill("#category", "cams-2")
         page.fill("#partPattern", "^(q\\d+)")
         page.click("#start")
