@@ -57,8 +57,7 @@ def _copies_left_out(category: Category) -> list[dict]:
 def _say_view(scale: dict) -> None:
     """Say how finely the view saw the good images (:func:`ingest.report.view_scale`)."""
     (width, height), (view_w, view_h), (across, down) = scale["image"], scale["view"], scale["patch_pixels"]
-    images = scale["images"]
-    sizes = f"{scale['images_of_that_size']} of {images} images" if scale["image_sizes"] > 1 else "the images"
+    sizes = f"{scale['images_of_that_size']} of {scale['images']} images" if scale["image_sizes"] > 1 else "the images"
     print(
         f"   seen at {view_w}x{view_h}: one patch spans {across:.0f}x{down:.0f} pixels of {sizes} ({width}x{height}); "
         "a defect much smaller than that changes its patch little (a finer view: --pixels, --tile)",
