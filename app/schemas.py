@@ -522,6 +522,14 @@ class JobRequest(BaseModel):
     backbone: str | None = Field(default=None, description="torchvision network (default INSPECT_BACKBONE)")
     field_of_view: str | None = Field(default=None, description="whole (default) or crop")
     pixels: int | None = Field(default=None, ge=64 * 64, le=4096 * 4096, description="whole view's pixels (224x224)")
+    tile: int | None = Field(
+        default=None,
+        ge=0,
+        le=4096,
+        description="whole view: features in square tiles of this many pixels (a multiple of 16, at least 64) where "
+        "the view is larger, so a large view fits the worker's memory; 0: in one pass (the default)",
+    )
+    tile_overlap: int | None = Field(default=None, ge=0, le=4096, description="tiles' overlap in pixels (32)")
     coreset_ratio: float | None = Field(default=None, gt=0, le=1, description="memory bank fraction (0.1)")
     false_alarm_rate: float | None = Field(
         default=None, gt=0, lt=0.5, description="the threshold's target on good parts (INSPECT_FALSE_ALARM_RATE)"
@@ -544,7 +552,9 @@ class RefitRequest(BaseModel):
 class Job(BaseModel):
     id: int
     category: str
-    options: dict = Field(description="backbone, field_of_view, pixels, coreset_ratio, false_alarm_rate")
+    options: dict = Field(
+        description="backbone, field_of_view, pixels, tile, tile_overlap, coreset_ratio, false_alarm_rate, per"
+    )
     state: str = Field(description="draft (taking images), queued, running, succeeded, failed or cancelled")
     created_at: datetime
     created_by: str | None

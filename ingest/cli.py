@@ -109,6 +109,18 @@ def _real_iad_split(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _tile_options(parser: argparse.ArgumentParser) -> None:
+    """Tiles, for the fit and for a queued job alike: a worker fits a job as ``python -m ingest fit`` would."""
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        help="whole field of view: compute features in tiles of this many pixels (multiple of 16) when the view is "
+        "larger, so large images at a large --pixels fit in memory (default 0: one pass)",
+    )
+    parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of tiles in pixels (default 32)")
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     settings = get_settings()
     parser.add_argument(
@@ -139,14 +151,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         default=224 * 224,
         help="whole field of view: pixels of the model's view (default 224x224)",
     )
-    parser.add_argument(
-        "--tile",
-        type=int,
-        default=0,
-        help="whole field of view: compute features in tiles of this many pixels (multiple of 16) when the view is "
-        "larger, so large images at a large --pixels fit in memory (default 0: one pass)",
-    )
-    parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of tiles in pixels (default 32)")
+    _tile_options(parser)
     parser.add_argument("--resize", type=int, default=256, help="crop: shorter side after resizing (default 256)")
     parser.add_argument("--crop", type=int, default=224, help="crop: centre crop size (default %(default)s)")
     parser.add_argument(
@@ -313,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--backbone", choices=sorted(BACKBONES), default=settings.backbone, help="(%(default)s)")
     enqueue.add_argument("--field-of-view", choices=FIELDS_OF_VIEW, default="whole", help="(%(default)s)")
     enqueue.add_argument("--pixels", type=int, default=224 * 224, help="whole view's pixels (%(default)s)")
+    _tile_options(enqueue)
     enqueue.add_argument("--coreset-ratio", type=float, default=0.1, help="memory bank fraction (%(default)s)")
     enqueue.add_argument(
         "--false-alarm-rate", type=float, default=settings.false_alarm_rate, help="threshold's target (%(default)s)"

@@ -36,7 +36,16 @@ class Cancelled(Exception):
     """Someone asked the running job to stop."""
 
 
-JOB_OPTIONS = ("backbone", "field_of_view", "pixels", "coreset_ratio", "false_alarm_rate", "per")
+JOB_OPTIONS = (
+    "backbone",
+    "field_of_view",
+    "pixels",
+    "tile",
+    "tile_overlap",
+    "coreset_ratio",
+    "false_alarm_rate",
+    "per",
+)
 
 
 def job_options(args: argparse.Namespace) -> dict:
@@ -177,16 +186,18 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_enqueue(args: argparse.Namespace) -> int:
     """Queue a fit job from a folder of good images; with ``--wait``, follow it to its end."""
+    settings = get_settings()
+    options = job_options(args)
+    job_config(options, settings)  # options no fit can take are refused here, not by the worker that takes the job
     files = unmixed(f"--folder {args.folder}", image_files(args.folder))  # before the database: a refusal is cheap
     part_of = part_naming(args)  # a pattern runs here, never on a server
     parts = {path.name: part for path in files if (part := part_of(path)) is not None} if part_of else {}
     if args.parts is not None and not parts:
         raise ValueError(f"--parts {args.parts} names none of the images in {args.folder}")
-    settings = get_settings()
     url = database_url(settings)
     upgrade(url)
     with connect(url, autocommit=True) as connection:
-        job = jobs.create(connection, args.category, job_options(args), args.actor)
+        job = jobs.create(connection, args.category, options, args.actor)
         added = jobs.add_images(connection, job["id"], [(p.name, p.read_bytes()) for p in files])
         if parts:
             jobs.name_parts(connection, job["id"], {name: parts[name] for name in added.added})

@@ -107,6 +107,8 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     assert api.get("/jobs/9999").status_code == 404 and api.post("/jobs/9999/start").status_code == 404
     bad = api.post("/jobs", json={"category": "cans", "backbone": "vgg"})
     assert bad.status_code == 422 and "resnet18" in bad.json()["detail"]
+    bad = api.post("/jobs", json={"category": "cans", "tile": 100})  # refused now, not by the worker later
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("tile (100) must be at least 64"), bad.text
     assert api.post("/jobs", json={"category": "../etc"}).status_code == 422
     assert [j["id"] for j in api.get("/jobs").json()] == [job["id"]]
     assert api.delete(f"/jobs/{job['id']}").status_code == 204 and api.get("/jobs").json() == []
@@ -409,13 +411,15 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.fill("#category", "cams")
         page.set_input_files("#files", links)
         page.fill("#partPattern", "^(p\\d+)_")
-        page.fill("#viewSide", "256")  # a finer view than the default's 224x224 pixels
+        page.fill("#viewSide", "256")  # a finer view than the default's 224x224 pixels, in tiles
+        page.fill("#tileSide", "128")
         page.click("#start")
         page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('queued')")
         assert "6 images, views of 3 parts" in page.inner_text("#uploadStatus")
         page.wait_for_function("document.querySelector('.job-1')?.textContent.includes('views of 3 parts')")
-        assert api.get("/jobs/1").json()["options"]["pixels"] == 256 * 256
-        assert "whole at 256x256's pixels" in page.inner_text(".job-1")
+        options = api.get("/jobs/1").json()["options"]
+        assert (options["pixels"], options["tile"]) == (256 * 256, 128)
+        assert "whole at 256x256's pixels in tiles of 128" in page.inner_text(".job-1")
         page.fill("#viewSide", "")
         page.fill("#category", "cams-2")
         page.fill("#partPattern", "^(q\\d+)")
@@ -479,7 +483,8 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     try:
         done = subprocess.run(
             [sys.executable, "-m", "ingest", "enqueue", "--category", "cli-bottle", "--folder", str(folder),
-             "--backbone", "resnet18", "--part", "^(p[0-9]+)_", "--per", "part", "--wait"],
+             "--backbone", "resnet18", "--part", "^(p[0-9]+)_", "--per", "part", "--pixels", str(256 * 256),
+             "--tile", "128", "--wait"],
             cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     finally:
@@ -508,6 +513,7 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     assert {f["file"]: f["part"] for f in manifest["files"]} == {name: name[:3] for _, _, name in rows}
     command = exported.stdout.splitlines()[-1].removeprefix("fit from them: ")  # the same parts and target per part
     assert f"--parts {tmp_path / 'out' / 'cli-bottle' / 'manifest.json'}" in command and "--per part" in command
+    assert "--pixels 65536 --tile 128" in command  # the job's view in tiles, as the worker fitted it
     words = [w if w != "cli-bottle" else "cli-refit" for w in shlex.split(command)[1:]]  # as a category of its own
     words += ["--out", str(tmp_path / "reports")]
     refitted = subprocess.run([sys.executable, *words], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
@@ -526,6 +532,7 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
         with pytest.raises(ValueError, match=too_few):
             jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, four_parts, {}, "test")
         assert model.threshold_policy["per"] == "part"  # the job's target per part is the version's
+        assert (model.config.pixels, model.config.tile) == (256 * 256, 128)
     server, api = start_api(env, tmp_path / "server.log", ready="/health")
     try:  # the category page's refit: the version's parts and its target per part along
         refit = api.post("/categories/cli-bottle/refit", json={"exclude_image_ids": []})
@@ -535,7 +542,15 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
         server.wait(20)
     assert refit.status_code == 201, refit.text
     assert refit.json()["state"] == "queued" and refit.json()["parts"] == 6 and refit.json()["images"] == 12
-    assert refit.json()["options"]["per"] == "part"
+    assert refit.json()["options"]["per"] == "part" and refit.json()["options"]["tile"] == 128
+    refused = subprocess.run(
+        [sys.executable, "-m", "ingest", "enqueue", "--category", "cli-tiles", "--folder", str(folder),
+         "--tile", "100"],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.startswith("error: tile (100) must be"), refused.stderr
+    with psycopg.connect(env["DATABASE_URL"]) as connection:  # nothing queued for a worker to fail on
+        assert connection.execute("SELECT count(*) FROM fit_jobs WHERE category = 'cli-tiles'").fetchone()[0] == 0
 
 
 def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path):

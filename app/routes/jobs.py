@@ -64,6 +64,10 @@ def create_job(request: Request, body: JobRequest) -> dict:
         raise HTTPException(422, {"error": "invalid_request", "detail": f"backbone: choose one of {choices}"})
     if options["field_of_view"] not in FIELDS_OF_VIEW:
         raise HTTPException(422, {"error": "invalid_request", "detail": "field_of_view: whole or crop"})
+    try:  # what no fit can take is refused now, not by the worker that takes the job
+        PatchCoreConfig(**{name: value for name, value in options.items() if name != "per"})
+    except ValueError as exc:
+        raise HTTPException(422, {"error": "invalid_request", "detail": str(exc)}) from exc
     return _run(request, jobs.create, body.category, options, actor_of(request))
 
 
