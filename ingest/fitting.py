@@ -56,13 +56,29 @@ def _copies_left_out(category: Category) -> list[dict]:
 
 def _say_view(scale: dict) -> None:
     """Say how finely the view saw the good images (:func:`ingest.report.view_scale`)."""
-    (width, height), (view_w, view_h), (across, down) = scale["image"], scale["view"], scale["patch_pixels"]
+    (width, height), (view_w, view_h) = scale["image"], scale["view"]
     sizes = f"{scale['images_of_that_size']} of {scale['images']} images" if scale["image_sizes"] > 1 else "the images"
+    spread = ""
+    if scale["image_sizes"] > 1:
+        spread = (
+            f"; over their {scale['image_sizes']} sizes from {_spans(scale['finest'])} to {_spans(scale['coarsest'])}"
+        )
     print(
-        f"   seen at {view_w}x{view_h}: one patch spans {across:.0f}x{down:.0f} pixels of {sizes} ({width}x{height}); "
-        "a defect much smaller than that changes its patch little (a finer view: --pixels, --tile)",
+        f"   seen at {view_w}x{view_h}: one patch spans {_pixels(scale['patch_pixels'])} pixels of {sizes} "
+        f"({width}x{height}){spread}; a defect much smaller than that changes its patch little (a finer view: "
+        "--pixels, --tile)",
         flush=True,
     )
+
+
+def _pixels(patch: list[float]) -> str:
+    """A patch's span in whole pixels, halves rounded up as the category page rounds them."""
+    return "x".join(str(int(side + 0.5)) for side in patch)
+
+
+def _spans(end: dict) -> str:
+    width, height = end["image"]
+    return f"{_pixels(end['patch_pixels'])} ({width}x{height})"
 
 
 def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Embedder]:

@@ -34,17 +34,23 @@ def model_figures(model: FittedModel) -> dict:
 
 def view_scale(model: FittedModel) -> dict:
     """How finely the model saw its good images: their most common size, its view, and how many of its pixels one
-    patch spans (:meth:`patchcore.views.Preprocess.footprint`). A defect much smaller than a patch changes its
-    patch's features little whatever the memory bank holds, so a product whose defects are that small learns from
-    its first fit that the view (``--pixels``, ``--tile``), not the threshold, is what to change."""
+    patch spans (:meth:`patchcore.views.Preprocess.footprint`); over images of several sizes, also the size where a
+    patch spans the fewest pixels and the one where it spans the most (a larger image seen at the same budget). A
+    defect much smaller than a patch changes its patch's features little whatever the memory bank holds, so a
+    product whose defects are that small learns from its first fit that the view (``--pixels``, ``--tile``), not the
+    threshold, is what to change."""
     config = model.config
     sizes = Counter((r.width, r.height) for r in model.images)
     (width, height), count = sizes.most_common(1)[0]
     view = config.preprocess.view(width, height)
-    across, down = config.preprocess.footprint(width, height, STRIDES[config.layers[0]])
+    stride = STRIDES[config.layers[0]]
+    spans = {size: tuple(round(side, 1) for side in config.preprocess.footprint(*size, stride)) for size in sizes}
+    finest, coarsest = (extreme(spans, key=lambda size: spans[size][0] * spans[size][1]) for extreme in (min, max))
     return {
         "image": [width, height], "images_of_that_size": count, "images": len(model.images), "image_sizes": len(sizes),
-        "view": [view.width, view.height], "patch_pixels": [round(across, 1), round(down, 1)],
+        "view": [view.width, view.height], "patch_pixels": list(spans[(width, height)]),
+        "finest": {"image": list(finest), "patch_pixels": list(spans[finest])},
+        "coarsest": {"image": list(coarsest), "patch_pixels": list(spans[coarsest])},
     }  # fmt: skip
 
 

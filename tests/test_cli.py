@@ -43,7 +43,8 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     # how finely the view sees the images: a 900x900 bottle at 224x224, a patch of 8 view pixels spans 32 of its own
     assert report["view_scale"] == {
         "image": [900, 900], "images_of_that_size": 10, "images": 10, "image_sizes": 1, "view": [224, 224],
-        "patch_pixels": [32.1, 32.1],
+        "patch_pixels": [32.1, 32.1], "finest": {"image": [900, 900], "patch_pixels": [32.1, 32.1]},
+        "coarsest": {"image": [900, 900], "patch_pixels": [32.1, 32.1]},
     }  # fmt: skip
     assert "seen at 224x224: one patch spans 32x32 pixels of the images (900x900)" in done.stdout
     for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.mixed_sizes import make_copy
-from tests.conftest import BOTTLE, ROOT, WEIGHTS, start_api
+from tests.conftest import BOTTLE, ROOT, WEIGHTS, launch_chromium, start_api
 
 SIXTH = (640, 360)
 
@@ -49,6 +49,17 @@ def test_a_category_of_mixed_sizes_fits_evaluates_and_answers_a_sixth_size(
     assert report["image_auroc"] >= (0.99 if field_of_view == "whole" else 0.9), report["image_auroc"]
     assert 0.5 < report["pixel_auroc"] <= 1 and 0 < report["pro"] <= 1
     assert report["pixel_auroc_whole_image"] is not None
+    # how finely each size is seen: a patch spans fewest of a 3:1 image's pixels, seen 384x128 whole, and most of a
+    # 1:2 one (160x320); the centre square spans a third of the long side, so the 3:1 one's 300 pixels are seen finest
+    scale = report["view_scale"]
+    assert scale["image_sizes"] == 5 and scale["images"] == 60 and scale["images_of_that_size"] == 12, scale
+    if field_of_view == "whole":
+        assert scale["finest"] == {"image": [900, 300], "patch_pixels": [18.8, 18.8]}, scale
+        assert scale["coarsest"] == {"image": [450, 900], "patch_pixels": [22.5, 22.5]}, scale
+        assert "; over their 5 sizes from 19x19 (900x300) to 23x23 (450x900); a defect much" in done.stdout
+    else:
+        assert scale["finest"] == {"image": [900, 300], "patch_pixels": [9.4, 9.4]}, scale
+        assert scale["coarsest"] == {"image": [600, 600], "patch_pixels": [18.8, 18.8]}, scale
     for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):
         assert (out / "bottle" / name).stat().st_size > 10_000
     views = {tuple(v) for v in _stored_view_sizes(database_url)}
@@ -65,10 +76,27 @@ def test_a_category_of_mixed_sizes_fits_evaluates_and_answers_a_sixth_size(
         assert body["is_anomalous"] is True and body["anomaly_map"]
         if field_of_view == "whole":  # the sixth size is seen whole too: 16:9 kept
             assert body["view_width"] > body["view_height"]
+            assert _finest_detail_row(str(client.base_url)) == (
+                "one patch spans 19 x 19 pixels of a 900 x 300 image, seen at 384 x 128 (5 sizes: 19 x 19 to 23 x 23)"
+            )
     finally:
         client.close()
         server.terminate()
         server.wait(20)
+
+
+def _finest_detail_row(base_url: str) -> str:
+    """The category page's "Finest detail seen", as Chromium shows it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.goto(f"{base_url}/category?name=bottle")
+        row = page.wait_for_selector("tr:has(th:text-is('Finest detail seen')) td.value")
+        text = row.inner_text()
+        browser.close()
+    return text
 
 
 def _stored_view_sizes(url: str) -> list[tuple[int, int]]:
