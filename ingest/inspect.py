@@ -22,7 +22,7 @@ from config import get_settings
 from ingest.sets import part_naming
 from ingest.stored import active_model
 from patchcore import PatchCoreError, progress
-from patchcore.images import IMAGE_SUFFIXES, is_image_file, original_size
+from patchcore.images import IMAGE_SUFFIXES, is_image_file, original_size, refuse_unread
 from patchcore.threshold import part_p_value
 from serving.heatmap import overlay
 from serving.inspector import Inspector
@@ -46,7 +46,9 @@ def images_of(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if is_image_file(p) and not _hidden(p.relative_to(path).parent))
+            shown = [p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))]
+            refuse_unread(shown, str(path))
+            found += sorted(p for p in shown if is_image_file(p))
         elif path.is_file():
             found.append(path)
         else:

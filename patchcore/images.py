@@ -25,9 +25,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from patchcore.errors import ImageError, ImageTooLargeError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+KINDS = "PNG, JPEG, BMP, TIFF or WebP"  # what FORMATS are called in messages
+_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+# pictures of a kind not read here: in a folder of images they are refused by name, never passed over unsaid
+UNREAD_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpx", ".jxl", ".pgm", ".ppm", ".pbm", ".pnm",
+                   ".exr", ".dng", ".psd", ".ico")  # fmt: skip
 ORIENTATION = 0x0112  # the EXIF tag
 TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 ORIGINAL_SIZE = "patchcore.original_size"  # image.info: (width, height) as sent, upright, when decoded smaller
@@ -254,7 +258,7 @@ def open_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{label}: more pixels than the decoder accepts ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{label}: not a recognised image (PNG, JPEG, BMP or TIFF expected)") from exc
+        raise ImageError(f"{label}: not a recognised image ({KINDS} expected)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: cannot decode the image ({exc})") from exc
     return image
@@ -267,7 +271,7 @@ def format_suffix(data: bytes) -> str:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             return _SUFFIXES[image.format]
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"not a recognised image (PNG, JPEG, BMP or TIFF expected): {exc}") from exc
+        raise ImageError(f"not a recognised image ({KINDS} expected): {exc}") from exc
 
 
 def header_size(path: Path) -> tuple[int, int]:
@@ -276,7 +280,7 @@ def header_size(path: Path) -> tuple[int, int]:
         with Image.open(path, formats=FORMATS) as image:
             return image.size
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{path}: not a recognised image (PNG, JPEG, BMP or TIFF expected): {exc}") from exc
+        raise ImageError(f"{path}: not a recognised image ({KINDS} expected): {exc}") from exc
 
 
 def is_image_file(path: Path) -> bool:
@@ -286,8 +290,23 @@ def is_image_file(path: Path) -> bool:
 
 
 def image_files_in(folder: Path) -> list[Path]:
-    """The image files of a folder, sorted, so that fits and unions of masks are reproducible."""
-    return sorted(p for p in folder.iterdir() if is_image_file(p))
+    """The image files of a folder, sorted, so that fits and unions of masks are reproducible. Pictures of a kind not
+    read here (GIF, HEIC, JPEG 2000...) are refused by name: passed over, a folder of good parts would be fitted
+    without them and nobody told; other files (notes, label lists) are not pictures and stay out."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    refuse_unread(files, str(folder))
+    return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def refuse_unread(files: Iterable[Path], where: str) -> None:
+    """Refuse ``files`` where some are pictures of a kind not read here, naming the first and how many."""
+    unread = [p for p in files if p.suffix.lower() in UNREAD_SUFFIXES]
+    if unread:
+        raise ImageError(
+            f"{where}: {len(unread)} of its files are pictures of a kind not read here (as {unread[0].name}); {KINDS} "
+            "expected: "
+            "convert them, or move them out"
+        )
 
 
 def jpeg(image: Image.Image, quality: int = 90) -> bytes:

@@ -14,11 +14,14 @@ from store.inspections import Inspection
 THUMBNAIL = 256
 NAME_KEPT = 1000  # characters of an upload's file name the log keeps
 _MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
-_MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff"}
+_MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff", "WEBP": "image/webp"}
 
 
 def file_format(data: bytes) -> str:
-    """The format of an accepted upload, from its first bytes (the decoder has already checked it is one)."""
+    """The format of an accepted upload, from its first bytes (the decoder has already checked it is one; a WebP is
+    a RIFF file whose form type, at byte 8, says WEBP)."""
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WEBP"
     return next((name for magic, name in _MAGIC if data.startswith(magic)), "unknown")
 
 

@@ -222,3 +222,31 @@ def test_a_turned_jpeg_is_decoded_small_on_its_upright_sides():
     assert reference.size == (2400, 3600)
     small = np.asarray(reference.resize(decoded.size, Image.BILINEAR), dtype=np.float32)
     assert np.abs(np.asarray(decoded, dtype=np.float32) - small).mean() < 4  # upright both, not sideways
+
+
+def test_a_webp_decodes_to_its_pixels_and_a_picture_of_a_kind_not_read_is_refused_by_name(tmp_path):
+    """WebP, lossless and lossy, in RGB and RGBA, reads as the same pixels as a PNG would (lossless) or within its
+    compression (lossy); a folder of images that holds a GIF is refused naming it and how many, where passing it
+    over would fit the product without it unsaid; a file that is no picture (a note) stays out quietly."""
+    from patchcore.images import format_suffix, image_files_in
+
+    source = Image.open(GOOD).convert("RGB").resize((96, 96))
+    buffer = io.BytesIO()
+    source.save(buffer, format="WEBP", lossless=True)
+    assert np.array_equal(np.asarray(open_image(buffer.getvalue())), np.asarray(source))
+    assert format_suffix(buffer.getvalue()) == ".webp"  # a job's upload keeps its kind
+    lossy = io.BytesIO()
+    source.convert("RGBA").save(lossy, format="WEBP", quality=90)
+    decoded = np.asarray(open_image(lossy.getvalue()), dtype=np.float32)
+    assert decoded.shape == (96, 96, 3) and np.abs(decoded - np.asarray(source, dtype=np.float32)).mean() < 4
+    for name in ("a.png", "b.webp", "notes.txt"):
+        (tmp_path / name).write_bytes({"a.png": _encoded(source), "b.webp": buffer.getvalue()}.get(name, b"a note"))
+    assert [p.name for p in image_files_in(tmp_path)] == ["a.png", "b.webp"]
+    frames = io.BytesIO()  # an animated WebP is refused as an animated GIF or PNG is: which frame is the part?
+    source.save(frames, format="WEBP", save_all=True, append_images=[source.rotate(90)])
+    with pytest.raises(ImageError, match="animated or multi-page"):
+        open_image(frames.getvalue())
+    source.save(tmp_path / "c.gif")
+    source.save(tmp_path / "d.gif")
+    with pytest.raises(ImageError, match=r": 2 of its files are pictures of a kind not read here \(as c\.gif\); PNG"):
+        image_files_in(tmp_path)

@@ -560,3 +560,14 @@ def test_a_camera_jpeg_is_decoded_small_and_answered_in_its_own_pixels(api):
     assert abs(patch["x"] - spot["x"] * 1000 / 900) <= 40 and abs(patch["y"] - spot["y"] * 1000 / 900) <= 40
     record = api.get(f"/inspections/{body['inspection_id']}").json()
     assert (record["format"], record["width"], record["height"]) == ("JPEG", 1000, 1000)
+
+
+def test_a_webp_is_judged_as_the_png_it_was_made_from(api):
+    """A lossless WebP of a broken bottle answers as its PNG does, to the score, and is logged as a WebP."""
+    buffer = io.BytesIO()
+    Image.open(BROKEN).convert("RGB").save(buffer, format="WEBP", lossless=True)
+    answer = post(api, data=buffer.getvalue())
+    assert answer.status_code == 200, answer.text
+    body, ref = answer.json(), post(api, BROKEN).json()
+    assert body["is_anomalous"] and body["anomaly_score"] == pytest.approx(ref["anomaly_score"], rel=1e-5)
+    assert api.get(f"/inspections/{body['inspection_id']}").json()["format"] == "WEBP"
