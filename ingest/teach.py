@@ -9,7 +9,7 @@ from config import get_settings
 from ingest.stored import active_model
 from patchcore import progress
 from patchcore.datasets.category import GOOD
-from patchcore.datasets.files import image_files
+from patchcore.datasets.folders import folder_images
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.masks import mask_png
 from revisions.defects import DefectUpload, add_defects
@@ -26,7 +26,7 @@ def _files(args: argparse.Namespace) -> list[Path]:
     if args.folder is not None:
         if not args.folder.is_dir():
             raise FileNotFoundError(f"{args.folder} is not a folder")
-        paths += image_files(args.folder)
+        paths += folder_images(args.folder, f"--folder {args.folder}")
     if not paths:
         raise ValueError("no image given: name files, or --folder DIR")
     for path in paths:

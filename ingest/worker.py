@@ -22,7 +22,7 @@ from config import Settings, get_settings
 from ingest import scratch
 from ingest.sets import part_naming
 from patchcore.datasets.files import image_files
-from patchcore.datasets.folders import unmixed
+from patchcore.datasets.folders import folder_images, unmixed
 from patchcore.model import Embedder, PatchCoreConfig, fit
 from patchcore.threshold import PER_IMAGE
 from store import jobs
@@ -189,7 +189,8 @@ def run_enqueue(args: argparse.Namespace) -> int:
     settings = get_settings()
     options = job_options(args)
     job_config(options, settings)  # options no fit can take are refused here, not by the worker that takes the job
-    files = unmixed(f"--folder {args.folder}", image_files(args.folder))  # before the database: a refusal is cheap
+    where = f"--folder {args.folder}"
+    files = unmixed(where, folder_images(args.folder, where))  # before the database: a refusal is cheap
     part_of = part_naming(args)  # a pattern runs here, never on a server
     parts = {path.name: part for path in files if (part := part_of(path)) is not None} if part_of else {}
     if args.parts is not None and not parts:

@@ -705,6 +705,19 @@ def test_a_folder_of_good_parts_is_judged_against_a_folder_of_rejects(tmp_path):
         holding_out(Category("bottle", category.train[:2], []))
     with pytest.raises(ValueError, match="--masks goes with --defects"):
         folder_category(good, "bottle", None, masks)
+    within = tmp_path / "within"  # good images in the folder, rejects and masks in folders of it: read as given
+    for path in sorted(good.iterdir()):
+        _link(within / path.name, path)
+    for path in rejects.rglob("*.png"):
+        _link(within / "rejects" / path.relative_to(rejects), path)
+    for path in masks.iterdir():
+        _link(within / "masks" / path.name, path)
+    assert len(folder_category(within, "bottle", within / "rejects", within / "masks").test) == 3
+    for day, path in enumerate(_bottle_images(3)):  # more good images in a folder per day: not passed over
+        _link(within / f"day{day % 2}" / path.name, path)
+    _link(within / ".cache" / "x.png", path)  # hidden, as ls hides it
+    with pytest.raises(ValueError, match=r"--folder .*within: 3 images lie in 2 folder\(s\) below it \(day0/: 2\)"):
+        folder_category(within, "bottle", within / "rejects", within / "masks")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no image in it"):
         folder_category(good, "bottle", tmp_path / "empty")

@@ -1,5 +1,6 @@
 """A plain folder of good images, with a folder of rejects and their masks where a factory has them, as every
-command reads it; and the check that refuses masks lying beside their images in such a folder."""
+command reads it; and the checks that refuse masks lying beside their images in such a folder, and good images left
+in folders below it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files, mask_files
 from patchcore.datasets.kolektor import KOLEKTOR_MASK, PAIRED_MASK
 from patchcore.datasets.mvtec import GROUND_TRUTH
+from patchcore.images import is_image_file
 
 MASK_SUFFIXES = ("_mask", PAIRED_MASK, KOLEKTOR_MASK)  # how the sets name a mask after its image's stem
 FOLDER_ADVICE = (
@@ -38,6 +40,29 @@ def unmixed(what: str, files: list[Path], advice: str = FOLDER_ADVICE) -> list[P
     return files
 
 
+def folder_images(folder: Path, what: str, apart: Sequence[Path] = ()) -> list[Path]:
+    """The images of a folder given as one (``--folder``), refused where more of them lie in folders below it (a
+    day's or a camera's folder each): a command reads the folder itself, and passing those over would fit or teach
+    the product without them, unsaid. ``apart``: folders that hold other images by design (rejects or masks given
+    within it)."""
+    files = image_files(folder)
+    kept = [where.resolve() for where in apart]
+    below: dict[str, int] = {}
+    for path in sorted(folder.rglob("*")):
+        inner = path.relative_to(folder).parts
+        if len(inner) > 1 and inner[0] != "__MACOSX" and is_image_file(path) and not any(
+            part.startswith(".") for part in inner
+        ) and not any(path.parent.resolve().is_relative_to(where) for where in kept):  # fmt: skip
+            below[inner[0]] = below.get(inner[0], 0) + 1
+    if below:
+        first, count = next(iter(below.items()))
+        raise ValueError(
+            f"{what}: {sum(below.values())} images lie in {len(below)} folder(s) below it ({first}/: {count}), which a "
+            "command does not read: gather the images in one folder, or give each folder as its own"
+        )
+    return files
+
+
 def folder_category(folder: Path, name: str, defects: Path | None = None, masks: Path | None = None) -> Category:
     """A plain folder of good images: training only, no evaluation; with ``defects``, a folder of defective images
     (or of a folder of them per defect type), those as a test split, each with its mask by stem from ``masks`` (the
@@ -45,7 +70,8 @@ def folder_category(folder: Path, name: str, defects: Path | None = None, masks:
     parts still to be held out (:func:`holding_out`). What a factory has at hand: its good parts and its rejects."""
     if defects is None and masks is not None:
         raise ValueError("--masks goes with --defects: the masks of which defective images?")
-    good = unmixed(f"--folder {folder}", image_files(folder))
+    apart = [where for where in (defects, masks) if where is not None]
+    good = unmixed(f"--folder {folder}", folder_images(folder, f"--folder {folder}", apart))
     if defects is None:
         return Category(name, good, [])
     folders = [sub for sub in sorted(defects.iterdir()) if sub.is_dir() and sub.name != GROUND_TRUTH]
