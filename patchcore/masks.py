@@ -32,8 +32,9 @@ def mask_parts(source: MaskSource) -> list[Path]:
 
 def read_mask(source: MaskSource | BinaryIO) -> Image.Image:
     """A ground-truth mask as one 8-bit image, 255 where any of its files marks a defect (a pixel not zero in any
-    channel: a 16-bit 1 or a dark blue stroke counts; a palette's colours, not its indices, are read) and 0 elsewhere;
-    the files of one mask must share one size, which is then the mask's."""
+    channel: a 16-bit 1 or a dark blue stroke counts; a palette's colours, not its indices, are read; in a JPEG, a
+    pixel above half its brightest sample) and 0 elsewhere; the files of one mask must share one size, which is then
+    the mask's."""
     union: np.ndarray | None = None
     for part in mask_parts(source) if isinstance(source, Path | tuple) else [source]:
         with Image.open(part, formats=FORMATS) as image:
@@ -42,7 +43,11 @@ def read_mask(source: MaskSource | BinaryIO) -> Image.Image:
                 array = wide_samples(_read_all(part), image, channels, str(part))
             else:
                 array = np.asarray(image if image.mode in SINGLE_CHANNEL else image.convert("RGB"))
-        marked = array.reshape(array.shape[0], array.shape[1], -1).any(axis=2)
+            lossy = image.format == "JPEG"
+        samples = array.reshape(array.shape[0], array.shape[1], -1)
+        # a lossy codec blurs a mask's two levels around every edge (JPEG's ringing: 1s and 2s beside a 255 stroke),
+        # so a JPEG marks what lies above half its brightest sample, the midpoint of the levels it was saved with
+        marked = (samples > samples.max() / 2).any(axis=2) if lossy else samples.any(axis=2)
         if union is not None and marked.shape != union.shape:
             raise ImageShapeError(
                 f"{part}: the mask is {marked.shape[1]}x{marked.shape[0]}, the other files of the same mask "
