@@ -48,16 +48,25 @@ PER_PART_NEEDS_VIEWS = (
 TAIL_TEST = 0.05  # the significance at which the good scores above the log-normal bound refute it, on either side
 
 
-def _log_scores(good_scores: Sequence[float]) -> np.ndarray:
+def unreadable(good_scores: Sequence[float]) -> str | None:
+    """Why ``good_scores`` cannot say how rare a score is among good parts (too few of them, or one that is not
+    finite and positive, which no log-normal holds), or None where they can."""
     scores = np.asarray(good_scores, dtype=np.float64)
     if scores.size < MIN_GOOD_SCORES:
-        raise ValueError(
+        return (
             f"{scores.size} good scores cannot estimate a false-alarm rate; at least {MIN_GOOD_SCORES} are needed "
             "(more training images, or set the threshold by value)"
         )
     if not np.all(np.isfinite(scores)) or scores.min() <= 0:
-        raise ValueError("good scores must be finite and positive")
-    return np.log(scores)
+        return "good scores must be finite and positive"
+    return None
+
+
+def _log_scores(good_scores: Sequence[float]) -> np.ndarray:
+    reason = unreadable(good_scores)
+    if reason is not None:
+        raise ValueError(reason)
+    return np.log(np.asarray(good_scores, dtype=np.float64))
 
 
 def check_per(per: str) -> None:

@@ -139,10 +139,9 @@ def good_tail(good_scores: Sequence[float], target: float) -> Callable[[float], 
     """How rare a score is among good parts, read as the threshold is set (the category's target chooses the
     log-normal or the scores themselves); ``None`` where the good scores cannot say (fewer than three, or one of
     zero, which no log-normal holds)."""
-    try:
-        return thresholds.good_tail(good_scores, target)
-    except ValueError:
+    if thresholds.unreadable(good_scores) is not None:
         return None
+    return thresholds.good_tail(good_scores, target)
 
 
 class Inspector:

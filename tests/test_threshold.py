@@ -375,3 +375,17 @@ def test_a_target_per_part_is_spent_on_each_parts_worst_view():
         threshold.false_alarm_threshold(scores, 0.03, None, per="part")
     with pytest.raises(ValueError, match="per image or per part"):
         threshold.false_alarm_threshold(scores, 0.03, parts, per="sample")
+
+
+def test_a_served_p_value_is_none_only_where_the_good_scores_cannot_say():
+    """The served category's p-values read its good scores: none where there are too few or one is not finite and
+    positive (the refusals ``threshold.unreadable`` names), the threshold's own reading otherwise."""
+    from serving.inspector import good_tail
+
+    assert good_tail([1.0, 1.2], 0.03) is None and good_tail([1.0, 0.0, 1.2, 1.1], 0.03) is None
+    assert good_tail([1.0, float("inf"), 1.2, 1.1], 0.03) is None
+    scores = [1.0, 1.2, 1.1, 0.9]
+    assert (
+        good_tail(scores, 0.03)(1.15) == threshold.good_tail(scores, 0.03)(1.15)
+        and 0 < good_tail(scores, 0.03)(1.15) < 1
+    )
