@@ -22,7 +22,7 @@ from config import get_settings
 from ingest.sets import part_naming
 from ingest.stored import active_model
 from patchcore import PatchCoreError, progress
-from patchcore.images import IMAGE_SUFFIXES, is_image_file, original_size, refuse_unread
+from patchcore.images import IMAGE_SUFFIXES, hidden, is_image_file, original_size, refuse_unread
 from patchcore.threshold import part_p_value
 from serving.heatmap import overlay
 from serving.inspector import Inspector
@@ -36,17 +36,14 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def _hidden(folder: Path) -> bool:
-    return any(part.startswith(".") for part in folder.parts)
-
-
 def images_of(paths: list[Path]) -> list[Path]:
     """The image files named, and those under the folders named (recursively, sorted, hidden files and folders
-    left out as ``ls`` leaves them); a path that is neither is an error, before anything is judged."""
+    left out as ``ls`` and Finder leave them, :func:`patchcore.images.hidden`); a path that is neither is an error,
+    before anything is judged."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            shown = [p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))]
+            shown = [p for p in path.rglob("*") if p.is_file() and not hidden(p.relative_to(path).parts)]
             refuse_unread(shown, str(path))
             found += sorted(p for p in shown if is_image_file(p))
         elif path.is_file():

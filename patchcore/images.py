@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import imagecodecs
@@ -281,6 +281,12 @@ def header_size(path: Path) -> tuple[int, int]:
             return image.size
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{path}: not a recognised image ({KINDS} expected): {exc}") from exc
+
+
+def hidden(parts: Sequence[str]) -> bool:
+    """Whether a path below a folder, by its parts, is hidden as ``ls`` and Finder hide it: a dot-file or a file in a
+    dot-folder, or in the ``__MACOSX`` folder of resource forks that macOS's zips carry."""
+    return any(part.startswith(".") for part in parts) or (len(parts) > 1 and parts[0] == "__MACOSX")
 
 
 def is_image_file(path: Path) -> bool:

@@ -12,7 +12,7 @@ from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files, mask_files
 from patchcore.datasets.kolektor import KOLEKTOR_MASK, PAIRED_MASK
 from patchcore.datasets.mvtec import GROUND_TRUTH
-from patchcore.images import is_image_file
+from patchcore.images import hidden, is_image_file
 
 MASK_SUFFIXES = ("_mask", PAIRED_MASK, KOLEKTOR_MASK)  # how the sets name a mask after its image's stem
 FOLDER_ADVICE = (
@@ -50,9 +50,9 @@ def folder_images(folder: Path, what: str, apart: Sequence[Path] = ()) -> list[P
     below: dict[str, int] = {}
     for path in sorted(folder.rglob("*")):
         inner = path.relative_to(folder).parts
-        if len(inner) > 1 and inner[0] != "__MACOSX" and is_image_file(path) and not any(
-            part.startswith(".") for part in inner
-        ) and not any(path.parent.resolve().is_relative_to(where) for where in kept):  # fmt: skip
+        if len(inner) == 1 or hidden(inner) or not is_image_file(path):
+            continue
+        if not any(path.parent.resolve().is_relative_to(where) for where in kept):
             below[inner[0]] = below.get(inner[0], 0) + 1
     if below:
         first, count = next(iter(below.items()))
