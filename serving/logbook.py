@@ -13,16 +13,15 @@ from store.inspections import Inspection
 
 THUMBNAIL = 256
 NAME_KEPT = 1000  # characters of an upload's file name the log keeps
-_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+# (offset, bytes there, format) of each accepted format's header; a WebP is a RIFF file whose form type says WEBP
+_MAGIC = ((0, b"\x89PNG", "PNG"), (0, b"\xff\xd8", "JPEG"), (0, b"BM", "BMP"), (0, b"II*\x00", "TIFF"),
+          (0, b"MM\x00*", "TIFF"), (8, b"WEBP", "WEBP"))  # fmt: skip
 _MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff", "WEBP": "image/webp"}
 
 
 def file_format(data: bytes) -> str:
-    """The format of an accepted upload, from its first bytes (the decoder has already checked it is one; a WebP is
-    a RIFF file whose form type, at byte 8, says WEBP)."""
-    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((name for magic, name in _MAGIC if data.startswith(magic)), "unknown")
+    """The format of an accepted upload, from its first bytes (the decoder has already checked it is one)."""
+    return next((name for offset, magic, name in _MAGIC if data.startswith(magic, offset)), "unknown")
 
 
 def kept_image(data: bytes, image: Image.Image, kind: str) -> tuple[bytes | None, str | None]:
