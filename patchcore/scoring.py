@@ -106,7 +106,9 @@ def reweighted_score(worst_distance: float, other_support_distances: torch.Tenso
     d(m_test*, m) for the other ``b - 1`` members of N_b(m*)."""
     if other_support_distances.numel() == 0:
         return float(worst_distance)
-    distances = torch.cat([torch.tensor([worst_distance], dtype=torch.float64), other_support_distances.double()])
+    # on the support's device: the exact backend keeps its bank, and so the support's distances, on the GPU
+    worst = torch.tensor([worst_distance], dtype=torch.float64, device=other_support_distances.device)
+    distances = torch.cat([worst, other_support_distances.double()])
     weight = 1.0 - torch.softmax(distances, dim=0)[0]
     return float(weight * worst_distance)
 
