@@ -9,9 +9,19 @@
 #
 # SERVERS: space-separated TAG:WORKERS:CATEGORIES:ENV, categories joined by '+', ENV as NAME=VALUE joined by ','.
 # What comes back: $OUT/summary.txt, results.json and bench.log (bench.sh's), the servers' log.
+#
+# The bundle lacks two wheels the project needs (bench.sh skips imagecodecs): put them in $G/extra, here, with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .gpu/extra imagecodecs httptools
+# (the bundle must stay under the transfer limit: ../shared/gpu/tools/slim_wheel.py can drop imagecodecs' AVIF,
+# JPEG XL, SZ3, Ultra HDR, BCn and FITS codecs, which nothing here reads), and they are installed first.
 set -u -o pipefail
 G=${G:-.gpu}
 [ -f "$G/bench.sh" ] || { echo "no $G/bench.sh: run bash ../shared/gpu/prepare.sh $G first" >&2; exit 2; }
+if [ "${LOCAL:-0}" != 1 ] && compgen -G "$G/extra/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "${SITE:-/tmp/site}" \
+    "$G"/extra/*.whl || exit 2
+fi
 if [ "${LOCAL:-0}" = 1 ]; then
   default="exact1:1:bottle:INSPECT_SEARCH_BACKEND=exact db1:1:bottle:INSPECT_SEARCH_BACKEND=database"
 else

@@ -7,8 +7,11 @@ are in), runs the batch, and hands every request its own features; the others on
 views of the same shape through the same network and tiling, which is all a batch needs: the features of a view do
 not depend on its category beyond that. No thread of its own, so nothing to start or stop.
 
-On a CPU a batch only makes each request wait for the others (the cores are already busy with one image), so the
-default (``INSPECT_BATCH_WAIT_MS`` unset) batches on an accelerator only.
+Off unless asked (``INSPECT_BATCH_WAIT_MS`` above 0), on a GPU too: on a CPU a batch only makes each request wait for
+the others (the cores are already busy with one image), and on an H200 with 4 API workers it gained no throughput
+(bottle, 16 clients: 279 requests/s batched within 2 ms, 274 not) while the waits lengthened the tail (4 clients: p95
+42 ms against 19): the network is a few milliseconds of each answer there, the rest is each request's own
+(``benchmarks/gpu_servers.sh``; docs/search.md).
 """
 
 from __future__ import annotations
@@ -19,16 +22,6 @@ from dataclasses import dataclass, field
 import torch
 
 from patchcore.model import Embedder
-
-AUTO_WAIT_MS = 2.0  # on an accelerator, when INSPECT_BATCH_WAIT_MS is unset
-
-
-def batch_wait_ms(setting: float | None, device: torch.device) -> float:
-    """How long a batch's first request waits for others: the setting, else 2 ms on an accelerator and 0 (no
-    batching) on a CPU."""
-    if setting is not None:
-        return max(0.0, setting)
-    return 0.0 if device.type == "cpu" else AUTO_WAIT_MS
 
 
 @dataclass

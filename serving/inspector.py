@@ -36,7 +36,7 @@ from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst, settle_regions
-from serving.batching import batch_wait_ms, shared_batcher
+from serving.batching import shared_batcher
 from store.banks import StoredBank
 from store.models import StoredModel
 from store.search import (
@@ -158,7 +158,7 @@ class Inspector:
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.device = self.embedder.extractor.device
         self.backend = search_backend(settings.search_backend, self.device, bank.embeddings.numel())
-        wait_ms = batch_wait_ms(settings.batch_wait_ms, self.device)
+        wait_ms = settings.batch_wait_ms
         self.batcher = shared_batcher(wait_ms, settings.batch_max) if wait_ms > 0 else None
         # connections one search wants: the exact search asks the database one small question; None: the split
         self.search_parts = 1 if self.backend == "exact" else None

@@ -8,10 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from pydantic import ValidationError
 
+from config import Settings
 from patchcore.images import open_image
 from patchcore.model import Embedder, PatchCoreConfig
-from serving.batching import EmbedBatcher, batch_wait_ms
+from serving.batching import EmbedBatcher
 from tests.conftest import BOTTLE, SHARED, WEIGHTS
 
 IMAGES = [p for kind in ("broken_large", "good") for p in sorted((BOTTLE / "test" / kind).glob("*.png"))[:6]]
@@ -80,7 +82,8 @@ def test_views_of_other_shapes_go_in_batches_of_their_own_and_a_failure_reaches_
     assert failing.batches == 1
 
 
-def test_batching_is_off_on_a_cpu_unless_asked():
-    assert batch_wait_ms(None, torch.device("cpu")) == 0
-    assert batch_wait_ms(None, torch.device("cuda")) == 2.0
-    assert batch_wait_ms(5, torch.device("cpu")) == 5
+def test_batching_is_off_unless_asked():
+    assert Settings().batch_wait_ms == 0
+    assert Settings(batch_wait_ms=5).batch_wait_ms == 5
+    with pytest.raises(ValidationError):
+        Settings(batch_wait_ms=-1)
