@@ -32,9 +32,9 @@ def mask_parts(source: MaskSource) -> list[Path]:
 
 def read_mask(source: MaskSource | BinaryIO) -> Image.Image:
     """A ground-truth mask as one 8-bit image, 255 where any of its files marks a defect (a pixel not zero in any
-    channel: a 16-bit 1 or a dark blue stroke counts; a palette's colours, not its indices, are read; in a JPEG, a
-    pixel above half its brightest sample) and 0 elsewhere; the files of one mask must share one size, which is then
-    the mask's."""
+    channel: a 16-bit 1 or a dark blue stroke counts; a palette's colours, not its indices, are read; in a JPEG or a
+    lossy WebP, a pixel above half its brightest sample) and 0 elsewhere; the files of one mask must share one size,
+    which is then the mask's."""
     union: np.ndarray | None = None
     for part in mask_parts(source) if isinstance(source, Path | tuple) else [source]:
         with Image.open(part, formats=FORMATS) as image:
@@ -43,10 +43,11 @@ def read_mask(source: MaskSource | BinaryIO) -> Image.Image:
                 array = wide_samples(_read_all(part), image, channels, str(part))
             else:
                 array = np.asarray(image if image.mode in SINGLE_CHANNEL else image.convert("RGB"))
-            lossy = image.format == "JPEG"
+            lossy = image.format == "JPEG" or (image.format == "WEBP" and _lossy_webp(_read_all(part)))
         samples = array.reshape(array.shape[0], array.shape[1], -1)
-        # a lossy codec blurs a mask's two levels around every edge (JPEG's ringing: 1s and 2s beside a 255 stroke),
-        # so a JPEG marks what lies above half its brightest sample, the midpoint of the levels it was saved with
+        # a lossy codec blurs a mask's two levels around every edge (JPEG's ringing: 1s and 2s beside a 255 stroke;
+        # a lossy WebP's alike), so such a mask marks what lies above half its brightest sample, the midpoint of the
+        # levels it was saved with
         marked = (samples > samples.max() / 2).any(axis=2) if lossy else samples.any(axis=2)
         if union is not None and marked.shape != union.shape:
             raise ImageShapeError(
@@ -55,6 +56,19 @@ def read_mask(source: MaskSource | BinaryIO) -> Image.Image:
             )
         union = marked if union is None else union | marked
     return Image.fromarray(union.astype(np.uint8) * 255, mode="L")
+
+
+def _lossy_webp(data: bytes) -> bool:
+    """Whether a WebP holds its picture in the lossy bitstream (a ``VP8 `` chunk) rather than the lossless one
+    (``VP8L``): the RIFF chunks are walked from the first, since an extended file (``VP8X``) names neither first."""
+    offset = 12
+    while offset + 8 <= len(data):
+        kind = data[offset : offset + 4]
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8 "
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        offset += 8 + size + (size & 1)
+    return False
 
 
 def _read_all(source: Path | BinaryIO) -> bytes:
