@@ -45,6 +45,7 @@ def test_the_cpu_image_takes_cpu_wheels_and_a_gpu_variant_reserves_an_nvidia_dev
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert gpu["environment"]["INSPECT_DEVICE"] == "cuda" and "DATABASE_URL" in gpu["environment"]
+    assert gpu["environment"]["WEB_CONCURRENCY"] == "${API_GPU_WORKERS:-4}"  # uvicorn's workers: 4 served twice 1's
 
 
 def test_ingest_is_a_one_off_job_with_the_dataset_mounted():
