@@ -158,8 +158,7 @@ class Inspector:
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.device = self.embedder.extractor.device
         self.backend = search_backend(settings.search_backend, self.device, bank.embeddings.numel())
-        wait_ms = settings.batch_wait_ms
-        self.batcher = shared_batcher(wait_ms, settings.batch_max) if wait_ms > 0 else None
+        self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
         # connections one search wants: the exact search asks the database one small question; None: the split
         self.search_parts = 1 if self.backend == "exact" else None
         here = self.device if self.backend == "exact" else torch.device("cpu")
