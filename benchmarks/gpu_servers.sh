@@ -2,7 +2,8 @@
 # ../shared/gpu's bench.sh (prepared in .gpu by `bash ../shared/gpu/prepare.sh .gpu`) with one server per setting
 # instead of its fixed two: one install and one fit, then each server of SERVERS measured over HTTP with
 # benchmarks/query_latency.py, so that the search backends, batching and worker counts meet on one machine in one
-# run (a lent GPU's minutes are few). Anomalib is skipped (bench.sh measures it on its own).
+# run (a lent GPU's minutes are few), then checks the served answers against the exact model's (evaluate-served).
+# Anomalib is skipped (bench.sh measures it on its own).
 #
 #   bash benchmarks/gpu_servers.sh                     on the GPU machine, from the repository root, .gpu carried
 #   LOCAL=1 OUT=/tmp/gs bash benchmarks/gpu_servers.sh  the same logic on this CPU (bench.sh's LOCAL mode)
@@ -49,9 +50,15 @@ new = """  ALL=("${FITTED[@]}")
     ((${#FITTED[@]})) && serve "$tag" "$workers" INSPECT_TORCH_THREADS=$threads ${envs//,/ }
   done
   FITTED=("${ALL[@]}")"""
-if old not in text:
-    sys.exit("bench.sh changed: its SEARCH_CONNS loop is not where this script expects it")
-open(sys.argv[2], "w").write(text.replace(old, new))
+# then the served answers against the exact model's, image by image (python -m ingest evaluate-served): on a GPU the
+# served search is the exact backend's there, so this is what checks the GPU's answers
+check = 'step exact_search 120 "$PY" "$G/exact_search.py"'
+served = """step served_bottle 150 "$PY" -m ingest evaluate-served --data "$DATA" --category bottle --out "$WORK/served"
+grep 'same verdict' "$LOGS/served_bottle.log" | sed 's/^/  /'
+"""
+if old not in text or check not in text:
+    sys.exit("bench.sh changed: its SEARCH_CONNS loop or its exact_search step is not where this script expects it")
+open(sys.argv[2], "w").write(text.replace(old, new).replace(check, served + check))
 EOF
 SKIP_W1=1 SKIP_ANOMALIB=1 CATS=${CATS:-$( [ "${LOCAL:-0}" = 1 ] && echo bottle || echo "bottle bottle_wrn")} \
   BENCH_BUDGET_S=${BENCH_BUDGET_S:-540} bash "$script"

@@ -100,7 +100,8 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     image = _signed(result["image_auroc_difference"], "absent (one kind of test image)")
     print(
         f"{name}: served - exact image AUROC {image}, pixel AUROC "
-        f"{_signed(result['pixel_auroc_difference'])}, same verdict on {agreement:.1%} of {len(category.test)} images; "
+        f"{_signed(result['pixel_auroc_difference'])}, same verdict on {agreement:.1%} of {len(category.test)} images "
+        f"(largest score difference {result['max_score_difference']:.2g}); "
         f"patches searched exactly per image: median {np.median(searched):.0f}, max {np.max(searched)} (cap "
         f"{settings.exact_rerank}); report: {out / 'served_report.json'}"
     )
