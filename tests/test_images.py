@@ -265,6 +265,14 @@ def test_a_lossy_mask_marks_its_defect_not_its_codec_s_ringing(kind, quality):
     Image.open(source).convert("L").save(stream, format=kind, quality=quality)
     assert (np.asarray(Image.open(io.BytesIO(stream.getvalue())).convert("L")) > 0).sum() > truth.sum() + 2000
     assert np.array_equal(np.asarray(read_mask(io.BytesIO(stream.getvalue()))) > 0, truth)
+    if kind == "WEBP":  # with an alpha channel a WebP is an extended file (VP8X), its lossy picture in a later chunk
+        grey = Image.open(source).convert("L")
+        alpha = Image.new("L", grey.size, 255)
+        alpha.putpixel((0, 0), 0)
+        extended = io.BytesIO()
+        Image.merge("RGBA", (grey, grey, grey, alpha)).save(extended, format="WEBP", quality=quality)
+        assert extended.getvalue()[12:16] == b"VP8X"
+        assert np.array_equal(np.asarray(read_mask(io.BytesIO(extended.getvalue()))) > 0, truth)
     labels = io.BytesIO()  # a label mask of 1s, lossless: a 1 is a defect, not ringing
     Image.fromarray(truth.astype(np.uint8)).save(labels, format="WEBP", lossless=True)
     assert np.array_equal(np.asarray(read_mask(io.BytesIO(labels.getvalue()))) > 0, truth)
