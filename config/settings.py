@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         default="auto",
         description="where each patch's nearest memory-bank patch is searched: database (pgvector HNSW, then the "
         "worst patches exactly), exact (every patch exactly in the API process, on its torch device); auto: exact "
-        f"on an accelerator and, on a CPU, for a memory bank of at most {EXACT_ON_CPU_FLOATS:,} floats ("
+        "on an accelerator where the bank's copy fits in its free memory less a quarter of the whole, and, on a CPU, "
+        f"for a memory bank of at most {EXACT_ON_CPU_FLOATS:,} floats ("
         f"{EXACT_ON_CPU_FLOATS // 384:,} rows of 384 dimensions, a 1% coreset's), database for a larger one on a CPU, "
         "where each is measured fastest",
     )

@@ -42,6 +42,12 @@ class ExactSearch:
         self._matrix = F.normalize(self.bank, dim=1) if metric == "cosine" else self.bank
         self._squared_norms = (self.bank * self.bank).sum(1) if metric == "l2" else None
 
+    @staticmethod
+    def copy_bytes(floats: int, metric: Metric) -> int:
+        """Bytes the copy of a bank of ``floats`` float32 values takes once made ready: the bank, and for cosine its
+        normalised rows beside it (for l2 one norm a row, negligible)."""
+        return 4 * floats * (2 if metric == "cosine" else 1)
+
     @property
     def block_rows(self) -> int:
         """How many queries one block of distances (:data:`BLOCK_BYTES`) holds against this bank."""

@@ -113,14 +113,31 @@ def image_embedding(features: torch.Tensor) -> np.ndarray:
     return features.reshape(-1, features.shape[-1]).numpy().mean(0)
 
 
-def search_backend(setting: str, device: torch.device, bank_floats: int) -> str:
-    """``auto``: the exact search in this process on an accelerator, and on a CPU for a memory bank of at most
-    :data:`EXACT_ON_CPU_FLOATS` floats; HNSW in the database for a larger one on a CPU. Both searches cost about as
-    much per query patch whatever the view, and per distance about alike in any dimension, so where they cross is a
-    bank size: a scan of every row against HNSW's few hundred distances and its round trip."""
+def device_room(device: torch.device) -> int | None:
+    """Bytes an exact copy of a memory bank may take on ``device``: its free memory less a quarter of its whole, kept
+    for the networks' activations, the search's blocks (:data:`patchcore.scoring.BLOCK_BYTES`) and whatever other
+    processes start there later; ``None`` where the device says nothing (a CPU: the bank is in host memory anyway).
+    Read when a category is loaded, so every uvicorn worker and every category loaded before counts, whichever
+    process holds it."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return max(0, free - total // 4)
+
+
+def search_backend(setting: str, device: torch.device, bank_floats: int, copy_bytes: int, room: int | None) -> str:
+    """``auto``: the exact search in this process on an accelerator where its copy of the bank (``copy_bytes``) fits
+    in the device's ``room`` (:func:`device_room`), and on a CPU for a memory bank of at most
+    :data:`EXACT_ON_CPU_FLOATS` floats; HNSW in the database otherwise. Both searches cost about as much per query
+    patch whatever the view, and per distance about alike in any dimension, so on a CPU where they cross is a bank
+    size: a scan of every row against HNSW's few hundred distances and its round trip. On an accelerator the exact
+    search is the faster by far (docs/search.md), so only its memory sends a bank to the database: a bank too large
+    for the device is served slower rather than failing every query on an out-of-memory error."""
     if setting != "auto":
         return setting
-    return "exact" if device.type != "cpu" or bank_floats <= EXACT_ON_CPU_FLOATS else "database"
+    if device.type != "cpu":
+        return "exact" if room is None or copy_bytes <= room else "database"
+    return "exact" if bank_floats <= EXACT_ON_CPU_FLOATS else "database"
 
 
 def shared_extractor(model: StoredModel, settings: Settings, device: str | None) -> PatchFeatureExtractor:
@@ -157,7 +174,11 @@ class Inspector:
         self.settings = settings
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.device = self.embedder.extractor.device
-        self.backend = search_backend(settings.search_backend, self.device, bank.embeddings.numel())
+        floats = bank.embeddings.numel()
+        copy_bytes = scoring.ExactSearch.copy_bytes(floats, model.config.metric)
+        self.backend = search_backend(
+            settings.search_backend, self.device, floats, copy_bytes, device_room(self.device)
+        )
         self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
         # connections one search wants: the exact search asks the database one small question; None: the split
         self.search_parts = 1 if self.backend == "exact" else None
