@@ -27,5 +27,9 @@ done
   echo "ingest failed. Without internet, name a local weights file: ./run.sh $dataset --backbone resnet18 --weights FILE" >&2
   exit $status
 }
-echo "serving on http://0.0.0.0:$port (docs: http://127.0.0.1:$port/docs); database: $(.venv/bin/python -m ingest db-uri)"
+if [ -z "${WEB_CONCURRENCY:-}" ]; then  # uvicorn's workers: 4 on a GPU, 1 on a CPU (app.default_workers)
+  WEB_CONCURRENCY=$(.venv/bin/python -c "from app import default_workers; print(default_workers())")
+  export WEB_CONCURRENCY
+fi
+echo "serving $WEB_CONCURRENCY worker(s) on http://0.0.0.0:$port (docs: http://127.0.0.1:$port/docs); database: $(.venv/bin/python -m ingest db-uri)"
 exec .venv/bin/uvicorn app.main:app --host 0.0.0.0 --port "$port" --timeout-keep-alive 75

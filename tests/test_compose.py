@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from app import GPU_WORKERS, default_workers
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,22 @@ def test_the_cpu_image_takes_cpu_wheels_and_a_gpu_variant_reserves_an_nvidia_dev
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert gpu["environment"]["INSPECT_DEVICE"] == "cuda" and "DATABASE_URL" in gpu["environment"]
-    assert gpu["environment"]["WEB_CONCURRENCY"] == "${API_GPU_WORKERS:-4}"  # uvicorn's workers: 4 served twice 1's
+    assert gpu["environment"]["WEB_CONCURRENCY"] == f"${{API_GPU_WORKERS:-{GPU_WORKERS}}}"  # 4 served twice 1's
+
+
+def test_run_sh_serves_several_workers_on_a_gpu_and_one_on_a_cpu(monkeypatch):
+    """Where ``WEB_CONCURRENCY`` is unset, run.sh asks :func:`app.default_workers`, which follows the device the
+    network will run on; a value the user sets is kept."""
+    from config import get_settings
+
+    for device, workers in (("cuda", GPU_WORKERS), ("cuda:1", GPU_WORKERS), ("cpu", 1)):
+        monkeypatch.setenv("INSPECT_DEVICE", device)
+        get_settings.cache_clear()
+        assert default_workers() == workers
+    get_settings.cache_clear()
+    script = (ROOT / "run.sh").read_text()
+    assert 'if [ -z "${WEB_CONCURRENCY:-}" ]' in script and "print(default_workers())" in script
+    assert script.index("export WEB_CONCURRENCY") < script.index("exec .venv/bin/uvicorn")
 
 
 def test_ingest_is_a_one_off_job_with_the_dataset_mounted():
