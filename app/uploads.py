@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 
 from PIL import Image
 
-from patchcore.images import IMAGE_SUFFIXES, open_image
+from patchcore.images import IMAGE_SUFFIXES, hidden, open_image
 
 MAX_MEMBERS = 20_000
 FOLDER_JOIN = "__"  # a zip member's folders below the archive's own, kept in its name: p7/cam1.png -> p7__cam1.png
@@ -45,7 +45,7 @@ def _expand(name: str, data: bytes, member_limit: int, budget: int) -> tuple[lis
     images, ignored, kept = [], [], []
     for member in members:
         path = PurePosixPath(member.filename.replace("\\", "/"))
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or "__MACOSX" in path.parts:
+        if path.suffix.lower() not in IMAGE_SUFFIXES or hidden(path.parts):  # as a folder of images is read
             ignored.append(f"{name}: {member.filename}")
             continue
         kept.append((member, path))

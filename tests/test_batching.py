@@ -82,8 +82,9 @@ def test_views_of_other_shapes_go_in_batches_of_their_own_and_a_failure_reaches_
     assert failing.batches == 1
 
 
-def test_batching_is_off_unless_asked():
-    assert Settings().batch_wait_ms == 0
+def test_batching_is_off_unless_asked(monkeypatch):
+    monkeypatch.delenv("INSPECT_BATCH_WAIT_MS", raising=False)  # the default, whatever this shell or .env sets
+    assert Settings(_env_file=None).batch_wait_ms == 0
     assert Settings(batch_wait_ms=5).batch_wait_ms == 5
     with pytest.raises(ValidationError):
         Settings(batch_wait_ms=-1)

@@ -753,3 +753,26 @@ def test_an_uploaded_camera_jpeg_is_checked_whole_though_read_small():
     assert kept == [("camera.jpg", data)] and ignored == []
     with pytest.raises(ImageError, match=r"cut\.jpg: cannot decode the image"):
         job_images([("cut.jpg", data[: len(data) * 9 // 10])], 40_000_000, 1 << 26, 1 << 28)
+
+
+def test_a_zip_s_hidden_members_are_passed_over_as_a_folder_s_are():
+    """macOS's ``__MACOSX/`` resource forks, ``._`` files and dot-folders (a ``.thumbnails/`` cache) hold files with
+    image suffixes that are no part's picture: ignored and listed, by the rule a folder of images is read by."""
+    import zipfile
+
+    from app.uploads import job_images
+
+    image = TRAIN[0].read_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("good/000.png", image)
+        archive.writestr("good/._000.png", b"\x00\x05\x16\x07" + b"\x00" * 60)
+        archive.writestr("__MACOSX/good/._000.png", b"\x00\x05\x16\x07" + b"\x00" * 60)
+        archive.writestr("good/.thumbnails/000.png", b"not read")
+        archive.writestr("good/notes.txt", b"shift 2")
+    kept, ignored = job_images([("parts.zip", buffer.getvalue())], 40_000_000, 1 << 26, 1 << 28)
+    assert kept == [("000.png", image)]
+    assert sorted(ignored) == sorted(
+        f"parts.zip: {name}"
+        for name in ("good/._000.png", "__MACOSX/good/._000.png", "good/.thumbnails/000.png", "good/notes.txt")
+    )
