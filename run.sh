@@ -32,4 +32,4 @@ if [ -z "${WEB_CONCURRENCY:-}" ]; then  # uvicorn's workers: 4 on a GPU, 1 on a 
   export WEB_CONCURRENCY
 fi
 echo "serving $WEB_CONCURRENCY worker(s) on http://0.0.0.0:$port (docs: http://127.0.0.1:$port/docs); database: $(.venv/bin/python -m ingest db-uri)"
-exec .venv/bin/uvicorn app.main:app --host 0.0.0.0 --port "$port" --timeout-keep-alive 75
+exec .venv/bin/uvicorn app.main:app --host 0.0.0.0 --port "$port" --timeout-keep-alive 75 --no-access-log

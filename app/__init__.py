@@ -5,6 +5,10 @@
 # client closes it first. At uvicorn's default of 5 s, a client reusing a connection idle for just under 5 s could
 # send its request as the server closed it ("Server disconnected without sending a response").
 KEEP_ALIVE = ("--timeout-keep-alive", "75")
+# uvicorn's own access log is off where the service is deployed (the Dockerfile, run.sh): every request already gets
+# one JSON line on stderr with its request id, route, status, time and key (app.observability.Observe), and uvicorn's
+# plain line on stdout beside it would log each request twice, once without what a log search needs.
+NO_ACCESS_LOG = "--no-access-log"
 
 # uvicorn worker processes on a CUDA device: one process is bound by its own Python work beside the GPU, four sharing
 # it answered 273.7-279.1 requests a second at 16 clients against one's 122.6 on an H200, at the same 13 ms for one

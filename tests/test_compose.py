@@ -124,7 +124,7 @@ def test_the_server_keeps_idle_connections_longer_than_its_clients_do():
 
     import httpx
 
-    from app import KEEP_ALIVE
+    from app import KEEP_ALIVE, NO_ACCESS_LOG
 
     assert int(KEEP_ALIVE[1]) > httpx.Limits().keepalive_expiry
     command = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ["))
@@ -132,6 +132,7 @@ def test_the_server_keeps_idle_connections_longer_than_its_clients_do():
     assert flags[flags.index(KEEP_ALIVE[0]) + 1] == KEEP_ALIVE[1]
     served = next(line for line in (ROOT / "run.sh").read_text().splitlines() if "uvicorn app.main:app" in line)
     assert " ".join(KEEP_ALIVE) in served
+    assert flags[-1] == NO_ACCESS_LOG and served.endswith(NO_ACCESS_LOG)  # each request logged once, as JSON
 
 
 def test_the_docs_document_every_setting():
