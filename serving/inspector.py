@@ -118,11 +118,13 @@ def device_room(device: torch.device) -> int | None:
     for the networks' activations, the search's blocks (:data:`patchcore.scoring.BLOCK_BYTES`) and whatever other
     processes start there later; ``None`` where the device says nothing (a CPU: the bank is in host memory anyway).
     Read when a category is loaded, so every uvicorn worker and every category loaded before counts, whichever
-    process holds it."""
+    process holds it; what this process's allocator keeps cached but unused (a replaced version's copy, freed) is
+    free to it too."""
     if device.type != "cuda":
         return None
     free, total = torch.cuda.mem_get_info(device)
-    return max(0, free - total // 4)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return max(0, free + cached - total // 4)
 
 
 def search_backend(setting: str, device: torch.device, bank_floats: int, copy_bytes: int, room: int | None) -> str:
