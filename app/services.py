@@ -309,7 +309,7 @@ class Services:
             except LookupError:
                 continue  # retired by a re-ingest between the two reads: read the new active model
             with self._lock:
-                inspector = Inspector(model, bank, self.settings)
+                inspector = Inspector(model, bank, self.settings, previous=current)
                 self._inspectors[category] = inspector
                 self._inspectors.move_to_end(category)
                 log.info("loaded category %s (model %s, %s)", category, model.id, model.config.backbone)

@@ -168,24 +168,43 @@ class Inspector:
     statements composed once, and a copy of its memory bank (all segments) for the exact search: of the worst
     patches after HNSW, or of every patch (on the network's device) with the ``exact`` backend. A stored version never
     changes, so the copy never goes stale; it costs 4 x patches x dimensions bytes: 23 MB for bottle with ResNet-18,
-    90 MB with 1536 dimensions."""
+    90 MB with 1536 dimensions. ``previous``: the category's inspector this one replaces; a version that keeps its
+    memory bank (a threshold set, a version made active again) keeps its copy and its search backend too, so a new
+    threshold copies nothing to the accelerator."""
 
-    def __init__(self, model: StoredModel, bank: StoredBank, settings: Settings, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model: StoredModel,
+        bank: StoredBank,
+        settings: Settings,
+        device: str | None = None,
+        previous: Inspector | None = None,
+    ) -> None:
         self.model = model
         self.bank = bank
         self.settings = settings
         self.embedder = Embedder(model.config, shared_extractor(model, settings, device or settings.device))
         self.device = self.embedder.extractor.device
-        floats = bank.embeddings.numel()
-        copy_bytes = scoring.ExactSearch.copy_bytes(floats, model.config.metric)
-        self.backend = search_backend(
-            settings.search_backend, self.device, floats, copy_bytes, device_room(self.device)
+        kept = (
+            previous is not None
+            and previous.bank is bank
+            and previous.device == self.device
+            and previous.model.config.metric == model.config.metric
+            and previous.settings.search_backend == settings.search_backend
         )
+        if kept:
+            self.backend, self.exact = previous.backend, previous.exact
+        else:
+            floats = bank.embeddings.numel()
+            copy_bytes = scoring.ExactSearch.copy_bytes(floats, model.config.metric)
+            self.backend = search_backend(
+                settings.search_backend, self.device, floats, copy_bytes, device_room(self.device)
+            )
+            here = self.device if self.backend == "exact" else torch.device("cpu")
+            self.exact = scoring.ExactSearch(bank.embeddings.to(here), model.config.metric)
         self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
         # connections one search wants: the exact search asks the database one small question; None: the split
         self.search_parts = 1 if self.backend == "exact" else None
-        here = self.device if self.backend == "exact" else torch.device("cpu")
-        self.exact = scoring.ExactSearch(bank.embeddings.to(here), model.config.metric)
         self.lookalikes_statement = lookalikes_statement(model)
         # the fit's segment is searched by HNSW in PostgreSQL; the rows that added normals appended in later segments
         # are searched exactly here when they are few: each segment more in the SQL search costs every query about

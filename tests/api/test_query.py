@@ -225,6 +225,28 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
     assert unfounded, "HNSW alone made no region of overestimates at ef_search 1: this test would not see one kept"
 
 
+def test_a_version_that_keeps_its_memory_bank_keeps_its_copy(database):
+    """A threshold set makes a new version over the same memory bank: its inspector takes the one it replaces' copy
+    and backend (on an accelerator, nothing copied to the device again, nor the device's memory asked again, where the
+    old copy still counts as taken); another bank, or another backend asked for, is copied anew."""
+    from serving.inspector import Inspector
+
+    _, url = database
+    exact = Settings(database_url=url, search_backend="exact")
+    with connect(url, autocommit=True) as connection:
+        model = models.active_model(connection, "bottle")
+        bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
+        first = Inspector(model, bank, exact)
+        kept = Inspector(model, bank, exact, previous=first)
+        assert kept.exact is first.exact and kept.backend == "exact"
+        reread = Inspector(
+            model, banks.load_memory_bank(connection, model.bank_segments, model.dim), exact, previous=first
+        )
+        assert reread.exact is not first.exact
+        hnsw = Inspector(model, bank, Settings(database_url=url, search_backend="database"), previous=first)
+        assert hnsw.backend == "database" and hnsw.exact is not first.exact
+
+
 def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, database, tmp_path):
     """The two search backends (INSPECT_SEARCH_BACKEND) must give the exact model's image score: HNSW plus the
     re-rank in the database, every patch exactly in the API process. Compared on all 83 bottle test images (same
