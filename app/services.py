@@ -312,7 +312,13 @@ class Services:
                 inspector = Inspector(model, bank, self.settings, previous=current)
                 self._inspectors[category] = inspector
                 self._inspectors.move_to_end(category)
-                log.info("loaded category %s (model %s, %s)", category, model.id, model.config.backbone)
+                log.info("loaded category %s (model %s, %s; search: %s on %s)", category, model.id,
+                         model.config.backbone, inspector.backend, inspector.device)  # fmt: skip
+                accelerated = inspector.device.type != "cpu" and self.settings.search_backend == "auto"
+                if accelerated and inspector.backend == "database":
+                    log.warning("category %s: its memory bank's copy does not fit the %s's free memory (a quarter "
+                                "kept): searched by HNSW in the database, slower (fewer categories or workers on "
+                                "the device, or a larger one, keep it there)", category, inspector.device)  # fmt: skip
                 limit = self.settings.max_loaded_categories
                 while limit is not None and len(self._inspectors) > limit:
                     unloaded, _ = self._inspectors.popitem(last=False)
