@@ -110,20 +110,31 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access = logging.getLogger("app.access")
 
 
+# The service's loggers: the access log (``app.access``, one line per request) and the events of the API's own work
+# (a category loaded and how it is searched, a standby out of rotation, inspection images expired, a record not
+# written), all as JSON lines on stderr at INFO. Left to Python's defaults, the events at INFO went nowhere and the
+# warnings reached stderr as bare text.
+SERVICE_LOGGERS = ("app", "serving")
+
+
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = getattr(record, "fields", None) or {"message": record.getMessage()}
+        line = getattr(record, "fields", None) or {"logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line = {**line, "exception": self.formatException(record.exc_info)}
         return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname, **line})
 
 
 def configure_logs() -> None:
-    """JSON lines on stderr for the access log, once per process."""
-    if not access.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonLines())
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+    """JSON lines on stderr for :data:`SERVICE_LOGGERS` (the access log among them), once per process."""
+    for name in SERVICE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(JsonLines())
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
 
 class Observe:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import re
 import subprocess
@@ -291,6 +292,12 @@ def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, dat
         assert 'inspect_searches_total{backend="exact",device="cpu"} 2.0' in metrics
         assert "inspect_embed_batched_requests_total 2.0" in metrics  # one batch of two, or two of one
         assert re.search(r"^inspect_embed_batches_total [12]\.0$", metrics, re.M), metrics
+        # the server's own events are JSON lines beside its access log: the category loaded, and how it is searched
+        lines = [json.loads(line) for line in (tmp_path / "exact.log").read_text().splitlines() if line[:1] == "{"]
+        loaded = [line for line in lines if line.get("message", "").startswith("loaded category bottle")]
+        assert loaded and loaded[0]["logger"] == "app.services" and loaded[0]["level"] == "INFO", lines[:5]
+        assert "search: exact on cpu" in loaded[0]["message"]
+        assert sum(line.get("route") == "/query" for line in lines) == 2  # one access line per answer
     finally:
         client.close()
         server.terminate()
