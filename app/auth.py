@@ -40,11 +40,14 @@ class Keys:
         return found
 
 
+INSPECTIONS = ("/query", "/query/batch")  # posted by a line's inspect key: judging is not changing anything
+
+
 def required_role(method: str, path: str) -> str | None:
     """The role a request needs: ``None`` for what is open, ``admin`` for changes, ``inspect`` for the rest."""
     if _OPEN.match(path):
         return None
-    if method in _ADMIN_METHODS and path != "/query":
+    if method in _ADMIN_METHODS and path not in INSPECTIONS:
         return "admin"
     return "inspect"
 
@@ -67,17 +70,17 @@ class RateLimit:
         self.buckets: dict[str, tuple[float, float]] = {}
         self.lock = threading.Lock()
 
-    def wait_seconds(self, who: str) -> float:
-        """0 when the request may go ahead (and is counted), else the seconds until it may."""
+    def wait_seconds(self, who: str, cost: int = 1) -> float:
+        """0 when ``cost`` requests may go ahead (and are counted), else the seconds until they may."""
         now = time.monotonic()
         with self.lock:
             tokens, last = self.buckets.get(who, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self.buckets[who] = (tokens - 1, now)
+            if tokens >= cost:
+                self.buckets[who] = (tokens - cost, now)
                 return 0.0
             self.buckets[who] = (tokens, now)
-            return (1 - tokens) / self.rate
+            return (cost - tokens) / self.rate
 
 
 async def _refuse(send: Callable, status: int, code: str, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
@@ -146,7 +149,8 @@ class Guard:
         limit = self.rate_limit()
         if limit is not None and role is not None:
             client = scope.get("client")
-            wait = limit.wait_seconds(who or f"address {client[0] if client else 'unknown'}")
+            state["rate_key"] = who or f"address {client[0] if client else 'unknown'}"
+            wait = limit.wait_seconds(state["rate_key"])
             if wait > 0:
                 self.refused("rate")
                 await _refuse(

@@ -5,6 +5,7 @@ version, an inspection record, a label's rule, and images answered with their ca
 from __future__ import annotations
 
 import hashlib
+import math
 from functools import lru_cache
 
 from fastapi import HTTPException, Request, Response, UploadFile
@@ -78,6 +79,24 @@ def keys() -> Keys:
 def rate_limit() -> RateLimit | None:
     per_minute = get_settings().rate_limit_per_minute
     return RateLimit(per_minute) if per_minute else None
+
+
+def charge(request: Request, more: int) -> None:
+    """Count ``more`` requests against the rate limit of whoever sent this one (a batch's images beyond the one the
+    door counted); past it a 429, with Retry-After where waiting would help, as the door answers."""
+    limit = rate_limit()
+    who = request.scope.get("state", {}).get("rate_key")
+    if limit is None or who is None or more <= 0:
+        return
+    if more + 1 > limit.capacity:
+        detail, headers = f"{more + 1} images are more than the {int(limit.capacity)} requests a minute allowed", {}
+    else:
+        wait = limit.wait_seconds(who, more)
+        if wait <= 0:
+            return
+        detail = f"{more + 1} images would pass {int(limit.capacity)} requests a minute; retry in {math.ceil(wait)} s"
+        headers = {"Retry-After": str(math.ceil(wait))}
+    raise HTTPException(429, {"error": "rate_limited", "detail": detail}, headers=headers)
 
 
 def active(connection, name: str) -> models.StoredModel:

@@ -64,7 +64,7 @@ async def _weights(_: Request, exc: WeightsError) -> JSONResponse:
 
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if isinstance(exc.detail, dict):
-        return JSONResponse(status_code=exc.status_code, content=exc.detail)
+        return JSONResponse(status_code=exc.status_code, content=exc.detail, headers=exc.headers)
     if exc.status_code == 400:  # the form parser's own words for a body it cannot read
         kind = request.headers.get("content-type", "none")
         return error(

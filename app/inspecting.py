@@ -41,3 +41,28 @@ def searched(services: Services, inspector: Inspector, image: Image.Image, top_k
     inspection = services.run_search(inspector.inspect_features, features, top_k, parts=inspector.search_parts)
     inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
     return inspection
+
+
+def served_all(
+    services: Services, inspector: Inspector, category: str, images: list[Image.Image], top_k: int
+) -> list[tuple[Inspector, Inspection]]:
+    """Several images of one request, each inspected by the category's version as :func:`served` inspects one, but
+    embedded together first (:meth:`~serving.inspector.Inspector.embed_all`); each answer's ``embed`` timing is the
+    whole batch's. Where a version replaced the one they were embedded for, that image and every later one are
+    inspected one by one by :func:`served`, so each answer is still the verdict of one version."""
+    started = time.perf_counter()
+    batch = inspector.embed_all(images)
+    embed_ms = (time.perf_counter() - started) * 1000
+    answers: list[tuple[Inspector, Inspection]] = []
+    for image, features in zip(images, batch, strict=True):
+        if answers and answers[-1][0] is not inspector:  # replaced: the features are the earlier version's
+            answers.append(served(services, answers[-1][0], category, image, top_k))
+            continue
+        try:
+            inspection = services.run_search(inspector.inspect_features, features, top_k, parts=inspector.search_parts)
+        except ModelReplaced:
+            answers.append(served(services, services.inspector(category, reload=True), category, image, top_k))
+            continue
+        inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
+        answers.append((inspector, inspection))
+    return answers

@@ -129,6 +129,23 @@ class QueryResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class BatchPart(BaseModel):
+    part: str
+    views: int = Field(description="images of the part in this request")
+    anomalous_views: int
+    is_anomalous: bool = Field(description="any of its views here judged anomalous")
+    p_value: float | None = Field(
+        description="how rare the part is among good parts by its views here: their number times the rarest one's "
+        "p_value, at most 1 (as GET /parts/{part} gives it over every view the log holds)"
+    )
+
+
+class QueryBatchResponse(BaseModel):
+    answers: list[QueryResponse] = Field(description="one answer per file, in the order sent, each as POST /query's")
+    parts: list[BatchPart] = Field(description="each part the request named, its views here judged together")
+    timings_ms: dict[str, float] = Field(description="the request's: read, decode, embed (all images), total")
+
+
 class CategorySummary(BaseModel):
     name: str
     model_id: int = Field(description="the active version: a new fit or a new threshold makes a new one")

@@ -50,12 +50,16 @@ class RecordRefused(Exception):
 
 @dataclass
 class _Pending:
-    """A record on its way: its key is drawn before the first attempt, so every attempt writes the same row."""
+    """The records of one answer (several for a batch of images) on their way, written in one transaction or not at
+    all: their keys are drawn before the first attempt, so every attempt writes the same rows."""
 
-    row: inspections.Inspection
-    key: UUID = field(default_factory=uuid4)
+    rows: list[inspections.Inspection]
+    keys: list[UUID] = field(default_factory=list)
     future: Future = field(default_factory=Future)
     abandoned: bool = False
+
+    def __post_init__(self) -> None:
+        self.keys = [uuid4() for _ in self.rows]
 
 
 class InspectionWriter:
@@ -91,7 +95,12 @@ class InspectionWriter:
 
     def write(self, row: inspections.Inspection) -> int | None:
         """The record's id; ``None`` only with the ``answer`` policy, when it could not be written in time."""
-        pending = _Pending(row)
+        return self.write_all([row])[0]
+
+    def write_all(self, rows: list[inspections.Inspection]) -> list[int | None]:
+        """The records' ids, the rows written in one transaction: all of them, or (refused, or ``None`` each with the
+        ``answer`` policy) none, so a batch answered together is recorded together or refused together."""
+        pending = _Pending(rows)
         future = pending.future
         self.queue.put(pending)
         if self.policy == "wait":
@@ -100,9 +109,9 @@ class InspectionWriter:
             return future.result(timeout=self.timeout_ms / 1000)
         except FutureTimeout:
             if future.cancel():  # still queued: it will never be written
-                return self._late(row, f"not written within {self.timeout_ms} ms")
+                return self._late(rows, f"not written within {self.timeout_ms} ms")
         except Exception as exc:
-            return self._late(row, str(exc))
+            return self._late(rows, str(exc))
         try:  # being written: the statement's own timeout bounds this wait, the connect timeout a reconnection
             return future.result(timeout=self.timeout_ms / 1000 + self.CONNECT_SECONDS)
         except FutureTimeout:
@@ -110,21 +119,21 @@ class InspectionWriter:
                 pending.abandoned = not future.done()
             if not pending.abandoned:
                 return self._outcome(pending)
-            return self._late(row, f"still being written after {self.timeout_ms} ms")
+            return self._late(rows, f"still being written after {self.timeout_ms} ms")
         except Exception as exc:
-            return self._late(row, repr(exc))
+            return self._late(rows, repr(exc))
 
-    def _outcome(self, pending: _Pending) -> int | None:
+    def _outcome(self, pending: _Pending) -> list[int | None]:
         try:
             return pending.future.result()
         except Exception as exc:
-            return self._late(pending.row, repr(exc))
+            return self._late(pending.rows, repr(exc))
 
-    def _late(self, row: inspections.Inspection, why: str) -> None:
+    def _late(self, rows: list[inspections.Inspection], why: str) -> list[None]:
         if self.policy == "refuse":
             raise RecordRefused(why)
-        log.warning("inspection %s not recorded: %s", row.request_id, why)
-        return None
+        log.warning("inspection %s not recorded: %s", rows[0].request_id, why)
+        return [None] * len(rows)
 
     def _run(self) -> None:
         while True:
@@ -132,7 +141,7 @@ class InspectionWriter:
                 batch = [self.queue.get(timeout=self.RETRY_SECONDS if self.taken_back else None)]
             except queue.Empty:
                 batch = []
-            while len(batch) < self.BATCH:
+            while sum(len(pending.rows) for pending in batch) < self.BATCH:  # a transaction of about 64 rows
                 try:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
@@ -150,7 +159,8 @@ class InspectionWriter:
                     self.url, connect_timeout=self.CONNECT_SECONDS, application_name="patchcore-api-log"
                 )
                 configure(self.connection)
-            ids = inspections.record(self.connection, [(p.key, p.row) for p in batch], self.timeout_ms, taken_back)
+            rows = [(key, row) for p in batch for key, row in zip(p.keys, p.rows, strict=True)]
+            ids = inspections.record(self.connection, rows, self.timeout_ms, taken_back)
         except Exception as exc:  # every waiting query hears it; the next batch reconnects if need be
             if self.connection is not None and self.connection.broken:
                 self.connection = None
@@ -158,7 +168,7 @@ class InspectionWriter:
                 log.warning("%s inspection records wait for the database: %s", len(batch), exc)
                 return False
             if self.policy == "refuse":  # refused below, perhaps written: taken back once the database answers
-                self.taken_back.update(p.key for p in batch)
+                self.taken_back.update(key for p in batch for key in p.keys)
             for pending in batch:
                 pending.future.set_exception(exc)
             return True
@@ -166,9 +176,9 @@ class InspectionWriter:
         with self.lock:
             for pending in batch:
                 if pending.abandoned and self.policy == "refuse":
-                    self.taken_back.add(pending.key)
+                    self.taken_back.update(pending.keys)
                 else:
-                    pending.future.set_result(ids[pending.key])
+                    pending.future.set_result([ids[key] for key in pending.keys])
         return True
 
 

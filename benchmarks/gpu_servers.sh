@@ -2,7 +2,8 @@
 # ../shared/gpu's bench.sh (prepared in .gpu by `bash ../shared/gpu/prepare.sh .gpu`) with one server per setting
 # instead of its fixed two: one install and one fit, then each server of SERVERS measured over HTTP with
 # benchmarks/query_latency.py, so that the search backends, batching and worker counts meet on one machine in one
-# run (a lent GPU's minutes are few), then checks the served answers against the exact model's (evaluate-served).
+# run (a lent GPU's minutes are few), each at 1 and BATCHES images a request (default "1 8": POST /query, then
+# POST /query/batch), then checks the served answers against the exact model's (evaluate-served).
 # Anomalib is skipped (bench.sh measures it on its own).
 #
 #   bash benchmarks/gpu_servers.sh                     on the GPU machine, from the repository root, .gpu carried
@@ -56,8 +57,12 @@ check = 'step exact_search 120 "$PY" "$G/exact_search.py"'
 served = """step served_bottle 150 "$PY" -m ingest evaluate-served --data "$DATA" --category bottle --out "$WORK/served"
 grep 'same verdict' "$LOGS/served_bottle.log" | sed 's/^/  /'
 """
-if old not in text or check not in text:
-    sys.exit("bench.sh changed: its SEARCH_CONNS loop or its exact_search step is not where this script expects it")
+# and each latency run asks POST /query/batch too, BATCHES images a request (query_latency.py --batch)
+latency = '--category "$cat" --concurrency $CONC'
+if old not in text or check not in text or latency not in text:
+    sys.exit("bench.sh changed: its SEARCH_CONNS loop, exact_search step or latency step is not where this script "
+             "expects it")
+text = text.replace(latency, latency + ' --batch ${BATCHES:-1 8}')
 open(sys.argv[2], "w").write(text.replace(old, new).replace(check, served + check))
 EOF
 SKIP_W1=1 SKIP_ANOMALIB=1 CATS=${CATS:-$( [ "${LOCAL:-0}" = 1 ] && echo bottle || echo "bottle bottle_wrn")} \

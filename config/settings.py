@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         "measured no faster on a GPU either, serving/batching.py)",
     )
     batch_max: int = Field(default=32, ge=1, description="most requests embedded in one batch")
+    query_batch_files: int = Field(
+        default=32,
+        ge=1,
+        le=64,
+        description="most images one POST /query/batch may hold (each counts against the rate limit; the request's "
+        "files together stay within INSPECT_MAX_UPLOAD_BYTES)",
+    )
     exact_rerank: int = Field(
         default=64,
         description="most patches of a query searched exactly (in the API process, against its copy of the memory "

@@ -229,6 +229,23 @@ class Inspector:
             return self.embedder.features(view[None])[0]
         return self.batcher.features(self.embedder, view)
 
+    def embed_all(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        """(H, W, D) patch features of each image, its views run through the network together where they share a
+        shape (a request's images need no other requests to fill a batch), at most ``INSPECT_BATCH_MAX`` at a time."""
+        views = [self.embedder.preprocess.tensor(image) for image in images]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, view in enumerate(views):
+            by_shape.setdefault(tuple(view.shape), []).append(index)
+        features: list[torch.Tensor | None] = [None] * len(views)
+        step = self.settings.batch_max
+        for indices in by_shape.values():
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
+                embedded = self.embedder.features(torch.stack([views[i] for i in chunk]))
+                for index, one in zip(chunk, embedded, strict=True):
+                    features[index] = one
+        return features
+
     def search(
         self,
         connections: Sequence[psycopg.Connection],

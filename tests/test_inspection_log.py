@@ -35,9 +35,10 @@ def _row(request_id: str) -> inspections.Inspection:
     )  # fmt: skip
 
 
-def _sent(request_id: str) -> _Pending:
-    """A record the writer has taken from its queue (no longer cancellable by its query)."""
-    pending = _Pending(_row(request_id))
+def _sent(*request_ids: str) -> _Pending:
+    """An answer's records (several for a batch) that the writer has taken from its queue (no longer cancellable by
+    its query)."""
+    pending = _Pending([_row(request_id) for request_id in request_ids])
     assert pending.future.set_running_or_notify_cancel()
     return pending
 
@@ -52,32 +53,33 @@ def test_writing_a_batch_again_keeps_the_rows_that_landed_and_their_ids(log_url)
     first, second = _sent("landed"), _sent("new")
     with psycopg.connect(log_url) as connection:
         configure(connection)
-        landed = inspections.record(connection, [(first.key, first.row)], 1000)
+        landed = inspections.record(connection, [(first.keys[0], first.rows[0])], 1000)
     writer = InspectionWriter(log_url, 1000, "wait")
     assert writer._write([first, second])
-    assert first.future.result(0) == landed[first.key] and second.future.result(0) != landed[first.key]
+    assert first.future.result(0) == [landed[first.keys[0]]] and second.future.result(0) != [landed[first.keys[0]]]
     assert _count(log_url, "landed") == 1 and _count(log_url, "new") == 1
 
 
 def test_a_refused_answer_whose_write_failed_leaves_no_record_once_the_database_answers(log_url):
     """``refuse``: the writer heard a failure (here a locked table); whatever reached the disk is deleted with the
-    next transaction, and the records written with it stay."""
+    next transaction, and the records written with it stay; a batch's records alike, all of them."""
     writer = InspectionWriter(log_url, 300, "refuse")
-    refused = _sent("refused")
+    refused = _sent("refused", "refused")
     with psycopg.connect(log_url) as blocker:
         blocker.execute("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE")
         assert writer._write([refused])
     with pytest.raises(psycopg.OperationalError):
         refused.future.result(0)
-    assert writer.taken_back == {refused.key}
+    assert writer.taken_back == set(refused.keys) and len(refused.keys) == 2
     with psycopg.connect(log_url) as connection:  # as if that commit had reached the disk after all
         configure(connection)
-        inspections.record(connection, [(refused.key, refused.row)], 1000)
-    assert _count(log_url, "refused") == 1
-    answered = _sent("answered")
+        inspections.record(connection, list(zip(refused.keys, refused.rows, strict=True)), 1000)
+    assert _count(log_url, "refused") == 2
+    answered = _sent("answered", "answered too")
     assert writer._write([answered])
-    assert _count(log_url, "refused") == 0 and _count(log_url, "answered") == 1
-    assert answered.future.result(0) > 0 and writer.taken_back == set()
+    assert _count(log_url, "refused") == 0 and _count(log_url, "answered") == _count(log_url, "answered too") == 1
+    ids = answered.future.result(0)
+    assert len(set(ids)) == 2 and min(ids) > 0 and writer.taken_back == set()
 
 
 def test_a_record_that_lands_after_its_query_gave_up_is_taken_back_or_kept_as_the_policy_says(log_url):
@@ -88,7 +90,7 @@ def test_a_record_that_lands_after_its_query_gave_up_is_taken_back_or_kept_as_th
     late, also_late = _sent("late refused"), _sent("late answered")
     late.abandoned = also_late.abandoned = True
     assert refusing._write([late]) and answering._write([also_late])
-    assert _count(log_url, "late refused") == 1 and refusing.taken_back == {late.key}
+    assert _count(log_url, "late refused") == 1 and refusing.taken_back == set(late.keys)
     assert refusing._write([])
     assert _count(log_url, "late refused") == 0 and refusing.taken_back == set()
     assert _count(log_url, "late answered") == 1 and answering.taken_back == set()

@@ -247,6 +247,79 @@ def test_a_part_named_on_its_views_gets_one_verdict_over_them_and_its_records(se
         assert refused.status_code == 422, bad
 
 
+def _batch(client: httpx.Client, files: list[tuple[str, bytes]], key: str = "viewer", **form) -> httpx.Response:
+    return client.post("/query/batch", files=[("file", (name, data, "image/png")) for name, data in files],
+                       data={"category": "bottle", **form}, headers=_auth(key))  # fmt: skip
+
+
+def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
+    """``POST /query/batch``: each image gets the answer ``POST /query`` gives it, in the order sent, each with its
+    record; a part named once names every view, and its verdict over them is the log's (any view, the union bound);
+    a part per file names each. Refused whole, before anything is judged or recorded: a file that is not an image
+    (415, named), more files than allowed, parts that do not match the files, a bad part name."""
+    client, url, _ = served
+    other = BOTTLE / "test" / "good" / "001.png"
+    views = [("top.png", GOOD.read_bytes()), ("side.png", BROKEN.read_bytes()), ("end.png", other.read_bytes())]
+    one_by_one = [_query(client, path).json() for path in (GOOD, BROKEN, other)]
+    answer = _batch(client, views, part="SN-B1")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    answers = body["answers"]
+    verdicts = [a["is_anomalous"] for a in one_by_one]
+    assert [a["is_anomalous"] for a in answers] == verdicts and verdicts[1] is True
+    for batched, alone in zip(answers, one_by_one, strict=True):  # the same network, batched: float rounding only
+        assert batched["anomaly_score"] == pytest.approx(alone["anomaly_score"], rel=1e-5)
+        assert batched["model_id"] == alone["model_id"] and batched["part"] == "SN-B1"
+    ids = [a["inspection_id"] for a in answers]
+    records = [client.get(f"/inspections/{i}", headers=_auth("viewer")).json() for i in ids]
+    assert [r["file_name"] for r in records] == ["top.png", "side.png", "end.png"] and len(set(ids)) == 3
+    assert [r["is_anomalous"] for r in records] == verdicts and {r["part"] for r in records} == {"SN-B1"}
+    (part,) = body["parts"]
+    assert (part["part"], part["views"], part["is_anomalous"]) == ("SN-B1", 3, True)
+    assert part["anomalous_views"] == sum(verdicts)
+    assert part["p_value"] == pytest.approx(min(1.0, 3 * min(a["p_value"] for a in answers)))
+    logged = client.get("/parts/SN-B1", headers=_auth("viewer")).json()
+    assert (logged["views"], logged["is_anomalous"]) == (3, True)
+    assert logged["p_value"] == pytest.approx(part["p_value"])
+    tray = _batch(client, views[:2], part=["SN-T1", "SN-T2"]).json()
+    assert [a["part"] for a in tray["answers"]] == ["SN-T1", "SN-T2"]
+    expected = [("SN-T1", 1, verdicts[0]), ("SN-T2", 1, True)]
+    assert [(p["part"], p["views"], p["is_anomalous"]) for p in tray["parts"]] == expected
+    unnamed = _batch(client, views[:1]).json()
+    assert unnamed["parts"] == [] and unnamed["answers"][0]["part"] is None
+    with psycopg.connect(url) as connection:
+        before = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]
+    not_image = _batch(client, [views[0], ("notes.png", b"not an image at all")])
+    assert not_image.status_code == 415 and "notes.png" in not_image.json()["detail"], not_image.text
+    too_many = _batch(client, [views[0]] * (Settings().query_batch_files + 1))
+    assert too_many.status_code == 422 and too_many.json()["error"] == "too_many_files"
+    mismatched = _batch(client, views, part=["a", "b"])
+    assert mismatched.status_code == 422 and "2 values for 3 files" in mismatched.json()["detail"]
+    bad_name = _batch(client, views[:1], part="a\nb")
+    assert bad_name.status_code == 422 and bad_name.json()["error"] == "invalid_request"
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT count(*) FROM inspections").fetchone()[0] == before
+
+
+def test_a_batch_counts_each_image_against_the_rate_limit(tmp_path, served):
+    """Each image of a batch is a request to the rate limit: at 4 a minute a batch of 3 passes, then one of 2 is
+    refused with the seconds to wait, and one of 5 is refused as more than a minute allows."""
+    _, url, _ = served
+    server, client = start_api(_environment(url, INSPECT_RATE_LIMIT_PER_MINUTE="4"), tmp_path / "server.log")
+    try:
+        image = [("top.png", GOOD.read_bytes())]
+        assert _batch(client, image * 3).status_code == 200
+        refused = _batch(client, image * 2)
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited", refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        never = _batch(client, image * 5, key="boss")
+        assert never.status_code == 429 and "more than the 4 requests a minute" in never.json()["detail"]
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
+
+
 def test_the_log_as_csv_holds_every_record_the_filters_select_and_no_formula(served):
     """``GET /inspections.csv``: every record of a selection larger than one page read (2,500 of them, written by
     SQL as a month of a line would be), newest first, each once; the filters of ``GET /inspections``; a part named
@@ -349,9 +422,10 @@ def test_parts_are_listed_newest_view_first_with_their_verdicts_and_paged(served
 def test_a_record_the_database_cannot_take_in_time_is_waited_for_refused_or_answered_as_the_policy_says(
     served, tmp_path_factory
 ):
-    """With the log table locked: the default policy (refuse) answers 503 and records nothing, ``answer`` answers
-    without a record and says so, ``wait`` answers only once the lock is gone, with its record. Every count here
-    holds by construction: the lock is held until the waiting query's turn, whatever the machine's speed."""
+    """With the log table locked: the default policy (refuse) answers 503 and records nothing (a batch's images
+    alike: recorded together or not at all), ``answer`` answers without a record and says so, ``wait`` answers only
+    once the lock is gone, with its record. Every count here holds by construction: the lock is held until the
+    waiting query's turn, whatever the machine's speed."""
     waiting_client, url, _ = served
     folder = tmp_path_factory.mktemp("log-policy")
     started = [start_api(_environment(url, INSPECT_LOG_TIMEOUT_MS="300"), folder / "refuse.log"),
@@ -365,16 +439,21 @@ def test_a_record_the_database_cannot_take_in_time_is_waited_for_refused_or_answ
             blocker.execute("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE")
             refused = _query(refusing, GOOD)
             answered = _query(answering, GOOD)
+            batch_refused = _batch(refusing, [("a.png", GOOD.read_bytes()), ("b.png", BROKEN.read_bytes())])
+            batch_answered = _batch(answering, [("a.png", GOOD.read_bytes()), ("b.png", BROKEN.read_bytes())])
             waiting = pool.submit(_query, waiting_client, GOOD)
             time.sleep(1.0)
             assert not waiting.done()  # its record cannot be written while the lock is held
             blocker.rollback()
             waited = waiting.result()
         assert refused.status_code == 503 and refused.json()["error"] == "not_recorded", refused.text
-        assert _metric(refusing, "inspect_inspections_refused_total") == 1
+        assert batch_refused.status_code == 503 and batch_refused.json()["error"] == "not_recorded"
+        assert _metric(refusing, "inspect_inspections_refused_total") == 2  # a request each
         assert answered.status_code == 200 and answered.json()["inspection_id"] is None
         assert answered.headers["x-inspection-logged"] == "false"
-        assert _metric(answering, "inspect_inspections_unrecorded_total") == 1
+        assert [a["inspection_id"] for a in batch_answered.json()["answers"]] == [None, None]
+        assert batch_answered.headers["x-inspection-logged"] == "false"
+        assert _metric(answering, "inspect_inspections_unrecorded_total") == 3  # an answer each
         assert waited.status_code == 200 and waited.headers["x-inspection-id"] == str(waited.json()["inspection_id"])
         with psycopg.connect(url) as connection:
             after = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]

@@ -1,26 +1,33 @@
-"""``POST /query``: one image judged, recorded in the inspection log before the answer leaves."""
+"""``POST /query`` and ``POST /query/batch``: images judged, each recorded in the inspection log before the answer
+leaves."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app import observability
-from app.common import CATEGORY, ERRORS, PART, get_services, read_limited
-from app.inspecting import served
-from app.schemas import AnomalousPatch, DefectRegion, QueryResponse
+from app.common import CATEGORY, ERRORS, PART, charge, get_services, read_limited
+from app.inspecting import served, served_all
+from app.schemas import AnomalousPatch, BatchPart, DefectRegion, Error, QueryBatchResponse, QueryResponse
 from app.services import Services
 from patchcore.images import original_size
+from patchcore.threshold import part_p_value
 from serving import logbook
 from serving.heatmap import heatmap_png
+from serving.inspector import Inspection, Inspector
 from store import inspections
 
 log = logging.getLogger("app")
+PART_RULE = re.compile(PART["pattern"])
 
 router = APIRouter(tags=["inspection"])
 
@@ -50,6 +57,126 @@ async def query(
     return answer
 
 
+@router.post(
+    "/query/batch",
+    response_model=QueryBatchResponse,
+    responses={**ERRORS, 429: {"model": Error, "description": "past the rate limit (each image counts)"}},
+    summary="Inspect several images of one category in one request: a part's views, or a tray of parts",
+)
+async def query_batch(
+    request: Request,
+    response: Response,
+    file: Annotated[
+        list[UploadFile], File(description="the images, as POST /query takes one; at most INSPECT_QUERY_BATCH_FILES")
+    ],
+    category: Annotated[str, Form(description="the product category, as ingested", **CATEGORY)],
+    top_k: Annotated[int, Form(ge=1, le=100, description="how many similar good images to return")] = 10,
+    heatmap: Annotated[bool, Form(description="include each anomaly map as a base64 PNG")] = False,
+    part: Annotated[
+        list[str] | None,
+        Form(
+            description="the part each image shows: once for all of them (a part's views), or once per file, in "
+            "their order; omitted: not named"
+        ),
+    ] = None,
+) -> QueryBatchResponse:
+    """Each image is judged and recorded exactly as ``POST /query`` judges one, its views embedded together; the
+    records are written in one transaction, so the request is answered and recorded whole or refused whole. A file
+    that is not a readable image refuses the request before anything is judged (415, naming it)."""
+    started = time.perf_counter()
+    services = get_services(request)
+    limit = services.settings.query_batch_files
+    if len(file) > limit:
+        detail = f"{len(file)} files; at most {limit} (INSPECT_QUERY_BATCH_FILES)"
+        raise HTTPException(422, {"error": "too_many_files", "detail": detail})
+    parts = _batch_parts(part or [], len(file))
+    charge(request, len(file) - 1)
+    data = [await read_limited(upload, services.settings.max_upload_bytes) for upload in file]
+    state = request.scope.get("state", {})
+    read_ms = (time.perf_counter() - started) * 1000
+    answers = await run_in_threadpool(
+        _inspect_all, services, data, [upload.filename for upload in file], parts, category, top_k, heatmap, started,
+        state.get("request_id", ""), state.get("api_key"),
+    )  # fmt: skip
+    if answers[0].inspection_id is None:
+        response.headers["X-Inspection-Logged"] = "false"
+    return QueryBatchResponse(
+        answers=answers,
+        parts=_part_verdicts(answers),
+        timings_ms={"read": read_ms, "log": answers[0].timings_ms["log"], "total": _ms(started)},
+    )
+
+
+def _batch_parts(named: list[str], files: int) -> list[str | None]:
+    """The part of each file: none named, one for all, or one each; anything else, or a name the log cannot keep
+    (empty, over 200 characters, control characters), is refused (422) before any image is read."""
+    if len(named) not in (0, 1, files):
+        raise HTTPException(422, {"error": "invalid_request", "detail": (
+            f"part: {len(named)} values for {files} files; give one for all of them or one per file"
+        )})  # fmt: skip
+    for name in named:
+        if not PART_RULE.fullmatch(name) or len(name) > PART["max_length"]:
+            raise HTTPException(422, {"error": "invalid_request", "detail": (
+                f"part: {name[:40]!r} is not a part name (1 to {PART['max_length']} printable characters)"
+            )})  # fmt: skip
+    return named * files if len(named) == 1 else named or [None] * files
+
+
+def _part_verdicts(answers: list[QueryResponse]) -> list[BatchPart]:
+    """Each named part's verdict over its views in this request: anomalous if any view is, and its p-value by the
+    union bound (:func:`patchcore.threshold.part_p_value`, as the log's parts are judged)."""
+    views: dict[str, list[QueryResponse]] = {}
+    for answer in answers:
+        if answer.part is not None:
+            views.setdefault(answer.part, []).append(answer)
+    verdicts = []
+    for name, judged in views.items():
+        rated = [answer.p_value for answer in judged if answer.p_value is not None]
+        anomalous = sum(answer.is_anomalous for answer in judged)
+        verdicts.append(BatchPart(
+            part=name, views=len(judged), anomalous_views=anomalous, is_anomalous=anomalous > 0,
+            p_value=part_p_value(len(judged), min(rated) if len(rated) == len(judged) else None),
+        ))  # fmt: skip
+    return verdicts
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000
+
+
+def _inspect_all(
+    services: Services,
+    data: list[bytes],
+    names: list[str | None],
+    parts: list[str | None],
+    category: str,
+    top_k: int,
+    heatmap: bool,
+    started: float,
+    request_id: str,
+    api_key: str | None,
+) -> list[QueryResponse]:
+    inspector = services.inspector(category)
+    uploads = []
+    for index, (content, name, part) in enumerate(zip(data, names, parts, strict=True), start=1):
+        before = time.perf_counter()
+        image = inspector.embedder.preprocess.decode(
+            content, name or f"file {index}", services.settings.max_image_pixels
+        )
+        uploads.append(_Upload(content, name, image, part, _ms(before)))
+    judged = served_all(services, inspector, category, [upload.image for upload in uploads], top_k)
+    built = [
+        _answer(services, judge, inspection, upload, category, heatmap, started, request_id, api_key)
+        for (judge, inspection), upload in zip(judged, uploads, strict=True)
+    ]
+    answers = [answer for answer, _ in built]
+    for answer, inspection_id in zip(answers, _record(services, [row for _, row in built], answers), strict=True):
+        answer.inspection_id = inspection_id
+    for (judge, inspection), answer in zip(judged, answers, strict=True):
+        _observe(judge, inspection, answer)
+    return answers
+
+
 def _inspect(
     services: Services,
     data: bytes,
@@ -63,46 +190,63 @@ def _inspect(
     part: str | None,
 ) -> QueryResponse:
     inspector = services.inspector(category)
-    preprocess = inspector.embedder.preprocess
-    image = preprocess.decode(data, name or "upload", services.settings.max_image_pixels)
-    view = preprocess.view(*original_size(image))
-    decoded = time.perf_counter()
+    image = inspector.embedder.preprocess.decode(data, name or "upload", services.settings.max_image_pixels)
+    decode_ms = (time.perf_counter() - started) * 1000
     inspector, inspection = served(services, inspector, category, image, top_k)
+    upload = _Upload(data, name, image, part, decode_ms)
+    answer, row = _answer(services, inspector, inspection, upload, category, heatmap, started, request_id, api_key)
+    (answer.inspection_id,) = _record(services, [row], [answer])
+    _observe(inspector, inspection, answer)
+    return answer
+
+
+@dataclass
+class _Upload:
+    """One image of a request as the service received it: its bytes and name, decoded, the part it shows."""
+
+    data: bytes
+    name: str | None
+    image: Image.Image
+    part: str | None
+    decode_ms: float
+
+
+def _answer(
+    services: Services,
+    inspector: Inspector,
+    inspection: Inspection,
+    upload: _Upload,
+    category: str,
+    heatmap: bool,
+    started: float,
+    request_id: str,
+    api_key: str | None,
+) -> tuple[QueryResponse, inspections.Inspection]:
+    """The answer for one inspected image (its record id still to come) and the record the log keeps of it."""
     model = inspector.model
+    view = inspector.embedder.preprocess.view(*original_size(upload.image))
     worst = inspection.worst
     view_x, view_y = inspection.worst_spot()
     x, y = view.to_original(view_x, view_y)
-    timings = {"decode": (decoded - started) * 1000, **inspection.timings_ms}
+    timings = {"decode": upload.decode_ms, **inspection.timings_ms}
     encoded = None
     if heatmap:
         before = time.perf_counter()
         encoded = heatmap_png(inspection.anomaly_map(), inspection.threshold)
         timings["heatmap"] = (time.perf_counter() - before) * 1000
-    stride, size = inspector.embedder.extractor.stride, original_size(image)
+    stride, size = inspector.embedder.extractor.stride, original_size(upload.image)
     regions = [DefectRegion(**region.placed(view, stride, size)) for region in inspection.regions]
     timings["total"] = (time.perf_counter() - started) * 1000
     defect_type = inspection.defect.defect_type if inspection.defect else None
-    inspection_id = _record(services, logbook.entry(
+    row = logbook.entry(
         request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
-        defect_type, data, image, api_key, timings, services.settings.log_images,
-        [region.model_dump() for region in regions], part, name, inspection.p_value,
-    ))  # fmt: skip
-    timings["log"] = (time.perf_counter() - started) * 1000 - timings["total"]
-    for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):
-        if stage in timings:
-            observability.STAGES.labels(stage).observe(timings[stage] / 1000)
-    observability.SEARCHES.labels(inspector.backend, str(inspector.device)).inc()
-    if not inspection.exact_worst:
-        observability.RERANK_CAPPED.labels(category).inc()
-        log.warning("%s: the re-rank stopped at its cap of %s patches; the score may be too large",
-                    category, inspection.reranked)  # fmt: skip
-    observability.VERDICTS.labels(category, "anomalous" if inspection.is_anomalous else "normal").inc()
-    if defect_type:
-        observability.DEFECT_TYPES.labels(category, defect_type).inc()
-    return QueryResponse(
-        inspection_id=inspection_id,
+        defect_type, upload.data, upload.image, api_key, timings, services.settings.log_images,
+        [region.model_dump() for region in regions], upload.part, upload.name, inspection.p_value,
+    )  # fmt: skip
+    answer = QueryResponse(
+        inspection_id=None,
         category=category,
-        part=part,
+        part=upload.part,
         model_id=model.id,
         is_anomalous=inspection.is_anomalous,
         anomaly_score=inspection.score,
@@ -137,13 +281,36 @@ def _inspect(
         nearest_defects=inspection.defect.nearest if inspection.defect else [],
         timings_ms=timings,
     )
+    return answer, row
 
 
-def _record(services: Services, row: inspections.Inspection) -> int | None:
-    """Write the inspection record; without one in time, ``INSPECT_LOG_POLICY`` refuses the answer (503), waits, or
-    (``answer``) says it was not recorded (``None``, counted). An answer never claims a record it has not got."""
-    inspection_id = services.log_writer.write(row)
-    if inspection_id is None:
-        observability.UNRECORDED.inc()
-        log.warning("inspection %s of %s answered but not recorded", row.request_id, row.category)
-    return inspection_id
+def _observe(inspector: Inspector, inspection: Inspection, answer: QueryResponse) -> None:
+    """An answer given, in the metrics (stages, search, verdict, defect type), and a warning where its re-rank was
+    capped."""
+    category, defect_type = answer.category, answer.defect_type
+    for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):
+        if stage in answer.timings_ms:
+            observability.STAGES.labels(stage).observe(answer.timings_ms[stage] / 1000)
+    observability.SEARCHES.labels(inspector.backend, str(inspector.device)).inc()
+    if not inspection.exact_worst:
+        observability.RERANK_CAPPED.labels(category).inc()
+        log.warning("%s: the re-rank stopped at its cap of %s patches; the score may be too large",
+                    category, inspection.reranked)  # fmt: skip
+    observability.VERDICTS.labels(category, "anomalous" if inspection.is_anomalous else "normal").inc()
+    if defect_type:
+        observability.DEFECT_TYPES.labels(category, defect_type).inc()
+
+
+def _record(services: Services, rows: list[inspections.Inspection], answers: list[QueryResponse]) -> list[int | None]:
+    """Write the answers' records in one transaction (their ``log`` timing is that wait); without them in time,
+    ``INSPECT_LOG_POLICY`` refuses the answers (503), waits, or (``answer``) says they were not recorded (``None``,
+    counted). An answer never claims a record it has not got."""
+    before = time.perf_counter()
+    ids = services.log_writer.write_all(rows)
+    log_ms = (time.perf_counter() - before) * 1000
+    for answer in answers:
+        answer.timings_ms["log"] = log_ms
+    if ids[0] is None:
+        observability.UNRECORDED.inc(len(rows))
+        log.warning("inspection %s of %s answered but not recorded", rows[0].request_id, rows[0].category)
+    return ids
