@@ -287,6 +287,8 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
     assert [(p["part"], p["views"], p["is_anomalous"]) for p in tray["parts"]] == expected
     unnamed = _batch(client, views[:1]).json()
     assert unnamed["parts"] == [] and unnamed["answers"][0]["part"] is None
+    some = _batch(client, views[:2], part=["", "SN-T3"]).json()  # an empty value names nothing, as on /query
+    assert [a["part"] for a in some["answers"]] == [None, "SN-T3"] and [p["part"] for p in some["parts"]] == ["SN-T3"]
     with psycopg.connect(url) as connection:
         before = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]
     not_image = _batch(client, [views[0], ("notes.png", b"not an image at all")])

@@ -108,18 +108,20 @@ async def query_batch(
 
 
 def _batch_parts(named: list[str], files: int) -> list[str | None]:
-    """The part of each file: none named, one for all, or one each; anything else, or a name the log cannot keep
-    (empty, over 200 characters, control characters), is refused (422) before any image is read."""
+    """The part of each file: none named, one for all, or one each (an empty value names nothing, as on ``POST
+    /query``); any other count, or a name the log cannot keep (over 200 characters, control characters), is refused
+    (422) before any image is decoded."""
     if len(named) not in (0, 1, files):
         raise HTTPException(422, {"error": "invalid_request", "detail": (
             f"part: {len(named)} values for {files} files; give one for all of them or one per file"
         )})  # fmt: skip
     for name in named:
-        if not PART_RULE.fullmatch(name) or len(name) > PART["max_length"]:
+        if name and (not PART_RULE.fullmatch(name) or len(name) > PART["max_length"]):
             raise HTTPException(422, {"error": "invalid_request", "detail": (
                 f"part: {name[:40]!r} is not a part name (1 to {PART['max_length']} printable characters)"
             )})  # fmt: skip
-    return named * files if len(named) == 1 else named or [None] * files
+    each = named * files if len(named) == 1 else named or [""] * files
+    return [name or None for name in each]
 
 
 def _part_verdicts(answers: list[QueryResponse]) -> list[BatchPart]:

@@ -365,12 +365,12 @@ def test_a_reingested_category_is_served_from_its_new_model_without_a_restart(ap
 
 def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_category(database, fitted, monkeypatch):
     """A version made while an image is searched (a threshold moved on another server) sends the search to the new
-    one; versions made under every search, past the attempts, give a 503 to ask again, never a 500 (the mixed soak
-    found one: two versions within one query)."""
+    one (a batch's images too, embedded again for it); versions made under every search, past the attempts, give a
+    503 to ask again, never a 500 (the mixed soak found one: two versions within one query)."""
     from fastapi import FastAPI
 
     from app import errors
-    from app.inspecting import ATTEMPTS, served
+    from app.inspecting import ATTEMPTS, served, served_all
     from app.services import CategoryChanging, Services
     from revisions.threshold import set_threshold
 
@@ -407,6 +407,13 @@ def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_catego
                 active = models.active_model(connection, "churn")
             assert inspector.model.id == active.id and churn["reloads"] == replaced
             assert inspection.threshold == active.threshold and len(inspection.similar) == 3
+        new_version()  # a batch embedded for the version it found: each image answered by the one that replaced it
+        churn.update(left=0, reloads=0)
+        batch = served_all(services, load("churn"), "churn", [image, image], 3)
+        with connect(url) as connection:
+            active = models.active_model(connection, "churn")
+        assert [inspector.model.id for inspector, _ in batch] == [active.id] * 2 and churn["reloads"] == 1
+        assert [inspection.threshold for _, inspection in batch] == [active.threshold] * 2
         churn.update(left=ATTEMPTS - 1, reloads=0)
         new_version()
         with pytest.raises(
