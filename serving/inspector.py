@@ -231,7 +231,10 @@ class Inspector:
 
     def embed_all(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
         """(H, W, D) patch features of each image, its views run through the network together where they share a
-        shape (a request's images need no other requests to fill a batch), at most ``INSPECT_BATCH_MAX`` at a time."""
+        shape (a request's images need no other requests to fill a batch), at most ``INSPECT_BATCH_MAX`` at a time;
+        one image alone as :meth:`embed` embeds it, with whatever requests arrive with it."""
+        if len(images) == 1:
+            return [self.embed(images[0])]
         views = [self.embedder.preprocess.tensor(image) for image in images]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, view in enumerate(views):

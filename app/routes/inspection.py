@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import observability
 from app.common import CATEGORY, ERRORS, PART, charge, get_services, read_limited
-from app.inspecting import served, served_all
+from app.inspecting import served_all
 from app.schemas import AnomalousPatch, BatchPart, DefectRegion, Error, QueryBatchResponse, QueryResponse
 from app.services import Services
 from patchcore.images import original_size
@@ -46,9 +46,9 @@ async def query(
     services = get_services(request)
     data = await read_limited(file, services.settings.max_upload_bytes)
     state = request.scope.get("state", {})
-    answer = await run_in_threadpool(
-        _inspect, services, data, file.filename, category, top_k, heatmap, started,
-        state.get("request_id", ""), state.get("api_key"), part,
+    (answer,) = await run_in_threadpool(
+        _inspect_all, services, [data], [file.filename], [part], category, top_k, heatmap, started,
+        state.get("request_id", ""), state.get("api_key"),
     )  # fmt: skip
     if answer.inspection_id is None:
         response.headers["X-Inspection-Logged"] = "false"
@@ -158,12 +158,14 @@ def _inspect_all(
     request_id: str,
     api_key: str | None,
 ) -> list[QueryResponse]:
+    """The images of one request judged (:func:`~app.inspecting.served_all`), answered, recorded in one transaction
+    and counted: ``POST /query``'s one image, or a batch's."""
     inspector = services.inspector(category)
     uploads = []
     for index, (content, name, part) in enumerate(zip(data, names, parts, strict=True), start=1):
         before = time.perf_counter()
         image = inspector.embedder.preprocess.decode(
-            content, name or f"file {index}", services.settings.max_image_pixels
+            content, name or f"upload {index}", services.settings.max_image_pixels
         )
         uploads.append(_Upload(content, name, image, part, _ms(before)))
     judged = served_all(services, inspector, category, [upload.image for upload in uploads], top_k)
@@ -177,29 +179,6 @@ def _inspect_all(
     for (judge, inspection), answer in zip(judged, answers, strict=True):
         _observe(judge, inspection, answer)
     return answers
-
-
-def _inspect(
-    services: Services,
-    data: bytes,
-    name: str | None,
-    category: str,
-    top_k: int,
-    heatmap: bool,
-    started: float,
-    request_id: str,
-    api_key: str | None,
-    part: str | None,
-) -> QueryResponse:
-    inspector = services.inspector(category)
-    image = inspector.embedder.preprocess.decode(data, name or "upload", services.settings.max_image_pixels)
-    decode_ms = (time.perf_counter() - started) * 1000
-    inspector, inspection = served(services, inspector, category, image, top_k)
-    upload = _Upload(data, name, image, part, decode_ms)
-    answer, row = _answer(services, inspector, inspection, upload, category, heatmap, started, request_id, api_key)
-    (answer.inspection_id,) = _record(services, [row], [answer])
-    _observe(inspector, inspection, answer)
-    return answer
 
 
 @dataclass
