@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth import Keys
@@ -258,13 +259,21 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
     a part per file names each. Refused whole, before anything is judged or recorded: a file that is not an image
     (415, named), more files than allowed, parts that do not match the files, a bad part name."""
     client, url, _ = served
-    other = BOTTLE / "test" / "good" / "001.png"
-    views = [("top.png", GOOD.read_bytes()), ("side.png", BROKEN.read_bytes()), ("end.png", other.read_bytes())]
-    one_by_one = [_query(client, path).json() for path in (GOOD, BROKEN, other)]
+    buffer = io.BytesIO()  # a view of another shape, embedded in a batch of its own shape
+    Image.open(BOTTLE / "test" / "good" / "001.png").crop((0, 0, 900, 500)).save(buffer, format="PNG")
+    views = [("top.png", GOOD.read_bytes()), ("side.png", BROKEN.read_bytes()), ("end.png", buffer.getvalue())]
+    one_by_one = [
+        client.post("/query", files={"file": view}, data={"category": "bottle"}, headers=_auth("viewer")).json()
+        for view in views
+    ]
     answer = _batch(client, views, part="SN-B1")
     assert answer.status_code == 200, answer.text
     body = answer.json()
     answers = body["answers"]
+    assert (answers[2]["view_width"], answers[2]["view_height"]) != (
+        answers[0]["view_width"],
+        answers[0]["view_height"],
+    )
     verdicts = [a["is_anomalous"] for a in one_by_one]
     assert [a["is_anomalous"] for a in answers] == verdicts and verdicts[1] is True
     for batched, alone in zip(answers, one_by_one, strict=True):  # the same network, batched: float rounding only
