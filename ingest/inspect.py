@@ -92,6 +92,58 @@ def _heatmap_name(path: Path, index: int) -> str:
     return f"{index:05d}_{path.stem}.png"
 
 
+def _row(path: Path, parts: dict[Path, str], model) -> dict:
+    return {"file": str(path), "part": parts.get(path, ""), "model_id": model.id, "threshold": f"{model.threshold:.6f}"}
+
+
+def _judged(inspector: Inspector, connections: list, rows: list[dict], settings) -> list[tuple]:
+    """(row, image, inspection) for each row's file, embedded together (:meth:`Inspector.embed_all`) and judged the
+    served way; a file that cannot be read or judged gets its error in its row and no inspection."""
+    decoded = []
+    for row in rows:
+        try:
+            decoded.append(
+                inspector.embedder.preprocess.decode(Path(row["file"]), max_pixels=settings.max_image_pixels)
+            )
+        except (PatchCoreError, OSError) as exc:
+            row["error"] = str(exc)
+            decoded.append(None)
+    features = iter(inspector.embed_all([image for image in decoded if image is not None]))
+    judged = []
+    for row, image in zip(rows, decoded, strict=True):
+        inspection = None
+        if image is not None:
+            try:
+                inspection = inspector.inspect_features(connections, next(features), top_k=1)
+            except (PatchCoreError, OSError) as exc:
+                row["error"] = str(exc)
+        judged.append((row, image, inspection))
+    return judged
+
+
+def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str) -> dict:
+    """An inspected image's CSV columns, its heatmap drawn over the view the model saw (regions boxed) and saved."""
+    width, height = original_size(image)
+    view = inspector.embedder.preprocess.view(width, height)
+    x, y = view.to_original(*inspection.worst_spot())
+    stride = inspector.embedder.extractor.stride
+    placed = [region.placed(view, stride, (width, height)) for region in inspection.regions]
+    threshold = inspector.model.threshold
+    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), threshold,
+                    inspection.regions, stride)  # fmt: skip
+    drawn.save(out / "heatmaps" / heatmap)
+    return {
+        "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
+        "anomaly_score": f"{inspection.score:.6f}",
+        "p_value": f"{inspection.p_value:.4g}" if inspection.p_value is not None else "",
+        "defect_type": inspection.defect.defect_type if inspection.defect else "",
+        "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
+        "worst_x": int(x), "worst_y": int(y), "regions": len(placed),
+        "region_boxes": ";".join(" ".join(str(v) for v in region["box"]) for region in placed),
+        "heatmap": f"heatmaps/{heatmap}",
+    }  # fmt: skip
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     paths = images_of(args.paths)
     part_of = part_naming(args)
@@ -114,39 +166,19 @@ def run_inspect(args: argparse.Namespace) -> int:
         handle = stack.enter_context(open(out / "inspections.csv", "w", newline=""))
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
-        for index, path in enumerate(progress.bar(paths, desc=f"inspect {args.category}", unit="img")):
-            row = {"file": str(path), "part": parts.get(path, ""), "model_id": model.id,
-                   "threshold": f"{model.threshold:.6f}"}  # fmt: skip
-            rows.append(row)
-            try:
-                image = inspector.embedder.preprocess.decode(path, max_pixels=settings.max_image_pixels)
-                inspection = inspector.inspect(connections, image, top_k=1)
-            except (PatchCoreError, OSError) as exc:
-                failed += 1
-                row["error"] = str(exc)
+        shown = stack.enter_context(progress.bar(total=len(paths), desc=f"inspect {args.category}", unit="img"))
+        step = settings.batch_max
+        for first in range(0, len(paths), step):
+            batch = [_row(path, parts, model) for path in paths[first : first + step]]
+            rows += batch
+            for index, (row, image, inspection) in enumerate(_judged(inspector, connections, batch, settings), first):
+                if inspection is None:
+                    failed += 1
+                else:
+                    anomalous += inspection.is_anomalous
+                    row.update(_described(inspector, image, inspection, out, _heatmap_name(Path(row["file"]), index)))
                 writer.writerow(row)
-                continue
-            width, height = original_size(image)
-            view = inspector.embedder.preprocess.view(width, height)
-            x, y = view.to_original(*inspection.worst_spot())
-            stride = inspector.embedder.extractor.stride
-            placed = [region.placed(view, stride, (width, height)) for region in inspection.regions]
-            heatmap = _heatmap_name(path, index)
-            drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), model.threshold,
-                            inspection.regions, stride)  # fmt: skip
-            drawn.save(out / "heatmaps" / heatmap)
-            anomalous += inspection.is_anomalous
-            row.update({
-                "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
-                "anomaly_score": f"{inspection.score:.6f}",
-                "p_value": f"{inspection.p_value:.4g}" if inspection.p_value is not None else "",
-                "defect_type": inspection.defect.defect_type if inspection.defect else "",
-                "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
-                "worst_x": int(x), "worst_y": int(y), "regions": len(placed),
-                "region_boxes": ";".join(" ".join(str(v) for v in region["box"]) for region in placed),
-                "heatmap": f"heatmaps/{heatmap}",
-            })  # fmt: skip
-            writer.writerow(row)
+                shown.update(1)
     said = ""
     if parts:
         verdicts = part_verdicts(rows)
