@@ -54,7 +54,7 @@ class _Pending:
     all: their keys are drawn before the first attempt, so every attempt writes the same rows."""
 
     rows: list[inspections.Inspection]
-    keys: list[UUID] = field(default_factory=list)
+    keys: list[UUID] = field(init=False)
     future: Future = field(default_factory=Future)
     abandoned: bool = False
 
