@@ -5,7 +5,9 @@ this process, by the search backend), once more with the new version when the ca
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+import torch
 from PIL import Image
 
 from app.services import CategoryChanging, Services
@@ -44,25 +46,35 @@ def searched(services: Services, inspector: Inspector, image: Image.Image, top_k
 
 
 def served_all(
-    services: Services, inspector: Inspector, category: str, images: list[Image.Image], top_k: int
+    services: Services,
+    inspector: Inspector,
+    category: str,
+    views: list[torch.Tensor],
+    image_for: Callable[[Inspector, int], Image.Image],
+    top_k: int,
 ) -> list[tuple[Inspector, Inspection]]:
-    """Several images of one request, each inspected by the category's version as :func:`served` inspects one, but
-    embedded together first (:meth:`~serving.inspector.Inspector.embed_all`); each answer's ``embed`` timing is the
-    whole batch's. Where a version replaced the one they were embedded for, that image and every later one are
-    inspected one by one by :func:`served`, so each answer is still the verdict of one version."""
+    """The views of one request's images (``inspector.embedder.preprocess.tensor``), each inspected by the
+    category's version as :func:`served` inspects one, but embedded together first
+    (:meth:`~serving.inspector.Inspector.embed_all`); each answer's ``embed`` timing is the whole batch's. Where a
+    version replaced the one they were made for, that image and every later one are decoded again for the new
+    version (``image_for(inspector, index)``: a refit may see them otherwise) and inspected one by one by
+    :func:`served`, so each answer is still the verdict of one version."""
     started = time.perf_counter()
-    batch = inspector.embed_all(images)
+    batch = inspector.embed_all(views)
     embed_ms = (time.perf_counter() - started) * 1000
     answers: list[tuple[Inspector, Inspection]] = []
-    for image, features in zip(images, batch, strict=True):
-        if answers and answers[-1][0] is not inspector:  # replaced: the features are the earlier version's
-            answers.append(served(services, answers[-1][0], category, image, top_k))
-            continue
-        try:
-            inspection = services.run_search(inspector.inspect_features, features, top_k, parts=inspector.search_parts)
-        except ModelReplaced:
-            answers.append(served(services, services.inspector(category, reload=True), category, image, top_k))
-            continue
-        inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
-        answers.append((inspector, inspection))
+    for index, features in enumerate(batch):
+        current = answers[-1][0] if answers else inspector
+        if current is inspector:
+            try:
+                inspection = services.run_search(
+                    inspector.inspect_features, features, top_k, parts=inspector.search_parts
+                )
+            except ModelReplaced:
+                current = services.inspector(category, reload=True)
+            else:
+                inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
+                answers.append((inspector, inspection))
+                continue
+        answers.append(served(services, current, category, image_for(current, index), top_k))
     return answers

@@ -3,17 +3,20 @@
     python benchmarks/hostile_upload.py --url http://127.0.0.1:8000 --pid "$(pgrep -f 'uvicorn app.main:app')"
 
 Posts each file of ``tests/hostile_corpus.py`` (a 10000x2 PNG of a few hundred bytes first) and reads the server
-process's peak resident memory (VmHWM in /proc) before and after each.
+process's peak resident memory (VmHWM in /proc) before and after each; then one ``POST /query/batch`` of
+``--batch-files`` PNGs of one colour, each just under the pixel limit and a few kilobytes (``--batch-files 0``: none).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.hostile_corpus import corpus
@@ -31,6 +34,8 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--pid", type=int, required=True, help="the server process (uvicorn)")
     parser.add_argument("--category", default="bottle")
+    parser.add_argument("--batch-files", type=int, default=32, help="images of the batch at the end (0: none)")
+    parser.add_argument("--batch-pixels", type=int, default=36_000_000, help="pixels of each (under the limit)")
     args = parser.parse_args()
     print("| upload | bytes | status | answer | seconds | server peak memory growth MiB |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -51,6 +56,21 @@ def main() -> None:
             seconds = time.perf_counter() - started
             print(
                 f"| {case.name} | {len(case.data):,} | {status} | {answer} | {seconds:.3f} | "
+                f"{peak_mib(args.pid) - before:.0f} |",
+                flush=True,
+            )
+        if args.batch_files:
+            side = int(args.batch_pixels**0.5)
+            buffer = io.BytesIO()
+            Image.new("RGB", (side, side), (90, 90, 90)).save(buffer, format="PNG", optimize=True)
+            files = [("file", (f"{i}.png", buffer.getvalue(), "image/png")) for i in range(args.batch_files)]
+            before = peak_mib(args.pid)
+            started = time.perf_counter()
+            response = client.post("/query/batch", files=files, data={"category": args.category})
+            answer = response.json().get("error", "judged") if response.status_code != 200 else "judged"
+            print(
+                f"| a batch of {args.batch_files} {side}x{side} PNGs | {len(buffer.getvalue()) * args.batch_files:,} | "
+                f"{response.status_code} | {answer} | {time.perf_counter() - started:.3f} | "
                 f"{peak_mib(args.pid) - before:.0f} |",
                 flush=True,
             )

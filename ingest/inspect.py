@@ -108,7 +108,8 @@ def _judged(inspector: Inspector, connections: list, rows: list[dict], settings)
         except (PatchCoreError, OSError) as exc:
             row["error"] = str(exc)
             decoded.append(None)
-    features = iter(inspector.embed_all([image for image in decoded if image is not None]))
+    preprocess = inspector.embedder.preprocess
+    features = iter(inspector.embed_all([preprocess.tensor(image) for image in decoded if image is not None]))
     judged = []
     for row, image in zip(rows, decoded, strict=True):
         inspection = None

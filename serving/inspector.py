@@ -224,18 +224,14 @@ class Inspector:
     def embed(self, image: Image.Image) -> torch.Tensor:
         """(H, W, D) patch features of a decoded image: alone, or in a batch with requests that arrive with it
         (:mod:`serving.batching`)."""
-        view = self.embedder.preprocess.tensor(image)
-        if self.batcher is None:
-            return self.embedder.features(view[None])[0]
-        return self.batcher.features(self.embedder, view)
+        return self.embed_all([self.embedder.preprocess.tensor(image)])[0]
 
-    def embed_all(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-        """(H, W, D) patch features of each image, its views run through the network together where they share a
-        shape (a request's images need no other requests to fill a batch), at most ``INSPECT_BATCH_MAX`` at a time;
-        one image alone as :meth:`embed` embeds it, with whatever requests arrive with it."""
-        if len(images) == 1:
-            return [self.embed(images[0])]
-        views = [self.embedder.preprocess.tensor(image) for image in images]
+    def embed_all(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """(H, W, D) patch features of each (3, h, w) view (``embedder.preprocess.tensor``), run through the network
+        together where they share a shape (a request's images need no other requests to fill a batch), at most
+        ``INSPECT_BATCH_MAX`` at a time; one view alone with whatever requests arrive with it, where batching is on."""
+        if len(views) == 1 and self.batcher is not None:
+            return [self.batcher.features(self.embedder, views[0])]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, view in enumerate(views):
             by_shape.setdefault(tuple(view.shape), []).append(index)

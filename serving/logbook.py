@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -37,6 +38,30 @@ def kept_image(data: bytes, image: Image.Image, kind: str) -> tuple[bytes | None
     return None, None
 
 
+@dataclass
+class Received:
+    """What the log keeps of an upload, taken as it is decoded (its hash, format and size as sent, and the image as
+    the settings say), so that nothing needs the decoded image afterwards: a batch's images are let go one by one."""
+
+    sha256: str
+    bytes: int
+    format: str
+    width: int
+    height: int
+    kind: str
+    image: bytes | None
+    media_type: str | None
+    file_name: str | None
+
+
+def received(data: bytes, image: Image.Image, kind: str, file_name: str | None) -> Received:
+    """The facts of ``data``, decoded as ``image``; ``file_name`` as the caller sent it."""
+    kept, media = kept_image(data, image, kind)
+    width, height = original_size(image)  # as sent: a JPEG may have been decoded smaller
+    return Received(hashlib.sha256(data).hexdigest(), len(data), file_format(data), width, height, kind, kept, media,
+                    _printable(file_name))  # fmt: skip
+
+
 def entry(
     request_id: str,
     category: str,
@@ -45,27 +70,22 @@ def entry(
     score: float,
     threshold: float,
     defect_type: str | None,
-    data: bytes,
-    image: Image.Image,
+    upload: Received,
     api_key: str | None,
     timings_ms: dict[str, float],
-    kind: str,
     regions: list[dict],
     part: str | None,
-    file_name: str | None,
     p_value: float | None = None,
 ) -> Inspection:
-    """The record of one answered query; ``regions``: its defect regions as the answer gives them; ``part`` and
-    ``file_name`` as the caller sent them; ``p_value`` as the answer gives it."""
-    kept, media = kept_image(data, image, kind)
-    width, height = original_size(image)  # as sent: a JPEG may have been decoded smaller
+    """The record of one answered query; ``regions``: its defect regions as the answer gives them; ``part`` as the
+    caller sent it; ``p_value`` as the answer gives it."""
     stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
     return Inspection(
         request_id=request_id, category=category, model_id=model_id, is_anomalous=is_anomalous, score=score,
-        threshold=threshold, defect_type=defect_type, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
-        format=file_format(data), width=width, height=height, api_key=api_key,
-        latency_ms=timings_ms.get("total", 0.0), stages_ms=stages, image_kind=kind, image=kept, image_media_type=media,
-        regions=regions, part=part, file_name=_printable(file_name), p_value=p_value,
+        threshold=threshold, defect_type=defect_type, sha256=upload.sha256, bytes=upload.bytes, format=upload.format,
+        width=upload.width, height=upload.height, api_key=api_key, latency_ms=timings_ms.get("total", 0.0),
+        stages_ms=stages, image_kind=upload.kind, image=upload.image, image_media_type=upload.media_type,
+        regions=regions, part=part, file_name=upload.file_name, p_value=p_value,
     )  # fmt: skip
 
 

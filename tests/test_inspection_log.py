@@ -103,8 +103,8 @@ def test_any_file_name_an_upload_carries_leaves_its_record(log_url):
     image = Image.new("RGB", (8, 8))
     names = {"nul": "cam\x001.png", "long": "n" * 5000 + ".png", "none": None}
     rows = [
-        (uuid4(), logbook.entry(request, "bottle", 1, False, 1.0, 2.0, None, b"\x89PNG", image, None, {}, "none", [],
-                                "SN-1", name))
+        (uuid4(), logbook.entry(request, "bottle", 1, False, 1.0, 2.0, None,
+                                logbook.received(b"\x89PNG", image, "none", name), None, {}, [], "SN-1"))
         for request, name in names.items()
     ]  # fmt: skip
     with psycopg.connect(log_url) as connection:

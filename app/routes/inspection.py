@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
+import torch
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 from PIL import Image
@@ -19,7 +20,6 @@ from app.common import CATEGORY, ERRORS, PART, charge, get_services, read_limite
 from app.inspecting import served_all
 from app.schemas import AnomalousPatch, BatchPart, DefectRegion, Error, QueryBatchResponse, QueryResponse
 from app.services import Services
-from patchcore.images import original_size
 from patchcore.threshold import part_p_value
 from serving import logbook
 from serving.heatmap import heatmap_png
@@ -161,16 +161,18 @@ def _inspect_all(
     """The images of one request judged (:func:`~app.inspecting.served_all`), answered, recorded in one transaction
     and counted: ``POST /query``'s one image, or a batch's."""
     inspector = services.inspector(category)
-    uploads = []
-    for index, (content, name, part) in enumerate(zip(data, names, parts, strict=True), start=1):
-        before = time.perf_counter()
-        image = inspector.embedder.preprocess.decode(
-            content, name or f"upload {index}", services.settings.max_image_pixels
-        )
-        uploads.append(_Upload(content, name, image, part, _ms(before)))
-    judged = served_all(services, inspector, category, [upload.image for upload in uploads], top_k)
+    uploads = [
+        _received(services, inspector, content, name, part, index)
+        for index, (content, name, part) in enumerate(zip(data, names, parts, strict=True), start=1)
+    ]
+
+    def image_for(judge: Inspector, index: int) -> Image.Image:  # decoded again for a version that replaced one
+        upload = uploads[index]
+        return judge.embedder.preprocess.decode(upload.data, upload.label, services.settings.max_image_pixels)
+
+    judged = served_all(services, inspector, category, [upload.view for upload in uploads], image_for, top_k)
     built = [
-        _answer(services, judge, inspection, upload, category, heatmap, started, request_id, api_key)
+        _answer(judge, inspection, upload, category, heatmap, started, request_id, api_key)
         for (judge, inspection), upload in zip(judged, uploads, strict=True)
     ]
     answers = [answer for answer, _ in built]
@@ -183,17 +185,31 @@ def _inspect_all(
 
 @dataclass
 class _Upload:
-    """One image of a request as the service received it: its bytes and name, decoded, the part it shows."""
+    """One image of a request as the service received it: its bytes, what the log keeps of it, the part it shows, and
+    its view as the category's network takes it (made as it is decoded, so the decoded image is let go at once)."""
 
     data: bytes
-    name: str | None
-    image: Image.Image
+    label: str
+    received: logbook.Received
     part: str | None
     decode_ms: float
+    view: torch.Tensor
+
+
+def _received(
+    services: Services, inspector: Inspector, data: bytes, name: str | None, part: str | None, index: int
+) -> _Upload:
+    """An upload decoded (refused, naming it, where it is not an image the service reads), its view made and what the
+    log keeps of it taken; the ``decode`` stage is all three."""
+    before = time.perf_counter()
+    label = name or f"upload {index}"
+    image = inspector.embedder.preprocess.decode(data, label, services.settings.max_image_pixels)
+    view = inspector.embedder.preprocess.tensor(image)
+    received = logbook.received(data, image, services.settings.log_images, name)
+    return _Upload(data, label, received, part, _ms(before), view)
 
 
 def _answer(
-    services: Services,
     inspector: Inspector,
     inspection: Inspection,
     upload: _Upload,
@@ -205,7 +221,8 @@ def _answer(
 ) -> tuple[QueryResponse, inspections.Inspection]:
     """The answer for one inspected image (its record id still to come) and the record the log keeps of it."""
     model = inspector.model
-    view = inspector.embedder.preprocess.view(*original_size(upload.image))
+    size = (upload.received.width, upload.received.height)
+    view = inspector.embedder.preprocess.view(*size)
     worst = inspection.worst
     view_x, view_y = inspection.worst_spot()
     x, y = view.to_original(view_x, view_y)
@@ -215,14 +232,14 @@ def _answer(
         before = time.perf_counter()
         encoded = heatmap_png(inspection.anomaly_map(), inspection.threshold)
         timings["heatmap"] = (time.perf_counter() - before) * 1000
-    stride, size = inspector.embedder.extractor.stride, original_size(upload.image)
+    stride = inspector.embedder.extractor.stride
     regions = [DefectRegion(**region.placed(view, stride, size)) for region in inspection.regions]
     timings["total"] = (time.perf_counter() - started) * 1000
     defect_type = inspection.defect.defect_type if inspection.defect else None
     row = logbook.entry(
         request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
-        defect_type, upload.data, upload.image, api_key, timings, services.settings.log_images,
-        [region.model_dump() for region in regions], upload.part, upload.name, inspection.p_value,
+        defect_type, upload.received, api_key, timings, [region.model_dump() for region in regions], upload.part,
+        inspection.p_value,
     )  # fmt: skip
     answer = QueryResponse(
         inspection_id=None,

@@ -409,11 +409,15 @@ def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_catego
             assert inspection.threshold == active.threshold and len(inspection.similar) == 3
         new_version()  # a batch embedded for the version it found: each image answered by the one that replaced it
         churn.update(left=0, reloads=0)
-        batch = served_all(services, load("churn"), "churn", [image, image], 3)
+        stale = load("churn")
+        decoded_again = []
+        views = [stale.embedder.preprocess.tensor(image)] * 2
+        batch = served_all(services, stale, "churn", views, lambda judge, i: decoded_again.append(i) or image, 3)
         with connect(url) as connection:
             active = models.active_model(connection, "churn")
         assert [inspector.model.id for inspector, _ in batch] == [active.id] * 2 and churn["reloads"] == 1
         assert [inspection.threshold for _, inspection in batch] == [active.threshold] * 2
+        assert decoded_again == [0, 1]  # each image decoded again for the version that answers it
         churn.update(left=ATTEMPTS - 1, reloads=0)
         new_version()
         with pytest.raises(
