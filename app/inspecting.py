@@ -1,6 +1,6 @@
-"""An image inspected by a category's served version: embedded here, searched on the database's connections (or in
-this process, by the search backend), once more with the new version when the category changed meanwhile. Shared by
-``POST /query`` and the log's heatmaps."""
+"""Images inspected by a category's served version: embedded here (a request's images together), searched on the
+database's connections (or in this process, by the search backend), once more with the new version when the category
+changed meanwhile. Shared by ``POST /query``, ``POST /query/batch`` and the log's heatmaps."""
 
 from __future__ import annotations
 
