@@ -290,8 +290,9 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
     logged = client.get("/parts/SN-B1", headers=_auth("viewer")).json()
     assert (logged["views"], logged["is_anomalous"]) == (3, True)
     assert logged["p_value"] == pytest.approx(part["p_value"])
-    tray = _batch(client, views[:2], part=["SN-T1", "SN-T2"]).json()
+    tray = _batch(client, views[:2], part=["SN-T1", "SN-T2"], heatmap="true").json()
     assert [a["part"] for a in tray["answers"]] == ["SN-T1", "SN-T2"]
+    assert all(a["anomaly_map"] for a in tray["answers"]) and answers[0]["anomaly_map"] is None  # asked, each has one
     expected = [("SN-T1", 1, verdicts[0]), ("SN-T2", 1, True)]
     assert [(p["part"], p["views"], p["is_anomalous"]) for p in tray["parts"]] == expected
     unnamed = _batch(client, views[:1]).json()
