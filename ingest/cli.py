@@ -18,6 +18,7 @@ from patchcore.scoring import METRICS
 from patchcore.threshold import PER_IMAGE, PER_PART
 from patchcore.views import FIELDS_OF_VIEW
 from revisions.normals import NeedsRefit
+from serving.inspector import ModelReplaced
 from store.backup import BackupError
 from store.jobs import JobStateError, NoStoredImages
 from store.standbys import StandbyError
@@ -443,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         NoStoredImages,
         JobStateError,
         BackupError,
+        ModelReplaced,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

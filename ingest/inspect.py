@@ -8,13 +8,15 @@ saw, the regions boxed. An image that
 cannot be judged gets a row naming why, and the command exits 1: nothing is silently dropped. Nothing is written to
 the inspection log: the log records what the API answered. Where images are views of parts (``--part REGEX`` or
 ``--parts FILE``, as for a fit), ``parts.csv`` gives each part's verdict as ``GET /parts/{part}`` does: anomalous
-when any view is; a part with a view not judged and none flagged has no verdict (it is not called good unseen).
+when any view is; a part with a view not judged and none flagged has no verdict (it is not called good unseen). A
+version that replaces the judging one during the run judges the images after it, each row naming its version.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from patchcore import PatchCoreError, progress
 from patchcore.images import IMAGE_SUFFIXES, hidden, is_image_file, original_size, refuse_unread
 from patchcore.threshold import part_p_value
 from serving.heatmap import overlay
-from serving.inspector import Inspector
+from serving.inspector import Inspector, ModelReplaced
 from store import banks
 from store.database import connect, database_url, search_split
 from store.migrate import upgrade
@@ -55,6 +57,7 @@ def images_of(paths: list[Path]) -> list[Path]:
     return found
 
 
+REPLACEMENTS = 4  # new versions one file may see in a row before its row says the category kept changing
 PART_COLUMNS = ("part", "views", "judged", "anomalous_views", "is_anomalous", "p_value", "worst_score", "worst_file")
 
 
@@ -92,13 +95,14 @@ def _heatmap_name(path: Path, index: int) -> str:
     return f"{index:05d}_{path.stem}.png"
 
 
-def _row(path: Path, parts: dict[Path, str], model) -> dict:
-    return {"file": str(path), "part": parts.get(path, ""), "model_id": model.id, "threshold": f"{model.threshold:.6f}"}
+def _row(path: Path, parts: dict[Path, str]) -> dict:
+    return {"file": str(path), "part": parts.get(path, "")}
 
 
-def _judged(inspector: Inspector, connections: list, rows: list[dict], settings) -> list[tuple]:
-    """(row, image, inspection) for each row's file, embedded together (:meth:`Inspector.embed_all`) and judged the
-    served way; a file that cannot be read or judged gets its error in its row and no inspection."""
+def _judged_by(inspector: Inspector, connections: list, rows: list[dict], settings) -> list[tuple]:
+    """(inspector, row, image, inspection) for each row's file, embedded together (:meth:`Inspector.embed_all`) and
+    judged the served way, each row naming the version that judged it; a file that cannot be read or judged gets its
+    error in its row and no inspection. Stops before the first row the version could no longer judge (replaced)."""
     decoded = []
     for row in rows:
         try:
@@ -116,10 +120,43 @@ def _judged(inspector: Inspector, connections: list, rows: list[dict], settings)
         if image is not None:
             try:
                 inspection = inspector.inspect_features(connections, next(features), top_k=1)
+            except ModelReplaced:
+                return judged
             except (PatchCoreError, OSError) as exc:
                 row["error"] = str(exc)
-        judged.append((row, image, inspection))
+        row.update(model_id=inspector.model.id, threshold=f"{inspector.model.threshold:.6f}")
+        judged.append((inspector, row, image, inspection))
     return judged
+
+
+def _judged(inspector: Inspector, connections: list, rows: list[dict], settings) -> tuple[Inspector, list[tuple]]:
+    """Each row judged (:func:`_judged_by`) by the category's active version. Where a new version replaces it
+    during the run (a threshold set from the browser, normals added, a refit), the rows not yet judged are decoded
+    again (a refit may see them otherwise) and judged by the new one, as the API answers across versions; a file
+    under which the category got a new version :data:`REPLACEMENTS` times running gets that as its error. Returns
+    the version judging at the end, with the rows, each with the version that judged it."""
+    judged: list[tuple] = []
+    replaced = 0
+    while len(judged) < len(rows):
+        done = _judged_by(inspector, connections, rows[len(judged) :], settings)
+        judged += done
+        if len(judged) == len(rows):
+            break
+        replaced = 0 if done else replaced + 1
+        if replaced == REPLACEMENTS:
+            row = rows[len(judged)]
+            row["error"] = f"{inspector.model.category} got a new version during each of {REPLACEMENTS} searches"
+            row.update(model_id=inspector.model.id, threshold=f"{inspector.model.threshold:.6f}")
+            judged.append((inspector, row, None, None))
+            replaced = 0
+            continue
+        try:
+            model = active_model(connections[0], inspector.model.category)
+            bank = banks.load_memory_bank(connections[0], model.bank_segments, model.dim, reuse=inspector.bank)
+        except LookupError:  # that version was retired too before its bank was read: ask again
+            continue
+        inspector = Inspector(model, bank, settings, previous=inspector)
+    return inspector, judged
 
 
 def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str) -> dict:
@@ -145,6 +182,13 @@ def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str)
     }  # fmt: skip
 
 
+def _named(versions: list) -> str:
+    """The versions that judged, in the order they took over."""
+    if len(versions) == 1:
+        return f"version {versions[0].id}"
+    return "versions " + ", ".join(str(model.id) for model in versions)
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     paths = images_of(args.paths)
     part_of = part_naming(args)
@@ -163,21 +207,31 @@ def run_inspect(args: argparse.Namespace) -> int:
         connections += [
             stack.enter_context(connect(url, autocommit=True)) for _ in range(search_split(settings, connection) - 1)
         ]
-        inspector = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), settings)
+        judging = Inspector(model, banks.load_memory_bank(connection, model.bank_segments, model.dim), settings)
+        versions = [model]
         handle = stack.enter_context(open(out / "inspections.csv", "w", newline=""))
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
         shown = stack.enter_context(progress.bar(total=len(paths), desc=f"inspect {args.category}", unit="img"))
         step = settings.batch_max
         for first in range(0, len(paths), step):
-            batch = [_row(path, parts, model) for path in paths[first : first + step]]
+            batch = [_row(path, parts) for path in paths[first : first + step]]
             rows += batch
-            for index, (row, image, inspection) in enumerate(_judged(inspector, connections, batch, settings), first):
+            judging, judged = _judged(judging, connections, batch, settings)
+            for index, (by, row, image, inspection) in enumerate(judged, first):
+                if by.model.id != versions[-1].id:
+                    shown.write(
+                        f"{args.category}: version {by.model.id} replaced version {versions[-1].id} before "
+                        f"{row['file']} (threshold {versions[-1].threshold:.6f} -> {by.model.threshold:.6f}); it "
+                        "judges the rest (each row names its version)",
+                        file=sys.stderr,
+                    )
+                    versions.append(by.model)
                 if inspection is None:
                     failed += 1
                 else:
                     anomalous += inspection.is_anomalous
-                    row.update(_described(inspector, image, inspection, out, _heatmap_name(Path(row["file"]), index)))
+                    row.update(_described(by, image, inspection, out, _heatmap_name(Path(row["file"]), index)))
                 writer.writerow(row)
                 shown.update(1)
     said = ""
@@ -192,7 +246,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         said = (f"; {len(verdicts)} parts, {flagged} anomalous, {len(verdicts) - flagged - unknown} normal, {unknown} "
                 f"without a verdict: {out / 'parts.csv'}")  # fmt: skip
     print(
-        f"{args.category} (version {model.id}): {len(paths)} images, {anomalous} anomalous, "
+        f"{args.category} ({_named(versions)}): {len(paths)} images, {anomalous} anomalous, "
         f"{len(paths) - anomalous - failed} normal, {failed} not judged; {out / 'inspections.csv'}{said}",
         flush=True,
     )

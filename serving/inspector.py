@@ -58,6 +58,12 @@ _EXTRACTORS_LOCK = threading.Lock()
 class ModelReplaced(Exception):
     """The category got a new model between loading it and searching it: reload and ask again."""
 
+    def __init__(self, model: StoredModel) -> None:
+        super().__init__(
+            f"version {model.id} of {model.category} is no longer its active version (a new threshold, added normals "
+            "or a refit replaced it meanwhile): run the command again"
+        )
+
 
 @dataclass
 class Inspection:
@@ -269,7 +275,7 @@ class Inspector:
             wait(others)  # each connection goes back to the pool only once its search is over
         results += [other.result() for other in others]
         if any(result is None for result in results):
-            raise ModelReplaced(self.model.category)
+            raise ModelReplaced(self.model)
         distances = np.concatenate([r.distances for r in results])
         patch_ids = np.concatenate([r.patch_ids for r in results])
         if self.added is not None:
@@ -298,7 +304,7 @@ class Inspector:
         finally:
             similar = asked.result()  # the connection goes back to the pool only once its query is over
         if similar is None:
-            raise ModelReplaced(self.model.category)
+            raise ModelReplaced(self.model)
         return similar, Reranked(distances, rows, 0)
 
     def inspect(

@@ -1,0 +1,85 @@
+"""`python -m ingest inspect` while the category gets new versions (a threshold set from the browser, a refit): every
+image judged by one version, the rest by the new one, each row naming it, as the API answers across versions."""
+
+import argparse
+import csv
+import dataclasses
+
+from config import Settings, get_settings
+from ingest.inspect import run_inspect
+from revisions.threshold import set_threshold
+from serving.inspector import Inspector
+from store import models
+from store.database import connect
+from store.migrate import upgrade
+from tests.conftest import BOTTLE
+
+
+def _inspected(out, paths) -> list[dict]:
+    args = argparse.Namespace(category="bottle", paths=paths, out=out, part=None, parts=None)
+    assert run_inspect(args) == 0
+    return list(csv.DictReader((out / "inspections.csv").open()))
+
+
+def test_versions_made_during_a_run_judge_the_images_after_them(
+    database_url, small_model, tmp_path, monkeypatch, capsys
+):
+    upgrade(database_url)
+    with connect(database_url) as connection:
+        first = models.save_model(connection, "bottle", small_model, {}, Settings())["model_id"]
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("INSPECT_BATCH_MAX", "4")  # two batches: a new version inside each
+    get_settings.cache_clear()
+    paths = (
+        sorted((BOTTLE / "test" / "good").glob("*.png"))[:3]
+        + sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[:3]
+    )
+    try:
+        before = _inspected(tmp_path / "before", paths)
+        made: dict[int, int] = {}
+        searches = 0
+        inspect_features = Inspector.inspect_features
+
+        def replaced_meanwhile(self, *args, **kwargs):
+            """Another user makes a new version just before the 2nd and the 6th search: a threshold of 0.5 (same
+            memory bank), then a refit of half the bank at twice the fit's threshold."""
+            nonlocal searches
+            searches += 1
+            if searches in (2, 6):
+                with connect(database_url) as connection:
+                    active = models.active_model(connection, "bottle")
+                    if searches == 2:
+                        made[2] = set_threshold(connection, active, "engineer", value=0.5)
+                    else:
+                        keep = small_model.memory_bank.shape[0] // 2
+                        halved = dataclasses.replace(
+                            small_model, memory_bank=small_model.memory_bank[:keep],
+                            bank_image=small_model.bank_image[:keep], bank_position=small_model.bank_position[:keep],
+                            threshold=small_model.threshold * 2,
+                        )  # fmt: skip
+                        made[6] = models.save_model(connection, "bottle", halved, {}, Settings())["model_id"]
+            return inspect_features(self, *args, **kwargs)
+
+        monkeypatch.setattr(Inspector, "inspect_features", replaced_meanwhile)
+        capsys.readouterr()
+        during = _inspected(tmp_path / "during", paths)
+        said = capsys.readouterr()
+        monkeypatch.setattr(Inspector, "inspect_features", inspect_features)
+        after = _inspected(tmp_path / "after", paths)
+    finally:
+        get_settings.cache_clear()
+    versions = [first, made[2], made[2], made[2], made[6], made[6]]
+    assert [int(row["model_id"]) for row in during] == versions and searches == 8  # images 2 and 5 searched again
+    thresholds = {first: small_model.threshold, made[2]: 0.5, made[6]: small_model.threshold * 2}
+    for row, version in zip(during, versions, strict=True):
+        assert float(row["threshold"]) == round(thresholds[version], 6)
+        assert row["is_anomalous"] == str(float(row["anomaly_score"]) > thresholds[version]) and not row["error"]
+    # the threshold's version kept the bank: its scores are the first version's; the refit's are its own
+    assert [r["anomaly_score"] for r in during[:4]] == [r["anomaly_score"] for r in before[:4]]
+    assert [r["anomaly_score"] for r in during[4:]] == [r["anomaly_score"] for r in after[4:]]
+    halved, whole = [float(r["anomaly_score"]) for r in during[4:]], [float(r["anomaly_score"]) for r in before[4:]]
+    assert all(h > w for h, w in zip(halved, whole, strict=True))  # half the bank: farther from each patch
+    assert all(row["is_anomalous"] == "True" for row in during[1:4]) and before[0]["is_anomalous"] == "False"
+    assert f"version {made[2]} replaced version {first} before {paths[1]}" in said.err
+    assert f"version {made[6]} replaced version {made[2]} before {paths[4]}" in said.err
+    assert f"bottle (versions {first}, {made[2]}, {made[6]}): 6 images" in said.out
