@@ -144,7 +144,8 @@ class QueryBatchResponse(BaseModel):
     answers: list[QueryResponse] = Field(description="one answer per file, in the order sent, each as POST /query's")
     parts: list[BatchPart] = Field(description="each part the request named, its views here judged together")
     timings_ms: dict[str, float] = Field(
-        description="the request's: read (its files), log (its records' one write), total; each answer has its own"
+        description="the request's: read (its files), decode (its images, decoded side by side), log (its records' "
+        "one write), total; each answer has its own"
     )
 
 

@@ -270,6 +270,7 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
     assert answer.status_code == 200, answer.text
     body = answer.json()
     answers = body["answers"]
+    assert set(body["timings_ms"]) == {"read", "decode", "log", "total"}  # decoded side by side: the batch's own
     assert (answers[2]["view_width"], answers[2]["view_height"]) != (
         answers[0]["view_width"],
         answers[0]["view_height"],
@@ -303,6 +304,8 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
         before = connection.execute("SELECT count(*) FROM inspections").fetchone()[0]
     not_image = _batch(client, [views[0], ("notes.png", b"not an image at all")])
     assert not_image.status_code == 415 and "notes.png" in not_image.json()["detail"], not_image.text
+    two = _batch(client, [("first.png", b"not an image"), views[0], ("last.png", b"nor this")])  # the first named
+    assert two.status_code == 415 and "first.png" in two.json()["detail"] and "last" not in two.json()["detail"]
     too_many = _batch(client, [views[0]] * (Settings().query_batch_files + 1))
     assert too_many.status_code == 422 and too_many.json()["error"] == "too_many_files"
     mismatched = _batch(client, views, part=["a", "b"])
