@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,16 @@ class ExactSearch:
         return torch.cat(distances), torch.cat(indices)
 
 
+class BankSearch(Protocol):
+    """What eq. 7 asks of a search (:func:`image_score`): the bank in its own order, its metric, its ``k`` nearest
+    rows; :class:`ExactSearch` and :class:`patchcore.clustered.ClusteredSearch` answer it alike."""
+
+    bank: torch.Tensor
+    metric: Metric
+
+    def nearest(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 def pairwise_distance(queries: torch.Tensor, bank: torch.Tensor, metric: Metric) -> torch.Tensor:
     """(Q, M) distances between rows, in the metric pgvector uses for the same operator."""
     return ExactSearch(bank, metric).distances(queries)
@@ -119,7 +129,7 @@ def reweighted_score(worst_distance: float, other_support_distances: torch.Tenso
     return float(weight * worst_distance)
 
 
-def support_of(bank_index: int, search: ExactSearch, b: int) -> torch.Tensor:
+def support_of(bank_index: int, search: BankSearch, b: int) -> torch.Tensor:
     """Indices of N_b(m*) without m* itself: the ``b - 1`` nearest other memory-bank patches of ``bank[bank_index]``."""
     if b <= 1:
         return torch.empty(0, dtype=torch.long)
@@ -137,7 +147,7 @@ def image_score(
     patch_scores: torch.Tensor,
     nearest_index: torch.Tensor,
     patches: torch.Tensor,
-    search: ExactSearch,
+    search: BankSearch,
     b: int,
     known: Mapping[int, torch.Tensor] | None = None,
 ) -> float:

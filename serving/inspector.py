@@ -32,6 +32,7 @@ from patchcore import WeightsError, regions, scoring
 from patchcore import defects as library
 from patchcore import threshold as thresholds
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
+from patchcore.clustered import ClusteredSearch
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
@@ -207,7 +208,11 @@ class Inspector:
                 settings.search_backend, self.device, floats, copy_bytes, device_room(self.device)
             )
             here = self.device if self.backend == "exact" else torch.device("cpu")
-            self.exact = scoring.ExactSearch(bank.embeddings.to(here), model.config.metric)
+            self.exact = (
+                ClusteredSearch(bank.embeddings, model.config.metric)
+                if self.backend == "exact" and here.type == "cpu"
+                else scoring.ExactSearch(bank.embeddings.to(here), model.config.metric)
+            )
         self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
         # connections one search wants: the exact search asks the database one small question; None: the split
         self.search_parts = 1 if self.backend == "exact" else None

@@ -41,7 +41,8 @@ def kept_image(data: bytes, image: Image.Image, kind: str) -> tuple[bytes | None
 @dataclass
 class Received:
     """What the log keeps of an upload, taken as it is decoded (its hash, format and size as sent, and the image as
-    the settings say), so that nothing needs the decoded image afterwards: a batch's images are let go as each is decoded."""
+    the settings say), so that nothing needs the decoded image afterwards: a batch's images are let go as each is
+    decoded."""
 
     sha256: str
     bytes: int
