@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--queries", type=Path, required=True, help="images searched (recursively); 10 are used")
     parser.add_argument("--at", type=int, nargs="+", default=[1, 2, 5, 11, 21], help="segment counts measured")
     args = parser.parse_args()
-    settings = Settings()
+    settings = Settings(search_backend="database")  # what it measures: segments in the SQL search
     url = database_url(settings)
     first = connect(url, autocommit=True)
     connections = [first, *(connect(url, autocommit=True) for _ in range(search_split(settings, first) - 1))]

@@ -90,7 +90,7 @@ def _answered(url: str) -> list[int]:
 def measure(settings: Settings, urls: list[str], count: int, choice: str, args: argparse.Namespace) -> list[dict]:
     primary_dir = settings.data_dir.expanduser().resolve()
     env = {"DATABASE_REPLICA_URLS": ",".join(urls[:count]), "INSPECT_LOG_IMAGES": "none",
-           "INSPECT_REPLICA_CHOICE": choice}  # fmt: skip
+           "INSPECT_REPLICA_CHOICE": choice, "INSPECT_SEARCH_BACKEND": "database"}  # fmt: skip  # the HNSW searches
     server, url = _serve(env)
     images = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     tiers = {"primary": _postmaster(primary_dir)} | {

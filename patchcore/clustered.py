@@ -18,12 +18,22 @@ import math
 import torch
 import torch.nn.functional as F
 
-from patchcore.scoring import Metric
+from patchcore.scoring import BankSearch, ExactSearch, Metric
 
 FIT_ROWS = 16_384  # rows the centres are fitted on (a seeded sample of a larger bank): enough to place 256 centres
 ITERATIONS = 8  # Lloyd's iterations: the clusters need only be compact, not converged
 MOST_CLUSTERS = 256
 SLACK = 1e-3  # relative: float rounding of the expanded distances must never prune the nearest row
+
+
+EVERY_ROW_FLOATS = 1 << 20  # a bank this small (floats) is searched in one product of every row on a CPU
+
+
+def cpu_search(bank: torch.Tensor, metric: Metric) -> BankSearch:
+    """The exact search of ``bank`` on a CPU: one product of every row for a bank of at most
+    :data:`EVERY_ROW_FLOATS` (bottle's 1% coreset, 1,474 rows: /query p50 33.2 and 32.5 ms against 34.6 and 33.3 in
+    clusters, 4 clients 98.4 and 97.6 against 104.7 and 103.2), clusters above it (docs/search.md)."""
+    return ExactSearch(bank, metric) if bank.numel() <= EVERY_ROW_FLOATS else ClusteredSearch(bank, metric)
 
 
 def cluster_count(rows: int) -> int:
