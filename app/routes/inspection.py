@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated
 
-import torch
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 from PIL import Image
@@ -30,7 +29,10 @@ from store import inspections
 
 log = logging.getLogger("app")
 # a batch's images decoded side by side (Pillow's decoders and resizes let go of the GIL): at most this many of them
-# decoded at once in the process, whatever the batches, so batches of large images stay bounded in memory
+# decoded at once in the process, whatever the batches, so batches of large images stay bounded in memory. Only
+# Pillow runs here, no torch: a thread that runs a torch operation gets OpenMP threads of its own, and with more
+# OpenMP threads than cores GNU OpenMP spins far less before sleeping between parallel regions, which made each small
+# product of the clustered search (patchcore/clustered.py) three times slower for as long as these threads lived
 _DECODING = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="decode")
 PART_RULE = re.compile(PART["pattern"])
 
@@ -180,7 +182,8 @@ def _inspect_all(
         upload = uploads[index]
         return judge.embedder.preprocess.decode(upload.data, upload.label, services.settings.max_image_pixels)
 
-    judged = served_all(services, inspector, category, [upload.view for upload in uploads], image_for, top_k)
+    views = [inspector.embedder.preprocess.normalised(upload.view) for upload in uploads]  # torch: this thread's
+    judged = served_all(services, inspector, category, views, image_for, top_k)
     built = [
         _answer(judge, inspection, upload, category, heatmap, started, request_id, api_key)
         for (judge, inspection), upload in zip(judged, uploads, strict=True)
@@ -196,14 +199,15 @@ def _inspect_all(
 @dataclass
 class _Upload:
     """One image of a request as the service received it: its bytes, what the log keeps of it, the part it shows, and
-    its view as the category's network takes it (made as it is decoded, so the decoded image is let go at once)."""
+    its view as the category's network sees it (made as it is decoded, so the decoded image is let go at once;
+    normalised into the network's tensor by the request's thread)."""
 
     data: bytes
     label: str
     received: logbook.Received
     part: str | None
     decode_ms: float
-    view: torch.Tensor
+    view: Image.Image
 
 
 def _received(
@@ -214,7 +218,7 @@ def _received(
     before = time.perf_counter()
     label = name or f"upload {index}"
     image = inspector.embedder.preprocess.decode(data, label, services.settings.max_image_pixels)
-    view = inspector.embedder.preprocess.tensor(image)
+    view = inspector.embedder.preprocess.cropped(image)
     received = logbook.received(data, image, services.settings.log_images, name)
     return _Upload(data, label, received, part, _ms(before), view)
 
