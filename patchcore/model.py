@@ -19,11 +19,12 @@ import torch
 
 from patchcore import cross_fit, progress, scoring, threshold
 from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, weights_sha256
+from patchcore.clustered import cpu_search
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
 from patchcore.images import header_size, jpeg, original_size, white_level
-from patchcore.scoring import Metric
+from patchcore.scoring import BankSearch, Metric
 from patchcore.spill import feature_matrix
 from patchcore.views import ALIGN, Preprocess
 
@@ -148,13 +149,16 @@ class FittedModel:
         return exact_prediction(features, self.memory_bank, self.config)
 
 
-def exact_prediction(features: torch.Tensor, memory_bank: torch.Tensor, config: PatchCoreConfig) -> Prediction:
+def exact_prediction(
+    features: torch.Tensor, memory_bank: torch.Tensor, config: PatchCoreConfig, search: BankSearch | None = None
+) -> Prediction:
     """Score (H, W, D) patch features against a memory bank by exact search, with the formulas of scoring. Each
     patch needs only its nearest bank row, so the square root is taken of the minima alone
-    (:meth:`~patchcore.scoring.ExactSearch.nearest_one`)."""
+    (:meth:`~patchcore.scoring.ExactSearch.nearest_one`); ``search``: one made ready for many images (on a CPU, in
+    clusters: :func:`patchcore.clustered.cpu_search`), else every row is read."""
     height, width, dim = features.shape
     flat = features.reshape(-1, dim)
-    search = scoring.ExactSearch(memory_bank, config.metric)
+    search = search or scoring.ExactSearch(memory_bank, config.metric)
     patch_scores, index = search.nearest_one(flat)
     score = scoring.image_score(patch_scores, index, flat, search, config.num_neighbors)
     return Prediction(score, patch_scores.reshape(height, width))
@@ -423,10 +427,12 @@ def exact_scorer(model: FittedModel, embedder: Embedder) -> Callable[[Path], Sco
     """Score image files by exact nearest-neighbour search over the in-memory memory bank."""
 
     preprocess = model.config.preprocess  # the fit may have set the white level the embedder was loaded without
+    bank = model.memory_bank
+    search = cpu_search(bank, model.config.metric) if bank.device.type == "cpu" else None  # the served search's
 
     def score(path: Path) -> Scored:
         tensor = preprocess.tensor(preprocess.decode(path))
-        prediction = model.score(embedder.features(tensor[None])[0])
+        prediction = exact_prediction(embedder.features(tensor[None])[0], bank, model.config, search)
         size = tuple(tensor.shape[1:])
         return Scored(prediction.score, prediction.anomaly_map(size).numpy(), prediction.patch_scores.numpy())
 

@@ -98,11 +98,14 @@ class ExactSearch:
 
 
 class BankSearch(Protocol):
-    """What eq. 7 asks of a search (:func:`image_score`): the bank in its own order, its metric, its ``k`` nearest
-    rows; :class:`ExactSearch` and :class:`patchcore.clustered.ClusteredSearch` answer it alike."""
+    """What scoring asks of a search: the bank in its own order, its metric, each query's nearest row and (eq. 7,
+    :func:`image_score`) its ``k`` nearest; :class:`ExactSearch` and :class:`patchcore.clustered.ClusteredSearch`
+    answer it alike."""
 
     bank: torch.Tensor
     metric: Metric
+
+    def nearest_one(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def nearest(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]: ...
 
