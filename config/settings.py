@@ -11,13 +11,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
 
-# The largest memory bank (floats: rows x dimensions) that ``auto`` searches exactly in the API process on a CPU
-# (clusters pruned by the triangle inequality, patchcore/clustered.py), 128 MiB of float32: 87,381 rows of 384
-# dimensions. Bottle on 2 cores, /query p50 at 1 client, exact against HNSW in the database (docs/search.md): 1,474
-# rows (a 1% coreset) 36 against 48 ms, 14,740 (10%) 44-48 against 60-68, 36,848 (25%) 60 against 99-106, 73,696
-# (50%) 74-80 against 123-136; at 1,536 dimensions 2,727 rows 80 against 96. Larger banks were not measured, so they
-# stay with HNSW, whose cost grows with the logarithm of the bank.
-EXACT_ON_CPU_FLOATS = 1 << 25
+# The largest memory bank (floats: rows x dimensions) that ``auto`` searches exactly on a CPU: 4 MiB of float32, 2,730
+# rows of 384 dimensions. Bottle on 2 cores, /query p50 at 1 and 4 clients, exact against HNSW: 1,474 rows (a 1%
+# coreset) 52 against 72-75 ms and 154-156 against 207-224; 4,422 rows 67-68 against 70-74 and 224 against 194-218;
+# 7,370 rows 80-81 against 73 and 273-280 against 211-272 (README). The exact search in clusters
+# (patchcore/clustered.py) beat HNSW on bottle's larger banks but lost on bsdata's 16,395 rows and the screws'
+# 14,112 (p50 59-60 against 50-54 ms and 55-59 against 46-52; 4 clients 215-245 against 147-163): the data decide how
+# much of a bank its clusters rule out, so above this size HNSW stays the default (docs/search.md).
+EXACT_ON_CPU_FLOATS = 1 << 20
 
 
 class Settings(BaseSettings):
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
         "worst patches exactly), exact (every patch exactly in the API process, on its torch device); auto: exact "
         "on an accelerator where the bank's copy fits in its free memory less a quarter of the whole, and, on a CPU, "
         f"for a memory bank of at most {EXACT_ON_CPU_FLOATS:,} floats ("
-        f"{EXACT_ON_CPU_FLOATS // 384:,} rows of 384 dimensions), database for a larger one on a CPU, "
+        f"{EXACT_ON_CPU_FLOATS // 384:,} rows of 384 dimensions, a 1% coreset's), database for a larger one on a CPU, "
         "where each is measured fastest",
     )
     hnsw_ef_search: int = Field(default=4, description="HNSW query candidate list (hnsw.ef_search)")

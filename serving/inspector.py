@@ -1,12 +1,13 @@
 """One served inspection: embed with the category's own backbone -> every patch's nearest memory-bank patch -> eq. 7.
 
 Two backends find the nearest patches, each where it is measured fastest (``INSPECT_SEARCH_BACKEND``, ``auto``):
-``exact``, every patch searched exactly in this process against its copy of the memory bank, on the model's torch
-device (0.41 ms on the H200 of issue 22; on a CPU in clusters pruned by the triangle inequality,
-:mod:`patchcore.clustered`: bottle's 14,740 rows, 2 cores, /query p50 44-48 ms against 60-68 by HNSW), while the
-database answers the look-alike good images in parallel; and ``database``, one pgvector HNSW search then an exact
-re-rank of the worst-looking patches (on a CPU for a bank larger than :data:`EXACT_ON_CPU_FLOATS`, beyond the sizes
-measured; on an accelerator for a bank too large for its memory). Both give the exact model's image score.
+``database``, one pgvector HNSW search then an exact re-rank of the worst-looking patches (on a CPU, for a bank larger
+than :data:`EXACT_ON_CPU_FLOATS`: bottle's 14,740 rows, 2 cores, a search stage of 26-27 ms by HNSW against 81-93 ms
+for the exact search of all 784 patches; README), and ``exact``, every patch searched exactly in this process against
+its copy of the memory bank, on the model's torch device (0.41 ms on the H200 of issue 22; on a CPU for a smaller
+bank, such as a 1% coreset's: 8.5-8.8 ms against 20.5-20.9 by HNSW for bottle's 1,474 rows; a larger bank asked
+``exact`` on a CPU is searched in clusters, :mod:`patchcore.clustered`), while the database answers the look-alike
+good images in parallel. Both give the exact model's image score.
 
 The formulas are :mod:`patchcore.scoring`'s, the re-rank :mod:`patchcore.rerank`'s and the SQL
 :mod:`store.search`'s; this module only joins them, so the HTTP service and the served evaluation cannot drift
@@ -139,8 +140,9 @@ def search_backend(setting: str, device: torch.device, bank_floats: int, copy_by
     in the device's ``room`` (:func:`device_room`), and on a CPU for a memory bank of at most
     :data:`EXACT_ON_CPU_FLOATS` floats; HNSW in the database otherwise. Both searches cost about as much per query
     patch whatever the view, and per distance about alike in any dimension, so on a CPU where they cross is a bank
-    size: the rows of the clusters a patch cannot rule out against HNSW's few hundred distances and its round trip
-    (the exact search was the faster at every size measured, up to 73,696 rows). On an accelerator the exact
+    size: a scan of every row against HNSW's few hundred distances and its round trip (the scan in clusters beat HNSW
+    on bottle but lost on bsdata and the screws: what its clusters rule out depends on the data, which a size cannot
+    say). On an accelerator the exact
     search is the faster by far (docs/search.md), so only its memory sends a bank to the database: a bank too large
     for the device is served slower rather than failing every query on an out-of-memory error."""
     if setting != "auto":

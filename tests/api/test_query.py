@@ -42,9 +42,9 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database, fitte
     assert heat.size == (224, 224)
     patch = body["most_anomalous_patch"]
     assert 0 <= patch["row"] < 28 and 0 <= patch["col"] < 28 and patch["nearest_normal"]["file_name"]
-    assert {"decode", "embed", "search", "total"} <= set(body["timings_ms"]) and "rerank" not in body["timings_ms"]
-    assert body["exact_searched_patches"] == 0  # every patch searched exactly: nothing to re-rank
-    assert (body["search_backend"], body["search_device"]) == ("exact", "cpu")  # auto, on a CPU: in clusters
+    assert {"decode", "embed", "search", "rerank", "total"} <= set(body["timings_ms"])
+    assert 1 <= body["exact_searched_patches"] <= Settings().exact_rerank
+    assert (body["search_backend"], body["search_device"]) == ("database", "cpu")  # auto, on a CPU
     nearest = patch["nearest_normal"]
     with psycopg.connect(database[1]) as connection:
         stored = connection.execute(
@@ -192,10 +192,9 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
     with connect(url, autocommit=True) as connection:
         model = models.active_model(connection, "bottle")
         bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
-        database = {"database_url": url, "search_backend": "database"}  # the HNSW search, then its re-rank
-        certain = Inspector(model, bank, Settings(**database))
-        single = Inspector(model, bank, Settings(**database, exact_rerank=1))
-        roomy = Inspector(model, bank, Settings(**database, exact_rerank=10_000))  # every cell can be settled
+        certain = Inspector(model, bank, Settings(database_url=url))
+        single = Inspector(model, bank, Settings(database_url=url, exact_rerank=1))
+        roomy = Inspector(model, bank, Settings(database_url=url, exact_rerank=10_000))  # every cell can be settled
         for path in sorted((BOTTLE / "test").glob("*/*.png")):
             features = certain.embed(open_image(path))
             worst = float(exact_prediction(features, bank.embeddings, model.config).patch_scores.max())
@@ -261,9 +260,9 @@ def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, dat
     with connect(url, autocommit=True) as connection:
         model = models.active_model(connection, "bottle")
         bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
-        hnsw = Inspector(model, bank, Settings(database_url=url, search_backend="database"))
-        exact = Inspector(model, bank, Settings(database_url=url))
-        assert (hnsw.backend, exact.backend) == ("database", "exact")  # auto: bottle's bank in clusters on a CPU
+        hnsw = Inspector(model, bank, Settings(database_url=url))
+        exact = Inspector(model, bank, Settings(database_url=url, search_backend="exact"))
+        assert (hnsw.backend, exact.backend) == ("database", "exact")
         verdicts = []
         for path in sorted((BOTTLE / "test").glob("*/*.png")):
             features = hnsw.embed(open_image(path))
@@ -276,30 +275,28 @@ def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, dat
     assert len(verdicts) == 83 and all(a == b for a, b in verdicts)
     assert 0 < sum(a for a, _ in verdicts) < 83  # both verdicts occur: the comparison could fail
 
-    # HNSW in the database over HTTP, beside this module's server (auto: exact), with requests arriving together
-    # embedded in one batch (as on an accelerator)
-    env = {"DATABASE_URL": url, "INSPECT_SEARCH_BACKEND": "database", "INSPECT_POOL_SIZE": "2",
+    # as on an accelerator: every patch searched here, and requests arriving together embedded in one batch
+    env = {"DATABASE_URL": url, "INSPECT_SEARCH_BACKEND": "exact", "INSPECT_POOL_SIZE": "2",
            "INSPECT_BATCH_WAIT_MS": "50"}  # fmt: skip
-    server, client = start_api(env, tmp_path / "hnsw.log")
+    server, client = start_api(env, tmp_path / "exact.log")
     try:
         with ThreadPoolExecutor(2) as pool:
             answers = list(pool.map(lambda path: post(client, path).json(), (BROKEN, GOOD)))
         for path, here in zip((BROKEN, GOOD), answers, strict=True):
             there = post(api, path).json()
-            assert (here["search_backend"], here["search_device"]) == ("database", "cpu")
-            assert (there["search_backend"], there["exact_searched_patches"]) == ("exact", 0)
+            assert (here["search_backend"], here["search_device"]) == ("exact", "cpu")
             assert here["anomaly_score"] == pytest.approx(there["anomaly_score"], abs=1e-4)
-            assert here["is_anomalous"] == there["is_anomalous"] and here["exact_searched_patches"] >= 1
-            assert "rerank" in here["timings_ms"] and "rerank" not in there["timings_ms"]
+            assert here["is_anomalous"] == there["is_anomalous"] and here["exact_searched_patches"] == 0
+            assert "rerank" not in here["timings_ms"]
         metrics = client.get("/metrics").text
-        assert 'inspect_searches_total{backend="database",device="cpu"} 2.0' in metrics
+        assert 'inspect_searches_total{backend="exact",device="cpu"} 2.0' in metrics
         assert "inspect_embed_batched_requests_total 2.0" in metrics  # one batch of two, or two of one
         assert re.search(r"^inspect_embed_batches_total [12]\.0$", metrics, re.M), metrics
         # the server's own events are JSON lines beside its access log: the category loaded, and how it is searched
-        lines = [json.loads(line) for line in (tmp_path / "hnsw.log").read_text().splitlines() if line[:1] == "{"]
+        lines = [json.loads(line) for line in (tmp_path / "exact.log").read_text().splitlines() if line[:1] == "{"]
         loaded = [line for line in lines if line.get("message", "").startswith("loaded category bottle")]
         assert loaded and loaded[0]["logger"] == "app.services" and loaded[0]["level"] == "INFO", lines[:5]
-        assert "search: database on cpu" in loaded[0]["message"]
+        assert "search: exact on cpu" in loaded[0]["message"]
         assert sum(line.get("route") == "/query" for line in lines) == 2  # one access line per answer
     finally:
         client.close()
