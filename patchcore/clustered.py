@@ -5,9 +5,10 @@ A query ``q`` cannot be nearer than ``|q - c| - r`` to any row of a cluster with
 farthest member's distance), so once some row lies at ``u`` from ``q``, every cluster whose bound exceeds ``u`` can
 be skipped unread. Each query is first measured against every row of its nearest cluster (which gives ``u``), then
 against the rows of the clusters whose bound lies below ``u``: the nearest row of the whole bank, exactly, whatever
-the clusters. On bottle's 14,740 x 384 memory bank the 784 patches of a test image read about 13% of the rows (64
-clusters) and take 15 ms on 2 CPU cores against 65-74 ms for every row (``ExactSearch.nearest_one``), the same rows
-found (docs/search.md). The clusters only decide what is read, never what is found, so a poor clustering costs time,
+the clusters. On bottle's 14,740 x 384 memory bank the 784 patches of a test image read about 13% of the rows (61
+clusters) and take 15-18 ms on 2 CPU cores against 65-74 ms for every row (``ExactSearch.nearest_one``), the same rows
+found; on the ball screws' and the screws' banks of that size they read more, and HNSW is the faster there
+(docs/search.md). The clusters only decide what is read, never what is found, so a poor clustering costs time,
 not correctness. On an accelerator one matrix product of every row is faster (no gathers); this is the CPU's search.
 """
 
@@ -24,8 +25,6 @@ FIT_ROWS = 16_384  # rows the centres are fitted on (a seeded sample of a larger
 ITERATIONS = 8  # Lloyd's iterations: the clusters need only be compact, not converged
 MOST_CLUSTERS = 256
 SLACK = 1e-3  # relative: float rounding of the expanded distances must never prune the nearest row
-
-
 EVERY_ROW_FLOATS = 1 << 20  # a bank this small (floats) is searched in one product of every row on a CPU
 
 
@@ -37,7 +36,7 @@ def cpu_search(bank: torch.Tensor, metric: Metric) -> BankSearch:
 
 
 def cluster_count(rows: int) -> int:
-    """Clusters for a bank of ``rows``: about sqrt(rows) / 2 (64 for bottle's 14,740, where 48-128 measured alike:
+    """Clusters for a bank of ``rows``: about sqrt(rows) / 2 (61 for bottle's 14,740, where 48-128 measured alike:
     more clusters prune more rows but cost a small product each), at most :data:`MOST_CLUSTERS`."""
     return max(1, min(MOST_CLUSTERS, round(math.sqrt(rows) / 2)))
 
