@@ -322,8 +322,11 @@ class Services:
                 inspector = Inspector(model, bank, self.settings, previous=current)
                 self._inspectors[category] = inspector
                 self._inspectors.move_to_end(category)
+                search = inspector.backend
+                if search == "choose":
+                    search = "HNSW or clusters, whichever its first queries find faster"
                 log.info("loaded category %s (model %s, %s; search: %s on %s)", category, model.id,
-                         model.config.backbone, inspector.backend, inspector.device)  # fmt: skip
+                         model.config.backbone, search, inspector.device)  # fmt: skip
                 accelerated = inspector.device.type != "cpu" and self.settings.search_backend == "auto"
                 if accelerated and inspector.backend == "database":
                     log.warning("category %s: its memory bank's copy does not fit the %s's free memory (a quarter "

@@ -75,7 +75,10 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
     result = {
         "category": name,
         "model_id": model.id,
-        "search_backend": inspector.backend,  # as the API would choose it (INSPECT_SEARCH_BACKEND)
+        # as the API would choose it (INSPECT_SEARCH_BACKEND); with `auto` on a CPU, the first images served by each
+        # search in turn, then by the faster (serving.search_choice): their median times, in ms
+        "search_backend": inspector.backend,
+        "search_trial_ms": inspector.choice.medians_ms() if inspector.choice is not None else None,
         "ef_search": ef_search or settings.hnsw_ef_search,
         "exact": exact_eval.figures,
         "served": served_eval.figures,

@@ -16,6 +16,7 @@ apart.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,12 +34,14 @@ from patchcore import WeightsError, regions, scoring
 from patchcore import defects as library
 from patchcore import threshold as thresholds
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
-from patchcore.clustered import cpu_search
+from patchcore.clustered import ClusteredSearch, cpu_search
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst, settle_regions
+from patchcore.scoring import BankSearch
 from serving.batching import shared_batcher
+from serving.search_choice import SearchChoice
 from store.banks import StoredBank
 from store.models import StoredModel
 from store.search import (
@@ -51,7 +54,9 @@ from store.search import (
     search_statement,
 )
 
+log = logging.getLogger(__name__)
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
+SEARCHES = {"database": "by HNSW in the database", "exact": "in clusters in the API process"}
 EXACT_ADDED_ROWS = 1024  # most rows of added segments searched exactly in the API process (past it: all by HNSW)
 _EXTRACTORS: dict[tuple, PatchFeatureExtractor] = {}
 _EXTRACTORS_LOCK = threading.Lock()
@@ -86,6 +91,7 @@ class Inspection:
     defect: library.DefectVerdict | None = None  # asked only of an anomalous image, when the library has examples
     regions: list[Region] = field(default_factory=list)  # an anomalous image's cells above the threshold
     p_value: float | None = None  # the share of good parts expected above the score (None: too few good scores)
+    backend: str = "database"  # the search that found its patches' nearest rows: database (HNSW) or exact
 
     def anomaly_map(self) -> np.ndarray:
         """The (height, width) map over the view the model saw."""
@@ -138,18 +144,17 @@ def device_room(device: torch.device) -> int | None:
 def search_backend(setting: str, device: torch.device, bank_floats: int, copy_bytes: int, room: int | None) -> str:
     """``auto``: the exact search in this process on an accelerator where its copy of the bank (``copy_bytes``) fits
     in the device's ``room`` (:func:`device_room`), and on a CPU for a memory bank of at most
-    :data:`EXACT_ON_CPU_FLOATS` floats; HNSW in the database otherwise. Both searches cost about as much per query
-    patch whatever the view, and per distance about alike in any dimension, so on a CPU where they cross is a bank
-    size: a scan of every row against HNSW's few hundred distances and its round trip (the scan in clusters beat HNSW
-    on bottle but lost on bsdata and the screws: what its clusters rule out depends on the data, which a size cannot
-    say). On an accelerator the exact
+    :data:`EXACT_ON_CPU_FLOATS` floats (a scan of every row beats HNSW's few hundred distances and its round trip);
+    above it on a CPU, ``choose``: the faster of HNSW and the search in clusters, timed on the category's first
+    queries (:mod:`serving.search_choice`: the clusters beat HNSW on bottle but lost on bsdata and the screws, as
+    what they rule out depends on the parts, which no size can say). On an accelerator the exact
     search is the faster by far (docs/search.md), so only its memory sends a bank to the database: a bank too large
     for the device is served slower rather than failing every query on an out-of-memory error."""
     if setting != "auto":
         return setting
     if device.type != "cpu":
         return "exact" if room is None or copy_bytes <= room else "database"
-    return "exact" if bank_floats <= EXACT_ON_CPU_FLOATS else "database"
+    return "exact" if bank_floats <= EXACT_ON_CPU_FLOATS else "choose"
 
 
 def shared_extractor(model: StoredModel, settings: Settings, device: str | None) -> PatchFeatureExtractor:
@@ -202,23 +207,26 @@ class Inspector:
             and previous.model.config.metric == model.config.metric
             and previous.settings.search_backend == settings.search_backend
         )
+        metric = model.config.metric
         if kept:
-            self.backend, self.exact = previous.backend, previous.exact
+            self.rule, self.exact, self.here = previous.rule, previous.exact, previous.here
+            self.choice = previous.choice
         else:
             floats = bank.embeddings.numel()
-            copy_bytes = scoring.ExactSearch.copy_bytes(floats, model.config.metric)
-            self.backend = search_backend(
-                settings.search_backend, self.device, floats, copy_bytes, device_room(self.device)
-            )
-            here = self.device if self.backend == "exact" else torch.device("cpu")
-            self.exact = (
-                cpu_search(bank.embeddings, model.config.metric)
-                if self.backend == "exact" and here.type == "cpu"
-                else scoring.ExactSearch(bank.embeddings.to(here), model.config.metric)
-            )
+            copy_bytes = scoring.ExactSearch.copy_bytes(floats, metric)
+            room = device_room(self.device)
+            self.rule = search_backend(settings.search_backend, self.device, floats, copy_bytes, room)
+            if self.rule == "exact" and self.device.type == "cpu":
+                self.exact = cpu_search(bank.embeddings, metric)
+            else:
+                here = self.device if self.rule == "exact" else torch.device("cpu")
+                self.exact = scoring.ExactSearch(bank.embeddings.to(here), metric)
+            # the search of every patch in this process (None: HNSW only); while a choice is made, in clusters
+            self.here: BankSearch | None = self.exact if self.rule == "exact" else None
+            if self.rule == "choose":
+                self.here = ClusteredSearch(bank.embeddings, metric)
+            self.choice = SearchChoice() if self.rule == "choose" else None
         self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
-        # connections one search wants: the exact search asks the database one small question; None: the split
-        self.search_parts = 1 if self.backend == "exact" else None
         self.lookalikes_statement = lookalikes_statement(model)
         # the fit's segment is searched by HNSW in PostgreSQL; the rows that added normals appended in later segments
         # are searched exactly here when they are few: each segment more in the SQL search costs every query about
@@ -234,6 +242,20 @@ class Inspector:
         self.defect_statement = defect_statement(model, library.NEIGHBOURS)
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
         self.tail = good_tail(bank.good_scores(), model.config.false_alarm_rate)
+
+    @property
+    def backend(self) -> str:
+        """The search that serves this version's queries (``database`` or ``exact``; ``choose`` while the two are
+        timed on its first queries)."""
+        if self.choice is None:
+            return self.rule
+        return self.choice.chosen or "choose"
+
+    @property
+    def search_parts(self) -> int | None:
+        """Database connections one search wants: the exact search asks the database one small question; ``None``:
+        the split of the patches over the pool's connections, which HNSW wants (and a trial, half its queries)."""
+        return 1 if self.backend == "exact" else None
 
     def embed(self, image: Image.Image) -> torch.Tensor:
         """(H, W, D) patch features of a decoded image: alone, or in a batch with requests that arrive with it
@@ -296,6 +318,7 @@ class Inspector:
 
     def _search_here(
         self,
+        here: BankSearch,
         connection: psycopg.Connection,
         features: torch.Tensor,
         patches: torch.Tensor,
@@ -308,7 +331,7 @@ class Inspector:
         ef = ef_search or self.settings.hnsw_ef_search
         asked = _PARTS.submit(lookalikes, connection, self.lookalikes_statement, image_embedding(features), top_k, ef)
         try:
-            distances, rows = self.exact.nearest_one(patches)
+            distances, rows = here.nearest_one(patches)
         finally:
             similar = asked.result()  # the connection goes back to the pool only once its query is over
         if similar is None:
@@ -342,9 +365,11 @@ class Inspector:
         height, width = features.shape[:2]
         stride = self.embedder.extractor.stride
         patches = features.reshape(-1, features.shape[-1]).float()
-        if self.backend == "exact":
-            patches = patches.to(self.exact.bank.device)
-            similar, reranked = self._search_here(connections[0], features, patches, top_k, ef_search)
+        here = self.here  # read before the choice: a choice of HNSW lets it go (and ends handing out the other)
+        backend = self.choice.next() if self.choice is not None else self.rule
+        if backend == "exact":
+            patches = patches.to(here.bank.device)
+            similar, reranked = self._search_here(here, connections[0], features, patches, top_k, ef_search)
             searched = reranked_at = time.perf_counter()
         else:
             result = self.search(connections, features, top_k, ef_search)
@@ -363,9 +388,12 @@ class Inspector:
             reranked.distances, reranked.nearest_index, patches, self.exact, config.num_neighbors, reranked.neighbours
         )
         anomalous = score > self.model.threshold
-        if anomalous and self.backend == "database":
+        settled_at = time.perf_counter()
+        if anomalous and backend == "database":
             shape, cap = (height, width), self.settings.exact_rerank
             settle_regions(reranked, patches, self.exact, self.model.threshold, shape, cap)
+        if self.choice is not None:
+            self._timed(backend, reranked_at - embedded + time.perf_counter() - settled_at)
         patch_scores, nearest_index = reranked.distances.cpu(), reranked.nearest_index.cpu()
         ordinal = int(torch.argmax(patch_scores))
         row = int(nearest_index[ordinal])
@@ -406,7 +434,7 @@ class Inspector:
             similar=similar,
             timings_ms={
                 "search": (searched - embedded) * 1000,
-                **({"rerank": (reranked_at - searched) * 1000} if self.backend == "database" else {}),
+                **({"rerank": (reranked_at - searched) * 1000} if backend == "database" else {}),
                 "score": (scored_at - reranked_at) * 1000,
                 **({"defects": (defects_at - scored_at) * 1000} if defect is not None else {}),
             },
@@ -415,4 +443,18 @@ class Inspector:
             defect=defect,
             regions=found,
             p_value=self.tail(score) if self.tail is not None else None,
+            backend=backend,
         )
+
+    def _timed(self, backend: str, seconds: float) -> None:
+        """One query's search time in the trial; once it chooses, said in the log, and the clusters let go of where
+        HNSW won (a query still searching them holds its own reference)."""
+        if not self.choice.record(backend, seconds):
+            return
+        medians, timed = self.choice.medians_ms(), self.choice.timed()
+        if self.choice.chosen == "database":
+            self.here = None
+        other = next(backend for backend in medians if backend != self.choice.chosen)
+        log.info("category %s: searched %s (median %.1f ms over %d queries) rather than %s (%.1f ms over %d)",
+                 self.model.category, SEARCHES[self.choice.chosen], medians[self.choice.chosen],
+                 timed[self.choice.chosen], SEARCHES[other], medians[other], timed[other])  # fmt: skip

@@ -1,5 +1,6 @@
-"""Where ``auto`` sends a category's patch search: by the bank's size on a CPU, by the device's memory on an
-accelerator (a bank too large for it is served by HNSW instead of failing every query)."""
+"""Where ``auto`` sends a category's patch search: on a CPU, a small bank to the exact search of every row and a larger
+one to a trial of HNSW against the search in clusters (``choose``); on an accelerator, by the device's memory (a bank
+too large for it is served by HNSW instead of failing every query)."""
 
 import torch
 
@@ -10,10 +11,10 @@ from serving.inspector import device_room, search_backend
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no CUDA to exist
 
 
-def test_on_a_cpu_the_bank_size_decides():
+def test_on_a_cpu_a_larger_bank_is_timed_both_ways():
     small, large = EXACT_ON_CPU_FLOATS, EXACT_ON_CPU_FLOATS + 1
     assert search_backend("auto", CPU, small, 8 * small, None) == "exact"
-    assert search_backend("auto", CPU, large, 8 * large, None) == "database"
+    assert search_backend("auto", CPU, large, 8 * large, None) == "choose"
     assert device_room(CPU) is None
 
 

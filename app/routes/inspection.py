@@ -284,7 +284,7 @@ def _answer(
         view_height=view.height,
         view_box=[*view.to_original(0, 0), *view.to_original(view.width, view.height)],
         patch_size=stride,
-        search_backend=inspector.backend,
+        search_backend=inspection.backend,
         search_device=str(inspector.device),
         exact_searched_patches=inspection.reranked,
         defect_regions=regions,
@@ -303,7 +303,7 @@ def _observe(inspector: Inspector, inspection: Inspection, answer: QueryResponse
     for stage in ("decode", "embed", "search", "rerank", "score", "defects", "log"):
         if stage in answer.timings_ms:
             observability.STAGES.labels(stage).observe(answer.timings_ms[stage] / 1000)
-    observability.SEARCHES.labels(inspector.backend, str(inspector.device)).inc()
+    observability.SEARCHES.labels(inspection.backend, str(inspector.device)).inc()
     if not inspection.exact_worst:
         observability.RERANK_CAPPED.labels(category).inc()
         log.warning("%s: the re-rank stopped at its cap of %s patches; the score may be too large",

@@ -58,8 +58,10 @@ def database(tmp_path_factory, fitted):
 @pytest.fixture(scope="module")
 def api(database, tmp_path_factory):
     _, url = database
+    # HNSW, what these tests examine (its re-rank, ef_search, regions settled); `auto` times it against the
+    # search in clusters on a category's first queries (test_query.py's backend tests)
     env = {"DATABASE_URL": url, "INSPECT_MAX_UPLOAD_BYTES": "2000000", "INSPECT_MAX_IMAGE_PIXELS": "1000000",
-           "INSPECT_POOL_SIZE": "4"}  # fmt: skip
+           "INSPECT_POOL_SIZE": "4", "INSPECT_SEARCH_BACKEND": "database"}  # fmt: skip
     server, client = start_api(env, tmp_path_factory.mktemp("api") / "server.log")
     yield client
     client.close()

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import psycopg
 import pytest
+import torch
 from PIL import Image
 
 from config import Settings
@@ -44,7 +45,7 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database, fitte
     assert 0 <= patch["row"] < 28 and 0 <= patch["col"] < 28 and patch["nearest_normal"]["file_name"]
     assert {"decode", "embed", "search", "rerank", "total"} <= set(body["timings_ms"])
     assert 1 <= body["exact_searched_patches"] <= Settings().exact_rerank
-    assert (body["search_backend"], body["search_device"]) == ("database", "cpu")  # auto, on a CPU
+    assert (body["search_backend"], body["search_device"]) == ("database", "cpu")
     nearest = patch["nearest_normal"]
     with psycopg.connect(database[1]) as connection:
         stored = connection.execute(
@@ -250,30 +251,47 @@ def test_a_version_that_keeps_its_memory_bank_keeps_its_copy(database):
 
 def test_the_exact_backend_judges_every_test_image_as_the_database_does(api, database, tmp_path):
     """The two search backends (INSPECT_SEARCH_BACKEND) must give the exact model's image score: HNSW plus the
-    re-rank in the database, every patch exactly in the API process. Compared on all 83 bottle test images (same
-    features), then over HTTP, where answers and /metrics name the backend that ran, with two requests embedded as
-    micro-batches (as on an accelerator)."""
+    re-rank in the database, every patch exactly in the API process (bottle's bank, above EXACT_ON_CPU_FLOATS, in
+    clusters). Compared on all 83 bottle test images (same features), with `auto`, which serves the first queries by
+    each in turn and then by the one it timed faster; then over HTTP, where answers and /metrics name the backend that
+    ran, with two requests embedded as micro-batches (as on an accelerator)."""
+    from patchcore.clustered import ClusteredSearch
     from patchcore.images import open_image
     from serving.inspector import Inspector
+    from serving.search_choice import TRIALS, WARM_UP
 
     _, url = database
     with connect(url, autocommit=True) as connection:
         model = models.active_model(connection, "bottle")
         bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
-        hnsw = Inspector(model, bank, Settings(database_url=url))
+        hnsw = Inspector(model, bank, Settings(database_url=url, search_backend="database"))
         exact = Inspector(model, bank, Settings(database_url=url, search_backend="exact"))
-        assert (hnsw.backend, exact.backend) == ("database", "exact")
-        verdicts = []
+        auto = Inspector(model, bank, Settings(database_url=url))
+        assert (hnsw.backend, exact.backend, auto.backend) == ("database", "exact", "choose")
+        assert isinstance(exact.here, ClusteredSearch) and hnsw.here is None
+        verdicts, served_by = [], []
         for path in sorted((BOTTLE / "test").glob("*/*.png")):
             features = hnsw.embed(open_image(path))
             a = hnsw.inspect_features([connection], features, top_k=3)
             b = exact.inspect_features([connection], features, top_k=3)
+            c = auto.inspect_features([connection], features, top_k=3)
             assert b.score == pytest.approx(a.score, abs=1e-4), path.name
             assert b.worst["distance"] == pytest.approx(a.worst["distance"], abs=1e-4), path.name
             assert b.similar == a.similar and b.reranked == 0 and "rerank" not in b.timings_ms
+            assert (a.backend, b.backend) == ("database", "exact")
+            same = a if c.backend == "database" else b  # auto's answer is that backend's, whichever served it
+            assert c.score == pytest.approx(same.score, abs=1e-6) and c.reranked == same.reranked, path.name
+            assert torch.allclose(c.patch_scores, same.patch_scores, atol=1e-5), path.name
             verdicts.append((a.is_anomalous, b.is_anomalous))
+            served_by.append(c.backend)
     assert len(verdicts) == 83 and all(a == b for a, b in verdicts)
     assert 0 < sum(a for a, _ in verdicts) < 83  # both verdicts occur: the comparison could fail
+    trial = 2 * (WARM_UP + TRIALS)
+    assert served_by[:trial] == ["database", "exact"] * (WARM_UP + TRIALS)
+    assert auto.backend in ("database", "exact") and set(served_by[trial:]) == {auto.backend}
+    medians = auto.choice.medians_ms()
+    assert auto.backend == min(medians, key=medians.get) and auto.choice.timed() == dict.fromkeys(medians, TRIALS)
+    assert (auto.here is None) == (auto.backend == "database")  # HNSW chosen: the clusters' copy let go
 
     # as on an accelerator: every patch searched here, and requests arriving together embedded in one batch
     env = {"DATABASE_URL": url, "INSPECT_SEARCH_BACKEND": "exact", "INSPECT_POOL_SIZE": "2",

@@ -1,0 +1,67 @@
+"""Which search serves a category on a CPU, chosen by timing both on the category's own first queries.
+
+On a CPU the two exact-scoring searches cross at no bank size: HNSW in the database (a few hundred distances a patch
+and a round trip) against the bank searched in clusters in the API process (:mod:`patchcore.clustered`, whose cost
+is how many rows its clusters rule out, which depends on the parts). Measured on 2 cores at about 15,000 rows, the
+clusters were the faster on bottle and HNSW on the ball screws and the screws (docs/search.md), so no rule of size or
+dimension can choose for parts never seen. Both give the exact model's image score, so the category's first queries
+can be served by each in turn and timed; the rest go to the one with the lower median time. A wrong choice is made
+only where the two medians lie close, which is where it costs little: what it can cost is bounded by the gap it
+failed to see. Each search's first query is left out of its median (one-time costs: pages first read, buffers first
+allocated)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+
+CANDIDATES = ("database", "exact")
+TRIALS = 8  # timed queries of each search that the choice rests on, after its first
+WARM_UP = 1
+
+
+class SearchChoice:
+    """The trial of one memory bank's two searches, shared by every version that keeps the bank. Thread-safe:
+    concurrent queries are handed out in turn, and each search's timings are those of its own queries, whatever
+    else ran meanwhile (both are timed under the same load, in alternation)."""
+
+    def __init__(self, trials: int = TRIALS) -> None:
+        self.trials = trials
+        self._lock = threading.Lock()
+        self._asked = dict.fromkeys(CANDIDATES, 0)
+        self._seconds: dict[str, list[float]] = {candidate: [] for candidate in CANDIDATES}
+        self.chosen: str | None = None
+
+    def next(self) -> str:
+        """The search to serve the next query: the chosen one, or during the trial the one asked least so far."""
+        with self._lock:
+            if self.chosen is not None:
+                return self.chosen
+            backend = min(CANDIDATES, key=self._asked.__getitem__)
+            self._asked[backend] += 1
+            return backend
+
+    def record(self, backend: str, seconds: float) -> bool:
+        """One query's time in ``backend`` (from its features to its exact patch distances); ``True`` when this
+        timing completed the trial and made the choice."""
+        with self._lock:
+            if self.chosen is not None:
+                return False
+            self._seconds[backend].append(seconds)
+            if any(len(times) < WARM_UP + self.trials for times in self._seconds.values()):
+                return False
+            medians = self.medians_ms()
+            self.chosen = min(CANDIDATES, key=medians.__getitem__)
+            return True
+
+    def medians_ms(self) -> dict[str, float]:
+        """Each search's median time so far, in milliseconds, its first query left out (absent: none timed yet)."""
+        return {
+            backend: statistics.median(times[WARM_UP:]) * 1000
+            for backend, times in self._seconds.items()
+            if len(times) > WARM_UP
+        }
+
+    def timed(self) -> dict[str, int]:
+        """How many queries of each search the medians rest on."""
+        return {backend: max(0, len(times) - WARM_UP) for backend, times in self._seconds.items()}

@@ -1,0 +1,52 @@
+"""The trial that chooses a category's search on a CPU (``serving.search_choice``): the two searches take turns, each
+one's first query is left out, and the lower median wins, whichever search it is; concurrent queries are handed out
+in turn. (Real searches choosing over real queries: tests/api/test_query.py.)"""
+
+import threading
+from collections import Counter
+
+import pytest
+
+from serving.search_choice import CANDIDATES, SearchChoice
+
+
+def test_the_lower_median_wins_once_each_search_has_its_trials_and_its_first_query_is_left_out():
+    choice = SearchChoice(trials=3)
+    assert [choice.next() for _ in range(8)] == ["database", "exact"] * 4
+    for seconds in (0.001, 0.030, 0.031, 0.029):
+        assert not choice.record("database", seconds)
+    for seconds in (1.0, 0.020, 0.040):  # the first query, slowest of all: counted, it would lose (median 30.5 ms)
+        assert not choice.record("exact", seconds)
+    assert choice.chosen is None and choice.next() in CANDIDATES
+    assert choice.record("exact", 0.021)
+    assert choice.chosen == "exact" and choice.medians_ms() == pytest.approx({"database": 30.0, "exact": 21.0})
+    assert choice.timed() == {"database": 3, "exact": 3}
+    assert all(choice.next() == "exact" for _ in range(5))
+    assert not choice.record("database", 0.0) and choice.chosen == "exact"  # a late answer changes nothing
+
+
+def test_the_database_wins_where_it_is_the_faster():
+    choice = SearchChoice(trials=2)
+    for database, exact in ((0.5, 0.5), (0.010, 0.012), (0.011, 0.013)):
+        choice.record("database", database)
+        choice.record("exact", exact)
+    assert choice.chosen == "database" and choice.next() == "database"
+
+
+def test_concurrent_queries_are_handed_out_in_turn():
+    choice = SearchChoice(trials=1000)
+    handed: list[str] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        for _ in range(250):
+            backend = choice.next()
+            with lock:
+                handed.append(backend)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counter(handed) == {"database": 1000, "exact": 1000}
