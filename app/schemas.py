@@ -103,7 +103,8 @@ class QueryResponse(BaseModel):
     patch_size: int = Field(description="side of one patch grid cell in view pixels")
     search_backend: str = Field(
         description="where the patches were searched: 'database' (pgvector HNSW, then the worst patches exactly) or "
-        "'exact' (every patch exactly in the API process); INSPECT_SEARCH_BACKEND"
+        "'exact' (every patch exactly in the API process); INSPECT_SEARCH_BACKEND (auto on a CPU: a large bank's first "
+        "answers by each in turn, then by the one they found faster)"
     )
     search_device: str = Field(description="torch device of the API's part of the search (cpu, cuda:0, ...)")
     exact_searched_patches: int = Field(

@@ -17,7 +17,8 @@ from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
 # 7,370 rows 80-81 against 73 and 273-280 against 211-272 (README). The exact search in clusters
 # (patchcore/clustered.py) beat HNSW on bottle's larger banks but lost on bsdata's 16,395 rows and the screws'
 # 14,112 (p50 59-60 against 50-54 ms and 55-59 against 46-52; 4 clients 215-245 against 147-163): the data decide how
-# much of a bank its clusters rule out, so above this size HNSW stays the default (docs/search.md).
+# much of a bank its clusters rule out, so above this size the two are timed on each category's first queries
+# (serving/search_choice.py, docs/search.md).
 EXACT_ON_CPU_FLOATS = 1 << 20
 
 
@@ -81,8 +82,8 @@ class Settings(BaseSettings):
         "worst patches exactly), exact (every patch exactly in the API process, on its torch device); auto: exact "
         "on an accelerator where the bank's copy fits in its free memory less a quarter of the whole, and, on a CPU, "
         f"for a memory bank of at most {EXACT_ON_CPU_FLOATS:,} floats ("
-        f"{EXACT_ON_CPU_FLOATS // 384:,} rows of 384 dimensions, a 1% coreset's), database for a larger one on a CPU, "
-        "where each is measured fastest",
+        f"{EXACT_ON_CPU_FLOATS // 384:,} rows of 384 dimensions, a 1% coreset's); for a larger one on a CPU, "
+        "database and exact (in clusters) serve the category's first queries in turn and the faster serves the rest",
     )
     hnsw_ef_search: int = Field(default=4, description="HNSW query candidate list (hnsw.ef_search)")
     batch_wait_ms: float = Field(

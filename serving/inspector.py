@@ -1,13 +1,13 @@
 """One served inspection: embed with the category's own backbone -> every patch's nearest memory-bank patch -> eq. 7.
 
 Two backends find the nearest patches, each where it is measured fastest (``INSPECT_SEARCH_BACKEND``, ``auto``):
-``database``, one pgvector HNSW search then an exact re-rank of the worst-looking patches (on a CPU, for a bank larger
-than :data:`EXACT_ON_CPU_FLOATS`: bottle's 14,740 rows, 2 cores, a search stage of 26-27 ms by HNSW against 81-93 ms
-for the exact search of all 784 patches; README), and ``exact``, every patch searched exactly in this process against
-its copy of the memory bank, on the model's torch device (0.41 ms on the H200 of issue 22; on a CPU for a smaller
-bank, such as a 1% coreset's: 8.5-8.8 ms against 20.5-20.9 by HNSW for bottle's 1,474 rows; a larger bank asked
-``exact`` on a CPU is searched in clusters, :mod:`patchcore.clustered`), while the database answers the look-alike
-good images in parallel. Both give the exact model's image score.
+``database``, one pgvector HNSW search then an exact re-rank of the worst-looking patches, and ``exact``, every patch
+searched exactly in this process against its copy of the memory bank, on the model's torch device (0.41 ms on the
+H200 of issue 22; on a CPU for a bank of at most :data:`EXACT_ON_CPU_FLOATS`, such as a 1% coreset's: 8.5-8.8 ms
+against 20.5-20.9 by HNSW for bottle's 1,474 rows), while the database answers the look-alike good images in
+parallel. A larger bank on a CPU is searched exactly in clusters (:mod:`patchcore.clustered`), which beats HNSW on
+some parts and not on others, so ``auto`` times the two on the category's first queries and keeps the faster
+(:mod:`serving.search_choice`). Both give the exact model's image score.
 
 The formulas are :mod:`patchcore.scoring`'s, the re-rank :mod:`patchcore.rerank`'s and the SQL
 :mod:`store.search`'s; this module only joins them, so the HTTP service and the served evaluation cannot drift
