@@ -209,7 +209,7 @@ class Inspector:
         )
         metric = model.config.metric
         if kept:
-            self.rule, self.exact, self.here = previous.rule, previous.exact, previous.here
+            self.rule, self.exact, self._here = previous.rule, previous.exact, previous._here
             self.choice = previous.choice
         else:
             floats = bank.embeddings.numel()
@@ -221,11 +221,8 @@ class Inspector:
             else:
                 here = self.device if self.rule == "exact" else torch.device("cpu")
                 self.exact = scoring.ExactSearch(bank.embeddings.to(here), metric)
-            # the search of every patch in this process (None: HNSW only); while a choice is made, in clusters
-            self.here: BankSearch | None = self.exact if self.rule == "exact" else None
-            if self.rule == "choose":
-                self.here = ClusteredSearch(bank.embeddings, metric)
-            self.choice = SearchChoice() if self.rule == "choose" else None
+            self._here = self.exact if self.rule == "exact" else None
+            self.choice = SearchChoice(ClusteredSearch(bank.embeddings, metric)) if self.rule == "choose" else None
         self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
         self.lookalikes_statement = lookalikes_statement(model)
         # the fit's segment is searched by HNSW in PostgreSQL; the rows that added normals appended in later segments
@@ -250,6 +247,12 @@ class Inspector:
         if self.choice is None:
             return self.rule
         return self.choice.chosen or "choose"
+
+    @property
+    def here(self) -> BankSearch | None:
+        """The search of every patch in this process (``None``: HNSW only); while a choice is made, the bank in
+        clusters that it times."""
+        return self.choice.here if self.choice is not None else self._here
 
     @property
     def search_parts(self) -> int | None:
@@ -447,13 +450,10 @@ class Inspector:
         )
 
     def _timed(self, backend: str, seconds: float) -> None:
-        """One query's search time in the trial; once it chooses, said in the log, and the clusters let go of where
-        HNSW won (a query still searching them holds its own reference)."""
+        """One query's search time in the trial; once it chooses, said in the log."""
         if not self.choice.record(backend, seconds):
             return
         medians, timed = self.choice.medians_ms(), self.choice.timed()
-        if self.choice.chosen == "database":
-            self.here = None
         other = next(backend for backend in medians if backend != self.choice.chosen)
         log.info("category %s: searched %s (median %.1f ms over %d queries) rather than %s (%.1f ms over %d)",
                  self.model.category, SEARCHES[self.choice.chosen], medians[self.choice.chosen],

@@ -15,17 +15,21 @@ from __future__ import annotations
 import statistics
 import threading
 
+from patchcore.scoring import BankSearch
+
 CANDIDATES = ("database", "exact")
 TRIALS = 8  # timed queries of each search that the choice rests on, after its first
 WARM_UP = 1
 
 
 class SearchChoice:
-    """The trial of one memory bank's two searches, shared by every version that keeps the bank. Thread-safe:
-    concurrent queries are handed out in turn, and each search's timings are those of its own queries, whatever
-    else ran meanwhile (both are timed under the same load, in alternation)."""
+    """The trial of one memory bank's two searches, shared by every version that keeps the bank, with the search in
+    this process that it times (``here``), let go where HNSW wins (a query still searching it holds its own
+    reference). Thread-safe: concurrent queries are handed out in turn, and each search's timings are those of its own
+    queries, whatever else ran meanwhile (both are timed under the same load, in alternation)."""
 
-    def __init__(self, trials: int = TRIALS) -> None:
+    def __init__(self, here: BankSearch | None = None, trials: int = TRIALS) -> None:
+        self.here = here
         self.trials = trials
         self._lock = threading.Lock()
         self._asked = dict.fromkeys(CANDIDATES, 0)
@@ -52,6 +56,8 @@ class SearchChoice:
                 return False
             medians = self.medians_ms()
             self.chosen = min(CANDIDATES, key=medians.__getitem__)
+            if self.chosen == "database":
+                self.here = None
             return True
 
     def medians_ms(self) -> dict[str, float]:

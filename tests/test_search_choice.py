@@ -11,7 +11,8 @@ from serving.search_choice import CANDIDATES, SearchChoice
 
 
 def test_the_lower_median_wins_once_each_search_has_its_trials_and_its_first_query_is_left_out():
-    choice = SearchChoice(trials=3)
+    clusters = object()  # the search in this process that the trial times
+    choice = SearchChoice(clusters, trials=3)
     assert [choice.next() for _ in range(8)] == ["database", "exact"] * 4
     for seconds in (0.001, 0.030, 0.031, 0.029):
         assert not choice.record("database", seconds)
@@ -20,17 +21,19 @@ def test_the_lower_median_wins_once_each_search_has_its_trials_and_its_first_que
     assert choice.chosen is None and choice.next() in CANDIDATES
     assert choice.record("exact", 0.021)
     assert choice.chosen == "exact" and choice.medians_ms() == pytest.approx({"database": 30.0, "exact": 21.0})
+    assert choice.here is clusters  # kept: it serves every query now
     assert choice.timed() == {"database": 3, "exact": 3}
     assert all(choice.next() == "exact" for _ in range(5))
     assert not choice.record("database", 0.0) and choice.chosen == "exact"  # a late answer changes nothing
 
 
-def test_the_database_wins_where_it_is_the_faster():
-    choice = SearchChoice(trials=2)
+def test_the_database_wins_where_it_is_the_faster_and_the_clusters_are_let_go():
+    choice = SearchChoice(object(), trials=2)
     for database, exact in ((0.5, 0.5), (0.010, 0.012), (0.011, 0.013)):
+        assert choice.here is not None
         choice.record("database", database)
         choice.record("exact", exact)
-    assert choice.chosen == "database" and choice.next() == "database"
+    assert choice.chosen == "database" and choice.next() == "database" and choice.here is None
 
 
 def test_concurrent_queries_are_handed_out_in_turn():
