@@ -41,7 +41,7 @@ from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst, settle_regions
 from patchcore.scoring import BankSearch
 from serving.batching import shared_batcher
-from serving.search_choice import SearchChoice
+from serving.search_choice import ACTIVITY, SearchChoice
 from store.banks import StoredBank
 from store.models import StoredModel
 from store.search import (
@@ -269,6 +269,10 @@ class Inspector:
         """(H, W, D) patch features of each (3, h, w) view (``embedder.preprocess.tensor``), run through the network
         together where they share a shape (a request's images need no other requests to fill a batch), at most
         ``INSPECT_BATCH_MAX`` at a time; one view alone with whatever requests arrive with it, where batching is on."""
+        with ACTIVITY.working():
+            return self._embed_all(views)
+
+    def _embed_all(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(views) == 1 and self.batcher is not None:
             return [self.batcher.features(self.embedder, views[0])]
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -363,7 +367,18 @@ class Inspector:
         ef_search: int | None = None,
     ) -> Inspection:
         """Score already embedded (H, W, D) features by the inspector's backend."""
+        with ACTIVITY.working():
+            return self._inspect_features(connections, features, top_k, ef_search)
+
+    def _inspect_features(
+        self,
+        connections: Sequence[psycopg.Connection],
+        features: torch.Tensor,
+        top_k: int,
+        ef_search: int | None,
+    ) -> Inspection:
         embedded = time.perf_counter()
+        alone = ACTIVITY.alone()
         config = self.model.config
         height, width = features.shape[:2]
         stride = self.embedder.extractor.stride
@@ -396,7 +411,10 @@ class Inspector:
             shape, cap = (height, width), self.settings.exact_rerank
             settle_regions(reranked, patches, self.exact, self.model.threshold, shape, cap)
         if self.choice is not None:
-            self._timed(backend, reranked_at - embedded + time.perf_counter() - settled_at)
+            if ACTIVITY.still_alone(alone):
+                self.choice.record(backend, reranked_at - embedded + time.perf_counter() - settled_at)
+            if self.choice.newly_chosen():
+                self._said()
         patch_scores, nearest_index = reranked.distances.cpu(), reranked.nearest_index.cpu()
         ordinal = int(torch.argmax(patch_scores))
         row = int(nearest_index[ordinal])
@@ -449,12 +467,13 @@ class Inspector:
             backend=backend,
         )
 
-    def _timed(self, backend: str, seconds: float) -> None:
-        """One query's search time in the trial; once it chooses, said in the log."""
-        if not self.choice.record(backend, seconds):
-            return
+    def _said(self) -> None:
+        """The trial's choice, in the log, with the times it rests on."""
+        chosen, other = self.choice.chosen, next(b for b in SEARCHES if b != self.choice.chosen)
         medians, timed = self.choice.medians_ms(), self.choice.timed()
-        other = next(backend for backend in medians if backend != self.choice.chosen)
-        log.info("category %s: searched %s (median %.1f ms over %d queries) rather than %s (%.1f ms over %d)",
-                 self.model.category, SEARCHES[self.choice.chosen], medians[self.choice.chosen],
-                 timed[self.choice.chosen], SEARCHES[other], medians[other], timed[other])  # fmt: skip
+        said = {
+            backend: f"median {medians[backend]:.1f} ms over {timed[backend]} queries" if backend in medians else
+            "no query timed alone" for backend in SEARCHES
+        }  # fmt: skip
+        log.info("category %s: searched %s (%s) rather than %s (%s)", self.model.category, SEARCHES[chosen],
+                 said[chosen], SEARCHES[other], said[other])  # fmt: skip

@@ -1,13 +1,13 @@
 """The trial that chooses a category's search on a CPU (``serving.search_choice``): the two searches take turns, each
-one's first query is left out, and the lower median wins, whichever search it is; concurrent queries are handed out
-in turn. (Real searches choosing over real queries: tests/api/test_query.py.)"""
+one's first query is left out, only searches that ran alone count, and the lower median wins, whichever search it is;
+concurrent queries are handed out in turn. (Real searches choosing over real queries: tests/api/test_query.py.)"""
 
 import threading
 from collections import Counter
 
 import pytest
 
-from serving.search_choice import CANDIDATES, SearchChoice
+from serving.search_choice import CANDIDATES, FEWEST, MOST_ASKED, WARM_UP, Activity, SearchChoice
 
 
 def test_the_lower_median_wins_once_each_search_has_its_trials_and_its_first_query_is_left_out():
@@ -37,12 +37,12 @@ def test_the_database_wins_where_it_is_the_faster_and_the_clusters_are_let_go():
 
 
 def test_concurrent_queries_are_handed_out_in_turn():
-    choice = SearchChoice(trials=1000)
+    choice = SearchChoice()
     handed: list[str] = []
     lock = threading.Lock()
 
     def ask() -> None:
-        for _ in range(250):
+        for _ in range(MOST_ASKED // 8):
             backend = choice.next()
             with lock:
                 handed.append(backend)
@@ -52,4 +52,31 @@ def test_concurrent_queries_are_handed_out_in_turn():
         thread.start()
     for thread in threads:
         thread.join()
-    assert Counter(handed) == {"database": 1000, "exact": 1000}
+    assert Counter(handed) == {"database": MOST_ASKED // 2, "exact": MOST_ASKED // 2} and choice.chosen is None
+
+
+def test_a_search_counts_as_alone_only_while_no_other_work_runs_or_begins():
+    activity = Activity()
+    with activity.working():
+        mark = activity.alone()
+        assert mark is not None and activity.still_alone(mark)
+        with activity.working():  # another query embeds meanwhile
+            assert activity.alone() is None and not activity.still_alone(mark)
+        assert not activity.still_alone(mark)  # it began during the search, though it is over
+    with activity.working(), activity.working():
+        assert activity.alone() is None
+    with activity.working():
+        assert activity.still_alone(activity.alone())
+
+
+def test_a_trial_busy_from_its_start_ends_after_its_queries_with_hnsw_unless_enough_ran_alone():
+    busy = SearchChoice(object())
+    assert {busy.next() for _ in range(MOST_ASKED)} == set(CANDIDATES) and busy.chosen is None
+    assert busy.next() == "database" and busy.here is None and busy.newly_chosen() and not busy.newly_chosen()
+    some = SearchChoice(object())
+    for _ in range(WARM_UP + FEWEST):
+        some.record("database", 0.030)
+        some.record("exact", 0.020)
+    for _ in range(MOST_ASKED + 1):
+        some.next()
+    assert some.chosen == "exact" and some.here is not None
