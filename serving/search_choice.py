@@ -68,7 +68,7 @@ class SearchChoice:
     """The trial of one memory bank's two searches, shared by every version that keeps the bank, with the search in
     this process that it times (``here``), let go where HNSW wins (a query still searching it holds its own
     reference). Thread-safe: concurrent queries are handed out in turn, and each search's timings are those of its own
-    queries, whatever else ran meanwhile (both are timed under the same load, in alternation)."""
+    queries that ran alone (the caller asks :data:`ACTIVITY`)."""
 
     def __init__(self, here: BankSearch | None = None, trials: int = TRIALS) -> None:
         self.here = here
