@@ -378,7 +378,7 @@ class Inspector:
         ef_search: int | None,
     ) -> Inspection:
         embedded = time.perf_counter()
-        alone = ACTIVITY.alone()
+        alone = ACTIVITY.alone() if self.choice is not None else None  # a trial times only searches that ran alone
         config = self.model.config
         height, width = features.shape[:2]
         stride = self.embedder.extractor.stride
