@@ -40,8 +40,9 @@ from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst, settle_regions
 from patchcore.scoring import BankSearch
+from serving.activity import ACTIVITY
 from serving.batching import shared_batcher
-from serving.search_choice import ACTIVITY, SearchChoice
+from serving.search_choice import SearchChoice
 from store.banks import StoredBank
 from store.models import StoredModel
 from store.search import (

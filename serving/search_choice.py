@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from patchcore.scoring import BankSearch
 
@@ -30,45 +28,11 @@ MOST_ASKED = 64  # queries handed out before a trial that could not time enough 
 FEWEST = 3  # timed queries of each that such an ending still chooses by; with fewer, HNSW (the default before)
 
 
-class Activity:
-    """The queries at work in this process (embedding or searching), so that a trial can tell a search that ran
-    alone."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._working = 0
-        self._begun = 0
-
-    @contextmanager
-    def working(self) -> Iterator[None]:
-        with self._lock:
-            self._working += 1
-            self._begun += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._working -= 1
-
-    def alone(self) -> int | None:
-        """A mark to pass to :meth:`still_alone` when the caller's work is the only one now, else ``None``."""
-        with self._lock:
-            return self._begun if self._working == 1 else None
-
-    def still_alone(self, mark: int | None) -> bool:
-        """Whether no other work began since ``mark`` and none is at work now."""
-        with self._lock:
-            return mark is not None and self._working == 1 and self._begun == mark
-
-
-ACTIVITY = Activity()
-
-
 class SearchChoice:
     """The trial of one memory bank's two searches, shared by every version that keeps the bank, with the search in
     this process that it times (``here``), let go where HNSW wins (a query still searching it holds its own
     reference). Thread-safe: concurrent queries are handed out in turn, and each search's timings are those of its own
-    queries that ran alone (the caller asks :data:`ACTIVITY`)."""
+    queries that ran alone (the caller asks :data:`serving.activity.ACTIVITY`)."""
 
     def __init__(self, here: BankSearch | None = None, trials: int = TRIALS) -> None:
         self.here = here

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from serving.search_choice import CANDIDATES, FEWEST, MOST_ASKED, WARM_UP, Activity, SearchChoice
+from serving.search_choice import CANDIDATES, FEWEST, MOST_ASKED, WARM_UP, SearchChoice
 
 
 def test_the_lower_median_wins_once_each_search_has_its_trials_and_its_first_query_is_left_out():
@@ -53,20 +53,6 @@ def test_concurrent_queries_are_handed_out_in_turn():
     for thread in threads:
         thread.join()
     assert Counter(handed) == {"database": MOST_ASKED // 2, "exact": MOST_ASKED // 2} and choice.chosen is None
-
-
-def test_a_search_counts_as_alone_only_while_no_other_work_runs_or_begins():
-    activity = Activity()
-    with activity.working():
-        mark = activity.alone()
-        assert mark is not None and activity.still_alone(mark)
-        with activity.working():  # another query embeds meanwhile
-            assert activity.alone() is None and not activity.still_alone(mark)
-        assert not activity.still_alone(mark)  # it began during the search, though it is over
-    with activity.working(), activity.working():
-        assert activity.alone() is None
-    with activity.working():
-        assert activity.still_alone(activity.alone())
 
 
 def test_a_trial_busy_from_its_start_ends_after_its_queries_with_hnsw_unless_enough_ran_alone():
