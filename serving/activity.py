@@ -43,7 +43,9 @@ class Activity:
     @contextmanager
     def working(self) -> Iterator[None]:
         """One query's torch work: counted while it runs, on its share of the cores (this thread's torch threads,
-        given back to every core when it is over, which is what the thread's other work takes)."""
+        given back to every core when it is over, which is what the thread's other work takes). Torch keeps the count
+        per thread, but setting it also sets the count a thread begins with that first runs torch work meanwhile;
+        the end of its own first query sets that back."""
         cores = self.cores
         with self._lock:
             self._working += 1
