@@ -127,7 +127,10 @@ class Settings(BaseSettings):
         "free; unset: the database server's cores (read by the server from /proc/cpuinfo and its cgroup quota; "
         "when the role may not read server files: this machine's cores for the embedded server, else 2)",
     )
-    torch_threads: int | None = Field(default=None, description="torch intra-op threads; unset: torch's default")
+    torch_threads: int | None = Field(
+        default=None,
+        description="torch intra-op threads of a query alone, shared by concurrent queries; unset: torch's default",
+    )
     api_keys: str | None = Field(
         default=None,
         description="API keys as name:role:sha256 entries, comma-separated (role inspect or admin; only each key's "
