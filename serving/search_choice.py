@@ -54,17 +54,15 @@ class SearchChoice:
             self._asked[backend] += 1
             return backend
 
-    def record(self, backend: str, seconds: float) -> bool:
-        """One query's time in ``backend`` (from its features to its exact patch distances), searched alone; ``True``
-        when this timing completed the trial and made the choice."""
+    def record(self, backend: str, seconds: float) -> None:
+        """One query's time in ``backend`` (from its features to its exact patch distances), searched alone; the one
+        that completes the trial makes the choice (:meth:`newly_chosen` tells it)."""
         with self._lock:
             if self.chosen is not None:
-                return False
+                return
             self._seconds[backend].append(seconds)
-            if any(len(times) < WARM_UP + self.trials for times in self._seconds.values()):
-                return False
-            self._choose(self.trials)
-            return True
+            if all(len(times) >= WARM_UP + self.trials for times in self._seconds.values()):
+                self._choose(self.trials)
 
     def _choose(self, fewest: int) -> None:
         """The lower median where each search has ``fewest`` timings past its first, else HNSW (under the lock)."""

@@ -15,16 +15,18 @@ def test_the_lower_median_wins_once_each_search_has_its_trials_and_its_first_que
     choice = SearchChoice(clusters, trials=3)
     assert [choice.next() for _ in range(8)] == ["database", "exact"] * 4
     for seconds in (0.001, 0.030, 0.031, 0.029):
-        assert not choice.record("database", seconds)
+        choice.record("database", seconds)
     for seconds in (1.0, 0.020, 0.040):  # the first query, slowest of all: counted, it would lose (median 30.5 ms)
-        assert not choice.record("exact", seconds)
-    assert choice.chosen is None and choice.next() in CANDIDATES
-    assert choice.record("exact", 0.021)
+        choice.record("exact", seconds)
+    assert choice.chosen is None and not choice.newly_chosen() and choice.next() in CANDIDATES
+    choice.record("exact", 0.021)
+    assert choice.newly_chosen() and not choice.newly_chosen()  # said once
     assert choice.chosen == "exact" and choice.medians_ms() == pytest.approx({"database": 30.0, "exact": 21.0})
     assert choice.here is clusters  # kept: it serves every query now
     assert choice.timed() == {"database": 3, "exact": 3}
     assert all(choice.next() == "exact" for _ in range(5))
-    assert not choice.record("database", 0.0) and choice.chosen == "exact"  # a late answer changes nothing
+    choice.record("database", 0.0)
+    assert choice.chosen == "exact" and not choice.newly_chosen()  # a late answer changes nothing
 
 
 def test_the_database_wins_where_it_is_the_faster_and_the_clusters_are_let_go():
