@@ -46,12 +46,15 @@ from store.migrate import upgrade
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_api(url: str, log: Path, port: int = 8765, ready: str = "/ready") -> tuple[subprocess.Popen, str]:
-    """The API on ``port``, once ``ready`` answers 200 (``/ready``: a category is fitted; ``/health``: it runs)."""
+def start_api(
+    url: str, log: Path, port: int = 8765, ready: str = "/ready", env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The API on ``port``, once ``ready`` answers 200 (``/ready``: a category is fitted; ``/health``: it runs);
+    ``env``: settings of this server alone, beside this process's environment."""
     with open(log, "wb") as sink:
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *KEEP_ALIVE],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, stdout=sink, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, **(env or {}), "DATABASE_URL": url}, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

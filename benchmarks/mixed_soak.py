@@ -163,11 +163,10 @@ def main() -> None:
         models.save_model(connection, "bottle", fit(PatchCoreConfig(backbone="resnet18"), bottle.train[: args.train],
                                                     args.weights), {}, Settings())  # fmt: skip
     replicas = standbys.start_standbys(url, folder, args.standbys) if args.standbys else []
-    os.environ["DATABASE_REPLICA_URLS"] = ",".join(replicas)
-    servers = [start_api(url, folder.parent / "api8771.log", port=8771)]
-    os.environ["DATABASE_REPLICA_URLS"] = ""
-    os.environ["INSPECT_SEARCH_BACKEND"] = "exact"
-    servers.append(start_api(url, folder.parent / "api8772.log", port=8772))
+    on_standbys = {"DATABASE_REPLICA_URLS": ",".join(replicas)}
+    exact_alone = {"DATABASE_REPLICA_URLS": "", "INSPECT_SEARCH_BACKEND": "exact"}  # its own settings, not the worker's
+    servers = [start_api(url, folder.parent / "api8771.log", port=8771, env=on_standbys)]
+    servers.append(start_api(url, folder.parent / "api8772.log", port=8772, env=exact_alone))
     clients = [httpx.Client(base_url=base, timeout=300) for _, base in servers]
     tests = sorted((args.data / "bottle" / "test").rglob("*.png"))
     defects = [(s.path, s.defect, mask_png(s.mask)) for s in bottle.test if s.is_anomalous and s.mask is not None][:10]
