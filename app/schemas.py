@@ -524,7 +524,10 @@ class StandbyState(BaseModel):
 
 
 class Ready(BaseModel):
-    status: str
+    status: str = Field(
+        description="ready (200); loading (503): the server answers, but loads its categories since it started, "
+        "each one not loaded yet by its first query; not_ready (503): no fitted category, or no database"
+    )
     database: bool
     categories: list[str] = Field(
         description="the categories with an active version (the loaded ones while the database is down)"
@@ -532,6 +535,9 @@ class Ready(BaseModel):
     loaded: list[str] = Field(
         default_factory=list,
         description="those this server holds in memory: they answer without reading their memory bank first",
+    )
+    loading: list[str] = Field(
+        default_factory=list, description="those this server loads since it started and holds not yet"
     )
     standbys: list[StandbyState] = Field(default_factory=list, description="empty without DATABASE_REPLICA_URLS")
 

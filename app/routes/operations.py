@@ -32,7 +32,7 @@ def metrics(request: Request) -> Response:
     "/ready",
     response_model=Ready,
     responses={503: {"model": Ready}},
-    summary="A fitted category, and the database (or a standby in rotation) answering",
+    summary="A fitted category, the database (or a standby in rotation) answering, every category loaded",
 )
 def ready(request: Request) -> JSONResponse:
     services = get_services(request)
@@ -44,6 +44,8 @@ def ready(request: Request) -> JSONResponse:
     standbys = services.standbys.describe()[0]
     # with the primary down, standbys in rotation still answer the loaded categories (answers say "not recorded")
     ok = bool(names) and (database or any(s["in_rotation"] for s in standbys))
-    body = {"status": "ready" if ok else "not_ready", "database": database, "categories": names,
-            "loaded": services.loaded(), "standbys": standbys}  # fmt: skip
-    return JSONResponse(status_code=200 if ok else 503, content=body)
+    loading = services.loading()  # answered meanwhile, each such category's first query loading it
+    status = "loading" if ok and loading else "ready" if ok else "not_ready"
+    body = {"status": status, "database": database, "categories": names, "loaded": services.loaded(),
+            "loading": loading, "standbys": standbys}  # fmt: skip
+    return JSONResponse(status_code=200 if status == "ready" else 503, content=body)

@@ -470,6 +470,10 @@ def test_past_the_loaded_categories_limit_the_least_recently_asked_is_unloaded(d
     services = Services(Settings(database_url=url, max_loaded_categories=1))
     services.open()
     try:
+        deadline = time.monotonic() + 60
+        while services.loading():  # loaded in a thread of its own once the server answers
+            assert time.monotonic() < deadline, services.loading()
+            time.sleep(0.1)
         assert services.loaded() == ["bottle"]  # at start-up, the first categories by name up to the limit
         copy = services.inspector("bottle_copy")
         assert services.loaded() == ["bottle_copy"]
