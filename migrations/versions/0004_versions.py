@@ -12,18 +12,12 @@ Create Date: 2026-11-23
 
 from alembic import op
 
+from migrations.views import make_active_models
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
-
-
-def _view() -> None:
-    op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute(
-        "CREATE VIEW active_models AS SELECT c.name AS category, m.* "
-        "FROM categories c JOIN models m ON m.id = c.active_model_id"
-    )
 
 
 def upgrade() -> None:
@@ -52,7 +46,7 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX category_changes_category_idx ON category_changes (category_id, changed_at DESC)")
-    _view()
+    make_active_models()
 
 
 def downgrade() -> None:
@@ -72,4 +66,4 @@ def downgrade() -> None:
     op.execute("UPDATE models SET threshold_sigmas = coalesce((threshold_policy->>'sigmas')::float8, 3.0)")
     op.execute("ALTER TABLE models DROP COLUMN threshold_policy")
     op.execute("ALTER TABLE models DROP COLUMN bank_model_id")
-    _view()
+    make_active_models()

@@ -8,18 +8,12 @@ Create Date: 2026-11-23
 
 from alembic import op
 
+from migrations.views import make_active_models
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
-
-
-def _view() -> None:
-    op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute(
-        "CREATE VIEW active_models AS SELECT c.name AS category, m.* "
-        "FROM categories c JOIN models m ON m.id = c.active_model_id"
-    )
 
 
 def upgrade() -> None:
@@ -32,7 +26,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE models ADD COLUMN tile_overlap integer NOT NULL DEFAULT 32 CHECK (tile_overlap >= 0)")
     for column in ("field_of_view", "pixels", "tile", "tile_overlap"):
         op.execute(f"ALTER TABLE models ALTER COLUMN {column} DROP DEFAULT")
-    _view()
+    make_active_models()
 
 
 def downgrade() -> None:
@@ -40,4 +34,4 @@ def downgrade() -> None:
     op.execute("DELETE FROM models WHERE field_of_view <> 'crop'")
     for column in ("field_of_view", "pixels", "tile", "tile_overlap"):
         op.execute(f"ALTER TABLE models DROP COLUMN {column}")
-    _view()
+    make_active_models()

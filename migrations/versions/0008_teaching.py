@@ -15,18 +15,12 @@ Create Date: 2026-11-23
 
 from alembic import op
 
+from migrations.views import make_active_models
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
-
-
-def _view() -> None:
-    op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute(
-        "CREATE VIEW active_models AS SELECT c.name AS category, m.* "
-        "FROM categories c JOIN models m ON m.id = c.active_model_id"
-    )
 
 
 def upgrade() -> None:
@@ -78,7 +72,7 @@ def upgrade() -> None:
     )
     op.execute("ALTER TABLE defect_patches ALTER COLUMN embedding SET STORAGE PLAIN")
     op.execute("CREATE INDEX defect_patches_example_idx ON defect_patches (example_id)")
-    _view()
+    make_active_models()
 
 
 def downgrade() -> None:
@@ -118,4 +112,4 @@ def downgrade() -> None:
     op.execute("ALTER TABLE images DROP COLUMN added_at")
     op.execute("ALTER TABLE images DROP CONSTRAINT images_split_check")
     op.execute("ALTER TABLE images ADD CONSTRAINT images_split_check CHECK (split IN ('train', 'holdout'))")
-    _view()
+    make_active_models()

@@ -12,27 +12,21 @@ Create Date: 2026-12-01
 
 from alembic import op
 
+from migrations.views import make_active_models
+
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
 
 
-def _view() -> None:
-    op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute(
-        "CREATE VIEW active_models AS SELECT c.name AS category, m.* "
-        "FROM categories c JOIN models m ON m.id = c.active_model_id"
-    )
-
-
 def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
     op.execute("ALTER TABLE models ADD COLUMN white_level integer CHECK (white_level >= 1)")
-    _view()
+    make_active_models()
 
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
     op.execute("ALTER TABLE models DROP COLUMN white_level")
-    _view()
+    make_active_models()

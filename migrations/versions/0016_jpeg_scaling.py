@@ -12,27 +12,21 @@ Create Date: 2026-12-01
 
 from alembic import op
 
+from migrations.views import make_active_models
+
 revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
 
 
-def _view() -> None:
-    op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute(
-        "CREATE VIEW active_models AS SELECT c.name AS category, m.* "
-        "FROM categories c JOIN models m ON m.id = c.active_model_id"
-    )
-
-
 def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
     op.execute("ALTER TABLE models ADD COLUMN jpeg_scaling boolean NOT NULL DEFAULT false")
-    _view()
+    make_active_models()
 
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
     op.execute("ALTER TABLE models DROP COLUMN jpeg_scaling")
-    _view()
+    make_active_models()
