@@ -7,6 +7,7 @@ import time
 import psycopg
 from psycopg import sql
 
+from app.services import Services
 from config import Settings
 from store import banks, models
 from store.database import connect
@@ -19,7 +20,7 @@ def test_a_server_answers_while_it_loads_its_categories(fitted, database_url, tm
     """The categories load in a thread of their own once the server answers: with the first one's memory bank held
     by a lock, the server answers its probes and a query for the second at once (the build before answered nothing
     until every category was loaded), `/ready` says 503 "loading" and names the one still to load, and 200 with both
-    loaded once the lock goes."""
+    loaded once the lock goes. A server that may hold only one loads the one last asked."""
     upgrade(database_url)
     with connect(database_url) as connection:
         held = models.save_model(connection, "first", fitted, EVALUATION, Settings())["model_id"]
@@ -43,8 +44,17 @@ def test_a_server_answers_while_it_loads_its_categories(fitted, database_url, tm
                 time.sleep(0.2)
             body = ready.json()
             assert body["status"] == "ready" and body["loaded"] == ["first", "second"] and body["loading"] == []
-            assert post(client, GOOD, category="first").json()["category"] == "first"
         finally:
             client.close()
             server.terminate()
             server.wait(20)
+    services = Services(Settings(database_url=database_url, max_loaded_categories=1))
+    services.open()
+    try:  # a server that may hold one loads the one last asked, not the first by name
+        deadline = time.monotonic() + 60
+        while services.loading():
+            assert time.monotonic() < deadline, services.loading()
+            time.sleep(0.1)
+        assert services.loaded() == ["second"]
+    finally:
+        services.close()
