@@ -118,7 +118,8 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         description="most categories an API process keeps loaded (each holds a copy of its memory bank; networks "
-        "are shared); past it the least recently asked is unloaded and loaded again when asked; unset: all",
+        "are shared); past it the least recently asked is unloaded and loaded again when asked; at start, those the "
+        "inspection log asked last are loaded first; unset: all",
     )
     search_connections: int | None = Field(
         default=None,
