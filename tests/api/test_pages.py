@@ -151,6 +151,16 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         shown = page.eval_on_selector("#content", "(c) => c.innerText.match(/Version\\t(\\d+)/)[1]")
         assert int(shown) == detail["model_id"] and f"Threshold\t{wanted}" in page.inner_text("#content")
         assert detail["threshold_policy"]["target_false_alarm_rate"] == pytest.approx(0.01)
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone at the line: nothing wider than its screen
+        page.goto(str(api.base_url) + "/category?name=bottle")
+        page.wait_for_selector("table.versions")
+        assert page.evaluate("document.documentElement.scrollWidth") == 390  # wide tables scroll in their cards
+        page.goto(str(api.base_url) + "/")
+        page.wait_for_function("document.querySelectorAll('#category option').length > 0")
+        page.select_option("#category", "bottle")
+        page.set_input_files("#files", str(BROKEN))
+        page.wait_for_selector(".result .verdict")
+        assert page.evaluate("document.documentElement.scrollWidth") == 390  # the view drawn within the screen
         page.goto(str(api.base_url) + "/category?name=no_such_thing")
         page.wait_for_selector(".error")
         assert page.inner_text(".error").startswith("404 unknown_category")
