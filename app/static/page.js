@@ -75,17 +75,18 @@ function askForKey(why) {
 // Drift (GET /categories/{name}/drift): the sentence a warning shows, or null when the line looks as calibrated.
 function driftWarning(d) {
   const pct = (v) => `${(100 * v).toFixed(1)}%`;
+  const n = (v) => Number(v).toLocaleString("en-US");  // 29,730 of 39,057, as the category page counts
   const advice = (more) => more ? "More defects on the line, or the line has changed (lighting, camera, supplier): review the flagged parts."
                                 : "Fewer flagged than good parts alone would give: check that the camera still sees the parts.";
   const said = [];
   if (d.warning) {
-    said.push(`${d.category}: ${d.flagged} of ${d.inspections} parts flagged in the last ${d.window_hours} hours (${pct(d.flagged_share)}; ` +
+    said.push(`${d.category}: ${n(d.flagged)} of ${n(d.inspections)} parts flagged in the last ${d.window_hours} hours (${pct(d.flagged_share)}; ` +
       `90% interval ${pct(d.interval[0])} to ${pct(d.interval[1])}), where its threshold predicts ${pct(d.predicted_false_alarm_rate)} ` +
       `of good parts. ${advice(d.flagged_share > d.predicted_false_alarm_rate)}`);
   }
   const p = d.parts;  // the parts the line named, each flagged when any view is
   if (p && p.warning) {
-    said.push(`${d.category}: ${p.flagged} of ${p.parts} named parts flagged on any view in the last ${d.window_hours} hours ` +
+    said.push(`${d.category}: ${n(p.flagged)} of ${n(p.parts)} named parts flagged on any view in the last ${d.window_hours} hours ` +
       `(${pct(p.flagged_share)}; 90% interval ${pct(p.interval[0])} to ${pct(p.interval[1])}), where its threshold predicts ` +
       `${pct(p.predicted_false_alarm_rate)} of good parts on any view.` + (d.warning ? "" : ` ${advice(p.flagged_share > p.predicted_false_alarm_rate)}`));
   }
@@ -94,20 +95,20 @@ function driftWarning(d) {
                                       [p && p.reviews, p && p.predicted_false_alarm_rate, "flagged named parts"]]) {
     if (!r || !r.warning) continue;
     said.push(`${d.category}: as reviewed, an estimated ${pct(r.false_alarm_rate)} of good parts flagged (90% interval ${pct(r.interval[0])} ` +
-      `to ${pct(r.interval[1])}; ${r.flagged_found_good} of ${r.flagged_reviewed} ${what} reviewed were good), where its threshold predicts ` +
+      `to ${pct(r.interval[1])}; ${n(r.flagged_found_good)} of ${n(r.flagged_reviewed)} ${what} reviewed were good), where its threshold predicts ` +
       `${pct(predicted)}. ` + (r.false_alarm_rate > predicted
         ? "Good parts now look different to it (lighting, camera, supplier): teach it the good parts it flags, or set the threshold again."
         : "Fewer false alarms than its calibration expects: a lower threshold would catch more defects at the promised rate."));
   }
   const b = d.body;  // the passed parts against the good scores' median: the whole line's shift, before the flagged share shows it
   if (b && b.warning) {
-    said.push(`${d.category}: ${b.above_good_median} of ${b.passed} passed parts score above the good parts' median (${pct(b.share)}; ` +
+    said.push(`${d.category}: ${n(b.above_good_median)} of ${n(b.passed)} passed parts score above the good parts' median (${pct(b.share)}; ` +
       `90% interval ${pct(b.interval[0])} to ${pct(b.interval[1])}), where a calibrated line gives ${pct(b.expected_share)}. ` +
       (b.share > b.expected_share
         ? "The parts it passes look less like its good images than they did (lighting, camera, supplier): check the line before the false alarms rise."
         : "The parts it passes score lower than its good images did: if the camera or lighting changed, check that it still sees the parts."));
   }
-  return said.length ? said.join(" ") : null;
+  return said.length ? said.join("\n") : null;  // each warning a line of its own (.drift-warning keeps the breaks)
 }
 
 // how rare the score is among good parts (the answer's p_value), in words a line can act on
