@@ -247,6 +247,8 @@ class Services:
                     self._at_start.clear()
                 return
             except Exception:
+                if self._closing.is_set():
+                    return  # the server stops: its pool closed under the load
                 log.exception("category %s could not be loaded at start; it is tried again on its first query",
                               category)  # fmt: skip
             with self._lock:
