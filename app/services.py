@@ -228,8 +228,9 @@ class Services:
     def _load_at_start(self) -> None:
         """Load the categories with an active version, the last asked first, in turn, while the server answers: a
         restart with many products keeps no query waiting for all of them (12.7 s for the 9 categories of the
-        development database, about 1 s each), only a product's first query for its own. One that fails to load is
-        logged and left to load on its first query; a database gone ends the loading."""
+        development database, about 1 s each), only a product's first query for its own. One that fails to load (a
+        version retired under every read of its bank, say) is logged and left to load on its first query; a
+        database gone ends the loading."""
         while not self._closing.is_set():
             with self._lock:
                 if not self._at_start:
@@ -239,20 +240,27 @@ class Services:
                 self.inspector(category)
             except UnknownCategory:
                 pass  # deleted since the list was read
-            except DatabaseUnavailable as exc:
-                if not self._closing.is_set():
-                    log.warning("loading the categories at start stopped: database not reachable (%s); each loads "
-                                "on its first query", exc)  # fmt: skip
-                with self._lock:
-                    self._at_start.clear()
-                return
-            except Exception:
+            except Exception as exc:
                 if self._closing.is_set():
                     return  # the server stops: its pool closed under the load
+                if isinstance(exc, DatabaseUnavailable) and not self._answers():
+                    log.warning("loading the categories at start stopped: database not reachable (%s); each loads "
+                                "on its first query", exc)  # fmt: skip
+                    with self._lock:
+                        self._at_start.clear()
+                    return
                 log.exception("category %s could not be loaded at start; it is tried again on its first query",
                               category)  # fmt: skip
             with self._lock:
                 self._at_start.remove(category)
+
+    def _answers(self) -> bool:
+        """Whether the database answers now (one short read)."""
+        try:
+            self.run(models.active_models)
+        except DatabaseUnavailable:
+            return False
+        return True
 
     def loading(self) -> list[str]:
         """The categories the start-up thread has still to load that no query has loaded meanwhile (``/ready`` is

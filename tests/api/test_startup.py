@@ -58,3 +58,24 @@ def test_a_server_answers_while_it_loads_its_categories(fitted, database_url, tm
         assert services.loaded() == ["second"]
     finally:
         services.close()
+
+
+def test_a_category_that_cannot_load_at_start_leaves_the_others_loading(fitted, database_url, tmp_path):
+    """A category whose memory bank cannot be read at start (its rows gone, as under a retirement that every read
+    met) is logged and left to its first query; the one after it still loads and the server gets ready."""
+    upgrade(database_url)
+    with connect(database_url) as connection:
+        emptied = models.save_model(connection, "first", fitted, EVALUATION, Settings())["model_id"]
+        models.save_model(connection, "second", fitted, EVALUATION, Settings())
+        connection.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(banks.partition_name(emptied))))
+    log = tmp_path / "server.log"
+    server, client = start_api({"DATABASE_URL": database_url}, log)
+    try:
+        body = client.get("/ready").json()
+        assert body["status"] == "ready" and body["loaded"] == ["second"] and body["loading"] == [], body
+        assert "category first could not be loaded at start; it is tried again on its first query" in log.read_text()
+        assert post(client, GOOD, category="second").status_code == 200
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(20)
