@@ -352,8 +352,8 @@ class Services:
             if not reload and category in self._inspectors:
                 self._inspectors.move_to_end(category)
                 return self._inspectors[category]
-            loading = self._loading.setdefault(category, threading.Lock())
-        with loading:  # queries that find it loading wait for that load rather than read the bank again
+            one_load = self._loading.setdefault(category, threading.Lock())
+        with one_load:  # queries that find it loading wait for that load rather than read the bank again
             return self._load(category)
 
     def _load(self, category: str) -> Inspector:
