@@ -54,6 +54,9 @@ RERANK_CAPPED = Counter(
     ["category"], registry=REGISTRY,
 )  # fmt: skip
 MODELS_LOADED = Gauge("inspect_models_loaded", "categories loaded in this process", registry=REGISTRY)
+MODELS_LOADING = Gauge(
+    "inspect_models_loading", "categories this process loads since it started and holds not yet", registry=REGISTRY
+)
 
 
 class PoolCollector:

@@ -24,7 +24,9 @@ def health() -> dict:
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)")
 def metrics(request: Request) -> Response:
-    observability.MODELS_LOADED.set(len(get_services(request).loaded()))
+    services = get_services(request)
+    observability.MODELS_LOADED.set(len(services.loaded()))
+    observability.MODELS_LOADING.set(len(services.loading()))
     return Response(generate_latest(observability.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

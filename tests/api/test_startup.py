@@ -37,6 +37,7 @@ def test_a_server_answers_while_it_loads_its_categories(fitted, database_url, tm
             assert answer.status_code == 200 and answer.json()["category"] == "second", answer.text
             body = client.get("/ready").json()
             assert body["loaded"] == ["second"] and body["loading"] == ["first"], body
+            assert "inspect_models_loading 1.0" in client.get("/metrics").text.splitlines()
             holder.rollback()  # the lock goes: the start-up thread loads the first
             deadline = time.monotonic() + 60
             while (ready := client.get("/ready")).status_code != 200:
@@ -44,6 +45,7 @@ def test_a_server_answers_while_it_loads_its_categories(fitted, database_url, tm
                 time.sleep(0.2)
             body = ready.json()
             assert body["status"] == "ready" and body["loaded"] == ["first", "second"] and body["loading"] == []
+            assert "inspect_models_loading 0.0" in client.get("/metrics").text.splitlines()
         finally:
             client.close()
             server.terminate()
