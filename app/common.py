@@ -11,7 +11,7 @@ from functools import lru_cache
 from fastapi import HTTPException, Request, Response, UploadFile
 
 from app.auth import Keys, RateLimit
-from app.schemas import Error
+from app.schemas.errors import Error
 from app.services import Services, UnknownCategory
 from config import get_settings
 from config.keys import parse_keys

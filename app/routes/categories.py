@@ -13,17 +13,17 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 
 from app.common import CATEGORY, ERRORS, active, actor_of, get_services, image_response
-from app.schemas import (
+from app.schemas.categories import (
     CategoryDeleted,
     CategoryDetail,
     CategorySummary,
-    DriftReport,
     ThresholdChange,
     ThresholdPreview,
     ThresholdRequest,
     VersionReactivated,
     VersionRequest,
 )
+from app.schemas.drift import DriftReport
 from app.services import Services, UnknownCategory
 from patchcore.threshold import HIGHEST_SHOWN
 from revisions.threshold import planned, set_threshold

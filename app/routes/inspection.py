@@ -19,7 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from app import observability
 from app.common import CATEGORY, ERRORS, PART, charge, get_services, read_limited
 from app.inspecting import served_all
-from app.schemas import AnomalousPatch, BatchPart, DefectRegion, Error, QueryBatchResponse, QueryResponse
+from app.schemas.errors import Error
+from app.schemas.inspection import AnomalousPatch, BatchPart, DefectRegion, QueryBatchResponse, QueryResponse
 from app.services import Services
 from patchcore.threshold import part_p_value
 from serving import logbook

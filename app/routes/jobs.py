@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from app.common import CATEGORY, ERRORS, active, actor_of, get_services, read_limited
-from app.schemas import Job, JobImagesAdded, JobParts, JobRequest, RefitRequest
+from app.schemas.jobs import Job, JobImagesAdded, JobParts, JobRequest, RefitRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
 from patchcore.model import PatchCoreConfig

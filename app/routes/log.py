@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from app import log_csv
 from app.common import CATEGORY, ERRORS, PART, actor_of, check_label, get_services, image_response, inspection_or_404
 from app.inspecting import served
-from app.schemas import InspectionPage, InspectionRecord, PartPage, PartVerdict, ReviewRequest
+from app.schemas.log import InspectionPage, InspectionRecord, PartPage, PartVerdict, ReviewRequest
 from app.services import UnknownCategory
 from serving.heatmap import overlay
 from store import inspections

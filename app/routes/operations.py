@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import observability
 from app.common import OPEN_WARNING, get_services, keys
-from app.schemas import Health, Ready
+from app.schemas.operations import Health, Ready
 from app.services import DatabaseUnavailable
 from store import models
 

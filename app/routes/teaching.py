@@ -9,7 +9,7 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from app.common import CATEGORY, ERRORS, actor_of, check_label, get_services, inspection_or_404, read_limited
-from app.schemas import DefectsAdded, FeedbackResult, NormalsAdded
+from app.schemas.teaching import DefectsAdded, FeedbackResult, NormalsAdded
 from app.services import Services
 from revisions.defects import DefectUpload, add_defects, check_defect_type
 from revisions.normals import add_normals
