@@ -65,10 +65,9 @@ def rows_for(
     scores, labels = evaluation.scores, evaluation.labels
     cross_fitted = [r.score for r in model.images if r.split == "train"]
     held_out = [r.score for r in model.images if r.split == "holdout"]
-    held_median = f" (median {np.median(held_out):.4f})" if held_out else ""
     print(
         f"{name} at {ratio:.0%}, seed {seed}: {len(cross_fitted)} cross-fitted good scores (median "
-        f"{np.median(cross_fitted):.4f}), {len(held_out)} held out{held_median}, good test "
+        f"{np.median(cross_fitted):.4f}), {len(held_out)} held out (median {np.median(held_out):.4f}), good test "
         f"images median {np.median(scores[~labels]):.4f}; fit {model.timings['fit_seconds']:.1f} s (features "
         f"{model.timings['feature_seconds']:.1f}, coreset {model.timings['coreset_seconds']:.1f}, good scores "
         f"{model.timings['out_of_fold_seconds']:.1f}); image AUROC {evaluation.figures['image_auroc']:.4f}; "

@@ -166,9 +166,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--holdout",
         type=float,
-        default=0.0,
-        help="fraction of train/good kept out of the memory bank and scored against all of it (default 0: every "
-        "good image is in the bank and scored as unseen by the cross-fit)",
+        default=0.1,
+        help="fraction of train/good kept out of the memory bank and scored as unseen (0.1)",
     )
     parser.add_argument(
         "--false-alarm-rate",

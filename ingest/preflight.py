@@ -31,7 +31,7 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
     if len(category.train) < MIN_IMAGES:
         problems.append(
             f"{category.name}: {len(category.train)} good training image(s); a fit needs at least {MIN_IMAGES} (good "
-            "scores of three, each against a memory bank chosen without it, set its threshold)"
+            "scores of two memory-bank images and one held out set its threshold)"
         )
     for path, mask in [(p, None) for p in category.train] + [(s.path, s.mask) for s in category.test]:
         try:

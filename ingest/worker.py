@@ -29,7 +29,7 @@ from store import jobs
 from store.database import connect, database_url
 from store.migrate import upgrade
 
-STAGES = ("reading images", "features", "coreset", "cross-fitted good scores", "storing")  # jobs hold none out
+STAGES = ("reading images", "features", "coreset", "cross-fitted good scores", "held out", "storing")
 
 
 class Cancelled(Exception):

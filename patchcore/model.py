@@ -44,7 +44,7 @@ class PatchCoreConfig:
     metric: Metric = "l2"
     coreset_ratio: float = 0.1
     num_neighbors: int = 9
-    holdout_fraction: float = 0.0  # every good image in the bank, as the paper's; the cross-fit scores each unseen
+    holdout_fraction: float = 0.1
     false_alarm_rate: float = threshold.DEFAULT_FALSE_ALARM_RATE
     seed: int = 0
     white_level: int | None = None  # None: found by the fit from the training images (images.white_level)
@@ -402,8 +402,7 @@ def fit(
         for record, path in zip(images, bank_paths, strict=True):  # kept where a part has several views
             record.part = parts.get(path)
     offset = len(bank_paths)
-    held_out = embedder.embed_files(holdout_paths, batch_size, "held out", report) if holdout_paths else ()
-    for i, item in enumerate(held_out):
+    for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
         item.record.split = "holdout"
         item.record.part = parts.get(holdout_paths[i]) if parts and model.parts else None
         patches = item.features.reshape(-1, dim)

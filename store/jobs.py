@@ -26,7 +26,7 @@ from patchcore.threshold import PER_PART
 
 LOCK_CLASS = 7411  # the first key of every job's advisory lock (the second is the job id)
 CHANNEL = "fit_jobs"  # NOTIFY'd when a job is queued, so that an idle worker takes it at once
-MIN_IMAGES = 3  # good scores of three images (parts, where named), each scored against a bank chosen without it
+MIN_IMAGES = 3  # a fit needs good scores of at least two bank images and one held out (parts, where named)
 PART_MAX = 200  # characters of a part's name
 FINISHED = ("succeeded", "failed", "cancelled")
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s::int)"
@@ -190,8 +190,7 @@ def _fittable(cursor: psycopg.Cursor, job_id: int, what: str) -> list[Path]:
     if len(views) < MIN_IMAGES:
         raise ValueError(
             f"{what}'s {len(names)} images are views of {len(views)} part(s); a fit needs at least "
-            f"{MIN_IMAGES} good parts (each is scored against a memory bank chosen without it, and those scores set "
-            "the threshold)"
+            f"{MIN_IMAGES} good parts (the memory bank learns from some, the threshold is set on others)"
         )
     per = cursor.execute("SELECT options->>'per' FROM fit_jobs WHERE id = %s", (job_id,)).fetchone()[0]
     if per == PER_PART and max(views.values()) < 2:

@@ -33,7 +33,7 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
                 "fit_seconds", "coreset_seconds"):  # fmt: skip
         assert key in report, key
     assert report["embedding_dim"] == 384
-    assert report["memory_bank_size"] == 784  # ceil(0.1 * 10 images * 784 patches)
+    assert report["memory_bank_size"] == 706  # ceil(0.1 * 9 images * 784 patches)
     assert report["image_auroc"] > 0.5 and 0.5 < report["pixel_auroc"] <= 1
     regions = report["regions"]  # where the defects are, at the verdict's threshold
     assert regions["threshold"] == report["threshold"] and 0 < report["best_pixel_f1"] <= 1
@@ -53,7 +53,7 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     # off a terminal each stage's progress is whole lines (a log keeps them apart), its last with the count and rate
     assert "\r" not in done.stderr
     assert any(
-        line.startswith("features: 100%") and "10/10" in line and "img/s" in line for line in done.stderr.splitlines()
+        line.startswith("features: 100%") and "9/9" in line and "img/s" in line for line in done.stderr.splitlines()
     )
     good = report["good_scores"]["train"] + report["good_scores"]["holdout"]
     highest = report["highest_good_scores"]
@@ -93,7 +93,7 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert done.returncode == 0, done.stderr
         assert "stored bottle" in done.stdout
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 784
+        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
         plots = dict(connection.execute("SELECT name, length(data) FROM model_plots").fetchall())
         assert set(plots) == {"roc", "scores", "heatmaps", "example"} and min(plots.values()) > 10_000
@@ -103,7 +103,7 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert cells == 1 and fitted["regions"]["threshold"] == fitted["threshold"]
     uri = _ingest("db-uri", env={"DATABASE_URL": database_url})
     assert uri.stdout.strip() == database_url
-    hnsw = {"DATABASE_URL": database_url, "INSPECT_SEARCH_BACKEND": "database"}  # what this measures: the 784-row
+    hnsw = {"DATABASE_URL": database_url, "INSPECT_SEARCH_BACKEND": "database"}  # what this measures: the 706-row
     served = _ingest(  # bank would be searched exactly in the process unless told
         "evaluate-served", "--data", str(mini_mvtec), "--category", "bottle", "--ef-search", "10",
         "--out", str(tmp_path / "served"), env=hnsw,
@@ -141,7 +141,7 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         policy, evaluation = connection.execute("SELECT threshold_policy, evaluation FROM active_models").fetchone()
         assert policy["kind"] == "labelled_f1" and policy["labelled_images"] == 6
         assert evaluation["threshold_set_on_these_images"] is True
-        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 784  # the bank was not copied
+        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706  # the bank was not copied
         actions = [r[0] for r in connection.execute("SELECT action FROM category_changes ORDER BY id")]
         assert actions == ["fit", "fit"] + ["threshold"] * 4
     wrong = _ingest("threshold", "--category", "nothing", "--value", "1.5", env=env)

@@ -234,8 +234,8 @@ def test_too_few_good_images_are_named_before_any_fit(tmp_path):
         _link(tmp_path / "part" / "train" / "good" / path.name, path)
     problems = file_problems(mvtec_category(tmp_path, "part"), Preprocess())
     assert problems == [
-        "part: 2 good training image(s); a fit needs at least 3 (good scores of three, each against a memory bank "
-        "chosen without it, set its threshold)"
+        "part: 2 good training image(s); a fit needs at least 3 (good scores of two memory-bank images and one held "
+        "out set its threshold)"
     ]
     _link(tmp_path / "part" / "train" / "good" / "002.png", BOTTLE / "train" / "good" / "002.png")
     assert file_problems(mvtec_category(tmp_path, "part"), Preprocess()) == []

@@ -357,11 +357,11 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
             page.wait_for_function(
                 "document.querySelector('.job .state') && "
                 "document.querySelector('.job .state').textContent === 'running' && "
-                "/stage [2-4] of 5: .+ at /.test(document.querySelector('.job .stage')?.textContent || '')",
+                "/stage [2-5] of 6: .+ at /.test(document.querySelector('.job .stage')?.textContent || '')",
                 timeout=120_000,
             )
             text = page.inner_text(".job .stage")
-            assert " of 5: " in text and " at " in text, text  # the stage, its counts and its rate
+            assert " of 6: " in text and " at " in text, text  # the stage, its counts and its rate
             assert page.inner_text(".job").startswith("1\tbottle (209 images)\trunning")
             if os.environ.get("INSPECT_SCREENSHOT_FIT"):
                 page.screenshot(path=os.environ["INSPECT_SCREENSHOT_FIT"], full_page=True)
@@ -475,8 +475,8 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
 def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     """``python -m ingest enqueue --wait`` queues a folder of good images, a worker process wakes at once and fits
     it, and the command follows the job to its end and exits 0, having printed the stages on the way. Its images
-    are 6 parts' 2 views each, named by ``--part`` on the command line: the version's images keep their parts, all
-    in its memory bank, as a fit from files with ``--part`` does."""
+    are 6 parts' 2 views each, named by ``--part`` on the command line: the version's images keep their parts and
+    its hold-out takes whole parts, as a fit from files with ``--part`` does."""
     folder = tmp_path / "good"
     _views(folder, 6, 2)
     worker = start_worker(env, tmp_path / "worker.log", "cli-worker")
@@ -502,7 +502,8 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
             "WHERE c.name = 'cli-bottle'"
         ).fetchall()
     assert len(rows) == 12 and all(part == name[:3] for _, part, name in rows), rows
-    assert {split for split, _, _ in rows} == {"train"}, rows  # every good image in the bank, scored cross-fitted
+    held = {part for split, part, _ in rows if split == "holdout"}
+    assert held and held.isdisjoint({part for split, part, _ in rows if split == "train"}), rows
     exported = subprocess.run(
         [sys.executable, "-m", "ingest", "export", "--category", "cli-bottle", "--out", str(tmp_path / "out")],
         cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
@@ -636,7 +637,7 @@ def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path
     )  # fmt: skip
     assert refitted.returncode == 0, refitted.stderr
     after = api.get("/categories/exports").json()
-    assert after["images"] == {"train": 8} and after["settings"]["coreset_ratio"] == 0.05
+    assert after["images"] == {"train": 7, "holdout": 1} and after["settings"]["coreset_ratio"] == 0.05
     gone = api.get("/categories/exports/good-images.zip")
     assert gone.status_code == 409 and gone.json()["error"] == "no_stored_images", gone.text
     refused = export(tmp_path / "again")
