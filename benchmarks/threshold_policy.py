@@ -45,12 +45,21 @@ BAR = 0.03  # issue 19: F1 at the threshold within this of the yardstick
 
 
 def rows_for(
-    root: Path, name: str, weights: str, out: Path, field_of_view: str, ratio: float, pixels: int, seed: int
+    root: Path,
+    name: str,
+    weights: str,
+    out: Path,
+    field_of_view: str,
+    ratio: float,
+    pixels: int,
+    seed: int,
+    holdout: float = PatchCoreConfig().holdout_fraction,
 ) -> list[dict]:
     category = mvtec_category(root, name)
     config = PatchCoreConfig(
-        backbone="resnet18", field_of_view=field_of_view, coreset_ratio=ratio, pixels=pixels, seed=seed
-    )
+        backbone="resnet18", field_of_view=field_of_view, coreset_ratio=ratio, pixels=pixels, seed=seed,
+        holdout_fraction=holdout,
+    )  # fmt: skip
     embedder = Embedder.load(config, weights)
     model = fit(config, category.train, weights, embedder=embedder, parts=category.parts)
     good = model.good_scores
@@ -65,9 +74,10 @@ def rows_for(
     scores, labels = evaluation.scores, evaluation.labels
     cross_fitted = [r.score for r in model.images if r.split == "train"]
     held_out = [r.score for r in model.images if r.split == "holdout"]
+    held_median = f" (median {np.median(held_out):.4f})" if held_out else ""
     print(
         f"{name} at {ratio:.0%}, seed {seed}: {len(cross_fitted)} cross-fitted good scores (median "
-        f"{np.median(cross_fitted):.4f}), {len(held_out)} held out (median {np.median(held_out):.4f}), good test "
+        f"{np.median(cross_fitted):.4f}), {len(held_out)} held out{held_median}, good test "
         f"images median {np.median(scores[~labels]):.4f}; fit {model.timings['fit_seconds']:.1f} s (features "
         f"{model.timings['feature_seconds']:.1f}, coreset {model.timings['coreset_seconds']:.1f}, good scores "
         f"{model.timings['out_of_fold_seconds']:.1f}); image AUROC {evaluation.figures['image_auroc']:.4f}; "
@@ -192,6 +202,8 @@ def main() -> None:
                         "224x224's)")  # fmt: skip
     parser.add_argument("--seed", type=int, action="append", help="the fit's seed: hold-out split, projection, first "
                         "centre, folds (repeatable; default 0): how much of a figure is the draw")  # fmt: skip
+    parser.add_argument("--holdout", type=float, default=PatchCoreConfig().holdout_fraction,
+                        help="share of the good images kept out of the memory bank (default %(default)s)")  # fmt: skip
     args = parser.parse_args()
     rows = []
     for item in args.set:
@@ -199,7 +211,9 @@ def main() -> None:
         for ratio in args.coreset_ratio or [0.1]:
             for pixels in args.pixels or [DEFAULT_PIXELS]:
                 for seed in args.seed or [0]:
-                    rows += rows_for(Path(root), name, args.weights, args.out, args.field_of_view, ratio, pixels, seed)
+                    rows += rows_for(
+                        Path(root), name, args.weights, args.out, args.field_of_view, ratio, pixels, seed, args.holdout
+                    )
     seeds = len(args.seed or [0]) > 1
     print(
         "\n| set | coreset | pixels | " + ("seed | " if seeds else "") + "target | threshold | F1 | recall | "

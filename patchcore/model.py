@@ -402,7 +402,8 @@ def fit(
         for record, path in zip(images, bank_paths, strict=True):  # kept where a part has several views
             record.part = parts.get(path)
     offset = len(bank_paths)
-    for i, item in enumerate(embedder.embed_files(holdout_paths, batch_size, "held out", report)):
+    held_out = embedder.embed_files(holdout_paths, batch_size, "held out", report) if holdout_paths else ()
+    for i, item in enumerate(held_out):
         item.record.split = "holdout"
         item.record.part = parts.get(holdout_paths[i]) if parts and model.parts else None
         patches = item.features.reshape(-1, dim)

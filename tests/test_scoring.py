@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from patchcore import scoring
+from tests.conftest import WEIGHTS
 
 
 def test_eq7_matches_a_hand_computed_case():
@@ -186,3 +187,18 @@ def test_folds_and_the_hold_out_take_whole_parts_and_deal_images_as_before_witho
         fit(PatchCoreConfig(), paths, per="part")  # every image a part of its own: refused before any work too
     with pytest.raises(ValueError, match="per image or per part, not 'sample'"):
         fit(PatchCoreConfig(), paths, parts=parts, per="sample")
+
+
+def test_a_fit_without_a_hold_out_scores_every_image_cross_fitted_and_reports_no_held_out_stage(small_train):
+    """``--holdout 0`` (every good image in the memory bank, as the paper fits): each is scored as unseen by the
+    cross-fit, and the progress a job or a terminal shows has no empty "held out" stage."""
+    from patchcore.model import PatchCoreConfig, fit
+
+    stages = []
+    model = fit(
+        PatchCoreConfig(backbone="resnet18", holdout_fraction=0), small_train[:6], str(WEIGHTS),
+        report=lambda stage, done, total, unit: stages.append(stage),
+    )  # fmt: skip
+    assert [r.split for r in model.images] == ["train"] * 6 and len(model.good_scores) == 6
+    assert all(r.score is not None for r in model.images) and model.threshold > 0
+    assert "held out" not in stages and {"features", "coreset", "cross-fitted good scores"} <= set(stages)
