@@ -11,9 +11,10 @@ that knows the good parts' distribution (:func:`patchcore.threshold.bar_chances`
 false-alarm rates for every set (``--plot``), and each set's score histograms (``docs/threshold_<set>_<ratio>.png``).
 Closes with, per target, how many rows meet issue 19's bar and how many exceed 5% false alarms; with several
 ``--seed`` values the rows repeat per seed (the hold-out split, projection, first centre and folds are drawn from
-it), which shows how much of a figure is the draw. With several ``--pixels`` budgets (the whole view's pixel
-count) it also prints what each costs and gains: image and pixel AUROC, fit time, scoring time per test image, F1
-at the default threshold.
+it), which shows how much of a figure is the draw; ``--holdout`` sets the share of good images kept out of the
+memory bank (0: every one in it, scored by the cross-fit alone). With several ``--pixels`` budgets (the whole
+view's pixel count) it also prints what each costs and gains: image and pixel AUROC, fit time, scoring time per
+test image, F1 at the default threshold.
 
     python benchmarks/threshold_policy.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \
         --set ../shared/datasets/mvtec_ad:bottle --set ../shared/datasets/non_square:bsdata_ballscrew \
