@@ -28,7 +28,8 @@ table counts them, and the good test images, above the cross-fitted scores' medi
 Per set, ratio and seed it fits with default settings (exact search, the model the service stores), scores the
 labelled test split once, and prints one row per target and rule; then a summary per target and rule. ``--scores
 DIR`` keeps each fit's good and test scores there (``<set>_<ratio>_<seed>.npz``) and reads them back on the next
-run instead of fitting again: the rules are judged on the same fits.
+run instead of fitting again: the rules are judged on the same fits. ``--holdout`` sets the share kept out of the
+memory bank (``..._holdout0.0.npz`` where it is not the default; at 0 the last table has the good test images alone).
 
     python benchmarks/threshold_rules.py --weights ../shared/weights/resnet18-imagenet1k-to-layer3.pth \\
         --set ../shared/datasets/mvtec_ad:bottle --set ../shared/datasets/non_square:bsdata_ballscrew \\
@@ -100,12 +101,13 @@ def redealt(good: np.ndarray, test: np.ndarray, labels: np.ndarray, target: floa
 def scores(args: argparse.Namespace, category, ratio: float, seed: int) -> dict[str, np.ndarray]:
     """Good scores, which of them are held out, test scores and labels of a fit with default settings, kept in
     ``--scores`` if given (a file without ``holdout``, kept by an earlier build, is fitted again)."""
-    kept = Path(args.scores) / f"{category.name}_{ratio}_{seed}.npz" if args.scores else None
+    held = "" if args.holdout == PatchCoreConfig().holdout_fraction else f"_holdout{args.holdout}"
+    kept = Path(args.scores) / f"{category.name}_{ratio}_{seed}{held}.npz" if args.scores else None
     if kept is not None and kept.exists():
         saved = dict(np.load(kept))
         if "holdout" in saved:
             return saved
-    config = PatchCoreConfig(backbone="resnet18", coreset_ratio=ratio, seed=seed)
+    config = PatchCoreConfig(backbone="resnet18", coreset_ratio=ratio, seed=seed, holdout_fraction=args.holdout)
     embedder = Embedder.load(config, args.weights)
     model = fit(config, category.train, args.weights, embedder=embedder, parts=category.parts)
     score = exact_scorer(model, embedder)
@@ -139,6 +141,8 @@ def main() -> None:
     parser.add_argument("--coreset-ratio", type=float, action="append", default=None, help="(repeatable; 0.1)")
     parser.add_argument("--seed", type=int, action="append", default=None, help="(repeatable; 0)")
     parser.add_argument("--scores", help="folder that keeps each fit's scores, read back instead of fitting again")
+    parser.add_argument("--holdout", type=float, default=PatchCoreConfig().holdout_fraction,
+                        help="share of the good images kept out of the memory bank (default %(default)s)")  # fmt: skip
     args = parser.parse_args()
     rows = []
     counts: dict[str, np.ndarray] = {}
@@ -176,6 +180,8 @@ def main() -> None:
           f"{1 - level:.0%}; 90% interval)" for level in LEVELS) + " |")  # fmt: skip
     print("| --- |" + " --- |" * len(LEVELS))
     for kind, count in counts.items():
+        if not count[:, 1].any():  # no hold-out (--holdout 0): the good test images alone
+            continue
         cells = []
         for above, total in count:
             low, high = thresholds.clopper_pearson(int(above), int(total))
