@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,6 +95,70 @@ def test_servers_starting_together_migrate_once_while_an_index_is_built_concurre
         assert connection.execute(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'inspections_model_at_idx'::regclass"
         ).fetchone() == (True,)
+
+
+_LOG_RECORD = (
+    "INSERT INTO inspections (request_id, category, model_id, is_anomalous, score, threshold, sha256, bytes, format, "
+    "width, height, latency_ms, image_kind) VALUES ('r', 'bottle', 1, false, 1.0, 1.3, 'x', 1, 'PNG', 9, 9, 1, 'none')"
+)
+
+
+@pytest.mark.parametrize(("before", "revision"), [("0021", "0022"), ("0023", "0024")])
+def test_the_log_takes_records_while_a_migration_indexes_it(database_url, before, revision):
+    """Every migration that indexes the log after its first records builds CONCURRENTLY. A plain build asks for a
+    lock that excludes every insert and waits for the writers before it; each new record queues behind that request
+    for as long as the build waits and runs (minutes on a log of years), and a record the database cannot take within
+    ``INSPECT_LOG_TIMEOUT_MS`` is a refused answer. Here one writer holds a record uncommitted while the migration
+    runs; once the build waits for it, another record must go in within a second, and the index ends valid. (0012 and
+    0021 add the columns they index first, and an ALTER TABLE waits for every writer whichever way its index is built,
+    as briefly as a writer's transaction lasts: their builds are held to CONCURRENTLY by the next test.)"""
+    config = alembic_config(database_url)
+    command.upgrade(config, before)
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            command.upgrade(config, revision)
+        except BaseException as error:  # the test reports whatever the migration raised
+            errors.append(error)
+
+    migration = threading.Thread(target=migrate, daemon=True)
+    with psycopg.connect(database_url) as writer, psycopg.connect(database_url, autocommit=True) as watcher:
+        writer.execute(_LOG_RECORD)
+        migration.start()
+        deadline = time.monotonic() + 60
+        while not watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'CREATE INDEX%%' AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline and migration.is_alive() and not errors
+            time.sleep(0.05)
+        watcher.execute("SET lock_timeout = '1s'")
+        watcher.execute(_LOG_RECORD)
+        writer.commit()
+    migration.join(timeout=60)
+    assert not migration.is_alive() and not errors
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(revision,)]
+        assert connection.execute("SELECT count(*) FROM inspections").fetchone()[0] == 2
+        invalid = connection.execute(
+            "SELECT count(*) FROM pg_index JOIN pg_class ON pg_class.oid = indrelid "
+            "WHERE relname = 'inspections' AND NOT indisvalid"
+        ).fetchone()[0]
+    assert invalid == 0
+
+
+def test_every_index_built_on_the_log_after_its_creation_is_built_concurrently():
+    """The rule the test above measures, over every migration after the log's table was made (0009): a new index on
+    ``inspections`` must not stop its writes."""
+    folder = ROOT / "migrations" / "versions"
+    plain = [
+        (path.name, statement.strip()[:80])
+        for path in sorted(folder.glob("0*.py"))
+        if path.name[:4] > "0009"
+        for statement in re.findall(r"CREATE INDEX[^\n]*?ON inspections", path.read_text())
+        if "CONCURRENTLY" not in statement
+    ]
+    assert not plain
 
 
 def _vector(values) -> str:

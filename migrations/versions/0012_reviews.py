@@ -3,7 +3,10 @@ API key's name, or the address where the service is open), when, and the version
 category (the feedback API) rather than only recording the review.
 
 Nullable columns without a default: a change of the catalogue only, not a rewrite of the log. The partial index
-serves the review page's "not yet reviewed" filter, newest first.
+serves the review page's "not yet reviewed" filter, newest first. It is built CONCURRENTLY, outside the
+transaction, as every index on the log built after the log's first records can be (migration 0024 says why: a plain
+build blocks the log's writes for as long as it takes, and every record holds when this runs: none is reviewed);
+the columns are added ``IF NOT EXISTS``, so that a build interrupted after they were committed runs again.
 
 Revision ID: 0012
 Revises: 0011
@@ -20,14 +23,21 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(
-        "ALTER TABLE inspections ADD COLUMN reviewed_at timestamptz, ADD COLUMN reviewed_by text, "
-        "ADD COLUMN review_label text, ADD COLUMN review_model_id bigint"
+        "ALTER TABLE inspections ADD COLUMN IF NOT EXISTS reviewed_at timestamptz, "
+        "ADD COLUMN IF NOT EXISTS reviewed_by text, ADD COLUMN IF NOT EXISTS review_label text, "
+        "ADD COLUMN IF NOT EXISTS review_model_id bigint"
     )
-    op.execute("CREATE INDEX inspections_unreviewed_idx ON inspections (category, id DESC) WHERE reviewed_at IS NULL")
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS inspections_unreviewed_idx")
+        op.execute(
+            "CREATE INDEX CONCURRENTLY inspections_unreviewed_idx ON inspections (category, id DESC) "
+            "WHERE reviewed_at IS NULL"
+        )
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX IF EXISTS inspections_unreviewed_idx")
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS inspections_unreviewed_idx")
     op.execute(
         "ALTER TABLE inspections DROP COLUMN IF EXISTS reviewed_at, DROP COLUMN IF EXISTS reviewed_by, "
         "DROP COLUMN IF EXISTS review_label, DROP COLUMN IF EXISTS review_model_id"

@@ -2,6 +2,9 @@
 tray position; the views of one part share it, in one category or several) and the file name the upload carried. A
 line that rejects a part on any flagged view reads its verdict from them (``GET /parts/{part}``), and a complaint
 about part SN-1234 finds every picture of it; before, a record said only what the image was (its hash, its size).
+The index is built CONCURRENTLY, outside the transaction, so that the log keeps taking records while it scans them
+(migration 0024 says why); the columns are added ``IF NOT EXISTS``, so that a build interrupted after they were
+committed runs again.
 
 Revision ID: 0021
 Revises: 0020
@@ -17,10 +20,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE inspections ADD COLUMN part text, ADD COLUMN file_name text")
-    op.execute("CREATE INDEX inspections_part_idx ON inspections (part, id DESC) WHERE part IS NOT NULL")
+    op.execute("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS part text, ADD COLUMN IF NOT EXISTS file_name text")
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS inspections_part_idx")
+        op.execute(
+            "CREATE INDEX CONCURRENTLY inspections_part_idx ON inspections (part, id DESC) WHERE part IS NOT NULL"
+        )
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX IF EXISTS inspections_part_idx")
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS inspections_part_idx")
     op.execute("ALTER TABLE inspections DROP COLUMN IF EXISTS part, DROP COLUMN IF EXISTS file_name")
