@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import psycopg
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.exc import OperationalError
 
 import migrations
 from store.database import sqlalchemy_url
 
 _LOCK_KEY = 730_115_001
 _POLL_SECONDS = 0.1
+_RETRY_SECONDS = 1.0  # between tries of a revision that gave up waiting for the log's lock (migrations.log_locks)
+_SAY_EVERY_SECONDS = 30.0
+
+_log = logging.getLogger(__name__)
+
+_HOLDERS = """
+SELECT DISTINCT a.pid, a.application_name, a.state, a.query_start, left(a.query, 120)
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.relation = 'inspections'::regclass AND l.granted AND a.pid <> pg_backend_pid()
+ORDER BY a.query_start NULLS LAST
+"""
 
 
 def alembic_config(url: str) -> Config:
@@ -25,8 +38,9 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str) -> None:
-    """Bring the schema to the newest revision; concurrent callers wait on an advisory lock, then find it done.
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to the newest revision (or ``revision``); concurrent callers wait on an advisory lock, then
+    find it done.
 
     They wait between statements, asking again every ``_POLL_SECONDS``, not inside ``pg_advisory_lock``: a statement
     waiting there holds its snapshot, an index built CONCURRENTLY by the lock's holder (migration 0024) waits for
@@ -37,6 +51,31 @@ def upgrade(url: str) -> None:
         while not lock.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()[0]:
             time.sleep(_POLL_SECONDS)
         try:
-            command.upgrade(config, "head")
+            _upgrade_patiently(config, revision, lock)
         finally:
             lock.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _upgrade_patiently(config: Config, revision: str, connection: psycopg.Connection) -> None:
+    """``alembic upgrade`` to ``revision``, tried again for as long as a revision gives up waiting for the inspection
+    log's lock (``migrations.log_locks``): each try holds up the log's writes for a moment at most, never for as long
+    as the statement in the way runs. Who holds the lock is said at the first wait and every half minute after, so
+    that a session left idle in a transaction can be found and ended."""
+    said = -_SAY_EVERY_SECONDS
+    started = time.monotonic()
+    while True:
+        try:
+            command.upgrade(config, revision)
+            return
+        except OperationalError as error:
+            if not isinstance(error.orig, psycopg.errors.LockNotAvailable):
+                raise
+        waited = time.monotonic() - started
+        if waited - said >= _SAY_EVERY_SECONDS:
+            said = waited
+            holders = "; ".join(
+                f"pid {pid} ({name or 'no application name'}, {state}, since {since or 'its start'}): {query}"
+                for pid, name, state, since, query in connection.execute(_HOLDERS)
+            )
+            _log.warning("migration waits %.0f s for the inspection log, held by %s", waited, holders or "nobody now")
+        time.sleep(_RETRY_SECONDS)

@@ -147,18 +147,64 @@ def test_the_log_takes_records_while_a_migration_indexes_it(database_url, before
     assert invalid == 0
 
 
-def test_every_index_built_on_the_log_after_its_creation_is_built_concurrently():
-    """The rule the test above measures, over every migration after the log's table was made (0009): a new index on
-    ``inspections`` must not stop its writes."""
+@pytest.mark.parametrize(("before", "revision"), [("0009", "0010"), ("0011", "0012"), ("0016", "0017"),
+                                                  ("0020", "0021"), ("0022", "0023")])  # fmt: skip
+def test_the_log_takes_records_while_a_migration_waits_to_add_its_columns(database_url, before, revision, caplog):
+    """An ALTER TABLE needs the log to itself, so it waits for every query reading it (a dump, someone's psql), and
+    each record asked for after it queues behind it for as long as that query runs. Each migration that changes the
+    log's columns gives up after a moment instead and tries again (``migrations.log_locks``): while a reader holds
+    the log, a record goes in within a second, the wait names the reader, and once the reader is done the migration
+    completes."""
+    config = alembic_config(database_url)
+    command.upgrade(config, before)
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            upgrade(database_url, revision)
+        except BaseException as error:  # the test reports whatever the migration raised
+            errors.append(error)
+
+    migration = threading.Thread(target=migrate, daemon=True)
+    with psycopg.connect(database_url) as reader, psycopg.connect(database_url, autocommit=True) as watcher:
+        reader.execute("SELECT count(*) FROM inspections")
+        migration.start()
+        deadline = time.monotonic() + 60
+        while not watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'ALTER TABLE inspections%%' "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline and migration.is_alive() and not errors
+            time.sleep(0.01)
+        watcher.execute("SET lock_timeout = '1s'")
+        for _ in range(3):
+            watcher.execute(_LOG_RECORD)
+            time.sleep(0.3)
+        assert migration.is_alive()
+        reader.commit()
+        named = f"pid {reader.info.backend_pid} "
+    migration.join(timeout=60)
+    assert not migration.is_alive() and not errors
+    assert named in caplog.text and "SELECT count(*) FROM inspections" in caplog.text
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(revision,)]
+        assert connection.execute("SELECT count(*) FROM inspections").fetchone()[0] == 3
+
+
+def test_every_change_to_the_log_after_its_creation_lets_its_writes_through():
+    """The rules the two tests above measure, over every migration after the log's table was made (0009): a new
+    index on ``inspections`` is built CONCURRENTLY, a change of its columns waits for its lock briefly."""
     folder = ROOT / "migrations" / "versions"
+    later = [path for path in sorted(folder.glob("0*.py")) if path.name[:4] > "0009"]
     plain = [
-        (path.name, statement.strip()[:80])
-        for path in sorted(folder.glob("0*.py"))
-        if path.name[:4] > "0009"
-        for statement in re.findall(r"CREATE INDEX[^\n]*?ON inspections", path.read_text())
+        (path.name, statement)
+        for path in later
+        for statement in re.findall(r"CREATE (?:UNIQUE )?INDEX[^\n]*?ON inspections", path.read_text())
         if "CONCURRENTLY" not in statement
     ]
-    assert not plain
+    altered = re.compile(r"op\.execute\(\s*f?\"ALTER TABLE inspections")
+    waiting = [path.name for path in later if altered.search(path.read_text())]
+    assert not plain and not waiting
 
 
 def _vector(values) -> str:

@@ -3,7 +3,9 @@ unknown (the commit was sent, its acknowledgement lost when the database went aw
 is back: written again without a second row (``wait``), or taken back (a refused answer).
 
 Nullable and without a default, so that the upgrade is a change of the catalogue only, not a rewrite of a log that
-may hold years of thumbnails; records older than this revision have no key and need none.
+may hold years of thumbnails; records older than this revision have no key and need none. The column's change waits
+for its lock briefly and the index is built CONCURRENTLY, so that the log keeps taking records meanwhile
+(:mod:`migrations.log_locks`, migration 0024).
 
 Revision ID: 0010
 Revises: 0009
@@ -12,6 +14,8 @@ Create Date: 2026-11-30
 
 from alembic import op
 
+from migrations.log_locks import alter_log
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -19,10 +23,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE inspections ADD COLUMN record_key uuid")
-    op.execute("CREATE UNIQUE INDEX inspections_record_key_idx ON inspections (record_key)")
+    alter_log("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS record_key uuid")
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS inspections_record_key_idx")
+        op.execute("CREATE UNIQUE INDEX CONCURRENTLY inspections_record_key_idx ON inspections (record_key)")
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX IF EXISTS inspections_record_key_idx")
-    op.execute("ALTER TABLE inspections DROP COLUMN IF EXISTS record_key")
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS inspections_record_key_idx")
+    alter_log("ALTER TABLE inspections DROP COLUMN IF EXISTS record_key")

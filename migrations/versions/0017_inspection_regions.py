@@ -8,7 +8,7 @@ Revises: 0016
 Create Date: 2026-12-02
 """
 
-from alembic import op
+from migrations.log_locks import alter_log
 
 revision = "0017"
 down_revision = "0016"
@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE inspections ADD COLUMN regions jsonb")
+    alter_log("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS regions jsonb")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE inspections DROP COLUMN regions")
+    alter_log("ALTER TABLE inspections DROP COLUMN IF EXISTS regions")

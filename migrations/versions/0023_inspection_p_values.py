@@ -8,7 +8,7 @@ Revises: 0022
 Create Date: 2026-12-03
 """
 
-from alembic import op
+from migrations.log_locks import alter_log
 
 revision = "0023"
 down_revision = "0022"
@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE inspections ADD COLUMN p_value double precision")
+    alter_log("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS p_value double precision")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE inspections DROP COLUMN IF EXISTS p_value")
+    alter_log("ALTER TABLE inspections DROP COLUMN IF EXISTS p_value")
