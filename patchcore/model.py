@@ -272,14 +272,10 @@ def split_holdout(
 
 
 def part_groups(paths: list[Path], parts: Mapping[Path, str] | None) -> torch.Tensor:
-    """(N,) a part number for each image, numbered in order of first appearance: images ``parts`` names the same
+    """(N,) a part number for each image (:func:`patchcore.threshold.part_numbers`): images ``parts`` names the same
     part share one, every other image is a part of its own."""
-    numbers: dict[object, int] = {}
-    return torch.tensor(
-        [numbers.setdefault(("part", parts[p]) if parts and p in parts else ("image", i), len(numbers))
-         for i, p in enumerate(paths)],
-        dtype=torch.long,
-    )  # fmt: skip
+    named = [parts.get(p) if parts else None for p in paths]
+    return torch.tensor(threshold.part_numbers(named), dtype=torch.long)
 
 
 def fit(

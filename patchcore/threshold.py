@@ -203,13 +203,24 @@ def describe(
     return described
 
 
+def part_numbers(parts: Sequence[str | None]) -> list[int]:
+    """Each image's part as a number, in order of first appearance (``parts`` names each image's part): images named
+    the same part share one, an image named none (``None``) is a part of its own."""
+    numbers: dict[tuple[str | None, int], int] = {}
+    return [
+        numbers.setdefault((part, -1) if part is not None else (None, index), len(numbers))
+        for index, part in enumerate(parts)
+    ]
+
+
 def views_by_part(parts: Sequence[str | None]) -> list[list[int]] | None:
-    """The positions of each part's views (``parts`` names each image's part; ``None``: a part of its own), in order
-    of first appearance; ``None`` where no part has more than one image."""
-    groups: dict[tuple[str | None, int], list[int]] = {}
-    for index, part in enumerate(parts):
-        groups.setdefault((part, -1) if part is not None else (None, index), []).append(index)
-    return None if all(len(views) == 1 for views in groups.values()) else list(groups.values())
+    """The positions of each part's views (:func:`part_numbers`), in order of first appearance; ``None`` where no
+    part has more than one image."""
+    numbers = part_numbers(parts)
+    groups: list[list[int]] = [[] for _ in range(max(numbers, default=-1) + 1)]
+    for index, number in enumerate(numbers):
+        groups[number].append(index)
+    return None if all(len(views) == 1 for views in groups) else groups
 
 
 def worst_views(scores: Sequence[float], parts: Sequence[str | None]) -> np.ndarray | None:
