@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 _HOLDERS = """
 SELECT DISTINCT a.pid, a.application_name, a.state, a.query_start, left(a.query, 120)
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.relation = 'inspections'::regclass AND l.granted AND a.pid <> pg_backend_pid()
+WHERE l.relation = to_regclass('inspections') AND l.granted AND a.pid <> pg_backend_pid()
 ORDER BY a.query_start NULLS LAST
 """
 
