@@ -111,7 +111,8 @@ def test_the_log_takes_records_while_a_migration_indexes_it(database_url, before
     ``INSPECT_LOG_TIMEOUT_MS`` is a refused answer. Here one writer holds a record uncommitted while the migration
     runs; once the build waits for it, another record must go in within a second, and the index ends valid. (0012 and
     0021 add the columns they index first, and an ALTER TABLE waits for every writer whichever way its index is built,
-    as briefly as a writer's transaction lasts: their builds are held to CONCURRENTLY by the next test.)"""
+    as briefly as a writer's transaction lasts: their builds are held to CONCURRENTLY by the rule over the
+    migrations' sources below.)"""
     config = alembic_config(database_url)
     command.upgrade(config, before)
     errors: list[BaseException] = []
