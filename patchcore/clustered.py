@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from patchcore.scoring import BankSearch, ExactSearch, Metric
+from patchcore.scoring import BankSearch, ExactSearch, Metric, paired_distance
 
 FIT_ROWS = 16_384  # rows the centres are fitted on (a seeded sample of a larger bank): enough to place 256 centres
 ITERATIONS = 8  # Lloyd's iterations: the clusters need only be compact, not converged
@@ -116,9 +116,8 @@ class ClusteredSearch:
     def nearest_one(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The nearest bank row of each query, exactly: (distances in the metric, indices into the bank), each (Q,),
         as :meth:`patchcore.scoring.ExactSearch.nearest_one` gives them."""
-        queries = queries.float()
-        if self.metric == "cosine":
-            queries = F.normalize(queries, dim=1)
+        raw = queries.float()
+        queries = F.normalize(raw, dim=1) if self.metric == "cosine" else raw
         count = queries.shape[0]
         own_norms = (queries * queries).sum(1)
         to_centres = (_squared(queries, self.centres, self.centre_norms) + own_norms[:, None]).clamp_min_(0).sqrt_()
@@ -133,9 +132,8 @@ class ClusteredSearch:
         asked, clusters = torch.nonzero(bound < reach[:, None], as_tuple=True)
         if asked.numel():
             self._measure(queries, asked, clusters, best, found)
-        distances = (best + own_norms).clamp_min_(0)
-        distances = distances / 2 if self.metric == "cosine" else distances.sqrt_()
-        return distances, self.order[found]
+        rows = self.order[found]
+        return paired_distance(raw, self.bank.index_select(0, rows), self.metric), rows
 
     def nearest(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact ``k`` nearest bank rows of each query: (distances, indices), each (Q, k), nearest first, as
@@ -143,10 +141,8 @@ class ClusteredSearch:
         next bound lies beyond the ``k``-th nearest row found (eq. 7's support: one query, a few clusters)."""
         k = min(k, self.rows.shape[0])
         found_distances, found_indices = [], []
-        for query in queries.float():
-            if self.metric == "cosine":
-                query = F.normalize(query, dim=0)
-            query = query[None]
+        for raw in queries.float():
+            query = (F.normalize(raw, dim=0) if self.metric == "cosine" else raw)[None]
             own_norm = (query * query).sum()
             to_centres = (_squared(query, self.centres, self.centre_norms)[0] + own_norm).clamp_min_(0).sqrt_()
             bounds = to_centres - self.radius
@@ -163,7 +159,8 @@ class ClusteredSearch:
                 best, order = torch.cat([best, measured]).sort()
                 where = torch.cat([where, torch.arange(first, last)])[order]
                 best, where = best[:k], where[:k]
-            distances = best.clamp_min(0)
-            found_distances.append(distances / 2 if self.metric == "cosine" else distances.sqrt())
-            found_indices.append(self.order[where])
+            rows = self.order[where]
+            distances, order = paired_distance(raw[None], self.bank[rows], self.metric).sort(stable=True)
+            found_distances.append(distances)
+            found_indices.append(rows[order])
         return torch.stack(found_distances), torch.stack(found_indices)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from patchcore.scoring import ExactSearch
+from patchcore.scoring import ExactSearch, paired_distance
 
 PROJECTION_DIM = 128
 _FULL_SCAN_FRACTION = 0.4
@@ -480,6 +480,6 @@ def extend_coreset(candidates: torch.Tensor, bank: ExactSearch, radius: float) -
         if float(nearest[farthest]) <= radius:
             return torch.tensor(chosen, dtype=torch.long)
         chosen.append(farthest)
-        added = ExactSearch(candidates[farthest][None], bank.metric).distances(candidates)[:, 0]
+        added = paired_distance(candidates[farthest][None], candidates, bank.metric)
         torch.minimum(nearest, added, out=nearest)
         nearest[farthest] = 0

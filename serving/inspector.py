@@ -317,7 +317,7 @@ class Inspector:
         distances = np.concatenate([r.distances for r in results])
         patch_ids = np.concatenate([r.patch_ids for r in results])
         if self.added is not None:
-            nearest, index = self.added.distances(torch.from_numpy(flat).float()).min(1)
+            nearest, index = self.added.nearest_one(torch.from_numpy(flat))
             nearest, index = nearest.double().numpy(), index.numpy()
             closer = nearest < distances
             distances[closer] = nearest[closer]

@@ -22,11 +22,11 @@ def patches(small_model) -> torch.Tensor:
 
 
 def _as_near(found: torch.Tensor, want: torch.Tensor, queries: torch.Tensor, bank: torch.Tensor, metric: str) -> bool:
-    """Distances equal within float32's rounding of the searches' arithmetic. An l2 search finds its nearest row by
-    ``|q|^2 + |b|^2 - 2 q.b``, whose rounding grows with the squared norms, not with the distance: compared as
-    squares, within 64 float32 epsilons of ``|q|^2 + |b|^2`` (bottle's patches: up to 7 seen, on a machine where
-    1e-4 on the distances themselves failed: 0.06491 by the search against 0.06504 by the difference itself); a
-    cosine distance is one minus a product of unit vectors, within 1e-4."""
+    """Distances of rows found equally near within float32's rounding of the searches' arithmetic. An l2 search
+    finds its nearest row by ``|q|^2 + |b|^2 - 2 q.b``, whose rounding grows with the squared norms, not with the
+    distance, so two searches may pick two rows that near: compared as squares, within 64 float32 epsilons of
+    ``|q|^2 + |b|^2`` (bottle's patches: up to 7 seen); a cosine distance is one minus a product of unit vectors,
+    within 1e-4."""
     if metric == "cosine":
         return bool(torch.allclose(found, want, atol=1e-4))
     scale = (queries * queries).sum(1) + (bank * bank).sum(1).max()
@@ -41,6 +41,8 @@ def test_it_finds_every_patchs_nearest_row_as_a_search_of_every_row_does(small_m
     distances, rows = clustered.nearest_one(patches)
     want, want_rows = every.nearest_one(patches)
     assert _as_near(distances, want, patches, bank, metric) and (rows == want_rows).float().mean() >= 0.999
+    same = rows == want_rows  # the same row found: the same distance, measured between the pair by both searches
+    assert torch.allclose(distances[same], want[same], rtol=1e-6, atol=0)
     assert _as_near(every.pairwise(patches, bank[rows]), want, patches, bank, metric)  # a row found is as near
     near, near_rows = clustered.nearest(patches[:40], k=9)
     most, most_rows = every.nearest(patches[:40], k=9)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from patchcore import scoring
+from patchcore.clustered import ClusteredSearch
 from tests.conftest import WEIGHTS
 
 
@@ -33,7 +34,27 @@ def test_image_score_uses_the_neighbours_of_the_nearest_bank_patch():
 def test_cosine_distance_is_what_pgvector_computes():
     a = torch.tensor([[1.0, 0.0]])
     b = torch.tensor([[1.0, 1.0], [-1.0, 0.0]])
-    assert scoring.pairwise_distance(a, b, "cosine").tolist()[0] == pytest.approx([1 - 1 / math.sqrt(2), 2.0])
+    assert scoring.ExactSearch(b, "cosine").distances(a).tolist()[0] == pytest.approx([1 - 1 / math.sqrt(2), 2.0])
+    assert scoring.paired_distance(a.expand(2, -1), b, "cosine").tolist() == pytest.approx([1 - 1 / math.sqrt(2), 2.0])
+
+
+@pytest.mark.parametrize("search", [scoring.ExactSearch, ClusteredSearch])
+def test_a_search_reports_the_distance_to_the_row_it_found_at_any_scale_of_the_features(search):
+    """Rows 0.01-0.05 apart around a point 100 from the origin: the expansion |q|^2 + |b|^2 - 2 q.b rounds at 1e4's
+    float32 epsilon (about 1e-3), coarser than these squared distances, so a distance taken from it is noise. Each
+    search finds its rows by a product but reports the distance measured between the query and the row found."""
+    generator = torch.Generator().manual_seed(0)
+    centre = torch.full((64,), 100.0 / 8)
+    bank = centre + 0.003 * torch.randn(3000, 64, generator=generator)
+    queries = centre + 0.003 * torch.randn(50, 64, generator=generator)
+    found = search(bank, "l2")
+    distances, rows = found.nearest_one(queries)
+    measured = (queries.double() - bank[rows].double()).norm(dim=1)
+    assert torch.allclose(distances.double(), measured, rtol=1e-5, atol=0)
+    distances, rows = found.nearest(queries[:5], k=4)
+    measured = (queries[:5, None].double() - bank[rows].double()).norm(dim=2)
+    assert torch.allclose(distances.double(), measured, rtol=1e-5, atol=0)
+    assert (distances.diff(dim=1) >= 0).all()  # nearest first
 
 
 def test_anomaly_map_keeps_a_flat_map_flat_and_has_the_input_size():
