@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from store.database import sqlalchemy_url
 
 _LOCK_KEY = 730_115_001
 _POLL_SECONDS = 0.1
-_RETRY_SECONDS = 1.0  # between tries of a revision that gave up waiting for the log's lock (migrations.log_locks)
+_RETRY_SECONDS = 1.0  # between tries of a revision that gave up waiting for a table's lock (migrations.brief_locks)
 _SAY_EVERY_SECONDS = 30.0
 
 _log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ _log = logging.getLogger(__name__)
 _HOLDERS = """
 SELECT DISTINCT a.pid, a.application_name, a.state, a.query_start, left(a.query, 120)
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.relation = to_regclass('inspections') AND l.granted AND a.pid <> pg_backend_pid()
+WHERE l.relation = to_regclass(%s) AND l.granted AND a.pid <> pg_backend_pid()
 ORDER BY a.query_start NULLS LAST
 """
 
@@ -57,10 +58,10 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 def _upgrade_patiently(config: Config, revision: str, connection: psycopg.Connection) -> None:
-    """``alembic upgrade`` to ``revision``, tried again for as long as a revision gives up waiting for the inspection
-    log's lock (``migrations.log_locks``): each try holds up the log's writes for a moment at most, never for as long
-    as the statement in the way runs. Who holds the lock is said at the first wait and every half minute after, so
-    that a session left idle in a transaction can be found and ended."""
+    """``alembic upgrade`` to ``revision``, tried again for as long as a revision gives up waiting for a table's
+    lock (``migrations.brief_locks``): each try holds up the table's readers and writers for a moment at most, never
+    for as long as the transaction in the way runs. Who holds the table is said at the first wait and every half
+    minute after, so that a session left idle in a transaction can be found and ended."""
     said = -_SAY_EVERY_SECONDS
     started = time.monotonic()
     while True:
@@ -70,12 +71,21 @@ def _upgrade_patiently(config: Config, revision: str, connection: psycopg.Connec
         except OperationalError as error:
             if not isinstance(error.orig, psycopg.errors.LockNotAvailable):
                 raise
+            statement = error.statement or ""
         waited = time.monotonic() - started
         if waited - said >= _SAY_EVERY_SECONDS:
             said = waited
+            table = _altered(statement)
             holders = "; ".join(
                 f"pid {pid} ({name or 'no application name'}, {state}, since {since or 'its start'}): {query}"
-                for pid, name, state, since, query in connection.execute(_HOLDERS)
+                for pid, name, state, since, query in connection.execute(_HOLDERS, (table,))
             )
-            _log.warning("migration waits %.0f s for the inspection log, held by %s", waited, holders or "nobody now")
+            what = f"table {table}" if table else f"the lock of {statement[:120]!r}"
+            _log.warning("migration waits %.0f s for %s, held by %s", waited, what, holders or "nobody now")
         time.sleep(_RETRY_SECONDS)
+
+
+def _altered(statement: str) -> str | None:
+    """The table an ALTER TABLE statement changes (the migrations' own statements: plain names), else ``None``."""
+    found = re.match(r"\s*ALTER TABLE (?:IF EXISTS )?(?:ONLY )?([\w.]+)", statement, flags=re.I)
+    return found.group(1) if found else None

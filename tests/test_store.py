@@ -148,14 +148,20 @@ def test_the_log_takes_records_while_a_migration_indexes_it(database_url, before
     assert invalid == 0
 
 
-@pytest.mark.parametrize(("before", "revision"), [("0009", "0010"), ("0011", "0012"), ("0016", "0017"),
-                                                  ("0020", "0021"), ("0022", "0023")])  # fmt: skip
-def test_the_log_takes_records_while_a_migration_waits_to_add_its_columns(database_url, before, revision, caplog):
-    """An ALTER TABLE needs the log to itself, so it waits for every query reading it (a dump, someone's psql), and
-    each record asked for after it queues behind it for as long as that query runs. Each migration that changes the
-    log's columns gives up after a moment instead and tries again (``migrations.log_locks``): while a reader holds
-    the log, a record goes in within a second, the wait names the reader, and once the reader is done the migration
-    completes."""
+@pytest.mark.parametrize(
+    ("before", "revision", "table"),
+    [("0009", "0010", "inspections"), ("0011", "0012", "inspections"), ("0016", "0017", "inspections"),
+     ("0020", "0021", "inspections"), ("0022", "0023", "inspections"), ("0012", "0013", "models"),
+     ("0018", "0019", "images"), ("0013", "0014", "fit_jobs")],
+)  # fmt: skip
+def test_queries_go_on_while_a_migration_waits_to_alter_a_table(database_url, before, revision, table, caplog):
+    """An ALTER TABLE needs its table to itself, so it waits for every transaction that holds it (a fit being saved,
+    a dump, someone's psql), and each statement on the table asked for after it queues behind it for as long as that
+    transaction runs: every answer reads ``models`` and writes to the log, every poll reads the fit queue. Each
+    migration's ALTER gives up after a moment instead and tries again (``migrations.brief_locks``): while a reader
+    holds the table, a record goes into the log (a read of the table, for the others) within a second, the wait names
+    the reader, and once the reader is done the migration completes."""
+    probe = _LOG_RECORD if table == "inspections" else f"SELECT count(*) FROM {table}"
     config = alembic_config(database_url)
     command.upgrade(config, before)
     errors: list[BaseException] = []
@@ -168,44 +174,47 @@ def test_the_log_takes_records_while_a_migration_waits_to_add_its_columns(databa
 
     migration = threading.Thread(target=migrate, daemon=True)
     with psycopg.connect(database_url) as reader, psycopg.connect(database_url, autocommit=True) as watcher:
-        reader.execute("SELECT count(*) FROM inspections")
+        reader.execute(f"SELECT count(*) FROM {table}")
         migration.start()
         deadline = time.monotonic() + 60
         while not watcher.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'ALTER TABLE inspections%%' "
-            "AND wait_event_type = 'Lock'"
+            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s AND wait_event_type = 'Lock'",
+            (f"ALTER TABLE {table} %",),
         ).fetchone()[0]:
             assert time.monotonic() < deadline and migration.is_alive() and not errors
             time.sleep(0.01)
         watcher.execute("SET lock_timeout = '1s'")
         for _ in range(3):
-            watcher.execute(_LOG_RECORD)
+            watcher.execute(probe)
             time.sleep(0.3)
         assert migration.is_alive()
         reader.commit()
         named = f"pid {reader.info.backend_pid} "
     migration.join(timeout=60)
     assert not migration.is_alive() and not errors
-    assert named in caplog.text and "SELECT count(*) FROM inspections" in caplog.text
+    assert f"for table {table}, held by {named}" in caplog.text and f"SELECT count(*) FROM {table}" in caplog.text
     with psycopg.connect(database_url) as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(revision,)]
-        assert connection.execute("SELECT count(*) FROM inspections").fetchone()[0] == 3
+        if table == "inspections":
+            assert connection.execute("SELECT count(*) FROM inspections").fetchone()[0] == 3
 
 
-def test_every_change_to_the_log_after_its_creation_lets_its_writes_through():
-    """The rules the two tests above measure, over every migration after the log's table was made (0009): a new
-    index on ``inspections`` is built CONCURRENTLY, a change of its columns waits for its lock briefly."""
+def test_every_migration_lets_the_services_queries_through():
+    """The rules the two tests above measure, over the migrations' sources: every new index on ``inspections`` after
+    the log's table was made (0009) is built CONCURRENTLY, and every ALTER TABLE of every revision, up or down, waits
+    for its lock briefly (of a table its revision has just made, it holds the lock already)."""
     folder = ROOT / "migrations" / "versions"
-    later = [path for path in sorted(folder.glob("0*.py")) if path.name[:4] > "0009"]
+    revisions = sorted(folder.glob("0*.py"))
     plain = [
         (path.name, statement)
-        for path in later
+        for path in revisions
+        if path.name[:4] > "0009"
         for statement in re.findall(r"CREATE (?:UNIQUE )?INDEX[^\n]*?ON inspections", path.read_text())
         if "CONCURRENTLY" not in statement
     ]
-    altered = re.compile(r"op\.execute\(\s*f?\"ALTER TABLE inspections")
-    waiting = [path.name for path in later if altered.search(path.read_text())]
-    assert not plain and not waiting
+    altered = re.compile(r"op\.execute\(\s*f?\"\"?\"?\s*ALTER TABLE")
+    waiting = [path.name for path in revisions if altered.search(path.read_text())]
+    assert len(revisions) >= 24 and not plain and not waiting
 
 
 def _vector(values) -> str:

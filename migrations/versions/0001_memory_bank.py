@@ -10,6 +10,8 @@ Create Date: 2026-11-22
 
 from alembic import op
 
+from migrations.brief_locks import alter_briefly
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -57,7 +59,7 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX models_category_idx ON models (category_id)")
-    op.execute(
+    alter_briefly(
         "ALTER TABLE categories ADD CONSTRAINT categories_active_model_fk "
         "FOREIGN KEY (active_model_id) REFERENCES models(id) ON DELETE SET NULL"
     )
@@ -104,5 +106,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
     op.execute("DROP TABLE IF EXISTS patches, images CASCADE")
-    op.execute("ALTER TABLE categories DROP CONSTRAINT IF EXISTS categories_active_model_fk")
+    alter_briefly("ALTER TABLE categories DROP CONSTRAINT IF EXISTS categories_active_model_fk")
     op.execute("DROP TABLE IF EXISTS models, categories CASCADE")

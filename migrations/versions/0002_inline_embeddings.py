@@ -14,7 +14,7 @@ Revises: 0001
 Create Date: 2026-11-22
 """
 
-from alembic import op
+from migrations.brief_locks import alter_briefly
 
 revision = "0002"
 down_revision = "0001"
@@ -23,14 +23,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE PLAIN")
-    op.execute("ALTER TABLE images ALTER COLUMN embedding SET STORAGE PLAIN")
-    op.execute("ALTER TABLE models DROP CONSTRAINT models_embedding_dim_check")
-    op.execute("ALTER TABLE models ADD CONSTRAINT models_embedding_dim_check CHECK (embedding_dim BETWEEN 1 AND 2000)")
+    alter_briefly("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE PLAIN")
+    alter_briefly("ALTER TABLE images ALTER COLUMN embedding SET STORAGE PLAIN")
+    alter_briefly("ALTER TABLE models DROP CONSTRAINT models_embedding_dim_check")
+    alter_briefly(
+        "ALTER TABLE models ADD CONSTRAINT models_embedding_dim_check CHECK (embedding_dim BETWEEN 1 AND 2000)"
+    )
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE models DROP CONSTRAINT models_embedding_dim_check")
-    op.execute("ALTER TABLE models ADD CONSTRAINT models_embedding_dim_check CHECK (embedding_dim BETWEEN 1 AND 16000)")
-    op.execute("ALTER TABLE images ALTER COLUMN embedding SET STORAGE EXTENDED")
-    op.execute("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE EXTENDED")
+    alter_briefly("ALTER TABLE models DROP CONSTRAINT models_embedding_dim_check")
+    alter_briefly(
+        "ALTER TABLE models ADD CONSTRAINT models_embedding_dim_check CHECK (embedding_dim BETWEEN 1 AND 16000)"
+    )
+    alter_briefly("ALTER TABLE images ALTER COLUMN embedding SET STORAGE EXTENDED")
+    alter_briefly("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE EXTENDED")

@@ -16,6 +16,8 @@ Create Date: 2026-11-22
 from alembic import op
 from sqlalchemy import text
 
+from migrations.brief_locks import alter_briefly
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -47,7 +49,7 @@ def _moved(definition: str, old: str, new: str) -> str:
 
 def upgrade() -> None:
     bind = op.get_bind()
-    op.execute("ALTER TABLE patches RENAME TO patches_unpartitioned")
+    alter_briefly("ALTER TABLE patches RENAME TO patches_unpartitioned")
     op.execute("ALTER INDEX patches_pkey RENAME TO patches_unpartitioned_pkey")
     op.execute("ALTER INDEX patches_model_idx RENAME TO patches_unpartitioned_model_idx")
     op.execute("ALTER INDEX patches_image_idx RENAME TO patches_unpartitioned_image_idx")
@@ -65,7 +67,7 @@ def upgrade() -> None:
         ) PARTITION BY LIST (model_id)
         """
     )
-    op.execute("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE PLAIN")
+    alter_briefly("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE PLAIN")
     op.execute("CREATE INDEX patches_image_idx ON patches (image_id)")
     op.execute("ALTER SEQUENCE patches_id_seq OWNED BY patches.id")
 
@@ -73,7 +75,7 @@ def upgrade() -> None:
     model_ids = [row[0] for row in bind.execute(text("SELECT DISTINCT model_id FROM patches_unpartitioned"))]
     for model_id in model_ids:
         op.execute(f"CREATE TABLE patches_model_{model_id} PARTITION OF patches FOR VALUES IN ({model_id})")
-        op.execute(f"ALTER TABLE patches_model_{model_id} ALTER COLUMN embedding SET STORAGE PLAIN")
+        alter_briefly(f"ALTER TABLE patches_model_{model_id} ALTER COLUMN embedding SET STORAGE PLAIN")
         op.execute(
             f"INSERT INTO patches_model_{model_id} ({_COLUMNS}) "
             f"SELECT {_COLUMNS} FROM patches_unpartitioned WHERE model_id = {model_id} ORDER BY id"
@@ -99,7 +101,7 @@ def downgrade() -> None:
     ]
     indexes = [index for partition in partitions for index in _hnsw_indexes(bind, partition)]
     op.execute("ALTER SEQUENCE patches_id_seq OWNED BY NONE")
-    op.execute("ALTER TABLE patches RENAME TO patches_partitioned")
+    alter_briefly("ALTER TABLE patches RENAME TO patches_partitioned")
     op.execute("ALTER INDEX patches_pkey RENAME TO patches_partitioned_pkey")
     op.execute("ALTER INDEX patches_image_idx RENAME TO patches_partitioned_image_idx")
     op.execute(
@@ -114,7 +116,7 @@ def downgrade() -> None:
         )
         """
     )
-    op.execute("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE PLAIN")
+    alter_briefly("ALTER TABLE patches ALTER COLUMN embedding SET STORAGE PLAIN")
     op.execute("CREATE INDEX patches_model_idx ON patches (model_id)")
     op.execute("CREATE INDEX patches_image_idx ON patches (image_id)")
     op.execute("ALTER SEQUENCE patches_id_seq OWNED BY patches.id")

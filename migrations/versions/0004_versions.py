@@ -12,6 +12,7 @@ Create Date: 2026-11-23
 
 from alembic import op
 
+from migrations.brief_locks import alter_briefly
 from migrations.views import make_active_models
 
 revision = "0004"
@@ -21,17 +22,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE models ADD COLUMN bank_model_id bigint REFERENCES models(id) ON DELETE CASCADE")
+    alter_briefly("ALTER TABLE models ADD COLUMN bank_model_id bigint REFERENCES models(id) ON DELETE CASCADE")
     op.execute("CREATE INDEX models_bank_idx ON models (bank_model_id)")
-    op.execute("ALTER TABLE models ADD COLUMN threshold_policy jsonb")
+    alter_briefly("ALTER TABLE models ADD COLUMN threshold_policy jsonb")
     op.execute(
         "UPDATE models SET threshold_policy = jsonb_build_object('kind', 'sigma_rule', 'sigmas', threshold_sigmas, "
         "'method', 'max(mean + sigmas * std, max) of held-out good scores')"
     )
-    op.execute("ALTER TABLE models ALTER COLUMN threshold_policy SET NOT NULL")
-    op.execute("ALTER TABLE models RENAME COLUMN threshold_sigmas TO false_alarm_rate")
+    alter_briefly("ALTER TABLE models ALTER COLUMN threshold_policy SET NOT NULL")
+    alter_briefly("ALTER TABLE models RENAME COLUMN threshold_sigmas TO false_alarm_rate")
     op.execute("UPDATE models SET false_alarm_rate = 0.02")
-    op.execute("ALTER TABLE models ADD CONSTRAINT models_false_alarm_rate_check CHECK (false_alarm_rate > 0)")
+    alter_briefly("ALTER TABLE models ADD CONSTRAINT models_false_alarm_rate_check CHECK (false_alarm_rate > 0)")
     op.execute(
         """
         CREATE TABLE category_changes (
@@ -61,9 +62,9 @@ def downgrade() -> None:
         "WHERE m.id = c.active_model_id AND m.bank_model_id IS NOT NULL"
     )
     op.execute("DELETE FROM models WHERE bank_model_id IS NOT NULL")
-    op.execute("ALTER TABLE models DROP CONSTRAINT models_false_alarm_rate_check")
-    op.execute("ALTER TABLE models RENAME COLUMN false_alarm_rate TO threshold_sigmas")
+    alter_briefly("ALTER TABLE models DROP CONSTRAINT models_false_alarm_rate_check")
+    alter_briefly("ALTER TABLE models RENAME COLUMN false_alarm_rate TO threshold_sigmas")
     op.execute("UPDATE models SET threshold_sigmas = coalesce((threshold_policy->>'sigmas')::float8, 3.0)")
-    op.execute("ALTER TABLE models DROP COLUMN threshold_policy")
-    op.execute("ALTER TABLE models DROP COLUMN bank_model_id")
+    alter_briefly("ALTER TABLE models DROP COLUMN threshold_policy")
+    alter_briefly("ALTER TABLE models DROP COLUMN bank_model_id")
     make_active_models()

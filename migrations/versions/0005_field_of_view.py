@@ -8,6 +8,7 @@ Create Date: 2026-11-23
 
 from alembic import op
 
+from migrations.brief_locks import alter_briefly
 from migrations.views import make_active_models
 
 revision = "0005"
@@ -17,15 +18,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
+    alter_briefly(
         "ALTER TABLE models ADD COLUMN field_of_view text NOT NULL DEFAULT 'crop' "
         "CHECK (field_of_view IN ('whole', 'crop'))"
     )
-    op.execute("ALTER TABLE models ADD COLUMN pixels integer NOT NULL DEFAULT 50176 CHECK (pixels >= 1024)")
-    op.execute("ALTER TABLE models ADD COLUMN tile integer NOT NULL DEFAULT 0 CHECK (tile >= 0)")
-    op.execute("ALTER TABLE models ADD COLUMN tile_overlap integer NOT NULL DEFAULT 32 CHECK (tile_overlap >= 0)")
+    alter_briefly("ALTER TABLE models ADD COLUMN pixels integer NOT NULL DEFAULT 50176 CHECK (pixels >= 1024)")
+    alter_briefly("ALTER TABLE models ADD COLUMN tile integer NOT NULL DEFAULT 0 CHECK (tile >= 0)")
+    alter_briefly("ALTER TABLE models ADD COLUMN tile_overlap integer NOT NULL DEFAULT 32 CHECK (tile_overlap >= 0)")
     for column in ("field_of_view", "pixels", "tile", "tile_overlap"):
-        op.execute(f"ALTER TABLE models ALTER COLUMN {column} DROP DEFAULT")
+        alter_briefly(f"ALTER TABLE models ALTER COLUMN {column} DROP DEFAULT")
     make_active_models()
 
 
@@ -33,5 +34,5 @@ def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
     op.execute("DELETE FROM models WHERE field_of_view <> 'crop'")
     for column in ("field_of_view", "pixels", "tile", "tile_overlap"):
-        op.execute(f"ALTER TABLE models DROP COLUMN {column}")
+        alter_briefly(f"ALTER TABLE models DROP COLUMN {column}")
     make_active_models()

@@ -15,6 +15,7 @@ Create Date: 2026-11-23
 
 from alembic import op
 
+from migrations.brief_locks import alter_briefly
 from migrations.views import make_active_models
 
 revision = "0008"
@@ -25,17 +26,19 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute("ALTER TABLE models ADD COLUMN bank_segments bigint[]")
+    alter_briefly("ALTER TABLE models ADD COLUMN bank_segments bigint[]")
     op.execute("UPDATE models SET bank_segments = ARRAY[coalesce(bank_model_id, id)]")
-    op.execute("ALTER TABLE models ALTER COLUMN bank_segments SET NOT NULL")
-    op.execute("ALTER TABLE models ADD CONSTRAINT models_bank_segments_check CHECK (cardinality(bank_segments) >= 1)")
-    op.execute("ALTER TABLE models DROP COLUMN bank_model_id")
-    op.execute("ALTER TABLE models ADD COLUMN defect_segments bigint[] NOT NULL DEFAULT '{}'")
-    op.execute("ALTER TABLE models ADD COLUMN coverage_radius double precision")
-    op.execute("ALTER TABLE images DROP CONSTRAINT images_split_check")
-    op.execute("ALTER TABLE images ADD CONSTRAINT images_split_check CHECK (split IN ('train', 'holdout', 'added'))")
-    op.execute("ALTER TABLE images ADD COLUMN source text")
-    op.execute("ALTER TABLE images ADD COLUMN added_at timestamptz NOT NULL DEFAULT now()")
+    alter_briefly("ALTER TABLE models ALTER COLUMN bank_segments SET NOT NULL")
+    alter_briefly(
+        "ALTER TABLE models ADD CONSTRAINT models_bank_segments_check CHECK (cardinality(bank_segments) >= 1)"
+    )
+    alter_briefly("ALTER TABLE models DROP COLUMN bank_model_id")
+    alter_briefly("ALTER TABLE models ADD COLUMN defect_segments bigint[] NOT NULL DEFAULT '{}'")
+    alter_briefly("ALTER TABLE models ADD COLUMN coverage_radius double precision")
+    alter_briefly("ALTER TABLE images DROP CONSTRAINT images_split_check")
+    alter_briefly("ALTER TABLE images ADD CONSTRAINT images_split_check CHECK (split IN ('train', 'holdout', 'added'))")
+    alter_briefly("ALTER TABLE images ADD COLUMN source text")
+    alter_briefly("ALTER TABLE images ADD COLUMN added_at timestamptz NOT NULL DEFAULT now()")
     op.execute("CREATE INDEX images_sha256_idx ON images (sha256)")
     op.execute(
         """
@@ -70,7 +73,7 @@ def upgrade() -> None:
         ) PARTITION BY LIST (model_id)
         """
     )
-    op.execute("ALTER TABLE defect_patches ALTER COLUMN embedding SET STORAGE PLAIN")
+    alter_briefly("ALTER TABLE defect_patches ALTER COLUMN embedding SET STORAGE PLAIN")
     op.execute("CREATE INDEX defect_patches_example_idx ON defect_patches (example_id)")
     make_active_models()
 
@@ -100,16 +103,16 @@ def downgrade() -> None:
         "DELETE FROM models WHERE id IN (SELECT unnest(bank_segments[2:]) FROM models) "
         "OR cardinality(bank_segments) > 1"
     )
-    op.execute("ALTER TABLE models ADD COLUMN bank_model_id bigint REFERENCES models(id) ON DELETE CASCADE")
+    alter_briefly("ALTER TABLE models ADD COLUMN bank_model_id bigint REFERENCES models(id) ON DELETE CASCADE")
     op.execute("UPDATE models SET bank_model_id = NULLIF(bank_segments[1], id)")
     op.execute("CREATE INDEX models_bank_idx ON models (bank_model_id)")
-    op.execute("ALTER TABLE models DROP COLUMN bank_segments")
-    op.execute("ALTER TABLE models DROP COLUMN defect_segments")
-    op.execute("ALTER TABLE models DROP COLUMN coverage_radius")
+    alter_briefly("ALTER TABLE models DROP COLUMN bank_segments")
+    alter_briefly("ALTER TABLE models DROP COLUMN defect_segments")
+    alter_briefly("ALTER TABLE models DROP COLUMN coverage_radius")
     op.execute("DROP INDEX IF EXISTS images_sha256_idx")
     op.execute("DELETE FROM images WHERE split = 'added'")
-    op.execute("ALTER TABLE images DROP COLUMN source")
-    op.execute("ALTER TABLE images DROP COLUMN added_at")
-    op.execute("ALTER TABLE images DROP CONSTRAINT images_split_check")
-    op.execute("ALTER TABLE images ADD CONSTRAINT images_split_check CHECK (split IN ('train', 'holdout'))")
+    alter_briefly("ALTER TABLE images DROP COLUMN source")
+    alter_briefly("ALTER TABLE images DROP COLUMN added_at")
+    alter_briefly("ALTER TABLE images DROP CONSTRAINT images_split_check")
+    alter_briefly("ALTER TABLE images ADD CONSTRAINT images_split_check CHECK (split IN ('train', 'holdout'))")
     make_active_models()

@@ -7,7 +7,7 @@ serves the review page's "not yet reviewed" filter, newest first. It is built CO
 transaction, as every index on the log built after the log's first records can be (migration 0024 says why: a plain
 build blocks the log's writes for as long as it takes, and every record holds when this runs: none is reviewed);
 the columns are added ``IF NOT EXISTS``, so that a build interrupted after they were committed runs again, and
-their change waits for its lock briefly (:mod:`migrations.log_locks`).
+their change waits for its lock briefly (:mod:`migrations.brief_locks`).
 
 Revision ID: 0012
 Revises: 0011
@@ -16,7 +16,7 @@ Create Date: 2026-11-30
 
 from alembic import op
 
-from migrations.log_locks import alter_log
+from migrations.brief_locks import alter_briefly
 
 revision = "0012"
 down_revision = "0011"
@@ -25,7 +25,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    alter_log(
+    alter_briefly(
         "ALTER TABLE inspections ADD COLUMN IF NOT EXISTS reviewed_at timestamptz, "
         "ADD COLUMN IF NOT EXISTS reviewed_by text, ADD COLUMN IF NOT EXISTS review_label text, "
         "ADD COLUMN IF NOT EXISTS review_model_id bigint"
@@ -41,7 +41,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS inspections_unreviewed_idx")
-    alter_log(
+    alter_briefly(
         "ALTER TABLE inspections DROP COLUMN IF EXISTS reviewed_at, DROP COLUMN IF EXISTS reviewed_by, "
         "DROP COLUMN IF EXISTS review_label, DROP COLUMN IF EXISTS review_model_id"
     )

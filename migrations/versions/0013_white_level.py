@@ -12,6 +12,7 @@ Create Date: 2026-12-01
 
 from alembic import op
 
+from migrations.brief_locks import alter_briefly
 from migrations.views import make_active_models
 
 revision = "0013"
@@ -22,11 +23,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute("ALTER TABLE models ADD COLUMN white_level integer CHECK (white_level >= 1)")
+    alter_briefly("ALTER TABLE models ADD COLUMN white_level integer CHECK (white_level >= 1)")
     make_active_models()
 
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute("ALTER TABLE models DROP COLUMN white_level")
+    alter_briefly("ALTER TABLE models DROP COLUMN white_level")
     make_active_models()

@@ -7,7 +7,7 @@ Revises: 0013
 Create Date: 2026-12-01
 """
 
-from alembic import op
+from migrations.brief_locks import alter_briefly
 
 revision = "0014"
 down_revision = "0013"
@@ -16,10 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE fit_jobs ADD COLUMN refit_of bigint")
-    op.execute("ALTER TABLE fit_jobs ADD COLUMN excluded text[] NOT NULL DEFAULT '{}'")
+    alter_briefly("ALTER TABLE fit_jobs ADD COLUMN refit_of bigint")
+    alter_briefly("ALTER TABLE fit_jobs ADD COLUMN excluded text[] NOT NULL DEFAULT '{}'")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE fit_jobs DROP COLUMN excluded")
-    op.execute("ALTER TABLE fit_jobs DROP COLUMN refit_of")
+    alter_briefly("ALTER TABLE fit_jobs DROP COLUMN excluded")
+    alter_briefly("ALTER TABLE fit_jobs DROP COLUMN refit_of")

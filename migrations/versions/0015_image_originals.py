@@ -10,6 +10,8 @@ Create Date: 2026-12-01
 
 from alembic import op
 
+from migrations.brief_locks import alter_briefly
+
 revision = "0015"
 down_revision = "0014"
 branch_labels = None
@@ -26,9 +28,9 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute("ALTER TABLE fit_jobs ADD COLUMN normals integer NOT NULL DEFAULT 0")
+    alter_briefly("ALTER TABLE fit_jobs ADD COLUMN normals integer NOT NULL DEFAULT 0")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE fit_jobs DROP COLUMN normals")
+    alter_briefly("ALTER TABLE fit_jobs DROP COLUMN normals")
     op.execute("DROP TABLE IF EXISTS image_originals")

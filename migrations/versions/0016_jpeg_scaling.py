@@ -12,6 +12,7 @@ Create Date: 2026-12-01
 
 from alembic import op
 
+from migrations.brief_locks import alter_briefly
 from migrations.views import make_active_models
 
 revision = "0016"
@@ -22,11 +23,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute("ALTER TABLE models ADD COLUMN jpeg_scaling boolean NOT NULL DEFAULT false")
+    alter_briefly("ALTER TABLE models ADD COLUMN jpeg_scaling boolean NOT NULL DEFAULT false")
     make_active_models()
 
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS active_models")
-    op.execute("ALTER TABLE models DROP COLUMN jpeg_scaling")
+    alter_briefly("ALTER TABLE models DROP COLUMN jpeg_scaling")
     make_active_models()

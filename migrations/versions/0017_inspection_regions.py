@@ -8,7 +8,7 @@ Revises: 0016
 Create Date: 2026-12-02
 """
 
-from migrations.log_locks import alter_log
+from migrations.brief_locks import alter_briefly
 
 revision = "0017"
 down_revision = "0016"
@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    alter_log("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS regions jsonb")
+    alter_briefly("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS regions jsonb")
 
 
 def downgrade() -> None:
-    alter_log("ALTER TABLE inspections DROP COLUMN IF EXISTS regions")
+    alter_briefly("ALTER TABLE inspections DROP COLUMN IF EXISTS regions")

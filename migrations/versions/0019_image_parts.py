@@ -7,7 +7,7 @@ Revises: 0018
 Create Date: 2026-12-02
 """
 
-from alembic import op
+from migrations.brief_locks import alter_briefly
 
 revision = "0019"
 down_revision = "0018"
@@ -16,8 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE images ADD COLUMN part text")
+    alter_briefly("ALTER TABLE images ADD COLUMN part text")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE images DROP COLUMN IF EXISTS part")
+    alter_briefly("ALTER TABLE images DROP COLUMN IF EXISTS part")

@@ -8,7 +8,7 @@ Revises: 0019
 Create Date: 2026-12-02
 """
 
-from alembic import op
+from migrations.brief_locks import alter_briefly
 
 revision = "0020"
 down_revision = "0019"
@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE fit_job_images ADD COLUMN part text")
+    alter_briefly("ALTER TABLE fit_job_images ADD COLUMN part text")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE fit_job_images DROP COLUMN IF EXISTS part")
+    alter_briefly("ALTER TABLE fit_job_images DROP COLUMN IF EXISTS part")

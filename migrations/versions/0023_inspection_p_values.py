@@ -8,7 +8,7 @@ Revises: 0022
 Create Date: 2026-12-03
 """
 
-from migrations.log_locks import alter_log
+from migrations.brief_locks import alter_briefly
 
 revision = "0023"
 down_revision = "0022"
@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    alter_log("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS p_value double precision")
+    alter_briefly("ALTER TABLE inspections ADD COLUMN IF NOT EXISTS p_value double precision")
 
 
 def downgrade() -> None:
-    alter_log("ALTER TABLE inspections DROP COLUMN IF EXISTS p_value")
+    alter_briefly("ALTER TABLE inspections DROP COLUMN IF EXISTS p_value")
