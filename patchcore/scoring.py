@@ -91,7 +91,7 @@ class ExactSearch:
         for start in range(0, queries.shape[0], step):
             q = queries[start : start + step].float()
             idx = torch.topk(self.distances(q), k, dim=1, largest=False).indices
-            values = measured_nearest(q, self.bank, idx, self.metric)
+            values = paired_distance(q[:, None, :], self.bank[idx], self.metric)
             values, order = values.sort(dim=1, stable=True)
             distances.append(values)
             indices.append(idx.gather(1, order))
@@ -112,22 +112,16 @@ class BankSearch(Protocol):
 
 
 def paired_distance(queries: torch.Tensor, rows: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """(Q,) distance from each query row to the row beside it (``rows`` (Q, D)), from the pair itself: for l2 the
-    norm of the difference, rounded at the scale of the distance, where the expansion ``|q|^2 + |b|^2 - 2 q.b`` that
-    finds the nearest rows in one matrix product rounds at the scale of the squared norms (up to 7 float32 epsilons
-    of them measured, 1.3e-4 at a distance of 0.065 on bottle's patches). Every distance a search reports is
-    measured here, so that two searches that find the same row report the same distance, whatever their order of
-    summation, and as pgvector measures them (the difference too)."""
+    """(Q,) distance from each query row to the row beside it (``rows`` (Q, D); or (Q, k), queries (Q, 1, D) against
+    rows (Q, k, D)), from the pair itself: for l2 the norm of the difference, rounded at the scale of the distance,
+    where the expansion ``|q|^2 + |b|^2 - 2 q.b`` that finds the nearest rows in one matrix product rounds at the
+    scale of the squared norms (up to 7 float32 epsilons of them measured, 1.3e-4 at a distance of 0.065 on bottle's
+    patches). Every distance a search reports is measured here, so that two searches that find the same row report
+    the same distance, whatever their order of summation, and as pgvector measures them (the difference too)."""
     queries, rows = queries.float(), rows.float()
     if metric == "cosine":
         return (1.0 - F.cosine_similarity(queries, rows, dim=-1)).clamp_min_(0)
     return (queries - rows).norm(dim=-1)
-
-
-def measured_nearest(queries: torch.Tensor, bank: torch.Tensor, rows: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """(Q, k) distances from each query (Q, D) to its ``k`` bank rows found, ``rows`` (Q, k) indices into ``bank``,
-    by :func:`paired_distance`."""
-    return paired_distance(queries[:, None, :], bank[rows], metric)
 
 
 def nearest(queries: torch.Tensor, bank: torch.Tensor, metric: Metric, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
