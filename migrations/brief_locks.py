@@ -1,11 +1,12 @@
 """Changes to a table that wait for its lock briefly. An ALTER TABLE needs its table to itself, so it waits for every
 transaction that has read or written the table (a fit being saved, a ``pg_dump`` of ``ingest db-dump``, someone's
 query in psql), and every statement on the table asked for after it queues behind it: with no limit, one long
-transaction holds up, for as long as it runs, every answer (each reads ``categories`` and ``models``, and writes a
-record to ``inspections``, which is refused if not taken within ``INSPECT_LOG_TIMEOUT_MS``), every poll of the fit
-queue, every page. So every ALTER TABLE of the migrations gives up after :data:`LOCK_WAIT_MS`, its revision rolls
-back whole, what queued behind it goes on, and :func:`store.migrate.upgrade` tries again a moment later. (Of a
-table its own revision has just made, the lock is already held: no wait.)"""
+transaction holds up, for as long as it runs, every answer (each reads ``categories`` and, for its look-alikes,
+``images``, and writes a record to ``inspections``, which is refused if not taken within
+``INSPECT_LOG_TIMEOUT_MS``), every server loading a version (it reads ``models``), every poll of the fit queue,
+every page. So every ALTER TABLE of the migrations gives up after :data:`LOCK_WAIT_MS`, its revision rolls back
+whole, what queued behind it goes on, and :func:`store.migrate.upgrade` tries again a moment later. (Of a table its
+own revision has just made, the lock is already held: no wait.)"""
 
 from alembic import op
 

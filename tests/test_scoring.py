@@ -40,9 +40,10 @@ def test_cosine_distance_is_what_pgvector_computes():
 
 @pytest.mark.parametrize("search", [scoring.ExactSearch, ClusteredSearch])
 def test_a_search_reports_the_distance_to_the_row_it_found_at_any_scale_of_the_features(search):
-    """Rows 0.01-0.05 apart around a point 100 from the origin: the expansion |q|^2 + |b|^2 - 2 q.b rounds at 1e4's
-    float32 epsilon (about 1e-3), coarser than these squared distances, so a distance taken from it is noise. Each
-    search finds its rows by a product but reports the distance measured between the query and the row found."""
+    """Rows around a point 100 from the origin, each query's 4 nearest 0.021-0.029 away: the expansion |q|^2 + |b|^2
+    - 2 q.b rounds at 1e4's float32 epsilon (about 1e-3), coarser than these squared distances, so a distance taken
+    from it is noise. Each search finds its rows by a product but reports the distance measured between the query and
+    the row found."""
     generator = torch.Generator().manual_seed(0)
     centre = torch.full((64,), 100.0 / 8)
     bank = centre + 0.003 * torch.randn(3000, 64, generator=generator)

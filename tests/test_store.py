@@ -155,12 +155,13 @@ def test_the_log_takes_records_while_a_migration_indexes_it(database_url, before
      ("0018", "0019", "images"), ("0013", "0014", "fit_jobs")],
 )  # fmt: skip
 def test_queries_go_on_while_a_migration_waits_to_alter_a_table(database_url, before, revision, table, caplog):
-    """An ALTER TABLE needs its table to itself, so it waits for every transaction that holds it (a fit being saved,
-    a dump, someone's psql), and each statement on the table asked for after it queues behind it for as long as that
-    transaction runs: every answer reads ``models`` and writes to the log, every poll reads the fit queue. Each
-    migration's ALTER gives up after a moment instead and tries again (``migrations.brief_locks``): while a reader
-    holds the table, a record goes into the log (a read of the table, for the others) within a second, the wait names
-    the reader, and once the reader is done the migration completes."""
+    """An ALTER TABLE needs its table to itself, so it waits for every transaction that holds it (a fit being saved, a
+    dump, someone's psql), and each statement on the table asked for after it queues behind it for as long as that
+    transaction runs: every answer reads ``images`` and writes to the log, a server loading a version reads
+    ``models``, every poll reads the fit queue. Each migration's ALTER gives up after a moment instead and tries
+    again (``migrations.brief_locks``): while a reader holds the table, a record goes into the log (a read of the
+    table, for the others) within a second, the wait names the reader, and once the reader is done the migration
+    completes."""
     probe = _LOG_RECORD if table == "inspections" else f"SELECT count(*) FROM {table}"
     config = alembic_config(database_url)
     command.upgrade(config, before)
