@@ -247,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     _real_iad_split(threshold)
     _per_option(threshold)
     threshold.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
+    threshold.add_argument(
+        "--preview",
+        action="store_true",
+        help="say what the threshold would be and do (its policy, the stored evaluation judged at it beside the "
+        "active version's) and write nothing, as GET /categories/{name}/threshold does",
+    )
 
     normals = commands.add_parser("add-normals", help="add good images without a refit: a new version")
     normals.add_argument("--category", required=True, help="the fitted category")

@@ -1,20 +1,41 @@
-"""``python -m ingest threshold``: a category's threshold set by value, false-alarm rate or labelled images."""
+"""``python -m ingest threshold``: a category's threshold set by value, false-alarm rate or labelled images, or only
+previewed (``--preview``): the same figures, nothing written."""
 
 from __future__ import annotations
 
 import argparse
 
 from config import get_settings
+from ingest.report import table
 from ingest.stored import active_model
 from patchcore import progress
 from patchcore.datasets.copies import distinct
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import exact_prediction
-from revisions.threshold import set_threshold
+from revisions.threshold import planned, set_threshold
 from serving.inspector import Inspector
 from store import banks, models
 from store.database import connect, database_url
 from store.migrate import upgrade
+
+# what a threshold changes on the stored evaluation, the active version's column beside the new one's
+CHANGED = (
+    "threshold",
+    "predicted_false_alarm_rate",
+    "false_alarm_target",
+    "f1",
+    "precision",
+    "recall",
+    "false_alarms",
+    "false_alarm_rate",
+    "best_f1_within_target",
+    "parts.f1",
+    "parts.false_alarm_rate",
+    "regions.defects_found",
+    "regions.regions_on_defects",
+    "regions.regions_on_good_parts",
+    "regions.pixel_f1",
+)
 
 
 def _labelled_scores(connection, model: models.StoredModel, root, split: str) -> tuple[list[float], list[bool]]:
@@ -39,23 +60,27 @@ def run_threshold(args: argparse.Namespace) -> int:
     with connect(url, autocommit=True) as connection:
         model = active_model(connection, args.category)
         labelled = _labelled_scores(connection, model, args.labelled, args.real_iad_split) if args.labelled else None
-        version = set_threshold(
-            connection,
-            model,
-            args.actor,
-            value=args.value,
-            false_alarm_rate=args.false_alarm_rate,
-            labelled=labelled,
-            labelled_are_test=labelled is not None,
-            per=args.per,
-        )
-        models.retire_old_models(connection, args.category)
-        new = models.active_model(connection, args.category)
-    policy = new.threshold_policy
+        asked = {
+            "value": args.value,
+            "false_alarm_rate": args.false_alarm_rate,
+            "labelled": labelled,
+            "labelled_are_test": labelled is not None,
+            "per": args.per,
+        }
+        if args.preview:
+            change = planned(connection, model, **asked)
+            threshold, policy, evaluation = change.threshold, change.policy, change.evaluation
+            said, column = "would be", "previewed"
+        else:
+            version = set_threshold(connection, model, args.actor, **asked)
+            models.retire_old_models(connection, args.category)
+            new = models.active_model(connection, args.category)
+            threshold, policy, evaluation = new.threshold, new.threshold_policy, new.evaluation
+            said, column = f"version {version} (was {model.id}),", f"version {version}"
     print(
-        f"{args.category}: version {version} (was {model.id}), threshold {model.threshold:.4f} -> {new.threshold:.4f} "
-        f"({policy['kind']}); estimated false-alarm rate {policy['estimated_false_alarm_rate']:.2%}, "
-        f"{policy['good_scores_above']} of {policy['good_scores']} good scores above it"
+        f"{args.category}: {said} threshold {model.threshold:.4f} -> {threshold:.4f} ({policy['kind']}); estimated "
+        f"false-alarm rate {policy['estimated_false_alarm_rate']:.2%}, {policy['good_scores_above']} of "
+        f"{policy['good_scores']} good scores above it"
     )
     if part := policy.get("per_part"):
         print(
@@ -63,4 +88,11 @@ def run_threshold(args: argparse.Namespace) -> int:
             f"{part['estimated_false_alarm_rate']:.2%} of good parts flagged on any view, {part['good_scores_above']} "
             f"of {part['parts']} above it"
         )
+    if evaluation.get("images"):
+        print(f"on the stored evaluation's {len(evaluation['images'])} test images:")
+        print(table({f"version {model.id}": model.evaluation, column: evaluation}, CHANGED))
+        if evaluation.get("threshold_set_on_these_images"):
+            print("   set on these very images: optimistic (a fit with --calibrate-on-test adds a cross-validated F1)")
+    if args.preview:
+        print("nothing was written: without --preview this makes the new version")
     return 0

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,8 +131,13 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
             assert again["defects_found"] == 0 and again["regions_on_defective_parts"] == 0 and again["defects"] > 0
         else:
             assert again == fitted["regions"]
+    preview = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", "--preview", env=env)
+    assert preview.returncode == 0, preview.stderr
+    assert "nothing was written" in preview.stdout and "f1" in preview.stdout  # the evaluation, before and after
     by_rate = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", env=env)
     assert by_rate.returncode == 0, by_rate.stderr
+    set_to = re.search(r"threshold \S+ -> (\S+) ", by_rate.stdout).group(1)  # what the preview said, to the digit
+    assert set_to == re.search(r"would be threshold \S+ -> (\S+) ", preview.stdout).group(1)
     train = sorted((mini_mvtec / "bottle" / "train" / "good").iterdir())
     (mini_mvtec / "bottle" / "test" / "good" / "seen.png").symlink_to(train[0].resolve())  # a copy: not labelled
     labelled = _ingest("threshold", "--category", "bottle", "--labelled", str(mini_mvtec), env=env)
