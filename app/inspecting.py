@@ -55,26 +55,22 @@ def served_all(
 ) -> list[tuple[Inspector, Inspection]]:
     """The views of one request's images (``inspector.embedder.preprocess.tensor``), each inspected by the
     category's version as :func:`served` inspects one, but embedded together first
-    (:meth:`~serving.inspector.Inspector.embed_all`); each answer's ``embed`` timing is the whole batch's. Where a
-    version replaced the one they were made for, that image and every later one are decoded again for the new
-    version (``image_for(inspector, index)``: a refit may see them otherwise) and inspected one by one by
+    (:meth:`~serving.inspector.Inspector.embed_all`) and searched together where the version searches in this
+    process (:meth:`~serving.inspector.Inspector.inspect_features_all`); each answer's ``embed`` timing is the whole
+    batch's. Where a version replaced the one they were made for, that image and every later one are decoded again
+    for the new version (``image_for(inspector, index)``: a refit may see them otherwise) and inspected one by one by
     :func:`served`, so each answer is still the verdict of one version."""
     started = time.perf_counter()
     batch = inspector.embed_all(views)
     embed_ms = (time.perf_counter() - started) * 1000
+    done = services.run_search(inspector.inspect_features_all, batch, top_k, parts=inspector.search_parts)
     answers: list[tuple[Inspector, Inspection]] = []
-    for index, features in enumerate(batch):
-        current = answers[-1][0] if answers else inspector
-        if current is inspector:
-            try:
-                inspection = services.run_search(
-                    inspector.inspect_features, features, top_k, parts=inspector.search_parts
-                )
-            except ModelReplaced:
-                current = services.inspector(category, reload=True)
-            else:
-                inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
-                answers.append((inspector, inspection))
-                continue
-        answers.append(served(services, current, category, image_for(current, index), top_k))
+    for inspection in done:
+        inspection.timings_ms = {"embed": embed_ms, **inspection.timings_ms}
+        answers.append((inspector, inspection))
+    if len(done) < len(batch):
+        current = services.inspector(category, reload=True)
+        for index in range(len(done), len(batch)):
+            current, inspection = served(services, current, category, image_for(current, index), top_k)
+            answers.append((current, inspection))
     return answers

@@ -63,11 +63,14 @@ def run(url: str, images: list[Path], category: str, clients: int, heatmap: bool
 
 
 def _stages(answers: list[dict], whole: dict) -> float:
-    """The server's stage timings of one request: each image's own, and once the embedding and the log write that a
-    batch's images share, and its decoding (side by side: the batch's own timing, ``whole``)."""
-    own = sum(t.get(k, 0.0) for t in answers for k in ("search", "rerank", "score", "defects"))
+    """The server's stage timings of one request: each image's own, and once what a batch's images share: the
+    embedding, the log write, the search where they were searched together (each answer then gives the batch's, the
+    same figure), and its decoding (side by side: the batch's own timing, ``whole``)."""
+    together = len(answers) > 1 and len({t.get("search") for t in answers}) == 1
+    shared = ("embed", "log", "search") if together else ("embed", "log")
+    own = sum(t.get(k, 0.0) for t in answers for k in ("search", "rerank", "score", "defects") if k not in shared)
     decode = whole.get("decode", sum(t.get("decode", 0.0) for t in answers))
-    return own + decode + answers[0].get("embed", 0.0) + answers[0].get("log", 0.0)
+    return own + decode + sum(answers[0].get(k, 0.0) for k in shared)
 
 
 def print_table(rows: list[dict], width: int) -> None:
@@ -94,7 +97,7 @@ def main() -> None:
     rows = [run(args.url, images, args.category, n, args.heatmap, b) for b in args.batch for n in args.concurrency]
     print_table(rows, 10)
     print("p50/p95/p99 in ms end to end over HTTP, per request; *_p50 are the server's own median stage timings (ms),")
-    print("per image (in a batch, embed is the whole batch's);")
+    print("per image (in a batch, embed is the whole batch's, and search where its images were searched together);")
     print("other_p50 = HTTP, upload, JSON and queueing: the median of each request's latency minus its stages (the")
     print("known-defect search, defects_p50 over the defects_n answers that ran it, included).")
 

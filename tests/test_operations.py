@@ -277,6 +277,7 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
     )
     verdicts = [a["is_anomalous"] for a in one_by_one]
     assert [a["is_anomalous"] for a in answers] == verdicts and verdicts[1] is True
+    assert len({a["timings_ms"]["search"] for a in answers}) == 1  # searched here: the three in one search
     for batched, alone in zip(answers, one_by_one, strict=True):  # the same network, batched: float rounding only
         assert batched["anomaly_score"] == pytest.approx(alone["anomaly_score"], rel=1e-5)
         assert batched["model_id"] == alone["model_id"] and batched["part"] == "SN-B1"

@@ -445,6 +445,33 @@ def test_a_query_is_searched_again_as_long_as_versions_keep_replacing_its_catego
         assert churn["reloads"] == ATTEMPTS - 1
     finally:
         services.close()
+    # searched in this process, a batch's images are searched together: a version made meanwhile still answers
+    # each image (decoded again for it), and a batch the version keeps gets each image's own answer
+    exact = Services(Settings(database_url=url, search_backend="exact"))
+    exact.open()
+    try:
+        stale = exact.inspector("churn")
+        assert stale.backend == "exact"
+        new_version()
+        decoded_again = []
+        views = [stale.embedder.preprocess.tensor(image)] * 3
+        batch = served_all(exact, stale, "churn", views, lambda judge, i: decoded_again.append(i) or image, 3)
+        with connect(url) as connection:
+            active = models.active_model(connection, "churn")
+        assert [inspector.model.id for inspector, _ in batch] == [active.id] * 3 and decoded_again == [0, 1, 2]
+        current = exact.inspector("churn")
+        broken = current.embedder.preprocess.decode(BROKEN.read_bytes(), "broken.png")
+        views = [current.embedder.preprocess.tensor(one) for one in (image, broken, image)]
+        together = served_all(exact, current, "churn", views, lambda judge, i: pytest.fail("decoded again"), 3)
+        alone = [served(exact, current, "churn", one, 3)[1] for one in (image, broken, image)]
+        assert len({inspection.timings_ms["search"] for _, inspection in together}) == 1  # one search for the three
+        for (inspector, inspection), single in zip(together, alone, strict=True):
+            assert inspector is current and inspection.score == pytest.approx(single.score, rel=1e-6)
+            assert inspection.is_anomalous == single.is_anomalous and inspection.regions == single.regions
+            assert [s["image_id"] for s in inspection.similar] == [s["image_id"] for s in single.similar]
+        assert [inspection.is_anomalous for _, inspection in together] == [False, True, False]
+    finally:
+        exact.close()
     probe = FastAPI()  # what a client gets: the service's own error handlers, over HTTP in-process
     errors.install(probe)
 
