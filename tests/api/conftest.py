@@ -52,7 +52,7 @@ def database(tmp_path_factory, fitted):
         evaluation = {**EVALUATION, "view_scale": view_scale(fitted)}  # as every fit's report carries it
         models.save_model(connection, "bottle", fitted, evaluation, Settings(), plots=plots)
     yield server, url
-    server.stop()
+    server.cleanup()  # stopped once: a plain stop() left pgserver's exit hook to stop it again, and to say it failed
 
 
 @pytest.fixture(scope="module")
