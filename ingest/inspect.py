@@ -27,7 +27,7 @@ from patchcore import PatchCoreError, progress
 from patchcore.images import IMAGE_SUFFIXES, hidden, is_image_file, original_size, refuse_unread
 from patchcore.threshold import part_p_value
 from serving.heatmap import overlay
-from serving.inspector import Inspector, ModelReplaced
+from serving.inspector import Inspector
 from store import banks
 from store.database import connect, database_url, search_split
 from store.migrate import upgrade
@@ -101,8 +101,10 @@ def _row(path: Path, parts: dict[Path, str]) -> dict:
 
 def _judged_by(inspector: Inspector, connections: list, rows: list[dict], settings) -> list[tuple]:
     """(inspector, row, image, inspection) for each row's file, embedded together (:meth:`Inspector.embed_all`) and
-    judged the served way, each row naming the version that judged it; a file that cannot be read or judged gets its
-    error in its row and no inspection. Stops before the first row the version could no longer judge (replaced)."""
+    judged the served way, searched together where the version searches in this process, as a ``POST /query/batch``
+    request's images are (:meth:`Inspector.inspect_features_all`), each row naming the version that judged it; a
+    file that cannot be read gets its error in its row and no inspection, as do the files of a search that failed.
+    Stops before the first row the version could no longer judge (replaced)."""
     decoded = []
     for row in rows:
         try:
@@ -113,17 +115,21 @@ def _judged_by(inspector: Inspector, connections: list, rows: list[dict], settin
             row["error"] = str(exc)
             decoded.append(None)
     preprocess = inspector.embedder.preprocess
-    features = iter(inspector.embed_all([preprocess.tensor(image) for image in decoded if image is not None]))
+    features = inspector.embed_all([preprocess.tensor(image) for image in decoded if image is not None])
+    failed = None
+    try:
+        inspections = iter(inspector.inspect_features_all(connections, features, top_k=1))
+    except (PatchCoreError, OSError) as exc:
+        failed, inspections = str(exc), iter([None] * len(features))
     judged = []
     for row, image in zip(rows, decoded, strict=True):
         inspection = None
         if image is not None:
-            try:
-                inspection = inspector.inspect_features(connections, next(features), top_k=1)
-            except ModelReplaced:
+            inspection = next(inspections, False)
+            if inspection is False:  # the version was replaced before this image was answered
                 return judged
-            except (PatchCoreError, OSError) as exc:
-                row["error"] = str(exc)
+            if failed is not None:
+                row["error"] = failed
         row.update(model_id=inspector.model.id, threshold=f"{inspector.model.threshold:.6f}")
         judged.append((inspector, row, image, inspection))
     return judged

@@ -8,7 +8,7 @@ import dataclasses
 from config import Settings, get_settings
 from ingest.inspect import run_inspect
 from revisions.threshold import set_threshold
-from serving.inspector import Inspector
+from serving import inspector as inspector_module
 from store import models
 from store.database import connect
 from store.migrate import upgrade
@@ -37,18 +37,19 @@ def test_versions_made_during_a_run_judge_the_images_after_them(
     try:
         before = _inspected(tmp_path / "before", paths)
         made: dict[int, int] = {}
-        searches = 0
-        inspect_features = Inspector.inspect_features
+        asked = 0
+        lookalikes = inspector_module.lookalikes
 
-        def replaced_meanwhile(self, *args, **kwargs):
-            """Another user makes a new version just before the 2nd and the 6th search: a threshold of 0.5 (same
-            memory bank), then a refit of half the bank at twice the fit's threshold."""
-            nonlocal searches
-            searches += 1
-            if searches in (2, 6):
+        def replaced_meanwhile(*args, **kwargs):
+            """Another user makes a new version just before the 2nd and the 8th image's answer is asked of the
+            database (each image's look-alikes, which say whether its version is still the active one): a threshold
+            of 0.5 (same memory bank), then a refit of half the bank at twice the fit's threshold."""
+            nonlocal asked
+            asked += 1
+            if asked in (2, 8):
                 with connect(database_url) as connection:
                     active = models.active_model(connection, "bottle")
-                    if searches == 2:
+                    if asked == 2:
                         made[2] = set_threshold(connection, active, "engineer", value=0.5)
                     else:
                         keep = small_model.memory_bank.shape[0] // 2
@@ -58,18 +59,20 @@ def test_versions_made_during_a_run_judge_the_images_after_them(
                             threshold=small_model.threshold * 2,
                         )  # fmt: skip
                         made[6] = models.save_model(connection, "bottle", halved, {}, Settings())["model_id"]
-            return inspect_features(self, *args, **kwargs)
+            return lookalikes(*args, **kwargs)
 
-        monkeypatch.setattr(Inspector, "inspect_features", replaced_meanwhile)
+        monkeypatch.setattr(inspector_module, "lookalikes", replaced_meanwhile)
         capsys.readouterr()
         during = _inspected(tmp_path / "during", paths)
         said = capsys.readouterr()
-        monkeypatch.setattr(Inspector, "inspect_features", inspect_features)
+        monkeypatch.setattr(inspector_module, "lookalikes", lookalikes)
         after = _inspected(tmp_path / "after", paths)
     finally:
         get_settings.cache_clear()
     versions = [first, made[2], made[2], made[2], made[6], made[6]]
-    assert [int(row["model_id"]) for row in during] == versions and searches == 8  # images 2 and 5 searched again
+    # each batch's images searched together (the bank is searched in this process): the first batch's last three
+    # asked again of the threshold's version, the second batch's two of the refit
+    assert [int(row["model_id"]) for row in during] == versions and asked == 11
     thresholds = {first: small_model.threshold, made[2]: 0.5, made[6]: small_model.threshold * 2}
     for row, version in zip(during, versions, strict=True):
         assert float(row["threshold"]) == round(thresholds[version], 6)
