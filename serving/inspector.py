@@ -328,23 +328,23 @@ class Inspector:
         self,
         here: BankSearch,
         connection: psycopg.Connection,
-        features: torch.Tensor,
-        patches: torch.Tensor,
+        batch: Sequence[torch.Tensor],
+        patches: Sequence[torch.Tensor],
         top_k: int,
         ef_search: int | None,
-    ) -> tuple[list[dict], Reranked]:
-        """Every patch's exact nearest memory-bank row (``patches``, on the bank's device), searched in this
-        process, while the database answers the look-alike good images of ``features`` and whether this version is
-        still the active one."""
+    ) -> tuple[list[list[dict] | None], torch.Tensor, torch.Tensor]:
+        """Every patch's exact nearest memory-bank row (``patches`` of each image, on the bank's device), the
+        images' patches in one search in this process, while the database answers each image's look-alike good
+        images (``batch``: its (H, W, D) features) on ``connection``, ``None`` for an image asked after this version
+        was replaced. Returns the look-alikes, then the distances and rows of all the patches in order."""
         ef = ef_search or self.settings.hnsw_ef_search
-        asked = _PARTS.submit(lookalikes, connection, self.lookalikes_statement, image_embedding(features), top_k, ef)
+        statement = self.lookalikes_statement
+        asked = _PARTS.submit(lambda: [lookalikes(connection, statement, image_embedding(f), top_k, ef) for f in batch])
         try:
-            distances, rows = here.nearest_one(patches)
+            distances, rows = here.nearest_one(patches[0] if len(patches) == 1 else torch.cat(list(patches)))
         finally:
-            similar = asked.result()  # the connection goes back to the pool only once its query is over
-        if similar is None:
-            raise ModelReplaced(self.model)
-        return similar, Reranked(distances, rows, 0)
+            similar = asked.result()  # the connection goes back to the pool only once its queries are over
+        return similar, distances, rows
 
     def inspect(
         self,
@@ -402,20 +402,11 @@ class Inspector:
         top_k: int,
         ef_search: int | None,
     ) -> list[Inspection]:
-        """The exact search of every image's patches at once, while the database answers each image's look-alikes
-        (and whether this version is still the active one) on one connection."""
+        """The exact search of every image's patches at once (:meth:`_search_here`), each image then judged."""
         embedded = time.perf_counter()
         here = self.here
         patches = [features.reshape(-1, features.shape[-1]).float().to(here.bank.device) for features in batch]
-        ef = ef_search or self.settings.hnsw_ef_search
-        statement = self.lookalikes_statement
-        asked = _PARTS.submit(
-            lambda: [lookalikes(connections[0], statement, image_embedding(f), top_k, ef) for f in batch]
-        )
-        try:
-            distances, rows = here.nearest_one(torch.cat(patches))
-        finally:
-            similar = asked.result()  # the connection goes back to the pool only once its queries are over
+        similar, distances, rows = self._search_here(here, connections[0], batch, patches, top_k, ef_search)
         searched = time.perf_counter()
         sizes = [p.shape[0] for p in patches]
         done = []
@@ -444,7 +435,12 @@ class Inspector:
         backend = self.choice.next() if self.choice is not None else self.rule
         if backend == "exact":
             patches = patches.to(here.bank.device)
-            similar, reranked = self._search_here(here, connections[0], features, patches, top_k, ef_search)
+            (similar,), distances, rows = self._search_here(
+                here, connections[0], [features], [patches], top_k, ef_search
+            )
+            if similar is None:
+                raise ModelReplaced(self.model)
+            reranked = Reranked(distances, rows, 0)
             searched = reranked_at = time.perf_counter()
         else:
             result = self.search(connections, features, top_k, ef_search)
