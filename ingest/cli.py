@@ -191,6 +191,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="grayscale images of more than 8 bits: the sample value read as white (default: 2**k - 1 for the "
         "fewest bits k that hold the training images' brightest sample, e.g. 4095 for a 12-bit camera)",
     )
+    parser.add_argument(
+        "--care-area",
+        type=Path,
+        default=None,
+        metavar="MASK",
+        help="an image over the pictures, non-black where the part is inspected and black where it is not (a fixture, "
+        "a label, the background): patches outside are neither learnt nor scored; one category (default: all of it)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (default %(default)s)")
     parser.add_argument("--device", default=settings.device, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(

@@ -26,13 +26,21 @@ _OPTIONS = {
 
 
 def fit_command(
-    config: PatchCoreConfig, weights: str | None, folder: Path, category: str, parts: bool, per: str = PER_IMAGE
+    config: PatchCoreConfig,
+    weights: str | None,
+    folder: Path,
+    category: str,
+    parts: bool,
+    per: str = PER_IMAGE,
+    care: Path | None = None,
 ) -> str:
     """The ``python -m ingest fit`` line that fits ``category`` from ``folder`` with ``config``: the network, its
     weights, the metric and the false-alarm rate always (their defaults are the environment's), every other setting
-    where it is not the default, the parts its images show where the manifest names them (``parts``) and a target
-    per part (``per``)."""
+    where it is not the default, the parts its images show where the manifest names them (``parts``), a target
+    per part (``per``) and the care area's mask written at ``care``."""
     words = ["python", "-m", "ingest", "fit", "--folder", str(folder), "--category", category]
+    if care is not None:
+        words += ["--care-area", str(care)]
     if parts:
         words += ["--parts", str(folder / exports.MANIFEST)]
     if per != PER_IMAGE:
@@ -55,8 +63,10 @@ def fit_command(
 
 def run_export(args: argparse.Namespace) -> int:
     folder = args.out / args.category
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"{folder} is not empty: export into a new folder (nothing there is overwritten)")
+    care = args.out / f"{args.category}.care-area.png"  # beside the folder: a fit from it reads every picture in it
+    for taken in (folder, care):
+        if taken.exists() and (taken.is_file() or any(taken.iterdir())):
+            raise ValueError(f"{taken} is taken: export into a new folder (nothing there is overwritten)")
     url = database_url(get_settings())
     upgrade(url)
     with connect(url, autocommit=True) as connection:
@@ -82,5 +92,11 @@ def run_export(args: argparse.Namespace) -> int:
         views = sum("part" in f for f in files)
         print(f"{views} of them are views of {len(parts)} parts ({exports.MANIFEST} names each file's part)")
     per = model.threshold_policy.get("per", PER_IMAGE)
-    print(f"fit from them: {fit_command(model.config, model.weights, folder, args.category, bool(parts), per)}")
+    if model.config.care is None:
+        care = None
+    else:
+        care.write_bytes(model.config.care.png())
+        print(f"its care area: {care} ({model.config.care.share:.1%} of each picture)")
+    command = fit_command(model.config, model.weights, folder, args.category, bool(parts), per, care)
+    print(f"fit from them: {command}")
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from config import get_settings
 from patchcore import regions
 from patchcore.backbone import RANDOM_WEIGHTS
+from patchcore.care import CareArea
 from patchcore.datasets.category import Category
 from patchcore.evaluation import Evaluation, evaluate
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
@@ -35,6 +36,7 @@ def _config(args: argparse.Namespace) -> PatchCoreConfig:
         false_alarm_rate=args.false_alarm_rate,
         seed=args.seed,
         white_level=args.white_level,
+        care_area=CareArea.read(args.care_area.read_bytes(), str(args.care_area)).png() if args.care_area else None,
     )
 
 
@@ -89,6 +91,12 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         f"{config.backbone} ({config.embedding_dim} dims), metric {config.metric}",
         flush=True,
     )
+    if config.care is not None:
+        width, height = config.care.size
+        print(
+            f"   care area: {config.care.share:.1%} of each picture ({width}x{height} mask, stretched over it)",
+            flush=True,
+        )
     if category.left_out:
         print(
             f"   left out of the fit: {len(category.left_out)} images of the training split that the set marks "
@@ -182,6 +190,10 @@ def run_fit(args: argparse.Namespace, store: bool) -> int:
 
     categories = sets.categories(args)
     config = _config(args)
+    if config.care_area is not None and len(categories) > 1:
+        raise ValueError(
+            f"--care-area is drawn over one camera's pictures: fit one category with it, not {len(categories)}"
+        )
     if store:
         from store.models import check_dimension
 

@@ -19,6 +19,7 @@ import torch
 
 from patchcore import cross_fit, progress, scoring, threshold
 from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, weights_sha256
+from patchcore.care import CareArea, care_area, inspected, spread
 from patchcore.clustered import cpu_search
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
@@ -49,6 +50,7 @@ class PatchCoreConfig:
     seed: int = 0
     white_level: int | None = None  # None: found by the fit from the training images (images.white_level)
     jpeg_scaling: bool = True  # JPEGs decoded at a reduced DCT scale (Preprocess.least); off for versions fitted before
+    care_area: bytes | None = None  # the mask of where the part is inspected, as a PNG (patchcore.care; None: all)
 
     def __post_init__(self) -> None:
         if self.metric not in scoring.METRICS:
@@ -64,6 +66,15 @@ class PatchCoreConfig:
         if self.tile and not 0 <= self.tile_overlap < self.tile:
             raise ValueError(f"tile overlap {self.tile_overlap} must be at least 0 and less than the tile")
         coreset_size(1, self.coreset_ratio)
+        if self.care_area is not None:
+            care_area(self.care_area)
+            if self.field_of_view != "whole":
+                raise ValueError("a care area is drawn over the whole picture: it needs the whole field of view")
+
+    @property
+    def care(self) -> CareArea | None:
+        """Where the part is inspected (``None``: every patch cell)."""
+        return care_area(self.care_area) if self.care_area is not None else None
 
     @property
     def embedding_dim(self) -> int:
@@ -74,7 +85,8 @@ class PatchCoreConfig:
         return Preprocess(self.field_of_view, self.resize, self.crop, self.pixels, self.white_level, self.jpeg_scaling)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "layers": list(self.layers), "embedding_dim": self.embedding_dim}
+        care = self.care.summary() if self.care is not None else None
+        return {**asdict(self), "layers": list(self.layers), "embedding_dim": self.embedding_dim, "care_area": care}
 
 
 @dataclass
@@ -155,13 +167,14 @@ def exact_prediction(
     """Score (H, W, D) patch features against a memory bank by exact search, with the formulas of scoring. Each
     patch needs only its nearest bank row, so the square root is taken of the minima alone
     (:meth:`~patchcore.scoring.ExactSearch.nearest_one`); ``search``: one made ready for many images (on a CPU, in
-    clusters: :func:`patchcore.clustered.cpu_search`), else every row is read."""
-    height, width, dim = features.shape
-    flat = features.reshape(-1, dim)
+    clusters: :func:`patchcore.clustered.cpu_search`), else every row is read. Where the category has a care area,
+    only its cells are searched and scored; the others are at 0 in the grid (:mod:`patchcore.care`)."""
+    height, width, _ = features.shape
+    patches, cells = inspected(features, config.care)
     search = search or scoring.ExactSearch(memory_bank, config.metric)
-    patch_scores, index = search.nearest_one(flat)
-    score = scoring.image_score(patch_scores, index, flat, search, config.num_neighbors)
-    return Prediction(score, patch_scores.reshape(height, width))
+    patch_scores, index = search.nearest_one(patches)
+    score = scoring.image_score(patch_scores, index, patches, search, config.num_neighbors)
+    return Prediction(score, spread(patch_scores, cells, height * width).reshape(height, width))
 
 
 def load_extractor(config: PatchCoreConfig, weights: str | None, device: str | None = None) -> PatchFeatureExtractor:
@@ -199,12 +212,15 @@ class Embedder:
         return self.extractor(tensors)
 
     def patch_count(self, path: Path) -> int:
-        """How many patches the view of the image at ``path`` has, from its header alone: a fit sizes its feature
-        matrix before reading any pixels, instead of joining per-image pieces into a second copy of it. An EXIF
-        rotation swaps the view's sides, never their product."""
+        """How many patches the view of the image at ``path`` has (those its care area inspects, where it has one),
+        from its header alone: a fit sizes its feature matrix before reading any pixels, instead of joining
+        per-image pieces into a second copy of it. An EXIF rotation swaps the view's sides, never their product
+        (nor, the mask being stretched over the view, the care area's cells)."""
         view = self.preprocess.view(*header_size(path))
         stride = self.extractor.stride
-        return (view.height // stride) * (view.width // stride)
+        height, width = view.height // stride, view.width // stride
+        care = self.config.care
+        return height * width if care is None else int(care.cells(height, width).numel())
 
     def batches(self, tensors: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
         """Features of a stream of (3, H, W) tensors, ``batch_size`` at a time, in order. Images of one category may
@@ -328,17 +344,21 @@ def fit(
     grids: list[tuple[int, int]] = []
     images: list[ImageRecord] = []
     image_embeddings = torch.empty(len(train), dim)
+    cells: list[torch.Tensor] = []  # each image's cells in its rows (its whole grid, or its care area's cells)
     for i, item in enumerate(embedder.embed_files(bank_paths, batch_size, "features", report)):
         height, width, _ = item.features.shape
-        if height * width != sizes[i]:
+        patches, kept = inspected(item.features, config.care)
+        if patches.shape[0] != sizes[i]:
             raise RuntimeError(f"{bank_paths[i]}: {height}x{width} patches, its header predicted {int(sizes[i])}")
         rows = features[offsets[i] : offsets[i + 1]]
-        rows.copy_(item.features.reshape(-1, dim))
+        rows.copy_(patches)
         grids.append((height, width))
+        cells.append(torch.arange(height * width) if kept is None else kept)
         image_embeddings[i] = rows.mean(0)
         images.append(item.record)
     image_of_row = torch.repeat_interleave(torch.arange(len(grids)), sizes)
-    cell = torch.arange(features.shape[0]) - offsets[image_of_row]
+    cell = torch.cat(cells)
+    del cells
     widths = torch.tensor([w for _, w in grids])[image_of_row]
     position_of_row = torch.stack([cell // widths, cell % widths], dim=1)
     grid = Counter(grids).most_common(1)[0][0]
@@ -402,7 +422,7 @@ def fit(
     for i, item in enumerate(held_out):
         item.record.split = "holdout"
         item.record.part = parts.get(holdout_paths[i]) if parts and model.parts else None
-        patches = item.features.reshape(-1, dim)
+        patches, _ = inspected(item.features, config.care)
         projected = random_projection(patches, PROJECTION_DIM, config.seed, centre_points.device)
         b = config.num_neighbors
         item.record.score = cross_fit.held_out_score(patches, projected, centre_points, bank_search, b)

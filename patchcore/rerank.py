@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from patchcore.care import spread
 from patchcore.regions import groups
 from patchcore.scoring import ExactSearch
 
@@ -44,6 +45,18 @@ class Reranked:
     neighbours: dict[int, torch.Tensor] = field(default_factory=dict)
     complete: bool = True
     exact: torch.Tensor | None = None
+
+    def spread(self, cells: torch.Tensor | None, total: int) -> Reranked:
+        """These distances of a care area's ``cells`` (:func:`patchcore.care.inspected`) over the whole grid of
+        ``total`` cells: the others at distance 0, exact, their nearest row any (none is ever an image's worst, above
+        a threshold, or searched again); itself where every cell was searched."""
+        if cells is None:
+            return self
+        exact = None if self.exact is None else spread(self.exact, cells, total, outside=True)
+        return Reranked(
+            spread(self.distances, cells, total), spread(self.nearest_index, cells, total), self.searched,
+            self.neighbours, self.complete, exact,
+        )  # fmt: skip
 
 
 def rerank_worst(

@@ -34,6 +34,7 @@ from patchcore import WeightsError, regions, scoring
 from patchcore import defects as library
 from patchcore import threshold as thresholds
 from patchcore.backbone import RANDOM_WEIGHTS, weights_sha256
+from patchcore.care import inspected
 from patchcore.clustered import ClusteredSearch, cpu_search
 from patchcore.features import PatchFeatureExtractor
 from patchcore.model import Embedder, load_extractor
@@ -123,9 +124,10 @@ def resolve_weights(model: StoredModel, settings: Settings) -> str | None:
     )
 
 
-def image_embedding(features: torch.Tensor) -> np.ndarray:
-    """What the look-alike good images are found by: the mean of an image's (H, W, D) patch features."""
-    return features.reshape(-1, features.shape[-1]).numpy().mean(0)
+def image_embedding(patches: torch.Tensor) -> np.ndarray:
+    """What the look-alike good images are found by: the mean of an image's (P, D) inspected patches (the fit's
+    image embeddings are its images' the same way)."""
+    return patches.numpy().mean(0)
 
 
 def device_room(device: torch.device) -> int | None:
@@ -240,6 +242,7 @@ class Inspector:
         self.defect_statement = defect_statement(model, library.NEIGHBOURS)
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
         self.tail = good_tail(bank.good_scores(), model.config.false_alarm_rate)
+        self.care = model.config.care
 
     @property
     def backend(self) -> str:
@@ -296,12 +299,22 @@ class Inspector:
         top_k: int,
         ef_search: int | None = None,
     ) -> SearchResult:
-        """HNSW search of every patch, the patches split over ``connections`` and searched at once, one part per
-        database backend: a single backend uses one core, and the 784 searches of an image are independent
-        (bottle, 2 cores: 111-113 ms on one connection, 71-78 ms on two). The first part brings the look-alikes."""
-        flat = features.reshape(-1, features.shape[-1]).numpy()
+        """HNSW search of every patch of (H, W, D) ``features`` (of the care area's cells, in the grid's order, where
+        the category has one), the patches split over ``connections`` and searched at once, one part per database
+        backend: a single backend uses one core, and the 784 searches of an image are independent (bottle, 2 cores:
+        111-113 ms on one connection, 71-78 ms on two). The first part brings the look-alikes."""
+        return self._search_patches(connections, inspected(features, self.care)[0], top_k, ef_search)
+
+    def _search_patches(
+        self,
+        connections: Sequence[psycopg.Connection],
+        patches: torch.Tensor,
+        top_k: int,
+        ef_search: int | None,
+    ) -> SearchResult:
+        flat = patches.numpy()
         parts = np.array_split(flat, len(connections))
-        image = image_embedding(features)
+        image = image_embedding(patches)
         ef = ef_search or self.settings.hnsw_ef_search
         others = [
             _PARTS.submit(search, connection, self.statement, part, image, 0, ef)
@@ -335,8 +348,8 @@ class Inspector:
     ) -> tuple[list[list[dict] | None], torch.Tensor, torch.Tensor]:
         """Every patch's exact nearest memory-bank row (``patches`` of each image, on the bank's device), the
         images' patches in one search in this process, while the database answers each image's look-alike good
-        images (``batch``: its (H, W, D) features) on ``connection``, ``None`` for an image asked after this version
-        was replaced. Returns the look-alikes, then the distances and rows of all the patches in order."""
+        images (``batch``: its (P, D) patches in memory) on ``connection``, ``None`` for an image asked after this
+        version was replaced. Returns the look-alikes, then the distances and rows of all the patches in order."""
         ef = ef_search or self.settings.hnsw_ef_search
         statement = self.lookalikes_statement
         asked = _PARTS.submit(lambda: [lookalikes(connection, statement, image_embedding(f), top_k, ef) for f in batch])
@@ -405,18 +418,24 @@ class Inspector:
         """The exact search of every image's patches at once (:meth:`_search_here`), each image then judged."""
         embedded = time.perf_counter()
         here = self.here
-        patches = [features.reshape(-1, features.shape[-1]).float().to(here.bank.device) for features in batch]
-        similar, distances, rows = self._search_here(here, connections[0], batch, patches, top_k, ef_search)
+        device = here.bank.device
+        kept = [inspected(features, self.care) for features in batch]
+        patches = [features.reshape(-1, features.shape[-1]).float().to(device) for features in batch]
+        asked = [whole if cells is None else whole.index_select(0, cells.to(device))
+                 for whole, (_, cells) in zip(patches, kept, strict=True)]  # fmt: skip
+        similar, distances, rows = self._search_here(
+            here, connections[0], [k for k, _ in kept], asked, top_k, ef_search
+        )
         searched = time.perf_counter()
-        sizes = [p.shape[0] for p in patches]
+        sizes = [p.shape[0] for p in asked]
         done = []
-        for features, mine, alike, near, row in zip(
-            batch, patches, similar, distances.split(sizes), rows.split(sizes), strict=True
+        for features, mine, (_, cells), alike, near, row in zip(
+            batch, patches, kept, similar, distances.split(sizes), rows.split(sizes), strict=True
         ):
             if alike is None:
                 break
             timings = {"search": (searched - embedded) * 1000}
-            reranked = Reranked(near, row, 0)
+            reranked = Reranked(near, row, 0).spread(cells, mine.shape[0])
             done.append(self._judged(connections, features, mine, alike, reranked, "exact", timings, ef_search))
         return done
 
@@ -431,29 +450,29 @@ class Inspector:
         alone = ACTIVITY.alone() if self.choice is not None else None  # a trial times only searches that ran alone
         config = self.model.config
         patches = features.reshape(-1, features.shape[-1]).float()
+        kept, cells = inspected(features, self.care)  # the patches searched: the care area's, or every one
         here = self.here  # read before the choice: a choice of HNSW lets it go (and ends handing out the other)
         backend = self.choice.next() if self.choice is not None else self.rule
         if backend == "exact":
             patches = patches.to(here.bank.device)
-            (similar,), distances, rows = self._search_here(
-                here, connections[0], [features], [patches], top_k, ef_search
-            )
+            asked = patches if cells is None else patches.index_select(0, cells.to(patches.device))
+            (similar,), distances, rows = self._search_here(here, connections[0], [kept], [asked], top_k, ef_search)
             if similar is None:
                 raise ModelReplaced(self.model)
-            reranked = Reranked(distances, rows, 0)
+            reranked = Reranked(distances, rows, 0).spread(cells, patches.shape[0])
             searched = reranked_at = time.perf_counter()
         else:
-            result = self.search(connections, features, top_k, ef_search)
+            result = self._search_patches(connections, kept, top_k, ef_search)
             similar = result.similar
             searched = time.perf_counter()
             reranked = rerank_worst(
                 torch.from_numpy(result.distances),
                 torch.from_numpy(self.bank.rows(result.patch_ids)),
-                patches,
+                kept.float(),
                 self.exact,
                 self.settings.exact_rerank,
                 config.num_neighbors,
-            )
+            ).spread(cells, patches.shape[0])
             reranked_at = time.perf_counter()
         timings = {
             "search": (searched - embedded) * 1000,

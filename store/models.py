@@ -100,9 +100,9 @@ def save_model(
             INSERT INTO models (id, category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors,
                 holdout_fraction, false_alarm_rate, seed, embedding_dim, grid_height, grid_width, weights,
                 weights_sha256, threshold, memory_bank_size, evaluation, timings, threshold_policy, field_of_view,
-                pixels, tile, tile_overlap, coverage_radius, white_level, jpeg_scaling, bank_segments)
+                pixels, tile, tile_overlap, coverage_radius, white_level, jpeg_scaling, care_area, bank_segments)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s, %s, ARRAY[%s::bigint])
+                %s, %s, %s, %s, %s, %s, ARRAY[%s::bigint])
             """,
             (
                 model_id, category_id, config.backbone, list(config.layers), config.resize, config.crop,
@@ -111,7 +111,7 @@ def save_model(
                 model.weights_sha256, model.threshold, int(model.memory_bank.shape[0]), json.dumps(evaluation),
                 json.dumps(model.timings), json.dumps(model.threshold_policy), config.field_of_view, config.pixels,
                 config.tile, config.tile_overlap, model.coverage_radius, config.white_level, config.jpeg_scaling,
-                model_id,
+                config.care_area, model_id,
             ),
         )  # fmt: skip
         kept = cursor.execute(
@@ -193,19 +193,20 @@ _MODEL_COLUMNS = """
     m.holdout_fraction, m.false_alarm_rate, m.seed, m.weights, m.weights_sha256, m.threshold, m.grid_height,
     m.grid_width, m.memory_bank_size, m.evaluation, m.timings, m.fitted_at::text, m.threshold_policy,
     m.field_of_view, m.pixels, m.tile, m.tile_overlap, m.bank_segments, m.defect_segments, m.coverage_radius,
-    m.white_level, m.jpeg_scaling
+    m.white_level, m.jpeg_scaling, m.care_area
 """
 
 
 def _stored(row: tuple) -> StoredModel:
     model_id, category_id, name, backbone, layers, resize, crop, metric, ratio, b, holdout, rate, seed = row[:13]
     weights, weights_sha256, threshold, height, width, size, evaluation, timings, fitted_at, policy = row[13:23]
-    field_of_view, pixels, tile, tile_overlap, bank_segments, defect_segments, radius, white, jpeg_scaling = row[23:]
+    field_of_view, pixels, tile, tile_overlap, bank_segments, defect_segments, radius, white, jpeg_scaling = row[23:32]
+    care = row[32]
     config = PatchCoreConfig(
         backbone=backbone, layers=tuple(layers), field_of_view=field_of_view, resize=resize, crop=crop,
         pixels=pixels, tile=tile, tile_overlap=tile_overlap, metric=metric, coreset_ratio=ratio,
         num_neighbors=b, holdout_fraction=holdout, false_alarm_rate=rate, seed=seed, white_level=white,
-        jpeg_scaling=jpeg_scaling,
+        jpeg_scaling=jpeg_scaling, care_area=bytes(care) if care is not None else None,
     )  # fmt: skip
     return StoredModel(
         id=model_id, category_id=category_id, category=name, config=config, weights=weights,

@@ -20,7 +20,7 @@ from store.models import StoredModel
 _COPIED = (
     "category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors, holdout_fraction, "
     "seed, embedding_dim, grid_height, grid_width, weights, weights_sha256, timings, fitted_at, field_of_view, "
-    "pixels, tile, tile_overlap, coverage_radius, white_level, jpeg_scaling"
+    "pixels, tile, tile_overlap, coverage_radius, white_level, jpeg_scaling, care_area"
 )
 
 

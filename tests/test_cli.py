@@ -213,6 +213,34 @@ def test_errors_are_one_clear_line(tmp_path):
         assert option in help_text
 
 
+def test_a_care_area_is_fitted_and_reported(mini_mvtec, tmp_path):
+    """``--care-area MASK``: the fit learns only the cells the mask keeps (the memory bank is 10% of them), says so
+    and reports it; a mask that is not an image, or one with the centre crop, is one clear line."""
+    from PIL import Image
+
+    mask = Image.new("L", (900, 900), 255)
+    mask.paste(0, (0, 0, 225, 225))  # the top left 7x7 of the 28x28 cells
+    mask.save(tmp_path / "care.png")
+    out = tmp_path / "reports"
+    done = _ingest(
+        "evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+        "--out", str(out), "--care-area", str(tmp_path / "care.png"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "care area: 93.8% of each picture (900x900 mask" in done.stdout
+    report = json.loads((out / "bottle" / "report.json").read_text())
+    assert report["memory_bank_size"] == 662  # ceil(0.1 * 9 images * 735 cells)
+    assert report["config"]["care_area"] == {"width": 900, "height": 900, "share": 0.9375}
+    (tmp_path / "text.png").write_text("not an image")
+    for extra in (("--care-area", str(tmp_path / "text.png")),
+                  ("--care-area", str(tmp_path / "care.png"), "--field-of-view", "crop")):  # fmt: skip
+        refused = _ingest("evaluate", "--data", str(mini_mvtec), "--backbone", "resnet18", *extra)
+        assert refused.returncode == 2 and refused.stderr.strip().startswith("error:"), refused.stderr
+    assert (
+        "text.png" in _ingest("evaluate", "--data", str(mini_mvtec), "--care-area", str(tmp_path / "text.png")).stderr
+    )
+
+
 def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
     """`ingest inspect` over the test folders and one file that is not an image: a CSV row for each (the bad one
     naming why, exit 1), heatmaps over the model's view, the broken bottles scored above every good one."""

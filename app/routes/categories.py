@@ -88,6 +88,23 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
     }
 
 
+@router.get(
+    "/categories/{name}/care-area",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the mask: white is inspected"}},
+    response_class=Response,
+    summary="The active version's care area: the mask of where on each picture the part is inspected",
+)
+def care_area(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> Response:
+    model = get_services(request).run(lambda connection: active(connection, name))
+    if model.config.care is None:
+        raise HTTPException(
+            404,
+            {"error": "no_care_area", "detail": f"{name} (version {model.id}) inspects every patch cell: it was "
+             "fitted without a care area (python -m ingest fit ... --care-area MASK)"},
+        )  # fmt: skip
+    return image_response(request, model.config.care.png(), "image/png", "no-cache")  # a refit may draw another
+
+
 @router.delete(
     "/categories/{name}",
     response_model=CategoryDeleted,

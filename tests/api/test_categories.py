@@ -359,3 +359,47 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
     for earlier in (fitted_id, known.json()["model_id"]):  # an earlier fit's versions, kept for its defects or not
         gone = api.put("/categories/versions/active-version", json={"model_id": earlier})
         assert gone.status_code == 404 and "an earlier fit's went with it" in gone.json()["detail"], gone.text
+
+
+def test_a_care_area_is_served_and_shown(api, database, small_train):
+    """A category fitted with a care area (the top left corner of bottle's pictures left out): noise there is not a
+    defect over HTTP either, where bottle's model finds its worst patch in it; a broken bottle still is one; the
+    category says what share it inspects and serves the mask; a category without one answers 404 naming the
+    option."""
+    from patchcore.care import CareArea
+    from patchcore.model import PatchCoreConfig, fit
+    from tests.conftest import WEIGHTS
+
+    mask = np.ones((900, 900), dtype=bool)
+    mask[:225, :225] = False
+    care = CareArea(mask)
+    _, url = database
+    model = fit(PatchCoreConfig(backbone="resnet18", care_area=care.png()), small_train, str(WEIGHTS))
+    with connect(url) as connection:
+        models.save_model(connection, "fixture", model, {}, Settings())
+    try:
+        image = Image.open(GOOD).convert("RGB")
+        image.paste(Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8)), (10, 10))
+        cluttered = io.BytesIO()
+        image.save(cluttered, format="PNG")
+        answers = {}
+        for category in ("bottle", "fixture"):
+            answer = post(api, data=cluttered.getvalue(), category=category)
+            assert answer.status_code == 200, answer.text
+            answers[category] = answer.json()
+        seen, ignored = answers["bottle"], answers["fixture"]
+        assert seen["is_anomalous"] and seen["most_anomalous_patch"]["row"] < 7 > seen["most_anomalous_patch"]["col"]
+        worst = ignored["most_anomalous_patch"]
+        assert not ignored["is_anomalous"] and (worst["row"] >= 7 or worst["col"] >= 7)
+        broken = post(api, BROKEN, category="fixture").json()
+        assert broken["is_anomalous"] and all(r["row"] >= 7 or r["col"] >= 7 for r in broken["defect_regions"])
+        detail = api.get("/categories/fixture").json()
+        assert detail["settings"]["care_area"] == {"width": 900, "height": 900, "share": 0.9375}
+        served = api.get("/categories/fixture/care-area")
+        assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+        assert (np.asarray(Image.open(io.BytesIO(served.content))) == mask).all()
+        none = api.get("/categories/bottle/care-area")
+        assert none.status_code == 404 and none.json()["error"] == "no_care_area"
+        assert "--care-area" in none.json()["detail"]
+    finally:
+        assert api.delete("/categories/fixture").status_code == 200
