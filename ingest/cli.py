@@ -122,6 +122,18 @@ def _tile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of tiles in pixels (default 32)")
 
 
+def _care_option(parser: argparse.ArgumentParser) -> None:
+    """The care area, for the fit and for a queued job alike."""
+    parser.add_argument(
+        "--care-area",
+        type=Path,
+        default=None,
+        metavar="MASK",
+        help="an image over the pictures, non-black where the part is inspected and black where it is not (a fixture, "
+        "a label, the background): patches outside are neither learnt nor scored; one category (default: all of it)",
+    )
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     settings = get_settings()
     parser.add_argument(
@@ -191,14 +203,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="grayscale images of more than 8 bits: the sample value read as white (default: 2**k - 1 for the "
         "fewest bits k that hold the training images' brightest sample, e.g. 4095 for a 12-bit camera)",
     )
-    parser.add_argument(
-        "--care-area",
-        type=Path,
-        default=None,
-        metavar="MASK",
-        help="an image over the pictures, non-black where the part is inspected and black where it is not (a fixture, "
-        "a label, the background): patches outside are neither learnt nor scored; one category (default: all of it)",
-    )
+    _care_option(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (default %(default)s)")
     parser.add_argument("--device", default=settings.device, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
@@ -334,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--field-of-view", choices=FIELDS_OF_VIEW, default="whole", help="(%(default)s)")
     enqueue.add_argument("--pixels", type=int, default=224 * 224, help="whole view's pixels (%(default)s)")
     _tile_options(enqueue)
+    _care_option(enqueue)
     enqueue.add_argument("--coreset-ratio", type=float, default=0.1, help="memory bank fraction (%(default)s)")
     enqueue.add_argument(
         "--false-alarm-rate", type=float, default=settings.false_alarm_rate, help="threshold's target (%(default)s)"

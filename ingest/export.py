@@ -64,9 +64,10 @@ def fit_command(
 def run_export(args: argparse.Namespace) -> int:
     folder = args.out / args.category
     care = args.out / f"{args.category}.care-area.png"  # beside the folder: a fit from it reads every picture in it
-    for taken in (folder, care):
-        if taken.exists() and (taken.is_file() or any(taken.iterdir())):
-            raise ValueError(f"{taken} is taken: export into a new folder (nothing there is overwritten)")
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty: export into a new folder (nothing there is overwritten)")
+    if care.exists():
+        raise ValueError(f"{care} exists: export into a new folder (nothing there is overwritten)")
     url = database_url(get_settings())
     upgrade(url)
     with connect(url, autocommit=True) as connection:

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -21,6 +22,7 @@ import psycopg
 from config import Settings, get_settings
 from ingest import scratch
 from ingest.sets import part_naming
+from patchcore.care import CareArea
 from patchcore.datasets.files import image_files
 from patchcore.datasets.folders import folder_images, unmixed
 from patchcore.model import Embedder, PatchCoreConfig, fit
@@ -123,9 +125,10 @@ def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worke
     try:
         with scratch.job_folder(job_id) as folder:
             train, parts = _write_images(url, job, folder, reporter)
-            config = job_config(job["options"], settings)
+            config = replace(job_config(job["options"], settings), care_area=jobs.care_png(connection, job_id))
             views = f" ({len(parts)} of them views of {job['parts']} parts)" if parts else ""
-            print(f"job {job_id}: fitting {name} from {len(train)} images{views}, {config.backbone}", flush=True)
+            care = f", care area {config.care.share:.1%} of each picture" if config.care is not None else ""
+            print(f"job {job_id}: fitting {name} from {len(train)} images{views}, {config.backbone}{care}", flush=True)
             embedder = Embedder.load(config, settings.weights, settings.device)
             model = fit(config, train, settings.weights, embedder=embedder, report=reporter, parts=parts or None,
                         per=job_per(job["options"]), features_in_memory_max=settings.fit_memory_bytes)  # fmt: skip
@@ -188,7 +191,9 @@ def run_enqueue(args: argparse.Namespace) -> int:
     """Queue a fit job from a folder of good images; with ``--wait``, follow it to its end."""
     settings = get_settings()
     options = job_options(args)
-    job_config(options, settings)  # options no fit can take are refused here, not by the worker that takes the job
+    care = CareArea.read(args.care_area.read_bytes(), str(args.care_area)).png() if args.care_area else None
+    # options no fit can take are refused here, not by the worker that takes the job
+    replace(job_config(options, settings), care_area=care)
     where = f"--folder {args.folder}"
     files = unmixed(where, folder_images(args.folder, where))  # before the database: a refusal is cheap
     part_of = part_naming(args)  # a pattern runs here, never on a server
@@ -202,6 +207,8 @@ def run_enqueue(args: argparse.Namespace) -> int:
         added = jobs.add_images(connection, job["id"], [(p.name, p.read_bytes()) for p in files])
         if parts:
             jobs.name_parts(connection, job["id"], {name: parts[name] for name in added.added})
+        if care is not None:
+            jobs.set_care_area(connection, job["id"], care)
         job = jobs.start(connection, job["id"])
     views = f" (views of {job['parts']} parts)" if parts else ""
     print(f"job {job['id']}: {args.category} queued with {len(added.added)} images{views}", flush=True)

@@ -23,6 +23,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 INSPECTED = 0.5  # the share of a cell that must lie in the area for the cell to be inspected
+MAX_PIXELS = 8192 * 8192  # the largest mask read (a 1-bit PNG of a few KB can claim billions of pixels)
+KEPT_SIDE = 4096  # a larger mask is kept at this long side: at least 8 of its pixels a cell for the finest views
 
 
 class CareArea:
@@ -37,12 +39,23 @@ class CareArea:
 
     @classmethod
     def read(cls, data: bytes, name: str = "care area") -> CareArea:
-        """The area of a mask image's bytes (any format Pillow reads; every non-black pixel is inspected)."""
+        """The area of a mask image's bytes (any format Pillow reads; every non-black pixel is inspected), of at most
+        :data:`MAX_PIXELS`, kept at a long side of at most :data:`KEPT_SIDE` (a cell inspected by half of it)."""
+        too_large = f"{name}: a mask of more than {MAX_PIXELS:,} pixels: draw it at the pictures' size or smaller"
         try:
             with Image.open(io.BytesIO(data)) as image:
-                return cls(np.asarray(image.convert("L")) > 0)
+                if image.width * image.height > MAX_PIXELS:
+                    raise ValueError(f"{too_large} (it is {image.width}x{image.height}; it is stretched over them)")
+                marked = image.convert("L").point(lambda v: 255 if v else 0)
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"{too_large} ({exc})") from exc
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"{name}: not an image Pillow can read ({exc})") from exc
+        scale = KEPT_SIDE / max(marked.size)
+        if scale < 1:
+            kept = (max(1, round(marked.width * scale)), max(1, round(marked.height * scale)))
+            marked = marked.resize(kept, Image.Resampling.BOX)
+        return cls(np.asarray(marked) >= 128)
 
     @property
     def size(self) -> tuple[int, int]:

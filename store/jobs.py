@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from patchcore.care import care_area
 from patchcore.datasets.folders import unmixed
 from patchcore.threshold import PER_PART
 
@@ -35,7 +36,7 @@ _PART = "coalesce(part, ' ' || file_name)"  # an image's part: an unnamed one is
 _COLUMNS = (
     "j.id, j.category, j.options, j.state, j.created_at, j.created_by, j.queued_at, j.started_at, j.finished_at, "
     "j.worker, j.attempts, j.stage, j.stage_number, j.stages, j.done, j.total, j.unit, j.rate, j.progress_at, "
-    "j.cancel_requested, j.message, j.model_id, j.refit_of, j.excluded, j.normals, "
+    "j.cancel_requested, j.message, j.model_id, j.refit_of, j.excluded, j.normals, j.care_area, "
     "(SELECT count(*) FROM fit_job_images i WHERE i.job_id = j.id), "
     "(SELECT coalesce(sum(length(i.data)), 0) FROM fit_job_images i WHERE i.job_id = j.id), "
     "(SELECT count(DISTINCT i.part) FROM fit_job_images i WHERE i.job_id = j.id)"
@@ -43,7 +44,8 @@ _COLUMNS = (
 _NAMES = (
     "id", "category", "options", "state", "created_at", "created_by", "queued_at", "started_at", "finished_at",
     "worker", "attempts", "stage", "stage_number", "stages", "done", "total", "unit", "rate", "progress_at",
-    "cancel_requested", "message", "model_id", "refit_of", "excluded", "normals", "images", "bytes", "parts",
+    "cancel_requested", "message", "model_id", "refit_of", "excluded", "normals", "care_area", "images", "bytes",
+    "parts",
 )  # fmt: skip
 
 
@@ -71,6 +73,8 @@ class Added:
 def _job(row: tuple) -> dict:
     job = dict(zip(_NAMES, row, strict=True))
     job["images"], job["bytes"] = int(job["images"]), int(job["bytes"])
+    png = job["care_area"]  # what a job shows of its care area: the mask's size and share (care_png: the mask)
+    job["care_area"] = care_area(bytes(png)).summary() if png is not None else None
     return job
 
 
@@ -162,6 +166,25 @@ def name_parts(connection: psycopg.Connection, job_id: int, parts: dict[str, str
             (list(parts), list(parts.values()), job_id),
         )
     return one(connection, job_id)
+
+
+def set_care_area(connection: psycopg.Connection, job_id: int, png: bytes | None) -> dict:
+    """A draft job's care area (:mod:`patchcore.care`: a mask's PNG, checked by the caller against the job's
+    options), or none (``None``): its worker fits with it, and a refit of the category takes it along."""
+    with connection.transaction(), connection.cursor() as cursor:
+        state = _locked_state(cursor, job_id)
+        if state != "draft":
+            raise JobStateError(f"job {job_id} is {state}: its care area is drawn before it starts")
+        cursor.execute("UPDATE fit_jobs SET care_area = %s WHERE id = %s", (png, job_id))
+    return one(connection, job_id)
+
+
+def care_png(connection: psycopg.Connection, job_id: int) -> bytes | None:
+    """The job's care area as the PNG its worker fits with (``None``: the whole picture)."""
+    row = connection.execute("SELECT care_area FROM fit_jobs WHERE id = %s", (job_id,)).fetchone()
+    if row is None:
+        raise UnknownJob(f"no job {job_id}")
+    return bytes(row[0]) if row[0] is not None else None
 
 
 def start(connection: psycopg.Connection, job_id: int) -> dict:
@@ -375,9 +398,9 @@ def refit(
 ) -> dict:
     """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` and the
     good images added since (``segments``: the version's memory bank), less ``excluded`` (sha256 -> file name),
-    with the fit's options and the category's ``target`` (its ``false_alarm_rate`` and ``per``: a target set since,
-    by hand, is kept), in one transaction; the job records the job it was made from, the names it left out and how
-    many added images it took along. The images are copied inside the database, not read out. Raises
+    with the fit's options and care area and the category's ``target`` (its ``false_alarm_rate`` and ``per``: a
+    target set since, by hand, is kept), in one transaction; the job records the job it was made from, the names it
+    left out and how many added images it took along. The images are copied inside the database, not read out. Raises
     :class:`NoStoredImages` when the fit's images are not stored, :class:`JobStateError` while a refit from them is
     queued or running (a second one, finishing later, would bring back what the first left out), ``ValueError``
     naming an excluded image that is not among them, an added image whose file was not kept, or when too few would
@@ -426,10 +449,10 @@ def refit(
                 "cannot take them along; leave them out (exclude_image_ids) and add them again after the refit"
             )
         job_id = cursor.execute(
-            "INSERT INTO fit_jobs (category, options, created_by, refit_of, excluded) VALUES (%s, %s, %s, %s, %s) "
-            "RETURNING id",
+            "INSERT INTO fit_jobs (category, options, created_by, refit_of, excluded, care_area) "
+            "SELECT %s, %s, %s, %s, %s, care_area FROM fit_jobs WHERE id = %s RETURNING id",
             (category, json.dumps({**options, **target}), created_by, source,
-             sorted(excluded.values())),
+             sorted(excluded.values()), source),
         ).fetchone()[0]  # fmt: skip
         cursor.execute(
             "INSERT INTO fit_job_images (job_id, file_name, sha256, data, part) "

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
 from PIL import Image
@@ -396,13 +397,17 @@ def test_a_new_product_from_the_browser(api, env, tmp_path):
 
 def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_path):
     """Chromium on the new product page: a pattern on the file names names each upload's part in the browser, which
-    sends the names (``PUT /jobs/{id}/parts``) before it starts the job; a name the pattern does not match is said
+    sends the names (``PUT /jobs/{id}/parts``) before it starts the job, and its care area's mask (``PUT
+    /jobs/{id}/care-area``), which the list then names; a name the pattern does not match is said
     and the job stays a draft; a pattern that does not compile stops before anything is uploaded. A queued job
     cancelled from the list stays drawn cancelled when a poll's answer from before the click comes after it. The list
     is not asked for while the tab is hidden, and is at once when it is shown."""
     from playwright.sync_api import sync_playwright
 
     links = [str(link) for link in _views(tmp_path / "views", 3, 2)]
+    mask = Image.new("L", (900, 900), 255)
+    mask.paste(0, (0, 0, 225, 225))
+    mask.save(tmp_path / "care.png")
     with sync_playwright() as driver:
         browser = launch_chromium(driver)
         page = browser.new_page()
@@ -413,13 +418,16 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.fill("#partPattern", "^(p\\d+)_")
         page.fill("#viewSide", "256")  # a finer view than the default's 224x224 pixels, in tiles
         page.fill("#tileSide", "128")
+        page.set_input_files("#careArea", str(tmp_path / "care.png"))  # sent before the images
         page.click("#start")
         page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('queued')")
         assert "6 images, views of 3 parts" in page.inner_text("#uploadStatus")
         page.wait_for_function("document.querySelector('.job-1')?.textContent.includes('views of 3 parts')")
         options = api.get("/jobs/1").json()["options"]
         assert (options["pixels"], options["tile"]) == (256 * 256, 128)
-        assert "whole at 256x256's pixels in tiles of 128" in page.inner_text(".job-1")
+        assert "whole at 256x256's pixels in tiles of 128, " in page.inner_text(".job-1")
+        assert "care area 93.8% of each picture" in page.inner_text(".job-1")
+        assert api.get("/jobs/1").json()["care_area"] == {"width": 900, "height": 900, "share": 0.9375}
         page.fill("#viewSide", "")
         page.fill("#category", "cams-2")
         page.fill("#partPattern", "^(q\\d+)")
@@ -472,19 +480,75 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
     assert made[2]["state"] == "draft" and made[2]["parts"] == 0 and sorted(made) == [1, 2]
 
 
+def test_a_job_s_care_area_is_fitted_taken_along_by_a_refit_and_exported(api, env, tmp_path):
+    """A draft job's care area (``PUT /jobs/{id}/care-area``, a mask's image): refused for a picture that is not an
+    image, for a job in the centre crop and once the job is queued; the worker fits with it, so the version inspects
+    only there (its memory bank's cells inside it) and serves the mask; a refit takes it along; ``ingest export``
+    writes it beside the folder and the command it prints fits with it."""
+    mask = Image.new("L", (900, 900), 255)
+    mask.paste(0, (0, 0, 225, 225))  # the top left 7x7 of bottle's 28x28 cells
+    drawn = io.BytesIO()
+    mask.save(drawn, format="PNG")
+    care = {"file": ("care.png", drawn.getvalue(), "image/png")}
+    crop = api.post("/jobs", json={"category": "cropped", "field_of_view": "crop"}).json()
+    refused = api.put(f"/jobs/{crop['id']}/care-area", files=care)
+    assert refused.status_code == 422 and "whole field of view" in refused.json()["detail"], refused.text
+    created = api.post("/jobs", json={"category": "careful", "coreset_ratio": 0.05}).json()
+    text = api.put(f"/jobs/{created['id']}/care-area", files={"file": ("notes.png", b"not an image", "image/png")})
+    assert text.status_code == 422 and "notes.png" in text.json()["detail"], text.text
+    assert api.put(f"/jobs/{created['id']}/care-area", files=care).json()["care_area"]["share"] == 0.9375
+    assert api.delete(f"/jobs/{created['id']}/care-area").json()["care_area"] is None
+    assert api.put(f"/jobs/{created['id']}/care-area", files=care).status_code == 200
+    assert api.post(f"/jobs/{created['id']}/images", files=_files(TRAIN[:6])).status_code == 200
+    assert api.post(f"/jobs/{created['id']}/start").json()["care_area"]["share"] == 0.9375
+    late = api.put(f"/jobs/{created['id']}/care-area", files=care)
+    assert late.status_code == 409 and late.json()["error"] == "job_state", late.text
+    worker = start_worker(env, tmp_path / "worker.log", "w")
+    try:
+        assert _wait(api, created["id"], _finished)["state"] == "succeeded"
+        detail = api.get("/categories/careful").json()
+        assert detail["settings"]["care_area"] == {"width": 900, "height": 900, "share": 0.9375}
+        served = Image.open(io.BytesIO(api.get("/categories/careful/care-area").content))
+        assert (np.asarray(served) == (np.asarray(mask) > 0)).all()
+        with psycopg.connect(env["DATABASE_URL"]) as connection:
+            cells = connection.execute(
+                "SELECT count(*), count(*) FILTER (WHERE grid_row < 7 AND grid_col < 7) FROM patches"
+            ).fetchone()
+        assert cells[0] > 0 and cells[1] == 0
+        refit = api.post("/categories/careful/refit", json={"exclude_image_ids": []})
+        assert refit.status_code == 201 and refit.json()["care_area"]["share"] == 0.9375, refit.text
+        assert _wait(api, refit.json()["id"], _finished)["state"] == "succeeded"
+        assert api.get("/categories/careful").json()["settings"]["care_area"]["share"] == 0.9375
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "export", "--category", "careful", "--out", str(tmp_path / "out")],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / "out" / "careful.care-area.png"
+    assert (np.asarray(Image.open(written)) == (np.asarray(mask) > 0)).all()
+    assert f"--care-area {written}" in done.stdout.splitlines()[-1]
+
+
 def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     """``python -m ingest enqueue --wait`` queues a folder of good images, a worker process wakes at once and fits
     it, and the command follows the job to its end and exits 0, having printed the stages on the way. Its images
     are 6 parts' 2 views each, named by ``--part`` on the command line: the version's images keep their parts and
-    its hold-out takes whole parts, as a fit from files with ``--part`` does."""
+    its hold-out takes whole parts, as a fit from files with ``--part`` does; ``--care-area`` is the job's, then the
+    version's, and the command ``export`` prints fits with it."""
     folder = tmp_path / "good"
     _views(folder, 6, 2)
+    mask = Image.new("L", (300, 300), 255)  # drawn smaller than the pictures: stretched over them
+    mask.paste(0, (0, 0, 75, 75))
+    mask.save(tmp_path / "care.png")
     worker = start_worker(env, tmp_path / "worker.log", "cli-worker")
     try:
         done = subprocess.run(
             [sys.executable, "-m", "ingest", "enqueue", "--category", "cli-bottle", "--folder", str(folder),
              "--backbone", "resnet18", "--part", "^(p[0-9]+)_", "--per", "part", "--pixels", str(256 * 256),
-             "--tile", "128", "--wait"],
+             "--tile", "128", "--care-area", str(tmp_path / "care.png"), "--wait"],
             cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     finally:
@@ -496,6 +560,7 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
     assert any(" stage " in line for line in lines) and lines[-1].split(": ", 1)[1].startswith("succeeded (version ")
     log = (tmp_path / "worker.log").read_text()
     assert "job 1: taken (cli-bottle, 12 images)" in log and "from 12 images (12 of them views of 6 parts)" in log
+    assert "care area 93.8% of each picture" in log
     with psycopg.connect(env["DATABASE_URL"]) as connection:
         rows = connection.execute(
             "SELECT i.split, i.part, i.file_name FROM images i JOIN categories c ON c.active_model_id = i.model_id "
@@ -533,6 +598,8 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
             jobs.refit(connection, "cli-bottle", model.fit_id, model.bank_segments, four_parts, {}, "test")
         assert model.threshold_policy["per"] == "part"  # the job's target per part is the version's
         assert (model.config.pixels, model.config.tile) == (256 * 256, 128)
+        assert model.config.care is not None and model.config.care.size == (300, 300)
+        assert models.active_model(connection, "cli-refit").config.care_area == model.config.care_area
     server, api = start_api(env, tmp_path / "server.log", ready="/health")
     try:  # the category page's refit: the version's parts and its target per part along
         refit = api.post("/categories/cli-bottle/refit", json={"exclude_image_ids": []})

@@ -13,6 +13,7 @@ from app.common import CATEGORY, ERRORS, active, actor_of, get_services, read_li
 from app.schemas.jobs import Job, JobImagesAdded, JobParts, JobRequest, RefitRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
+from patchcore.care import CareArea
 from patchcore.model import PatchCoreConfig
 from patchcore.threshold import PER_IMAGE
 from patchcore.views import FIELDS_OF_VIEW
@@ -102,6 +103,42 @@ def name_job_parts(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]
     on the file names is the client's to run (``python -m ingest enqueue --part``, the new product page); the
     service takes only the names it gives."""
     return _run(request, jobs.name_parts, job_id, body.parts)
+
+
+@router.put(
+    "/jobs/{job_id}/care-area",
+    response_model=Job,
+    responses=JOB_ERRORS,
+    summary="Draw a draft job's care area: a mask of where on each picture the part is inspected",
+)
+async def set_job_care_area(
+    request: Request,
+    job_id: Annotated[int, PathParam(**JOB_ID)],
+    file: Annotated[UploadFile, File(description="an image: white (non-black) where the part is, black elsewhere")],
+) -> dict:
+    """What lies beside the part (a fixture, a label, a cable) is then neither learnt nor scored: the patch cells
+    outside the mask, stretched over each picture, never enter the memory bank and never decide a score, so they
+    neither flag a part nor raise the threshold. Replaces the one drawn before; needs the whole field of view."""
+    data = await read_limited(file, get_services(request).settings.max_upload_bytes)
+    return await run_in_threadpool(_run, request, _with_care_area, job_id, data, file.filename or "the care area")
+
+
+@router.delete(
+    "/jobs/{job_id}/care-area",
+    response_model=Job,
+    responses=JOB_ERRORS,
+    summary="A draft job inspects all of each picture",
+)
+def clear_job_care_area(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> dict:
+    return _run(request, jobs.set_care_area, job_id, None)
+
+
+def _with_care_area(connection, job_id: int, data: bytes, name: str) -> dict:
+    """The draft job with the mask in ``data``, refused (422) where it is not a mask a fit with its options takes."""
+    options = jobs.one(connection, job_id)["options"]
+    png = CareArea.read(data, name).png()
+    PatchCoreConfig(**{key: value for key, value in options.items() if key != "per"}, care_area=png)
+    return jobs.set_care_area(connection, job_id, png)
 
 
 @router.post("/jobs/{job_id}/start", response_model=Job, responses=JOB_ERRORS, summary="Queue a draft job for a worker")

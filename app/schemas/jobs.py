@@ -44,6 +44,12 @@ class RefitRequest(BaseModel):
     )
 
 
+class CareAreaSummary(BaseModel):
+    width: int = Field(description="the mask's width as drawn (it is stretched over each picture)")
+    height: int
+    share: float = Field(description="the share of each picture inspected")
+
+
 class Job(BaseModel):
     id: int
     category: str
@@ -83,6 +89,11 @@ class Job(BaseModel):
         default=0,
         description="the parts its images are views of, where parts were named (PUT /jobs/{id}/parts); 0: each "
         "image is a part of its own",
+    )
+    care_area: CareAreaSummary | None = Field(
+        default=None,
+        description="the mask of where on each picture the part is inspected (PUT /jobs/{id}/care-area), which the "
+        "fit and a refit of its category keep; null: all of each picture",
     )
 
 

@@ -364,8 +364,8 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
 def test_a_care_area_is_served_and_shown(api, database, small_train):
     """A category fitted with a care area (the top left corner of bottle's pictures left out): noise there is not a
     defect over HTTP either, where bottle's model finds its worst patch in it; a broken bottle still is one; the
-    category says what share it inspects and serves the mask; a category without one answers 404 naming the
-    option."""
+    category says what share it inspects and serves the mask, its page shows both; a category without one answers
+    404 naming the option."""
     from patchcore.care import CareArea
     from patchcore.model import PatchCoreConfig, fit
     from tests.conftest import WEIGHTS
@@ -401,5 +401,21 @@ def test_a_care_area_is_served_and_shown(api, database, small_train):
         none = api.get("/categories/bottle/care-area")
         assert none.status_code == 404 and none.json()["error"] == "no_care_area"
         assert "--care-area" in none.json()["detail"]
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as driver:  # the category page says where it looks, and shows the mask
+            browser = launch_chromium(driver)
+            page = browser.new_page()
+            page.goto(str(api.base_url) + "/category?name=fixture")
+            page.wait_for_function(
+                "document.querySelector('img.care-area') && document.querySelector('img.care-area').naturalWidth > 0"
+            )
+            said = page.inner_text("#content")
+            page.goto(str(api.base_url) + "/category?name=bottle")
+            page.wait_for_selector("table.versions")
+            everywhere = page.inner_text("#content")
+            browser.close()
+        assert "Where it looks\t93.8% of each picture (a 900 x 900 mask, stretched over it)" in said
+        assert "Where it looks\tall of each picture" in everywhere
     finally:
         assert api.delete("/categories/fixture").status_code == 200
