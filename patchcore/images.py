@@ -283,6 +283,18 @@ def header_size(path: Path) -> tuple[int, int]:
         raise ImageError(f"{path}: not a recognised image ({KINDS} expected): {exc}") from exc
 
 
+def upright_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file as :func:`open_image` turns it upright by its EXIF orientation, read without
+    decoding its pixels (a PNG's ``eXIf`` chunk may follow them: its chunks' headers are walked to it)."""
+    try:
+        with Image.open(path, formats=FORMATS) as image:
+            exif = _png_exif(path.read_bytes()) if image.format == "PNG" else image.getexif()
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: not a recognised image ({KINDS} expected): {exc}") from exc
+    return (height, width) if exif.get(ORIENTATION, 1) in TURNED else (width, height)
+
+
 def hidden(parts: Sequence[str]) -> bool:
     """Whether a path below a folder, by its parts, is hidden as ``ls`` and Finder hide it: a dot-file or a file in a
     dot-folder, or in the ``__MACOSX`` folder of resource forks that macOS's zips carry."""

@@ -24,7 +24,7 @@ from patchcore.clustered import cpu_search
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
 from patchcore.evaluation import Scored
 from patchcore.features import PatchFeatureExtractor
-from patchcore.images import header_size, jpeg, original_size, white_level
+from patchcore.images import header_size, jpeg, original_size, upright_size, white_level
 from patchcore.scoring import BankSearch, Metric
 from patchcore.spill import feature_matrix
 from patchcore.views import ALIGN, Preprocess
@@ -214,12 +214,12 @@ class Embedder:
     def patch_count(self, path: Path) -> int:
         """How many patches the view of the image at ``path`` has (those its care area inspects, where it has one),
         from its header alone: a fit sizes its feature matrix before reading any pixels, instead of joining
-        per-image pieces into a second copy of it. An EXIF rotation swaps the view's sides, never their product
-        (nor, the mask being stretched over the view, the care area's cells)."""
-        view = self.preprocess.view(*header_size(path))
+        per-image pieces into a second copy of it. An EXIF rotation swaps the view's sides, never their product; the
+        cells a care area keeps of a turned grid may differ, so there the picture's upright size is read."""
+        care = self.config.care
+        view = self.preprocess.view(*(header_size(path) if care is None else upright_size(path)))
         stride = self.extractor.stride
         height, width = view.height // stride, view.width // stride
-        care = self.config.care
         return height * width if care is None else int(care.cells(height, width).numel())
 
     def batches(self, tensors: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:

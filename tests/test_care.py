@@ -17,7 +17,7 @@ from revisions.uploads import Upload
 from store import banks, models
 from store.database import connect
 from store.migrate import upgrade
-from tests.conftest import BOTTLE, WEIGHTS
+from tests.conftest import BOTTLE, SHARED, WEIGHTS
 
 CORNER = 225  # the top left 225x225 pixels of bottle's 900x900 pictures: a fixture, say (7x7 of its 28x28 cells)
 
@@ -145,3 +145,25 @@ def test_served_as_the_exact_model_scores_it_and_kept_by_every_version(fitted, d
             "SELECT grid_row, grid_col FROM patches WHERE model_id = %s", (grown.bank_segments[-1],)
         ).fetchall()
         assert rows and not [(r, c) for r, c in rows if r < 7 and c < 7]
+
+
+def test_pictures_turned_by_their_exif_are_fitted_by_the_cells_of_their_upright_view(tmp_path):
+    """A fit sizes its features from the files' headers; a picture stored turned, with an EXIF orientation that turns
+    it upright, has its header's sides swapped, and a care area keeps other cells of a turned grid: the fit counts
+    those of the upright view, which the model sees (452x184 strips, left 30% out: 558 cells, 572 turned)."""
+    strips = sorted((SHARED / "datasets" / "non_square" / "bsdata_ballscrew" / "train" / "good").glob("*.png"))[:6]
+    for index, path in enumerate(strips):
+        image = Image.open(path).convert("RGB")
+        if index % 2:  # stored turned a quarter, the EXIF saying how to turn it upright again
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            image.transpose(Image.Transpose.ROTATE_90).save(tmp_path / path.name, exif=exif.tobytes())
+        else:
+            image.save(tmp_path / path.name)
+    mask = np.ones((184, 452), dtype=bool)
+    mask[:, : int(452 * 0.3)] = False
+    care = CareArea(mask)
+    assert care.cells(18, 44).numel() == 558 and care.cells(44, 18).numel() == 572
+    config = PatchCoreConfig(backbone="resnet18", holdout_fraction=0.2, care_area=care.png())
+    model = fit(config, sorted(tmp_path.glob("*.png")), str(WEIGHTS))
+    assert model.grid == (18, 44) and (model.bank_position[:, 1] >= 13).all()
