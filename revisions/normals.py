@@ -111,7 +111,7 @@ def add_normals(
     grids = [tuple(e.features.shape[:2]) for e in embedded]  # one per image: their shapes may differ
     kept = [inspected(e.features.float(), config.care) for e in embedded]  # the care area's patches, or all
     patches = [p for p, _ in kept]
-    cells = [torch.arange(p.shape[0]) if c is None else c for p, c in kept]  # each row's cell in its image's grid
+    grid_cells = [torch.arange(p.shape[0]) if c is None else c for p, c in kept]  # each row's cell in its grid
     candidates = torch.cat(patches)
     dim = candidates.shape[1]
     source_of_row = torch.repeat_interleave(torch.arange(len(patches)), torch.tensor([p.shape[0] for p in patches]))
@@ -142,7 +142,7 @@ def add_normals(
     places = []
     for row in rows:
         image = int(source_of_row[row])
-        cell = int(cells[image][row - int(first_row[image])])
+        cell = int(grid_cells[image][row - int(first_row[image])])
         places.append((image, cell // grids[image][1], cell % grids[image][1]))
     bank_rows = candidates[chosen].numpy().astype(np.float32)
 

@@ -138,9 +138,9 @@ def test_served_as_the_exact_model_scores_it_and_kept_by_every_version(fitted, d
         extra = sorted((BOTTLE / "train" / "good").glob("*.png"))[-2:]
         uploads = [Upload(p.name, p.read_bytes(), "test") for p in extra]
         bank = banks.load_memory_bank(connection, raised.bank_segments, raised.dim)
-        added = add_normals(connection, raised, bank, embedder, uploads, Settings(), "test")
+        added = add_normals(connection, raised, bank, embedder, uploads, Settings(), "test", recalibrate=True)
         grown = models.active_model(connection, "fixture")
-        assert added.patches_added > 0 and grown.config.care_area == model.config.care_area
+        assert added.patches_added > 0 and added.recalibrated and grown.config.care_area == model.config.care_area
         rows = connection.execute(
             "SELECT grid_row, grid_col FROM patches WHERE model_id = %s", (grown.bank_segments[-1],)
         ).fetchall()
