@@ -34,7 +34,6 @@ class CareArea:
         if mask.ndim != 2 or not mask.any():
             raise ValueError("the care area marks nothing to inspect: draw the part in white (non-black) on black")
         self.mask = mask.astype(bool)
-        self._image = Image.fromarray(self.mask.astype(np.float32))  # mode F, so a resize averages the cells
         self._cells: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
@@ -77,8 +76,8 @@ class CareArea:
         """The flat indices of the inspected cells of a ``height`` x ``width`` patch grid, row by row: those with at
         least :data:`INSPECTED` of their area in the mask stretched over the grid (a box filter's average)."""
         key = (height, width)
-        if key not in self._cells:
-            share = np.asarray(self._image.resize((width, height), Image.Resampling.BOX))
+        if key not in self._cells:  # a float copy of the mask (mode F, so the resize averages), made once a grid shape
+            share = np.asarray(Image.fromarray(self.mask.astype(np.float32)).resize((width, height), Image.BOX))
             inspected = np.flatnonzero(share >= INSPECTED)
             if inspected.size == 0:
                 raise ValueError(
