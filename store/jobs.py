@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import psycopg
 
@@ -395,11 +396,14 @@ def refit(
     excluded: dict[str, str],
     target: dict,
     created_by: str | None,
+    care: bytes | Literal["kept"] | None = "kept",
 ) -> dict:
     """Queue a new job that fits ``category`` again from the training images of its fit ``fit_model_id`` and the
     good images added since (``segments``: the version's memory bank), less ``excluded`` (sha256 -> file name),
-    with the fit's options and care area and the category's ``target`` (its ``false_alarm_rate`` and ``per``: a
-    target set since, by hand, is kept), in one transaction; the job records the job it was made from, the names it
+    with the fit's options, its care area (``care="kept"``) or another (a mask's PNG, checked by the caller against
+    the options; ``None``: all of each picture: the rows outside an area were never kept, so a new one needs a fit)
+    and the category's ``target`` (its ``false_alarm_rate`` and ``per``: a target set since, by hand, is kept), in
+    one transaction; the job records the job it was made from, the names it
     left out and how many added images it took along. The images are copied inside the database, not read out. Raises
     :class:`NoStoredImages` when the fit's images are not stored, :class:`JobStateError` while a refit from them is
     queued or running (a second one, finishing later, would bring back what the first left out), ``ValueError``
@@ -450,9 +454,10 @@ def refit(
             )
         job_id = cursor.execute(
             "INSERT INTO fit_jobs (category, options, created_by, refit_of, excluded, care_area) "
-            "SELECT %s, %s, %s, %s, %s, care_area FROM fit_jobs WHERE id = %s RETURNING id",
-            (category, json.dumps({**options, **target}), created_by, source,
-             sorted(excluded.values()), source),
+            "SELECT %s, %s, %s, %s, %s, CASE WHEN %s THEN care_area ELSE %s END FROM fit_jobs WHERE id = %s "
+            "RETURNING id",
+            (category, json.dumps({**options, **target}), created_by, source, sorted(excluded.values()),
+             care == "kept", None if care == "kept" else care, source),
         ).fetchone()[0]  # fmt: skip
         cursor.execute(
             "INSERT INTO fit_job_images (job_id, file_name, sha256, data, part) "

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -530,6 +531,95 @@ def test_a_job_s_care_area_is_fitted_taken_along_by_a_refit_and_exported(api, en
     written = tmp_path / "out" / "careful.care-area.png"
     assert (np.asarray(Image.open(written)) == (np.asarray(mask) > 0)).all()
     assert f"--care-area {written}" in done.stdout.splitlines()[-1]
+
+
+def _outline(page, corners: list[tuple[float, float]]) -> None:
+    """Click the corners (shares of the drawing's width and height) on the care area's drawing, then the first again,
+    which closes the shape."""
+    page.locator("canvas.care-draw").scroll_into_view_if_needed()
+    box = page.locator("canvas.care-draw").bounding_box()  # in the window: the drawing is within it
+    for x, y in [*corners, corners[0]]:
+        page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+
+
+def _share(text: str) -> float:
+    """The share of each picture a page says is inspected ("inspects 24.9% ..." -> 0.249)."""
+    return float(re.search(r"inspect\w* ([0-9.]+)%", text).group(1)) / 100
+
+
+def _outside(database_url: str, model_id: int, inside) -> tuple[int, int]:
+    """(memory bank rows of the version, those whose cell is not ``inside(row, col)``) of bottle's 28x28 grid."""
+    with psycopg.connect(database_url) as connection:
+        cells = connection.execute(
+            "SELECT p.grid_row, p.grid_col FROM patches p JOIN models m ON p.model_id = ANY(m.bank_segments) "
+            "WHERE m.id = %s",
+            (model_id,),
+        ).fetchall()
+    return len(cells), sum(not inside(row, col) for row, col in cells)
+
+
+def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env, database_url, tmp_path):
+    """Chromium on the new product page: the care area drawn over the first image chosen, the part outlined (the right
+    half) and a shape left out of it (the top right quarter): the worker fits the bottom right quarter alone. On the
+    category page it is drawn again over a good image, from the area in service: cleared, the left half outlined,
+    and ``PUT /categories/{name}/care-area`` queues the refit that fits it; ``DELETE`` refits over all of each
+    picture. A mask that is not an image is refused (422) and a second refit while one is queued (409)."""
+    from playwright.sync_api import sync_playwright
+
+    worker = start_worker(env, tmp_path / "worker.log", "w")
+    try:
+        with sync_playwright() as driver:
+            browser = launch_chromium(driver)
+            page = browser.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(str(api.base_url) + "/new")
+            page.fill("#category", "drawn")
+            page.fill("#coresetRatio", "0.05")
+            page.set_input_files("#files", [str(path) for path in TRAIN[:6]])
+            page.wait_for_function("document.querySelector('.care-share').textContent.includes('all of each')")
+            _outline(page, [(0.5, 0.002), (0.998, 0.002), (0.998, 0.998), (0.5, 0.998)])
+            page.select_option(".care-mode", "out")
+            _outline(page, [(0.5, 0.002), (0.998, 0.002), (0.998, 0.5), (0.5, 0.5)])
+            assert abs(_share(page.inner_text(".care-share")) - 0.25) < 0.01, page.inner_text(".care-share")
+            page.click("#start")
+            page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('queued')")
+            first = api.get("/jobs").json()[0]
+            assert first["care_area"]["width"] == 900 and abs(first["care_area"]["share"] - 0.25) < 0.01, first
+            first = _wait(api, first["id"], _finished)
+            assert first["state"] == "succeeded", first
+            rows, outside = _outside(database_url, first["model_id"], lambda row, col: row >= 14 and col >= 14)
+            assert rows > 0 and outside == 0, (rows, outside)
+
+            page.goto(str(api.base_url) + "/category?name=drawn")
+            page.click(".care-redraw")
+            page.wait_for_function("document.querySelector('.care-share')?.textContent.startsWith('inspects ')")
+            assert abs(_share(page.inner_text(".care-share")) - 0.25) < 0.01, page.inner_text(".care-share")
+            page.click(".care-clear")
+            assert page.inner_text(".care-share") == "all of each picture is inspected"
+            _outline(page, [(0.002, 0.002), (0.5, 0.002), (0.5, 0.998), (0.002, 0.998)])
+            page.click(".care-refit")
+            page.wait_for_function("document.querySelector('.care-result').textContent.includes('queued')")
+            assert abs(_share(page.inner_text(".care-result")) - 0.5) < 0.01, page.inner_text(".care-result")
+            browser.close()
+        again = api.get("/jobs").json()[0]
+        assert again["refit_of"] == first["id"] and abs(again["care_area"]["share"] - 0.5) < 0.01, again
+        busy = api.delete("/categories/drawn/care-area")
+        assert busy.status_code == 409 and busy.json()["error"] == "job_state", busy.text
+        text = api.put("/categories/drawn/care-area", files={"file": ("notes.png", b"not an image", "image/png")})
+        assert text.status_code == 422 and "notes.png" in text.json()["detail"], text.text
+        again = _wait(api, again["id"], _finished)
+        assert again["state"] == "succeeded", again
+        assert abs(api.get("/categories/drawn").json()["settings"]["care_area"]["share"] - 0.5) < 0.01
+        rows, outside = _outside(database_url, again["model_id"], lambda row, col: col < 14)
+        assert rows > 0 and outside == 0, (rows, outside)
+        whole = api.delete("/categories/drawn/care-area")
+        assert whole.status_code == 201 and whole.json()["care_area"] is None, whole.text
+        assert _wait(api, whole.json()["id"], _finished)["state"] == "succeeded"
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert api.get("/categories/drawn").json()["settings"]["care_area"] is None
+    assert api.get("/categories/drawn/care-area").status_code == 404
 
 
 def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):

@@ -3,7 +3,8 @@ worker``), never by the API; its progress, cancel, retry. The queue itself is :m
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import replace
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
@@ -199,21 +200,60 @@ def refit_category(request: Request, name: Annotated[str, PathParam(**CATEGORY)]
     less ``exclude_image_ids`` (a training image or an added one), queued for a worker; the version in service
     answers until it succeeds. The threshold is set again at the category's false-alarm rate (one set since by
     hand is kept); a threshold set since as a value or from labelled images is not carried over."""
-    actor = actor_of(request)
+    return _run(request, _refit, name, body.exclude_image_ids, "kept", actor_of(request))
+
+
+@router.put(
+    "/categories/{name}/care-area",
+    response_model=Job,
+    status_code=201,
+    responses=JOB_ERRORS,
+    summary="Draw a category's care area again: a queued refit from its images with the new mask",
+)
+async def refit_with_care_area(
+    request: Request,
+    name: Annotated[str, PathParam(**CATEGORY)],
+    file: Annotated[UploadFile, File(description="an image: white (non-black) where the part is, black elsewhere")],
+) -> dict:
+    """The patch cells outside a category's area were never learnt, so another area needs a fit: for a category
+    fitted by a job, whose training images stay stored, a refit job (as ``POST /categories/{name}/refit`` makes)
+    whose worker fits with this mask; the version in service answers with the old area until it succeeds."""
+    data, actor = await read_limited(file, get_services(request).settings.max_upload_bytes), actor_of(request)
 
     def work(connection):
-        model = active(connection, name)
-        found = images.hashes(connection, model.bank_segments, body.exclude_image_ids)
-        unknown = sorted(set(body.exclude_image_ids) - set(found))
-        if unknown:
-            raise HTTPException(
-                404,
-                {"error": "unknown_image", "detail": f"image(s) {', '.join(map(str, unknown))} are not good images "
-                 f"of {name} (version {model.id}); see GET /categories/{name}"},
-            )  # fmt: skip
-        excluded = {digest: file_name for digest, file_name in found.values()}
-        target = {"false_alarm_rate": model.config.false_alarm_rate,
-                  "per": model.threshold_policy.get("per", PER_IMAGE)}  # fmt: skip
-        return jobs.refit(connection, name, model.fit_id, model.bank_segments, excluded, target, actor)
+        return _refit(connection, name, [], CareArea.read(data, file.filename or "the care area").png(), actor)
 
-    return _run(request, work)
+    return await run_in_threadpool(_run, request, work)
+
+
+@router.delete(
+    "/categories/{name}/care-area",
+    response_model=Job,
+    status_code=201,
+    responses=JOB_ERRORS,
+    summary="Inspect all of each picture again: a queued refit from the category's images without a care area",
+)
+def refit_without_care_area(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
+    return _run(request, _refit, name, [], None, actor_of(request))
+
+
+def _refit(
+    connection, name: str, exclude_image_ids: list[int], care: bytes | Literal["kept"] | None, actor: str | None
+) -> dict:
+    """A refit job of the category's active version less the good images ``exclude_image_ids``, with its care area
+    (``"kept"``) or another one (a mask's PNG, refused where the fit's options cannot take it; ``None``: none)."""
+    model = active(connection, name)
+    if care not in ("kept", None):
+        replace(model.config, care_area=care)  # refused (422) where a fit with the version's options cannot take it
+    found = images.hashes(connection, model.bank_segments, exclude_image_ids)
+    unknown = sorted(set(exclude_image_ids) - set(found))
+    if unknown:
+        raise HTTPException(
+            404,
+            {"error": "unknown_image", "detail": f"image(s) {', '.join(map(str, unknown))} are not good images "
+             f"of {name} (version {model.id}); see GET /categories/{name}"},
+        )  # fmt: skip
+    excluded = {digest: file_name for digest, file_name in found.values()}
+    target = {"false_alarm_rate": model.config.false_alarm_rate,
+              "per": model.threshold_policy.get("per", PER_IMAGE)}  # fmt: skip
+    return jobs.refit(connection, name, model.fit_id, model.bank_segments, excluded, target, actor, care)

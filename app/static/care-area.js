@@ -1,0 +1,132 @@
+"use strict";
+// A care area drawn over a picture of the part (served as /static/care-area.js; needs page.js): the new product
+// page draws one over the first image chosen, a category's page over one of its good images. Shapes are outlined
+// by clicks, each closed by a click on its first corner (or "Close the shape"): "the part" adds what it outlines to
+// the area, "leave out" takes it away. The mask the service gets is painted from the shapes in that order over a
+// start: the mask loaded (a file, or the category's own area), else black where any shape outlines the part, else
+// white. The service stretches it over each picture, as it does an uploaded mask, so it is drawn in the picture's
+// proportions, at most MASK_SIDE pixels on its long side (a patch cell spans 8 of the view's pixels: far coarser).
+
+const MASK_SIDE = 1024;
+const SHOWN_SIDE = 480;  // the drawing's long side on the page, in CSS pixels
+const CLOSE_PX = 10;     // a click this near the first corner closes the shape
+
+function careEditor() {
+  const picture = el("canvas", {class: "care-draw", width: SHOWN_SIDE, height: SHOWN_SIDE * 3 / 4});
+  const mode = el("select", {class: "care-mode"},
+    el("option", {value: "part", text: "outline the part (inspected)"}),
+    el("option", {value: "out", text: "leave out (not inspected)"}));
+  const close = el("button", {type: "button", class: "care-close", text: "Close the shape"});
+  const undo = el("button", {type: "button", class: "care-undo", text: "Undo"});
+  const clear = el("button", {type: "button", class: "care-clear", text: "Clear"});
+  const said = el("span", {class: "small care-share"});
+  const node = el("div", {class: "care-editor"}, picture, el("div", {},
+    el("label", {class: "small"}, "Each click a corner: ", mode), " ", close, " ", undo, " ", clear, " ", said));
+  const shapes = [];   // {mode, points: [[x, y] in 0..1 of the picture]}, closed ones
+  let open = [];       // the corners of the shape being drawn
+  let image = null;    // the picture drawn over (an Image), or null
+  let start = null;    // a mask loaded to start from (an Image), or null
+  let listeners = [];
+
+  // the picture's proportions, at the finer of the picture's and the loaded mask's long sides, at most MASK_SIDE
+  const size = () => {
+    const [w, h] = image ? [image.naturalWidth, image.naturalHeight] : start ? [start.naturalWidth, start.naturalHeight] : [4, 3];
+    const side = Math.min(MASK_SIDE, Math.max(w, h, start ? Math.max(start.naturalWidth, start.naturalHeight) : 0));
+    const scale = side / Math.max(w, h);
+    return [Math.max(1, Math.round(w * scale)), Math.max(1, Math.round(h * scale))];
+  };
+
+  function trace(context, points, w, h) {
+    context.beginPath();
+    points.forEach(([x, y], i) => (i ? context.lineTo(x * w, y * h) : context.moveTo(x * w, y * h)));
+  }
+
+  // The mask as the service will read it: white inspected, black not.
+  function mask() {
+    const [w, h] = size();
+    const canvas = el("canvas", {width: w, height: h}), context = canvas.getContext("2d");
+    if (start) context.drawImage(start, 0, 0, w, h);
+    else { context.fillStyle = shapes.some((s) => s.mode === "part") ? "#000" : "#fff"; context.fillRect(0, 0, w, h); }
+    for (const kind of ["part", "out"]) {
+      context.fillStyle = kind === "part" ? "#fff" : "#000";
+      for (const shape of shapes.filter((s) => s.mode === kind)) { trace(context, shape.points, w, h); context.fill(); }
+    }
+    return canvas;
+  }
+
+  function inspectedShare(canvas) {
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let lit = 0;
+    for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) lit += 1;
+    return lit / (data.length / 4);
+  }
+
+  function draw() {
+    const [w, h] = size(), scale = SHOWN_SIDE / Math.max(w, h);
+    picture.width = Math.round(w * scale); picture.height = Math.round(h * scale);
+    const context = picture.getContext("2d"), W = picture.width, H = picture.height;
+    context.fillStyle = "#888"; context.fillRect(0, 0, W, H);
+    if (image) context.drawImage(image, 0, 0, W, H);
+    const drawn = mask();
+    if (changed()) {  // outside the area darkened: white leaves a pixel as it is, black takes 60% of it
+      context.save(); context.globalAlpha = 0.6; context.globalCompositeOperation = "multiply";
+      context.drawImage(drawn, 0, 0, W, H); context.restore();
+    }
+    context.lineWidth = 2;
+    for (const shape of shapes) {
+      context.strokeStyle = shape.mode === "part" ? "#2f6fdf" : "#c62828";
+      trace(context, shape.points, W, H); context.closePath(); context.stroke();
+    }
+    if (open.length) {
+      context.strokeStyle = mode.value === "part" ? "#2f6fdf" : "#c62828";
+      trace(context, open, W, H); context.stroke();
+      context.fillStyle = context.strokeStyle;
+      for (const [x, y] of open) context.fillRect(x * W - 3, y * H - 3, 6, 6);
+    }
+    said.textContent = !image && !start ? "choose a picture to draw over" : changed() ? `inspects ${(100 * inspectedShare(drawn)).toFixed(1)}% of each picture` +
+      (open.length ? ` (a shape of ${open.length} corners is open)` : "") : "all of each picture is inspected";
+    close.disabled = open.length < 3; undo.disabled = !open.length && !shapes.length; clear.disabled = !changed();
+    for (const listener of listeners) listener();
+  }
+
+  function closeShape() {
+    if (open.length < 3) return;
+    shapes.push({mode: mode.value, points: open}); open = []; draw();
+  }
+
+  picture.onclick = (event) => {
+    if (!image) return;
+    const box = picture.getBoundingClientRect();
+    const x = (event.clientX - box.left) / box.width, y = (event.clientY - box.top) / box.height;
+    const [fx, fy] = open[0] || [];
+    if (open.length >= 3 && Math.hypot((x - fx) * box.width, (y - fy) * box.height) <= CLOSE_PX) closeShape();
+    else { open.push([Math.min(1, Math.max(0, x)), Math.min(1, Math.max(0, y))]); draw(); }
+  };
+  close.onclick = closeShape;
+  undo.onclick = () => { if (open.length) open.pop(); else shapes.pop(); draw(); };
+  clear.onclick = () => { shapes.length = 0; open = []; start = null; draw(); };
+
+  const loadImage = (source) => new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("the picture could not be read by this browser"));
+    img.src = source instanceof Blob ? URL.createObjectURL(source) : source;
+  });
+
+  function changed() { return Boolean(start || shapes.length); }
+
+  draw();
+  return {
+    node,
+    // the picture to draw over (a File or Blob), or null
+    async setPicture(blob) { image = blob ? await loadImage(blob) : null; open = []; draw(); },
+    // a mask to start from (a File or Blob: an uploaded one, or the category's own), or null
+    async setStart(blob) { start = blob ? await loadImage(blob) : null; draw(); },
+    changed,
+    drawn: () => shapes.length > 0,
+    open: () => open.length > 0,
+    onChange(listener) { listeners.push(listener); },
+    // the mask as a PNG, or null where nothing was drawn or loaded (all of each picture)
+    png() { return changed() ? new Promise((resolve) => mask().toBlob(resolve, "image/png")) : Promise.resolve(null); },
+  };
+}
