@@ -577,6 +577,9 @@ def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env
             page.fill("#coresetRatio", "0.05")
             page.set_input_files("#files", [str(path) for path in TRAIN[:6]])
             page.wait_for_function("document.querySelector('.care-share').textContent.includes('all of each')")
+            assert page.inner_text("#careShown") == "drawn over 000.png (1 of 6 pictures)"
+            page.click("#carePicture")  # the area is drawn over each picture in turn
+            assert page.inner_text("#careShown") == "drawn over 001.png (2 of 6 pictures)"
             _outline(page, [(0.5, 0.002), (0.998, 0.002), (0.998, 0.998), (0.5, 0.998)])
             page.select_option(".care-mode", "out")
             _outline(page, [(0.5, 0.002), (0.998, 0.002), (0.998, 0.5), (0.5, 0.5)])
