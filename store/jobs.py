@@ -412,9 +412,10 @@ def refit(
     with connection.transaction(), connection.cursor() as cursor:
         row = source_job(cursor, category, fit_model_id, lock=True)  # one refit at a time
         if row is None:
+            option = {"kept": "--exclude NAME", None: "(without --care-area)"}.get(care, "--care-area MASK")
             raise NoStoredImages(
                 f"{category} was not fitted by a job whose images are stored (fitted from files, or its job was "
-                "deleted): refit it from its files, python -m ingest fit ... --exclude NAME"
+                f"deleted): refit it from its files, python -m ingest fit ... {option}"
             )
         source, options = row
         pending = cursor.execute(

@@ -533,13 +533,25 @@ def test_a_job_s_care_area_is_fitted_taken_along_by_a_refit_and_exported(api, en
     assert f"--care-area {written}" in done.stdout.splitlines()[-1]
 
 
-def _outline(page, corners: list[tuple[float, float]]) -> None:
+def _outline(page, corners: list[tuple[float, float]], enter: bool = False) -> None:
     """Click the corners (shares of the drawing's width and height) on the care area's drawing, then the first again,
-    which closes the shape."""
+    which closes the shape (or press Enter, which does too)."""
     page.locator("canvas.care-draw").scroll_into_view_if_needed()
     box = page.locator("canvas.care-draw").bounding_box()  # in the window: the drawing is within it
-    for x, y in [*corners, corners[0]]:
+    for x, y in corners if enter else [*corners, corners[0]]:
         page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+    if enter:
+        page.keyboard.press("Enter")
+
+
+def _drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag from ``start`` to ``end`` (shares of the drawing's width and height) on the care area's drawing."""
+    page.locator("canvas.care-draw").scroll_into_view_if_needed()
+    box = page.locator("canvas.care-draw").bounding_box()
+    page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=5)
+    page.mouse.up()
 
 
 def _share(text: str) -> float:
@@ -560,7 +572,8 @@ def _outside(database_url: str, model_id: int, inside) -> tuple[int, int]:
 
 def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env, database_url, tmp_path):
     """Chromium on the new product page: the care area drawn over the first image chosen, the part outlined (the right
-    half) and a shape left out of it (the top right quarter): the worker fits the bottom right quarter alone. On the
+    half, corner by corner) and a rectangle dragged out of it (the top right quarter): the worker fits the bottom right
+    quarter alone. On the
     category page it is drawn again over a good image, from the area in service: cleared, the left half outlined,
     and ``PUT /categories/{name}/care-area`` queues the refit that fits it; ``DELETE`` refits over all of each
     picture. A mask that is not an image is refused (422) and a second refit while one is queued (409)."""
@@ -582,7 +595,7 @@ def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env
             assert page.inner_text("#careShown") == "drawn over 001.png (2 of 6 pictures)"
             _outline(page, [(0.5, 0.002), (0.998, 0.002), (0.998, 0.998), (0.5, 0.998)])
             page.select_option(".care-mode", "out")
-            _outline(page, [(0.5, 0.002), (0.998, 0.002), (0.998, 0.5), (0.5, 0.5)])
+            _drag(page, (0.5, 0.002), (0.998, 0.5))  # a rectangle
             assert abs(_share(page.inner_text(".care-share")) - 0.25) < 0.01, page.inner_text(".care-share")
             page.click("#start")
             page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('queued')")
@@ -599,7 +612,7 @@ def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env
             assert abs(_share(page.inner_text(".care-share")) - 0.25) < 0.01, page.inner_text(".care-share")
             page.click(".care-clear")
             assert page.inner_text(".care-share") == "all of each picture is inspected"
-            _outline(page, [(0.002, 0.002), (0.5, 0.002), (0.5, 0.998), (0.002, 0.998)])
+            _outline(page, [(0.002, 0.002), (0.5, 0.002), (0.5, 0.998), (0.002, 0.998)], enter=True)
             page.click(".care-refit")
             page.wait_for_function("document.querySelector('.care-result').textContent.includes('queued')")
             assert abs(_share(page.inner_text(".care-result")) - 0.5) < 0.01, page.inner_text(".care-result")

@@ -1,8 +1,8 @@
 "use strict";
 // A care area drawn over a picture of the part (served as /static/care-area.js; needs page.js): the new product
-// page draws one over the first image chosen, a category's page over one of its good images. Shapes are outlined
-// by clicks, each closed by a click on its first corner (or "Close the shape"): "the part" adds what it outlines to
-// the area, "leave out" takes it away. The mask the service gets is painted from the shapes in that order over a
+// page draws one over the images chosen, a category's page over one of its good images. Shapes are outlined by
+// clicks, each closed by a click on its first corner (or "Close the shape", or Enter), or dragged out as rectangles:
+// "the part" adds what it outlines to the area, "leave out" takes it away. The mask the service gets is painted from the shapes in that order over a
 // start: the mask loaded (a file, or the category's own area), else black where any shape outlines the part, else
 // white. The service stretches it over each picture, as it does an uploaded mask, so it is drawn in the picture's
 // proportions, at most MASK_SIDE pixels on its long side (a patch cell spans 8 of the view's pixels: far coarser).
@@ -21,7 +21,7 @@ function careEditor() {
   const clear = el("button", {type: "button", class: "care-clear", text: "Clear"});
   const said = el("span", {class: "small care-share"});
   const node = el("div", {class: "care-editor"}, picture, el("div", {},
-    el("label", {class: "small"}, "Each click a corner: ", mode), " ", close, " ", undo, " ", clear, " ", said));
+    el("label", {class: "small"}, "Each click a corner, or drag a rectangle: ", mode), " ", close, " ", undo, " ", clear, " ", said));
   const shapes = [];   // {mode, points: [[x, y] in 0..1 of the picture]}, closed ones
   let open = [];       // the corners of the shape being drawn
   let image = null;    // the picture drawn over (an Image), or null
@@ -83,6 +83,11 @@ function careEditor() {
       context.fillStyle = context.strokeStyle;
       for (const [x, y] of open) context.fillRect(x * W - 3, y * H - 3, 6, 6);
     }
+    if (dragged) {
+      const [[ax, ay], [bx, by]] = dragged;
+      context.strokeStyle = mode.value === "part" ? "#2f6fdf" : "#c62828"; context.setLineDash([6, 4]);
+      context.strokeRect(ax * W, ay * H, (bx - ax) * W, (by - ay) * H); context.setLineDash([]);
+    }
     said.textContent = !image && !start ? "choose a picture to draw over" : changed() ? `inspects ${(100 * inspectedShare(drawn)).toFixed(1)}% of each picture` +
       (open.length ? ` (a shape of ${open.length} corners is open)` : "") : "all of each picture is inspected";
     close.disabled = open.length < 3; undo.disabled = !open.length && !shapes.length; clear.disabled = !changed();
@@ -94,16 +99,44 @@ function careEditor() {
     shapes.push({mode: mode.value, points: open}); open = []; draw();
   }
 
-  picture.onclick = (event) => {
-    if (!image) return;
+  // a point of the picture, in shares of its width and height, and the shown box it was read in
+  function at(event) {
     const box = picture.getBoundingClientRect();
-    const x = (event.clientX - box.left) / box.width, y = (event.clientY - box.top) / box.height;
+    const share = (v, low, size) => Math.min(1, Math.max(0, (v - low) / size));
+    return [[share(event.clientX, box.left, box.width), share(event.clientY, box.top, box.height)], box];
+  }
+
+  // a click adds a corner (on the first one, closes the shape); a drag with no shape open draws a rectangle
+  let pressed = null, dragged = null;  // where a press began; a drag's corners while it lasts
+  picture.onpointerdown = (event) => {
+    if (!image) return;
+    pressed = at(event)[0];
+    picture.setPointerCapture(event.pointerId);  // a drag that ends beyond the picture still ends here
+    picture.focus();
+  };
+  picture.onpointermove = (event) => {
+    if (!pressed || open.length) return;
+    dragged = [pressed, at(event)[0]]; draw();
+  };
+  picture.onpointerup = (event) => {
+    if (!pressed) return;
+    const [[x, y], box] = at(event), [px, py] = pressed;
+    pressed = null; dragged = null;
+    if (!open.length && Math.hypot((x - px) * box.width, (y - py) * box.height) > CLOSE_PX) {
+      shapes.push({mode: mode.value, points: [[px, py], [x, py], [x, y], [px, y]]}); draw(); return;
+    }
     const [fx, fy] = open[0] || [];
     if (open.length >= 3 && Math.hypot((x - fx) * box.width, (y - fy) * box.height) <= CLOSE_PX) closeShape();
-    else { open.push([Math.min(1, Math.max(0, x)), Math.min(1, Math.max(0, y))]); draw(); }
+    else { open.push([x, y]); draw(); }
+  };
+  const takeBack = () => { if (open.length) open.pop(); else shapes.pop(); draw(); };
+  picture.tabIndex = 0;  // Enter closes the shape, Backspace takes back a corner (or the last shape), Escape the open one
+  picture.onkeydown = (event) => {
+    const act = {Enter: closeShape, Backspace: takeBack, Delete: takeBack, Escape: () => { open = []; draw(); }}[event.key];
+    if (act) { event.preventDefault(); act(); }
   };
   close.onclick = closeShape;
-  undo.onclick = () => { if (open.length) open.pop(); else shapes.pop(); draw(); };
+  undo.onclick = takeBack;
   clear.onclick = () => { shapes.length = 0; open = []; start = null; draw(); };
 
   const loadImage = (source) => new Promise((resolve, reject) => {

@@ -401,6 +401,10 @@ def test_a_care_area_is_served_and_shown(api, database, small_train):
         none = api.get("/categories/bottle/care-area")
         assert none.status_code == 404 and none.json()["error"] == "no_care_area"
         assert "--care-area" in none.json()["detail"]
+        # another area is a refit from the fit's stored images: a category fitted from files has none
+        redrawn = api.put("/categories/fixture/care-area", files={"file": ("care.png", care.png(), "image/png")})
+        assert redrawn.status_code == 409 and redrawn.json()["error"] == "no_stored_images", redrawn.text
+        assert "--care-area MASK" in redrawn.json()["detail"]
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as driver:  # the category page says where it looks, and shows the mask
@@ -411,6 +415,7 @@ def test_a_care_area_is_served_and_shown(api, database, small_train):
                 "document.querySelector('img.care-area') && document.querySelector('img.care-area').naturalWidth > 0"
             )
             said = page.inner_text("#content")
+            assert page.query_selector(".care-redraw") is None  # nothing to refit from
             page.goto(str(api.base_url) + "/category?name=bottle")
             page.wait_for_selector("table.versions")
             everywhere = page.inner_text("#content")
