@@ -15,7 +15,7 @@ from app import errors, memory, observability
 from app.auth import Guard
 from app.common import OPEN_WARNING, keys, rate_limit
 from app.limits import BodyLimit
-from app.routes import categories, images, inspection, jobs, log, operations, pages, teaching
+from app.routes import care, categories, images, inspection, jobs, log, operations, pages, teaching
 from app.services import DatabaseUnavailable, Services, UnknownCategory
 from config import get_settings
 from serving import batching
@@ -70,7 +70,7 @@ app = FastAPI(
     lifespan=lifespan,
 )
 errors.install(app)
-for module in (inspection, categories, teaching, images, pages, operations, log, jobs):
+for module in (inspection, categories, teaching, images, pages, operations, log, jobs, care):
     app.include_router(module.router)
 app.mount("/static", StaticFiles(directory=pages.PAGES), name="static")
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)

@@ -597,6 +597,11 @@ def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env
             page.select_option(".care-mode", "out")
             _drag(page, (0.5, 0.002), (0.998, 0.5))  # a rectangle
             assert abs(_share(page.inner_text(".care-share")) - 0.25) < 0.01, page.inner_text(".care-share")
+            # the cells a fit inspects, by the service's rule: a quarter of bottle's 28x28 grid of 32-pixel cells
+            page.wait_for_function("document.querySelector('.care-share').textContent.includes('patch cells')")
+            assert "25.0% of this picture's patch cells: 196 of 784 (28 x 28, each 32 x 32 pixels" in page.inner_text(
+                ".care-share"
+            )
             page.click("#start")
             page.wait_for_function("document.querySelector('#uploadStatus').textContent.includes('queued')")
             first = api.get("/jobs").json()[0]
@@ -613,12 +618,24 @@ def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env
             page.click(".care-clear")
             assert page.inner_text(".care-share") == "all of each picture is inspected"
             _outline(page, [(0.002, 0.002), (0.5, 0.002), (0.5, 0.998), (0.002, 0.998)], enter=True)
+            page.wait_for_function("document.querySelector('.care-share').textContent.includes(': 392 of 784')")
             page.click(".care-refit")
             page.wait_for_function("document.querySelector('.care-result').textContent.includes('queued')")
             assert abs(_share(page.inner_text(".care-result")) - 0.5) < 0.01, page.inner_text(".care-result")
             browser.close()
         again = api.get("/jobs").json()[0]
         assert again["refit_of"] == first["id"] and abs(again["care_area"]["share"] - 0.5) < 0.01, again
+        sliver = Image.new("L", (900, 900), 0)
+        sliver.paste(255, (0, 0, 900, 10))  # a tenth of a cell's height
+        drawn = io.BytesIO()
+        sliver.save(drawn, format="PNG")
+        asked = {"width": "900", "height": "900"}
+        none = api.post("/care-area/cells", data=asked, files={"file": ("sliver.png", drawn.getvalue(), "image/png")})
+        assert none.status_code == 422 and "covers no patch cell of a 28x28 grid" in none.json()["detail"], none.text
+        finer = api.post("/care-area/cells", data={**asked, "pixels": str(448 * 448)},
+                         files={"file": ("sliver.png", drawn.getvalue(), "image/png")})  # fmt: skip
+        assert finer.status_code == 200, finer.text  # a finer view's first row of cells is 16 pixels high
+        assert (finer.json()["rows"], finer.json()["inspected"], finer.json()["cells"][0]) == (56, 56, "1" * 56)
         busy = api.delete("/categories/drawn/care-area")
         assert busy.status_code == 409 and busy.json()["error"] == "job_state", busy.text
         text = api.put("/categories/drawn/care-area", files={"file": ("notes.png", b"not an image", "image/png")})

@@ -11,7 +11,8 @@ const MASK_SIDE = 1024;
 const SHOWN_SIDE = 480;  // the drawing's long side on the page, in CSS pixels
 const CLOSE_PX = 10;     // a click this near the first corner closes the shape
 
-function careEditor() {
+// options.pixels(): the view's pixels a fit would take (null: the service's default), for the cells shown
+function careEditor(options = {}) {
   const picture = el("canvas", {class: "care-draw", width: SHOWN_SIDE, height: SHOWN_SIDE * 3 / 4});
   const mode = el("select", {class: "care-mode"},
     el("option", {value: "part", text: "outline the part (inspected)"}),
@@ -61,17 +62,64 @@ function careEditor() {
     return lit / (data.length / 4);
   }
 
+  // The cells a fit would inspect of this picture's patch grid, by the service's own rule (POST /care-area/cells),
+  // asked a moment after the area last changed; until it answers the mask itself is shown.
+  let grid = null, gridKey = null, gridTimer = null;
+  const gridTurn = latest();
+  function askCells() {
+    const pixels = options.pixels ? options.pixels() : null;
+    const key = JSON.stringify([shapes, start && start.src, image && [image.naturalWidth, image.naturalHeight], pixels]);
+    if (key === gridKey) return;
+    gridKey = key; grid = null; clearTimeout(gridTimer);
+    if (!image || !changed()) return;
+    const current = gridTurn();
+    gridTimer = setTimeout(async () => {
+      const form = new FormData();
+      form.append("file", await new Promise((resolve) => mask().toBlob(resolve, "image/png")), "drawn.png");
+      form.append("width", image.naturalWidth); form.append("height", image.naturalHeight);
+      if (pixels) form.append("pixels", pixels);
+      try {
+        const response = await apiFetch("/care-area/cells", {method: "POST", body: form});
+        const answer = response.ok ? await response.json() : {error: await apiError(response)};
+        if (current()) { grid = answer; draw(); }
+      } catch (error) { if (current()) { grid = {error: error.message}; draw(); } }
+    }, 300);
+  }
+
+  // outside the area darkened (white leaves a pixel as it is, black takes 60% of it): by cells where they are known
+  function darken(context, drawn, W, H) {
+    let shade = drawn, w = W, h = H;
+    if (grid && grid.cells) {
+      shade = el("canvas", {width: grid.cols, height: grid.rows});
+      const cells = shade.getContext("2d");
+      grid.cells.forEach((row, r) => [...row].forEach((bit, c) => {
+        cells.fillStyle = bit === "1" ? "#fff" : "#000"; cells.fillRect(c, r, 1, 1);
+      }));
+      w = W * Math.min(1, grid.cols * grid.cell[0] / image.naturalWidth);  // the grid may leave a sliver uncovered
+      h = H * Math.min(1, grid.rows * grid.cell[1] / image.naturalHeight);
+    }
+    context.save(); context.globalAlpha = 0.6; context.globalCompositeOperation = "multiply";
+    context.imageSmoothingEnabled = false; context.drawImage(shade, 0, 0, w, h); context.restore();
+  }
+
+  function area(drawn) {
+    if (grid && grid.error) return `the service: ${grid.error}`;
+    if (!grid || !grid.cells) return `inspects ${(100 * inspectedShare(drawn)).toFixed(1)}% of each picture`;
+    const n = (v) => Number(v).toLocaleString("en-US");
+    return `inspects ${(100 * grid.share).toFixed(1)}% of this picture's patch cells: ${n(grid.inspected)} of ` +
+      `${n(grid.rows * grid.cols)} (${grid.rows} x ${grid.cols}, each ${Math.round(grid.cell[0])} x ` +
+      `${Math.round(grid.cell[1])} pixels of the picture shown; a cell counts where half of it is in the area)`;
+  }
+
   function draw() {
+    askCells();
     const [w, h] = size(), scale = SHOWN_SIDE / Math.max(w, h);
     picture.width = Math.round(w * scale); picture.height = Math.round(h * scale);
     const context = picture.getContext("2d"), W = picture.width, H = picture.height;
     context.fillStyle = "#888"; context.fillRect(0, 0, W, H);
     if (image) context.drawImage(image, 0, 0, W, H);
     const drawn = mask();
-    if (changed()) {  // outside the area darkened: white leaves a pixel as it is, black takes 60% of it
-      context.save(); context.globalAlpha = 0.6; context.globalCompositeOperation = "multiply";
-      context.drawImage(drawn, 0, 0, W, H); context.restore();
-    }
+    if (changed()) darken(context, drawn, W, H);
     context.lineWidth = 2;
     for (const shape of shapes) {
       context.strokeStyle = shape.mode === "part" ? "#2f6fdf" : "#c62828";
@@ -88,7 +136,7 @@ function careEditor() {
       context.strokeStyle = mode.value === "part" ? "#2f6fdf" : "#c62828"; context.setLineDash([6, 4]);
       context.strokeRect(ax * W, ay * H, (bx - ax) * W, (by - ay) * H); context.setLineDash([]);
     }
-    said.textContent = !image && !start ? "choose a picture to draw over" : changed() ? `inspects ${(100 * inspectedShare(drawn)).toFixed(1)}% of each picture` +
+    said.textContent = !image && !start ? "choose a picture to draw over" : changed() ? area(drawn) +
       (open.length ? ` (a shape of ${open.length} corners is open)` : "") : "all of each picture is inspected";
     close.disabled = open.length < 3; undo.disabled = !open.length && !shapes.length; clear.disabled = !changed();
     for (const listener of listeners) listener();
@@ -156,6 +204,7 @@ function careEditor() {
     // a mask to start from (a File or Blob: an uploaded one, or the category's own), or null
     async setStart(blob) { start = blob ? await loadImage(blob) : null; draw(); },
     changed,
+    refresh: draw,  // the view's pixels changed: the cells are asked again
     drawn: () => shapes.length > 0,
     open: () => open.length > 0,
     onChange(listener) { listeners.push(listener); },
