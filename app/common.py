@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import lru_cache
+from typing import Annotated
 
-from fastapi import HTTPException, Request, Response, UploadFile
+from fastapi import File, HTTPException, Request, Response, UploadFile
 
 from app.auth import Keys, RateLimit
 from app.schemas.errors import Error
@@ -31,6 +32,8 @@ ERRORS = {
 
 # what the database accepts as a category name (migration 0001); anything else is refused before it reaches SQL
 CATEGORY = {"pattern": NAME_PATTERN, "max_length": NAME_MAX}
+# a care area's mask as uploaded (patchcore.care reads it): a job's, a category's for a refit, one to preview
+CareMask = Annotated[UploadFile, File(description="an image: white (non-black) where the part is, black elsewhere")]
 # a part's identifier as a line writes it (a serial number, "lot 7/tray 3"): any printable text, kept as sent
 PART = {
     "min_length": 1, "max_length": 200, "pattern": r"^[^\x00-\x1f\x7f]+$",

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.common import ERRORS, get_services, read_limited
+from app.common import ERRORS, CareMask, get_services, read_limited
 from app.schemas.care import CareCells
 from patchcore.care import CareArea
 from patchcore.features import STRIDES
@@ -26,7 +26,7 @@ router = APIRouter(tags=["care area"])
 )
 async def care_cells(
     request: Request,
-    file: Annotated[UploadFile, File(description="the mask: white (non-black) where the part is, black elsewhere")],
+    file: CareMask,
     width: Annotated[int, Form(ge=1, le=65535, description="the picture's width in pixels")],
     height: Annotated[int, Form(ge=1, le=65535, description="the picture's height in pixels")],
     pixels: Annotated[int | None, Form(ge=64 * 64, le=4096 * 4096, description="the view's pixels (224x224)")] = None,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, Response, Up
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
-from app.common import CATEGORY, ERRORS, active, actor_of, get_services, read_limited
+from app.common import CATEGORY, ERRORS, CareMask, active, actor_of, get_services, read_limited
 from app.schemas.jobs import Job, JobImagesAdded, JobParts, JobRequest, RefitRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
@@ -115,7 +115,7 @@ def name_job_parts(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]
 async def set_job_care_area(
     request: Request,
     job_id: Annotated[int, PathParam(**JOB_ID)],
-    file: Annotated[UploadFile, File(description="an image: white (non-black) where the part is, black elsewhere")],
+    file: CareMask,
 ) -> dict:
     """What lies beside the part (a fixture, a label, a cable) is then neither learnt nor scored: the patch cells
     outside the mask, stretched over each picture, never enter the memory bank and never decide a score, so they
@@ -213,7 +213,7 @@ def refit_category(request: Request, name: Annotated[str, PathParam(**CATEGORY)]
 async def refit_with_care_area(
     request: Request,
     name: Annotated[str, PathParam(**CATEGORY)],
-    file: Annotated[UploadFile, File(description="an image: white (non-black) where the part is, black elsewhere")],
+    file: CareMask,
 ) -> dict:
     """The patch cells outside a category's area were never learnt, so another area needs a fit: for a category
     fitted by a job, whose training images stay stored, a refit job (as ``POST /categories/{name}/refit`` makes)
