@@ -403,8 +403,8 @@ def refit(
     with the fit's options, its care area (``care="kept"``) or another (a mask's PNG, checked by the caller against
     the options; ``None``: all of each picture: the rows outside an area were never kept, so a new one needs a fit)
     and the category's ``target`` (its ``false_alarm_rate`` and ``per``: a target set since, by hand, is kept), in
-    one transaction; the job records the job it was made from, the names it
-    left out and how many added images it took along. The images are copied inside the database, not read out. Raises
+    one transaction; the job records the job it was made from, the names it left out and how many added images it
+    took along. The images are copied inside the database, not read out. Raises
     :class:`NoStoredImages` when the fit's images are not stored, :class:`JobStateError` while a refit from them is
     queued or running (a second one, finishing later, would bring back what the first left out), ``ValueError``
     naming an excluded image that is not among them, an added image whose file was not kept, or when too few would
