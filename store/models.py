@@ -143,7 +143,8 @@ def save_model(
             cursor, category_id, model_id, actor, "fit",
             {"memory_bank_size": int(model.memory_bank.shape[0]), "threshold": model.threshold,
              "threshold_policy": model.threshold_policy.get("kind"), "previous_model_id": previous_id,
-             "defect_library_kept": bool(kept and kept[0])},
+             "defect_library_kept": bool(kept and kept[0]),
+             **({"care_area_share": config.care.summary()["share"]} if config.care is not None else {})},
         )  # fmt: skip
     timings.pop("rows")
     timings["model_id"] = model_id

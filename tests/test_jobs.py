@@ -642,7 +642,10 @@ def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env
         assert text.status_code == 422 and "notes.png" in text.json()["detail"], text.text
         again = _wait(api, again["id"], _finished)
         assert again["state"] == "succeeded", again
-        assert abs(api.get("/categories/drawn").json()["settings"]["care_area"]["share"] - 0.5) < 0.01
+        detail = api.get("/categories/drawn").json()
+        assert abs(detail["settings"]["care_area"]["share"] - 0.5) < 0.01
+        fits = [change["detail"] for change in detail["changes"] if change["action"] == "fit"]
+        assert [round(fit["care_area_share"], 2) for fit in fits] == [0.5, 0.25], fits  # newest first
         rows, outside = _outside(database_url, again["model_id"], lambda row, col: col < 14)
         assert rows > 0 and outside == 0, (rows, outside)
         whole = api.delete("/categories/drawn/care-area")
