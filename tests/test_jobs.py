@@ -498,7 +498,13 @@ def test_a_job_s_care_area_is_fitted_taken_along_by_a_refit_and_exported(api, en
     text = api.put(f"/jobs/{created['id']}/care-area", files={"file": ("notes.png", b"not an image", "image/png")})
     assert text.status_code == 422 and "notes.png" in text.json()["detail"], text.text
     assert api.put(f"/jobs/{created['id']}/care-area", files=care).json()["care_area"]["share"] == 0.9375
+    kept = api.get(f"/jobs/{created['id']}/care-area")  # the mask itself, as the worker will fit with it
+    assert kept.status_code == 200, kept.text
+    assert (np.asarray(Image.open(io.BytesIO(kept.content))) == (np.asarray(mask) > 0)).all()
     assert api.delete(f"/jobs/{created['id']}/care-area").json()["care_area"] is None
+    gone = api.get(f"/jobs/{created['id']}/care-area")
+    assert gone.status_code == 404 and gone.json()["error"] == "no_care_area", gone.text
+    assert api.get("/jobs/999/care-area").status_code == 404
     assert api.put(f"/jobs/{created['id']}/care-area", files=care).status_code == 200
     assert api.post(f"/jobs/{created['id']}/images", files=_files(TRAIN[:6])).status_code == 200
     assert api.post(f"/jobs/{created['id']}/start").json()["care_area"]["share"] == 0.9375

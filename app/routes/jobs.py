@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, Response, Up
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
-from app.common import CATEGORY, ERRORS, CareMask, active, actor_of, get_services, read_limited
+from app.common import CATEGORY, ERRORS, CareMask, active, actor_of, get_services, image_response, read_limited
 from app.schemas.jobs import Job, JobImagesAdded, JobParts, JobRequest, RefitRequest
 from app.uploads import ArchiveError, job_images
 from patchcore.backbone import BACKBONES
@@ -122,6 +122,21 @@ async def set_job_care_area(
     neither flag a part nor raise the threshold. Replaces the one drawn before; needs the whole field of view."""
     data = await read_limited(file, get_services(request).settings.max_upload_bytes)
     return await run_in_threadpool(_run, request, _with_care_area, job_id, data, file.filename or "the care area")
+
+
+@router.get(
+    "/jobs/{job_id}/care-area",
+    responses={**JOB_ERRORS, 200: {"content": {"image/png": {}}, "description": "the mask: white is inspected"}},
+    response_class=Response,
+    summary="A job's care area: the mask its worker fits with (kept with the job: an earlier area can be sent again)",
+)
+def job_care_area(request: Request, job_id: Annotated[int, PathParam(**JOB_ID)]) -> Response:
+    png = _run(request, jobs.care_png, job_id)
+    if png is None:
+        raise HTTPException(
+            404, {"error": "no_care_area", "detail": f"job {job_id} fits all of each picture: it has no care area"}
+        )
+    return image_response(request, png, "image/png", "no-cache")  # a draft's may be drawn again
 
 
 @router.delete(
