@@ -2,10 +2,11 @@
 // A care area drawn over a picture of the part (served as /static/care-area.js; needs page.js): the new product
 // page draws one over the images chosen, a category's page over one of its good images. Shapes are outlined by
 // clicks, each closed by a click on its first corner (or "Close the shape", or Enter), or dragged out as rectangles:
-// "the part" adds what it outlines to the area, "leave out" takes it away. The mask the service gets is painted from the shapes in that order over a
-// start: the mask loaded (a file, or the category's own area), else black where any shape outlines the part, else
-// white. The service stretches it over each picture, as it does an uploaded mask, so it is drawn in the picture's
-// proportions, at most MASK_SIDE pixels on its long side (a patch cell spans 8 of the view's pixels: far coarser).
+// "the part" adds what it outlines to the area, "leave out" takes it away. The mask the service gets is painted
+// from the shapes in that order over a start: the mask loaded (a file, or the category's own area), else black
+// where any shape outlines the part, else white. The service stretches it over each picture, as it does an uploaded
+// mask, so it is drawn in the picture's proportions, at most MASK_SIDE pixels on its long side (a patch cell spans
+// 8 of the view's pixels: far coarser).
 
 const MASK_SIDE = 1024;
 const SHOWN_SIDE = 480;  // the drawing's long side on the page, in CSS pixels
@@ -27,7 +28,6 @@ function careEditor(options = {}) {
   let open = [];       // the corners of the shape being drawn
   let image = null;    // the picture drawn over (an Image), or null
   let start = null;    // a mask loaded to start from (an Image), or null
-  let listeners = [];
 
   // the picture's proportions, at the finer of the picture's and the loaded mask's long sides, at most MASK_SIDE
   const size = () => {
@@ -139,7 +139,6 @@ function careEditor(options = {}) {
     said.textContent = !image && !start ? "choose a picture to draw over" : changed() ? area(drawn) +
       (open.length ? ` (a shape of ${open.length} corners is open)` : "") : "all of each picture is inspected";
     close.disabled = open.length < 3; undo.disabled = !open.length && !shapes.length; clear.disabled = !changed();
-    for (const listener of listeners) listener();
   }
 
   function closeShape() {
@@ -189,7 +188,7 @@ function careEditor(options = {}) {
 
   const loadImage = (source) => new Promise((resolve, reject) => {
     const img = new Image();
-    img.onload = () => resolve(img);
+    img.onload = () => { if (source instanceof Blob) URL.revokeObjectURL(img.src); resolve(img); };  // decoded: let go
     img.onerror = () => reject(new Error("the picture could not be read by this browser"));
     img.src = source instanceof Blob ? URL.createObjectURL(source) : source;
   });
@@ -207,7 +206,6 @@ function careEditor(options = {}) {
     refresh: draw,  // the view's pixels changed: the cells are asked again
     drawn: () => shapes.length > 0,
     open: () => open.length > 0,
-    onChange(listener) { listeners.push(listener); },
     // the mask as a PNG, or null where nothing was drawn or loaded (all of each picture)
     png() { return changed() ? new Promise((resolve) => mask().toBlob(resolve, "image/png")) : Promise.resolve(null); },
   };
