@@ -82,7 +82,7 @@ def run(category: Category, weights: str, care: CareArea | None) -> tuple[dict, 
     model = fit(config, category.train, weights, embedder=embedder)
     evaluation = evaluate(
         category.test, exact_scorer(model, embedder), model.config.preprocess, model.threshold,
-        config.false_alarm_rate, good_scores=model.good_scores,
+        config.false_alarm_rate, good_scores=model.good_scores, care=model.config.care,
     )  # fmt: skip
     figures = evaluation.figures
     labels = evaluation.labels

@@ -136,7 +136,7 @@ def _evaluate(
         return None
     evaluation = evaluate(
         category.test, exact_scorer(model, embedder), config.preprocess, model.threshold,
-        config.false_alarm_rate, good_scores=model.good_scores, good_parts=model.good_parts,
+        config.false_alarm_rate, good_scores=model.good_scores, good_parts=model.good_parts, care=config.care,
     )  # fmt: skip
     if args.calibrate_on_test:
         model.threshold, model.threshold_policy = labelled_threshold(

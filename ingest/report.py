@@ -113,6 +113,7 @@ TABLE_KEYS = (
     "regions.regions_on_defects",
     "regions.pixel_f1",
     "best_pixel_f1",
+    "defect_pixels_outside_care_area",
     "memory_bank_size",
     "embedding_dim",
     "feature_seconds",

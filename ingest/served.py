@@ -67,8 +67,9 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         preprocess = model.config.preprocess
         target = model.config.false_alarm_rate
         good, parts = images.good_scores(connection, model.bank_segments)
-        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, target, "exact", good, parts)
-        served_eval = evaluate(category.test, served, preprocess, model.threshold, target, "served", good, parts)
+        care = model.config.care
+        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, target, "exact", good, parts, care)
+        served_eval = evaluate(category.test, served, preprocess, model.threshold, target, "served", good, parts, care)
     exact_eval.figures["eval_seconds"] = exact_eval.seconds
     served_eval.figures["eval_seconds"] = served_eval.seconds
     agreement = float(np.mean(exact_eval.verdicts == served_eval.verdicts))

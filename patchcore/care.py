@@ -87,6 +87,11 @@ class CareArea:
             self._cells[key] = torch.from_numpy(inspected)
         return self._cells[key]
 
+    def over(self, height: int, width: int) -> np.ndarray:
+        """The mask stretched over a ``height`` x ``width`` array of the picture's pixels (its view's, say), True
+        where inspected: what the user drew, pixel by pixel, rather than the cells that count it (:meth:`cells`)."""
+        return np.asarray(Image.fromarray(self.mask).resize((width, height), Image.NEAREST))
+
     def summary(self) -> dict:
         """What a report or an answer says of the area: its mask's size and the share inspected."""
         return {"width": self.size[0], "height": self.size[1], "share": round(self.share, 4)}

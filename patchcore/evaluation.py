@@ -13,6 +13,7 @@ from PIL import Image
 
 from patchcore import metrics, progress, regions
 from patchcore import threshold as thresholds
+from patchcore.care import CareArea
 from patchcore.datasets.category import Sample
 from patchcore.views import Preprocess
 
@@ -109,6 +110,7 @@ def evaluate(
     description: str = "evaluate",
     good_scores: Sequence[float] | None = None,
     good_parts: Sequence[str | None] | None = None,
+    care: CareArea | None = None,
 ) -> Evaluation:
     """Score every test image, then compute image AUROC, pixel AUROC, PRO (FPR <= 0.3) and the best pixel F1 in the
     view, and the first two over the whole image, each image at its own size and the pixels pooled, over the images
@@ -117,7 +119,8 @@ def evaluate(
     the verdict's figures at ``threshold`` beside the best any threshold reaches and the false-alarm rate
     ``good_scores`` predict (:func:`patchcore.threshold.operating_point`; per part too, of ``good_parts``), and how
     well the defect regions at ``threshold`` say where the defects are (:func:`patchcore.regions.localisation`, where
-    the scorer gives patch distances)."""
+    the scorer gives patch distances). With a care area, the share of the masks' defect pixels that lie outside it,
+    which the model does not look at: each pixel metric counts them as missed."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
@@ -152,6 +155,11 @@ def evaluate(
             evaluation.figures["pixel_auroc"] if whole else metrics.auroc(maps, masks)
         )
         evaluation.figures["pro_whole_image"] = evaluation.figures["pro"] if whole else metrics.pro_auc(maps, masks)
+        if care is not None:
+            _, masks = evaluation.pixel_truth()
+            defect = sum(int(m.sum()) for m in masks)
+            outside = sum(int((m & ~care.over(*m.shape)).sum()) for m in masks)
+            evaluation.figures["defect_pixels_outside_care_area"] = outside / defect if defect else None
     else:
         evaluation.figures.update(
             pixel_auroc=None, pro=None, best_pixel_f1=None, pixel_auroc_whole_image=None, pro_whole_image=None

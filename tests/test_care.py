@@ -37,6 +37,29 @@ def _cluttered(path) -> Image.Image:
     return image
 
 
+def test_an_evaluation_says_how_much_of_the_defects_lies_outside_the_care_area():
+    """The share of the test masks' defect pixels outside the area, the model's view's pixels pooled, as the masks
+    themselves count it at their full size (within the resampling to the view); none without an area."""
+    from patchcore.datasets.category import Sample
+    from patchcore.evaluation import Scored, evaluate
+    from patchcore.views import Preprocess
+
+    masks = sorted((BOTTLE / "ground_truth" / "broken_large").glob("*.png"))[:3]
+    samples = [Sample(BOTTLE / "test" / "broken_large" / f"{m.stem[:3]}.png", "broken_large", m) for m in masks]
+    samples.append(Sample(BOTTLE / "test" / "good" / "000.png", "good", None))
+    left = np.ones((900, 900), dtype=bool)
+    left[:, :450] = False  # the left half left out: a share of each broken bottle's defect lies there
+    truth = [np.asarray(Image.open(m)) > 0 for m in masks]
+    expected = sum(int(t[:, :450].sum()) for t in truth) / sum(int(t.sum()) for t in truth)  # 0.358
+
+    def blank(_) -> Scored:  # the maps do not matter here
+        return Scored(1.0, np.zeros((224, 224), dtype=np.float32))
+
+    outside = evaluate(samples, blank, Preprocess(), 2.0, 0.03, care=CareArea(left)).figures
+    assert abs(outside["defect_pixels_outside_care_area"] - expected) < 0.01 and 0.3 < expected < 0.4
+    assert "defect_pixels_outside_care_area" not in evaluate(samples, blank, Preprocess(), 2.0, 0.03).figures
+
+
 @pytest.fixture(scope="module")
 def fitted(small_train):
     config = PatchCoreConfig(backbone="resnet18", holdout_fraction=0.25)
