@@ -361,7 +361,7 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
         assert gone.status_code == 404 and "an earlier fit's went with it" in gone.json()["detail"], gone.text
 
 
-def test_a_care_area_is_served_and_shown(api, database, small_train):
+def test_a_care_area_is_served_and_shown(api, database, small_train, tmp_path):
     """A category fitted with a care area (the top left corner of bottle's pictures left out): noise there is not a
     defect over HTTP either, where bottle's model finds its worst patch in it; a broken bottle still is one; the
     category says what share it inspects and serves the mask, its page shows both; a category without one answers
@@ -419,7 +419,19 @@ def test_a_care_area_is_served_and_shown(api, database, small_train):
             page.goto(str(api.base_url) + "/category?name=bottle")
             page.wait_for_selector("table.versions")
             everywhere = page.inner_text("#content")
+            page.goto(str(api.base_url) + "/")  # the inspect page darkens what the answering version leaves out
+            page.wait_for_function("document.querySelectorAll('#category option').length > 1")
+            for category in ("fixture", "bottle"):
+                (tmp_path / f"{category}.png").write_bytes(cluttered.getvalue())
+                page.select_option("#category", category)
+                page.set_input_files("#files", str(tmp_path / f"{category}.png"))
+                page.wait_for_function(f"document.querySelectorAll('.result').length === {1 + (category == 'bottle')}")
+            page.wait_for_function("document.querySelector('img.care-shade')?.naturalWidth === 900")
+            page.wait_for_timeout(500)  # bottle's answer has asked for its own area by now, were it to show one
+            count = "cards => cards.map((card) => card.querySelectorAll('img.care-shade').length)"
+            shades = page.eval_on_selector_all(".result", count)
             browser.close()
+        assert shades == [0, 1]  # newest first: bottle's answer, then the fixture's
         assert "Where it looks\t93.8% of each picture (a 900 x 900 mask, stretched over it)" in said
         assert "Where it looks\tall of each picture" in everywhere
     finally:
