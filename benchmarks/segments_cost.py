@@ -75,7 +75,7 @@ def main() -> None:
             embedder = Embedder(model.config, served.shared_extractor(model, settings, settings.device))
             add_normals(connection, model, bank, embedder, [Upload(path.name, path.read_bytes(), str(path))], settings,
                         "benchmark")  # fmt: skip
-            models.retire_old_models(connection, args.category)
+            models.retire_old_models(connection, args.category, settings.fits_kept)
 
 
 if __name__ == "__main__":

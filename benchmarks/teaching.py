@@ -43,7 +43,7 @@ def _store(connection, category: str, fitted) -> float:
     started = time.perf_counter()
     with connect(database_url(get_settings())) as writer:
         models.save_model(writer, category, fitted, {}, get_settings())
-    models.retire_old_models(connection, category)
+    models.retire_old_models(connection, category, get_settings().fits_kept)
     return time.perf_counter() - started
 
 
@@ -116,7 +116,7 @@ def main() -> None:
         inspector = Inspector(before_model, bank, get_settings())
         uploads = [Upload(samples[i].path.name, samples[i].path.read_bytes(), str(samples[i].path)) for i in flagged]
         added = add_normals(connection, before_model, bank, inspector.embedder, uploads, get_settings(), "benchmark")
-        models.retire_old_models(connection, name)
+        models.retire_old_models(connection, name, get_settings().fits_kept)
         after_model, after, _ = _inspect_all(connection, name, samples)
 
         started = time.perf_counter()

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         description="most memory a fit's feature matrix takes before it is mapped from a temporary file in TMPDIR "
         "(the same values, paged by the kernel where memory is short); unset: half the memory available",
     )
+    fits_kept: int = Field(
+        default=2,
+        ge=1,
+        description="fits of a category kept stored, each with every version made from it: the active version's and "
+        "those in service most recently before it, so that a refit can be undone (PUT "
+        "/categories/{name}/active-version) and the kept fit refitted again; each costs its memory bank, images and "
+        "job images; 1: a refit retires every earlier fit",
+    )
     hnsw_m: int = Field(default=16, description="HNSW graph degree (pgvector m)")
     hnsw_ef_construction: int = Field(default=200, description="HNSW build candidate list (pgvector ef_construction)")
     search_backend: Literal["auto", "database", "exact"] = Field(

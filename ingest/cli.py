@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     kept = commands.add_parser(
-        "versions", help="the stored versions of a category's current fit; --activate makes one answer again"
+        "versions", help="the stored versions of a category's kept fits; --activate makes one answer again"
     )
     kept.add_argument("--category", required=True, help="the fitted category")
     kept.add_argument("--activate", type=int, default=None, help="the version to make active again, as it was")

@@ -9,7 +9,7 @@ import psycopg
 
 from config import get_settings
 from patchcore.model import FittedModel
-from store import banks, jobs, models
+from store import banks, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -23,10 +23,10 @@ def store_model(
     within: Callable[[psycopg.Connection, int], None] | None = None,
     cells: bytes | None = None,
 ) -> dict:
-    """Save ``model`` as ``category``'s active model in one transaction, with its evaluation plots, retire the old
-    one, verify the counts. ``within(connection, model_id)`` runs inside that transaction (a fit job records its
-    success there); an exception from it rolls the version back. ``cells``: the evaluation cell by cell, kept so
-    that a later threshold judges its defect regions again."""
+    """Save ``model`` as ``category``'s active model in one transaction, with its evaluation plots, retire the fits
+    no longer kept (``INSPECT_FITS_KEPT``), verify the counts. ``within(connection, model_id)`` runs inside that
+    transaction (a fit job records its success there); an exception from it rolls the version back.
+    ``cells``: the evaluation cell by cell, kept so that a later threshold judges its defect regions again."""
     settings = get_settings()
     url = database_url(settings)
     upgrade(url)
@@ -39,18 +39,17 @@ def store_model(
             load = models.save_model(
                 connection, category, model, evaluation, settings, actor, plots=figures, cells=cells
             )
-            dropped = jobs.drop_replaced_images(connection, category)
             if within is not None:
                 within(connection, int(load["model_id"]))
     with connect(url, autocommit=True) as connection:
-        retired = models.retire_old_models(connection, category)
+        retired = models.retire_old_models(connection, category, settings.fits_kept)
         stored = banks.patch_count(connection, [int(load["model_id"])])
     if stored != model.memory_bank.shape[0]:
         raise RuntimeError(f"{category}: {stored} patch rows stored, {model.memory_bank.shape[0]} expected")
     print(
         f"stored {category}: model {load['model_id']}, {stored} patches at {load['copy_rows_per_second']:.0f} rows/s, "
-        f"HNSW index built in {load['index_seconds']:.1f} s, {retired} older model(s) retired"
-        + (f", the replaced fit's {dropped} stored job images dropped" if dropped else ""),
+        f"HNSW index built in {load['index_seconds']:.1f} s, {retired} older version(s) retired "
+        f"({settings.fits_kept} fit(s) kept: INSPECT_FITS_KEPT)",
         flush=True,
     )
     return {"model_id": load["model_id"], "store": load}

@@ -51,7 +51,7 @@ def _teach(category: str, work):
     upgrade(url)
     with connect(url, autocommit=True) as connection:
         result = work(connection, _inspector(connection, category))
-        models.retire_old_models(connection, category)
+        models.retire_old_models(connection, category, get_settings().fits_kept)
     return result
 
 

@@ -73,7 +73,7 @@ def run_threshold(args: argparse.Namespace) -> int:
             said, column = "would be", "previewed"
         else:
             version = set_threshold(connection, model, args.actor, **asked)
-            models.retire_old_models(connection, args.category)
+            models.retire_old_models(connection, args.category, get_settings().fits_kept)
             new = models.active_model(connection, args.category)
             threshold, policy, evaluation = new.threshold, new.threshold_policy, new.evaluation
             said, column = f"version {version} (was {model.id}),", f"version {version}"

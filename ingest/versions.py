@@ -1,4 +1,4 @@
-"""``python -m ingest versions``: the stored versions of a category's current fit, and one made active again
+"""``python -m ingest versions``: the stored versions of a category's kept fits, and one made active again
 (:func:`store.versions.reactivate`), as the category page and ``PUT /categories/{name}/active-version`` do."""
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def run_versions(args: argparse.Namespace) -> int:
                 raise ValueError(str(exc)) from exc
             model = active_model(connection, args.category)
         stored = versions.stored_versions(connection, model.category_id)
-    for v in stored:
+    for i, v in enumerate(stored):
+        if i == 0 or stored[i - 1]["fit"] != v["fit"]:
+            print(f"fit {v['fit']}, {v['fitted_at']}" + (": answering" if v["fit"] == model.fit_id else ": kept"))
         mark, made = "*" if v["active"] else " ", f"{v['made_by'] or '?'} {v['made_at'] or ''}"
         print(f"{mark} version {v['model_id']}: {made}, threshold {v['threshold']:.4f}, "
               f"{v['memory_bank_size']} patches, by {v['actor'] or '?'}")  # fmt: skip

@@ -80,5 +80,5 @@ def delete_category(connection: psycopg.Connection, name: str, actor: str) -> di
             detail = {k: v for k, v in removed.items() if k not in ("category", "model_id")}
             log_change(cursor, category_id, active_id, actor, "deleted", detail)
         cursor.execute("DELETE FROM fit_jobs WHERE category = %s", (name,))
-    retire_old_models(connection, name)
+    retire_old_models(connection, name, fits_kept=1)  # none is active: nothing is kept whatever the count
     return removed

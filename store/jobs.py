@@ -344,7 +344,7 @@ def cancel_requested(connection: psycopg.Connection, job_id: int) -> bool:
 def succeed(connection: psycopg.Connection, job_id: int, model_id: int) -> None:
     """Inside the transaction that stores the version: the job succeeded with it. Its images stay, the fit's
     training images, so that the category can be refitted from them less one found defective (:func:`refit`), until
-    the category's next fit (:func:`drop_replaced_images`)."""
+    the fit is retired (:func:`drop_retired_images`)."""
     connection.execute(
         "UPDATE fit_jobs SET state = 'succeeded', finished_at = now(), model_id = %s, stage = 'done', message = NULL "
         "WHERE id = %s",
@@ -352,13 +352,13 @@ def succeed(connection: psycopg.Connection, job_id: int, model_id: int) -> None:
     )
 
 
-def drop_replaced_images(connection: psycopg.Connection, category: str) -> int:
-    """Inside the transaction that stores a new fit of ``category`` (from files or by a job, which is still running
-    then): the images of its earlier succeeded jobs go, their fits replaced; one set of originals per category, the
-    serving fit's. Failed and cancelled jobs keep theirs for a retry. Returns how many went."""
+def drop_retired_images(connection: psycopg.Connection, category: str) -> int:
+    """After a retirement (:func:`store.models.retire_old_models`): the images of the succeeded jobs whose fits went.
+    A kept fit keeps its job's images, so that the category can go back to it and refit it. Failed and cancelled
+    jobs keep theirs for a retry. Returns how many went."""
     return connection.execute(
         "DELETE FROM fit_job_images i USING fit_jobs j WHERE j.id = i.job_id AND j.category = %s "
-        "AND j.state = 'succeeded'",
+        "AND j.state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM models m WHERE m.id = j.model_id)",
         (category,),
     ).rowcount
 

@@ -18,6 +18,7 @@ from store.banks import drop_segments, serialise_version_writers, write_segment
 from store.changes import log_change
 from store.evaluations import write_cells
 from store.images import write_images
+from store.jobs import drop_retired_images
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,17 @@ def save_model(
     return timings
 
 
-def retire_old_models(connection: psycopg.Connection, category: str) -> int:
-    """Drop the category's versions of earlier fits that own no segment the active version reads: detach their
-    segments without blocking readers, drop them, delete the model rows (their images and defect examples go with
-    them). Newest first, so a version made without a refit goes before the versions whose segments it read. Every
-    version of the active version's fit stays, with every segment one of them reads (a threshold or a teaching is
-    one small row and its own few patches), so that the category can go back to any of them
-    (:func:`store.versions.reactivate`); a refit retires them all.
+def retire_old_models(connection: psycopg.Connection, category: str, fits_kept: int) -> int:
+    """Drop the category's versions that belong to none of its ``fits_kept`` kept fits and own no segment a kept
+    version reads: detach their segments without blocking readers, drop them, delete the model rows (their images and
+    defect examples go with them), then the stored images of the jobs whose fits went. Newest first, so a version
+    made without a refit goes before the versions whose segments it read.
+
+    The kept fits are the active version's and those in service most recently before it (by the change log: a fit,
+    a version made from it or made active again), each with every version made from it (a threshold or a teaching is
+    one small row and its own few patches) and every segment one of them reads, so that the category can go back to
+    any of them, across a refit too (:func:`store.versions.reactivate`). With no active version (a deleted category)
+    nothing is kept. ``fits_kept`` 1: a refit retires every earlier fit.
 
     Runs after the new version is committed; a query that still holds an old model id finds no rows and retries
     with the new one (see :func:`store.search.search`). ``connection`` must be in autocommit mode. A retirement cut
@@ -165,28 +170,46 @@ def retire_old_models(connection: psycopg.Connection, category: str) -> int:
     concurrently cannot run in a transaction): a threshold set on one server tidies up while a refit's own
     retirement runs, and two of them detaching the same segment made the second fail with a 500 in a mixed soak; the
     later one now waits, then finds what is left."""
+    if fits_kept < 1:
+        raise ValueError(f"fits_kept is {fits_kept}: at least the active version's fit is kept")
     connection.execute("SELECT pg_advisory_lock(%s, %s)", RETIRING)
     try:
-        return _retire(connection, category)
+        return _retire(connection, category, fits_kept)
     finally:
         connection.execute("SELECT pg_advisory_unlock(%s, %s)", RETIRING)
 
 
-def _retire(connection: psycopg.Connection, category: str) -> int:
+def _retire(connection: psycopg.Connection, category: str, fits_kept: int) -> int:
     model_ids = connection.execute(
+        f"WITH kept AS ({KEPT_FITS}) "
         "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
-        "LEFT JOIN models a ON a.id = c.active_model_id "
-        "WHERE c.name = %s AND m.id IS DISTINCT FROM c.active_model_id "
-        "AND m.bank_segments[1] IS DISTINCT FROM a.bank_segments[1] "
+        "WHERE c.name = %(name)s AND m.id IS DISTINCT FROM c.active_model_id "
+        "AND m.bank_segments[1] NOT IN (SELECT fit FROM kept) "
         "AND NOT EXISTS (SELECT 1 FROM models k WHERE k.category_id = m.category_id "
-        "AND k.bank_segments[1] = a.bank_segments[1] AND m.id = ANY(k.bank_segments || k.defect_segments)) "
+        "AND k.bank_segments[1] IN (SELECT fit FROM kept) AND m.id = ANY(k.bank_segments || k.defect_segments)) "
         "ORDER BY m.id DESC",
-        (category,),
+        {"name": category, "kept": fits_kept},
     ).fetchall()
     for (model_id,) in model_ids:
         drop_segments(connection, model_id)
         connection.execute("DELETE FROM models WHERE id = %s", (model_id,))
+    drop_retired_images(connection, category)
     return len(model_ids)
+
+
+# The category's kept fits (column ``fit``, the id of the version that owns a fit's first segment), for the
+# parameters ``name`` and ``kept``: the active version's fit first, then the others by when they were last in
+# service (the latest change that made one of their versions active), newest first; none without an active version.
+KEPT_FITS = """
+    SELECT f.fit FROM (
+        SELECT v.bank_segments[1] AS fit, max(ch.id) AS last, bool_or(v.id = c.active_model_id) AS active
+        FROM categories c JOIN models v ON v.category_id = c.id
+        LEFT JOIN category_changes ch ON ch.category_id = c.id AND ch.model_id = v.id
+        WHERE c.name = %(name)s AND c.active_model_id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM models o WHERE o.id = v.bank_segments[1])
+        GROUP BY v.bank_segments[1]
+    ) f ORDER BY f.active DESC, f.last DESC NULLS LAST, f.fit DESC LIMIT %(kept)s
+"""
 
 
 _MODEL_COLUMNS = """

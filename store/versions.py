@@ -85,51 +85,59 @@ def new_version(
 
 
 class UnknownVersion(LookupError):
-    """No stored version of the category has this id (a version of an earlier fit is retired with its fit)."""
+    """No stored version of the category has this id (a version of a retired fit went with it)."""
+
+
+# a version can answer while every segment it reads is stored (a retirement drops a fit's versions newest first,
+# so none is left reading a dropped segment)
+_WHOLE = (
+    "NOT EXISTS (SELECT 1 FROM unnest(m.bank_segments || m.defect_segments) s(id) "
+    "WHERE NOT EXISTS (SELECT 1 FROM models o WHERE o.id = s.id))"
+)
 
 
 def stored_versions(connection: psycopg.Connection, category_id: int) -> list[dict]:
-    """The stored versions of the category's current fit, newest first: how each was made (its row of the change
-    log), its threshold and memory bank; every one can be made active again (:func:`reactivate`). A version of an
-    earlier fit that stays only because it owns known defects the current fit kept is not one of them."""
+    """The stored versions of the category's kept fits (:func:`store.models.retire_old_models`), newest first: the
+    fit each comes from, how it was made (its row of the change log), its threshold and memory bank; every one can
+    be made active again (:func:`reactivate`). A version of a retired fit that stays only because it owns known
+    defects a kept fit reads is not one of them."""
     rows = connection.execute(
-        """
-        SELECT m.id, m.threshold, m.threshold_policy->>'kind', m.memory_bank_size, m.bank_segments,
-               cardinality(m.defect_segments), ch.action, ch.actor, ch.changed_at::text,
-               m.id = c.active_model_id
-        FROM models m JOIN categories c ON c.id = m.category_id
+        f"""
+        SELECT m.id, m.bank_segments[1], f.fitted_at::text, m.threshold, m.threshold_policy->>'kind',
+               m.memory_bank_size, m.bank_segments, cardinality(m.defect_segments), ch.action, ch.actor,
+               ch.changed_at::text, m.id = c.active_model_id
+        FROM models m JOIN categories c ON c.id = m.category_id JOIN models f ON f.id = m.bank_segments[1]
         LEFT JOIN LATERAL (SELECT action, actor, changed_at FROM category_changes x
                            WHERE x.category_id = m.category_id AND x.model_id = m.id AND x.action <> 'reactivated'
                            ORDER BY x.id LIMIT 1) ch ON true
-        WHERE m.category_id = %s AND m.bank_segments[1] = (SELECT a.bank_segments[1] FROM models a
-                                                           WHERE a.id = c.active_model_id)
+        WHERE m.category_id = %s AND c.active_model_id IS NOT NULL AND {_WHOLE}
         ORDER BY m.id DESC
         """,
         (category_id,),
     ).fetchall()
-    names = ("model_id", "threshold", "threshold_policy", "memory_bank_size", "memory_bank_segments",
-             "defect_segments", "made_by", "actor", "made_at", "active")  # fmt: skip
+    names = ("model_id", "fit", "fitted_at", "threshold", "threshold_policy", "memory_bank_size",
+             "memory_bank_segments", "defect_segments", "made_by", "actor", "made_at", "active")  # fmt: skip
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def reactivate(connection: psycopg.Connection, active: StoredModel, model_id: int, actor: str) -> bool:
     """Make the stored version ``model_id`` of ``active``'s category the active one again, as it was (its threshold,
-    memory bank and known defects), in one transaction, and log it; the versions made since stay stored, so the
-    step can be undone the same way. False (nothing done) when it is the active version already. Raises
-    :class:`UnknownVersion` when the category stores no such version and :class:`VersionConflict` when ``active``
-    is no longer the active version."""
+    memory bank and known defects; a version of a kept earlier fit too, with that fit's network and settings), in
+    one transaction, and log it; the versions made since stay stored, so the step can be undone the same way. False
+    (nothing done) when it is the active version already. Raises :class:`UnknownVersion` when the category stores
+    no such version and :class:`VersionConflict` when ``active`` is no longer the active version."""
     if model_id == active.id:
         return False
     with connection.transaction(), connection.cursor() as cursor:
         _lock_active(cursor, active)
         target = cursor.execute(
-            "SELECT 1 FROM models WHERE id = %s AND category_id = %s AND bank_segments[1] = %s",
-            (model_id, active.category_id, active.fit_id),
+            f"SELECT 1 FROM models m WHERE m.id = %s AND m.category_id = %s AND {_WHOLE}",
+            (model_id, active.category_id),
         ).fetchone()
         if target is None:
             raise UnknownVersion(
-                f"{active.category} stores no version {model_id}: the versions of its current fit can be made active "
-                "again; an earlier fit's went with it"
+                f"{active.category} stores no version {model_id}: the versions of its kept fits can be made active "
+                "again (INSPECT_FITS_KEPT); a retired fit's went with it"
             )
         cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, active.category_id))
         log_change(cursor, active.category_id, model_id, actor, "reactivated", {"previous_model_id": active.id})

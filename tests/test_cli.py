@@ -89,10 +89,11 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
 def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_url):
     args = ("fit", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
             "--out", str(tmp_path))  # fmt: skip
-    for _ in range(2):
-        done = _ingest(*args, env={"DATABASE_URL": database_url})
+    for kept in ("2", "1"):  # the second with one fit kept (INSPECT_FITS_KEPT): the first fit goes
+        done = _ingest(*args, env={"DATABASE_URL": database_url, "INSPECT_FITS_KEPT": kept})
         assert done.returncode == 0, done.stderr
-        assert "stored bottle" in done.stdout
+        assert "stored bottle" in done.stdout and f"({kept} fit(s) kept: INSPECT_FITS_KEPT)" in done.stdout
+    assert "1 older version(s) retired" in done.stdout
     with psycopg.connect(database_url) as connection:
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1

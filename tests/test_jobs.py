@@ -255,9 +255,10 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
     (Chromium) the two images that score highest are marked not good and one button, the dialog accepted, queues one
     job with the fit's options, the false-alarm rate set since by hand and the other images, the added ones among
     them; a second refit while it runs is refused (it would bring them back); a worker fits it, and the new version
-    never saw the marked ones; the replaced fit's images then go. Refused too: an added image whose file is not kept
-    (422, naming it), an image that is not one of the category's (404), a category whose fit's images are not stored
-    (409, naming the command line's way)."""
+    never saw the marked ones; the fit before stays with its images, and the refit is undone by making that fit's
+    version active again; a fit from files then retires the refit (the fit in service longest ago) with its job's
+    images. Refused too: an added image whose file is not kept (422, naming it), an image that is not one of the
+    category's (404), a category whose fit's images are not stored (409, naming the command line's way)."""
     from playwright.sync_api import sync_playwright
 
     worker = start_worker(env, tmp_path / "worker.log", "w")
@@ -317,13 +318,24 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
         assert after["settings"]["false_alarm_rate"] == 0.05 and "added" not in after["images"]
         fitted_from = {h["file_name"] for h in after["highest_good_scores"]}
         assert not set(names) & fitted_from and len([n for n in fitted_from if n.startswith("added-")]) == carried
-        assert api.get(f"/jobs/{first['id']}").json()["images"] == 0  # one set of originals per category
+        # the fit before stays with its images (INSPECT_FITS_KEPT, 2): the refit is undone by one call
+        assert api.get(f"/jobs/{first['id']}").json()["images"] == 8
+        assert [(v["model_id"], v["fit"]) for v in after["versions"]][-3:] == [
+            (detail["model_id"], first["model_id"]), (taught.json()["model_id"], first["model_id"]),
+            (first["model_id"], first["model_id"])]  # fmt: skip
+        back = api.put("/categories/refits/active-version", json={"model_id": detail["model_id"]})
+        assert back.status_code == 200 and back.json()["previous_model_id"] == second["model_id"], back.text
+        undone = api.get("/categories/refits").json()
+        assert undone["model_id"] == detail["model_id"] and undone["refit_images"] == 10
+        assert undone["images"] == detail["images"] and undone["threshold"] == detail["threshold"]
     finally:
         worker.terminate()
         worker.wait(20)
-    unknown = api.post("/categories/refits/refit", json={"exclude_image_ids": [top["image_id"]]})
+    refitted_image = after["highest_good_scores"][0]["image_id"]  # the refit's, not the answering version's
+    unknown = api.post("/categories/refits/refit", json={"exclude_image_ids": [refitted_image]})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_image", unknown.text
-    folder = tmp_path / "files"  # refitted from files: the job's images, no longer the serving fit's, go
+    folder = tmp_path / "files"  # refitted from files: the fits kept are it and the first (in service since the
+    # refit), so the refit's fit goes with its job's images, and the first's stay
     folder.mkdir()
     for path in TRAIN[:4]:
         (folder / path.name).symlink_to(path)
@@ -333,6 +345,9 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
     )  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr
     assert api.get(f"/jobs/{second['id']}").json()["images"] == 0
+    assert api.get(f"/jobs/{first['id']}").json()["images"] == 8
+    assert {v["fit"] for v in api.get("/categories/refits").json()["versions"]} == {
+        first["model_id"], api.get("/categories/refits").json()["memory_bank_segments"][0]}  # fmt: skip
     gone = api.post("/categories/refits/refit", json={"exclude_image_ids": []})
     assert gone.status_code == 409 and gone.json()["error"] == "no_stored_images", gone.text
     assert "--exclude" in gone.json()["detail"] and api.get("/categories/refits").json()["refit_images"] is None

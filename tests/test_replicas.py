@@ -148,7 +148,7 @@ def test_a_standby_paused_during_a_reingest_never_mixes_versions(cluster, api, p
             with connect(primary) as connection:
                 second = models.save_model(connection, "bottle", second_model, {}, Settings())["model_id"]
             with connect(primary, autocommit=True) as connection:
-                models.retire_old_models(connection, "bottle")
+                models.retire_old_models(connection, "bottle", Settings().fits_kept)
             out = _wait(lambda: not _standbys(api)["standby-1"]["in_rotation"] and _standbys(api), "lag")
             assert "paused" in out["standby-1"]["why_out"] and out["standby-2"]["in_rotation"], out
             _wait(lambda: newest("strict") == second and newest("patient") == second, "the new version served")

@@ -26,12 +26,13 @@ from store.migrate import alembic_config, upgrade
 from tests.conftest import ROOT, WEIGHTS
 
 
-def _save(url: str, category: str, model, cells: bytes | None = None) -> int:
+def _save(url: str, category: str, model, cells: bytes | None = None, fits_kept: int | None = None) -> int:
+    """Store ``model`` as a fit of ``category`` and retire as a fit does (``fits_kept`` unset: the default)."""
     upgrade(url)
     with connect(url) as connection:
         model_id = models.save_model(connection, category, model, {}, Settings(), cells=cells)["model_id"]
     with connect(url, autocommit=True) as connection:
-        models.retire_old_models(connection, category)
+        models.retire_old_models(connection, category, fits_kept or Settings().fits_kept)
     return model_id
 
 
@@ -334,6 +335,8 @@ def test_every_query_the_docs_offer_runs_on_a_stored_category(database_url, smal
 
 
 def test_load_counts_index_and_idempotent_reingest(database_url, small_model):
+    """A re-ingest stores a second fit beside the first (kept: INSPECT_FITS_KEPT is 2), never rows added to it; one
+    more with one fit kept retires both earlier fits, their partitions and indexes."""
     first = _save(database_url, "bottle", small_model)
     size = small_model.memory_bank.shape[0]
     with connect(database_url) as connection:
@@ -343,16 +346,22 @@ def test_load_counts_index_and_idempotent_reingest(database_url, small_model):
     with connect(database_url) as connection:
         assert second != first
         assert _whole(connection, "bottle") == (second, size, size)
+        assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 2 * size
+        assert connection.execute("SELECT array_agg(id ORDER BY id) FROM models").fetchone()[0] == [first, second]
+    third = _save(database_url, "bottle", small_model, fits_kept=1)
+    with connect(database_url) as connection:
+        assert _whole(connection, "bottle") == (third, size, size)
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == size
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 1
         indexes = {r[0] for r in connection.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE '%hnsw'")}
-        assert indexes == {f"patches_model_{second}_cosine_hnsw", f"patches_model_{second}_l2_hnsw"}
+        assert indexes == {f"patches_model_{third}_cosine_hnsw", f"patches_model_{third}_l2_hnsw"}
         partitions = connection.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = 'patches'::regclass"
         ).fetchall()
-        assert partitions == [(f"patches_model_{second}",)]
-        assert connection.execute("SELECT to_regclass(%s)", (f"patches_model_{first}",)).fetchone()[0] is None
+        assert partitions == [(f"patches_model_{third}",)]
+        for gone in (first, second):
+            assert connection.execute("SELECT to_regclass(%s)", (f"patches_model_{gone}",)).fetchone()[0] is None
 
 
 def test_two_categories_of_different_dimension_side_by_side(database_url, small_model, small_train):
@@ -512,7 +521,7 @@ def test_a_new_threshold_is_a_new_version_made_atomically(database_url, small_mo
         assert new.threshold < old.threshold and new.threshold_policy["target_false_alarm_rate"] == 0.25
         assert new.config.false_alarm_rate == 0.25
         assert _whole(connection, "bottle") == (new.id, old.memory_bank_size, old.memory_bank_size)
-        assert models.retire_old_models(connection, "bottle") == 0  # the old version owns the bank: kept
+        assert models.retire_old_models(connection, "bottle", fits_kept=1) == 0  # the old version owns the bank
         log = changes.changes(connection, new.category_id)
         assert [c["action"] for c in log] == ["threshold", "fit"] and log[0]["actor"] == "test"
         assert log[0]["detail"]["previous_model_id"] == old_id
@@ -521,8 +530,21 @@ def test_a_new_threshold_is_a_new_version_made_atomically(database_url, small_mo
         assert models.active_model(connection, "bottle").id == new.id
         assert connection.execute("SELECT count(*) FROM models").fetchone()[0] == 2
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == old.memory_bank_size
-    newest = _save(database_url, "bottle", _halved(small_model))  # a refit retires both versions and the bank
+    refit = _save(database_url, "bottle", _halved(small_model))  # the fit before stays, both its versions
     with connect(database_url, autocommit=True) as connection:
+        stored = versions.stored_versions(connection, new.category_id)
+        assert [(v["model_id"], v["fit"], v["active"]) for v in stored] == [
+            (refit, refit, True), (new.id, old_id, False), (old_id, old_id, False)]  # fmt: skip
+        assert versions.reactivate(connection, models.active_model(connection, "bottle"), new.id, "test")
+        assert _whole(connection, "bottle") == (new.id, old.memory_bank_size, old.memory_bank_size)
+    # the fits kept are those in service last, by the change log, not the newest: the refit goes, the first stays
+    newest = _save(database_url, "bottle", _halved(small_model))
+    with connect(database_url, autocommit=True) as connection:
+        assert connection.execute("SELECT array_agg(id ORDER BY id) FROM models").fetchone()[0] == [
+            old_id, new.id, newest]  # fmt: skip
+        with pytest.raises(versions.UnknownVersion, match="a retired fit's went with it"):
+            versions.reactivate(connection, models.active_model(connection, "bottle"), refit, "test")
+        assert models.retire_old_models(connection, "bottle", fits_kept=1) == 2  # one fit kept: both versions go
         assert connection.execute("SELECT array_agg(id) FROM models").fetchone()[0] == [newest]
         partitions = connection.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'patches'::regclass")
         assert partitions.fetchone()[0] == 1
@@ -709,8 +731,9 @@ def test_a_dump_s_password_goes_in_the_environment_not_on_the_command_line(monke
 
 
 def test_the_command_line_lists_the_versions_of_the_fit_and_makes_one_active_again(database_url, small_model):
-    """``ingest versions`` lists the fit's versions with the active one marked; ``--activate`` makes an earlier one
-    answer again and logs it; a version the category does not store is refused by name."""
+    """``ingest versions`` lists the kept fits' versions with the active one marked; ``--activate`` makes an earlier
+    one answer again and logs it, one of the fit before a refit too; a version the category does not store is
+    refused by name."""
     fitted = _save(database_url, "bottle", small_model)
     with connect(database_url, autocommit=True) as connection:
         raised = set_threshold(connection, models.active_model(connection, "bottle"), "test", value=9.0)
@@ -734,6 +757,14 @@ def test_the_command_line_lists_the_versions_of_the_fit_and_makes_one_active_aga
         assert (log[0]["action"], log[0]["actor"], log[0]["model_id"]) == ("reactivated", "qa", fitted)
     unknown = ingest("--activate", "999999")
     assert unknown.returncode == 2 and "stores no version 999999" in unknown.stderr, unknown.stderr
+    refit = _save(database_url, "bottle", _halved(small_model))  # listed under their fits; the refit undone
+    both = ingest()
+    assert f"fit {refit}, " in both.stdout and f"fit {fitted}, " in both.stdout, both.stdout
+    lines = both.stdout.splitlines()
+    assert lines[0].startswith(f"fit {refit}, ") and lines[0].endswith(": answering"), lines
+    assert lines[2].startswith(f"fit {fitted}, ") and lines[2].endswith(": kept"), lines
+    undone = ingest("--activate", str(raised))
+    assert undone.returncode == 0 and f"* version {raised}: threshold " in undone.stdout, undone.stdout
 
 
 def test_version_writers_wait_for_each_other_so_attaching_segments_cannot_deadlock(database_url, small_model):
@@ -785,7 +816,7 @@ def test_one_retirement_at_a_time(database_url, small_model):
 
         def retire() -> None:
             with connect(database_url, autocommit=True) as connection:
-                retired.append(models.retire_old_models(connection, "retired"))
+                retired.append(models.retire_old_models(connection, "retired", fits_kept=1))
 
         waiting = threading.Thread(target=retire)
         waiting.start()

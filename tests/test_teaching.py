@@ -53,7 +53,7 @@ def test_added_normals_grow_the_bank_by_what_is_new_once(database_url, small_mod
         old, bank = _loaded(connection)
         assert old.coverage_radius == pytest.approx(small_model.coverage_radius) and old.coverage_radius > 0
         added = add_normals(connection, old, bank, embedder, [_upload(p) for p in EXTRA], Settings(), "test")
-        models.retire_old_models(connection, "bottle")
+        models.retire_old_models(connection, "bottle", Settings().fits_kept)
         new, grown = _loaded(connection)
         assert new.id == added.model_id != old_id and new.bank_segments == (old_id, new.id)
         assert 0 < added.patches_added < added.candidate_patches == 3 * 28 * 28
@@ -92,7 +92,7 @@ def test_added_segments_are_searched_exactly_in_the_api_and_answer_as_hnsw_does(
     with connect(database_url, autocommit=True) as connection:
         old, bank = _loaded(connection)
         added = add_normals(connection, old, bank, embedder, [_upload(p) for p in EXTRA], Settings(), "test")
-        models.retire_old_models(connection, "bottle")
+        models.retire_old_models(connection, "bottle", Settings().fits_kept)
         model, grown = _loaded(connection)
         # on a CPU a bank this small is searched exactly in the API process unless told (bottle's 10% bank is not:
         # tests/api/test_query.py)
@@ -172,7 +172,7 @@ def test_the_library_names_the_type_of_a_defect_it_holds_a_copy_of(database_url,
     with connect(database_url, autocommit=True) as connection:
         model, bank = _loaded(connection)
         result = add_defects(connection, model, bank, embedder, [_defect(k) for k in kinds], Settings(), "test")
-        models.retire_old_models(connection, "bottle")
+        models.retire_old_models(connection, "bottle", Settings().fits_kept)
         model, bank = _loaded(connection)
         assert model.defect_segments == (result["model_id"],) and result["defect_patches"] > 3
         assert [e["defect_type"] for e in result["added"]] == list(kinds)

@@ -299,7 +299,7 @@ def put_threshold(request: Request, name: Annotated[str, PathParam(**CATEGORY)],
             )
         except ValueError as exc:
             raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
-        models.retire_old_models(connection, name)
+        models.retire_old_models(connection, name, get_services(request).settings.fits_kept)
         return model, models.active_model(connection, name), version
 
     previous, new, version = get_services(request).run(change)
@@ -325,10 +325,12 @@ def _switched(name: str, previous: models.StoredModel, new: models.StoredModel) 
     summary="Go back (or forward) to a stored version of the category, as it was: no refit",
 )
 def put_active_version(request: Request, name: Annotated[str, PathParam(**CATEGORY)], body: VersionRequest) -> dict:
-    """The stored version ``model_id`` (``versions`` of ``GET /categories/{name}``: every version of the current fit)
-    answers again with its own threshold, memory bank and known defects, from the next query on, on every API
-    server; the versions made since stay stored, so the step can be undone the same way. A 404 for a version the
-    category does not store (an earlier fit's went with it), 409 when the category changed meanwhile."""
+    """The stored version ``model_id`` (``versions`` of ``GET /categories/{name}``: every version of the kept fits,
+    the current one and those in service most recently before it) answers again with its own threshold, memory bank
+    and known defects (a kept earlier fit's with its own network and settings: a refit undone), from the next query
+    on, on every API server; the versions made since stay stored, so the step can be undone the same way. A 404 for
+    a version the category does not store (a retired fit's went with it), 409 when the category changed
+    meanwhile."""
     actor = actor_of(request)
 
     def change(connection):

@@ -29,7 +29,7 @@ def _teach(services: Services, name: str, work):
             result = work(connection, inspector)
         except ValueError as exc:
             raise HTTPException(422, {"error": "invalid_request", "detail": str(exc)}) from exc
-        models.retire_old_models(connection, name)
+        models.retire_old_models(connection, name, services.settings.fits_kept)
         return result
 
     return services.run(run)

@@ -34,6 +34,8 @@ class HighGoodScore(BaseModel):
 
 class StoredVersion(BaseModel):
     model_id: int
+    fit: int = Field(description="the fit it was made from: the version that owns its memory bank's first segment")
+    fitted_at: str = Field(description="when that fit was stored")
     threshold: float
     threshold_policy: str | None = Field(description="how its threshold was set")
     memory_bank_size: int
@@ -70,8 +72,9 @@ class CategoryDetail(CategorySummary):
     timings: dict
     changes: list[dict] = Field(description="who made which version and how, newest first")
     versions: list[StoredVersion] = Field(
-        description="the stored versions of the current fit, newest first: each can be made active again "
-        "(PUT /categories/{name}/active-version)"
+        description="the stored versions of the kept fits (the current one and those in service most recently "
+        "before it: INSPECT_FITS_KEPT), newest first: each can be made active again (PUT "
+        "/categories/{name}/active-version), a refit undone so"
     )
     plots: list[str] = Field(description="evaluation plots drawn by the fit: GET /categories/{name}/plots/{plot}")
 

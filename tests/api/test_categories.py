@@ -296,9 +296,10 @@ def test_a_review_of_a_thumbnail_is_recorded_but_cannot_teach(api):
 
 
 def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_path):
-    """Every version of the current fit stays stored: a threshold and a teaching later, the fit's version is made
-    active again over HTTP and from the category page (its threshold, its bank: the taught patches out), the step is
-    undone the same way, an unknown version is 404, and a refit retires the versions of the fit before it."""
+    """Every version of the kept fits stays stored: a threshold and a teaching later, the fit's version is made
+    active again over HTTP (its threshold, its bank: the taught patches out), the step is undone the same way, an
+    unknown version is 404; a refit keeps the fit before it, whose taught version the category page makes active
+    again (the refit undone); with one fit kept, a refit retires the versions of the fit before it."""
     from playwright.sync_api import sync_playwright
 
     with connect(database[1]) as connection:
@@ -332,33 +333,46 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
     other = api.put("/categories/bottle/active-version", json={"model_id": taught["model_id"]})
     assert other.status_code == 404 and other.json()["error"] == "unknown_version"  # another category's version
 
-    with sync_playwright() as driver:
+    mask = ("mask", ("m.png", (BOTTLE / "ground_truth" / "broken_large" / "000_mask.png").read_bytes(), "image/png"))
+    taught_known = api.post(
+        "/categories/versions/defects", files=[file_field(BROKEN), mask], data={"defect_type": "broken_large"}
+    )
+    assert taught_known.status_code == 200, taught_known.text
+    known = taught_known.json()
+    with connect(database[1]) as connection:
+        refit = models.save_model(connection, "versions", fitted, EVALUATION, Settings())["model_id"]
+    with connect(database[1], autocommit=True) as connection:  # the fit before is kept (INSPECT_FITS_KEPT, 2)
+        assert models.retire_old_models(connection, "versions", Settings().fits_kept) == 0
+    both = api.get("/categories/versions").json()
+    assert [(v["model_id"], v["fit"], v["active"]) for v in both["versions"]] == [
+        (refit, refit, True), (known["model_id"], fitted_id, False), (taught["model_id"], fitted_id, False),
+        (raised["model_id"], fitted_id, False), (fitted_id, fitted_id, False)]  # fmt: skip
+
+    with sync_playwright() as driver:  # the refit undone from the page: a version of the fit before answers again
         browser = launch_chromium(driver)
         page = browser.new_page()
         page.on("dialog", lambda dialog: dialog.accept())
         page.goto(str(api.base_url) + "/category?name=versions")
+        page.wait_for_selector("tr.fit-row")
+        fits = [page.inner_text(f"tr.fit-row[data-fit='{fit}']") for fit in (refit, fitted_id)]
+        assert fits[0].endswith("the one answering") and fits[1].endswith("an earlier fit, kept"), fits
         page.click(f"tr[data-version='{taught['model_id']}'] .reactivate")
         said = f"version {taught['model_id']} is active again"
         page.wait_for_function(f"document.querySelector('.versions-result')?.textContent === '{said}'")
         assert page.inner_text(f"tr[data-version='{taught['model_id']}']").endswith("active")
+        assert page.inner_text(f"tr.fit-row[data-fit='{fitted_id}']").endswith("the one answering")
         browser.close()
     forth = post(api, BROKEN, category="versions").json()
     assert forth["model_id"] == taught["model_id"] and forth["threshold"] == 5.0
 
-    mask = ("mask", ("m.png", (BOTTLE / "ground_truth" / "broken_large" / "000_mask.png").read_bytes(), "image/png"))
-    known = api.post(
-        "/categories/versions/defects", files=[file_field(BROKEN), mask], data={"defect_type": "broken_large"}
-    )
-    assert known.status_code == 200, known.text
-    with connect(database[1]) as connection:
-        refit = models.save_model(connection, "versions", fitted, EVALUATION, Settings())["model_id"]
-    with connect(database[1], autocommit=True) as connection:
-        assert models.retire_old_models(connection, "versions") == 3  # the defects' version stays: the refit reads it
+    assert api.put("/categories/versions/active-version", json={"model_id": refit}).status_code == 200
+    with connect(database[1], autocommit=True) as connection:  # one fit kept: the defects' version stays
+        assert models.retire_old_models(connection, "versions", fits_kept=1) == 3  # (the refit reads it)
     kept = api.get("/categories/versions").json()
     assert [v["model_id"] for v in kept["versions"]] == [refit] and len(kept["defect_library"]) == 1
-    for earlier in (fitted_id, known.json()["model_id"]):  # an earlier fit's versions, kept for its defects or not
+    for earlier in (fitted_id, known["model_id"]):  # a retired fit's versions, kept for its defects or not
         gone = api.put("/categories/versions/active-version", json={"model_id": earlier})
-        assert gone.status_code == 404 and "an earlier fit's went with it" in gone.json()["detail"], gone.text
+        assert gone.status_code == 404 and "a retired fit's went with it" in gone.json()["detail"], gone.text
 
 
 def test_a_care_area_is_served_and_shown(api, database, small_train, tmp_path):
