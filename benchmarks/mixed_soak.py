@@ -115,7 +115,8 @@ def logged_ids(client: httpx.Client) -> Counter:
 
 def refit_midway(url: str, args: argparse.Namespace, until: float) -> str:
     """Halfway through, bottle fitted again by ``python -m ingest fit`` on the next ``--train`` good images (a
-    re-ingest: the versions of the fit before are retired with their memory banks while they serve); what it said."""
+    re-ingest with one fit kept, ``INSPECT_FITS_KEPT=1``: the versions of the fit before are retired with their
+    memory banks while they serve, the case this soak checks); what it said."""
     time.sleep(max(0.0, (until - time.monotonic()) / 2))
     with tempfile.TemporaryDirectory() as folder:
         good = Path(folder) / "bottle"
@@ -125,7 +126,8 @@ def refit_midway(url: str, args: argparse.Namespace, until: float) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "ingest", "fit", "--folder", str(good), "--backbone", "resnet18", "--weights",
              str(Path(args.weights).resolve()), "--out", str(Path(folder) / "reports")],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True,
+            cwd=ROOT, env={**os.environ, "DATABASE_URL": url, "INSPECT_FITS_KEPT": "1"}, capture_output=True,
+            text=True,
         )  # fmt: skip
     stored = [line for line in done.stdout.splitlines() if line.startswith("stored ")]
     return stored[0] if done.returncode == 0 and stored else f"failed ({done.returncode}): {done.stderr[-300:]}"

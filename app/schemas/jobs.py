@@ -81,8 +81,8 @@ class Job(BaseModel):
     excluded: list[str] = Field(default_factory=list, description="the images such a refit left out, by file name")
     normals: int = Field(default=0, description="good images added to the category since its fit that a refit took")
     images: int = Field(
-        description="images it holds; a succeeded job keeps them, its category's training images for a refit, until "
-        "the category's next fit"
+        description="images it holds; a succeeded job keeps them, its category's training images for a refit, while "
+        "its fit is kept (INSPECT_FITS_KEPT)"
     )
     bytes: int
     parts: int = Field(
