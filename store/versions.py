@@ -142,3 +142,30 @@ def reactivate(connection: psycopg.Connection, active: StoredModel, model_id: in
         cursor.execute("UPDATE categories SET active_model_id = %s WHERE id = %s", (model_id, active.category_id))
         log_change(cursor, active.category_id, model_id, actor, "reactivated", {"previous_model_id": active.id})
     return True
+
+
+def kept_fits(connection: psycopg.Connection, category_id: int) -> list[dict]:
+    """The category's kept fits, the one answering first, then newest first: when each was stored and what it keeps
+    on disk, which ``INSPECT_FITS_KEPT`` multiplies: its versions' segments of patches with their HNSW indexes (the
+    memory bank, added normals, known defects), and the image files kept for a refit (its job's images and the good
+    images added since). Empty for a category with no active version."""
+    rows = connection.execute(
+        """
+        SELECT f.id, f.fitted_at::text, f.id = a.bank_segments[1],
+               (SELECT coalesce(sum(coalesce(pg_total_relation_size(to_regclass('patches_model_' || v.id)), 0)
+                                    + coalesce(pg_total_relation_size(to_regclass('defect_patches_model_' || v.id)),
+                                               0)), 0)
+                FROM models v WHERE v.category_id = f.category_id AND v.bank_segments[1] = f.id),
+               (SELECT coalesce(sum(length(i.data)), 0) FROM fit_jobs j JOIN fit_job_images i ON i.job_id = j.id
+                WHERE j.model_id = f.id AND j.state = 'succeeded')
+               + (SELECT coalesce(sum(length(o.data)), 0) FROM models v JOIN images i ON i.model_id = v.id
+                  JOIN image_originals o ON o.image_id = i.id
+                  WHERE v.category_id = f.category_id AND v.bank_segments[1] = f.id)
+        FROM models f JOIN categories c ON c.id = f.category_id JOIN models a ON a.id = c.active_model_id
+        WHERE f.category_id = %s AND f.id = f.bank_segments[1]
+        ORDER BY f.id = a.bank_segments[1] DESC, f.id DESC
+        """,
+        (category_id,),
+    ).fetchall()
+    names = ("fit", "fitted_at", "answering", "segment_bytes", "image_file_bytes")
+    return [dict(zip(names, row, strict=True)) for row in rows]

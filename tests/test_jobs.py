@@ -232,7 +232,7 @@ def test_a_worker_killed_mid_fit_leaves_the_previous_version_serving(api, env, t
             retried = _wait(api, job["id"], _finished)
             assert retried["state"] == "succeeded" and retried["worker"] == "w3" and retried["attempts"] == 2
             assert api.get("/categories/bottle-jobs").json()["model_id"] == retried["model_id"] != version
-            assert api.get(f"/jobs/{done['id']}").json()["images"] == 0  # the fit replaced: its originals go
+            assert api.get(f"/jobs/{done['id']}").json()["images"] == 12  # the fit before is kept, its originals too
             assert not left.exists() and f"removed {left}" in (tmp_path / "worker-3.log").read_text()
 
             stopped = _job(api, "bottle-jobs", TRAIN[72:132])
@@ -323,6 +323,11 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
         assert [(v["model_id"], v["fit"]) for v in after["versions"]][-3:] == [
             (detail["model_id"], first["model_id"]), (taught.json()["model_id"], first["model_id"]),
             (first["model_id"], first["model_id"])]  # fmt: skip
+        added_files = sum(path.stat().st_size for path in TRAIN[8:10])  # kept with the first fit for a refit
+        assert [(f["fit"], f["answering"], f["image_file_bytes"]) for f in after["fits"]] == [
+            (second["model_id"], True, second["bytes"]),
+            (first["model_id"], False, first["bytes"] + added_files),
+        ]
         back = api.put("/categories/refits/active-version", json={"model_id": detail["model_id"]})
         assert back.status_code == 200 and back.json()["previous_model_id"] == second["model_id"], back.text
         undone = api.get("/categories/refits").json()

@@ -64,12 +64,13 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
             banks.patch_count(connection, model.bank_segments),
             changes.changes(connection, model.category_id),
             versions.stored_versions(connection, model.category_id),
+            versions.kept_fits(connection, model.category_id),
             pictures.plot_names(connection, model.fit_id),
             defects.library(connection, model.defect_segments),
             jobs.fit_images(connection, model.category, model.fit_id, model.bank_segments),
         )
 
-    model, counts, highest, patches, log, kept, plots, library, stored = get_services(request).run(read)
+    model, counts, highest, patches, log, kept, fits, plots, library, stored = get_services(request).run(read)
     return {
         **_summary(model),
         "settings": model.config.as_dict(),
@@ -84,6 +85,7 @@ def category_detail(request: Request, name: Annotated[str, PathParam(**CATEGORY)
         "timings": model.timings,
         "changes": log,
         "versions": kept,
+        "fits": fits,
         "plots": plots,
     }
 

@@ -47,6 +47,17 @@ class StoredVersion(BaseModel):
     active: bool
 
 
+class KeptFit(BaseModel):
+    fit: int = Field(description="the version that owns the fit's memory bank")
+    fitted_at: str
+    answering: bool = Field(description="the active version is one of its versions")
+    segment_bytes: int = Field(
+        description="its versions' segments of patches on disk, HNSW indexes included (memory bank, added normals, "
+        "known defects)"
+    )
+    image_file_bytes: int = Field(description="image files kept for a refit: its job's images, good images added")
+
+
 class CategoryDetail(CategorySummary):
     settings: dict
     threshold_policy: dict = Field(
@@ -75,6 +86,9 @@ class CategoryDetail(CategorySummary):
         description="the stored versions of the kept fits (the current one and those in service most recently "
         "before it: INSPECT_FITS_KEPT), newest first: each can be made active again (PUT "
         "/categories/{name}/active-version), a refit undone so"
+    )
+    fits: list[KeptFit] = Field(
+        description="the kept fits (INSPECT_FITS_KEPT), the one answering first: what each keeps on disk"
     )
     plots: list[str] = Field(description="evaluation plots drawn by the fit: GET /categories/{name}/plots/{plot}")
 

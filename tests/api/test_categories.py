@@ -347,6 +347,16 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
     assert [(v["model_id"], v["fit"], v["active"]) for v in both["versions"]] == [
         (refit, refit, True), (known["model_id"], fitted_id, False), (taught["model_id"], fitted_id, False),
         (raised["model_id"], fitted_id, False), (fitted_id, fitted_id, False)]  # fmt: skip
+    with psycopg.connect(database[1]) as connection:  # what each kept fit holds on disk: its versions' partitions
+        on_disk = {
+            fit: sum(connection.execute("SELECT coalesce(pg_total_relation_size(to_regclass(%s)), 0)", (name,))
+                     .fetchone()[0] for name in names)
+            for fit, names in ((refit, [f"patches_model_{refit}"]), (fitted_id, [
+                f"patches_model_{fitted_id}", f"patches_model_{taught['model_id']}",
+                f"defect_patches_model_{known['model_id']}"]))
+        }  # fmt: skip
+    assert [(f["fit"], f["answering"], f["segment_bytes"], f["image_file_bytes"]) for f in both["fits"]] == [
+        (refit, True, on_disk[refit], 0), (fitted_id, False, on_disk[fitted_id], GOOD.stat().st_size)]  # fmt: skip
 
     with sync_playwright() as driver:  # the refit undone from the page: a version of the fit before answers again
         browser = launch_chromium(driver)
@@ -356,6 +366,7 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
         page.wait_for_selector("tr.fit-row")
         fits = [page.inner_text(f"tr.fit-row[data-fit='{fit}']") for fit in (refit, fitted_id)]
         assert fits[0].endswith("the one answering") and fits[1].endswith("an earlier fit, kept"), fits
+        assert f"({on_disk[refit] / 1e6:.1f} MB of patches and indexes, 0.0 MB of image files" in fits[0], fits
         page.click(f"tr[data-version='{taught['model_id']}'] .reactivate")
         said = f"version {taught['model_id']} is active again"
         page.wait_for_function(f"document.querySelector('.versions-result')?.textContent === '{said}'")
