@@ -96,16 +96,23 @@ _WHOLE = (
 )
 
 
+# what each version's evaluation says of its verdicts, listed beside it so that versions (a refit and the fit before
+# it) are compared before one is made active again
+JUDGED = ("image_auroc", "f1", "recall", "false_alarms", "good_images", "predicted_false_alarm_rate")
+
+
 def stored_versions(connection: psycopg.Connection, category_id: int) -> list[dict]:
     """The stored versions of the category's kept fits (:func:`store.models.retire_old_models`), newest first: the
-    fit each comes from, how it was made (its row of the change log), its threshold and memory bank; every one can
-    be made active again (:func:`reactivate`). A version of a retired fit that stays only because it owns known
-    defects a kept fit reads is not one of them."""
+    fit each comes from, how it was made (its row of the change log), its threshold, memory bank and how its
+    evaluation judged (:data:`JUDGED`, those it measured); every one can be made active again (:func:`reactivate`).
+    A version of a retired fit that stays only because it owns known defects a kept fit reads is not one of them."""
     rows = connection.execute(
         f"""
         SELECT m.id, m.bank_segments[1], f.fitted_at::text, m.threshold, m.threshold_policy->>'kind',
                m.memory_bank_size, m.bank_segments, cardinality(m.defect_segments), ch.action, ch.actor,
-               ch.changed_at::text, m.id = c.active_model_id
+               ch.changed_at::text, m.id = c.active_model_id,
+               (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}') FROM jsonb_each(m.evaluation) e
+                WHERE e.key = ANY(%s))
         FROM models m JOIN categories c ON c.id = m.category_id JOIN models f ON f.id = m.bank_segments[1]
         LEFT JOIN LATERAL (SELECT action, actor, changed_at FROM category_changes x
                            WHERE x.category_id = m.category_id AND x.model_id = m.id AND x.action <> 'reactivated'
@@ -113,10 +120,11 @@ def stored_versions(connection: psycopg.Connection, category_id: int) -> list[di
         WHERE m.category_id = %s AND c.active_model_id IS NOT NULL AND {_WHOLE}
         ORDER BY m.id DESC
         """,
-        (category_id,),
+        (list(JUDGED), category_id),
     ).fetchall()
     names = ("model_id", "fit", "fitted_at", "threshold", "threshold_policy", "memory_bank_size",
-             "memory_bank_segments", "defect_segments", "made_by", "actor", "made_at", "active")  # fmt: skip
+             "memory_bank_segments", "defect_segments", "made_by", "actor", "made_at", "active",
+             "evaluation")  # fmt: skip
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 

@@ -45,6 +45,10 @@ class StoredVersion(BaseModel):
     actor: str | None
     made_at: str | None
     active: bool
+    evaluation: dict = Field(
+        description="how its evaluation judged, where measured: image_auroc, f1, recall, false_alarms of good_images "
+        "(the labelled test split), predicted_false_alarm_rate (from good images the fit did not learn from)"
+    )
 
 
 class KeptFit(BaseModel):

@@ -347,6 +347,8 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
     assert [(v["model_id"], v["fit"], v["active"]) for v in both["versions"]] == [
         (refit, refit, True), (known["model_id"], fitted_id, False), (taught["model_id"], fitted_id, False),
         (raised["model_id"], fitted_id, False), (fitted_id, fitted_id, False)]  # fmt: skip
+    judged = {k: EVALUATION[k] for k in ("image_auroc", "recall", "false_alarms", "good_images")}
+    assert both["versions"][-1]["evaluation"] == judged  # how the fit judged, listed to compare before going back
     with psycopg.connect(database[1]) as connection:  # what each kept fit holds on disk: its versions' partitions
         on_disk = {
             fit: sum(connection.execute("SELECT coalesce(pg_total_relation_size(to_regclass(%s)), 0)", (name,))
@@ -367,6 +369,8 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
         fits = [page.inner_text(f"tr.fit-row[data-fit='{fit}']") for fit in (refit, fitted_id)]
         assert fits[0].endswith("the one answering") and fits[1].endswith("an earlier fit, kept"), fits
         assert f"({on_disk[refit] / 1e6:.1f} MB of patches and indexes, 0.0 MB of image files" in fits[0], fits
+        said = page.inner_text(f"tr[data-version='{fitted_id}'] .judged")
+        assert said == "recall 1.000 · 0 of 20 good flagged · AUROC 1.000", said
         page.click(f"tr[data-version='{taught['model_id']}'] .reactivate")
         said = f"version {taught['model_id']} is active again"
         page.wait_for_function(f"document.querySelector('.versions-result')?.textContent === '{said}'")
