@@ -181,7 +181,7 @@ def retire_old_models(connection: psycopg.Connection, category: str, fits_kept: 
 
 def _retire(connection: psycopg.Connection, category: str, fits_kept: int) -> int:
     model_ids = connection.execute(
-        f"WITH kept AS ({KEPT_FITS}) "
+        f"WITH kept AS ({_KEPT_FITS}) "
         "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
         "WHERE c.name = %(name)s AND m.id IS DISTINCT FROM c.active_model_id "
         "AND m.bank_segments[1] NOT IN (SELECT fit FROM kept) "
@@ -200,7 +200,7 @@ def _retire(connection: psycopg.Connection, category: str, fits_kept: int) -> in
 # The category's kept fits (column ``fit``, the id of the version that owns a fit's first segment), for the
 # parameters ``name`` and ``kept``: the active version's fit first, then the others by when they were last in
 # service (the latest change that made one of their versions active), newest first; none without an active version.
-KEPT_FITS = """
+_KEPT_FITS = """
     SELECT f.fit FROM (
         SELECT v.bank_segments[1] AS fit, max(ch.id) AS last, bool_or(v.id = c.active_model_id) AS active
         FROM categories c JOIN models v ON v.category_id = c.id
