@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kept.add_argument("--category", required=True, help="the fitted category")
     kept.add_argument("--activate", type=int, default=None, help="the version to make active again, as it was")
+    kept.add_argument(
+        "--retire-fit", type=int, default=None, help="retire this earlier kept fit now (its bank, versions, images)"
+    )
     kept.add_argument("--actor", default="cli", help="who makes the change, for the category's log")
 
     delete = commands.add_parser(

@@ -1,5 +1,6 @@
-"""``python -m ingest versions``: the stored versions of a category's kept fits, and one made active again
-(:func:`store.versions.reactivate`), as the category page and ``PUT /categories/{name}/active-version`` do."""
+"""``python -m ingest versions``: the stored versions of a category's kept fits, one made active again
+(:func:`store.versions.reactivate`) and an earlier fit retired now (:func:`store.models.retire_fit`), as the category
+page, ``PUT /categories/{name}/active-version`` and ``DELETE /categories/{name}/fits/{fit}`` do."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 
 from config import get_settings
 from ingest.stored import active_model
-from store import versions
+from store import models, versions
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -23,6 +24,12 @@ def run_versions(args: argparse.Namespace) -> int:
             except versions.UnknownVersion as exc:
                 raise ValueError(str(exc)) from exc
             model = active_model(connection, args.category)
+        if args.retire_fit is not None:
+            try:
+                retired = models.retire_fit(connection, args.category, args.retire_fit, args.actor)
+            except (LookupError, models.FitInService) as exc:
+                raise ValueError(str(exc)) from exc
+            print(f"fit {args.retire_fit} retired: {retired} version(s) went")
         stored = versions.stored_versions(connection, model.category_id)
     for i, v in enumerate(stored):
         if i == 0 or stored[i - 1]["fit"] != v["fit"]:

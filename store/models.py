@@ -53,7 +53,7 @@ class StoredModel:
 
 
 MAX_DIM = 2000
-RETIRING = (7413, 0)  # the advisory lock one retirement holds at a time (version writers 7412, jobs 7411)
+RETIRING = (7413, 0)  # held by one retirement at a time, and by a reactivation (version writers 7412, jobs 7411)
 
 # what decides a patch's embedding: a defect library stays valid across a refit only if all of them are equal
 _EMBEDDING = (
@@ -174,21 +174,52 @@ def retire_old_models(connection: psycopg.Connection, category: str, fits_kept: 
         raise ValueError(f"fits_kept is {fits_kept}: at least the active version's fit is kept")
     connection.execute("SELECT pg_advisory_lock(%s, %s)", RETIRING)
     try:
-        return _retire(connection, category, fits_kept)
+        return _retire(connection, category, "{v}.bank_segments[1] NOT IN (SELECT fit FROM kept)", fits_kept)
     finally:
         connection.execute("SELECT pg_advisory_unlock(%s, %s)", RETIRING)
 
 
-def _retire(connection: psycopg.Connection, category: str, fits_kept: int) -> int:
+class FitInService(Exception):
+    """The fit asked to retire is the one answering: make a version of another fit active first."""
+
+
+def retire_fit(connection: psycopg.Connection, category: str, fit: int, actor: str) -> int:
+    """Retire the kept fit ``fit`` of ``category`` now, rather than at a later fit (its memory bank, versions and job
+    images, as :func:`retire_old_models` would; a segment of it that another fit's version reads, known defects
+    carried over, stays), and log it; returns how many versions went. Raises ``LookupError`` when the category keeps
+    no such fit and :class:`FitInService` when it is the active version's. Under the retirement lock, which a
+    version made active again also takes, so that the fit cannot become the answering one meanwhile."""
+    connection.execute("SELECT pg_advisory_lock(%s, %s)", RETIRING)
+    try:
+        row = connection.execute(
+            "SELECT c.id, a.bank_segments[1] FROM categories c JOIN models a ON a.id = c.active_model_id "
+            "JOIN models f ON f.category_id = c.id AND f.id = %s AND f.bank_segments[1] = f.id WHERE c.name = %s",
+            (fit, category),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"{category} keeps no fit {fit}: GET /categories/{category} lists its kept fits")
+        category_id, answering = row
+        if answering == fit:
+            raise FitInService(f"fit {fit} of {category} is answering: make a version of another fit active first")
+        retired = _retire(connection, category, "{v}.bank_segments[1] = %(fit)s", None, fit=fit)
+        with connection.transaction(), connection.cursor() as cursor:
+            log_change(cursor, category_id, fit, actor, "fit_retired", {"versions": retired})
+        return retired
+    finally:
+        connection.execute("SELECT pg_advisory_unlock(%s, %s)", RETIRING)
+
+
+def _retire(connection: psycopg.Connection, category: str, retiring: str, fits_kept: int | None, **params) -> int:
+    """Drop the versions whose fit ``retiring`` names (SQL over a version ``{v}``; ``kept`` holds the first
+    ``fits_kept`` fits of :data:`_KEPT_FITS`), but the active one and those a version of another fit reads."""
     model_ids = connection.execute(
         f"WITH kept AS ({_KEPT_FITS}) "
         "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
-        "WHERE c.name = %(name)s AND m.id IS DISTINCT FROM c.active_model_id "
-        "AND m.bank_segments[1] NOT IN (SELECT fit FROM kept) "
+        f"WHERE c.name = %(name)s AND m.id IS DISTINCT FROM c.active_model_id AND {retiring.format(v='m')} "
         "AND NOT EXISTS (SELECT 1 FROM models k WHERE k.category_id = m.category_id "
-        "AND k.bank_segments[1] IN (SELECT fit FROM kept) AND m.id = ANY(k.bank_segments || k.defect_segments)) "
+        f"AND NOT ({retiring.format(v='k')}) AND m.id = ANY(k.bank_segments || k.defect_segments)) "
         "ORDER BY m.id DESC",
-        {"name": category, "kept": fits_kept},
+        {"name": category, "kept": fits_kept, **params},
     ).fetchall()
     for (model_id,) in model_ids:
         drop_segments(connection, model_id)

@@ -15,7 +15,7 @@ import psycopg
 
 from store.banks import serialise_version_writers
 from store.changes import log_change
-from store.models import StoredModel
+from store.models import RETIRING, StoredModel
 
 _COPIED = (
     "category_id, backbone, layers, resize, crop, metric, coreset_ratio, num_neighbors, holdout_fraction, "
@@ -137,6 +137,7 @@ def reactivate(connection: psycopg.Connection, active: StoredModel, model_id: in
     if model_id == active.id:
         return False
     with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", RETIRING)  # not a version a retirement is dropping
         _lock_active(cursor, active)
         target = cursor.execute(
             f"SELECT 1 FROM models m WHERE m.id = %s AND m.category_id = %s AND {_WHOLE}",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import psycopg
@@ -733,7 +734,7 @@ def test_a_dump_s_password_goes_in_the_environment_not_on_the_command_line(monke
 def test_the_command_line_lists_the_versions_of_the_fit_and_makes_one_active_again(database_url, small_model):
     """``ingest versions`` lists the kept fits' versions with the active one marked; ``--activate`` makes an earlier
     one answer again and logs it, one of the fit before a refit too; a version the category does not store is
-    refused by name."""
+    refused by name; ``--retire-fit`` retires the undone refit now, and refuses the fit answering."""
     fitted = _save(database_url, "bottle", small_model)
     with connect(database_url, autocommit=True) as connection:
         raised = set_threshold(connection, models.active_model(connection, "bottle"), "test", value=9.0)
@@ -765,6 +766,13 @@ def test_the_command_line_lists_the_versions_of_the_fit_and_makes_one_active_aga
     assert lines[2].startswith(f"fit {fitted}, ") and lines[2].endswith(": kept"), lines
     undone = ingest("--activate", str(raised))
     assert undone.returncode == 0 and f"* version {raised}: threshold " in undone.stdout, undone.stdout
+    answering = ingest("--retire-fit", str(fitted))
+    assert answering.returncode == 2 and f"fit {fitted} of bottle is answering" in answering.stderr, answering.stderr
+    retired = ingest("--retire-fit", str(refit))  # the undone refit's disk freed now
+    assert retired.returncode == 0 and f"fit {refit} retired: 1 version(s) went" in retired.stdout, retired.stdout
+    assert f"fit {refit}, " not in retired.stdout and f"fit {fitted}, " in retired.stdout
+    with connect(database_url, autocommit=True) as connection:
+        assert connection.execute("SELECT to_regclass(%s)", (f"patches_model_{refit}",)).fetchone()[0] is None
 
 
 def test_version_writers_wait_for_each_other_so_attaching_segments_cannot_deadlock(database_url, small_model):
@@ -802,6 +810,21 @@ def test_version_writers_wait_for_each_other_so_attaching_segments_cannot_deadlo
         assert models.active_model(connection, "second").id == done["fit"]
 
 
+def _held_back_by_a_retirement(url: str, work: Callable[[], object]) -> list:
+    """``work()`` in a thread while another session holds the retirement lock, as a retirement running does: it
+    must wait, then finish once the lock is let go; what it returned."""
+    done: list = []
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", models.RETIRING)
+        waiting = threading.Thread(target=lambda: done.append(work()))
+        waiting.start()
+        time.sleep(2)
+        assert waiting.is_alive() and not done
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", models.RETIRING)
+        waiting.join(60)
+    return done
+
+
 def test_one_retirement_at_a_time(database_url, small_model):
     """Retirements of old fits detach segments outside a transaction, so two at once (a refit's own while a threshold
     set on another server tidies up) once raced to detach the same segment; a second one waits for the first, then
@@ -810,20 +833,27 @@ def test_one_retirement_at_a_time(database_url, small_model):
     with connect(database_url) as connection:
         old = models.active_model(connection, "retired").id
         models.save_model(connection, "retired", _halved(small_model), {}, Settings())  # a refit, not yet retired
-    retired: list[int] = []
-    with psycopg.connect(database_url, autocommit=True) as holder:  # another retirement, running
-        holder.execute("SELECT pg_advisory_lock(%s, %s)", models.RETIRING)
 
-        def retire() -> None:
-            with connect(database_url, autocommit=True) as connection:
-                retired.append(models.retire_old_models(connection, "retired", fits_kept=1))
+    def retire() -> int:
+        with connect(database_url, autocommit=True) as connection:
+            return models.retire_old_models(connection, "retired", fits_kept=1)
 
-        waiting = threading.Thread(target=retire)
-        waiting.start()
-        time.sleep(2)
-        assert waiting.is_alive() and not retired
-        holder.execute("SELECT pg_advisory_unlock(%s, %s)", models.RETIRING)
-        waiting.join(60)
-    assert retired == [1]
+    assert _held_back_by_a_retirement(database_url, retire) == [1]
     with connect(database_url) as connection:
         assert connection.execute("SELECT count(*) FROM models WHERE id = %s", (old,)).fetchone()[0] == 0
+
+
+def test_a_version_is_made_active_again_only_between_retirements(database_url, small_model):
+    """A retirement picks the versions to drop, then drops their segments one statement at a time; a version of a
+    kept fit made active again meanwhile could be one it picked. So a reactivation waits for a retirement running (its
+    advisory lock), then finds the version stored or not."""
+    old = _save(database_url, "between", small_model)
+    _save(database_url, "between", _halved(small_model))  # a refit: the first fit kept
+
+    def reactivate() -> bool:
+        with connect(database_url, autocommit=True) as connection:
+            return versions.reactivate(connection, models.active_model(connection, "between"), old, "t")
+
+    assert _held_back_by_a_retirement(database_url, reactivate) == [True]
+    with connect(database_url) as connection:
+        assert models.active_model(connection, "between").id == old

@@ -17,6 +17,7 @@ from app.schemas.categories import (
     CategoryDeleted,
     CategoryDetail,
     CategorySummary,
+    FitRetired,
     ThresholdChange,
     ThresholdPreview,
     ThresholdRequest,
@@ -130,6 +131,31 @@ def category_delete(request: Request, name: Annotated[str, PathParam(**CATEGORY)
     if removed is None:
         raise UnknownCategory(name)
     return removed
+
+
+@router.delete(
+    "/categories/{name}/fits/{fit}",
+    response_model=FitRetired,
+    responses={
+        **ERRORS,
+        404: {"model": ERRORS[404]["model"], "description": "unknown category or fit"},
+        409: {"model": ERRORS[409]["model"], "description": "the fit is answering"},
+    },
+    summary="Retire an earlier fit kept for an undo now: its memory bank, versions and job images go",
+)
+def fit_retire(request: Request, name: Annotated[str, PathParam(**CATEGORY)], fit: int) -> dict:
+    """A kept earlier fit (``fits`` of ``GET /categories/{name}``) retired now rather than at a later fit, once a
+    refit is known to be good: its memory bank, its versions and its job's images go, the disk they took is free
+    (a segment of it that the answering fit's versions read, known defects carried over, stays). A 404 for a fit
+    the category does not keep, 409 for the one answering (make a version of another fit active first)."""
+    actor = actor_of(request)
+    try:
+        retired = get_services(request).run(models.retire_fit, name, fit, actor)
+    except models.FitInService as exc:
+        raise HTTPException(409, {"error": "fit_in_service", "detail": str(exc)}) from exc
+    except LookupError as exc:
+        raise HTTPException(404, {"error": "unknown_fit", "detail": str(exc)}) from exc
+    return {"category": name, "fit": fit, "versions": retired}
 
 
 @router.get(

@@ -151,6 +151,12 @@ class ThresholdPreview(BaseModel):
     )
 
 
+class FitRetired(BaseModel):
+    category: str
+    fit: int = Field(description="the fit retired: its memory bank, versions and job images went")
+    versions: int = Field(description="its versions deleted (one another fit's version reads, known defects, stays)")
+
+
 class CategoryDeleted(BaseModel):
     category: str
     model_id: int | None = Field(description="the version that was active (none when finishing a deletion cut short)")

@@ -299,7 +299,8 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
     """Every version of the kept fits stays stored: a threshold and a teaching later, the fit's version is made
     active again over HTTP (its threshold, its bank: the taught patches out), the step is undone the same way, an
     unknown version is 404; a refit keeps the fit before it, whose taught version the category page makes active
-    again (the refit undone); with one fit kept, a refit retires the versions of the fit before it."""
+    again (the refit undone); made active again, the refit's page retires the fit before it (409 while that one
+    answers), the known defects the refit reads staying."""
     from playwright.sync_api import sync_playwright
 
     with connect(database[1]) as connection:
@@ -366,7 +367,7 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
         page.on("dialog", lambda dialog: dialog.accept())
         page.goto(str(api.base_url) + "/category?name=versions")
         page.wait_for_selector("tr.fit-row")
-        fits = [page.inner_text(f"tr.fit-row[data-fit='{fit}']") for fit in (refit, fitted_id)]
+        fits = [page.inner_text(f"tr.fit-row[data-fit='{fit}'] th") for fit in (refit, fitted_id)]
         assert fits[0].endswith("the one answering") and fits[1].endswith("an earlier fit, kept"), fits
         assert f"({on_disk[refit] / 1e6:.1f} MB of patches and indexes, 0.0 MB of image files" in fits[0], fits
         said = page.inner_text(f"tr[data-version='{fitted_id}'] .judged")
@@ -375,19 +376,34 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
         said = f"version {taught['model_id']} is active again"
         page.wait_for_function(f"document.querySelector('.versions-result')?.textContent === '{said}'")
         assert page.inner_text(f"tr[data-version='{taught['model_id']}']").endswith("active")
-        assert page.inner_text(f"tr.fit-row[data-fit='{fitted_id}']").endswith("the one answering")
-        browser.close()
-    forth = post(api, BROKEN, category="versions").json()
-    assert forth["model_id"] == taught["model_id"] and forth["threshold"] == 5.0
+        assert page.inner_text(f"tr.fit-row[data-fit='{fitted_id}'] th").endswith("the one answering")
+        assert page.query_selector(f"tr.fit-row[data-fit='{fitted_id}'] .retire-fit") is None  # answering: no retire
+        forth = post(api, BROKEN, category="versions").json()
+        assert forth["model_id"] == taught["model_id"] and forth["threshold"] == 5.0
+        answering = api.delete(f"/categories/versions/fits/{fitted_id}")
+        assert answering.status_code == 409 and answering.json()["error"] == "fit_in_service", answering.text
 
-    assert api.put("/categories/versions/active-version", json={"model_id": refit}).status_code == 200
-    with connect(database[1], autocommit=True) as connection:  # one fit kept: the defects' version stays
-        assert models.retire_old_models(connection, "versions", fits_kept=1) == 3  # (the refit reads it)
+        # the refit kept after all: its earlier fit retired from the page, the known defects it reads staying
+        assert api.put("/categories/versions/active-version", json={"model_id": refit}).status_code == 200
+        page.reload()
+        page.click(f"tr.fit-row[data-fit='{fitted_id}'] .retire-fit")
+        said = f"fit {fitted_id} retired: 3 versions went"
+        page.wait_for_function(f"document.querySelector('.versions-result')?.textContent === '{said}'")
+        assert (
+            page.query_selector_all("tr.fit-row") and page.query_selector(f"tr.fit-row[data-fit='{fitted_id}']") is None
+        )
+        browser.close()
     kept = api.get("/categories/versions").json()
     assert [v["model_id"] for v in kept["versions"]] == [refit] and len(kept["defect_library"]) == 1
+    assert [f["fit"] for f in kept["fits"]] == [refit] and kept["changes"][0]["action"] == "fit_retired"
+    assert kept["changes"][0]["model_id"] == fitted_id and kept["changes"][0]["detail"] == {"versions": 3}
+    with connect(database[1], autocommit=True) as connection:  # nothing left to retire: the refit reads the defects
+        assert models.retire_old_models(connection, "versions", fits_kept=1) == 0
     for earlier in (fitted_id, known["model_id"]):  # a retired fit's versions, kept for its defects or not
         gone = api.put("/categories/versions/active-version", json={"model_id": earlier})
         assert gone.status_code == 404 and "a retired fit's went with it" in gone.json()["detail"], gone.text
+    twice = api.delete(f"/categories/versions/fits/{fitted_id}")
+    assert twice.status_code == 404 and twice.json()["error"] == "unknown_fit", twice.text
 
 
 def test_a_care_area_is_served_and_shown(api, database, small_train, tmp_path):
