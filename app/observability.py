@@ -54,6 +54,12 @@ RERANK_CAPPED = Counter(
     ["category"], registry=REGISTRY,
 )  # fmt: skip
 MODELS_LOADED = Gauge("inspect_models_loaded", "categories loaded in this process", registry=REGISTRY)
+LOADED_VERSION = Gauge(
+    "inspect_loaded_version",
+    "the version each loaded category answers with in this process",
+    ["category"],
+    registry=REGISTRY,
+)
 MODELS_LOADING = Gauge(
     "inspect_models_loading", "categories this process loads since it started and holds not yet", registry=REGISTRY
 )

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
         ge=1,
         description="database connections per API process; unset: the search split plus two, at least 4",
     )
+    version_check_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often an API process asks for its loaded categories' active versions and loads a new one "
+        "in the background (a refit by a worker, a threshold or a version made active again on another server), so "
+        "that no query waits for the load; 0: the first query after a change loads it",
+    )
     max_loaded_categories: int | None = Field(
         default=None,
         ge=1,

@@ -279,6 +279,11 @@ def active_model(connection: psycopg.Connection, category: str) -> StoredModel |
     return _stored(row) if row else None
 
 
+def active_ids(connection: psycopg.Connection) -> dict[str, int]:
+    """Each category's active version, by name: one short read an API process repeats to follow new versions."""
+    return dict(connection.execute("SELECT name, active_model_id FROM categories WHERE active_model_id IS NOT NULL"))
+
+
 def active_models(connection: psycopg.Connection) -> list[StoredModel]:
     rows = connection.execute(
         f"SELECT {_MODEL_COLUMNS} FROM categories c JOIN models m ON m.id = c.active_model_id ORDER BY c.name"

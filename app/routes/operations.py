@@ -27,6 +27,9 @@ def metrics(request: Request) -> Response:
     services = get_services(request)
     observability.MODELS_LOADED.set(len(services.loaded()))
     observability.MODELS_LOADING.set(len(services.loading()))
+    observability.LOADED_VERSION.clear()
+    for category, version in services.loaded_versions().items():
+        observability.LOADED_VERSION.labels(category).set(version)
     return Response(generate_latest(observability.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

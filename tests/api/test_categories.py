@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import psycopg
@@ -321,7 +322,13 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
     assert back.json() == {"category": "versions", "model_id": fitted_id, "previous_model_id": taught["model_id"],
                            "threshold": first["threshold"], "previous_threshold": 5.0,
                            "memory_bank_size": fitted.memory_bank.shape[0]}  # fmt: skip
-    again = post(api, BROKEN, category="versions").json()  # this server held the taught version: reloaded
+    # the server loads the version made active in the background (INSPECT_VERSION_CHECK_SECONDS), with no query
+    loaded = f'inspect_loaded_version{{category="versions"}} {float(fitted_id)}'
+    deadline = time.monotonic() + 20
+    while loaded not in (metrics := api.get("/metrics").text):
+        assert time.monotonic() < deadline, [line for line in metrics.splitlines() if "loaded_version" in line]
+        time.sleep(0.2)
+    again = post(api, BROKEN, category="versions").json()
     assert again["model_id"] == fitted_id and again["is_anomalous"] is True
     assert again["anomaly_score"] == pytest.approx(first["anomaly_score"], abs=1e-9)
     after = api.get("/categories/versions").json()
