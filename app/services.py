@@ -184,6 +184,18 @@ class InspectionWriter:
         return True
 
 
+_MOST_CHECKS_BETWEEN_TRIES = 64  # a version that keeps failing to load in the background: tried about once a minute
+
+
+@dataclass
+class _FailedLoad:
+    """A new version the background load failed on: tried again once ``checks_left`` checks have passed."""
+
+    version: int
+    tries: int
+    checks_left: int
+
+
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -262,8 +274,12 @@ class Services:
         worker, a threshold or a version made active again on any server) load it in the background, so no query
         pays the load: without it the first query after a change found its version replaced and loaded the new one
         while it waited (bottle, a version of another fit: 0.6-0.9 s on 2 cores). A query that comes while the load
-        runs waits for it rather than loading again; a database out of reach is tried again at the next check."""
+        runs waits for it rather than loading again; a database out of reach is tried again at the next check. A
+        version that fails to load is logged once and tried again after twice as many checks each time (up to
+        ``_MOST_CHECKS_BETWEEN_TRIES``), not at every check: a bank that cannot be read would otherwise fill the
+        log every second; its next query tries it too."""
         unreachable = False
+        failing: dict[str, _FailedLoad] = {}
         while not self._closing.wait(self.settings.version_check_seconds):
             try:
                 active = self.run(models.active_ids)
@@ -275,24 +291,46 @@ class Services:
                 continue
             unreachable = False
             with self._lock:
-                changed = [name for name, loaded in self._inspectors.items() if active.get(name, loaded.model.id)
-                           != loaded.model.id]  # fmt: skip
-            for category in changed:
-                loader = threading.Thread(target=self._load_new_version, args=(category,), name="version-load")
+                changed = {name: active[name] for name, loaded in self._inspectors.items() if active.get(name,
+                           loaded.model.id) != loaded.model.id}  # fmt: skip
+            for category in set(failing) - set(changed):
+                del failing[category]  # loaded by a query meanwhile, unloaded, or replaced by a loaded version
+            for category, version in changed.items():
+                failed = failing.get(category)
+                if failed is not None and failed.version == version and failed.checks_left > 0:
+                    failed.checks_left -= 1
+                    continue
+                outcome: list[BaseException | None] = []
+                loader = threading.Thread(target=self._load_new_version, args=(category, outcome), name="version-load")
                 loader.start()
                 loader.join()
+                failing.pop(category, None)
+                if outcome and outcome[0] is not None and not self._closing.is_set():
+                    tries = failed.tries + 1 if failed is not None and failed.version == version else 1
+                    between = min(2**tries, _MOST_CHECKS_BETWEEN_TRIES)
+                    failing[category] = _FailedLoad(version, tries, between - 1)
+                    if tries == 1:
+                        log.error("category %s: its new version %s was not loaded in the background (%s); tried "
+                                  "again at growing intervals (at most %s checks apart) and by its next query",
+                                  category, version, outcome[0], _MOST_CHECKS_BETWEEN_TRIES,
+                                  exc_info=outcome[0])  # fmt: skip
+                elif failed is not None and failed.version == version:
+                    log.info("category %s: its new version %s loaded in the background after %s failed tries",
+                             category, version, failed.tries)  # fmt: skip
 
-    def _load_new_version(self, category: str) -> None:
+    def _load_new_version(self, category: str, outcome: list[BaseException | None]) -> None:
         """One background load, in a thread of its own that ends with it: the worker threads torch's parallel
         operations start for a thread live as long as it does, and kept alive behind a thread that lives on, they
-        slowed every query after (bottle: embed 18.1 against 12.5 ms, search 40.6 against 23.8)."""
+        slowed every query after (bottle: embed 18.1 against 12.5 ms, search 40.6 against 23.8). Not a query: the
+        category keeps its place among the least recently asked. ``outcome`` gets the error, or None."""
         try:
-            self.inspector(category, reload=True)
+            self.inspector(category, reload=True, asked=False)
         except UnknownCategory:
-            pass  # deleted since: forgotten by the load
-        except Exception:
-            if not self._closing.is_set():
-                log.exception("category %s: its new version was not loaded now; its next query loads it", category)
+            outcome.append(None)  # deleted since: forgotten by the load
+        except Exception as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
 
     def loaded_versions(self) -> dict[str, int]:
         """The version each loaded category answers with in this process."""
@@ -390,18 +428,20 @@ class Services:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DatabaseUnavailable(message) from exc
 
-    def inspector(self, category: str, reload: bool = False) -> Inspector:
+    def inspector(self, category: str, reload: bool = False, asked: bool = True) -> Inspector:
         """The category's loaded model, loading it (and unloading the least recently asked category past
-        ``INSPECT_MAX_LOADED_CATEGORIES``) when it is not loaded or was replaced."""
+        ``INSPECT_MAX_LOADED_CATEGORIES``) when it is not loaded or was replaced. Not ``asked`` (a new version
+        loaded in the background), the category keeps its place among the least recently asked, and one unloaded
+        meanwhile is not loaded again."""
         with self._lock:
             if not reload and category in self._inspectors:
                 self._inspectors.move_to_end(category)
                 return self._inspectors[category]
             one_load = self._loading.setdefault(category, threading.Lock())
         with one_load:  # queries that find it loading wait for that load rather than read the bank again
-            return self._load(category)
+            return self._load(category, asked)
 
-    def _load(self, category: str) -> Inspector:
+    def _load(self, category: str, asked: bool = True) -> Inspector:
         for _ in range(3):
             model = self.run(models.active_model, category)
             if model is None:
@@ -419,8 +459,11 @@ class Services:
                 continue  # retired by a re-ingest between the two reads: read the new active model
             with self._lock:
                 inspector = Inspector(model, bank, self.settings, previous=current)
-                self._inspectors[category] = inspector
-                self._inspectors.move_to_end(category)
+                if not asked and category not in self._inspectors:
+                    return inspector  # unloaded while its new version was read: loaded again when asked
+                self._inspectors[category] = inspector  # an existing key keeps its place
+                if asked:
+                    self._inspectors.move_to_end(category)
                 search = inspector.backend
                 if search == "choose":
                     search = "HNSW or clusters, whichever its first queries find faster"
