@@ -27,9 +27,14 @@ OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops"}
 TABLES = ("patches", "defect_patches")
 
 
+def partition_prefix(table: str = "patches") -> str:
+    """What a segment's partition is named before its id: SQL names one from a version's id as ``prefix || id``."""
+    return f"{table}_model_"
+
+
 def partition_name(model_id: int, table: str = "patches") -> str:
     """The table holding one segment, a partition of ``table`` (migrations 0003 and 0008)."""
-    return f"{table}_model_{model_id}"
+    return f"{partition_prefix(table)}{model_id}"
 
 
 def index_name(model_id: int, metric: str, table: str = "patches") -> str:

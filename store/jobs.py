@@ -352,15 +352,15 @@ def succeed(connection: psycopg.Connection, job_id: int, model_id: int) -> None:
     )
 
 
-def drop_retired_images(connection: psycopg.Connection, category: str) -> int:
+def drop_retired_images(connection: psycopg.Connection, category: str) -> None:
     """After a retirement (:func:`store.models.retire_old_models`): the images of the succeeded jobs whose fits went.
     A kept fit keeps its job's images, so that the category can go back to it and refit it. Failed and cancelled
-    jobs keep theirs for a retry. Returns how many went."""
-    return connection.execute(
+    jobs keep theirs for a retry."""
+    connection.execute(
         "DELETE FROM fit_job_images i USING fit_jobs j WHERE j.id = i.job_id AND j.category = %s "
         "AND j.state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM models m WHERE m.id = j.model_id)",
         (category,),
-    ).rowcount
+    )
 
 
 def source_job(cursor: psycopg.Cursor, category: str, fit_model_id: int, lock: bool) -> tuple[int, dict] | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from store.banks import serialise_version_writers
+from store.banks import TABLES, partition_prefix, serialise_version_writers
 from store.changes import log_change
 from store.models import RETIRING, StoredModel
 
@@ -161,10 +161,9 @@ def kept_fits(connection: psycopg.Connection, category_id: int) -> list[dict]:
     rows = connection.execute(
         """
         SELECT f.id, f.fitted_at::text, f.id = a.bank_segments[1],
-               (SELECT coalesce(sum(coalesce(pg_total_relation_size(to_regclass('patches_model_' || v.id)), 0)
-                                    + coalesce(pg_total_relation_size(to_regclass('defect_patches_model_' || v.id)),
-                                               0)), 0)
-                FROM models v WHERE v.category_id = f.category_id AND v.bank_segments[1] = f.id),
+               (SELECT coalesce(sum(pg_total_relation_size(to_regclass(t.prefix || v.id))), 0)
+                FROM models v CROSS JOIN unnest(%s::text[]) AS t(prefix)
+                WHERE v.category_id = f.category_id AND v.bank_segments[1] = f.id),
                (SELECT coalesce(sum(length(i.data)), 0) FROM fit_jobs j JOIN fit_job_images i ON i.job_id = j.id
                 WHERE j.model_id = f.id AND j.state = 'succeeded')
                + (SELECT coalesce(sum(length(o.data)), 0) FROM models v JOIN images i ON i.model_id = v.id
@@ -174,7 +173,7 @@ def kept_fits(connection: psycopg.Connection, category_id: int) -> list[dict]:
         WHERE f.category_id = %s AND f.id = f.bank_segments[1]
         ORDER BY f.id = a.bank_segments[1] DESC, f.id DESC
         """,
-        (category_id,),
+        ([partition_prefix(table) for table in TABLES], category_id),
     ).fetchall()
     names = ("fit", "fitted_at", "answering", "segment_bytes", "image_file_bytes")
     return [dict(zip(names, row, strict=True)) for row in rows]
