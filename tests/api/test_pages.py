@@ -161,6 +161,23 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.set_input_files("#files", str(BROKEN))
         page.wait_for_selector(".result .verdict")
         assert page.evaluate("document.documentElement.scrollWidth") == 390  # the view drawn within the screen
+        tiff = tmp_path / "broken.tif"  # a camera's format Chromium cannot draw: the view from the log's thumbnail
+        with Image.open(BROKEN) as image:
+            image.save(tiff, compression="tiff_lzw")  # within the test server's 2 MB upload limit
+        page.set_input_files("#files", str(tiff))
+        page.wait_for_function("document.querySelectorAll('.result').length == 2")
+        assert page.inner_text(".result .verdict") == "DEFECT"
+        # the TIFF's view against the same picture's sent as PNG (the answer before), and its spread: the part
+        # drawn where it lies, not the grey of a view with nothing to draw
+        difference, spread = page.evaluate("""() => {
+            const [tif, png] = [...document.querySelectorAll('.result canvas.view')].map(
+                (c) => c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+            let difference = 0, sum = 0, squares = 0;
+            for (let i = 0; i < tif.length; i += 4) {
+                difference += Math.abs(tif[i] - png[i]); sum += tif[i]; squares += tif[i] * tif[i]; }
+            const n = tif.length / 4;
+            return [difference / n, Math.sqrt(squares / n - (sum / n) ** 2)]; }""")
+        assert difference < 12 and spread > 30, (difference, spread)
         page.goto(str(api.base_url) + "/category?name=no_such_thing")
         page.wait_for_selector(".error")
         assert page.inner_text(".error").startswith("404 unknown_category")
