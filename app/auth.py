@@ -2,10 +2,11 @@
 
 Keys come from configuration as ``name:role:sha256`` (``INSPECT_API_KEYS``): only each key's SHA-256 is known to the
 service. A request sends its key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Roles: ``inspect``
-(query, read categories, pictures, inspections, jobs and metrics) and ``admin`` (also change a category: threshold,
-normals, defects, feedback, reviews, fit jobs, deletion). No key configured: the service is open, as it always was,
-and says so at start and in ``/health``. Probes (``/health``, ``/ready``), the pages and their static files and the
-API docs stay open: they hold no data, and the pages ask for a key when the API answers 401.
+(query, read categories, pictures, inspections, jobs and metrics, a picture drawn as the service reads it) and
+``admin`` (also change a category: threshold, normals, defects, feedback, reviews, fit jobs, deletion). No key
+configured: the service is open, as it always was, and says so at start and in ``/health``. Probes (``/health``,
+``/ready``), the pages and their static files and the API docs stay open: they hold no data, and the pages ask for a
+key when the API answers 401.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ class Keys:
         return found
 
 
-INSPECTIONS = ("/query", "/query/batch")  # posted by a line's inspect key: judging is not changing anything
+# posted by a line's inspect key: judging a picture, or drawing one, changes nothing
+UNCHANGING_POSTS = ("/query", "/query/batch", "/images/preview")
 
 
 def required_role(method: str, path: str) -> str | None:
     """The role a request needs: ``None`` for what is open, ``admin`` for changes, ``inspect`` for the rest."""
     if _OPEN.match(path):
         return None
-    if method in _ADMIN_METHODS and path not in INSPECTIONS:
+    if method in _ADMIN_METHODS and path not in UNCHANGING_POSTS:
         return "admin"
     return "inspect"
 

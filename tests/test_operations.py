@@ -86,6 +86,10 @@ def test_every_auth_case_gets_its_status_and_message(served):
     allowed = client.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.05}, headers=_auth("boss"))
     assert allowed.status_code == 200, allowed.text
     assert client.get("/health").status_code == 200 and client.get("/").status_code == 200  # open: no data
+    tiff = io.BytesIO()  # a picture drawn as the service reads it changes nothing: the inspect key's, as a query
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(tiff, format="TIFF")
+    drawn = client.post("/images/preview", files={"file": ("a.tif", tiff.getvalue())}, headers=_auth("viewer"))
+    assert drawn.status_code == 200 and drawn.headers["x-image-width"] == "40", drawn.text
     statuses = []
     for _ in range(700):  # 600 a minute: the bucket holds 600, refills 10 a second
         response = client.get("/categories", headers=_auth("burst"))

@@ -1,16 +1,20 @@
-"""Pictures from the database: stored good images as the model saw them, a patch's neighbourhood, defect examples."""
+"""Pictures from the database: stored good images as the model saw them, a patch's neighbourhood, defect examples;
+and a picture sent as the service reads it, for a browser that cannot draw its format."""
 
 from __future__ import annotations
 
 import io
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import Response
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
-from app.common import ERRORS, get_services, image_response
+from app.common import CATEGORY, ERRORS, get_services, image_response, read_limited
+from app.services import Services
 from patchcore.features import STRIDES
+from patchcore.images import open_image, original_size
 from store import defects, pictures
 
 router = APIRouter(tags=["images"])
@@ -76,3 +80,42 @@ def image_patch(
     buffer = io.BytesIO()
     crop.save(buffer, format="PNG")
     return image_response(request, buffer.getvalue(), "image/png")
+
+
+PREVIEW_SIDE = 1024  # the longest side a preview is drawn at: finer than any page shows a picture
+
+
+@router.post(
+    "/images/preview",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the picture as the service reads it"}},
+    response_class=Response,
+    summary="A picture as the service decodes it (upright, 8 bits a sample), as a PNG any browser draws",
+)
+async def image_preview(
+    request: Request,
+    file: Annotated[UploadFile, File(description="an image, as POST /query takes one")],
+    category: Annotated[str | None, Form(description="decoded as this category's model decodes", **CATEGORY)] = None,
+) -> Response:
+    """For pages whose browser cannot draw the format sent: no Chromium draws a TIFF, which many line cameras write,
+    so the inspect page shows it, and a care area is drawn over it, as this PNG. At most ``PREVIEW_SIDE`` pixels on
+    its longer side (reduced by a whole factor); ``X-Image-Width`` and ``X-Image-Height`` give the size it was sent at,
+    upright, in which every box of an answer lies. With ``category``, samples of more than 8 bits are read against
+    that category's white level, as its model reads them; nothing is stored."""
+    services = get_services(request)
+    data = await read_limited(file, services.settings.max_upload_bytes)
+    name = file.filename or "upload"
+    return await run_in_threadpool(_preview, services, data, name, category)
+
+
+def _preview(services: Services, data: bytes, name: str, category: str | None) -> Response:
+    limit = services.settings.max_image_pixels
+    if category is None:
+        image = open_image(data, name, limit)
+    else:
+        image = services.inspector(category).embedder.preprocess.decode(data, name, limit)
+    width, height = original_size(image)
+    image = image.reduce(max(1, -(-max(image.size) // PREVIEW_SIDE)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    headers = {"X-Image-Width": str(width), "X-Image-Height": str(height), "Cache-Control": "no-store"}
+    return Response(buffer.getvalue(), media_type="image/png", headers=headers)

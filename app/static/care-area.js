@@ -68,7 +68,7 @@ function careEditor(options = {}) {
   const gridTurn = latest();
   function askCells() {
     const pixels = options.pixels ? options.pixels() : null;
-    const key = JSON.stringify([shapes, start && start.src, image && [image.naturalWidth, image.naturalHeight], pixels]);
+    const key = JSON.stringify([shapes, start && start.src, image && sentSize(image), pixels]);
     if (key === gridKey) return;
     gridKey = key; grid = null; clearTimeout(gridTimer);
     if (!image || !changed()) return;
@@ -76,7 +76,8 @@ function careEditor(options = {}) {
     gridTimer = setTimeout(async () => {
       const form = new FormData();
       form.append("file", await new Promise((resolve) => mask().toBlob(resolve, "image/png")), "drawn.png");
-      form.append("width", image.naturalWidth); form.append("height", image.naturalHeight);
+      const [width, height] = sentSize(image);
+      form.append("width", width); form.append("height", height);
       if (pixels) form.append("pixels", pixels);
       try {
         const response = await apiFetch("/care-area/cells", {method: "POST", body: form});
@@ -95,8 +96,9 @@ function careEditor(options = {}) {
       grid.cells.forEach((row, r) => [...row].forEach((bit, c) => {
         cells.fillStyle = bit === "1" ? "#fff" : "#000"; cells.fillRect(c, r, 1, 1);
       }));
-      w = W * Math.min(1, grid.cols * grid.cell[0] / image.naturalWidth);  // the grid may leave a sliver uncovered
-      h = H * Math.min(1, grid.rows * grid.cell[1] / image.naturalHeight);
+      const [width, height] = sentSize(image);
+      w = W * Math.min(1, grid.cols * grid.cell[0] / width);  // the grid may leave a sliver uncovered
+      h = H * Math.min(1, grid.rows * grid.cell[1] / height);
     }
     context.save(); context.globalAlpha = 0.6; context.globalCompositeOperation = "multiply";
     context.imageSmoothingEnabled = false; context.drawImage(shade, 0, 0, w, h); context.restore();
@@ -186,12 +188,28 @@ function careEditor(options = {}) {
   undo.onclick = takeBack;
   clear.onclick = () => { shapes.length = 0; open = []; start = null; draw(); };
 
-  const loadImage = (source) => new Promise((resolve, reject) => {
+  const decoded = (source) => new Promise((resolve, reject) => {
     const img = new Image();
     img.onload = () => { if (source instanceof Blob) URL.revokeObjectURL(img.src); resolve(img); };  // decoded: let go
     img.onerror = () => reject(new Error("the picture could not be read by this browser"));
     img.src = source instanceof Blob ? URL.createObjectURL(source) : source;
   });
+  // a file in a format the browser cannot draw (TIFF, as many line cameras write): the picture as the service reads
+  // it (POST /images/preview), which keeps the size it was sent at, the size a fit's cells are counted in
+  const loadImage = async (source) => {
+    try { return await decoded(source); } catch (error) {
+      if (!(source instanceof Blob)) throw error;
+      const form = new FormData();
+      form.append("file", source);
+      const response = await apiFetch("/images/preview", {method: "POST", body: form});
+      if (!response.ok) throw new Error(await apiError(response));
+      const img = await decoded(await response.blob());
+      img.sent = [Number(response.headers.get("X-Image-Width")), Number(response.headers.get("X-Image-Height"))];
+      return img;
+    }
+  };
+  // a picture's size as it was sent (a preview's is smaller)
+  function sentSize(img) { return img.sent || [img.naturalWidth, img.naturalHeight]; }
 
   function changed() { return Boolean(start || shapes.length); }
 

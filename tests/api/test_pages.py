@@ -184,6 +184,51 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         browser.close()
 
 
+def test_a_picture_chromium_cannot_draw_is_shown_as_the_service_reads_it(api, tmp_path):
+    """A TIFF (as many line cameras write; no Chromium draws one): ``POST /images/preview`` gives it as a PNG at most
+    1024 px across with the size it was sent at, and the new product page draws a care area over that PNG while
+    counting the cells in the picture's own pixels, as a fit would."""
+    from playwright.sync_api import sync_playwright
+
+    tiff = tmp_path / "large.tif"  # 1030 px wide: shown at half its size (within the test server's limits)
+    with Image.open(GOOD) as image:
+        image.convert("L").resize((1030, 960)).save(tiff, compression="tiff_lzw")
+    shown = api.post("/images/preview", files={"file": ("large.tif", tiff.read_bytes(), "image/tiff")})
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/png", shown.text
+    assert (shown.headers["x-image-width"], shown.headers["x-image-height"]) == ("1030", "960")
+    with Image.open(io.BytesIO(shown.content)) as preview:
+        assert preview.size == (515, 480) and preview.mode == "RGB"  # as a model reads it
+    refused = api.post("/images/preview", files={"file": ("notes.txt", b"not an image", "text/plain")})
+    assert refused.status_code == 415 and refused.json()["error"] == "unsupported_image", refused.text
+    unknown = api.post("/images/preview", files={"file": ("large.tif", tiff.read_bytes())}, data={"category": "nil"})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_category", unknown.text
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.goto(str(api.base_url) + "/new")
+        page.set_input_files("#files", str(tiff))
+        page.wait_for_function("document.querySelector('#careShown').textContent.startsWith('drawn over large.tif')")
+        assert page.query_selector(".error") is None or not page.inner_text(".error")
+        drawing = page.locator("canvas.care-draw")
+        drawing.scroll_into_view_if_needed()
+        box = drawing.bounding_box()
+        page.mouse.move(box["x"] + 2, box["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] - 2, steps=5)
+        page.mouse.up()
+        page.wait_for_function("document.querySelector('.care-share').textContent.includes('patch cells')")
+        said = page.inner_text(".care-share")
+        browser.close()
+    whole = io.BytesIO()
+    Image.new("L", (8, 8), 255).save(whole, format="PNG")
+    grids = [  # the cells of the picture's own size, and of the preview's
+        api.post("/care-area/cells", data={"width": w, "height": h}, files={"file": ("m.png", whole.getvalue())}).json()
+        for w, h in ((1030, 960), (515, 480))
+    ]
+    own, previewed = (f"({g['rows']} x {g['cols']}, each {g['cell'][0]:.0f} x {g['cell'][1]:.0f} pixels" for g in grids)
+    assert own in said and previewed not in said, (said, own, previewed)
+
+
 def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
     """Chromium on /review against a log of its own (full images kept): the unreviewed parts newest first with
     their thumbnails, filtered by verdict and paged; one opened shows its heatmap; "it is a defect" teaches the
