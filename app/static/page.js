@@ -56,10 +56,19 @@ async function whileAnswering(buttons, work) {
 }
 
 // Images come through apiFetch too (an <img src> cannot send a key).
+// A kept TIFF (the log keeps the file itself with INSPECT_LOG_IMAGES=full), which no Chromium draws, is shown as the
+// service reads it (POST /images/preview).
 async function apiImage(img, url) {
   const response = await apiFetch(url);
-  if (response.ok) img.src = URL.createObjectURL(await response.blob());
-  else img.title = await apiError(response);
+  if (!response.ok) { img.title = await apiError(response); return; }
+  let blob = await response.blob();
+  if (blob.type === "image/tiff") {
+    const form = new FormData();
+    form.append("file", blob, "kept.tif");
+    const shown = await apiFetch("/images/preview", {method: "POST", body: form});
+    if (shown.ok) blob = await shown.blob(); else img.title = await apiError(shown);
+  }
+  img.src = URL.createObjectURL(blob);
 }
 
 function askForKey(why) {

@@ -234,7 +234,7 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
     their thumbnails, filtered by verdict and paged; one opened shows its heatmap; "it is a defect" teaches the
     library through the feedback API and records the review (who, when, the version taught), "it is good" without
     teaching records it only; the log's reviewed filter, the verdict as reviewed (a missed defect found, the good
-    confirmed) and the refusals of bad reviews agree. Writes the screenshot
+    confirmed) and the refusals of bad reviews agree; a kept TIFF is shown. Writes the screenshot
     the README shows when INSPECT_SCREENSHOT_REVIEW names a file."""
 
     from playwright.sync_api import sync_playwright
@@ -249,7 +249,10 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
            "INSPECT_SEARCH_BACKEND": "exact"}  # fmt: skip
     server, client = start_api(env, tmp_path / "server.log")
     try:
-        views = ((BROKEN, {"part": "SN-7"}), (GOOD, {"part": "SN-7"}), (BOTTLE / "test/good/001.png", {}))
+        tiff = tmp_path / "001.tif"  # kept as sent: a TIFF, which the page shows as the service reads it
+        with Image.open(BOTTLE / "test/good/001.png") as image:
+            image.save(tiff, compression="tiff_lzw")
+        views = ((BROKEN, {"part": "SN-7"}), (GOOD, {"part": "SN-7"}), (tiff, {}))
         ids = [post(client, path, **form).json()["inspection_id"] for path, form in views]
         assert client.post(f"/inspections/{ids[0]}/review", json={"label": "no good!"}).status_code == 422
         assert client.post("/inspections/99999/review", json={"label": "good"}).status_code == 404
@@ -274,6 +277,7 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.click("#newer")
             page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[2]}'")
             page.wait_for_function("[...document.querySelectorAll('.item img')].every((i) => i.naturalWidth > 0)")
+            assert client.get(f"/inspections/{ids[2]}/image").headers["content-type"] == "image/tiff"
             page.fill("#part", "SN-7")  # the views of one part, each saying which
             page.dispatch_event("#part", "change")
             page.wait_for_function(f"document.querySelector('.item').dataset.id == '{ids[1]}'")
