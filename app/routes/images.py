@@ -12,10 +12,10 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.common import CATEGORY, ERRORS, get_services, image_response, read_limited
-from app.services import Services
+from app.services import Services, UnknownCategory
 from patchcore.features import STRIDES
 from patchcore.images import open_image, original_size
-from store import defects, pictures
+from store import defects, models, pictures
 
 router = APIRouter(tags=["images"])
 
@@ -111,8 +111,11 @@ def _preview(services: Services, data: bytes, name: str, category: str | None) -
     limit = services.settings.max_image_pixels
     if category is None:
         image = open_image(data, name, limit)
-    else:
-        image = services.inspector(category).embedder.preprocess.decode(data, name, limit)
+    else:  # the stored settings: no memory bank is loaded for a picture to be drawn
+        model = services.run(models.active_model, category)
+        if model is None:
+            raise UnknownCategory(category)
+        image = model.config.preprocess.decode(data, name, limit)
     width, height = original_size(image)
     image = image.reduce(max(1, -(-max(image.size) // PREVIEW_SIDE)))
     buffer = io.BytesIO()

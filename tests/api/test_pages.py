@@ -200,7 +200,10 @@ def test_a_picture_chromium_cannot_draw_is_shown_as_the_service_reads_it(api, tm
         assert preview.size == (515, 480) and preview.mode == "RGB"  # as a model reads it
     refused = api.post("/images/preview", files={"file": ("notes.txt", b"not an image", "text/plain")})
     assert refused.status_code == 415 and refused.json()["error"] == "unsupported_image", refused.text
-    unknown = api.post("/images/preview", files={"file": ("large.tif", tiff.read_bytes())}, data={"category": "nil"})
+    sent = {"file": ("large.tif", tiff.read_bytes())}
+    as_bottle = api.post("/images/preview", files=sent, data={"category": "bottle"})
+    assert as_bottle.status_code == 200 and as_bottle.content == shown.content  # 8 bits: no white level to apply
+    unknown = api.post("/images/preview", files=sent, data={"category": "nil"})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_category", unknown.text
     with sync_playwright() as driver:
         browser = launch_chromium(driver)
