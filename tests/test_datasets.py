@@ -217,6 +217,28 @@ def test_the_layouts_of_other_public_sets_are_read(tmp_path, layout):
         assert report["train_images"] + report["holdout_images"] == 5
 
 
+def test_a_line_s_own_layout_a_train_folder_of_good_images_and_good_parts_by_any_usual_name(tmp_path):
+    """``train/`` holding the good images themselves, the test split's good parts under ``Normal`` (any case of
+    good, ok, normal) beside ``abnormal``: listed as a category, fitted from those images, and the good test parts
+    judged as good, where before the root was refused and ``Normal`` would have been read as a defect type."""
+    base = tmp_path / "part"
+    for path in _bottle_images(3):
+        _link(base / "train" / path.name, path)
+    for path in _bottle_images(2, "test/good"):
+        _link(base / "test" / "Normal" / path.name, path)
+    for path in _bottle_images(2, "test/broken_large"):
+        _link(base / "test" / "abnormal" / path.name, path)
+    assert mvtec_categories(tmp_path) == ["part"]
+    category = mvtec_category(tmp_path, "part")
+    assert [p.name for p in category.train] == ["000.png", "001.png", "002.png"]
+    assert sorted((s.defect, s.path.stem) for s in category.test) == [
+        ("abnormal", "000"), ("abnormal", "001"), ("good", "000"), ("good", "001")
+    ]  # fmt: skip
+    (base / "train" / "OK").mkdir()  # a folder of good images, by another name, is what a train/ holds then
+    _link(base / "train" / "OK" / "100.png", _bottle_images(4)[3])
+    assert [p.name for p in mvtec_category(tmp_path, "part").train] == ["100.png"]
+
+
 def test_hidden_files_beside_the_images_are_not_read_as_images(tmp_path):
     """A macOS copy leaves ``._<name>`` beside each image (a resource fork with the image's suffix): read as an image,
     it would stop a whole fit at its check of the files."""

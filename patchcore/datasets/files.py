@@ -11,7 +11,7 @@ import numpy as np
 from patchcore.images import image_files_in
 from patchcore.masks import read_mask
 
-GOOD_FOLDERS = ("good", "ok")  # MVTec AD and most sets; BTAD
+GOOD_FOLDERS = ("good", "ok", "normal")  # MVTec AD and most sets; BTAD; anomalib's folder sets and many a line's own
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -22,8 +22,21 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def good_folder(split: Path) -> Path | None:
-    """The folder of good images in a split (``train`` or the test split), by either name."""
-    return next((split / name for name in GOOD_FOLDERS if (split / name).is_dir()), None)
+    """The folder of good images in a split (``train`` or the test split), by any of :data:`GOOD_FOLDERS` in any
+    case (``OK``, ``Normal``): a test split's good parts under a name not known here would be judged as a defect type
+    of that name."""
+    if not split.is_dir():
+        return None
+    folders = {path.name.lower(): path for path in sorted(split.iterdir()) if path.is_dir()}
+    return next((folders[name] for name in GOOD_FOLDERS if name in folders), None)
+
+
+def good_images_folder(split: Path) -> Path | None:
+    """``split`` itself where it holds images and no folder of good ones (a line's own ``train/``: a training
+    split is good images only), else None."""
+    if not split.is_dir() or good_folder(split) is not None:
+        return None
+    return split if image_files(split) else None
 
 
 def mask_files(folder: Path) -> dict[str, Path]:

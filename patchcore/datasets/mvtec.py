@@ -6,6 +6,8 @@ MVTec AD, MPDD and VisA as anomalib prepares it (``train/good``, ``test/<type>``
 MVTec 3D-AD (each folder's pictures in ``rgb/``, their masks in ``gt/``); MVTec LOCO AD (a folder of masks per
 image, one per defect region, united); the good images of a ``validation`` split beside ``train`` (those three
 sets) fitted as good images too. A root that is AITEX holds a category per fabric (:mod:`~patchcore.datasets.aitex`).
+A line's own layout too: a folder of good images is ``good``, ``ok`` or ``normal`` in any case, and a ``train/`` that
+holds images and none of those is the good images themselves (after every set above, whose folders hold images).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from patchcore.datasets.aitex import AITEX_DEFECTS, AITEX_GOOD, aitex_category, aitex_fabrics, is_aitex
 from patchcore.datasets.category import GOOD, Category, Sample
 from patchcore.datasets.dagm import DAGM_LABELS, DAGM_SPLITS, dagm_category, is_dagm
-from patchcore.datasets.files import good_folder, image_files, mask_files
+from patchcore.datasets.files import good_folder, good_images_folder, image_files, mask_files
 from patchcore.datasets.kolektor import (
     KOLEKTOR_MASK,
     PAIRED_MASK,
@@ -81,8 +83,9 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""
     splits = realiad_folder(root.parent.parent, realiad_split) if root.parent.name.startswith(REALIAD_PREFIX) else None
     realiad = splits is not None and (splits / f"{root.name}.json").is_file()
-    if root.is_dir() and (good_folder(root / "train") or (root / VISA_IMAGES).is_dir() or paired(root / "train")
-                          or realiad or kolektor_parts(root) or is_dagm(root) or is_mtd(root)):  # fmt: skip
+    if root.is_dir() and (good_folder(root / "train") or good_images_folder(root / "train")
+                          or (root / VISA_IMAGES).is_dir() or paired(root / "train") or realiad
+                          or kolektor_parts(root) or is_dagm(root) or is_mtd(root)):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     if is_aitex(root):
         return (
@@ -98,7 +101,8 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
         )
     found = ", ".join(mvtec_categories(root, realiad_split)) if root.is_dir() else ""
     layouts = (
-        f"a category is a folder holding train/good, or train/ of images beside their {PAIRED_MASK} masks "
+        f"a category is a folder holding train/good (or ok, normal), or train/ of good images, or train/ of "
+        f"images beside their {PAIRED_MASK} masks "
         f"(KolektorSDD2), or folders of images beside their {KOLEKTOR_MASK} masks (KolektorSDD), or "
         f"{'/'.join(DAGM_SPLITS)} each with a {DAGM_LABELS} folder of masks (DAGM 2007), or {MTD_GOOD}/{MTD_IMAGES} "
         f"beside {MTD_PREFIX}<type>/{MTD_IMAGES} (Magnetic Tile Defect), or VisA's "
@@ -121,7 +125,14 @@ def mvtec_categories(root: Path, realiad_split: str = REALIAD_JSONS) -> list[str
         p.name
         for p in root.iterdir()
         if p.is_dir()
-        and (good_folder(p / "train") or paired(p / "train") or kolektor_parts(p) or is_dagm(p) or is_mtd(p))
+        and (
+            good_folder(p / "train")
+            or paired(p / "train")
+            or good_images_folder(p / "train")
+            or kolektor_parts(p)
+            or is_dagm(p)
+            or is_mtd(p)
+        )
     }
     found |= {name for name in visa_rows(root) if (root / name / VISA_IMAGES).is_dir()}
     splits = realiad_splits(root, realiad_split)
@@ -155,7 +166,9 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
         realiad = [split for split in realiad_splits(root) if split.stem == name]
         if realiad:
             return realiad_category(root, name, realiad[0])
-        raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root, realiad_split)})")
+        train = good_images_folder(base / "train")  # a line's own: the sets above first, whose folders hold images
+        if train is None:
+            raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root, realiad_split)})")
     validation = good_folder(base / VALIDATION)
     held = pictures(validation) if validation is not None else []
     return Category(name, pictures(train) + held, test_split(base), validation=held)
