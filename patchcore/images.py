@@ -45,7 +45,7 @@ _WIDE_DECODERS = {"PNG": imagecodecs.png_decode, "TIFF": imagecodecs.tiff_decode
 MAX_WHITE_LEVEL = 2**31 - 1
 
 
-def white_level(paths: Iterable[Path]) -> int | None:
+def white_level(paths: Iterable[Path | bytes]) -> int | None:
     """The sample value that reads as white in a category's images of more than 8 bits per sample: ``2**k - 1`` for
     the fewest bits ``k`` (at least 8) that hold the brightest sample of any of ``paths``; None when none of them has
     more than 8 bits (they are read as they are). Float images count by their brightest value rounded up, unless
@@ -53,14 +53,16 @@ def white_level(paths: Iterable[Path]) -> int | None:
     not of one picture, so it is fixed for the category at its fit and every query is read against it: a 12-bit
     camera's images, saved in 16-bit files, read as 12-bit (white 4,095) whatever one of them holds, and a bright
     defect shows as bright, where scaling each image by its own brightest pixel would hide it. Only high-bit and
-    float images are decoded; the others are told by their header."""
+    float images are decoded; the others are told by their header. A file's bytes (an upload) count as its path."""
     brightest: int | None = None
     for path in paths:
+        label = "upload" if isinstance(path, bytes) else str(path)
         try:
-            with Image.open(path, formats=FORMATS) as image:
+            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path, formats=FORMATS) as image:
                 channels = wide_channels(image)
                 if channels:
-                    top = float(wide_samples(path.read_bytes(), image, channels, str(path)).max(initial=0))
+                    data = path if isinstance(path, bytes) else path.read_bytes()
+                    top = float(wide_samples(data, image, channels, label).max(initial=0))
                 elif image.mode not in (*_HIGH_BIT, "F"):
                     continue
                 else:
@@ -68,7 +70,7 @@ def white_level(paths: Iterable[Path]) -> int | None:
                     if image.mode == "F" and top <= 1.0:  # floats from 0 to 1: read against 1, as they are meant
                         continue
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-            raise ImageError(f"{path}: cannot read the image ({exc})") from exc
+            raise ImageError(f"{label}: cannot read the image ({exc})") from exc
         brightest = max(brightest or 0, math.ceil(top))
     return None if brightest is None else min((1 << max(8, brightest.bit_length())) - 1, MAX_WHITE_LEVEL)
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app.common import CATEGORY, ERRORS, get_services, image_response, read_limited
 from app.services import Services, UnknownCategory
 from patchcore.features import STRIDES
-from patchcore.images import open_image, original_size
+from patchcore.images import open_image, original_size, white_level
 from store import defects, models, pictures
 
 router = APIRouter(tags=["images"])
@@ -99,8 +99,9 @@ async def image_preview(
     """For pages whose browser cannot draw the format sent: no Chromium draws a TIFF, which many line cameras write,
     so the inspect page shows it, and a care area is drawn over it, as this PNG. At most ``PREVIEW_SIDE`` pixels on
     its longer side (reduced by a whole factor); ``X-Image-Width`` and ``X-Image-Height`` give the size it was sent at,
-    upright, in which every box of an answer lies. With ``category``, samples of more than 8 bits are read against
-    that category's white level, as its model reads them; nothing is stored."""
+    upright, in which every box of an answer lies. Samples of more than 8 bits are read against the picture's own
+    bit depth (:func:`patchcore.images.white_level`), or with ``category`` against that category's white level, as
+    its model reads them; nothing is stored."""
     services = get_services(request)
     data = await read_limited(file, services.settings.max_upload_bytes)
     name = file.filename or "upload"
@@ -109,8 +110,8 @@ async def image_preview(
 
 def _preview(services: Services, data: bytes, name: str, category: str | None) -> Response:
     limit = services.settings.max_image_pixels
-    if category is None:
-        image = open_image(data, name, limit)
+    if category is None:  # read at its own bit depth: a 12-bit camera's picture in a 16-bit file is not shown dark
+        image = open_image(data, name, limit, white_level=white_level([data]))
     else:  # the stored settings: no memory bank is loaded for a picture to be drawn
         model = services.run(models.active_model, category)
         if model is None:

@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -203,6 +204,11 @@ def test_a_picture_chromium_cannot_draw_is_shown_as_the_service_reads_it(api, tm
     sent = {"file": ("large.tif", tiff.read_bytes())}
     as_bottle = api.post("/images/preview", files=sent, data={"category": "bottle"})
     assert as_bottle.status_code == 200 and as_bottle.content == shown.content  # 8 bits: no white level to apply
+    twelve = io.BytesIO()  # a 12-bit camera's picture in a 16-bit file: read at its own depth, not 16x too dark
+    Image.fromarray(np.linspace(0, 4000, 64 * 48).reshape(48, 64).astype(np.uint16)).save(twelve, format="TIFF")
+    lit = api.post("/images/preview", files={"file": ("twelve.tif", twelve.getvalue())})
+    with Image.open(io.BytesIO(lit.content)) as preview:
+        assert lit.status_code == 200 and np.asarray(preview).max() >= 245, lit.text
     unknown = api.post("/images/preview", files=sent, data={"category": "nil"})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_category", unknown.text
     with sync_playwright() as driver:
