@@ -110,8 +110,10 @@ async def image_preview(
 
 def _preview(services: Services, data: bytes, name: str, category: str | None) -> Response:
     limit = services.settings.max_image_pixels
-    if category is None:  # read at its own bit depth: a 12-bit camera's picture in a 16-bit file is not shown dark
-        image = open_image(data, name, limit, white_level=white_level([data]))
+    if category is None:
+        image = open_image(data, name, limit)  # every check of a query's decoding first, its pixel budget among them
+        if (own := white_level([data])) is not None:  # at its own bit depth: a 12-bit camera's not shown dark
+            image = open_image(data, name, limit, white_level=own)
     else:  # the stored settings: no memory bank is loaded for a picture to be drawn
         model = services.run(models.active_model, category)
         if model is None:

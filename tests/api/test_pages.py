@@ -209,6 +209,10 @@ def test_a_picture_chromium_cannot_draw_is_shown_as_the_service_reads_it(api, tm
     lit = api.post("/images/preview", files={"file": ("twelve.tif", twelve.getvalue())})
     with Image.open(io.BytesIO(lit.content)) as preview:
         assert lit.status_code == 200 and np.asarray(preview).max() >= 245, lit.text
+    large = io.BytesIO()  # past INSPECT_MAX_IMAGE_PIXELS (1,000,000 here): refused as a query would refuse it
+    Image.new("I;16", (1200, 1000)).save(large, format="TIFF", compression="tiff_lzw")
+    refused = api.post("/images/preview", files={"file": ("large.tif", large.getvalue())})
+    assert refused.status_code == 413 and refused.json()["error"] == "image_too_large", refused.text
     unknown = api.post("/images/preview", files=sent, data={"category": "nil"})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_category", unknown.text
     with sync_playwright() as driver:
