@@ -334,3 +334,9 @@ def jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def reduced(image: Image.Image, side: int) -> Image.Image:
+    """``image`` at most ``side`` pixels on its longer side, for people to look at: reduced by the smallest whole
+    factor that does it (a box filter; 1 ms for bottle's 900 px images), so no sample is interpolated."""
+    return image.reduce(max(1, -(-max(image.size) // side)))

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app.common import CATEGORY, ERRORS, get_services, image_response, read_limited
 from app.services import Services, UnknownCategory
 from patchcore.features import STRIDES
-from patchcore.images import open_image, original_size, white_level
+from patchcore.images import open_image, original_size, reduced, white_level
 from store import defects, models, pictures
 
 router = APIRouter(tags=["images"])
@@ -120,7 +120,7 @@ def _preview(services: Services, data: bytes, name: str, category: str | None) -
             raise UnknownCategory(category)
         image = model.config.preprocess.decode(data, name, limit)
     width, height = original_size(image)
-    image = image.reduce(max(1, -(-max(image.size) // PREVIEW_SIDE)))
+    image = reduced(image, PREVIEW_SIDE)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     headers = {"X-Image-Width": str(width), "X-Image-Height": str(height), "Cache-Control": "no-store"}

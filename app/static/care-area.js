@@ -194,17 +194,14 @@ function careEditor(options = {}) {
     img.onerror = () => reject(new Error("the picture could not be read by this browser"));
     img.src = source instanceof Blob ? URL.createObjectURL(source) : source;
   });
-  // a file in a format the browser cannot draw (TIFF, as many line cameras write): the picture as the service reads
-  // it (POST /images/preview), which keeps the size it was sent at, the size a fit's cells are counted in
+  // a file in a format the browser cannot draw (TIFF): the picture as the service reads it (servicePreview), which
+  // keeps the size it was sent at, the size a fit's cells are counted in
   const loadImage = async (source) => {
     try { return await decoded(source); } catch (error) {
       if (!(source instanceof Blob)) throw error;
-      const form = new FormData();
-      form.append("file", source);
-      const response = await apiFetch("/images/preview", {method: "POST", body: form});
-      if (!response.ok) throw new Error(await apiError(response));
-      const img = await decoded(await response.blob());
-      img.sent = [Number(response.headers.get("X-Image-Width")), Number(response.headers.get("X-Image-Height"))];
+      const shown = await servicePreview(source);
+      const img = await decoded(shown.blob);
+      img.sent = [shown.width, shown.height];
       return img;
     }
   };

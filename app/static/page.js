@@ -55,18 +55,27 @@ async function whileAnswering(buttons, work) {
   }
 }
 
-// Images come through apiFetch too (an <img src> cannot send a key).
-// A kept TIFF (the log keeps the file itself with INSPECT_LOG_IMAGES=full), which no Chromium draws, is shown as the
-// service reads it (POST /images/preview).
+// A picture in a format the browser cannot draw (TIFF, as many line cameras write; no Chromium draws one) as the
+// service reads it (POST /images/preview, with a category by its settings): {blob, width, height}, a PNG and the size
+// the picture was sent at, where every box of an answer lies; throws the API's message
+async function servicePreview(picture, category = null) {
+  const form = new FormData();
+  form.append("file", picture, picture.name || "picture.tif");
+  if (category) form.append("category", category);
+  const response = await apiFetch("/images/preview", {method: "POST", body: form});
+  if (!response.ok) throw new Error(await apiError(response));
+  return {blob: await response.blob(), width: Number(response.headers.get("X-Image-Width")),
+          height: Number(response.headers.get("X-Image-Height"))};
+}
+
+// Images come through apiFetch too (an <img src> cannot send a key); a kept TIFF (the log keeps the file itself with
+// INSPECT_LOG_IMAGES=full) as the service reads it.
 async function apiImage(img, url) {
   const response = await apiFetch(url);
   if (!response.ok) { img.title = await apiError(response); return; }
   let blob = await response.blob();
   if (blob.type === "image/tiff") {
-    const form = new FormData();
-    form.append("file", blob, "kept.tif");
-    const shown = await apiFetch("/images/preview", {method: "POST", body: form});
-    if (shown.ok) blob = await shown.blob(); else img.title = await apiError(shown);
+    try { blob = (await servicePreview(blob)).blob; } catch (error) { img.title = error.message; }
   }
   img.src = URL.createObjectURL(blob);
 }
