@@ -25,13 +25,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from patchcore.errors import ImageError, ImageTooLargeError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
-KINDS = "PNG, JPEG, BMP, TIFF or WebP"  # what FORMATS are called in messages
-_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".pfm")
+# Pillow's "PPM" reads Netpbm's PGM, PPM and PBM, as machine-vision libraries write them, and gray PFM (floats)
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM")
+KINDS = "PNG, JPEG, BMP, TIFF, WebP or Netpbm (PGM, PPM, PBM)"  # what FORMATS are called in messages
+_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "PPM": ".pnm"}
 # pictures of a kind not read here: in a folder of images they are refused by name, never passed over unsaid
-UNREAD_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpx", ".jxl", ".pgm", ".ppm", ".pbm", ".pnm",
-                   ".exr", ".dng", ".psd", ".ico")  # fmt: skip
+UNREAD_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpx", ".jxl", ".pam", ".exr", ".dng", ".psd",
+                   ".ico")  # fmt: skip
 ORIENTATION = 0x0112  # the EXIF tag
 TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 ORIGINAL_SIZE = "patchcore.original_size"  # image.info: (width, height) as sent, upright, when decoded smaller
@@ -76,9 +77,10 @@ def white_level(paths: Iterable[Path | bytes]) -> int | None:
 
 
 def wide_channels(image: Image.Image) -> int:
-    """How many colour channels of a 16-bit colour (or gray and alpha) PNG or TIFF to read, from its header, before
-    it is decoded: Pillow reduces such samples to their high byte, so a 12-bit camera's LSB-aligned colour would read
-    as 0-15 (and a TIFF's separate colour planes of 16 bits as if they had 8). 0 for every other image."""
+    """How many colour channels of a 16-bit colour (or gray and alpha) PNG, TIFF or binary PPM to read, from its
+    header, before it is decoded: Pillow reduces such samples to their high byte (a PPM's by its maxval), so a 12-bit
+    camera's LSB-aligned colour would read as 0-15 (and a TIFF's separate colour planes of 16 bits as if they had 8).
+    0 for every other image."""
     if image.format == "TIFF":
         tags = image.tag_v2
         sample_format = tags.get(_SAMPLE_FORMAT, 1)
@@ -86,8 +88,31 @@ def wide_channels(image: Image.Image) -> int:
         bits = tags.get(_BITS_PER_SAMPLE, (8,))
         wide = max(bits) if isinstance(bits, tuple) else bits
         return 3 if tags.get(_PHOTOMETRIC) == _RGB and unsigned and 8 < wide <= 16 else 0
+    if image.format == "PPM":
+        return 3 if image.mode == "RGB" and _raw_netpbm_maxval(image) > 255 else 0
     base, bits = _png_raw_mode(image)
     return _WIDE.get(base, 0) if bits.startswith("16") else 0
+
+
+def _raw_netpbm_maxval(image: Image.Image) -> int:
+    """A binary Netpbm file's maxval (its white) where Pillow scales its samples by it, as read from its header; 0
+    where Pillow reads them as they are (maxval 255) and for a plain (text) file."""
+    tile = image.tile[0] if image.tile else None
+    return tile.args[1] if tile is not None and tile.codec_name == "ppm" else 0
+
+
+def _netpbm_decoder(image: Image.Image) -> Callable[[bytes], np.ndarray]:
+    """A decoder of a binary 16-bit PPM's samples (big-endian, after the header), scaled as Pillow scales a 16-bit
+    PGM's, its maxval to 65,535: Pillow would cut a colour PPM's to 8 bits by the maxval, so a 12-bit camera's
+    samples in a file of maxval 65,535 would reach the network 16 times too dark, where its PGM is read against the
+    category's white level."""
+    offset, maxval, (width, height) = image.tile[0].offset, _raw_netpbm_maxval(image), image.size
+
+    def decode(data: bytes) -> np.ndarray:
+        samples = np.frombuffer(data, ">u2", count=width * height * 3, offset=offset)
+        return samples.reshape(height, width, 3) * np.float32(65535 / maxval)
+
+    return decode
 
 
 def _plain_colour(image: Image.Image) -> bool:
@@ -110,7 +135,8 @@ def _png_raw_mode(image: Image.Image) -> tuple[str, str]:
 def wide_samples(data: bytes, image: Image.Image, channels: int, label: str) -> np.ndarray:
     """(height, width, channels) float samples of ``image``, a 16-bit PNG or TIFF (its bytes ``data``), decoded in
     full by imagecodecs, alpha dropped."""
-    return _samples(_WIDE_DECODERS[image.format], data, image, channels, label).astype(np.float32)  # exact below 2**24
+    decode = _netpbm_decoder(image) if image.format == "PPM" else _WIDE_DECODERS[image.format]
+    return _samples(decode, data, image, channels, label).astype(np.float32)  # exact below 2**24
 
 
 def _samples(
@@ -197,7 +223,7 @@ def open_image(
     """Decode ``source`` (a path or the bytes of an upload) into an RGB image, turned upright by its EXIF
     orientation (as a phone or camera meant it).
 
-    Only PNG, JPEG, BMP and TIFF decoders are used (Pillow knows dozens, each one more surface for a crafted file).
+    Only the decoders of :data:`FORMATS` are used (Pillow knows dozens, each one more surface for a crafted file).
     ``max_pixels`` is checked from the header, before the pixels are decoded, so a decompression bomb costs nothing
     (Pillow's own bomb check, which may answer first, is reported the same way); so is ``accept(width, height)``,
     which raises for a shape the caller cannot use (see :meth:`patchcore.views.Preprocess.view`). Animated and
@@ -271,7 +297,7 @@ def format_suffix(data: bytes) -> str:
     the file was called when it was sent."""
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-            return _SUFFIXES[image.format]
+            return ".pfm" if image.format == "PPM" and image.mode == "F" else _SUFFIXES[image.format]
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"not a recognised image ({KINDS} expected): {exc}") from exc
 

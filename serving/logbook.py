@@ -14,10 +14,13 @@ from store.inspections import Inspection
 
 THUMBNAIL = 256
 NAME_KEPT = 1000  # characters of an upload's file name the log keeps
-# (offset, bytes there, format) of each accepted format's header; a WebP is a RIFF file whose form type says WEBP
+# (offset, bytes there, format) of each accepted format's header; a WebP is a RIFF file whose form type says WEBP;
+# Netpbm's P1-P6 (PBM, PGM, PPM, plain or binary) and Pf (a gray PFM: floats)
 _MAGIC = ((0, b"\x89PNG", "PNG"), (0, b"\xff\xd8", "JPEG"), (0, b"BM", "BMP"), (0, b"II*\x00", "TIFF"),
-          (0, b"MM\x00*", "TIFF"), (8, b"WEBP", "WEBP"))  # fmt: skip
-_MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff", "WEBP": "image/webp"}
+          (0, b"MM\x00*", "TIFF"), (8, b"WEBP", "WEBP"),
+          *((0, b"P" + kind, "PNM") for kind in (b"1", b"2", b"3", b"4", b"5", b"6", b"f")))  # fmt: skip
+_MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff", "WEBP": "image/webp",
+          "PNM": "image/x-portable-anymap"}  # fmt: skip
 
 
 def file_format(data: bytes) -> str:

@@ -86,6 +86,12 @@ def sixteen_bit_colour_tiff() -> bytes:
     return imagecodecs.tiff_encode(np.asarray(_bottle(), dtype=np.uint16) * 257, compression="lzw")
 
 
+def sixteen_bit_ppm() -> bytes:
+    """A binary PPM of 16-bit samples, as Netpbm stores them (big-endian), read past Pillow by NumPy."""
+    samples = np.asarray(_bottle(), dtype=np.uint16) * 257
+    return b"P6\n256 256\n65535\n" + samples.astype(">u2").tobytes()
+
+
 def corpus() -> list[Case]:
     good = GOOD.read_bytes()
     return [
@@ -110,6 +116,11 @@ def corpus() -> list[Case]:
              "unsupported_image", "cannot decode"),
         Case("float TIFF with NaN", float_tiff_with_nan(), 200),
         Case("1-bit PNG", _encoded(_bottle().convert("1"), "PNG"), 200),
+        Case("PBM", _encoded(_bottle().convert("1"), "PPM"), 200),
+        Case("16-bit PPM", sixteen_bit_ppm(), 200),
+        Case("PGM bomb 20000x20000 header", b"P5\n20000 20000\n255\n" + bytes(64), 413, "image_too_large", "pixels"),
+        Case("truncated 16-bit PPM", sixteen_bit_ppm()[:9000], 415, "unsupported_image", "cannot decode"),
+        Case("PGM of maxval 0", b"P5\n8 8\n0\n" + bytes(64), 415, "unsupported_image", "maxval"),
     ]  # fmt: skip
 
 

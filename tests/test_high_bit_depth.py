@@ -218,3 +218,38 @@ def test_a_sixteen_bit_colour_mask_marks_a_defect_where_any_sample_is_not_zero(t
     assert np.argwhere(np.asarray(read_mask(path))).tolist() == [[1, 2]]
     with path.open("rb") as stream:
         assert np.argwhere(np.asarray(read_mask(stream))).tolist() == [[1, 2]]
+
+
+def _netpbm(samples: np.ndarray, maxval: int = 65535) -> bytes:
+    """A binary PPM (colour) or PGM (gray) of 16-bit ``samples``: big-endian after the header, as Netpbm stores them."""
+    kind, (height, width) = (b"P6" if samples.ndim == 3 else b"P5"), samples.shape[:2]
+    return kind + f"\n{width} {height}\n{maxval}\n".encode() + samples.astype(">u2").tobytes()
+
+
+def test_sixteen_bit_netpbm_is_read_at_the_white_level_gray_or_colour(tmp_path):
+    """A 12-bit camera's samples in a PPM or PGM of maxval 65,535 read as its 16-bit PNG's do, at the white level the
+    category finds (Pillow alone cuts a colour PPM to 8 bits by its maxval: a 12-bit white reads as 16 of 255); a file
+    whose maxval is 4,095 says its white itself, and reads alike; a 16-bit 1 in a PPM mask is a defect."""
+    samples = np.zeros((4, 6, 3), dtype=np.uint16)
+    samples[..., 0], samples[..., 1], samples[..., 2] = 4095, 2048, 16
+    samples[0, 5] = (0, 0, 4095)
+    colour = tmp_path / "colour.ppm"
+    colour.write_bytes(_netpbm(samples))
+    assert np.asarray(Image.open(colour).convert("RGB"))[0, 0].tolist() == [16, 8, 0]
+    assert white_level([colour]) == 4095
+    read = np.asarray(open_image(colour, white_level=4095))
+    assert np.array_equal(read, np.asarray(open_image(imagecodecs.png_encode(samples), white_level=4095)))
+    assert read[0, 0].tolist() == [255, 128, 1] and read[0, 5].tolist() == [0, 0, 255]
+    declared = _netpbm(samples, maxval=4095)
+    assert np.array_equal(np.asarray(open_image(declared, white_level=white_level([declared]))), read)
+    gray = samples[..., 1].copy()
+    gray[0, 0] = 4095
+    assert white_level([_netpbm(gray)]) == 4095
+    assert np.array_equal(np.asarray(open_image(_netpbm(gray), white_level=4095)),
+                          np.asarray(open_image(_png(gray), white_level=4095)))  # fmt: skip
+    marks = np.zeros((4, 6, 3), dtype=np.uint16)
+    marks[1, 2, 2] = 1
+    (tmp_path / "mask.ppm").write_bytes(_netpbm(marks))
+    assert np.argwhere(np.asarray(read_mask(tmp_path / "mask.ppm"))).tolist() == [[1, 2]]
+    with pytest.raises(ImageError, match="cannot decode"):
+        open_image(_netpbm(samples)[:40], white_level=4095)

@@ -276,3 +276,31 @@ def test_a_lossy_mask_marks_its_defect_not_its_codec_s_ringing(kind, quality):
     labels = io.BytesIO()  # a label mask of 1s, lossless: a 1 is a defect, not ringing
     Image.fromarray(truth.astype(np.uint8)).save(labels, format="WEBP", lossless=True)
     assert np.array_equal(np.asarray(read_mask(io.BytesIO(labels.getvalue()))) > 0, truth)
+
+
+def test_netpbm_reads_as_the_png_it_was_made_from_and_a_folder_of_it_is_read(tmp_path):
+    """PGM, PPM and PBM (as machine-vision libraries and line-camera tools write them), binary or plain text, read
+    as the same pixels as the PNG of the same picture; a gray PFM's floats are read as a float TIFF's; a job's upload
+    keeps the kind, and a folder of them is read, not refused by name."""
+    from patchcore.images import format_suffix, image_files_in
+
+    source = Image.open(GOOD).convert("RGB").resize((96, 64))
+    gray, ink = source.convert("L"), source.convert("1")
+    expected = {"PPM": source, "PGM": gray.convert("RGB"), "PBM": ink.convert("RGB")}
+    binary = {name: _encoded(image, "PPM") for name, image in (("PPM", source), ("PGM", gray), ("PBM", ink))}
+    assert [data[:2] for data in binary.values()] == [b"P6", b"P5", b"P4"]
+    for name, data in binary.items():
+        assert np.array_equal(np.asarray(open_image(data)), np.asarray(expected[name])), name
+        assert format_suffix(data) == ".pnm"
+    samples = np.asarray(gray)
+    plain = f"P2\n# a comment, as tools write\n96 64\n255\n{' '.join(map(str, samples.ravel()))}\n".encode()
+    assert np.array_equal(np.asarray(open_image(plain)), np.asarray(expected["PGM"]))
+    floats = np.asarray(gray, dtype="<f4") / 255  # a PFM stores its rows from the bottom up
+    pfm = b"Pf\n96 64\n-1.0\n" + np.ascontiguousarray(floats[::-1]).tobytes()
+    assert np.abs(np.asarray(open_image(pfm), dtype=int) - np.asarray(expected["PGM"], dtype=int)).max() <= 1
+    assert format_suffix(pfm) == ".pfm"
+    for name, data in (("a.pgm", binary["PGM"]), ("b.ppm", binary["PPM"]), ("c.pnm", plain), ("d.pfm", pfm)):
+        (tmp_path / name).write_bytes(data)
+    assert [p.name for p in image_files_in(tmp_path)] == ["a.pgm", "b.ppm", "c.pnm", "d.pfm"]
+    with pytest.raises(ImageError, match="cannot decode"):
+        open_image(binary["PPM"][:5000])

@@ -44,7 +44,7 @@ router = APIRouter(tags=["inspection"])
 async def query(
     request: Request,
     response: Response,
-    file: Annotated[UploadFile, File(description="PNG, JPEG, BMP, TIFF or WebP; grayscale, RGB, RGBA or 16-bit")],
+    file: Annotated[UploadFile, File(description="PNG, JPEG, BMP, TIFF, WebP or Netpbm; gray, RGB, RGBA or 16-bit")],
     category: Annotated[str, Form(description="the product category, as ingested", **CATEGORY)],
     top_k: Annotated[int, Form(ge=1, le=100, description="how many similar good images to return")] = 10,
     heatmap: Annotated[bool, Form(description="include the anomaly map as a base64 PNG")] = False,

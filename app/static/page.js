@@ -55,9 +55,9 @@ async function whileAnswering(buttons, work) {
   }
 }
 
-// A picture in a format the browser cannot draw (TIFF, as many line cameras write; no Chromium draws one) as the
-// service reads it (POST /images/preview, with a category by its settings): {blob, width, height}, a PNG and the size
-// the picture was sent at, where every box of an answer lies; throws the API's message
+// A picture in a format the browser cannot draw (TIFF or Netpbm, as line cameras write; no Chromium draws them) as
+// the service reads it (POST /images/preview, with a category by its settings): {blob, width, height}, a PNG and the
+// size the picture was sent at, where every box of an answer lies; throws the API's message
 async function servicePreview(picture, category = null) {
   const form = new FormData();
   form.append("file", picture, picture.name || "picture.tif");
@@ -68,13 +68,16 @@ async function servicePreview(picture, category = null) {
           height: Number(response.headers.get("X-Image-Height"))};
 }
 
-// Images come through apiFetch too (an <img src> cannot send a key); a kept TIFF (the log keeps the file itself with
-// INSPECT_LOG_IMAGES=full) as the service reads it.
+// the formats every browser draws; the service reads TIFF and Netpbm besides, as line cameras write them
+const DRAWN = ["image/png", "image/jpeg", "image/bmp", "image/webp"];
+
+// Images come through apiFetch too (an <img src> cannot send a key); a kept file of a format no browser draws (the
+// log keeps the file itself with INSPECT_LOG_IMAGES=full: a TIFF, a PGM) as the service reads it.
 async function apiImage(img, url) {
   const response = await apiFetch(url);
   if (!response.ok) { img.title = await apiError(response); return; }
   let blob = await response.blob();
-  if (blob.type === "image/tiff") {
+  if (!DRAWN.includes(blob.type)) {
     try { blob = (await servicePreview(blob)).blob; } catch (error) { img.title = error.message; }
   }
   img.src = URL.createObjectURL(blob);

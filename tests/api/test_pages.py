@@ -179,6 +179,24 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
             const n = tif.length / 4;
             return [difference / n, Math.sqrt(squares / n - (sum / n) ** 2)]; }""")
         assert difference < 12 and spread > 30, (difference, spread)
+        pgm = tmp_path / "broken.pgm"  # Netpbm's gray, as machine-vision tools write it: no Chromium draws one either
+        with Image.open(BROKEN) as image:
+            image.convert("L").save(pgm)
+        page.set_input_files("#files", str(pgm))
+        page.wait_for_function("document.querySelectorAll('.result').length == 3")
+        assert page.inner_text(".result .verdict") == "DEFECT"
+        # against the PNG's view in gray (Pillow's weights, ITU-R 601-2)
+        difference, spread = page.evaluate("""() => {
+            const views = [...document.querySelectorAll('.result canvas.view')].map(
+                (c) => c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+            const [gray, png] = [views[0], views[2]];
+            let difference = 0, sum = 0, squares = 0;
+            for (let i = 0; i < gray.length; i += 4) {
+                const luma = 0.299 * png[i] + 0.587 * png[i + 1] + 0.114 * png[i + 2];
+                difference += Math.abs(gray[i] - luma); sum += gray[i]; squares += gray[i] * gray[i]; }
+            const n = gray.length / 4;
+            return [difference / n, Math.sqrt(squares / n - (sum / n) ** 2)]; }""")
+        assert difference < 12 and spread > 30, (difference, spread)
         page.goto(str(api.base_url) + "/category?name=no_such_thing")
         page.wait_for_selector(".error")
         assert page.inner_text(".error").startswith("404 unknown_category")

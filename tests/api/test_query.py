@@ -661,3 +661,17 @@ def test_a_webp_is_judged_as_the_png_it_was_made_from(api):
     body, ref = answer.json(), post(api, BROKEN).json()
     assert body["is_anomalous"] and body["anomaly_score"] == pytest.approx(ref["anomaly_score"], rel=1e-5)
     assert api.get(f"/inspections/{body['inspection_id']}").json()["format"] == "WEBP"
+
+
+def test_a_ppm_is_judged_as_the_png_it_was_made_from(api):
+    """A PPM of a broken bottle (as machine-vision libraries write one) answers as its PNG does, to the score, and is
+    logged as a Netpbm file."""
+    picture = Image.open(BROKEN).convert("RGB").resize((640, 640))  # uncompressed: within the test server's limit
+    ppm, png = io.BytesIO(), io.BytesIO()
+    picture.save(ppm, format="PPM")
+    picture.save(png, format="PNG")
+    answer = post(api, data=ppm.getvalue())
+    assert answer.status_code == 200, answer.text
+    body, ref = answer.json(), post(api, data=png.getvalue()).json()
+    assert body["is_anomalous"] and body["anomaly_score"] == pytest.approx(ref["anomaly_score"], rel=1e-5)
+    assert api.get(f"/inspections/{body['inspection_id']}").json()["format"] == "PNM"
