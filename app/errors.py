@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import observability
@@ -12,7 +13,8 @@ from app.services import CategoryChanging, DatabaseUnavailable, RecordRefused, U
 from patchcore import ImageError, WeightsError
 from patchcore.errors import ImageShapeError, ImageTooLargeError
 from revisions.normals import NeedsRefit
-from store import versions
+from store import models, versions
+from store.names import near
 
 
 def error(status: int, code: str, detail: str) -> JSONResponse:
@@ -34,8 +36,13 @@ async def _record_refused(_: Request, exc: RecordRefused) -> JSONResponse:
                   "given (INSPECT_LOG_POLICY=refuse); retry shortly")  # fmt: skip
 
 
-async def _unknown_category(_: Request, exc: UnknownCategory) -> JSONResponse:
-    return error(404, "unknown_category", f"no fitted model for category {exc}; see GET /categories")
+async def _unknown_category(request: Request, exc: UnknownCategory) -> JSONResponse:
+    try:  # the fitted categories' names, read only on this path: "Bottle" answered with the name meant
+        known = await run_in_threadpool(request.app.state.services.run, models.active_ids)
+    except DatabaseUnavailable:
+        known = {}
+    return error(404, "unknown_category", f"no fitted model for category {exc}{near(str(exc), known)}; see GET "
+                 "/categories")  # fmt: skip
 
 
 async def _conflict(_: Request, exc: versions.VersionConflict) -> JSONResponse:

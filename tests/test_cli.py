@@ -151,8 +151,8 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert connection.execute("SELECT count(*) FROM patches").fetchone()[0] == 706  # the bank was not copied
         actions = [r[0] for r in connection.execute("SELECT action FROM category_changes ORDER BY id")]
         assert actions == ["fit", "fit"] + ["threshold"] * 4
-    wrong = _ingest("threshold", "--category", "nothing", "--value", "1.5", env=env)
-    assert wrong.returncode == 2 and "not in the database" in wrong.stderr
+    wrong = _ingest("threshold", "--category", "Bottle", "--value", "1.5", env=env)  # the name meant, said
+    assert wrong.returncode == 2 and "Bottle is not in the database (did you mean 'bottle'?)" in wrong.stderr
 
 
 def test_a_test_split_labelled_per_image_only_evaluates(mini_mvtec, tmp_path):
@@ -279,7 +279,7 @@ def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
     rarity = [float(r["p_value"]) for r in ranked]
     assert all(0 < p <= 1 for p in rarity) and rarity == sorted(rarity, reverse=True) and rarity[0] > rarity[-1]
     wrong = _ingest("inspect", "--category", "nothing", str(junk), env=env)
-    assert wrong.returncode == 2 and "not in the database" in wrong.stderr
+    assert wrong.returncode == 2 and "nothing is not in the database; run" in wrong.stderr  # no name near it
     # views of parts, named by their file names: p1 two good views, p2 a good and a broken one, p3 one not judged
     station = tmp_path / "station"
     station.mkdir()

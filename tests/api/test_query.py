@@ -96,7 +96,10 @@ def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
 @pytest.mark.parametrize(
     ("make", "status", "code", "words"),
     [
-        (lambda: {"data": BROKEN.read_bytes(), "category": "no_such_thing"}, 404, "unknown_category", "no_such_thing"),
+        (lambda: {"data": BROKEN.read_bytes(), "category": "no_such_thing"}, 404, "unknown_category",
+         "no fitted model for category no_such_thing; see"),
+        (lambda: {"data": BROKEN.read_bytes(), "category": "Bottle"}, 404, "unknown_category",
+         "category Bottle (did you mean 'bottle'?); see GET /categories"),
         (lambda: {"data": b"hello, I am text"}, 415, "unsupported_image", "not a recognised image"),
         (lambda: {"data": BROKEN.read_bytes()[:4000]}, 415, "unsupported_image", "cannot decode"),
         (lambda: {"data": b""}, 415, "unsupported_image", "empty"),
@@ -105,8 +108,9 @@ def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
         (lambda: {"data": BROKEN.read_bytes(), "top_k": 0}, 422, "invalid_request", "top_k"),
         (lambda: {"data": BROKEN.read_bytes(), "top_k": 101}, 422, "invalid_request", "top_k"),
     ],
-    ids=["unknown-category", "not-an-image", "truncated", "empty", "big-file", "many-pixels", "top-k-0", "top-k-101"],
-)
+    ids=["unknown-category", "another-case", "not-an-image", "truncated", "empty", "big-file", "many-pixels",
+         "top-k-0", "top-k-101"],
+)  # fmt: skip
 def test_bad_requests_get_a_clear_json_error(api, make, status, code, words):
     form = make()
     response = post(api, **form)
