@@ -1,7 +1,8 @@
 """Pretrained torchvision backbones, cut after the deepest layer PatchCore uses.
 
 Only the stem and the layers up to the deepest requested one are built and loaded, so a weights file holding
-just those tensors (such as ``resnet18-imagenet1k-to-layer3.pth``) is complete, and layer4 / fc never run.
+just those tensors (such as ``resnet18-imagenet1k-to-layer3.pth``) is complete, and layer4 / fc never run. Once
+loaded, each batch norm is folded into the convolution before it (:func:`fold_batch_norms`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from patchcore.errors import WeightsError
 
@@ -161,4 +163,26 @@ def load_backbone(backbone: str, layers: tuple[str, ...], weights: str | Path | 
     network.eval()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
+    fold_batch_norms(network)
     return network
+
+
+def fold_batch_norms(module: nn.Module) -> None:
+    """Fold every batch norm of an eval-mode torchvision ResNet into the convolution it follows (the stem's, each
+    block's ``convN``/``bnN``, each downsample's), in place: a frozen batch norm is a per-channel scale and shift,
+    which the convolution's weights and bias take exactly in arithmetic, so the network computes the same features
+    (to float rounding; bit for bit from the shared ResNet-18 file, whose batch norms are already a bias alone) and
+    skips a pass over every activation: ResNet-18 to layer3 on 2 CPU cores, a batch of 8 views 60.5-64.5 ms against
+    70.8-78.3 (docs/search.md)."""
+    for child in module.children():
+        fold_batch_norms(child)
+    if isinstance(module, nn.Sequential):
+        for index in range(len(module) - 1):
+            if isinstance(module[index], nn.Conv2d) and isinstance(module[index + 1], nn.BatchNorm2d):
+                module[index] = fuse_conv_bn_eval(module[index], module[index + 1])
+                module[index + 1] = nn.Identity()
+    for number in (1, 2, 3):
+        conv, norm = getattr(module, f"conv{number}", None), getattr(module, f"bn{number}", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            setattr(module, f"conv{number}", fuse_conv_bn_eval(conv, norm))
+            setattr(module, f"bn{number}", nn.Identity())

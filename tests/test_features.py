@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from patchcore import WeightsError
-from patchcore.backbone import RANDOM_WEIGHTS, load_backbone
+from patchcore.backbone import RANDOM_WEIGHTS, TruncatedResNet, fold_batch_norms, load_backbone
 from patchcore.features import PatchFeatureExtractor
 from tests.conftest import WEIGHTS
 
@@ -31,6 +31,33 @@ def test_the_real_weights_are_loaded_not_random():
     network = load_backbone("resnet18", ("layer2", "layer3"), WEIGHTS)
     state = torch.load(WEIGHTS, weights_only=True)
     assert torch.equal(network.body["layer3"][1].conv2.weight, state["layer3.1.conv2.weight"])
+
+
+def test_batch_norms_folded_into_their_convolutions_give_the_same_features():
+    """Folded, no batch norm is left to run, and the features are the network's as torchvision builds it: with batch
+    norms of every kind of statistics (torchvision's weights for users; a random draw here, on both backbones), and
+    from the shared file, whose batch norms are a bias alone."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 96, 128)
+    for builder in (torchvision.models.resnet18, torchvision.models.wide_resnet50_2):
+        plain = TruncatedResNet(builder(), ("layer2", "layer3")).eval()
+        for norm in (m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.2, 3.0)
+            norm.weight.data.uniform_(0.5, 1.5)
+            norm.bias.data.uniform_(-0.5, 0.5)
+        expected = PatchFeatureExtractor(plain)(images)
+        folded = TruncatedResNet(builder(), ("layer2", "layer3")).eval()
+        folded.load_state_dict(plain.state_dict())
+        fold_batch_norms(folded)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        found = PatchFeatureExtractor(folded)(images)
+        assert torch.allclose(found, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item()), builder
+    shared = TruncatedResNet(torchvision.models.resnet18(), ("layer2", "layer3"))
+    shared.load_checkpoint(torch.load(WEIGHTS, weights_only=True), "shared")
+    expected = PatchFeatureExtractor(shared.eval())(images)
+    found = PatchFeatureExtractor(load_backbone("resnet18", ("layer2", "layer3"), WEIGHTS))(images)
+    assert torch.allclose(found, expected, rtol=0, atol=1e-6)
 
 
 def test_a_weights_file_missing_a_used_tensor_names_it(tmp_path):
