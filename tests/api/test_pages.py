@@ -249,15 +249,31 @@ def test_a_picture_chromium_cannot_draw_is_shown_as_the_service_reads_it(api, tm
         page.mouse.up()
         page.wait_for_function("document.querySelector('.care-share').textContent.includes('patch cells')")
         said = page.inner_text(".care-share")
+        pgm = tmp_path / "small.pgm"  # Netpbm, as machine-vision tools write it: drawn over as the service reads it
+        with Image.open(GOOD) as image:
+            image.convert("L").resize((300, 280)).save(pgm)
+        page.set_input_files("#files", [str(tiff), str(pgm)])
+        page.wait_for_function("document.querySelector('#careShown').textContent.includes('(1 of 2 pictures)')")
+        page.click("#carePicture")
+        page.wait_for_function("document.querySelector('#careShown').textContent.startsWith('drawn over small.pgm')")
+        page.wait_for_function(
+            "(said) => { const t = document.querySelector('.care-share').textContent;"
+            " return t != said && t.includes('patch cells'); }", arg=said
+        )  # fmt: skip
+        said_pgm = page.inner_text(".care-share")  # the area's cells counted in the PGM's own 300 x 280 pixels
+        assert page.query_selector(".error") is None or not page.inner_text(".error")
         browser.close()
     whole = io.BytesIO()
     Image.new("L", (8, 8), 255).save(whole, format="PNG")
     grids = [  # the cells of the picture's own size, and of the preview's
         api.post("/care-area/cells", data={"width": w, "height": h}, files={"file": ("m.png", whole.getvalue())}).json()
-        for w, h in ((1030, 960), (515, 480))
+        for w, h in ((1030, 960), (515, 480), (300, 280))
     ]
-    own, previewed = (f"({g['rows']} x {g['cols']}, each {g['cell'][0]:.0f} x {g['cell'][1]:.0f} pixels" for g in grids)
+    own, previewed, small = (
+        f"({g['rows']} x {g['cols']}, each {g['cell'][0]:.0f} x {g['cell'][1]:.0f} pixels" for g in grids
+    )
     assert own in said and previewed not in said, (said, own, previewed)
+    assert small in said_pgm, (said_pgm, small)
 
 
 def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
