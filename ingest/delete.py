@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-import psycopg
-
 from config import get_settings
-from store import categories, models
+from ingest.stored import not_stored
+from store import categories
 from store.database import connect, database_url
 from store.migrate import upgrade
-from store.names import near
 
 
 def _counted(number: int, what: str) -> str:
@@ -25,10 +23,6 @@ def _said(counted: dict) -> str:
     return f"{listed} ({counted['file_bytes'] / 2**20:.1f} MiB)"
 
 
-def _near(connection: psycopg.Connection, name: str) -> str:
-    return near(name, models.active_ids(connection))
-
-
 def run_delete(args: argparse.Namespace) -> int:
     url = database_url(get_settings())
     upgrade(url)
@@ -36,12 +30,12 @@ def run_delete(args: argparse.Namespace) -> int:
         if not args.yes:
             counted = categories.contents(connection, args.category)
             if counted is None:
-                raise ValueError(f"category {args.category} is not in the database{_near(connection, args.category)}")
+                raise ValueError(not_stored(connection, args.category))
             print(f"{args.category} would go: {_said(counted)}; the inspection log keeps its records. "
                   "Nothing is deleted without --yes.")  # fmt: skip
             return 1
         removed = categories.delete_category(connection, args.category, args.actor)
         if removed is None:
-            raise ValueError(f"category {args.category} is not in the database{_near(connection, args.category)}")
+            raise ValueError(not_stored(connection, args.category))
     print(f"deleted {args.category}: {_said(removed)}; the inspection log keeps its records")
     return 0

@@ -910,6 +910,8 @@ def test_a_deleted_product_leaves_nothing_but_its_logs(api, env, tmp_path):
     counted = delete("--category", "retired")
     assert counted.returncode == 1 and "Nothing is deleted without --yes" in counted.stdout, counted.stdout
     assert "2 versions, 7 good images" in counted.stdout and "2 fit jobs, 10 stored files" in counted.stdout
+    miscased = delete("--category", "Retired", "--yes")  # the name meant, said; nothing deleted
+    assert miscased.returncode == 2 and "Retired is not in the database (did you mean 'retired'?)" in miscased.stderr
     assert api.get("/categories/retired").status_code == 200
 
     answers: list[str] = []
