@@ -135,3 +135,33 @@ def test_a_fit_sizes_its_features_from_headers_exactly(tmp_path, field_of_view, 
         height, width, _ = item.features.shape
         assert embedder.patch_count(path) == height * width
         assert (height < width) == (field_of_view == "whole")
+
+
+def test_a_fit_reads_its_files_ahead_in_order_within_a_window_and_names_a_failure():
+    """The fit's files are decoded by threads ahead of the network: in their order whatever each one's decoding
+    takes, never more than the window ahead (memory), and the first file that fails is raised as a loop would."""
+    import random
+    import time
+
+    from patchcore import ImageError
+    from patchcore.model import _read_ahead
+
+    pulled: list[int] = []
+
+    def items():
+        for item in range(40):
+            pulled.append(item)
+            yield item
+
+    def read(item: int) -> int:
+        time.sleep(random.Random(item).uniform(0, 0.004))  # finished out of order
+        if item == 33:
+            raise ImageError(f"{item}.png: cannot decode the image")
+        return item * 2
+
+    seen = []
+    with pytest.raises(ImageError, match=r"33\.png"):
+        for value in _read_ahead(read, items(), 4):
+            assert len(pulled) <= len(seen) + 5  # the one handed out, and at most 4 ahead of it
+            seen.append(value)
+    assert seen == [2 * item for item in range(33)]
