@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from patchcore import cross_fit, progress, scoring, threshold
+from patchcore.ahead import read_ahead
 from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, weights_sha256
 from patchcore.care import CareArea, care_area, inspected, spread
 from patchcore.clustered import cpu_search
@@ -241,9 +240,8 @@ class Embedder:
         self, paths: list[Path], batch_size: int, description: str, report: progress.Report | None = None
     ) -> Iterator[Embedded]:
         """Features of each file in order, with a progress bar (count and rate). The files are read and decoded by
-        threads a few batches ahead of the network (:func:`_read_ahead`): decoding is most of a CPU's feature stage
-        (bottle's 900 px PNGs: about 14 ms an image, the network's share of a batch of 16 about 9), and Pillow and
-        imagecodecs let go of the GIL while they decode."""
+        threads a batch ahead of the network (:func:`~patchcore.ahead.read_ahead`): decoding is most of a CPU's
+        feature stage (bottle's 900 px PNGs: about 14 ms an image, the network's share of a batch of 16 about 9)."""
         records: list[ImageRecord] = []
 
         def read(path: Path) -> tuple[ImageRecord, torch.Tensor]:
@@ -255,7 +253,7 @@ class Embedder:
             return record, self.preprocess.normalised(view)
 
         def tensors() -> Iterator[torch.Tensor]:
-            for record, tensor in _read_ahead(read, paths, batch_size):
+            for record, tensor in read_ahead(read, paths, batch_size):
                 records.append(record)
                 yield tensor
 
@@ -266,25 +264,6 @@ class Embedder:
                     yield Embedded(features, records[done])
                     done += 1
                 update(len(batch))
-
-
-def _read_ahead(
-    read: Callable[[Path], tuple[ImageRecord, torch.Tensor]], items: Iterable[Path], window: int
-) -> Iterator[tuple[ImageRecord, torch.Tensor]]:
-    """``read(item)`` of each item, in order, by ``min(4, cores)`` threads at most ``window`` items ahead of the
-    caller, so memory holds that many results whatever the number of items; the first failure is raised as a serial
-    loop would raise it, and what was queued behind it is cancelled."""
-    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="read-ahead")
-    pending: deque[Future[tuple[ImageRecord, torch.Tensor]]] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(read, item))
-            if len(pending) > window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def split_holdout(

@@ -144,7 +144,7 @@ def test_a_fit_reads_its_files_ahead_in_order_within_a_window_and_names_a_failur
     import time
 
     from patchcore import ImageError
-    from patchcore.model import _read_ahead
+    from patchcore.ahead import read_ahead
 
     pulled: list[int] = []
 
@@ -161,7 +161,7 @@ def test_a_fit_reads_its_files_ahead_in_order_within_a_window_and_names_a_failur
 
     seen = []
     with pytest.raises(ImageError, match=r"33\.png"):
-        for value in _read_ahead(read, items(), 4):
+        for value in read_ahead(read, items(), 4):
             assert len(pulled) <= len(seen) + 5  # the one handed out, and at most 4 ahead of it
             seen.append(value)
     assert seen == [2 * item for item in range(33)]
