@@ -20,10 +20,13 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from PIL import Image
+
 from config import get_settings
 from ingest.sets import part_naming
 from ingest.stored import active_model
 from patchcore import PatchCoreError, progress
+from patchcore.ahead import read_ahead
 from patchcore.images import IMAGE_SUFFIXES, hidden, is_image_file, original_size, refuse_unread
 from patchcore.threshold import part_p_value
 from serving.heatmap import overlay
@@ -105,16 +108,19 @@ def _judged_by(inspector: Inspector, connections: list, rows: list[dict], settin
     request's images are (:meth:`Inspector.inspect_features_all`), each row naming the version that judged it; a
     file that cannot be read gets its error in its row and no inspection, as do the files of a search that failed.
     Stops before the first row the version could no longer judge (replaced)."""
-    decoded = []
-    for row in rows:
-        try:
-            decoded.append(
-                inspector.embedder.preprocess.decode(Path(row["file"]), max_pixels=settings.max_image_pixels)
-            )
-        except (PatchCoreError, OSError) as exc:
-            row["error"] = str(exc)
-            decoded.append(None)
     preprocess = inspector.embedder.preprocess
+
+    def decode(row: dict) -> Image.Image | Exception:
+        try:
+            return preprocess.decode(Path(row["file"]), max_pixels=settings.max_image_pixels)
+        except (PatchCoreError, OSError) as exc:
+            return exc
+
+    decoded = []  # side by side, as a batch request's images are
+    for row, image in zip(rows, read_ahead(decode, rows, len(rows)), strict=True):
+        if isinstance(image, Exception):
+            row["error"] = str(image)
+        decoded.append(None if isinstance(image, Exception) else image)
     features = inspector.embed_all([preprocess.tensor(image) for image in decoded if image is not None])
     failed = None
     try:
