@@ -96,8 +96,9 @@ async def image_preview(
     file: Annotated[UploadFile, File(description="an image, as POST /query takes one")],
     category: Annotated[str | None, Form(description="decoded as this category's model decodes", **CATEGORY)] = None,
 ) -> Response:
-    """For pages whose browser cannot draw the format sent: no Chromium draws a TIFF, which many line cameras write,
-    so the inspect page shows it, and a care area is drawn over it, as this PNG. At most ``PREVIEW_SIDE`` pixels on
+    """For pages whose browser cannot draw the format sent: no Chromium draws a TIFF or a Netpbm file (PGM, PPM),
+    which line cameras and machine-vision tools write, so the inspect page shows it, and a care area is drawn over it,
+    as this PNG. At most ``PREVIEW_SIDE`` pixels on
     its longer side (reduced by a whole factor); ``X-Image-Width`` and ``X-Image-Height`` give the size it was sent at,
     upright, in which every box of an answer lies. Samples of more than 8 bits are read against the picture's own
     bit depth (:func:`patchcore.images.white_level`), or with ``category`` against that category's white level, as
