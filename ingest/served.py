@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from config import get_settings
 from ingest.report import table
 from ingest.sets import categories
 from ingest.stored import active_model
 from patchcore.datasets.category import Category
-from patchcore.evaluation import Scored, evaluate
+from patchcore.evaluation import Scored, Scorer, evaluate
 from patchcore.model import exact_prediction
 from serving.inspector import Inspector
 from store import banks, images, models
@@ -44,23 +45,22 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         model = active_model(connection, name)
         bank = banks.load_memory_bank(connection, model.bank_segments, model.dim)
         inspector = Inspector(model, bank, settings)
-        features: dict[Path, torch.Tensor] = {}
+        features: dict[Path, torch.Tensor] = {}  # each image embedded once, by the exact scoring, for both
 
-        def embedded(path: Path) -> torch.Tensor:
-            if path not in features:
-                features[path] = inspector.embed(inspector.embedder.preprocess.decode(path))
-            return features[path]
+        def decoded(path: Path) -> tuple[Path, Image.Image]:
+            return path, inspector.embedder.preprocess.decode(path)
 
-        def exact(path: Path) -> Scored:
-            prediction = exact_prediction(embedded(path), bank.embeddings, model.config)
-            size = tuple(s * inspector.embedder.extractor.stride for s in embedded(path).shape[:2])
+        def exact(read: tuple[Path, Image.Image]) -> Scored:
+            path, image = read
+            features[path] = inspector.embed(image)
+            prediction = exact_prediction(features[path], bank.embeddings, model.config)
+            size = tuple(s * inspector.embedder.extractor.stride for s in features[path].shape[:2])
             return Scored(prediction.score, prediction.anomaly_map(size).numpy(), prediction.patch_scores.numpy())
 
         searched: list[int] = []
 
         def served(path: Path) -> Scored:
-            features_ = embedded(path)
-            inspection = inspector.inspect_features(connections, features_, top_k=1, ef_search=ef_search)
+            inspection = inspector.inspect_features(connections, features[path], top_k=1, ef_search=ef_search)
             searched.append(inspection.reranked)
             return Scored(inspection.score, inspection.anomaly_map(), inspection.patch_scores.numpy())
 
@@ -68,8 +68,12 @@ def evaluate_served(name: str, category: Category, out: Path, ef_search: int | N
         target = model.config.false_alarm_rate
         good, parts = images.good_scores(connection, model.bank_segments)
         care = model.config.care
-        exact_eval = evaluate(category.test, exact, preprocess, model.threshold, target, "exact", good, parts, care)
-        served_eval = evaluate(category.test, served, preprocess, model.threshold, target, "served", good, parts, care)
+        exact_eval = evaluate(
+            category.test, Scorer(exact, decoded), preprocess, model.threshold, target, "exact", good, parts, care
+        )
+        served_eval = evaluate(
+            category.test, Scorer(served), preprocess, model.threshold, target, "served", good, parts, care
+        )
     exact_eval.figures["eval_seconds"] = exact_eval.seconds
     served_eval.figures["eval_seconds"] = served_eval.seconds
     agreement = float(np.mean(exact_eval.verdicts == served_eval.verdicts))

@@ -7,12 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from patchcore import metrics, progress, regions
 from patchcore import threshold as thresholds
+from patchcore.ahead import read_ahead
 from patchcore.care import CareArea
 from patchcore.datasets.category import Sample
 from patchcore.views import Preprocess
@@ -26,6 +28,24 @@ class Scored:
     score: float
     anomaly_map: np.ndarray
     patch_scores: np.ndarray | None = None
+
+
+READ_AHEAD = 8  # test images read ahead of the scoring: a batch of a fit's, a few decoded images' memory
+
+
+def _the_path(path: Path) -> Path:
+    return path
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How a test image is scored, in two steps: ``read`` turns its file into what ``score`` takes (the path itself
+    by default). The evaluation runs ``read`` on threads ahead of the scoring (:func:`~patchcore.ahead.read_ahead`),
+    as a fit reads its training images, since decoding is most of a CPU's work on a file beside the network's;
+    ``score`` runs in order on the calling thread, where a served scorer's database connections live."""
+
+    score: Callable[[Any], Scored]
+    read: Callable[[Path], Any] = _the_path
 
 
 @dataclass
@@ -103,7 +123,7 @@ class Evaluation:
 
 def evaluate(
     samples: list[Sample],
-    score: Callable[[Path], Scored],
+    scorer: Scorer,
     preprocess: Preprocess,
     threshold: float,
     false_alarm_target: float,
@@ -112,29 +132,37 @@ def evaluate(
     good_parts: Sequence[str | None] | None = None,
     care: CareArea | None = None,
 ) -> Evaluation:
-    """Score every test image, then compute image AUROC, pixel AUROC, PRO (FPR <= 0.3) and the best pixel F1 in the
-    view, and the first two over the whole image, each image at its own size and the pixels pooled, over the images
-    whose pixels' truth is known (``None`` where no defect has a mask; ``pixel_metrics`` says what was left out; a
-    split of good or of defective images only has no image AUROC, and ``image_metrics`` says what it measures), and
-    the verdict's figures at ``threshold`` beside the best any threshold reaches and the false-alarm rate
-    ``good_scores`` predict (:func:`patchcore.threshold.operating_point`; per part too, of ``good_parts``), and how
-    well the defect regions at ``threshold`` say where the defects are (:func:`patchcore.regions.localisation`, where
-    the scorer gives patch distances). With a care area, the share of the masks' defect pixels that lie outside it,
-    which the model does not look at: each pixel metric counts them as missed."""
+    """Score every test image (read ahead: :class:`Scorer`, the images' sizes and masks with them), then compute image
+    AUROC, pixel AUROC, PRO (FPR <= 0.3) and the best pixel F1 in the view, and the first two over the whole image, each
+    image at its own size and the pixels pooled, over the images whose pixels' truth is known (``None`` where no defect
+    has a mask; ``pixel_metrics`` says what was left out; a split of good or of defective images only has no image
+    AUROC, and ``image_metrics`` says what it measures), and the verdict's figures at ``threshold`` beside the best any
+    threshold reaches and the false-alarm rate ``good_scores`` predict (:func:`patchcore.threshold.operating_point`; per
+    part too, of ``good_parts``), and how well the defect regions at ``threshold`` say where the defects are
+    (:func:`patchcore.regions.localisation`, where the scorer gives patch distances). With a care area, the share of the
+    masks' defect pixels that lie outside it, which the model does not look at: each pixel metric counts them as
+    missed."""
     if not samples:
         raise ValueError("the test split is empty: nothing to evaluate")
     started = time.perf_counter()
     scores, maps, masks, whole_maps, whole_masks, grids = [], [], [], [], [], []
-    for sample in progress.bar(samples, desc=description, unit="img"):
-        result = score(sample.path)
+
+    def read(sample: Sample) -> tuple[Any, tuple[int, int], np.ndarray, np.ndarray]:
         with Image.open(sample.path) as image:
             size = image.size
+        item = scorer.read(sample.path)
+        return item, size, preprocess.mask(sample.mask, size), preprocess.whole.mask(sample.mask, size)
+
+    ahead = read_ahead(read, samples, READ_AHEAD)
+    bar = progress.bar(samples, desc=description, unit="img")
+    for _, (item, size, mask, whole_mask) in zip(bar, ahead, strict=True):
+        result = scorer.score(item)
         scores.append(result.score)
         maps.append(result.anomaly_map.astype(np.float32))
         grids.append(result.patch_scores)
-        masks.append(preprocess.mask(sample.mask, size))
+        masks.append(mask)
         whole_maps.append(preprocess.whole_image_map(maps[-1], size))
-        whole_masks.append(preprocess.whole.mask(sample.mask, size))
+        whole_masks.append(whole_mask)
     evaluation = Evaluation(
         samples, np.array(scores), maps, masks, threshold, time.perf_counter() - started, whole_maps, whole_masks,
         good_scores=good_scores, grids=grids, good_parts=good_parts,

@@ -11,7 +11,7 @@ import hashlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from patchcore.backbone import RANDOM_WEIGHTS, embedding_dim, load_backbone, wei
 from patchcore.care import CareArea, care_area, inspected, spread
 from patchcore.clustered import cpu_search
 from patchcore.coreset import PROJECTION_DIM, coreset_size, greedy_selection, random_projection
-from patchcore.evaluation import Scored
+from patchcore.evaluation import Scored, Scorer
 from patchcore.features import PatchFeatureExtractor
 from patchcore.images import header_size, jpeg, original_size, upright_size, white_level
 from patchcore.scoring import BankSearch, Metric
@@ -446,17 +446,20 @@ def fit(
     return model
 
 
-def exact_scorer(model: FittedModel, embedder: Embedder) -> Callable[[Path], Scored]:
-    """Score image files by exact nearest-neighbour search over the in-memory memory bank."""
+def exact_scorer(model: FittedModel, embedder: Embedder) -> Scorer:
+    """Score image files by exact nearest-neighbour search over the in-memory memory bank; each file is decoded to
+    its view's tensor ahead of the scoring (:class:`~patchcore.evaluation.Scorer`)."""
 
     preprocess = model.config.preprocess  # the fit may have set the white level the embedder was loaded without
     bank = model.memory_bank
     search = cpu_search(bank, model.config.metric) if bank.device.type == "cpu" else None  # the served search's
 
-    def score(path: Path) -> Scored:
-        tensor = preprocess.tensor(preprocess.decode(path))
+    def read(path: Path) -> torch.Tensor:
+        return preprocess.tensor(preprocess.decode(path))
+
+    def score(tensor: torch.Tensor) -> Scored:
         prediction = exact_prediction(embedder.features(tensor[None])[0], bank, model.config, search)
         size = tuple(tensor.shape[1:])
         return Scored(prediction.score, prediction.anomaly_map(size).numpy(), prediction.patch_scores.numpy())
 
-    return score
+    return Scorer(score, read)

@@ -41,7 +41,7 @@ def test_an_evaluation_says_how_much_of_the_defects_lies_outside_the_care_area()
     """The share of the test masks' defect pixels outside the area, the model's view's pixels pooled, as the masks
     themselves count it at their full size (within the resampling to the view); none without an area."""
     from patchcore.datasets.category import Sample
-    from patchcore.evaluation import Scored, evaluate
+    from patchcore.evaluation import Scored, Scorer, evaluate
     from patchcore.views import Preprocess
 
     masks = sorted((BOTTLE / "ground_truth" / "broken_large").glob("*.png"))[:3]
@@ -55,9 +55,9 @@ def test_an_evaluation_says_how_much_of_the_defects_lies_outside_the_care_area()
     def blank(_) -> Scored:  # the maps do not matter here
         return Scored(1.0, np.zeros((224, 224), dtype=np.float32))
 
-    outside = evaluate(samples, blank, Preprocess(), 2.0, 0.03, care=CareArea(left)).figures
+    outside = evaluate(samples, Scorer(blank), Preprocess(), 2.0, 0.03, care=CareArea(left)).figures
     assert abs(outside["defect_pixels_outside_care_area"] - expected) < 0.01 and 0.3 < expected < 0.4
-    assert "defect_pixels_outside_care_area" not in evaluate(samples, blank, Preprocess(), 2.0, 0.03).figures
+    assert "defect_pixels_outside_care_area" not in evaluate(samples, Scorer(blank), Preprocess(), 2.0, 0.03).figures
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from patchcore.datasets.category import Category
 from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files
 from patchcore.datasets.mvtec import mvtec_categories, mvtec_category
-from patchcore.evaluation import Scored, evaluate
+from patchcore.evaluation import Scored, Scorer, evaluate
 from patchcore.masks import mask_png, read_mask
 from patchcore.views import Preprocess
 from store.names import name_problem
@@ -40,6 +42,28 @@ def _evaluate(
 def _link(target: Path, source: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(source)
+
+
+def test_an_evaluation_reads_its_files_ahead_and_scores_them_in_order_on_its_own_thread():
+    """A scorer's ``read`` (a file's decode) runs on the read-ahead threads, finishing out of order; its ``score``
+    (a served scorer's database connections) on the calling thread, each image's with its own mask."""
+    samples = mvtec_category(SHARED / "datasets" / "mvtec_ad", "bottle").test[::7]
+    reads, scored = [], []
+
+    def read(path: Path) -> str:
+        reads.append(threading.current_thread().name)
+        time.sleep(0.002 * (len(samples) - len(reads)))  # the first read waits longest
+        return str(path)
+
+    def score(name: str) -> Scored:
+        scored.append((name, threading.current_thread() is threading.main_thread()))
+        mask = Preprocess().mask(next(s.mask for s in samples if str(s.path) == name), (900, 900))
+        return Scored(float(mask.any()), mask.astype(np.float32))
+
+    evaluation = evaluate(samples, Scorer(score, read), Preprocess(), 0.5, 0.03)
+    assert [name for name, _ in scored] == [str(s.path) for s in samples] and all(main for _, main in scored)
+    assert len(reads) == len(samples) and all(name.startswith("read-ahead") for name in reads)
+    assert evaluation.figures["image_auroc"] == 1.0 and evaluation.figures["pixel_auroc"] == 1.0
 
 
 def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
@@ -76,7 +100,7 @@ def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
         heat = np.ones_like(truth[path], dtype=np.float32) if path.stem == "002" else truth[path] * 1.0
         return Scored(float(defect), heat if defect else np.zeros_like(heat))
 
-    evaluation = evaluate(samples, score, preprocess, 0.5, 0.03)
+    evaluation = evaluate(samples, Scorer(score), preprocess, 0.5, 0.03)
     message = evaluation.figures["pixel_metrics"]
     assert evaluation.figures["pixel_auroc"] == 1.0 and evaluation.figures["pro"] > 0.99
     assert message.startswith("over 2 of 3 defective test images and every good one; left out: 1 without a ground")
@@ -84,7 +108,7 @@ def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
 
     (category / "ground_truth" / "broken_large" / "000_mask.png").unlink()
     (category / "ground_truth" / "broken_large" / "001.PNG").unlink()
-    evaluation = evaluate(mvtec_category(tmp_path, "bottle").test, score, preprocess, 0.5, 0.03)
+    evaluation = evaluate(mvtec_category(tmp_path, "bottle").test, Scorer(score), preprocess, 0.5, 0.03)
     assert evaluation.figures["pixel_auroc"] is None
     assert evaluation.figures["pixel_metrics"].startswith("absent: 3 of 3 defective test images")
 
