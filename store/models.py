@@ -210,11 +210,12 @@ def retire_fit(connection: psycopg.Connection, category: str, fit: int, actor: s
 
 
 def _retire(connection: psycopg.Connection, category: str, retiring: str, fits_kept: int | None, **params) -> int:
-    """Drop the versions whose fit ``retiring`` names (SQL over a version ``{v}``; ``kept`` holds the first
-    ``fits_kept`` fits of :data:`_KEPT_FITS`), but the active one and those a version of another fit reads."""
+    """Drop the versions whose fit ``retiring`` names (SQL over a version ``{v}``; with ``fits_kept``, ``kept``
+    holds the first ``fits_kept`` fits of :data:`_KEPT_FITS`), but the active one and those a version of another fit
+    reads."""
+    kept = f"WITH kept AS ({_KEPT_FITS}) " if fits_kept is not None else ""
     model_ids = connection.execute(
-        f"WITH kept AS ({_KEPT_FITS}) "
-        "SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
+        f"{kept}SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
         f"WHERE c.name = %(name)s AND m.id IS DISTINCT FROM c.active_model_id AND {retiring.format(v='m')} "
         "AND NOT EXISTS (SELECT 1 FROM models k WHERE k.category_id = m.category_id "
         f"AND NOT ({retiring.format(v='k')}) AND m.id = ANY(k.bank_segments || k.defect_segments)) "
