@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import observability
-from app.services import CategoryChanging, DatabaseUnavailable, RecordRefused, UnknownCategory
+from app.recording import RecordRefused
+from app.services import CategoryChanging, DatabaseUnavailable, UnknownCategory
 from patchcore import ImageError, WeightsError
 from patchcore.errors import ImageShapeError, ImageTooLargeError
 from revisions.normals import NeedsRefit

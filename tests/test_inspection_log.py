@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from PIL import Image
 
-from app.services import InspectionWriter, _Pending
+from app.recording import InspectionWriter, _Pending
 from serving import logbook
 from store import inspections
 from store.database import configure
