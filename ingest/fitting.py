@@ -15,6 +15,7 @@ from patchcore.backbone import RANDOM_WEIGHTS
 from patchcore.care import CareArea
 from patchcore.datasets.category import Category
 from patchcore.evaluation import Evaluation, evaluate
+from patchcore.features import STRIDES
 from patchcore.model import Embedder, FittedModel, PatchCoreConfig, exact_scorer, fit
 from patchcore.threshold import labelled_threshold
 
@@ -56,8 +57,10 @@ def _copies_left_out(category: Category) -> list[dict]:
     ]
 
 
-def _say_view(scale: dict) -> None:
-    """Say how finely the view saw the good images (:func:`ingest.report.view_scale`)."""
+def _say_view(scale: dict, stride: int) -> None:
+    """Say how finely the view saw the good images (:func:`ingest.report.view_scale`), and where a finer view would
+    show more: not where every image is seen at its own pixels or larger (a patch spans at most ``stride`` of them,
+    the patches' step in the view), since enlarging a picture adds no detail to it."""
     (width, height), (view_w, view_h) = scale["image"], scale["view"]
     sizes = f"{scale['images_of_that_size']} of {scale['images']} images" if scale["image_sizes"] > 1 else "the images"
     spread = ""
@@ -65,10 +68,15 @@ def _say_view(scale: dict) -> None:
         spread = (
             f"; over their {scale['image_sizes']} sizes from {_spans(scale['finest'])} to {_spans(scale['coarsest'])}"
         )
+    coarsest = scale["coarsest"]["patch_pixels"]
+    advice = (
+        "a defect much smaller than that changes its patch little (a finer view: --pixels, --tile)"
+        if max(coarsest) > stride
+        else "every image is seen at its own pixels or larger, so a finer view would add no detail"
+    )
     print(
         f"   seen at {view_w}x{view_h}: one patch spans {_pixels(scale['patch_pixels'])} pixels of {sizes} "
-        f"({width}x{height}){spread}; a defect much smaller than that changes its patch little (a finer view: "
-        "--pixels, --tile)",
+        f"({width}x{height}){spread}; {advice}",
         flush=True,
     )
 
@@ -229,7 +237,7 @@ def run_fit(args: argparse.Namespace, store: bool) -> int:
             result["copies_left_out"] = _copies_left_out(category)
         if validation := _validation_fitted(category):
             result["validation_images_fitted"] = [str(path) for path in validation]
-        _say_view(result["view_scale"])
+        _say_view(result["view_scale"], STRIDES[model.config.layers[0]])
         _say_calibration(model.threshold, model.threshold_policy)
         _say_highest(model.threshold, report.highest_good_scores(model, limit=None))
         if store:

@@ -20,6 +20,25 @@ def _ingest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def test_a_finer_view_is_advised_only_where_some_image_is_seen_smaller_than_its_own_pixels(capsys):
+    """A patch steps 8 view pixels (ResNet-18's layer2): where it spans more of some image's own pixels, that image
+    was shrunk and a finer view shows more; where it spans 8 or fewer of every image's, each was seen at its own
+    pixels or enlarged, which adds no detail."""
+    from ingest.fitting import _say_view
+
+    def scale(image: list[int], view: list[int], coarsest: list[float]) -> dict:
+        spans = [round(8 * i / v, 1) for i, v in zip(image, view, strict=True)]
+        return {"image": image, "view": view, "patch_pixels": spans, "images": 9, "images_of_that_size": 8,
+                "image_sizes": 2, "finest": {"image": image, "patch_pixels": spans},
+                "coarsest": {"image": [64, 64], "patch_pixels": coarsest}}  # fmt: skip
+
+    _say_view(scale([32, 32], [224, 224], [2.3, 2.3]), 8)  # a 32 px part enlarged 7 times, a 64 px one 3.5 times
+    assert "one patch spans 1x1 pixels of 8 of 9 images (32x32)" in (said := capsys.readouterr().out)
+    assert "every image is seen at its own pixels or larger, so a finer view would add no detail" in said
+    _say_view(scale([32, 32], [224, 224], [8.6, 8.6]), 8)  # the larger images shrunk a little
+    assert "a finer view: --pixels, --tile" in capsys.readouterr().out
+
+
 def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     """The report and plots of a fit; the good images that score highest are listed, and those above the threshold
     (a 40% target puts some there) are named on the terminal."""
@@ -47,7 +66,7 @@ def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
         "patch_pixels": [32.1, 32.1], "finest": {"image": [900, 900], "patch_pixels": [32.1, 32.1]},
         "coarsest": {"image": [900, 900], "patch_pixels": [32.1, 32.1]},
     }  # fmt: skip
-    assert "seen at 224x224: one patch spans 32x32 pixels of the images (900x900)" in done.stdout
+    assert "seen at 224x224: one patch spans 32x32 pixels of the images (900x900); a defect much smaller" in done.stdout
     for name in ("roc.png", "scores.png", "heatmaps.png", "example.png"):
         assert (out / "bottle" / name).stat().st_size > 10_000
     assert "image_auroc" in done.stdout and "memory_bank_size" in done.stdout
