@@ -34,7 +34,7 @@ from patchcore import metrics, scoring
 from patchcore.coreset import greedy_coreset
 from patchcore.datasets.category import Sample
 from patchcore.datasets.mvtec import mvtec_category
-from patchcore.images import open_image
+from patchcore.images import open_image, upright_size
 from patchcore.masks import read_mask
 from patchcore.model import Embedder, PatchCoreConfig, split_holdout
 from patchcore.views import Preprocess
@@ -75,7 +75,7 @@ def main() -> None:
     train = torch.stack([e.features for e in embedder.embed_files(category.train, 16, "train features")])
     test = torch.stack([embedder.features(preprocess.tensor(open_image(s.path))[None])[0] for s in category.test])
     dim = train.shape[-1]
-    masks = np.stack([preprocess.mask(s.mask, Image.open(s.path).size) for s in category.test])
+    masks = np.stack([preprocess.mask(s.mask, upright_size(s.path)) for s in category.test])
 
     banks = {
         "default: hold-out 10%, coreset 10%": (in_bank, True),

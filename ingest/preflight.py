@@ -15,7 +15,7 @@ from pathlib import Path
 
 from patchcore.datasets.category import Category
 from patchcore.errors import ImageError, ImageShapeError
-from patchcore.images import FORMATS, header_size
+from patchcore.images import FORMATS, header_size, upright_size
 from patchcore.masks import mask_name, mask_size, scaled_alike
 from patchcore.threshold import PER_IMAGE, PER_PART, PER_PART_NEEDS_VIEWS
 from patchcore.views import Preprocess
@@ -34,8 +34,8 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
             "scores of two memory-bank images and one held out set its threshold)"
         )
     for path, mask in [(p, None) for p in category.train] + [(s.path, s.mask) for s in category.test]:
-        try:
-            size = header_size(path)
+        try:  # a mask is drawn over the picture as it is shown, upright by its EXIF orientation, as the model sees it
+            size = header_size(path) if mask is None else upright_size(path)
             preprocess.view(*size)
         except ImageShapeError as exc:
             problems.append(f"{path}: {exc}")

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from patchcore import metrics, progress, regions
 from patchcore import threshold as thresholds
 from patchcore.ahead import read_ahead
 from patchcore.care import CareArea
 from patchcore.datasets.category import Sample
+from patchcore.images import upright_size
 from patchcore.views import Preprocess
 
 
@@ -148,8 +148,7 @@ def evaluate(
     scores, maps, masks, whole_maps, whole_masks, grids = [], [], [], [], [], []
 
     def read(sample: Sample) -> tuple[Any, tuple[int, int], np.ndarray, np.ndarray]:
-        with Image.open(sample.path) as image:
-            size = image.size
+        size = upright_size(sample.path)  # the view's, and its mask's, drawn over the picture as it is shown
         item = scorer.read(sample.path)
         return item, size, preprocess.mask(sample.mask, size), preprocess.whole.mask(sample.mask, size)
 

@@ -66,6 +66,39 @@ def test_an_evaluation_reads_its_files_ahead_and_scores_them_in_order_on_its_own
     assert evaluation.figures["image_auroc"] == 1.0 and evaluation.figures["pixel_auroc"] == 1.0
 
 
+def test_a_picture_stored_on_its_side_is_judged_against_its_mask_upright(tmp_path):
+    """A camera that stores its pictures turned and says so in EXIF (orientation 6: turn 90 degrees clockwise to
+    show): the model sees each upright, so a mask drawn over the picture as it is shown, upright, is its mask, in the
+    check before a fit and in the evaluation."""
+    source = SHARED / "datasets" / "non_square" / "bsdata_ballscrew"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = tmp_path / "turned"
+
+    def store(image: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)  # 452x184 upright, stored 184x452
+        Image.open(image).convert("RGB").transpose(Image.Transpose.ROTATE_90).save(target, exif=exif.tobytes())
+
+    for image in sorted((source / "train" / "good").glob("*.png"))[:3]:
+        store(image, turned / "train" / "good" / image.name)
+    store(sorted((source / "test" / "good").glob("*.png"))[0], turned / "test" / "good" / "good.png")
+    for mask in sorted((source / "ground_truth" / "defect").glob("*.png"))[:2]:
+        stem = mask.name.removesuffix("_mask.png")
+        store(source / "test" / "defect" / f"{stem}.png", turned / "test" / "defect" / f"{stem}.png")
+        _link(turned / "ground_truth" / "defect" / mask.name, mask)  # upright, 452x184, as drawn over the picture
+
+    category = mvtec_category(tmp_path, "turned")
+    preprocess = Preprocess()
+    assert file_problems(category, preprocess) == []  # was: "the mask is 452x184, its image 184x452"
+    truth = {s.path: preprocess.mask(s.mask, (452, 184)) for s in category.test}
+
+    def score(path: Path) -> Scored:  # the upright view's perfect map
+        return Scored(float(truth[path].any()), truth[path].astype(np.float32))
+
+    evaluation = evaluate(category.test, Scorer(score), preprocess, 0.5, 0.03)
+    assert truth[category.test[0].path].shape == (144, 352) and evaluation.figures["pixel_auroc"] == 1.0
+
+
 def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
     category = tmp_path / "bottle"
     for path in sorted((BOTTLE / "train" / "good").glob("*.png"))[:2]:
