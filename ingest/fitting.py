@@ -113,6 +113,10 @@ def _fit(args: argparse.Namespace, category: Category) -> tuple[FittedModel, Emb
         )
     if category.excluded:
         print(f"   excluded (--exclude): {', '.join(str(p) for p in category.excluded)}", flush=True)
+    if category.unread:
+        print(f"   not read: {len(category.unread)} images in folders below the set's own (as {category.unread[0]}): "
+              "its layout reads each folder's images, not those of folders within it; move them up to fit or "
+              "judge them", flush=True)  # fmt: skip
     validation = _validation_fitted(category)
     if validation:
         print(f"   of them {len(validation)} from the set's validation split ({validation[0].parent}): good parts too, "
@@ -233,6 +237,8 @@ def run_fit(args: argparse.Namespace, store: bool) -> int:
             result["left_out_of_training"] = [str(path) for path in category.left_out]
         if category.excluded:
             result["excluded_from_training"] = [str(path) for path in category.excluded]
+        if category.unread:
+            result["not_read"] = [str(path) for path in category.unread]
         if category.copies:
             result["copies_left_out"] = _copies_left_out(category)
         if validation := _validation_fitted(category):

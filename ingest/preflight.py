@@ -32,7 +32,9 @@ def file_problems(category: Category, preprocess: Preprocess) -> list[str]:
         problems.append(
             f"{category.name}: {len(category.train)} good training image(s); a fit needs at least {MIN_IMAGES} (good "
             "scores of two memory-bank images and one held out set its threshold)"
-        )
+            + (f"; {len(category.unread)} images lie in folders below the set's own, which are not read (as "
+               f"{category.unread[0]})" if category.unread else "")
+        )  # fmt: skip
     for path, mask in [(p, None) for p in category.train] + [(s.path, s.mask) for s in category.test]:
         try:  # a mask is drawn over the picture as it is shown, upright by its EXIF orientation, as the model sees it
             size = header_size(path) if mask is None else upright_size(path)

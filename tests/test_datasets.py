@@ -99,6 +99,48 @@ def test_a_picture_stored_on_its_side_is_judged_against_its_mask_upright(tmp_pat
     assert truth[category.test[0].path].shape == (144, 352) and evaluation.figures["pixel_auroc"] == 1.0
 
 
+def test_images_in_folders_below_a_sets_folders_are_named_not_passed_over(tmp_path):
+    """A line's own set with some good and some defective images in a day's folder within their folders: its layout
+    reads each folder's own images, so the fit says which it did not read, on the terminal and in the report, rather
+    than fitting and judging without them unsaid; where a good folder holds nothing else, the check before the fit
+    says where its images are. MVTec 3D-AD's folders below (``rgb/`` read, ``gt/`` and ``xyz/`` beside) are its
+    layout, not images passed over."""
+    goods = sorted((BOTTLE / "train" / "good").glob("*.png"))
+    line = tmp_path / "line" / "bottle"
+    for path in goods[:3]:
+        _link(line / "train" / "good" / path.name, path)
+    for path in goods[3:5]:
+        _link(line / "train" / "good" / "monday" / path.name, path)
+    _link(line / "test" / "good" / "000.png", BOTTLE / "test" / "good" / "000.png")
+    for stem in ("000", "001"):
+        _link(line / "test" / "broken_large" / f"{stem}.png", BOTTLE / "test" / "broken_large" / f"{stem}.png")
+    _link(line / "test" / "broken_large" / "night" / "002.png", BOTTLE / "test" / "broken_large" / "002.png")
+    _link(line / "test" / "broken_large" / ".thumbs" / "000.png", BOTTLE / "test" / "broken_large" / "000.png")
+
+    category = mvtec_category(tmp_path / "line", "bottle")
+    assert [p.relative_to(line).as_posix() for p in category.unread] == [
+        f"train/good/monday/{goods[3].name}", f"train/good/monday/{goods[4].name}", "test/broken_large/night/002.png"
+    ]  # fmt: skip
+    out = tmp_path / "reports"
+    done = _evaluate(tmp_path / "line", out)
+    assert f"not read: 3 images in folders below the set's own (as {line / 'train' / 'good' / 'monday'}" in done.stdout
+    assert len(json.loads((out / "bottle" / "report.json").read_text())["not_read"]) == 3
+
+    for path in goods[:3]:
+        (line / "train" / "good" / path.name).unlink()
+    problems = file_problems(mvtec_category(tmp_path / "line", "bottle"), Preprocess())
+    assert problems[0].startswith("bottle: 0 good training image(s); a fit needs at least 3")
+    first = line / "train" / "good" / "monday" / goods[3].name
+    assert problems[0].endswith(f"3 images lie in folders below the set's own, which are not read (as {first})")
+
+    cube = tmp_path / "mvtec3d" / "cable_gland"  # MVTec 3D-AD
+    for split in ("train/good", "test/good", "test/bent"):
+        _link(cube / split / "rgb" / "000.png", goods[0])
+        _link(cube / split / "xyz" / "000.tiff", goods[0])
+    _link(cube / "test" / "bent" / "gt" / "000.png", BOTTLE / "ground_truth" / "broken_large" / "000_mask.png")
+    assert mvtec_category(tmp_path / "mvtec3d", "cable_gland").unread == []
+
+
 def test_masks_are_found_by_either_name_and_missing_ones_are_counted(tmp_path):
     category = tmp_path / "bottle"
     for path in sorted((BOTTLE / "train" / "good").glob("*.png"))[:2]:

@@ -44,7 +44,8 @@ class Category:
     part (:func:`patchcore.model.fit`). ``copies``: images left out because another image of the category has the
     same bytes (:func:`distinct`), each with the image it copies. ``validation``: the good images of the set's
     validation split, fitted with the training ones (they are good parts the service should learn from, and the
-    threshold is set from every good image's score as unseen, so it needs no split of its own)."""
+    threshold is set from every good image's score as unseen, so it needs no split of its own). ``unread``: images
+    in folders below the set's folders, which its layout does not read (said, not passed over unsaid)."""
 
     name: str
     train: list[Path]
@@ -54,6 +55,7 @@ class Category:
     parts: dict[Path, str] = field(default_factory=dict)
     copies: dict[Path, Path] = field(default_factory=dict)
     validation: list[Path] = field(default_factory=list)
+    unread: list[Path] = field(default_factory=list)
 
 
 def excluding(categories: list[Category], names: list[str]) -> list[Category]:

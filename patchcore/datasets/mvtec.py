@@ -37,6 +37,7 @@ from patchcore.datasets.realiad import (
     realiad_splits,
 )
 from patchcore.datasets.visa import VISA_IMAGES, VISA_SPLIT, visa_category, visa_rows
+from patchcore.images import hidden, is_image_file
 
 TEST_FOLDERS = ("test", "test_public")  # MVTec AD 2 publishes its labelled test split as test_public
 GROUND_TRUTH = "ground_truth"
@@ -52,13 +53,35 @@ def pictures(folder: Path) -> list[Path]:
     return files
 
 
-def test_split(base: Path) -> list[Sample]:
+def unread_below(folder: Path) -> list[Path]:
+    """The images in folders below a split's folder (a day's or a camera's folder each), which :func:`pictures`
+    does not read, so that a fit says it passed them over: none in MVTec 3D-AD's layout (``rgb/``, with ``gt/`` and
+    ``xyz/`` beside it by design), nor masks kept beside the pictures in ``gt/``."""
+    if not image_files(folder) and (folder / PICTURES).is_dir():
+        return []
+    below = (path for path in folder.rglob("*") if is_image_file(path))
+    return sorted(
+        path
+        for path in below
+        if len(inner := path.relative_to(folder).parts) > 1 and not hidden(inner) and inner[0] != MASKS_BESIDE
+    )
+
+
+def _test_folders(base: Path) -> tuple[Path | None, list[Path]]:
+    """The test split's folder (``test`` or ``test_public``), and its folders of good and of defective images."""
     test_root = next((base / name for name in TEST_FOLDERS if (base / name).is_dir()), None)
+    if test_root is None:
+        return None, []
+    return test_root, sorted(p for p in test_root.iterdir() if p.is_dir() and p.name != GROUND_TRUTH)
+
+
+def test_split(base: Path) -> list[Sample]:
+    test_root, folders = _test_folders(base)
     if test_root is None:
         return []
     good = good_folder(test_root)
     test: list[Sample] = []
-    for folder in sorted(p for p in test_root.iterdir() if p.is_dir() and p.name != GROUND_TRUTH):
+    for folder in folders:
         files = pictures(folder)
         if folder == good:
             test.extend(Sample(path, GOOD, None) for path in files)
@@ -171,4 +194,6 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
             raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root, realiad_split)})")
     validation = good_folder(base / VALIDATION)
     held = pictures(validation) if validation is not None else []
-    return Category(name, pictures(train) + held, test_split(base), validation=held)
+    read = [train, *([validation] if validation is not None else []), *_test_folders(base)[1]]
+    unread = [path for folder in read for path in unread_below(folder)]
+    return Category(name, pictures(train) + held, test_split(base), validation=held, unread=unread)
