@@ -18,6 +18,7 @@ from ingest.preflight import file_problems
 from patchcore.datasets.category import Category
 from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files
+from patchcore.datasets.folders import folder_category
 from patchcore.datasets.mvtec import mvtec_categories, mvtec_category
 from patchcore.evaluation import Scored, Scorer, evaluate
 from patchcore.masks import mask_png, read_mask
@@ -132,6 +133,13 @@ def test_images_in_folders_below_a_sets_folders_are_named_not_passed_over(tmp_pa
     assert problems[0].startswith("bottle: 0 good training image(s); a fit needs at least 3")
     first = line / "train" / "good" / "monday" / goods[3].name
     assert problems[0].endswith(f"3 images lie in folders below the set's own, which are not read (as {first})")
+
+    rejects = tmp_path / "rejects"  # good parts in a folder, rejects beside them by type (--folder, --defects)
+    _link(rejects / "broken_large" / "000.png", BOTTLE / "test" / "broken_large" / "000.png")
+    _link(rejects / "broken_large" / "night" / "001.png", BOTTLE / "test" / "broken_large" / "001.png")
+    _link(rejects / "broken_large" / "masks" / "000.png", BOTTLE / "ground_truth" / "broken_large" / "000_mask.png")
+    given = folder_category(line / "train" / "good" / "monday", "bottle", rejects, rejects / "broken_large" / "masks")
+    assert given.unread == [rejects / "broken_large" / "night" / "001.png"] and len(given.test) == 1
 
     cube = tmp_path / "mvtec3d" / "cable_gland"  # MVTec 3D-AD
     for split in ("train/good", "test/good", "test/bent"):

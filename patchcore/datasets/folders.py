@@ -11,7 +11,7 @@ from patchcore.datasets.category import GOOD, Category, PartOf, Sample, excludin
 from patchcore.datasets.copies import distinct
 from patchcore.datasets.files import image_files, mask_files
 from patchcore.datasets.kolektor import KOLEKTOR_MASK, PAIRED_MASK
-from patchcore.datasets.mvtec import GROUND_TRUTH
+from patchcore.datasets.mvtec import GROUND_TRUTH, unread_below
 from patchcore.images import hidden, is_image_file
 
 MASK_SUFFIXES = ("_mask", PAIRED_MASK, KOLEKTOR_MASK)  # how the sets name a mask after its image's stem
@@ -77,15 +77,19 @@ def folder_category(folder: Path, name: str, defects: Path | None = None, masks:
     folders = [sub for sub in sorted(defects.iterdir()) if sub.is_dir() and sub.name != GROUND_TRUTH]
     types = [(defects.name, defects)] + [(sub.name, sub) for sub in folders if masks is None or sub != masks]
     test: list[Sample] = []
+    unread: list[Path] = []
+    kept = masks.resolve() if masks is not None else None
     for kind, where in types:
         files = unmixed(f"--defects {where}", image_files(where))
+        if where != defects:  # a type's folder: the images of folders within it are not read, masks given aside
+            unread += [p for p in unread_below(where) if masks is None or not p.parent.resolve().is_relative_to(kept)]
         if kind == GOOD and files:
             raise ValueError(f"{where}: a defect type named {GOOD!r} would read its images as good parts")
         found = {} if masks is None else mask_files(masks / kind if (masks / kind).is_dir() else masks)
         test.extend(Sample(path, kind, found.get(path.stem)) for path in files)
     if not test:
         raise FileNotFoundError(f"--defects {defects}: no image in it nor in a folder of it")
-    return Category(name, good, test)
+    return Category(name, good, test, unread=unread)
 
 
 def folder_set(
