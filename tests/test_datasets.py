@@ -346,6 +346,31 @@ def test_a_line_s_own_layout_a_train_folder_of_good_images_and_good_parts_by_any
     assert [p.name for p in mvtec_category(tmp_path, "part").train] == ["100.png"]
 
 
+def test_a_train_folder_of_one_folder_by_any_name_is_the_good_images_and_so_is_its_namesake_in_test(tmp_path):
+    """``train/defect_free`` alone: a training split is good images only, so its one folder is them whatever its
+    name, and the test split's ``Defect_Free`` its good parts, not a defect type of that name; before, the root was
+    refused ("none"). Two folders in ``train/`` (which are good?) stay refused, naming the layouts."""
+    base = tmp_path / "part"
+    for path in _bottle_images(3):
+        _link(base / "train" / "defect_free" / path.name, path)
+    (base / "train" / ".cache").mkdir()  # hidden: not a second folder
+    for path in _bottle_images(2, "test/good"):
+        _link(base / "test" / "Defect_Free" / path.name, path)
+    for path in _bottle_images(2, "test/broken_large"):
+        _link(base / "test" / "scratch" / path.name, path)
+    _link(base / "validation" / "defect_free" / "v000.png", _bottle_images(3, "test/good")[2])
+    assert mvtec_categories(tmp_path) == ["part"]
+    category = mvtec_category(tmp_path, "part")
+    assert [p.name for p in category.train] == ["000.png", "001.png", "002.png", "v000.png"]
+    assert sorted((s.defect, s.path.stem) for s in category.test) == [
+        ("good", "000"), ("good", "001"), ("scratch", "000"), ("scratch", "001")
+    ]  # fmt: skip
+    _link(base / "train" / "rejects" / "000.png", _bottle_images(1, "test/broken_large")[0])
+    assert mvtec_categories(tmp_path) == []
+    with pytest.raises(FileNotFoundError, match="or of one folder of them"):
+        mvtec_category(tmp_path, "part")
+
+
 def test_hidden_files_beside_the_images_are_not_read_as_images(tmp_path):
     """A macOS copy leaves ``._<name>`` beside each image (a resource fork with the image's suffix): read as an image,
     it would stop a whole fit at its check of the files."""

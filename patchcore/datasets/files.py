@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from patchcore.images import image_files_in
+from patchcore.images import hidden, image_files_in
 from patchcore.masks import read_mask
 
 GOOD_FOLDERS = ("good", "ok", "normal")  # MVTec AD and most sets; BTAD; anomalib's folder sets and many a line's own
@@ -21,14 +21,15 @@ def image_files(folder: Path) -> list[Path]:
     return image_files_in(folder)
 
 
-def good_folder(split: Path) -> Path | None:
-    """The folder of good images in a split (``train`` or the test split), by any of :data:`GOOD_FOLDERS` in any
-    case (``OK``, ``Normal``): a test split's good parts under a name not known here would be judged as a defect type
-    of that name."""
+def good_folder(split: Path, named: str | None = None) -> Path | None:
+    """The folder of good images in a split (``train``, ``validation`` or the test split): the one ``named`` as the
+    training split's (see :func:`sole_folder`), else any of :data:`GOOD_FOLDERS`, in any case (``OK``, ``Normal``); a
+    test split's good parts under a name known neither way would be judged as a defect type of that name."""
     if not split.is_dir():
         return None
     folders = {path.name.lower(): path for path in sorted(split.iterdir()) if path.is_dir()}
-    return next((folders[name] for name in GOOD_FOLDERS if name in folders), None)
+    names = (named.lower(), *GOOD_FOLDERS) if named else GOOD_FOLDERS
+    return next((folders[name] for name in names if name in folders), None)
 
 
 def good_images_folder(split: Path) -> Path | None:
@@ -37,6 +38,16 @@ def good_images_folder(split: Path) -> Path | None:
     if not split.is_dir() or good_folder(split) is not None:
         return None
     return split if image_files(split) else None
+
+
+def sole_folder(split: Path) -> Path | None:
+    """A training split's one folder, where it holds no images of its own and a single folder that does (a line's
+    own name for its good parts: ``train/defect_free``): a training split is good images only, so that folder is
+    them whatever its name, and the test split's folder of the same name its good parts (:func:`good_folder`)."""
+    if not split.is_dir() or image_files(split):
+        return None
+    folders = [path for path in sorted(split.iterdir()) if path.is_dir() and not hidden((path.name, "a file in it"))]
+    return folders[0] if len(folders) == 1 and image_files(folders[0]) else None
 
 
 def mask_files(folder: Path) -> dict[str, Path]:

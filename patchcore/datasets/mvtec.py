@@ -6,8 +6,10 @@ MVTec AD, MPDD and VisA as anomalib prepares it (``train/good``, ``test/<type>``
 MVTec 3D-AD (each folder's pictures in ``rgb/``, their masks in ``gt/``); MVTec LOCO AD (a folder of masks per
 image, one per defect region, united); the good images of a ``validation`` split beside ``train`` (those three
 sets) fitted as good images too. A root that is AITEX holds a category per fabric (:mod:`~patchcore.datasets.aitex`).
-A line's own layout too: a folder of good images is ``good``, ``ok`` or ``normal`` in any case, and a ``train/`` that
-holds images and none of those is the good images themselves (after every set above, whose folders hold images).
+A line's own layout too: a folder of good images is ``good``, ``ok`` or ``normal`` in any case, a ``train/`` that
+holds images and none of those is the good images themselves (after every set above, whose folders hold images), and
+a ``train/`` that holds one folder of images is that folder, by whatever name, and so is the test split's folder of
+that name (a training split is good images only).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from patchcore.datasets.aitex import AITEX_DEFECTS, AITEX_GOOD, aitex_category, aitex_fabrics, is_aitex
 from patchcore.datasets.category import GOOD, Category, Sample
 from patchcore.datasets.dagm import DAGM_LABELS, DAGM_SPLITS, dagm_category, is_dagm
-from patchcore.datasets.files import good_folder, good_images_folder, image_files, mask_files
+from patchcore.datasets.files import good_folder, good_images_folder, image_files, mask_files, sole_folder
 from patchcore.datasets.kolektor import (
     KOLEKTOR_MASK,
     PAIRED_MASK,
@@ -75,11 +77,13 @@ def _test_folders(base: Path) -> tuple[Path | None, list[Path]]:
     return test_root, sorted(p for p in test_root.iterdir() if p.is_dir() and p.name != GROUND_TRUTH)
 
 
-def test_split(base: Path) -> list[Sample]:
+def test_split(base: Path, good_name: str | None = None) -> list[Sample]:
+    """The test split's samples, its good parts in the folder named as the training split's (``good_name``) or by
+    any usual name."""
     test_root, folders = _test_folders(base)
     if test_root is None:
         return []
-    good = good_folder(test_root)
+    good = good_folder(test_root, good_name)
     test: list[Sample] = []
     for folder in folders:
         files = pictures(folder)
@@ -106,8 +110,9 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
     there, or, when the root is itself a category (a common slip), the ``--data`` and ``--category`` to give."""
     splits = realiad_folder(root.parent.parent, realiad_split) if root.parent.name.startswith(REALIAD_PREFIX) else None
     realiad = splits is not None and (splits / f"{root.name}.json").is_file()
-    if root.is_dir() and (good_folder(root / "train") or good_images_folder(root / "train")
-                          or (root / VISA_IMAGES).is_dir() or paired(root / "train") or realiad
+    train = root / "train"
+    if root.is_dir() and (good_folder(train) or good_images_folder(train) or sole_folder(train)
+                          or (root / VISA_IMAGES).is_dir() or paired(train) or realiad
                           or kolektor_parts(root) or is_dagm(root) or is_mtd(root)):  # fmt: skip
         return f"{root} is itself a category; give --data {root.parent} --category {root.name}"
     if is_aitex(root):
@@ -124,7 +129,8 @@ def not_found(root: Path, realiad_split: str = REALIAD_JSONS) -> str:
         )
     found = ", ".join(mvtec_categories(root, realiad_split)) if root.is_dir() else ""
     layouts = (
-        f"a category is a folder holding train/good (or ok, normal), or train/ of good images, or train/ of "
+        f"a category is a folder holding train/good (or ok, normal), or train/ of good images or of one folder of "
+        f"them (its test/ folder of that name the good test parts), or train/ of "
         f"images beside their {PAIRED_MASK} masks "
         f"(KolektorSDD2), or folders of images beside their {KOLEKTOR_MASK} masks (KolektorSDD), or "
         f"{'/'.join(DAGM_SPLITS)} each with a {DAGM_LABELS} folder of masks (DAGM 2007), or {MTD_GOOD}/{MTD_IMAGES} "
@@ -152,6 +158,7 @@ def mvtec_categories(root: Path, realiad_split: str = REALIAD_JSONS) -> list[str
             good_folder(p / "train")
             or paired(p / "train")
             or good_images_folder(p / "train")
+            or sole_folder(p / "train")
             or kolektor_parts(p)
             or is_dagm(p)
             or is_mtd(p)
@@ -189,11 +196,12 @@ def mvtec_category(root: Path, name: str, realiad_split: str = REALIAD_JSONS) ->
         realiad = [split for split in realiad_splits(root) if split.stem == name]
         if realiad:
             return realiad_category(root, name, realiad[0])
-        train = good_images_folder(base / "train")  # a line's own: the sets above first, whose folders hold images
+        train = good_images_folder(base / "train") or sole_folder(base / "train")  # a line's own, after the sets above
         if train is None:
             raise FileNotFoundError(f"{base / 'train' / GOOD} does not exist ({not_found(root, realiad_split)})")
-    validation = good_folder(base / VALIDATION)
+    good_name = None if train == base / "train" else train.name
+    validation = good_folder(base / VALIDATION, good_name)
     held = pictures(validation) if validation is not None else []
     read = [train, *([validation] if validation is not None else []), *_test_folders(base)[1]]
     unread = [path for folder in read for path in unread_below(folder)]
-    return Category(name, pictures(train) + held, test_split(base), validation=held, unread=unread)
+    return Category(name, pictures(train) + held, test_split(base, good_name), validation=held, unread=unread)
