@@ -244,109 +244,114 @@ def _pruned_greedy(
     What a test compares is kept ready, so that a step's passes are few: for each centre, its key of the subspace
     test; for each point, its keys of the half-distance and subspace tests (they change only when it moves). The
     centres' principal coordinates are held transposed (a row per direction): their product with a new centre's
-    took 81 us at 60,000 centres against 172 us a row per centre (2 cores). numpy finds the centres that pass and
-    the largest radius, on the same memory (argmax 10 us against torch's 59), but not the product: numpy's BLAS
-    threads and torch's contend for the cores (interleaved with torch, 8.7 ms)."""
+    took 81 us at 60,000 centres against 172 us a row per centre (2 cores). A late step is many small operations
+    on a few hundred points, so the bookkeeping is numpy's, on the same memory (an operation costs it about a
+    microsecond, torch several); the products stay torch's: numpy's BLAS threads and torch's contend for the cores
+    (interleaved with torch, 8.7 ms), and a distance is then computed exactly as the textbook scan computes it."""
     n = points.shape[0]
     t0 = start.chosen.numel()
-    selected = torch.empty(k, dtype=torch.long)
-    selected[:t0] = start.chosen
-    centres = torch.empty(k, points.shape[1])
-    centres[:t0] = points.index_select(0, start.chosen)
-    centre_sq = torch.empty(k)
-    centre_sq[:t0] = squared.index_select(0, start.chosen)
-    nearest, owner = start.nearest.clone(), start.owner.clone()
-    radii = torch.zeros(k)
-    farthest = torch.zeros(k, dtype=torch.long)
-    everything = torch.arange(n)
+    points = points.contiguous()
+    every_point, squared_np = points.numpy(), squared.contiguous().numpy()
+    selected = np.empty(k, dtype=np.int64)
+    selected[:t0] = start.chosen.numpy()
+    centres = np.empty((k, points.shape[1]), dtype=every_point.dtype)
+    centres[:t0] = every_point[selected[:t0]]
+    centre_sq = np.empty(k, dtype=squared_np.dtype)
+    centre_sq[:t0] = squared_np[selected[:t0]]
+    nearest, owner = start.nearest.numpy().copy(), start.owner.numpy().copy()
+    radii = np.zeros(k, dtype=nearest.dtype)
+    farthest = np.zeros(k, dtype=np.int64)
+    everything = np.arange(n)
     members = _Members(owner, t0, k)
     basis = _principal_basis(points)
     points_low = points @ basis
-    low = torch.empty(basis.shape[1], k)  # the centres' principal coordinates, a column each
-    low[:, :t0] = (centres[:t0] @ basis).T
-    low_sq = torch.empty(k)
-    low_sq[:t0] = low[:, :t0].square().sum(0)
+    low = np.empty((basis.shape[1], k), dtype=every_point.dtype)  # the centres' principal coordinates, a column each
+    low[:, :t0] = (torch.from_numpy(centres[:t0]) @ basis).T.numpy()
+    low_sq = np.empty(k, dtype=every_point.dtype)
+    low_sq[:t0] = np.square(low[:, :t0]).sum(0)
     # a centre j can be in reach of a new centre c only if  key_j - 2 <low_j, low_c>  <  rho |c|^2 - |low_c|^2,  with
     # key_j = |low_j|^2 - 4 r_j^2 - rho |j|^2: the subspace bound |low_j - low_c|^2 < 4 r_j^2 + rho (|j|^2 + |c|^2)
-    centre_key = torch.empty(k)
+    centre_key = np.empty(k, dtype=every_point.dtype)
     # a point p of cluster j can move to c only if  half_key_p + 8 rho |c|^2 > |c - j|^2,  and then only if
     # |low_p - low_c|^2 < shadow_key_p + 8 rho |c|^2,  with slack_p = 8 rho (|p|^2 + |j|^2) in both keys
-    half_key, shadow_key = torch.empty(n), torch.empty(n)
+    half_key, shadow_key = np.empty(n, dtype=every_point.dtype), np.empty(n, dtype=every_point.dtype)
     if t0:
         _refresh_radii(everything, nearest, owner, radii, farthest)
-        _rekey_centres(torch.arange(t0), radii, low_sq, centre_sq, centre_key)
-        _rekey_points(everything, nearest, squared, centre_sq.index_select(0, owner), half_key, shadow_key)
-    radii_np = radii.numpy()
-    far_sq = torch.full((k,), math.inf)  # squared distance of each cluster in reach from the new centre
+        _rekey_centres(np.arange(t0), radii, low_sq, centre_sq, centre_key)
+        _rekey_points(everything, nearest, squared_np, centre_sq[owner], half_key, shadow_key)
+    far_sq = np.full(k, np.inf, dtype=every_point.dtype)  # each cluster in reach: its squared distance to c
+    low_torch, centres_torch = torch.from_numpy(low), torch.from_numpy(centres)
+    owner_t, half_key_t, far_sq_t = torch.from_numpy(owner), torch.from_numpy(half_key), torch.from_numpy(far_sq)
     candidate = start.candidate
     for t in range(t0, k):
         selected[t] = candidate
-        centres[t] = points[candidate]
-        centre_sq[t] = squared[candidate]
-        low[:, t] = centres[t] @ basis
-        low_sq[t] = low[:, t] @ low[:, t]
+        centres[t] = every_point[candidate]
+        centre = centres_torch[t]
+        centre_sq[t] = squared_np[candidate]
+        centre_low = centre @ basis
+        low[:, t] = centre_low.numpy()
+        low_sq[t] = np.square(low[:, t]).sum()
         centre_key[t] = low_sq[t] - _ROUNDING * centre_sq[t]
         room = 8 * _ROUNDING * float(centre_sq[t])
-        index = movable = None  # the first centre takes every point
+        index = None  # the first centre takes every point
         if t > 0:
             # Only a cluster whose centre lies within twice its radius of the new centre can lose points to it. Their
             # distance in the principal subspace bounds it from below (with room for rounding), so the exact distance
             # is computed only for the few centres that bound lets through.
-            bound = torch.addmm(centre_key[None, :t], low[None, :, t], low[:, :t], alpha=-2.0)[0].numpy()
-            near = torch.from_numpy(np.flatnonzero(bound < _ROUNDING * float(centre_sq[t]) - float(low_sq[t])))
-            between_sq = (
-                centre_sq.index_select(0, near) - 2 * (centres.index_select(0, near) @ centres[t]) + centre_sq[t]
-            )
-            near_radii = radii.index_select(0, near)
-            reach = between_sq < 4 * near_radii * near_radii
+            bound = centre_key[:t] - 2 * (low_torch[:, t] @ low_torch[:, :t]).numpy()
+            near = np.flatnonzero(bound < _ROUNDING * float(centre_sq[t]) - float(low_sq[t]))
+            near_centres = centres_torch.index_select(0, torch.from_numpy(near))
+            between_sq = centre_sq[near] - 2 * (near_centres @ centre).numpy() + centre_sq[t]
+            reach = between_sq < 4 * np.square(radii[near])
             in_reach = near[reach]
             far_sq[in_reach] = between_sq[reach]
             index = members.of(in_reach, owner, _FULL_SCAN_FRACTION * n)
             index = everything if index is None else index
             # And of such a cluster's points, only one farther from its centre than half the new centre's distance.
-            mine = owner.index_select(0, index)
-            movable = index[half_key.index_select(0, index) + room > far_sq.index_select(0, mine)]
-            far_sq[in_reach] = math.inf
+            at = torch.from_numpy(index)
+            far_of = far_sq_t.index_select(0, owner_t.index_select(0, at))
+            index = index[(half_key_t.index_select(0, at) + room > far_of).numpy()]
+            far_sq[in_reach] = np.inf
             # And of those, only one that is nearer to the new centre than its own in the principal subspace too.
-            shadow_sq = (points_low.index_select(0, movable) - low[:, t]).square_().sum(1)
-            movable = movable[shadow_sq < shadow_key.index_select(0, movable) + room]
-        moved, losers = _assign(points, squared, centres[t], centre_sq[t], movable, t, nearest, owner)
+            shadow_sq = (points_low.index_select(0, torch.from_numpy(index)) - centre_low).square_().sum(1).numpy()
+            index = index[shadow_sq < shadow_key[index] + room]
+        moved, losers = _assign(points, squared_np, centre, centre_sq[t], index, t, nearest, owner)
         members.add(t, moved, owner)
         nearest[candidate] = 0
-        _rekey_points(moved, nearest, squared, centre_sq[t].expand(moved.numel()), half_key, shadow_key)
+        _rekey_points(moved, nearest, squared_np, np.full(moved.size, centre_sq[t]), half_key, shadow_key)
         # Only the new cluster and those that lost points to it have a new radius: their points are read again (a
         # cluster keeps its centre, so each of them still has one), unless they are most of all points.
-        kept = None if index is None else members.of(torch.unique(losers), owner, _FULL_SCAN_FRACTION * n)
+        kept = None if t == 0 else members.of(np.unique(losers), owner, _FULL_SCAN_FRACTION * n)
         refreshed = _refresh_radii(
-            everything if kept is None else torch.cat([kept, moved]), nearest, owner, radii, farthest
+            everything if kept is None else np.concatenate([kept, moved]), nearest, owner, radii, farthest
         )
         _rekey_centres(refreshed, radii, low_sq, centre_sq, centre_key)
-        candidate = int(farthest[int(radii_np[: t + 1].argmax())])
+        candidate = int(farthest[int(radii[: t + 1].argmax())])
         if progress is not None:
             progress(1)
-    return Selection(selected, owner)
+    return Selection(torch.from_numpy(selected), torch.from_numpy(owner))
 
 
 def _rekey_centres(
-    clusters: torch.Tensor, radii: torch.Tensor, low_sq: torch.Tensor, centre_sq: torch.Tensor, key: torch.Tensor
+    clusters: np.ndarray, radii: np.ndarray, low_sq: np.ndarray, centre_sq: np.ndarray, key: np.ndarray
 ) -> None:
     """The subspace test's key of ``clusters`` (their radius changed): ``|low_j|^2 - 4 r_j^2 - rho |j|^2``."""
-    r = radii.index_select(0, clusters)
-    key[clusters] = low_sq.index_select(0, clusters) - 4 * r * r - _ROUNDING * centre_sq.index_select(0, clusters)
+    r = radii[clusters]
+    key[clusters] = low_sq[clusters] - 4 * r * r - _ROUNDING * centre_sq[clusters]
 
 
 def _rekey_points(
-    index: torch.Tensor,
-    nearest: torch.Tensor,
-    squared: torch.Tensor,
-    owner_sq: torch.Tensor,
-    half_key: torch.Tensor,
-    shadow_key: torch.Tensor,
+    index: np.ndarray,
+    nearest: np.ndarray,
+    squared: np.ndarray,
+    owner_sq: np.ndarray,
+    half_key: np.ndarray,
+    shadow_key: np.ndarray,
 ) -> None:
     """The half-distance and subspace tests' keys of the points ``index`` (they moved; ``owner_sq``: the squared norm
     of each one's centre): ``4 r_p^2 + slack_p`` and ``r_p^2 + slack_p``."""
-    near_sq = nearest.index_select(0, index).square()
-    slack = 8 * _ROUNDING * (squared.index_select(0, index) + owner_sq)
+    near_sq = np.square(nearest[index])
+    slack = 8 * _ROUNDING * (squared[index] + owner_sq)
     half_key[index] = 4 * near_sq + slack
     shadow_key[index] = near_sq + slack
 
@@ -359,41 +364,40 @@ class _Members:
     cluster, so a point is always in the segment of its current cluster; one that moved on stays in its old segment
     and is dropped when that is read (its owner is another cluster). The buffer is built again when full."""
 
-    def __init__(self, owner: torch.Tensor, clusters: int, k: int) -> None:
-        self.buffer = torch.empty(2 * owner.numel(), dtype=torch.long)
-        self.start = torch.zeros(k, dtype=torch.long)
-        self.length = torch.zeros(k, dtype=torch.long)
+    def __init__(self, owner: np.ndarray, clusters: int, k: int) -> None:
+        self.buffer = np.empty(2 * owner.size, dtype=np.int64)
+        self.start = np.zeros(k, dtype=np.int64)
+        self.length = np.zeros(k, dtype=np.int64)
         self._build(owner, clusters)
 
-    def _build(self, owner: torch.Tensor, clusters: int) -> None:
-        n = owner.numel()
-        self.buffer[:n] = torch.argsort(owner, stable=True)
-        counts = torch.bincount(owner, minlength=clusters)
-        self.length[:clusters] = counts[:clusters]
-        self.start[:clusters] = counts[:clusters].cumsum(0) - counts[:clusters]
+    def _build(self, owner: np.ndarray, clusters: int) -> None:
+        n = owner.size
+        self.buffer[:n] = np.argsort(owner, kind="stable")
+        counts = np.bincount(owner, minlength=clusters)[:clusters]
+        self.length[:clusters] = counts
+        self.start[:clusters] = counts.cumsum() - counts
         self.fill = n
 
-    def add(self, cluster: int, moved: torch.Tensor, owner: torch.Tensor) -> None:
+    def add(self, cluster: int, moved: np.ndarray, owner: np.ndarray) -> None:
         """Cluster ``cluster`` was made and took the points ``moved`` (``owner`` already says so)."""
-        if self.fill + moved.numel() > self.buffer.numel():
+        if self.fill + moved.size > self.buffer.size:
             self._build(owner, cluster + 1)
             return
-        self.buffer[self.fill : self.fill + moved.numel()] = moved
-        self.start[cluster], self.length[cluster] = self.fill, moved.numel()
-        self.fill += moved.numel()
+        self.buffer[self.fill : self.fill + moved.size] = moved
+        self.start[cluster], self.length[cluster] = self.fill, moved.size
+        self.fill += moved.size
 
-    def of(self, clusters: torch.Tensor, owner: torch.Tensor, most: float) -> torch.Tensor | None:
+    def of(self, clusters: np.ndarray, owner: np.ndarray, most: float) -> np.ndarray | None:
         """The points of ``clusters``, or None when their segments hold more than ``most`` (then every point is
         tested: one pass over all is cheaper than gathering most of them)."""
-        lengths = self.length.index_select(0, clusters)
+        lengths = self.length[clusters]
         total = int(lengths.sum())
         if total > most:
             return None
-        ends = lengths.cumsum(0)
-        offset = (self.start.index_select(0, clusters) - (ends - lengths)).repeat_interleave(lengths, output_size=total)
-        points = self.buffer.index_select(0, torch.arange(total) + offset)
-        cluster = clusters.repeat_interleave(lengths, output_size=total)
-        return points[owner.index_select(0, points) == cluster]
+        ends = lengths.cumsum()
+        offset = np.repeat(self.start[clusters] - (ends - lengths), lengths)
+        points = self.buffer[np.arange(total) + offset]
+        return points[owner[points] == np.repeat(clusters, lengths)]
 
 
 def _principal_basis(points: torch.Tensor) -> torch.Tensor:
@@ -410,44 +414,45 @@ def _principal_basis(points: torch.Tensor) -> torch.Tensor:
 
 def _assign(
     points: torch.Tensor,
-    squared: torch.Tensor,
+    squared: np.ndarray,
     centre: torch.Tensor,
-    centre_sq: torch.Tensor,
-    index: torch.Tensor | None,
+    centre_sq: np.float32,
+    index: np.ndarray | None,
     t: int,
-    nearest: torch.Tensor,
-    owner: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    nearest: np.ndarray,
+    owner: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Give the patches of ``index`` (``None``: all) closer to centre ``t`` than to their own centre to centre ``t``;
-    returns them and the clusters they came from."""
+    returns them and the clusters they came from. The distance is the textbook scan's, to the last bit."""
     if index is None:
-        distance = squared - 2 * (points @ centre) + centre_sq
+        distance = squared - 2 * (points @ centre).numpy() + centre_sq
         current = nearest
-        index = torch.arange(points.shape[0])
+        index = np.arange(points.shape[0])
     else:
-        distance = squared.index_select(0, index) - 2 * (points.index_select(0, index) @ centre) + centre_sq
-        current = nearest.index_select(0, index)
-    distance = distance.clamp_min_(0).sqrt_()
+        rows = points.index_select(0, torch.from_numpy(index))
+        distance = squared[index] - 2 * (rows @ centre).numpy() + centre_sq
+        current = nearest[index]
+    distance = np.sqrt(np.maximum(distance, 0, out=distance), out=distance)
     closer = distance < current
     moved = index[closer]
-    losers = owner.index_select(0, moved)
-    nearest.index_copy_(0, moved, distance[closer])
-    owner.index_fill_(0, moved, t)
+    losers = owner[moved]
+    nearest[moved] = distance[closer]
+    owner[moved] = t
     return moved, losers
 
 
 def _refresh_radii(
-    index: torch.Tensor, nearest: torch.Tensor, owner: torch.Tensor, radii: torch.Tensor, farthest: torch.Tensor
-) -> torch.Tensor:
+    index: np.ndarray, nearest: np.ndarray, owner: np.ndarray, radii: np.ndarray, farthest: np.ndarray
+) -> np.ndarray:
     """Recompute radius and farthest patch of every cluster that ``index`` covers (it covers them whole); returns
     the cluster of each point of ``index``."""
-    distance = nearest.index_select(0, index)
-    clusters = owner.index_select(0, index)
-    radii.index_fill_(0, clusters, 0)
-    radii.scatter_reduce_(0, clusters, distance, reduce="amax")
-    at_radius = distance == radii.index_select(0, clusters)
-    farthest.index_fill_(0, clusters, -1)
-    farthest.scatter_reduce_(0, clusters[at_radius], index[at_radius], reduce="amax")
+    distance = nearest[index]
+    clusters = owner[index]
+    radii[clusters] = 0
+    np.maximum.at(radii, clusters, distance)
+    at_radius = distance == radii[clusters]
+    farthest[clusters] = -1
+    np.maximum.at(farthest, clusters[at_radius], index[at_radius])
     return clusters
 
 
