@@ -319,9 +319,11 @@ def _pruned_greedy(
         members.add(t, moved, owner)
         nearest[candidate] = 0
         _rekey_points(moved, nearest, squared_np, np.full(moved.size, centre_sq[t]), half_key, shadow_key)
-        # Only the new cluster and those that lost points to it have a new radius: their points are read again (a
-        # cluster keeps its centre, so each of them still has one), unless they are most of all points.
-        kept = None if t == 0 else members.of(np.unique(losers), owner, _FULL_SCAN_FRACTION * n)
+        # Only the new cluster and those that lost their farthest point to it have a new radius (one that lost only
+        # nearer points keeps its farthest, so its radius): their points are read again (a cluster keeps its centre,
+        # so each of them still has one), unless they are most of all points.
+        shrunk = losers[farthest[losers] == moved]
+        kept = None if t == 0 else members.of(shrunk, owner, _FULL_SCAN_FRACTION * n)
         refreshed = _refresh_radii(
             everything if kept is None else np.concatenate([kept, moved]), nearest, owner, radii, farthest
         )
