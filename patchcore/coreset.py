@@ -323,8 +323,7 @@ def _pruned_greedy(
         # Only the new cluster and those that lost their farthest point to it have a new radius (one that lost only
         # nearer points keeps its farthest, so its radius): their points are read again (a cluster keeps its centre,
         # so each of them still has one), unless they are most of all points.
-        shrunk = losers[farthest[losers] == moved]
-        kept = None if t == 0 else members.of(shrunk, owner, _FULL_SCAN_FRACTION * n)
+        kept = None if t == 0 else members.of(losers[farthest[losers] == moved], owner, _FULL_SCAN_FRACTION * n)
         refreshed = _refresh_radii(
             everything if kept is None else np.concatenate([kept, moved]), nearest, owner, radii, farthest
         )

@@ -323,10 +323,18 @@ def upright_size(path: Path) -> tuple[int, int]:
     return (height, width) if exif.get(ORIENTATION, 1) in TURNED else (width, height)
 
 
+MACOS_FORKS = "__MACOSX"  # the folder of resource forks that macOS's zips carry
+
+
 def hidden(parts: Sequence[str]) -> bool:
     """Whether a path below a folder, by its parts, is hidden as ``ls`` and Finder hide it: a dot-file or a file in a
     dot-folder, or in the ``__MACOSX`` folder of resource forks that macOS's zips carry."""
-    return any(part.startswith(".") for part in parts) or (len(parts) > 1 and parts[0] == "__MACOSX")
+    return any(part.startswith(".") for part in parts) or (len(parts) > 1 and parts[0] == MACOS_FORKS)
+
+
+def hidden_folder(name: str) -> bool:
+    """Whether a folder of that name, at the top of what is read, hides every file below it (see :func:`hidden`)."""
+    return name.startswith(".") or name == MACOS_FORKS
 
 
 def is_image_file(path: Path) -> bool:

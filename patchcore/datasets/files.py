@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from patchcore.images import hidden, image_files_in
+from patchcore.images import hidden_folder, image_files_in
 from patchcore.masks import read_mask
 
 GOOD_FOLDERS = ("good", "ok", "normal")  # MVTec AD and most sets; BTAD; anomalib's folder sets and many a line's own
@@ -46,7 +46,7 @@ def sole_folder(split: Path) -> Path | None:
     them whatever its name, and the test split's folder of the same name its good parts (:func:`good_folder`)."""
     if not split.is_dir() or image_files(split):
         return None
-    folders = [path for path in sorted(split.iterdir()) if path.is_dir() and not hidden((path.name, "a file in it"))]
+    folders = [path for path in sorted(split.iterdir()) if path.is_dir() and not hidden_folder(path.name)]
     return folders[0] if len(folders) == 1 and image_files(folders[0]) else None
 
 
