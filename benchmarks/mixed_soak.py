@@ -20,8 +20,9 @@ on the primary with ``--standbys 0``), the second in its own process (``INSPECT_
   ``python -m ingest worker`` process; once it serves, the query threads ask it too and every other threshold move
   is widget's; three quarters through, widget is deleted while it is asked (its queries and moves may answer 404
   from the deletion until its second fit is seen to serve, never outside) and a second job fits it again;
-- a reader asking the log, parts, CSVs, drift, metrics, categories and a kept answer's heatmap every 0.3 s (drawn by
-  its category's active version: 404 for widget's answers while widget is away).
+- a reader asking the log, parts, CSVs, drift, metrics, categories and a kept answer's heatmap every 0.3 s (drawn from
+  the answer's own patch distances in its version's view, or, that version retired, judged again by its category's
+  active version: 404 for widget's answers while widget is away, its versions deleted).
 
 Then it checks the log and the verdicts: every 200 answer's record is there exactly once, and every answer is its
 version's own verdict (that version's threshold, anomalous exactly when the score lies above it), never a mix.
@@ -233,7 +234,7 @@ def main() -> None:
     def read(turn: int) -> None:
         with tally.lock:
             path = random.choice([*READS, *(["/inspections/{id}/heatmap"] if tally.answered else [])])
-            widgets = False  # a heatmap is drawn by the category's active version: none while widget is deleted
+            widgets = False  # a heatmap needs the answer's version or an active one: neither while widget is deleted
             if "{id}" in path:
                 drawn = random.choice(tally.answered)
                 path, widgets = path.replace("{id}", str(drawn)), drawn in tally.of_widget

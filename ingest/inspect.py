@@ -180,7 +180,7 @@ def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str)
     placed = [region.placed(view, stride, (width, height)) for region in inspection.regions]
     threshold = inspector.model.threshold
     drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), threshold,
-                    inspection.regions, stride)  # fmt: skip
+                    [region["box_in_view"] for region in placed])  # fmt: skip
     drawn.save(out / "heatmaps" / heatmap)
     return {
         "width": width, "height": height, "is_anomalous": inspection.is_anomalous,

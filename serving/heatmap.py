@@ -1,5 +1,6 @@
 """The anomaly map as colours: a PNG for clients to draw over the image (``POST /query``), and the same colours
-drawn over the view the model saw, its defect regions boxed (``python -m ingest inspect``, the log's heatmaps)."""
+drawn over the view the model saw, its defect regions boxed (``python -m ingest inspect``, the log's heatmaps, drawn
+again from what a record keeps)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
-from patchcore.regions import Region
+from patchcore.scoring import anomaly_map
+from patchcore.views import Preprocess
 
 REGION_COLOUR = (255, 235, 59)  # the inspect page's dashed outline, solid here
 
@@ -30,15 +33,34 @@ def heatmap_png(anomaly_map: np.ndarray, threshold: float) -> str:
 
 
 def overlay(
-    view: Image.Image, anomaly_map: np.ndarray, threshold: float, regions: Sequence[Region] = (), stride: int = 8,
+    view: Image.Image,
+    anomaly_map: np.ndarray,
+    threshold: float,
+    boxes: Sequence[Sequence[int]] = (),
     alpha: float = 0.45,
-) -> Image.Image:  # fmt: skip
+) -> Image.Image:
     """The coloured map over ``view`` (the RGB view the model saw), half transparent, at the view's size, each
-    defect region boxed by its cells' bounds (``stride`` view pixels a cell)."""
+    defect region's box drawn (left, top, right, bottom in the view's pixels, right and bottom exclusive: an answer's
+    ``box_in_view``)."""
     heat = Image.fromarray(coloured(anomaly_map, threshold)).resize(view.size, Image.BILINEAR)
     drawn = Image.blend(view.convert("RGB"), heat, alpha)
     pen = ImageDraw.Draw(drawn)
-    for region in regions:
-        box = (region.left * stride, region.top * stride, region.right * stride - 1, region.bottom * stride - 1)
-        pen.rectangle(box, outline=REGION_COLOUR, width=2)
+    for left, top, right, bottom in boxes:
+        pen.rectangle((left, top, right - 1, bottom - 1), outline=REGION_COLOUR, width=2)
     return drawn
+
+
+def as_answered(
+    preprocess: Preprocess, image: Image.Image, size: tuple[int, int], patch_scores: Sequence[Sequence[float]],
+    threshold: float, boxes: Sequence[Sequence[int]],
+) -> Image.Image:  # fmt: skip
+    """The heatmap an answer saw, drawn again from what its record keeps: its (rows, columns) patch distances over
+    the view that ``preprocess`` (the judging version's) makes of an upload of ``size`` (width, height), the kept
+    ``image`` (the file, or a thumbnail of it) brought to that view's size, the answer's region ``boxes`` drawn.
+    Nothing is judged again, so the map, the boxes and the threshold they are coloured against are the answer's."""
+    view = preprocess.view(*size)
+    seen = preprocess.cropped(image)
+    if seen.size != (view.width, view.height):  # a thumbnail's view may differ from the file's by a pixel
+        seen = seen.resize((view.width, view.height), Image.BILINEAR)
+    heat = anomaly_map(torch.tensor(patch_scores, dtype=torch.float32), (view.height, view.width)).numpy()
+    return overlay(seen, heat, threshold, boxes)

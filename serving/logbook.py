@@ -1,5 +1,5 @@
-"""What the inspection log keeps of one answered query: the facts of the file, the verdict, the timings, and the
-image as the settings say (nothing, a thumbnail, or the file itself)."""
+"""What the inspection log keeps of one answered query: the facts of the file, the verdict, its patch distances, the
+timings, and the image as the settings say (nothing, a thumbnail, or the file itself)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 from patchcore.images import original_size, reduced
@@ -80,9 +81,11 @@ def entry(
     regions: list[dict],
     part: str | None,
     p_value: float | None = None,
+    patch_scores: np.ndarray | None = None,
 ) -> Inspection:
     """The record of one answered query; ``regions``: its defect regions as the answer gives them; ``part`` as the
-    caller sent it; ``p_value`` as the answer gives it."""
+    caller sent it; ``p_value`` as the answer gives it; ``patch_scores`` its (rows, columns) patch distances, from
+    which the log draws the heatmap the answer saw."""
     stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
     return Inspection(
         request_id=request_id, category=category, model_id=model_id, is_anomalous=is_anomalous, score=score,
@@ -90,6 +93,7 @@ def entry(
         width=upload.width, height=upload.height, api_key=api_key, latency_ms=timings_ms.get("total", 0.0),
         stages_ms=stages, image_kind=upload.kind, image=upload.image, image_media_type=upload.media_type,
         regions=regions, part=part, file_name=upload.file_name, p_value=p_value,
+        patch_scores=patch_scores,
     )  # fmt: skip
 
 

@@ -1,19 +1,22 @@
-"""The inspection log: one row per answered ``/query`` (what was judged, by which version, how, how fast, by whom),
-with the image kept as a thumbnail, in full, or not at all, and images past the retention period deleted (the
-records stay)."""
+"""The inspection log: one row per answered ``/query`` (what was judged, by which version, how, how fast, by whom, its
+patch distances), with the image kept as a thumbnail, in full, or not at all, and images past the retention period
+deleted (the records stay)."""
 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
+import numpy as np
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
+from psycopg.adapt import Dumper
+from psycopg.pq import Format, TransactionStatus
 
 from patchcore.threshold import part_p_value
 
@@ -44,11 +47,43 @@ class Inspection:
     part: str | None = None  # the part the image shows, as the caller named it (its views share it)
     file_name: str | None = None  # the upload's file name, as sent
     p_value: float | None = None  # the share of good parts expected to score as high (None: not known)
+    patch_scores: np.ndarray | None = None  # (rows, columns) float32: each cell's distance on the view's patch grid
 
+
+_REAL, _REAL_ARRAY = 700, 1021  # PostgreSQL's type oids of real and real[]
+
+
+class _Grid:
+    """A (rows, columns) grid of patch distances, to be written as a ``real[]``."""
+
+    def __init__(self, grid: np.ndarray) -> None:
+        self.grid = np.ascontiguousarray(grid, dtype=np.float32)
+
+
+class _GridDumper(Dumper):
+    """A grid in PostgreSQL's binary array format, made in one numpy pass: as nested lists, psycopg writes each value
+    apart, which for a 28 x 28 grid took 1.55 ms a record as text and 0.34 ms in binary, against 0.06 ms this way (a
+    scratch script inserting into a temporary table, medians of 200), on the path of every answer."""
+
+    format = Format.BINARY
+    oid = _REAL_ARRAY
+
+    def dump(self, obj: _Grid) -> bytes:
+        grid = obj.grid
+        header = struct.pack(  # its dimensions, no NULLs, the element type, then each dimension's size and lower bound
+            f">iii{2 * grid.ndim}i", grid.ndim, 0, _REAL, *(n for size in grid.shape for n in (size, 1))
+        )
+        cells = np.empty(grid.size, dtype=[("length", ">i4"), ("value", ">f4")])  # each element: its length, then it
+        cells["length"], cells["value"] = 4, grid.ravel()
+        return header + cells.tobytes()
+
+
+psycopg.adapters.register_dumper(_Grid, _GridDumper)
 
 _COLUMNS = (
     "request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, format, width, "
-    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions, part, file_name, p_value"
+    "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions, part, file_name, p_value, "
+    "patch_scores"
 )
 
 
@@ -69,7 +104,7 @@ def record(
             key, r.request_id, r.category, r.model_id, r.is_anomalous, r.score, r.threshold, r.defect_type, r.sha256,
             r.bytes, r.format, r.width, r.height, r.api_key, r.latency_ms, json.dumps(r.stages_ms), r.image_kind,
             r.image, r.image_media_type, None if r.regions is None else json.dumps(r.regions), r.part, r.file_name,
-            r.p_value,
+            r.p_value, None if r.patch_scores is None else _Grid(r.patch_scores),
         )
         for key, r in rows
     ]  # fmt: skip
@@ -310,6 +345,15 @@ def image(connection: psycopg.Connection, inspection_id: int) -> tuple[bytes, st
         (inspection_id,),
     ).fetchone()
     return (bytes(row[0]), row[1], row[2]) if row else None
+
+
+def drawn_from(connection: psycopg.Connection, inspection_id: int) -> tuple[bytes | None, list[list[float]] | None]:
+    """What the log's heatmap of an inspection is drawn from: its kept image and the answer's patch distances (each
+    None where not kept: an image expired or never kept, a record from before the distances were)."""
+    row = connection.execute("SELECT image, patch_scores FROM inspections WHERE id = %s", (inspection_id,)).fetchone()
+    if row is None:
+        return None, None
+    return None if row[0] is None else bytes(row[0]), row[1]
 
 
 def expire_images(connection: psycopg.Connection, days: float) -> int:

@@ -280,6 +280,15 @@ def active_model(connection: psycopg.Connection, category: str) -> StoredModel |
     return _stored(row) if row else None
 
 
+def model_by_id(connection: psycopg.Connection, model_id: int) -> StoredModel | None:
+    """A version by its id, active or not; None once it is retired (its row deleted)."""
+    row = connection.execute(
+        f"SELECT {_MODEL_COLUMNS} FROM models m JOIN categories c ON c.id = m.category_id WHERE m.id = %s",
+        (model_id,),
+    ).fetchone()
+    return _stored(row) if row else None
+
+
 def active_ids(connection: psycopg.Connection) -> dict[str, int]:
     """Each category's active version, by name: one short read an API process repeats to follow new versions."""
     return dict(connection.execute("SELECT name, active_model_id FROM categories WHERE active_model_id IS NOT NULL"))

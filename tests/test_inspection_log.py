@@ -10,6 +10,7 @@ import itertools
 from datetime import timedelta
 from uuid import uuid4
 
+import numpy as np
 import psycopg
 import pytest
 from PIL import Image
@@ -114,6 +115,32 @@ def test_any_file_name_an_upload_carries_leaves_its_record(log_url):
             "SELECT request_id, file_name FROM inspections WHERE id = ANY(%s)", (list(ids.values()),)
         ).fetchall())  # fmt: skip
     assert kept == {"nul": "cam\ufffd1.png", "long": "n" * logbook.NAME_KEPT, "none": None}
+
+
+def test_an_answer_s_patch_distances_are_kept_exactly_as_a_grid_sql_can_read(log_url):
+    """The record keeps the answer's (rows, columns) patch distances as a ``real[]``, written in binary by the log's
+    own dumper: read back, every float32 is the same and the grid is not turned (a 3 x 5 grid of a strip);
+    ``drawn_from`` gives them with the kept image; a record without them has none."""
+    grid = np.random.default_rng(0).random((3, 5), dtype=np.float32) * 4
+    grid[2, 4] = np.float32(1 / 3)  # a value with every bit of its mantissa set
+    image = Image.new("RGB", (40, 24))
+    kept = logbook.received(b"\x89PNG", image, "none", "strip.png")
+    rows = [
+        (uuid4(), logbook.entry("grid", "bottle", 1, True, 3.0, 2.0, None, kept, None, {}, [], None, 0.01, grid)),
+        (uuid4(), logbook.entry("no grid", "bottle", 1, False, 1.0, 2.0, None, kept, None, {}, [], None)),
+    ]  # fmt: skip
+    with psycopg.connect(log_url) as connection:
+        configure(connection)
+        ids = inspections.record(connection, rows, 1000)
+        recorded, without = (ids[key] for key, _ in rows)
+        stored = connection.execute(
+            "SELECT array_dims(patch_scores), patch_scores[3][5], (SELECT max(s) FROM unnest(patch_scores) s) "
+            "FROM inspections WHERE id = %s", (recorded,)
+        ).fetchone()  # fmt: skip
+        assert stored[0] == "[1:3][1:5]" and np.float32(stored[1]) == grid[2, 4] and np.float32(stored[2]) == grid.max()
+        assert np.array_equal(np.array(inspections.drawn_from(connection, recorded)[1], dtype=np.float32), grid)
+        assert inspections.drawn_from(connection, without) == (None, None)
+        assert inspections.drawn_from(connection, -1) == (None, None)
 
 
 def test_the_whole_log_s_parts_read_newest_first_are_the_parts_its_grouping_lists(log_url):

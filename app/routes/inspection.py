@@ -254,7 +254,7 @@ def _answer(
     row = logbook.entry(
         request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
         defect_type, upload.received, api_key, timings, [region.model_dump() for region in regions], upload.part,
-        inspection.p_value,
+        inspection.p_value, inspection.patch_scores.numpy(),
     )  # fmt: skip
     answer = QueryResponse(
         inspection_id=None,

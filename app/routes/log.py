@@ -12,14 +12,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
+from PIL import Image
 
 from app import log_csv
 from app.common import CATEGORY, ERRORS, PART, actor_of, check_label, get_services, image_response, inspection_or_404
 from app.inspecting import served
 from app.schemas.log import InspectionPage, InspectionRecord, PartPage, PartVerdict, ReviewRequest
-from app.services import UnknownCategory
-from serving.heatmap import overlay
-from store import inspections
+from app.services import Services, UnknownCategory
+from patchcore.images import original_size
+from serving.heatmap import as_answered, overlay
+from store import inspections, models
 
 router = APIRouter(tags=["log"])
 CSV_PAGE = 1000  # records (or parts) read at a time for a CSV
@@ -231,33 +233,53 @@ def review_inspection(request: Request, inspection_id: int, body: ReviewRequest)
     "/inspections/{inspection_id}/heatmap",
     responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the heatmap over the model's view"}},
     response_class=Response,
-    summary="The kept image judged again by the category's active version: its heatmap over the model's view",
+    summary="The heatmap the answer saw: its own patch distances over the kept image's view, its regions boxed",
 )
 def inspection_heatmap(request: Request, inspection_id: int) -> Response:
-    """Not recorded in the log. From a thumbnail the map is close to the original's (the view the model sees is
-    about as small); headers say which version drew it and its score."""
-    # measured on bottle's 83 test images (docs/review-and-drift.md): thumbnail against original, map correlation
-    # 0.992 (median; 0.930 at worst), score 2.1% apart (median; 18% at worst), no verdict changed
+    """Drawn from what the record keeps: the answer's patch distances, threshold and regions over the kept image
+    (file or thumbnail) in the view the version that judged it made, so what a reviewer sees is what the line saw,
+    whatever version is active now (``X-Heatmap: recorded``). A record from before the distances were kept, or
+    one whose version was retired since, is drawn by judging the kept image again with the category's active
+    version (``X-Heatmap: judged-again``; not recorded in the log). ``X-Model-Id`` and ``X-Anomaly-Score``: the
+    version that drew it and the score it is coloured by."""
     services = get_services(request)
     record = inspection_or_404(request, inspection_id)
-    found = services.run(inspections.image, inspection_id)
-    if found is None:
+    kept, scores = services.run(inspections.drawn_from, inspection_id)
+    if kept is None:
         raise HTTPException(404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image"})
+    label, limit = f"inspection {inspection_id}", services.settings.max_image_pixels
+    version = services.run(models.model_by_id, record["model_id"]) if scores is not None else None
+    if version is not None:
+        image = version.config.preprocess.decode(kept, label, limit)
+        boxes = [region["box_in_view"] for region in record["defect_regions"] or []]
+        size = (record["width"], record["height"])
+        drawn = as_answered(version.config.preprocess, image, size, scores, record["threshold"], boxes)
+        model_id, score, source = record["model_id"], record["score"], "recorded"
+    else:
+        drawn, model_id, score = _judged_again(services, record, kept, label)
+        source = "judged-again"
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="PNG")
+    headers = {"X-Model-Id": str(model_id), "X-Anomaly-Score": f"{score:.4f}", "X-Heatmap": source,
+               "Cache-Control": "no-store"}  # fmt: skip
+    return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+
+
+def _judged_again(services: Services, record: dict, kept: bytes, label: str) -> tuple[Image.Image, int, float]:
+    """The kept image judged again by the category's active version: its heatmap, the version's id and the score.
+    From a thumbnail the map is close to the original's (the view the model sees is about as small)."""
+    # measured on bottle's 83 test images (docs/review-and-drift.md): thumbnail against original, map correlation
+    # 0.992 (median; 0.930 at worst), score 2.1% apart (median; 18% at worst), no verdict changed
     try:
         inspector = services.inspector(record["category"])
     except UnknownCategory:
-        detail = (f"inspection {inspection_id} was answered for category {record['category']}, which has no fitted "
-                  "version now (deleted since); its heatmap is drawn by the category's active version")  # fmt: skip
+        detail = (f"inspection {record['id']} was answered for category {record['category']}, which has no fitted "
+                  "version now (deleted since), and its own version is gone or kept no patch distances")  # fmt: skip
         raise HTTPException(404, {"error": "unknown_category", "detail": detail}) from None
-    image = inspector.embedder.preprocess.decode(
-        found[0], f"inspection {inspection_id}", services.settings.max_image_pixels
-    )
+    image = inspector.embedder.preprocess.decode(kept, label, services.settings.max_image_pixels)
     inspector, inspection = served(services, inspector, record["category"], image, 1)
+    view = inspector.embedder.preprocess.view(*original_size(image))
     stride = inspector.embedder.extractor.stride
-    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold,
-                    inspection.regions, stride)  # fmt: skip
-    buffer = io.BytesIO()
-    drawn.save(buffer, format="PNG")
-    headers = {"X-Model-Id": str(inspector.model.id), "X-Anomaly-Score": f"{inspection.score:.4f}",
-               "Cache-Control": "no-store"}  # fmt: skip
-    return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+    boxes = [region.placed(view, stride, original_size(image))["box_in_view"] for region in inspection.regions]
+    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold, boxes)
+    return drawn, inspector.model.id, inspection.score

@@ -73,14 +73,15 @@ const DRAWN = ["image/png", "image/jpeg", "image/bmp", "image/webp"];
 
 // Images come through apiFetch too (an <img src> cannot send a key); a kept file of a format no browser draws (the
 // log keeps the file itself with INSPECT_LOG_IMAGES=full: a TIFF, a PGM) as the service reads it.
-async function apiImage(img, url) {
+async function apiImage(img, url) {  // the response, for its headers
   const response = await apiFetch(url);
-  if (!response.ok) { img.title = await apiError(response); return; }
+  if (!response.ok) { img.title = await apiError(response); return response; }
   let blob = await response.blob();
   if (!DRAWN.includes(blob.type)) {
     try { blob = (await servicePreview(blob)).blob; } catch (error) { img.title = error.message; }
   }
   img.src = URL.createObjectURL(blob);
+  return response;
 }
 
 function askForKey(why) {

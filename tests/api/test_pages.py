@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from config import Settings
 from store import models
@@ -299,8 +300,9 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         tiff = tmp_path / "001.tif"  # kept as sent: a TIFF, which the page shows as the service reads it
         with Image.open(BOTTLE / "test/good/001.png") as image:
             image.save(tiff, compression="tiff_lzw")
-        views = ((BROKEN, {"part": "SN-7"}), (GOOD, {"part": "SN-7"}), (tiff, {}))
-        ids = [post(client, path, **form).json()["inspection_id"] for path, form in views]
+        views = ((BROKEN, {"part": "SN-7", "heatmap": "true"}), (GOOD, {"part": "SN-7"}), (tiff, {}))
+        answers = [post(client, path, **form).json() for path, form in views]
+        ids = [answer["inspection_id"] for answer in answers]
         assert client.post(f"/inspections/{ids[0]}/review", json={"label": "no good!"}).status_code == 422
         assert client.post("/inspections/99999/review", json={"label": "good"}).status_code == 404
         wrong = client.post("/categories/other/feedback", data={"label": "good", "inspection_id": str(ids[1])})
@@ -311,6 +313,21 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         for region in record["defect_regions"]:  # the log's heatmap boxes the regions its answer gave
             left, top, right, bottom = region["box_in_view"]
             assert drawn.getpixel((left, top)) == drawn.getpixel((right - 1, bottom - 1)) == (255, 235, 59)
+        # drawn from the answer's own patch distances, kept with its record: the answer's coloured map over its view
+        heat = client.get(f"/inspections/{ids[0]}/heatmap")
+        assert (heat.headers["X-Heatmap"], heat.headers["X-Model-Id"]) == ("recorded", str(record["model_id"]))
+        coloured = Image.open(io.BytesIO(base64.b64decode(answers[0]["anomaly_map"]))).convert("RGB")
+        preprocess = fitted.config.preprocess
+        expected = Image.blend(preprocess.cropped(preprocess.decode(BROKEN.read_bytes())), coloured, 0.45)
+        for region in record["defect_regions"]:
+            left, top, right, bottom = region["box_in_view"]
+            ImageDraw.Draw(expected).rectangle((left, top, right - 1, bottom - 1), outline=(255, 235, 59), width=2)
+        assert np.array_equal(np.asarray(drawn), np.asarray(expected))
+        with connect(database_url) as connection:  # and for SQL: the worst cell is the answer's worst patch
+            worst = connection.execute(
+                "SELECT max(s) FROM inspections, unnest(patch_scores) s WHERE id = %s", (ids[0],)
+            ).fetchone()[0]
+        assert worst == pytest.approx(answers[0]["most_anomalous_patch"]["distance"], abs=1e-3)
         with sync_playwright() as driver:
             browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1180, "height": 900})
@@ -356,6 +373,8 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             page.click(".item")
             page.wait_for_function("document.querySelector('img.heat')?.naturalWidth > 0")
             assert page.eval_on_selector("img.heat", "(i) => i.naturalWidth") == 224
+            caption = f"the answer's heatmap (version {record['model_id']})"
+            page.wait_for_function(f"document.querySelector('.heat-source').textContent == {caption!r}")
             page.wait_for_function("document.querySelector('img.kept')?.naturalWidth > 0")
             outlines = page.eval_on_selector_all(".kept-stage .region", "(all) => all.map((r) => [r.offsetLeft, "
                                                  "r.offsetTop, r.offsetWidth, r.offsetHeight])")  # fmt: skip
@@ -431,6 +450,15 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         library = client.get("/categories/bottle").json()["defect_library"]
         assert [d["defect_type"] for d in library] == ["broken_large"]
         assert client.get("/inspections", params={"reviewed": "false"}).json()["inspections"] == []
+        # taught since, the category answers by a new version; the log's heatmap is still the answer's own
+        assert client.get("/categories/bottle").json()["model_id"] != record["model_id"]
+        again = client.get(f"/inspections/{ids[0]}/heatmap")
+        assert again.headers["X-Model-Id"] == str(record["model_id"]) and again.content == heat.content
+        with connect(database_url) as connection:  # a record from before the distances were kept: judged again
+            connection.execute("UPDATE inspections SET patch_scores = NULL WHERE id = %s", (ids[0],))
+        judged = client.get(f"/inspections/{ids[0]}/heatmap")
+        assert judged.headers["X-Heatmap"] == "judged-again", judged.text
+        assert judged.headers["X-Model-Id"] == str(client.get("/categories/bottle").json()["model_id"])
     finally:
         client.close()
         server.terminate()
