@@ -278,8 +278,8 @@ def _judged_again(services: Services, record: dict, kept: bytes, label: str) -> 
         raise HTTPException(404, {"error": "unknown_category", "detail": detail}) from None
     image = inspector.embedder.preprocess.decode(kept, label, services.settings.max_image_pixels)
     inspector, inspection = served(services, inspector, record["category"], image, 1)
-    view = inspector.embedder.preprocess.view(*original_size(image))
-    stride = inspector.embedder.extractor.stride
-    boxes = [region.placed(view, stride, original_size(image))["box_in_view"] for region in inspection.regions]
+    size = original_size(image)
+    view, stride = inspector.embedder.preprocess.view(*size), inspector.embedder.extractor.stride
+    boxes = [region.placed(view, stride, size)["box_in_view"] for region in inspection.regions]
     drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), inspection.threshold, boxes)
     return drawn, inspector.model.id, inspection.score
