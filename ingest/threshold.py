@@ -14,7 +14,7 @@ from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import exact_prediction
 from revisions.threshold import planned, set_threshold
 from serving.inspector import Inspector
-from store import banks, models
+from store import banks, inspections, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -54,6 +54,21 @@ def _labelled_scores(connection, model: models.StoredModel, root, split: str) ->
     return scores, [s.is_anomalous for s in samples]
 
 
+def _on_the_line(counted: inspections.AtThresholds) -> str:
+    """The line's answers of the last week at the threshold previewed, the active one's in brackets."""
+    said = f"on the log's last week ({counted.answered} answers by this memory bank): "
+    if not counted.answered:
+        return said + "nothing to judge again yet"
+    said += f"{counted.flagged} flagged (now {counted.flagged_now})"
+    if counted.reviewed_good:
+        said += f"; found good by a review, {counted.good_flagged} of {counted.reviewed_good} flagged (now "
+        said += f"{counted.good_flagged_now})"
+    if counted.reviewed_defective:
+        said += f"; found defective, {counted.defects_passed} of {counted.reviewed_defective} passed (now "
+        said += f"{counted.defects_passed_now})"
+    return said
+
+
 def run_threshold(args: argparse.Namespace) -> int:
     url = database_url(get_settings())
     upgrade(url)
@@ -67,10 +82,14 @@ def run_threshold(args: argparse.Namespace) -> int:
             "labelled_are_test": labelled is not None,
             "per": args.per,
         }
+        counted = None
         if args.preview:
             change = planned(connection, model, **asked)
             threshold, policy, evaluation = change.threshold, change.policy, change.evaluation
             said, column = "would be", "previewed"
+            counted = inspections.at_thresholds(
+                connection, args.category, model.bank_segments, inspections.PREVIEW_HOURS, threshold, model.threshold
+            )
         else:
             version = set_threshold(connection, model, args.actor, **asked)
             models.retire_old_models(connection, args.category, get_settings().fits_kept)
@@ -93,6 +112,8 @@ def run_threshold(args: argparse.Namespace) -> int:
         print(table({f"version {model.id}": model.evaluation, column: evaluation}, CHANGED))
         if evaluation.get("threshold_set_on_these_images"):
             print("   set on these very images: optimistic (a fit with --calibrate-on-test adds a cross-validated F1)")
+    if counted is not None:
+        print(_on_the_line(counted))
     if args.preview:
         print("nothing was written: without --preview this makes the new version")
     return 0

@@ -428,6 +428,47 @@ def hourly_parts(connection: psycopg.Connection, model_id: int, hours: float) ->
     return [Hour(_hour_label(row[0]), *row[1:]) for row in rows]
 
 
+PREVIEW_HOURS = 24 * 7  # the log's window a threshold is tried on by default: a week of the line's answers
+
+
+class AtThresholds(NamedTuple):
+    """A memory bank's answers of a window counted at a threshold and at the one in use now, with what their reviews
+    say: what another threshold would have done on the line."""
+
+    answered: int
+    flagged: int
+    flagged_now: int
+    reviewed_good: int
+    good_flagged: int  # found good by a review, and flagged: false alarms
+    good_flagged_now: int
+    reviewed_defective: int
+    defects_passed: int  # found defective by a review, and passed: defects let by
+    defects_passed_now: int
+
+
+def at_thresholds(
+    connection: psycopg.Connection, category: str, segments: Sequence[int], hours: float, threshold: float, now: float
+) -> AtThresholds:
+    """The answers of the last ``hours`` hours by every version of ``category`` that searches the memory bank
+    ``segments``, counted at ``threshold`` and at ``now``. A threshold set makes a version of the same bank, so these
+    answers' scores are what the active version gives them; a version with other rows (normals added, a refit)
+    scored otherwise, and is left out. A score above the threshold is flagged, as the verdict's rule has it."""
+    row = connection.execute(
+        "SELECT count(*), count(*) FILTER (WHERE score > %(t)s), count(*) FILTER (WHERE score > %(now)s), "
+        "count(*) FILTER (WHERE review_label = 'good'), "
+        "count(*) FILTER (WHERE review_label = 'good' AND score > %(t)s), "
+        "count(*) FILTER (WHERE review_label = 'good' AND score > %(now)s), "
+        "count(*) FILTER (WHERE review_label <> 'good'), "
+        "count(*) FILTER (WHERE review_label <> 'good' AND score <= %(t)s), "
+        "count(*) FILTER (WHERE review_label <> 'good' AND score <= %(now)s) FROM inspections "
+        "WHERE model_id = ANY(SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
+        "WHERE c.name = %(category)s AND m.bank_segments = %(segments)s::bigint[]) "
+        "AND at >= now() - make_interval(secs => %(seconds)s)",
+        {"t": threshold, "now": now, "category": category, "segments": list(segments), "seconds": hours * 3600},
+    ).fetchone()
+    return AtThresholds(*row)
+
+
 def recent_scores(connection: psycopg.Connection, model_id: int, hours: float, limit: int = 5000) -> list[float]:
     """Scores of the newest ``limit`` inspections version ``model_id`` answered in the last ``hours`` hours. Newest
     by ``at``, so ``inspections_model_at_idx`` reads this version's rows alone, backwards from now (by ``id`` every

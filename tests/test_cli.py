@@ -154,6 +154,7 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
     preview = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", "--preview", env=env)
     assert preview.returncode == 0, preview.stderr
     assert "nothing was written" in preview.stdout and "f1" in preview.stdout  # the evaluation, before and after
+    assert "on the log's last week (0 answers by this memory bank): nothing to judge again yet" in preview.stdout
     by_rate = _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", env=env)
     assert by_rate.returncode == 0, by_rate.stderr
     set_to = re.search(r"threshold \S+ -> (\S+) ", by_rate.stdout).group(1)  # what the preview said, to the digit

@@ -286,8 +286,12 @@ def preview_threshold(
     per: Annotated[
         Literal["image", "part"], Query(description="whose false-alarm rate: each image's, or each part's (any view)")
     ] = "image",
+    log_hours: Annotated[
+        float, Query(gt=0, le=24 * 366, description="the inspection log's answers of the last this many hours")
+    ] = inspections.PREVIEW_HOURS,
 ) -> dict:
-    """Exactly one of the two, as ``PUT`` takes them: the answer is the version ``PUT`` would make now, unwritten."""
+    """Exactly one of the two, as ``PUT`` takes them: the answer is the version ``PUT`` would make now, unwritten,
+    with the line's own recent answers counted at it beside the active threshold (``log``)."""
     if (value is None) == (false_alarm_rate is None):
         detail = "give exactly one of value or false_alarm_rate"
         raise HTTPException(422, {"error": "invalid_threshold", "detail": detail})
@@ -295,11 +299,15 @@ def preview_threshold(
     def read(connection):
         model = active(connection, name)
         try:
-            return model, planned(connection, model, value=value, false_alarm_rate=false_alarm_rate, per=per)
+            change = planned(connection, model, value=value, false_alarm_rate=false_alarm_rate, per=per)
         except ValueError as exc:
             raise HTTPException(422, {"error": "invalid_threshold", "detail": str(exc)}) from exc
+        counted = inspections.at_thresholds(
+            connection, name, model.bank_segments, log_hours, change.threshold, model.threshold
+        )
+        return model, change, counted
 
-    model, change = get_services(request).run(read)
+    model, change, counted = get_services(request).run(read)
     return {
         "category": name,
         "model_id": model.id,
@@ -307,6 +315,7 @@ def preview_threshold(
         "current_threshold": model.threshold,
         "threshold_policy": change.policy,
         "evaluation": change.evaluation,
+        "log": {"hours": log_hours, **counted._asdict()},
     }
 
 

@@ -139,6 +139,25 @@ class ThresholdChange(BaseModel):
     threshold_policy: dict
 
 
+class ThresholdOnLog(BaseModel):
+    """The line's own recent answers judged at the threshold previewed, beside the active one: each counted by its
+    score, where a version of the active version's memory bank answered it (a threshold set makes such a version;
+    normals added or a refit do not, and their answers scored otherwise)."""
+
+    hours: float = Field(description="the window: the answers of the last this many hours")
+    answered: int = Field(description="answers in the window by versions of the active version's memory bank")
+    flagged: int = Field(description="of them, above the threshold previewed")
+    flagged_now: int = Field(description="of them, above the active threshold")
+    reviewed_good: int = Field(description="of them, found good by a review")
+    good_flagged: int = Field(description="found good and above the threshold previewed: false alarms it would raise")
+    good_flagged_now: int = Field(description="found good and above the active threshold")
+    reviewed_defective: int = Field(description="of them, found defective by a review")
+    defects_passed: int = Field(
+        description="found defective and at or below the threshold previewed: defects it lets by"
+    )
+    defects_passed_now: int = Field(description="found defective and at or below the active threshold")
+
+
 class ThresholdPreview(BaseModel):
     category: str
     model_id: int = Field(description="the active version the threshold was judged on (nothing was written)")
@@ -149,6 +168,7 @@ class ThresholdPreview(BaseModel):
         description="the stored evaluation judged at this threshold: F1, recall, false alarms, "
         "defect regions (where the fit kept its test images cell by cell)"
     )
+    log: ThresholdOnLog = Field(description="the inspection log's recent answers judged at it")
 
 
 class FitRetired(BaseModel):

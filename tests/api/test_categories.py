@@ -90,6 +90,32 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
         ).fetchone()
         assert kept == (1, 3)  # one bank; every version of the fit is kept (each can be made active again)
 
+    # the line's own answers judged at another threshold beside the active one, with what their reviews found: every
+    # answer here is by a version of the one bank, so each is counted, by its score
+    broken = post(api, BROKEN).json()
+    assert api.post(f"/inspections/{first['inspection_id']}/review", json={"label": "good"}).status_code == 200
+    assert api.post(f"/inspections/{broken['inspection_id']}/review", json={"label": "broken_large"}).status_code == 200
+    records = api.get("/inspections", params={"category": "bottle", "limit": 500}).json()["inspections"]
+    assert len(records) >= 4 and {r["model_id"] for r in records} >= {before["model_id"], change["model_id"]}
+    now = api.get("/categories/bottle").json()["threshold"]
+    for value in (first["anomaly_score"] * 0.9, broken["anomaly_score"] + 0.1):  # a good part flagged; a defect let by
+        log = api.get("/categories/bottle/threshold", params={"value": value, "log_hours": 2}).json()["log"]
+
+        def counted(at: float, label: str | None = None, flagged: bool = True) -> int:
+            return sum((r["score"] > at) == flagged for r in records
+                       if label is None or (r["review_label"] or "").startswith(label))  # fmt: skip
+
+        assert log == {
+            "hours": 2, "answered": len(records), "flagged": counted(value), "flagged_now": counted(now),
+            "reviewed_good": 1, "good_flagged": counted(value, "good"), "good_flagged_now": counted(now, "good"),
+            "reviewed_defective": 1, "defects_passed": counted(value, "broken", False),
+            "defects_passed_now": counted(now, "broken", False),
+        }  # fmt: skip
+        assert (
+            log["good_flagged"] + log["defects_passed"] == 1
+            and log["good_flagged_now"] + log["defects_passed_now"] == 0
+        )
+
     for body, status, words in (
         ({}, 422, "exactly one"),
         ({"value": 1.0, "false_alarm_rate": 0.1}, 422, "exactly one"),

@@ -144,6 +144,10 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.wait_for_selector("#trial-apply")
         trial = page.inner_text(".trial-result")
         assert "Good parts expected above it\t1.0%" in trial and "Defective test parts caught\t1.000" in trial, trial
+        log = api.get("/categories/bottle/threshold", params={"false_alarm_rate": 0.01}).json()["log"]
+        line = (f"Answers of the last week flagged\t{log['flagged']} (now {log['flagged_now']}) of {log['answered']}"
+                if log["answered"] else "Answers of the last week\tnone yet")  # fmt: skip
+        assert line in trial, (log, trial)
         assert api.get("/categories/bottle").json()["model_id"] == int(version)  # a preview writes nothing
         wanted = page.inner_text("#trial-apply").removeprefix("Set ")
         page.click("#trial-apply")
