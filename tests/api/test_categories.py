@@ -276,6 +276,8 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     answer = post(api, good[0], category="teach").json()
     assert answer["model_id"] == body["model_id"] and answer["is_anomalous"] is False
     assert answer["anomaly_score"] <= before["coverage_radius"] + 1e-4  # every patch of it is covered now
+    log = api.get("/categories/teach/threshold", params={"value": answer["anomaly_score"] / 2}).json()["log"]
+    assert (log["answered"], log["flagged"], log["flagged_now"]) == (1, 1, 0)  # the answer before searched another bank
     with connect(database[1]) as connection:  # the added normals' good scores join those the p-value reads
         grown = stored_images.good_scores(connection, detail["memory_bank_segments"])[0]
     assert len(grown) == len(fitted.good_scores) + 2
