@@ -17,6 +17,7 @@ from patchcore.scoring import anomaly_map
 from patchcore.views import Preprocess
 
 REGION_COLOUR = (255, 235, 59)  # the inspect page's dashed outline, solid here
+NO_IMAGE = (128, 128, 128)  # what a heatmap is drawn over where the log kept no image
 
 
 def coloured(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
@@ -51,15 +52,16 @@ def overlay(
 
 
 def as_answered(
-    preprocess: Preprocess, image: Image.Image, size: tuple[int, int], patch_scores: Sequence[Sequence[float]],
+    preprocess: Preprocess, image: Image.Image | None, size: tuple[int, int], patch_scores: Sequence[Sequence[float]],
     threshold: float, boxes: Sequence[Sequence[int]],
 ) -> Image.Image:  # fmt: skip
     """The heatmap an answer saw, drawn again from what its record keeps: its (rows, columns) patch distances over
     the view that ``preprocess`` (the judging version's) makes of an upload of ``size`` (width, height), the kept
-    ``image`` (the file, or a thumbnail of it) brought to that view's size, the answer's region ``boxes`` drawn.
-    Nothing is judged again, so the map, the boxes and the threshold they are coloured against are the answer's."""
+    ``image`` (the file, or a thumbnail of it; None: none kept, plain grey) brought to that view's size, the answer's
+    region ``boxes`` drawn. Nothing is judged again, so the map, the boxes and the threshold they are coloured
+    against are the answer's."""
     view = preprocess.view(*size)
-    seen = preprocess.cropped(image)
+    seen = Image.new("RGB", (view.width, view.height), NO_IMAGE) if image is None else preprocess.cropped(image)
     if seen.size != (view.width, view.height):  # a thumbnail's view may differ from the file's by a pixel
         seen = seen.resize((view.width, view.height), Image.BILINEAR)
     heat = anomaly_map(torch.tensor(patch_scores, dtype=torch.float32), (view.height, view.width)).numpy()

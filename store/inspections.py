@@ -133,12 +133,13 @@ def record(
 _LISTED = (
     "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
     "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL, reviewed_at::text, "
-    "reviewed_by, review_label, review_model_id, regions, part, file_name, p_value"
+    "reviewed_by, review_label, review_model_id, regions, part, file_name, p_value, patch_scores IS NOT NULL"
 )
 _KEYS = (
     "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
     "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
     "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions", "part", "file_name", "p_value",
+    "patch_scores_kept",
 )  # fmt: skip
 
 

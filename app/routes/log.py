@@ -27,8 +27,14 @@ router = APIRouter(tags=["log"])
 CSV_PAGE = 1000  # records (or parts) read at a time for a CSV
 
 
-def _with_image_url(record: dict) -> dict:
-    return {**record, "image_url": f"/inspections/{record['id']}/image" if record["image_kept"] else None}
+def _with_urls(record: dict) -> dict:
+    """The record with the addresses of its kept image and of its heatmap, where either can be had."""
+    drawn = record["image_kept"] or record["patch_scores_kept"]
+    return {
+        **record,
+        "image_url": f"/inspections/{record['id']}/image" if record["image_kept"] else None,
+        "heatmap_url": f"/inspections/{record['id']}/heatmap" if drawn else None,
+    }
 
 
 Verdict = Literal["defect", "normal"]
@@ -112,7 +118,7 @@ def list_inspections(
 ) -> dict:
     rows = get_services(request).run(partial(inspections.listed, before_id=before, limit=limit, **filters))
     return {
-        "inspections": [_with_image_url(r) for r in rows],
+        "inspections": [_with_urls(r) for r in rows],
         "next_before": rows[-1]["id"] if len(rows) == limit else None,
     }
 
@@ -155,7 +161,7 @@ def part_verdict(
         where = "" if category is None else f" in category {category!r}"
         detail = f"no inspection of part {part!r}{where} is logged"
         raise HTTPException(404, {"error": "part_not_found", "detail": detail})
-    return {**found, "inspections": [_with_image_url(r) for r in found["inspections"]]}
+    return {**found, "inspections": [_with_urls(r) for r in found["inspections"]]}
 
 
 @router.get("/parts", response_model=PartPage, responses=ERRORS, summary="Named parts, the newest view's first")
@@ -193,7 +199,7 @@ def parts_csv(request: Request, filters: PartFilters) -> StreamingResponse:
 
 @router.get("/inspections/{inspection_id}", response_model=InspectionRecord, responses=ERRORS, summary="One inspection")
 def get_inspection(request: Request, inspection_id: int) -> dict:
-    return _with_image_url(inspection_or_404(request, inspection_id))
+    return _with_urls(inspection_or_404(request, inspection_id))
 
 
 @router.get(
@@ -226,7 +232,7 @@ def review_inspection(request: Request, inspection_id: int, body: ReviewRequest)
     record = get_services(request).run(inspections.review, inspection_id, body.label, actor_of(request), None)
     if record is None:
         inspection_or_404(request, inspection_id)
-    return _with_image_url(record)
+    return _with_urls(record)
 
 
 @router.get(
@@ -238,19 +244,21 @@ def review_inspection(request: Request, inspection_id: int, body: ReviewRequest)
 def inspection_heatmap(request: Request, inspection_id: int) -> Response:
     """Drawn from what the record keeps: the answer's patch distances, threshold and regions over the kept image
     (file or thumbnail) in the view the version that judged it made, so what a reviewer sees is what the line saw,
-    whatever version is active now (``X-Heatmap: recorded``). A record from before the distances were kept, or
+    whatever version is active now (``X-Heatmap: recorded``); over plain grey where no image is kept (none was, or
+    the retention period deleted it): where on the part to look. A record from before the distances were kept, or
     one whose version was retired since, is drawn by judging the kept image again with the category's active
     version (``X-Heatmap: judged-again``; not recorded in the log). ``X-Model-Id`` and ``X-Anomaly-Score``: the
     version that drew it and the score it is coloured by."""
     services = get_services(request)
     record = inspection_or_404(request, inspection_id)
     kept, scores = services.run(inspections.drawn_from, inspection_id)
-    if kept is None:
-        raise HTTPException(404, {"error": "image_not_kept", "detail": f"inspection {inspection_id} keeps no image"})
     label, limit = f"inspection {inspection_id}", services.settings.max_image_pixels
     version = services.run(models.model_by_id, record["model_id"]) if scores is not None else None
+    if version is None and kept is None:
+        detail = f"inspection {inspection_id} keeps no image, and no patch distances its version can draw"
+        raise HTTPException(404, {"error": "image_not_kept", "detail": detail})
     if version is not None:
-        image = version.config.preprocess.decode(kept, label, limit)
+        image = None if kept is None else version.config.preprocess.decode(kept, label, limit)
         boxes = [region["box_in_view"] for region in record["defect_regions"] or []]
         size = (record["width"], record["height"])
         drawn = as_answered(version.config.preprocess, image, size, scores, record["threshold"], boxes)

@@ -40,6 +40,14 @@ class InspectionRecord(BaseModel):
     image_kind: str = Field(description="what was kept of the image: none, thumbnail or full")
     image_kept: bool = Field(description="false once deleted after the retention period (the record stays)")
     image_url: str | None = None
+    patch_scores_kept: bool = Field(
+        default=False, description="whether the record keeps the answer's patch distances (from migration 0026 on)"
+    )
+    heatmap_url: str | None = Field(
+        default=None,
+        description="its heatmap: the answer's own where its patch distances are kept (over the kept image, or "
+        "alone once the image is gone), else the kept image judged again; null when neither is kept",
+    )
     reviewed_at: str | None = Field(default=None, description="when a person reviewed it (null: not yet)")
     reviewed_by: str | None = Field(default=None, description="who: the API key's name, or the address")
     review_label: str | None = Field(default=None, description="what the part really was: good, or a defect type")

@@ -463,6 +463,22 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         judged = client.get(f"/inspections/{ids[0]}/heatmap")
         assert judged.headers["X-Heatmap"] == "judged-again", judged.text
         assert judged.headers["X-Model-Id"] == str(client.get("/categories/bottle").json()["model_id"])
+        # its image gone (the retention period, or never kept), the answer's own map still says where to look
+        late = post(client, BROKEN).json()
+        with connect(database_url) as connection:
+            connection.execute("UPDATE inspections SET image = NULL WHERE id = %s", (late["inspection_id"],))
+        gone = client.get(f"/inspections/{late['inspection_id']}")
+        assert gone.json()["image_url"] is None and gone.json()["heatmap_url"].endswith("/heatmap"), gone.text
+        alone = client.get(gone.json()["heatmap_url"])
+        assert alone.status_code == 200 and alone.headers["X-Heatmap"] == "recorded", alone.text
+        drawn = Image.open(io.BytesIO(alone.content)).convert("RGB")
+        left, top, right, bottom = late["defect_regions"][0]["box_in_view"]
+        assert drawn.size == (224, 224) and drawn.getpixel((left, top)) == (255, 235, 59)
+        with connect(database_url) as connection:  # and with neither kept, nothing to draw
+            connection.execute("UPDATE inspections SET patch_scores = NULL WHERE id = %s", (late["inspection_id"],))
+        assert client.get(f"/inspections/{late['inspection_id']}").json()["heatmap_url"] is None
+        nothing = client.get(f"/inspections/{late['inspection_id']}/heatmap")
+        assert nothing.status_code == 404 and nothing.json()["error"] == "image_not_kept", nothing.text
     finally:
         client.close()
         server.terminate()
