@@ -272,21 +272,19 @@ def _stored(row: tuple) -> StoredModel:
     )  # fmt: skip
 
 
-def active_model(connection: psycopg.Connection, category: str) -> StoredModel | None:
-    row = connection.execute(
-        f"SELECT {_MODEL_COLUMNS} FROM categories c JOIN models m ON m.id = c.active_model_id WHERE c.name = %s",
-        (category,),
-    ).fetchone()
+def _one(connection: psycopg.Connection, joined: str, key: object) -> StoredModel | None:
+    """The version ``joined`` (``models m`` with ``categories c``, and the condition on ``key``) finds, or None."""
+    row = connection.execute(f"SELECT {_MODEL_COLUMNS} FROM {joined}", (key,)).fetchone()
     return _stored(row) if row else None
+
+
+def active_model(connection: psycopg.Connection, category: str) -> StoredModel | None:
+    return _one(connection, "categories c JOIN models m ON m.id = c.active_model_id WHERE c.name = %s", category)
 
 
 def model_by_id(connection: psycopg.Connection, model_id: int) -> StoredModel | None:
     """A version by its id, active or not; None once it is retired (its row deleted)."""
-    row = connection.execute(
-        f"SELECT {_MODEL_COLUMNS} FROM models m JOIN categories c ON c.id = m.category_id WHERE m.id = %s",
-        (model_id,),
-    ).fetchone()
-    return _stored(row) if row else None
+    return _one(connection, "models m JOIN categories c ON c.id = m.category_id WHERE m.id = %s", model_id)
 
 
 def active_ids(connection: psycopg.Connection) -> dict[str, int]:
