@@ -153,7 +153,8 @@ def test_the_log_takes_records_while_a_migration_indexes_it(database_url, before
 @pytest.mark.parametrize(
     ("before", "revision", "table"),
     [("0009", "0010", "inspections"), ("0011", "0012", "inspections"), ("0016", "0017", "inspections"),
-     ("0020", "0021", "inspections"), ("0022", "0023", "inspections"), ("0012", "0013", "models"),
+     ("0020", "0021", "inspections"), ("0022", "0023", "inspections"), ("0025", "0026", "inspections"),
+     ("0012", "0013", "models"),
      ("0018", "0019", "images"), ("0013", "0014", "fit_jobs")],
 )  # fmt: skip
 def test_queries_go_on_while_a_migration_waits_to_alter_a_table(database_url, before, revision, table, caplog):
