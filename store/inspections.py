@@ -133,13 +133,16 @@ def record(
 _LISTED = (
     "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
     "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL, reviewed_at::text, "
-    "reviewed_by, review_label, review_model_id, regions, part, file_name, p_value, patch_scores IS NOT NULL"
-)
+    "reviewed_by, review_label, review_model_id, regions, part, file_name, p_value, patch_scores IS NOT NULL, "
+    "(patch_scores IS NOT NULL AND EXISTS (SELECT 1 FROM models m WHERE m.id = inspections.model_id)) OR (image IS "
+    "NOT NULL AND EXISTS (SELECT 1 FROM categories c WHERE c.name = inspections.category AND c.active_model_id IS "
+    "NOT NULL))"
+)  # the last: a heatmap can be drawn, from the answer's distances by its version, or from the image by the active one
 _KEYS = (
     "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
     "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
     "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions", "part", "file_name", "p_value",
-    "patch_scores_kept",
+    "patch_scores_kept", "heatmap_drawable",
 )  # fmt: skip
 
 

@@ -28,12 +28,13 @@ CSV_PAGE = 1000  # records (or parts) read at a time for a CSV
 
 
 def _with_urls(record: dict) -> dict:
-    """The record with the addresses of its kept image and of its heatmap, where either can be had."""
-    drawn = record["image_kept"] or record["patch_scores_kept"]
+    """The record with the addresses of its kept image and of its heatmap, where either can be had: a heatmap where
+    the answer's distances are kept and the version that answered still is (its view's geometry), or the image is
+    kept and the category has a version to judge it again (:func:`inspection_heatmap`)."""
     return {
-        **record,
+        **{key: value for key, value in record.items() if key != "heatmap_drawable"},
         "image_url": f"/inspections/{record['id']}/image" if record["image_kept"] else None,
-        "heatmap_url": f"/inspections/{record['id']}/heatmap" if drawn else None,
+        "heatmap_url": f"/inspections/{record['id']}/heatmap" if record["heatmap_drawable"] else None,
     }
 
 

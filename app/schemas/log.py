@@ -46,7 +46,8 @@ class InspectionRecord(BaseModel):
     heatmap_url: str | None = Field(
         default=None,
         description="its heatmap: the answer's own where its patch distances are kept (over the kept image, or "
-        "alone once the image is gone), else the kept image judged again; null when neither is kept",
+        "alone once the image is gone), else the kept image judged again; null when neither can be: no image kept "
+        "and no distances, or only distances of a version retired since (the view it drew them on went with it)",
     )
     reviewed_at: str | None = Field(default=None, description="when a person reviewed it (null: not yet)")
     reviewed_by: str | None = Field(default=None, description="who: the API key's name, or the address")

@@ -474,8 +474,19 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         drawn = Image.open(io.BytesIO(alone.content)).convert("RGB")
         left, top, right, bottom = late["defect_regions"][0]["box_in_view"]
         assert drawn.size == (224, 224) and drawn.getpixel((left, top)) == (255, 235, 59)
+        with connect(database_url) as connection:  # its version retired since: the view it saw went with it
+            connection.execute(
+                "UPDATE inspections SET model_id = (SELECT max(id) + 1 FROM models) WHERE id = %s",
+                (late["inspection_id"],),
+            )
+        assert client.get(f"/inspections/{late['inspection_id']}").json()["heatmap_url"] is None
+        retired = client.get(f"/inspections/{late['inspection_id']}/heatmap")
+        assert retired.status_code == 404 and retired.json()["error"] == "image_not_kept", retired.text
         with connect(database_url) as connection:  # and with neither kept, nothing to draw
-            connection.execute("UPDATE inspections SET patch_scores = NULL WHERE id = %s", (late["inspection_id"],))
+            connection.execute(
+                "UPDATE inspections SET model_id = %s, patch_scores = NULL WHERE id = %s",
+                (late["model_id"], late["inspection_id"]),
+            )
         assert client.get(f"/inspections/{late['inspection_id']}").json()["heatmap_url"] is None
         nothing = client.get(f"/inspections/{late['inspection_id']}/heatmap")
         assert nothing.status_code == 404 and nothing.json()["error"] == "image_not_kept", nothing.text
