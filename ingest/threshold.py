@@ -55,11 +55,16 @@ def _labelled_scores(connection, model: models.StoredModel, root, split: str) ->
 
 
 def _on_the_line(counted: inspections.AtThresholds) -> str:
-    """The line's answers of the last week at the threshold previewed, the active one's in brackets."""
+    """The line's answers of the last week at the threshold previewed, the active one's in brackets (and the parts
+    they show, where queries named parts)."""
     said = f"on the log's last week ({counted.answered} answers by this memory bank): "
     if not counted.answered:
         return said + "nothing to judge again yet"
     said += f"{counted.flagged} flagged (now {counted.flagged_now})"
+    if counted.parts < counted.answered:  # queries named parts: each rejected where any of its views is flagged
+        said += (
+            f"; {counted.parts_flagged} of {counted.parts} parts flagged on any view (now {counted.parts_flagged_now})"
+        )
     if counted.reviewed_good:
         said += f"; found good by a review, {counted.good_flagged} of {counted.reviewed_good} flagged (now "
         said += f"{counted.good_flagged_now})"

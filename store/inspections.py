@@ -437,7 +437,8 @@ PREVIEW_HOURS = 24 * 7  # the log's window a threshold is tried on by default: a
 
 class AtThresholds(NamedTuple):
     """A memory bank's answers of a window counted at a threshold and at the one in use now, with what their reviews
-    say: what another threshold would have done on the line."""
+    say: what another threshold would have done on the line; and the parts they show, each flagged where any of its
+    views is, as a line rejects it (a part the query named, by its views here in the window; else the answer's own)."""
 
     answered: int
     flagged: int
@@ -448,6 +449,9 @@ class AtThresholds(NamedTuple):
     reviewed_defective: int
     defects_passed: int  # found defective by a review, and passed: defects let by
     defects_passed_now: int
+    parts: int
+    parts_flagged: int
+    parts_flagged_now: int
 
 
 def at_thresholds(
@@ -456,7 +460,8 @@ def at_thresholds(
     """The answers of the last ``hours`` hours by every version of ``category`` that searches the memory bank
     ``segments``, counted at ``threshold`` and at ``now``. A threshold set makes a version of the same bank, so these
     answers' scores are what the active version gives them; a version with other rows (normals added, a refit)
-    scored otherwise, and is left out. A score above the threshold is flagged, as the verdict's rule has it."""
+    scored otherwise, and is left out. A score above the threshold is flagged, as the verdict's rule has it; a part
+    by its worst view's score, so a target set per part is read on the line as it was set."""
     row = connection.execute(
         "SELECT count(*), count(*) FILTER (WHERE score > %(t)s), count(*) FILTER (WHERE score > %(now)s), "
         "count(*) FILTER (WHERE review_label = 'good'), "
@@ -464,8 +469,14 @@ def at_thresholds(
         "count(*) FILTER (WHERE review_label = 'good' AND score > %(now)s), "
         "count(*) FILTER (WHERE review_label <> 'good'), "
         "count(*) FILTER (WHERE review_label <> 'good' AND score <= %(t)s), "
-        "count(*) FILTER (WHERE review_label <> 'good' AND score <= %(now)s) FROM inspections "
-        "WHERE model_id = ANY(SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
+        "count(*) FILTER (WHERE review_label <> 'good' AND score <= %(now)s), "
+        # a part is flagged where any view is: where it is among the flagged answers' parts
+        "count(*) FILTER (WHERE part IS NULL) + count(DISTINCT part), "
+        "count(*) FILTER (WHERE part IS NULL AND score > %(t)s) "
+        "+ count(DISTINCT part) FILTER (WHERE score > %(t)s), "
+        "count(*) FILTER (WHERE part IS NULL AND score > %(now)s) "
+        "+ count(DISTINCT part) FILTER (WHERE score > %(now)s) "
+        "FROM inspections WHERE model_id = ANY(SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
         "WHERE c.name = %(category)s AND m.bank_segments = %(segments)s::bigint[]) "
         "AND at >= now() - make_interval(secs => %(seconds)s)",
         {"t": threshold, "now": now, "category": category, "segments": list(segments), "seconds": hours * 3600},

@@ -39,6 +39,18 @@ def test_a_finer_view_is_advised_only_where_some_image_is_seen_smaller_than_its_
     assert "a finer view: --pixels, --tile" in capsys.readouterr().out
 
 
+def test_the_previews_line_counts_parts_where_queries_named_them():
+    """A part a line rejects on any flagged view: where queries named parts, the preview's line on the log counts
+    them beside the answers; where none did, each answer is its own part and the line says nothing more."""
+    from ingest.threshold import _on_the_line
+    from store.inspections import AtThresholds
+
+    named = _on_the_line(AtThresholds(5, 3, 2, 0, 0, 0, 0, 0, 0, parts=3, parts_flagged=2, parts_flagged_now=1))
+    assert "3 flagged (now 2); 2 of 3 parts flagged on any view (now 1)" in named, named
+    unnamed = _on_the_line(AtThresholds(5, 3, 2, 0, 0, 0, 0, 0, 0, parts=5, parts_flagged=3, parts_flagged_now=2))
+    assert unnamed.endswith("3 flagged (now 2)") and "parts" not in unnamed, unnamed
+
+
 def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):
     """The report and plots of a fit; the good images that score highest are listed, and those above the threshold
     (a 40% target puts some there) are named on the terminal."""

@@ -156,6 +156,12 @@ class ThresholdOnLog(BaseModel):
         description="found defective and at or below the threshold previewed: defects it lets by"
     )
     defects_passed_now: int = Field(description="found defective and at or below the active threshold")
+    parts: int = Field(
+        description="the parts the answers show: the views of a part the queries named (those in the window) count "
+        "as one, an answer naming none as its own"
+    )
+    parts_flagged: int = Field(description="of them, with a view above the threshold previewed: rejected on any view")
+    parts_flagged_now: int = Field(description="of them, with a view above the active threshold")
 
 
 class ThresholdPreview(BaseModel):

@@ -91,8 +91,9 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
         assert kept == (1, 3)  # one bank; every version of the fit is kept (each can be made active again)
 
     # the line's own answers judged at another threshold beside the active one, with what their reviews found: every
-    # answer here is by a version of the one bank, so each is counted, by its score
-    broken = post(api, BROKEN).json()
+    # answer here is by a version of the one bank, so each is counted, by its score; a part by its worst view
+    broken = post(api, BROKEN, part="P-1").json()
+    assert post(api, GOOD, part="P-1").json()["part"] == "P-1"  # a second view of the same part, good
     assert api.post(f"/inspections/{first['inspection_id']}/review", json={"label": "good"}).status_code == 200
     assert api.post(f"/inspections/{broken['inspection_id']}/review", json={"label": "broken_large"}).status_code == 200
     records = api.get("/inspections", params={"category": "bottle", "limit": 500}).json()["inspections"]
@@ -105,11 +106,17 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
             return sum((r["score"] > at) == flagged for r in records
                        if label is None or (r["review_label"] or "").startswith(label))  # fmt: skip
 
+        worst: dict = {}  # each part's worst view: a record naming none is its own part
+        for r in records:
+            worst[r["part"] or r["id"]] = max(worst.get(r["part"] or r["id"], r["score"]), r["score"])
+        assert len(worst) == len(records) - 1
         assert log == {
             "hours": 2, "answered": len(records), "flagged": counted(value), "flagged_now": counted(now),
             "reviewed_good": 1, "good_flagged": counted(value, "good"), "good_flagged_now": counted(now, "good"),
             "reviewed_defective": 1, "defects_passed": counted(value, "broken", False),
-            "defects_passed_now": counted(now, "broken", False),
+            "defects_passed_now": counted(now, "broken", False), "parts": len(worst),
+            "parts_flagged": sum(w > value for w in worst.values()),
+            "parts_flagged_now": sum(w > now for w in worst.values()),
         }  # fmt: skip
         assert (
             log["good_flagged"] + log["defects_passed"] == 1

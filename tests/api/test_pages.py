@@ -139,6 +139,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert page.eval_on_selector("img.defect", "(i) => i.naturalWidth") == 224
         # another target looked at (nothing changes), then set with one more click: the page shows the new version
         version = page.eval_on_selector("#content", "(c) => c.innerText.match(/Version\\t(\\d+)/)[1]")
+        views = [post(api, path, part="P-7").json() for path in (GOOD, BROKEN)]  # two views of a part on the line
+        assert [v["part"] for v in views] == ["P-7", "P-7"] and views[1]["is_anomalous"]
         page.fill("#trial-rate", "1")
         page.click("#trial-preview")
         page.wait_for_selector("#trial-apply")
@@ -148,6 +150,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         line = (f"Answers of the last week flagged\t{log['flagged']} (now {log['flagged_now']}) of {log['answered']}"
                 if log["answered"] else "Answers of the last week\tnone yet")  # fmt: skip
         assert line in trial, (log, trial)
+        parts = f"Parts flagged on any view\t{log['parts_flagged']} (now {log['parts_flagged_now']}) of {log['parts']}"
+        assert log["parts"] == log["answered"] - 1 and parts in trial, (log, trial)  # the part's two views as one
         assert api.get("/categories/bottle").json()["model_id"] == int(version)  # a preview writes nothing
         wanted = page.inner_text("#trial-apply").removeprefix("Set ")
         page.click("#trial-apply")
