@@ -10,7 +10,7 @@ import sys
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, WEIGHTS
+from tests.conftest import BOTTLE, ROOT, WEIGHTS
 
 
 def _ingest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -185,6 +185,33 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert actions == ["fit", "fit"] + ["threshold"] * 4
     wrong = _ingest("threshold", "--category", "Bottle", "--value", "1.5", env=env)  # the name meant, said
     assert wrong.returncode == 2 and "Bottle is not in the database (did you mean 'bottle'?)" in wrong.stderr
+
+    # taught from the command line without a refit: good images, one of them already in the memory bank
+    extra = sorted(BOTTLE.glob("train/good/*.png"))[50]
+    normals = _ingest("add-normals", "--category", "bottle", str(train[1]), str(extra), "--recalibrate", env=env)
+    assert normals.returncode == 0, normals.stderr
+    assert re.search(
+        r"bottle: version \d+ \(was \d+\): 1 image\(s\) added, 1 already known; \d+ of \d+ patches "
+        r"new, memory bank \d+; threshold \S+ -> \S+ \(recalibrated\)",
+        normals.stdout,
+    ), normals.stdout
+    assert re.search(rf"  {extra.name}: score \d\.\d+ \(normal\)", normals.stdout), normals.stdout
+    # the set's defects with their masks, then one picture of a type named by hand
+    defects = _ingest("add-defects", "--category", "bottle", "--data", str(mini_mvtec), env=env)
+    assert defects.returncode == 0, defects.stderr
+    assert re.search(r"3 example\(s\) added \(broken_large 3\), \d+ defect patches, 0 already", defects.stdout)
+    stain = BOTTLE / "test" / "contamination" / "000.png"
+    one = _ingest(
+        "add-defects", "--category", "bottle", "--image", str(stain), "--defect-type", "contamination", env=env
+    )
+    assert one.returncode == 0 and "1 example(s) added (contamination 1)" in one.stdout, one.stderr + one.stdout
+    untyped = _ingest("add-defects", "--category", "bottle", "--image", str(stain), env=env)
+    assert untyped.returncode == 2 and "--defect-type is needed with --image" in untyped.stderr, untyped.stderr
+    with psycopg.connect(database_url) as connection:
+        actions = [r[0] for r in connection.execute("SELECT action FROM category_changes ORDER BY id")]
+        assert actions[-3:] == ["add_normals", "add_defects", "add_defects"]
+        types = connection.execute("SELECT defect_type, count(*) FROM defect_examples GROUP BY 1 ORDER BY 1").fetchall()
+        assert types == [("broken_large", 3), ("contamination", 1)]
 
 
 def test_a_test_split_labelled_per_image_only_evaluates(mini_mvtec, tmp_path):
