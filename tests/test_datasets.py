@@ -1021,3 +1021,32 @@ def test_aitex_is_read_as_it_ships_a_category_per_fabric(tmp_path):
     report = json.loads((out / "fabric_00" / "report.json").read_text())
     assert report["test_images"] == 4 and report["per_defect_image_auroc"].keys() == {"defect_002", "defect_006"}
     assert report["pixel_auroc"] is not None
+
+
+def test_every_file_a_set_cannot_use_is_named_before_any_fit(tmp_path):
+    """What would stop a fit halfway, or judge a defect against a wrong mask, is found from the files' headers at
+    once, each file named with why: a strip too thin to inspect, a file that is no picture, a mask that is no
+    picture, a mask folder whose masks differ in size (MVTec LOCO AD's layout), a mask of another shape."""
+    part = tmp_path / "part"
+    for path in _bottle_images(3):
+        _link(part / "train" / "good" / path.name, path)
+    Image.new("RGB", (700, 10)).save(part / "train" / "good" / "strip.png")  # 70:1
+    (part / "train" / "good" / "notes.png").write_text("not a picture")
+    defects, truth = part / "test" / "broken_large", part / "ground_truth" / "broken_large"
+    for stem in ("000", "001", "002"):
+        _link(defects / f"{stem}.png", BOTTLE / "test" / "broken_large" / f"{stem}.png")
+    truth.mkdir(parents=True)
+    (truth / "000_mask.png").write_text("not a mask")
+    for name, side in (("000.png", 900), ("001.png", 450)):  # one defect's masks, one a file, at two sizes
+        (truth / "001").mkdir(exist_ok=True)
+        Image.new("L", (side, side)).save(truth / "001" / name)
+    Image.new("L", (300, 100)).save(truth / "002_mask.png")
+
+    problems = file_problems(mvtec_category(tmp_path, "part"), Preprocess())
+    assert len(problems) == 5, problems
+    said = "\n".join(problems)
+    assert f"{part / 'train' / 'good' / 'strip.png'}: a 700x10 image has an aspect ratio of 70:1" in said
+    assert f"{part / 'train' / 'good' / 'notes.png'}: not a recognised image" in said
+    assert f"{truth / '000_mask.png'}: not a readable mask" in said
+    assert "its masks differ in size (000.png 900x900, 001.png 450x450)" in said
+    assert f"{truth / '002_mask.png'}: the mask is 300x100, its image 900x900: not the image's shape" in said
