@@ -27,6 +27,7 @@ GOOD = BOTTLE / "test" / "good" / "000.png"
 # a stand-in for the fit's evaluation (what is stored is what the category page shows)
 EVALUATION = {"image_auroc": 1.0, "pixel_auroc": 0.98179814, "recall": 1.0, "defective_images": 63,
               "missed_defects": 0, "false_alarms": 0, "good_images": 20, "false_alarm_rate": 0.0,
+              "false_alarm_interval": [0.0, 0.13910834066826516],
               "good_above_good_median": {"count": 9, "of": 20, "share": 0.45, "interval": [0.26, 0.65]},
               "regions": {"threshold": 1.3121, "defects": 68, "defects_found": 67 / 68,
                           "regions_on_defective_parts": 76, "regions_on_defects": 66 / 76}}  # fmt: skip

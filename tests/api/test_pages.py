@@ -124,6 +124,9 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert "good images taught" in text
         assert "Finest detail seen\tone patch spans 32 x 32 pixels of a 900 x 900 image, seen at 224 x 224" in text
         assert "Good test parts above the good median\t9 of 20 (45.0%)\thalf where new good parts score" in text
+        # the test split's false alarms with their interval; the good images' own beside their count
+        assert "False alarms on good test parts\t0 of 20: 0.0% to 13.9%\t90% confidence interval" in text, text
+        assert re.search(r"Good images it was set from\t\d+\t\d+ of them score above it \(90% interval", text), text
         assert "How it was set\tfrom good images, at a target false-alarm rate\tlog-normal upper prediction" in text
         assert page.inner_text(".drift-summary") == "no answers of this version in the window yet"  # taught since
         points = page.eval_on_selector("svg.drift-scores polyline", "(p) => p.getAttribute('points').split(' ').length")
