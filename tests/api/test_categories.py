@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import numpy as np
@@ -414,6 +415,8 @@ def test_a_stored_version_answers_again_as_it_was(api, database, fitted, tmp_pat
         assert f"({on_disk[refit] / 1e6:.1f} MB of patches and indexes, 0.0 MB of image files" in fits[0], fits
         said = page.inner_text(f"tr[data-version='{fitted_id}'] .judged")
         assert said == "recall 1.000 · 0 of 20 good flagged · AUROC 1.000", said
+        changes = page.inner_text("xpath=//h2[text()='Changes']/..")  # in words: nothing unknown said, flags yes/no
+        assert "version" in changes and not re.search(r" (null|true|false)\b", changes), changes
         page.click(f"tr[data-version='{taught['model_id']}'] .reactivate")
         said = f"version {taught['model_id']} is active again"
         page.wait_for_function(f"document.querySelector('.versions-result')?.textContent === '{said}'")
