@@ -481,6 +481,17 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         drawn = Image.open(io.BytesIO(alone.content)).convert("RGB")
         left, top, right, bottom = late["defect_regions"][0]["box_in_view"]
         assert drawn.size == (224, 224) and drawn.getpixel((left, top)) == (255, 235, 59)
+        with sync_playwright() as driver:  # the list says so, no broken picture; opened, the answer's map over grey
+            browser = launch_chromium(driver)
+            page = browser.new_page()
+            page.goto(str(client.base_url) + "/review")
+            tile = f".item[data-id='{late['inspection_id']}']"
+            page.wait_for_selector(tile)
+            assert page.inner_text(f"{tile} .no-image") == "no image kept" and not page.query_selector(f"{tile} img")
+            page.click(tile)
+            page.wait_for_function("document.querySelector('img.heat')?.naturalWidth === 224")
+            assert page.inner_text(".heat-source").endswith(", no image kept")
+            browser.close()
         with connect(database_url) as connection:  # its version retired since: the view it saw went with it
             connection.execute(
                 "UPDATE inspections SET model_id = (SELECT max(id) + 1 FROM models) WHERE id = %s",
