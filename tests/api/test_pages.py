@@ -124,6 +124,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert "good images taught" in text
         assert "Finest detail seen\tone patch spans 32 x 32 pixels of a 900 x 900 image, seen at 224 x 224" in text
         assert "Good test parts above the good median\t9 of 20 (45.0%)\thalf where new good parts score" in text
+        segments = api.get("/categories/bottle").json()["memory_bank_segments"]  # the fit's and the taught one's
+        assert f"Memory bank segments\t2 (ids {segments[0]}, {segments[1]})\tthe fit's, then one per batch" in text
         # the test split's false alarms with their interval; the good images' own beside their count
         assert "False alarms on good test parts\t0 of 20: 0.0% to 13.9%\t90% confidence interval" in text, text
         assert re.search(r"Good images it was set from\t\d+\t\d+ of them score above it \(90% interval", text), text
