@@ -85,7 +85,8 @@ def heatmap_grid(evaluation: Evaluation, preprocess: Preprocess, path: Path, tit
         _overlay(axis, image, evaluation.maps[i], evaluation.masks[i], vmax)
         verdict = "DEFECT" if evaluation.scores[i] > evaluation.threshold else "ok"
         axis.set_title(f"{sample.defect}/{sample.path.name}\n{evaluation.scores[i]:.4f} {verdict}", fontsize=9)
-    figure.suptitle(f"{title}: anomaly maps (white: ground truth)")
+    outlined = any(evaluation.samples[i].mask is not None for i in chosen)  # a set labelled per image has none
+    figure.suptitle(f"{title}: anomaly maps" + (" (white: ground truth)" if outlined else ""))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
