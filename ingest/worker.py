@@ -25,6 +25,7 @@ from ingest.sets import part_naming
 from patchcore.care import CareArea
 from patchcore.datasets.files import image_files
 from patchcore.datasets.folders import folder_images, unmixed
+from patchcore.errors import WeightsError, WeightsMismatch
 from patchcore.model import Embedder, PatchCoreConfig, fit
 from patchcore.threshold import PER_IMAGE
 from store import jobs
@@ -113,6 +114,29 @@ def _write_images(url: str, job: dict, folder: Path, report: Reporter) -> tuple[
     return files, parts
 
 
+def job_embedder(config: PatchCoreConfig, settings: Settings) -> tuple[Embedder, str | None]:
+    """The job's network and the weights it was loaded with. ``INSPECT_WEIGHTS`` is the file of the service's
+    network (``INSPECT_BACKBONE``); a job that chose another network (the new product page's "Network") is given
+    torchvision's ImageNet weights of its own (downloaded once into ``TORCH_HOME``) where that file is not its
+    network's, rather than failing on tensors of another shape. A file that does not fit the service's own network
+    is an error of the configuration, said as it is."""
+    try:
+        return Embedder.load(config, settings.weights, settings.device), settings.weights
+    except WeightsMismatch:
+        if settings.weights is None or config.backbone == settings.backbone:
+            raise
+    print(
+        f"   {settings.weights} (INSPECT_WEIGHTS) is not {config.backbone}'s: torchvision's weights of it", flush=True
+    )
+    try:
+        return Embedder.load(config, None, settings.device), None
+    except WeightsError as exc:
+        raise WeightsError(
+            f"INSPECT_WEIGHTS ({settings.weights}) is not {config.backbone}'s weights (the job's network), and "
+            f"torchvision's are not to be had: {exc}"
+        ) from exc
+
+
 def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worker: str) -> None:
     """Run one claimed job to its end (succeeded, cancelled or failed, as its row says). ``connection`` holds the
     job's lock."""
@@ -129,8 +153,8 @@ def run_job(connection: psycopg.Connection, job: dict, settings: Settings, worke
             views = f" ({len(parts)} of them views of {job['parts']} parts)" if parts else ""
             care = f", care area {config.care.share:.1%} of each picture" if config.care is not None else ""
             print(f"job {job_id}: fitting {name} from {len(train)} images{views}, {config.backbone}{care}", flush=True)
-            embedder = Embedder.load(config, settings.weights, settings.device)
-            model = fit(config, train, settings.weights, embedder=embedder, report=reporter, parts=parts or None,
+            embedder, weights = job_embedder(config, settings)
+            model = fit(config, train, weights, embedder=embedder, report=reporter, parts=parts or None,
                         per=job_per(job["options"]), features_in_memory_max=settings.fit_memory_bytes)  # fmt: skip
             reporter(STAGES[-1], 0, 1, "version")
             result = reports.build(name, model, None, {"job_id": job_id})

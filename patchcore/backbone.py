@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from patchcore.errors import WeightsError
+from patchcore.errors import WeightsError, WeightsMismatch
 
 LAYER_ORDER = ("layer1", "layer2", "layer3", "layer4")
 
@@ -97,14 +97,14 @@ class TruncatedResNet(nn.Module):
         missing = [k for k in needed if k not in state]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise WeightsError(f"{source} lacks tensors the backbone needs: {shown}")
+            raise WeightsMismatch(f"{source} lacks tensors the backbone needs: {shown}")
         own = {"conv1": self.stem[0], "bn1": self.stem[1], **dict(self.body.items())}
         for prefix, module in own.items():
             sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
             try:
                 module.load_state_dict(sub, strict=False)
             except RuntimeError as exc:
-                raise WeightsError(f"{source}: tensors of {prefix} do not fit the backbone ({exc})") from exc
+                raise WeightsMismatch(f"{source}: tensors of {prefix} do not fit the backbone ({exc})") from exc
 
 
 def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:

@@ -9,6 +9,10 @@ class WeightsError(PatchCoreError):
     """The backbone weights are missing, incomplete or cannot be downloaded."""
 
 
+class WeightsMismatch(WeightsError):
+    """A readable state_dict whose tensors are not the backbone's: another network's weights (or too few layers)."""
+
+
 class ImageError(PatchCoreError):
     """The input is not a readable image (empty, truncated, unknown format, too large)."""
 

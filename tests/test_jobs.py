@@ -997,3 +997,42 @@ def test_a_zip_s_hidden_members_are_passed_over_as_a_folder_s_are():
         f"parts.zip: {name}"
         for name in ("good/._000.png", "__MACOSX/good/._000.png", "good/.thumbnails/000.png", "good/notes.txt")
     )
+
+
+def test_a_job_of_another_network_than_the_services_gets_that_networks_own_weights(monkeypatch, capsys):
+    """INSPECT_WEIGHTS is the service's network's file (INSPECT_BACKBONE): a job that chose another network on the
+    page is given torchvision's ImageNet weights of it (here handed over in place of the download), not failed on
+    tensors of another shape; where those cannot be had, the job's error says both; a file that does not fit the
+    service's own network stays an error."""
+    import torch
+    import torchvision
+
+    from config import Settings
+    from ingest.worker import job_embedder
+    from patchcore import backbone
+    from patchcore.errors import WeightsError, WeightsMismatch
+    from patchcore.model import PatchCoreConfig
+
+    asked = []
+
+    def torchvisions(network: str) -> dict:
+        asked.append(network)
+        return torchvision.models.resnet50().state_dict()
+
+    monkeypatch.setattr(backbone, "_download_weights", torchvisions)
+    service = Settings(backbone="resnet18", weights=str(WEIGHTS), device="cpu")
+    picture = torch.zeros(1, 3, 64, 64)
+    own, weights = job_embedder(PatchCoreConfig(backbone="resnet18"), service)
+    assert weights == str(WEIGHTS) and own.extractor(picture).shape[-1] == 384 and asked == []
+    other, weights = job_embedder(PatchCoreConfig(backbone="resnet50"), service)
+    assert weights is None and other.extractor(picture).shape[-1] == 1536 and asked == ["resnet50"]
+    assert "is not resnet50's: torchvision's weights of it" in capsys.readouterr().out
+
+    def offline(network: str) -> dict:
+        raise WeightsError(f"could not download the ImageNet weights of {network}")
+
+    monkeypatch.setattr(backbone, "_download_weights", offline)
+    with pytest.raises(WeightsError, match=r"INSPECT_WEIGHTS \(.*\) is not resnet50's weights .* could not download"):
+        job_embedder(PatchCoreConfig(backbone="resnet50"), service)
+    with pytest.raises(WeightsMismatch, match="lacks tensors"):  # the service's own network: its file is wrong
+        job_embedder(PatchCoreConfig(backbone="resnet50"), Settings(backbone="resnet50", weights=str(WEIGHTS)))
