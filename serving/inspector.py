@@ -59,7 +59,7 @@ from store.search import (
 log = logging.getLogger(__name__)
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
 SEARCHES = {"database": "by HNSW in the database", "exact": "in clusters in the API process"}
-EXACT_ADDED_ROWS = 1024  # most rows of added segments searched exactly in the API process (past it: all by HNSW)
+EXACT_SEGMENT_ROWS = 2048  # an added segment of at most these rows is searched in the API process, a larger by HNSW
 _EXTRACTORS: dict[tuple, PatchFeatureExtractor] = {}
 _EXTRACTORS_LOCK = threading.Lock()
 
@@ -228,17 +228,21 @@ class Inspector:
             self.choice = SearchChoice(ClusteredSearch(bank.embeddings, metric)) if self.rule == "choose" else None
         self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
         self.lookalikes_statement = lookalikes_statement(model)
-        # the fit's segment is searched by HNSW in PostgreSQL; the rows that added normals appended in later segments
-        # are searched exactly here when they are few: each segment more in the SQL search costs every query about
-        # 5 ms (one more index scan per patch; benchmarks/segments_cost.py, bottle, search to score: 77-87 ms at 1
-        # segment, 165-174 ms at 21 all by HNSW, 82-86 ms with their 208 added rows searched here), an exact pass
-        # over 1,024 rows 7 ms
-        added = np.flatnonzero(bank.owners != model.bank_segments[0])
-        self.added_rows = added if 0 < added.size <= EXACT_ADDED_ROWS else None
+        # the fit's segment is searched by HNSW in PostgreSQL; each segment that added normals appended is searched
+        # where it costs a query less: one more HNSW index scan per patch in the SQL search costs about 5 ms whatever
+        # the segment's size (benchmarks/segments_cost.py), an exact pass here about 2 ms per 1,024 rows, so a
+        # segment of at most EXACT_SEGMENT_ROWS rows (every added image's or review's, as a rule) is searched here
+        # and a large one (a batch of many new images) by HNSW: many small segments never cost an index scan each
+        owners, rows = np.unique(bank.owners, return_counts=True)
+        small = [
+            int(s) for s, n in zip(owners, rows, strict=True) if s != model.bank_segments[0] and n <= EXACT_SEGMENT_ROWS
+        ]
+        added = np.flatnonzero(np.isin(bank.owners, small))
+        self.added_rows = added if added.size else None
         self.added = None
         if self.added_rows is not None:
             self.added = scoring.ExactSearch(bank.embeddings[self.added_rows], model.config.metric)
-        self.statement = search_statement(model, model.bank_segments[:1] if self.added is not None else None)
+        self.statement = search_statement(model, [s for s in model.bank_segments if s not in small])
         self.defect_statement = defect_statement(model, library.NEIGHBOURS)
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
         self.tail = good_tail(bank.good_scores(), model.config.false_alarm_rate)

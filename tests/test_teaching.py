@@ -84,16 +84,22 @@ def test_added_normals_grow_the_bank_by_what_is_new_once(database_url, small_mod
 def test_added_segments_are_searched_exactly_in_the_api_and_answer_as_hnsw_does(
     database_url, small_model, embedder, monkeypatch
 ):
-    """Each segment more in the SQL search costs every query one more index scan per patch; the few rows added
-    normals append are searched exactly in the API process instead, with the same answers."""
+    """Each segment more in the SQL search costs every query one more index scan per patch, whatever its size; the
+    small segments that added normals append are searched exactly in the API process instead, the large ones by HNSW,
+    with the same answers either way."""
     import serving.inspector as served
 
     _save(database_url, "bottle", small_model)
     with connect(database_url, autocommit=True) as connection:
         old, bank = _loaded(connection)
-        added = add_normals(connection, old, bank, embedder, [_upload(p) for p in EXTRA], Settings(), "test")
+        added = add_normals(connection, old, bank, embedder, [_upload(p) for p in EXTRA[:2]], Settings(), "test")
+        middle, bank = _loaded(connection)
+        more = add_normals(connection, middle, bank, embedder, [_upload(EXTRA[2])], Settings(), "test")
         models.retire_old_models(connection, "bottle", Settings().fits_kept)
         model, grown = _loaded(connection)
+        assert model.bank_segments == (old.id, middle.id, model.id)
+        (fewer, smaller), (most, larger) = sorted([(added.patches_added, middle.id), (more.patches_added, model.id)])
+        assert 0 < fewer < most
         # on a CPU a bank this small is searched exactly in the API process unless told (bottle's 10% bank is not:
         # tests/api/test_query.py)
         assert (
@@ -101,19 +107,27 @@ def test_added_segments_are_searched_exactly_in_the_api_and_answer_as_hnsw_does(
         )
         hnsw_settings = Settings(search_backend="database")
         exact = Inspector(model, grown, hnsw_settings)
-        assert exact.added_rows is not None and exact.added_rows.size == added.patches_added
-        assert set(grown.owners[exact.added_rows]) == {model.id}
+        assert exact.added_rows is not None and exact.added_rows.size == added.patches_added + more.patches_added
+        assert set(grown.owners[exact.added_rows]) == {middle.id, model.id}
         assert f"IN ({old.id})" in exact.statement.as_string(connection)
-        monkeypatch.setattr(served, "EXACT_ADDED_ROWS", 0)
+        # a segment larger than the limit is searched by HNSW beside the fit's, the smaller one still here
+        monkeypatch.setattr(served, "EXACT_SEGMENT_ROWS", fewer)
+        mixed = Inspector(model, grown, hnsw_settings)
+        assert set(grown.owners[mixed.added_rows]) == {smaller}
+        assert f"IN ({old.id}, {larger})" in mixed.statement.as_string(connection)
+        monkeypatch.setattr(served, "EXACT_SEGMENT_ROWS", 0)
         hnsw = Inspector(model, grown, hnsw_settings)
-        assert hnsw.added is None and f"IN ({old.id}, {model.id})" in hnsw.statement.as_string(connection)
-        for path in (BOTTLE / "test" / "broken_large" / "000.png", BOTTLE / "test" / "good" / "000.png", EXTRA[0]):
+        assert hnsw.added is None and f"IN ({old.id}, {middle.id}, {model.id})" in hnsw.statement.as_string(connection)
+        for path in (BOTTLE / "test" / "broken_large" / "000.png", BOTTLE / "test" / "good" / "000.png", *EXTRA):
             features = exact.embed(open_image(path))
-            one, other = exact.inspect_features([connection], features), hnsw.inspect_features([connection], features)
-            assert one.score == pytest.approx(other.score, abs=1e-5) and one.worst == other.worst, path.name
-        # an added image's own patches are found in the added segment, by the exact pass
-        found = exact.search([connection], exact.embed(open_image(EXTRA[0])), top_k=1)
-        assert model.id in set(grown.owners[grown.rows(found.patch_ids)])
+            answers = [each.inspect_features([connection], features) for each in (exact, mixed, hnsw)]
+            for one in answers[:2]:
+                assert one.score == pytest.approx(answers[2].score, abs=1e-5) and one.worst == answers[2].worst, path
+        # an added image's own patches are found in the segment that added it, by the exact pass
+        for each, segment in ((exact, middle.id), (mixed, middle.id), (exact, model.id), (mixed, model.id)):
+            image = EXTRA[0] if segment == middle.id else EXTRA[2]
+            found = each.search([connection], each.embed(open_image(image)), top_k=1)
+            assert segment in set(grown.owners[grown.rows(found.patch_ids)])
 
 
 def test_a_reader_during_an_add_sees_one_whole_version(database_url, small_model, embedder):
