@@ -170,6 +170,12 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.goto(str(api.base_url) + "/category?name=bottle")
         page.wait_for_selector("table.versions")
         assert page.evaluate("document.documentElement.scrollWidth") == 390  # wide tables scroll in their cards
+        # a figure's table fits the card, each explanation below its label and value rather than in a third column
+        facts = page.eval_on_selector_all("table.facts", """(tables) => tables.map((t) => ({
+            fits: t.parentElement.scrollWidth <= t.parentElement.clientWidth,
+            below: [...t.querySelectorAll("tr")].filter((r) => r.cells[2].textContent).every((r) =>
+                r.cells[2].getBoundingClientRect().top >= r.cells[1].getBoundingClientRect().bottom - 1)}))""")
+        assert len(facts) >= 2 and all(f["fits"] and f["below"] for f in facts), facts
         page.goto(str(api.base_url) + "/")
         page.wait_for_function("document.querySelectorAll('#category option').length > 0")
         page.select_option("#category", "bottle")
