@@ -185,11 +185,11 @@ class Observe:
 
 # The drift gauges, each per category: its metric's name and help, in the order /metrics lists them.
 DRIFT_GAUGES = {
-    "share": ("inspect_flagged_share", "share of parts the active version flagged in the drift window"),
-    "predicted": ("inspect_predicted_false_alarm_rate", "share of good parts its threshold is expected to flag"),
-    "answered": ("inspect_drift_window_inspections", "answers of the active version in the drift window"),
+    "share": ("inspect_flagged_share", "share of parts flagged in the drift window (the versions of its setting)"),
+    "predicted": ("inspect_predicted_false_alarm_rate", "share of good parts their thresholds are expected to flag"),
+    "answered": ("inspect_drift_window_inspections", "answers in the drift window"),
     "warning": ("inspect_drift_warning", "1 when the predicted rate is outside the flagged share's 90% interval"),
-    "parts": ("inspect_drift_window_parts", "parts named by the active version's answers in the drift window"),
+    "parts": ("inspect_drift_window_parts", "parts named by answers in the drift window"),
     "parts_share": ("inspect_parts_flagged_share", "share of those parts flagged on any view"),
     "parts_warning": (
         "inspect_parts_drift_warning",

@@ -2,9 +2,15 @@
 threshold predicts for good parts.
 
 "Recent" is a window of hours (``INSPECT_DRIFT_HOURS``, 24 by default: a day of production, every shift) of the
-active version's own answers only: another version has another threshold, so its answers say nothing of this one's
-calibration, and a new version starts with an empty window. The observed share gets a 90% Clopper-Pearson interval
-(exact for a binomial count, however few parts); the warning is raised when the predicted rate lies outside it.
+answers of the active version and of the versions of its fit whose threshold was set the same way
+(``store.versions.calibrated_alike``): the same target false-alarm rate, which added normals recalibrate to, or the
+same value. On a calibrated line each answer is flagged at its own version's predicted rate, so the window's count
+is a sum of such draws, predicted at their answer-weighted mean rate (:func:`pooled_rate`; the binomial at that mean
+has at least the sum's variance, so the interval below is if anything conservative); a good review that teaches the
+category makes a version, and a window that started again at each would be empty on a line whose reviews teach. A
+threshold set otherwise (another rate, a value) or a refit starts a new window: its answers say nothing of the
+calibration before it. The observed share gets a 90% Clopper-Pearson interval (exact for a binomial count, however
+few parts); the warning is raised when the predicted rate lies outside it.
 The flagged share counts true defects too: on a line with a real defect rate, the share exceeds the false-alarm
 rate by that much, so a warning says "more flagged than good parts would be", to be read beside the line's own
 defect rate. Where the line names the part each picture shows, its parts are judged the same way: a part flagged
@@ -24,8 +30,25 @@ false-alarm rate itself, without the line's defects) is estimated from what they
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from patchcore.threshold import clopper_pearson
 from store.inspections import REVIEW_COUNTS, Hour
+
+
+def pooled_rate(
+    policies: dict[int, dict], answered: dict[int, int], active: int, rate: Callable[[dict], float | None]
+) -> float | None:
+    """The false-alarm rate a window of several versions' answers predicts: each version's ``rate`` (read from its
+    threshold policy) weighed by its answers in the window (``answered``); the ``active`` version's own while the
+    window is empty; None where a version answering in it predicts none."""
+    weights = {version: count for version, count in answered.items() if count and version in policies}
+    if not weights:
+        return rate(policies[active])
+    rates = [(rate(policies[version]), count) for version, count in weights.items()]
+    if any(r is None for r, _ in rates):
+        return None
+    return sum(r * count for r, count in rates) / sum(weights.values())
 
 
 def parts_drift(hours: list[Hour], predicted: float | None) -> dict | None:
@@ -47,7 +70,7 @@ def parts_drift(hours: list[Hour], predicted: float | None) -> dict | None:
 
 def body(hours: list[Hour], predicted: float | None) -> dict | None:
     """Are the passed parts' scores where good parts' scores are? Of the window's passed answers, the share above the
-    median of the version's good scores, beside the share a calibrated line gives: a new good part exceeds the median
+    median of their version's good scores, beside the share a calibrated line gives: a new good part exceeds the median
     of the good scores it is exchangeable with with probability one half, whatever their distribution, and a
     threshold at predicted false-alarm rate ``r`` flags a share ``r`` of good parts, all of them above the median, so
     ``(0.5 - r) / (1 - r)`` of the good parts it passes lie above it (missed defects add a little). With a 90%

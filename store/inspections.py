@@ -392,26 +392,40 @@ def _hour_label(hour: datetime) -> str:
     return hour.strftime("%Y-%m-%dT%H:00Z")
 
 
-def hourly(connection: psycopg.Connection, model_id: int, hours: float, segments: Sequence[int]) -> list[Hour]:
-    """The inspections version ``model_id`` answered in the last ``hours`` hours, per hour, oldest first. The
-    reviews, and the passed answers above the median of the good scores of ``segments`` (its memory bank's), are
-    counted in the same scan, so their reports cost the drift report nothing more."""
+def hourly(connection: psycopg.Connection, versions: Sequence[int], hours: float) -> list[Hour]:
+    """The inspections the ``versions`` answered in the last ``hours`` hours, per hour, oldest first. The reviews,
+    and the passed answers above the median of their own version's good scores (its memory bank's), are counted in
+    the same scan, so their reports cost the drift report nothing more."""
     rows = connection.execute(
-        "SELECT date_trunc('hour', at AT TIME ZONE 'UTC'), count(*), "
+        "WITH medians AS (SELECT m.id, (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY calibration_score) "
+        "FROM images WHERE model_id = ANY(m.bank_segments)) AS median FROM models m WHERE m.id = ANY(%(versions)s)) "
+        "SELECT date_trunc('hour', i.at AT TIME ZONE 'UTC'), count(*), "
         "count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE is_anomalous AND review_label IS NOT NULL), "
         "count(*) FILTER (WHERE is_anomalous AND review_label = 'good'), "
         "count(*) FILTER (WHERE NOT is_anomalous AND review_label IS NOT NULL), "
         "count(*) FILTER (WHERE NOT is_anomalous AND review_label <> 'good'), "
-        "count(*) FILTER (WHERE NOT is_anomalous AND score > (SELECT percentile_cont(0.5) WITHIN GROUP "
-        "(ORDER BY calibration_score) FROM images WHERE model_id = ANY(%s))) FROM inspections "
-        "WHERE model_id = %s AND at >= now() - make_interval(secs => %s) GROUP BY 1 ORDER BY 1",
-        (list(segments), model_id, hours * 3600),
+        "count(*) FILTER (WHERE NOT is_anomalous AND score > m.median) "
+        "FROM inspections i LEFT JOIN medians m ON m.id = i.model_id "
+        "WHERE i.model_id = ANY(%(versions)s) AND i.at >= now() - make_interval(secs => %(seconds)s) "
+        "GROUP BY 1 ORDER BY 1",
+        {"versions": list(versions), "seconds": hours * 3600},
     ).fetchall()
     return [Hour(_hour_label(row[0]), *row[1:]) for row in rows]
 
 
-def hourly_parts(connection: psycopg.Connection, model_id: int, hours: float) -> list[Hour]:
-    """The parts (named by their queries) version ``model_id`` judged in the last ``hours`` hours, per hour of each
+def answered_by_version(connection: psycopg.Connection, versions: Sequence[int], hours: float) -> dict[int, int]:
+    """How many of the last ``hours`` hours' answers each of the ``versions`` gave (those that gave none left out):
+    what a window pooled over versions weighs each one's predicted rate by."""
+    rows = connection.execute(
+        "SELECT model_id, count(*) FROM inspections "
+        "WHERE model_id = ANY(%s) AND at >= now() - make_interval(secs => %s) GROUP BY 1",
+        (list(versions), hours * 3600),
+    ).fetchall()
+    return dict(rows)
+
+
+def hourly_parts(connection: psycopg.Connection, versions: Sequence[int], hours: float) -> list[Hour]:
+    """The parts (named by their queries) the ``versions`` judged in the last ``hours`` hours, per hour of each
     part's last view, oldest first. A part is flagged when any view is; a flagged part is reviewed when every flagged
     view is, and found good when, besides, no view of it was found defective; a passed part is reviewed when every
     view is, and found defective when any was."""
@@ -425,9 +439,9 @@ def hourly_parts(connection: psycopg.Connection, model_id: int, hours: float) ->
         "count(*) FILTER (WHERE is_anomalous AND review_label IS NULL) AS flagged_open, "
         "count(*) FILTER (WHERE review_label IS NULL) AS unreviewed, "
         "count(*) FILTER (WHERE review_label <> 'good') > 0 AS defective "
-        "FROM inspections WHERE model_id = %s AND part IS NOT NULL AND at >= now() - make_interval(secs => %s) "
+        "FROM inspections WHERE model_id = ANY(%s) AND part IS NOT NULL AND at >= now() - make_interval(secs => %s) "
         "GROUP BY category, part) AS parts GROUP BY 1 ORDER BY 1",
-        (model_id, hours * 3600),
+        (list(versions), hours * 3600),
     ).fetchall()
     return [Hour(_hour_label(row[0]), *row[1:]) for row in rows]
 
@@ -484,14 +498,16 @@ def at_thresholds(
     return AtThresholds(*row)
 
 
-def recent_scores(connection: psycopg.Connection, model_id: int, hours: float, limit: int = 5000) -> list[float]:
-    """Scores of the newest ``limit`` inspections version ``model_id`` answered in the last ``hours`` hours. Newest
-    by ``at``, so ``inspections_model_at_idx`` reads this version's rows alone, backwards from now (by ``id`` every
+def recent_scores(
+    connection: psycopg.Connection, versions: Sequence[int], hours: float, limit: int = 5000
+) -> list[float]:
+    """Scores of the newest ``limit`` inspections the ``versions`` answered in the last ``hours`` hours. Newest by
+    ``at``, so ``inspections_model_at_idx`` reads these versions' rows alone, backwards from now (by ``id`` every
     other product's newer rows were read and discarded too)."""
     rows = connection.execute(
-        "SELECT score FROM inspections WHERE model_id = %s AND at >= now() - make_interval(secs => %s) "
+        "SELECT score FROM inspections WHERE model_id = ANY(%s) AND at >= now() - make_interval(secs => %s) "
         "ORDER BY at DESC LIMIT %s",
-        (model_id, hours * 3600, limit),
+        (list(versions), hours * 3600, limit),
     ).fetchall()
     return [row[0] for row in rows]
 

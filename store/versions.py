@@ -177,3 +177,26 @@ def kept_fits(connection: psycopg.Connection, category_id: int) -> list[dict]:
     ).fetchall()
     names = ("fit", "fitted_at", "answering", "segment_bytes", "image_file_bytes")
     return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _setting(threshold: float, policy: dict) -> tuple:
+    """How a version's threshold was set: at a target false-alarm rate (per image or per part), which added normals
+    recalibrate to; else the value itself (set by hand or on labelled images), which they keep."""
+    if policy.get("kind") == "false_alarm_rate":
+        return "false_alarm_rate", policy.get("per", "image"), round(float(policy["target_false_alarm_rate"]), 9)
+    return policy.get("kind"), threshold
+
+
+def calibrated_alike(connection: psycopg.Connection, model: StoredModel) -> dict[int, dict]:
+    """The versions of ``model``'s fit whose threshold was set as its own was (the same target false-alarm rate, or
+    the same value), ``model`` among them, each with its threshold policy. On a calibrated line each of their answers
+    is flagged at its own version's predicted rate, so a drift window counts them together: a good review that
+    teaches the category, or a known defect, makes a version of the same setting, and a window that started again
+    at each would be empty on a line whose reviews teach. A threshold set otherwise, or a refit, starts a new one."""
+    rows = connection.execute(
+        "SELECT id, threshold, threshold_policy FROM models WHERE category_id = %s AND bank_segments[1] = %s",
+        (model.category_id, model.fit_id),
+    ).fetchall()
+    own = _setting(model.threshold, model.threshold_policy)
+    alike = {version: policy for version, threshold, policy in rows if _setting(threshold, policy) == own}
+    return {**alike, model.id: model.threshold_policy}

@@ -233,7 +233,7 @@ def _chunks(file: IO[bytes]) -> Iterator[bytes]:
     "/categories/{name}/drift",
     response_model=DriftReport,
     responses=ERRORS,
-    summary="Is the line drifting: the share of parts the active version flagged recently, against its calibration",
+    summary="Is the line drifting: the share of parts flagged recently, against the calibration of their thresholds",
 )
 def category_drift(request: Request, name: Annotated[str, PathParam(**CATEGORY)]) -> dict:
     return drift_report(get_services(request), name)
@@ -246,28 +246,35 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
 
     def read(connection):
         model = active(connection, name)
-        hourly = (
-            inspections.hourly(connection, model.id, hours, model.bank_segments),
-            inspections.hourly_parts(connection, model.id, hours),
+        policies = versions.calibrated_alike(connection, model)
+        pooled = sorted(policies)
+        counted = (
+            inspections.hourly(connection, pooled, hours),
+            inspections.hourly_parts(connection, pooled, hours),
+            inspections.answered_by_version(connection, pooled, hours),
         )
         if not distributions:
-            return model, hourly, {}
+            return model, policies, counted, {}
         return (
             model,
-            hourly,
+            policies,
+            counted,
             {
-                "scores": inspections.recent_scores(connection, model.id, hours),
+                "scores": inspections.recent_scores(connection, pooled, hours),
                 "good_scores": images.good_scores(connection, model.bank_segments)[0],
             },
         )
 
-    model, (hourly, hourly_parts), scores = services.run(read)
-    policy = model.threshold_policy
-    predicted = policy.get("estimated_false_alarm_rate")
+    model, policies, (hourly, hourly_parts, answered), scores = services.run(read)
+    predicted = drift.pooled_rate(policies, answered, model.id, lambda p: p.get("estimated_false_alarm_rate"))
+    per_part = drift.pooled_rate(
+        policies, answered, model.id, lambda p: p.get("per_part", {}).get("estimated_false_alarm_rate")
+    )
     report = drift.drift(hourly, predicted, hours)
-    parts = drift.parts_drift(hourly_parts, policy.get("per_part", {}).get("estimated_false_alarm_rate"))
-    return {"category": name, "model_id": model.id, "threshold": model.threshold, **report, "parts": parts,
-            "reviews": drift.reviewed(hourly, predicted), "body": drift.body(hourly, predicted), **scores}  # fmt: skip
+    parts = drift.parts_drift(hourly_parts, per_part)
+    return {"category": name, "model_id": model.id, "threshold": model.threshold, "versions": sorted(policies),
+            **report, "parts": parts, "reviews": drift.reviewed(hourly, predicted),
+            "body": drift.body(hourly, predicted), **scores}  # fmt: skip
 
 
 @router.get(

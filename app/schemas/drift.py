@@ -45,7 +45,7 @@ class DriftParts(BaseModel):
         description="the share of good parts flagged on any view the threshold predicts (its per_part); null where "
         "the good images are one view each"
     )
-    parts: int = Field(description="parts named by this version's answers in the window")
+    parts: int = Field(description="parts named by these versions' answers in the window")
     flagged: int = Field(description="of them, flagged on any view")
     flagged_share: float
     interval: list[float] = Field(description="90% Clopper-Pearson interval of the flagged share")
@@ -64,7 +64,7 @@ class DriftBody(BaseModel):
     line shows here before the flagged share moves."""
 
     passed: int = Field(description="passed answers of the window")
-    above_good_median: int = Field(description="of them, scoring above the median of the version's good scores")
+    above_good_median: int = Field(description="of them, scoring above the median of their version's good scores")
     share: float
     expected_share: float = Field(
         description="the share a calibrated line gives: (0.5 - r) / (1 - r), r the predicted false-alarm rate"
@@ -74,16 +74,23 @@ class DriftBody(BaseModel):
 
 
 class DriftReport(BaseModel):
-    """The active version's recent answers against its calibration (see ``serving/drift.py``)."""
+    """The recent answers of the active version and of the versions of its fit whose threshold was set the same way,
+    against their calibration (see ``serving/drift.py``)."""
 
     category: str
     model_id: int
     threshold: float
+    versions: list[int] = Field(
+        description="the versions whose answers the window counts: the active one and those of its fit whose "
+        "threshold was set the same way (the same target false-alarm rate, which added normals recalibrate to, or the "
+        "same value); a good review that teaches makes one, another threshold or a refit starts a new window"
+    )
     window_hours: float = Field(description="the recent window, INSPECT_DRIFT_HOURS")
     predicted_false_alarm_rate: float | None = Field(
-        description="the share of good parts the threshold is expected to flag, from the version's good scores"
+        description="the share of good parts the threshold is expected to flag, from the version's good scores (over "
+        "several versions, each one's weighed by its answers in the window)"
     )
-    inspections: int = Field(description="answers of this version in the window")
+    inspections: int = Field(description="answers of these versions in the window")
     flagged: int
     flagged_share: float | None
     interval: list[float] | None = Field(description="90% Clopper-Pearson interval of the flagged share")

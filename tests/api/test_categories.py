@@ -142,14 +142,18 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
 
 
 def test_drift_counts_the_active_versions_recent_answers_against_its_calibration(api, database):
-    """A new version starts with an empty window (no warning); four broken bottles, all flagged, put the share's
-    90% interval far above the 2% its threshold predicts: the warning, in the report and in /metrics. Reviews say
-    the false-alarm rate itself: one reject found good among four, with four passes, is 1 of 5 good parts. Passes
-    that score above the good median far more often than half warn too, over HTTP, in /metrics and on the page."""
+    """A threshold set another way starts an empty window (no warning), though the version before it answered; four
+    broken bottles, all flagged, put the share's 90% interval far above the 2% its threshold predicts: the warning,
+    in the report and in /metrics. Reviews say the false-alarm rate itself: one reject found good among four, with
+    four passes, is 1 of 5 good parts. Passes that score above the good median far more often than half warn too,
+    over HTTP, in /metrics and on the page. A good image taught then (a version recalibrated to the same 2%) keeps
+    the window: its answers and the version before's are counted together."""
+    before = post(api, BOTTLE / "test" / "good" / "005.png").json()  # an answer at the 3% setting, in the window
     fresh = api.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.02})
     assert fresh.status_code == 200, fresh.text
     empty = api.get("/categories/bottle/drift").json()
     assert empty["model_id"] == fresh.json()["model_id"] and empty["inspections"] == 0
+    assert empty["versions"] == [fresh.json()["model_id"]] and before["model_id"] != empty["model_id"]
     assert empty["warning"] is False and empty["flagged_share"] is None and empty["hours"] == []
     assert empty["predicted_false_alarm_rate"] == pytest.approx(0.02, abs=0.005) and len(empty["good_scores"]) == 209
     assert empty["parts"] is None  # no answer named a part
@@ -217,6 +221,21 @@ def test_drift_counts_the_active_versions_recent_answers_against_its_calibration
     passes = shifted["body"]["above_good_median"]
     assert f"bottle: {passes} of 14 passed parts score above the good parts' median" in said
     assert "The parts it passes look less like its good images than they did" in said
+    taught = api.post("/categories/bottle/normals", files=[file_field(BOTTLE / "test" / "good" / "010.png", "files")])
+    assert taught.status_code == 200, taught.text
+    version = taught.json()["model_id"]
+    pooled = api.get("/categories/bottle/drift").json()
+    assert pooled["model_id"] == version and pooled["versions"] == [fresh.json()["model_id"], version]
+    assert (pooled["inspections"], pooled["flagged"]) == (18, 4) and pooled["warning"] is True
+    assert pooled["body"]["passed"] == 14 and pooled["reviews"]["flagged_reviewed"] == 4
+    taught_rate = api.get("/categories/bottle").json()["threshold_policy"]["estimated_false_alarm_rate"]
+    assert taught_rate == pytest.approx(0.02, abs=0.005)  # recalibrated to the same target
+    answer = post(api, BOTTLE / "test" / "good" / "006.png").json()
+    assert answer["model_id"] == version
+    weighed = api.get("/categories/bottle/drift").json()  # each version's prediction weighed by its answers
+    expected = (18 * report["predicted_false_alarm_rate"] + taught_rate) / 19
+    assert weighed["inspections"] == 19 and weighed["predicted_false_alarm_rate"] == pytest.approx(expected)
+    assert sorted(weighed["scores"]) == pytest.approx(sorted([*pooled["scores"], answer["anomaly_score"]]))
 
 
 def test_good_images_are_served_from_the_database_with_cache_headers(api, database):
