@@ -305,6 +305,10 @@ def test_a_good_image_found_defective_is_refitted_without_from_the_category_page
             carried = 2 - [top["split"], second_top["split"]].count("added")
             with_added = f", with {carried} added since" if carried else ""
             assert f"refits (8 images), refit of job {first['id']} without {', '.join(names)}{with_added}" in row, row
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: each job a block within the card
+            card = "(jobs) => [jobs.closest('.card').scrollWidth, jobs.closest('.card').clientWidth]"
+            wide, shown = page.eval_on_selector("#jobs", card)
+            assert wide <= shown and page.evaluate("document.documentElement.scrollWidth") == 390, (wide, shown)
             browser.close()
         assert said.startswith(f"job {job['id']} queued: refits from 8 images, without {top['file_name']}, "), said
         assert job["options"] == {**first["options"], "false_alarm_rate": 0.05} and job["created_by"].startswith("api")
