@@ -185,6 +185,9 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
                 r.cells[2].getBoundingClientRect().top >= r.cells[1].getBoundingClientRect().bottom - 1)}))""",
         )
         assert len(facts) >= 2 and all(f["fits"] and f["below"] for f in facts), facts
+        wide = page.eval_on_selector_all(".card", "(cards) => cards.filter((c) => c.scrollWidth > c.clientWidth)"
+                                         ".map((c) => c.querySelector('h2')?.textContent)")  # fmt: skip
+        assert wide == [], wide  # the changes and the versions too: no card scrolls sideways
         page.goto(str(api.base_url) + "/")
         page.wait_for_function("document.querySelectorAll('#category option').length > 0")
         page.select_option("#category", "bottle")
