@@ -182,8 +182,9 @@ def kept_fits(connection: psycopg.Connection, category_id: int) -> list[dict]:
 def _setting(threshold: float, policy: dict) -> tuple:
     """How a version's threshold was set: at a target false-alarm rate (per image or per part), which added normals
     recalibrate to; else the value itself (set by hand or on labelled images), which they keep."""
-    if policy.get("kind") == "false_alarm_rate":
-        return "false_alarm_rate", policy.get("per", "image"), round(float(policy["target_false_alarm_rate"]), 9)
+    target = policy.get("target_false_alarm_rate")
+    if policy.get("kind") == "false_alarm_rate" and target is not None:
+        return "false_alarm_rate", policy.get("per", "image"), round(float(target), 9)
     return policy.get("kind"), threshold
 
 
