@@ -230,9 +230,10 @@ class Inspector:
         self.lookalikes_statement = lookalikes_statement(model)
         # the fit's segment is searched by HNSW in PostgreSQL; each segment that added normals appended is searched
         # where it costs a query less: one more HNSW index scan per patch in the SQL search costs about 5 ms whatever
-        # the segment's size (benchmarks/segments_cost.py), an exact pass here about 2 ms per 1,024 rows, so a
-        # segment of at most EXACT_SEGMENT_ROWS rows (every added image's or review's, as a rule) is searched here
-        # and a large one (a batch of many new images) by HNSW: many small segments never cost an index scan each
+        # the segment's size (benchmarks/segments_cost.py), an exact pass here about 2 ms per 1,024 rows (both grow
+        # alike with the query's patches and the dimensions), so a segment of at most EXACT_SEGMENT_ROWS rows (every
+        # added image's or review's, as a rule) is searched here and a large one (a batch of many new images) by
+        # HNSW: many small segments never cost an index scan each
         owners, rows = np.unique(bank.owners, return_counts=True)
         small = [
             int(s) for s, n in zip(owners, rows, strict=True) if s != model.bank_segments[0] and n <= EXACT_SEGMENT_ROWS
