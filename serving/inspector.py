@@ -59,7 +59,7 @@ from store.search import (
 log = logging.getLogger(__name__)
 _PARTS = ThreadPoolExecutor(thread_name_prefix="hnsw-part")
 SEARCHES = {"database": "by HNSW in the database", "exact": "in clusters in the API process"}
-EXACT_SEGMENT_ROWS = 2048  # an added segment of at most these rows is searched in the API process, a larger by HNSW
+EXACT_SEGMENT_ROWS = 1536  # an added segment of at most these rows is searched in the API process, a larger by HNSW
 _EXTRACTORS: dict[tuple, PatchFeatureExtractor] = {}
 _EXTRACTORS_LOCK = threading.Lock()
 
@@ -229,11 +229,12 @@ class Inspector:
         self.batcher = shared_batcher(settings.batch_wait_ms, settings.batch_max) if settings.batch_wait_ms else None
         self.lookalikes_statement = lookalikes_statement(model)
         # the fit's segment is searched by HNSW in PostgreSQL; each segment that added normals appended is searched
-        # where it costs a query less: one more HNSW index scan per patch in the SQL search costs about 5 ms whatever
-        # the segment's size (benchmarks/segments_cost.py), an exact pass here about 2 ms per 1,024 rows (both grow
-        # alike with the query's patches and the dimensions), so a segment of at most EXACT_SEGMENT_ROWS rows (every
-        # added image's or review's, as a rule) is searched here and a large one (a batch of many new images) by
-        # HNSW: many small segments never cost an index scan each
+        # where it costs a query less: one more HNSW index scan per patch in the SQL search costs whatever the
+        # segment's size, an exact pass here grows with its rows; they cost the same at about 3,200 rows of 384
+        # dimensions (8.1 ms a segment against 2.6 ms per 1,024 rows) and 1,850 of 1,536 (17.7 against 9.8;
+        # benchmarks/segments_cost.py), so a segment of at most EXACT_SEGMENT_ROWS (every added image's or review's,
+        # as a rule) is searched here, a larger one (a batch of many new images) by HNSW: many small segments never
+        # cost an index scan each
         owners, rows = np.unique(bank.owners, return_counts=True)
         small = [
             int(s) for s, n in zip(owners, rows, strict=True) if s != model.bank_segments[0] and n <= EXACT_SEGMENT_ROWS
