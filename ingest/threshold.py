@@ -57,7 +57,10 @@ def _labelled_scores(connection, model: models.StoredModel, root, split: str) ->
 def _on_the_line(counted: inspections.AtThresholds) -> str:
     """The line's answers of the last week at the threshold previewed, the active one's in brackets (and the parts
     they show, where queries named parts)."""
-    said = f"on the log's last week ({counted.answered} answers by this memory bank): "
+    said = f"on the log's last week ({counted.answered} answers by this memory bank"
+    if counted.other_banks:  # images taught since emptied the window: say so
+        said += f"; {counted.other_banks} by the fit's other memory banks left out, scored against other rows"
+    said += "): "
     if not counted.answered:
         return said + "nothing to judge again yet"
     said += f"{counted.flagged} flagged (now {counted.flagged_now})"

@@ -466,6 +466,7 @@ class AtThresholds(NamedTuple):
     parts: int
     parts_flagged: int
     parts_flagged_now: int
+    other_banks: int  # answers of the window by the fit's versions with other rows (images taught), left out
 
 
 def at_thresholds(
@@ -474,7 +475,8 @@ def at_thresholds(
     """The answers of the last ``hours`` hours by every version of ``category`` that searches the memory bank
     ``segments``, counted at ``threshold`` and at ``now``. A threshold set makes a version of the same bank, so these
     answers' scores are what the active version gives them; a version with other rows (normals added, a refit)
-    scored otherwise, and is left out. A score above the threshold is flagged, as the verdict's rule has it; a part
+    scored otherwise, and is left out: the same fit's are counted apart (``other_banks``), so a window that images
+    taught since have emptied says why. A score above the threshold is flagged, as the verdict's rule has it; a part
     by its worst view's score, so a target set per part is read on the line as it was set."""
     row = connection.execute(
         "SELECT count(*), count(*) FILTER (WHERE score > %(t)s), count(*) FILTER (WHERE score > %(now)s), "
@@ -489,7 +491,10 @@ def at_thresholds(
         "count(*) FILTER (WHERE part IS NULL AND score > %(t)s) "
         "+ count(DISTINCT part) FILTER (WHERE score > %(t)s), "
         "count(*) FILTER (WHERE part IS NULL AND score > %(now)s) "
-        "+ count(DISTINCT part) FILTER (WHERE score > %(now)s) "
+        "+ count(DISTINCT part) FILTER (WHERE score > %(now)s), "
+        "(SELECT count(*) FROM inspections WHERE model_id = ANY(SELECT m.id FROM models m JOIN categories c "
+        "ON c.id = m.category_id WHERE c.name = %(category)s AND m.bank_segments[1] = %(segments)s[1] "
+        "AND m.bank_segments <> %(segments)s::bigint[]) AND at >= now() - make_interval(secs => %(seconds)s)) "
         "FROM inspections WHERE model_id = ANY(SELECT m.id FROM models m JOIN categories c ON c.id = m.category_id "
         "WHERE c.name = %(category)s AND m.bank_segments = %(segments)s::bigint[]) "
         "AND at >= now() - make_interval(secs => %(seconds)s)",

@@ -41,14 +41,21 @@ def test_a_finer_view_is_advised_only_where_some_image_is_seen_smaller_than_its_
 
 def test_the_previews_line_counts_parts_where_queries_named_them():
     """A part a line rejects on any flagged view: where queries named parts, the preview's line on the log counts
-    them beside the answers; where none did, each answer is its own part and the line says nothing more."""
+    them beside the answers; where none did, each answer is its own part and the line says nothing more. Answers of
+    the fit's other memory banks (images taught since) are left out, and the line says how many."""
     from ingest.threshold import _on_the_line
     from store.inspections import AtThresholds
 
-    named = _on_the_line(AtThresholds(5, 3, 2, 0, 0, 0, 0, 0, 0, parts=3, parts_flagged=2, parts_flagged_now=1))
+    named = _on_the_line(AtThresholds(5, 3, 2, 0, 0, 0, 0, 0, 0, 3, 2, 1, other_banks=0))
     assert "3 flagged (now 2); 2 of 3 parts flagged on any view (now 1)" in named, named
-    unnamed = _on_the_line(AtThresholds(5, 3, 2, 0, 0, 0, 0, 0, 0, parts=5, parts_flagged=3, parts_flagged_now=2))
-    assert unnamed.endswith("3 flagged (now 2)") and "parts" not in unnamed, unnamed
+    unnamed = _on_the_line(AtThresholds(5, 3, 2, 0, 0, 0, 0, 0, 0, 5, 3, 2, other_banks=0))
+    assert unnamed.endswith("3 flagged (now 2)") and "parts" not in unnamed and "other" not in unnamed, unnamed
+    # the answers before images were taught searched other rows: left out, and said
+    emptied = _on_the_line(AtThresholds(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, other_banks=7))
+    assert emptied == (
+        "on the log's last week (0 answers by this memory bank; 7 by the fit's other memory banks left out, scored "
+        "against other rows): nothing to judge again yet"
+    ), emptied
 
 
 def test_evaluate_writes_the_report_and_plots(mini_mvtec, tmp_path):

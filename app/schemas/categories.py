@@ -162,6 +162,10 @@ class ThresholdOnLog(BaseModel):
     )
     parts_flagged: int = Field(description="of them, with a view above the threshold previewed: rejected on any view")
     parts_flagged_now: int = Field(description="of them, with a view above the active threshold")
+    other_banks: int = Field(
+        description="answers in the window by the same fit's versions with other memory-bank rows (images taught "
+        "since, or before), left out: they were scored against other rows"
+    )
 
 
 class ThresholdPreview(BaseModel):

@@ -118,6 +118,7 @@ def test_a_threshold_set_over_http_is_a_new_version_served_at_once(api, database
             "defects_passed_now": counted(now, "broken", False), "parts": len(worst),
             "parts_flagged": sum(w > value for w in worst.values()),
             "parts_flagged_now": sum(w > now for w in worst.values()),
+            "other_banks": 0,  # every version here reads the fit's one bank
         }  # fmt: skip
         assert (
             log["good_flagged"] + log["defects_passed"] == 1
@@ -305,6 +306,7 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     assert answer["anomaly_score"] <= before["coverage_radius"] + 1e-4  # every patch of it is covered now
     log = api.get("/categories/teach/threshold", params={"value": answer["anomaly_score"] / 2}).json()["log"]
     assert (log["answered"], log["flagged"], log["flagged_now"]) == (1, 1, 0)  # the answer before searched another bank
+    assert log["other_banks"] == 1  # ... counted apart
     with connect(database[1]) as connection:  # the added normals' good scores join those the p-value reads
         grown = stored_images.good_scores(connection, detail["memory_bank_segments"])[0]
     assert len(grown) == len(fitted.good_scores) + 2

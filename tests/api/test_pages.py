@@ -163,6 +163,11 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         assert line in trial, (log, trial)
         parts = f"Parts flagged on any view\t{log['parts_flagged']} (now {log['parts_flagged_now']}) of {log['parts']}"
         assert log["parts"] == log["answered"] - 1 and parts in trial, (log, trial)  # the part's two views as one
+        # the answers before the good image taught above searched another memory bank of the fit: counted apart
+        assert (
+            log["other_banks"] > 0
+            and f"Answers by the fit's other memory banks\t{log['other_banks']}, left out" in trial
+        )
         assert api.get("/categories/bottle").json()["model_id"] == int(version)  # a preview writes nothing
         wanted = page.inner_text("#trial-apply").removeprefix("Set ")
         page.click("#trial-apply")
