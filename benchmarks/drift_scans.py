@@ -1,14 +1,13 @@
-"""The drift report's scans over a long inspection log: what ``/metrics`` runs for every loaded category at each
+"""The drift report's two scans over a long inspection log: what ``/metrics`` runs for every loaded category at each
 scrape, and ``GET /categories/{name}/drift`` once.
 
 Starts a PostgreSQL of its own (the embedded build, in ``--folder``), writes ``--days`` days of the answers of
 ``--versions`` active versions (products) by SQL as a line would leave them (one a second each, interleaved, three
 views a part, 3% flagged, every 50th reviewed, each with a thumbnail of about 8 KB as the default log keeps it), and
-times ``store.inspections.hourly``, ``hourly_parts`` and ``answered_by_version`` of the first over the default
-24-hour window (median of ``--repeats``), with what a scrape of them all then costs (that many times the first's),
-``recent_scores`` (which only the drift page and its report read), and the sizes of the table and of its indexes.
-With several versions the three views of a part are answered by three of them, so each version's window holds as
-many parts as answers.
+times ``store.inspections.hourly`` and ``hourly_parts`` of the first over the default 24-hour window (median of
+``--repeats``), with what a scrape of them all then costs (that many times the first's), ``recent_scores`` (which
+only the drift page and its report read), and the sizes of the table and of its indexes. With several versions the
+three views of a part are answered by three of them, so each version's window holds as many parts as answers.
 
     python benchmarks/drift_scans.py --days 8
     python benchmarks/drift_scans.py --days 1 --versions 10
@@ -62,9 +61,6 @@ def main() -> None:
             scans = {
                 "hourly (answers and reviews per hour)": lambda: inspections.hourly(connection, [1], 24),
                 "hourly_parts (parts per hour)": lambda: inspections.hourly_parts(connection, [1], 24),
-                "answered_by_version (the window's weights)": lambda: inspections.answered_by_version(
-                    connection, [1], 24
-                ),
             }
             plot = {"recent_scores (the drift page's plot)": lambda: inspections.recent_scores(connection, [1], 24)}
             for name, scan in {**scans, **plot}.items():
@@ -88,13 +84,13 @@ def main() -> None:
         if args.folder is None:
             shutil.rmtree(folder.parent, ignore_errors=True)
     print(f"{total:,} records of {args.versions} version(s) ({window:,} in the 24-hour window), {how}")
-    print(f"{'scan':<44} | {'p50 ms':>8}")
+    print(f"{'scan':<40} | {'p50 ms':>8}")
     for name, median in timings.items():
-        print(f"{name:<44} | {median:8.1f}")
+        print(f"{name:<40} | {median:8.1f}")
     both = sum(timings[name] for name in scans)
-    print(f"{'together: one category of a scrape':<44} | {both:8.1f}")
+    print(f"{'both: one category of a scrape':<40} | {both:8.1f}")
     if args.versions > 1:
-        print(f"{f'a scrape of all {args.versions} (about)':<44} | {both * args.versions:8.1f}")
+        print(f"{f'a scrape of all {args.versions} (about)':<40} | {both * args.versions:8.1f}")
     print(f"table {table / 2**20:.0f} MiB; indexes: " + ", ".join(f"{n} {s / 2**20:.0f} MiB" for n, s in sizes))
 
 

@@ -392,14 +392,22 @@ def _hour_label(hour: datetime) -> str:
     return hour.strftime("%Y-%m-%dT%H:00Z")
 
 
-def hourly(connection: psycopg.Connection, versions: Sequence[int], hours: float) -> list[Hour]:
-    """The inspections the ``versions`` answered in the last ``hours`` hours, per hour, oldest first. The reviews,
-    and the passed answers above the median of their own version's good scores (its memory bank's), are counted in
-    the same scan, so their reports cost the drift report nothing more."""
+class Window(NamedTuple):
+    """A drift window's answers per hour, and how many each version gave (what a window of several versions weighs
+    each one's predicted rate by)."""
+
+    hours: list[Hour]
+    answered: dict[int, int]
+
+
+def hourly(connection: psycopg.Connection, versions: Sequence[int], hours: float) -> Window:
+    """The inspections the ``versions`` answered in the last ``hours`` hours, per hour, oldest first, and per
+    version. The reviews, and the passed answers above the median of their own version's good scores (its memory
+    bank's), are counted in the same scan, so their reports cost the drift report nothing more."""
     rows = connection.execute(
         "WITH medians AS (SELECT m.id, (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY calibration_score) "
         "FROM images WHERE model_id = ANY(m.bank_segments)) AS median FROM models m WHERE m.id = ANY(%(versions)s)) "
-        "SELECT date_trunc('hour', i.at AT TIME ZONE 'UTC'), count(*), "
+        "SELECT date_trunc('hour', i.at AT TIME ZONE 'UTC'), i.model_id, count(*), "
         "count(*) FILTER (WHERE is_anomalous), count(*) FILTER (WHERE is_anomalous AND review_label IS NOT NULL), "
         "count(*) FILTER (WHERE is_anomalous AND review_label = 'good'), "
         "count(*) FILTER (WHERE NOT is_anomalous AND review_label IS NOT NULL), "
@@ -407,21 +415,15 @@ def hourly(connection: psycopg.Connection, versions: Sequence[int], hours: float
         "count(*) FILTER (WHERE NOT is_anomalous AND score > m.median) "
         "FROM inspections i LEFT JOIN medians m ON m.id = i.model_id "
         "WHERE i.model_id = ANY(%(versions)s) AND i.at >= now() - make_interval(secs => %(seconds)s) "
-        "GROUP BY 1 ORDER BY 1",
+        "GROUP BY 1, 2 ORDER BY 1",
         {"versions": list(versions), "seconds": hours * 3600},
     ).fetchall()
-    return [Hour(_hour_label(row[0]), *row[1:]) for row in rows]
-
-
-def answered_by_version(connection: psycopg.Connection, versions: Sequence[int], hours: float) -> dict[int, int]:
-    """How many of the last ``hours`` hours' answers each of the ``versions`` gave (those that gave none left out):
-    what a window pooled over versions weighs each one's predicted rate by."""
-    rows = connection.execute(
-        "SELECT model_id, count(*) FROM inspections "
-        "WHERE model_id = ANY(%s) AND at >= now() - make_interval(secs => %s) GROUP BY 1",
-        (list(versions), hours * 3600),
-    ).fetchall()
-    return dict(rows)
+    per_hour: dict[datetime, list[int]] = {}
+    answered: dict[int, int] = {}
+    for hour, version, *counts in rows:
+        per_hour[hour] = [a + b for a, b in zip(per_hour.get(hour, [0] * len(counts)), counts, strict=True)]
+        answered[version] = answered.get(version, 0) + counts[0]
+    return Window([Hour(_hour_label(hour), *counts) for hour, counts in per_hour.items()], answered)
 
 
 def hourly_parts(connection: psycopg.Connection, versions: Sequence[int], hours: float) -> list[Hour]:

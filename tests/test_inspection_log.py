@@ -195,6 +195,7 @@ def test_the_drift_report_counts_hours_of_utc_whatever_the_session_s_time_zone(l
             )
         first, second = (f"{h:%Y-%m-%dT%H}:00Z" for h in (hour, hour + timedelta(hours=1)))
         answers = inspections.hourly(connection, [7], 24)
-        assert [(h.hour, h.answered, h.flagged) for h in answers] == [(first, 2, 1), (second, 1, 0)]
+        assert [(h.hour, h.answered, h.flagged) for h in answers.hours] == [(first, 2, 1), (second, 1, 0)]
+        assert answers.answered == {7: 3}
         parts = inspections.hourly_parts(connection, [7], 24)
         assert [(h.hour, h.answered, h.flagged) for h in parts] == [(first, 1, 1), (second, 1, 0)]

@@ -248,11 +248,7 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
         model = active(connection, name)
         policies = versions.calibrated_alike(connection, model)
         pooled = sorted(policies)
-        counted = (
-            inspections.hourly(connection, pooled, hours),
-            inspections.hourly_parts(connection, pooled, hours),
-            inspections.answered_by_version(connection, pooled, hours),
-        )
+        counted = (inspections.hourly(connection, pooled, hours), inspections.hourly_parts(connection, pooled, hours))
         if not distributions:
             return model, policies, counted, {}
         return (
@@ -265,7 +261,7 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
             },
         )
 
-    model, policies, (hourly, hourly_parts, answered), scores = services.run(read)
+    model, policies, ((hourly, answered), hourly_parts), scores = services.run(read)
     predicted = drift.pooled_rate(policies, answered, model.id, lambda p: p.get("estimated_false_alarm_rate"))
     per_part = drift.pooled_rate(
         policies, answered, model.id, lambda p: p.get("per_part", {}).get("estimated_false_alarm_rate")
