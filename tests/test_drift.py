@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from serving.drift import body, drift, reviewed
+from serving.drift import body, drift, pooled_rate, reviewed
 from store.inspections import Hour
 
 
@@ -98,3 +98,22 @@ def test_the_passed_parts_against_the_good_median_see_a_shift_of_the_whole_line_
     assert said[0]["expected_share"] == pytest.approx(0.47 / 0.97)
     assert body([Hour("h", 10, 10, 0, 0, 0, 0)], 0.03) is None  # nothing passed: nothing said
     assert body([h for h in moved[:1]], None) is None  # no predicted rate: nothing to compare with
+
+
+def test_a_window_of_several_versions_is_judged_at_their_answer_weighted_rate_and_warns_no_more_than_it_promises():
+    """Answers of several versions, each flagged on a calibrated line at its own version's predicted rate: the window
+    is predicted at their answer-weighted mean (the active version's own while it is empty, none where a version that
+    answered predicts none), and the flagged share's 90% interval, a binomial's at that mean, misses it in at most a
+    tenth of such windows (the sum of draws at two rates varies less than the binomial at their mean)."""
+    policies = {3: {"estimated_false_alarm_rate": 0.01}, 5: {"estimated_false_alarm_rate": 0.08}, 7: {}}
+    rate = lambda p: p.get("estimated_false_alarm_rate")  # noqa: E731
+    assert pooled_rate(policies, {3: 300, 5: 100}, 5, rate) == pytest.approx((300 * 0.01 + 100 * 0.08) / 400)
+    assert pooled_rate(policies, {}, 5, rate) == 0.08 and pooled_rate(policies, {3: 0}, 3, rate) == 0.01
+    assert pooled_rate(policies, {3: 10, 7: 1}, 3, rate) is None
+    rng = np.random.default_rng(0)
+    predicted = pooled_rate(policies, {3: 300, 5: 100}, 5, rate)
+    warned = 0
+    for _ in range(2000):
+        flagged = int(rng.binomial(300, 0.01) + rng.binomial(100, 0.08))
+        warned += drift([Hour("h", 400, flagged, 0, 0, 0, 0)], predicted, 24)["warning"]
+    assert warned / 2000 <= 0.10, warned
