@@ -146,8 +146,8 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         captions = page.eval_on_selector_all(".highest-good figcaption", "(all) => all.map((c) => c.textContent)")
         shown = [float(c.split(" ")[0]) for c in captions]
         assert len(shown) == 10 and shown == sorted(shown, reverse=True)  # the good images that score highest
-        said = r"\d\.\d{3} \((above|below) the threshold\): \S+ \((train|holdout|added)\)"
-        assert all(re.fullmatch(said, c) for c in captions), captions  # where each lies, in words
+        worded = r"\d\.\d{3} \((above|below) the threshold\): \S+ \((train|holdout|added)\)"
+        assert all(re.fullmatch(worded, c) for c in captions), captions  # where each lies, in words
         page.wait_for_function("[...document.querySelectorAll('img.good')].every((i) => i.naturalWidth > 0)")
         assert page.eval_on_selector("img.defect", "(i) => i.naturalWidth") == 224
         # another target looked at (nothing changes), then set with one more click: the page shows the new version
