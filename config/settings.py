@@ -170,8 +170,9 @@ class Settings(BaseSettings):
     drift_hours: float = Field(
         default=24.0,
         gt=0,
-        description="the recent window of a category's drift check: the share of parts its active version flagged "
-        "in these hours, against the false-alarm rate its threshold predicts",
+        description="the recent window of a category's drift check: the share of parts flagged in these hours (by "
+        "its active version and the versions of its fit whose threshold was set the same way), against the "
+        "false-alarm rate their thresholds predict",
     )
     log_policy: Literal["refuse", "wait", "answer"] = Field(
         default="refuse",
