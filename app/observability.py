@@ -229,8 +229,9 @@ DRIFT_GAUGES = {
 
 
 class DriftCollector:
-    """Each loaded category's drift at scrape time (``serving/drift.py``): the share its active version flagged in
-    the recent window, the false-alarm rate its threshold predicts, and the warning; the same for the parts its
+    """Each loaded category's drift at scrape time (``serving/drift.py``): the share flagged in the recent window (by
+    its active version and the versions of its fit set alike), the false-alarm rate their thresholds predict, and the
+    warning; the same for the parts its
     answers named (0 parts and no warning where none were), the false-alarm rates their reviews give, and where the
     passed parts' scores lie against the good parts' median. A share that cannot be said yet (no answer, no review)
     is left out rather than reported as 0."""

@@ -370,8 +370,8 @@ def expire_images(connection: psycopg.Connection, days: float) -> int:
 
 
 class Hour(NamedTuple):
-    """One hour of a version's answers (or of the parts it judged, each flagged when any view was), and what people
-    found reviewing them: what the drift report and its estimate from reviews count."""
+    """One hour of the drift window's answers (or of the parts they judged, each flagged when any view was), and what
+    people found reviewing them: what the drift report and its estimate from reviews count."""
 
     hour: str
     answered: int
@@ -380,7 +380,7 @@ class Hour(NamedTuple):
     flagged_found_good: int
     passed_reviewed: int
     passed_found_defective: int
-    passed_above_median: int = 0  # passed answers scoring above the median of the version's good scores
+    passed_above_median: int = 0  # passed answers scoring above the median of their version's good scores
 
 
 REVIEW_COUNTS = Hour._fields[1:7]  # what the reviews' estimate counts
