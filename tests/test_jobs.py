@@ -618,6 +618,8 @@ def test_a_care_area_is_drawn_over_a_picture_and_drawn_again_as_a_refit(api, env
             page.goto(str(api.base_url) + "/new")
             page.fill("#category", "drawn")
             page.fill("#coresetRatio", "0.05")
+            assert page.locator("canvas.care-draw").is_hidden()  # nothing to draw over yet: no empty box
+            assert page.inner_text(".care-share") == "choose a picture to draw over"
             page.set_input_files("#files", [str(path) for path in TRAIN[:6]])
             page.wait_for_function("document.querySelector('.care-share').textContent.includes('all of each')")
             assert page.inner_text("#careShown") == "drawn over 000.png (1 of 6 pictures)"

@@ -115,6 +115,7 @@ function careEditor(options = {}) {
 
   function draw() {
     askCells();
+    picture.hidden = !image && !start;  // no empty grey box before a picture or a mask is chosen
     const [w, h] = size(), scale = SHOWN_SIDE / Math.max(w, h);
     picture.width = Math.round(w * scale); picture.height = Math.round(h * scale);
     const context = picture.getContext("2d"), W = picture.width, H = picture.height;
