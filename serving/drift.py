@@ -42,7 +42,7 @@ def pooled_rate(
     """The false-alarm rate a window of several versions' answers predicts: each version's ``rate`` (read from its
     threshold policy) weighed by its answers in the window (``answered``); the ``active`` version's own while the
     window is empty; None where a version answering in it predicts none."""
-    weights = {version: count for version, count in answered.items() if count and version in policies}
+    weights = {version: count for version, count in answered.items() if count}  # the scans count pooled versions only
     if not weights:
         return rate(policies[active])
     rates = [(rate(policies[version]), count) for version, count in weights.items()]

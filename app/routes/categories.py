@@ -250,10 +250,11 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
         pooled = sorted(policies)
         counted = (inspections.hourly(connection, pooled, hours), inspections.hourly_parts(connection, pooled, hours))
         if not distributions:
-            return model, policies, counted, {}
+            return model, policies, pooled, counted, {}
         return (
             model,
             policies,
+            pooled,
             counted,
             {
                 "scores": inspections.recent_scores(connection, pooled, hours),
@@ -261,14 +262,14 @@ def drift_report(services: Services, name: str, distributions: bool = True) -> d
             },
         )
 
-    model, policies, ((hourly, answered), hourly_parts), scores = services.run(read)
+    model, policies, pooled, ((hourly, answered), hourly_parts), scores = services.run(read)
     predicted = drift.pooled_rate(policies, answered, model.id, lambda p: p.get("estimated_false_alarm_rate"))
     per_part = drift.pooled_rate(
         policies, answered, model.id, lambda p: p.get("per_part", {}).get("estimated_false_alarm_rate")
     )
     report = drift.drift(hourly, predicted, hours)
     parts = drift.parts_drift(hourly_parts, per_part)
-    return {"category": name, "model_id": model.id, "threshold": model.threshold, "versions": sorted(policies),
+    return {"category": name, "model_id": model.id, "threshold": model.threshold, "versions": pooled,
             **report, "parts": parts, "reviews": drift.reviewed(hourly, predicted),
             "body": drift.body(hourly, predicted), **scores}  # fmt: skip
 
