@@ -5,9 +5,9 @@ are not reused by another: under 16 concurrent clients the threads that embed an
 megabytes over many arenas. In the soak benchmark (``benchmarks/log_soak.py``, 16 clients) the API's resident memory
 grew from 1.46 to 2.02 GB in 6 minutes uncapped; with ``MALLOC_ARENA_MAX=2`` in its environment it stayed at
 1.58-1.66 GB from the second to the fourth minute of a shorter run; capped by this call at start, 1.39 to 1.78 GB in
-5.6 minutes: slower growth, not none (README, "The inspection log under load"). ``mallopt`` applies to arenas made
-after the call, so it runs when the service starts; ``MALLOC_ARENA_MAX`` (the Docker image sets it) applies from the
-process's first allocation.
+5.6 minutes: slower growth, not none (docs/operations.md, "The inspection log under load"). ``mallopt`` applies to
+arenas made after the call, so it runs when the service starts; ``MALLOC_ARENA_MAX`` (the Docker image sets it)
+applies from the process's first allocation.
 """
 
 from __future__ import annotations

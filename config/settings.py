@@ -14,7 +14,7 @@ from patchcore.threshold import DEFAULT_FALSE_ALARM_RATE
 # The largest memory bank (floats: rows x dimensions) that ``auto`` searches exactly on a CPU: 4 MiB of float32, 2,730
 # rows of 384 dimensions. Bottle on 2 cores, /query p50 at 1 and 4 clients, exact against HNSW: 1,474 rows (a 1%
 # coreset) 52 against 72-75 ms and 154-156 against 207-224; 4,422 rows 67-68 against 70-74 and 224 against 194-218;
-# 7,370 rows 80-81 against 73 and 273-280 against 211-272 (README). The exact search in clusters
+# 7,370 rows 80-81 against 73 and 273-280 against 211-272 (an early build). The exact search in clusters
 # (patchcore/clustered.py) beat HNSW on bottle's larger banks but lost on bsdata's 16,395 rows and the screws'
 # 14,112 (p50 59-60 against 50-54 ms and 55-59 against 46-52; 4 clients 215-245 against 147-163): the data decide how
 # much of a bank its clusters rule out, so above this size the two are timed on each category's first queries

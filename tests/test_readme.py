@@ -1,0 +1,44 @@
+"""The README a newcomer reads first: short (issue 24: at most 200 lines, the rest on the docs site), and every
+link and picture in it found where it points, as ``mkdocs build --strict`` checks the site's own pages."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    """The anchor MkDocs (Python-Markdown's toc) gives a heading: lower case, punctuation dropped, spaces as -."""
+    return re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", heading.strip().lower()))
+
+
+def anchors(page: Path) -> set[str]:
+    return {anchor(line.lstrip("#")) for line in page.read_text().splitlines() if line.startswith("#")}
+
+
+def test_the_readme_stays_short():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines: move detail to docs/, keep the key figures"
+
+
+def test_every_link_and_picture_in_the_readme_is_found():
+    links = [target for target in LINK.findall(README.read_text()) if not re.match(r"[a-z]+://", target)]
+    assert len(links) > 20  # the docs pages, the pictures, the anchors below them
+    broken = []
+    for target in links:
+        path, _, fragment = target.partition("#")
+        page = ROOT / path
+        if not page.is_file() or (fragment and fragment not in anchors(page)):
+            broken.append(target)
+    assert not broken, f"links in README.md that point at nothing: {broken}"
+
+
+def test_anchors_are_read_as_mkdocs_makes_them():
+    assert anchor("The default view's resolution") == "the-default-views-resolution"
+    beside = "beside-anomalib-on-the-screws-and-the-ball-screws"
+    assert anchor("Beside anomalib on the screws and the ball screws") == beside
+    assert "latency-build-by-build" in anchors(ROOT / "docs" / "results.md")
