@@ -87,6 +87,12 @@ class CareArea:
             self._cells[key] = torch.from_numpy(inspected)
         return self._cells[key]
 
+    def cell_grid(self, height: int, width: int) -> np.ndarray:
+        """(height, width) bool: the cells :meth:`cells` inspects, as the grid holds them."""
+        grid = np.zeros(height * width, dtype=bool)
+        grid[self.cells(height, width).numpy()] = True
+        return grid.reshape(height, width)
+
     def over(self, height: int, width: int) -> np.ndarray:
         """The mask stretched over a ``height`` x ``width`` array of the picture's pixels (its view's, say), True
         where inspected: what the user drew, pixel by pixel, rather than the cells that count it (:meth:`cells`)."""

@@ -67,6 +67,7 @@ class Evaluation:
     good_scores: Sequence[float] | None = None  # the model's good scores, whose prediction the figures check
     good_parts: Sequence[str | None] | None = None  # the part of each good score's image, where a set names them
     grids: list[np.ndarray | None] = field(default_factory=list)  # each image's patch distances, for its regions
+    care: CareArea | None = None  # the care area the model was fitted with: no cell is measured outside it
 
     @property
     def labels(self) -> np.ndarray:
@@ -86,7 +87,7 @@ class Evaluation:
         cells = self.cells
         if cells is not None:
             kept, grids, truths = cells
-            self.figures["regions"] = regions.localisation(grids, truths, self.verdicts[kept], threshold)
+            self.figures["regions"] = regions.localisation(grids, truths, self.verdicts[kept], threshold, self.care)
         parts = part_figures(self.scores, self.labels, [s.part for s in self.samples], threshold, false_alarm_target,
                              self.good_scores, self.good_parts)  # fmt: skip
         if parts is not None:
@@ -164,7 +165,7 @@ def evaluate(
         whole_masks.append(whole_mask)
     evaluation = Evaluation(
         samples, np.array(scores), maps, masks, threshold, time.perf_counter() - started, whole_maps, whole_masks,
-        good_scores=good_scores, grids=grids, good_parts=good_parts,
+        good_scores=good_scores, grids=grids, good_parts=good_parts, care=care,
     )  # fmt: skip
     labels = evaluation.labels
     pixel = evaluation.has_masks

@@ -6,6 +6,15 @@ verdict needs, and a region is a group of such patches that touch (8-connected).
 none could be from good images alone, and the regions agree with the verdict by construction: an anomalous part's
 largest patch distance is above the threshold, so it has at least one region; a normal part is given none.
 
+What a region marks is its inside where it has one. Each patch feature is the average of its cell's and its 8
+neighbours' (:func:`patchcore.features.aggregate`'s 3x3 pooling), so a defect confined to some cells raises their
+neighbours too: the cells above the threshold are the defect grown by one cell on every side. Eroding by the same
+3x3 neighbourhood undoes that growth (the erosion of a dilation is the closing: the defect itself, its gaps of one
+cell filled): a cell is the region's inside where its 8 neighbours lie above the threshold too (a neighbour beyond
+the grid or the care area, which nothing is measured at, counts as above). A region with no inside, where no cell
+stands clear of the edge (a defect too faint to raise its neighbours above the threshold), is marked whole; the
+worst cell, which names the region, is always marked.
+
 Regions lie on the patch grid, the model's own resolution: a cell is ``stride`` pixels of the view on each side.
 """
 
@@ -20,9 +29,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from patchcore.care import CareArea
 from patchcore.views import View
 
 _TOUCHING = np.ones((3, 3), dtype=bool)  # 8-connected: cells that share a corner belong to one region
+_POOLED = np.ones((3, 3), dtype=bool)  # the neighbourhood each patch feature averages over (patchcore.features)
 
 
 @dataclass(frozen=True)
@@ -74,20 +85,61 @@ def groups(cells: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(cells, structure=_TOUCHING)
 
 
-def find(patch_scores: torch.Tensor | np.ndarray, threshold: float) -> list[Region]:
-    """The regions of an (H, W) grid of patch distances above ``threshold``, worst first."""
-    grid = _grid(patch_scores)
-    labelled, _ = groups(grid > threshold)
-    found = []
+def _worst(grid: np.ndarray, labelled: np.ndarray) -> list[tuple[int, int]]:
+    """Each region's worst cell (row, col), in label order (the first in reading order among equals)."""
+    worst = []
     for label, box in enumerate(ndimage.find_objects(labelled), start=1):
-        inside = labelled[box] == label
-        values = np.where(inside, grid[box], -np.inf)
+        values = np.where(labelled[box] == label, grid[box], -np.inf)
         row, col = np.unravel_index(int(np.argmax(values)), values.shape)
+        worst.append((int(row) + box[0].start, int(col) + box[1].start))
+    return worst
+
+
+def marked(
+    patch_scores: torch.Tensor | np.ndarray, threshold: float, care: CareArea | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The regions of an (H, W) grid of patch distances above ``threshold``: the cells they mark ((H, W) bool: each
+    region's inside where it has one, else all of it, and its worst cell; see the module's docstring), the cells
+    above the threshold labelled by their region (1, 2, ...; 0 elsewhere), and how many regions. ``care``: the
+    category's care area, outside which no cell is measured."""
+    cells, labelled, worst = _marked(_grid(patch_scores), threshold, care)
+    return cells, labelled, len(worst)
+
+
+def _marked(
+    grid: np.ndarray, threshold: float, care: CareArea | None
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """:func:`marked`, with each region's worst cell in label order in place of the count."""
+    above_it = grid > threshold
+    labelled, count = groups(above_it)
+    if count == 0:
+        return above_it, labelled, []
+    unmeasured = np.zeros_like(above_it) if care is None else ~care.cell_grid(*grid.shape)
+    inside = ndimage.binary_erosion(above_it | unmeasured, _POOLED, border_value=1) & above_it
+    cored = np.zeros(count + 1, dtype=bool)
+    cored[labelled[inside]] = True
+    cells = np.where(cored[labelled], inside, above_it)
+    worst = _worst(grid, labelled)
+    for row, col in worst:
+        cells[row, col] = True
+    return cells, labelled, worst
+
+
+def find(patch_scores: torch.Tensor | np.ndarray, threshold: float, care: CareArea | None = None) -> list[Region]:
+    """The regions of an (H, W) grid of patch distances above ``threshold``, worst first, each boxing the cells it
+    marks (:func:`marked`)."""
+    grid = _grid(patch_scores)
+    cells, labelled, worst = _marked(grid, threshold, care)
+    found = []
+    for (label, box), (row, col) in zip(enumerate(ndimage.find_objects(labelled), start=1), worst, strict=True):
+        mine = (labelled[box] == label) & cells[box]
+        rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
         found.append(
             Region(
-                top=box[0].start, left=box[1].start, bottom=box[0].stop, right=box[1].stop, cells=int(inside.sum()),
-                share=float(inside.sum() / grid.size), row=int(row) + box[0].start, col=int(col) + box[1].start,
-                distance=float(values[row, col]),
+                top=box[0].start + int(rows[0]), left=box[1].start + int(cols[0]),
+                bottom=box[0].start + int(rows[-1]) + 1, right=box[1].start + int(cols[-1]) + 1,
+                cells=int(mine.sum()), share=float(mine.sum() / grid.size), row=row, col=col,
+                distance=float(grid[row, col]),
             )
         )  # fmt: skip
     return sorted(found, key=lambda region: -region.distance)
@@ -126,7 +178,11 @@ def cell_truth(shape: tuple[int, int], mask: np.ndarray) -> CellTruth:
 
 
 def localisation(
-    grids: Sequence[np.ndarray], truths: Sequence[CellTruth], verdicts: Sequence[bool], threshold: float
+    grids: Sequence[np.ndarray],
+    truths: Sequence[CellTruth],
+    verdicts: Sequence[bool],
+    threshold: float,
+    care: CareArea | None = None,
 ) -> dict:
     """How well the regions of the parts judged anomalous say where the defects are, against ground truth in the
     view's geometry (one per image, :func:`cell_truth` of its mask; no defective pixel for a good part).
@@ -134,21 +190,24 @@ def localisation(
     ``defects_found``: the share of the true defects (8-connected regions of the masks) that a region overlaps,
     counting a missed part's defects as not found; ``regions_on_defects``: the share of the regions on defective
     parts that overlap a true defect; ``regions_on_good_parts``: regions on good parts (only a false alarm has
-    any); ``pixel_f1`` (with its precision and recall): the regions' cells spread over the view as a mask, against
-    the true masks, pixel by pixel over every image."""
+    any); ``pixel_f1`` (with its precision and recall): the cells the regions mark (:func:`marked`) spread over the
+    view as a mask, against the true masks, pixel by pixel over every image. ``care``: as for :func:`marked`."""
     defects = found = on_defect = regions_on_defective = on_good = 0
     true_positive = predicted = actual = 0
     for grid, truth, anomalous in zip(grids, truths, verdicts, strict=True):
-        marked = above(grid, threshold) if anomalous else np.zeros(np.shape(grid), dtype=bool)
-        labelled, count = groups(marked)
-        true_positive += int(truth.defect_pixels[marked].sum())
-        predicted += int(np.outer(truth.rows, truth.cols)[marked].sum())
+        if anomalous:
+            cells, labelled, count = marked(grid, threshold, care)
+            labelled = np.where(cells, labelled, 0)
+        else:
+            cells, labelled, count = np.zeros(np.shape(grid), dtype=bool), np.zeros(np.shape(grid), dtype=int), 0
+        true_positive += int(truth.defect_pixels[cells].sum())
+        predicted += int(np.outer(truth.rows, truth.cols)[cells].sum())
         actual += int(truth.defect_pixels.sum())
         if not truth.defects:
             on_good += count
             continue
         defects += len(truth.defects)
-        found += sum(bool(marked.flat[cells].any()) for cells in truth.defects)
+        found += sum(bool(cells.flat[defect].any()) for defect in truth.defects)
         regions_on_defective += count
         on_defect += len(set(np.unique(labelled[truth.defect_pixels > 0])) - {0})
     f1 = 2 * true_positive / (predicted + actual) if predicted + actual else None

@@ -45,7 +45,8 @@ def evaluation_at(
         evaluation["parts"] = part_figures(scores, labels, parts, threshold, target, good, good_parts)
     if cells is not None and "regions" in evaluation:
         kept, grids, truths = regions.unpacked(cells)
-        evaluation["regions"] = regions.localisation(grids, truths, [scores[i] > threshold for i in kept], threshold)
+        verdicts = [scores[i] > threshold for i in kept]
+        evaluation["regions"] = regions.localisation(grids, truths, verdicts, threshold, model.config.care)
     if labelled_are_test:
         evaluation["threshold_set_on_these_images"] = True
     return evaluation

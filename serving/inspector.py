@@ -539,7 +539,7 @@ class Inspector:
             },
         }
         grid = patch_scores.reshape(height, width)
-        found = regions.find(grid, self.model.threshold) if anomalous else []
+        found = regions.find(grid, self.model.threshold, self.care) if anomalous else []
         scored_at = time.perf_counter()
         defect = None
         if anomalous and self.defect_statement is not None:

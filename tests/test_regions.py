@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from patchcore import metrics, regions
+from patchcore.care import CareArea
 from patchcore.rerank import rerank_worst, settle_regions
 from patchcore.scoring import ExactSearch
 from patchcore.views import Preprocess
@@ -28,6 +29,58 @@ def test_touching_cells_above_the_threshold_make_one_region_worst_first():
     assert found[1].share == pytest.approx(3 / 48)
     assert regions.find(_grid(), 3.0) == []  # nothing above: no region
     assert [r.cells for r in regions.find(_grid(), 1.6)] == [2, 1]  # the second region's ends fall away
+
+
+def test_a_region_marks_its_inside_the_edge_its_neighbours_pooled_from_it():
+    """Each patch feature averages its 3x3 neighbourhood, so a defect's cells raise a ring of one cell around them
+    above the threshold: a region marks the cells whose 8 neighbours lie above it too. Beyond the grid's edge or the
+    care area nothing is measured, so no cell is taken for an edge there; a region with no such cell (too faint to
+    raise its neighbours) is marked whole, and its worst cell always."""
+    grid = np.zeros((10, 12))
+    grid[1:5, 1:5] = 1.5  # a 2x2 defect at rows 2-3, columns 2-3, grown by one cell
+    grid[2:4, 2:4] = [[3.0, 2.8], [2.7, 2.9]]
+    grid[4, 5] = 1.2  # a faint arm off its ring: part of the region, not of its inside
+    grid[7:10, 9:12] = 1.4  # a defect in the bottom right corner, grown inwards only
+    grid[8, 10] = 2.2
+    grid[6, 1:3] = 1.3  # a faint region of two cells: marked whole
+    grid[6, 2] = 1.6
+    cells, labelled, count = regions.marked(grid, 1.0)
+    assert count == 3 and labelled[4, 5] == labelled[2, 2] and not cells[4, 5]
+    assert np.array_equal(np.argwhere(cells & (labelled == labelled[2, 2])), [[2, 2], [2, 3], [3, 2], [3, 3]])
+    assert np.array_equal(np.argwhere(cells & (labelled == labelled[8, 10])), [[8, 10], [8, 11], [9, 10], [9, 11]])
+    assert cells[6, 1] and cells[6, 2]  # no inside: all of it
+    found = regions.find(grid, 1.0)
+    assert [(r.top, r.left, r.bottom, r.right, r.cells, r.row, r.col) for r in found] == [
+        (2, 2, 4, 4, 4, 2, 2),
+        (8, 10, 10, 12, 4, 8, 10),
+        (6, 1, 7, 3, 2, 6, 2),
+    ]
+    assert found[0].share == pytest.approx(4 / 120)
+    # the worst cell names its region and is marked even where it lies on the edge
+    grid[1, 1] = 3.5
+    worst = regions.find(grid, 1.0)[0]
+    assert (worst.cells, worst.row, worst.col, worst.top, worst.left) == (5, 1, 1, 1, 1)
+    # a care area that leaves out the grid's first two columns: the ring's left column lies outside it, at distance
+    # 0 as an answer gives it; nothing is measured there, so the defect's left cells are not taken for an edge
+    grid[1, 1] = 1.5
+    grid[:, :2] = 0.0
+    area = np.ones((100, 120), dtype=bool)
+    area[:, :20] = False
+    cells = regions.marked(grid, 1.0, CareArea(area))[0]
+    assert np.array_equal(np.argwhere(cells[:6, :6]), [[2, 2], [2, 3], [3, 2], [3, 3]])
+    assert np.array_equal(np.argwhere(regions.marked(grid, 1.0)[0][:6, :6]), [[2, 2], [2, 3], [3, 3]])  # no area
+
+
+def test_the_cells_a_region_marks_say_where_a_grown_defect_is():
+    """A defect of 2x2 cells seen grown by one cell on every side: the regions' pixel F1 is the defect's own (1.0),
+    where every cell above the threshold would give 2 x 4 / (16 + 4)."""
+    mask = np.zeros((80, 96), dtype=bool)
+    mask[16:32, 16:32] = True  # cells (2, 2) to (3, 3) of an 8-pixel grid
+    grid = np.zeros((10, 12))
+    grid[1:5, 1:5] = 1.5
+    grid[2:4, 2:4] = 2.5
+    figures = regions.localisation([grid], [regions.cell_truth(grid.shape, mask)], [True], 1.0)
+    assert figures["pixel_f1"] == 1.0 and figures["defects_found"] == 1.0 and figures["regions_on_defects"] == 1.0
 
 
 def test_a_region_is_placed_in_the_uploaded_images_own_pixels():
@@ -126,7 +179,7 @@ def test_the_regions_judged_from_kept_cells_are_those_judged_pixel_by_pixel_at_a
         for grid, mask, anomalous in zip(grids, masks, verdicts, strict=True):
             rows = np.minimum(np.arange(mask.shape[0]) * grid.shape[0] // mask.shape[0], grid.shape[0] - 1)
             cols = np.minimum(np.arange(mask.shape[1]) * grid.shape[1] // mask.shape[1], grid.shape[1] - 1)
-            marked = ((grid > threshold) & anomalous)[np.ix_(rows, cols)]
+            marked = (regions.marked(grid, threshold)[0] & anomalous)[np.ix_(rows, cols)]
             true_positive, predicted = true_positive + (marked & mask).sum(), predicted + marked.sum()
             truth, count = regions.groups(mask)
             defects, found = defects + count, found + len(set(np.unique(truth[marked])) - {0})
