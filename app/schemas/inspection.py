@@ -33,12 +33,15 @@ class AnomalousPatch(BaseModel):
 
 class DefectRegion(BaseModel):
     box: list[int] = Field(
-        description="left, top, right, bottom of the region in the uploaded image's pixels: the bounds of its patch "
-        "cells (right and bottom exclusive)"
+        description="left, top, right, bottom of the region in the uploaded image's pixels: the bounds of the patch "
+        "cells it marks (right and bottom exclusive)"
     )
     box_in_view: list[int] = Field(description="the same box in the model's view (the anomaly map's pixels)")
-    patches: int = Field(description="patch cells of the region, each above the threshold")
-    share: float = Field(description="the region's cells as a share of the view's cells")
+    patches: int = Field(
+        description="patch cells the region marks, each above the threshold: those whose 8 neighbours are above it "
+        "too (its inside, not the ring its neighbours pooled from it), else all of it; its worst cell always"
+    )
+    share: float = Field(description="the cells it marks as a share of the view's cells")
     row: int = Field(description="the region's worst cell in the patch grid")
     col: int
     x: int = Field(description="centre of the worst cell in the uploaded image, pixels from the left")
@@ -103,7 +106,7 @@ class QueryResponse(BaseModel):
     defect_regions: list[DefectRegion] = Field(
         default_factory=list,
         description="where an anomalous part's patches lie above the threshold, grouped where they touch (corners "
-        "too), worst first; at least one for an anomalous part, none for a normal one",
+        "too), each marking its inside, worst first; at least one for an anomalous part, none for a normal one",
     )
     defect_type: str | None = Field(
         default=None,
