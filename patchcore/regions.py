@@ -110,7 +110,7 @@ def _marked(
     grid: np.ndarray, threshold: float, care: CareArea | None
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """:func:`marked`, with each region's worst cell in label order in place of the count."""
-    above_it = grid > threshold
+    above_it = above(grid, threshold)
     labelled, count = groups(above_it)
     if count == 0:
         return above_it, labelled, []
