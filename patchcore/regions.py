@@ -187,11 +187,12 @@ def localisation(
     """How well the regions of the parts judged anomalous say where the defects are, against ground truth in the
     view's geometry (one per image, :func:`cell_truth` of its mask; no defective pixel for a good part).
 
-    ``defects_found``: the share of the true defects (8-connected regions of the masks) that a region overlaps,
-    counting a missed part's defects as not found; ``regions_on_defects``: the share of the regions on defective
-    parts that overlap a true defect; ``regions_on_good_parts``: regions on good parts (only a false alarm has
-    any); ``pixel_f1`` (with its precision and recall): the cells the regions mark (:func:`marked`) spread over the
-    view as a mask, against the true masks, pixel by pixel over every image. ``care``: as for :func:`marked`."""
+    ``defects_found``: the share of the true defects (8-connected regions of the masks) that a region marks a cell
+    of, counting a missed part's defects as not found; ``regions_on_defects``: the share of the regions on
+    defective parts that mark a cell of a true defect; ``regions_on_good_parts``: regions on good parts (only a
+    false alarm has any); ``pixel_f1`` (with its precision and recall): the cells the regions mark (:func:`marked`)
+    spread over the view as a mask, against the true masks, pixel by pixel over every image. ``care``: as for
+    :func:`marked`."""
     defects = found = on_defect = regions_on_defective = on_good = 0
     true_positive = predicted = actual = 0
     for grid, truth, anomalous in zip(grids, truths, verdicts, strict=True):
