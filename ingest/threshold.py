@@ -12,9 +12,9 @@ from patchcore import progress
 from patchcore.datasets.copies import distinct
 from patchcore.datasets.mvtec import mvtec_category
 from patchcore.model import exact_prediction
-from revisions.threshold import planned, set_threshold
+from revisions.threshold import as_judged_now, planned, set_threshold
 from serving.inspector import Inspector
-from store import banks, inspections, models
+from store import banks, evaluations, inspections, models
 from store.database import connect, database_url
 from store.migrate import upgrade
 
@@ -104,6 +104,7 @@ def run_threshold(args: argparse.Namespace) -> int:
             new = models.active_model(connection, args.category)
             threshold, policy, evaluation = new.threshold, new.threshold_policy, new.evaluation
             said, column = f"version {version} (was {model.id}),", f"version {version}"
+        before = as_judged_now(model, evaluations.cells(connection, model.fit_id))  # judged as the new one is
     print(
         f"{args.category}: {said} threshold {model.threshold:.4f} -> {threshold:.4f} ({policy['kind']}); estimated "
         f"false-alarm rate {policy['estimated_false_alarm_rate']:.2%}, {policy['good_scores_above']} of "
@@ -117,7 +118,7 @@ def run_threshold(args: argparse.Namespace) -> int:
         )
     if evaluation.get("images"):
         print(f"on the stored evaluation's {len(evaluation['images'])} test images:")
-        print(table({f"version {model.id}": model.evaluation, column: evaluation}, CHANGED))
+        print(table({f"version {model.id}": before, column: evaluation}, CHANGED))
         if evaluation.get("threshold_set_on_these_images"):
             print("   set on these very images: optimistic (a fit with --calibrate-on-test adds a cross-validated F1)")
     if counted is not None:

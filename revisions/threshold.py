@@ -18,6 +18,25 @@ from store import evaluations, images, versions
 from store.models import StoredModel
 
 
+def _regions_at(model: StoredModel, scores: np.ndarray, threshold: float, cells: bytes) -> dict:
+    """The defect regions of the stored evaluation's images (``scores``) judged at ``threshold`` from the fit's
+    ``cells``, by this build's rule (:func:`patchcore.regions.localisation`)."""
+    kept, grids, truths = regions.unpacked(cells)
+    verdicts = [scores[i] > threshold for i in kept]
+    return regions.localisation(grids, truths, verdicts, threshold, model.config.care)
+
+
+def as_judged_now(model: StoredModel, cells: bytes | None) -> dict:
+    """``model``'s stored evaluation with its defect regions judged again at its own threshold, from the fit's
+    ``cells``: what a preview sets beside another threshold's, judged alike (an evaluation stored by an earlier build
+    keeps the figures of that build's rule; without cells it stays as stored)."""
+    evaluation = dict(model.evaluation)
+    rows = evaluation.get("images") or []
+    if cells is not None and rows and "regions" in evaluation:
+        evaluation["regions"] = _regions_at(model, np.array([r["score"] for r in rows]), model.threshold, cells)
+    return evaluation
+
+
 def evaluation_at(
     model: StoredModel,
     threshold: float,
@@ -44,9 +63,7 @@ def evaluation_at(
         parts = [r.get("part") for r in rows]
         evaluation["parts"] = part_figures(scores, labels, parts, threshold, target, good, good_parts)
     if cells is not None and "regions" in evaluation:
-        kept, grids, truths = regions.unpacked(cells)
-        verdicts = [scores[i] > threshold for i in kept]
-        evaluation["regions"] = regions.localisation(grids, truths, verdicts, threshold, model.config.care)
+        evaluation["regions"] = _regions_at(model, scores, threshold, cells)
     if labelled_are_test:
         evaluation["threshold_set_on_these_images"] = True
     return evaluation

@@ -178,6 +178,20 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
     assert by_rate.returncode == 0, by_rate.stderr
     set_to = re.search(r"threshold \S+ -> (\S+) ", by_rate.stdout).group(1)  # what the preview said, to the digit
     assert set_to == re.search(r"would be threshold \S+ -> (\S+) ", preview.stdout).group(1)
+    # an evaluation stored by an earlier build keeps the figures of its regions' rule: a preview judges the active
+    # version's regions again beside the new threshold's, so a preview of the active threshold itself changes nothing
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        active = connection.execute(
+            "UPDATE models SET evaluation = jsonb_set(evaluation, '{regions,pixel_f1}', '0.001') "
+            "WHERE id = (SELECT id FROM active_models) RETURNING threshold"
+        ).fetchone()[0]
+    same = _ingest("threshold", "--category", "bottle", "--value", repr(active), "--preview", env=env)
+    rows = [line.split() for line in same.stdout.splitlines() if line.startswith("regions.")]
+    assert (
+        len(rows) == 4
+        and all(row[1] == row[2] for row in rows)
+        and ["regions.pixel_f1", "0.0010"] not in [row[:2] for row in rows]
+    ), same.stdout
     train = sorted((mini_mvtec / "bottle" / "train" / "good").iterdir())
     (mini_mvtec / "bottle" / "test" / "good" / "seen.png").symlink_to(train[0].resolve())  # a copy: not labelled
     labelled = _ingest("threshold", "--category", "bottle", "--labelled", str(mini_mvtec), env=env)
