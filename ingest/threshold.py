@@ -104,7 +104,8 @@ def run_threshold(args: argparse.Namespace) -> int:
             new = models.active_model(connection, args.category)
             threshold, policy, evaluation = new.threshold, new.threshold_policy, new.evaluation
             said, column = f"version {version} (was {model.id}),", f"version {version}"
-        before = as_judged_now(model, evaluations.cells(connection, model.fit_id))  # judged as the new one is
+        if evaluation.get("images"):  # the active version's regions judged as the new one's are
+            before = as_judged_now(model, evaluations.cells(connection, model.fit_id))
     print(
         f"{args.category}: {said} threshold {model.threshold:.4f} -> {threshold:.4f} ({policy['kind']}); estimated "
         f"false-alarm rate {policy['estimated_false_alarm_rate']:.2%}, {policy['good_scores_above']} of "
