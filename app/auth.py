@@ -5,8 +5,8 @@ service. A request sends its key as ``Authorization: Bearer <key>`` or ``X-API-K
 (query, read categories, pictures, inspections, jobs and metrics, a picture drawn as the service reads it) and
 ``admin`` (also change a category: threshold, normals, defects, feedback, reviews, fit jobs, deletion). No key
 configured: the service is open, as it always was, and says so at start and in ``/health``. Probes (``/health``,
-``/ready``), the pages and their static files and the API docs stay open: they hold no data, and the pages ask for a
-key when the API answers 401.
+``/ready``), the pages, their static files and icon, and the API docs stay open: they hold no data, and the pages ask
+for a key when the API answers 401.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from config.keys import ApiKey
 
-_OPEN = re.compile(r"^/(health|ready|category|review|new|static/.*|docs|docs/.*|redoc|openapi\.json)?$")
+_OPEN = re.compile(r"^/(health|ready|category|review|new|static/.*|favicon\.ico|docs|docs/.*|redoc|openapi\.json)?$")
 _ADMIN_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 

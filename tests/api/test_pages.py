@@ -242,6 +242,34 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         browser.close()
 
 
+def test_every_page_loads_whole_in_a_real_browser(api):
+    """Each page, opened as a person opens it, asks for nothing the service does not have (its icon included, which
+    a browser asks for on every visit) and logs no error in the browser's console; ``/favicon.ico``, which some
+    browsers and bookmarks ask for whatever a page names, is the same icon, open without a key like the pages."""
+    from playwright.sync_api import sync_playwright
+
+    icon = api.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml", icon.text
+    assert icon.content == api.get("/static/icon.svg").content
+    failed, errors = [], []
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page()
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("requestfailed", lambda r: failed.append(f"{r.failure} {r.url}"))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        for path, shown in (("/", "#category option"), ("/category?name=bottle", "h1"), ("/review", "#category"),
+                            ("/new", "#files")):  # fmt: skip
+            page.goto(str(api.base_url) + path)
+            page.wait_for_selector(shown, state="attached")
+            page.wait_for_load_state("networkidle")
+            icons = page.eval_on_selector_all("link[rel=icon]", "(all) => all.map((l) => l.href)")
+            assert icons == [str(api.base_url) + "/static/icon.svg"], (path, icons)
+        browser.close()
+    assert not failed and not errors, (failed, errors)
+
+
 def test_a_picture_chromium_cannot_draw_is_shown_as_the_service_reads_it(api, tmp_path):
     """A TIFF (as many line cameras write; no Chromium draws one): ``POST /images/preview`` gives it as a PNG at most
     1024 px across with the size it was sent at, and the new product page draws a care area over that PNG while
