@@ -86,6 +86,7 @@ def test_every_auth_case_gets_its_status_and_message(served):
     allowed = client.put("/categories/bottle/threshold", json={"false_alarm_rate": 0.05}, headers=_auth("boss"))
     assert allowed.status_code == 200, allowed.text
     assert client.get("/health").status_code == 200 and client.get("/").status_code == 200  # open: no data
+    assert client.get("/favicon.ico").status_code == 200 and client.get("/static/icon.svg").status_code == 200
     tiff = io.BytesIO()  # a picture drawn as the service reads it changes nothing: the inspect key's, as a query
     Image.new("RGB", (40, 30), (90, 90, 90)).save(tiff, format="TIFF")
     drawn = client.post("/images/preview", files={"file": ("a.tif", tiff.getvalue())}, headers=_auth("viewer"))
