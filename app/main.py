@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import errors, memory, observability
@@ -63,11 +64,15 @@ observability.REGISTRY.register(observability.StandbyCollector(lambda: _POOL["st
 observability.REGISTRY.register(observability.DriftCollector(_loaded_drift))
 observability.REGISTRY.register(observability.BatchCollector(batching.totals))
 
-app = FastAPI(
+# GET /docs and /redoc with Swagger UI's and ReDoc's scripts served from here (/docs/assets), not from a CDN: a line's
+# network often reaches no internet, where FastAPI's own pages stay blank
+app = FastAPIOffline(
     title="PatchCore inspection service",
     description="Anomaly detection for industrial parts: PatchCore with its memory bank in PostgreSQL/pgvector.",
     version="0.1.0",
     lifespan=lifespan,
+    static_url="/docs/assets",
+    favicon_url="/static/icon.svg",
 )
 errors.install(app)
 for module in (inspection, categories, teaching, images, pages, operations, log, jobs, care):

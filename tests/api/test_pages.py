@@ -245,29 +245,44 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
 def test_every_page_loads_whole_in_a_real_browser(api):
     """Each page, opened as a person opens it, asks for nothing the service does not have (its icon included, which
     a browser asks for on every visit) and logs no error in the browser's console; ``/favicon.ico``, which some
-    browsers and bookmarks ask for whatever a page names, is the same icon, open without a key like the pages."""
+    browsers and bookmarks ask for whatever a page names, is the same icon, open without a key like the pages. The
+    API's own pages too: ``/docs`` draws every operation and ``/redoc`` its menu with scripts served by the service
+    itself, not by a CDN that a line's network does not reach (this machine reaches none)."""
     from playwright.sync_api import sync_playwright
 
     icon = api.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml", icon.text
     assert icon.content == api.get("/static/icon.svg").content
-    failed, errors = [], []
+    operations = sum(len(methods) for methods in api.get("/openapi.json").json()["paths"].values())
+    here = str(api.base_url)
+    asked, failed, errors = [], [], []
     with sync_playwright() as driver:
         browser = launch_chromium(driver)
         page = browser.new_page()
+        page.on("request", lambda r: asked.append(r.url))
         page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.on("requestfailed", lambda r: failed.append(f"{r.failure} {r.url}"))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         for path, shown in (("/", "#category option"), ("/category?name=bottle", "h1"), ("/review", "#category"),
-                            ("/new", "#files")):  # fmt: skip
-            page.goto(str(api.base_url) + path)
+                            ("/new", "#files"), ("/docs", ".opblock")):  # fmt: skip
+            page.goto(here + path)
             page.wait_for_selector(shown, state="attached")
             page.wait_for_load_state("networkidle")
-            icons = page.eval_on_selector_all("link[rel=icon]", "(all) => all.map((l) => l.href)")
-            assert icons == [str(api.base_url) + "/static/icon.svg"], (path, icons)
+            icons = page.eval_on_selector_all(
+                "link[rel=icon], link[rel='shortcut icon']", "(all) => all.map((l) => l.href)"
+            )
+            assert icons == [here + "/static/icon.svg"], (path, icons)
+        assert len(page.query_selector_all(".opblock")) == operations
+        assert not failed and not errors, (failed, errors)
+        assert all(url.startswith(here + "/") or url.startswith("blob:") for url in asked), set(asked)
+        page.goto(here + "/redoc")  # its sidebar's "API docs by Redocly" logo alone comes from its CDN, if reachable
+        page.wait_for_selector("[role=menuitem]")
+        scripts = page.eval_on_selector_all(
+            "script[src], link[rel=stylesheet]", "(all) => all.map((e) => e.src || e.href)"
+        )
         browser.close()
-    assert not failed and not errors, (failed, errors)
+    assert scripts and all(url.startswith(here + "/") for url in scripts), scripts
 
 
 def test_a_picture_chromium_cannot_draw_is_shown_as_the_service_reads_it(api, tmp_path):
