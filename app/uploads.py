@@ -1,10 +1,12 @@
 """Files uploaded to a fit job, as named images: zip archives expanded, names made plain, every image decoded once
-with the checks of ``/query`` (formats, pixel budget), so a job never queues a file its worker cannot read."""
+with the checks of ``/query`` (formats, pixel budget, the shape its field of view takes), so a job never queues a
+file its worker cannot read."""
 
 from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 from PIL import Image
@@ -86,11 +88,17 @@ def _smallest(width: int, height: int) -> tuple[int, int]:
 
 
 def job_images(
-    files: list[tuple[str, bytes]], max_pixels: int, member_limit: int, expanded_limit: int
+    files: list[tuple[str, bytes]],
+    max_pixels: int,
+    member_limit: int,
+    expanded_limit: int,
+    accept: Callable[[int, int], object] | None = None,
 ) -> tuple[list[tuple[str, bytes]], list[str]]:
     """(images as (name, bytes), ignored members of archives). A ``.zip`` file is expanded (its images kept, other
-    members listed as ignored; at most ``expanded_limit`` bytes expanded in all); every other file must be an image.
-    Raises :class:`ImageError` naming a file that is not a readable image, :class:`ArchiveError` for a bad archive."""
+    members listed as ignored; at most ``expanded_limit`` bytes expanded in all); every other file must be an image,
+    of a shape ``accept(width, height)`` takes (the job's field of view: :meth:`patchcore.views.Preprocess.view`).
+    Raises :class:`ImageError` naming a file that is not a readable image (:class:`ImageShapeError` one of a shape
+    the fit would refuse), :class:`ArchiveError` for a bad archive."""
     images: list[tuple[str, bytes]] = []
     ignored: list[str] = []
     budget = expanded_limit
@@ -103,6 +111,6 @@ def job_images(
         else:
             candidates = [(name, name, data)]
         for source, plain, content in candidates:
-            open_image(content, name=source, max_pixels=max_pixels, least=_smallest)
+            open_image(content, name=source, max_pixels=max_pixels, accept=accept, least=_smallest)
             images.append((_plain_name(plain, content, f"upload-{index}"), content))
     return images, ignored

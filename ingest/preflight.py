@@ -114,7 +114,12 @@ def check(categories: list[Category], preprocess: Preprocess, out: Path, store: 
         if problem:
             problems.append(problem)
     if problems:
-        more = f"\n... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
-        raise ValueError(
-            f"{len(problems)} problem(s) found before fitting, nothing was done:\n" + "\n".join(problems[:SHOWN]) + more
-        )
+        raise refusal(problems, "fitting")
+
+
+def refusal(problems: list[str], before: str) -> ValueError:
+    """One error listing every problem found (the first ``SHOWN``) before ``before``, which was not done."""
+    more = f"\n... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+    return ValueError(
+        f"{len(problems)} problem(s) found before {before}, nothing was done:\n" + "\n".join(problems[:SHOWN]) + more
+    )

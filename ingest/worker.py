@@ -21,8 +21,10 @@ import psycopg
 
 from config import Settings, get_settings
 from ingest import scratch
+from ingest.preflight import file_problems, refusal
 from ingest.sets import part_naming
 from patchcore.care import CareArea
+from patchcore.datasets.category import Category
 from patchcore.datasets.files import image_files
 from patchcore.datasets.folders import folder_images, unmixed
 from patchcore.errors import WeightsError, WeightsMismatch
@@ -217,9 +219,12 @@ def run_enqueue(args: argparse.Namespace) -> int:
     options = job_options(args)
     care = CareArea.read(args.care_area.read_bytes(), str(args.care_area)).png() if args.care_area else None
     # options no fit can take are refused here, not by the worker that takes the job
-    replace(job_config(options, settings), care_area=care)
+    config = replace(job_config(options, settings), care_area=care)
     where = f"--folder {args.folder}"
     files = unmixed(where, folder_images(args.folder, where))  # before the database: a refusal is cheap
+    problems = file_problems(Category(args.category, files, []), config.preprocess)  # as the worker's check would
+    if problems:
+        raise refusal(problems, "queueing the job")
     part_of = part_naming(args)  # a pattern runs here, never on a server
     parts = {path.name: part for path in files if (part := part_of(path)) is not None} if part_of else {}
     if args.parts is not None and not parts:

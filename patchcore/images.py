@@ -23,7 +23,7 @@ import imagecodecs
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from patchcore.errors import ImageError, ImageTooLargeError
+from patchcore.errors import ImageError, ImageShapeError, ImageTooLargeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".pfm")
 # Pillow's "PPM" reads Netpbm's PGM, PPM and PBM, as machine-vision libraries write them, and gray PFM (floats)
@@ -255,7 +255,10 @@ def open_image(
             if getattr(image, "is_animated", False):
                 raise ImageError(f"{label}: an animated or multi-page image; send a single still frame")
             if accept is not None:
-                accept(width, height)
+                try:
+                    accept(width, height)
+                except ImageShapeError as exc:  # named, as every error here is: an upload may be one of many
+                    raise ImageShapeError(f"{label}: {exc}") from None
             if least is not None and image.format == "JPEG":
                 turned = image.getexif().get(ORIENTATION, 1) in TURNED  # the JPEG's header holds its EXIF
                 need = least(height, width) if turned else least(width, height)

@@ -44,6 +44,12 @@ def api(env, tmp_path):
     server.wait(20)
 
 
+def _png(width: int, height: int) -> bytes:
+    encoded = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 90, 90)).save(encoded, "PNG")
+    return encoded.getvalue()
+
+
 def _files(paths: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
 
@@ -85,6 +91,24 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     assert job["options"]["coreset_ratio"] == 0.1 and job["options"]["false_alarm_rate"] == DEFAULT_FALSE_ALARM_RATE
     refused = api.post(f"/jobs/{job['id']}/images", files=[("files", ("notes.txt", b"not an image", "text/plain"))])
     assert refused.status_code == 415 and "notes.txt" in refused.json()["detail"], refused.text
+    # a shape the job's field of view refuses is refused now, named within its archive, not by the worker's check
+    strips = io.BytesIO()
+    with zipfile.ZipFile(strips, "w") as zipped:
+        zipped.write(TRAIN[0], "line/000.png")
+        zipped.writestr("line/strip.png", _png(900, 3))
+    upload = ("line.zip", strips.getvalue(), "application/zip")
+    refused = api.post(f"/jobs/{job['id']}/images", files=[("files", upload)])
+    assert refused.status_code == 422 and refused.json()["error"] == "unsupported_image_shape", refused.text
+    assert refused.json()["detail"].startswith("line.zip: line/strip.png: a 900x3 image has an aspect ratio of 300:1")
+    assert api.get(f"/jobs/{job['id']}").json()["images"] == 0  # nothing of the request was added
+    wide = ("wide.png", _png(800, 40), "image/png")  # 20:1: the whole view takes it, the paper's crop does not
+    crop = api.post("/jobs", json={"category": "cans", "field_of_view": "crop"}).json()
+    refused = api.post(f"/jobs/{crop['id']}/images", files=[("files", wide)])
+    assert refused.status_code == 422 and "in the crop field of view" in refused.json()["detail"], refused.text
+    whole = api.post("/jobs", json={"category": "cans"}).json()
+    assert api.post(f"/jobs/{whole['id']}/images", files=[("files", wide)]).json()["added"] == ["wide.png"]
+    for draft in (crop, whole):
+        assert api.delete(f"/jobs/{draft['id']}").status_code == 204
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
         for path in TRAIN[:2]:
@@ -774,8 +798,16 @@ def test_the_command_line_enqueues_and_follows_a_job(env, tmp_path):
         cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert refused.returncode == 2 and refused.stderr.startswith("error: tile (100) must be"), refused.stderr
+    (folder / "strip.png").write_bytes(_png(900, 3))  # a file the worker's check would fail the job on
+    refused = subprocess.run(
+        [sys.executable, "-m", "ingest", "enqueue", "--category", "cli-strips", "--folder", str(folder)],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "1 problem(s) found before queueing the job" in refused.stderr, refused.stderr
+    assert f"{folder / 'strip.png'}: a 900x3 image has an aspect ratio of 300:1" in refused.stderr
     with psycopg.connect(env["DATABASE_URL"]) as connection:  # nothing queued for a worker to fail on
-        assert connection.execute("SELECT count(*) FROM fit_jobs WHERE category = 'cli-tiles'").fetchone()[0] == 0
+        queued = connection.execute("SELECT count(*) FROM fit_jobs WHERE category IN ('cli-tiles', 'cli-strips')")
+        assert queued.fetchone()[0] == 0
 
 
 def test_a_category_s_good_images_leave_the_database_as_files(api, env, tmp_path):

@@ -262,7 +262,8 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
     """``POST /query/batch``: each image gets the answer ``POST /query`` gives it, in the order sent, each with its
     record; a part named once names every view, and its verdict over them is the log's (any view, the union bound);
     a part per file names each. Refused whole, before anything is judged or recorded: a file that is not an image
-    (415, named), more files than allowed, parts that do not match the files, a bad part name."""
+    (415, named) or of a shape the view refuses (422, named), more files than allowed, parts that do not match the
+    files, a bad part name."""
     client, url, _ = served
     buffer = io.BytesIO()  # a view of another shape, embedded in a batch of its own shape
     Image.open(BOTTLE / "test" / "good" / "001.png").crop((0, 0, 900, 500)).save(buffer, format="PNG")
@@ -312,6 +313,11 @@ def test_a_batch_is_judged_image_by_image_and_recorded_together(served):
     assert not_image.status_code == 415 and "notes.png" in not_image.json()["detail"], not_image.text
     two = _batch(client, [("first.png", b"not an image"), views[0], ("last.png", b"nor this")])  # the first named
     assert two.status_code == 415 and "first.png" in two.json()["detail"] and "last" not in two.json()["detail"]
+    strip = io.BytesIO()
+    Image.new("RGB", (900, 3)).save(strip, format="PNG")
+    shaped = _batch(client, [views[0], ("strip.png", strip.getvalue())])  # a shape the view refuses: named too
+    assert shaped.status_code == 422 and shaped.json()["error"] == "unsupported_image_shape", shaped.text
+    assert shaped.json()["detail"].startswith("strip.png: a 900x3 image has an aspect ratio of 300:1")
     too_many = _batch(client, [views[0]] * (Settings().query_batch_files + 1))
     assert too_many.status_code == 422 and too_many.json()["error"] == "too_many_files"
     mismatched = _batch(client, views, part=["a", "b"])

@@ -17,7 +17,7 @@ from patchcore.backbone import BACKBONES
 from patchcore.care import CareArea
 from patchcore.model import PatchCoreConfig
 from patchcore.threshold import PER_IMAGE
-from patchcore.views import FIELDS_OF_VIEW
+from patchcore.views import FIELDS_OF_VIEW, Preprocess
 from store import images, jobs
 
 router = APIRouter(tags=["jobs"])
@@ -87,13 +87,27 @@ async def add_job_images(
     settings = get_services(request).settings
     limit = settings.max_upload_bytes
     uploads = [(f.filename or f"upload-{i + 1}", await read_limited(f, limit)) for i, f in enumerate(files)]
+    view = _fitted_view((await run_in_threadpool(_run, request, jobs.one, job_id))["options"])
     try:
-        images, ignored = await run_in_threadpool(job_images, uploads, settings.max_image_pixels, limit, 64 * limit)
+        images, ignored = await run_in_threadpool(
+            job_images, uploads, settings.max_image_pixels, limit, 64 * limit, view.view
+        )
     except ArchiveError as exc:
         raise HTTPException(422, {"error": "bad_archive", "detail": str(exc)}) from exc
     added = await run_in_threadpool(_run, request, jobs.add_images, job_id, images)
     job = await run_in_threadpool(_run, request, jobs.one, job_id)
     return {"job": job, "added": added.added, "duplicates": added.duplicates, "ignored": ignored}
+
+
+_VIEW_OPTIONS = ("field_of_view", "resize", "crop", "pixels")
+
+
+def _fitted_view(options: dict) -> Preprocess:
+    """The field of view the job's worker will fit in, from the job's options (the fit's defaults where it names
+    none): an image of a shape it refuses (an extreme aspect ratio) is refused at upload, named, rather than by the
+    worker's check after the job was queued."""
+    named = {name: options[name] for name in _VIEW_OPTIONS if options.get(name) is not None}
+    return PatchCoreConfig(**named).preprocess
 
 
 @router.put(
