@@ -11,9 +11,11 @@ from pathlib import PurePosixPath
 
 from PIL import Image
 
+from patchcore.errors import ImageError
 from patchcore.images import IMAGE_SUFFIXES, hidden, open_image
 
 MAX_MEMBERS = 20_000
+PROBLEMS_SHOWN = 20  # the files named in one refusal (each error names its file: a few hundred bytes)
 FOLDER_JOIN = "__"  # a zip member's folders below the archive's own, kept in its name: p7/cam1.png -> p7__cam1.png
 NAME_BYTES = 255  # the longest file name most file systems take (the worker writes each image as a file)
 
@@ -97,10 +99,12 @@ def job_images(
     """(images as (name, bytes), ignored members of archives). A ``.zip`` file is expanded (its images kept, other
     members listed as ignored; at most ``expanded_limit`` bytes expanded in all); every other file must be an image,
     of a shape ``accept(width, height)`` takes (the job's field of view: :meth:`patchcore.views.Preprocess.view`).
-    Raises :class:`ImageError` naming a file that is not a readable image (:class:`ImageShapeError` one of a shape
-    the fit would refuse), :class:`ArchiveError` for a bad archive."""
+    Raises :class:`ImageError` naming every file that is not a readable image, or is one of a shape the fit would
+    refuse (of the first's kind: :class:`ImageShapeError`, :class:`ImageTooLargeError`), so that a product's
+    hundreds of files are mended in one go; :class:`ArchiveError` for a bad archive."""
     images: list[tuple[str, bytes]] = []
     ignored: list[str] = []
+    problems: list[ImageError] = []
     budget = expanded_limit
     for index, (name, data) in enumerate(files, start=1):
         if name.lower().endswith(".zip"):
@@ -111,6 +115,16 @@ def job_images(
         else:
             candidates = [(name, name, data)]
         for source, plain, content in candidates:
-            open_image(content, name=source, max_pixels=max_pixels, accept=accept, least=_smallest)
+            try:
+                open_image(content, name=source, max_pixels=max_pixels, accept=accept, least=_smallest)
+            except ImageError as exc:
+                problems.append(exc)
+                continue
             images.append((_plain_name(plain, content, f"upload-{index}"), content))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        more = f"; ... and {len(problems) - PROBLEMS_SHOWN} more" if len(problems) > PROBLEMS_SHOWN else ""
+        listed = "; ".join(str(problem) for problem in problems[:PROBLEMS_SHOWN])
+        raise type(problems[0])(f"{len(problems)} files a fit cannot take, nothing was added: {listed}{more}")
     return images, ignored

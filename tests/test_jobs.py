@@ -91,15 +91,19 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     assert job["options"]["coreset_ratio"] == 0.1 and job["options"]["false_alarm_rate"] == DEFAULT_FALSE_ALARM_RATE
     refused = api.post(f"/jobs/{job['id']}/images", files=[("files", ("notes.txt", b"not an image", "text/plain"))])
     assert refused.status_code == 415 and "notes.txt" in refused.json()["detail"], refused.text
-    # a shape the job's field of view refuses is refused now, named within its archive, not by the worker's check
+    # a shape the job's field of view refuses is refused now, named within its archive, not by the worker's check;
+    # every file the fit cannot take is named in one answer, of the first one's kind
     strips = io.BytesIO()
     with zipfile.ZipFile(strips, "w") as zipped:
         zipped.write(TRAIN[0], "line/000.png")
         zipped.writestr("line/strip.png", _png(900, 3))
+        zipped.writestr("line/notes.png", "not an image")
     upload = ("line.zip", strips.getvalue(), "application/zip")
     refused = api.post(f"/jobs/{job['id']}/images", files=[("files", upload)])
     assert refused.status_code == 422 and refused.json()["error"] == "unsupported_image_shape", refused.text
-    assert refused.json()["detail"].startswith("line.zip: line/strip.png: a 900x3 image has an aspect ratio of 300:1")
+    said = refused.json()["detail"]
+    assert said.startswith("2 files a fit cannot take, nothing was added: line.zip: line/strip.png: a 900x3 image")
+    assert "; line.zip: line/notes.png: not a recognised image" in said
     assert api.get(f"/jobs/{job['id']}").json()["images"] == 0  # nothing of the request was added
     wide = ("wide.png", _png(800, 40), "image/png")  # 20:1: the whole view takes it, the paper's crop does not
     crop = api.post("/jobs", json={"category": "cans", "field_of_view": "crop"}).json()
