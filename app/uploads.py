@@ -11,11 +11,10 @@ from pathlib import PurePosixPath
 
 from PIL import Image
 
-from patchcore.errors import ImageError
+from patchcore.errors import ImageError, together
 from patchcore.images import IMAGE_SUFFIXES, hidden, open_image
 
 MAX_MEMBERS = 20_000
-PROBLEMS_SHOWN = 20  # the files named in one refusal (each error names its file: a few hundred bytes)
 FOLDER_JOIN = "__"  # a zip member's folders below the archive's own, kept in its name: p7/cam1.png -> p7__cam1.png
 NAME_BYTES = 255  # the longest file name most file systems take (the worker writes each image as a file)
 
@@ -100,8 +99,8 @@ def job_images(
     members listed as ignored; at most ``expanded_limit`` bytes expanded in all); every other file must be an image,
     of a shape ``accept(width, height)`` takes (the job's field of view: :meth:`patchcore.views.Preprocess.view`).
     Raises :class:`ImageError` naming every file that is not a readable image, or is one of a shape the fit would
-    refuse (of the first's kind: :class:`ImageShapeError`, :class:`ImageTooLargeError`), so that a product's
-    hundreds of files are mended in one go; :class:`ArchiveError` for a bad archive."""
+    refuse (:func:`patchcore.errors.together`), so that a product's hundreds of files are mended in one go;
+    :class:`ArchiveError` for a bad archive."""
     images: list[tuple[str, bytes]] = []
     ignored: list[str] = []
     problems: list[ImageError] = []
@@ -121,10 +120,6 @@ def job_images(
                 problems.append(exc)
                 continue
             images.append((_plain_name(plain, content, f"upload-{index}"), content))
-    if len(problems) == 1:
-        raise problems[0]
     if problems:
-        more = f"; ... and {len(problems) - PROBLEMS_SHOWN} more" if len(problems) > PROBLEMS_SHOWN else ""
-        listed = "; ".join(str(problem) for problem in problems[:PROBLEMS_SHOWN])
-        raise type(problems[0])(f"{len(problems)} files a fit cannot take, nothing was added: {listed}{more}")
+        raise together(problems)
     return images, ignored

@@ -23,3 +23,16 @@ class ImageTooLargeError(ImageError):
 
 class ImageShapeError(ImageError):
     """The image's shape is outside what a field of view takes (an extreme aspect ratio); raised before resizing."""
+
+
+SHOWN = 20  # the files one refusal names (each error names its file: a few hundred bytes)
+
+
+def together(problems: list[ImageError]) -> ImageError:
+    """One error for the files of a request that cannot be taken, each named (the first :data:`SHOWN`), of the first
+    one's kind (its HTTP status): a request of many files is mended in one go, not one round trip per file."""
+    if len(problems) == 1:
+        return problems[0]
+    more = f"; ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+    listed = "; ".join(str(problem) for problem in problems[:SHOWN])
+    return type(problems[0])(f"{len(problems)} files cannot be taken, nothing was added: {listed}{more}")

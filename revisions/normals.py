@@ -28,6 +28,7 @@ from patchcore import scoring
 from patchcore import threshold as thresholds
 from patchcore.care import inspected
 from patchcore.coreset import extend_coreset
+from patchcore.errors import ImageError, together
 from patchcore.model import Embedder
 from revisions.threshold import evaluation_at
 from revisions.uploads import Upload, embed, original_name, sha256
@@ -75,7 +76,7 @@ def add_normals(
 ) -> AddedNormals:
     """Add ``uploads`` as good images of ``model``'s category: ONE transaction makes the new version (see the
     module's docstring). ``bank`` must be ``model``'s memory bank. Raises ``VersionConflict`` when the category got
-    a newer version meanwhile, image errors for an unreadable or misshapen upload (nothing is written)."""
+    a newer version meanwhile, an image error naming every unreadable or misshapen upload (nothing is written)."""
     if model.coverage_radius is None:
         raise NeedsRefit(
             f"{model.category} (version {model.id}) was fitted before the coreset radius was recorded; refit it once "
@@ -95,11 +96,16 @@ def add_normals(
         else:
             seen.add(digest)
             fresh.append(upload)
-    embedded = []
+    embedded, problems = [], []
     for upload in fresh:
-        embedded.append(embed(embedder, upload, settings.max_image_pixels))
+        try:
+            embedded.append(embed(embedder, upload, settings.max_image_pixels))
+        except ImageError as exc:  # the others still read, so that every file that cannot be taken is named
+            problems.append(exc)
         if progress is not None:
             progress(1)
+    if problems:
+        raise together(problems)
     embedded_at = time.perf_counter()
     if not embedded:
         return AddedNormals(

@@ -102,7 +102,7 @@ def test_a_job_takes_images_and_archives_and_refuses_what_it_cannot_fit(api, tmp
     refused = api.post(f"/jobs/{job['id']}/images", files=[("files", upload)])
     assert refused.status_code == 422 and refused.json()["error"] == "unsupported_image_shape", refused.text
     said = refused.json()["detail"]
-    assert said.startswith("2 files a fit cannot take, nothing was added: line.zip: line/strip.png: a 900x3 image")
+    assert said.startswith("2 files cannot be taken, nothing was added: line.zip: line/strip.png: a 900x3 image")
     assert "; line.zip: line/notes.png: not a recognised image" in said
     assert api.get(f"/jobs/{job['id']}").json()["images"] == 0  # nothing of the request was added
     wide = ("wide.png", _png(800, 40), "image/png")  # 20:1: the whole view takes it, the paper's crop does not

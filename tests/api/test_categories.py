@@ -289,6 +289,12 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
         assert bad.status_code == 422 and bad.json()["error"] == "invalid_request", bad.text
     text = api.post("/categories/teach/normals", files=[("files", ("notes.txt", b"hello", "text/plain"))])
     assert text.status_code == 415 and text.json()["error"] == "unsupported_image"
+    strip = ("files", ("strip.png", png(900, 3), "image/png"))  # every file that cannot be taken named at once
+    both = api.post("/categories/teach/normals", files=[("files", ("a.txt", b"hello", "text/plain")), strip])
+    assert both.status_code == 415 and both.json()["detail"].startswith(
+        "2 files cannot be taken, nothing was added: a.txt: "
+    )
+    assert "; strip.png: a 900x3 image has an aspect ratio of 300:1" in both.json()["detail"], both.text
     before = api.get("/categories/teach").json()
     assert before["coverage_radius"] > 0 and before["defect_library"] == []
     assert post(api, good[0], category="teach").json()["model_id"] == before["model_id"]  # loaded: then extended
