@@ -30,7 +30,8 @@ SHOWN = 20  # the files one refusal names (each error names its file: a few hund
 
 def together(problems: list[ImageError]) -> ImageError:
     """One error for the files of a request that cannot be taken, each named (the first :data:`SHOWN`), of the first
-    one's kind (its HTTP status): a request of many files is mended in one go, not one round trip per file."""
+    one's kind (the status a caller answers with): a request of many files is mended in one go, not one round trip
+    per file."""
     if len(problems) == 1:
         return problems[0]
     more = f"; ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""

@@ -98,9 +98,12 @@ def add_normals(
             fresh.append(upload)
     embedded, problems = [], []
     for upload in fresh:
-        try:
-            embedded.append(embed(embedder, upload, settings.max_image_pixels))
-        except ImageError as exc:  # the others still read, so that every file that cannot be taken is named
+        try:  # once one cannot be taken, the rest are only decoded: to name every such file, not to embed them
+            if problems:
+                embedder.preprocess.decode(upload.data, upload.name, settings.max_image_pixels)
+            else:
+                embedded.append(embed(embedder, upload, settings.max_image_pixels))
+        except ImageError as exc:
             problems.append(exc)
         if progress is not None:
             progress(1)
