@@ -37,7 +37,7 @@ from store.migrate import upgrade
 
 COLUMNS = (
     "file", "part", "width", "height", "is_anomalous", "anomaly_score", "p_value", "threshold", "defect_type",
-    "defect_confidence", "worst_x", "worst_y", "regions", "region_boxes", "model_id", "heatmap", "error",
+    "defect_confidence", "worst_x", "worst_y", "regions", "region_boxes", "model_id", "heatmap", "notes", "error",
 )  # fmt: skip
 
 
@@ -190,7 +190,7 @@ def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str)
         "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
         "worst_x": int(x), "worst_y": int(y), "regions": len(placed),
         "region_boxes": ";".join(" ".join(str(v) for v in region["box"]) for region in placed),
-        "heatmap": f"heatmaps/{heatmap}",
+        "heatmap": f"heatmaps/{heatmap}", "notes": "; ".join(inspector.notes(width, height)),
     }  # fmt: skip
 
 

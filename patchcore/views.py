@@ -44,6 +44,12 @@ class View:
     def to_original(self, x: float, y: float) -> tuple[float, float]:
         return (x + self.left) / self.scale_x, (y + self.top) / self.scale_y
 
+    @property
+    def enlargement(self) -> float:
+        """How many times the image is magnified to make the view (below 1: reduced), by area: a view enlarged from
+        fewer pixels than it holds shows detail the image never had, as blur."""
+        return (self.scale_x * self.scale_y) ** 0.5
+
 
 @dataclass(frozen=True)
 class Preprocess:

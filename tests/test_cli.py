@@ -332,13 +332,17 @@ def _inspects_a_folder_as_the_api_would(mini_mvtec, tmp_path, env) -> None:
     junk = tmp_path / "more" / "not_an_image.png"
     junk.parent.mkdir()
     junk.write_bytes(b"this is not a PNG")
+    with Image.open(mini_mvtec / "bottle" / "test" / "good" / "000.png") as image:  # a thumbnail: judged, and noted
+        image.resize((40, 40), Image.BILINEAR).save(junk.parent / "thumbnail.png")
     out = tmp_path / "inspected"
-    done = _ingest("inspect", "--category", "bottle", str(mini_mvtec / "bottle" / "test"), str(junk),
+    done = _ingest("inspect", "--category", "bottle", str(mini_mvtec / "bottle" / "test"), str(junk.parent),
                    "--out", str(out), env=env)  # fmt: skip
     assert done.returncode == 1, done.stderr
-    assert "7 images" in done.stdout and "1 not judged" in done.stdout
+    assert "8 images" in done.stdout and "1 not judged" in done.stdout
     rows = list(csv.DictReader((out / "inspections.csv").open()))
-    assert len(rows) == 7
+    assert len(rows) == 8
+    noted = {r["file"].rsplit("/", 1)[1]: r["notes"] for r in rows if r["notes"]}  # as POST /query notes it
+    assert list(noted) == ["thumbnail.png"] and noted["thumbnail.png"].startswith("the image is 40x40 pixels, enlarged")
     bad = [r for r in rows if r["error"]]
     assert [r["file"] for r in bad] == [str(junk)] and "not_an_image.png" in bad[0]["error"]
     judged = [r for r in rows if not r["error"]]

@@ -162,6 +162,28 @@ def test_the_field_of_view_keeps_the_whole_part_and_refuses_extreme_shapes():
     assert 110 <= columns[0] <= 120 and 230 <= columns[-1] <= 240  # the middle 36% of the strip, nothing else
 
 
+def test_an_image_enlarged_more_than_every_good_image_was_gets_a_note_and_no_other_does():
+    """The note is relative to the scales the good images were seen at: a thumbnail of a category photographed large
+    is noted, an image as small as a category's own small good images is not, nor is any image reduced to the view."""
+    from serving.inspector import size_notes
+
+    whole, crop = Preprocess("whole"), Preprocess("crop")
+    bottle = whole.view(900, 900).enlargement  # bottle's good images: reduced to the view
+    assert bottle == pytest.approx(224 / 900)
+    (note,) = size_notes(whole.view(40, 40), (40, 40), bottle)
+    assert note.startswith("the image is 40x40 pixels, enlarged 5.60 times to the model's 224x224 view, where the "
+                           "category's good images were reduced to it")  # fmt: skip
+    assert size_notes(whole.view(300, 300), (300, 300), bottle) == []  # reduced too: nothing to say
+    tiles = whole.view(128, 128).enlargement  # a set of small tiles, each enlarged 1.75 times
+    assert size_notes(whole.view(128, 128), (128, 128), tiles) == []
+    (smaller,) = size_notes(whole.view(64, 64), (64, 64), tiles)
+    assert "enlarged 3.50 times" in smaller and "good images were enlarged at most 1.75 times" in smaller
+    # the crop's scale is its short side's: a 200x100 strip enlarged 2.56 times to its 256 resize
+    (strip,) = size_notes(crop.view(200, 100), (200, 100), crop.view(900, 900).enlargement)
+    assert "200x100 pixels, enlarged 2.56 times" in strip
+    assert size_notes(whole.view(40, 40), (40, 40), None) == []  # a version without good images' sizes
+
+
 def test_a_mask_at_another_scale_is_scaled_to_its_image_and_one_of_another_shape_refused():
     """A mask saved at half (or twice) its image's resolution marks the same pixels of the view; one of another shape
     cannot say which pixels it covers."""

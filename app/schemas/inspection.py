@@ -119,6 +119,12 @@ class QueryResponse(BaseModel):
     nearest_defects: list[NearestDefect] = Field(
         default_factory=list, description="the closest known defect examples (anomalous images only)"
     )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what to know before acting on this answer, in words: an image enlarged to the model's view more "
+        "than the category's good images were (a thumbnail of a part photographed larger) is judged from a blurred "
+        "view, its score reflecting its size as well as the part",
+    )
     timings_ms: dict[str, float]
 
 

@@ -110,6 +110,13 @@ def test_the_inspect_page_in_a_real_browser(api, tmp_path):
         page.wait_for_selector(".api-error")
         message = page.inner_text(".api-error")
         assert message.startswith("415 unsupported_image") and "not a recognised image" in message
+        thumbnail = tmp_path / "thumbnail.png"  # smaller than bottle's good images: the answer says what that means
+        with Image.open(GOOD) as image:
+            image.resize((60, 60), Image.BILINEAR).save(thumbnail)
+        page.set_input_files("#files", str(thumbnail))
+        page.wait_for_function("document.querySelectorAll('.result').length == 5")
+        assert page.inner_text(".result .answer-note").startswith("the image is 60x60 pixels, enlarged 3.73 times")
+        assert page.eval_on_selector_all(".result .answer-note", "(all) => all.length") == 1  # the others: none
 
         page.click("#details")
         page.wait_for_selector("img.plot")

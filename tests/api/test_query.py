@@ -74,6 +74,17 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database, fitte
     assert body["p_value"] < 1e-6 and 0.03 < good.json()["p_value"] < 1
     assert len(good.json()["similar_normals"]) == 3
     assert good.json()["anomaly_map"] is None
+    assert body["notes"] == good.json()["notes"] == []  # seen as the good images were: reduced to the view
+    thumbnail = io.BytesIO()  # the good bottle as a 40x40 thumbnail: enlarged to the view, as no good image was
+    with Image.open(GOOD) as image:
+        image.resize((40, 40), Image.BILINEAR).save(thumbnail, format="PNG")
+    small = post(api, data=thumbnail.getvalue()).json()
+    assert small["is_anomalous"] is True  # blur the good images never showed: what the note is there to say
+    assert small["notes"] == [
+        "the image is 40x40 pixels, enlarged 5.60 times to the model's 224x224 view, where the category's good "
+        "images were reduced to it: an enlarged image looks blurred to the model, so its score reflects its size as "
+        "well as the part; send the camera's full image"
+    ]
 
 
 def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
