@@ -77,6 +77,8 @@ def run_add_normals(args: argparse.Namespace) -> int:
     )
     for name, score in added.scores.items():
         print(f"  {name}: score {score:.4f} ({'normal' if score <= added.threshold else 'still anomalous'})")
+        for note in added.notes.get(name, []):
+            print(f"    note: {note}")
     return 0
 
 

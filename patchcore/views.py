@@ -3,6 +3,7 @@ original; every image a category's model sees, in its fit and in its queries, is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -193,3 +194,25 @@ class Preprocess:
         whole = np.zeros((target.height, target.width), dtype=np.float32)
         whole[top:bottom, left:right] = placed[: target.height - top, : target.width - left]
         return whole
+
+
+def most_enlarged(preprocess: Preprocess, sizes: Iterable[tuple[int, int]]) -> float | None:
+    """The most any image of these (width, height) sizes is enlarged to its view (None: no size)."""
+    return max((preprocess.view(*size).enlargement for size in sizes), default=None)
+
+
+def size_notes(view: View, size: tuple[int, int], seen: float | None) -> list[str]:
+    """A note for an image enlarged to its ``view`` more than any good image was (``seen``: the most a good image of
+    the category was enlarged), and enlarged at all, so that its view shows blur the camera's images do not: it lies
+    outside the scales the model learnt good parts at, and its score reflects its size as well as the part (a 40x40
+    thumbnail of a good bottle scores 2.5, twice the threshold). Relative to the good images' own sizes, not a fixed
+    size: a set whose good images are small and enlarged (magnetic tiles) gets no note for images like them."""
+    enlarged = view.enlargement
+    if enlarged <= 1 or seen is None or enlarged <= seen:
+        return []
+    good = "reduced to it" if seen <= 1 else f"enlarged at most {seen:.2f} times"
+    return [
+        f"the image is {size[0]}x{size[1]} pixels, enlarged {enlarged:.2f} times to the model's {view.width}x"
+        f"{view.height} view, where the category's good images were {good}: an enlarged image looks blurred to the "
+        "model, so its score reflects its size as well as the part; send the camera's full image"
+    ]

@@ -30,6 +30,7 @@ from patchcore.care import inspected
 from patchcore.coreset import extend_coreset
 from patchcore.errors import ImageError, together
 from patchcore.model import Embedder
+from patchcore.views import most_enlarged, size_notes
 from revisions.threshold import evaluation_at
 from revisions.uploads import Upload, embed, original_name, sha256
 from store import evaluations, images, versions
@@ -58,6 +59,7 @@ class AddedNormals:
     recalibrated: bool
     scores: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # added images that teach blur (patchcore.views)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +119,12 @@ def add_normals(
         )  # fmt: skip
 
     config = model.config
+    seen = most_enlarged(embedder.preprocess, bank.good_sizes())
+    notes = {}  # an image enlarged more than the good images before it: taught, but what it teaches is blur
+    for e in embedded:
+        size = (e.record.width, e.record.height)
+        if said := size_notes(embedder.preprocess.view(*size), size, seen):
+            notes[e.upload.name] = said
     grids = [tuple(e.features.shape[:2]) for e in embedded]  # one per image: their shapes may differ
     kept = [inspected(e.features.float(), config.care) for e in embedded]  # the care area's patches, or all
     patches = [p for p, _ in kept]
@@ -191,5 +199,5 @@ def add_normals(
         model.memory_bank_size + len(rows), threshold, model.threshold, recalibrate,
         {e.upload.name: e.record.score for e in embedded},
         {"embed": embedded_at - started, "select_and_score": selected_at - embedded_at,
-         "store": stored_at - selected_at, "total": stored_at - started},
+         "store": stored_at - selected_at, "total": stored_at - started}, notes,
     )  # fmt: skip

@@ -41,7 +41,7 @@ from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst, settle_regions
 from patchcore.scoring import BankSearch
-from patchcore.views import View
+from patchcore.views import most_enlarged, size_notes
 from serving.activity import ACTIVITY
 from serving.batching import shared_batcher
 from serving.search_choice import SearchChoice
@@ -182,23 +182,6 @@ def good_tail(good_scores: Sequence[float], target: float) -> Callable[[float], 
     return thresholds.good_tail(good_scores, target)
 
 
-def size_notes(view: View, size: tuple[int, int], seen: float | None) -> list[str]:
-    """A note for an image enlarged to its ``view`` more than any good image was (``seen``: the most a good image of
-    the category was enlarged), and enlarged at all, so that its view shows blur the camera's images do not: it lies
-    outside the scales the model learnt good parts at, and its score reflects its size as well as the part (a 40x40
-    thumbnail of a good bottle scores 2.5, twice the threshold). Relative to the good images' own sizes, not a fixed
-    size: a set whose good images are small and enlarged (magnetic tiles) gets no note for images like them."""
-    enlarged = view.enlargement
-    if enlarged <= 1 or seen is None or enlarged <= seen:
-        return []
-    good = "reduced to it" if seen <= 1 else f"enlarged at most {seen:.2f} times"
-    return [
-        f"the image is {size[0]}x{size[1]} pixels, enlarged {enlarged:.2f} times to the model's {view.width}x"
-        f"{view.height} view, where the category's good images were {good}: an enlarged image looks blurred to the "
-        "model, so its score reflects its size as well as the part; send the camera's full image"
-    ]
-
-
 class Inspector:
     """A stored model made ready to serve: its network (shared, see :func:`shared_extractor`), its search
     statements composed once, and a copy of its memory bank (all segments) for the exact search: of the worst
@@ -267,8 +250,7 @@ class Inspector:
         self.threshold_similarity = scoring.similarity(model.threshold, model.config.metric)
         self.tail = good_tail(bank.good_scores(), model.config.false_alarm_rate)
         self.care = model.config.care
-        preprocess = self.embedder.preprocess
-        self.enlarged_at_most = max((preprocess.view(*size).enlargement for size in bank.good_sizes()), default=None)
+        self.enlarged_at_most = most_enlarged(self.embedder.preprocess, bank.good_sizes())
 
     def notes(self, width: int, height: int) -> list[str]:
         """What to know before acting on the answer for a ``width`` x ``height`` image (:func:`size_notes`)."""

@@ -165,7 +165,7 @@ def test_the_field_of_view_keeps_the_whole_part_and_refuses_extreme_shapes():
 def test_an_image_enlarged_more_than_every_good_image_was_gets_a_note_and_no_other_does():
     """The note is relative to the scales the good images were seen at: a thumbnail of a category photographed large
     is noted, an image as small as a category's own small good images is not, nor is any image reduced to the view."""
-    from serving.inspector import size_notes
+    from patchcore.views import size_notes
 
     whole, crop = Preprocess("whole"), Preprocess("crop")
     bottle = whole.view(900, 900).enlargement  # bottle's good images: reduced to the view

@@ -19,6 +19,12 @@ class NormalsAdded(BaseModel):
     recalibrated: bool
     scores: dict[str, float] = Field(description="each added image's score against the new bank without itself")
     seconds: dict[str, float]
+    notes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="added images enlarged to the model's view more than the good images before them were (a "
+        "thumbnail), each with what POST /query notes of it: taught all the same, they teach the model their blur as "
+        "good, and their scores join the good scores a recalibrated threshold is set from",
+    )
 
 
 class DefectsAdded(BaseModel):

@@ -332,8 +332,14 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
     assert api.get("/defects/999999").status_code == 404
 
-    feedback = api.post("/categories/teach/feedback", files=[file_field(good[2])], data={"label": "good"})
+    thumbnail = io.BytesIO()  # taught, and what it teaches said: blur no good image before it had
+    with Image.open(good[2]) as image:
+        image.resize((50, 50), Image.BILINEAR).save(thumbnail, format="PNG")
+    small = ("file", ("small.png", thumbnail.getvalue(), "image/png"))
+    feedback = api.post("/categories/teach/feedback", files=[small], data={"label": "good"})
     assert feedback.status_code == 200 and feedback.json()["taught"] == "normal", feedback.text
+    assert body["notes"] == {} and list(feedback.json()["result"]["notes"]) == ["small.png"]  # the 900x900 ones: none
+    assert feedback.json()["result"]["notes"]["small.png"][0].startswith("the image is 50x50 pixels, enlarged 4.48 ")
     contamination = BOTTLE / "test" / "contamination" / "000.png"
     feedback = api.post(
         "/categories/teach/feedback", files=[file_field(contamination)], data={"label": "contamination"}
