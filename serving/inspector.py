@@ -252,9 +252,16 @@ class Inspector:
         self.care = model.config.care
         self.enlarged_at_most = most_enlarged(self.embedder.preprocess, bank.good_sizes())
 
-    def notes(self, width: int, height: int) -> list[str]:
-        """What to know before acting on the answer for a ``width`` x ``height`` image (:func:`size_notes`)."""
-        return size_notes(self.embedder.preprocess.view(width, height), (width, height), self.enlarged_at_most)
+    def notes(self, inspection: Inspection, width: int, height: int) -> list[str]:
+        """What to know before acting on ``inspection`` of a ``width`` x ``height`` image, in words: an image enlarged
+        more than the good images were (:func:`size_notes`), and a score the re-rank's cap left unproven."""
+        said = size_notes(self.embedder.preprocess.view(width, height), (width, height), self.enlarged_at_most)
+        if not inspection.exact_worst:
+            said.append(
+                f"the exact re-rank reached its cap (INSPECT_EXACT_RERANK, {self.settings.exact_rerank}) before it "
+                "could prove the worst patch: the score may be too large, never too small"
+            )
+        return said
 
     @property
     def backend(self) -> str:

@@ -292,7 +292,7 @@ def _answer(
         defect_type=defect_type,
         defect_confidence=inspection.defect.confidence if inspection.defect else None,
         nearest_defects=inspection.defect.nearest if inspection.defect else [],
-        notes=inspector.notes(*size),
+        notes=inspector.notes(inspection, *size),
         timings_ms=timings,
     )
     return answer, row
