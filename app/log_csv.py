@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 COLUMNS = (
     "id", "at", "category", "part", "file_name", "model_id", "is_anomalous", "score", "p_value", "threshold",
-    "defect_type",
-    "regions", "review_label", "reviewed_by", "reviewed_at", "review_model_id", "request_id", "api_key", "latency_ms",
+    "defect_type", "regions", "notes",
+    "review_label", "reviewed_by", "reviewed_at", "review_model_id", "request_id", "api_key", "latency_ms",
     "sha256", "bytes", "format", "width", "height", "image_kind",
 )  # fmt: skip
 _CHOSEN = ("category", "part", "file_name", "defect_type", "review_label", "reviewed_by", "request_id", "api_key")
@@ -42,6 +42,7 @@ def lines(records: Iterable[dict]) -> str:
     for record in records:
         row = {column: record.get(column) for column in COLUMNS}
         row["regions"] = None if record["defect_regions"] is None else len(record["defect_regions"])
+        row["notes"] = None if record["notes"] is None else "; ".join(record["notes"])
         row.update({column: _as_text(record[column]) for column in _CHOSEN})
         rows.append(row)
     return _lines(rows, COLUMNS)

@@ -82,10 +82,11 @@ def entry(
     part: str | None,
     p_value: float | None = None,
     patch_scores: np.ndarray | None = None,
+    notes: list[str] | None = None,
 ) -> Inspection:
     """The record of one answered query; ``regions``: its defect regions as the answer gives them; ``part`` as the
-    caller sent it; ``p_value`` as the answer gives it; ``patch_scores`` its (rows, columns) patch distances, from
-    which the log draws the heatmap the answer saw."""
+    caller sent it; ``p_value`` and ``notes`` as the answer gives them; ``patch_scores`` its (rows, columns) patch
+    distances, from which the log draws the heatmap the answer saw."""
     stages = {k: round(v, 3) for k, v in timings_ms.items() if k != "total"}
     return Inspection(
         request_id=request_id, category=category, model_id=model_id, is_anomalous=is_anomalous, score=score,
@@ -93,7 +94,7 @@ def entry(
         width=upload.width, height=upload.height, api_key=api_key, latency_ms=timings_ms.get("total", 0.0),
         stages_ms=stages, image_kind=upload.kind, image=upload.image, image_media_type=upload.media_type,
         regions=regions, part=part, file_name=upload.file_name, p_value=p_value,
-        patch_scores=patch_scores,
+        patch_scores=patch_scores, notes=notes,
     )  # fmt: skip
 
 

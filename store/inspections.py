@@ -48,6 +48,7 @@ class Inspection:
     file_name: str | None = None  # the upload's file name, as sent
     p_value: float | None = None  # the share of good parts expected to score as high (None: not known)
     patch_scores: np.ndarray | None = None  # (rows, columns) float32: each cell's distance on the view's patch grid
+    notes: list[str] | None = None  # what the answer said to know before acting on it (None: not known)
 
 
 _REAL, _REAL_ARRAY = 700, 1021  # PostgreSQL's type oids of real and real[]
@@ -83,7 +84,7 @@ psycopg.adapters.register_dumper(_Grid, _GridDumper)
 _COLUMNS = (
     "request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, format, width, "
     "height, api_key, latency_ms, stages_ms, image_kind, image, image_media_type, regions, part, file_name, p_value, "
-    "patch_scores"
+    "patch_scores, notes"
 )
 
 
@@ -104,7 +105,7 @@ def record(
             key, r.request_id, r.category, r.model_id, r.is_anomalous, r.score, r.threshold, r.defect_type, r.sha256,
             r.bytes, r.format, r.width, r.height, r.api_key, r.latency_ms, json.dumps(r.stages_ms), r.image_kind,
             r.image, r.image_media_type, None if r.regions is None else json.dumps(r.regions), r.part, r.file_name,
-            r.p_value, None if r.patch_scores is None else _Grid(r.patch_scores),
+            r.p_value, None if r.patch_scores is None else _Grid(r.patch_scores), r.notes,
         )
         for key, r in rows
     ]  # fmt: skip
@@ -133,7 +134,7 @@ def record(
 _LISTED = (
     "id, at::text, request_id, category, model_id, is_anomalous, score, threshold, defect_type, sha256, bytes, "
     "format, width, height, api_key, latency_ms, stages_ms, image_kind, image IS NOT NULL, reviewed_at::text, "
-    "reviewed_by, review_label, review_model_id, regions, part, file_name, p_value, patch_scores IS NOT NULL, "
+    "reviewed_by, review_label, review_model_id, regions, part, file_name, p_value, notes, patch_scores IS NOT NULL, "
     "(patch_scores IS NOT NULL AND EXISTS (SELECT 1 FROM models m WHERE m.id = inspections.model_id)) OR (image IS "
     "NOT NULL AND EXISTS (SELECT 1 FROM categories c WHERE c.name = inspections.category AND c.active_model_id IS "
     "NOT NULL))"
@@ -142,7 +143,7 @@ _KEYS = (
     "id", "at", "request_id", "category", "model_id", "is_anomalous", "score", "threshold", "defect_type", "sha256",
     "bytes", "format", "width", "height", "api_key", "latency_ms", "stages_ms", "image_kind", "image_kept",
     "reviewed_at", "reviewed_by", "review_label", "review_model_id", "defect_regions", "part", "file_name", "p_value",
-    "patch_scores_kept", "heatmap_drawable",
+    "notes", "patch_scores_kept", "heatmap_drawable",
 )  # fmt: skip
 
 

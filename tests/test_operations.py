@@ -382,6 +382,16 @@ def test_the_log_as_csv_holds_every_record_the_filters_select_and_no_formula(ser
     assert said == [(body["inspection_id"], "'" + formula, "'=cmd.png")]
     assert mine[0]["regions"] == str(len(body["defect_regions"])) and mine[0]["score"] == repr(body["anomaly_score"])
     assert mine[0]["p_value"] == repr(body["p_value"])
+    assert mine[0]["notes"] == "" and body["notes"] == []
+    thumbnail = io.BytesIO()  # an answer with a note: the record keeps it, the CSV gives it
+    with Image.open(GOOD) as image:
+        image.resize((40, 40), Image.BILINEAR).save(thumbnail, format="PNG")
+    noted = client.post("/query", files={"file": ("thumb.png", thumbnail.getvalue(), "image/png")},
+                        data={"category": "bottle", "part": "thumb"}, headers=_auth("viewer")).json()  # fmt: skip
+    assert noted["notes"] and noted["notes"][0].startswith("the image is 40x40 pixels, enlarged 5.60 times")
+    record = client.get(f"/inspections/{noted['inspection_id']}", headers=_auth("viewer")).json()
+    assert record["notes"] == noted["notes"]
+    assert [r["notes"] for r in table(category="bottle", part="thumb")] == ["; ".join(noted["notes"])]
     assert client.get("/inspections.csv", params={"verdict": "maybe"}, headers=_auth("viewer")).status_code == 422
 
 

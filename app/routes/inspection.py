@@ -249,12 +249,13 @@ def _answer(
         timings["heatmap"] = _ms(before)
     stride = inspector.embedder.extractor.stride
     regions = [DefectRegion(**region.placed(view, stride, size)) for region in inspection.regions]
+    notes = inspector.notes(inspection, *size)
     timings["total"] = _ms(started)
     defect_type = inspection.defect.defect_type if inspection.defect else None
     row = logbook.entry(
         request_id, category, model.id, inspection.is_anomalous, inspection.score, inspection.threshold,
         defect_type, upload.received, api_key, timings, [region.model_dump() for region in regions], upload.part,
-        inspection.p_value, inspection.patch_scores.numpy(),
+        inspection.p_value, inspection.patch_scores.numpy(), notes,
     )  # fmt: skip
     answer = QueryResponse(
         inspection_id=None,
@@ -292,7 +293,7 @@ def _answer(
         defect_type=defect_type,
         defect_confidence=inspection.defect.confidence if inspection.defect else None,
         nearest_defects=inspection.defect.nearest if inspection.defect else [],
-        notes=inspector.notes(inspection, *size),
+        notes=notes,
         timings_ms=timings,
     )
     return answer, row

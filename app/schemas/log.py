@@ -37,6 +37,11 @@ class InspectionRecord(BaseModel):
         description="the answer's defect regions, as it gave them (empty for a normal answer; null for records "
         "written before regions were kept)",
     )
+    notes: list[str] | None = Field(
+        default=None,
+        description="the answer's notes, as it gave them: what to know before acting on it (empty: none; null for "
+        "records written before notes were kept)",
+    )
     image_kind: str = Field(description="what was kept of the image: none, thumbnail or full")
     image_kept: bool = Field(description="false once deleted after the retention period (the record stays)")
     image_url: str | None = None

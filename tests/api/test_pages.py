@@ -476,6 +476,7 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             assert "part\tSN-7\nfile\timage.png" in page.inner_text(".detail table")
             rare = "fewer than 1 good part in a million" if record["p_value"] < 1e-6 else "1 good part in "
             assert f"among good parts\t{rare}" in page.inner_text(".detail table"), record["p_value"]
+            assert "notes\tnone" in page.inner_text(".detail table") and record["notes"] == []  # the answer said none
             page.click(".views-of-part")  # both views of its part, reviewed or not, and the part's verdict
             page.wait_for_function("document.querySelectorAll('.item').length == 2")
             page.wait_for_function("document.querySelector('#partVerdict').textContent.startsWith('part SN-7')")
