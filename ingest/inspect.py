@@ -190,7 +190,7 @@ def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str)
         "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
         "worst_x": int(x), "worst_y": int(y), "regions": len(placed),
         "region_boxes": ";".join(" ".join(str(v) for v in region["box"]) for region in placed),
-        "heatmap": f"heatmaps/{heatmap}", "notes": "; ".join(inspector.notes(inspection, width, height)),
+        "heatmap": f"heatmaps/{heatmap}", "notes": "; ".join(inspector.notes(inspection, view, (width, height))),
     }  # fmt: skip
 
 

@@ -41,7 +41,7 @@ from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst, settle_regions
 from patchcore.scoring import BankSearch
-from patchcore.views import most_enlarged, size_notes
+from patchcore.views import View, most_enlarged, size_notes
 from serving.activity import ACTIVITY
 from serving.batching import shared_batcher
 from serving.search_choice import SearchChoice
@@ -252,10 +252,11 @@ class Inspector:
         self.care = model.config.care
         self.enlarged_at_most = most_enlarged(self.embedder.preprocess, bank.good_sizes())
 
-    def notes(self, inspection: Inspection, width: int, height: int) -> list[str]:
-        """What to know before acting on ``inspection`` of a ``width`` x ``height`` image, in words: an image enlarged
-        more than the good images were (:func:`size_notes`), and a score the re-rank's cap left unproven."""
-        said = size_notes(self.embedder.preprocess.view(width, height), (width, height), self.enlarged_at_most)
+    def notes(self, inspection: Inspection, view: View, size: tuple[int, int]) -> list[str]:
+        """What to know before acting on ``inspection`` of an image of ``size`` (width, height) seen as ``view``, in
+        words: an image enlarged more than the good images were (:func:`size_notes`), and a score the re-rank's cap
+        left unproven."""
+        said = size_notes(view, size, self.enlarged_at_most)
         if not inspection.exact_worst:
             said.append(
                 f"the exact re-rank reached its cap (INSPECT_EXACT_RERANK, {self.settings.exact_rerank}) before it "

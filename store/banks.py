@@ -179,7 +179,7 @@ class StoredBank:
     file_names: dict[int, str]
     owners: np.ndarray  # the segment (model id) of each row
     calibration: dict[int, tuple[int, float]]  # good image id -> (its segment, its score as an unseen part)
-    sizes: dict[int, tuple[int, int, int]]  # good image id -> (its segment, width, height)
+    sizes: dict[int, set[tuple[int, int]]]  # segment -> the (width, height) sizes of its good images
 
     def good_scores(self) -> list[float]:
         """The good scores behind the version's threshold (``store.images.good_scores``, in the same order), kept with
@@ -188,7 +188,7 @@ class StoredBank:
 
     def good_sizes(self) -> set[tuple[int, int]]:
         """The (width, height) sizes of the version's good images: the scales its model has seen parts at."""
-        return {(width, height) for segment, width, height in self.sizes.values() if segment in self.segments}
+        return set().union(*(self.sizes.get(segment, set()) for segment in self.segments))
 
     def rows(self, patch_ids: np.ndarray) -> np.ndarray:
         """Bank rows of stored patch ids."""
@@ -210,7 +210,7 @@ class StoredBank:
             file_names=self.file_names,  # names of images by id: those of later segments are never asked
             owners=self.owners[:count],
             calibration=self.calibration,  # read only through good_scores(), which keeps this bank's segments
-            sizes=self.sizes,  # read only through good_sizes(), the same way
+            sizes=self.sizes,  # read only through good_sizes(), which keeps this bank's segments too
         )
 
     def extended(self, more: StoredBank) -> StoredBank:
@@ -263,6 +263,9 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
                 "SELECT id, file_name, model_id, calibration_score, width, height FROM images WHERE model_id IN ({})"
             ).format(ids(segments))
         ).fetchall()
+    sizes: dict[int, set[tuple[int, int]]] = {}
+    for image in images:
+        sizes.setdefault(image[2], set()).add((image[4], image[5]))
     return StoredBank(
         segments=tuple(segments),
         ids=np.array([r[0] for r in rows], dtype=np.int64),
@@ -274,5 +277,5 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
         file_names={r[0]: r[1] for r in images},
         owners=np.array([r[5] for r in rows], dtype=np.int64),
         calibration={r[0]: (r[2], r[3]) for r in images if r[3] is not None},
-        sizes={r[0]: (r[2], r[4], r[5]) for r in images},
+        sizes=sizes,
     )

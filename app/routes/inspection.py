@@ -249,7 +249,7 @@ def _answer(
         timings["heatmap"] = _ms(before)
     stride = inspector.embedder.extractor.stride
     regions = [DefectRegion(**region.placed(view, stride, size)) for region in inspection.regions]
-    notes = inspector.notes(inspection, *size)
+    notes = inspector.notes(inspection, view, size)
     timings["total"] = _ms(started)
     defect_type = inspection.defect.defect_type if inspection.defect else None
     row = logbook.entry(

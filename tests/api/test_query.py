@@ -240,11 +240,12 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
                 assert not single_answer.exact_worst, path.name  # an overestimate is always flagged
                 overestimated += 1
             # and said in the answer's words (proven scores, on images as large as the good ones, say nothing)
-            said = single.notes(single_answer, 900, 900)
+            view = single.embedder.preprocess.view(900, 900)
+            said = single.notes(single_answer, view, (900, 900))
             assert said == ([] if single_answer.exact_worst else [
                 "the exact re-rank reached its cap (INSPECT_EXACT_RERANK, 1) before it could prove the worst patch: "
                 "the score may be too large, never too small"]), path.name  # fmt: skip
-            assert certain.notes(served, 900, 900) == [], path.name
+            assert certain.notes(served, view, (900, 900)) == [], path.name
     assert overestimated, "no HNSW miss on any worst patch at ef_search 1: this test would not see a broken re-rank"
     assert unfounded, "HNSW alone made no region of overestimates at ef_search 1: this test would not see one kept"
 
