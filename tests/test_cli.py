@@ -9,6 +9,7 @@ import sys
 
 import psycopg
 import pytest
+from PIL import Image
 
 from tests.conftest import BOTTLE, ROOT, WEIGHTS
 
@@ -209,14 +210,23 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
 
     # taught from the command line without a refit: good images, one of them already in the memory bank
     extra = sorted(BOTTLE.glob("train/good/*.png"))[50]
-    normals = _ingest("add-normals", "--category", "bottle", str(train[1]), str(extra), "--recalibrate", env=env)
+    thumb = tmp_path / "thumb.png"  # smaller than the good images before it: taught all the same, and said
+    with Image.open(extra) as image:
+        image.resize((50, 50), Image.BILINEAR).save(thumb)
+    taught = (str(train[1]), str(extra), str(thumb))
+    normals = _ingest("add-normals", "--category", "bottle", *taught, "--recalibrate", env=env)
     assert normals.returncode == 0, normals.stderr
     assert re.search(
-        r"bottle: version \d+ \(was \d+\): 1 image\(s\) added, 1 already known; \d+ of \d+ patches "
+        r"bottle: version \d+ \(was \d+\): 2 image\(s\) added, 1 already known; \d+ of \d+ patches "
         r"new, memory bank \d+; threshold \S+ -> \S+ \(recalibrated\)",
         normals.stdout,
     ), normals.stdout
-    assert re.search(rf"  {extra.name}: score \d\.\d+ \(normal\)", normals.stdout), normals.stdout
+    assert re.search(rf"  {extra.name}: score \d\.\d+ \(normal\)\n  thumb", normals.stdout), normals.stdout
+    said = re.search(
+        r"  thumb.png: score \d\.\d+ \([a-z ]+\)\n    note: the image is 50x50 pixels, enlarged 4.48 times",
+        normals.stdout,
+    )
+    assert said and normals.stdout.count("note:") == 1, normals.stdout
     # the set's defects with their masks, then one picture of a type named by hand
     defects = _ingest("add-defects", "--category", "bottle", "--data", str(mini_mvtec), env=env)
     assert defects.returncode == 0, defects.stderr

@@ -149,6 +149,12 @@ function partRarity(p) {
   return `at most 1 good part in ${Math.round(1 / p).toLocaleString("en")} shows a view as rare`;
 }
 
+// what teaching a good image said of it (added normals' notes, by file name: an image enlarged more than the good
+// images before it taught the model its blur as good), after the teaching's result
+function taughtNotes(result) {
+  return Object.values(result.notes || {}).flat().map((note) => `; note: ${note}`).join("");
+}
+
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);

@@ -559,6 +559,11 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
         drawn = Image.open(io.BytesIO(alone.content)).convert("RGB")
         left, top, right, bottom = late["defect_regions"][0]["box_in_view"]
         assert drawn.size == (224, 224) and drawn.getpixel((left, top)) == (255, 235, 59)
+        small = io.BytesIO()  # a thumbnail: its answer's note on its card, and again when taught as good
+        with Image.open(GOOD) as image:
+            image.resize((50, 50), Image.BILINEAR).save(small, format="PNG")
+        thumb = post(client, data=small.getvalue()).json()
+        assert thumb["notes"][0].startswith("the image is 50x50 pixels, enlarged 4.48 times"), thumb["notes"]
         with sync_playwright() as driver:  # the list says so, no broken picture; opened, the answer's map over grey
             browser = launch_chromium(driver)
             page = browser.new_page()
@@ -566,9 +571,19 @@ def test_the_review_page_in_a_real_browser(fitted, database_url, tmp_path):
             tile = f".item[data-id='{late['inspection_id']}']"
             page.wait_for_selector(tile)
             assert page.inner_text(f"{tile} .no-image") == "no image kept" and not page.query_selector(f"{tile} img")
+            card = f".item[data-id='{thumb['inspection_id']}']"
+            assert page.inner_text(f"{card} .item-note") == "note: " + thumb["notes"][0]
+            assert page.eval_on_selector_all(".item-note", "(all) => all.length") == 1  # the full-size answers: none
             page.click(tile)
             page.wait_for_function("document.querySelector('img.heat')?.naturalWidth === 224")
             assert page.inner_text(".heat-source").endswith(", no image kept")
+            page.click(card)
+            page.wait_for_selector("#teach")
+            assert page.is_checked("#teach")  # kept in full: "it is good" teaches it, and says what it taught
+            page.click(".mark-good")
+            page.wait_for_function("document.querySelector('.review-result').textContent.startsWith('reviewed')")
+            said = page.inner_text(".review-result")
+            assert said.startswith("reviewed as good; taught: version ") and "; note: the image is 50x50 pixels" in said
             browser.close()
         with connect(database_url) as connection:  # its version retired since: the view it saw went with it
             connection.execute(
