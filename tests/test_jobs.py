@@ -452,9 +452,10 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
     """Chromium on the new product page: a pattern on the file names names each upload's part in the browser, which
     sends the names (``PUT /jobs/{id}/parts``) before it starts the job, and its care area's mask (``PUT
     /jobs/{id}/care-area``), which the list then names; a name the pattern does not match is said
-    and the job stays a draft; a pattern that does not compile stops before anything is uploaded. A queued job
+    and the draft made is removed, said; a pattern that does not compile stops before anything is uploaded. A queued job
     cancelled from the list stays drawn cancelled when a poll's answer from before the click comes after it. The list
-    is not asked for while the tab is hidden, and is at once when it is shown."""
+    is not asked for while the tab is hidden, and is at once when it is shown. A cancelled job is deleted from the
+    list once its dialog is accepted."""
     from playwright.sync_api import sync_playwright
 
     links = [str(link) for link in _views(tmp_path / "views", 3, 2)]
@@ -486,9 +487,10 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.fill("#partPattern", "^(q\\d+)")
         page.click("#start")
         page.wait_for_selector(".api-error")
-        assert "job 2 (not started): views of one part: ^(q\\d+) does not match p00_v0.png" in page.inner_text(
-            ".api-error"
-        )
+        said = page.inner_text(".api-error")  # failed part-way: the draft it made is not left half-made
+        assert said == ("nothing fitted, job 2 removed with the images it had taken: views of one part: ^(q\\d+) "
+                        "does not match p00_v0.png; every image needs a part"), said  # fmt: skip
+        assert api.get("/jobs/2").status_code == 404
         page.fill("#category", "cams-3")
         page.fill("#partPattern", "^(p")
         page.click("#start")
@@ -527,10 +529,19 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         assert page.evaluate("window.asked") == asked
         page.evaluate("() => { window.hide = false; document.dispatchEvent(new Event('visibilitychange')); }")
         page.wait_for_function(f"window.asked > {asked}", timeout=2000)
+        made = api.get("/jobs").json()
+        assert [(j["id"], j["state"], j["parts"], j["images"]) for j in made] == [(1, "cancelled", 3, 6)]
+        asked = []  # Delete asks first (its stored images go with it): dismissed, nothing is removed
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        page.click(".job-1 .delete")
+        page.wait_for_timeout(1500)
+        assert asked == ["Delete job 1 (cams, cancelled) and its 6 stored images? It cannot be retried after."]
+        assert api.get("/jobs/1").status_code == 200
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click(".job-1 .delete")
+        page.wait_for_function("document.querySelector('#jobs').textContent === 'no fit job yet'")
         browser.close()
-    made = {job["id"]: job for job in api.get("/jobs").json()}
-    assert made[1]["state"] == "cancelled" and made[1]["parts"] == 3
-    assert made[2]["state"] == "draft" and made[2]["parts"] == 0 and sorted(made) == [1, 2]
+    assert api.get("/jobs").json() == [] and api.get("/jobs/1").status_code == 404
 
 
 def test_a_job_s_care_area_is_fitted_taken_along_by_a_refit_and_exported(api, env, tmp_path):
