@@ -29,6 +29,7 @@ from patchcore import PatchCoreError, progress
 from patchcore.ahead import read_ahead
 from patchcore.images import IMAGE_SUFFIXES, hidden, is_image_file, original_size, refuse_unread
 from patchcore.threshold import part_p_value
+from patchcore.views import is_grey
 from serving.heatmap import overlay
 from serving.inspector import Inspector
 from store import banks
@@ -179,9 +180,10 @@ def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str)
     stride = inspector.embedder.extractor.stride
     placed = [region.placed(view, stride, (width, height)) for region in inspection.regions]
     threshold = inspector.model.threshold
-    drawn = overlay(inspector.embedder.preprocess.cropped(image), inspection.anomaly_map(), threshold,
-                    [region["box_in_view"] for region in placed])  # fmt: skip
+    seen = inspector.embedder.preprocess.cropped(image)
+    drawn = overlay(seen, inspection.anomaly_map(), threshold, [region["box_in_view"] for region in placed])
     drawn.save(out / "heatmaps" / heatmap)
+    notes = inspector.notes(inspection, view, (width, height), is_grey(seen))
     return {
         "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
         "anomaly_score": f"{inspection.score:.6f}",
@@ -190,7 +192,7 @@ def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str)
         "defect_confidence": f"{inspection.defect.confidence:.4f}" if inspection.defect else "",
         "worst_x": int(x), "worst_y": int(y), "regions": len(placed),
         "region_boxes": ";".join(" ".join(str(v) for v in region["box"]) for region in placed),
-        "heatmap": f"heatmaps/{heatmap}", "notes": "; ".join(inspector.notes(inspection, view, (width, height))),
+        "heatmap": f"heatmaps/{heatmap}", "notes": "; ".join(notes),
     }  # fmt: skip
 
 

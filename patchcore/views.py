@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageChops
 
 from patchcore.errors import ImageShapeError
 from patchcore.images import MAX_WHITE_LEVEL, open_image, original_size
@@ -216,3 +216,32 @@ def size_notes(view: View, size: tuple[int, int], seen: float | None) -> list[st
         f"{view.height} view, where the category's good images were {good}: an enlarged image looks blurred to the "
         "model, so its score reflects its size as well as the part; send the camera's full image"
     ]
+
+
+def is_grey(view: Image.Image) -> bool:
+    """Whether an RGB picture has no colour at all: in every pixel its three channels are equal. A grey file decodes
+    so, and so does a grey picture kept as a colour JPEG (its chroma planes encode as constant); a colour camera's
+    picture never does, whatever it shows (its channels differ by noise alone), so the test needs no tolerance. Its
+    view keeps the answer: resizing and cropping treat the three channels alike."""
+    red, green, blue = view.split()
+    return ImageChops.difference(red, green).getbbox() is None and ImageChops.difference(green, blue).getbbox() is None
+
+
+def colour_notes(grey: bool, good: set[bool | None]) -> list[str]:
+    """A note for a grey image of a category whose good images all have colour, or the reverse (``good``: whether
+    each good image was grey; None where a fit from before migration 0028 did not say): the model compares the
+    image with parts it never saw without (or with) colour, so its score reflects the camera as well as the part (a
+    grey copy of a good bottle scores 1.75 against a threshold of 1.31). Relative to the category's own images: a
+    category of grey parts, of colour parts or of both gets no note for images like some of its own."""
+    if grey and good == {False}:
+        return [
+            "the image is grey (no colour at all), where every good image of the category has colour: the model "
+            "compares it with colour parts, so its score reflects the missing colour as well as the part; send the "
+            "camera's own colour image"
+        ]
+    if not grey and good == {True}:
+        return [
+            "the image has colour, where every good image of the category is grey: the model compares it with grey "
+            "parts, so its score reflects the colour as well as the part; send the grey camera's own image"
+        ]
+    return []

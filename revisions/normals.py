@@ -30,7 +30,7 @@ from patchcore.care import inspected
 from patchcore.coreset import extend_coreset
 from patchcore.errors import ImageError, together
 from patchcore.model import Embedder
-from patchcore.views import most_enlarged, size_notes
+from patchcore.views import colour_notes, most_enlarged, size_notes
 from revisions.threshold import evaluation_at
 from revisions.uploads import Upload, embed, original_name, sha256
 from store import evaluations, images, versions
@@ -59,7 +59,7 @@ class AddedNormals:
     recalibrated: bool
     scores: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
-    notes: dict[str, list[str]] = field(default_factory=dict)  # added images that teach blur (patchcore.views)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # added images that teach blur or grey (views)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,11 +119,11 @@ def add_normals(
         )  # fmt: skip
 
     config = model.config
-    seen = most_enlarged(embedder.preprocess, bank.good_sizes())
-    notes = {}  # an image enlarged more than the good images before it: taught, but what it teaches is blur
+    seen, greys = most_enlarged(embedder.preprocess, bank.good_sizes()), bank.good_greys()
+    notes = {}  # an image enlarged more than the good images before it, or grey among colour: taught, and said
     for e in embedded:
         size = (e.record.width, e.record.height)
-        if said := size_notes(embedder.preprocess.view(*size), size, seen):
+        if said := size_notes(embedder.preprocess.view(*size), size, seen) + colour_notes(e.record.grey, greys):
             notes[e.upload.name] = said
     grids = [tuple(e.features.shape[:2]) for e in embedded]  # one per image: their shapes may differ
     kept = [inspected(e.features.float(), config.care) for e in embedded]  # the care area's patches, or all

@@ -16,6 +16,7 @@ from PIL import Image
 
 from patchcore.images import format_suffix, jpeg, original_size
 from patchcore.model import Embedder, ImageRecord
+from patchcore.views import is_grey
 
 
 @dataclass(frozen=True)
@@ -54,5 +55,8 @@ def embed(embedder: Embedder, upload: Upload, max_pixels: int | None) -> Embedde
     view = preprocess.cropped(image)
     with torch.inference_mode():
         features = embedder.features(preprocess.normalised(view)[None])[0]
-    record = ImageRecord(upload.name, "added", sha256(upload.data), *original_size(image), None, jpeg(view), view.size)
+    record = ImageRecord(
+        upload.name, "added", sha256(upload.data), *original_size(image), None, jpeg(view), view.size,
+        grey=is_grey(view),
+    )  # fmt: skip
     return Embedded(upload, image, features, record)

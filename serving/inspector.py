@@ -41,7 +41,7 @@ from patchcore.model import Embedder, load_extractor
 from patchcore.regions import Region
 from patchcore.rerank import Reranked, rerank_worst, settle_regions
 from patchcore.scoring import BankSearch
-from patchcore.views import View, most_enlarged, size_notes
+from patchcore.views import View, colour_notes, most_enlarged, size_notes
 from serving.activity import ACTIVITY
 from serving.batching import shared_batcher
 from serving.search_choice import SearchChoice
@@ -251,12 +251,14 @@ class Inspector:
         self.tail = good_tail(bank.good_scores(), model.config.false_alarm_rate)
         self.care = model.config.care
         self.enlarged_at_most = most_enlarged(self.embedder.preprocess, bank.good_sizes())
+        self.good_greys = bank.good_greys()
 
-    def notes(self, inspection: Inspection, view: View, size: tuple[int, int]) -> list[str]:
+    def notes(self, inspection: Inspection, view: View, size: tuple[int, int], grey: bool) -> list[str]:
         """What to know before acting on ``inspection`` of an image of ``size`` (width, height) seen as ``view``, in
-        words: an image enlarged more than the good images were (:func:`size_notes`), and a score the re-rank's cap
-        left unproven."""
-        said = size_notes(view, size, self.enlarged_at_most)
+        words: an image enlarged more than the good images were (:func:`size_notes`), a grey image where every good
+        image has colour or the reverse (``grey``: :func:`~patchcore.views.is_grey` of its view; :func:`colour_notes`),
+        and a score the re-rank's cap left unproven."""
+        said = size_notes(view, size, self.enlarged_at_most) + colour_notes(grey, self.good_greys)
         if not inspection.exact_worst:
             said.append(
                 f"the exact re-rank reached its cap (INSPECT_EXACT_RERANK, {self.settings.exact_rerank}) before it "

@@ -29,11 +29,11 @@ def write_images(
     copy_rows(
         cursor,
         "COPY images (id, model_id, split, label, file_name, sha256, width, height, calibration_score, embedding,"
-        " source, part) FROM STDIN (FORMAT BINARY)",
-        ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector", "text", "text"],
+        " source, part, grey) FROM STDIN (FORMAT BINARY)",
+        ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector", "text", "text", "bool"],
         (
-            (image_id, model_id, r.split, "good", r.file_name, r.sha256, r.width, r.height, r.score, row, came, r.part)
-            for image_id, r, row, came in zip(image_ids, records, embeddings.astype(np.float32), sources, strict=True)
+            (i, model_id, r.split, "good", r.file_name, r.sha256, r.width, r.height, r.score, e, came, r.part, r.grey)
+            for i, r, e, came in zip(image_ids, records, embeddings.astype(np.float32), sources, strict=True)
         ),
     )
     copy_rows(

@@ -326,3 +326,29 @@ def test_netpbm_reads_as_the_png_it_was_made_from_and_a_folder_of_it_is_read(tmp
     assert [p.name for p in image_files_in(tmp_path)] == ["a.pgm", "b.ppm", "c.pnm", "d.pfm"]
     with pytest.raises(ImageError, match="cannot decode"):
         open_image(binary["PPM"][:5000])
+
+
+def test_a_grey_image_of_a_colour_category_gets_a_note_and_the_reverse_too():
+    """Grey is exact (every pixel's channels equal): a grey file and a colour JPEG of a grey picture are grey, a colour
+    camera's picture is not, nor is its view; the note is relative to the category's own images, and says nothing
+    where they are mixed or not known (stored before migration 0028)."""
+    from patchcore.views import colour_notes, is_grey
+
+    preprocess = Preprocess("whole")
+    with Image.open(BOTTLE / "train" / "good" / "000.png") as image:
+        colour = image.convert("RGB")
+    jpeg = io.BytesIO()
+    colour.convert("L").convert("RGB").save(jpeg, format="JPEG", quality=90)
+    grey_png = io.BytesIO()
+    colour.convert("L").save(grey_png, format="PNG")
+    assert not is_grey(colour) and not is_grey(preprocess.cropped(colour))
+    for data in (jpeg.getvalue(), grey_png.getvalue()):
+        assert is_grey(preprocess.cropped(preprocess.decode(data)))
+    tinted = colour.convert("L").convert("RGB")
+    tinted.putpixel((450, 450), (120, 121, 120))  # one pixel of colour is colour
+    assert not is_grey(tinted)
+    assert colour_notes(True, {False})[0].startswith("the image is grey (no colour at all), where every good image")
+    assert colour_notes(False, {True})[0].startswith("the image has colour, where every good image of the category")
+    for grey, good in ((True, {True}), (False, {False}), (True, {True, False}), (False, {True, False}),
+                       (True, {False, None}), (False, {True, None}), (True, set()), (False, set())):  # fmt: skip
+        assert colour_notes(grey, good) == [], (grey, good)

@@ -65,7 +65,7 @@ def test_migrations_run_from_empty_and_again(database_url):
     upgrade(database_url)
     upgrade(database_url)
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0027",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0028",)]
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"categories", "models", "images", "patches"} <= tables
         assert connection.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
@@ -93,7 +93,7 @@ def test_servers_starting_together_migrate_once_while_an_index_is_built_concurre
         caller.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not [caller for caller in callers if caller.is_alive()] and not errors
     with psycopg.connect(database_url) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0027",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0028",)]
         assert connection.execute(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'inspections_model_at_idx'::regclass"
         ).fetchone() == (True,)
@@ -156,7 +156,7 @@ def test_the_log_takes_records_while_a_migration_indexes_it(database_url, before
      ("0020", "0021", "inspections"), ("0022", "0023", "inspections"), ("0025", "0026", "inspections"),
      ("0026", "0027", "inspections"),
      ("0012", "0013", "models"),
-     ("0018", "0019", "images"), ("0013", "0014", "fit_jobs")],
+     ("0018", "0019", "images"), ("0027", "0028", "images"), ("0013", "0014", "fit_jobs")],
 )  # fmt: skip
 def test_queries_go_on_while_a_migration_waits_to_alter_a_table(database_url, before, revision, table, caplog):
     """An ALTER TABLE needs its table to itself, so it waits for every transaction that holds it (a fit being saved, a

@@ -332,14 +332,16 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
     assert api.get("/defects/999999").status_code == 404
 
-    thumbnail = io.BytesIO()  # taught, and what it teaches said: blur no good image before it had
+    thumbnail = io.BytesIO()  # taught, and what it teaches said: blur and grey, which no good image before it had
     with Image.open(good[2]) as image:
-        image.resize((50, 50), Image.BILINEAR).save(thumbnail, format="PNG")
+        image.resize((50, 50), Image.BILINEAR).convert("L").save(thumbnail, format="PNG")
     small = ("file", ("small.png", thumbnail.getvalue(), "image/png"))
     feedback = api.post("/categories/teach/feedback", files=[small], data={"label": "good"})
     assert feedback.status_code == 200 and feedback.json()["taught"] == "normal", feedback.text
     assert body["notes"] == {} and list(feedback.json()["result"]["notes"]) == ["small.png"]  # the 900x900 ones: none
-    assert feedback.json()["result"]["notes"]["small.png"][0].startswith("the image is 50x50 pixels, enlarged 4.48 ")
+    said = feedback.json()["result"]["notes"]["small.png"]
+    assert said[0].startswith("the image is 50x50 pixels, enlarged 4.48 ") and len(said) == 2, said
+    assert said[1].startswith("the image is grey (no colour at all), where every good image of the category has colour")
     contamination = BOTTLE / "test" / "contamination" / "000.png"
     feedback = api.post(
         "/categories/teach/feedback", files=[file_field(contamination)], data={"label": "contamination"}

@@ -1,0 +1,24 @@
+"""Whether each good image has colour: ``images.grey`` is true where its view has none (every pixel's three channels
+equal: a grey camera's picture), false where it has, so that an answer can say when an upload is grey and every good
+image of its category has colour, or the reverse (the model never compared such a picture with good parts). Images
+stored before say nothing (NULL: not known), and their categories get no such note until a fit or added normals say.
+
+Revision ID: 0028
+Revises: 0027
+Create Date: 2026-12-07
+"""
+
+from migrations.brief_locks import alter_briefly
+
+revision = "0028"
+down_revision = "0027"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    alter_briefly("ALTER TABLE images ADD COLUMN IF NOT EXISTS grey boolean")
+
+
+def downgrade() -> None:
+    alter_briefly("ALTER TABLE images DROP COLUMN IF EXISTS grey")
