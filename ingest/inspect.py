@@ -29,7 +29,7 @@ from patchcore import PatchCoreError, progress
 from patchcore.ahead import read_ahead
 from patchcore.images import IMAGE_SUFFIXES, hidden, is_image_file, original_size, refuse_unread
 from patchcore.threshold import part_p_value
-from patchcore.views import is_grey
+from patchcore.views import colouring
 from serving.heatmap import overlay
 from serving.inspector import Inspector
 from store import banks
@@ -183,7 +183,7 @@ def _described(inspector: Inspector, image, inspection, out: Path, heatmap: str)
     seen = inspector.embedder.preprocess.cropped(image)
     drawn = overlay(seen, inspection.anomaly_map(), threshold, [region["box_in_view"] for region in placed])
     drawn.save(out / "heatmaps" / heatmap)
-    notes = inspector.notes(inspection, view, (width, height), is_grey(seen))
+    notes = inspector.notes(inspection, view, (width, height), colouring(image, seen))
     return {
         "width": width, "height": height, "is_anomalous": inspection.is_anomalous,
         "anomaly_score": f"{inspection.score:.6f}",

@@ -36,6 +36,7 @@ UNREAD_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpx", ".
 ORIENTATION = 0x0112  # the EXIF tag
 TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 ORIGINAL_SIZE = "patchcore.original_size"  # image.info: (width, height) as sent, upright, when decoded smaller
+ORIGINAL_MODE = "patchcore.original_mode"  # image.info: the file's own Pillow mode (L, I;16, RGB, ...)
 SINGLE_CHANNEL = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # read as they are: a 16-bit 1 is a defect
 _HIGH_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer samples of more than 8 bits
 _WIDE = {"RGB": 3, "RGBA": 3, "LA": 1}  # a PNG's 16-bit samples Pillow cuts to 8 bits, by raw mode: colour channels
@@ -212,6 +213,11 @@ def original_size(image: Image.Image) -> tuple[int, int]:
     return image.info.get(ORIGINAL_SIZE, image.size)
 
 
+def original_mode(image: Image.Image) -> str:
+    """The Pillow mode of the file an image was decoded from (``L``, ``I;16``, ``RGB``...), before it was made RGB."""
+    return image.info.get(ORIGINAL_MODE, image.mode)
+
+
 def open_image(
     source: str | Path | bytes,
     name: str | None = None,
@@ -263,6 +269,7 @@ def open_image(
                 turned = image.getexif().get(ORIENTATION, 1) in TURNED  # the JPEG's header holds its EXIF
                 need = least(height, width) if turned else least(width, height)
                 image.draft(None, (need[1], need[0]) if turned else need)
+            mode = image.mode
             channels = wide_channels(image)
             plain = not channels and _plain_colour(image)
             wide = None
@@ -284,6 +291,7 @@ def open_image(
                 image.getexif()[ORIENTATION] = orientation
                 image = ImageOps.exif_transpose(image)
             image.info[ORIGINAL_SIZE] = (height, width) if orientation in TURNED else (width, height)
+            image.info[ORIGINAL_MODE] = mode
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -28,7 +28,7 @@ from patchcore.features import PatchFeatureExtractor
 from patchcore.images import header_size, jpeg, original_size, upright_size, white_level
 from patchcore.scoring import BankSearch, Metric
 from patchcore.spill import feature_matrix
-from patchcore.views import ALIGN, Preprocess, is_grey
+from patchcore.views import ALIGN, Preprocess, colouring
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class ImageRecord:
     view_jpeg: bytes | None = None  # the view the model saw, so people can see it without the dataset
     view_size: tuple[int, int] | None = None  # its width and height
     part: str | None = None  # the part it is one view of, where the set says (None: a part of its own)
-    grey: bool | None = None  # its view has no colour at all (views.is_grey); None: not known
+    colour: str | None = None  # grey, neutral or colour (views.colouring); None: not known
 
 
 @dataclass
@@ -251,9 +251,8 @@ class Embedder:
             image = self.preprocess.decode(data, name=str(path))
             view = self.preprocess.cropped(image)
             digest = hashlib.sha256(data).hexdigest()
-            record = ImageRecord(
-                path.name, "train", digest, *original_size(image), None, jpeg(view), view.size, grey=is_grey(view)
-            )
+            size, colour = original_size(image), colouring(image, view)
+            record = ImageRecord(path.name, "train", digest, *size, None, jpeg(view), view.size, colour=colour)
             return record, self.preprocess.normalised(view)
 
         def tensors() -> Iterator[torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageChops
 
 from patchcore.errors import ImageShapeError
-from patchcore.images import MAX_WHITE_LEVEL, open_image, original_size
+from patchcore.images import MAX_WHITE_LEVEL, open_image, original_mode, original_size
 from patchcore.masks import MaskSource, read_mask, scaled_alike
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -218,30 +218,46 @@ def size_notes(view: View, size: tuple[int, int], seen: float | None) -> list[st
     ]
 
 
+# Pillow's modes of one channel: a file of them holds no colour, whatever camera or tool wrote it
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
 def is_grey(view: Image.Image) -> bool:
-    """Whether an RGB picture has no colour at all: in every pixel its three channels are equal. A grey file decodes
-    so, and so does a grey picture kept as a colour JPEG (its chroma planes encode as constant); a colour camera's
-    picture never does, whatever it shows (its channels differ by noise alone), so the test needs no tolerance. Its
-    view keeps the answer: resizing and cropping treat the three channels alike."""
+    """Whether an RGB picture has no colour at all: in every pixel its three channels are equal. A grey picture's view
+    is grey too (resizing and cropping treat the three channels alike); a colour picture's is where its colour is
+    fainter than the view's rounding (a single tinted pixel averaged into its neighbours)."""
     red, green, blue = view.split()
     return ImageChops.difference(red, green).getbbox() is None and ImageChops.difference(green, blue).getbbox() is None
 
 
-def colour_notes(grey: bool, good: set[bool | None]) -> list[str]:
-    """A note for a grey image of a category whose good images all have colour, or the reverse (``good``: whether
-    each good image was grey; None where a fit from before migration 0028 did not say): the model compares the
-    image with parts it never saw without (or with) colour, so its score reflects the camera as well as the part (a
-    grey copy of a good bottle scores 1.75 against a threshold of 1.31). Relative to the category's own images: a
-    category of grey parts, of colour parts or of both gets no note for images like some of its own."""
-    if grey and good == {False}:
+def colouring(image: Image.Image, view: Image.Image) -> str:
+    """``grey`` for a file of one channel (a grey camera's, or a picture made grey), ``colour`` for a file of colour
+    channels whose ``view`` differs between them anywhere, ``neutral`` for a colour file without colour. Neutral says
+    nothing of the source: a grey picture kept as a colour file decodes so, and so does a colour camera's JPEG of a
+    grey part, its faint chroma rounded away (noise of one level in each channel, at JPEG quality 75, on a grey
+    bottle's and a screw's pictures), so no note rests on it."""
+    if original_mode(image) in GREY_MODES:
+        return "grey"
+    return "neutral" if is_grey(view) else "colour"
+
+
+def colour_notes(colour: str, good: set[str | None]) -> list[str]:
+    """A note for a grey file of a category whose good images all have colour, or a colour image of a category whose
+    good images are all grey files (``colour``, ``good``: :func:`colouring` of the image and of each good image; None
+    where a fit from before migration 0028 did not say): the model compares it with parts it never saw without (or
+    with) colour, so its score reflects the camera as well as the part (a grey copy of a good bottle scores 1.75
+    against a threshold of 1.31). A camera's file, not a rounding, decides: a neutral image on either side never
+    makes a note, nor does a category of both."""
+    if colour == "grey" and good == {"colour"}:
         return [
-            "the image is grey (no colour at all), where every good image of the category has colour: the model "
+            "the image is grey (a file of one channel), where every good image of the category has colour: the model "
             "compares it with colour parts, so its score reflects the missing colour as well as the part; send the "
             "camera's own colour image"
         ]
-    if not grey and good == {True}:
+    if colour == "colour" and good == {"grey"}:
         return [
-            "the image has colour, where every good image of the category is grey: the model compares it with grey "
-            "parts, so its score reflects the colour as well as the part; send the grey camera's own image"
+            "the image has colour, where every good image of the category is grey (files of one channel): the model "
+            "compares it with grey parts, so its score reflects the colour as well as the part; send the grey "
+            "camera's own image"
         ]
     return []

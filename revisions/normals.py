@@ -119,11 +119,11 @@ def add_normals(
         )  # fmt: skip
 
     config = model.config
-    seen, greys = most_enlarged(embedder.preprocess, bank.good_sizes()), bank.good_greys()
+    seen, colours = most_enlarged(embedder.preprocess, bank.good_sizes()), bank.good_colours()
     notes = {}  # an image enlarged more than the good images before it, or grey among colour: taught, and said
     for e in embedded:
         size = (e.record.width, e.record.height)
-        if said := size_notes(embedder.preprocess.view(*size), size, seen) + colour_notes(e.record.grey, greys):
+        if said := size_notes(embedder.preprocess.view(*size), size, seen) + colour_notes(e.record.colour, colours):
             notes[e.upload.name] = said
     grids = [tuple(e.features.shape[:2]) for e in embedded]  # one per image: their shapes may differ
     kept = [inspected(e.features.float(), config.care) for e in embedded]  # the care area's patches, or all

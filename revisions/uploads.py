@@ -16,7 +16,7 @@ from PIL import Image
 
 from patchcore.images import format_suffix, jpeg, original_size
 from patchcore.model import Embedder, ImageRecord
-from patchcore.views import is_grey
+from patchcore.views import colouring
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,6 @@ def embed(embedder: Embedder, upload: Upload, max_pixels: int | None) -> Embedde
         features = embedder.features(preprocess.normalised(view)[None])[0]
     record = ImageRecord(
         upload.name, "added", sha256(upload.data), *original_size(image), None, jpeg(view), view.size,
-        grey=is_grey(view),
+        colour=colouring(image, view),
     )  # fmt: skip
     return Embedded(upload, image, features, record)

@@ -251,14 +251,14 @@ class Inspector:
         self.tail = good_tail(bank.good_scores(), model.config.false_alarm_rate)
         self.care = model.config.care
         self.enlarged_at_most = most_enlarged(self.embedder.preprocess, bank.good_sizes())
-        self.good_greys = bank.good_greys()
+        self.good_colours = bank.good_colours()
 
-    def notes(self, inspection: Inspection, view: View, size: tuple[int, int], grey: bool) -> list[str]:
+    def notes(self, inspection: Inspection, view: View, size: tuple[int, int], colour: str) -> list[str]:
         """What to know before acting on ``inspection`` of an image of ``size`` (width, height) seen as ``view``, in
-        words: an image enlarged more than the good images were (:func:`size_notes`), a grey image where every good
-        image has colour or the reverse (``grey``: :func:`~patchcore.views.is_grey` of its view; :func:`colour_notes`),
-        and a score the re-rank's cap left unproven."""
-        said = size_notes(view, size, self.enlarged_at_most) + colour_notes(grey, self.good_greys)
+        words: an image enlarged more than the good images were (:func:`size_notes`), a grey file where every good
+        image has colour or the reverse (``colour``: :func:`~patchcore.views.colouring` of the image;
+        :func:`colour_notes`), and a score the re-rank's cap left unproven."""
+        said = size_notes(view, size, self.enlarged_at_most) + colour_notes(colour, self.good_colours)
         if not inspection.exact_worst:
             said.append(
                 f"the exact re-rank reached its cap (INSPECT_EXACT_RERANK, {self.settings.exact_rerank}) before it "

@@ -180,7 +180,7 @@ class StoredBank:
     owners: np.ndarray  # the segment (model id) of each row
     calibration: dict[int, tuple[int, float]]  # good image id -> (its segment, its score as an unseen part)
     sizes: dict[int, set[tuple[int, int]]]  # segment -> the (width, height) sizes of its good images
-    greys: dict[int, set[bool | None]]  # segment -> whether its good images are grey (None: not known)
+    colours: dict[int, set[str | None]]  # segment -> its good images' colourings (None: not known)
 
     def good_scores(self) -> list[float]:
         """The good scores behind the version's threshold (``store.images.good_scores``, in the same order), kept with
@@ -191,10 +191,10 @@ class StoredBank:
         """The (width, height) sizes of the version's good images: the scales its model has seen parts at."""
         return set().union(*(self.sizes.get(segment, set()) for segment in self.segments))
 
-    def good_greys(self) -> set[bool | None]:
-        """Whether the version's good images are grey, as a set ({False}: every one has colour; None: not known for
-        some): the colours its model has seen parts in."""
-        return set().union(*(self.greys.get(segment, set()) for segment in self.segments))
+    def good_colours(self) -> set[str | None]:
+        """The colourings of the version's good images (:func:`patchcore.views.colouring`; None: not known for
+        some): the kinds of picture its model has seen parts in."""
+        return set().union(*(self.colours.get(segment, set()) for segment in self.segments))
 
     def rows(self, patch_ids: np.ndarray) -> np.ndarray:
         """Bank rows of stored patch ids."""
@@ -217,7 +217,7 @@ class StoredBank:
             owners=self.owners[:count],
             calibration=self.calibration,  # read only through good_scores(), which keeps this bank's segments
             sizes=self.sizes,  # read only through good_sizes(), which keeps this bank's segments too
-            greys=self.greys,  # and through good_greys()
+            colours=self.colours,  # and through good_colours()
         )
 
     def extended(self, more: StoredBank) -> StoredBank:
@@ -232,7 +232,7 @@ class StoredBank:
             owners=np.concatenate([self.owners, more.owners]),
             calibration={**self.calibration, **more.calibration},
             sizes={**self.sizes, **more.sizes},
-            greys={**self.greys, **more.greys},
+            colours={**self.colours, **more.colours},
         )
 
 
@@ -268,15 +268,15 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
         ).fetchall()
         images = cursor.execute(
             sql.SQL(
-                "SELECT id, file_name, model_id, calibration_score, width, height, grey FROM images "
+                "SELECT id, file_name, model_id, calibration_score, width, height, colour FROM images "
                 "WHERE model_id IN ({})"
             ).format(ids(segments))
         ).fetchall()
     sizes: dict[int, set[tuple[int, int]]] = {}
-    greys: dict[int, set[bool | None]] = {}
+    colours: dict[int, set[str | None]] = {}
     for image in images:
         sizes.setdefault(image[2], set()).add((image[4], image[5]))
-        greys.setdefault(image[2], set()).add(image[6])
+        colours.setdefault(image[2], set()).add(image[6])
     return StoredBank(
         segments=tuple(segments),
         ids=np.array([r[0] for r in rows], dtype=np.int64),
@@ -289,5 +289,5 @@ def _read_segments(connection: psycopg.Connection, segments: Sequence[int], dim:
         owners=np.array([r[5] for r in rows], dtype=np.int64),
         calibration={r[0]: (r[2], r[3]) for r in images if r[3] is not None},
         sizes=sizes,
-        greys=greys,
+        colours=colours,
     )

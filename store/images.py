@@ -29,10 +29,10 @@ def write_images(
     copy_rows(
         cursor,
         "COPY images (id, model_id, split, label, file_name, sha256, width, height, calibration_score, embedding,"
-        " source, part, grey) FROM STDIN (FORMAT BINARY)",
-        ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector", "text", "text", "bool"],
+        " source, part, colour) FROM STDIN (FORMAT BINARY)",
+        ["int8", "int8", "text", "text", "text", "text", "int4", "int4", "float8", "vector", "text", "text", "text"],
         (
-            (i, model_id, r.split, "good", r.file_name, r.sha256, r.width, r.height, r.score, e, came, r.part, r.grey)
+            (i, model_id, r.split, "good", r.file_name, r.sha256, r.width, r.height, r.score, e, came, r.part, r.colour)
             for i, r, e, came in zip(image_ids, records, embeddings.astype(np.float32), sources, strict=True)
         ),
     )

@@ -328,27 +328,44 @@ def test_netpbm_reads_as_the_png_it_was_made_from_and_a_folder_of_it_is_read(tmp
         open_image(binary["PPM"][:5000])
 
 
-def test_a_grey_image_of_a_colour_category_gets_a_note_and_the_reverse_too():
-    """Grey is exact (every pixel's channels equal): a grey file and a colour JPEG of a grey picture are grey, a colour
-    camera's picture is not, nor is its view; the note is relative to the category's own images, and says nothing
-    where they are mixed or not known (stored before migration 0028)."""
-    from patchcore.views import colour_notes, is_grey
+def test_a_grey_file_of_a_colour_category_gets_a_note_and_the_reverse_too():
+    """A file of one channel is grey, a colour file with colour anywhere is colour, a colour file without any is
+    neutral (a grey picture kept as a colour JPEG, or a colour camera's JPEG of a grey part with its faint chroma
+    rounded away); the note is relative to the category's own images and rests on grey and colour alone: nothing
+    where either side is neutral, the good images are mixed or not known (stored before migration 0028)."""
+    from patchcore.views import colour_notes, colouring
 
     preprocess = Preprocess("whole")
-    with Image.open(BOTTLE / "train" / "good" / "000.png") as image:
-        colour = image.convert("RGB")
-    jpeg = io.BytesIO()
-    colour.convert("L").convert("RGB").save(jpeg, format="JPEG", quality=90)
-    grey_png = io.BytesIO()
-    colour.convert("L").save(grey_png, format="PNG")
-    assert not is_grey(colour) and not is_grey(preprocess.cropped(colour))
-    for data in (jpeg.getvalue(), grey_png.getvalue()):
-        assert is_grey(preprocess.cropped(preprocess.decode(data)))
-    tinted = colour.convert("L").convert("RGB")
-    tinted.putpixel((450, 450), (120, 121, 120))  # one pixel of colour is colour
-    assert not is_grey(tinted)
-    assert colour_notes(True, {False})[0].startswith("the image is grey (no colour at all), where every good image")
-    assert colour_notes(False, {True})[0].startswith("the image has colour, where every good image of the category")
-    for grey, good in ((True, {True}), (False, {False}), (True, {True, False}), (False, {True, False}),
-                       (True, {False, None}), (False, {True, None}), (True, set()), (False, set())):  # fmt: skip
-        assert colour_notes(grey, good) == [], (grey, good)
+
+    def kind(data: bytes) -> str:
+        image = preprocess.decode(data)
+        return colouring(image, preprocess.cropped(image))
+
+    def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        return buffer.getvalue()
+
+    colour = Image.open(BOTTLE / "train" / "good" / "000.png").convert("RGB")
+    grey = colour.convert("L")
+    assert kind(encoded(colour, "PNG")) == kind(encoded(colour, "JPEG")) == "colour"
+    assert kind(encoded(grey, "PNG")) == kind(encoded(grey, "JPEG")) == kind(encoded(grey, "TIFF")) == "grey"
+    assert kind(encoded(Image.fromarray(np.asarray(grey).astype(np.uint16) * 257), "PNG")) == "grey"  # 16 bits
+    assert kind(encoded(grey.convert("RGB"), "PNG")) == kind(encoded(grey.convert("RGB"), "JPEG")) == "neutral"
+    rng = np.random.default_rng(0)  # a grey part through a colour camera: one level of noise in each channel
+    noisy = np.asarray(grey, dtype=np.int16)[..., None] + rng.integers(-1, 2, (*grey.size[::-1], 3))
+    camera = Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+    assert kind(encoded(camera, "PNG")) == "colour" and kind(encoded(camera, "JPEG", quality=75)) == "neutral"
+    tinted = grey.convert("RGB")  # a label of colour on a grey part is colour; a pixel of it is lost in the view
+    tinted.putpixel((450, 450), (120, 121, 120))
+    assert kind(encoded(tinted, "PNG")) == "neutral"
+    tinted.paste((120, 124, 120), (430, 430, 470, 470))
+    assert kind(encoded(tinted, "PNG")) == "colour"
+    assert colour_notes("grey", {"colour"})[0].startswith("the image is grey (a file of one channel), where every")
+    assert colour_notes("colour", {"grey"})[0].startswith("the image has colour, where every good image of the")
+    quiet = [("grey", {"grey"}), ("colour", {"colour"}), ("neutral", {"colour"}), ("neutral", {"grey"}),
+             ("grey", {"neutral"}), ("colour", {"neutral"}), ("grey", {"colour", "neutral"}),
+             ("colour", {"grey", "neutral"}), ("grey", {"colour", None}), ("colour", {"grey", None}),
+             ("grey", set()), ("colour", set())]  # fmt: skip
+    for image, good in quiet:
+        assert colour_notes(image, good) == [], (image, good)

@@ -23,7 +23,7 @@ from app.schemas.errors import Error
 from app.schemas.inspection import AnomalousPatch, BatchPart, DefectRegion, QueryBatchResponse, QueryResponse
 from app.services import Services
 from patchcore.threshold import part_p_value
-from patchcore.views import is_grey
+from patchcore.views import colouring
 from serving import logbook
 from serving.heatmap import heatmap_png
 from serving.inspector import Inspection, Inspector
@@ -210,7 +210,7 @@ class _Upload:
     part: str | None
     decode_ms: float
     view: Image.Image
-    grey: bool  # the view has no colour at all (patchcore.views.is_grey): a note where the category's images have
+    colour: str  # grey, neutral or colour (patchcore.views.colouring): a note where the category's images differ
 
 
 def _received(
@@ -223,7 +223,7 @@ def _received(
     image = inspector.embedder.preprocess.decode(data, label, services.settings.max_image_pixels)
     view = inspector.embedder.preprocess.cropped(image)
     received = logbook.received(data, image, services.settings.log_images, name)
-    return _Upload(data, label, received, part, _ms(before), view, is_grey(view))
+    return _Upload(data, label, received, part, _ms(before), view, colouring(image, view))
 
 
 def _answer(
@@ -251,7 +251,7 @@ def _answer(
         timings["heatmap"] = _ms(before)
     stride = inspector.embedder.extractor.stride
     regions = [DefectRegion(**region.placed(view, stride, size)) for region in inspection.regions]
-    notes = inspector.notes(inspection, view, size, upload.grey)
+    notes = inspector.notes(inspection, view, size, upload.colour)
     timings["total"] = _ms(started)
     defect_type = inspection.defect.defect_type if inspection.defect else None
     row = logbook.entry(

@@ -22,7 +22,7 @@ class NormalsAdded(BaseModel):
     notes: dict[str, list[str]] = Field(
         default_factory=dict,
         description="added images enlarged to the model's view more than the good images before them were (a "
-        "thumbnail), or grey where every good image before them had colour (or the reverse), each with what POST "
+        "thumbnail), or grey files where every good image before them had colour (or the reverse), each with what POST "
         "/query notes of it: taught all the same, they teach the model their blur (or their colour) as good, and "
         "their scores join the good scores a recalibrated threshold is set from",
     )

@@ -341,7 +341,7 @@ def test_teaching_over_http_adds_normals_and_defects_as_versions(api, database, 
     assert body["notes"] == {} and list(feedback.json()["result"]["notes"]) == ["small.png"]  # the 900x900 ones: none
     said = feedback.json()["result"]["notes"]["small.png"]
     assert said[0].startswith("the image is 50x50 pixels, enlarged 4.48 ") and len(said) == 2, said
-    assert said[1].startswith("the image is grey (no colour at all), where every good image of the category has colour")
+    assert said[1].startswith("the image is grey (a file of one channel), where every good image of the category has")
     contamination = BOTTLE / "test" / "contamination" / "000.png"
     feedback = api.post(
         "/categories/teach/feedback", files=[file_field(contamination)], data={"label": "contamination"}

@@ -85,17 +85,17 @@ def test_a_broken_bottle_is_anomalous_and_a_good_one_is_not(api, database, fitte
         "images were reduced to it: an enlarged image looks blurred to the model, so its score reflects its size as "
         "well as the part; send the camera's full image"
     ]
-    for fmt in ("PNG", "JPEG"):  # the good bottle in grey, as a grey file and as a colour JPEG of a grey picture
+    for fmt in ("PNG", "JPEG"):  # the good bottle in grey: a grey file, and a colour JPEG of the grey picture
         grey = io.BytesIO()
         with Image.open(GOOD) as image:
             (image.convert("L") if fmt == "PNG" else image.convert("L").convert("RGB")).save(grey, format=fmt)
         seen = post(api, data=grey.getvalue()).json()
         assert seen["is_anomalous"] is True, fmt  # 1.75 against 1.31: colour it was never shown without
-        assert seen["notes"] == [
-            "the image is grey (no colour at all), where every good image of the category has colour: the model "
+        assert seen["notes"] == ([
+            "the image is grey (a file of one channel), where every good image of the category has colour: the model "
             "compares it with colour parts, so its score reflects the missing colour as well as the part; send the "
             "camera's own colour image"
-        ], fmt
+        ] if fmt == "PNG" else []), fmt  # a colour file without colour: a colour camera's JPEG may be one  # fmt: skip
 
 
 def test_the_full_memory_bank_is_searched_through_its_hnsw_indexes(database):
@@ -252,11 +252,11 @@ def test_served_worst_patch_distance_equals_the_exact_one(database):
                 overestimated += 1
             # and said in the answer's words (proven scores, on images as large as the good ones, say nothing)
             view = single.embedder.preprocess.view(900, 900)
-            said = single.notes(single_answer, view, (900, 900), grey=False)
+            said = single.notes(single_answer, view, (900, 900), "colour")
             assert said == ([] if single_answer.exact_worst else [
                 "the exact re-rank reached its cap (INSPECT_EXACT_RERANK, 1) before it could prove the worst patch: "
                 "the score may be too large, never too small"]), path.name  # fmt: skip
-            assert certain.notes(served, view, (900, 900), grey=False) == [], path.name
+            assert certain.notes(served, view, (900, 900), "colour") == [], path.name
     assert overestimated, "no HNSW miss on any worst patch at ef_search 1: this test would not see a broken re-rank"
     assert unfounded, "HNSW alone made no region of overestimates at ef_search 1: this test would not see one kept"
 
