@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageChops
 
 from patchcore.errors import ImageShapeError
-from patchcore.images import MAX_WHITE_LEVEL, open_image, original_mode, original_size
+from patchcore.images import MAX_WHITE_LEVEL, SINGLE_CHANNEL, open_image, original_mode, original_size
 from patchcore.masks import MaskSource, read_mask, scaled_alike
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -218,8 +218,8 @@ def size_notes(view: View, size: tuple[int, int], seen: float | None) -> list[st
     ]
 
 
-# Pillow's modes of one channel: a file of them holds no colour, whatever camera or tool wrote it
-GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Pillow's modes of one channel, alone or with alpha: a file of them holds no colour, whatever camera or tool wrote it
+GREY_MODES = frozenset({*SINGLE_CHANNEL, "LA", "La"})
 
 
 def is_grey(view: Image.Image) -> bool:

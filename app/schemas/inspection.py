@@ -125,9 +125,8 @@ class QueryResponse(BaseModel):
         "than the category's good images were (a thumbnail of a part photographed larger) is judged from a blurred "
         "view, its score reflecting its size as well as the part; a grey file where every good image of the "
         "category has colour (or a colour image where every one is a grey file) is compared with parts it never saw "
-        "so; a "
-        "score the exact re-rank's cap "
-        "(INSPECT_EXACT_RERANK) stopped before proving it may be too large, never too small",
+        "so; a score the exact re-rank's cap (INSPECT_EXACT_RERANK) stopped before proving it may be too large, never "
+        "too small",
     )
     timings_ms: dict[str, float]
 
