@@ -455,7 +455,8 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
     and the draft made is removed, said; a pattern that does not compile stops before anything is uploaded. A queued job
     cancelled from the list stays drawn cancelled when a poll's answer from before the click comes after it. The list
     is not asked for while the tab is hidden, and is at once when it is shown. A cancelled job is deleted from the
-    list once its dialog is accepted."""
+    list once its dialog is accepted, its button held until the answer comes, through the list's redraws (a slow
+    answer clicked twice sends one DELETE)."""
     from playwright.sync_api import sync_playwright
 
     links = [str(link) for link in _views(tmp_path / "views", 3, 2)]
@@ -537,9 +538,24 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.wait_for_timeout(1500)
         assert asked == ["Delete job 1 (cams, cancelled) and its 6 stored images? It cannot be retried after."]
         assert api.get("/jobs/1").status_code == 200
+        # accepted, its answer held 2.5 s: the button stays held through the list's redraws, so a second click
+        # sends nothing
+        page.evaluate("""() => {
+            window.deletes = 0;
+            const plain = window.fetch;
+            window.fetch = (url, options) => {
+              if (options?.method !== 'DELETE') return plain(url, options);
+              window.deletes += 1;
+              return new Promise((done) => setTimeout(() => done(plain(url, options)), 2500)); }; }""")
         page.once("dialog", lambda dialog: dialog.accept())
         page.click(".job-1 .delete")
+        page.evaluate("window.clicked = document.querySelector('.job-1 .delete')")
+        page.wait_for_function("document.querySelector('.job-1 .delete') !== window.clicked")  # a poll's redraw
+        assert page.is_disabled(".job-1 .delete")
+        page.click(".job-1 .delete", force=True)
+        assert page.evaluate("window.deletes") == 1
         page.wait_for_function("document.querySelector('#jobs').textContent === 'no fit job yet'")
+        assert page.evaluate("window.deletes") == 1
         browser.close()
     assert api.get("/jobs").json() == [] and api.get("/jobs/1").status_code == 404
 
