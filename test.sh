@@ -10,4 +10,5 @@ cd "$(dirname "$0")"
 # the docs site (docs/, mkdocs.yml); strict: a broken link or a page left out of the nav fails (not with --quiet,
 # which hides the warnings that strict counts)
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# the ten slowest tests listed above the summary line: where the suite's time goes, run by run
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@"

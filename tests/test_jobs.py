@@ -538,15 +538,15 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         page.wait_for_timeout(1500)
         assert asked == ["Delete job 1 (cams, cancelled) and its 6 stored images? It cannot be retried after."]
         assert api.get("/jobs/1").status_code == 200
-        # accepted, its answer held 2.5 s: the button stays held through the list's redraws, so a second click
-        # sends nothing
+        # accepted, its call held until released here: the button stays held through the list's redraws, so a
+        # second click sends nothing
         page.evaluate("""() => {
             window.deletes = 0;
             const plain = window.fetch;
             window.fetch = (url, options) => {
               if (options?.method !== 'DELETE') return plain(url, options);
               window.deletes += 1;
-              return new Promise((done) => setTimeout(() => done(plain(url, options)), 2500)); }; }""")
+              return new Promise((done) => { window.release = () => done(plain(url, options)); }); }; }""")
         page.once("dialog", lambda dialog: dialog.accept())
         page.click(".job-1 .delete")
         page.evaluate("window.clicked = document.querySelector('.job-1 .delete')")
@@ -554,6 +554,7 @@ def test_the_new_product_page_names_parts_by_a_pattern_it_runs_itself(api, tmp_p
         assert page.is_disabled(".job-1 .delete")
         page.click(".job-1 .delete", force=True)
         assert page.evaluate("window.deletes") == 1
+        page.evaluate("window.release()")
         page.wait_for_function("document.querySelector('#jobs').textContent === 'no fit job yet'")
         assert page.evaluate("window.deletes") == 1
         browser.close()
