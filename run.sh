@@ -2,12 +2,13 @@
 # One command from nothing to a running service:
 #   ./run.sh DATASET_ROOT [--category NAME]... [--backbone NAME] [--weights FILE] [--port PORT]
 # installs everything into .venv, starts (or joins) the embedded PostgreSQL, fits every category of the MVTec AD
-# layout under DATASET_ROOT (or only the named ones) into it, and serves the API on PORT (default 8000).
+# layout under DATASET_ROOT (or only the named ones) into it, and serves the API on PORT (default 8000). A category
+# already fitted from the same images with the same settings is kept, with what was taught since (--if-changed).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 dataset=$1
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
 done
 
 ./scripts/install.sh
-.venv/bin/python -m ingest fit --data "$dataset" "${fit_args[@]}" || {
+.venv/bin/python -m ingest fit --data "$dataset" --if-changed "${fit_args[@]}" || {
   status=$?
   echo "ingest failed. Without internet, name a local weights file: ./run.sh $dataset --backbone resnet18 --weights FILE" >&2
   exit $status

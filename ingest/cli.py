@@ -226,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit_cmd.add_argument(
         "--served", action="store_true", help="after storing, also evaluate through the served pgvector path"
     )
+    fit_cmd.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="keep each category whose active version comes from a fit of these very good images with these "
+        "settings (and what was taught since), rather than fit it again: what run.sh does at every start",
+    )
 
     eval_cmd = commands.add_parser("evaluate", help="fit and evaluate in memory, without the database")
     _dataset_options(eval_cmd)

@@ -214,6 +214,12 @@ def run_fit(args: argparse.Namespace, store: bool) -> int:
         for category in categories:
             if not category.test:
                 raise ValueError(f"{category.name} has no labelled test split to calibrate on")
+    if store and args.if_changed:
+        from ingest.unchanged import to_fit
+
+        categories = to_fit(categories, config, args)
+        if not categories:
+            return 0
     preflight.check(categories, config.preprocess, args.out, store, args.per)
     rows = {}
     failures = []

@@ -117,3 +117,12 @@ def hashes(
         (list(image_ids),),
     ).fetchall()
     return {i: (digest, name) for i, digest, name in rows}
+
+
+def fitted_images(connection: psycopg.Connection, fit_id: int) -> list[tuple[str, str | None, str]]:
+    """The good images a fit was made from (its training and held-out ones, not those added since): each file's
+    sha256, its part (``None``: a part of its own) and its name."""
+    return connection.execute(
+        "SELECT sha256, part, file_name FROM images WHERE model_id = %s AND split IN ('train', 'holdout') ORDER BY id",
+        (fit_id,),
+    ).fetchall()

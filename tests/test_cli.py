@@ -245,6 +245,40 @@ def test_fit_stores_and_refits_without_doubling(mini_mvtec, tmp_path, database_u
         assert types == [("broken_large", 3), ("contamination", 1)]
 
 
+def test_run_sh_s_fit_keeps_an_unchanged_category_with_what_was_taught_since(mini_mvtec, tmp_path, database_url):
+    """``fit --if-changed`` (run.sh's, at every start) fits a category without a version, keeps one whose active
+    version descends from a fit of the same good images with the same settings (a threshold set since stays: it is
+    compared with the fit, not with the version), and fits again, saying why, for another setting or another image."""
+    env = {"DATABASE_URL": database_url}
+    args = ("fit", "--data", str(mini_mvtec), "--backbone", "resnet18", "--weights", str(WEIGHTS),
+            "--out", str(tmp_path / "reports"), "--if-changed")  # fmt: skip
+
+    def versions() -> list[int]:
+        with psycopg.connect(database_url) as connection:
+            return [row[0] for row in connection.execute("SELECT id FROM models ORDER BY id")]
+
+    first = _ingest(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "stored bottle" in first.stdout and "fitted again" not in first.stdout
+    assert _ingest("threshold", "--category", "bottle", "--false-alarm-rate", "0.2", env=env).returncode == 0
+    assert versions() == [1, 2]
+    kept = _ingest(*args, env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.startswith("bottle: kept version 2: its fit was made from these 10 good images with these "
+                                  "settings"), kept.stdout  # fmt: skip
+    assert "stored" not in kept.stdout and versions() == [1, 2]
+    finer = _ingest(*args, "--coreset-ratio", "0.2", env=env)
+    assert finer.returncode == 0, finer.stderr
+    assert "bottle: fitted again, for other settings than version 2's fit (version 1, fitted " in finer.stdout
+    assert "): coreset_ratio 0.1 -> 0.2\n" in finer.stdout and versions() == [1, 2, 3]
+    more = sorted((BOTTLE / "train" / "good").glob("*.png"))[10]
+    (mini_mvtec / "bottle" / "train" / "good" / more.name).symlink_to(more)
+    grown = _ingest(*args, "--coreset-ratio", "0.2", env=env)
+    assert grown.returncode == 0, grown.stderr
+    assert "good images than version 3's fit (version 3, fitted " in grown.stdout, grown.stdout
+    assert f"): 1 new or changed ({more.name})\n" in grown.stdout and versions()[-1] == 4
+
+
 def test_a_test_split_labelled_per_image_only_evaluates(mini_mvtec, tmp_path):
     shutil.rmtree(mini_mvtec / "bottle" / "ground_truth")
     done = _ingest(
