@@ -5,7 +5,8 @@ Why it is safe: a fit is a function of its good images (their bytes and the part
 weights and its seed, all seeded, so a second fit of the same would make the same model again, and a refit would only
 replace the active version, dropping what was taught since (added good images, known defects, a threshold set
 later) and starting the drift window again. Anything that would make a different model is fitted: an image more, less
-or changed, another part named, another setting or weights file, or a threshold from the test split."""
+or changed, another part named, another setting or weights file, or a threshold from the test split. A fit made by
+an earlier build of this code is kept too: a new build's model is for ``ingest fit`` to bring in, on purpose."""
 
 from __future__ import annotations
 
