@@ -222,3 +222,26 @@ def test_the_example_environment_gives_the_compose_files_defaults():
     shared = sorted(set(defaults) & set(example))
     assert len(shared) >= 10, shared
     assert {name: example[name] for name in shared} == {name: defaults[name] for name in shared}
+
+
+def test_the_alert_rules_watch_metrics_the_service_exports():
+    """Prometheus is not run here either: its rules file is read, and every metric its expressions name is one the
+    service's registry exports (a renamed metric would leave a rule silent forever), scraped by the job the docs'
+    scrape configuration names; the drift rules wait before they fire, so a window of one answer pages nobody."""
+    from app.main import app  # noqa: F401 (registers the collectors)
+    from app.observability import REGISTRY
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exported = {family.name + s for family in REGISTRY.collect() for s in suffixes.get(family.type, ("",))}
+    rules = yaml.safe_load((ROOT / "docker" / "prometheus-alerts.yml").read_text())["groups"][0]["rules"]
+    named = set()
+    for rule in rules:
+        assert rule["labels"]["severity"] and rule["annotations"]["summary"], rule["alert"]
+        named |= set(re.findall(r"\binspect_\w+", rule["expr"]))
+        if "drift_warning" in rule["expr"]:
+            assert rule["for"] == "30m", rule["alert"]
+    assert named and named <= exported, named - exported
+    assert {"inspect_drift_warning", "inspect_inspections_unrecorded_total"} <= named
+    jobs = set(re.findall(r'up\{job="(\w+)"\}', " ".join(rule["expr"] for rule in rules)))
+    scraped = set(re.findall(r"job_name: (\w+)", (ROOT / "docs" / "operations.md").read_text()))
+    assert jobs and jobs <= scraped
