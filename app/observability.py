@@ -188,12 +188,15 @@ DRIFT_GAUGES = {
     "share": ("inspect_flagged_share", "share of parts flagged in the drift window (the versions of its setting)"),
     "predicted": ("inspect_predicted_false_alarm_rate", "share of good parts their thresholds are expected to flag"),
     "answered": ("inspect_drift_window_inspections", "answers in the drift window"),
-    "warning": ("inspect_drift_warning", "1 when the predicted rate is outside the flagged share's 90% interval"),
+    "warning": (
+        "inspect_drift_warning",
+        "1 when the predicted rate is outside the flagged share's 90% interval, even with one answer moved",
+    ),
     "parts": ("inspect_drift_window_parts", "parts named by answers in the drift window"),
     "parts_share": ("inspect_parts_flagged_share", "share of those parts flagged on any view"),
     "parts_warning": (
         "inspect_parts_drift_warning",
-        "1 when the per-part predicted rate is outside that share's 90% interval",
+        "1 when the per-part predicted rate is outside that share's 90% interval, even with one answer moved",
     ),
     "reviewed": (
         "inspect_reviewed_false_alarm_rate",
@@ -201,7 +204,7 @@ DRIFT_GAUGES = {
     ),
     "reviewed_warning": (
         "inspect_reviewed_drift_warning",
-        "1 when the predicted rate is outside that share's 90% interval",
+        "1 when the predicted rate is outside that share's 90% interval, even with one answer moved",
     ),
     "reviewed_parts": (
         "inspect_reviewed_parts_false_alarm_rate",
@@ -210,7 +213,7 @@ DRIFT_GAUGES = {
     ),
     "reviewed_parts_warning": (
         "inspect_reviewed_parts_drift_warning",
-        "1 when the per-part predicted rate is outside that share's 90% interval",
+        "1 when the per-part predicted rate is outside that share's 90% interval, even with one answer moved",
     ),
     "body": (
         "inspect_passed_above_good_median_share",
@@ -223,7 +226,8 @@ DRIFT_GAUGES = {
     ),
     "body_warning": (
         "inspect_body_drift_warning",
-        "1 when the expected share is outside that share's 90% interval: the passed parts score unlike good ones",
+        "1 when the expected share is outside that share's 90% interval, even with one answer moved: the passed parts "
+        "score unlike good ones",
     ),
 }
 

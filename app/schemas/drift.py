@@ -35,7 +35,9 @@ class DriftReviews(BaseModel):
         "reviewed"
     )
     interval: list[float] | None = Field(description="its 90% interval; null with the estimate")
-    warning: bool = Field(description="the predicted false-alarm rate is outside the interval")
+    warning: bool = Field(
+        description="the predicted false-alarm rate is outside the interval, even with one answer moved toward it"
+    )
 
 
 class DriftParts(BaseModel):
@@ -49,7 +51,9 @@ class DriftParts(BaseModel):
     flagged: int = Field(description="of them, flagged on any view")
     flagged_share: float
     interval: list[float] = Field(description="90% Clopper-Pearson interval of the flagged share")
-    warning: bool = Field(description="the predicted rate is outside the interval")
+    warning: bool = Field(
+        description="the predicted rate is outside the interval, even with one answer moved toward it"
+    )
     hours: list[DriftPartHour]
     reviews: DriftReviews | None = Field(
         default=None,
@@ -70,7 +74,10 @@ class DriftBody(BaseModel):
         description="the share a calibrated line gives: (0.5 - r) / (1 - r), r the predicted false-alarm rate"
     )
     interval: list[float] = Field(description="90% Clopper-Pearson interval of the share")
-    warning: bool = Field(description="the expected share is outside the interval: the passed parts score unlike good")
+    warning: bool = Field(
+        description="the expected share is outside the interval, even with one answer moved toward it: the passed "
+        "parts score unlike good"
+    )
 
 
 class DriftReport(BaseModel):
@@ -95,8 +102,8 @@ class DriftReport(BaseModel):
     flagged_share: float | None
     interval: list[float] | None = Field(description="90% Clopper-Pearson interval of the flagged share")
     warning: bool = Field(
-        description="the predicted false-alarm rate is outside the interval: more (or fewer) parts flagged than good "
-        "parts would be; read it beside the line's own defect rate"
+        description="the predicted false-alarm rate is outside the interval, even with one answer moved toward it: "
+        "more (or fewer) parts flagged than good parts would be; read it beside the line's own defect rate"
     )
     hours: list[DriftHour]
     parts: DriftParts | None = Field(
