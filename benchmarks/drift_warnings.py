@@ -2,10 +2,10 @@
 outside the 90% interval (the rule until 2026-12-07) beside one that, besides, one answer cannot decide
 (``serving.drift.outside``: still outside with one answer's outcome moved toward the prediction).
 
-The line is ``tests/test_drift.py``'s: a threshold at a 3% predicted false-alarm rate; each good part's place among
-good parts is the normal tail beyond its log score, which a shift of the whole line moves by ``shift`` of a standard
-deviation (a lamp ageing); a defective part (the share ``defects``) is flagged with recall 0.8 and, missed, passes
-above the good median. Two views of it:
+The line (``answers``, which ``tests/test_drift.py`` draws its windows from): a threshold at a 3% predicted
+false-alarm rate; each good part's place among good parts is the normal tail beyond its log score, which a shift of
+the whole line moves by ``shift`` of a standard deviation (a lamp ageing); a defective part (the share ``defects``)
+is flagged with recall 0.8 and, missed, passes above the good median. Two views of it:
 
 - windows of 500 answers, each judged once (what ``tests/test_drift.py`` asserts): the share of windows in which the
   flagged share (``serving.drift.drift``) and the passed parts above the good median (``body``) warn;

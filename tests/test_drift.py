@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
 
+from benchmarks.drift_warnings import answers as simulated
 from patchcore.threshold import clopper_pearson
 from serving.drift import body, drift, outside, pooled_rate, reviewed
 from store.inspections import Hour
@@ -91,17 +91,12 @@ def test_a_warning_is_not_decided_by_one_answer():
         assert said["interval"][0] > 0.03 and said["warning"] is warned, said
 
 
-def _shifted(rng: np.random.Generator, answers: int, shift: float, defects: float, rate: float = 0.03) -> Hour:
-    """One window of a line whose good parts' log scores moved by ``shift`` of their standard deviation (a lamp
-    ageing): each good part's place among good parts is then the normal tail beyond its score, uniform where
-    ``shift`` is 0 (above the good median below a half), and it is flagged below ``rate``; a defective part
-    (probability ``defects``) is flagged with recall 0.8 and, missed, passes above the good median."""
-    defective = rng.random(answers) < defects
-    p_value = stats.norm.sf(rng.normal(shift, 1, answers))
-    flagged = np.where(defective, rng.random(answers) < 0.8, p_value < rate)
-    above = np.where(defective, True, p_value < 0.5)
-    passed = ~flagged
-    return Hour("2026-12-03T06:00Z", answers, int(flagged.sum()), 0, 0, 0, 0, int((passed & above).sum()))
+def _shifted(rng: np.random.Generator, answers: int, shift: float, defects: float) -> Hour:
+    """One window of ``benchmarks/drift_warnings.py``'s simulated line (a 3% threshold; good parts' log scores moved
+    by ``shift`` of their standard deviation, a lamp ageing; a defective part, probability ``defects``, flagged with
+    recall 0.8 and, missed, passing above the good median), counted as the log's hour is."""
+    flagged, above = simulated(rng, (answers,), shift, defects)
+    return Hour("2026-12-03T06:00Z", answers, int(flagged.sum()), 0, 0, 0, 0, int(above.sum()))
 
 
 def test_the_passed_parts_against_the_good_median_see_a_shift_of_the_whole_line_before_the_flagged_share_does():
