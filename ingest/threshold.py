@@ -89,6 +89,7 @@ def run_threshold(args: argparse.Namespace) -> int:
             "labelled": labelled,
             "labelled_are_test": labelled is not None,
             "per": args.per,
+            "cells": evaluations.cells(connection, model.fit_id),  # read once: the change and the table beside it
         }
         counted = None
         if args.preview:
@@ -105,7 +106,7 @@ def run_threshold(args: argparse.Namespace) -> int:
             threshold, policy, evaluation = new.threshold, new.threshold_policy, new.evaluation
             said, column = f"version {version} (was {model.id}),", f"version {version}"
         if evaluation.get("images"):  # the active version's regions judged as the new one's are
-            before = as_judged_now(model, evaluations.cells(connection, model.fit_id))
+            before = as_judged_now(model, asked["cells"])
     print(
         f"{args.category}: {said} threshold {model.threshold:.4f} -> {threshold:.4f} ({policy['kind']}); estimated "
         f"false-alarm rate {policy['estimated_false_alarm_rate']:.2%}, {policy['good_scores_above']} of "

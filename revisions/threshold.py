@@ -77,14 +77,16 @@ def planned(
     labelled: tuple[Sequence[float], Sequence[bool]] | None = None,
     labelled_are_test: bool = False,
     per: str = thresholds.PER_IMAGE,
+    cells: bytes | None = None,
 ) -> versions.Change:
     """The version a threshold asked for (exactly one way) would make of ``model``, written nowhere: its threshold,
     policy and evaluation judged again, so that it can be looked at before it is set (:func:`set_threshold`).
 
     ``labelled`` holds image scores by this very model and whether each image is defective; ``labelled_are_test``
     says they are the stored evaluation's own test images (its figures are then marked optimistic); ``per`` says
-    whose false-alarm rate ``false_alarm_rate`` is (:func:`patchcore.threshold.false_alarm_threshold`). Raises
-    ``ValueError`` for a request that cannot be met."""
+    whose false-alarm rate ``false_alarm_rate`` is (:func:`patchcore.threshold.false_alarm_threshold`); ``cells``
+    the fit's, where the caller has read them already (else read here). Raises ``ValueError`` for a request that
+    cannot be met."""
     if sum(x is not None for x in (value, false_alarm_rate, labelled)) != 1:
         raise ValueError("give exactly one of a threshold value, a false-alarm rate or labelled images")
     if per != thresholds.PER_IMAGE and false_alarm_rate is None:
@@ -97,7 +99,8 @@ def planned(
         threshold, policy = thresholds.false_alarm_threshold(good, false_alarm_rate, parts, per)
     else:
         threshold, policy = thresholds.labelled_threshold(*labelled, good, parts, target)
-    cells = evaluations.cells(connection, model.fit_id)
+    if cells is None:
+        cells = evaluations.cells(connection, model.fit_id)
     evaluation = evaluation_at(model, threshold, target, labelled is not None and labelled_are_test, good, cells, parts)
     return versions.Change(threshold, policy, evaluation, target, model.memory_bank_size)
 
@@ -111,10 +114,11 @@ def set_threshold(
     labelled: tuple[Sequence[float], Sequence[bool]] | None = None,
     labelled_are_test: bool = False,
     per: str = thresholds.PER_IMAGE,
+    cells: bytes | None = None,
 ) -> int:
     """Make the new version of ``model``'s category with the threshold asked for (:func:`planned`); returns its id.
     Raises ``ValueError`` for a request that cannot be met and ``store.versions.VersionConflict`` when the category
     got a newer version meanwhile."""
-    change = planned(connection, model, value, false_alarm_rate, labelled, labelled_are_test, per)
+    change = planned(connection, model, value, false_alarm_rate, labelled, labelled_are_test, per, cells)
     detail = {"threshold": change.threshold, "previous_threshold": model.threshold, "policy": change.policy["kind"]}
     return versions.new_version(connection, model, change, actor, "threshold", detail)
