@@ -87,13 +87,14 @@ def _settings_differ(asked: PatchCoreConfig, fitted: PatchCoreConfig) -> str:
         new, old = getattr(asked, field.name), getattr(fitted, field.name)
         if field.name == "white_level" and new is None:
             continue
-        if new != old:
-            shown = "another mask" if field.name == "care_area" and new is not None and old is not None else None
-            differ.append(f"{field.name} {shown or _short(old)} -> {shown or _short(new)}")
+        if new != old:  # two masks (care areas) that differ are said as such: neither is printed
+            masks = isinstance(new, bytes) and isinstance(old, bytes)
+            differ.append(f"{field.name}: another mask" if masks else f"{field.name} {_short(old)} -> {_short(new)}")
     return ", ".join(differ)
 
 
 def _short(value: object) -> str:
+    """A setting as said: a mask (a care area) is bytes, named as one rather than printed."""
     return "a mask" if isinstance(value, bytes) else str(value)
 
 

@@ -1,5 +1,6 @@
 """The ingest job as a user runs it: `python -m ingest ...` in a subprocess."""
 
+import io
 import json
 import os
 import re
@@ -277,6 +278,28 @@ def test_run_sh_s_fit_keeps_an_unchanged_category_with_what_was_taught_since(min
     assert grown.returncode == 0, grown.stderr
     assert "good images than version 3's fit (version 3, fitted " in grown.stdout, grown.stdout
     assert f"): 1 new or changed ({more.name})\n" in grown.stdout and versions()[-1] == 4
+
+
+def test_settings_that_differ_are_said_old_to_new_a_care_area_named_not_printed():
+    """What ``fit --if-changed`` prints for a refit's settings: each as ``name old -> new``; a care area is a PNG's
+    bytes, so it is said as a mask (two masks that differ: another mask), never printed."""
+    from dataclasses import replace
+
+    from ingest.unchanged import _settings_differ
+    from patchcore.model import PatchCoreConfig
+
+    def mask(level: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("L", (8, 8), level).save(out, "PNG")
+        return out.getvalue()
+
+    fitted = PatchCoreConfig(backbone="resnet18")
+    assert _settings_differ(fitted, fitted) == ""
+    assert _settings_differ(replace(fitted, coreset_ratio=0.01), fitted) == "coreset_ratio 0.1 -> 0.01"
+    assert _settings_differ(replace(fitted, care_area=mask(255)), fitted) == "care_area None -> a mask"
+    drawn = replace(fitted, care_area=mask(254))
+    assert _settings_differ(replace(fitted, care_area=mask(255)), drawn) == "care_area: another mask"
+    assert _settings_differ(fitted, drawn) == "care_area a mask -> None"
 
 
 def test_a_test_split_labelled_per_image_only_evaluates(mini_mvtec, tmp_path):
