@@ -49,3 +49,15 @@ def test_anchors_are_read_as_mkdocs_makes_them():
     assert anchor("Beside anomalib on the screws and the ball screws") == beside
     assert "latency-build-by-build" in anchors(ROOT / "docs" / "results.md")
     assert not any("inspection_id" in a for a in anchors(README))  # the query's answer, a comment in a code block
+
+
+def test_the_docs_site_s_front_page_lists_the_pages_as_the_readme_does():
+    """The README's table of pages and the docs site's front page (``docs/index.md``) say the same, each link from
+    its own folder: two copies of one list, kept equal here rather than left to drift."""
+
+    def rows(page: Path, prefix: str) -> list[str]:
+        return [line.replace(f"]({prefix}", "](") for line in page.read_text().splitlines() if line.startswith("| [")]
+
+    listed = rows(README, "docs/")
+    assert len(listed) == len(list((ROOT / "docs").glob("*.md"))) - 1  # every page but the front page itself
+    assert rows(ROOT / "docs" / "index.md", "") == listed
